@@ -1,0 +1,87 @@
+namespace HeadLens.Tensors;
+
+/// <summary>
+/// One pinned block of floats from which named tensors are carved, allocated once per model (weights, gradients,
+/// optimiser state) or per batch shape (activations). Why: on this machine first-touch page faults from fresh
+/// allocations every step doubled a training step's time, so big buffers are made once and reused.
+/// </summary>
+public sealed class Arena
+{
+    // Each tensor starts on a 64-byte boundary (16 floats) so that Vector512 loads of a row start aligned.
+    private const int Alignment = 16;
+
+    private readonly List<(string Name, int[] Shape, int Offset)> layout = [];
+    private readonly Dictionary<string, Tensor> byName = new(StringComparer.Ordinal);
+    private float[]? storage;
+    private int used;
+
+    public Arena(string name) => Name = name;
+
+    public string Name { get; }
+
+    /// <summary>Total floats reserved so far (including alignment padding).</summary>
+    public int FloatCount => used;
+
+    public long Bytes => (long)used * sizeof(float);
+
+    public IReadOnlyCollection<Tensor> Tensors => byName.Values;
+
+    /// <summary>
+    /// Reserves a tensor; its memory exists once <see cref="Allocate"/> has run (tensors reserved before that are
+    /// usable afterwards through <see cref="Get"/> or the returned handle's later lookup).
+    /// </summary>
+    public void Reserve(string name, params int[] shape)
+    {
+        if (storage is not null)
+        {
+            throw new InvalidOperationException($"arena '{Name}' is already allocated; cannot add '{name}'");
+        }
+
+        if (byName.ContainsKey(name) || layout.Exists(entry => entry.Name == name))
+        {
+            throw new ArgumentException($"arena '{Name}' already has a tensor named '{name}'");
+        }
+
+        long length = Tensor.ElementCount(shape);
+        long start = (used + Alignment - 1) / Alignment * Alignment;
+        if (start + length > Array.MaxLength)
+        {
+            throw new InvalidOperationException($"arena '{Name}' would exceed one buffer's limit at '{name}'");
+        }
+
+        layout.Add((name, (int[])shape.Clone(), (int)start));
+        used = (int)(start + length);
+    }
+
+    /// <summary>Allocates the single pinned buffer (zeroed) for every reserved tensor.</summary>
+    public void Allocate()
+    {
+        if (storage is not null)
+        {
+            return;
+        }
+
+        storage = GC.AllocateArray<float>(Math.Max(used, 1), pinned: true);
+        foreach (var (name, shape, offset) in layout)
+        {
+            byName[name] = new Tensor(name, shape, storage, offset);
+        }
+    }
+
+    public Tensor Get(string name)
+    {
+        if (storage is null)
+        {
+            throw new InvalidOperationException($"arena '{Name}' is not allocated yet");
+        }
+
+        return byName.TryGetValue(name, out var tensor)
+            ? tensor
+            : throw new KeyNotFoundException($"arena '{Name}' has no tensor '{name}'");
+    }
+
+    public bool Contains(string name) => byName.ContainsKey(name) || layout.Exists(entry => entry.Name == name);
+
+    /// <summary>The whole buffer as one span: for operations over every tensor at once (zeroing gradients, AdamW).</summary>
+    public Span<float> All => (storage ?? throw new InvalidOperationException($"arena '{Name}' is not allocated")).AsSpan(0, used);
+}
