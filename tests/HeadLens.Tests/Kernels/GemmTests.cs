@@ -3,21 +3,134 @@ using HeadLens.Tests.Oracles;
 
 namespace HeadLens.Tests.Kernels;
 
+// Tolerance: an fp32 dot product of length k summed in any order is within about k·ε·Σ|a_ip·b_pj| of the exact
+// value (ε = 2⁻²⁴ ≈ 6e-8). Errors are measured against that scale, Σ|a·b| per entry (not |c|, which can cancel
+// to near zero). For k ≤ 300 the bound is ≤ 1.8e-5 in the worst case and ~√k·ε ≈ 1e-6 typically, so 1e-5 holds
+// with a wide margin at the test sizes; for the larger k used below we allow k·ε.
 public class GemmTests
 {
+    public static TheoryData<int, int, int> OddSizes()
+    {
+        var sizes = new TheoryData<int, int, int>();
+        int[] edges = [1, 2, 3, 5, 7, 11, 12, 13, 16, 17, 31, 32, 33, 47, 61, 64, 97, 127, 128, 131, 211, 257, 300];
+        var random = new Random(3);
+        for (int i = 0; i < 40; i++)
+        {
+            sizes.Add(edges[random.Next(edges.Length)], edges[random.Next(edges.Length)], edges[random.Next(edges.Length)]);
+        }
+
+        sizes.Add(1, 1, 1);
+        sizes.Add(300, 300, 300);
+        sizes.Add(13, 97, 769); // k past one depth block
+        return sizes;
+    }
+
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(false, true)]
-    [InlineData(true, false)]
-    [InlineData(true, true)]
-    public void ReferenceMatchesFloat64Oracle(bool transposeA, bool transposeB)
+    [MemberData(nameof(OddSizes))]
+    public void FastMatchesFloat64OracleForEveryTransposeAndThreadCount(int m, int n, int k)
+    {
+        var random = new Random(m * 1000003 + n * 1009 + k);
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    CheckAgainstOracle(random, transposeA, transposeB, m, n, k, threads, accumulate: false, padding: 0);
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(37, 41, 53, 3)]
+    [InlineData(100, 70, 260, 17)]
+    public void FastRespectsStridesAndAccumulates(int m, int n, int k, int padding)
+    {
+        var random = new Random(11);
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                CheckAgainstOracle(random, transposeA, transposeB, m, n, k, threads: 2, accumulate: true, padding);
+            }
+        }
+    }
+
+    [Fact]
+    public void LargeOddProductMatchesOracle()
+    {
+        var random = new Random(5);
+        CheckAgainstOracle(random, false, true, 517, 263, 1031, threads: 2, accumulate: false, padding: 0);
+    }
+
+    [Fact]
+    public void ReferenceMatchesFloat64Oracle()
     {
         var random = new Random(7);
-        int m = 5, n = 7, k = 11;
-        float[] a = Random(random, m * k), b = Random(random, k * n), c = new float[m * n];
-        Gemm.Reference(transposeA, transposeB, m, n, k, a, transposeA ? m : k, b, transposeB ? k : n, c, n, false);
-        double[] expected = Float64.Gemm(transposeA, transposeB, m, n, k, a, b);
-        Assert.True(Float64.MaxRelativeError(c, expected) < 1e-5);
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                int m = 5, n = 7, k = 11;
+                float[] a = Random(random, m * k), b = Random(random, k * n), c = new float[m * n];
+                Gemm.Reference(transposeA, transposeB, m, n, k, a, transposeA ? m : k, b, transposeB ? k : n, c, n, false);
+                var (expected, scale) = Float64.GemmWithScale(transposeA, transposeB, m, n, k, a, transposeA ? m : k, b, transposeB ? k : n);
+                Assert.True(Float64.MaxScaledError(c, n, expected, scale, m, n) <= 1e-5);
+            }
+        }
+    }
+
+    [Fact]
+    public void ZeroDepthClearsOrKeepsOutput()
+    {
+        float[] c = [1, 2, 3, 4];
+        Gemm.Multiply(false, false, 2, 2, 0, [], 0, [], 2, c, 2, accumulate: true);
+        Assert.Equal([1f, 2, 3, 4], c);
+        Gemm.Multiply(false, false, 2, 2, 0, [], 0, [], 2, c, 2, accumulate: false);
+        Assert.Equal([0f, 0, 0, 0], c);
+    }
+
+    [Fact]
+    public void TooSmallBuffersAreRejected()
+    {
+        Assert.Throws<ArgumentException>(() =>
+            Gemm.Multiply(false, false, 3, 3, 3, new float[8], 3, new float[9], 3, new float[9], 3, false));
+    }
+
+    private static void CheckAgainstOracle(
+        Random random, bool transposeA, bool transposeB, int m, int n, int k, int threads, bool accumulate, int padding)
+    {
+        (int aRows, int aCols) = transposeA ? (k, m) : (m, k);
+        (int bRows, int bCols) = transposeB ? (n, k) : (k, n);
+        int lda = aCols + padding, ldb = bCols + padding, ldc = n + padding;
+        float[] a = Random(random, aRows * lda), b = Random(random, bRows * ldb), c = Random(random, m * ldc);
+        float[] before = (float[])c.Clone();
+        Gemm.Multiply(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads);
+        var (product, scale) = Float64.GemmWithScale(transposeA, transposeB, m, n, k, a, lda, b, ldb);
+        if (accumulate)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                for (int j = 0; j < n; j++)
+                {
+                    product[i * n + j] += before[i * ldc + j];
+                    scale[i * n + j] += Math.Abs(before[i * ldc + j]);
+                }
+            }
+        }
+
+        double bound = Math.Max(1e-5, k * Math.Pow(2, -24));
+        double error = Float64.MaxScaledError(c, ldc, product, scale, m, n);
+        Assert.True(error <= bound, $"m={m} n={n} k={k} tA={transposeA} tB={transposeB} threads={threads}: error {error:E2} > {bound:E2}");
+        // Padding between rows of C must be untouched.
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = n; j < ldc; j++)
+            {
+                Assert.Equal(before[i * ldc + j], c[i * ldc + j]);
+            }
+        }
     }
 
     internal static float[] Random(Random random, int count)

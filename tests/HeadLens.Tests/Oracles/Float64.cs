@@ -1,32 +1,61 @@
 namespace HeadLens.Tests.Oracles;
 
-/// <summary>Float64 references: the oracles fast and reference float paths are both measured against.</summary>
+/// <summary>Float64 references: the oracles that fast and reference float paths are both measured against.</summary>
 internal static class Float64
 {
-    public static double[] Gemm(bool transposeA, bool transposeB, int m, int n, int k, float[] a, float[] b)
+    /// <summary>
+    /// op(A)·op(B) in float64, and beside it Σ_p |op(A)_ip · op(B)_pj| per entry: the natural scale of the rounding
+    /// error of any summation order.
+    /// </summary>
+    public static (double[] Product, double[] Scale) GemmWithScale(
+        bool transposeA, bool transposeB, int m, int n, int k, float[] a, int lda, float[] b, int ldb)
     {
-        var c = new double[m * n];
+        var product = new double[m * n];
+        var scale = new double[m * n];
         for (int i = 0; i < m; i++)
         {
             for (int j = 0; j < n; j++)
             {
-                double sum = 0;
+                double sum = 0, magnitude = 0;
                 for (int p = 0; p < k; p++)
                 {
-                    double aip = transposeA ? a[p * m + i] : a[i * k + p];
-                    double bpj = transposeB ? b[j * k + p] : b[p * n + j];
-                    sum += aip * bpj;
+                    double term = (double)(transposeA ? a[p * lda + i] : a[i * lda + p])
+                        * (transposeB ? b[j * ldb + p] : b[p * ldb + j]);
+                    sum += term;
+                    magnitude += Math.Abs(term);
                 }
 
-                c[i * n + j] = sum;
+                product[i * n + j] = sum;
+                scale[i * n + j] = magnitude;
             }
         }
 
-        return c;
+        return (product, scale);
+    }
+
+    /// <summary>max over entries of |actual − expected| / max(scale, tiny), with actual stored at stride ldc.</summary>
+    public static double MaxScaledError(float[] actual, int ldc, double[] expected, double[] scale, int m, int n)
+    {
+        double worst = 0;
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double error = Math.Abs(actual[i * ldc + j] - expected[i * n + j]) / Math.Max(scale[i * n + j], 1e-30);
+                if (double.IsNaN(error))
+                {
+                    return double.PositiveInfinity;
+                }
+
+                worst = Math.Max(worst, error);
+            }
+        }
+
+        return worst;
     }
 
     /// <summary>
-    /// max |actual - expected| / max(|expected|, floor): an error relative to the magnitude of the values, with a
+    /// max |actual − expected| / max(|expected|, floor): an error relative to the magnitude of the values, with a
     /// floor so that entries near zero (from cancellation) do not turn a tiny absolute error into a huge ratio.
     /// </summary>
     public static double MaxRelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected, double floor = 1.0)

@@ -1,0 +1,78 @@
+using HeadLens.Kernels;
+
+namespace HeadLens.Cli.Commands.Bench;
+
+/// <summary>
+/// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
+/// (B·T = 4·64), forward and both backward products, on 2 threads and on 1. `--sizes 2048` limits to squares.
+/// </summary>
+internal sealed class MatmulBenchmark : IBenchmark
+{
+    public string Name => "matmul";
+
+    public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
+    {
+        string? only = args.Get("sizes");
+        var configs = new List<(string Op, bool TransposeA, bool TransposeB, int M, int N, int K)>();
+        foreach (int size in new[] { 512, 1024, 2048 })
+        {
+            configs.Add(("square", false, false, size, size, size));
+        }
+
+        if (only is null)
+        {
+            const int tokens = 256;
+            // (output features, input features) of each GPT-2 124M linear layer; the last is the vocabulary head.
+            foreach (var (outputs, inputs) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768) })
+            {
+                configs.Add(("forward", false, true, tokens, outputs, inputs));       // y = x·Wᵀ
+                configs.Add(("input-grad", false, false, tokens, inputs, outputs));   // dx = dy·W
+                configs.Add(("weight-grad", true, false, outputs, inputs, tokens));   // dW += dyᵀ·x
+            }
+        }
+        else
+        {
+            var sizes = only.Split(',').Select(text => int.TryParse(text, out int size) && size > 0
+                ? size : throw new UsageException($"bench: --sizes expects positive integers, got '{text}'")).ToHashSet();
+            configs.RemoveAll(config => !sizes.Contains(config.M));
+            foreach (int size in sizes.Where(size => !configs.Exists(config => config.M == size)))
+            {
+                configs.Add(("square", false, false, size, size, size));
+            }
+        }
+
+        var results = new List<BenchResult>();
+        foreach (var (op, transposeA, transposeB, m, n, k) in configs)
+        {
+            var random = new Random(42);
+            float[] a = RandomArray(random, m * k), b = RandomArray(random, k * n), c = new float[m * n];
+            int lda = transposeA ? m : k, ldb = transposeB ? k : n;
+            foreach (int threads in new[] { 2, 1 })
+            {
+                double flops = 2.0 * m * n * k;
+                int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);
+                double ms = Timing.MedianMilliseconds(
+                    () => Gemm.Multiply(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, n, op == "weight-grad", threads),
+                    warmup: 2, iterations, maxSeconds: 5);
+                double gflops = flops / (ms * 1e6);
+                progress.WriteLine($"matmul {op,-11} m={m} n={n} k={k} threads={threads}: {ms:F2} ms, {gflops:F0} GFLOP/s");
+                results.Add(new BenchResult(
+                    new Dictionary<string, object> { ["m"] = m, ["n"] = n, ["k"] = k, ["threads"] = threads, ["op"] = op },
+                    new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = gflops }));
+            }
+        }
+
+        return results;
+    }
+
+    private static float[] RandomArray(Random random, int count)
+    {
+        var values = GC.AllocateUninitializedArray<float>(count, pinned: true);
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)(random.NextDouble() * 2 - 1);
+        }
+
+        return values;
+    }
+}
