@@ -1,0 +1,246 @@
+using HeadLens.Attention;
+using HeadLens.Tests.Oracles;
+
+namespace HeadLens.Tests.Attention;
+
+public class ScaledDotProductAttentionTests
+{
+    public static TheoryData<string> Cases() => new(CaseOptions.Keys);
+
+    // Named configurations: every mask, GQA/MQA, d_qk ≠ d_v, cross-attention shapes, T not a multiple of a tile.
+    private static readonly Dictionary<string, (AttentionOptions Options, int Tq, int Tk, int Offset)> CaseOptions = new()
+    {
+        ["causal"] = (new AttentionOptions(4, 4, 16, 16), 100, 100, 0),
+        ["bidirectional"] = (new AttentionOptions(3, 3, 8, 8) { Mask = MaskKind.Bidirectional }, 37, 37, 0),
+        ["padding"] = (new AttentionOptions(2, 2, 8, 8) { KeyPadding = Padding(70, 9) }, 70, 70, 0),
+        ["window"] = (new AttentionOptions(2, 2, 8, 8) { Window = 17 }, 150, 150, 0),
+        ["window-sinks"] = (new AttentionOptions(2, 2, 8, 8) { Window = 20, Sinks = 4 }, 160, 160, 0),
+        ["gqa"] = (new AttentionOptions(6, 2, 16, 16), 65, 65, 0),
+        ["mqa"] = (new AttentionOptions(4, 1, 8, 8), 49, 49, 0),
+        ["dqk-ne-dv"] = (new AttentionOptions(2, 2, 12, 20), 51, 51, 0),
+        ["cross"] = (new AttentionOptions(2, 2, 8, 8) { Mask = MaskKind.Bidirectional }, 29, 83, 0),
+        ["offset-decode"] = (new AttentionOptions(4, 2, 8, 8), 3, 90, 87),
+        ["alibi"] = (new AttentionOptions(2, 2, 8, 8) { AlibiSlopes = [0.5f, 0.125f] }, 70, 70, 0),
+        ["strided"] = (new AttentionOptions(2, 2, 8, 8) { Sparse = SparsePattern.Strided, SparseStride = 8 }, 80, 80, 0),
+        ["fixed"] = (new AttentionOptions(2, 2, 8, 8) { Sparse = SparsePattern.Fixed, SparseStride = 16, SparseSummary = 2 }, 80, 80, 0),
+        // Head size 64 with T ≥ 64 takes the AVX-512 panel path (blocked keys and values) where AVX-512 exists.
+        ["panel-causal"] = (new AttentionOptions(2, 2, 64, 64), 150, 150, 0),
+        ["panel-gqa-window-sinks"] = (new AttentionOptions(4, 2, 64, 64) { Window = 70, Sinks = 3 }, 200, 200, 0),
+        ["panel-cross"] = (new AttentionOptions(2, 2, 32, 64) { Mask = MaskKind.Bidirectional }, 70, 131, 0),
+        ["bidirectional-window"] = (new AttentionOptions(2, 2, 8, 8) { Mask = MaskKind.Bidirectional, Window = 10 }, 90, 90, 0),
+    };
+
+    // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
+    // measured relative to 1 (floor 1): the online rescaling and tiled sums differ from the reference by a few
+    // ulps per term, ≤ 1e-6 in practice; 1e-5 is the bound.
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void FusedForwardEqualsReference(string name)
+    {
+        var (options, tq, tk, offset) = CaseOptions[name];
+        var (q, k, v) = Inputs(options, tq, tk, seed: name.Length);
+        float[] expected = new float[tq * options.Heads * options.HeadDimV], expectedLse = new float[options.Heads * tq];
+        float[] actual = new float[expected.Length], actualLse = new float[expectedLse.Length];
+        ScaledDotProductAttention.ForwardReference(options, tq, tk, offset, q, k, v, expected, expectedLse);
+        ScaledDotProductAttention.Forward(options, tq, tk, offset, q, k, v, actual, actualLse);
+        Assert.True(Float64.MaxRelativeError(actual, FiniteDifference.ToDouble(expected)) <= 1e-5, name);
+        for (int i = 0; i < expectedLse.Length; i++)
+        {
+            if (float.IsNegativeInfinity(expectedLse[i]))
+            {
+                Assert.True(float.IsNegativeInfinity(actualLse[i]));
+            }
+            else
+            {
+                Assert.Equal(expectedLse[i], actualLse[i], 1e-4f);
+            }
+        }
+    }
+
+    // Gradients: both fp32; dQ, dK, dV are sums of up to T terms of size ~1, so 1e-4 relative to the largest.
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void FusedBackwardEqualsReference(string name)
+    {
+        var (options, tq, tk, offset) = CaseOptions[name];
+        var (q, k, v) = Inputs(options, tq, tk, seed: name.Length + 1);
+        var random = new Random(name.Length);
+        float[] dO = TestData.Uniform(random, tq * options.Heads * options.HeadDimV);
+        float[] output = new float[dO.Length], lse = new float[options.Heads * tq];
+        ScaledDotProductAttention.Forward(options, tq, tk, offset, q, k, v, output, lse);
+        float[] dq1 = new float[q.Length], dk1 = new float[k.Length], dv1 = new float[v.Length];
+        float[] dq2 = new float[q.Length], dk2 = new float[k.Length], dv2 = new float[v.Length];
+        ScaledDotProductAttention.BackwardReference(options, tq, tk, offset, q, k, v, output, dO, lse, dq1, dk1, dv1);
+        ScaledDotProductAttention.Backward(options, tq, tk, offset, q, k, v, output, dO, lse, dq2, dk2, dv2);
+        AssertNear(dq1, dq2, name + " dq");
+        AssertNear(dk1, dk2, name + " dk");
+        AssertNear(dv1, dv2, name + " dv");
+    }
+
+    // The reference backward against float64 central differences of Σ out·r on tiny shapes: 1e-4 relative.
+    [Theory]
+    [InlineData("causal")]
+    [InlineData("gqa")]
+    [InlineData("window-sinks")]
+    [InlineData("alibi")]
+    [InlineData("dqk-ne-dv")]
+    [InlineData("cross")]
+    public void ReferenceBackwardMatchesFiniteDifferences(string name)
+    {
+        var (big, _, _, _) = CaseOptions[name];
+        var options = big with { };
+        int tq = name == "cross" ? 5 : 7, tk = name == "cross" ? 9 : 7;
+        if (options.Window > 0)
+        {
+            options = options with { Window = 3, Sinks = Math.Min(options.Sinks, 1) };
+        }
+
+        var (q, k, v) = Inputs(options, tq, tk, seed: 3);
+        var random = new Random(4);
+        double[] r = FiniteDifference.ToDouble(TestData.Uniform(random, tq * options.Heads * options.HeadDimV));
+        double[] qd = FiniteDifference.ToDouble(q), kd = FiniteDifference.ToDouble(k), vd = FiniteDifference.ToDouble(v);
+        double Loss(double[] qv, double[] kv, double[] vv) =>
+            FiniteDifference.Project(Float64Attention.Forward(options, tq, tk, 0, qv, kv, vv), r);
+        float[] output = new float[r.Length], lse = new float[options.Heads * tq];
+        ScaledDotProductAttention.ForwardReference(options, tq, tk, 0, q, k, v, output, lse);
+        float[] dq = new float[q.Length], dk = new float[k.Length], dv = new float[v.Length];
+        ScaledDotProductAttention.BackwardReference(options, tq, tk, 0, q, k, v, output, FiniteDifference.ToFloat(r), lse, dq, dk, dv);
+        FiniteDifference.AssertClose(dq, FiniteDifference.Gradient(p => Loss(p, kd, vd), qd), 1e-4, name + " dq");
+        FiniteDifference.AssertClose(dk, FiniteDifference.Gradient(p => Loss(qd, p, vd), kd), 1e-4, name + " dk");
+        FiniteDifference.AssertClose(dv, FiniteDifference.Gradient(p => Loss(qd, kd, p), vd), 1e-4, name + " dv");
+        float[] fdq = new float[q.Length], fdk = new float[k.Length], fdv = new float[v.Length];
+        ScaledDotProductAttention.Backward(options, tq, tk, 0, q, k, v, output, FiniteDifference.ToFloat(r), lse, fdq, fdk, fdv);
+        FiniteDifference.AssertClose(fdq, FiniteDifference.Gradient(p => Loss(p, kd, vd), qd), 1e-4, name + " fused dq");
+    }
+
+    [Fact]
+    public void ReferenceMatchesFloat64Oracle()
+    {
+        foreach (var (name, (options, tq, tk, offset)) in CaseOptions)
+        {
+            var (q, k, v) = Inputs(options, tq, tk, seed: 9);
+            float[] output = new float[tq * options.Heads * options.HeadDimV], lse = new float[options.Heads * tq];
+            ScaledDotProductAttention.ForwardReference(options, tq, tk, offset, q, k, v, output, lse);
+            double[] expected = Float64Attention.Forward(options, tq, tk, offset,
+                FiniteDifference.ToDouble(q), FiniteDifference.ToDouble(k), FiniteDifference.ToDouble(v));
+            Assert.True(Float64.MaxRelativeError(output, expected) <= 1e-5, name);
+        }
+    }
+
+    [Fact]
+    public void PatternRowsSumToOneAndAreExactlyZeroWhereMasked()
+    {
+        foreach (var (name, (options, tq, tk, offset)) in CaseOptions)
+        {
+            var (q, k, _) = Inputs(options, tq, tk, seed: 5);
+            int[] heads = Enumerable.Range(0, options.Heads).ToArray();
+            var patterns = new float[heads.Length * tq * tk];
+            ScaledDotProductAttention.Patterns(options, tq, tk, offset, q, k, heads, patterns);
+            for (int h = 0; h < heads.Length; h++)
+            {
+                for (int i = 0; i < tq; i++)
+                {
+                    double sum = 0;
+                    bool any = false;
+                    for (int j = 0; j < tk; j++)
+                    {
+                        float p = patterns[(h * tq + i) * tk + j];
+                        if (!options.IsVisible(offset + i, j))
+                        {
+                            Assert.Equal(0f, p);
+                        }
+                        else
+                        {
+                            any = true;
+                        }
+
+                        sum += p;
+                    }
+
+                    Assert.Equal(any ? 1.0 : 0.0, sum, 5);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void WindowAsLongAsTheSequenceEqualsCausal()
+    {
+        var causal = new AttentionOptions(2, 2, 8, 8);
+        var windowed = causal with { Window = 64 };
+        var (q, k, v) = Inputs(causal, 64, 64, seed: 6);
+        float[] a = new float[64 * 16], b = new float[64 * 16], lse = new float[128];
+        ScaledDotProductAttention.Forward(causal, 64, 64, 0, q, k, v, a, lse);
+        ScaledDotProductAttention.Forward(windowed, 64, 64, 0, q, k, v, b, lse);
+        Assert.Equal(a, b);
+    }
+
+    [Fact]
+    public void GroupedQueryWithAsManyKvHeadsAsHeadsEqualsMultiHead()
+    {
+        // GQA with KvHeads = Heads: each query head reads its own kv head, exactly plain multi-head attention,
+        // which we build head by head from single-head calls.
+        var gqa = new AttentionOptions(3, 3, 8, 8);
+        int t = 20;
+        var (q, k, v) = Inputs(gqa, t, t, seed: 7);
+        float[] together = new float[t * 3 * 8], lse = new float[3 * t];
+        ScaledDotProductAttention.Forward(gqa, t, t, 0, q, k, v, together, lse);
+        var single = new AttentionOptions(1, 1, 8, 8);
+        for (int h = 0; h < 3; h++)
+        {
+            float[] qh = Head(q, t, 3, 8, h), kh = Head(k, t, 3, 8, h), vh = Head(v, t, 3, 8, h);
+            float[] alone = new float[t * 8], lseAlone = new float[t];
+            ScaledDotProductAttention.Forward(single, t, t, 0, qh, kh, vh, alone, lseAlone);
+            Assert.Equal(alone, Head(together, t, 3, 8, h));
+        }
+    }
+
+    [Fact]
+    public void InvalidShapesAreRejected()
+    {
+        Assert.Throws<ArgumentException>(() => new AttentionOptions(4, 3, 8, 8).Validate(1, 1, 0));
+        Assert.Throws<ArgumentException>(() =>
+            ScaledDotProductAttention.Forward(new AttentionOptions(1, 1, 4, 4), 2, 2, 0, new float[7], new float[8], new float[8], new float[8], new float[2]));
+    }
+
+    internal static (float[] Q, float[] K, float[] V) Inputs(AttentionOptions options, int tq, int tk, int seed)
+    {
+        var random = new Random(seed);
+        return (
+            TestData.Uniform(random, tq * options.Heads * options.HeadDimQK),
+            TestData.Uniform(random, tk * options.KvHeads * options.HeadDimQK),
+            TestData.Uniform(random, tk * options.KvHeads * options.HeadDimV));
+    }
+
+    private static float[] Head(float[] x, int t, int heads, int d, int h)
+    {
+        var result = new float[t * d];
+        for (int i = 0; i < t; i++)
+        {
+            Array.Copy(x, (i * heads + h) * d, result, i * d, d);
+        }
+
+        return result;
+    }
+
+    private static bool[] Padding(int length, int padded)
+    {
+        var mask = new bool[length];
+        for (int j = length - padded; j < length; j++)
+        {
+            mask[j] = true;
+        }
+
+        mask[3] = true;
+        return mask;
+    }
+
+    private static void AssertNear(float[] expected, float[] actual, string what)
+    {
+        double largest = Math.Max(expected.Max(MathF.Abs), 1e-3);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-4 * largest, $"{what}[{i}]: {expected[i]} vs {actual[i]}");
+        }
+    }
+}
