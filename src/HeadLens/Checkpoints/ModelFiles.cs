@@ -1,0 +1,207 @@
+using System.Text.Json;
+using HeadLens.Model;
+using HeadLens.Tokenization;
+
+namespace HeadLens.Checkpoints;
+
+/// <summary>
+/// Models on disk in the Hugging Face layout (config.json + model.safetensors, or shards listed in
+/// model.safetensors.index.json, + tokenizer files), so that a model trained here loads in PyTorch and the reverse.
+/// </summary>
+public static class ModelFiles
+{
+    public static (Transformer Model, ITokenizer? Tokenizer) Load(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new HeadLensException(File.Exists(directory)
+                ? $"{directory}: a model file in this format is not supported yet (expected a Hugging Face model directory)"
+                : $"{directory}: no such model directory");
+        }
+
+        string configPath = Path.Combine(directory, "config.json");
+        if (!File.Exists(configPath))
+        {
+            throw new HeadLensException($"{directory}: no config.json");
+        }
+
+        var config = HuggingFaceFormat.ParseConfig(configPath);
+        var model = new Transformer(config);
+        var files = OpenCheckpoint(directory);
+        try
+        {
+            var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
+            foreach (var entry in HuggingFaceFormat.Map(config))
+            {
+                var (file, name) = Find(files, entry.Theirs, directory);
+                var info = file.Entries[name];
+                int[] ours = layout[entry.Ours];
+                int[] expected = entry.Transpose
+                    ? [ours.Length > 1 ? ours[1] : 1, ours[0] * entry.Parts]
+                    : [ours[0] * entry.Parts, .. ours[1..]];
+                if (!info.Shape.SequenceEqual(expected))
+                {
+                    throw new HeadLensException(
+                        $"{Path.GetFileName(file.Path)}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}], config.json implies [{string.Join(", ", expected)}]");
+                }
+
+                var whole = new float[info.ElementCount];
+                file.ReadFloat32(name, whole);
+                file.ValidateFinite(name, whole);
+                var rows = entry.Transpose ? Transpose(whole, expected[0], expected[1]) : whole;
+                int partLength = rows.Length / entry.Parts;
+                rows.AsSpan(entry.Part * partLength, partLength).CopyTo(model.Parameters.Arena.Get(entry.Ours).Span);
+            }
+        }
+        finally
+        {
+            foreach (var file in files)
+            {
+                file.Dispose();
+            }
+        }
+
+        return (model, ByteTokenizer.FromDirectory(directory));
+    }
+
+    /// <summary>
+    /// Writes the model into <paramref name="directory"/>: everything goes to a fresh sibling directory first, which
+    /// then replaces the old one, so an interrupted save leaves the previous checkpoint loadable.
+    /// </summary>
+    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, IReadOnlyDictionary<string, string>? extraFiles = null)
+    {
+        string full = Path.GetFullPath(directory);
+        string temporary = full + ".saving-" + Environment.ProcessId;
+        if (Directory.Exists(temporary))
+        {
+            Directory.Delete(temporary, recursive: true);
+        }
+
+        Directory.CreateDirectory(temporary);
+        File.WriteAllText(Path.Combine(temporary, "config.json"), HuggingFaceFormat.ConfigJson(model.Config));
+        var tensors = ToHuggingFace(model.Config, model.Parameters)
+            .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
+        SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        tokenizer?.Save(temporary);
+        foreach (var (name, text) in extraFiles ?? new Dictionary<string, string>())
+        {
+            File.WriteAllText(Path.Combine(temporary, name), text);
+        }
+
+        string previous = full + ".previous-" + Environment.ProcessId;
+        if (Directory.Exists(full))
+        {
+            Directory.Move(full, previous);
+        }
+
+        Directory.Move(temporary, full);
+        if (Directory.Exists(previous))
+        {
+            Directory.Delete(previous, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Parameters (or gradients: same layout) under Hugging Face names and layouts: fused tensors stacked, Conv1D
+    /// weights transposed back to [in, out].
+    /// </summary>
+    public static Dictionary<string, (int[] Shape, float[] Data)> ToHuggingFace(ModelConfig config, ModelWeights weights)
+    {
+        var result = new Dictionary<string, (int[], float[])>(StringComparer.Ordinal);
+        foreach (var group in HuggingFaceFormat.Map(config).GroupBy(entry => entry.Theirs))
+        {
+            var parts = group.OrderBy(entry => entry.Part).ToList();
+            var first = weights.Arena.Get(parts[0].Ours);
+            int rowsPerPart = first.Shape[0];
+            int columns = first.Rank > 1 ? first.Shape[1] : 1;
+            var stacked = new float[first.Length * parts.Count];
+            for (int i = 0; i < parts.Count; i++)
+            {
+                weights.Arena.Get(parts[i].Ours).Span.CopyTo(stacked.AsSpan(i * first.Length));
+            }
+
+            int totalRows = rowsPerPart * parts.Count;
+            bool transpose = parts[0].Transpose;
+            int[] shape = transpose ? [columns, totalRows] : first.Rank > 1 ? [totalRows, columns] : [totalRows];
+            result[group.Key] = (shape, transpose ? Transpose(stacked, totalRows, columns) : stacked);
+        }
+
+        return result;
+    }
+
+    // [rows, columns] → [columns, rows]
+    private static float[] Transpose(float[] values, int rows, int columns)
+    {
+        var result = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                result[c * rows + r] = values[r * columns + c];
+            }
+        }
+
+        return result;
+    }
+
+    private static List<SafeTensorsFile> OpenCheckpoint(string directory)
+    {
+        string index = Path.Combine(directory, "model.safetensors.index.json");
+        if (File.Exists(index))
+        {
+            HashSet<string> shards;
+            try
+            {
+                using var document = JsonDocument.Parse(File.ReadAllText(index));
+                shards = document.RootElement.GetProperty("weight_map").EnumerateObject()
+                    .Select(entry => entry.Value.GetString() ?? "").ToHashSet(StringComparer.Ordinal);
+            }
+            catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                throw new HeadLensException($"model.safetensors.index.json: malformed ({error.Message.Split('.')[0]})");
+            }
+
+            var files = new List<SafeTensorsFile>();
+            foreach (string shard in shards)
+            {
+                if (shard.Contains('/', StringComparison.Ordinal) || shard.Contains('\\', StringComparison.Ordinal) || shard.StartsWith('.'))
+                {
+                    throw new HeadLensException($"model.safetensors.index.json: shard name '{shard}' is not a plain file name");
+                }
+
+                files.Add(SafeTensorsFile.Open(Path.Combine(directory, shard)));
+            }
+
+            return files;
+        }
+
+        string single = Path.Combine(directory, "model.safetensors");
+        if (!File.Exists(single))
+        {
+            throw new HeadLensException($"{directory}: no model.safetensors (nor model.safetensors.index.json)");
+        }
+
+        return [SafeTensorsFile.Open(single)];
+    }
+
+    // Finds a tensor across shards, with or without GPT-2's "transformer." prefix (GPT2Model checkpoints omit it).
+    private static (SafeTensorsFile File, string Name) Find(List<SafeTensorsFile> files, string name, string directory)
+    {
+        string alternative = name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : name;
+        foreach (var file in files)
+        {
+            if (file.Entries.ContainsKey(name))
+            {
+                return (file, name);
+            }
+
+            if (file.Entries.ContainsKey(alternative))
+            {
+                return (file, alternative);
+            }
+        }
+
+        string where = files.Count == 1 ? Path.GetFileName(files[0].Path) : $"{Path.GetFileName(directory)} (sharded)";
+        throw new HeadLensException($"{where}: missing tensor '{name}'");
+    }
+}

@@ -1,0 +1,181 @@
+using HeadLens.Tensors;
+
+namespace HeadLens.Model;
+
+/// <summary>One layer's parameters (or their gradients): views into the model's arena.</summary>
+public sealed class LayerWeights
+{
+    internal LayerWeights(Arena arena, ModelConfig config, int layer)
+    {
+        string p = $"layers.{layer}.";
+        Tensor? Optional(string name) => arena.Contains(p + name) ? arena.Get(p + name) : null;
+        AttentionNorm = arena.Get(p + "attention_norm.weight");
+        AttentionNormBias = Optional("attention_norm.bias");
+        Query = arena.Get(p + "attention.query.weight");
+        Key = arena.Get(p + "attention.key.weight");
+        Value = arena.Get(p + "attention.value.weight");
+        Output = arena.Get(p + "attention.output.weight");
+        QueryBias = Optional("attention.query.bias");
+        KeyBias = Optional("attention.key.bias");
+        ValueBias = Optional("attention.value.bias");
+        OutputBias = Optional("attention.output.bias");
+        if (config.HasMlp)
+        {
+            MlpNorm = arena.Get(p + "mlp_norm.weight");
+            MlpNormBias = Optional("mlp_norm.bias");
+            Up = arena.Get(p + "mlp.up.weight");
+            UpBias = Optional("mlp.up.bias");
+            Gate = Optional("mlp.gate.weight");
+            Down = arena.Get(p + "mlp.down.weight");
+            DownBias = Optional("mlp.down.bias");
+        }
+    }
+
+    public Tensor AttentionNorm { get; }          // [C]
+
+    public Tensor? AttentionNormBias { get; }     // [C] (LayerNorm only)
+
+    public Tensor Query { get; }                  // [H·D, C]
+
+    public Tensor Key { get; }                    // [G·D, C]
+
+    public Tensor Value { get; }                  // [G·D, C]
+
+    public Tensor Output { get; }                 // [C, H·D]
+
+    public Tensor? QueryBias { get; }
+
+    public Tensor? KeyBias { get; }
+
+    public Tensor? ValueBias { get; }
+
+    public Tensor? OutputBias { get; }
+
+    public Tensor? MlpNorm { get; }               // [C]
+
+    public Tensor? MlpNormBias { get; }
+
+    public Tensor? Up { get; }                    // [F, C]
+
+    public Tensor? UpBias { get; }
+
+    public Tensor? Gate { get; }                  // [F, C] (SwiGLU only)
+
+    public Tensor? Down { get; }                  // [C, F]
+
+    public Tensor? DownBias { get; }
+}
+
+/// <summary>
+/// All parameters of a model (or, with the same layout, all their gradients) in one pinned arena, with named
+/// views: <c>weights.Layer(l).Query</c>, never hand-computed offsets.
+/// </summary>
+public sealed class ModelWeights
+{
+    private readonly LayerWeights[] layers;
+
+    public ModelWeights(ModelConfig config, string name)
+    {
+        Config = config;
+        Arena = new Arena(name);
+        foreach (var (tensorName, shape, _) in Layout(config))
+        {
+            Arena.Reserve(tensorName, shape);
+        }
+
+        Arena.Allocate();
+        TokenEmbedding = Arena.Get("token_embedding.weight");
+        PositionEmbedding = config.LearnedPositions ? Arena.Get("position_embedding.weight") : null;
+        FinalNorm = Arena.Get("final_norm.weight");
+        FinalNormBias = config.HasBias ? Arena.Get("final_norm.bias") : null;
+        OutputHead = config.TiedEmbeddings ? TokenEmbedding : Arena.Get("output_head.weight");
+        layers = Enumerable.Range(0, config.Layers).Select(l => new LayerWeights(Arena, config, l)).ToArray();
+    }
+
+    public ModelConfig Config { get; }
+
+    public Arena Arena { get; }
+
+    public Tensor TokenEmbedding { get; }          // [V, C]
+
+    public Tensor? PositionEmbedding { get; }      // [context, C] (learned positions only)
+
+    public Tensor FinalNorm { get; }               // [C]
+
+    public Tensor? FinalNormBias { get; }
+
+    /// <summary>[V, C]: the token embedding itself when tied.</summary>
+    public Tensor OutputHead { get; }
+
+    public LayerWeights Layer(int layer) => layers[layer];
+
+    /// <summary>Every tensor: (name, shape, decays) — weight decay applies to matrices, not to biases and norms.</summary>
+    public static IEnumerable<(string Name, int[] Shape, bool Decay)> Layout(ModelConfig config)
+    {
+        int c = config.Channels, v = config.VocabSize, f = config.HiddenChannels;
+        int q = config.Heads * config.HeadDim, kv = config.KvHeads * config.HeadDim;
+        bool bias = config.HasBias;
+        yield return ("token_embedding.weight", [v, c], true);
+        if (config.LearnedPositions)
+        {
+            yield return ("position_embedding.weight", [config.ContextLength, c], true);
+        }
+
+        for (int l = 0; l < config.Layers; l++)
+        {
+            string p = $"layers.{l}.";
+            yield return (p + "attention_norm.weight", [c], false);
+            if (bias)
+            {
+                yield return (p + "attention_norm.bias", [c], false);
+            }
+
+            yield return (p + "attention.query.weight", [q, c], true);
+            yield return (p + "attention.key.weight", [kv, c], true);
+            yield return (p + "attention.value.weight", [kv, c], true);
+            yield return (p + "attention.output.weight", [c, q], true);
+            if (bias)
+            {
+                yield return (p + "attention.query.bias", [q], false);
+                yield return (p + "attention.key.bias", [kv], false);
+                yield return (p + "attention.value.bias", [kv], false);
+                yield return (p + "attention.output.bias", [c], false);
+            }
+
+            if (!config.HasMlp)
+            {
+                continue;
+            }
+
+            yield return (p + "mlp_norm.weight", [c], false);
+            if (bias)
+            {
+                yield return (p + "mlp_norm.bias", [c], false);
+            }
+
+            yield return (p + "mlp.up.weight", [f, c], true);
+            if (config.Family == ModelFamily.Llama)
+            {
+                yield return (p + "mlp.gate.weight", [f, c], true);
+            }
+
+            yield return (p + "mlp.down.weight", [c, f], true);
+            if (bias)
+            {
+                yield return (p + "mlp.up.bias", [f], false);
+                yield return (p + "mlp.down.bias", [c], false);
+            }
+        }
+
+        yield return ("final_norm.weight", [c], false);
+        if (bias)
+        {
+            yield return ("final_norm.bias", [c], false);
+        }
+
+        if (!config.TiedEmbeddings)
+        {
+            yield return ("output_head.weight", [v, c], true);
+        }
+    }
+}

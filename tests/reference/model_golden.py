@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Golden values for HeadLens's GPT-2 and Llama models, from PyTorch (Debian's python3-torch; /usr/bin/python3).
+
+In the style of llm.c's test_gpt2: builds tiny GPT-2 and Llama models in plain torch with Hugging Face parameter
+names and layouts (GPT-2's Conv1D weights stored [in, out], fused c_attn; Llama's nn.Linear [out, in], split-halves
+RoPE, grouped-query attention, untied lm_head), saves each as a Hugging Face directory (config.json +
+model.safetensors, written by hand: torch 1.13 has no safetensors package), and records the inputs, logits, loss,
+every parameter gradient, and the losses of 10 AdamW steps (weight decay on tensors with ≥ 2 dimensions only).
+Computed in float64 from float32-rounded parameters. Regenerate: /usr/bin/python3 tests/reference/model_golden.py
+"""
+import json
+import math
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+ROOT = os.path.join(os.path.dirname(__file__), "..", "HeadLens.Tests", "Fixtures", "models")
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        data = tensors[name].detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for blob in blobs:
+            f.write(blob)
+
+
+def parameter(*shape, scale=0.1, base=0.0):
+    return (base + scale * torch.randn(*shape)).float().double().requires_grad_()
+
+
+def attention(q, k, v, heads, kv_heads):
+    # q [B, T, H, D], k/v [B, T, G, D] -> [B, T, H, D]; causal; GQA by repeating K and V per group.
+    group = heads // kv_heads
+    k = k.repeat_interleave(group, dim=2)
+    v = v.repeat_interleave(group, dim=2)
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))
+    t = q.shape[2]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~torch.ones(t, t).tril().bool(), float("-inf"))
+    return (torch.softmax(scores, -1) @ v).transpose(1, 2)
+
+
+def gpt2(p, ids, cfg):
+    b, t = ids.shape
+    c, h = cfg["n_embd"], cfg["n_head"]
+    x = p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][:t]
+    for l in range(cfg["n_layer"]):
+        n = f"transformer.h.{l}."
+        a = F.layer_norm(x, (c,), p[n + "ln_1.weight"], p[n + "ln_1.bias"], 1e-5)
+        qkv = a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]
+        q, k, v = (z.reshape(b, t, h, c // h) for z in qkv.split(c, dim=-1))
+        y = attention(q, k, v, h, h).reshape(b, t, c)
+        x = x + y @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"]
+        m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
+        m = F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh")
+        x = x + m @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"]
+    x = F.layer_norm(x, (c,), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], 1e-5)
+    return x @ p["transformer.wte.weight"].T
+
+
+def rope(x, theta):
+    # Hugging Face's rotate_half layout: pairs (i, i + D/2).
+    t, d = x.shape[1], x.shape[-1]
+    inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = torch.arange(t, dtype=torch.float64)[:, None] * inv[None, :]
+    cos = torch.cat([angles.cos(), angles.cos()], -1)[None, :, None, :]
+    sin = torch.cat([angles.sin(), angles.sin()], -1)[None, :, None, :]
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+def rms(x, w, eps):
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def llama(p, ids, cfg):
+    b, t = ids.shape
+    c, h, g = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d, eps = c // h, cfg["rms_norm_eps"]
+    x = p["model.embed_tokens.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        n = f"model.layers.{l}."
+        a = rms(x, p[n + "input_layernorm.weight"], eps)
+        q = rope((a @ p[n + "self_attn.q_proj.weight"].T).reshape(b, t, h, d), cfg["rope_theta"])
+        k = rope((a @ p[n + "self_attn.k_proj.weight"].T).reshape(b, t, g, d), cfg["rope_theta"])
+        v = (a @ p[n + "self_attn.v_proj.weight"].T).reshape(b, t, g, d)
+        x = x + attention(q, k, v, h, g).reshape(b, t, c) @ p[n + "self_attn.o_proj.weight"].T
+        m = rms(x, p[n + "post_attention_layernorm.weight"], eps)
+        m = F.silu(m @ p[n + "mlp.gate_proj.weight"].T) * (m @ p[n + "mlp.up_proj.weight"].T)
+        x = x + m @ p[n + "mlp.down_proj.weight"].T
+    x = rms(x, p["model.norm.weight"], eps)
+    return x @ p["lm_head.weight"].T
+
+
+def build(name, cfg, params, forward):
+    directory = os.path.join(ROOT, name)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    write_safetensors(os.path.join(directory, "model.safetensors"), params)
+    vocab = cfg["vocab_size"]
+    ids = torch.randint(0, vocab, (2, 9))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    logits = forward(params, inputs, cfg)
+    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+    loss.backward()
+    grads = {n: [float(f"{v:.10g}") for v in p.grad.reshape(-1).tolist()] for n, p in params.items()}
+    record = {
+        "ids": inputs.reshape(-1).tolist(), "targets": targets.reshape(-1).tolist(), "batch": 2, "tokens": 8,
+        "logits": [float(f"{v:.10g}") for v in logits.detach().reshape(-1).tolist()],
+        "loss": float(loss), "grads": grads,
+    }
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        logits = forward(params, inputs, cfg)
+        loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+        losses.append(float(loss))
+        loss.backward()
+        optimizer.step()
+    record["adamw_losses"] = losses
+    with open(os.path.join(directory, "golden.json"), "w") as f:
+        json.dump(record, f)
+    print(f"{name}: loss {record['loss']:.6f}, 10 AdamW losses {losses[0]:.4f} .. {losses[-1]:.4f}")
+
+
+torch.manual_seed(42)
+gpt2_cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 61, "n_positions": 16,
+            "n_ctx": 16, "n_embd": 24, "n_layer": 2, "n_head": 3, "layer_norm_epsilon": 1e-5,
+            "activation_function": "gelu_new", "tie_word_embeddings": True}
+c = 24
+p = {"transformer.wte.weight": parameter(61, c), "transformer.wpe.weight": parameter(16, c),
+     "transformer.ln_f.weight": parameter(c, base=1.0), "transformer.ln_f.bias": parameter(c)}
+for l in range(2):
+    n = f"transformer.h.{l}."
+    p.update({n + "ln_1.weight": parameter(c, base=1.0), n + "ln_1.bias": parameter(c),
+              n + "attn.c_attn.weight": parameter(c, 3 * c), n + "attn.c_attn.bias": parameter(3 * c),
+              n + "attn.c_proj.weight": parameter(c, c), n + "attn.c_proj.bias": parameter(c),
+              n + "ln_2.weight": parameter(c, base=1.0), n + "ln_2.bias": parameter(c),
+              n + "mlp.c_fc.weight": parameter(c, 4 * c), n + "mlp.c_fc.bias": parameter(4 * c),
+              n + "mlp.c_proj.weight": parameter(4 * c, c), n + "mlp.c_proj.bias": parameter(c)})
+build("tiny-gpt2", gpt2_cfg, p, gpt2)
+
+llama_cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 53,
+             "max_position_embeddings": 16, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+             "hidden_act": "silu", "tie_word_embeddings": False}
+c, kv, f = 32, 2 * 8, 40
+p = {"model.embed_tokens.weight": parameter(53, c), "model.norm.weight": parameter(c, base=1.0), "lm_head.weight": parameter(53, c)}
+for l in range(2):
+    n = f"model.layers.{l}."
+    p.update({n + "input_layernorm.weight": parameter(c, base=1.0), n + "self_attn.q_proj.weight": parameter(c, c),
+              n + "self_attn.k_proj.weight": parameter(kv, c), n + "self_attn.v_proj.weight": parameter(kv, c),
+              n + "self_attn.o_proj.weight": parameter(c, c), n + "post_attention_layernorm.weight": parameter(c, base=1.0),
+              n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
+              n + "mlp.down_proj.weight": parameter(c, f)})
+build("tiny-llama-gqa", llama_cfg, p, llama)
