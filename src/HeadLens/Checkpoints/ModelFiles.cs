@@ -68,7 +68,7 @@ public static class ModelFiles
     /// Writes the model into <paramref name="directory"/>: everything goes to a fresh sibling directory first, which
     /// then replaces the old one, so an interrupted save leaves the previous checkpoint loadable.
     /// </summary>
-    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, IReadOnlyDictionary<string, string>? extraFiles = null)
+    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, Action<string>? writeExtras = null)
     {
         string full = Path.GetFullPath(directory);
         string temporary = full + ".saving-" + Environment.ProcessId;
@@ -83,10 +83,7 @@ public static class ModelFiles
             .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
         SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         tokenizer?.Save(temporary);
-        foreach (var (name, text) in extraFiles ?? new Dictionary<string, string>())
-        {
-            File.WriteAllText(Path.Combine(temporary, name), text);
-        }
+        writeExtras?.Invoke(temporary);
 
         string previous = full + ".previous-" + Environment.ProcessId;
         if (Directory.Exists(full))

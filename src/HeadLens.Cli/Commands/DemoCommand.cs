@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using HeadLens.Analysis;
+using HeadLens.Checkpoints;
+using HeadLens.Inference;
+using HeadLens.Rendering;
+
+namespace HeadLens.Cli.Commands;
+
+/// <summary>
+/// The main job on the embedded default: what the model is, a generated sample, what every head attends to, and a
+/// self-contained HTML report of the patterns. No arguments needed.
+/// </summary>
+internal sealed class DemoCommand : ICommand
+{
+    private const string Prompt = "And God said, ";
+    private const string SampleText = "In the beginning God created the heaven and the earth.";
+
+    public string Name => "demo";
+
+    public string Usage => "demo     [--model MODEL] [--out FILE.html] [--max-tokens N] [--seed S]";
+
+    public int Run(CommandArgs args)
+    {
+        string modelPath = args.Get("model") ?? AppData.DefaultModel;
+        string reportPath = args.Get("out") ?? Path.Combine(Environment.CurrentDirectory, "headlens-demo.html");
+        int maxTokens = args.GetInt("max-tokens", 240, 1, 100_000);
+        int seed = args.GetInt("seed", 7);
+        args.RejectUnknown();
+
+        var clock = Stopwatch.StartNew();
+        var (model, tokenizer) = ModelFiles.Load(modelPath);
+        if (tokenizer is null)
+        {
+            throw new HeadLensException($"{modelPath}: the demo needs a model with a tokenizer");
+        }
+
+        var c = model.Config;
+        Console.WriteLine($"HeadLens demo — a {c.ParameterCount / 1e6:F2}M-parameter {c.Family} model: {c.Layers} layers × {c.Heads} heads " +
+            $"(head size {c.HeadDim}), context {c.ContextLength} tokens, vocabulary {c.VocabSize} ({(c.VocabSize == 256 ? "bytes" : "tokens")}).");
+        Console.WriteLine($"Loaded from {modelPath}.");
+        Console.WriteLine();
+        Console.WriteLine($"Sample (temperature 0.8, seed {seed}, KV cache):");
+        Console.WriteLine();
+        var prompt = tokenizer.Encode(Prompt);
+        Console.Write(Prompt);
+        var generated = new List<int>();
+        int printed = 0;
+        var generation = Stopwatch.StartNew();
+        foreach (int id in Generator.Generate(model, prompt, Math.Min(maxTokens, c.ContextLength - prompt.Length), new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed })))
+        {
+            generated.Add(id);
+            string text = tokenizer.Decode(generated.ToArray());
+            int complete = text.EndsWith('\uFFFD') ? text.LastIndexOf('\uFFFD') : text.Length;
+            if (complete > printed)
+            {
+                Console.Write(text[printed..complete]);
+                printed = complete;
+            }
+        }
+
+        Console.WriteLine();
+        Console.WriteLine();
+        Console.WriteLine($"({generated.Count} tokens in {generation.Elapsed.TotalMilliseconds:F0} ms, {generated.Count / generation.Elapsed.TotalSeconds:F0} tokens/s)");
+        Console.WriteLine();
+
+        int[] ids = tokenizer.Encode(SampleText);
+        var patterns = AttentionRecorder.Record(model, ids);
+        var summaries = HeadSummary.Summarise(patterns, c.Heads, ids.Length);
+        Console.WriteLine($"What each head attends to on \"{SampleText}\":");
+        Console.WriteLine();
+        Console.WriteLine("layer head  kind            prev-token  first-token  local  broad  mean distance");
+        foreach (var s in summaries)
+        {
+            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-14}  {s.Scores["previous_token"],10:F2}  {s.Scores["sink"],11:F2}  {s.Scores["local"],5:F2}  {s.Scores["broad"],5:F2}  {s.MeanDistance,13:F1}");
+        }
+
+        Console.WriteLine();
+        foreach (var group in summaries.GroupBy(s => s.Layer))
+        {
+            Console.WriteLine($"layer {group.Key}: mean attention distance {group.Average(s => s.MeanDistance):F1} tokens; kinds: " +
+                string.Join(", ", group.GroupBy(s => s.Kind).Select(kind => $"{kind.Count()} {kind.Key}")));
+        }
+
+        var tokens = ids.Select(tokenizer.TokenText).ToList();
+        string html = HtmlReport.Render("HeadLens demo", $"Attention of {modelPath} on: {SampleText}", tokens, patterns, c.Heads, summaries);
+        HtmlReport.WriteAtomically(reportPath, html);
+        Console.WriteLine();
+        Console.WriteLine($"Report with every head's pattern: {reportPath}");
+        Console.WriteLine($"(demo took {clock.Elapsed.TotalSeconds:F1} s)");
+        return 0;
+    }
+}

@@ -1,0 +1,119 @@
+using HeadLens.Model;
+using HeadLens.Tokenization;
+using HeadLens.Training;
+
+namespace HeadLens.Cli.Commands;
+
+internal sealed class TrainCommand : ICommand
+{
+    public string Name => "train";
+
+    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S]";
+
+    public int Run(CommandArgs args)
+    {
+        string corpusPath = args.Get("corpus") ?? AppData.Corpus;
+        string? presetName = args.Get("preset");
+        string output = args.Get("out") ?? "headlens-model";
+        int? steps = args.Has("steps") ? args.GetInt("steps", 0, 1, 10_000_000) : null;
+        bool resume = args.Flag("resume");
+        int? batch = args.Has("batch") ? args.GetInt("batch", 0, 1, 4096) : null;
+        int? context = args.Has("context") ? args.GetInt("context", 0, 2, 1 << 20) : null;
+        double? learningRate = args.Has("lr") ? args.GetDouble("lr", 0, 1e-8, 1) : null;
+        int? seed = args.Has("seed") ? args.GetInt("seed", 0) : null;
+        args.RejectUnknown();
+
+        var tokenizer = new ByteTokenizer();
+        Trainer trainer;
+        if (resume)
+        {
+            var expected = presetName is null ? null : ModelPresets.Get(presetName);
+            var probe = ModelFilesProbe(output);
+            var corpus = Corpus.Load(corpusPath, tokenizer, probe);
+            trainer = Trainer.Resume(output, corpus, steps, expected);
+            Console.Error.WriteLine($"resuming {output} at step {trainer.Step} of {trainer.Settings.Steps}");
+        }
+        else
+        {
+            var config = ModelPresets.Get(presetName ?? "kjv");
+            if (config.VocabSize != tokenizer.VocabSize)
+            {
+                throw new HeadLensException($"preset '{presetName}' has a vocabulary of {config.VocabSize}; training here uses the byte tokenizer (256)");
+            }
+
+            var settings = new TrainingSettings
+            {
+                Steps = steps ?? 1000,
+                Batch = batch ?? 16,
+                Context = context ?? Math.Min(128, config.ContextLength),
+                LearningRate = (float)(learningRate ?? 3e-3),
+                MinLearningRate = (float)(learningRate ?? 3e-3) / 10,
+                Seed = seed ?? 1337,
+            };
+            var corpus = Corpus.Load(corpusPath, tokenizer, settings.Context);
+            var model = Transformer.Create(config, settings.Seed);
+            trainer = new Trainer(model, tokenizer, corpus, settings, output);
+            Console.Error.WriteLine($"training a {config.ParameterCount / 1e6:F2}M-parameter {config.Family} model ({config.Layers} layers × {config.Heads} heads, " +
+                $"{config.Channels} channels) on {corpus.Train.Length:N0} tokens of {Path.GetFileName(corpusPath)}; checkpoints in {output}");
+        }
+
+        using var cancellation = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true; // let the trainer save a checkpoint first
+            cancellation.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            bool terminal = !Console.IsErrorRedirected;
+            trainer.Run(cancellation.Token, progress =>
+            {
+                string line = $"step {progress.Step,6}/{progress.Steps}  loss {progress.Loss:F4}" +
+                    (progress.ValidationLoss is { } v ? $"  val {v:F4}" : "") +
+                    $"  lr {progress.LearningRate:E2}  {progress.TokensPerSecond:N0} tok/s  ETA {progress.Remaining:hh\\:mm\\:ss}";
+                if (terminal)
+                {
+                    Console.Error.Write("\r" + line.PadRight(100));
+                    if (progress.ValidationLoss is not null)
+                    {
+                        Console.Error.WriteLine();
+                    }
+                }
+                else if (progress.ValidationLoss is not null || progress.Step % 10 == 0)
+                {
+                    Console.Error.WriteLine(line);
+                }
+            });
+        }
+        catch (OperationCanceledException error)
+        {
+            Console.Error.WriteLine();
+            Console.Error.WriteLine("headlens train: " + error.Message);
+            return 130;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+
+        Console.Error.WriteLine();
+        Console.WriteLine($"trained {trainer.Step} steps; final loss {trainer.Losses[^1]:F4}" +
+            (trainer.ValidationLosses.Count > 0 ? $", validation {trainer.ValidationLosses[^1].Loss:F4}" : "") +
+            $"; model saved in {output} (loss curve: {Path.Combine(output, "loss.svg")})");
+        return 0;
+    }
+
+    // The context a saved run trained with, to cut the corpus the same way when resuming.
+    private static int ModelFilesProbe(string output)
+    {
+        string state = Path.Combine(output, Trainer.StateFile);
+        if (!File.Exists(state))
+        {
+            throw new HeadLensException($"--resume: no checkpoint in {output} (no {Trainer.StateFile})");
+        }
+
+        using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(state));
+        return document.RootElement.GetProperty("settings").GetProperty("Context").GetInt32();
+    }
+}
