@@ -15,7 +15,14 @@ public sealed class TrainerTests : IDisposable
 
     private static readonly TrainingSettings Settings = new()
     {
-        Steps = 6, Batch = 2, Context = 16, WarmupSteps = 2, EvalInterval = 3, CheckpointInterval = 3, LearningRate = 1e-2f, MinLearningRate = 1e-3f,
+        Steps = 6,
+        Batch = 2,
+        Context = 16,
+        WarmupSteps = 2,
+        EvalInterval = 3,
+        CheckpointInterval = 3,
+        LearningRate = 1e-2f,
+        MinLearningRate = 1e-3f,
     };
 
     private static Corpus TestCorpus() =>

@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace HeadLens.Tests.Cli;
+
+/// <summary>The `headlens` tool run as a user runs it: a separate process, its exit code, stdout and stderr.</summary>
+public class CliTests
+{
+    private static readonly string App = Path.Combine(AppContext.BaseDirectory, "HeadLens.Cli.dll");
+    private static readonly string Model = Path.Combine(AppContext.BaseDirectory, "Fixtures", "models", "tiny-gpt2");
+
+    internal static (int Code, string Out, string Error) Run(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        start.ArgumentList.Add(App);
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        string error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        return (process.ExitCode, output.Result, error);
+    }
+
+    private static void AssertOneLineError((int Code, string Out, string Error) result, string mentions)
+    {
+        Assert.NotEqual(0, result.Code);
+        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line on stderr, got: {result.Error}");
+        Assert.Contains(mentions, lines[0]);
+        Assert.DoesNotContain("   at ", result.Error);
+    }
+
+    [Fact]
+    public void LogitsJsonFollowsTheContract()
+    {
+        var (code, output, _) = Run("logits", "--model", Model, "--ids", "1,2,3,60", "--json");
+        Assert.Equal(0, code);
+        using var json = JsonDocument.Parse(output);
+        Assert.Equal([1, 2, 3, 60], json.RootElement.GetProperty("ids").EnumerateArray().Select(v => v.GetInt32()));
+        var rows = json.RootElement.GetProperty("logits").EnumerateArray().ToList();
+        Assert.Equal(4, rows.Count);
+        Assert.All(rows, row => Assert.Equal(61, row.GetArrayLength()));
+    }
+
+    [Fact]
+    public void AttentionJsonRowsSumToOneWithZerosAboveTheDiagonal()
+    {
+        var (code, output, _) = Run("attention", "--model", Model, "--ids", "5,6,7,8,9", "--json");
+        Assert.Equal(0, code);
+        using var json = JsonDocument.Parse(output);
+        Assert.Equal(2, json.RootElement.GetProperty("layers").GetInt32());
+        Assert.Equal(3, json.RootElement.GetProperty("heads").GetInt32());
+        foreach (var layer in json.RootElement.GetProperty("patterns").EnumerateArray())
+        {
+            foreach (var head in layer.EnumerateArray())
+            {
+                var rows = head.EnumerateArray().Select(r => r.EnumerateArray().Select(v => v.GetDouble()).ToArray()).ToArray();
+                for (int i = 0; i < rows.Length; i++)
+                {
+                    Assert.Equal(1.0, rows[i].Sum(), 5);
+                    Assert.All(rows[i][(i + 1)..], p => Assert.Equal(0.0, p));
+                }
+            }
+        }
+
+        var slice = Run("attention", "--model", Model, "--ids", "5,6,7", "--layer", "1", "--head", "2", "--json");
+        using var single = JsonDocument.Parse(slice.Out);
+        Assert.Equal(3, single.RootElement.GetProperty("patterns").GetArrayLength());
+    }
+
+    [Fact]
+    public void GenerateJsonGivesOnlyTheNewIds()
+    {
+        var (code, output, _) = Run("generate", "--model", Model, "--ids", "1,2,3", "--max-tokens", "5", "--temperature", "0", "--json");
+        Assert.Equal(0, code);
+        using var json = JsonDocument.Parse(output);
+        Assert.Equal([1, 2, 3], json.RootElement.GetProperty("prompt_ids").EnumerateArray().Select(v => v.GetInt32()));
+        Assert.Equal(5, json.RootElement.GetProperty("ids").GetArrayLength());
+        Assert.False(json.RootElement.TryGetProperty("text", out _)); // this model has no tokenizer
+    }
+
+    [Fact]
+    public void BadInputGetsOneClearLine()
+    {
+        AssertOneLineError(Run("frobnicate"), "unknown command");
+        AssertOneLineError(Run("generate", "--model", Model, "--ids", "1,2,99"), "token id 99");
+        AssertOneLineError(Run("generate", "--model", Model, "--ids", string.Join(',', Enumerable.Repeat(1, 17))), "context");
+        AssertOneLineError(Run("generate", "--model", Model, "--prompt", "hello"), "no tokenizer");
+        AssertOneLineError(Run("logits", "--model", "/nonexistent/model", "--ids", "1"), "no such model");
+        AssertOneLineError(Run("train", "--corpus", "/nonexistent/corpus.txt", "--steps", "1"), "not found");
+        AssertOneLineError(Run("train", "--preset", "gpt5", "--steps", "1"), "unknown preset");
+        AssertOneLineError(Run("describe", "--preset", "gpt2", "--contex", "5"), "unknown option --contex");
+        AssertOneLineError(Run("train", "--resume", "--out", Path.Combine(Path.GetTempPath(), "no-such-run")), "no checkpoint");
+    }
+
+    [Fact]
+    public void DescribeCountsGpt2()
+    {
+        var (code, output, _) = Run("describe", "--preset", "gpt2", "--context", "131072");
+        Assert.Equal(0, code);
+        Assert.Contains("124.44 M", output);
+        Assert.Contains("1.72E+010", output); // 131072² scores per head: ~16 billion
+    }
+
+    [Fact]
+    public void DemoRunsOnTheEmbeddedModel()
+    {
+        string report = Path.Combine(Path.GetTempPath(), $"headlens-demo-{Guid.NewGuid():N}.html");
+        try
+        {
+            var (code, output, error) = Run("demo", "--out", report, "--max-tokens", "40");
+            Assert.True(code == 0, error);
+            Assert.Contains("HeadLens demo", output);
+            Assert.Contains("layer head  kind", output);
+            Assert.True(File.Exists(report));
+            Assert.Contains("<img", File.ReadAllText(report));
+        }
+        finally
+        {
+            File.Delete(report);
+        }
+    }
+
+    [Fact]
+    public void HeadsJsonUsesTheContractKinds()
+    {
+        var (code, output, _) = Run("heads", "--json");
+        Assert.Equal(0, code);
+        using var json = JsonDocument.Parse(output);
+        string[] kinds = ["previous-token", "duplicate-token", "induction", "sink", "delimiter", "local", "broad", "mixed"];
+        var heads = json.RootElement.GetProperty("heads").EnumerateArray().ToList();
+        Assert.NotEmpty(heads);
+        Assert.All(heads, head => Assert.Contains(head.GetProperty("kind").GetString(), kinds));
+    }
+}
