@@ -6,14 +6,63 @@ namespace HeadLens.Kernels;
 //             dW[N,K] += dy[M,N]ᵀ · x[M,K]      (parameter gradient: accumulated)
 //             db[N]   += Σ_m dy[m,:]            (parameter gradient: accumulated)
 // M = rows (tokens), N = output features, K = input features. W is stored [out, in] as in PyTorch's nn.Linear.
-// Implementations: Reference (Gemm.Reference) and Forward/Backward (Gemm.Multiply, the fast path).
+// Implementations: Reference (Gemm.Reference) and Forward/Backward (Gemm.Multiply, the fast path); for a few rows
+// (decoding one token at a time) Forward runs as matrix–vector dot products over W's rows instead, because packing
+// W for the blocked product would cost more than the product itself.
 public static class MatMul
 {
+    // Up to this many rows, y = x·Wᵀ is computed as dot products: each row of W is read once for all rows of x.
+    private const int MatrixVectorRows = 4;
+
     public static void Forward(
         ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int m, int n, int k, Span<float> y)
     {
-        Gemm.Multiply(false, true, m, n, k, x, k, weight, k, y, n, accumulate: false);
+        if (m <= MatrixVectorRows && k > 0)
+        {
+            MatrixVector(x, weight, m, n, k, y);
+        }
+        else
+        {
+            Gemm.Multiply(false, true, m, n, k, x, k, weight, k, y, n, accumulate: false);
+        }
+
         AddBias(bias, m, n, y);
+    }
+
+    // y[i, j] = x[i, :]·W[j, :] for a few rows i; output features split between the cores when W is large
+    // (decoding streams every weight once per token: memory-bound, so both cores' bandwidth helps).
+    private static unsafe void MatrixVector(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int m, int n, int k, Span<float> y)
+    {
+        if (weight.Length < (long)n * k || x.Length < (long)m * k || y.Length < (long)m * n)
+        {
+            throw new ArgumentException($"matmul: buffers too small for [{m}, {k}]·[{n}, {k}]ᵀ");
+        }
+
+        fixed (float* xp = x, wp = weight, yp = y)
+        {
+            nint xa = (nint)xp, wa = (nint)wp, ya = (nint)yp;
+            void Columns(int first, int end)
+            {
+                for (int j = first; j < end; j++)
+                {
+                    var row = new ReadOnlySpan<float>((float*)wa + (long)j * k, k);
+                    for (int i = 0; i < m; i++)
+                    {
+                        ((float*)ya)[(long)i * n + j] = System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>((float*)xa + (long)i * k, k), row);
+                    }
+                }
+            }
+
+            if ((long)n * k < 1 << 18)
+            {
+                Columns(0, n);
+                return;
+            }
+
+            // Chunks of 256 output features, handed out dynamically: a core that is interrupted takes fewer.
+            const int chunk = 256;
+            Parallel.For(0, (n + chunk - 1) / chunk, c => Columns(c * chunk, Math.Min(n, (c + 1) * chunk)));
+        }
     }
 
     /// <summary>Backward of <see cref="Forward"/>; pass an empty span to skip a gradient.</summary>

@@ -15,6 +15,7 @@ namespace HeadLens.Model;
 /// </summary>
 public sealed class Transformer
 {
+    private readonly Lazy<ModelWeights> gradients;
     private Activations? activations;
     private int[] lastIds = [];
 
@@ -22,7 +23,8 @@ public sealed class Transformer
     {
         Config = config.Validated();
         Parameters = new ModelWeights(Config, "parameters");
-        Gradients = new ModelWeights(Config, "gradients");
+        // Gradients exist only once something trains: inference keeps half the memory.
+        gradients = new Lazy<ModelWeights>(() => new ModelWeights(Config, "gradients"));
         AttentionOptions = new AttentionOptions(Config.Heads, Config.KvHeads, Config.HeadDim, Config.HeadDim);
     }
 
@@ -30,7 +32,7 @@ public sealed class Transformer
 
     public ModelWeights Parameters { get; }
 
-    public ModelWeights Gradients { get; }
+    public ModelWeights Gradients => gradients.Value;
 
     public AttentionOptions AttentionOptions { get; }
 
