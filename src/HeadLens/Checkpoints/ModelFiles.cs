@@ -12,10 +12,16 @@ public static class ModelFiles
 {
     public static (Transformer Model, ITokenizer? Tokenizer) Load(string directory)
     {
+        if (File.Exists(directory) && directory.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
+        {
+            // llama2.c's format carries no tokenizer; its tokenizer file is given separately (not read yet).
+            return (Llama2cFile.Load(directory), null);
+        }
+
         if (!Directory.Exists(directory))
         {
             throw new HeadLensException(File.Exists(directory)
-                ? $"{directory}: a model file in this format is not supported yet (expected a Hugging Face model directory)"
+                ? $"{directory}: not a model directory or a llama2.c .bin file"
                 : $"{directory}: no such model directory");
         }
 
