@@ -114,7 +114,8 @@ public static partial class ScaledDotProductAttention
             return;
         }
 
-        Parallel.For(0, items, body);
+        // At most one worker per core: each worker keeps its own scratch, so extra threads would only add memory.
+        Parallel.For(0, items, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, body);
     }
 
     private static int ScratchLength(AttentionOptions options) =>
