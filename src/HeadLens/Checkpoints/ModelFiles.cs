@@ -67,7 +67,7 @@ public static class ModelFiles
             }
         }
 
-        return (model, ByteTokenizer.FromDirectory(directory));
+        return (model, TokenizerLoader.FromDirectory(directory));
     }
 
     /// <summary>

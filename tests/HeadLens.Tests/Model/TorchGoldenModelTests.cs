@@ -87,7 +87,7 @@ public class TorchGoldenModelTests
         string directory = Path.Combine(Path.GetTempPath(), "headlens-save-" + Guid.NewGuid().ToString("N"));
         try
         {
-            ModelFiles.Save(model, new Tokenization.ByteTokenizer(), directory);
+            ModelFiles.Save(model, new HeadLens.Tokenization.ByteTokenizer(), directory);
             var (loaded, tokenizer) = ModelFiles.Load(directory);
             Assert.NotNull(tokenizer);
             Assert.Equal(model.Parameters.Arena.All.ToArray(), loaded.Parameters.Arena.All.ToArray());

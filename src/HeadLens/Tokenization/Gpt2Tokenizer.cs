@@ -1,0 +1,244 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace HeadLens.Tokenization;
+
+/// <summary>
+/// GPT-2's byte-level BPE (Radford et al. 2019): text → UTF-8 bytes, each byte mapped to a printable character
+/// (so the vocabulary never needs an unknown token), split into words by GPT-2's pattern (contractions, letters,
+/// numbers, other symbols, whitespace), then each word's characters merged pairwise, lowest merge rank first, until
+/// no known pair remains; the resulting pieces are looked up in vocab.json. Special tokens such as &lt;|endoftext|&gt;
+/// in the input are encoded as plain text, as the gpt-3-encoder reference implementation does.
+/// </summary>
+public sealed partial class Gpt2Tokenizer : ITokenizer
+{
+    private const string EndOfText = "<|endoftext|>";
+    private static readonly char[] ByteToChar = BuildByteMap();
+    private static readonly Dictionary<char, byte> CharToByte = ByteToChar.Select((c, b) => (c, (byte)b)).ToDictionary(p => p.c, p => p.Item2);
+
+    private readonly Dictionary<string, int> encoder;
+    private readonly string[] decoder;
+    private readonly Dictionary<(string, string), int> ranks;
+    private readonly List<(string, string)> merges;
+    private readonly Dictionary<string, int[]> cache = new(StringComparer.Ordinal);
+
+    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges)
+    {
+        encoder = vocabulary;
+        int size = vocabulary.Count == 0 ? 0 : vocabulary.Values.Max() + 1;
+        decoder = new string[size];
+        foreach (var (token, id) in vocabulary)
+        {
+            if (id < 0)
+            {
+                throw new HeadLensException($"vocabulary: token '{token}' has a negative id {id}");
+            }
+
+            decoder[id] = token;
+        }
+
+        this.merges = merges;
+        ranks = new Dictionary<(string, string), int>();
+        for (int i = 0; i < merges.Count; i++)
+        {
+            ranks.TryAdd(merges[i], i);
+        }
+
+        EosId = vocabulary.TryGetValue(EndOfText, out int eos) ? eos : null;
+    }
+
+    public int VocabSize => decoder.Length;
+
+    public int? BosId => null;
+
+    public int? EosId { get; }
+
+    public static Gpt2Tokenizer FromFiles(string vocabJson, string mergesTxt) =>
+        FromText(ReadFile(vocabJson), ReadFile(mergesTxt), Path.GetFileName(vocabJson), Path.GetFileName(mergesTxt));
+
+    public static Gpt2Tokenizer FromText(string vocabJson, string mergesTxt, string vocabName = "vocab.json", string mergesName = "merges.txt")
+    {
+        Dictionary<string, int> vocabulary;
+        try
+        {
+            vocabulary = JsonSerializer.Deserialize<Dictionary<string, int>>(vocabJson)
+                ?? throw new HeadLensException($"{vocabName}: empty");
+        }
+        catch (JsonException error)
+        {
+            throw new HeadLensException($"{vocabName}: malformed JSON ({error.Message.Split('.')[0]})");
+        }
+
+        var merges = new List<(string, string)>();
+        foreach (string line in mergesTxt.Split('\n'))
+        {
+            string trimmed = line.TrimEnd('\r');
+            if (trimmed.Length == 0 || trimmed.StartsWith("#version", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            int space = trimmed.IndexOf(' ', StringComparison.Ordinal);
+            if (space <= 0 || space == trimmed.Length - 1)
+            {
+                throw new HeadLensException($"{mergesName}: line '{trimmed}' is not a merge 'left right'");
+            }
+
+            merges.Add((trimmed[..space], trimmed[(space + 1)..]));
+        }
+
+        return new Gpt2Tokenizer(vocabulary, merges);
+    }
+
+    /// <summary>A Hugging Face tokenizer.json with a BPE model (vocab and merges).</summary>
+    public static Gpt2Tokenizer FromTokenizerJson(string path)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(ReadFile(path));
+            var model = document.RootElement.GetProperty("model");
+            var vocabulary = model.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
+            var merges = model.GetProperty("merges").EnumerateArray().Select(merge =>
+            {
+                if (merge.ValueKind == JsonValueKind.Array)
+                {
+                    return (merge[0].GetString()!, merge[1].GetString()!);
+                }
+
+                string text = merge.GetString()!;
+                int space = text.IndexOf(' ', StringComparison.Ordinal);
+                return (text[..space], text[(space + 1)..]);
+            }).ToList();
+            if (document.RootElement.TryGetProperty("added_tokens", out var added))
+            {
+                foreach (var token in added.EnumerateArray())
+                {
+                    vocabulary.TryAdd(token.GetProperty("content").GetString()!, token.GetProperty("id").GetInt32());
+                }
+            }
+
+            return new Gpt2Tokenizer(vocabulary, merges);
+        }
+        catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentOutOfRangeException)
+        {
+            throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({error.Message.Split('.')[0]})");
+        }
+    }
+
+    public int[] Encode(string text)
+    {
+        var ids = new List<int>();
+        foreach (Match word in WordPattern().Matches(text))
+        {
+            if (!cache.TryGetValue(word.Value, out var pieces))
+            {
+                pieces = EncodeWord(word.Value);
+                cache[word.Value] = pieces;
+            }
+
+            ids.AddRange(pieces);
+        }
+
+        return [.. ids];
+    }
+
+    public string Decode(ReadOnlySpan<int> ids)
+    {
+        var bytes = new List<byte>();
+        foreach (int id in ids)
+        {
+            foreach (char c in TokenString(id))
+            {
+                if (CharToByte.TryGetValue(c, out byte b))
+                {
+                    bytes.Add(b);
+                }
+                else
+                {
+                    bytes.AddRange(Encoding.UTF8.GetBytes(c.ToString()));
+                }
+            }
+        }
+
+        return Encoding.UTF8.GetString([.. bytes]);
+    }
+
+    public string TokenText(int id) => Decode([id]);
+
+    public void Save(string directory)
+    {
+        File.WriteAllText(Path.Combine(directory, "vocab.json"), JsonSerializer.Serialize(encoder));
+        File.WriteAllText(Path.Combine(directory, "merges.txt"),
+            "#version: 0.2\n" + string.Concat(merges.Select(m => $"{m.Item1} {m.Item2}\n")));
+    }
+
+    private string TokenString(int id) =>
+        (uint)id < (uint)decoder.Length && decoder[id] is { } token
+            ? token
+            : throw new HeadLensException($"token id {id} is not in the vocabulary of {decoder.Length}");
+
+    private int[] EncodeWord(string word)
+    {
+        var symbols = Encoding.UTF8.GetBytes(word).Select(b => ByteToChar[b].ToString()).ToList();
+        while (symbols.Count > 1)
+        {
+            int bestRank = int.MaxValue, best = -1;
+            for (int i = 0; i + 1 < symbols.Count; i++)
+            {
+                if (ranks.TryGetValue((symbols[i], symbols[i + 1]), out int rank) && rank < bestRank)
+                {
+                    bestRank = rank;
+                    best = i;
+                }
+            }
+
+            if (best < 0)
+            {
+                break;
+            }
+
+            // Merge every occurrence of the best pair, left to right, as GPT-2's reference does.
+            var (left, right) = (symbols[best], symbols[best + 1]);
+            var merged = new List<string>(symbols.Count);
+            for (int i = 0; i < symbols.Count; i++)
+            {
+                if (i + 1 < symbols.Count && symbols[i] == left && symbols[i + 1] == right)
+                {
+                    merged.Add(left + right);
+                    i++;
+                }
+                else
+                {
+                    merged.Add(symbols[i]);
+                }
+            }
+
+            symbols = merged;
+        }
+
+        return symbols.Select(symbol => encoder.TryGetValue(symbol, out int id)
+            ? id
+            : throw new HeadLensException($"tokenizer: the piece '{symbol}' is not in the vocabulary")).ToArray();
+    }
+
+    // GPT-2's map from bytes to printable characters: printable Latin-1 bytes map to themselves, the rest to 256+.
+    private static char[] BuildByteMap()
+    {
+        var map = new char[256];
+        int next = 0;
+        for (int b = 0; b < 256; b++)
+        {
+            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            map[b] = printable ? (char)b : (char)(256 + next++);
+        }
+
+        return map;
+    }
+
+    private static string ReadFile(string path) =>
+        File.Exists(path) ? File.ReadAllText(path) : throw new HeadLensException($"{path}: file not found");
+
+    [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant)]
+    private static partial Regex WordPattern();
+}
