@@ -8,7 +8,7 @@ internal sealed class TrainCommand : ICommand
 {
     public string Name => "train";
 
-    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S]";
+    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S] [--vocab N]";
 
     public int Run(CommandArgs args)
     {
@@ -21,14 +21,16 @@ internal sealed class TrainCommand : ICommand
         int? context = args.Has("context") ? args.GetInt("context", 0, 2, 1 << 20) : null;
         double? learningRate = args.Has("lr") ? args.GetDouble("lr", 0, 1e-8, 1) : null;
         int? seed = args.Has("seed") ? args.GetInt("seed", 0) : null;
+        int? vocab = args.Has("vocab") ? args.GetInt("vocab", 0, 257, 1 << 20) : null;
         args.RejectUnknown();
 
-        var tokenizer = new ByteTokenizer();
+        ITokenizer tokenizer = new ByteTokenizer();
         Trainer trainer;
         if (resume)
         {
             var expected = presetName is null ? null : ModelPresets.Get(presetName);
             var probe = ModelFilesProbe(output);
+            tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
             var corpus = Corpus.Load(corpusPath, tokenizer, probe);
             trainer = Trainer.Resume(output, corpus, steps, expected);
             Console.Error.WriteLine($"resuming {output} at step {trainer.Step} of {trainer.Settings.Steps}");
@@ -36,10 +38,15 @@ internal sealed class TrainCommand : ICommand
         else
         {
             var config = ModelPresets.Get(presetName ?? "kjv");
-            if (config.VocabSize != tokenizer.VocabSize)
+            if (vocab is not null)
             {
-                throw new HeadLensException($"preset '{presetName}' has a vocabulary of {config.VocabSize}; training here uses the byte tokenizer (256)");
+                // A vocabulary of the corpus's own: byte-level BPE learned here, and the model's vocabulary resized to it.
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                tokenizer = BpeTrainer.Train(Corpus.ReadText(corpusPath), vocab.Value);
+                Console.Error.WriteLine($"learned a BPE vocabulary of {tokenizer.VocabSize} tokens in {clock.Elapsed.TotalSeconds:F1} s");
             }
+
+            config = config with { VocabSize = tokenizer.VocabSize };
 
             var settings = new TrainingSettings
             {

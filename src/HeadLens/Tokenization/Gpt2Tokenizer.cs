@@ -239,6 +239,14 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private static string ReadFile(string path) =>
         File.Exists(path) ? File.ReadAllText(path) : throw new HeadLensException($"{path}: file not found");
 
+    /// <summary>GPT-2's pre-tokenisation: the words BPE merges never cross.</summary>
+    internal static IEnumerable<string> Words(string text) => WordPattern().Matches(text).Select(match => match.Value);
+
+    /// <summary>A word's bytes as GPT-2's printable characters, one symbol per byte.</summary>
+    internal static List<string> ByteSymbols(string word) => Encoding.UTF8.GetBytes(word).Select(b => ByteToChar[b].ToString()).ToList();
+
+    internal static IEnumerable<string> AllByteSymbols => ByteToChar.Select(c => c.ToString());
+
     [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant)]
     private static partial Regex WordPattern();
 }
