@@ -20,11 +20,20 @@ torch.set_default_dtype(torch.float64)
 ROOT = os.path.join(os.path.dirname(__file__), "..", "HeadLens.Tests", "Fixtures", "models")
 
 
-def write_safetensors(path, tensors):
+def raw_bytes(tensor, dtype):
+    t = tensor.detach().contiguous()
+    if dtype == "F16":
+        return t.to(torch.float16).numpy().tobytes()
+    if dtype == "BF16":
+        return t.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+    return t.to(torch.float32).numpy().tobytes()
+
+
+def write_safetensors(path, tensors, dtype="F32"):
     header, offset, blobs = {}, 0, []
     for name in sorted(tensors):
-        data = tensors[name].detach().to(torch.float32).contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        data = raw_bytes(tensors[name], dtype)
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     raw = json.dumps(header).encode()
@@ -139,6 +148,45 @@ def build(name, cfg, params, forward):
     print(f"{name}: loss {record['loss']:.6f}, 10 AdamW losses {losses[0]:.4f} .. {losses[-1]:.4f}")
 
 
+def rounded(params, dtype):
+    """The parameters as a reader of a dtype-stored file sees them (F16/BF16 rounding), in float64."""
+    target = {"F16": torch.float16, "BF16": torch.bfloat16}[dtype]
+    return {n: p.detach().to(target).double() for n, p in params.items()}
+
+
+def variant(name, cfg, params, forward, dtype="F32", shards=1, strip_prefix=False):
+    """A checkpoint layout the hubs use: another dtype, shards with an index, or GPT2Model names without the
+    'transformer.' prefix. Records logits and 8 greedy ids (full recomputation, no cache) from what the file holds."""
+    directory = os.path.join(ROOT, name)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    stored = {(n[len("transformer."):] if strip_prefix and n.startswith("transformer.") else n): p for n, p in params.items()}
+    if shards == 1:
+        write_safetensors(os.path.join(directory, "model.safetensors"), stored, dtype)
+    else:
+        names = sorted(stored)
+        weight_map = {}
+        for i in range(shards):
+            part = names[i::shards]
+            file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            write_safetensors(os.path.join(directory, file), {n: stored[n] for n in part}, dtype)
+            weight_map.update({n: file for n in part})
+        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
+    seen = params if dtype == "F32" else rounded(params, dtype)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.no_grad():
+        logits = forward(seen, ids, cfg)
+        sequence = ids[0].tolist()
+        for _ in range(8):
+            sequence.append(int(forward(seen, torch.tensor([sequence]), cfg)[0, -1].argmax()))
+    record = {"ids": ids[0].tolist(), "logits": [float(f"{v:.10g}") for v in logits.reshape(-1).tolist()], "greedy": sequence[8:]}
+    with open(os.path.join(directory, "golden.json"), "w") as f:
+        json.dump(record, f)
+    print(f"{name}: greedy {record['greedy']}")
+
+
 torch.manual_seed(42)
 gpt2_cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 61, "n_positions": 16,
             "n_ctx": 16, "n_embd": 24, "n_layer": 2, "n_head": 3, "layer_norm_epsilon": 1e-5,
@@ -155,6 +203,10 @@ for l in range(2):
               n + "mlp.c_fc.weight": parameter(c, 4 * c), n + "mlp.c_fc.bias": parameter(4 * c),
               n + "mlp.c_proj.weight": parameter(4 * c, c), n + "mlp.c_proj.bias": parameter(c)})
 build("tiny-gpt2", gpt2_cfg, p, gpt2)
+variant("tiny-gpt2-no-prefix", gpt2_cfg, p, gpt2, strip_prefix=True)
+variant("tiny-gpt2-sharded", gpt2_cfg, p, gpt2, shards=3)
+variant("tiny-gpt2-f16", gpt2_cfg, p, gpt2, dtype="F16")
+variant("tiny-gpt2-bf16", gpt2_cfg, p, gpt2, dtype="BF16")
 
 llama_cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 53,
              "max_position_embeddings": 16, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
@@ -170,3 +222,7 @@ for l in range(2):
               n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
               n + "mlp.down_proj.weight": parameter(c, f)})
 build("tiny-llama-gqa", llama_cfg, p, llama)
+tied = {n: q for n, q in p.items() if n != "lm_head.weight"}
+tied["lm_head.weight"] = tied["model.embed_tokens.weight"]
+variant("tiny-llama-tied", dict(llama_cfg, tie_word_embeddings=True), {n: q for n, q in tied.items() if n != "lm_head.weight"},
+        lambda params, ids, cfg: llama(dict(params, **{"lm_head.weight": params["model.embed_tokens.weight"]}), ids, cfg))

@@ -124,6 +124,15 @@ public sealed class SafeTensorsFile : IDisposable
 
     private static Dictionary<string, SafeTensorInfo> ParseHeader(string file, byte[] header, long dataLength)
     {
+        try
+        {
+            _ = new UTF8Encoding(false, throwOnInvalidBytes: true).GetCharCount(header);
+        }
+        catch (DecoderFallbackException error)
+        {
+            throw new HeadLensException($"{file}: the header is not valid UTF-8 (at byte {error.Index})");
+        }
+
         JsonDocument document;
         try
         {
