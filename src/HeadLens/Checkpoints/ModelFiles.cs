@@ -37,6 +37,8 @@ public static class ModelFiles
         try
         {
             var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
+            string? lastName = null;
+            float[] lastRows = [];
             foreach (var entry in HuggingFaceFormat.Map(config))
             {
                 var (file, name) = Find(files, entry.Theirs, directory);
@@ -51,12 +53,27 @@ public static class ModelFiles
                         $"{Path.GetFileName(file.Path)}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}], config.json implies [{string.Join(", ", expected)}]");
                 }
 
-                var whole = new float[info.ElementCount];
-                file.ReadFloat32(name, whole);
-                file.ValidateFinite(name, whole);
-                var rows = entry.Transpose ? Transpose(whole, expected[0], expected[1]) : whole;
-                int partLength = rows.Length / entry.Parts;
-                rows.AsSpan(entry.Part * partLength, partLength).CopyTo(model.Parameters.Arena.Get(entry.Ours).Span);
+                var destination = model.Parameters.Arena.Get(entry.Ours).Span;
+                if (!entry.Transpose && entry.Parts == 1)
+                {
+                    // The common case: straight from the file into the model's arena, no intermediate copy.
+                    file.ReadFloat32(name, destination);
+                    file.ValidateFinite(name, destination);
+                    continue;
+                }
+
+                // Fused or transposed tensors (GPT-2's c_attn and Conv1D weights): read once, reuse for every part.
+                if (lastName != name)
+                {
+                    var whole = GC.AllocateUninitializedArray<float>((int)info.ElementCount);
+                    file.ReadFloat32(name, whole);
+                    file.ValidateFinite(name, whole);
+                    lastRows = entry.Transpose ? Transpose(whole, expected[0], expected[1]) : whole;
+                    lastName = name;
+                }
+
+                int partLength = lastRows.Length / entry.Parts;
+                lastRows.AsSpan(entry.Part * partLength, partLength).CopyTo(destination);
             }
         }
         finally
@@ -132,15 +149,23 @@ public static class ModelFiles
         return result;
     }
 
-    // [rows, columns] → [columns, rows]
+    // [rows, columns] → [columns, rows], in 32×32 blocks so that reads and writes both stay within cache lines.
     private static float[] Transpose(float[] values, int rows, int columns)
     {
-        var result = new float[values.Length];
-        for (int r = 0; r < rows; r++)
+        const int block = 32;
+        var result = GC.AllocateUninitializedArray<float>(values.Length);
+        for (int r0 = 0; r0 < rows; r0 += block)
         {
-            for (int c = 0; c < columns; c++)
+            for (int c0 = 0; c0 < columns; c0 += block)
             {
-                result[c * rows + r] = values[r * columns + c];
+                int rEnd = Math.Min(rows, r0 + block), cEnd = Math.Min(columns, c0 + block);
+                for (int r = r0; r < rEnd; r++)
+                {
+                    for (int c = c0; c < cEnd; c++)
+                    {
+                        result[c * rows + r] = values[r * columns + c];
+                    }
+                }
             }
         }
 
