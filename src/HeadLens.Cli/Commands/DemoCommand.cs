@@ -65,22 +65,10 @@ internal sealed class DemoCommand : ICommand
 
         int[] ids = tokenizer.Encode(SampleText);
         var patterns = AttentionRecorder.Record(model, ids);
-        var summaries = HeadSummary.Summarise(patterns, c.Heads, ids.Length);
-        Console.WriteLine($"What each head attends to on \"{SampleText}\":");
+        var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids);
+        Console.WriteLine($"What each head attends to on \"{SampleText}\" (induction and duplicate-token scores from a repeated random block):");
         Console.WriteLine();
-        Console.WriteLine("layer head  kind            prev-token  first-token  local  broad  mean distance");
-        foreach (var s in summaries)
-        {
-            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-14}  {s.Scores["previous_token"],10:F2}  {s.Scores["sink"],11:F2}  {s.Scores["local"],5:F2}  {s.Scores["broad"],5:F2}  {s.MeanDistance,13:F1}");
-        }
-
-        Console.WriteLine();
-        foreach (var group in summaries.GroupBy(s => s.Layer))
-        {
-            Console.WriteLine($"layer {group.Key}: mean attention distance {group.Average(s => s.MeanDistance):F1} tokens; kinds: " +
-                string.Join(", ", group.GroupBy(s => s.Kind).Select(kind => $"{kind.Count()} {kind.Key}")));
-        }
-
+        HeadsCommand.Print(summaries);
         var tokens = ids.Select(tokenizer.TokenText).ToList();
         string html = HtmlReport.Render("HeadLens demo", $"Attention of {modelPath} on: {SampleText}", tokens, patterns, c.Heads, summaries);
         HtmlReport.WriteAtomically(reportPath, html);

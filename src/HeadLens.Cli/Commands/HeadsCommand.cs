@@ -5,8 +5,6 @@ namespace HeadLens.Cli.Commands;
 
 internal sealed class HeadsCommand : ICommand
 {
-    private const string DefaultText = "In the beginning God created the heaven and the earth. And the earth was without form, and void.";
-
     public string Name => "heads";
 
     public string Usage => "heads    --model MODEL [--text TEXT] [--json]";
@@ -15,26 +13,10 @@ internal sealed class HeadsCommand : ICommand
     {
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
         bool json = args.Flag("json");
-        int[] ids;
-        if (args.Has("text") || args.Has("ids"))
-        {
-            ids = ModelInput.ReadIds(args, model, tokenizer);
-        }
-        else if (tokenizer is not null)
-        {
-            ids = tokenizer.Encode(DefaultText)[..Math.Min(tokenizer.Encode(DefaultText).Length, model.Config.ContextLength)];
-        }
-        else
-        {
-            // No tokenizer: a random token sequence repeated once, the probe for induction-like behaviour.
-            var random = new Random(0);
-            var half = Enumerable.Range(0, Math.Min(32, model.Config.ContextLength / 2)).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
-            ids = [.. half, .. half];
-        }
-
+        int[]? ids = args.Has("text") || args.Has("ids") ? ModelInput.ReadIds(args, model, tokenizer) : null;
+        int seed = args.GetInt("seed", 0);
         args.RejectUnknown();
-        var patterns = AttentionRecorder.Record(model, ids);
-        var summaries = HeadSummary.Summarise(patterns, model.Config.Heads, ids.Length);
+        var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids, seed);
         if (json)
         {
             var heads = summaries.Select(s => new Dictionary<string, object>
@@ -48,12 +30,24 @@ internal sealed class HeadsCommand : ICommand
             return 0;
         }
 
-        Console.WriteLine("layer head  kind            prev-token  first-token  local  broad  mean distance");
+        Print(summaries);
+        return 0;
+    }
+
+    internal static void Print(IReadOnlyList<HeadSummary> summaries)
+    {
+        string Score(HeadSummary s, string key) => s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture) : "-";
+        Console.WriteLine("layer head  kind             prev  dup  induct  sink  delim  local  broad  distance");
         foreach (var s in summaries)
         {
-            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-14}  {s.Scores["previous_token"],10:F2}  {s.Scores["sink"],11:F2}  {s.Scores["local"],5:F2}  {s.Scores["broad"],5:F2}  {s.MeanDistance,13:F1}");
+            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, "previous_token"),5} {Score(s, "duplicate_token"),4} {Score(s, "induction"),7} {Score(s, "sink"),5} {Score(s, "delimiter"),6} {Score(s, "local"),6} {Score(s, "broad"),6} {s.MeanDistance,9:F1}");
         }
 
-        return 0;
+        Console.WriteLine();
+        foreach (var group in summaries.GroupBy(s => s.Layer))
+        {
+            Console.WriteLine($"layer {group.Key}: mean attention distance {group.Average(s => s.MeanDistance):F1} tokens, entropy {group.Average(s => s.Scores["broad"]):F2}; kinds: " +
+                string.Join(", ", group.GroupBy(s => s.Kind).Select(kind => $"{kind.Count()} {kind.Key}")));
+        }
     }
 }
