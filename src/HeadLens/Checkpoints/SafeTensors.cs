@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
@@ -21,6 +22,8 @@ public sealed class SafeTensorsFile : IDisposable
 {
     private const long MaxHeaderBytes = 100L << 20;
     private readonly FileStream stream;
+    private readonly MemoryMappedFile map;
+    private readonly MemoryMappedViewAccessor view;
 
     private SafeTensorsFile(string path, FileStream stream, Dictionary<string, SafeTensorInfo> entries, long dataStart)
     {
@@ -28,6 +31,9 @@ public sealed class SafeTensorsFile : IDisposable
         this.stream = stream;
         Entries = entries;
         DataStart = dataStart;
+        // The data section is memory-mapped: tensors are copied (or converted) straight from the page cache.
+        map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
     }
 
     public string Path { get; }
@@ -86,25 +92,31 @@ public sealed class SafeTensorsFile : IDisposable
             throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: tensor '{tensorName}' has {info.ElementCount} elements, expected {destination.Length}");
         }
 
-        if (info.DType == "F32")
+        unsafe
         {
-            RandomAccess.Read(stream.SafeFileHandle, MemoryMarshal.AsBytes(destination), DataStart + info.Offset);
-            if (!BitConverter.IsLittleEndian)
+            byte* start = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
+            try
             {
-                throw new PlatformNotSupportedException("big-endian hosts are not supported");
+                var bytes = new ReadOnlySpan<byte>(start + view.PointerOffset + DataStart + info.Offset, checked((int)info.Length));
+                if (info.DType == "F32")
+                {
+                    MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+                    return;
+                }
+
+                var halves = MemoryMarshal.Cast<byte, ushort>(bytes);
+                for (int i = 0; i < destination.Length; i++)
+                {
+                    destination[i] = info.DType == "BF16"
+                        ? BitConverter.Int32BitsToSingle(halves[i] << 16)
+                        : (float)BitConverter.UInt16BitsToHalf(halves[i]);
+                }
             }
-
-            return;
-        }
-
-        var raw = new byte[info.Length];
-        RandomAccess.Read(stream.SafeFileHandle, raw, DataStart + info.Offset);
-        var halves = MemoryMarshal.Cast<byte, ushort>(raw);
-        for (int i = 0; i < destination.Length; i++)
-        {
-            destination[i] = info.DType == "BF16"
-                ? BitConverter.Int32BitsToSingle(halves[i] << 16)
-                : (float)BitConverter.UInt16BitsToHalf(halves[i]);
+            finally
+            {
+                view.SafeMemoryMappedViewHandle.ReleasePointer();
+            }
         }
     }
 
@@ -127,7 +139,12 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    public void Dispose() => stream.Dispose();
+    public void Dispose()
+    {
+        view.Dispose();
+        map.Dispose();
+        stream.Dispose();
+    }
 
     private static Dictionary<string, SafeTensorInfo> ParseHeader(string file, byte[] header, long dataLength)
     {
