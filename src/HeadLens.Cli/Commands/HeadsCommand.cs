@@ -1,53 +1,138 @@
+using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using HeadLens.Analysis;
 
 namespace HeadLens.Cli.Commands;
 
+/// <summary>
+/// Names every head (scores and kinds: docs/head-scores.md), summarises each layer, and with --from/--to ranks the
+/// heads by how much one word attends to another.
+/// </summary>
 internal sealed class HeadsCommand : ICommand
 {
+    /// <summary>The sentence --from/--to read when no --text is given (the coreference example of the literature).</summary>
+    public const string PairText = "The animal didn't cross the street because it was too tired";
+
     public string Name => "heads";
 
-    public string Usage => "heads    --model MODEL [--text TEXT] [--json]";
+    public string Usage => "heads    --model MODEL [--text TEXT | --ids 1,2,3] [--json] [--from WORD --to WORD] [--seed S]";
 
     public int Run(CommandArgs args)
     {
+        var clock = Stopwatch.StartNew();
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
         bool json = args.Flag("json");
+        string? from = args.Get("from");
+        string? to = args.Get("to");
+        if ((from is null) != (to is null))
+        {
+            throw new UsageException("heads: give both --from WORD and --to WORD");
+        }
+
         int[]? ids = args.Has("text") || args.Has("ids") ? ModelInput.ReadIds(args, model, tokenizer) : null;
         int seed = args.GetInt("seed", 0);
         args.RejectUnknown();
         var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids, seed);
+        var layers = HeadQuestions.Layers(summaries);
+
+        List<PairAttention>? pairs = null;
+        string pairDescription = "";
+        if (from is not null)
+        {
+            if (tokenizer is null)
+            {
+                throw new HeadLensException("--from/--to need the model's tokenizer (this model has none)");
+            }
+
+            var pairIds = ids ?? ModelInputIds(tokenizer, PairText, model.Config.ContextLength);
+            var fromTokens = HeadQuestions.WordPositions(tokenizer, pairIds, from);
+            var toTokens = HeadQuestions.WordPositions(tokenizer, pairIds, to!, before: fromTokens[^1]);
+            var patterns = AttentionRecorder.Record(model, pairIds);
+            pairs = HeadQuestions.RankPair(patterns, model.Config.Heads, pairIds.Length, fromTokens[^1], toTokens);
+            pairDescription = $"attention from '{from}' (token {fromTokens[^1]}) to '{to}' (tokens {string.Join(",", toTokens)})"
+                + (ids is null ? $" in \"{PairText}\"" : "");
+        }
+
         if (json)
         {
-            var heads = summaries.Select(s => new Dictionary<string, object>
+            var document = new Dictionary<string, object>
             {
-                ["layer"] = s.Layer,
-                ["head"] = s.Head,
-                ["kind"] = s.Kind,
-                ["scores"] = s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4)),
-            });
-            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["heads"] = heads }));
+                ["heads"] = summaries.Select(s => new Dictionary<string, object>
+                {
+                    ["layer"] = s.Layer,
+                    ["head"] = s.Head,
+                    ["kind"] = s.Kind,
+                    ["scores"] = s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4)),
+                    ["mean_distance"] = Math.Round(s.MeanDistance, 3),
+                }),
+                ["layers"] = layers.Select(layer => new Dictionary<string, object>
+                {
+                    ["layer"] = layer.Layer,
+                    ["mean_distance"] = Math.Round(layer.MeanDistance, 3),
+                    ["entropy"] = Math.Round(layer.Entropy, 4),
+                    ["kinds"] = layer.KindShares.Where(share => share.Value > 0).ToDictionary(share => share.Key, share => Math.Round(share.Value, 4)),
+                }),
+            };
+            if (pairs is not null)
+            {
+                document["pair"] = new Dictionary<string, object>
+                {
+                    ["from"] = from!,
+                    ["to"] = to!,
+                    ["heads"] = pairs.Select(pair => new Dictionary<string, object> { ["layer"] = pair.Layer, ["head"] = pair.Head, ["attention"] = Math.Round(pair.Weight, 4) }),
+                };
+            }
+
+            Console.WriteLine(JsonSerializer.Serialize(document));
             return 0;
         }
 
         Print(summaries);
-        return 0;
-    }
-
-    internal static void Print(IReadOnlyList<HeadSummary> summaries)
-    {
-        string Score(HeadSummary s, string key) => s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture) : "-";
-        Console.WriteLine("layer head  kind             prev  dup  induct  sink  delim  local  broad  distance");
-        foreach (var s in summaries)
+        if (pairs is not null)
         {
-            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, "previous_token"),5} {Score(s, "duplicate_token"),4} {Score(s, "induction"),7} {Score(s, "sink"),5} {Score(s, "delimiter"),6} {Score(s, "local"),6} {Score(s, "broad"),6} {s.MeanDistance,9:F1}");
+            Console.WriteLine();
+            Console.WriteLine($"Heads ranked by {pairDescription}:");
+            foreach (var pair in pairs.Take(10))
+            {
+                var kind = summaries.First(s => s.Layer == pair.Layer && s.Head == pair.Head).Kind;
+                Console.WriteLine($"  layer {pair.Layer,2} head {pair.Head,2}  {pair.Weight,6:F3}  ({kind})");
+            }
         }
 
         Console.WriteLine();
-        foreach (var group in summaries.GroupBy(s => s.Layer))
+        Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
+        return 0;
+    }
+
+    private static int[] ModelInputIds(HeadLens.Tokenization.ITokenizer tokenizer, string text, int context)
+    {
+        int[] ids = tokenizer.Encode(text);
+        ids = tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        return ids.Length <= context ? ids : throw new HeadLensException($"the sample sentence has {ids.Length} tokens, more than the model's context of {context}");
+    }
+
+    /// <summary>The table of heads (kind and scores) and the per-layer summary.</summary>
+    internal static void Print(IReadOnlyList<HeadSummary> summaries)
+    {
+        static string Score(HeadSummary s, string key) =>
+            s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", CultureInfo.InvariantCulture) : "-";
+        Console.WriteLine("layer head  kind             prev   dup  induct  sink  delim  local  broad  copy  distance");
+        foreach (var s in summaries)
         {
-            Console.WriteLine($"layer {group.Key}: mean attention distance {group.Average(s => s.MeanDistance):F1} tokens, entropy {group.Average(s => s.Scores["broad"]):F2}; kinds: " +
-                string.Join(", ", group.GroupBy(s => s.Kind).Select(kind => $"{kind.Count()} {kind.Key}")));
+            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, HeadKinds.PreviousTokenScore),5} {Score(s, HeadKinds.DuplicateTokenScore),5} "
+                + $"{Score(s, HeadKinds.InductionScore),7} {Score(s, HeadKinds.SinkScore),5} {Score(s, HeadKinds.DelimiterScore),6} {Score(s, HeadKinds.LocalScore),6} "
+                + $"{Score(s, HeadKinds.BroadScore),6} {Score(s, HeadKinds.CopyingScore),5} {s.MeanDistance,9:F1}");
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("Per layer (mean attention distance in tokens, mean normalised entropy, kinds):");
+        foreach (var layer in HeadQuestions.Layers(summaries))
+        {
+            int count = summaries.Count(s => s.Layer == layer.Layer);
+            string kinds = string.Join(", ", layer.KindShares.Where(share => share.Value > 0)
+                .Select(share => $"{Math.Round(share.Value * count)} {share.Key}"));
+            Console.WriteLine($"  layer {layer.Layer,2}: distance {layer.MeanDistance,5:F1}, entropy {layer.Entropy:F2}; {kinds}");
         }
     }
 }
