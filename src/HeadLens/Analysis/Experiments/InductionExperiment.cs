@@ -99,7 +99,7 @@ public static class InductionExperiment
         var targets = new int[b * t];
         var sequence = new int[t + 1];
         var clock = Stopwatch.StartNew();
-        double recent = 0;
+        double recent = 0, forwardTime = 0, backwardTime = 0;
         for (int step = 1; step <= settings.Steps; step++)
         {
             for (int row = 0; row < b; row++)
@@ -109,14 +109,18 @@ public static class InductionExperiment
                 sequence.AsSpan(1, t).CopyTo(targets.AsSpan(row * t, t));
             }
 
+            long started = Stopwatch.GetTimestamp();
             model.ZeroGradients();
             float loss = model.Forward(ids, targets, b, t);
+            forwardTime += Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             if (!float.IsFinite(loss))
             {
                 throw new HeadLensException($"induction experiment: the loss became {loss} at step {step}");
             }
 
+            started = Stopwatch.GetTimestamp();
             model.Backward();
+            backwardTime += Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             GradientClipping.ClipByGlobalNorm(model.Gradients.Arena.All, 1f);
             optimizer.Step(settings.LearningRate * Math.Min(1f, step / (float)settings.WarmupSteps));
             recent += loss;
@@ -124,7 +128,7 @@ public static class InductionExperiment
             {
                 int span = step % 250 == 0 ? 250 : step % 250;
                 curve.Add((step, recent / span));
-                log(string.Create(CultureInfo.InvariantCulture, $"  {layers}-layer step {step,5}/{settings.Steps}: loss {recent / span:F3}  ({clock.Elapsed.TotalSeconds:F0} s)"));
+                log(string.Create(CultureInfo.InvariantCulture, $"  {layers}-layer step {step,5}/{settings.Steps}: loss {recent / span:F3}  ({clock.Elapsed.TotalSeconds:F0} s; forward {forwardTime / step:F1} ms, backward {backwardTime / step:F1} ms per step)"));
                 recent = 0;
             }
         }
