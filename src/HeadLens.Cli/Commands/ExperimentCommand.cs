@@ -12,7 +12,7 @@ internal sealed class ExperimentCommand : ICommand
 {
     public string Name => "experiment";
 
-    public string Usage => "experiment (handcrafted | induction | sinks) [--out FILE.md] [--steps N] [--seed S] [--model MODEL]";
+    public string Usage => "experiment (handcrafted | induction | sinks) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--model MODEL]";
 
     public int Run(CommandArgs args)
     {
@@ -80,7 +80,13 @@ internal sealed class ExperimentCommand : ICommand
         {
             Steps = args.GetInt("steps", InductionExperiment.Settings.Default.Steps, 1, 1_000_000),
             Seed = args.GetInt("seed", InductionExperiment.Settings.Default.Seed),
+            LayerCounts = args.GetIds("layers") ?? [.. InductionExperiment.Settings.Default.LayerCounts],
         };
+        if (settings.LayerCounts.Any(layers => layers is < 1 or > 8))
+        {
+            throw new UsageException("experiment induction: --layers takes depths from 1 to 8, e.g. --layers 1,2");
+        }
+
         args.RejectUnknown();
         return InductionExperiment.Run(settings, Console.WriteLine);
     }

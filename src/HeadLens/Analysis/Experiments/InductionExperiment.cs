@@ -54,6 +54,9 @@ public static class InductionExperiment
 
         public int Seed { get; init; } = 1;
 
+        /// <summary>The model depths trained, one model each.</summary>
+        public IReadOnlyList<int> LayerCounts { get; init; } = [1, 2];
+
         /// <summary>Random repeated blocks averaged over in the evaluation.</summary>
         public int Probes { get; init; } = 16;
     }
@@ -215,7 +218,7 @@ public static class InductionExperiment
     public static string Run(Settings settings, Action<string> log)
     {
         var outcomes = new List<InductionOutcome>();
-        foreach (int layers in new[] { 1, 2 })
+        foreach (int layers in settings.LayerCounts)
         {
             log($"Training a {layers}-layer attention-only model ({settings.Heads} heads, d_model {settings.Channels}, RoPE on q/k only, "
                 + $"batch {settings.Batch}×{settings.Context}, AdamW {settings.LearningRate}, {settings.Steps} steps) on random-copy data:");
