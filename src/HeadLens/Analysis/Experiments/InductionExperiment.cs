@@ -11,7 +11,7 @@ namespace HeadLens.Analysis.Experiments;
 public sealed record InductionOutcome(
     int Layers, double FinalLoss, double[,] PrefixScores, double[,] PreviousScores, double[,] CopyingScores,
     double FirstCopyLoss, double SecondCopyLoss, (int Layer, int Head) TopInductionHead, double AblatedSecondCopyLoss,
-    double Seconds, List<(int Step, double Loss)> Curve);
+    double Seconds, List<(int Step, double Loss)> Curve, int InductionHeads, double AllAblatedSecondCopyLoss);
 
 /// <summary>
 /// Induction heads from scratch (Olsson et al. 2022): train 1-layer and 2-layer attention-only transformers on
@@ -32,7 +32,7 @@ public static class InductionExperiment
     {
         public static Settings Default { get; } = new();
 
-        public int Steps { get; init; } = 3000;
+        public int Steps { get; init; } = 4000;
 
         public int Batch { get; init; } = 64;
 
@@ -186,8 +186,26 @@ public static class InductionExperiment
 
         var ablated = new HookedForward(model).ZeroAblateHead(top.Layer, top.Head);
         double ablatedSecond = probes.Average(ids => CopyLosses(ablated.Run(ids).Logits, ids, period, config.VocabSize).Second);
+
+        // Induction heads are often redundant: ablate every head at or above the induction threshold as well.
+        double threshold = HeadKinds.Rules.Single(rule => rule.Kind == "induction").Threshold;
+        var allAblated = new HookedForward(model);
+        int inductionHeads = 0;
+        for (int l = 0; l < config.Layers; l++)
+        {
+            for (int h = 0; h < config.Heads; h++)
+            {
+                if (prefix[l, h] >= threshold)
+                {
+                    allAblated.ZeroAblateHead(l, h);
+                    inductionHeads++;
+                }
+            }
+        }
+
+        double allAblatedSecond = probes.Average(ids => CopyLosses(allAblated.Run(ids).Logits, ids, period, config.VocabSize).Second);
         return new InductionOutcome(config.Layers, curve.Count > 0 ? curve[^1].Loss : double.NaN, prefix, previous, Circuits.CopyingScores(model),
-            first, second, top, ablatedSecond, seconds, curve);
+            first, second, top, ablatedSecond, seconds, curve, inductionHeads, allAblatedSecond);
     }
 
     /// <summary>
@@ -248,6 +266,7 @@ public static class InductionExperiment
         text.AppendLine(culture, $"  loss on a repeated random block: first copy {o.FirstCopyLoss:F3}, second copy {o.SecondCopyLoss:F3} "
             + $"({100 * o.SecondCopyLoss / o.FirstCopyLoss:F0}% of the first); with the top induction head ablated {o.AblatedSecondCopyLoss:F3} "
             + $"({100 * o.AblatedSecondCopyLoss / o.FirstCopyLoss:F0}%)");
+        text.AppendLine(culture, $"  with all {o.InductionHeads} heads of prefix score ≥ 0.4 ablated: second copy {o.AllAblatedSecondCopyLoss:F3} ({100 * o.AllAblatedSecondCopyLoss / o.FirstCopyLoss:F0}%)");
         text.Append(culture, $"  trained in {o.Seconds:F0} s");
         return text.ToString();
     }
@@ -264,14 +283,15 @@ public static class InductionExperiment
         text.AppendLine(culture, $"trained {settings.Steps} steps with AdamW (lr {settings.LearningRate}, warm-up {settings.WarmupSteps}), batch {settings.Batch} × {settings.Context} tokens,");
         text.AppendLine(culture, $"on uniform random tokens (V = {settings.Vocab}) in which a segment of {settings.MinSegment}–{settings.MaxSegment} tokens is copied to a random later position.");
         text.AppendLine(culture, $"Evaluation on {settings.Probes} random blocks of {settings.Context / 2} tokens repeated twice.").AppendLine();
-        text.AppendLine("| model | final train loss | first-copy loss | second-copy loss | second / first | top induction head | its prefix score | second-copy loss with it ablated | max previous-token score (layer 0) | time |");
-        text.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        text.AppendLine("| model | final train loss | first-copy loss | second-copy loss | second / first | top induction head | its prefix score | second-copy loss with it ablated | heads with prefix score ≥ 0.4 | second-copy loss with all of them ablated | max previous-token score (layer 0) | time |");
+        text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var o in outcomes)
         {
             double maxPrevious = Enumerable.Range(0, o.PreviousScores.GetLength(1)).Max(h => o.PreviousScores[0, h]);
             text.AppendLine(culture, $"| {o.Layers}-layer | {o.FinalLoss:F3} | {o.FirstCopyLoss:F3} | {o.SecondCopyLoss:F3} | {100 * o.SecondCopyLoss / o.FirstCopyLoss:F0}% | "
                 + $"{o.TopInductionHead.Layer}.{o.TopInductionHead.Head} | {o.PrefixScores[o.TopInductionHead.Layer, o.TopInductionHead.Head]:F2} | "
-                + $"{o.AblatedSecondCopyLoss:F3} ({100 * o.AblatedSecondCopyLoss / o.FirstCopyLoss:F0}%) | {maxPrevious:F2} | {o.Seconds:F0} s |");
+                + $"{o.AblatedSecondCopyLoss:F3} ({100 * o.AblatedSecondCopyLoss / o.FirstCopyLoss:F0}%) | {o.InductionHeads} | "
+                + $"{o.AllAblatedSecondCopyLoss:F3} ({100 * o.AllAblatedSecondCopyLoss / o.FirstCopyLoss:F0}%) | {maxPrevious:F2} | {o.Seconds:F0} s |");
         }
 
         foreach (var o in outcomes)
