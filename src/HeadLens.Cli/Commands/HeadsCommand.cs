@@ -1,166 +1,143 @@
+using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using HeadLens.Analysis;
 
 namespace HeadLens.Cli.Commands;
 
+/// <summary>
+/// Names every head (scores and kinds: docs/head-scores.md), summarises each layer, and with --from/--to ranks the
+/// heads by how much one word attends to another.
+/// </summary>
 internal sealed class HeadsCommand : ICommand
 {
+    /// <summary>The sentence --from/--to read when no --text is given (the coreference example of the literature).</summary>
+    public const string PairText = "The animal didn't cross the street because it was too tired";
+
     public string Name => "heads";
 
-    public string Usage => "heads    --model MODEL [--text TEXT] [--json] [--from WORD --to WORD]";
+    public string Usage => "heads    --model MODEL [--text TEXT | --ids 1,2,3] [--json] [--from WORD --to WORD] [--seed S]";
 
     public int Run(CommandArgs args)
     {
+        var clock = Stopwatch.StartNew();
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
         bool json = args.Flag("json");
-        int[]? ids = args.Has("text") || args.Has("ids") ? ModelInput.ReadIds(args, model, tokenizer) : null;
-        int seed = args.GetInt("seed", 0);
-        string? from = args.Get("from"), to = args.Get("to");
-        args.RejectUnknown();
+        string? from = args.Get("from");
+        string? to = args.Get("to");
         if ((from is null) != (to is null))
         {
-            throw new UsageException("heads: --from and --to go together");
+            throw new UsageException("heads: give both --from WORD and --to WORD");
         }
 
+        int[]? ids = args.Has("text") || args.Has("ids") ? ModelInput.ReadIds(args, model, tokenizer) : null;
+        int seed = args.GetInt("seed", 0);
+        args.RejectUnknown();
+        var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids, seed);
+        var layers = HeadQuestions.Layers(summaries);
+
+        List<PairAttention>? pairs = null;
+        int[] pairKeys = [];
+        int pairQuery = -1;
+        string pairDescription = "";
         if (from is not null)
         {
-            if (ids is null || tokenizer is null)
+            if (tokenizer is null)
             {
-                throw new UsageException("heads: --from/--to need --text and a model with a tokenizer");
+                throw new HeadLensException("--from/--to need the model's tokenizer (this model has none)");
             }
 
-            return RankPair(model, tokenizer, ids, from, to!, json);
+            var pairIds = ids ?? ModelInputIds(tokenizer, PairText, model.Config.ContextLength);
+            var fromTokens = HeadQuestions.WordPositions(tokenizer, pairIds, from);
+            var toTokens = HeadQuestions.WordPositions(tokenizer, pairIds, to!, before: fromTokens[^1]);
+            var patterns = AttentionRecorder.Record(model, pairIds);
+            pairs = HeadQuestions.RankPair(patterns, model.Config.Heads, pairIds.Length, fromTokens[^1], toTokens);
+            (pairQuery, pairKeys) = (fromTokens[^1], toTokens);
+            pairDescription = $"attention from '{from}' (token {fromTokens[^1]}) to '{to}' (tokens {string.Join(",", toTokens)})"
+                + (ids is null ? $" in \"{PairText}\"" : "");
         }
 
-        var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids, seed);
         if (json)
         {
-            var heads = summaries.Select(s => new Dictionary<string, object>
+            var document = new Dictionary<string, object>
             {
-                ["layer"] = s.Layer,
-                ["head"] = s.Head,
-                ["kind"] = s.Kind,
-                ["scores"] = s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4)),
-            });
-            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["heads"] = heads }));
+                ["heads"] = summaries.Select(s => new Dictionary<string, object>
+                {
+                    ["layer"] = s.Layer,
+                    ["head"] = s.Head,
+                    ["kind"] = s.Kind,
+                    ["scores"] = s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4)),
+                    ["mean_distance"] = Math.Round(s.MeanDistance, 3),
+                }),
+                ["layers"] = layers.Select(layer => new Dictionary<string, object>
+                {
+                    ["layer"] = layer.Layer,
+                    ["mean_distance"] = Math.Round(layer.MeanDistance, 3),
+                    ["entropy"] = Math.Round(layer.Entropy, 4),
+                    ["kinds"] = layer.KindShares.Where(share => share.Value > 0).ToDictionary(share => share.Key, share => Math.Round(share.Value, 4)),
+                }),
+            };
+            if (pairs is not null)
+            {
+                document["pair"] = new Dictionary<string, object>
+                {
+                    ["from"] = from!,
+                    ["to"] = to!,
+                    ["query_position"] = pairQuery,
+                    ["key_positions"] = pairKeys,
+                    ["heads"] = pairs.Select(pair => new Dictionary<string, object> { ["layer"] = pair.Layer, ["head"] = pair.Head, ["attention"] = Math.Round(pair.Weight, 4) }),
+                };
+            }
+
+            Console.WriteLine(JsonSerializer.Serialize(document));
             return 0;
         }
 
         Print(summaries);
-        return 0;
-    }
-
-    // Ranks every head by how much the last token of the first occurrence of `from` attends to the tokens of the
-    // last occurrence of `to` before it ("it" → "animal": coreference; a verb → its subject; a noun → its article).
-    private static int RankPair(Model.Transformer model, Tokenization.ITokenizer tokenizer, int[] ids, string from, string to, bool json)
-    {
-        var spans = TokenSpans(tokenizer, ids);
-        string text = string.Concat(spans.Select(span => span.Text));
-        int fromAt = FindWord(text, from, 0, text.Length, $"--from '{from}'");
-        int toAt = FindWordBefore(text, to, fromAt, $"--to '{to}'");
-        int query = spans.FindLastIndex(span => span.Start < fromAt + from.Length);
-        var keys = Enumerable.Range(0, spans.Count).Where(i => spans[i].Start < toAt + to.Length && spans[i].Start + spans[i].Text.Length > toAt).ToArray();
-        var patterns = AttentionRecorder.Record(model, ids);
-        int t = ids.Length, heads = model.Config.Heads;
-        var ranked = new List<(int Layer, int Head, double Attention)>();
-        for (int l = 0; l < patterns.Length; l++)
+        if (pairs is not null)
         {
-            for (int h = 0; h < heads; h++)
+            Console.WriteLine();
+            Console.WriteLine($"Heads ranked by {pairDescription}:");
+            foreach (var pair in pairs.Take(10))
             {
-                ranked.Add((l, h, keys.Sum(k => (double)patterns[l][(h * t + query) * t + k])));
+                var kind = summaries.First(s => s.Layer == pair.Layer && s.Head == pair.Head).Kind;
+                Console.WriteLine($"  layer {pair.Layer,2} head {pair.Head,2}  {pair.Weight,6:F3}  ({kind})");
             }
-        }
-
-        ranked.Sort((a, b) => b.Attention.CompareTo(a.Attention));
-        if (json)
-        {
-            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
-            {
-                ["from"] = from,
-                ["to"] = to,
-                ["query_position"] = query,
-                ["key_positions"] = keys,
-                ["heads"] = ranked.Select(r => new Dictionary<string, object> { ["layer"] = r.Layer, ["head"] = r.Head, ["attention"] = Math.Round(r.Attention, 4) }),
-            }));
-            return 0;
-        }
-
-        Console.WriteLine($"attention from '{from}' (token {query}) to '{to}' (tokens {string.Join(", ", keys)}), strongest heads first:");
-        foreach (var (layer, head, attention) in ranked.Take(10))
-        {
-            Console.WriteLine($"  layer {layer,2} head {head,2}: {attention:F3}");
-        }
-
-        return 0;
-    }
-
-    private static List<(int Start, string Text)> TokenSpans(Tokenization.ITokenizer tokenizer, int[] ids)
-    {
-        var spans = new List<(int, string)>();
-        int position = 0;
-        string previous = "";
-        for (int i = 0; i < ids.Length; i++)
-        {
-            // Decode prefixes so multi-byte characters split across byte tokens land on the token that completes them.
-            string decoded = tokenizer.Decode(ids.AsSpan(0, i + 1));
-            string piece = decoded.Length >= previous.Length && decoded.StartsWith(previous.TrimEnd('\uFFFD'), StringComparison.Ordinal)
-                ? decoded[previous.TrimEnd('\uFFFD').Length..] : tokenizer.TokenText(ids[i]);
-            spans.Add((position, piece));
-            position += piece.Length;
-            previous = decoded;
-        }
-
-        return spans;
-    }
-
-    private static int FindWord(string text, string word, int start, int end, string what)
-    {
-        int at = WordAt(text, word, start, end);
-        return at >= 0 ? at : throw new HeadLensException($"{what} is not a word of the text");
-    }
-
-    // The last whole-word occurrence of `word` that ends before `before`.
-    private static int FindWordBefore(string text, string word, int before, string what)
-    {
-        int found = -1;
-        for (int at = WordAt(text, word, 0, before); at >= 0; at = WordAt(text, word, at + 1, before))
-        {
-            found = at;
-        }
-
-        return found >= 0 ? found : throw new HeadLensException($"{what} does not occur before the --from word");
-    }
-
-    // The first whole-word occurrence of `word` in [start, end), or −1.
-    private static int WordAt(string text, string word, int start, int end)
-    {
-        for (int at = text.IndexOf(word, start, StringComparison.Ordinal); at >= 0 && at + word.Length <= end; at = text.IndexOf(word, at + 1, StringComparison.Ordinal))
-        {
-            bool left = at == 0 || !char.IsLetterOrDigit(text[at - 1]);
-            bool right = at + word.Length == text.Length || !char.IsLetterOrDigit(text[at + word.Length]);
-            if (left && right)
-            {
-                return at;
-            }
-        }
-
-        return -1;
-    }
-
-    internal static void Print(IReadOnlyList<HeadSummary> summaries)
-    {
-        string Score(HeadSummary s, string key) => s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", System.Globalization.CultureInfo.InvariantCulture) : "-";
-        Console.WriteLine("layer head  kind             prev  dup  induct  sink  delim  local  broad  distance");
-        foreach (var s in summaries)
-        {
-            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, "previous_token"),5} {Score(s, "duplicate_token"),4} {Score(s, "induction"),7} {Score(s, "sink"),5} {Score(s, "delimiter"),6} {Score(s, "local"),6} {Score(s, "broad"),6} {s.MeanDistance,9:F1}");
         }
 
         Console.WriteLine();
-        foreach (var group in summaries.GroupBy(s => s.Layer))
+        Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
+        return 0;
+    }
+
+    private static int[] ModelInputIds(HeadLens.Tokenization.ITokenizer tokenizer, string text, int context)
+    {
+        int[] ids = tokenizer.Encode(text);
+        ids = tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        return ids.Length <= context ? ids : throw new HeadLensException($"the sample sentence has {ids.Length} tokens, more than the model's context of {context}");
+    }
+
+    /// <summary>The table of heads (kind and scores) and the per-layer summary.</summary>
+    internal static void Print(IReadOnlyList<HeadSummary> summaries)
+    {
+        static string Score(HeadSummary s, string key) =>
+            s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", CultureInfo.InvariantCulture) : "-";
+        Console.WriteLine("layer head  kind             prev   dup  induct  sink  delim  local  broad  copy  distance");
+        foreach (var s in summaries)
         {
-            Console.WriteLine($"layer {group.Key}: mean attention distance {group.Average(s => s.MeanDistance):F1} tokens, entropy {group.Average(s => s.Scores["broad"]):F2}; kinds: " +
-                string.Join(", ", group.GroupBy(s => s.Kind).Select(kind => $"{kind.Count()} {kind.Key}")));
+            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, HeadKinds.PreviousTokenScore),5} {Score(s, HeadKinds.DuplicateTokenScore),5} "
+                + $"{Score(s, HeadKinds.InductionScore),7} {Score(s, HeadKinds.SinkScore),5} {Score(s, HeadKinds.DelimiterScore),6} {Score(s, HeadKinds.LocalScore),6} "
+                + $"{Score(s, HeadKinds.BroadScore),6} {Score(s, HeadKinds.CopyingScore),5} {s.MeanDistance,9:F1}");
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("Per layer (mean attention distance in tokens, mean normalised entropy, kinds):");
+        foreach (var layer in HeadQuestions.Layers(summaries))
+        {
+            int count = summaries.Count(s => s.Layer == layer.Layer);
+            string kinds = string.Join(", ", layer.KindShares.Where(share => share.Value > 0)
+                .Select(share => $"{Math.Round(share.Value * count)} {share.Key}"));
+            Console.WriteLine($"  layer {layer.Layer,2}: distance {layer.MeanDistance,5:F1}, entropy {layer.Entropy:F2}; {kinds}");
         }
     }
 }

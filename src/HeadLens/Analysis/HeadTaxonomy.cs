@@ -4,55 +4,58 @@ using HeadLens.Tokenization;
 namespace HeadLens.Analysis;
 
 /// <summary>
-/// Names every head of a model from two probes: a random block of tokens repeated twice (where induction and
-/// duplicate-token heads show themselves: the second copy can be predicted only by looking back) and a text (where
-/// positional, sink and delimiter behaviour shows on real language). Without a tokenizer, the repeated block serves
-/// for every score.
+/// Names every head of a model (scores in <see cref="HeadScores"/>, kinds in <see cref="HeadKinds"/>) from two
+/// probes and the weights:
+///   - a random block of tokens repeated twice: induction and duplicate-token heads show themselves there (the
+///     second copy can be predicted only by looking back), and nothing in a random block favours any other head;
+///   - a text (given, or the built-in sample when the model has a tokenizer): positional, sink and delimiter
+///     behaviour on real language. Without a text, the repeated block serves for every score;
+///   - the weights: the copying score of each head's OV circuit (reported, not a kind).
 /// </summary>
 public static class HeadTaxonomy
 {
     public const string SampleText = "In the beginning God created the heaven and the earth. And the earth was without form, and void; and darkness was upon the face of the deep.";
 
+    /// <summary>The longest repeated block the probe uses (two copies of 64 tokens stay cheap on any model).</summary>
+    public const int MaxPeriod = 64;
+
     public static IReadOnlyList<HeadSummary> Analyse(Transformer model, ITokenizer? tokenizer, int[]? textIds = null, int seed = 0)
     {
         var config = model.Config;
-        var repeated = RepeatedProbe(config, tokenizer, seed);
-        var repeatPatterns = AttentionRecorder.Record(model, repeated.Ids);
-        var fromRepeat = HeadSummary.Summarise(repeatPatterns, config.Heads, repeated.Ids.Length, repeated);
+        var repeated = RepeatedIds(config, tokenizer, seed);
+        var repeatPatterns = AttentionRecorder.Record(model, repeated);
         textIds ??= tokenizer is null ? null : Truncate(WithBos(tokenizer, tokenizer.Encode(SampleText)), config.ContextLength);
-        if (textIds is null)
-        {
-            return fromRepeat;
-        }
-
-        var textProbe = new Probe(textIds, tokenizer is null ? null : textIds.Select(id => IsDelimiter(tokenizer.TokenText(id))).ToArray());
-        var textPatterns = AttentionRecorder.Record(model, textIds);
-        var fromText = HeadSummary.Summarise(textPatterns, config.Heads, textIds.Length, textProbe);
+        var positionalIds = textIds ?? repeated;
+        var positionalPatterns = textIds is null ? repeatPatterns : AttentionRecorder.Record(model, textIds);
+        bool[] delimiters = tokenizer is null ? [] : [.. positionalIds.Select(id => IsDelimiter(tokenizer.TokenText(id)))];
+        var copying = Circuits.CopyingScores(model);
         var result = new List<HeadSummary>();
-        for (int i = 0; i < fromText.Count; i++)
+        int t = positionalIds.Length, r = repeated.Length;
+        for (int l = 0; l < config.Layers; l++)
         {
-            // Positional scores from the text; induction and duplicate-token from the repeated block.
-            var scores = new Dictionary<string, double>(fromText[i].Scores);
-            foreach (string key in new[] { "induction", "duplicate_token" })
+            for (int h = 0; h < config.Heads; h++)
             {
-                if (fromRepeat[i].Scores.TryGetValue(key, out double value))
-                {
-                    scores[key] = value;
-                }
+                var pattern = positionalPatterns[l].AsSpan(h * t * t, t * t);
+                var repeatPattern = repeatPatterns[l].AsSpan(h * r * r, r * r);
+                var scores = HeadScores.ForHead(pattern, t, [], delimiters);
+                scores[HeadKinds.DuplicateTokenScore] = HeadScores.DuplicateToken(repeatPattern, r, repeated);
+                scores[HeadKinds.InductionScore] = HeadScores.Induction(repeatPattern, r, repeated);
+                scores[HeadKinds.CopyingScore] = copying[l, h];
+                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t)));
             }
-
-            result.Add(fromText[i] with { Kind = HeadSummary.Classify(scores), Scores = scores });
         }
 
         return result;
     }
 
-    /// <summary>[BOS] + a random block of distinct tokens + the same block again.</summary>
-    public static Probe RepeatedProbe(ModelConfig config, ITokenizer? tokenizer, int seed)
+    /// <summary>
+    /// [BOS] + a random block of distinct tokens + the same block again (block length min(64, (context − 1)/2)).
+    /// Tokens are distinct within the block so that every repeat in the sequence is the planted one.
+    /// </summary>
+    public static int[] RepeatedIds(ModelConfig config, ITokenizer? tokenizer, int seed, int maxPeriod = MaxPeriod)
     {
         int prefix = tokenizer?.BosId is null ? 0 : 1;
-        int period = Math.Max(2, Math.Min(32, (config.ContextLength - prefix) / 2));
-        var random = new Random(seed);
+        int period = Math.Max(2, Math.Min(maxPeriod, (config.ContextLength - prefix) / 2));
         var reserved = new HashSet<int>();
         if (tokenizer?.BosId is { } bos)
         {
@@ -64,32 +67,27 @@ public static class HeadTaxonomy
             reserved.Add(eos);
         }
 
+        var random = new Random(seed);
         var block = new List<int>();
+        bool distinct = config.VocabSize >= period + reserved.Count;
         while (block.Count < period)
         {
             int id = random.Next(config.VocabSize);
-            if (!reserved.Contains(id) && (!block.Contains(id) || config.VocabSize <= period + reserved.Count))
+            if (!reserved.Contains(id) && (!distinct || !block.Contains(id)))
             {
                 block.Add(id);
             }
         }
 
-        var ids = new List<int>();
-        if (prefix == 1)
-        {
-            ids.Add(tokenizer!.BosId!.Value);
-        }
-
-        ids.AddRange(block);
-        ids.AddRange(block);
-        return new Probe([.. ids], RepeatPeriod: period, RepeatStart: prefix);
+        return prefix == 1 ? [tokenizer!.BosId!.Value, .. block, .. block] : [.. block, .. block];
     }
 
-    private static bool IsDelimiter(string token)
+    /// <summary>Punctuation, whitespace, newlines and other separator tokens (as the tokenizer prints them).</summary>
+    public static bool IsDelimiter(string token)
     {
-        string trimmed = token.Replace("␣", " ", StringComparison.Ordinal).Replace("\\n", "\n", StringComparison.Ordinal).Trim();
-        return trimmed.Length == 0 ? token.Contains('\n', StringComparison.Ordinal) || token.Contains("\\n", StringComparison.Ordinal)
-            : trimmed.All(c => char.IsPunctuation(c) || char.IsSeparator(c) || char.IsSymbol(c));
+        string text = token.Replace("␣", " ", StringComparison.Ordinal).Replace("Ġ", " ", StringComparison.Ordinal)
+            .Replace("\\n", "\n", StringComparison.Ordinal);
+        return text.Length > 0 && text.All(c => char.IsPunctuation(c) || char.IsSeparator(c) || char.IsSymbol(c) || char.IsWhiteSpace(c));
     }
 
     private static int[] WithBos(ITokenizer tokenizer, int[] ids) => tokenizer.BosId is { } bos ? [bos, .. ids] : ids;

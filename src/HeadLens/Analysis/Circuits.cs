@@ -1,0 +1,330 @@
+using HeadLens.Kernels;
+using HeadLens.Model;
+
+namespace HeadLens.Analysis;
+
+/// <summary>Q-, K- and V-composition of a later head (layer, head) with an earlier one (sourceLayer, sourceHead).</summary>
+public sealed record Composition(int SourceLayer, int SourceHead, int Layer, int Head, double Query, double Key, double Value);
+
+/// <summary>
+/// A [C, C] matrix kept as the product of its two thin factors, Left [C, D] · Right [D, C] (rank ≤ D), so that norms
+/// and products of head circuits cost O(C·D²) instead of O(C³).
+/// </summary>
+public sealed class LowRank(double[] left, double[] right, int channels, int rank)
+{
+    public int Channels { get; } = channels;
+
+    public int Rank { get; } = rank;
+
+    public double[] Left { get; } = left;     // [C, D]
+
+    public double[] Right { get; } = right;   // [D, C]
+
+    /// <summary>The transpose: (L R)ᵀ = Rᵀ Lᵀ.</summary>
+    public LowRank Transposed() => new(Transpose(Right, Rank, Channels), Transpose(Left, Channels, Rank), Channels, Rank);
+
+    /// <summary>The dense matrix L·R [C, C].</summary>
+    public double[] Dense()
+    {
+        int c = Channels, d = Rank;
+        var result = new double[c * c];
+        for (int i = 0; i < c; i++)
+        {
+            for (int p = 0; p < d; p++)
+            {
+                double l = Left[i * d + p];
+                for (int j = 0; j < c; j++)
+                {
+                    result[i * c + j] += l * Right[p * c + j];
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>‖L R‖_F = sqrt(tr((LᵀL)(R Rᵀ))).</summary>
+    public double FrobeniusNorm() => Math.Sqrt(Math.Max(0, TraceOfProduct(Gram(Left, Channels, Rank, true), Gram(Right, Rank, Channels, false), Rank)));
+
+    /// <summary>
+    /// ‖A·B‖_F for A = La Ra, B = Lb Rb: A·B = La (Ra Lb) Rb, and with M = Ra Lb [D, D],
+    /// ‖La M Rb‖²_F = tr(Mᵀ (LaᵀLa) M (Rb Rbᵀ)).
+    /// </summary>
+    public static double ProductNorm(LowRank a, LowRank b)
+    {
+        int c = a.Channels, da = a.Rank, db = b.Rank;
+        var m = new double[da * db];   // [Da, Db] = Ra [Da, C] · Lb [C, Db]
+        for (int i = 0; i < da; i++)
+        {
+            for (int p = 0; p < c; p++)
+            {
+                double r = a.Right[i * c + p];
+                for (int j = 0; j < db; j++)
+                {
+                    m[i * db + j] += r * b.Left[p * db + j];
+                }
+            }
+        }
+
+        var gramLeft = Gram(a.Left, c, da, true);     // [Da, Da]
+        var gramRight = Gram(b.Right, db, c, false);  // [Db, Db]
+        double sum = 0;
+        for (int i = 0; i < da; i++)
+        {
+            for (int j = 0; j < db; j++)
+            {
+                // (Ga M Gb)_ij · M_ij summed = tr(Mᵀ Ga M Gb).
+                double value = 0;
+                for (int p = 0; p < da; p++)
+                {
+                    double gm = 0;
+                    for (int q = 0; q < db; q++)
+                    {
+                        gm += m[p * db + q] * gramRight[q * db + j];
+                    }
+
+                    value += gramLeft[i * da + p] * gm;
+                }
+
+                sum += value * m[i * db + j];
+            }
+        }
+
+        return Math.Sqrt(Math.Max(0, sum));
+    }
+
+    // LᵀL [D, D] for L [rows, D] (columns = true), or R Rᵀ [D, D] for R [D, cols].
+    private static double[] Gram(double[] x, int rows, int cols, bool columns)
+    {
+        int size = columns ? cols : rows;
+        var gram = new double[size * size];
+        for (int i = 0; i < size; i++)
+        {
+            for (int j = 0; j < size; j++)
+            {
+                double sum = 0;
+                int length = columns ? rows : cols;
+                for (int p = 0; p < length; p++)
+                {
+                    sum += columns ? x[p * cols + i] * x[p * cols + j] : x[i * cols + p] * x[j * cols + p];
+                }
+
+                gram[i * size + j] = sum;
+            }
+        }
+
+        return gram;
+    }
+
+    private static double TraceOfProduct(double[] a, double[] b, int size)
+    {
+        // tr(A B) for symmetric B = Σ_ij A_ij B_ij.
+        double sum = 0;
+        for (int i = 0; i < size * size; i++)
+        {
+            sum += a[i] * b[i];
+        }
+
+        return sum;
+    }
+
+    private static double[] Transpose(double[] x, int rows, int cols)
+    {
+        var result = new double[x.Length];
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < cols; j++)
+            {
+                result[j * rows + i] = x[i * cols + j];
+            }
+        }
+
+        return result;
+    }
+}
+
+/// <summary>
+/// Circuits read from the weights alone (Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits").
+/// With x a residual-stream vector [C], head h of a layer computes
+///   score(x_q, x_k) = x_qᵀ · W_QK · x_k,   W_QK = diag(γ) W_Qᵀ W_K diag(γ)    [C, C]   (which tokens it looks at)
+///   output(x_k)     = W_OV · x_k,           W_OV = W_O W_V diag(γ)            [C, C]   (what it writes when it looks)
+/// where W_Q, W_K, W_V are the head's [D, C] rows of the projections, W_O its [C, D] columns of the output
+/// projection, and γ the layer's attention-norm weight (the norm's centring, scaling and bias are left out, as in the
+/// paper; queries read kv head h / (H/G) under grouped-query attention).
+/// </summary>
+public static class Circuits
+{
+    /// <summary>W_QK of a head as thin factors: Left = diag(γ) W_Qᵀ [C, D], Right = W_K diag(γ) [D, C].</summary>
+    public static LowRank QueryKey(Transformer model, int layer, int head)
+    {
+        var (config, w) = (model.Config, model.Parameters.Layer(layer));
+        int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
+        var gamma = w.AttentionNorm.Span;
+        var query = w.Query.Span;
+        var key = w.Key.Span;
+        var left = new double[c * d];
+        var right = new double[d * c];
+        for (int p = 0; p < d; p++)
+        {
+            for (int i = 0; i < c; i++)
+            {
+                left[i * d + p] = gamma[i] * (double)query[(head * d + p) * c + i];
+                right[p * c + i] = key[(g * d + p) * c + i] * (double)gamma[i];
+            }
+        }
+
+        return new LowRank(left, right, c, d);
+    }
+
+    /// <summary>W_OV of a head as thin factors: Left = W_O [C, D], Right = W_V diag(γ) [D, C].</summary>
+    public static LowRank OutputValue(Transformer model, int layer, int head)
+    {
+        var (config, w) = (model.Config, model.Parameters.Layer(layer));
+        int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
+        var gamma = w.AttentionNorm.Span;
+        var value = w.Value.Span;
+        var output = w.Output.Span;
+        int outputWidth = config.Heads * d;
+        var left = new double[c * d];
+        var right = new double[d * c];
+        for (int p = 0; p < d; p++)
+        {
+            for (int i = 0; i < c; i++)
+            {
+                left[i * d + p] = output[i * outputWidth + head * d + p];
+                right[p * c + i] = value[(g * d + p) * c + i] * (double)gamma[i];
+            }
+        }
+
+        return new LowRank(left, right, c, d);
+    }
+
+    /// <summary>
+    /// Composition scores of every head with every head of an earlier layer:
+    ///   Q: ‖W_QK^{h2}ᵀ W_OV^{h1}‖_F / (‖W_QK^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2's queries read what h1 wrote)
+    ///   K: ‖W_QK^{h2}  W_OV^{h1}‖_F / (‖W_QK^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2's keys read what h1 wrote: induction)
+    ///   V: ‖W_OV^{h2}  W_OV^{h1}‖_F / (‖W_OV^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2 moves on what h1 wrote)
+    /// Each lies in [0, 1] (submultiplicativity of the Frobenius norm). Random matrices of rank D in C dimensions
+    /// score about sqrt(D/C) (Elhage et al. subtract that baseline; here it is left to the reader).
+    /// </summary>
+    public static List<Composition> Compositions(Transformer model)
+    {
+        var config = model.Config;
+        var qk = new LowRank[config.Layers, config.Heads];
+        var ov = new LowRank[config.Layers, config.Heads];
+        var qkNorm = new double[config.Layers, config.Heads];
+        var ovNorm = new double[config.Layers, config.Heads];
+        for (int l = 0; l < config.Layers; l++)
+        {
+            for (int h = 0; h < config.Heads; h++)
+            {
+                qk[l, h] = QueryKey(model, l, h);
+                ov[l, h] = OutputValue(model, l, h);
+                qkNorm[l, h] = qk[l, h].FrobeniusNorm();
+                ovNorm[l, h] = ov[l, h].FrobeniusNorm();
+            }
+        }
+
+        static double Ratio(double value, double norm) => norm > 0 ? value / norm : 0;
+        var result = new List<Composition>();
+        for (int l2 = 1; l2 < config.Layers; l2++)
+        {
+            for (int h2 = 0; h2 < config.Heads; h2++)
+            {
+                var qkTransposed = qk[l2, h2].Transposed();
+                for (int l1 = 0; l1 < l2; l1++)
+                {
+                    for (int h1 = 0; h1 < config.Heads; h1++)
+                    {
+                        double qkov = qkNorm[l2, h2] * ovNorm[l1, h1];
+                        result.Add(new Composition(l1, h1, l2, h2,
+                            Ratio(LowRank.ProductNorm(qkTransposed, ov[l1, h1]), qkov),
+                            Ratio(LowRank.ProductNorm(qk[l2, h2], ov[l1, h1]), qkov),
+                            Ratio(LowRank.ProductNorm(ov[l2, h2], ov[l1, h1]), ovNorm[l2, h2] * ovNorm[l1, h1])));
+                    }
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// The [D, D] matrix M = W_V diag(γ) · W_Eᵀ · W_U diag(γ_f) · W_O whose eigenvalues are the nonzero eigenvalues of
+    /// the head's full OV circuit W_U diag(γ_f) · W_O · W_V diag(γ) · W_Eᵀ [V, V] (token in → logits out). Why they
+    /// agree: for any A [m, n] and B [n, m], AB and BA have the same nonzero eigenvalues (if ABx = λx with λ ≠ 0,
+    /// then y = Bx ≠ 0 and BAy = λy); applied twice, A = W_U diag(γ_f) W_O and B = W_V diag(γ) W_Eᵀ. The [V, V]
+    /// matrix has rank ≤ D, so nothing is lost, and D = 32..128 instead of V = 50257.
+    /// <paramref name="embedUnembed"/> is W_Eᵀ W_U diag(γ_f) [C, C] from <see cref="EmbedUnembed"/> (shared by all heads).
+    /// </summary>
+    public static double[] OvEigenvalueMatrix(Transformer model, int layer, int head, double[] embedUnembed)
+    {
+        var ov = OutputValue(model, layer, head);
+        int c = model.Config.Channels, d = model.Config.HeadDim;
+        var right = new double[d * c];   // [D, C] = (W_V diag(γ)) · (W_Eᵀ W_U diag(γ_f))
+        for (int p = 0; p < d; p++)
+        {
+            for (int k = 0; k < c; k++)
+            {
+                double v = ov.Right[p * c + k];
+                for (int j = 0; j < c; j++)
+                {
+                    right[p * c + j] += v * embedUnembed[k * c + j];
+                }
+            }
+        }
+
+        var m = new double[d * d];       // [D, D] = right · W_O
+        for (int p = 0; p < d; p++)
+        {
+            for (int k = 0; k < c; k++)
+            {
+                double r = right[p * c + k];
+                for (int q = 0; q < d; q++)
+                {
+                    m[p * d + q] += r * ov.Left[k * d + q];
+                }
+            }
+        }
+
+        return m;
+    }
+
+    /// <summary>W_Eᵀ · W_U · diag(γ_f) [C, C]: token embedding in, unembedding (after the final norm's weight) out.</summary>
+    public static double[] EmbedUnembed(Transformer model)
+    {
+        var config = model.Config;
+        int c = config.Channels, v = config.VocabSize;
+        var product = new float[c * c];
+        // [C, C] = E [V, C]ᵀ · U [V, C]: one product over the vocabulary, with the fast Gemm.
+        Gemm.Multiply(true, false, c, c, v, model.Parameters.TokenEmbedding.Span, c, model.Parameters.OutputHead.Span, c, product, c, false);
+        var gamma = model.Parameters.FinalNorm.Span;
+        var result = new double[c * c];
+        for (int i = 0; i < c; i++)
+        {
+            for (int j = 0; j < c; j++)
+            {
+                result[i * c + j] = product[i * c + j] * (double)gamma[j];
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Copying score of every head [L, H] (see <see cref="HeadScores.Copying"/>).</summary>
+    public static double[,] CopyingScores(Transformer model)
+    {
+        var config = model.Config;
+        var embedUnembed = EmbedUnembed(model);
+        var scores = new double[config.Layers, config.Heads];
+        for (int l = 0; l < config.Layers; l++)
+        {
+            for (int h = 0; h < config.Heads; h++)
+            {
+                scores[l, h] = HeadScores.Copying(OvEigenvalueMatrix(model, l, h, embedUnembed), config.HeadDim);
+            }
+        }
+
+        return scores;
+    }
+}

@@ -1,0 +1,205 @@
+using HeadLens.Analysis;
+using HeadLens.Model;
+
+namespace HeadLens.Tests.Analysis;
+
+public class HookedForwardTests
+{
+    public static TheoryData<string> Families => ["gpt2", "llama", "attention-only"];
+
+    private static ModelConfig Config(string family) => family switch
+    {
+        "gpt2" => TinyModels.Gpt2,
+        "llama" => TinyModels.Llama,
+        _ => TinyModels.AttentionOnly,
+    };
+
+    private static float[] ModelLogits(Transformer model, int[] ids)
+    {
+        model.Forward(ids, [], 1, ids.Length);
+        return model.Logits.ToArray();
+    }
+
+    // Tolerance for comparing with Transformer.Forward: the same kernels except attention, which the model computes
+    // fused (online softmax in tiles) and the hooked pass materialises (scores, softmax, pattern·V). Float rounding
+    // of the two orders differs by ~1e-6 relative per layer; 1e-4 is the bound the hooked pass promises.
+    private const double SameModel = 1e-4;
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void WithoutHooksItReproducesTheModel(string family)
+    {
+        var model = TinyModels.Random(Config(family), seed: 1);
+        var ids = TinyModels.Ids(model.Config, 13, seed: 2);
+        var expected = ModelLogits(model, ids);
+        var plain = new HookedForward(model).Run(ids);
+        Assert.True(TinyModels.RelativeError(plain.Logits, expected) <= SameModel, $"plain: {TinyModels.RelativeError(plain.Logits, expected)}");
+
+        // Capturing everything switches the output projection to per-head results (then summed): same logits.
+        var captured = new HookedForward(model).Run(ids, _ => true);
+        Assert.True(TinyModels.RelativeError(captured.Logits, expected) <= SameModel);
+        Assert.Equal(HookNames.All(model.Config).ToHashSet(), captured.Cache.Keys.ToHashSet());
+        foreach (var (name, value) in captured.Cache)
+        {
+            Assert.Equal(captured.Shapes[name].Aggregate(1, (a, b) => a * b), value.Length);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void CapturedPatternsAreTheModelsPatterns(string family)
+    {
+        var model = TinyModels.Random(Config(family), seed: 3);
+        var ids = TinyModels.Ids(model.Config, 11, seed: 4);
+        var recorded = AttentionRecorder.Record(model, ids);
+        var run = new HookedForward(model).Run(ids, name => name.EndsWith("hook_pattern", StringComparison.Ordinal));
+        for (int l = 0; l < model.Config.Layers; l++)
+        {
+            // Both are softmax of the same scores from q and k computed by the same kernels: float rounding only.
+            Assert.True(TinyModels.RelativeError(run[HookNames.Pattern(l)], recorded[l]) <= 1e-5);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void ZeroAblationEqualsRemovingTheHeadsOutputColumns(string family)
+    {
+        var model = TinyModels.Random(Config(family), seed: 5);
+        var ids = TinyModels.Ids(model.Config, 9, seed: 6);
+        const int Layer = 1, Head = 1;
+        var ablated = new HookedForward(model).ZeroAblateHead(Layer, Head).Run(ids);
+
+        // The same model with the head's columns of W_O set to 0 writes nothing from that head either.
+        var edited = TinyModels.Copy(model);
+        var output = edited.Parameters.Layer(Layer).Output.Span;
+        int d = model.Config.HeadDim, width = model.Config.Heads * d;
+        for (int c = 0; c < model.Config.Channels; c++)
+        {
+            output.Slice((c * width) + (Head * d), d).Clear();
+        }
+
+        var expected = ModelLogits(edited, ids);
+        Assert.True(TinyModels.RelativeError(ablated.Logits, expected) <= SameModel);
+        Assert.True(TinyModels.RelativeError(ablated.Logits, ModelLogits(model, ids)) > 1e-3, "ablating a head must change the logits");
+    }
+
+    [Fact]
+    public void MeanAblationWritesTheMean()
+    {
+        var model = TinyModels.Random(TinyModels.Gpt2, seed: 7);
+        var reference = Enumerable.Range(0, 4).Select(seed => TinyModels.Ids(model.Config, 10, seed)).ToList();
+        var means = Interventions.MeanZ(model, reference);
+        var ids = TinyModels.Ids(model.Config, 8, seed: 99);
+        var run = new HookedForward(model).MeanAblateHead(0, 2, means[0][(2 * model.Config.HeadDim)..(3 * model.Config.HeadDim)])
+            .Run(ids, name => name == HookNames.Z(0));
+        var z = run[HookNames.Z(0)];
+        int heads = model.Config.Heads, d = model.Config.HeadDim;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            Assert.Equal(means[0].AsSpan(2 * d, d).ToArray(), z.AsSpan(((i * heads) + 2) * d, d).ToArray());
+        }
+
+        // The mean over the reference runs, recomputed here from their captured z.
+        double expected = 0;
+        foreach (var sequence in reference)
+        {
+            var zs = new HookedForward(model).Run(sequence, name => name == HookNames.Z(0))[HookNames.Z(0)];
+            for (int i = 0; i < sequence.Length; i++)
+            {
+                expected += zs[((i * heads) + 2) * d];
+            }
+        }
+
+        Assert.Equal(expected / 40, means[0][2 * d], 5);
+    }
+
+    [Fact]
+    public void ReplacingAPatternMovesWhatTheHeadReads()
+    {
+        var model = TinyModels.Random(TinyModels.Llama, seed: 8);
+        var ids = TinyModels.Ids(model.Config, 7, seed: 9);
+        int t = ids.Length, heads = model.Config.Heads, d = model.Config.HeadDim;
+        var own = new HookedForward(model).Run(ids, name => name == HookNames.Pattern(0))[HookNames.Pattern(0)];
+        var baseline = new HookedForward(model).Run(ids).Logits;
+        var same = new HookedForward(model).ReplacePattern(0, 3, own.AsSpan(3 * t * t, t * t).ToArray()).Run(ids).Logits;
+        Assert.Equal(baseline, same);
+
+        // Everyone looks at token 0: head 3's z is v of token 0 (kv head 3 / 2 = 1) at every position.
+        var first = new float[t * t];
+        for (int i = 0; i < t; i++)
+        {
+            first[i * t] = 1;
+        }
+
+        var run = new HookedForward(model).ReplacePattern(0, 3, first).Run(ids, name => name == HookNames.Z(0) || name == HookNames.V(0));
+        var v = run[HookNames.V(0)].AsSpan(1 * d, d).ToArray();
+        for (int i = 0; i < t; i++)
+        {
+            Assert.Equal(v, run[HookNames.Z(0)].AsSpan(((i * heads) + 3) * d, d).ToArray());
+        }
+    }
+
+    [Fact]
+    public void PatchingTheWholeStreamRestoresTheCleanRun()
+    {
+        var model = TinyModels.Random(TinyModels.Gpt2, seed: 10);
+        var clean = TinyModels.Ids(model.Config, 10, seed: 11);
+        var corrupted = (int[])clean.Clone();
+        corrupted[3] = (corrupted[3] + 1) % model.Config.VocabSize;
+        int last = model.Config.Layers - 1, v = model.Config.VocabSize;
+
+        // Capture only what is patched (capturing hook_result would switch the clean run to the per-head output
+        // projection, whose float rounding differs): then a patched run repeats the clean computation bit for bit.
+        string[] needed = [HookNames.ResidPre(0), HookNames.ResidPost(last), HookNames.Z(1)];
+        var cleanRun = new HookedForward(model).Run(clean, needed.Contains);
+        var corruptedRun = new HookedForward(model).Run(corrupted);
+        Assert.NotEqual(cleanRun.Logits, corruptedRun.Logits);
+
+        // The whole residual stream entering layer 0: everything after it is the clean computation.
+        var patched = new HookedForward(model).Patch(HookNames.ResidPre(0), cleanRun[HookNames.ResidPre(0)]).Run(corrupted);
+        Assert.Equal(cleanRun.Logits, patched.Logits);
+
+        // One position of the last residual stream: only that position's logits become the clean ones.
+        var onePosition = new HookedForward(model).Patch(HookNames.ResidPost(last), cleanRun[HookNames.ResidPost(last)], position: 5).Run(corrupted);
+        for (int i = 0; i < clean.Length; i++)
+        {
+            var expected = (i == 5 ? cleanRun : corruptedRun).Logits.AsSpan(i * v, v).ToArray();
+            Assert.Equal(expected, onePosition.Logits.AsSpan(i * v, v).ToArray());
+        }
+
+        // One head's z: the captured z of the patched run holds the clean head and the corrupted others.
+        var headPatched = new HookedForward(model).Patch(HookNames.Z(1), cleanRun[HookNames.Z(1)], head: 2).Run(corrupted, name => name == HookNames.Z(1));
+        var corruptedZ = new HookedForward(model).Run(corrupted, name => name == HookNames.Z(1))[HookNames.Z(1)];
+        int d = model.Config.HeadDim, heads = model.Config.Heads;
+        for (int i = 0; i < clean.Length; i++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                var source = h == 2 ? cleanRun[HookNames.Z(1)] : corruptedZ;
+                Assert.Equal(source.AsSpan(((i * heads) + h) * d, d).ToArray(), headPatched[HookNames.Z(1)].AsSpan(((i * heads) + h) * d, d).ToArray());
+            }
+        }
+    }
+
+    [Fact]
+    public void UnknownHookPointIsAOneLineError()
+    {
+        var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 12);
+        var error = Assert.Throws<HeadLensException>(() => new HookedForward(model).AddHook("blocks.0.hook_mlp_out", (_, _, _) => { }));
+        Assert.Contains("blocks.0.hook_mlp_out", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void LogitAttributionAddsUpToTheLogit(string family)
+    {
+        var model = TinyModels.Random(Config(family), seed: 13);
+        var ids = TinyModels.Ids(model.Config, 12, seed: 14);
+        var attribution = DirectLogitAttribution.Compute(model, ids, position: 7, token: 5);
+        // Shares are computed in float64 from float activations whose sum the model formed in float: the gap is
+        // float rounding of the residual sum, ~1e-6 of the logit's scale.
+        double scale = Math.Max(1, Math.Abs(attribution.Logit));
+        Assert.True(Math.Abs(attribution.Total - attribution.Logit) <= 1e-4 * scale, $"Σ shares {attribution.Total} vs logit {attribution.Logit}");
+        Assert.Contains(attribution.Heads.Cast<double>(), share => Math.Abs(share) > 1e-3);
+    }
+}
