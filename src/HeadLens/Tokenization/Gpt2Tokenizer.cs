@@ -52,6 +52,8 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
     public int? BosId => null;
 
+    public bool AddsBos => false;
+
     public int? EosId { get; }
 
     public static Gpt2Tokenizer FromFiles(string vocabJson, string mergesTxt) =>
