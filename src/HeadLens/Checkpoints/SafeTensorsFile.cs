@@ -1,7 +1,9 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
+using System.Numerics.Tensors;
 
 namespace HeadLens.Checkpoints;
 
@@ -17,9 +19,10 @@ public sealed record SafeTensorInfo(string Name, string DType, int[] Shape, long
 /// well formed, every dtype is F32/F16/BF16, every shape matches its byte range, and ranges lie inside the data
 /// section without overlapping. Errors name the file and the tensor.
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : ITensorSource, IDisposable
 {
     private const long MaxHeaderBytes = 100L << 20;
+    private const int ConversionChunk = 1 << 16; // 16-bit values widened per read
     private readonly FileStream stream;
 
     private SafeTensorsFile(string path, FileStream stream, Dictionary<string, SafeTensorInfo> entries, long dataStart)
@@ -35,6 +38,8 @@ public sealed class SafeTensorsFile : IDisposable
     public IReadOnlyDictionary<string, SafeTensorInfo> Entries { get; }
 
     private long DataStart { get; }
+
+    private string FileName => System.IO.Path.GetFileName(Path);
 
     public static SafeTensorsFile Open(string path)
     {
@@ -78,42 +83,45 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (!Entries.TryGetValue(tensorName, out var info))
         {
-            throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: no tensor '{tensorName}'");
+            throw new HeadLensException($"{FileName}: no tensor '{tensorName}'");
         }
 
         if (destination.Length != info.ElementCount)
         {
-            throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: tensor '{tensorName}' has {info.ElementCount} elements, expected {destination.Length}");
+            throw new HeadLensException($"{FileName}: tensor '{tensorName}' has {info.ElementCount} elements, expected {destination.Length}");
         }
 
-        if (info.DType == "F32")
-        {
-            RandomAccess.Read(stream.SafeFileHandle, MemoryMarshal.AsBytes(destination), DataStart + info.Offset);
-            if (!BitConverter.IsLittleEndian)
-            {
-                throw new PlatformNotSupportedException("big-endian hosts are not supported");
-            }
+        ReadRange(info, 0, destination);
+    }
 
-            return;
+    /// <summary>Reads a whole tensor and throws naming the file and the tensor when it holds NaN or infinity.</summary>
+    public void ValidateFinite(string tensorName)
+    {
+        if (!Entries.TryGetValue(tensorName, out var info))
+        {
+            throw new HeadLensException($"{FileName}: no tensor '{tensorName}'");
         }
 
-        var raw = new byte[info.Length];
-        RandomAccess.Read(stream.SafeFileHandle, raw, DataStart + info.Offset);
-        var halves = MemoryMarshal.Cast<byte, ushort>(raw);
-        for (int i = 0; i < destination.Length; i++)
+        // Checked in chunks, so that validating a large tensor needs no tensor-sized buffer.
+        var values = new float[(int)Math.Min(info.ElementCount, ConversionChunk)];
+        for (long done = 0; done < info.ElementCount; done += values.Length)
         {
-            destination[i] = info.DType == "BF16"
-                ? BitConverter.Int32BitsToSingle(halves[i] << 16)
-                : (float)BitConverter.UInt16BitsToHalf(halves[i]);
+            var part = values.AsSpan(0, (int)Math.Min(values.Length, info.ElementCount - done));
+            ReadRange(info, done, part);
+            ValidateFinite(tensorName, part, done);
         }
     }
 
-    /// <summary>Throws naming the file and tensor when a tensor holds NaN or infinity.</summary>
-    public void ValidateFinite(string tensorName, ReadOnlySpan<float> values)
+    /// <summary>Throws naming the file and tensor when <paramref name="values"/> (a tensor just read) hold NaN or infinity.</summary>
+    public void ValidateFinite(string tensorName, ReadOnlySpan<float> values) => ValidateFinite(tensorName, values, 0);
+
+    public void Dispose() => stream.Dispose();
+
+    private void ValidateFinite(string tensorName, ReadOnlySpan<float> values, long firstIndex)
     {
         // A vectorised sum is finite exactly when no element is NaN or ±∞ (barring an overflow of huge finite values,
         // which the exact scan below then clears): the scan runs only when something is wrong.
-        if (float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(values)))
+        if (float.IsFinite(TensorPrimitives.Sum(values)))
         {
             return;
         }
@@ -122,12 +130,65 @@ public sealed class SafeTensorsFile : IDisposable
         {
             if (!float.IsFinite(values[i]))
             {
-                throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: tensor '{tensorName}' holds {values[i]} at element {i}");
+                throw new HeadLensException($"{FileName}: tensor '{tensorName}' holds {values[i]} at element {firstIndex + i}");
             }
         }
     }
 
-    public void Dispose() => stream.Dispose();
+    // Reads destination.Length elements of a tensor from element firstElement on, as float32. 16-bit values are
+    // read a chunk at a time into a small pooled buffer and widened: no tensor-sized intermediate copy.
+    private void ReadRange(SafeTensorInfo info, long firstElement, Span<float> destination)
+    {
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("big-endian hosts are not supported");
+        }
+
+        if (info.DType == "F32")
+        {
+            Read(MemoryMarshal.AsBytes(destination), info.Offset + 4 * firstElement, info.Name);
+            return;
+        }
+
+        var chunk = ArrayPool<ushort>.Shared.Rent(ConversionChunk);
+        try
+        {
+            for (int done = 0; done < destination.Length; done += ConversionChunk)
+            {
+                int count = Math.Min(ConversionChunk, destination.Length - done);
+                var halves = chunk.AsSpan(0, count);
+                Read(MemoryMarshal.AsBytes(halves), info.Offset + 2 * (firstElement + done), info.Name);
+                if (info.DType == "BF16")
+                {
+                    HalfPrecision.BFloat16ToSingle(halves, destination.Slice(done, count));
+                }
+                else
+                {
+                    TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<ushort, Half>(halves), destination.Slice(done, count));
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<ushort>.Shared.Return(chunk);
+        }
+    }
+
+    // Positioned reads of the data section; a file that shrank since it was opened is reported, not read short.
+    private void Read(Span<byte> destination, long offset, string tensorName)
+    {
+        while (destination.Length > 0)
+        {
+            int read = RandomAccess.Read(stream.SafeFileHandle, destination, DataStart + offset);
+            if (read == 0)
+            {
+                throw new HeadLensException($"{FileName}: tensor '{tensorName}' ends past the end of the file (was it truncated while open?)");
+            }
+
+            destination = destination[read..];
+            offset += read;
+        }
+    }
 
     private static Dictionary<string, SafeTensorInfo> ParseHeader(string file, byte[] header, long dataLength)
     {
@@ -220,51 +281,5 @@ public sealed class SafeTensorsFile : IDisposable
         {
             throw new HeadLensException($"{file}: tensor '{name}' has a malformed entry (needs dtype, shape, data_offsets)");
         }
-    }
-}
-
-/// <summary>Writes float32 safetensors files atomically (a temporary file, then a rename).</summary>
-public static class SafeTensorsWriter
-{
-    public static void Write(string path, IEnumerable<(string Name, int[] Shape, ReadOnlyMemory<float> Data)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
-        var header = new Dictionary<string, object>();
-        if (metadata is not null)
-        {
-            header["__metadata__"] = metadata;
-        }
-
-        long offset = 0;
-        foreach (var (name, shape, data) in list)
-        {
-            long bytes = (long)data.Length * sizeof(float);
-            header[name] = new Dictionary<string, object> { ["dtype"] = "F32", ["shape"] = shape, ["data_offsets"] = new[] { offset, offset + bytes } };
-            offset += bytes;
-        }
-
-        byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
-        int padded = (json.Length + 7) / 8 * 8; // data starts 8-byte aligned; the header is padded with spaces
-        string temporary = path + ".tmp-" + Environment.ProcessId;
-        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
-        {
-            Span<byte> length = stackalloc byte[8];
-            BinaryPrimitives.WriteInt64LittleEndian(length, padded);
-            stream.Write(length);
-            stream.Write(json);
-            for (int i = json.Length; i < padded; i++)
-            {
-                stream.WriteByte((byte)' ');
-            }
-
-            foreach (var (_, _, data) in list)
-            {
-                stream.Write(MemoryMarshal.AsBytes(data.Span));
-            }
-
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(temporary, path, overwrite: true);
     }
 }
