@@ -1,9 +1,9 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
-using System.Numerics.Tensors;
 
 namespace HeadLens.Checkpoints;
 
@@ -61,9 +61,14 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
             Span<byte> lengthBytes = stackalloc byte[8];
             stream.ReadExactly(lengthBytes);
             long headerLength = BinaryPrimitives.ReadInt64LittleEndian(lengthBytes);
-            if (headerLength <= 0 || headerLength > fileLength - 8 || headerLength > MaxHeaderBytes)
+            if (headerLength <= 0 || headerLength > fileLength - 8)
             {
                 throw new HeadLensException($"{name}: header length {headerLength} is past the end of the file ({fileLength} bytes)");
+            }
+
+            if (headerLength > MaxHeaderBytes)
+            {
+                throw new HeadLensException($"{name}: header length {headerLength} is over the {MaxHeaderBytes >> 20} MB a safetensors header may take");
             }
 
             var header = new byte[headerLength];
