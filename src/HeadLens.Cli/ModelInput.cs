@@ -11,7 +11,16 @@ internal static class ModelInput
     public static (Transformer Model, ITokenizer? Tokenizer, string Path) LoadModel(CommandArgs args)
     {
         string path = args.Get("model") ?? AppData.DefaultModel;
+        string? tokenizerPath = args.Get("tokenizer");
         var (model, tokenizer) = ModelFiles.Load(path);
+        if (tokenizerPath is not null)
+        {
+            // llama2.c models carry no tokenizer: their tokenizer.bin (or any model directory's tokenizer) comes here.
+            tokenizer = Directory.Exists(tokenizerPath)
+                ? TokenizerLoader.FromDirectory(tokenizerPath) ?? throw new HeadLensException($"{tokenizerPath}: no tokenizer files")
+                : SentencePieceTokenizer.FromLlama2cFile(tokenizerPath, model.Config.VocabSize);
+        }
+
         return (model, tokenizer, path);
     }
 

@@ -19,7 +19,9 @@ internal sealed class DescribeCommand : ICommand
             throw new UsageException("describe: give exactly one of --model MODEL or --preset NAME");
         }
 
-        var config = preset is not null ? ModelPresets.Get(preset) : HuggingFaceFormat.ParseConfig(Path.Combine(modelPath!, "config.json"));
+        var config = preset is not null ? ModelPresets.Get(preset)
+            : File.Exists(modelPath) ? ModelFiles.Load(modelPath!).Model.Config   // a llama2.c .bin: the header is in the file
+            : HuggingFaceFormat.ParseConfig(Path.Combine(modelPath!, "config.json"));
         int context = args.GetInt("context", config.ContextLength, 1, int.MaxValue);
         args.RejectUnknown();
 

@@ -7,7 +7,7 @@ internal sealed class GenerateCommand : ICommand
 {
     public string Name => "generate";
 
-    public string Usage => "generate --model MODEL (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
+    public string Usage => "generate --model MODEL [--tokenizer FILE] (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
 
     public int Run(CommandArgs args)
     {
@@ -43,7 +43,7 @@ internal sealed class GenerateCommand : ICommand
             if (!json && tokenizer is not null)
             {
                 // Stream whole characters only: a byte-level token may end in the middle of one.
-                string text = tokenizer.Decode(generated.ToArray());
+                string text = Continuation(tokenizer, prompt, generated);
                 int complete = text.EndsWith('\uFFFD') ? text.LastIndexOf('\uFFFD') : text.Length;
                 if (complete > printed)
                 {
@@ -58,7 +58,7 @@ internal sealed class GenerateCommand : ICommand
             var document = new Dictionary<string, object> { ["prompt_ids"] = prompt, ["ids"] = generated };
             if (tokenizer is not null)
             {
-                document["text"] = tokenizer.Decode(generated.ToArray());
+                document["text"] = Continuation(tokenizer, prompt, generated);
             }
 
             Console.WriteLine(JsonSerializer.Serialize(document));
@@ -69,10 +69,19 @@ internal sealed class GenerateCommand : ICommand
         }
         else
         {
-            string text = tokenizer.Decode(generated.ToArray());
+            string text = Continuation(tokenizer, prompt, generated);
             Console.WriteLine(text[Math.Min(printed, text.Length)..]);
         }
 
         return 0;
+    }
+
+    // The generated text as it reads after the prompt: decoded in context (SentencePiece strips the space after BOS;
+    // a multi-byte character may start in the prompt), minus the prompt's own text.
+    private static string Continuation(Tokenization.ITokenizer tokenizer, int[] prompt, List<int> generated)
+    {
+        string promptText = tokenizer.Decode(prompt);
+        string all = tokenizer.Decode([.. prompt, .. generated]);
+        return all.StartsWith(promptText, StringComparison.Ordinal) ? all[promptText.Length..] : tokenizer.Decode(generated.ToArray());
     }
 }

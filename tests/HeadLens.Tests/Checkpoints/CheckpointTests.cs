@@ -101,6 +101,30 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
+    public void MissingTensorAndNanWeightsAreNamed()
+    {
+        var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-gpt2"));
+        var tensors = ModelFiles.ToHuggingFace(model.Config, model.Parameters);
+        string Save(string name, Func<KeyValuePair<string, (int[] Shape, float[] Data)>, bool> keep)
+        {
+            string copy = Path.Combine(directory, name);
+            Directory.CreateDirectory(copy);
+            System.IO.File.Copy(Path.Combine(Fixtures, "models", "tiny-gpt2", "config.json"), Path.Combine(copy, "config.json"));
+            SafeTensorsWriter.Write(Path.Combine(copy, "model.safetensors"),
+                tensors.Where(keep).Select(t => (t.Key, t.Value.Shape, (ReadOnlyMemory<float>)t.Value.Data)));
+            return copy;
+        }
+
+        var missing = Assert.Throws<HeadLensException>(() => ModelFiles.Load(Save("missing", t => t.Key != "transformer.h.1.mlp.c_fc.weight")));
+        Assert.Contains("missing tensor 'transformer.h.1.mlp.c_fc.weight'", missing.Message);
+        tensors["transformer.h.0.ln_2.bias"].Data[3] = float.NaN;
+        var nan = Assert.Throws<HeadLensException>(() => ModelFiles.Load(Save("nan", _ => true)));
+        Assert.Contains("model.safetensors", nan.Message);
+        Assert.Contains("'transformer.h.0.ln_2.bias'", nan.Message);
+        Assert.Contains("NaN", nan.Message);
+    }
+
+    [Fact]
     public void ModelWithAShapeThatDisagreesWithConfigIsRefused()
     {
         string source = Path.Combine(Fixtures, "models", "tiny-gpt2");

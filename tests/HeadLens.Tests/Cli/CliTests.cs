@@ -126,6 +126,20 @@ public class CliTests
     }
 
     [Fact]
+    public void HeadsRanksAttentionBetweenTwoWords()
+    {
+        var (code, output, error) = Run("heads", "--text", "The animal didn't cross the street because it was too tired", "--from", "it", "--to", "animal", "--json");
+        Assert.True(code == 0, error);
+        using var json = JsonDocument.Parse(output);
+        var heads = json.RootElement.GetProperty("heads").EnumerateArray().Select(h => h.GetProperty("attention").GetDouble()).ToList();
+        Assert.Equal(16, heads.Count); // 4 layers × 4 heads of the embedded model
+        Assert.Equal(heads.OrderByDescending(a => a), heads);
+        Assert.All(heads, a => Assert.InRange(a, 0, 1));
+        Assert.Equal(6, json.RootElement.GetProperty("key_positions").GetArrayLength()); // "animal" is 6 byte tokens
+        AssertOneLineError(Run("heads", "--text", "The animal", "--from", "it", "--to", "animal"), "--from 'it'");
+    }
+
+    [Fact]
     public void HeadsJsonUsesTheContractKinds()
     {
         var (code, output, _) = Run("heads", "--json");
