@@ -16,6 +16,13 @@ namespace HeadLens.Checkpoints;
 /// </summary>
 public static class Llama2cFile
 {
+    /// <summary>
+    /// Opens a llama2.c model file as named tensors (Hugging Face Llama names, [out, in] matrices as stored) after
+    /// checking its header against the file's exact length. Reads are positioned reads of the open file.
+    /// </summary>
+    public static Llama2cCheckpoint Read(string path) => Llama2cCheckpoint.Open(path);
+
+    /// <summary>Builds the Llama transformer a llama2.c model file describes, with its weights.</summary>
     public static Transformer Load(string path)
     {
         string name = Path.GetFileName(path);
@@ -25,58 +32,35 @@ public static class Llama2cFile
         }
 
         using var stream = File.OpenRead(path);
-        long length = stream.Length;
-        if (length < 28)
-        {
-            throw new HeadLensException($"{name}: truncated llama2.c file ({length} bytes; the header alone is 28)");
-        }
-
-        Span<int> header = stackalloc int[7];
-        stream.ReadExactly(MemoryMarshal.AsBytes(header));
-        int dim = header[0], hidden = header[1], layers = header[2], heads = header[3], kvHeads = header[4], vocab = header[5], context = header[6];
-        bool shared = vocab > 0;
-        vocab = Math.Abs(vocab);
-        if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kvHeads <= 0 || vocab <= 0 || context <= 0
-            || dim % heads != 0 || heads % kvHeads != 0 || (dim / heads) % 2 != 0)
-        {
-            throw new HeadLensException($"{name}: implausible llama2.c header (dim {dim}, hidden_dim {hidden}, n_layers {layers}, n_heads {heads}, n_kv_heads {kvHeads}, vocab_size {header[5]}, seq_len {context})");
-        }
-
+        var header = Llama2cHeader.Read(name, stream);
+        int layers = header.Layers;
         var config = new ModelConfig
         {
             Family = ModelFamily.Llama,
-            VocabSize = vocab,
-            ContextLength = context,
+            VocabSize = header.VocabSize,
+            ContextLength = header.SeqLen,
             Layers = layers,
-            Heads = heads,
-            KvHeads = kvHeads,
-            Channels = dim,
-            HiddenChannels = hidden,
+            Heads = header.Heads,
+            KvHeads = header.KvHeads,
+            Channels = header.Dim,
+            HiddenChannels = header.HiddenDim,
             NormEpsilon = 1e-5f,
             RopeLayout = RopeLayout.Interleaved,
-            TiedEmbeddings = shared,
+            TiedEmbeddings = header.SharedClassifier,
         }.Validated(name);
-
-        long headSize = dim / heads, kvDim = kvHeads * headSize;
-        long expected = (long)vocab * dim + layers * (2L * dim + 2L * dim * dim + 2L * kvDim * dim + 3L * hidden * dim) + dim
-            + (long)context * headSize + (shared ? 0 : (long)vocab * dim);
-        if (length != 28 + 4 * expected)
-        {
-            throw new HeadLensException($"{name}: {length} bytes, but its header describes {28 + 4 * expected} (dim {dim}, {layers} layers, vocab {vocab}, seq_len {context})");
-        }
 
         var model = new Transformer(config);
         var w = model.Parameters;
-        void Read(Span<float> destination) => stream.ReadExactly(MemoryMarshal.AsBytes(destination));
+        void ReadInto(Span<float> destination) => stream.ReadExactly(MemoryMarshal.AsBytes(destination));
         void ForEachLayer(Func<LayerWeights, Span<float>> target)
         {
             for (int l = 0; l < layers; l++)
             {
-                Read(target(w.Layer(l)));
+                ReadInto(target(w.Layer(l)));
             }
         }
 
-        Read(w.TokenEmbedding.Span);
+        ReadInto(w.TokenEmbedding.Span);
         ForEachLayer(layer => layer.AttentionNorm.Span);
         ForEachLayer(layer => layer.Query.Span);
         ForEachLayer(layer => layer.Key.Span);
@@ -86,11 +70,11 @@ public static class Llama2cFile
         ForEachLayer(layer => layer.Gate!.Span);
         ForEachLayer(layer => layer.Down!.Span);
         ForEachLayer(layer => layer.Up!.Span);
-        Read(w.FinalNorm.Span);
-        stream.Seek((long)context * headSize * sizeof(float), SeekOrigin.Current); // freq_cis_real and freq_cis_imag
-        if (!shared)
+        ReadInto(w.FinalNorm.Span);
+        stream.Seek(2 * header.RopeTableLength * sizeof(float), SeekOrigin.Current); // freq_cis_real and freq_cis_imag
+        if (!header.SharedClassifier)
         {
-            Read(w.OutputHead.Span);
+            ReadInto(w.OutputHead.Span);
         }
 
         foreach (float value in w.Arena.All)

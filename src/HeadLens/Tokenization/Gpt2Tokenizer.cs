@@ -52,6 +52,8 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
     public int? BosId => null;
 
+    public bool AddsBos => false;
+
     public int? EosId { get; }
 
     public static Gpt2Tokenizer FromFiles(string vocabJson, string mergesTxt) =>
@@ -98,6 +100,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         {
             using var document = JsonDocument.Parse(ReadFile(path));
             var model = document.RootElement.GetProperty("model");
+            RequireByteLevelBpe(path, document.RootElement, model);
             var vocabulary = model.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
             var merges = model.GetProperty("merges").EnumerateArray().Select(merge =>
             {
@@ -123,6 +126,25 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentOutOfRangeException)
         {
             throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({error.Message.Split('.')[0]})");
+        }
+    }
+
+    // Llama-style tokenizer.json files are BPE too, but over SentencePiece pieces ("▁" for spaces, byte fallback):
+    // reading them as GPT-2's byte-level BPE would give wrong ids without an error, so they are refused by name.
+    private static void RequireByteLevelBpe(string path, JsonElement root, JsonElement model)
+    {
+        string file = Path.GetFileName(path);
+        if (model.TryGetProperty("type", out var type) && type.GetString() != "BPE")
+        {
+            throw new HeadLensException($"{file}: model.type is '{type}', HeadLens reads byte-level BPE tokenizers");
+        }
+
+        bool byteFallback = model.TryGetProperty("byte_fallback", out var fallback) && fallback.ValueKind == JsonValueKind.True;
+        bool metaspace = root.TryGetProperty("pre_tokenizer", out var pre) && pre.ValueKind == JsonValueKind.Object
+            && pre.GetRawText().Contains("\"Metaspace\"", StringComparison.Ordinal);
+        if (byteFallback || metaspace)
+        {
+            throw new HeadLensException($"{file}: a SentencePiece-style BPE (Metaspace / byte_fallback) tokenizer; HeadLens reads GPT-2 byte-level BPE from tokenizer.json, and SentencePiece vocabularies from llama2.c's tokenizer.bin");
         }
     }
 
@@ -166,11 +188,18 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
     public string TokenText(int id) => Decode([id]);
 
+    /// <summary>Writes vocab.json and merges.txt as Hugging Face's GPT2Tokenizer reads them (each to a temporary file, then renamed).</summary>
     public void Save(string directory)
     {
-        File.WriteAllText(Path.Combine(directory, "vocab.json"), JsonSerializer.Serialize(encoder));
-        File.WriteAllText(Path.Combine(directory, "merges.txt"),
-            "#version: 0.2\n" + string.Concat(merges.Select(m => $"{m.Item1} {m.Item2}\n")));
+        WriteAtomically(Path.Combine(directory, "vocab.json"), JsonSerializer.Serialize(encoder));
+        WriteAtomically(Path.Combine(directory, "merges.txt"), "#version: 0.2\n" + string.Concat(merges.Select(m => $"{m.Item1} {m.Item2}\n")));
+    }
+
+    private static void WriteAtomically(string path, string text)
+    {
+        string temporary = path + ".tmp-" + Guid.NewGuid().ToString("N");
+        File.WriteAllText(temporary, text);
+        File.Move(temporary, path, overwrite: true);
     }
 
     private string TokenString(int id) =>

@@ -7,8 +7,14 @@ public interface ITokenizer
 {
     int VocabSize { get; }
 
-    /// <summary>The beginning-of-sequence id, when the tokenizer adds one to every encoded text.</summary>
+    /// <summary>
+    /// The beginning-of-sequence id, when the model was trained with one before every text. <see cref="Encode"/>
+    /// never adds it: callers that feed a model put it first (<c>[BosId, .. Encode(text)]</c>).
+    /// </summary>
     int? BosId { get; }
+
+    /// <summary>Whether the model expects <see cref="BosId"/> before every text (true exactly when BosId is set).</summary>
+    bool AddsBos { get; }
 
     /// <summary>The end-of-text id that stops generation, if the vocabulary has one.</summary>
     int? EosId { get; }
@@ -35,6 +41,8 @@ public sealed class ByteTokenizer : ITokenizer
     public int VocabSize => 256;
 
     public int? BosId => null;
+
+    public bool AddsBos => false;
 
     public int? EosId => null;
 

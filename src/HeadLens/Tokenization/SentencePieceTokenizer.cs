@@ -4,31 +4,47 @@ using System.Text;
 namespace HeadLens.Tokenization;
 
 /// <summary>
-/// SentencePiece-style BPE as llama2.c's run.c implements it, from a llama2.c tokenizer file (int32
-/// max_token_length, then per token: float32 score, int32 byte length, the bytes). Encoding: a dummy-prefix space,
-/// then each UTF-8 character as its piece (or, when absent, its bytes as the byte tokens &lt;0xXX&gt; at id byte + 3),
-/// then repeatedly merge the adjacent pair whose concatenation is a piece with the highest score. BOS = 1 (added by
-/// callers through <see cref="BosId"/>), EOS = 2. Decoding strips the space that follows BOS and turns &lt;0xXX&gt;
-/// pieces back into raw bytes.
+/// SentencePiece-style BPE with byte fallback, as llama2.c stores and runs it (the Llama 2 tokenizer family).
+/// The file (llama2.c's <c>tokenizer.bin</c>): int32 max_token_length, then per token a float32 score, an int32 byte
+/// length and the piece's bytes (spaces already written as ' ', byte tokens as the text <c>&lt;0xXX&gt;</c>).
+/// Encoding follows llama2.c's run.c exactly: a dummy-prefix space before non-empty text; every UTF-8 code point
+/// looked up as a piece, or else spelled as byte tokens (id = byte + 3); then, again and again, the adjacent pair
+/// whose concatenation is the piece with the best score is merged (the leftmost on ties) until no pair is a piece.
+/// Ids 1 and 2 are BOS and EOS. <see cref="Encode(string)"/> never adds BOS (callers put <see cref="BosId"/> first);
+/// <see cref="Decode"/> drops BOS/EOS, strips the space a piece carries right after BOS, and turns byte tokens back
+/// into raw bytes.
 /// </summary>
 public sealed class SentencePieceTokenizer : ITokenizer
 {
-    private const int ByteTokenOffset = 3;
-    private static readonly Encoding Latin1 = Encoding.Latin1;
-    private readonly byte[][] pieces;
+    /// <summary>The file name <see cref="Save"/> writes and <see cref="TokenizerLoader"/> recognises.</summary>
+    public const string FileName = "tokenizer.bin";
+
+    private const int ByteTokenOffset = 3; // ids 0, 1, 2 are <unk>, BOS, EOS; then the 256 byte tokens
+    private const float NoScore = -1e10f;   // run.c's starting "best score": a piece scoring no better never merges
+
+    // Pieces are byte strings (not necessarily valid UTF-8); Latin-1 maps each byte to one char, so a .NET string is
+    // an exact, hashable stand-in and concatenating two pieces is concatenating their strings.
+    private readonly string[] pieces;
     private readonly float[] scores;
-    private readonly Dictionary<string, int> lookup; // piece bytes as Latin-1 text → id (1:1 with bytes)
+    private readonly Dictionary<string, int> pieceIds;
     private readonly int maxTokenLength;
 
-    public SentencePieceTokenizer(byte[][] pieces, float[] scores, int maxTokenLength)
+    public SentencePieceTokenizer(IReadOnlyList<(byte[] Piece, float Score)> vocabulary)
     {
-        this.pieces = pieces;
-        this.scores = scores;
-        this.maxTokenLength = maxTokenLength;
-        lookup = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int id = 0; id < pieces.Length; id++)
+        if (vocabulary.Count < ByteTokenOffset)
         {
-            lookup.TryAdd(Latin1.GetString(pieces[id]), id);
+            throw new HeadLensException($"a SentencePiece vocabulary needs at least 3 tokens (<unk>, BOS, EOS), got {vocabulary.Count}");
+        }
+
+        pieces = new string[vocabulary.Count];
+        scores = new float[vocabulary.Count];
+        pieceIds = new Dictionary<string, int>(vocabulary.Count, StringComparer.Ordinal);
+        for (int id = 0; id < vocabulary.Count; id++)
+        {
+            pieces[id] = Encoding.Latin1.GetString(vocabulary[id].Piece);
+            scores[id] = vocabulary[id].Score;
+            maxTokenLength = Math.Max(maxTokenLength, vocabulary[id].Piece.Length);
+            pieceIds.TryAdd(pieces[id], id); // a repeated piece resolves to its lowest id
         }
     }
 
@@ -36,171 +52,268 @@ public sealed class SentencePieceTokenizer : ITokenizer
 
     public int? BosId => 1;
 
+    public bool AddsBos => true;
+
     public int? EosId => 2;
 
-    public static SentencePieceTokenizer FromLlama2cFile(string path, int vocabSize)
+    /// <summary>Reads a llama2.c tokenizer file of exactly <paramref name="vocabSize"/> tokens (the model's vocab_size).</summary>
+    public static SentencePieceTokenizer FromLlama2cFile(string path, int vocabSize) => Read(path, vocabSize);
+
+    /// <summary>Reads a llama2.c tokenizer file, taking as many tokens as it holds.</summary>
+    public static SentencePieceTokenizer FromLlama2cFile(string path) => Read(path, null);
+
+    public int[] Encode(string text) => Encode(text, bos: false, eos: false);
+
+    /// <summary>Encodes as run.c's <c>encode(text, bos, eos)</c>: BOS first and EOS last when asked.</summary>
+    public int[] Encode(string text, bool bos, bool eos)
     {
-        string name = Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: tokenizer file not found");
-        }
-
-        byte[] data = File.ReadAllBytes(path);
-        int at = 0;
-        int ReadInt()
-        {
-            if (at + 4 > data.Length)
-            {
-                throw new HeadLensException($"{name}: truncated tokenizer file (at byte {at})");
-            }
-
-            at += 4;
-            return BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(at - 4));
-        }
-
-        int maxLength = ReadInt();
-        var pieces = new byte[vocabSize][];
-        var scores = new float[vocabSize];
-        for (int id = 0; id < vocabSize; id++)
-        {
-            scores[id] = BitConverter.Int32BitsToSingle(ReadInt());
-            int length = ReadInt();
-            if (length < 0 || length > data.Length - at)
-            {
-                throw new HeadLensException($"{name}: token {id} claims {length} bytes, past the end of the file");
-            }
-
-            pieces[id] = data.AsSpan(at, length).ToArray();
-            at += length;
-        }
-
-        return new SentencePieceTokenizer(pieces, scores, maxLength);
-    }
-
-    public int[] Encode(string text)
-    {
-        var ids = new List<int>();
-        if (text.Length == 0)
-        {
-            return [];
-        }
-
-        if (lookup.TryGetValue(" ", out int space))
-        {
-            ids.Add(space); // the dummy prefix SentencePiece adds before the text
-        }
-
         byte[] bytes = Encoding.UTF8.GetBytes(text);
-        for (int i = 0; i < bytes.Length;)
+        var symbols = new List<int>(bytes.Length + 3);
+        if (bos)
         {
-            int length = Utf8Length(bytes[i]);
-            length = Math.Min(length, bytes.Length - i);
-            if (lookup.TryGetValue(Latin1.GetString(bytes, i, length), out int id))
+            symbols.Add(1);
+        }
+
+        int firstPiece = symbols.Count;
+        if (bytes.Length > 0)
+        {
+            symbols.Add(pieceIds.TryGetValue(" ", out int space) ? space : ' ' + ByteTokenOffset);
+        }
+
+        // One code point at a time (a lead byte and up to three continuation bytes, as run.c groups them).
+        int start = 0;
+        for (int i = 0; i < bytes.Length; i++)
+        {
+            if ((bytes[i] & 0xC0) != 0x80)
             {
-                ids.Add(id);
+                start = i;
+            }
+
+            bool continues = i + 1 < bytes.Length && (bytes[i + 1] & 0xC0) == 0x80;
+            if (continues && i + 1 - start < 4)
+            {
+                continue;
+            }
+
+            if (pieceIds.TryGetValue(Encoding.Latin1.GetString(bytes, start, i + 1 - start), out int id))
+            {
+                symbols.Add(id);
             }
             else
             {
-                for (int b = 0; b < length; b++)
+                for (int b = start; b <= i; b++)
                 {
-                    ids.Add(bytes[i + b] + ByteTokenOffset);
+                    symbols.Add(bytes[b] + ByteTokenOffset);
                 }
             }
 
-            i += length;
+            start = i + 1;
         }
 
-        while (true)
+        var merged = MergeByScore(symbols.GetRange(firstPiece, symbols.Count - firstPiece));
+        symbols.RemoveRange(firstPiece, symbols.Count - firstPiece);
+        symbols.AddRange(merged);
+        if (eos)
         {
-            float bestScore = float.NegativeInfinity;
-            int best = -1, bestId = -1;
-            for (int i = 0; i + 1 < ids.Count; i++)
-            {
-                string merged = Latin1.GetString([.. pieces[ids[i]], .. pieces[ids[i + 1]]]);
-                if (lookup.TryGetValue(merged, out int id) && scores[id] > bestScore)
-                {
-                    bestScore = scores[id];
-                    best = i;
-                    bestId = id;
-                }
-            }
-
-            if (best < 0)
-            {
-                break;
-            }
-
-            ids[best] = bestId;
-            ids.RemoveAt(best + 1);
+            symbols.Add(2);
         }
 
-        return [.. ids];
+        return [.. symbols];
     }
 
     public string Decode(ReadOnlySpan<int> ids)
     {
-        var bytes = new List<byte>();
+        var bytes = new List<byte>(ids.Length * 4);
         int previous = -1;
         foreach (int id in ids)
         {
-            if ((uint)id >= (uint)pieces.Length)
+            string piece = Piece(id);
+            if (id != BosId && id != EosId)
             {
-                throw new HeadLensException($"token id {id} is outside the vocabulary of {pieces.Length}");
-            }
+                if (previous == BosId && piece.StartsWith(' '))
+                {
+                    piece = piece[1..]; // the dummy prefix that encoding put before the text
+                }
 
-            if (id is 1 or 2)
-            {
-                previous = id;
-                continue; // BOS/EOS delimit sequences; they are not text
-            }
-
-            byte[] piece = pieces[id];
-            if (previous == 1 && piece.Length > 0 && piece[0] == (byte)' ')
-            {
-                piece = piece[1..];
-            }
-
-            if (RawByte(piece) is { } raw)
-            {
-                bytes.Add(raw);
-            }
-            else
-            {
-                bytes.AddRange(piece);
+                if (ByteTokenValue(piece) is { } raw)
+                {
+                    bytes.Add(raw);
+                }
+                else
+                {
+                    bytes.AddRange(Encoding.Latin1.GetBytes(piece));
+                }
             }
 
             previous = id;
         }
 
+        // Invalid sequences (a cut-off multi-byte character) decode to U+FFFD rather than throwing.
         return Encoding.UTF8.GetString([.. bytes]);
     }
 
-    public string TokenText(int id) => (uint)id < (uint)pieces.Length ? Encoding.UTF8.GetString(pieces[id]) : $"<{id}>";
+    public string TokenText(int id) => Encoding.UTF8.GetString(Encoding.Latin1.GetBytes(Piece(id)));
 
-    /// <summary>Writes the llama2.c tokenizer format.</summary>
+    /// <summary>Writes <c>tokenizer.bin</c> in llama2.c's format (a temporary file, then a rename).</summary>
     public void Save(string directory)
     {
-        using var stream = File.Create(Path.Combine(directory, "tokenizer.bin"));
-        Span<byte> number = stackalloc byte[4];
-        BinaryPrimitives.WriteInt32LittleEndian(number, maxTokenLength);
-        stream.Write(number);
-        for (int id = 0; id < pieces.Length; id++)
+        string path = Path.Combine(directory, FileName);
+        string temporary = path + ".tmp-" + Environment.ProcessId;
+        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write))
         {
-            BinaryPrimitives.WriteInt32LittleEndian(number, BitConverter.SingleToInt32Bits(scores[id]));
-            stream.Write(number);
-            BinaryPrimitives.WriteInt32LittleEndian(number, pieces[id].Length);
-            stream.Write(number);
-            stream.Write(pieces[id]);
+            Span<byte> field = stackalloc byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(field, maxTokenLength);
+            stream.Write(field);
+            for (int id = 0; id < pieces.Length; id++)
+            {
+                BinaryPrimitives.WriteSingleLittleEndian(field, scores[id]);
+                stream.Write(field);
+                byte[] piece = Encoding.Latin1.GetBytes(pieces[id]);
+                BinaryPrimitives.WriteInt32LittleEndian(field, piece.Length);
+                stream.Write(field);
+                stream.Write(piece);
+            }
         }
+
+        File.Move(temporary, path, overwrite: true);
     }
 
-    // "<0xAB>" → 0xAB
-    private static byte? RawByte(byte[] piece) =>
-        piece.Length == 6 && piece[0] == '<' && piece[1] == '0' && piece[2] == 'x' && piece[5] == '>'
-            && byte.TryParse(Latin1.GetString(piece, 3, 2), System.Globalization.NumberStyles.HexNumber, null, out byte value)
-            ? value : null;
+    /// <summary>
+    /// run.c's merge loop (best-scoring adjacent pair first, leftmost on ties) in O(n log n): the symbols form a linked
+    /// list, candidate pairs wait in a heap ordered by (score descending, position ascending), and a candidate whose
+    /// symbols have changed since it was pushed is skipped. Positions keep their order as symbols merge, so the
+    /// heap's pick is exactly the pair run.c's left-to-right scan would pick.
+    /// </summary>
+    private List<int> MergeByScore(List<int> symbols)
+    {
+        int n = symbols.Count;
+        var token = symbols.ToArray();
+        var next = new int[n];
+        var previous = new int[n];
+        var version = new int[n]; // bumped whenever the symbol at a position changes or disappears
+        for (int i = 0; i < n; i++)
+        {
+            next[i] = i + 1 < n ? i + 1 : -1;
+            previous[i] = i - 1;
+        }
 
-    private static int Utf8Length(byte first) =>
-        first < 0x80 ? 1 : (first & 0xE0) == 0xC0 ? 2 : (first & 0xF0) == 0xE0 ? 3 : (first & 0xF8) == 0xF0 ? 4 : 1;
+        var candidates = new PriorityQueue<(int Left, int Right, int LeftVersion, int RightVersion, int Merged), (float, int)>(
+            Comparer<(float Score, int Position)>.Create((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Position.CompareTo(b.Position)));
+        void Consider(int left)
+        {
+            int right = left < 0 ? -1 : next[left];
+            if (right >= 0 && pieceIds.TryGetValue(pieces[token[left]] + pieces[token[right]], out int merged) && scores[merged] > NoScore)
+            {
+                candidates.Enqueue((left, right, version[left], version[right], merged), (scores[merged], left));
+            }
+        }
+
+        for (int i = 0; i + 1 < n; i++)
+        {
+            Consider(i);
+        }
+
+        while (candidates.TryDequeue(out var pair, out _))
+        {
+            if (version[pair.Left] != pair.LeftVersion || version[pair.Right] != pair.RightVersion || next[pair.Left] != pair.Right)
+            {
+                continue; // stale: one side has merged with something else since
+            }
+
+            token[pair.Left] = pair.Merged;
+            version[pair.Left]++;
+            version[pair.Right]++;
+            next[pair.Left] = next[pair.Right];
+            if (next[pair.Right] >= 0)
+            {
+                previous[next[pair.Right]] = pair.Left;
+            }
+
+            next[pair.Right] = -1;
+            Consider(previous[pair.Left]);
+            Consider(pair.Left);
+        }
+
+        var result = new List<int>(n);
+        for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i])
+        {
+            result.Add(token[i]);
+        }
+
+        return result;
+    }
+
+    private string Piece(int id) =>
+        (uint)id < (uint)pieces.Length
+            ? pieces[id]
+            : throw new HeadLensException($"token id {id} is not in the vocabulary of {pieces.Length}");
+
+    // "<0xXX>" is a byte token: the raw byte XX.
+    private static byte? ByteTokenValue(string piece) =>
+        piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>'
+            && byte.TryParse(piece.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out byte value)
+            ? value
+            : null;
+
+    private static SentencePieceTokenizer Read(string path, int? vocabSize)
+    {
+        string name = Path.GetFileName(path);
+        if (!File.Exists(path))
+        {
+            throw new HeadLensException($"{path}: file not found");
+        }
+
+        byte[] file = File.ReadAllBytes(path); // the tokenizer file is small; nothing below allocates beyond its size
+        if (file.Length < 4)
+        {
+            throw new HeadLensException($"{name}: truncated llama2.c tokenizer file ({file.Length} bytes)");
+        }
+
+        int maxLength = BinaryPrimitives.ReadInt32LittleEndian(file);
+        if (maxLength <= 0 || maxLength > file.Length)
+        {
+            throw new HeadLensException($"{name}: max_token_length {maxLength} is not plausible for a file of {file.Length} bytes");
+        }
+
+        // Every token takes at least 8 bytes (score and length), which bounds a vocabulary size before it is trusted.
+        long capacity = (file.Length - 4) / 8;
+        if (vocabSize is { } expected && (expected < ByteTokenOffset || expected > capacity))
+        {
+            throw new HeadLensException($"{name}: cannot hold {expected} tokens ({file.Length} bytes)");
+        }
+
+        var vocabulary = new List<(byte[], float)>(vocabSize ?? 0);
+        int at = 4;
+        while (vocabSize is { } size ? vocabulary.Count < size : at < file.Length)
+        {
+            int id = vocabulary.Count;
+            if (file.Length - at < 8)
+            {
+                throw new HeadLensException($"{name}: truncated at token {id} (the file ends inside its score and length)");
+            }
+
+            float score = BinaryPrimitives.ReadSingleLittleEndian(file.AsSpan(at));
+            int length = BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(at + 4));
+            at += 8;
+            if (float.IsNaN(score))
+            {
+                throw new HeadLensException($"{name}: token {id} has score NaN");
+            }
+
+            if (length < 0 || length > maxLength || length > file.Length - at)
+            {
+                throw new HeadLensException($"{name}: token {id} has length {length} (max_token_length {maxLength}, {file.Length - at} bytes left)");
+            }
+
+            vocabulary.Add((file[at..(at + length)], score));
+            at += length;
+        }
+
+        if (at != file.Length)
+        {
+            throw new HeadLensException($"{name}: {file.Length - at} bytes follow token {vocabulary.Count - 1}: the file holds more than {vocabulary.Count} tokens");
+        }
+
+        return new SentencePieceTokenizer(vocabulary);
+    }
 }

@@ -6,6 +6,8 @@ namespace HeadLens.Tests.Tokenization;
 
 public class Gpt2TokenizerTests
 {
+    private static readonly string[][] PairMerges = [["h", "i"]];
+    private static readonly string[] TextMerges = ["h i"];
     private static readonly string Dir = Path.Combine(AppContext.BaseDirectory, "Fixtures", "gpt2-tokenizer");
 
     internal static Gpt2Tokenizer Load() => Gpt2Tokenizer.FromText(Gunzip("vocab.json.gz"), Gunzip("merges.txt.gz"));
@@ -41,6 +43,44 @@ public class Gpt2TokenizerTests
             string path = Path.Combine(directory, "tokenizer.json");
             File.WriteAllText(path, json);
             Assert.Equal(tokenizer.Encode(text), Gpt2Tokenizer.FromTokenizerJson(path).Encode(text));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void TokenizerJsonAddedTokensAndSentencePieceRefusal()
+    {
+        string directory = Path.Combine(Path.GetTempPath(), "headlens-tokjson-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(directory);
+        try
+        {
+            // <|endoftext|> only among the added tokens (as many tokenizer.json files have it), merges as pairs.
+            var vocab = new Dictionary<string, int> { ["h"] = 0, ["i"] = 1, ["hi"] = 2, ["Ġ"] = 3 };
+            string path = Path.Combine(directory, "tokenizer.json");
+            File.WriteAllText(path, JsonSerializer.Serialize(new
+            {
+                added_tokens = new[] { new { id = 4, content = "<|endoftext|>", special = true } },
+                pre_tokenizer = new { type = "ByteLevel" },
+                model = new { type = "BPE", vocab, merges = PairMerges },
+            }));
+            var tokenizer = Gpt2Tokenizer.FromTokenizerJson(path);
+            Assert.Equal((5, 4), (tokenizer.VocabSize, tokenizer.EosId));
+            // "hi hi" → words "hi", " hi" → [hi], [Ġ, hi] (Ġ is the space byte; there is no "Ġhi" merge).
+            Assert.Equal([2, 3, 2], tokenizer.Encode("hi hi"));
+            Assert.Equal("hi hi", tokenizer.Decode([2, 3, 2]));
+
+            // A Llama-style tokenizer.json (Metaspace, byte fallback) would give wrong ids silently: refused by name.
+            File.WriteAllText(path, JsonSerializer.Serialize(new
+            {
+                pre_tokenizer = new { type = "Metaspace", replacement = "▁" },
+                model = new { type = "BPE", byte_fallback = true, vocab, merges = TextMerges },
+            }));
+            var error = Assert.Throws<HeadLensException>(() => TokenizerLoader.FromDirectory(directory));
+            Assert.Contains("tokenizer.json", error.Message);
+            Assert.Contains("SentencePiece", error.Message);
         }
         finally
         {

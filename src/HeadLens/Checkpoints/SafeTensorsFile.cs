@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
@@ -18,9 +19,11 @@ public sealed record SafeTensorInfo(string Name, string DType, int[] Shape, long
 /// well formed, every dtype is F32/F16/BF16, every shape matches its byte range, and ranges lie inside the data
 /// section without overlapping. Errors name the file and the tensor.
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : ITensorSource, IDisposable
 {
     private const long MaxHeaderBytes = 100L << 20;
+    private const int ConversionChunk = 1 << 20; // elements copied or widened per step
+    private const int ValidationChunk = 1 << 16; // elements per step of ValidateFinite(name): a 256 KB buffer
     private readonly FileStream stream;
     private readonly MemoryMappedFile map;
     private readonly MemoryMappedViewAccessor view;
@@ -42,6 +45,8 @@ public sealed class SafeTensorsFile : IDisposable
 
     private long DataStart { get; }
 
+    private string FileName => System.IO.Path.GetFileName(Path);
+
     public static SafeTensorsFile Open(string path)
     {
         string name = System.IO.Path.GetFileName(path);
@@ -62,9 +67,14 @@ public sealed class SafeTensorsFile : IDisposable
             Span<byte> lengthBytes = stackalloc byte[8];
             stream.ReadExactly(lengthBytes);
             long headerLength = BinaryPrimitives.ReadInt64LittleEndian(lengthBytes);
-            if (headerLength <= 0 || headerLength > fileLength - 8 || headerLength > MaxHeaderBytes)
+            if (headerLength <= 0 || headerLength > fileLength - 8)
             {
                 throw new HeadLensException($"{name}: header length {headerLength} is past the end of the file ({fileLength} bytes)");
+            }
+
+            if (headerLength > MaxHeaderBytes)
+            {
+                throw new HeadLensException($"{name}: header length {headerLength} is over the {MaxHeaderBytes >> 20} MB a safetensors header may take");
             }
 
             var header = new byte[headerLength];
@@ -84,48 +94,50 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (!Entries.TryGetValue(tensorName, out var info))
         {
-            throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: no tensor '{tensorName}'");
+            throw new HeadLensException($"{FileName}: no tensor '{tensorName}'");
         }
 
         if (destination.Length != info.ElementCount)
         {
-            throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: tensor '{tensorName}' has {info.ElementCount} elements, expected {destination.Length}");
+            throw new HeadLensException($"{FileName}: tensor '{tensorName}' has {info.ElementCount} elements, expected {destination.Length}");
         }
 
-        unsafe
-        {
-            byte* start = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
-            try
-            {
-                var bytes = new ReadOnlySpan<byte>(start + view.PointerOffset + DataStart + info.Offset, checked((int)info.Length));
-                if (info.DType == "F32")
-                {
-                    MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
-                    return;
-                }
+        ReadRange(info, 0, destination);
+    }
 
-                var halves = MemoryMarshal.Cast<byte, ushort>(bytes);
-                for (int i = 0; i < destination.Length; i++)
-                {
-                    destination[i] = info.DType == "BF16"
-                        ? BitConverter.Int32BitsToSingle(halves[i] << 16)
-                        : (float)BitConverter.UInt16BitsToHalf(halves[i]);
-                }
-            }
-            finally
-            {
-                view.SafeMemoryMappedViewHandle.ReleasePointer();
-            }
+    /// <summary>Reads a whole tensor and throws naming the file and the tensor when it holds NaN or infinity.</summary>
+    public void ValidateFinite(string tensorName)
+    {
+        if (!Entries.TryGetValue(tensorName, out var info))
+        {
+            throw new HeadLensException($"{FileName}: no tensor '{tensorName}'");
+        }
+
+        // Checked in chunks, so that validating a large tensor needs no tensor-sized buffer.
+        var values = new float[(int)Math.Min(info.ElementCount, ValidationChunk)];
+        for (long done = 0; done < info.ElementCount; done += values.Length)
+        {
+            var part = values.AsSpan(0, (int)Math.Min(values.Length, info.ElementCount - done));
+            ReadRange(info, done, part);
+            ValidateFinite(tensorName, part, done);
         }
     }
 
-    /// <summary>Throws naming the file and tensor when a tensor holds NaN or infinity.</summary>
-    public void ValidateFinite(string tensorName, ReadOnlySpan<float> values)
+    /// <summary>Throws naming the file and tensor when <paramref name="values"/> (a tensor just read) hold NaN or infinity.</summary>
+    public void ValidateFinite(string tensorName, ReadOnlySpan<float> values) => ValidateFinite(tensorName, values, 0);
+
+    public void Dispose()
+    {
+        view.Dispose();
+        map.Dispose();
+        stream.Dispose();
+    }
+
+    private void ValidateFinite(string tensorName, ReadOnlySpan<float> values, long firstIndex)
     {
         // A vectorised sum is finite exactly when no element is NaN or ±∞ (barring an overflow of huge finite values,
         // which the exact scan below then clears): the scan runs only when something is wrong.
-        if (float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(values)))
+        if (float.IsFinite(TensorPrimitives.Sum(values)))
         {
             return;
         }
@@ -134,16 +146,50 @@ public sealed class SafeTensorsFile : IDisposable
         {
             if (!float.IsFinite(values[i]))
             {
-                throw new HeadLensException($"{System.IO.Path.GetFileName(Path)}: tensor '{tensorName}' holds {values[i]} at element {i}");
+                throw new HeadLensException($"{FileName}: tensor '{tensorName}' holds {values[i]} at element {firstIndex + i}");
             }
         }
     }
 
-    public void Dispose()
+    // Converts destination.Length elements of a tensor, from element firstElement on, straight from the mapped file
+    // into float32. The mapped bytes are taken a chunk at a time so that no span exceeds int.MaxValue bytes (a
+    // Llama-3-70B embedding in BF16 is 2.1 GB) and nothing tensor-sized is allocated.
+    private unsafe void ReadRange(SafeTensorInfo info, long firstElement, Span<float> destination)
     {
-        view.Dispose();
-        map.Dispose();
-        stream.Dispose();
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("big-endian hosts are not supported");
+        }
+
+        int size = info.DType == "F32" ? 4 : 2;
+        byte* start = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
+        try
+        {
+            byte* first = start + view.PointerOffset + DataStart + info.Offset + size * firstElement;
+            for (int done = 0; done < destination.Length; done += ConversionChunk)
+            {
+                int count = Math.Min(ConversionChunk, destination.Length - done);
+                var bytes = new ReadOnlySpan<byte>(first + (long)size * done, size * count);
+                var target = destination.Slice(done, count);
+                switch (info.DType)
+                {
+                    case "F32":
+                        MemoryMarshal.Cast<byte, float>(bytes).CopyTo(target);
+                        break;
+                    case "BF16":
+                        HalfPrecision.BFloat16ToSingle(MemoryMarshal.Cast<byte, ushort>(bytes), target);
+                        break;
+                    default:
+                        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(bytes), target);
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+        }
     }
 
     private static Dictionary<string, SafeTensorInfo> ParseHeader(string file, byte[] header, long dataLength)
@@ -237,51 +283,5 @@ public sealed class SafeTensorsFile : IDisposable
         {
             throw new HeadLensException($"{file}: tensor '{name}' has a malformed entry (needs dtype, shape, data_offsets)");
         }
-    }
-}
-
-/// <summary>Writes float32 safetensors files atomically (a temporary file, then a rename).</summary>
-public static class SafeTensorsWriter
-{
-    public static void Write(string path, IEnumerable<(string Name, int[] Shape, ReadOnlyMemory<float> Data)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
-        var header = new Dictionary<string, object>();
-        if (metadata is not null)
-        {
-            header["__metadata__"] = metadata;
-        }
-
-        long offset = 0;
-        foreach (var (name, shape, data) in list)
-        {
-            long bytes = (long)data.Length * sizeof(float);
-            header[name] = new Dictionary<string, object> { ["dtype"] = "F32", ["shape"] = shape, ["data_offsets"] = new[] { offset, offset + bytes } };
-            offset += bytes;
-        }
-
-        byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
-        int padded = (json.Length + 7) / 8 * 8; // data starts 8-byte aligned; the header is padded with spaces
-        string temporary = path + ".tmp-" + Environment.ProcessId;
-        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
-        {
-            Span<byte> length = stackalloc byte[8];
-            BinaryPrimitives.WriteInt64LittleEndian(length, padded);
-            stream.Write(length);
-            stream.Write(json);
-            for (int i = json.Length; i < padded; i++)
-            {
-                stream.WriteByte((byte)' ');
-            }
-
-            foreach (var (_, _, data) in list)
-            {
-                stream.Write(MemoryMarshal.AsBytes(data.Span));
-            }
-
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(temporary, path, overwrite: true);
     }
 }
