@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels;
 
@@ -124,6 +125,7 @@ public static partial class Gemm
             return (first, end - first);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Compute(TileShape shape, int rowStart, int rows, int columnStart, int columns)
         {
             int mr = shape.Rows, nr = shape.Columns;
@@ -183,6 +185,7 @@ public static partial class Gemm
         }
 
         // Packed B: panels of nr columns; inside a panel, row p holds op(B)[p, j..j+nr) (zero past column n).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackB(int pc, int kc, int jc, int nc, int nr, float* destination)
         {
             for (int jr = 0; jr < nc; jr += nr)
@@ -208,29 +211,34 @@ public static partial class Gemm
         }
 
         // Packed A: panels of mr rows; inside a panel, column p holds op(A)[i..i+mr, p] (zero past row m).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackA(int ic, int mc, int pc, int kc, int mr, float* destination)
         {
-            for (int ir = 0; ir < mc; ir += mr)
+            if (transposeA)
             {
-                int valid = Math.Min(mr, mc - ir);
-                float* panel = destination + ir * kc;
-                if (transposeA)
+                // op(A) = Aᵀ: column p of op(A) is row p of A, contiguous in i; one pass over each row of A
+                // fills column p of every panel.
+                for (int p = 0; p < kc; p++)
                 {
-                    // op(A) = Aᵀ: column p of op(A) is row p of A, contiguous in i.
-                    for (int p = 0; p < kc; p++)
+                    float* source = a + (long)(pc + p) * lda + ic;
+                    for (int ir = 0; ir < mc; ir += mr)
                     {
-                        CopyRow(a + (long)(pc + p) * lda + ic + ir, panel + p * mr, valid, mr);
+                        CopyRow(source + ir, destination + ir * kc + p * mr, Math.Min(mr, mc - ir), mr);
                     }
                 }
-                else
-                {
-                    TransposeInto(a + (long)(ic + ir) * lda + pc, lda, valid, kc, panel, mr);
-                }
+
+                return;
+            }
+
+            for (int ir = 0; ir < mc; ir += mr)
+            {
+                TransposeInto(a + (long)(ic + ir) * lda + pc, lda, Math.Min(mr, mc - ir), kc, destination + ir * kc, mr);
             }
         }
     }
 
     // target[0..width) = source[0..valid), zero-padded.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void CopyRow(float* source, float* target, int valid, int width)
     {
         int j = 0;
@@ -241,12 +249,16 @@ public static partial class Gemm
                 Vector512.Store(Vector512.Load(source + j), target + j);
             }
         }
-        else
+
+        for (; j + 8 <= valid; j += 8)
         {
-            for (; j + 8 <= valid; j += 8)
-            {
-                Vector256.Store(Vector256.Load(source + j), target + j);
-            }
+            Vector256.Store(Vector256.Load(source + j), target + j);
+        }
+
+        if (j + 4 <= valid)
+        {
+            Vector128.Store(Vector128.Load(source + j), target + j);
+            j += 4;
         }
 
         for (; j < valid; j++)
@@ -262,9 +274,12 @@ public static partial class Gemm
 
     // Reads `lines` rows of `length` floats (stride `stride`) and writes them as columns:
     // target[p * width + line] = source[line * stride + p], with columns past `lines` zeroed.
+    // Four source rows at a time, each read from start to end (four sequential streams, which the hardware
+    // prefetcher follows); a 4×4 transpose inside each 128-bit lane turns four row vectors into columns of four,
+    // stored 16 bytes at a time: about a fifth of the instructions of a scalar copy.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void TransposeInto(float* source, int stride, int lines, int length, float* target, int width)
     {
-        // Four source rows at a time keeps four read streams open and writes 16 contiguous bytes per p.
         int line = 0;
         for (; line + 4 <= lines; line += 4)
         {
@@ -273,13 +288,30 @@ public static partial class Gemm
             float* r2 = r1 + stride;
             float* r3 = r2 + stride;
             float* t = target + line;
-            for (int p = 0; p < length; p++)
+            int p = 0;
+            if (Avx512F.IsSupported)
             {
-                t[0] = r0[p];
-                t[1] = r1[p];
-                t[2] = r2[p];
-                t[3] = r3[p];
-                t += width;
+                for (; p + 16 <= length; p += 16)
+                {
+                    Transpose4x16(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
+                }
+            }
+
+            if (Avx.IsSupported)
+            {
+                for (; p + 8 <= length; p += 8)
+                {
+                    Transpose4x8(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
+                }
+            }
+
+            for (; p < length; p++)
+            {
+                float* column = t + (long)p * width;
+                column[0] = r0[p];
+                column[1] = r1[p];
+                column[2] = r2[p];
+                column[3] = r3[p];
             }
         }
 
@@ -288,7 +320,7 @@ public static partial class Gemm
             float* row = source + (long)line * stride;
             for (int p = 0; p < length; p++)
             {
-                target[p * width + line] = row[p];
+                target[(long)p * width + line] = row[p];
             }
         }
 
@@ -296,9 +328,51 @@ public static partial class Gemm
         {
             for (int p = 0; p < length; p++)
             {
-                new Span<float>(target + p * width + lines, width - lines).Clear();
+                new Span<float>(target + (long)p * width + lines, width - lines).Clear();
             }
         }
+    }
+
+    // Rows r0..r3 [4, 16] -> 16 columns of 4 at t, t + width, ...: in each 128-bit lane L the unpacks leave
+    // column 4L + q in u_q.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Transpose4x16(float* r0, float* r1, float* r2, float* r3, float* t, int width)
+    {
+        Vector512<float> x0 = Vector512.Load(r0), x1 = Vector512.Load(r1), x2 = Vector512.Load(r2), x3 = Vector512.Load(r3);
+        Vector512<double> t0 = Avx512F.UnpackLow(x0, x1).AsDouble(), t1 = Avx512F.UnpackHigh(x0, x1).AsDouble();
+        Vector512<double> t2 = Avx512F.UnpackLow(x2, x3).AsDouble(), t3 = Avx512F.UnpackHigh(x2, x3).AsDouble();
+        StoreLanes(Avx512F.UnpackLow(t0, t2).AsSingle(), t, 4 * width);
+        StoreLanes(Avx512F.UnpackHigh(t0, t2).AsSingle(), t + width, 4 * width);
+        StoreLanes(Avx512F.UnpackLow(t1, t3).AsSingle(), t + 2 * width, 4 * width);
+        StoreLanes(Avx512F.UnpackHigh(t1, t3).AsSingle(), t + 3 * width, 4 * width);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void StoreLanes(Vector512<float> columns, float* t, int step)
+    {
+        Vector128.Store(columns.GetLower().GetLower(), t);
+        Vector128.Store(columns.GetLower().GetUpper(), t + step);
+        Vector128.Store(columns.GetUpper().GetLower(), t + 2 * step);
+        Vector128.Store(columns.GetUpper().GetUpper(), t + 3 * step);
+    }
+
+    // The same for rows of 8 (AVX without AVX-512): two 128-bit lanes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Transpose4x8(float* r0, float* r1, float* r2, float* r3, float* t, int width)
+    {
+        Vector256<float> x0 = Vector256.Load(r0), x1 = Vector256.Load(r1), x2 = Vector256.Load(r2), x3 = Vector256.Load(r3);
+        Vector256<double> t0 = Avx.UnpackLow(x0, x1).AsDouble(), t1 = Avx.UnpackHigh(x0, x1).AsDouble();
+        Vector256<double> t2 = Avx.UnpackLow(x2, x3).AsDouble(), t3 = Avx.UnpackHigh(x2, x3).AsDouble();
+        Vector256<float> u0 = Avx.UnpackLow(t0, t2).AsSingle(), u1 = Avx.UnpackHigh(t0, t2).AsSingle();
+        Vector256<float> u2 = Avx.UnpackLow(t1, t3).AsSingle(), u3 = Avx.UnpackHigh(t1, t3).AsSingle();
+        Vector128.Store(u0.GetLower(), t);
+        Vector128.Store(u1.GetLower(), t + width);
+        Vector128.Store(u2.GetLower(), t + 2 * width);
+        Vector128.Store(u3.GetLower(), t + 3 * width);
+        Vector128.Store(u0.GetUpper(), t + 4 * width);
+        Vector128.Store(u1.GetUpper(), t + 5 * width);
+        Vector128.Store(u2.GetUpper(), t + 6 * width);
+        Vector128.Store(u3.GetUpper(), t + 7 * width);
     }
 
     private static unsafe void MergeTile(float* tile, int tileStride, float* c, int ldc, int rows, int columns, bool add)
