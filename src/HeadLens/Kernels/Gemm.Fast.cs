@@ -416,6 +416,7 @@ public static partial class Gemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel12x32(int kc, float* a, float* b, float* c, int ldc, bool add)
     {
+        PrefetchTile(c, ldc, 12, 31);
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
@@ -478,6 +479,26 @@ public static partial class Gemm
         Store512(c, ldc, 11, cb0, cb1, add);
     }
 
+    // Asks for the cache lines of a C tile (rows × last+1 floats) before the depth loop, so that its final load/store
+    // finds them in cache: C is touched once per depth block, and without this every tile stalled on memory at its end
+    // (most visible when the depth is short, as in the weight gradient with 256 tokens).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchTile(float* c, int ldc, int rows, int last)
+    {
+        if (!Sse.IsSupported)
+        {
+            return;
+        }
+
+        for (int i = 0; i < rows; i++)
+        {
+            float* row = c + (long)i * ldc;
+            Sse.Prefetch0(row);
+            Sse.Prefetch0(row + 16);
+            Sse.Prefetch0(row + last);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void Store512(float* c, int ldc, int row, Vector512<float> left, Vector512<float> right, bool add)
     {
@@ -496,6 +517,7 @@ public static partial class Gemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
     {
+        PrefetchTile(c, ldc, 6, 15);
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int p = 0; p < kc; p++)
