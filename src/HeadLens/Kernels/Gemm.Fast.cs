@@ -9,8 +9,8 @@ namespace HeadLens.Kernels;
 //     pack op(B)[pc.., jc..] into NR-wide panels (row p of a panel = NR consecutive floats);
 //     for each row block ic (MC tall): pack op(A)[ic.., pc..] into MR-tall panels (column p = MR floats);
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
-// Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers),
-// 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs.
+// Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
+// kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs.
 // Threads split C into disjoint column (or row) ranges, each packing its own panels, so no thread waits on another.
 public static partial class Gemm
 {
@@ -169,6 +169,12 @@ public static partial class Gemm
                                     if (mValid == mr && nValid == nr)
                                     {
                                         shape.Kernel(kc, aPanel, bPanel, cTile, ldc, add);
+                                    }
+                                    else if (mValid == shape.ShortRows && nValid == nr)
+                                    {
+                                        // The last rows of an M that is not a multiple of the tile (256 tokens =
+                                        // 21·12 + 4): a third of the work of a padded 12-row tile.
+                                        shape.ShortKernel(kc, aPanel, bPanel, cTile, ldc, add);
                                     }
                                     else
                                     {
@@ -394,14 +400,18 @@ public static partial class Gemm
     private sealed unsafe class TileShape
     {
         public static readonly TileShape Current = Vector512.IsHardwareAccelerated
-            ? new TileShape(12, 32, &Kernel12x32)
-            : new TileShape(6, 16, &Kernel6x16);
+            ? new TileShape(12, 32, &Kernel12x32, 4, &Kernel4x32)
+            : new TileShape(6, 16, &Kernel6x16, 0, null);
 
-        private TileShape(int rows, int columns, delegate*<int, float*, float*, float*, int, bool, void> kernel)
+        private TileShape(
+            int rows, int columns, delegate*<int, float*, float*, float*, int, bool, void> kernel,
+            int shortRows, delegate*<int, float*, float*, float*, int, bool, void> shortKernel)
         {
             Rows = rows;
             Columns = columns;
             Kernel = kernel;
+            ShortRows = shortRows;
+            ShortKernel = shortKernel;
         }
 
         public int Rows { get; }
@@ -410,6 +420,12 @@ public static partial class Gemm
 
         /// <summary>(kc, packed A panel, packed B panel, C tile, ldc, add): C tile (+)= A panel · B panel.</summary>
         public delegate*<int, float*, float*, float*, int, bool, void> Kernel { get; }
+
+        /// <summary>Rows of the short kernel (0 = none): the first rows of a panel, for an edge of exactly that many.</summary>
+        public int ShortRows { get; }
+
+        /// <summary>As <see cref="Kernel"/>, for the first <see cref="ShortRows"/> rows of a Rows-tall A panel.</summary>
+        public delegate*<int, float*, float*, float*, int, bool, void> ShortKernel { get; }
     }
 
     // 12×32 tile: rows i of A broadcast against two 16-wide vectors of B, 24 fused multiply-adds per step of p.
@@ -477,6 +493,39 @@ public static partial class Gemm
         Store512(c, ldc, 9, c90, c91, add);
         Store512(c, ldc, 10, ca0, ca1, add);
         Store512(c, ldc, 11, cb0, cb1, add);
+    }
+
+    // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Kernel4x32(int kc, float* a, float* b, float* c, int ldc, bool add)
+    {
+        PrefetchTile(c, ldc, 4, 31);
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
+        Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            var ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            a += 12;
+            b += 32;
+        }
+
+        Store512(c, ldc, 0, c00, c01, add);
+        Store512(c, ldc, 1, c10, c11, add);
+        Store512(c, ldc, 2, c20, c21, add);
+        Store512(c, ldc, 3, c30, c31, add);
     }
 
     // Asks for the cache lines of a C tile (rows × last+1 floats) before the depth loop, so that its final load/store
