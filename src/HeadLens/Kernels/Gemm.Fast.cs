@@ -11,7 +11,8 @@ namespace HeadLens.Kernels;
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs.
-// Threads split C into disjoint column (or row) ranges, each packing its own panels, so no thread waits on another.
+// Threads (ComputeThreads, a persistent pool) split C into disjoint column (or row) ranges, each packing its own
+// panels, so no thread waits on another.
 public static partial class Gemm
 {
     // Measured on this machine (2048³, KC 128..1024 × MC 24..288): long depth blocks win, because each micro-kernel
@@ -82,8 +83,7 @@ public static partial class Gemm
                 return;
             }
 
-            var options = new ParallelOptions { MaxDegreeOfParallelism = threadCount };
-            Parallel.For(0, threadCount, options, part => job.Run(part, threadCount));
+            ComputeThreads.Run(threadCount, threadCount, part => job.Run(part, threadCount));
         }
     }
 
