@@ -10,13 +10,15 @@ namespace HeadLens.Kernels;
 //     for each row block ic (MC tall): pack op(A)[ic.., pc..] into MR-tall panels (column p = MR floats);
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
-// kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs.
+// kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
+// loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool) split C into disjoint column (or row) ranges, each packing its own
 // panels, so no thread waits on another.
 public static partial class Gemm
 {
     // Measured on this machine (2048³, KC 128..1024 × MC 24..288): long depth blocks win, because each micro-kernel
-    // call ends by reading and writing its 12×32 tile of C, rows ldc apart; KC = 768 amortises that over 768 steps.
+    // call ends by reading and writing its 12×32 tile of C, rows ldc apart; KC = 768 amortises that over 768 steps
+    // (and the tile's cache lines are requested at the call's start: PrefetchTile).
     // The B panel (KC·NR·4 B = 96 KB) then lives in L2 beside the A block.
     private const int DepthBlock = 768;
 
