@@ -5,13 +5,19 @@ namespace HeadLens.Kernels;
 // A small persistent pool for the kernels' fork–join loops: body(part) for every part in [0, parts), on the calling
 // thread and up to threads − 1 workers that live for the whole process.
 // Why not Parallel.For: a product of a GPT-2 step takes 1–5 ms, and Parallel.For's start (a task, a queue, a
-// thread-pool wake-up) plus its long tail on a busy machine cost several percent of that. Here a call wakes parked
-// workers through one semaphore each, and parts are handed out by one atomic counter, so a thread that is
+// thread-pool wake-up) plus its long tail on a busy machine cost several percent of that. Here a worker that has
+// just finished keeps polling its ticket for a short while (as OpenMP runtimes do), so back-to-back products find it
+// running; after that it parks on its own semaphore. Parts are handed out by one atomic counter, so a thread that is
 // descheduled simply takes fewer parts. One product at a time uses the pool; a second caller (another thread, or a
 // part that itself multiplies) falls back to Parallel.For, so nothing ever waits on itself.
 internal static class ComputeThreads
 {
+    // How long an idle worker keeps polling before it parks: long enough to bridge the other kernels of a training
+    // step between two products, short enough not to hold a core for long when the work is done.
+    private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 2000;
+
     private static readonly Lazy<Worker[]> Workers = new(CreateWorkers);
+    private static long tickets;
     private static readonly ManualResetEventSlim Done = new(false, spinCount: 1000);
     private static int busy;
     private static Job? current;
@@ -41,10 +47,11 @@ internal static class ComputeThreads
             var job = new Job(body, parts);
             Done.Reset();
             Volatile.Write(ref current, job);
+            long ticket = Interlocked.Increment(ref tickets);
             var workers = Workers.Value;
             for (int i = 0; i < helpers; i++)
             {
-                workers[i].Wake.Release();
+                workers[i].Call(ticket);
             }
 
             job.Work();
@@ -101,20 +108,55 @@ internal static class ComputeThreads
 
     private sealed class Worker
     {
+        private long ticket;
+        private int parked;
+
         public Worker(int index)
         {
             var thread = new Thread(Loop) { IsBackground = true, Name = $"HeadLens compute {index + 1}" };
             thread.Start();
         }
 
-        public SemaphoreSlim Wake { get; } = new(0);
+        private SemaphoreSlim Wake { get; } = new(0);
+
+        /// <summary>Hands the worker the job of <paramref name="newTicket"/>: seen at once if it is polling.</summary>
+        public void Call(long newTicket)
+        {
+            Volatile.Write(ref ticket, newTicket);
+            if (Interlocked.Exchange(ref parked, 0) == 1)
+            {
+                Wake.Release();
+            }
+        }
 
         private void Loop()
         {
+            long seen = 0;
             while (true)
             {
-                Wake.Wait();
-                // A late wake-up may find the job finished (its caller took every part): Work then returns at once.
+                long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + SpinTicks;
+                while (Volatile.Read(ref ticket) == seen && System.Diagnostics.Stopwatch.GetTimestamp() < deadline)
+                {
+                    Thread.SpinWait(20);
+                }
+
+                if (Volatile.Read(ref ticket) == seen)
+                {
+                    // Park, but re-read the ticket after announcing it: a Call in between either sees parked = 1 and
+                    // releases the semaphore, or wrote its ticket before the re-read. A spare release only makes a
+                    // later wait return early, and the loop then polls again.
+                    Interlocked.Exchange(ref parked, 1);
+                    if (Volatile.Read(ref ticket) == seen)
+                    {
+                        Wake.Wait();
+                    }
+
+                    Interlocked.Exchange(ref parked, 0);
+                    continue;
+                }
+
+                seen = Volatile.Read(ref ticket);
+                // A late start may find the job finished (its caller took every part): Work then returns at once.
                 Volatile.Read(ref current)?.Work();
             }
         }

@@ -19,6 +19,32 @@ public class ComputeThreadsTests
         }
     }
 
+    // Parts that sleep leave the caller nothing to steal: the second part must run on a pool worker. A few tries,
+    // since a loaded machine may be slow to schedule the worker once.
+    [Fact]
+    public void WorkersTakePartsBesideTheCaller()
+    {
+        if (Environment.ProcessorCount < 2)
+        {
+            return;
+        }
+
+        int caller = Environment.CurrentManagedThreadId;
+        bool helped = false;
+        for (int attempt = 0; attempt < 5 && !helped; attempt++)
+        {
+            var threadIds = new int[2];
+            ComputeThreads.Run(2, 2, part =>
+            {
+                threadIds[part] = Environment.CurrentManagedThreadId;
+                Thread.Sleep(50);
+            });
+            helped = threadIds.Any(id => id != caller);
+        }
+
+        Assert.True(helped);
+    }
+
     [Fact]
     public void FailureReachesTheCaller()
     {
