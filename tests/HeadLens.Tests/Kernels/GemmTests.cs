@@ -52,9 +52,65 @@ public class GemmTests
         {
             foreach (bool transposeB in new[] { false, true })
             {
-                CheckAgainstOracle(random, transposeA, transposeB, m, n, k, threads: 2, accumulate: true, padding);
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    CheckAgainstOracle(random, transposeA, transposeB, m, n, k, threads, accumulate: true, padding);
+                }
             }
         }
+    }
+
+    // M ≡ 4 (mod 12) ends in the 4-row short kernel (256 tokens = 21·12 + 4); N a multiple of 32 or not.
+    [Theory]
+    [InlineData(4, 32, 9)]
+    [InlineData(16, 64, 33)]
+    [InlineData(64, 33, 70)]
+    [InlineData(100, 96, 5)]
+    [InlineData(256, 70, 31)]
+    public void ShortLastRowsMatchOracle(int m, int n, int k)
+    {
+        var random = new Random(m + n + k);
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    CheckAgainstOracle(random, transposeA, transposeB, m, n, k, threads, accumulate: threads == 2, padding: 1);
+                }
+            }
+        }
+    }
+
+    // Crosses every cache block: N past the 2048-column block, K past two 768-deep blocks, M past 48-row blocks.
+    [Fact]
+    public void ProductSpanningSeveralBlocksMatchesOracle()
+    {
+        var random = new Random(23);
+        CheckAgainstOracle(random, false, false, 13, 2100, 40, threads: 2, accumulate: true, padding: 5);
+        CheckAgainstOracle(random, true, true, 50, 40, 1600, threads: 1, accumulate: false, padding: 0);
+        CheckAgainstOracle(random, false, true, 101, 67, 800, threads: 2, accumulate: false, padding: 2);
+    }
+
+    // Pack buffers are per thread: products running at the same time on several threads must not disturb each other.
+    [Fact]
+    public void ConcurrentProductsDoNotShareBuffers()
+    {
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 4 }, index =>
+        {
+            var random = new Random(100 + index);
+            int m = 40 + index * 7, n = 50 + index * 5, k = 60 + index * 3;
+            try
+            {
+                CheckAgainstOracle(random, index % 2 == 1, index % 3 == 1, m, n, k, threads: 1 + index % 2, accumulate: false, padding: 0);
+            }
+            catch (Xunit.Sdk.XunitException error)
+            {
+                failures.Add(error.Message);
+            }
+        });
+        Assert.Empty(failures);
     }
 
     [Fact]
