@@ -77,6 +77,12 @@ public static partial class ViewerServer
         configure?.Invoke(builder);
         var app = builder.Build();
         app.UseHostFiltering();
+        // Answers the framework gives without a body (405 for a wrong method, 400 from host filtering) get one JSON line too.
+        app.UseStatusCodePages(async pages =>
+        {
+            var response = pages.HttpContext.Response;
+            await Results.Json(new { error = $"HTTP {response.StatusCode}" }, Json, statusCode: response.StatusCode).ExecuteAsync(pages.HttpContext);
+        });
         app.Use(async (context, next) =>
         {
             var headers = context.Response.Headers;
@@ -146,7 +152,8 @@ public static partial class ViewerServer
         });
         app.MapPost("/api/compare", async (HttpRequest request) =>
             Results.Json(Compare(views, limits, await ReadAsync(request, options)), Json));
-        app.MapFallback((HttpContext context) =>
+        // Every other path, file-like or not, is 404: nothing maps a path to a file.
+        app.MapFallback("{**path}", () =>
             Results.Json(new { error = "not found" }, Json, statusCode: StatusCodes.Status404NotFound));
         return app;
     }

@@ -1,6 +1,6 @@
 // HeadLens viewer: plain JS, no build step, no external files. Served by `headlens serve` (talks to /api/...) and
 // inlined by `headlens report` (reads the data embedded in the page instead). Token text is untrusted: it only ever
-// reaches the page through textContent / createTextNode, never through innerHTML.
+// reaches the page through textContent / createTextNode, never through HTML parsing.
 (function () {
   'use strict';
 
