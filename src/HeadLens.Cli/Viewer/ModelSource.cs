@@ -14,14 +14,14 @@ namespace HeadLens.Cli.Viewer;
 public sealed class ModelSource : IAttentionSource
 {
     private readonly Transformer model;
-    private readonly ITokenizer tokenizer;
+    private readonly ITokenizer? tokenizer;
     private readonly Lock gate = new();
     private int[]? forwardIds;
 
     public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
     {
         this.model = model;
-        this.tokenizer = tokenizer ?? throw new HeadLensException($"{name}: the viewer needs a model with a tokenizer");
+        this.tokenizer = tokenizer;
         var c = model.Config;
         Info = new SourceInfo(name, c.Layers, c.Heads, c.Channels, c.ContextLength, model.AttentionOptions.Mask == MaskKind.Causal);
     }
@@ -30,6 +30,11 @@ public sealed class ModelSource : IAttentionSource
 
     public TokenizedText Tokenize(string text)
     {
+        if (tokenizer is null)
+        {
+            throw new HeadLensException($"{Info.Name} has no tokenizer: give token ids instead of text");
+        }
+
         int[] ids = tokenizer.Encode(text);
         if (tokenizer.BosId is { } bos)
         {
@@ -46,7 +51,8 @@ public sealed class ModelSource : IAttentionSource
             throw new HeadLensException($"token id {id} is outside the model's vocabulary of {model.Config.VocabSize}");
         }
 
-        return tokenizer.TokenText(id);
+        // Without a tokenizer a token is shown by its id.
+        return tokenizer is null ? $"[{id}]" : tokenizer.TokenText(id);
     }
 
     public void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination)
@@ -75,7 +81,7 @@ public sealed class ModelSource : IAttentionSource
 
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
-        var stop = tokenizer.EosId is { } eos ? new HashSet<int> { eos } : null;
+        var stop = tokenizer?.EosId is { } eos ? new HashSet<int> { eos } : null;
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });
         int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Length);
         if (room <= 0)

@@ -155,4 +155,30 @@ public class ViewerBrowserTests
         Assert.True(times[1] < 1000, $"updates took {string.Join(", ", times)} ms");
         browser.Screenshot("9-256-tokens");
     }
+
+    [BrowserFact]
+    public void TheReportWorksOfflineFromAFile()
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "headlens-report-e2e-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        string path = Path.Combine(folder, "report.html");
+        ReportWriter.Write(new SyntheticSource(3, 4), "the bank of the river <i>and</i> the bank", path);
+        using (var browser = new Browser())
+        {
+            browser.Driver.Navigate().GoToUrl(new Uri(path).AbsoluteUri);
+            browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 12, "the report's model view");
+            Assert.Contains("report", browser.Find("#model-name").Text);
+            Assert.False(browser.Find("#tabs button[data-view='generate']").Enabled);
+            Assert.Empty(browser.FindAll("#tokens i"));
+            browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();
+            browser.WaitFor(() => browser.FindAll("#matrix-left span").Count == 15, "the matrix from the embedded patterns");
+            Assert.Equal("sink", browser.Find("#matrix-kind").Text);
+            browser.FindAll("#tokens .tok")[4].Click();
+            browser.WaitFor(() => browser.FindAll("#token-layers .layer-block").Count == 3, "the token view computed in the page");
+            Assert.Equal("Token 4 ‘ river’", browser.Find("#token-title").Text);
+            browser.Screenshot("10-report-offline");
+        }
+
+        Directory.Delete(folder, recursive: true);
+    }
 }
