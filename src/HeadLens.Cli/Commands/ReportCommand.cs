@@ -1,0 +1,31 @@
+using HeadLens.Cli.Viewer;
+
+namespace HeadLens.Cli.Commands;
+
+/// <summary>One self-contained HTML file with the viewer and every head's pattern on one text; optional PNG heat maps.</summary>
+internal sealed class ReportCommand : ICommand
+{
+    public string Name => "report";
+
+    public string Usage => "report   --model MODEL (--text TEXT | --ids 1,2,3) --out FILE.html [--png DIR]";
+
+    public int Run(CommandArgs args)
+    {
+        string output = args.Require("out");
+        string? pngDirectory = args.Get("png");
+        var (model, tokenizer, path) = ModelInput.LoadModel(args);
+        int[] ids = ModelInput.ReadIds(args, model, tokenizer);
+        string text = args.Get("text") ?? string.Join(',', ids);
+        args.RejectUnknown();
+        var source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
+        var input = new TokenizedText(ids, ids.Select(source.TokenText).ToArray());
+        ReportWriter.Write(source, input, text, output, pngDirectory);
+        Console.WriteLine($"report: {Path.GetFullPath(output)} ({ids.Length} tokens, {model.Config.Layers} layers × {model.Config.Heads} heads)");
+        if (pngDirectory is not null)
+        {
+            Console.WriteLine($"heat maps: {Path.GetFullPath(pngDirectory)}/layer*-head*.png");
+        }
+
+        return 0;
+    }
+}

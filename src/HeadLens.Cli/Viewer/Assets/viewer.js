@@ -1,0 +1,575 @@
+// HeadLens viewer: plain JS, no build step, no external files. Served by `headlens serve` (talks to /api/...) and
+// inlined by `headlens report` (reads the data embedded in the page instead). Token text is untrusted: it only ever
+// reaches the page through textContent / createTextNode, never through HTML parsing.
+(function () {
+  'use strict';
+
+  const KIND_COLOURS = {
+    'previous-token': '#d62728', 'duplicate-token': '#9467bd', 'induction': '#e377c2', 'sink': '#1f77b4',
+    'delimiter': '#8c564b', 'local': '#ff7f0e', 'broad': '#2ca02c', 'mixed': '#7f7f7f'
+  };
+  const HEAD_COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#c026d3', '#65a30d',
+    '#b45309', '#4f46e5', '#be123c', '#0d9488'];
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    view: 'model', model: null, input: null, heads: null, token: null, layer: 0, head: 0, picked: [0],
+    seq: 0, generated: []
+  };
+
+  // ---- data access: the server's API, or the data a report carries ----
+
+  function serverApi() {
+    async function post(path, body) {
+      const response = await fetch(path, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+      });
+      const data = await response.json().catch(() => ({ error: 'HTTP ' + response.status }));
+      if (!response.ok) { throw new Error(data.error || ('HTTP ' + response.status)); }
+      return data;
+    }
+    return {
+      offline: false,
+      model: async () => (await fetch('/api/model')).json(),
+      tokenize: (text) => post('/api/tokenize', { text }),
+      heads: (text) => post('/api/heads', { text }),
+      pattern: (text, layer, heads) => post('/api/pattern', { text, layer, heads }),
+      token: (text, index) => post('/api/token', { text, index }),
+      compare: (a, b, word) => post('/api/compare', { a, b, word }),
+      generate: async (prompt, maxTokens, temperature, onLine) => {
+        const response = await fetch('/api/generate', {
+          method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ text: prompt, maxTokens, temperature })
+        });
+        if (!response.ok) {
+          const data = await response.json().catch(() => ({}));
+          throw new Error(data.error || ('HTTP ' + response.status));
+        }
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffered = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) { break; }
+          buffered += decoder.decode(value, { stream: true });
+          let newline;
+          while ((newline = buffered.indexOf('\n')) >= 0) {
+            const line = buffered.slice(0, newline);
+            buffered = buffered.slice(newline + 1);
+            if (line.trim()) { onLine(JSON.parse(line)); }
+          }
+        }
+      }
+    };
+  }
+
+  // A report holds the model, the tokens, the heads and every pattern [L][H][T][T] of one text.
+  function reportApi(data) {
+    const notHere = () => Promise.reject(new Error('needs the live viewer (headlens serve)'));
+    return {
+      offline: true,
+      model: async () => data.model,
+      tokenize: async () => data.input,
+      heads: async () => data.heads,
+      pattern: async (text, layer, heads) => ({
+        ids: data.input.ids, tokens: data.input.tokens, layer, heads,
+        patterns: heads.map((h) => data.patterns[layer][h])
+      }),
+      token: async (text, index) => tokenFromPatterns(data, index),
+      compare: notHere,
+      generate: notHere
+    };
+  }
+
+  function tokenFromPatterns(data, index) {
+    const t = data.input.ids.length;
+    const layers = data.patterns.map((heads, layer) => {
+      const looksAt = new Array(t).fill(0);
+      const lookedAtBy = new Array(t).fill(0);
+      const focus = heads.map((pattern, head) => {
+        for (let j = 0; j < t; j++) {
+          looksAt[j] += pattern[index][j] / heads.length;
+          lookedAtBy[j] += pattern[j][index] / heads.length;
+        }
+        const order = pattern[index].map((w, j) => [w, j]).sort((x, y) => y[0] - x[0]).slice(0, 3);
+        return { head, top: order.map((p) => p[1]), weights: order.map((p) => p[0]) };
+      });
+      return { layer, looksAt, lookedAtBy, heads: focus };
+    });
+    return { ids: data.input.ids, tokens: data.input.tokens, index, token: data.input.tokens[index], layers };
+  }
+
+  const embedded = document.getElementById('headlens-data');
+  const api = embedded ? reportApi(JSON.parse(embedded.textContent)) : serverApi();
+
+  // ---- small helpers ----
+
+  function el(tag, attributes, text) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) { node.setAttribute(name, value); }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+    for (const [name, value] of Object.entries(attributes || {})) { node.setAttribute(name, String(value)); }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+
+  // Newlines and tabs drawn visibly so that every token has a width.
+  function show(token) { return token.replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5'); }
+
+  function quoted(token) { return '\u2018' + show(token) + '\u2019'; }
+
+  function setStatus(message, isError) {
+    const status = $('status');
+    status.textContent = message;
+    status.className = isError ? 'error' : '';
+  }
+
+  function hexToRgb(hex) {
+    const n = parseInt(hex.slice(1), 16);
+    return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
+  }
+
+  // White to the colour, with a square root so that weak attention still shows.
+  function shade(rgb, value) {
+    const s = Math.sqrt(Math.max(0, Math.min(1, value)));
+    return [255 - (255 - rgb[0]) * s, 255 - (255 - rgb[1]) * s, 255 - (255 - rgb[2]) * s].map(Math.round);
+  }
+
+  function fillSelect(select, count, label) {
+    clear(select);
+    for (let i = 0; i < count; i++) { select.appendChild(el('option', { value: String(i) }, label + ' ' + i)); }
+  }
+
+  function argMax(values) {
+    let best = 0;
+    for (let j = 1; j < values.length; j++) { if (values[j] > values[best]) { best = j; } }
+    return best;
+  }
+
+  const tooltip = $('tooltip');
+  function showTooltip(event, text) {
+    tooltip.textContent = text;
+    tooltip.hidden = false;
+    tooltip.style.left = (event.clientX + 14) + 'px';
+    tooltip.style.top = (event.clientY + 14) + 'px';
+  }
+  function hideTooltip() { tooltip.hidden = true; }
+
+  // ---- the token strip ----
+
+  function drawTokens(input) {
+    const strip = $('tokens');
+    clear(strip);
+    input.tokens.forEach((token, i) => {
+      const span = el('span', { class: 'tok', 'data-index': String(i), title: 'token ' + i + ' (id ' + input.ids[i] + ')' }, show(token));
+      if (i === state.token) { span.classList.add('selected'); }
+      span.addEventListener('click', () => {
+        state.token = i;
+        switchView('token');
+      });
+      strip.appendChild(span);
+    });
+  }
+
+  // ---- views ----
+
+  async function loadModelView(seq, text) {
+    const heads = await api.heads(text);
+    if (seq !== state.seq) { return; }
+    state.heads = heads;
+    const grid = $('grid');
+    clear(grid);
+    grid.style.gridTemplateColumns = 'auto repeat(' + heads.heads + ', auto)';
+    grid.appendChild(el('div', { class: 'collabel' }, ''));
+    for (let h = 0; h < heads.heads; h++) { grid.appendChild(el('div', { class: 'collabel' }, 'head ' + h)); }
+    const counts = {};
+    for (let l = 0; l < heads.layers; l++) {
+      grid.appendChild(el('div', { class: 'rowlabel' }, 'layer ' + l));
+      for (let h = 0; h < heads.heads; h++) {
+        const entry = heads.entries[l * heads.heads + h];
+        counts[entry.kind] = (counts[entry.kind] || 0) + 1;
+        grid.appendChild(headCell(entry, heads.thumbnailSize));
+      }
+    }
+    const legend = $('legend');
+    clear(legend);
+    for (const [kind, colour] of Object.entries(KIND_COLOURS)) {
+      if (!counts[kind]) { continue; }
+      const item = el('span', { class: 'legend-item', 'data-kind': kind });
+      const chip = el('span', { class: 'chip' });
+      chip.style.background = colour;
+      item.appendChild(chip);
+      item.appendChild(document.createTextNode(kind + ' \u00d7' + counts[kind]));
+      legend.appendChild(item);
+    }
+  }
+
+  function headCell(entry, size) {
+    const colour = KIND_COLOURS[entry.kind] || '#7f7f7f';
+    const cell = el('div', { class: 'cell', 'data-layer': String(entry.layer), 'data-head': String(entry.head), 'data-kind': entry.kind });
+    cell.style.borderColor = colour;
+    const canvas = el('canvas', { width: String(size), height: String(size) });
+    const context = canvas.getContext('2d');
+    const image = context.createImageData(size, size);
+    const bytes = atob(entry.thumbnail);
+    const rgb = hexToRgb(colour);
+    for (let p = 0; p < size * size; p++) {
+      const c = shade(rgb, bytes.charCodeAt(p) / 255);
+      image.data[p * 4] = c[0]; image.data[p * 4 + 1] = c[1]; image.data[p * 4 + 2] = c[2]; image.data[p * 4 + 3] = 255;
+    }
+    context.putImageData(image, 0, 0);
+    cell.appendChild(canvas);
+    const lines = ['layer ' + entry.layer + ' \u00b7 head ' + entry.head + ': ' + entry.kind];
+    for (const [name, value] of Object.entries(entry.scores)) { lines.push(name + ' ' + value.toFixed(2)); }
+    lines.push('mean distance ' + entry.meanDistance.toFixed(1));
+    const text = lines.join('\n');
+    cell.addEventListener('mousemove', (event) => showTooltip(event, text));
+    cell.addEventListener('mouseenter', (event) => showTooltip(event, text));
+    cell.addEventListener('mouseleave', hideTooltip);
+    cell.addEventListener('click', () => {
+      hideTooltip();
+      state.layer = entry.layer;
+      state.head = entry.head;
+      switchView('matrix');
+    });
+    return cell;
+  }
+
+  function drawHeadPicks() {
+    const picks = $('head-picks');
+    clear(picks);
+    for (let h = 0; h < state.model.heads; h++) {
+      const label = el('label');
+      const box = el('input', { type: 'checkbox', value: String(h), 'data-head': String(h) });
+      box.checked = state.picked.includes(h);
+      box.addEventListener('change', () => {
+        state.picked = Array.from(picks.querySelectorAll('input:checked')).map((b) => Number(b.value));
+        refresh();
+      });
+      label.appendChild(box);
+      const name = el('span', {}, 'head ' + h);
+      name.style.color = HEAD_COLOURS[h % HEAD_COLOURS.length];
+      label.appendChild(name);
+      picks.appendChild(label);
+    }
+  }
+
+  async function loadHeadView(seq, text) {
+    const drawing = $('head-svg');
+    if (state.picked.length === 0) {
+      clear(drawing);
+      $('head-info').textContent = 'Pick at least one head.';
+      return;
+    }
+    const data = await api.pattern(text, state.layer, state.picked);
+    if (seq !== state.seq) { return; }
+    clear(drawing);
+    const t = data.tokens.length;
+    const rowHeight = 18, left = 150, right = 450, width = 600;
+    drawing.setAttribute('width', String(width));
+    drawing.setAttribute('height', String(t * rowHeight + 10));
+    const lines = svg('g', { class: 'lines' });
+    drawing.appendChild(lines);
+    const y = (i) => i * rowHeight + 14;
+    data.heads.forEach((head, index) => {
+      const colour = HEAD_COLOURS[head % HEAD_COLOURS.length];
+      const pattern = data.patterns[index];
+      for (let i = 0; i < t; i++) {
+        for (let j = 0; j < t; j++) {
+          const w = pattern[i][j];
+          if (w < 0.02) { continue; }
+          lines.appendChild(svg('line', {
+            x1: left + 4, y1: y(i) - 4, x2: right - 4, y2: y(j) - 4, stroke: colour,
+            'stroke-opacity': Math.min(1, w).toFixed(3), 'stroke-width': 2, 'data-query': i, 'data-key': j
+          }));
+        }
+      }
+    });
+    const info = $('head-info');
+    info.textContent = 'Layer ' + state.layer + ', heads ' + data.heads.join(', ') + '.';
+    for (let i = 0; i < t; i++) {
+      const query = svg('text', { x: left, y: y(i), 'text-anchor': 'end', 'data-index': i, class: 'query' }, show(data.tokens[i]));
+      const key = svg('text', { x: right, y: y(i), 'data-index': i, class: 'key' }, show(data.tokens[i]));
+      query.addEventListener('mouseenter', () => {
+        for (const line of lines.children) {
+          line.style.display = Number(line.getAttribute('data-query')) === i ? '' : 'none';
+        }
+        const parts = data.heads.map((head, index) => {
+          const row = data.patterns[index][i];
+          const j = argMax(row);
+          return 'head ' + head + ' \u2192 ' + quoted(data.tokens[j]) + ' ' + row[j].toFixed(2);
+        });
+        info.textContent = quoted(data.tokens[i]) + ' looks at: ' + parts.join('; ');
+      });
+      query.addEventListener('mouseleave', () => {
+        for (const line of lines.children) { line.style.display = ''; }
+      });
+      drawing.appendChild(query);
+      drawing.appendChild(key);
+    }
+  }
+
+  async function loadMatrixView(seq, text) {
+    const data = await api.pattern(text, state.layer, [state.head]);
+    if (seq !== state.seq) { return; }
+    const pattern = data.patterns[0];
+    const t = data.tokens.length;
+    const entry = state.heads && state.heads.entries[state.layer * state.model.heads + state.head];
+    const kind = $('matrix-kind');
+    kind.textContent = entry && state.heads.tokens.length === t ? entry.kind : '';
+    const cell = Math.max(1, Math.min(24, Math.floor(640 / t)));
+    const canvas = $('matrix-canvas');
+    canvas.width = t * cell;
+    canvas.height = t * cell;
+    const context = canvas.getContext('2d');
+    const image = context.createImageData(t * cell, t * cell);
+    const rgb = [30, 64, 175];
+    for (let i = 0; i < t; i++) {
+      for (let j = 0; j < t; j++) {
+        const c = shade(rgb, pattern[i][j]);
+        for (let dy = 0; dy < cell; dy++) {
+          let at = ((i * cell + dy) * t * cell + j * cell) * 4;
+          for (let dx = 0; dx < cell; dx++, at += 4) {
+            image.data[at] = c[0]; image.data[at + 1] = c[1]; image.data[at + 2] = c[2]; image.data[at + 3] = 255;
+          }
+        }
+      }
+    }
+    context.putImageData(image, 0, 0);
+    // Labels only where they can be read; beyond that the hover line names the cell.
+    const top = $('matrix-top');
+    const side = $('matrix-left');
+    clear(top);
+    clear(side);
+    if (cell >= 8) {
+      for (let i = 0; i < t; i++) {
+        const label = el('span', { 'data-index': String(i) }, show(data.tokens[i]));
+        label.style.width = cell + 'px';
+        label.style.maxHeight = '90px';
+        label.style.fontSize = Math.min(12, cell - 1) + 'px';
+        top.appendChild(label);
+        const row = el('span', { 'data-index': String(i) }, show(data.tokens[i]));
+        row.style.height = cell + 'px';
+        row.style.lineHeight = cell + 'px';
+        row.style.fontSize = Math.min(12, cell - 1) + 'px';
+        side.appendChild(row);
+      }
+    }
+    canvas.onmousemove = (event) => {
+      const box = canvas.getBoundingClientRect();
+      const j = Math.floor((event.clientX - box.left) / box.width * t);
+      const i = Math.floor((event.clientY - box.top) / box.height * t);
+      if (i < 0 || j < 0 || i >= t || j >= t) { return; }
+      $('matrix-info').textContent = 'query ' + i + ' ' + quoted(data.tokens[i]) + ' \u2192 key ' + j + ' ' +
+        quoted(data.tokens[j]) + ': ' + pattern[i][j].toFixed(4);
+    };
+    $('matrix-info').textContent = 'Layer ' + state.layer + ', head ' + state.head + ': ' + t + ' \u00d7 ' + t + '. Hover a cell.';
+  }
+
+  function weightStrip(caption, tokens, weights, rgb, skip) {
+    const strip = el('div', { class: 'strip' });
+    strip.appendChild(el('span', { class: 'caption' }, caption));
+    const max = Math.max(1e-9, ...weights);
+    tokens.forEach((token, j) => {
+      const span = el('span', { class: 'w', title: weights[j].toFixed(3) }, show(token));
+      const c = shade(rgb, weights[j] / max);
+      span.style.background = 'rgb(' + c.join(',') + ')';
+      if (j === skip) { span.style.outline = '1px solid #111'; }
+      strip.appendChild(span);
+    });
+    return strip;
+  }
+
+  async function loadTokenView(seq, text) {
+    const t = state.input.tokens.length;
+    if (state.token === null || state.token >= t) { state.token = t - 1; }
+    const data = await api.token(text, state.token);
+    if (seq !== state.seq) { return; }
+    drawTokens(state.input);
+    $('token-title').textContent = 'Token ' + data.index + ' ' + quoted(data.token);
+    const layers = $('token-layers');
+    clear(layers);
+    for (const layer of data.layers) {
+      const block = el('div', { class: 'layer-block', 'data-layer': String(layer.layer) });
+      const target = argMax(layer.looksAt);
+      let later = -1;
+      for (let i = data.index + 1; i < layer.lookedAtBy.length; i++) {
+        if (later < 0 || layer.lookedAtBy[i] > layer.lookedAtBy[later]) { later = i; }
+      }
+      const summary = 'Layer ' + layer.layer + ': looks most at ' + quoted(data.tokens[target]) + ' (' +
+        layer.looksAt[target].toFixed(2) + ')' + (later >= 0 ? '; read most by ' + quoted(data.tokens[later]) +
+        ' (' + layer.lookedAtBy[later].toFixed(2) + ')' : '');
+      block.appendChild(el('h3', { class: 'summary' }, summary));
+      block.appendChild(weightStrip('looks at', data.tokens, layer.looksAt, [37, 99, 235], data.index));
+      block.appendChild(weightStrip('looked at by', data.tokens, layer.lookedAtBy, [22, 163, 74], data.index));
+      const heads = layer.heads.map((focus) => 'h' + focus.head + '\u2192' + quoted(data.tokens[focus.top[0]]) + ' ' +
+        focus.weights[0].toFixed(2));
+      block.appendChild(el('div', { class: 'help' }, 'strongest key per head: ' + heads.join('  ')));
+      layers.appendChild(block);
+    }
+  }
+
+  // ---- generation ----
+
+  function showGenerated(step) {
+    const detail = $('gen-detail');
+    clear(detail);
+    detail.appendChild(el('h3', { id: 'gen-title' }, 'Token ' + step.index + ' ' + quoted(step.token)));
+    step.layers.forEach((row, layer) => {
+      const j = argMax(row);
+      detail.appendChild(el('div', { class: 'help gen-summary' }, 'Layer ' + layer + ': looks most at ' +
+        quoted(state.generated.tokens[j]) + ' (' + row[j].toFixed(2) + ')'));
+      detail.appendChild(weightStrip('layer ' + layer, state.generated.tokens.slice(0, row.length), row, [37, 99, 235], step.index));
+    });
+  }
+
+  async function runGeneration() {
+    const output = $('gen-output');
+    clear(output);
+    clear($('gen-detail'));
+    state.generated = { tokens: [], steps: [] };
+    const prompt = $('gen-prompt').value;
+    const count = Number($('gen-count').value) || 12;
+    const temperature = Number($('gen-temperature').value) || 0;
+    setStatus('generating\u2026', false);
+    try {
+      await api.generate(prompt, count, temperature, (line) => {
+        if (line.type === 'prompt') {
+          state.generated.tokens = line.tokens.slice();
+          line.tokens.forEach((token) => output.appendChild(el('span', { class: 'tok' }, show(token))));
+        } else if (line.type === 'token') {
+          state.generated.tokens.push(line.token);
+          state.generated.steps.push(line);
+          const span = el('span', { class: 'tok new', 'data-index': String(line.index) }, show(line.token));
+          span.addEventListener('click', () => showGenerated(line));
+          output.appendChild(span);
+          showGenerated(line);
+        } else if (line.type === 'done') {
+          setStatus('generated ' + line.count + ' tokens', false);
+        }
+      });
+    } catch (error) {
+      setStatus(error.message, true);
+    }
+  }
+
+  // ---- compare ----
+
+  async function runCompare() {
+    const result = $('cmp-result');
+    clear(result);
+    try {
+      const data = await api.compare($('cmp-a').value, $('cmp-b').value, $('cmp-word').value || null);
+      result.appendChild(el('h3', { id: 'cmp-title' }, 'Context vectors of ' + quoted(data.word)));
+      for (const side of [data.a, data.b]) {
+        const strip = el('div', { class: 'tokens' });
+        side.tokens.forEach((token, i) => {
+          strip.appendChild(el('span', { class: i === side.index ? 'tok selected' : 'tok' }, show(token)));
+        });
+        result.appendChild(strip);
+      }
+      const table = el('table', { class: 'cmp' });
+      const head = el('tr');
+      ['depth', 'cosine similarity', ''].forEach((name) => head.appendChild(el('th', {}, name)));
+      table.appendChild(head);
+      data.cosine.forEach((value, depth) => {
+        const row = el('tr', { 'data-depth': String(depth) });
+        row.appendChild(el('td', {}, data.depths[depth]));
+        const bar = el('td');
+        const drawing = svg('svg', { width: 204, height: 12 });
+        drawing.appendChild(svg('rect', { x: 102, y: 1, width: Math.abs(value) * 100, height: 10, fill: value >= 0 ? '#2563eb' : '#dc2626',
+          transform: value >= 0 ? '' : 'translate(' + (-Math.abs(value) * 100) + ',0)' }));
+        drawing.appendChild(svg('line', { x1: 102, y1: 0, x2: 102, y2: 12, stroke: '#111' }));
+        bar.appendChild(drawing);
+        row.appendChild(bar);
+        row.appendChild(el('td', { class: 'value' }, value.toFixed(3)));
+        table.appendChild(row);
+      });
+      result.appendChild(table);
+    } catch (error) {
+      setStatus(error.message, true);
+    }
+  }
+
+  // ---- switching and refreshing ----
+
+  const loaders = { model: loadModelView, head: loadHeadView, matrix: loadMatrixView, token: loadTokenView };
+
+  function switchView(view) {
+    state.view = view;
+    for (const button of document.querySelectorAll('#tabs button')) {
+      button.classList.toggle('active', button.getAttribute('data-view') === view);
+    }
+    for (const section of document.querySelectorAll('main > section')) {
+      section.hidden = section.id !== 'view-' + view;
+    }
+    $('head-layer').value = String(state.layer);
+    $('matrix-layer').value = String(state.layer);
+    $('matrix-head').value = String(state.head);
+    $('input').hidden = view === 'generate' || view === 'compare';
+    hideTooltip();
+    refresh();
+  }
+
+  async function refresh() {
+    const seq = ++state.seq;
+    const text = $('text').value;
+    const started = performance.now();
+    try {
+      const input = await api.tokenize(text);
+      if (seq !== state.seq) { return; }
+      state.input = input;
+      drawTokens(input);
+      const loader = loaders[state.view];
+      if (loader) { await loader(seq, text); }
+      if (seq !== state.seq) { return; }
+      setStatus(input.ids.length + ' tokens \u00b7 ' + state.model.layers + ' layers \u00d7 ' + state.model.heads +
+        ' heads \u00b7 ' + Math.round(performance.now() - started) + ' ms', false);
+      document.body.setAttribute('data-ready', String(seq));
+    } catch (error) {
+      if (seq === state.seq) { setStatus(error.message, true); }
+    }
+  }
+
+  let typing = null;
+  async function start() {
+    window.addEventListener('error', (event) => setStatus('script error: ' + event.message, true));
+    state.model = await api.model();
+    $('model-name').textContent = state.model.name + ' \u00b7 ' + state.model.layers + ' layers \u00d7 ' +
+      state.model.heads + ' heads' + (api.offline ? ' \u00b7 report' : '');
+    if (api.offline) {
+      const text = $('text');
+      text.value = JSON.parse(embedded.textContent).text;
+      text.readOnly = true;
+      for (const view of ['generate', 'compare']) {
+        document.querySelector('#tabs button[data-view="' + view + '"]').disabled = true;
+      }
+    }
+    fillSelect($('head-layer'), state.model.layers, 'layer');
+    fillSelect($('matrix-layer'), state.model.layers, 'layer');
+    fillSelect($('matrix-head'), state.model.heads, 'head');
+    drawHeadPicks();
+    for (const button of document.querySelectorAll('#tabs button')) {
+      button.addEventListener('click', () => switchView(button.getAttribute('data-view')));
+    }
+    $('head-layer').addEventListener('change', (event) => { state.layer = Number(event.target.value); refresh(); });
+    $('matrix-layer').addEventListener('change', (event) => { state.layer = Number(event.target.value); refresh(); });
+    $('matrix-head').addEventListener('change', (event) => { state.head = Number(event.target.value); refresh(); });
+    $('text').addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(refresh, 150);
+    });
+    $('gen-run').addEventListener('click', runGeneration);
+    $('cmp-run').addEventListener('click', runCompare);
+    switchView('model');
+  }
+
+  start().catch((error) => setStatus(error.message, true));
+})();

@@ -1,0 +1,277 @@
+using HeadLens.Analysis;
+
+namespace HeadLens.Cli.Viewer;
+
+/// <summary>One head in the model view: its kind, scores and a small thumbnail of its pattern.</summary>
+/// <param name="Thumbnail">Size×Size bytes, base64: each cell is a block of queries (mean) over a block of keys (sum), scaled so the head's largest cell is 255.</param>
+public sealed record HeadEntry(int Layer, int Head, string Kind, IReadOnlyDictionary<string, double> Scores, double MeanDistance, string Thumbnail);
+
+public sealed record HeadsView(int[] Ids, string[] Tokens, int Layers, int Heads, int ThumbnailSize, IReadOnlyList<HeadEntry> Entries);
+
+/// <summary>patterns[h][i][j]: how much query i of head heads[h] attends to key j.</summary>
+public sealed record PatternView(int[] Ids, string[] Tokens, int Layer, int[] Heads, float[][][] Patterns);
+
+/// <summary>Where one query looks in one head: its strongest keys.</summary>
+public sealed record HeadFocus(int Head, int[] Top, float[] Weights);
+
+/// <summary>
+/// One token at one layer: LooksAt[j] = mean over heads of P[index, j] (where it reads from); LookedAtBy[i] = mean
+/// over heads of P[i, index] (who reads it).
+/// </summary>
+public sealed record TokenLayer(int Layer, float[] LooksAt, float[] LookedAtBy, IReadOnlyList<HeadFocus> Heads);
+
+public sealed record TokenView(int[] Ids, string[] Tokens, int Index, string Token, IReadOnlyList<TokenLayer> Layers);
+
+public sealed record CompareSide(string[] Tokens, int Index);
+
+/// <summary>Cosine similarity of the word's context vectors in the two texts, at every depth (0 = embeddings).</summary>
+public sealed record CompareView(string Word, CompareSide A, CompareSide B, double[] Cosine, string[] Depths);
+
+/// <summary>
+/// Computes what each view shows from an <see cref="IAttentionSource"/>: only the layer (or row) a view needs, with
+/// recent layers kept in a cache bounded in bytes, so long inputs on big models stay responsive.
+/// </summary>
+public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 256L << 20)
+{
+    public const int ThumbnailMax = 32;
+
+    private readonly LayerCache cache = new(cacheBytes);
+
+    public IAttentionSource Source => source;
+
+    private int[] AllHeads => Enumerable.Range(0, source.Info.Heads).ToArray();
+
+    /// <summary>[H, T, T] of one layer: every head, every query.</summary>
+    public float[] LayerPatterns(int[] ids, int layer)
+    {
+        return cache.GetOrAdd(ids, layer, () =>
+        {
+            int t = ids.Length;
+            var patterns = new float[source.Info.Heads * t * t];
+            source.Patterns(ids, layer, AllHeads, 0, t, patterns);
+            return patterns;
+        });
+    }
+
+    public HeadsView Heads(TokenizedText input)
+    {
+        int t = input.Ids.Length, heads = source.Info.Heads;
+        var probe = new Probe(input.Ids, input.Tokens.Select(IsDelimiter).ToArray());
+        int size = Math.Min(t, ThumbnailMax);
+        var entries = new List<HeadEntry>();
+        for (int l = 0; l < source.Info.Layers; l++)
+        {
+            var patterns = LayerPatterns(input.Ids, l);
+            for (int h = 0; h < heads; h++)
+            {
+                var pattern = patterns.AsSpan(h * t * t, t * t); // [T, T]
+                var scores = HeadSummary.Score(pattern, t, probe, out double distance);
+                var rounded = scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4), StringComparer.Ordinal);
+                entries.Add(new HeadEntry(l, h, HeadSummary.Classify(scores), rounded, Math.Round(distance, 3),
+                    Convert.ToBase64String(Thumbnail(pattern, t, size))));
+            }
+        }
+
+        return new HeadsView(input.Ids, input.Tokens, source.Info.Layers, heads, size, entries);
+    }
+
+    public PatternView Pattern(TokenizedText input, int layer, int[] heads)
+    {
+        int t = input.Ids.Length;
+        var all = LayerPatterns(input.Ids, layer);
+        var result = heads.Select(h => Enumerable.Range(0, t)
+            .Select(i => Round(all.AsSpan((h * t + i) * t, t)))
+            .ToArray()).ToArray();
+        return new PatternView(input.Ids, input.Tokens, layer, heads, result);
+    }
+
+    public TokenView Token(TokenizedText input, int index)
+    {
+        int t = input.Ids.Length, heads = source.Info.Heads;
+        var layers = new List<TokenLayer>();
+        for (int l = 0; l < source.Info.Layers; l++)
+        {
+            var all = LayerPatterns(input.Ids, l);
+            var looksAt = new float[t];
+            var lookedAtBy = new float[t];
+            var focus = new List<HeadFocus>();
+            for (int h = 0; h < heads; h++)
+            {
+                var row = all.AsSpan((h * t + index) * t, t);
+                for (int j = 0; j < t; j++)
+                {
+                    looksAt[j] += row[j] / heads;
+                    lookedAtBy[j] += all[(h * t + j) * t + index] / heads;
+                }
+
+                focus.Add(Top(h, row, 3));
+            }
+
+            layers.Add(new TokenLayer(l, Round(looksAt), Round(lookedAtBy), focus));
+        }
+
+        return new TokenView(input.Ids, input.Tokens, index, input.Tokens[index], layers);
+    }
+
+    /// <summary>Where the last token of ids looks at every layer: [L][T] (mean over heads) and each head's strongest key.</summary>
+    public (float[][] Rows, int[][] Strongest) LastRow(int[] ids)
+    {
+        int t = ids.Length, heads = source.Info.Heads;
+        var rows = new float[source.Info.Layers][];
+        var strongest = new int[source.Info.Layers][];
+        var buffer = new float[heads * t]; // [H, 1, T]
+        for (int l = 0; l < source.Info.Layers; l++)
+        {
+            source.Patterns(ids, l, AllHeads, t - 1, 1, buffer);
+            rows[l] = new float[t];
+            strongest[l] = new int[heads];
+            for (int h = 0; h < heads; h++)
+            {
+                var row = buffer.AsSpan(h * t, t);
+                strongest[l][h] = ArgMax(row);
+                for (int j = 0; j < t; j++)
+                {
+                    rows[l][j] += row[j] / heads;
+                }
+            }
+
+            rows[l] = Round(rows[l]);
+        }
+
+        return (rows, strongest);
+    }
+
+    /// <summary>The cosine similarity, layer by layer, of the context vectors at (a, indexA) and (b, indexB).</summary>
+    public double[] Cosine(int[] a, int indexA, int[] b, int indexB)
+    {
+        var left = source.ContextVectors(a, indexA);
+        var right = source.ContextVectors(b, indexB);
+        var result = new double[left.Length];
+        for (int l = 0; l < left.Length; l++)
+        {
+            double dot = 0, leftNorm = 0, rightNorm = 0;
+            for (int x = 0; x < left[l].Length; x++)
+            {
+                dot += (double)left[l][x] * right[l][x];
+                leftNorm += (double)left[l][x] * left[l][x];
+                rightNorm += (double)right[l][x] * right[l][x];
+            }
+
+            result[l] = leftNorm == 0 || rightNorm == 0 ? 0 : Math.Round(dot / Math.Sqrt(leftNorm * rightNorm), 4);
+        }
+
+        return result;
+    }
+
+    /// <summary>Block-averages a [T, T] pattern down to [size, size] bytes (see <see cref="HeadEntry"/>).</summary>
+    public static byte[] Thumbnail(ReadOnlySpan<float> pattern, int t, int size)
+    {
+        var cells = new double[size * size];
+        for (int r = 0; r < size; r++)
+        {
+            int rowStart = r * t / size, rowEnd = (r + 1) * t / size;
+            for (int i = rowStart; i < rowEnd; i++)
+            {
+                var row = pattern.Slice(i * t, t);
+                for (int c = 0; c < size; c++)
+                {
+                    int columnStart = c * t / size, columnEnd = (c + 1) * t / size;
+                    double sum = 0;
+                    for (int j = columnStart; j < columnEnd; j++)
+                    {
+                        sum += row[j];
+                    }
+
+                    cells[r * size + c] += sum / (rowEnd - rowStart);
+                }
+            }
+        }
+
+        double max = cells.Max();
+        return cells.Select(v => max <= 0 ? (byte)0 : (byte)Math.Round(255 * v / max)).ToArray();
+    }
+
+    /// <summary>Punctuation, separators and newlines: what the delimiter score counts.</summary>
+    public static bool IsDelimiter(string token)
+    {
+        string trimmed = token.Replace("␣", " ", StringComparison.Ordinal).Replace("\\n", "\n", StringComparison.Ordinal).Trim();
+        return trimmed.Length == 0 || trimmed.All(c => char.IsPunctuation(c) || char.IsSymbol(c));
+    }
+
+    private static HeadFocus Top(int head, ReadOnlySpan<float> row, int count)
+    {
+        var order = Enumerable.Range(0, row.Length).ToArray();
+        var weights = row.ToArray();
+        Array.Sort(weights.Select(w => -w).ToArray(), order);
+        var top = order.Take(Math.Min(count, row.Length)).ToArray();
+        return new HeadFocus(head, top, top.Select(j => MathF.Round(weights[j], 4)).ToArray());
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> row)
+    {
+        int best = 0;
+        for (int j = 1; j < row.Length; j++)
+        {
+            if (row[j] > row[best])
+            {
+                best = j;
+            }
+        }
+
+        return best;
+    }
+
+    // Four decimals are finer than any colour the page draws, and keep a 1024×1024 pattern near 5 MB of JSON.
+    private static float[] Round(ReadOnlySpan<float> values)
+    {
+        var result = new float[values.Length];
+        for (int j = 0; j < values.Length; j++)
+        {
+            result[j] = MathF.Round(values[j], 4);
+        }
+
+        return result;
+    }
+
+    /// <summary>Least-recently-used layers of recent inputs, bounded by their total size.</summary>
+    private sealed class LayerCache(long capacityBytes)
+    {
+        private readonly Lock gate = new();
+        private readonly LinkedList<(string Key, float[] Value)> order = new();
+        private readonly Dictionary<string, LinkedListNode<(string Key, float[] Value)>> entries = new(StringComparer.Ordinal);
+        private long bytes;
+
+        public float[] GetOrAdd(int[] ids, int layer, Func<float[]> compute)
+        {
+            string key = layer + ":" + string.Join(',', ids);
+            lock (gate)
+            {
+                if (entries.TryGetValue(key, out var node))
+                {
+                    order.Remove(node);
+                    order.AddFirst(node);
+                    return node.Value.Value;
+                }
+            }
+
+            var value = compute();
+            lock (gate)
+            {
+                if (!entries.ContainsKey(key))
+                {
+                    entries[key] = order.AddFirst((key, value));
+                    bytes += value.Length * sizeof(float);
+                    while (bytes > capacityBytes && order.Count > 1)
+                    {
+                        var last = order.Last!;
+                        order.RemoveLast();
+                        entries.Remove(last.Value.Key);
+                        bytes -= last.Value.Value.Length * sizeof(float);
+                    }
+                }
+            }
+
+            return value;
+        }
+    }
+}

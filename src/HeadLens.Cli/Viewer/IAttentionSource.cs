@@ -1,0 +1,38 @@
+namespace HeadLens.Cli.Viewer;
+
+/// <summary>What the viewer shows about a model: its size and the names of its parts.</summary>
+/// <param name="Name">A label for the page title (never a path the page can ask for).</param>
+/// <param name="MaxTokens">The longest input the source accepts (the model's context).</param>
+/// <param name="Causal">True when a query sees only itself and earlier keys.</param>
+public sealed record SourceInfo(string Name, int Layers, int Heads, int Channels, int MaxTokens, bool Causal);
+
+/// <summary>A text as the model sees it: ids and, for each, the token's printable text.</summary>
+public sealed record TokenizedText(int[] Ids, string[] Tokens);
+
+/// <summary>
+/// Everything the viewer asks of a model, kept small so that a synthetic source (hand-made patterns, for tests) and
+/// the model-backed source serve the same pages. Implementations need not be thread-safe beyond their own locks:
+/// the server calls them from several requests at once.
+/// </summary>
+public interface IAttentionSource
+{
+    SourceInfo Info { get; }
+
+    /// <summary>Encodes text exactly as the model's tokenizer does (with its BOS, if it adds one).</summary>
+    TokenizedText Tokenize(string text);
+
+    /// <summary>The printable text of one token id; throws HeadLensException for an id outside the vocabulary.</summary>
+    string TokenText(int id);
+
+    /// <summary>
+    /// Post-softmax patterns of one layer for the queries firstQuery..firstQuery+queries−1 over all T keys:
+    /// destination [heads.Length, queries, T], rows sum to 1, 0 where masked.
+    /// </summary>
+    void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination);
+
+    /// <summary>The context vector of one position at every depth: [Layers + 1][Channels] (0 = embeddings, l = after block l).</summary>
+    float[][] ContextVectors(int[] ids, int position);
+
+    /// <summary>Continues a prompt by up to maxTokens new ids (stops early at the context limit or an end token).</summary>
+    IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed);
+}

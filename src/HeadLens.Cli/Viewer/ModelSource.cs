@@ -1,0 +1,111 @@
+using HeadLens.Attention;
+using HeadLens.Inference;
+using HeadLens.Model;
+using HeadLens.Tokenization;
+
+namespace HeadLens.Cli.Viewer;
+
+/// <summary>
+/// The viewer's window on a real model. One forward pass per distinct input keeps every layer's q and k (after RoPE)
+/// and residual stream; patterns are recomputed from those q and k only for the queries a view asks for, so a
+/// 1024-token input never materialises all L·H·T² probabilities at once. The model is not thread-safe: one lock
+/// guards it.
+/// </summary>
+public sealed class ModelSource : IAttentionSource
+{
+    private readonly Transformer model;
+    private readonly ITokenizer? tokenizer;
+    private readonly Lock gate = new();
+    private int[]? forwardIds;
+
+    public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
+    {
+        this.model = model;
+        this.tokenizer = tokenizer;
+        var c = model.Config;
+        Info = new SourceInfo(name, c.Layers, c.Heads, c.Channels, c.ContextLength, model.AttentionOptions.Mask == MaskKind.Causal);
+    }
+
+    public SourceInfo Info { get; }
+
+    public TokenizedText Tokenize(string text)
+    {
+        if (tokenizer is null)
+        {
+            throw new HeadLensException($"{Info.Name} has no tokenizer: give token ids instead of text");
+        }
+
+        int[] ids = tokenizer.Encode(text);
+        if (tokenizer.BosId is { } bos)
+        {
+            ids = [bos, .. ids];
+        }
+
+        return new TokenizedText(ids, ids.Select(TokenText).ToArray());
+    }
+
+    public string TokenText(int id)
+    {
+        if (id < 0 || id >= model.Config.VocabSize)
+        {
+            throw new HeadLensException($"token id {id} is outside the model's vocabulary of {model.Config.VocabSize}");
+        }
+
+        // Without a tokenizer a token is shown by its id.
+        return tokenizer is null ? $"[{id}]" : tokenizer.TokenText(id);
+    }
+
+    public void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination)
+    {
+        int t = ids.Length, qWidth = model.Config.Heads * model.Config.HeadDim;
+        lock (gate)
+        {
+            var activations = Run(ids);
+            var q = activations.Layer(layer, "q").Slice(firstQuery * qWidth, queries * qWidth); // [queries, H·D]
+            var k = activations.Layer(layer, "k");                                            // [T, G·D]
+            ScaledDotProductAttention.Patterns(model.AttentionOptions, queries, t, firstQuery, q, k, heads, destination);
+        }
+    }
+
+    public float[][] ContextVectors(int[] ids, int position)
+    {
+        int c = model.Config.Channels;
+        lock (gate)
+        {
+            var activations = Run(ids);
+            return Enumerable.Range(0, model.Config.Layers + 1)
+                .Select(l => activations[$"residual.{l}"].Slice(position * c, c).ToArray())
+                .ToArray();
+        }
+    }
+
+    public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
+    {
+        var stop = tokenizer?.EosId is { } eos ? new HashSet<int> { eos } : null;
+        var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });
+        int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Length);
+        if (room <= 0)
+        {
+            return [];
+        }
+
+        lock (gate)
+        {
+            forwardIds = null;
+            return Generator.Generate(model, prompt, room, sampler, stop).ToList();
+        }
+    }
+
+    /// <summary>Runs the forward pass unless the model still holds the activations of these ids.</summary>
+    private Activations Run(int[] ids)
+    {
+        if (forwardIds is null || !forwardIds.AsSpan().SequenceEqual(ids) || model.LastActivations is null)
+        {
+            forwardIds = null;
+            model.Forward(ids, [], 1, ids.Length);
+            forwardIds = (int[])ids.Clone();
+        }
+
+        return model.LastActivations!;
+    }
+}

@@ -1,0 +1,28 @@
+namespace HeadLens.Cli.Viewer;
+
+/// <summary>How the viewer server listens and what it accepts.</summary>
+public sealed record ViewerOptions
+{
+    /// <summary>Loopback unless the user names another address: the viewer is a local tool, not a public service.</summary>
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>0 picks a free port (tests).</summary>
+    public int Port { get; init; } = 5005;
+
+    /// <summary>The longest input any request may use (the model's context may lower it).</summary>
+    public int MaxTokens { get; init; } = 1024;
+
+    /// <summary>A request body larger than this gets 413: texts of 1024 tokens fit many times over.</summary>
+    public long MaxBodyBytes { get; init; } = 64 * 1024;
+
+    public int MaxGeneratedTokens { get; init; } = 64;
+
+    /// <summary>
+    /// The most probabilities one pattern response may carry (heads × T²): two heads at 1024 tokens, 128 heads at
+    /// 128. About 5 bytes of JSON each.
+    /// </summary>
+    public long MaxPatternValues { get; init; } = 2L * 1024 * 1024;
+
+    /// <summary>Bytes of recent layers' patterns kept between requests.</summary>
+    public long CacheBytes { get; init; } = 256L << 20;
+}

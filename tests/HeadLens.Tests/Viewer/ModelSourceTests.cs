@@ -1,0 +1,185 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+using HeadLens.Analysis;
+using HeadLens.Checkpoints;
+using HeadLens.Cli.Viewer;
+using HeadLens.Inference;
+using HeadLens.Model;
+using Microsoft.AspNetCore.TestHost;
+using Xunit.Abstractions;
+
+namespace HeadLens.Tests.Viewer;
+
+/// <summary>The viewer on real models: the embedded default (byte tokenizer) and a PyTorch-made GPT-2 fixture.</summary>
+public class ModelSourceTests(ITestOutputHelper output)
+{
+    private static readonly string Embedded = Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model");
+    private static readonly string TinyGpt2 = Path.Combine(AppContext.BaseDirectory, "Fixtures", "models", "tiny-gpt2");
+
+    private static ModelSource Load(string path, out Transformer model)
+    {
+        var (loaded, tokenizer) = ModelFiles.Load(path);
+        model = loaded;
+        return new ModelSource(loaded, tokenizer, Path.GetFileName(path));
+    }
+
+    [Fact]
+    public void PatternsAreTheRecordersPatternsForAnyQueryRange()
+    {
+        var source = Load(Embedded, out var model);
+        var input = source.Tokenize("And God said, Let there be light: and there was light.");
+        int t = input.Ids.Length, heads = model.Config.Heads;
+        // The library's own recorder on a second copy of the model: the source must not change what the model computes.
+        var (reference, _) = ModelFiles.Load(Embedded);
+        var expected = AttentionRecorder.Record(reference, input.Ids); // [L][H·T·T]
+        int[] all = Enumerable.Range(0, heads).ToArray();
+        for (int l = 0; l < model.Config.Layers; l++)
+        {
+            var full = new float[heads * t * t];
+            source.Patterns(input.Ids, l, all, 0, t, full);
+            // Same kernels on the same q and k: equal to the last bit.
+            Assert.Equal(expected[l], full);
+            var rows = new float[2 * 3 * t]; // heads {3, 1}, queries 7..9
+            source.Patterns(input.Ids, l, [3, 1], 7, 3, rows);
+            for (int q = 0; q < 3; q++)
+            {
+                Assert.Equal(expected[l].AsSpan(((3 * t) + 7 + q) * t, t).ToArray(), rows.AsSpan(q * t, t).ToArray());
+                Assert.Equal(expected[l].AsSpan(((1 * t) + 7 + q) * t, t).ToArray(), rows.AsSpan((3 + q) * t, t).ToArray());
+            }
+        }
+    }
+
+    [Fact]
+    public void AContextVectorDependsOnlyOnTheTextUpToIt()
+    {
+        // What the compare view relies on: in a causal model, position i's vectors from the whole text equal those from
+        // the text cut after i. Tolerance 1e-4: the two runs multiply matrices of different row counts (blocking order).
+        var source = Load(Embedded, out var model);
+        var whole = source.Tokenize("the bank of the river is green");
+        var cut = source.Tokenize("the bank");
+        int position = cut.Ids.Length - 1;
+        var fromWhole = source.ContextVectors(whole.Ids, position);
+        var fromCut = source.ContextVectors(cut.Ids, position);
+        Assert.Equal(model.Config.Layers + 1, fromWhole.Length);
+        for (int l = 0; l <= model.Config.Layers; l++)
+        {
+            Assert.Equal(model.Config.Channels, fromWhole[l].Length);
+            for (int x = 0; x < fromWhole[l].Length; x++)
+            {
+                Assert.Equal(fromCut[l][x], fromWhole[l][x], 1e-4);
+            }
+        }
+
+        // Different positions give different vectors after the first block (the check above could not pass trivially).
+        Assert.NotEqual(source.ContextVectors(whole.Ids, 2)[1], fromWhole[1]);
+    }
+
+    [Fact]
+    public void GreedyGenerationIsTheGenerators()
+    {
+        var source = Load(Embedded, out var model);
+        var prompt = source.Tokenize("And God said");
+        var generated = source.Generate(prompt.Ids, 20, temperature: 0, seed: 1);
+        var (reference, _) = ModelFiles.Load(Embedded);
+        var expected = Generator.Generate(reference, prompt.Ids, 20, new Sampler(new SamplingSettings { Temperature = 0 })).ToList();
+        Assert.Equal(expected, generated);
+        Assert.Equal(20, generated.Count);
+        // The next pattern request must see fresh activations, not those left by generation.
+        var row = new float[model.Config.Heads * prompt.Ids.Length];
+        source.Patterns(prompt.Ids, 0, Enumerable.Range(0, model.Config.Heads).ToArray(), prompt.Ids.Length - 1, 1, row);
+        Assert.Equal(1.0, row.AsSpan(0, prompt.Ids.Length).ToArray().Sum(), 1e-5);
+    }
+
+    [Fact]
+    public void AModelWithoutATokenizerTakesIdsAndSaysSoForText()
+    {
+        var source = Load(TinyGpt2, out _);
+        Assert.Equal("[5]", source.TokenText(5));
+        var error = Assert.Throws<HeadLensException>(() => source.Tokenize("hello"));
+        Assert.Contains("no tokenizer", error.Message);
+        Assert.Throws<HeadLensException>(() => source.TokenText(100_000));
+    }
+
+    [Fact]
+    public async Task TheEmbeddedModelUpdatesAFullContextInUnderASecond()
+    {
+        // The page's update after typing: tokenize, then the model view's heads (every layer's patterns, scores,
+        // thumbnails). The embedded model's context is 128 tokens.
+        var source = Load(Embedded, out var model);
+        var app = ViewerServer.Build(source, new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var _ = app;
+        using var client = app.GetTestClient();
+        var times = new List<double>();
+        for (int round = 0; round < 3; round++)
+        {
+            string text = string.Concat(Enumerable.Repeat("In the beginning. ", 10))[..(model.Config.ContextLength - round)];
+            var clock = Stopwatch.StartNew();
+            using var tokens = await client.PostAsJsonAsync("/api/tokenize", new { text });
+            using var heads = await client.PostAsJsonAsync("/api/heads", new { text });
+            times.Add(clock.Elapsed.TotalMilliseconds);
+            var body = JsonDocument.Parse(await heads.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(model.Config.ContextLength - round, body.GetProperty("ids").GetArrayLength());
+            Assert.Equal(16, body.GetProperty("entries").GetArrayLength());
+        }
+
+        times.Sort();
+        output.WriteLine($"embedded model, full context: {string.Join(", ", times.Select(t => t.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))} ms");
+        // The median of three, so that one round delayed by another process on a shared machine does not decide.
+        Assert.True(times[1] < 1000, $"updates took {string.Join(", ", times.Select(t => t.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))} ms");
+    }
+
+    [Fact]
+    public async Task A1024TokenInputOnA12By12ModelComputesAndSendsOnlyOneLayer()
+    {
+        // GPT-2's shape (12 layers × 12 heads, context 1024) at a narrow width so the test stays fast. The matrix view
+        // of one head must cost one layer's patterns (not all 144 heads) and send one T×T matrix; a second head of
+        // the same layer comes from the cache.
+        var config = ModelPresets.Get("gpt2") with { VocabSize = 256, Channels = 192, HiddenChannels = 768 };
+        var model = Transformer.Create(config.Validated(), seed: 3);
+        var source = new CountingSource(new ModelSource(model, new global::HeadLens.Tokenization.ByteTokenizer(), "gpt2-shaped"));
+        var app = ViewerServer.Build(source, new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var _ = app;
+        using var client = app.GetTestClient();
+        string text = new('a', 1024);
+        var clock = Stopwatch.StartNew();
+        using var pattern = await client.PostAsJsonAsync("/api/pattern", new { text, layer = 11, head = 7 });
+        double firstMs = clock.Elapsed.TotalMilliseconds;
+        string json = await pattern.Content.ReadAsStringAsync();
+        Assert.Equal(System.Net.HttpStatusCode.OK, pattern.StatusCode);
+        Assert.Equal(1024, JsonDocument.Parse(json).RootElement.GetProperty("patterns")[0].GetArrayLength());
+        Assert.Equal(12L * 1024 * 1024, source.Values); // one layer: 12 heads × 1024²
+        Assert.True(json.Length < 8_000_000, $"one head's matrix is {json.Length} bytes of JSON");
+        clock.Restart();
+        using var second = await client.PostAsJsonAsync("/api/pattern", new { text, layer = 11, head = 2 });
+        double secondMs = clock.Elapsed.TotalMilliseconds;
+        Assert.Equal(System.Net.HttpStatusCode.OK, second.StatusCode);
+        Assert.Equal(12L * 1024 * 1024, source.Values);
+        // Timings depend on the machine's load; they are reported, not asserted.
+        output.WriteLine($"1024 tokens, 12 × 12 heads: first head {firstMs:F0} ms (forward pass + one layer), second head {secondMs:F0} ms");
+    }
+
+    /// <summary>Counts the probabilities a source is asked to compute.</summary>
+    private sealed class CountingSource(IAttentionSource inner) : IAttentionSource
+    {
+        public long Values { get; private set; }
+
+        public SourceInfo Info => inner.Info;
+
+        public TokenizedText Tokenize(string text) => inner.Tokenize(text);
+
+        public string TokenText(int id) => inner.TokenText(id);
+
+        public void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination)
+        {
+            Values += (long)heads.Length * queries * ids.Length;
+            inner.Patterns(ids, layer, heads, firstQuery, queries, destination);
+        }
+
+        public float[][] ContextVectors(int[] ids, int position) => inner.ContextVectors(ids, position);
+
+        public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
+    }
+}
