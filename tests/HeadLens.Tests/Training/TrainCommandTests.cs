@@ -95,6 +95,47 @@ public sealed class TrainCommandTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task CtrlCSavesACheckpointAndExitsCleanly()
+    {
+        // SIGINT is what Ctrl-C sends: the run finishes its step, saves, says where, and exits with 130.
+        string run = Path.Combine(directory, "interrupted");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(App);
+        foreach (string arg in TinyRun(run, "--steps", "100000", "--checkpoint-every", "5", "--eval-every", "100000"))
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(start)!;
+        _ = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        var clock = Stopwatch.StartNew();
+        while (StepOnDisk(run) == 0 && clock.Elapsed < TimeSpan.FromSeconds(60) && !process.HasExited)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.False(process.HasExited, "training ended before it could be interrupted");
+        using (var signal = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await signal.WaitForExitAsync();
+        }
+
+        using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(patience.Token);
+        string errorText = await error;
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("checkpoint saved", errorText);
+        Assert.DoesNotContain("   at ", errorText);
+        int saved = StepOnDisk(run);
+        Assert.True(saved >= 1);
+        // The checkpoint is the step where it stopped (not only the last every-5 one), and it resumes from there.
+        var resumed = Trainer.Resume(run, new Corpus(new ByteTokenizer().Encode(File.ReadAllText(corpus))), null, null);
+        Assert.Equal(saved, resumed.Step);
+        Assert.Contains($"stopped at step {saved};", errorText);
+    }
+
     // The step of the checkpoint in place, or 0 while there is none (or it is being swapped).
     private static int StepOnDisk(string run)
     {
