@@ -4,9 +4,10 @@ namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
 /// `headlens bench gemv`: one decoded token's matrix–vector products at GPT-2 124M's shapes, through MatMul.Forward's
-/// few-rows path (what DecodeStep uses today) and through Gemv.Forward, in the same process. Each weight matrix is
+/// few-rows path (what DecodeStep uses today), Gemv.Forward (fp32) and Gemv.ForwardBf16 (bf16 weights), in the same
+/// process. Each weight matrix is
 /// repeated until the set is well past the last-level cache, as the 12 layers of a real model are, so the figure is
-/// memory bandwidth: GB/s of weights streamed.
+/// memory bandwidth: GB/s of weights streamed, and weights per second (bf16 moves half the bytes per weight).
 /// </summary>
 internal sealed class GemvBenchmark : IBenchmark
 {
@@ -39,12 +40,26 @@ internal sealed class GemvBenchmark : IBenchmark
                     Gemv.Forward(w, x, n, k, y, threads: threads);
                 }
             }, warmup: 2, iterations: 15);
-            progress.WriteLine($"gemv [{n}, {k}] × {copies}: MatMul.Forward {bytes / matMul / 1e6:F1} GB/s, Gemv.Forward {bytes / gemv / 1e6:F1} GB/s ({matMul / gemv:F2}×)");
-            foreach (var (path, ms) in new[] { ("matmul", matMul), ("gemv", gemv) })
+            var packed = weights.Select(w =>
+            {
+                var bf16 = new ushort[w.Length];
+                Gemv.ToBf16(w, bf16);
+                return bf16;
+            }).ToArray();
+            double gemvBf16 = Timing.MedianMilliseconds(() =>
+            {
+                foreach (var w in packed)
+                {
+                    Gemv.ForwardBf16(w, x, n, k, y, threads: threads);
+                }
+            }, warmup: 2, iterations: 15);
+            progress.WriteLine($"gemv [{n}, {k}] × {copies}: MatMul.Forward {bytes / matMul / 1e6:F1} GB/s, Gemv.Forward {bytes / gemv / 1e6:F1} GB/s ({matMul / gemv:F2}×), " +
+                $"Gemv.ForwardBf16 {bytes / 2 / gemvBf16 / 1e6:F1} GB/s ({matMul / gemvBf16:F2}× the weights per second)");
+            foreach (var (path, ms, bytesPerWeight) in new[] { ("matmul", matMul, 4), ("gemv", gemv, 4), ("gemv-bf16", gemvBf16, 2) })
             {
                 results.Add(new BenchResult(
                     new Dictionary<string, object> { ["path"] = path, ["n"] = n, ["k"] = k, ["threads"] = threads },
-                    new Dictionary<string, double> { ["median_ms"] = ms / copies, ["gb_per_s"] = bytes / ms / 1e6 }));
+                    new Dictionary<string, double> { ["median_ms"] = ms / copies, ["gb_per_s"] = bytes / 4 * bytesPerWeight / ms / 1e6, ["gweights_per_s"] = bytes / 4 / ms / 1e6 }));
             }
         }
 
