@@ -8,7 +8,8 @@ internal sealed class TrainCommand : ICommand
 {
     public string Name => "train";
 
-    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S] [--vocab N]";
+    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S] " +
+        "[--tokenizer byte|bpe] [--vocab N] [--accumulation N] [--warmup N] [--eval-every N] [--checkpoint-every N]";
 
     public int Run(CommandArgs args)
     {
@@ -21,18 +22,50 @@ internal sealed class TrainCommand : ICommand
         int? context = args.Has("context") ? args.GetInt("context", 0, 2, 1 << 20) : null;
         double? learningRate = args.Has("lr") ? args.GetDouble("lr", 0, 1e-8, 1) : null;
         int? seed = args.Has("seed") ? args.GetInt("seed", 0) : null;
-        int? vocab = args.Has("vocab") ? args.GetInt("vocab", 0, 257, 1 << 20) : null;
+        string tokenizerKind = args.Get("tokenizer") ?? (args.Has("vocab") ? "bpe" : "byte");
+        if (tokenizerKind is not ("byte" or "bpe"))
+        {
+            throw new HeadLensException($"--tokenizer {tokenizerKind}: expected byte or bpe");
+        }
+
+        int? vocab = tokenizerKind == "bpe" ? args.GetInt("vocab", 1024, 257, 1 << 20) : null;
+        if (vocab is null && args.Has("vocab"))
+        {
+            throw new HeadLensException("--vocab needs --tokenizer bpe (a byte-level vocabulary has 256 tokens)");
+        }
+
+        int? accumulation = args.Has("accumulation") ? args.GetInt("accumulation", 1, 1, 1024) : null;
+        int? warmup = args.Has("warmup") ? args.GetInt("warmup", 0, 0, 10_000_000) : null;
+        int? evalEvery = args.Has("eval-every") ? args.GetInt("eval-every", 0, 1, 10_000_000) : null;
+        int? checkpointEvery = args.Has("checkpoint-every") ? args.GetInt("checkpoint-every", 0, 1, 10_000_000) : null;
         args.RejectUnknown();
 
         ITokenizer tokenizer = new ByteTokenizer();
         Trainer trainer;
         if (resume)
         {
-            var expected = presetName is null ? null : ModelPresets.Get(presetName);
+            // A resumed run continues with its saved settings, so that it reproduces the uninterrupted run; only the
+            // number of steps (and how often to evaluate and save) may change.
+            foreach (string fixedOption in (string[])["batch", "context", "lr", "seed", "tokenizer", "vocab", "accumulation", "warmup"])
+            {
+                if (args.Has(fixedOption))
+                {
+                    throw new HeadLensException($"--resume continues with the saved settings: --{fixedOption} cannot change (start a new run in another --out)");
+                }
+            }
+
+            Trainer.RecoverInterruptedSave(output);
             var probe = ModelFilesProbe(output);
             tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
+            // The vocabulary comes from the run's own tokenizer (a BPE run resized the preset's).
+            var expected = presetName is null ? null : ModelPresets.Get(presetName) with { VocabSize = tokenizer.VocabSize };
             var corpus = Corpus.Load(corpusPath, tokenizer, probe);
             trainer = Trainer.Resume(output, corpus, steps, expected);
+            trainer.Settings = trainer.Settings with
+            {
+                EvalInterval = evalEvery ?? trainer.Settings.EvalInterval,
+                CheckpointInterval = checkpointEvery ?? trainer.Settings.CheckpointInterval,
+            };
             Console.Error.WriteLine($"resuming {output} at step {trainer.Step} of {trainer.Settings.Steps}");
         }
         else
@@ -56,6 +89,10 @@ internal sealed class TrainCommand : ICommand
                 LearningRate = (float)(learningRate ?? 3e-3),
                 MinLearningRate = (float)(learningRate ?? 3e-3) / 10,
                 Seed = seed ?? 1337,
+                Accumulation = accumulation ?? 1,
+                WarmupSteps = warmup ?? 50,
+                EvalInterval = evalEvery ?? 100,
+                CheckpointInterval = checkpointEvery ?? 250,
             };
             var corpus = Corpus.Load(corpusPath, tokenizer, settings.Context);
             var model = Transformer.Create(config, settings.Seed);

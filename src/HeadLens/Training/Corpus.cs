@@ -19,6 +19,25 @@ public sealed class Corpus
 
     public int[] Validation { get; }
 
+    /// <summary>
+    /// FNV-1a (64-bit) over every token, in hex: a checkpoint records it so that --resume refuses another corpus
+    /// (another corpus would draw other batches, and the run would no longer match an uninterrupted one).
+    /// </summary>
+    public string Fingerprint => fingerprint ??= ComputeFingerprint();
+
+    private string? fingerprint;
+
+    private string ComputeFingerprint()
+    {
+        ulong hash = 14695981039346656037UL;
+        foreach (int token in Train.Concat(Validation))
+        {
+            hash = (hash ^ (uint)token) * 1099511628211UL;
+        }
+
+        return hash.ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>Reads and checks a UTF-8 text file: missing, empty and binary files are refused with one clear line.</summary>
     public static string ReadText(string path)
     {

@@ -46,7 +46,8 @@ public sealed class Trainer
 
     public ITokenizer Tokenizer { get; }
 
-    public TrainingSettings Settings { get; private set; }
+    /// <summary>The run's settings; a resumed run may change only Steps, EvalInterval and CheckpointInterval.</summary>
+    public TrainingSettings Settings { get; set; }
 
     public string OutputDirectory { get; }
 
@@ -62,6 +63,7 @@ public sealed class Trainer
     /// <summary>Continues the run saved in <paramref name="outputDirectory"/>; <paramref name="steps"/> may extend it.</summary>
     public static Trainer Resume(string outputDirectory, Corpus corpus, int? steps, ModelConfig? expectedShape)
     {
+        RecoverInterruptedSave(outputDirectory);
         string statePath = Path.Combine(outputDirectory, StateFile);
         if (!File.Exists(statePath))
         {
@@ -81,6 +83,12 @@ public sealed class Trainer
         if (steps is not null)
         {
             settings = settings with { Steps = steps.Value };
+        }
+
+        if (root.TryGetProperty("corpus_fingerprint", out var fingerprint) && fingerprint.GetString() != corpus.Fingerprint)
+        {
+            throw new HeadLensException($"--resume: the corpus is not the one the run in {outputDirectory} trained on " +
+                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint.GetString()})");
         }
 
         var trainer = new Trainer(model, tokenizer ?? new ByteTokenizer(), corpus, settings, outputDirectory)
@@ -103,6 +111,36 @@ public sealed class Trainer
         }
 
         return trainer;
+    }
+
+    /// <summary>
+    /// A save writes the new checkpoint to a sibling "DIR.saving-PID", moves the old one aside to "DIR.previous-PID",
+    /// then moves the new one into place. A process killed between those two moves leaves no DIR but a complete
+    /// previous checkpoint (and a complete new one): put the new one in place if its state file was written (the
+    /// state is written last), else the previous one. Partial "DIR.saving-*" directories are left alone; they never
+    /// replace a checkpoint.
+    /// </summary>
+    public static void RecoverInterruptedSave(string outputDirectory)
+    {
+        string full = Path.GetFullPath(outputDirectory);
+        string? parent = Path.GetDirectoryName(full);
+        if (Directory.Exists(full) || parent is null || !Directory.Exists(parent))
+        {
+            return;
+        }
+
+        string name = Path.GetFileName(full);
+        foreach (string previous in Directory.GetDirectories(parent, name + ".previous-*"))
+        {
+            string pid = previous[(full.Length + ".previous-".Length)..];
+            string saved = full + ".saving-" + pid;
+            string complete = File.Exists(Path.Combine(saved, StateFile)) ? saved : previous;
+            if (File.Exists(Path.Combine(complete, StateFile)))
+            {
+                Directory.Move(complete, full);
+                return;
+            }
+        }
     }
 
     /// <summary>
@@ -210,12 +248,14 @@ public sealed class Trainer
             {
                 ["step"] = Step,
                 ["rng"] = random.State.ToString(CultureInfo.InvariantCulture),
+                ["corpus_fingerprint"] = corpus.Fingerprint,
                 ["settings"] = Settings,
                 ["losses"] = Losses,
                 ["validation_losses"] = ValidationLosses.Select(v => new object[] { v.Step, v.Loss }).ToList(),
             };
-            File.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(state));
             File.WriteAllText(Path.Combine(directory, "loss.svg"), LossCurveSvg.Render(Losses, ValidationLosses));
+            // The state goes last: a directory with a state file is a complete checkpoint (see RecoverInterruptedSave).
+            File.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(state));
         });
     }
 

@@ -129,6 +129,53 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void GradientAccumulationMatchesOneLargerBatch()
+    {
+        // Two micro-batches of one window draw the same two windows as one batch of two, and the mean of the two
+        // micro-batch means is the mean over both windows: the same step up to float rounding. Tolerance 1e-4
+        // relative: the two orders of summation differ by a few ulps per step, and 6 AdamW steps (which divide by
+        // √v) amplify that a little; a missing 1/accumulation scale would be off by a factor, not by 1e-4.
+        var large = new Trainer(Transformer.Create(ModelPresets.Get("tiny"), 1), new ByteTokenizer(), TestCorpus(),
+            Settings with { Batch = 2, Accumulation = 1 }, Path.Combine(directory, "large"));
+        var accumulated = new Trainer(Transformer.Create(ModelPresets.Get("tiny"), 1), new ByteTokenizer(), TestCorpus(),
+            Settings with { Batch = 1, Accumulation = 2 }, Path.Combine(directory, "accumulated"));
+        large.Run(CancellationToken.None);
+        accumulated.Run(CancellationToken.None);
+        Assert.Equal(large.Losses.Count, accumulated.Losses.Count);
+        for (int i = 0; i < large.Losses.Count; i++)
+        {
+            Assert.True(Math.Abs(large.Losses[i] - accumulated.Losses[i]) <= 1e-4 * Math.Abs(large.Losses[i]),
+                $"step {i + 1}: batch 2 gives {large.Losses[i]}, 2 × batch 1 gives {accumulated.Losses[i]}");
+        }
+    }
+
+    [Fact]
+    public void AKillBetweenTheTwoMovesOfASaveIsRecovered()
+    {
+        // A save moves the old checkpoint to DIR.previous-PID, then the new one from DIR.saving-PID to DIR. Killed
+        // between the two, DIR is missing: --resume must find the new checkpoint (complete: its state file is there).
+        string output = Path.Combine(directory, "window");
+        var trainer = NewTrainer("window", 6);
+        trainer.Run(CancellationToken.None);
+        var expected = trainer.Model.Parameters.Arena.All.ToArray();
+        Directory.Move(output, output + ".saving-4242");
+        Directory.CreateDirectory(output + ".previous-4242");
+        File.WriteAllText(Path.Combine(output + ".previous-4242", Trainer.StateFile), "{}");
+        var resumed = Trainer.Resume(output, TestCorpus(), null, null);
+        Assert.Equal(6, resumed.Step);
+        Assert.Equal(expected, resumed.Model.Parameters.Arena.All.ToArray());
+    }
+
+    [Fact]
+    public void ResumingOnAnotherCorpusIsRefused()
+    {
+        NewTrainer("corpus", 3).Run(CancellationToken.None);
+        var other = new Corpus(new ByteTokenizer().Encode(string.Concat(Enumerable.Repeat("And the earth was without form, and void. ", 40))));
+        var error = Assert.Throws<HeadLensException>(() => Trainer.Resume(Path.Combine(directory, "corpus"), other, null, null));
+        Assert.Contains("not the one the run", error.Message);
+    }
+
+    [Fact]
     public void ScheduleWarmsUpThenDecaysToTheMinimum()
     {
         var s = new TrainingSettings { Steps = 100, WarmupSteps = 10, LearningRate = 1f, MinLearningRate = 0.1f };

@@ -1,0 +1,129 @@
+using HeadLens.Kernels;
+using HeadLens.Tests.Oracles;
+
+namespace HeadLens.Tests.Kernels;
+
+public class GemvTests
+{
+    // Both paths against a float64 oracle. An fp32 dot product of length k is within k·ε·Σ|wᵢxᵢ| of the exact value
+    // (ε = 2⁻²⁴, whatever the summation order); the bound below is twice that, per output.
+    private static void AssertCloseToOracle(float[] actual, float[] w, float[] x, float[] initial, int n, int k, bool accumulate)
+    {
+        for (int row = 0; row < n; row++)
+        {
+            double exact = accumulate ? initial[row] : 0, magnitude = accumulate ? Math.Abs(initial[row]) : 0;
+            for (int i = 0; i < k; i++)
+            {
+                exact += (double)w[row * k + i] * x[i];
+                magnitude += Math.Abs((double)w[row * k + i] * x[i]);
+            }
+
+            double bound = 2 * (k + 1) * Math.Pow(2, -24) * magnitude + 1e-30;
+            Assert.True(Math.Abs(actual[row] - exact) <= bound, $"row {row} of [{n}, {k}]: {actual[row]} vs {exact} (bound {bound:E2})");
+        }
+    }
+
+    public static TheoryData<int, int> Sizes()
+    {
+        var sizes = new TheoryData<int, int>();
+        foreach (int n in (int[])[1, 3, 4, 5, 17, 300, 1031])
+        {
+            foreach (int k in (int[])[1, 7, 15, 16, 17, 33, 129, 300, 769])
+            {
+                sizes.Add(n, k);
+            }
+        }
+
+        return sizes;
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void FastAndReferenceMatchTheOracle(int n, int k)
+    {
+        var random = new Random(n * 1000 + k);
+        float[] w = TestData.Uniform(random, n * k), x = TestData.Uniform(random, k), initial = TestData.Uniform(random, n);
+        foreach (bool accumulate in (bool[])[false, true])
+        {
+            float[] fast = (float[])initial.Clone(), reference = (float[])initial.Clone();
+            Gemv.Forward(w, x, n, k, fast, accumulate);
+            Gemv.Reference(w, x, n, k, reference, accumulate);
+            AssertCloseToOracle(fast, w, x, initial, n, k, accumulate);
+            AssertCloseToOracle(reference, w, x, initial, n, k, accumulate);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void Bf16FastAndReferenceMatchTheOracleOnTheRoundedWeights(int n, int k)
+    {
+        // The oracle multiplies the bf16-rounded weights exactly: what is left is fp32 accumulation error only.
+        var random = new Random(n * 1000 + k + 1);
+        float[] w = TestData.Uniform(random, n * k), x = TestData.Uniform(random, k), initial = TestData.Uniform(random, n);
+        var packed = new ushort[n * k];
+        Gemv.ToBf16(w, packed);
+        float[] rounded = packed.Select(Gemv.FromBf16).ToArray();
+        foreach (bool accumulate in (bool[])[false, true])
+        {
+            float[] fast = (float[])initial.Clone(), reference = (float[])initial.Clone();
+            Gemv.ForwardBf16(packed, x, n, k, fast, accumulate);
+            Gemv.ReferenceBf16(packed, x, n, k, reference, accumulate);
+            AssertCloseToOracle(fast, rounded, x, initial, n, k, accumulate);
+            AssertCloseToOracle(reference, rounded, x, initial, n, k, accumulate);
+        }
+    }
+
+    [Fact]
+    public void Bf16RoundsToNearestEven()
+    {
+        float[] values = [1f, -2.5f, 1f + 1f / 256, 1f + 3f / 256, 1f + 1f / 512, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 3.0e38f];
+        var packed = new ushort[values.Length];
+        Gemv.ToBf16(values, packed);
+        float[] back = packed.Select(Gemv.FromBf16).ToArray();
+        Assert.Equal(1f, back[0]);
+        Assert.Equal(-2.5f, back[1]);
+        Assert.Equal(1f, back[2]);                 // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties go to the even 1
+        Assert.Equal(1f + 4f / 256, back[3]);      // 1 + 3·2⁻⁸ is halfway: ties go to the even 1 + 2⁻⁶
+        Assert.Equal(1f, back[4]);                 // below halfway rounds down
+        Assert.Equal(float.PositiveInfinity, back[5]);
+        Assert.Equal(float.NegativeInfinity, back[6]);
+        Assert.True(float.IsNaN(back[7]));
+        Assert.True(Math.Abs(back[8] - 3.0e38f) <= 3.0e38f / 256); // near the top of the range: no overflow to ∞
+        // Normal numbers: at most half a unit in the last of 8 significant bits, ≤ 2⁻⁸ relative.
+        var random = new Random(3);
+        foreach (float value in TestData.Uniform(random, 1000, 1e3))
+        {
+            Gemv.ToBf16([value], packed);
+            Assert.True(Math.Abs(Gemv.FromBf16(packed[0]) - value) <= Math.Abs(value) / 256, $"{value} → {Gemv.FromBf16(packed[0])}");
+        }
+    }
+
+    [Fact]
+    public void ThreadCountDoesNotChangeTheResult()
+    {
+        // Each output is one row's dot product, computed the same way on whichever thread gets the row: bit-identical.
+        const int n = 4099, k = 515;
+        var random = new Random(5);
+        float[] w = TestData.Uniform(random, n * k), x = TestData.Uniform(random, k);
+        float[] one = new float[n], two = new float[n], all = new float[n];
+        Gemv.Forward(w, x, n, k, one, threads: 1);
+        Gemv.Forward(w, x, n, k, two, threads: 2);
+        Gemv.Forward(w, x, n, k, all);
+        Assert.Equal(one, two);
+        Assert.Equal(one, all);
+        var packed = new ushort[n * k];
+        Gemv.ToBf16(w, packed);
+        Gemv.ForwardBf16(packed, x, n, k, one, threads: 1);
+        Gemv.ForwardBf16(packed, x, n, k, two, threads: 2);
+        Assert.Equal(one, two);
+    }
+
+    [Fact]
+    public void TooSmallBuffersAreRefused()
+    {
+        Assert.Throws<ArgumentException>(() => Gemv.Forward(new float[11], new float[4], 3, 4, new float[3]));
+        Assert.Throws<ArgumentException>(() => Gemv.Forward(new float[12], new float[3], 3, 4, new float[3]));
+        Assert.Throws<ArgumentException>(() => Gemv.Forward(new float[12], new float[4], 3, 4, new float[2]));
+        Assert.Throws<ArgumentException>(() => Gemv.ForwardBf16(new ushort[11], new float[4], 3, 4, new float[3]));
+    }
+}

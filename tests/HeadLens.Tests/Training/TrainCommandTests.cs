@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using HeadLens.Checkpoints;
+using HeadLens.Tests.Cli;
+using HeadLens.Tokenization;
+using HeadLens.Training;
+
+namespace HeadLens.Tests.Training;
+
+/// <summary>`headlens train` as a separate process: bad input, and a real kill -9 in the middle of training.</summary>
+public sealed class TrainCommandTests : IDisposable
+{
+    private static readonly string App = Path.Combine(AppContext.BaseDirectory, "HeadLens.Cli.dll");
+    private readonly string directory = Path.Combine(Path.GetTempPath(), "headlens-train-cli-" + Guid.NewGuid().ToString("N"));
+    private readonly string corpus;
+
+    public TrainCommandTests()
+    {
+        Directory.CreateDirectory(directory);
+        corpus = Path.Combine(directory, "corpus.txt");
+        File.WriteAllText(corpus, string.Concat(Enumerable.Repeat("In the beginning God created the heaven and the earth. ", 40)));
+    }
+
+    public void Dispose() => Directory.Delete(directory, recursive: true);
+
+    private string[] TinyRun(string output, params string[] more) =>
+        ["train", "--corpus", corpus, "--preset", "tiny", "--batch", "2", "--context", "16", "--out", output, .. more];
+
+    private static void AssertOneLineError((int Code, string Out, string Error) result, string mentions)
+    {
+        Assert.NotEqual(0, result.Code);
+        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line on stderr, got: {result.Error}");
+        Assert.Contains(mentions, lines[0]);
+        Assert.DoesNotContain("   at ", result.Error);
+    }
+
+    [Fact]
+    public void BadCorporaAndBadResumesGetOneClearLine()
+    {
+        string empty = Path.Combine(directory, "empty.txt"), binary = Path.Combine(directory, "binary.bin");
+        File.WriteAllText(empty, "");
+        File.WriteAllBytes(binary, [0x7F, 0x45, 0x4C, 0x46, 0x02, 0x00, 0x00]);
+        AssertOneLineError(CliTests.Run("train", "--corpus", empty, "--steps", "1"), "empty");
+        AssertOneLineError(CliTests.Run("train", "--corpus", binary, "--steps", "1"), "binary");
+        AssertOneLineError(CliTests.Run("train", "--corpus", corpus, "--tokenizer", "word"), "--tokenizer word");
+
+        string run = Path.Combine(directory, "run");
+        var first = CliTests.Run(TinyRun(run, "--steps", "2"));
+        Assert.True(first.Code == 0, first.Error);
+        AssertOneLineError(CliTests.Run("train", "--corpus", corpus, "--out", run, "--resume", "--preset", "kjv"), "another shape");
+        AssertOneLineError(CliTests.Run("train", "--corpus", corpus, "--out", run, "--resume", "--batch", "4"), "--batch cannot change");
+    }
+
+    [Fact]
+    public void KillNineDuringTrainingLeavesALoadableCheckpoint()
+    {
+        // Checkpoints every step, so a kill at a random moment lands inside a save often; after each kill the run
+        // must resume (the model and its training state load) and go on. Three kills, each at another moment.
+        string run = Path.Combine(directory, "killed");
+        var random = new Random(11);
+        var tokens = new Corpus(new ByteTokenizer().Encode(File.ReadAllText(corpus)));
+        int lastStep = 0;
+        for (int kill = 0; kill < 3; kill++)
+        {
+            string[] args = kill == 0
+                ? TinyRun(run, "--steps", "100000", "--checkpoint-every", "1", "--eval-every", "100000")
+                : ["train", "--corpus", corpus, "--out", run, "--resume", "--checkpoint-every", "1"];
+            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            start.ArgumentList.Add(App);
+            foreach (string arg in args)
+            {
+                start.ArgumentList.Add(arg);
+            }
+
+            using var process = Process.Start(start)!;
+            _ = process.StandardOutput.ReadToEndAsync();
+            _ = process.StandardError.ReadToEndAsync();
+            // Wait for a checkpoint newer than the last one seen, then let it run a little longer and kill it.
+            var clock = Stopwatch.StartNew();
+            while (StepOnDisk(run) <= lastStep && clock.Elapsed < TimeSpan.FromSeconds(60) && !process.HasExited)
+            {
+                Thread.Sleep(20);
+            }
+
+            Thread.Sleep(random.Next(0, 200));
+            Assert.False(process.HasExited, "training ended before it could be killed");
+            process.Kill(entireProcessTree: true); // SIGKILL: no handler runs
+            process.WaitForExit();
+
+            var resumed = Trainer.Resume(run, tokens, null, null);
+            Assert.True(resumed.Step > lastStep, $"kill {kill}: the checkpoint is at step {resumed.Step}, not after step {lastStep}");
+            Assert.Equal(resumed.Step, resumed.Losses.Count);
+            ModelFiles.Load(run);
+            lastStep = resumed.Step;
+        }
+    }
+
+    [Fact]
+    public async Task CtrlCSavesACheckpointAndExitsCleanly()
+    {
+        // SIGINT is what Ctrl-C sends: the run finishes its step, saves, says where, and exits with 130.
+        string run = Path.Combine(directory, "interrupted");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(App);
+        foreach (string arg in TinyRun(run, "--steps", "100000", "--checkpoint-every", "5", "--eval-every", "100000"))
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(start)!;
+        _ = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        var clock = Stopwatch.StartNew();
+        while (StepOnDisk(run) == 0 && clock.Elapsed < TimeSpan.FromSeconds(60) && !process.HasExited)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.False(process.HasExited, "training ended before it could be interrupted");
+        using (var signal = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await signal.WaitForExitAsync();
+        }
+
+        using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(patience.Token);
+        string errorText = await error;
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("checkpoint saved", errorText);
+        Assert.DoesNotContain("   at ", errorText);
+        int saved = StepOnDisk(run);
+        Assert.True(saved >= 1);
+        // The checkpoint is the step where it stopped (not only the last every-5 one), and it resumes from there.
+        var resumed = Trainer.Resume(run, new Corpus(new ByteTokenizer().Encode(File.ReadAllText(corpus))), null, null);
+        Assert.Equal(saved, resumed.Step);
+        Assert.Contains($"stopped at step {saved};", errorText);
+    }
+
+    // The step of the checkpoint in place, or 0 while there is none (or it is being swapped).
+    private static int StepOnDisk(string run)
+    {
+        try
+        {
+            using var state = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, Trainer.StateFile)));
+            return state.RootElement.GetProperty("step").GetInt32();
+        }
+        catch (Exception error) when (error is IOException or System.Text.Json.JsonException)
+        {
+            return 0;
+        }
+    }
+}
