@@ -1,4 +1,4 @@
-using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace HeadLens.Kernels;
 
@@ -6,12 +6,11 @@ namespace HeadLens.Kernels;
 //   y = ½·x·(1 + tanh(u)),  u = √(2/π)·(x + 0.044715·x³)
 //   dy/dx = ½·(1 + tanh u) + ½·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²)
 // Backward overwrites xGrad (activation gradient).
-// Implementations: ForwardReference/BackwardReference (scalar), Forward/Backward (TensorPrimitives in chunks that
-// fit on the stack, so no allocation).
+// Implementations: ForwardReference/BackwardReference (scalar, tanh as written), Forward/Backward (one fused pass:
+// Vector512 or Vector256 with the same math rewritten through the logistic function, split between the cores).
 public static class Gelu
 {
     private const float Coefficient = 0.044715f;
-    private const int Chunk = 512;
     private static readonly float SqrtTwoOverPi = MathF.Sqrt(2f / MathF.PI);
 
     public static void ForwardReference(ReadOnlySpan<float> x, Span<float> y)
@@ -35,57 +34,125 @@ public static class Gelu
         }
     }
 
-    public static void Forward(ReadOnlySpan<float> x, Span<float> y)
+    public static unsafe void Forward(ReadOnlySpan<float> x, Span<float> y)
     {
-        Span<float> t = stackalloc float[Chunk];
-        for (int start = 0; start < x.Length; start += Chunk)
+        if (y.Length < x.Length)
         {
-            int count = Math.Min(Chunk, x.Length - start);
-            var xs = x.Slice(start, count);
-            var ts = t[..count];
-            TanhOfU(xs, ts);
-            // y = ½x(1 + t) = ½x + ½x·t
-            TensorPrimitives.FusedMultiplyAdd(xs, ts, xs, ts);
-            TensorPrimitives.Multiply(ts, 0.5f, y.Slice(start, count));
+            throw new ArgumentException("gelu: y is shorter than x");
+        }
+
+        fixed (float* xp = x, yp = y)
+        {
+            nint xa = (nint)xp, ya = (nint)yp;
+            Split(x.Length, (first, end) => ForwardRange((float*)xa, (float*)ya, first, end));
         }
     }
 
-    public static void Backward(ReadOnlySpan<float> x, ReadOnlySpan<float> yGrad, Span<float> xGrad)
+    public static unsafe void Backward(ReadOnlySpan<float> x, ReadOnlySpan<float> yGrad, Span<float> xGrad)
     {
-        Span<float> t = stackalloc float[Chunk];
-        Span<float> s = stackalloc float[Chunk];
-        for (int start = 0; start < x.Length; start += Chunk)
+        if (yGrad.Length < x.Length || xGrad.Length < x.Length)
         {
-            int count = Math.Min(Chunk, x.Length - start);
-            var xs = x.Slice(start, count);
-            var ts = t[..count];
-            var ss = s[..count];
-            TanhOfU(xs, ts);
-            // s = √(2/π)·(1 + 3c·x²)·½x·(1 − t²)
-            TensorPrimitives.Multiply(xs, xs, ss);
-            TensorPrimitives.Multiply(ss, 3f * Coefficient * SqrtTwoOverPi, ss);
-            TensorPrimitives.Add(ss, SqrtTwoOverPi, ss);
-            TensorPrimitives.Multiply(ss, xs, ss);
-            TensorPrimitives.Multiply(ss, 0.5f, ss);
-            var dx = xGrad.Slice(start, count);
-            TensorPrimitives.Multiply(ts, ts, dx);
-            TensorPrimitives.Subtract(1f, dx, dx);
-            TensorPrimitives.Multiply(ss, dx, ss);
-            // slope = ½(1 + t) + s
-            TensorPrimitives.Multiply(ts, 0.5f, ts);
-            TensorPrimitives.Add(ts, 0.5f, ts);
-            TensorPrimitives.Add(ts, ss, ts);
-            TensorPrimitives.Multiply(ts, yGrad.Slice(start, count), dx);
+            throw new ArgumentException("gelu: yGrad or xGrad is shorter than x");
+        }
+
+        fixed (float* xp = x, gp = yGrad, dp = xGrad)
+        {
+            nint xa = (nint)xp, ga = (nint)gp, da = (nint)dp;
+            Split(x.Length, (first, end) => BackwardRange((float*)xa, (float*)ga, (float*)da, first, end));
         }
     }
 
-    // t = tanh(√(2/π)·(x + c·x³)).
-    private static void TanhOfU(ReadOnlySpan<float> x, Span<float> t)
+    // Splits [0, length) between the cores in pieces of whole vectors, when there is enough work to pay for it.
+    private static void Split(int length, Action<int, int> range)
     {
-        TensorPrimitives.Multiply(x, x, t);
-        TensorPrimitives.Multiply(t, Coefficient, t);
-        TensorPrimitives.FusedMultiplyAdd(t, x, x, t);
-        TensorPrimitives.Multiply(t, SqrtTwoOverPi, t);
-        TensorPrimitives.Tanh(t, t);
+        const int piece = 16 * 1024;
+        if (length < 2 * piece)
+        {
+            range(0, length);
+            return;
+        }
+
+        int parts = (length + piece - 1) / piece;
+        ComputeThreads.Run(parts, 0, part => range(part * piece, Math.Min(length, (part + 1) * piece)));
+    }
+
+    // y = x·σ(2u): ½(1 + tanh u) is the logistic σ(2u), one exponential and one division per element.
+    private static unsafe void ForwardRange(float* x, float* y, int first, int end)
+    {
+        int i = first;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i + Vector512<float>.Count <= end; i += Vector512<float>.Count)
+            {
+                var v = Vector512.Load(x + i);
+                (v * Sigmoid2U(v)).Store(y + i);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+            {
+                var v = Vector256.Load(x + i);
+                (v * Sigmoid2U(v)).Store(y + i);
+            }
+        }
+
+        for (; i < end; i++)
+        {
+            y[i] = x[i] * Sigmoid2U(x[i]);
+        }
+    }
+
+    // dy/dx = σ + 2·x·σ·(1 − σ)·u', with σ = σ(2u) and u' = √(2/π)·(1 + 3c·x²) (since 1 − tanh² u = 4σ(1 − σ)).
+    // For large |x| σ saturates at 0 or 1 and the second term at 0: no cancellation, nothing overflows.
+    private static unsafe void BackwardRange(float* x, float* yGrad, float* xGrad, int first, int end)
+    {
+        float a = SqrtTwoOverPi, b = 3f * Coefficient * SqrtTwoOverPi;
+        int i = first;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i + Vector512<float>.Count <= end; i += Vector512<float>.Count)
+            {
+                var v = Vector512.Load(x + i);
+                var sigma = Sigmoid2U(v);
+                var du = Vector512.FusedMultiplyAdd(v * v, Vector512.Create(b), Vector512.Create(a));
+                var slope = Vector512.FusedMultiplyAdd(v + v, sigma * (Vector512<float>.One - sigma) * du, sigma);
+                (slope * Vector512.Load(yGrad + i)).Store(xGrad + i);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i + Vector256<float>.Count <= end; i += Vector256<float>.Count)
+            {
+                var v = Vector256.Load(x + i);
+                var sigma = Sigmoid2U(v);
+                var du = Vector256.FusedMultiplyAdd(v * v, Vector256.Create(b), Vector256.Create(a));
+                var slope = Vector256.FusedMultiplyAdd(v + v, sigma * (Vector256<float>.One - sigma) * du, sigma);
+                (slope * Vector256.Load(yGrad + i)).Store(xGrad + i);
+            }
+        }
+
+        for (; i < end; i++)
+        {
+            float v = x[i], sigma = Sigmoid2U(v);
+            float slope = sigma + 2f * v * sigma * (1f - sigma) * (a + b * v * v);
+            xGrad[i] = slope * yGrad[i];
+        }
+    }
+
+    // σ(2u) = 1 / (1 + e^(−2u)), u = √(2/π)·(x + c·x³).
+    private static float Sigmoid2U(float x) =>
+        1f / (1f + MathF.Exp(-2f * SqrtTwoOverPi * (x + Coefficient * x * x * x)));
+
+    private static Vector512<float> Sigmoid2U(Vector512<float> x)
+    {
+        var u = x * Vector512.FusedMultiplyAdd(x * x, Vector512.Create(Coefficient), Vector512<float>.One);
+        return Vector512<float>.One / (Vector512<float>.One + Vector512.Exp(u * Vector512.Create(-2f * SqrtTwoOverPi)));
+    }
+
+    private static Vector256<float> Sigmoid2U(Vector256<float> x)
+    {
+        var u = x * Vector256.FusedMultiplyAdd(x * x, Vector256.Create(Coefficient), Vector256<float>.One);
+        return Vector256<float>.One / (Vector256<float>.One + Vector256.Exp(u * Vector256.Create(-2f * SqrtTwoOverPi)));
     }
 }

@@ -119,8 +119,7 @@ public static class Gemv
         int chunks = Math.Min(n, threads * 8);
         int rowsPerChunk = (n + chunks - 1) / chunks;
         chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads },
-            chunk => rows(chunk * rowsPerChunk, Math.Min(n, (chunk + 1) * rowsPerChunk)));
+        ComputeThreads.Run(chunks, threads, chunk => rows(chunk * rowsPerChunk, Math.Min(n, (chunk + 1) * rowsPerChunk)));
     }
 
     private static void CheckSizes(int weightLength, ReadOnlySpan<float> x, int n, int k, Span<float> y)

@@ -8,7 +8,7 @@ namespace HeadLens.Kernels;
 // M = rows (tokens), N = output features, K = input features. W is stored [out, in] as in PyTorch's nn.Linear.
 // Implementations: Reference (Gemm.Reference) and Forward/Backward (Gemm.Multiply, the fast path); for a few rows
 // (decoding one token at a time) Forward runs as matrix–vector dot products over W's rows instead, because packing
-// W for the blocked product would cost more than the product itself.
+// W for the blocked product would cost more than the product itself; one row (a decode step) goes to Gemv.
 public static class MatMul
 {
     // Up to this many rows, y = x·Wᵀ is computed as dot products: each row of W is read once for all rows of x.
@@ -17,7 +17,11 @@ public static class MatMul
     public static void Forward(
         ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int m, int n, int k, Span<float> y)
     {
-        if (m <= MatrixVectorRows && k > 0)
+        if (m == 1 && k > 0)
+        {
+            Gemv.Forward(weight, x, n, k, y);
+        }
+        else if (m <= MatrixVectorRows && k > 0)
         {
             MatrixVector(x, weight, m, n, k, y);
         }

@@ -174,7 +174,9 @@ public sealed class Transformer
             throw new HeadLensException($"position {position + t - 1} is past the model's context of {Config.ContextLength} tokens");
         }
 
-        var scratch = new DecodeScratch(Config, t);
+        var scratch = cache.DecoderScratch is DecodeScratch reused && reused.Tokens == t && ReferenceEquals(reused.Config, Config)
+            ? reused : new DecodeScratch(Config, t);
+        cache.DecoderScratch = scratch;
         Embedding.Forward(newIds, Parameters.TokenEmbedding.Span, Config.VocabSize, c, scratch.X);
         if (Parameters.PositionEmbedding is not null)
         {
@@ -388,6 +390,8 @@ public sealed class Transformer
     {
         public DecodeScratch(ModelConfig config, int t)
         {
+            Config = config;
+            Tokens = t;
             int c = config.Channels, q = config.Heads * config.HeadDim, kv = config.KvHeads * config.HeadDim, f = Math.Max(config.HiddenChannels, 1);
             X = new float[t * c];
             Normed = new float[t * c];
@@ -403,6 +407,10 @@ public sealed class Transformer
             Gate = new float[t * f];
             Hidden = new float[t * f];
         }
+
+        public ModelConfig Config { get; }
+
+        public int Tokens { get; }
 
         public float[] X { get; }
 
