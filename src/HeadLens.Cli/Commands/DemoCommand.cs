@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using HeadLens.Analysis;
 using HeadLens.Checkpoints;
+using HeadLens.Cli.Viewer;
 using HeadLens.Inference;
-using HeadLens.Rendering;
 
 namespace HeadLens.Cli.Commands;
 
@@ -64,16 +64,14 @@ internal sealed class DemoCommand : ICommand
         Console.WriteLine();
 
         int[] ids = tokenizer.Encode(SampleText);
-        var patterns = AttentionRecorder.Record(model, ids);
         var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids);
         Console.WriteLine($"What each head attends to on \"{SampleText}\" (induction and duplicate-token scores from a repeated random block):");
         Console.WriteLine();
         HeadsCommand.Print(summaries);
-        var tokens = ids.Select(tokenizer.TokenText).ToList();
-        string html = HtmlReport.Render("HeadLens demo", $"Attention of {modelPath} on: {SampleText}", tokens, patterns, c.Heads, summaries);
-        HtmlReport.WriteAtomically(reportPath, html);
+        var source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));
+        ReportWriter.Write(source, SampleText, reportPath);
         Console.WriteLine();
-        Console.WriteLine($"Report with every head's pattern: {reportPath}");
+        Console.WriteLine($"Report (the viewer with every head's pattern, one self-contained file; open it in a browser): {Path.GetFullPath(reportPath)}");
         Console.WriteLine($"(demo took {clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
     }

@@ -12,7 +12,7 @@ internal sealed class ExperimentCommand : ICommand
 {
     public string Name => "experiment";
 
-    public string Usage => "experiment (handcrafted | induction | sinks) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--model MODEL]";
+    public string Usage => "experiment (handcrafted | induction | sinks) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--heads H] [--model MODEL]";
 
     public int Run(CommandArgs args)
     {
@@ -81,7 +81,13 @@ internal sealed class ExperimentCommand : ICommand
             Steps = args.GetInt("steps", InductionExperiment.Settings.Default.Steps, 1, 1_000_000),
             Seed = args.GetInt("seed", InductionExperiment.Settings.Default.Seed),
             LayerCounts = args.GetIds("layers") ?? [.. InductionExperiment.Settings.Default.LayerCounts],
+            Heads = args.GetInt("heads", InductionExperiment.Settings.Default.Heads, 1, 64),
         };
+        if (settings.Channels % settings.Heads != 0)
+        {
+            throw new UsageException($"experiment induction: --heads must divide the model width {settings.Channels}");
+        }
+
         if (settings.LayerCounts.Any(layers => layers is < 1 or > 8))
         {
             throw new UsageException("experiment induction: --layers takes depths from 1 to 8, e.g. --layers 1,2");

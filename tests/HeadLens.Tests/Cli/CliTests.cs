@@ -117,7 +117,10 @@ public class CliTests
             Assert.Contains("HeadLens demo", output);
             Assert.Contains("layer head  kind", output);
             Assert.True(File.Exists(report));
-            Assert.Contains("<img", File.ReadAllText(report));
+            string html = File.ReadAllText(report);
+            Assert.StartsWith("<!doctype html>", html);
+            Assert.Contains("In the beginning God created", html); // the sample text travels in the report's data
+            Assert.DoesNotContain("src=\"viewer.js\"", html); // self-contained: the viewer's script is inline
         }
         finally
         {
