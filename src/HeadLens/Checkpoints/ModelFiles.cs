@@ -1,4 +1,3 @@
-using System.Text.Json;
 using HeadLens.Model;
 using HeadLens.Tokenization;
 
@@ -14,7 +13,7 @@ public static class ModelFiles
     {
         if (File.Exists(directory) && directory.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
         {
-            // llama2.c's format carries no tokenizer; its tokenizer file is given separately (not read yet).
+            // llama2.c's format carries no tokenizer; its tokenizer.bin comes separately (the CLI's --tokenizer).
             return (Llama2cFile.Load(directory), null);
         }
 
@@ -33,15 +32,14 @@ public static class ModelFiles
 
         var config = HuggingFaceFormat.ParseConfig(configPath);
         var model = new Transformer(config);
-        var files = OpenCheckpoint(directory);
-        try
+        using (var checkpoint = CheckpointDirectory.Open(directory))
         {
             var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
             string? lastName = null;
             float[] lastRows = [];
             foreach (var entry in HuggingFaceFormat.Map(config))
             {
-                var (file, name) = Find(files, entry.Theirs, directory);
+                var (file, name) = Find(checkpoint, entry.Theirs);
                 var info = file.Entries[name];
                 int[] ours = layout[entry.Ours];
                 int[] expected = entry.Transpose
@@ -74,13 +72,6 @@ public static class ModelFiles
 
                 int partLength = lastRows.Length / entry.Parts;
                 lastRows.AsSpan(entry.Part * partLength, partLength).CopyTo(destination);
-            }
-        }
-        finally
-        {
-            foreach (var file in files)
-            {
-                file.Dispose();
             }
         }
 
@@ -172,64 +163,11 @@ public static class ModelFiles
         return result;
     }
 
-    private static List<SafeTensorsFile> OpenCheckpoint(string directory)
-    {
-        string index = Path.Combine(directory, "model.safetensors.index.json");
-        if (File.Exists(index))
-        {
-            HashSet<string> shards;
-            try
-            {
-                using var document = JsonDocument.Parse(File.ReadAllText(index));
-                shards = document.RootElement.GetProperty("weight_map").EnumerateObject()
-                    .Select(entry => entry.Value.GetString() ?? "").ToHashSet(StringComparer.Ordinal);
-            }
-            catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException)
-            {
-                throw new HeadLensException($"model.safetensors.index.json: malformed ({error.Message.Split('.')[0]})");
-            }
-
-            var files = new List<SafeTensorsFile>();
-            foreach (string shard in shards)
-            {
-                if (shard.Contains('/', StringComparison.Ordinal) || shard.Contains('\\', StringComparison.Ordinal) || shard.StartsWith('.'))
-                {
-                    throw new HeadLensException($"model.safetensors.index.json: shard name '{shard}' is not a plain file name");
-                }
-
-                files.Add(SafeTensorsFile.Open(Path.Combine(directory, shard)));
-            }
-
-            return files;
-        }
-
-        string single = Path.Combine(directory, "model.safetensors");
-        if (!File.Exists(single))
-        {
-            throw new HeadLensException($"{directory}: no model.safetensors (nor model.safetensors.index.json)");
-        }
-
-        return [SafeTensorsFile.Open(single)];
-    }
-
     // Finds a tensor across shards, with or without GPT-2's "transformer." prefix (GPT2Model checkpoints omit it).
-    private static (SafeTensorsFile File, string Name) Find(List<SafeTensorsFile> files, string name, string directory)
+    private static (SafeTensorsFile File, string Name) Find(CheckpointDirectory checkpoint, string name)
     {
         string alternative = name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : name;
-        foreach (var file in files)
-        {
-            if (file.Entries.ContainsKey(name))
-            {
-                return (file, name);
-            }
-
-            if (file.Entries.ContainsKey(alternative))
-            {
-                return (file, alternative);
-            }
-        }
-
-        string where = files.Count == 1 ? Path.GetFileName(files[0].Path) : $"{Path.GetFileName(directory)} (sharded)";
-        throw new HeadLensException($"{where}: missing tensor '{name}'");
+        string found = checkpoint.Entries.ContainsKey(name) || !checkpoint.Entries.ContainsKey(alternative) ? name : alternative;
+        return (checkpoint.FileOf(found), found);
     }
 }
