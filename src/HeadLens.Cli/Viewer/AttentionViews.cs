@@ -56,7 +56,7 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
     public HeadsView Heads(TokenizedText input)
     {
         int t = input.Ids.Length, heads = source.Info.Heads;
-        var probe = new Probe(input.Ids, input.Tokens.Select(IsDelimiter).ToArray());
+        bool[] delimiters = [.. input.Tokens.Select(HeadTaxonomy.IsDelimiter)];
         int size = Math.Min(t, ThumbnailMax);
         var entries = new List<HeadEntry>();
         for (int l = 0; l < source.Info.Layers; l++)
@@ -65,9 +65,10 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
             for (int h = 0; h < heads; h++)
             {
                 var pattern = patterns.AsSpan(h * t * t, t * t); // [T, T]
-                var scores = HeadSummary.Score(pattern, t, probe, out double distance);
+                // The same scores and kinds as `headlens heads`, read from the typed text itself.
+                var scores = HeadScores.ForHead(pattern, t, input.Ids, delimiters);
                 var rounded = scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4), StringComparer.Ordinal);
-                entries.Add(new HeadEntry(l, h, HeadSummary.Classify(scores), rounded, Math.Round(distance, 3),
+                entries.Add(new HeadEntry(l, h, HeadKinds.Classify(scores), rounded, Math.Round(HeadScores.MeanDistance(pattern, t), 3),
                     Convert.ToBase64String(Thumbnail(pattern, t, size))));
             }
         }
@@ -192,12 +193,6 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
     }
 
     /// <summary>Punctuation, separators and newlines: what the delimiter score counts.</summary>
-    public static bool IsDelimiter(string token)
-    {
-        string trimmed = token.Replace("␣", " ", StringComparison.Ordinal).Replace("\\n", "\n", StringComparison.Ordinal).Trim();
-        return trimmed.Length == 0 || trimmed.All(c => char.IsPunctuation(c) || char.IsSymbol(c));
-    }
-
     private static HeadFocus Top(int head, ReadOnlySpan<float> row, int count)
     {
         var order = Enumerable.Range(0, row.Length).ToArray();
