@@ -144,6 +144,27 @@ public class CliTests
     }
 
     [Fact]
+    public void ExperimentHandcraftedWritesItsReportAndBadSettingsAreOneLine()
+    {
+        string report = Path.Combine(Path.GetTempPath(), $"headlens-handcrafted-{Guid.NewGuid():N}.md");
+        try
+        {
+            var (code, output, error) = Run("experiment", "handcrafted", "--out", report);
+            Assert.True(code == 0, error);
+            Assert.Contains("the fat cat sat on the mat", output);
+            Assert.StartsWith("# A hand-written article", File.ReadAllText(report));
+        }
+        finally
+        {
+            File.Delete(report);
+        }
+
+        AssertOneLineError(Run("experiment", "induction", "--heads", "3"), "--heads must divide the model width 64");
+        AssertOneLineError(Run("experiment", "induction", "--layers", "9"), "--layers");
+        AssertOneLineError(Run("experiment", "frobnicate"), "unknown experiment 'frobnicate'");
+    }
+
+    [Fact]
     public void HeadsJsonUsesTheContractKinds()
     {
         var (code, output, _) = Run("heads", "--json");
