@@ -5,11 +5,12 @@ namespace HeadLens.Tests.Kernels;
 
 public class MatrixVectorTests
 {
-    // The few-rows path of MatMul.Forward (decoding) against the reference product; sizes include one large enough
-    // to be split across threads. Both fp32 with length-k dot products: k·ε relative to the value scale.
+    // The few-rows path of MatMul.Forward (decoding; one row goes to Gemv) against the reference product; sizes
+    // include ones large enough to be split across threads. Both fp32 with length-k dot products: k·ε relative to the value scale.
     [Theory]
     [InlineData(1, 1, 1)]
     [InlineData(1, 37, 19)]
+    [InlineData(1, 1031, 769)]
     [InlineData(3, 513, 131)]
     [InlineData(4, 1031, 769)]
     public void FewRowsEqualTheReferenceProduct(int m, int n, int k)
