@@ -25,7 +25,7 @@ public class CliTests
         return (process.ExitCode, output.Result, error);
     }
 
-    private static void AssertOneLineError((int Code, string Out, string Error) result, string mentions)
+    internal static void AssertOneLineError((int Code, string Out, string Error) result, string mentions)
     {
         Assert.NotEqual(0, result.Code);
         var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);

@@ -25,14 +25,8 @@ public sealed class TrainCommandTests : IDisposable
     private string[] TinyRun(string output, params string[] more) =>
         ["train", "--corpus", corpus, "--preset", "tiny", "--batch", "2", "--context", "16", "--out", output, .. more];
 
-    private static void AssertOneLineError((int Code, string Out, string Error) result, string mentions)
-    {
-        Assert.NotEqual(0, result.Code);
-        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length == 1, $"expected one line on stderr, got: {result.Error}");
-        Assert.Contains(mentions, lines[0]);
-        Assert.DoesNotContain("   at ", result.Error);
-    }
+    private static void AssertOneLineError((int Code, string Out, string Error) result, string mentions) =>
+        CliTests.AssertOneLineError(result, mentions);
 
     [Fact]
     public void BadCorporaAndBadResumesGetOneClearLine()
