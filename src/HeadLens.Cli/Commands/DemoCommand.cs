@@ -3,7 +3,6 @@ using HeadLens.Analysis;
 using HeadLens.Checkpoints;
 using HeadLens.Cli.Viewer;
 using HeadLens.Inference;
-using HeadLens.Model;
 
 namespace HeadLens.Cli.Commands;
 
@@ -36,7 +35,7 @@ internal sealed class DemoCommand : ICommand
         }
 
         var c = model.Config;
-        Console.WriteLine($"HeadLens demo — a {c.ParameterCount / 1e6:F2}M-parameter {(c.Family == ModelFamily.Gpt2 ? "GPT-2-style" : "Llama-style")}{(c.HasMlp ? "" : " attention-only")} model: {c.Layers} layers × {c.Heads} heads " +
+        Console.WriteLine($"HeadLens demo — a {c.ParameterCount / 1e6:F2}M-parameter {(c.HasMlp ? "" : "attention-only ")}transformer ({c.DescribeFeatures()}): {c.Layers} layers × {c.Heads} heads " +
             $"(head size {c.HeadDim}), context {c.ContextLength} tokens, vocabulary {c.VocabSize} ({(c.VocabSize == 256 ? "bytes" : "tokens")}).");
         Console.WriteLine($"Loaded from {modelPath}.");
         Console.WriteLine();

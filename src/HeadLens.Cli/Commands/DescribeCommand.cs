@@ -1,4 +1,5 @@
 using System.Globalization;
+using HeadLens.Attention;
 using HeadLens.Checkpoints;
 using HeadLens.Model;
 
@@ -31,9 +32,10 @@ internal sealed class DescribeCommand : ICommand
         string Bytes(double b) => b >= 1 << 30 ? $"{b / (1 << 30):F2} GiB" : b >= 1 << 20 ? $"{b / (1 << 20):F1} MiB" : $"{b / 1024:F1} KiB";
         double kvBytes = 2.0 * config.Layers * config.KvHeads * config.HeadDim * context * sizeof(float);
         double scores = (double)context * context;
-        Console.WriteLine($"{preset ?? modelPath}: {config.Family} decoder, {config.Layers} layers × {config.Heads} heads" +
+        Console.WriteLine($"{preset ?? modelPath}: {(config.Attention == MaskKind.Causal ? "decoder" : "encoder")}, {config.Layers} layers × {config.Heads} heads" +
             (config.KvHeads != config.Heads ? $" ({config.KvHeads} key/value heads: grouped-query attention)" : "") +
             $", head size {config.HeadDim}, {config.Channels} channels, MLP {(config.HasMlp ? config.HiddenChannels.ToString(CultureInfo.InvariantCulture) : "none (attention-only)")}, vocabulary {config.VocabSize:N0}, context {config.ContextLength:N0}");
+        Console.WriteLine($"features: {config.DescribeFeatures()}");
         Console.WriteLine($"parameters       {Count(total),12}");
         Console.WriteLine($"  embeddings     {Count(embeddings),12}");
         Console.WriteLine($"  attention      {Count(attention),12}");

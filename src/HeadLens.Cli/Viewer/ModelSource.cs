@@ -6,8 +6,8 @@ using HeadLens.Tokenization;
 namespace HeadLens.Cli.Viewer;
 
 /// <summary>
-/// The viewer's window on a real model. One forward pass per distinct input keeps every layer's q and k (after RoPE)
-/// and residual stream; patterns are recomputed from those q and k only for the queries a view asks for, so a
+/// The viewer's window on a real model. One inference pass per distinct input captures every layer's q and k (after
+/// RoPE) and residual stream; patterns are recomputed from those q and k only for the queries a view asks for, so a
 /// 1024-token input never materialises all L·H·T² probabilities at once. The model is not thread-safe: one lock
 /// guards it.
 /// </summary>
@@ -17,6 +17,7 @@ public sealed class ModelSource : IAttentionSource
     private readonly ITokenizer? tokenizer;
     private readonly Lock gate = new();
     private int[]? forwardIds;
+    private HookedRun? captured;
 
     public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
     {
@@ -60,9 +61,9 @@ public sealed class ModelSource : IAttentionSource
         int t = ids.Length, qWidth = model.Config.Heads * model.Config.HeadDim;
         lock (gate)
         {
-            var activations = Run(ids);
-            var q = activations.Layer(layer, "q").Slice(firstQuery * qWidth, queries * qWidth); // [queries, H·D]
-            var k = activations.Layer(layer, "k");                                            // [T, G·D]
+            var run = Run(ids);
+            var q = run[QueryPoint(layer)].AsSpan(firstQuery * qWidth, queries * qWidth); // [queries, H·D]
+            var k = run[KeyPoint(layer)];                                                  // [T, G·D]
             ScaledDotProductAttention.Patterns(model.AttentionOptions, queries, t, firstQuery, q, k, heads, destination);
         }
     }
@@ -72,9 +73,9 @@ public sealed class ModelSource : IAttentionSource
         int c = model.Config.Channels;
         lock (gate)
         {
-            var activations = Run(ids);
+            var run = Run(ids);
             return Enumerable.Range(0, model.Config.Layers + 1)
-                .Select(l => activations[$"residual.{l}"].Slice(position * c, c).ToArray())
+                .Select(l => run[ResidualPoint(l)].AsSpan(position * c, c).ToArray())
                 .ToArray();
         }
     }
@@ -92,20 +93,33 @@ public sealed class ModelSource : IAttentionSource
         lock (gate)
         {
             forwardIds = null;
+            captured = null;
             return Generator.Generate(model, prompt, room, sampler, stop).ToList();
         }
     }
 
-    /// <summary>Runs the forward pass unless the model still holds the activations of these ids.</summary>
-    private Activations Run(int[] ids)
+    /// <summary>Runs the inference pass unless the last one was on these ids.</summary>
+    private HookedRun Run(int[] ids)
     {
-        if (forwardIds is null || !forwardIds.AsSpan().SequenceEqual(ids) || model.LastActivations is null)
+        if (captured is null || forwardIds is null || !forwardIds.AsSpan().SequenceEqual(ids))
         {
-            forwardIds = null;
-            model.Forward(ids, [], 1, ids.Length);
+            captured = null;
+            int layers = model.Config.Layers;
+            var wanted = Enumerable.Range(0, layers).SelectMany(l => new[] { QueryPoint(l), KeyPoint(l) })
+                .Concat(Enumerable.Range(0, layers + 1).Select(ResidualPoint))
+                .ToHashSet(StringComparer.Ordinal);
+            captured = model.Run(ids, wanted.Contains, withLogits: false);
             forwardIds = (int[])ids.Clone();
         }
 
-        return model.LastActivations!;
+        return captured;
     }
+
+    // Queries and keys as attention sees them: after RoPE where the model rotates.
+    private string QueryPoint(int layer) => model.Config.Positions == PositionKind.Rotary ? HookNames.RotQ(layer) : HookNames.Q(layer);
+
+    private string KeyPoint(int layer) => model.Config.Positions == PositionKind.Rotary ? HookNames.RotK(layer) : HookNames.K(layer);
+
+    // The stream entering layer l; l = L is the stream leaving the last layer.
+    private string ResidualPoint(int layer) => layer < model.Config.Layers ? HookNames.ResidPre(layer) : HookNames.ResidPost(layer - 1);
 }

@@ -1,28 +1,25 @@
-using HeadLens.Attention;
 using HeadLens.Model;
 
 namespace HeadLens.Analysis;
 
-/// <summary>
-/// The post-softmax attention patterns of a model on one sequence: runs a forward pass, then recomputes each
-/// layer's patterns from its recorded queries and keys (so looking never changes what the model computed).
-/// </summary>
+/// <summary>The post-softmax attention patterns of a model on one sequence, from the model's own analysis run.</summary>
 public static class AttentionRecorder
 {
-    /// <summary>patterns[layer] is [H, T, T] (rows sum to 1, zeros above the diagonal).</summary>
+    /// <summary>
+    /// patterns[layer] is [H, T, T] (rows sum to 1; zeros above the diagonal for causal models). An inference pass:
+    /// no gradient buffers and no logits are allocated.
+    /// </summary>
     public static float[][] Record(Transformer model, ReadOnlySpan<int> ids)
     {
-        int t = ids.Length;
-        model.Forward(ids, [], 1, t);
-        var activations = model.LastActivations!;
-        int[] heads = Enumerable.Range(0, model.Config.Heads).ToArray();
         var patterns = new float[model.Config.Layers][];
-        for (int l = 0; l < model.Config.Layers; l++)
+        var wanted = Enumerable.Range(0, model.Config.Layers).ToDictionary(HookNames.Pattern, layer => layer);
+        var hooks = new HookRegistry(model.Config);
+        foreach (var (name, layer) in wanted)
         {
-            patterns[l] = new float[model.Config.Heads * t * t];
-            ScaledDotProductAttention.Patterns(model.AttentionOptions, t, t, 0, activations.Layer(l, "q"), activations.Layer(l, "k"), heads, patterns[l]);
+            _ = hooks.Add(name, (_, pattern, _) => patterns[layer] = pattern.ToArray());
         }
 
+        model.RunWith(ids, capture: null, withLogits: false, hooks);
         return patterns;
     }
 }

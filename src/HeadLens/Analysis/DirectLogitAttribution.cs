@@ -46,7 +46,7 @@ public static class DirectLogitAttribution
         float[] unembed = p.OutputHead.Span.Slice(token * c, c).ToArray();
         float[] gamma = p.FinalNorm.Span.ToArray();
         float rstd = run.FinalRstd[position];
-        bool center = config.Family == ModelFamily.Gpt2;
+        bool center = config.Norm == NormKind.LayerNorm;
 
         // W_U[t] · (γ ⊙ center(v) · rstd)
         double Share(ReadOnlySpan<float> vector)

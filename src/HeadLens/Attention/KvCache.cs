@@ -56,12 +56,6 @@ public sealed class KvCache
     /// <summary>The absolute position of each cached slot.</summary>
     public ReadOnlySpan<int> Positions => positions.AsSpan(0, Length);
 
-    /// <summary>
-    /// Working buffers a decoder keeps with the sequence between steps (a cache belongs to one sequence and one
-    /// thread at a time), so decoding token after token allocates nothing.
-    /// </summary>
-    internal object? DecoderScratch { get; set; }
-
     public long Bytes => (keys.Sum(layer => (long)layer.Length) + values.Sum(layer => (long)layer.Length)) * sizeof(float);
 
     /// <summary>

@@ -1,3 +1,4 @@
+using HeadLens.Kernels;
 namespace HeadLens.Attention;
 
 // Scaled dot-product attention, per query head h (key/value head g = h / group):
@@ -28,7 +29,7 @@ public static partial class ScaledDotProductAttention
             for (int i = 0; i < queryLength; i++)
             {
                 var row = probabilities.AsSpan(i * keyLength, keyLength);
-                logSumExp[h * queryLength + i] = SoftmaxInPlace(row);
+                logSumExp[h * queryLength + i] = Softmax.ReferenceRowInPlace(row);
                 var o = output.Slice((i * heads + h) * dv, dv);
                 o.Clear();
                 for (int j = 0; j < keyLength; j++)
@@ -73,7 +74,7 @@ public static partial class ScaledDotProductAttention
             for (int i = 0; i < queryLength; i++)
             {
                 var p = probabilities.AsSpan(i * keyLength, keyLength);
-                SoftmaxInPlace(p);
+                Softmax.ReferenceRowInPlace(p);
                 var dO = outputGrad.Slice((i * heads + h) * dv, dv);
                 float rowDot = 0f;
                 for (int j = 0; j < keyLength; j++)
@@ -122,7 +123,7 @@ public static partial class ScaledDotProductAttention
         Scores(options, queryLength, keyLength, queryOffset, q, k, heads, patterns);
         for (int row = 0; row < heads.Length * queryLength; row++)
         {
-            SoftmaxInPlace(patterns.Slice(row * keyLength, keyLength));
+            Softmax.ReferenceRowInPlace(patterns.Slice(row * keyLength, keyLength));
         }
     }
 
@@ -168,36 +169,6 @@ public static partial class ScaledDotProductAttention
                     : float.NegativeInfinity;
             }
         }
-    }
-
-    // Softmax of one row in place (max subtracted; all −∞ gives zeros); returns log Σ exp (−∞ for an empty row).
-    private static float SoftmaxInPlace(Span<float> row)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float s in row)
-        {
-            max = Math.Max(max, s);
-        }
-
-        if (float.IsNegativeInfinity(max))
-        {
-            row.Clear();
-            return float.NegativeInfinity;
-        }
-
-        float sum = 0f;
-        for (int j = 0; j < row.Length; j++)
-        {
-            row[j] = MathF.Exp(row[j] - max);
-            sum += row[j];
-        }
-
-        for (int j = 0; j < row.Length; j++)
-        {
-            row[j] /= sum;
-        }
-
-        return max + MathF.Log(sum);
     }
 
     private static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)

@@ -1,15 +1,18 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using HeadLens.Embeddings;
 using HeadLens.Model;
 
 namespace HeadLens.Checkpoints;
 
 /// <summary>
-/// The one place where Hugging Face names meet HeadLens names: a mapping table per family, stating every transpose.
-/// GPT-2 (GPT2LMHeadModel) stores its projections as Conv1D weights [in, out] — transposed here to nn.Linear's
-/// [out, in] — and fuses Q, K, V into c_attn [C, 3C], split here into three [C, C] matrices. Llama
-/// (LlamaForCausalLM) stores nn.Linear weights [out, in]: no transposes. Llama's q_proj/k_proj rows are in the
-/// split-halves RoPE order, which is the order HeadLens uses for Hugging Face checkpoints.
+/// The one place where Hugging Face names meet HeadLens names: a mapping table per checkpoint layout, stating every
+/// transpose, used for loading and saving. GPT-2 (GPT2LMHeadModel) stores its projections as Conv1D weights
+/// [in, out] — transposed here to nn.Linear's [out, in] — and fuses Q, K, V into c_attn [C, 3C], split here into
+/// three [C, C] matrices. Llama (LlamaForCausalLM) and Qwen2 (Qwen2ForCausalLM) store nn.Linear weights [out, in]:
+/// no transposes; Qwen2 adds q/k/v biases. Llama's q_proj/k_proj rows are in the split-halves RoPE order, which is
+/// the order HeadLens uses for Hugging Face checkpoints. config.json keys that change the math are either turned
+/// into features or refused, one line naming the key.
 /// </summary>
 public static class HuggingFaceFormat
 {
@@ -20,55 +23,78 @@ public static class HuggingFaceFormat
     /// <param name="Part">For fused tensors: which of <paramref name="Parts"/> equal row blocks (after any transpose).</param>
     public sealed record Entry(string Ours, string Theirs, bool Transpose = false, int Part = 0, int Parts = 1);
 
-    public static IEnumerable<Entry> Map(ModelConfig config)
+    /// <summary>
+    /// Tensors a checkpoint may hold that the model does not read, and why: GPT-2's attention buffers are the causal
+    /// mask (HeadLens builds its own), older Llama files store RoPE's inverse frequencies (recomputed from
+    /// rope_theta). A tied model's lm_head.weight is handled by the loader (it must equal the embeddings).
+    /// </summary>
+    public static bool IsSkipped(string name) =>
+        name.EndsWith(".attn.bias", StringComparison.Ordinal)
+        || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal)
+        || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
+
+    public static IEnumerable<Entry> Map(ModelConfig config) => config.Layout switch
     {
-        if (config.Family == ModelFamily.Gpt2)
+        CheckpointLayout.Gpt2 => Gpt2Map(config),
+        CheckpointLayout.Llama or CheckpointLayout.Qwen2 => LlamaMap(config),
+        _ => throw new HeadLensException($"no Hugging Face layout for {config.Layout} models"),
+    };
+
+    private static IEnumerable<Entry> Gpt2Map(ModelConfig config)
+    {
+        yield return new("token_embedding.weight", "transformer.wte.weight");
+        yield return new("position_embedding.weight", "transformer.wpe.weight");
+        for (int l = 0; l < config.Layers; l++)
         {
-            yield return new("token_embedding.weight", "transformer.wte.weight");
-            yield return new("position_embedding.weight", "transformer.wpe.weight");
-            for (int l = 0; l < config.Layers; l++)
+            string ours = $"layers.{l}.", theirs = $"transformer.h.{l}.";
+            yield return new(ours + "attention_norm.weight", theirs + "ln_1.weight");
+            yield return new(ours + "attention_norm.bias", theirs + "ln_1.bias");
+            yield return new(ours + "attention.query.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 0, Parts: 3);
+            yield return new(ours + "attention.key.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 1, Parts: 3);
+            yield return new(ours + "attention.value.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 2, Parts: 3);
+            yield return new(ours + "attention.query.bias", theirs + "attn.c_attn.bias", Part: 0, Parts: 3);
+            yield return new(ours + "attention.key.bias", theirs + "attn.c_attn.bias", Part: 1, Parts: 3);
+            yield return new(ours + "attention.value.bias", theirs + "attn.c_attn.bias", Part: 2, Parts: 3);
+            yield return new(ours + "attention.output.weight", theirs + "attn.c_proj.weight", Transpose: true);
+            yield return new(ours + "attention.output.bias", theirs + "attn.c_proj.bias");
+            if (config.HasMlp)
             {
-                string ours = $"layers.{l}.", theirs = $"transformer.h.{l}.";
-                yield return new(ours + "attention_norm.weight", theirs + "ln_1.weight");
-                yield return new(ours + "attention_norm.bias", theirs + "ln_1.bias");
-                yield return new(ours + "attention.query.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 0, Parts: 3);
-                yield return new(ours + "attention.key.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 1, Parts: 3);
-                yield return new(ours + "attention.value.weight", theirs + "attn.c_attn.weight", Transpose: true, Part: 2, Parts: 3);
-                yield return new(ours + "attention.query.bias", theirs + "attn.c_attn.bias", Part: 0, Parts: 3);
-                yield return new(ours + "attention.key.bias", theirs + "attn.c_attn.bias", Part: 1, Parts: 3);
-                yield return new(ours + "attention.value.bias", theirs + "attn.c_attn.bias", Part: 2, Parts: 3);
-                yield return new(ours + "attention.output.weight", theirs + "attn.c_proj.weight", Transpose: true);
-                yield return new(ours + "attention.output.bias", theirs + "attn.c_proj.bias");
-                if (config.HasMlp)
-                {
-                    yield return new(ours + "mlp_norm.weight", theirs + "ln_2.weight");
-                    yield return new(ours + "mlp_norm.bias", theirs + "ln_2.bias");
-                    yield return new(ours + "mlp.up.weight", theirs + "mlp.c_fc.weight", Transpose: true);
-                    yield return new(ours + "mlp.up.bias", theirs + "mlp.c_fc.bias");
-                    yield return new(ours + "mlp.down.weight", theirs + "mlp.c_proj.weight", Transpose: true);
-                    yield return new(ours + "mlp.down.bias", theirs + "mlp.c_proj.bias");
-                }
+                yield return new(ours + "mlp_norm.weight", theirs + "ln_2.weight");
+                yield return new(ours + "mlp_norm.bias", theirs + "ln_2.bias");
+                yield return new(ours + "mlp.up.weight", theirs + "mlp.c_fc.weight", Transpose: true);
+                yield return new(ours + "mlp.up.bias", theirs + "mlp.c_fc.bias");
+                yield return new(ours + "mlp.down.weight", theirs + "mlp.c_proj.weight", Transpose: true);
+                yield return new(ours + "mlp.down.bias", theirs + "mlp.c_proj.bias");
             }
-
-            yield return new("final_norm.weight", "transformer.ln_f.weight");
-            yield return new("final_norm.bias", "transformer.ln_f.bias");
-            if (!config.TiedEmbeddings)
-            {
-                yield return new("output_head.weight", "lm_head.weight");
-            }
-
-            yield break;
         }
 
+        yield return new("final_norm.weight", "transformer.ln_f.weight");
+        yield return new("final_norm.bias", "transformer.ln_f.bias");
+        if (!config.TiedEmbeddings)
+        {
+            yield return new("output_head.weight", "lm_head.weight");
+        }
+    }
+
+    private static IEnumerable<Entry> LlamaMap(ModelConfig config)
+    {
         yield return new("token_embedding.weight", "model.embed_tokens.weight");
         for (int l = 0; l < config.Layers; l++)
         {
             string ours = $"layers.{l}.", theirs = $"model.layers.{l}.";
             yield return new(ours + "attention_norm.weight", theirs + "input_layernorm.weight");
-            yield return new(ours + "attention.query.weight", theirs + "self_attn.q_proj.weight");
-            yield return new(ours + "attention.key.weight", theirs + "self_attn.k_proj.weight");
-            yield return new(ours + "attention.value.weight", theirs + "self_attn.v_proj.weight");
-            yield return new(ours + "attention.output.weight", theirs + "self_attn.o_proj.weight");
+            foreach (var (which, projection, hf) in new[]
+            {
+                (Biases.Query, "query", "q_proj"), (Biases.Key, "key", "k_proj"), (Biases.Value, "value", "v_proj"), (Biases.Output, "output", "o_proj"),
+            })
+            {
+                yield return new(ours + $"attention.{projection}.weight", theirs + $"self_attn.{hf}.weight");
+                if (config.HasBias(which))
+                {
+                    yield return new(ours + $"attention.{projection}.bias", theirs + $"self_attn.{hf}.bias");
+                }
+            }
+
             if (config.HasMlp)
             {
                 yield return new(ours + "mlp_norm.weight", theirs + "post_attention_layernorm.weight");
@@ -85,11 +111,13 @@ public static class HuggingFaceFormat
         }
     }
 
-    /// <summary>config.json in the field names of transformers' GPT2Config / LlamaConfig.</summary>
+    /// <summary>config.json in the field names of transformers' GPT2Config / LlamaConfig / Qwen2Config.</summary>
     public static string ConfigJson(ModelConfig config)
     {
-        var json = config.Family == ModelFamily.Gpt2
-            ? new JsonObject
+        JsonObject json;
+        if (config.Layout == CheckpointLayout.Gpt2)
+        {
+            json = new JsonObject
             {
                 ["architectures"] = new JsonArray("GPT2LMHeadModel"),
                 ["model_type"] = "gpt2",
@@ -103,11 +131,15 @@ public static class HuggingFaceFormat
                 ["activation_function"] = "gelu_new",
                 ["layer_norm_epsilon"] = config.NormEpsilon,
                 ["tie_word_embeddings"] = config.TiedEmbeddings,
-            }
-            : new JsonObject
+            };
+        }
+        else
+        {
+            bool qwen2 = config.Layout == CheckpointLayout.Qwen2;
+            json = new JsonObject
             {
-                ["architectures"] = new JsonArray("LlamaForCausalLM"),
-                ["model_type"] = "llama",
+                ["architectures"] = new JsonArray(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"),
+                ["model_type"] = qwen2 ? "qwen2" : "llama",
                 ["vocab_size"] = config.VocabSize,
                 ["max_position_embeddings"] = config.ContextLength,
                 ["hidden_size"] = config.Channels,
@@ -116,10 +148,33 @@ public static class HuggingFaceFormat
                 ["num_attention_heads"] = config.Heads,
                 ["num_key_value_heads"] = config.KvHeads,
                 ["rms_norm_eps"] = config.NormEpsilon,
-                ["rope_theta"] = config.RopeTheta,
+                ["rope_theta"] = config.Rope.Theta,
                 ["hidden_act"] = "silu",
                 ["tie_word_embeddings"] = config.TiedEmbeddings,
             };
+            if (!qwen2)
+            {
+                json["attention_bias"] = config.Biases != Biases.None;
+            }
+
+            var scaling = config.Rope;
+            if (scaling.Scaling == RopeScaling.Linear)
+            {
+                json["rope_scaling"] = new JsonObject { ["rope_type"] = "linear", ["factor"] = scaling.ScalingFactor };
+            }
+            else if (scaling.Scaling == RopeScaling.Llama3)
+            {
+                json["rope_scaling"] = new JsonObject
+                {
+                    ["rope_type"] = "llama3",
+                    ["factor"] = scaling.ScalingFactor,
+                    ["low_freq_factor"] = scaling.LowFrequencyFactor,
+                    ["high_freq_factor"] = scaling.HighFrequencyFactor,
+                    ["original_max_position_embeddings"] = scaling.OriginalContext,
+                };
+            }
+        }
+
         if (!config.HasMlp)
         {
             json["headlens_attention_only"] = true;
@@ -146,60 +201,137 @@ public static class HuggingFaceFormat
             throw new HeadLensException($"{file}: not a JSON object");
         }
 
-        int Int(params string[] names)
+        var fields = new ConfigFields(file, json);
+        string type = fields.String("model_type") ?? "";
+        var config = type switch
         {
-            foreach (string name in names)
-            {
-                if (json[name] is JsonValue value && value.TryGetValue(out int result))
-                {
-                    return result;
-                }
-            }
-
-            throw new HeadLensException($"{file}: missing integer field '{names[0]}'");
+            "gpt2" => Gpt2Config(fields),
+            "llama" => LlamaConfig(fields, CheckpointLayout.Llama),
+            "qwen2" => LlamaConfig(fields, CheckpointLayout.Qwen2),
+            _ => throw new HeadLensException($"{file}: model_type '{type}' is not supported (gpt2, llama, qwen2)"),
+        };
+        if (fields.Bool("headlens_attention_only", false))
+        {
+            config = config with { Mlp = MlpKind.None };
         }
 
-        float Float(string name, float fallback) =>
+        return config.Validated(file);
+    }
+
+    private static ModelConfig Gpt2Config(ConfigFields json)
+    {
+        // gelu_new and gelu_pytorch_tanh are both GELU's tanh form; the exact erf GELU ("gelu") is another function.
+        json.Require("activation_function", "gelu_new", "gelu_new", "gelu_pytorch_tanh");
+        json.RequireBool("scale_attn_weights", true);
+        json.RequireBool("scale_attn_by_inverse_layer_idx", false);
+        json.RequireBool("add_cross_attention", false);
+        int channels = json.Int("n_embd");
+        return ModelPresets.Gpt2(json.Int("vocab_size"), json.Int("n_positions", "n_ctx"), json.Int("n_layer"), json.Int("n_head"), channels) with
+        {
+            HiddenChannels = json.OptionalInt("n_inner") ?? 4 * channels,
+            NormEpsilon = json.Float("layer_norm_epsilon", 1e-5f),
+            TiedEmbeddings = json.Bool("tie_word_embeddings", true),
+        };
+    }
+
+    private static ModelConfig LlamaConfig(ConfigFields json, CheckpointLayout layout)
+    {
+        json.Require("hidden_act", "silu", "silu");
+        json.RequireBool("mlp_bias", false);
+        bool qwen2 = layout == CheckpointLayout.Qwen2;
+        if (qwen2)
+        {
+            // Qwen2's sliding window applies to some layers only; HeadLens would compute full attention instead.
+            json.RequireBool("use_sliding_window", false);
+        }
+
+        int heads = json.Int("num_attention_heads"), channels = json.Int("hidden_size");
+        if (json.OptionalInt("head_dim") is { } headDim && headDim * heads != channels)
+        {
+            throw new HeadLensException($"{json.File}: head_dim {headDim} × {heads} heads differs from hidden_size {channels}: not supported");
+        }
+
+        var preset = qwen2 ? ModelPresets.Qwen2(0, 0, 0, heads, heads, channels, 0) : ModelPresets.Llama(0, 0, 0, heads, heads, channels, 0);
+        return preset with
+        {
+            VocabSize = json.Int("vocab_size"),
+            ContextLength = json.Int("max_position_embeddings"),
+            HiddenChannels = json.Int("intermediate_size"),
+            Layers = json.Int("num_hidden_layers"),
+            KvHeads = json.OptionalInt("num_key_value_heads") ?? heads,
+            NormEpsilon = json.Float("rms_norm_eps", 1e-6f),
+            Rope = RopeFrom(json),
+            TiedEmbeddings = json.Bool("tie_word_embeddings", false),
+            // Llama's attention_bias puts a bias on q, k, v and o; Qwen2 always has q, k, v biases and no o bias.
+            Biases = qwen2 ? Biases.QueryKeyValue : json.Bool("attention_bias", false) ? Biases.QueryKeyValue | Biases.Output : Biases.None,
+        };
+    }
+
+    private static RopeSettings RopeFrom(ConfigFields json)
+    {
+        var settings = new RopeSettings(json.Float("rope_theta", 10000f));
+        if (json.Object("rope_scaling") is not { } scaling)
+        {
+            return settings;
+        }
+
+        string key = json.File + " rope_scaling";
+        string kind = (scaling["rope_type"] ?? scaling["type"])?.GetValue<string>() ?? "";
+        float Factor(string name) => scaling[name] is JsonValue value && value.TryGetValue(out double number)
+            ? (float)number : throw new HeadLensException($"{key}: missing number '{name}'");
+        return kind switch
+        {
+            "default" => settings,
+            "linear" => settings with { Scaling = RopeScaling.Linear, ScalingFactor = Factor("factor") },
+            "llama3" => settings with
+            {
+                Scaling = RopeScaling.Llama3,
+                ScalingFactor = Factor("factor"),
+                LowFrequencyFactor = Factor("low_freq_factor"),
+                HighFrequencyFactor = Factor("high_freq_factor"),
+                OriginalContext = (int)Factor("original_max_position_embeddings"),
+            },
+            _ => throw new HeadLensException($"{key}: type '{kind}' is not implemented (linear, llama3)"),
+        };
+    }
+
+    /// <summary>Typed reads of config.json fields, each failure one line naming the key.</summary>
+    private sealed class ConfigFields(string file, JsonObject json)
+    {
+        public string File { get; } = file;
+
+        public int Int(params string[] names) => names.Select(OptionalInt).FirstOrDefault(value => value is not null)
+            ?? throw new HeadLensException($"{File}: missing integer field '{names[0]}'");
+
+        public int? OptionalInt(string name) => json[name] is JsonValue value && value.TryGetValue(out int result) ? result : null;
+
+        public float Float(string name, float fallback) =>
             json[name] is JsonValue value && value.TryGetValue(out double result) ? (float)result : fallback;
 
-        bool Bool(string name, bool fallback) =>
+        public bool Bool(string name, bool fallback) =>
             json[name] is JsonValue value && value.TryGetValue(out bool result) ? result : fallback;
 
-        string type = json["model_type"]?.GetValue<string>() ?? "";
-        bool attentionOnly = Bool("headlens_attention_only", false);
-        ModelConfig config = type switch
+        public string? String(string name) => json[name] is JsonValue value && value.TryGetValue(out string? result) ? result : null;
+
+        public JsonObject? Object(string name) => json[name] as JsonObject;
+
+        /// <summary>A string key that changes the math: absent (the default) or one of the implemented values.</summary>
+        public void Require(string name, string fallback, params string[] implemented)
         {
-            "gpt2" => new ModelConfig
+            string value = String(name) ?? fallback;
+            if (!implemented.Contains(value))
             {
-                Family = ModelFamily.Gpt2,
-                VocabSize = Int("vocab_size"),
-                ContextLength = Int("n_positions", "n_ctx"),
-                Channels = Int("n_embd"),
-                Layers = Int("n_layer"),
-                Heads = Int("n_head"),
-                KvHeads = Int("n_head"),
-                HiddenChannels = json["n_inner"] is JsonValue inner && inner.TryGetValue(out int width) ? width : 4 * Int("n_embd"),
-                NormEpsilon = Float("layer_norm_epsilon", 1e-5f),
-                TiedEmbeddings = Bool("tie_word_embeddings", true),
-                HasMlp = !attentionOnly,
-            },
-            "llama" => new ModelConfig
+                throw new HeadLensException($"{File}: {name} '{value}' is not implemented ({string.Join(", ", implemented)})");
+            }
+        }
+
+        /// <summary>A flag that changes the math: only its implemented value is accepted.</summary>
+        public void RequireBool(string name, bool implemented)
+        {
+            if (Bool(name, implemented) != implemented)
             {
-                Family = ModelFamily.Llama,
-                VocabSize = Int("vocab_size"),
-                ContextLength = Int("max_position_embeddings"),
-                Channels = Int("hidden_size"),
-                HiddenChannels = Int("intermediate_size"),
-                Layers = Int("num_hidden_layers"),
-                Heads = Int("num_attention_heads"),
-                KvHeads = json["num_key_value_heads"] is null ? Int("num_attention_heads") : Int("num_key_value_heads"),
-                NormEpsilon = Float("rms_norm_eps", 1e-6f),
-                RopeTheta = Float("rope_theta", 10000f),
-                TiedEmbeddings = Bool("tie_word_embeddings", false),
-                HasMlp = !attentionOnly,
-            },
-            _ => throw new HeadLensException($"{file}: model_type '{type}' is not supported (gpt2, llama)"),
-        };
-        return config.Validated(file);
+                throw new HeadLensException($"{File}: {name} = {(!implemented).ToString().ToLowerInvariant()} is not implemented");
+            }
+        }
     }
 }

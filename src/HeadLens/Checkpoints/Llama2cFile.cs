@@ -34,20 +34,11 @@ public static class Llama2cFile
         using var stream = File.OpenRead(path);
         var header = Llama2cHeader.Read(name, stream);
         int layers = header.Layers;
-        var config = new ModelConfig
+        var config = (ModelPresets.Llama(header.VocabSize, header.SeqLen, layers, header.Heads, header.KvHeads, header.Dim, header.HiddenDim) with
         {
-            Family = ModelFamily.Llama,
-            VocabSize = header.VocabSize,
-            ContextLength = header.SeqLen,
-            Layers = layers,
-            Heads = header.Heads,
-            KvHeads = header.KvHeads,
-            Channels = header.Dim,
-            HiddenChannels = header.HiddenDim,
-            NormEpsilon = 1e-5f,
-            RopeLayout = RopeLayout.Interleaved,
+            Rope = new RopeSettings(Layout: RopeLayout.Interleaved),
             TiedEmbeddings = header.SharedClassifier,
-        }.Validated(name);
+        }).Validated(name);
 
         var model = new Transformer(config);
         var w = model.Parameters;

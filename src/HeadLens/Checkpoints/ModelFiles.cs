@@ -37,9 +37,11 @@ public static class ModelFiles
             var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
             string? lastName = null;
             float[] lastRows = [];
+            var consumed = new HashSet<string>(StringComparer.Ordinal);
             foreach (var entry in HuggingFaceFormat.Map(config))
             {
                 var (file, name) = Find(checkpoint, entry.Theirs);
+                consumed.Add(name);
                 var info = file.Entries[name];
                 int[] ours = layout[entry.Ours];
                 int[] expected = entry.Transpose
@@ -73,6 +75,8 @@ public static class ModelFiles
                 int partLength = lastRows.Length / entry.Parts;
                 lastRows.AsSpan(entry.Part * partLength, partLength).CopyTo(destination);
             }
+
+            CheckEveryTensorUsed(checkpoint, consumed, model);
         }
 
         return (model, TokenizerLoader.FromDirectory(directory));
@@ -161,6 +165,40 @@ public static class ModelFiles
         }
 
         return result;
+    }
+
+    // A tensor the model does not read means the config describes another model (more layers, an MLP, a bias the
+    // features lack): refuse rather than run something else. Skipped by rule: the causal-mask buffers and RoPE
+    // frequencies (HuggingFaceFormat.IsSkipped), and a tied model's lm_head.weight when it equals the embeddings.
+    private static void CheckEveryTensorUsed(CheckpointDirectory checkpoint, HashSet<string> consumed, Transformer model)
+    {
+        foreach (string name in checkpoint.Entries.Keys.Order(StringComparer.Ordinal))
+        {
+            if (consumed.Contains(name) || HuggingFaceFormat.IsSkipped(name))
+            {
+                continue;
+            }
+
+            string file = Path.GetFileName(checkpoint.FileOf(name).Path);
+            if (name == "lm_head.weight" && model.Config.TiedEmbeddings)
+            {
+                var embeddings = model.Parameters.TokenEmbedding;
+                if (checkpoint.Entries[name].ElementCount == embeddings.Length)
+                {
+                    var head = GC.AllocateUninitializedArray<float>(embeddings.Length);
+                    checkpoint.ReadFloat32(name, head);
+                    if (head.AsSpan().SequenceEqual(embeddings.Span))
+                    {
+                        continue;
+                    }
+                }
+
+                throw new HeadLensException($"{file}: tensor 'lm_head.weight' differs from the embeddings, but config.json says tie_word_embeddings");
+            }
+
+            throw new HeadLensException($"{file}: tensor '{name}' is not used by the model config.json describes " +
+                $"({model.Config.Layout}, {model.Config.Layers} layers, {model.Config.DescribeFeatures()})");
+        }
     }
 
     // Finds a tensor across shards, with or without GPT-2's "transformer." prefix (GPT2Model checkpoints omit it).

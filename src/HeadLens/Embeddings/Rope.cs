@@ -20,6 +20,13 @@ public enum RopeScaling
 
     /// <summary>NTK-aware: the base becomes θ·factor^(D/(D−2)), stretching low frequencies more than high ones.</summary>
     NtkAware,
+
+    /// <summary>
+    /// Llama 3.1: wavelengths shorter than original/highFactor keep their frequency, those longer than
+    /// original/lowFactor are divided by the factor, and the band between blends the two linearly in
+    /// original/wavelength.
+    /// </summary>
+    Llama3,
 }
 
 /// <summary>Rotary position embedding settings (Su et al. 2021).</summary>
@@ -28,6 +35,35 @@ public sealed record RopeSettings(float Theta = 10000f, RopeLayout Layout = Rope
     public RopeScaling Scaling { get; init; }
 
     public float ScalingFactor { get; init; } = 1f;
+
+    /// <summary>Llama 3: below this many rotations per original context a frequency is fully divided by the factor.</summary>
+    public float LowFrequencyFactor { get; init; } = 1f;
+
+    /// <summary>Llama 3: above this many rotations per original context a frequency is kept.</summary>
+    public float HighFrequencyFactor { get; init; } = 4f;
+
+    /// <summary>Llama 3: the context the model was pretrained with before its context was extended.</summary>
+    public int OriginalContext { get; init; } = 8192;
+
+    /// <summary>Throws a one-line error naming the setting that makes these rotations impossible.</summary>
+    public void Validate(string source)
+    {
+        if (!(Theta > 0) || !float.IsFinite(Theta))
+        {
+            throw new HeadLensException($"{source}: rope theta must be positive (got {Theta})");
+        }
+
+        if (Scaling != RopeScaling.None && (!(ScalingFactor > 0) || !float.IsFinite(ScalingFactor)))
+        {
+            throw new HeadLensException($"{source}: rope scaling factor must be positive (got {ScalingFactor})");
+        }
+
+        if (Scaling == RopeScaling.Llama3 && (!(HighFrequencyFactor > LowFrequencyFactor) || !(LowFrequencyFactor > 0) || OriginalContext <= 0))
+        {
+            throw new HeadLensException($"{source}: llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor and a positive " +
+                $"original_max_position_embeddings (got {LowFrequencyFactor}, {HighFrequencyFactor}, {OriginalContext})");
+        }
+    }
 }
 
 // Rotary position embedding, in place on x [T, H, D] for tokens at positions offset .. offset+T−1:
@@ -56,7 +92,31 @@ public static class Rope
         }
 
         double frequency = Math.Pow(theta, -2.0 * pair / headDim);
-        return settings.Scaling == RopeScaling.Linear ? frequency / settings.ScalingFactor : frequency;
+        return settings.Scaling switch
+        {
+            RopeScaling.Linear => frequency / settings.ScalingFactor,
+            RopeScaling.Llama3 => Llama3Frequency(frequency, settings),
+            _ => frequency,
+        };
+    }
+
+    private static double Llama3Frequency(double frequency, RopeSettings settings)
+    {
+        // Rotations per original context decide: fast pairs (position detail) keep their frequency, slow pairs
+        // (long-range) are interpolated by the factor, and the band between is a linear blend of the two.
+        double rotations = settings.OriginalContext * frequency / (2 * Math.PI);
+        if (rotations > settings.HighFrequencyFactor)
+        {
+            return frequency;
+        }
+
+        if (rotations < settings.LowFrequencyFactor)
+        {
+            return frequency / settings.ScalingFactor;
+        }
+
+        double blend = (rotations - settings.LowFrequencyFactor) / (settings.HighFrequencyFactor - settings.LowFrequencyFactor);
+        return ((1 - blend) * frequency / settings.ScalingFactor) + (blend * frequency);
     }
 
     private static void Rotate(Span<float> x, int tokens, int heads, int headDim, int positionOffset, RopeSettings settings, int direction)

@@ -15,32 +15,43 @@ public static class Softmax
     {
         for (int r = 0; r < rows; r++)
         {
-            var x = input.Slice(r * cols, cols);
             var y = output.Slice(r * cols, cols);
-            float max = float.NegativeInfinity;
-            for (int j = 0; j < cols; j++)
-            {
-                max = Math.Max(max, x[j]);
-            }
-
-            if (float.IsNegativeInfinity(max))
-            {
-                y.Clear();
-                continue;
-            }
-
-            float sum = 0f;
-            for (int j = 0; j < cols; j++)
-            {
-                y[j] = MathF.Exp(x[j] - max);
-                sum += y[j];
-            }
-
-            for (int j = 0; j < cols; j++)
-            {
-                y[j] /= sum;
-            }
+            input.Slice(r * cols, cols).CopyTo(y);
+            ReferenceRowInPlace(y);
         }
+    }
+
+    /// <summary>
+    /// The reference softmax of one row, in place; returns log Σ exp(x) (−∞ for a row with nothing visible). Attention's
+    /// reference path and its patterns use this same row, so every materialised pattern agrees to the last bit.
+    /// </summary>
+    public static float ReferenceRowInPlace(Span<float> row)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float x in row)
+        {
+            max = Math.Max(max, x);
+        }
+
+        if (float.IsNegativeInfinity(max))
+        {
+            row.Clear();
+            return float.NegativeInfinity;
+        }
+
+        float sum = 0f;
+        for (int j = 0; j < row.Length; j++)
+        {
+            row[j] = MathF.Exp(row[j] - max);
+            sum += row[j];
+        }
+
+        for (int j = 0; j < row.Length; j++)
+        {
+            row[j] /= sum;
+        }
+
+        return max + MathF.Log(sum);
     }
 
     public static void Forward(ReadOnlySpan<float> input, int rows, int cols, Span<float> output)

@@ -1,24 +1,92 @@
+using HeadLens.Attention;
 using HeadLens.Embeddings;
 
 namespace HeadLens.Model;
 
-/// <summary>The two decoder-only families HeadLens builds and loads.</summary>
-public enum ModelFamily
+/// <summary>How a block normalises its input: LayerNorm (centred, with a bias) or RMSNorm (scale only).</summary>
+public enum NormKind
 {
-    /// <summary>LayerNorm, GELU MLP, learned absolute positions, biases, tied embeddings.</summary>
-    Gpt2,
+    LayerNorm,
+    RmsNorm,
+}
 
-    /// <summary>RMSNorm, SwiGLU MLP, rotary positions, grouped-query attention, no biases.</summary>
-    Llama,
+/// <summary>Where a block normalises: before each sublayer (GPT-2, Llama) or after each residual add (BERT).</summary>
+public enum NormPlacement
+{
+    /// <summary>x = x + f(norm(x)); a final norm before the output head.</summary>
+    Pre,
+
+    /// <summary>x = norm(x + f(x)); the embeddings are normalised, and there is no final norm.</summary>
+    Post,
+}
+
+/// <summary>How a token learns where it is.</summary>
+public enum PositionKind
+{
+    /// <summary>A learned table [context, C] added to the embeddings (GPT-2, BERT).</summary>
+    Learned,
+
+    /// <summary>Fixed sines and cosines added to the embeddings (Vaswani et al. 2017).</summary>
+    Sinusoidal,
+
+    /// <summary>Queries and keys rotated by their position (RoPE); nothing added to the residual stream.</summary>
+    Rotary,
+
+    /// <summary>A per-head linear penalty on distance added to the scores (ALiBi); nothing added to the stream.</summary>
+    Alibi,
+
+    /// <summary>No positional information at all (a causal mask still leaks order).</summary>
+    None,
+}
+
+/// <summary>The feed-forward sublayer.</summary>
+public enum MlpKind
+{
+    /// <summary>Attention-only (interpretability experiments).</summary>
+    None,
+
+    /// <summary>down(gelu(up(x))), GELU in its tanh form (GPT-2's gelu_new).</summary>
+    GeluTanh,
+
+    /// <summary>down(silu(gate(x)) · up(x)) (Llama, Qwen2).</summary>
+    SwiGlu,
+}
+
+/// <summary>Which linear maps carry a bias.</summary>
+[Flags]
+public enum Biases
+{
+    None = 0,
+    Query = 1,
+    Key = 2,
+    Value = 4,
+    Output = 8,
+    Mlp = 16,
+
+    /// <summary>Qwen2: q, k and v, but not the output projection nor the MLP.</summary>
+    QueryKeyValue = Query | Key | Value,
+    All = Query | Key | Value | Output | Mlp,
 }
 
 /// <summary>
-/// Everything that fixes a model's shape. Shapes below use C = Channels, H = Heads, G = KvHeads, D = HeadDim,
-/// F = HiddenChannels (the MLP's width), V = VocabSize, L = Layers.
+/// The checkpoint layout a model is read from and written to. Only the loaders, writers and presets read it: the
+/// math is described by the feature fields of <see cref="ModelConfig"/>.
+/// </summary>
+public enum CheckpointLayout
+{
+    Gpt2,
+    Llama,
+    Qwen2,
+}
+
+/// <summary>
+/// What a transformer computes, as orthogonal features, and everything that fixes its shape. Shapes below use
+/// C = Channels, H = Heads, G = KvHeads, D = HeadDim, F = HiddenChannels (the MLP's width), V = VocabSize,
+/// L = Layers. GPT-2, Llama and Qwen2 are presets (<see cref="ModelPresets"/>) and loaders that set these fields.
 /// </summary>
 public sealed record ModelConfig
 {
-    public ModelFamily Family { get; init; } = ModelFamily.Gpt2;
+    public CheckpointLayout Layout { get; init; } = CheckpointLayout.Gpt2;
 
     public int VocabSize { get; init; }
 
@@ -35,25 +103,38 @@ public sealed record ModelConfig
 
     public int HiddenChannels { get; init; }
 
+    public NormKind Norm { get; init; } = NormKind.LayerNorm;
+
+    public NormPlacement NormPlacement { get; init; } = NormPlacement.Pre;
+
     public float NormEpsilon { get; init; } = 1e-5f;
 
-    public float RopeTheta { get; init; } = 10000f;
+    public PositionKind Positions { get; init; } = PositionKind.Learned;
 
-    public RopeLayout RopeLayout { get; init; } = RopeLayout.SplitHalves;
+    /// <summary>Rotary settings (θ, pair layout, scaling); read only when <see cref="Positions"/> is Rotary.</summary>
+    public RopeSettings Rope { get; init; } = new();
+
+    public MlpKind Mlp { get; init; } = MlpKind.GeluTanh;
+
+    public Biases Biases { get; init; } = Biases.All;
+
+    /// <summary>Causal for decoders; bidirectional for encoders.</summary>
+    public MaskKind Attention { get; init; } = MaskKind.Causal;
+
+    /// <summary>Sliding-window attention: each query sees at most this many keys (0 = unlimited).</summary>
+    public int AttentionWindow { get; init; }
 
     /// <summary>The output head reuses the token embedding matrix.</summary>
     public bool TiedEmbeddings { get; init; } = true;
 
-    /// <summary>False for attention-only models (interpretability experiments).</summary>
-    public bool HasMlp { get; init; } = true;
+    public bool HasMlp => Mlp != MlpKind.None;
 
     public int HeadDim => Channels / Heads;
 
-    public bool HasBias => Family == ModelFamily.Gpt2;
+    /// <summary>LayerNorm has a bias; RMSNorm has none.</summary>
+    public bool NormHasBias => Norm == NormKind.LayerNorm;
 
-    public bool LearnedPositions => Family == ModelFamily.Gpt2;
-
-    public RopeSettings Rope => new(RopeTheta, RopeLayout);
+    public bool HasBias(Biases which) => (Biases & which) == which;
 
     /// <summary>Throws a one-line error naming the field that makes this configuration impossible.</summary>
     public ModelConfig Validated(string source = "config")
@@ -73,21 +154,56 @@ public sealed record ModelConfig
         Require(Channels % Heads == 0, $"channels ({Channels}) must be divisible by heads ({Heads})");
         Require(KvHeads > 0 && Heads % KvHeads == 0, $"kv heads ({KvHeads}) must divide heads ({Heads})");
         Require(!HasMlp || HiddenChannels > 0, $"MLP width must be positive (got {HiddenChannels})");
-        Require(Family != ModelFamily.Llama || HeadDim % 2 == 0, $"rotary positions need an even head size (got {HeadDim})");
+        Require(Positions != PositionKind.Rotary || HeadDim % 2 == 0, $"rotary positions need an even head size (got {HeadDim})");
+        Require(Positions != PositionKind.Sinusoidal || Channels % 2 == 0, $"sinusoidal positions need an even channel count (got {Channels})");
+        Require(float.IsFinite(NormEpsilon) && NormEpsilon > 0, $"norm epsilon must be positive (got {NormEpsilon})");
+        Require(AttentionWindow >= 0, $"attention window must not be negative (got {AttentionWindow})");
+        Require(NormPlacement == NormPlacement.Pre || Norm == NormKind.LayerNorm, "post-norm blocks are implemented with LayerNorm only");
+        if (Positions == PositionKind.Rotary)
+        {
+            Rope.Validate(source);
+        }
+
         return this;
     }
+
+    /// <summary>The attention call of every layer: heads, visibility and positional bias.</summary>
+    public AttentionOptions AttentionOptions() => new(Heads, KvHeads, HeadDim, HeadDim)
+    {
+        Mask = Attention,
+        Window = AttentionWindow,
+        AlibiSlopes = Positions == PositionKind.Alibi ? Embeddings.Positions.AlibiSlopes(Heads) : null,
+    };
 
     /// <summary>Parameters by part: embeddings, attention, MLP, norms, output head (0 when tied).</summary>
     public (long Embeddings, long Attention, long Mlp, long Norms, long Head) ParameterCounts()
     {
-        long c = Channels, d = HeadDim, f = HiddenChannels;
-        long embeddings = (long)VocabSize * c + (LearnedPositions ? (long)ContextLength * c : 0);
-        long attention = Layers * ((c * Heads * d) + (2 * c * KvHeads * d) + (Heads * d * c)
-            + (HasBias ? (Heads * d) + (2 * KvHeads * d) + c : 0));
-        long mlp = !HasMlp ? 0 : Layers * (Family == ModelFamily.Llama ? 3 * c * f : (2 * c * f) + f + c);
-        long normSize = HasBias ? 2 * c : c;
-        long norms = ((HasMlp ? 2 : 1) * Layers * normSize) + normSize;
-        long head = TiedEmbeddings ? 0 : (long)VocabSize * c;
+        long embeddings = 0, attention = 0, mlp = 0, norms = 0, head = 0;
+        foreach (var (name, shape, _) in ModelWeights.Layout(this))
+        {
+            long size = shape.Aggregate(1L, (product, dimension) => product * dimension);
+            if (name.Contains("norm", StringComparison.Ordinal))
+            {
+                norms += size;
+            }
+            else if (name.Contains(".attention.", StringComparison.Ordinal))
+            {
+                attention += size;
+            }
+            else if (name.Contains(".mlp.", StringComparison.Ordinal))
+            {
+                mlp += size;
+            }
+            else if (name.StartsWith("output_head", StringComparison.Ordinal))
+            {
+                head += size;
+            }
+            else
+            {
+                embeddings += size;
+            }
+        }
+
         return (embeddings, attention, mlp, norms, head);
     }
 
@@ -98,5 +214,33 @@ public sealed record ModelConfig
             var (embeddings, attention, mlp, norms, head) = ParameterCounts();
             return embeddings + attention + mlp + norms + head;
         }
+    }
+
+    /// <summary>A one-line account of the features, e.g. "pre-LayerNorm, learned positions, GELU MLP, biases".</summary>
+    public string DescribeFeatures()
+    {
+        string norm = $"{(NormPlacement == NormPlacement.Pre ? "pre" : "post")}-{Norm}";
+        string positions = Positions switch
+        {
+            PositionKind.Learned => "learned positions",
+            PositionKind.Sinusoidal => "sinusoidal positions",
+            PositionKind.Rotary => $"rotary positions (θ {Rope.Theta:G}{(Rope.Scaling == RopeScaling.None ? "" : $", {Rope.Scaling} scaling ×{Rope.ScalingFactor:G}")})",
+            PositionKind.Alibi => "ALiBi",
+            _ => "no positions",
+        };
+        string mlp = Mlp switch
+        {
+            MlpKind.GeluTanh => "GELU MLP",
+            MlpKind.SwiGlu => "SwiGLU MLP",
+            _ => "no MLP (attention-only)",
+        };
+        string biases = Biases switch
+        {
+            Biases.None => "no biases",
+            Biases.All => "biases",
+            _ => $"biases on {Biases}",
+        };
+        string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")} attention";
+        return $"{norm}, {positions}, {attention}, {mlp}, {biases}{(TiedEmbeddings ? ", tied embeddings" : "")}";
     }
 }

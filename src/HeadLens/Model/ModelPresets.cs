@@ -1,13 +1,19 @@
 namespace HeadLens.Model;
 
-/// <summary>Named shapes: tiny test models, the GPT-2 family, and Llama shapes (for describe, even where too big to run).</summary>
+/// <summary>
+/// Named shapes: tiny test models, the GPT-2 family, and Llama and Qwen2 shapes (for describe, even where too big to
+/// run). A family is nothing but a preset of features: GPT-2 = pre-LayerNorm, learned positions, GELU MLP, biases
+/// everywhere, tied embeddings; Llama = pre-RMSNorm, rotary positions, SwiGLU MLP, no biases; Qwen2 = Llama with
+/// biases on q, k and v.
+/// </summary>
 public static class ModelPresets
 {
     private static readonly Dictionary<string, ModelConfig> Presets = new(StringComparer.OrdinalIgnoreCase)
     {
         ["tiny"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32),
         ["tiny-llama"] = Llama(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
-        ["tiny-attn-only"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32) with { HasMlp = false },
+        ["tiny-qwen2"] = Qwen2(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
+        ["tiny-attn-only"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32) with { Mlp = MlpKind.None },
         // The embedded default: byte-level, trained on the King James Bible (see README).
         ["kjv"] = Gpt2(vocab: 256, context: 128, layers: 4, heads: 4, channels: 128),
         ["gpt2"] = Gpt2(vocab: 50257, context: 1024, layers: 12, heads: 12, channels: 768),
@@ -17,7 +23,17 @@ public static class ModelPresets
         ["llama-7b"] = Llama(vocab: 32000, context: 2048, layers: 32, heads: 32, kvHeads: 32, channels: 4096, hidden: 11008),
         ["llama2-7b"] = Llama(vocab: 32000, context: 4096, layers: 32, heads: 32, kvHeads: 32, channels: 4096, hidden: 11008),
         ["llama2-70b"] = Llama(vocab: 32000, context: 4096, layers: 80, heads: 64, kvHeads: 8, channels: 8192, hidden: 28672),
-        ["llama3-8b"] = Llama(vocab: 128256, context: 8192, layers: 32, heads: 32, kvHeads: 8, channels: 4096, hidden: 14336) with { RopeTheta = 500000f },
+        ["llama3-8b"] = Llama(vocab: 128256, context: 8192, layers: 32, heads: 32, kvHeads: 8, channels: 4096, hidden: 14336) with { Rope = new(500000f) },
+        ["llama3.1-8b"] = Llama(vocab: 128256, context: 131072, layers: 32, heads: 32, kvHeads: 8, channels: 4096, hidden: 14336) with
+        {
+            Rope = new(500000f) { Scaling = Embeddings.RopeScaling.Llama3, ScalingFactor = 8, LowFrequencyFactor = 1, HighFrequencyFactor = 4, OriginalContext = 8192 },
+        },
+        ["qwen2-0.5b"] = Qwen2(vocab: 151936, context: 32768, layers: 24, heads: 14, kvHeads: 2, channels: 896, hidden: 4864) with
+        {
+            Rope = new(1000000f),
+            NormEpsilon = 1e-6f,
+            TiedEmbeddings = true,
+        },
     };
 
     public static IEnumerable<string> Names => Presets.Keys;
@@ -27,9 +43,13 @@ public static class ModelPresets
             ? config
             : throw new HeadLensException($"unknown preset '{name}' (known: {string.Join(", ", Presets.Keys)})");
 
-    private static ModelConfig Gpt2(int vocab, int context, int layers, int heads, int channels) => new()
+    public static ModelConfig Gpt2(int vocab, int context, int layers, int heads, int channels) => new()
     {
-        Family = ModelFamily.Gpt2,
+        Layout = CheckpointLayout.Gpt2,
+        Norm = NormKind.LayerNorm,
+        Positions = PositionKind.Learned,
+        Mlp = MlpKind.GeluTanh,
+        Biases = Biases.All,
         VocabSize = vocab,
         ContextLength = context,
         Layers = layers,
@@ -41,9 +61,13 @@ public static class ModelPresets
         TiedEmbeddings = true,
     };
 
-    private static ModelConfig Llama(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) => new()
+    public static ModelConfig Llama(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) => new()
     {
-        Family = ModelFamily.Llama,
+        Layout = CheckpointLayout.Llama,
+        Norm = NormKind.RmsNorm,
+        Positions = PositionKind.Rotary,
+        Mlp = MlpKind.SwiGlu,
+        Biases = Biases.None,
         VocabSize = vocab,
         ContextLength = context,
         Layers = layers,
@@ -54,4 +78,7 @@ public static class ModelPresets
         NormEpsilon = 1e-5f,
         TiedEmbeddings = false,
     };
+
+    public static ModelConfig Qwen2(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) =>
+        Llama(vocab, context, layers, heads, kvHeads, channels, hidden) with { Layout = CheckpointLayout.Qwen2, Biases = Biases.QueryKeyValue };
 }

@@ -85,9 +85,9 @@ public sealed class ModelWeights
 
         Arena.Allocate();
         TokenEmbedding = Arena.Get("token_embedding.weight");
-        PositionEmbedding = config.LearnedPositions ? Arena.Get("position_embedding.weight") : null;
+        PositionEmbedding = config.Positions == PositionKind.Learned ? Arena.Get("position_embedding.weight") : null;
         FinalNorm = Arena.Get("final_norm.weight");
-        FinalNormBias = config.HasBias ? Arena.Get("final_norm.bias") : null;
+        FinalNormBias = config.NormHasBias ? Arena.Get("final_norm.bias") : null;
         OutputHead = config.TiedEmbeddings ? TokenEmbedding : Arena.Get("output_head.weight");
         layers = Enumerable.Range(0, config.Layers).Select(l => new LayerWeights(Arena, config, l)).ToArray();
     }
@@ -114,9 +114,9 @@ public sealed class ModelWeights
     {
         int c = config.Channels, v = config.VocabSize, f = config.HiddenChannels;
         int q = config.Heads * config.HeadDim, kv = config.KvHeads * config.HeadDim;
-        bool bias = config.HasBias;
+        bool normBias = config.NormHasBias, mlpBias = config.HasBias(Biases.Mlp);
         yield return ("token_embedding.weight", [v, c], true);
-        if (config.LearnedPositions)
+        if (config.Positions == PositionKind.Learned)
         {
             yield return ("position_embedding.weight", [config.ContextLength, c], true);
         }
@@ -125,7 +125,7 @@ public sealed class ModelWeights
         {
             string p = $"layers.{l}.";
             yield return (p + "attention_norm.weight", [c], false);
-            if (bias)
+            if (normBias)
             {
                 yield return (p + "attention_norm.bias", [c], false);
             }
@@ -134,12 +134,15 @@ public sealed class ModelWeights
             yield return (p + "attention.key.weight", [kv, c], true);
             yield return (p + "attention.value.weight", [kv, c], true);
             yield return (p + "attention.output.weight", [c, q], true);
-            if (bias)
+            foreach (var (which, bias, size) in new[]
             {
-                yield return (p + "attention.query.bias", [q], false);
-                yield return (p + "attention.key.bias", [kv], false);
-                yield return (p + "attention.value.bias", [kv], false);
-                yield return (p + "attention.output.bias", [c], false);
+                (Biases.Query, "query", q), (Biases.Key, "key", kv), (Biases.Value, "value", kv), (Biases.Output, "output", c),
+            })
+            {
+                if (config.HasBias(which))
+                {
+                    yield return (p + $"attention.{bias}.bias", [size], false);
+                }
             }
 
             if (!config.HasMlp)
@@ -148,19 +151,19 @@ public sealed class ModelWeights
             }
 
             yield return (p + "mlp_norm.weight", [c], false);
-            if (bias)
+            if (normBias)
             {
                 yield return (p + "mlp_norm.bias", [c], false);
             }
 
             yield return (p + "mlp.up.weight", [f, c], true);
-            if (config.Family == ModelFamily.Llama)
+            if (config.Mlp == MlpKind.SwiGlu)
             {
                 yield return (p + "mlp.gate.weight", [f, c], true);
             }
 
             yield return (p + "mlp.down.weight", [c, f], true);
-            if (bias)
+            if (mlpBias)
             {
                 yield return (p + "mlp.up.bias", [f], false);
                 yield return (p + "mlp.down.bias", [c], false);
@@ -168,7 +171,7 @@ public sealed class ModelWeights
         }
 
         yield return ("final_norm.weight", [c], false);
-        if (bias)
+        if (normBias)
         {
             yield return ("final_norm.bias", [c], false);
         }

@@ -6,17 +6,21 @@ using HeadLens.Tensors;
 namespace HeadLens.Model;
 
 /// <summary>
-/// A decoder-only transformer: embeddings, L blocks, a final norm and the output head.
-///   x = embed(ids) (+ learned positions)
+/// A transformer described by its features (<see cref="ModelConfig"/>): embeddings, L blocks, a final norm and the
+/// output head.
+///   x = embed(ids) (+ learned or sinusoidal positions)
 ///   each block:  x = x + attention(norm₁(x));  x = x + mlp(norm₂(x))
 ///   logits = norm_f(x) · W_headᵀ
-/// GPT-2: LayerNorm, GELU MLP, biases. Llama: RMSNorm, SwiGLU MLP, RoPE, grouped-query attention.
-/// Training runs Forward (with targets) then Backward; generation runs DecodeStep with a KV cache.
+/// Every pass runs the same block code (Transformer.Block.cs): training (<see cref="Forward"/> then
+/// <see cref="Backward"/>), batched inference without gradient buffers (<see cref="Infer"/>), the analysis run with
+/// hooks (<see cref="Run"/>), and incremental decoding against a KV cache (<see cref="DecodeStep"/>).
 /// </summary>
-public sealed class Transformer
+public sealed partial class Transformer
 {
     private readonly Lazy<ModelWeights> gradients;
     private Activations? activations;
+    private InferenceBuffers? inferenceBuffers;
+    private InferenceBuffers? decodeBuffers;
     private int[] lastIds = [];
 
     public Transformer(ModelConfig config)
@@ -25,7 +29,8 @@ public sealed class Transformer
         Parameters = new ModelWeights(Config, "parameters");
         // Gradients exist only once something trains: inference keeps half the memory.
         gradients = new Lazy<ModelWeights>(() => new ModelWeights(Config, "gradients"));
-        AttentionOptions = new AttentionOptions(Config.Heads, Config.KvHeads, Config.HeadDim, Config.HeadDim);
+        AttentionOptions = Config.AttentionOptions();
+        Hooks = new HookRegistry(Config);
     }
 
     public ModelConfig Config { get; }
@@ -36,10 +41,13 @@ public sealed class Transformer
 
     public AttentionOptions AttentionOptions { get; }
 
-    /// <summary>Logits of the last training Forward: [B·T, V].</summary>
-    public ReadOnlySpan<float> Logits => activations is null ? [] : activations["logits"];
+    /// <summary>Hooks that <see cref="Run"/> calls at its capture points.</summary>
+    public HookRegistry Hooks { get; }
 
-    /// <summary>The activations of the last Forward (for analysis and tests).</summary>
+    /// <summary>Logits of the last training Forward: [B·T, V].</summary>
+    public ReadOnlySpan<float> Logits => activations is null ? [] : activations.Logits;
+
+    /// <summary>The activations of the last training Forward (for tests).</summary>
     public Activations? LastActivations => activations;
 
     /// <summary>A new model with GPT-2's initialisation: N(0, 0.02), residual projections N(0, 0.02/√(2L)), norms 1, biases 0.</summary>
@@ -78,19 +86,15 @@ public sealed class Transformer
     public void ZeroGradients() => Gradients.Arena.All.Clear();
 
     /// <summary>
-    /// ids and targets [B, T] row-major. Returns the mean next-token loss (NaN without targets); keeps what Backward
-    /// needs. Targets of −1 are ignored.
+    /// The training forward. ids and targets [B, T] row-major. Returns the mean next-token loss (NaN without
+    /// targets); keeps what Backward needs. Targets of −1 are ignored.
     /// </summary>
     public float Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> targets, int batch, int tokens)
     {
-        if (tokens > Config.ContextLength)
+        CheckTokens(ids, batch, tokens);
+        if (!targets.IsEmpty && targets.Length != ids.Length)
         {
-            throw new HeadLensException($"{tokens} tokens exceed the model's context of {Config.ContextLength}");
-        }
-
-        if (ids.Length != batch * tokens || (!targets.IsEmpty && targets.Length != ids.Length))
-        {
-            throw new ArgumentException($"expected {batch}×{tokens} ids and targets");
+            throw new ArgumentException($"expected {batch}×{tokens} targets");
         }
 
         if (activations is null || activations.Batch != batch || activations.Tokens != tokens)
@@ -99,33 +103,24 @@ public sealed class Transformer
         }
 
         var a = activations;
-        int n = batch * tokens, c = Config.Channels;
+        var pass = new Pass(batch, tokens, Position: 0, Cache: null, Hooks: null);
+        int n = batch * tokens;
         lastIds = ids.ToArray();
-        var x = a["residual.0"];
-        Embedding.Forward(ids, Parameters.TokenEmbedding.Span, Config.VocabSize, c, x);
-        if (Parameters.PositionEmbedding is not null)
-        {
-            for (int b = 0; b < batch; b++)
-            {
-                Positions.AddLearned(Parameters.PositionEmbedding.Span, Config.ContextLength, c, 0, tokens, x.Slice(b * tokens * c, tokens * c));
-            }
-        }
-
+        Embed(ids, pass, a.Residual(0));
         for (int l = 0; l < Config.Layers; l++)
         {
-            BlockForward(l, a, batch, tokens);
+            BlockForward(l, a.Layer(l), a.Residual(l), a.Residual(l + 1), pass);
         }
 
-        var final = a["final_norm"];
-        Norm(a[$"residual.{Config.Layers}"], Parameters.FinalNorm, Parameters.FinalNormBias, n, final, a["final_norm.mean"], a["final_norm.rstd"]);
-        MatMul.Forward(final, Parameters.OutputHead.Span, [], n, Config.VocabSize, c, a["logits"]);
+        FinalNorm(a.Residual(Config.Layers), n, a.FinalNormed, a.FinalNormMean, a.FinalNormRstd);
+        MatMul.Forward(a.FinalNormed, Parameters.OutputHead.Span, [], n, Config.VocabSize, Config.Channels, a.Logits);
         if (targets.IsEmpty)
         {
             return float.NaN;
         }
 
         // The loss gradient comes from the same pass over the logits (fused softmax + cross-entropy).
-        return CrossEntropy.ForwardBackward(a["logits"], targets, n, Config.VocabSize, a["losses"], a["logits_grad"]);
+        return CrossEntropy.ForwardBackward(a.Logits, targets, n, Config.VocabSize, a.Losses, a.LogitsGrad);
     }
 
     /// <summary>Accumulates the gradients of the last Forward's mean loss into <see cref="Gradients"/>.</summary>
@@ -133,12 +128,12 @@ public sealed class Transformer
     {
         var a = activations ?? throw new InvalidOperationException("Backward needs a Forward with targets first");
         int batch = a.Batch, tokens = a.Tokens, n = batch * tokens, c = Config.Channels;
-        var dx = a["grad.residual"];
-        var dFinal = a["grad.normed"];
-        MatMul.Backward(a["logits_grad"], a["final_norm"], Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal, Gradients.OutputHead.Span, []);
+        var dx = a.Scratch("residual");
+        var dFinal = a.Scratch("normed");
+        MatMul.Backward(a.LogitsGrad, a.FinalNormed, Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal, Gradients.OutputHead.Span, []);
         dx.Clear();
-        NormBackward(dFinal, a[$"residual.{Config.Layers}"], Parameters.FinalNorm, Gradients.FinalNorm, Gradients.FinalNormBias,
-            a["final_norm.mean"], a["final_norm.rstd"], n, dx);
+        NormBackward(dFinal, a.Residual(Config.Layers), Parameters.FinalNorm, Gradients.FinalNorm, Gradients.FinalNormBias,
+            a.FinalNormMean, a.FinalNormRstd, n, dx);
         for (int l = Config.Layers - 1; l >= 0; l--)
         {
             BlockBackward(l, a, batch, tokens, dx);
@@ -152,6 +147,30 @@ public sealed class Transformer
                 Positions.AddLearnedBackward(dx.Slice(b * tokens * c, tokens * c), c, 0, tokens, Gradients.PositionEmbedding.Span);
             }
         }
+    }
+
+    /// <summary>
+    /// Batched inference: ids [B, T] row-major through every block with no gradient buffers. The returned buffers
+    /// (reused by the next call of the same shape) hold the final residual stream and, when asked for, the logits
+    /// [B·T, V].
+    /// </summary>
+    public InferenceBuffers Infer(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits = true) =>
+        InferCore(ids, batch, tokens, withLogits, hooks: null);
+
+    /// <summary>
+    /// The analysis run of one sequence: the same blocks, with this model's <see cref="Hooks"/> called at every
+    /// capture point and the points <paramref name="capture"/> accepts copied into the result. Attention is
+    /// computed the reference way (scores and pattern [H, T, T] materialised) only where a hook or capture wants
+    /// the scores or the pattern, and each head's output projection is separated only where hook_result is wanted.
+    /// </summary>
+    public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null, bool withLogits = true) =>
+        RunWith(ids, capture, withLogits, Hooks);
+
+    internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry)
+    {
+        var hooks = new HookContext(registry, capture);
+        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks);
+        return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes, buffers.FinalNormRstd.ToArray());
     }
 
     public KvCache NewCache(int capacity, int sinks = 0, int window = 0) =>
@@ -169,273 +188,87 @@ public sealed class Transformer
             throw new ArgumentException("DecodeStep needs at least one token");
         }
 
-        if (Config.LearnedPositions && position + t > Config.ContextLength)
+        if (Config.Positions == PositionKind.Learned && position + t > Config.ContextLength)
         {
             throw new HeadLensException($"position {position + t - 1} is past the model's context of {Config.ContextLength} tokens");
         }
 
-        var scratch = cache.DecoderScratch is DecodeScratch reused && reused.Tokens == t && ReferenceEquals(reused.Config, Config)
-            ? reused : new DecodeScratch(Config, t);
-        cache.DecoderScratch = scratch;
-        Embedding.Forward(newIds, Parameters.TokenEmbedding.Span, Config.VocabSize, c, scratch.X);
-        if (Parameters.PositionEmbedding is not null)
+        if (decodeBuffers is null || decodeBuffers.Tokens != t)
         {
-            Positions.AddLearned(Parameters.PositionEmbedding.Span, Config.ContextLength, c, position, t, scratch.X);
+            decodeBuffers = new InferenceBuffers(Config, 1, t, withLogits: false);
         }
 
+        var buffers = decodeBuffers;
+        var pass = new Pass(1, t, position, cache, Hooks: null);
+        var x = buffers.Residual;
+        Embed(newIds, pass, x);
         for (int l = 0; l < Config.Layers; l++)
         {
-            var w = Parameters.Layer(l);
-            // x = x + attention(norm₁(x)) against the cached keys and values
-            Norm(scratch.X, w.AttentionNorm, w.AttentionNormBias, t, scratch.Normed, scratch.Mean, scratch.Rstd);
-            Project(w, scratch.Normed, t, scratch.Q, scratch.K, scratch.V);
-            if (!Config.LearnedPositions)
-            {
-                Rope.Forward(scratch.Q, t, Config.Heads, Config.HeadDim, position, Config.Rope);
-                Rope.Forward(scratch.K, t, Config.KvHeads, Config.HeadDim, position, Config.Rope);
-            }
-
-            cache.Append(l, scratch.K, scratch.V, t);
-            int slots = cache.Keys(l).Length / (Config.KvHeads * Config.HeadDim);
-            ScaledDotProductAttention.Forward(AttentionOptions, t, slots, slots - t, scratch.Q, cache.Keys(l), cache.Values(l), scratch.Heads, scratch.Lse);
-            MatMul.Forward(scratch.Heads, w.Output.Span, Bias(w.OutputBias), t, c, Config.Heads * Config.HeadDim, scratch.Branch);
-            Residual.Forward(scratch.X, scratch.Branch, scratch.X);
-            if (Config.HasMlp)
-            {
-                Norm(scratch.X, w.MlpNorm!, w.MlpNormBias, t, scratch.Normed, scratch.Mean, scratch.Rstd);
-                MlpForward(w, scratch.Normed, t, scratch.Up, scratch.Gate, scratch.Hidden, scratch.Branch);
-                Residual.Forward(scratch.X, scratch.Branch, scratch.X);
-            }
+            BlockForward(l, buffers.Block, x, x, pass);
         }
 
         cache.Advance(t);
-        var last = scratch.X.AsSpan((t - 1) * c, c);
-        var lastNormed = scratch.Normed.AsSpan(0, c);
-        Norm(last, Parameters.FinalNorm, Parameters.FinalNormBias, 1, lastNormed, scratch.Mean, scratch.Rstd);
+        var last = x.Slice((t - 1) * c, c);
+        var lastNormed = buffers.FinalNormed[..c];
+        FinalNorm(last, 1, lastNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
         MatMul.Forward(lastNormed, Parameters.OutputHead.Span, [], 1, Config.VocabSize, c, lastLogits);
     }
 
-    private void BlockForward(int l, Activations a, int batch, int tokens)
+    private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks)
     {
-        var w = Parameters.Layer(l);
-        int n = batch * tokens, c = Config.Channels;
-        var x = a[$"residual.{l}"];
-        var normed = a.Layer(l, "attention_norm");
-        Norm(x, w.AttentionNorm, w.AttentionNormBias, n, normed, a.Layer(l, "attention_norm.mean"), a.Layer(l, "attention_norm.rstd"));
-        var q = a.Layer(l, "q");
-        var k = a.Layer(l, "k");
-        var v = a.Layer(l, "v");
-        Project(w, normed, n, q, k, v);
-        var heads = a.Layer(l, "heads");
-        var lse = a.Layer(l, "lse");
-        int qRow = Config.Heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
-        for (int b = 0; b < batch; b++)
+        CheckTokens(ids, batch, tokens);
+        if (inferenceBuffers is null || inferenceBuffers.Batch != batch || inferenceBuffers.Tokens != tokens || inferenceBuffers.WithLogits != withLogits)
         {
-            if (!Config.LearnedPositions)
-            {
-                Rope.Forward(q.Slice(b * tokens * qRow, tokens * qRow), tokens, Config.Heads, Config.HeadDim, 0, Config.Rope);
-                Rope.Forward(k.Slice(b * tokens * kvRow, tokens * kvRow), tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
-            }
-
-            ScaledDotProductAttention.Forward(AttentionOptions, tokens, tokens, 0,
-                q.Slice(b * tokens * qRow, tokens * qRow), k.Slice(b * tokens * kvRow, tokens * kvRow), v.Slice(b * tokens * kvRow, tokens * kvRow),
-                heads.Slice(b * tokens * qRow, tokens * qRow), lse.Slice(b * Config.Heads * tokens, Config.Heads * tokens));
+            inferenceBuffers = null; // let the old buffers go before the new ones are allocated
+            inferenceBuffers = new InferenceBuffers(Config, batch, tokens, withLogits);
         }
 
-        var middle = a.Layer(l, "middle");
-        MatMul.Forward(heads, w.Output.Span, Bias(w.OutputBias), n, c, qRow, middle);
-        Residual.Forward(x, middle, middle);
-        var next = a[$"residual.{l + 1}"];
-        if (!Config.HasMlp)
+        var buffers = inferenceBuffers;
+        var pass = new Pass(batch, tokens, Position: 0, Cache: null, hooks);
+        int n = batch * tokens;
+        var x = buffers.Residual;
+        Embed(ids, pass, x);
+        for (int l = 0; l < Config.Layers; l++)
         {
-            middle.CopyTo(next);
-            return;
+            BlockForward(l, buffers.Block, x, x, pass);
         }
 
-        var mlpNormed = a.Layer(l, "mlp_norm");
-        Norm(middle, w.MlpNorm!, w.MlpNormBias, n, mlpNormed, a.Layer(l, "mlp_norm.mean"), a.Layer(l, "mlp_norm.rstd"));
-        MlpForward(w, mlpNormed, n, a.Layer(l, "up"), a.Layer(l, "gate"), a.Layer(l, "hidden"), next);
-        Residual.Forward(middle, next, next);
+        FinalNorm(x, n, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
+        hooks?.Point(HookNames.FinalNormalized, buffers.FinalNormed, n, Config.Channels);
+        if (withLogits)
+        {
+            MatMul.Forward(buffers.FinalNormed, Parameters.OutputHead.Span, [], n, Config.VocabSize, Config.Channels, buffers.Logits);
+        }
+
+        return buffers;
     }
 
-    // dx holds d(residual l+1) on entry and d(residual l) on exit.
-    private void BlockBackward(int l, Activations a, int batch, int tokens, Span<float> dx)
+    private void CheckTokens(ReadOnlySpan<int> ids, int batch, int tokens)
     {
-        var w = Parameters.Layer(l);
-        var g = Gradients.Layer(l);
-        int n = batch * tokens, c = Config.Channels, f = Config.HiddenChannels;
-        int qRow = Config.Heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
-        var dNormed = a["grad.normed"];
-        var scratch = a["grad.scratch"];
-        if (Config.HasMlp)
+        if (tokens <= 0 || tokens > Config.ContextLength)
         {
-            // x_{l+1} = middle + mlp(norm₂(middle)): dx flows to middle unchanged and through the MLP.
-            var dHidden = a["grad.hidden"][..(n * f)];
-            var dUp = a["grad.up"][..(n * f)];
-            MatMul.Backward(dx, a.Layer(l, "hidden"), w.Down!.Span, n, c, f, dHidden, g.Down!.Span, Bias(g.DownBias));
-            if (Config.Family == ModelFamily.Llama)
-            {
-                var dGate = a["grad.gate"][..(n * f)];
-                SwiGlu.Backward(a.Layer(l, "gate"), a.Layer(l, "up"), dHidden, dGate, dUp);
-                MatMul.Backward(dGate, a.Layer(l, "mlp_norm"), w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, []);
-                MatMul.Backward(dUp, a.Layer(l, "mlp_norm"), w.Up!.Span, n, f, c, scratch, g.Up!.Span, []);
-                Residual.Forward(dNormed, scratch, dNormed);
-            }
-            else
-            {
-                Gelu.Backward(a.Layer(l, "up"), dHidden, dUp);
-                MatMul.Backward(dUp, a.Layer(l, "mlp_norm"), w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
-            }
-
-            NormBackward(dNormed, a.Layer(l, "middle"), w.MlpNorm!, g.MlpNorm!, g.MlpNormBias,
-                a.Layer(l, "mlp_norm.mean"), a.Layer(l, "mlp_norm.rstd"), n, dx);
+            throw new HeadLensException(tokens <= 0 ? "a pass needs at least one token"
+                : $"{tokens} tokens exceed the model's context of {Config.ContextLength}");
         }
 
-        // middle = x_l + attention(norm₁(x_l))
-        var dHeads = a["grad.heads"];
-        MatMul.Backward(dx, a.Layer(l, "heads"), w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias));
-        var q = a.Layer(l, "q");
-        var k = a.Layer(l, "k");
-        var v = a.Layer(l, "v");
-        var heads = a.Layer(l, "heads");
-        var lse = a.Layer(l, "lse");
-        var dq = a["grad.q"];
-        var dk = a["grad.k"];
-        var dv = a["grad.v"];
-        for (int b = 0; b < batch; b++)
+        if (batch <= 0 || ids.Length != batch * tokens)
         {
-            ScaledDotProductAttention.Backward(AttentionOptions, tokens, tokens, 0,
-                q.Slice(b * tokens * qRow, tokens * qRow), k.Slice(b * tokens * kvRow, tokens * kvRow), v.Slice(b * tokens * kvRow, tokens * kvRow),
-                heads.Slice(b * tokens * qRow, tokens * qRow), dHeads.Slice(b * tokens * qRow, tokens * qRow), lse.Slice(b * Config.Heads * tokens, Config.Heads * tokens),
-                dq.Slice(b * tokens * qRow, tokens * qRow), dk.Slice(b * tokens * kvRow, tokens * kvRow), dv.Slice(b * tokens * kvRow, tokens * kvRow));
-            if (!Config.LearnedPositions)
+            throw new ArgumentException($"expected {batch}×{tokens} ids, got {ids.Length}");
+        }
+
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)Config.VocabSize)
             {
-                Rope.Backward(dq.Slice(b * tokens * qRow, tokens * qRow), tokens, Config.Heads, Config.HeadDim, 0, Config.Rope);
-                Rope.Backward(dk.Slice(b * tokens * kvRow, tokens * kvRow), tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
+                throw new HeadLensException($"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
             }
         }
-
-        var normed = a.Layer(l, "attention_norm");
-        MatMul.Backward(dq, normed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias));
-        MatMul.Backward(dk, normed, w.Key.Span, n, kvRow, c, scratch, g.Key.Span, Bias(g.KeyBias));
-        Residual.Forward(dNormed, scratch, dNormed);
-        MatMul.Backward(dv, normed, w.Value.Span, n, kvRow, c, scratch, g.Value.Span, Bias(g.ValueBias));
-        Residual.Forward(dNormed, scratch, dNormed);
-        NormBackward(dNormed, a[$"residual.{l}"], w.AttentionNorm, g.AttentionNorm, g.AttentionNormBias,
-            a.Layer(l, "attention_norm.mean"), a.Layer(l, "attention_norm.rstd"), n, dx);
     }
-
-    private void Project(LayerWeights w, ReadOnlySpan<float> normed, int rows, Span<float> q, Span<float> k, Span<float> v)
-    {
-        int c = Config.Channels, qRow = Config.Heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
-        MatMul.Forward(normed, w.Query.Span, Bias(w.QueryBias), rows, qRow, c, q);
-        MatMul.Forward(normed, w.Key.Span, Bias(w.KeyBias), rows, kvRow, c, k);
-        MatMul.Forward(normed, w.Value.Span, Bias(w.ValueBias), rows, kvRow, c, v);
-    }
-
-    // output = down(act(up(x))) — GPT-2: act = GELU; Llama: silu(gate(x))·up(x).
-    private void MlpForward(LayerWeights w, ReadOnlySpan<float> normed, int rows, Span<float> up, Span<float> gate, Span<float> hidden, Span<float> output)
-    {
-        int c = Config.Channels, f = Config.HiddenChannels;
-        MatMul.Forward(normed, w.Up!.Span, Bias(w.UpBias), rows, f, c, up);
-        if (Config.Family == ModelFamily.Llama)
-        {
-            MatMul.Forward(normed, w.Gate!.Span, [], rows, f, c, gate);
-            SwiGlu.Forward(gate[..(rows * f)], up, hidden);
-        }
-        else
-        {
-            Gelu.Forward(up[..(rows * f)], hidden);
-        }
-
-        MatMul.Forward(hidden, w.Down!.Span, Bias(w.DownBias), rows, c, f, output);
-    }
-
-    private void Norm(ReadOnlySpan<float> x, Tensor weight, Tensor? bias, int rows, Span<float> y, Span<float> mean, Span<float> rstd)
-    {
-        if (Config.Family == ModelFamily.Gpt2)
-        {
-            LayerNorm.Forward(x, weight.Span, bias!.Span, rows, Config.Channels, Config.NormEpsilon, y, mean, rstd);
-        }
-        else
-        {
-            RmsNorm.Forward(x, weight.Span, rows, Config.Channels, Config.NormEpsilon, y, rstd);
-        }
-    }
-
-    private void NormBackward(ReadOnlySpan<float> yGrad, ReadOnlySpan<float> x, Tensor weight, Tensor weightGrad, Tensor? biasGrad,
-        ReadOnlySpan<float> mean, ReadOnlySpan<float> rstd, int rows, Span<float> xGrad)
-    {
-        if (Config.Family == ModelFamily.Gpt2)
-        {
-            LayerNorm.Backward(yGrad, x, weight.Span, mean, rstd, rows, Config.Channels, xGrad, weightGrad.Span, biasGrad!.Span);
-        }
-        else
-        {
-            RmsNorm.Backward(yGrad, x, weight.Span, rstd, rows, Config.Channels, xGrad, weightGrad.Span);
-        }
-    }
-
-    private static Span<float> Bias(Tensor? bias) => bias is null ? [] : bias.Span;
 
     private static float Gaussian(Random random)
     {
         // Box–Muller: two uniforms to one standard normal.
         double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
         return (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-    }
-
-    /// <summary>Per-call buffers of DecodeStep (small: t rows).</summary>
-    private sealed class DecodeScratch
-    {
-        public DecodeScratch(ModelConfig config, int t)
-        {
-            Config = config;
-            Tokens = t;
-            int c = config.Channels, q = config.Heads * config.HeadDim, kv = config.KvHeads * config.HeadDim, f = Math.Max(config.HiddenChannels, 1);
-            X = new float[t * c];
-            Normed = new float[t * c];
-            Branch = new float[t * c];
-            Mean = new float[t];
-            Rstd = new float[t];
-            Q = new float[t * q];
-            K = new float[t * kv];
-            V = new float[t * kv];
-            Heads = new float[t * q];
-            Lse = new float[config.Heads * t];
-            Up = new float[t * f];
-            Gate = new float[t * f];
-            Hidden = new float[t * f];
-        }
-
-        public ModelConfig Config { get; }
-
-        public int Tokens { get; }
-
-        public float[] X { get; }
-
-        public float[] Normed { get; }
-
-        public float[] Branch { get; }
-
-        public float[] Mean { get; }
-
-        public float[] Rstd { get; }
-
-        public float[] Q { get; }
-
-        public float[] K { get; }
-
-        public float[] V { get; }
-
-        public float[] Heads { get; }
-
-        public float[] Lse { get; }
-
-        public float[] Up { get; }
-
-        public float[] Gate { get; }
-
-        public float[] Hidden { get; }
     }
 }

@@ -21,17 +21,7 @@ public class HandSetModelTests
 
     private static Transformer Build()
     {
-        var config = new ModelConfig
-        {
-            Family = ModelFamily.Gpt2,
-            VocabSize = V,
-            ContextLength = P,
-            Layers = 2,
-            Heads = 4,
-            KvHeads = 4,
-            Channels = C,
-            HasMlp = false,
-        };
+        var config = ModelPresets.Gpt2(vocab: V, context: P, layers: 2, heads: 4, channels: C) with { Mlp = MlpKind.None };
         var model = new Transformer(config);
         var p = model.Parameters;
         foreach (var (name, _, _) in ModelWeights.Layout(config))

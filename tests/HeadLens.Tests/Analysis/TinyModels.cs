@@ -5,32 +5,17 @@ namespace HeadLens.Tests.Analysis;
 /// <summary>Small models with every weight random (norm weights and biases too, so that no term can hide).</summary>
 internal static class TinyModels
 {
-    public static ModelConfig Gpt2 => new()
+    public static ModelConfig Gpt2 => ModelPresets.Gpt2(vocab: 29, context: 16, layers: 2, heads: 3, channels: 12) with { HiddenChannels = 20 };
+
+    public static ModelConfig Llama => ModelPresets.Llama(vocab: 31, context: 16, layers: 2, heads: 4, kvHeads: 2, channels: 16, hidden: 24);
+
+    /// <summary>Llama's features with Qwen2's q/k/v biases and Llama 3 rope scaling: two features no preset mixes.</summary>
+    public static ModelConfig Qwen2Llama3Rope => ModelPresets.Qwen2(vocab: 31, context: 16, layers: 2, heads: 4, kvHeads: 2, channels: 16, hidden: 24) with
     {
-        Family = ModelFamily.Gpt2,
-        VocabSize = 29,
-        ContextLength = 16,
-        Layers = 2,
-        Heads = 3,
-        KvHeads = 3,
-        Channels = 12,
-        HiddenChannels = 20,
+        Rope = new(500f) { Scaling = Embeddings.RopeScaling.Llama3, ScalingFactor = 4, LowFrequencyFactor = 1, HighFrequencyFactor = 2, OriginalContext = 8 },
     };
 
-    public static ModelConfig Llama => new()
-    {
-        Family = ModelFamily.Llama,
-        VocabSize = 31,
-        ContextLength = 16,
-        Layers = 2,
-        Heads = 4,
-        KvHeads = 2,
-        Channels = 16,
-        HiddenChannels = 24,
-        TiedEmbeddings = false,
-    };
-
-    public static ModelConfig AttentionOnly => Llama with { HasMlp = false, Layers = 3 };
+    public static ModelConfig AttentionOnly => Llama with { Mlp = MlpKind.None, Layers = 3 };
 
     public static Transformer Random(ModelConfig config, int seed, double scale = 0.3)
     {

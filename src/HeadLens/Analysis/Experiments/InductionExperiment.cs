@@ -61,18 +61,12 @@ public static class InductionExperiment
         public int Probes { get; init; } = 16;
     }
 
-    public static ModelConfig ModelFor(Settings settings, int layers) => new()
-    {
-        Family = ModelFamily.Llama,
-        VocabSize = settings.Vocab,
-        ContextLength = settings.Context,
-        Layers = layers,
-        Heads = settings.Heads,
-        KvHeads = settings.Heads,
-        Channels = settings.Channels,
-        HasMlp = false,
-        TiedEmbeddings = false,
-    };
+    /// <summary>Llama's features (RMSNorm, rotary positions, no biases), attention-only, untied.</summary>
+    public static ModelConfig ModelFor(Settings settings, int layers) =>
+        ModelPresets.Llama(settings.Vocab, settings.Context, layers, settings.Heads, settings.Heads, settings.Channels, hidden: 0) with
+        {
+            Mlp = MlpKind.None,
+        };
 
     /// <summary>
     /// One training sequence of T + 1 tokens: uniform random tokens, then a segment [s, s+L) copied to [d, d+L) with

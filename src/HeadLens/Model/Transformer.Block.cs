@@ -1,0 +1,333 @@
+using HeadLens.Attention;
+using HeadLens.Embeddings;
+using HeadLens.Kernels;
+using HeadLens.Tensors;
+
+namespace HeadLens.Model;
+
+// The one block, for every pass. Shapes: N = B·T rows (B sequences of T tokens), C channels, H query heads,
+// G key/value heads, D head size, F MLP width, S keys visible to the pass (T, or the cache's slots when decoding).
+//   forward:  x_mid = x + W_O·attention(rope(W_Q·norm₁(x)), rope(W_K·norm₁(x)), W_V·norm₁(x)) + b_O
+//             x_out = x_mid + mlp(norm₂(x_mid))
+// Hook points sit where TransformerLens puts them; with no hook context each costs one null check.
+public sealed partial class Transformer
+{
+    /// <summary>What distinguishes one pass from another: its shape, the decode position and cache, and hooks.</summary>
+    private readonly record struct Pass(int Batch, int Tokens, int Position, KvCache? Cache, HookContext? Hooks)
+    {
+        public int Rows => Batch * Tokens;
+    }
+
+    // x [N, C] = token embeddings (+ positions added to the stream).
+    private void Embed(ReadOnlySpan<int> ids, Pass pass, Span<float> x)
+    {
+        int c = Config.Channels, t = pass.Tokens, n = pass.Rows;
+        Embedding.Forward(ids, Parameters.TokenEmbedding.Span, Config.VocabSize, c, x);
+        pass.Hooks?.Point(HookNames.Embed, x, n, c);
+        if (!HookNames.AddsPositions(Config))
+        {
+            return;
+        }
+
+        // Without hooks the positions are added in place; a hook sees them on their own first.
+        var positions = pass.Hooks is null ? x : new float[n * c];
+        for (int b = 0; b < pass.Batch; b++)
+        {
+            var sequence = positions.Slice(b * t * c, t * c);
+            if (Config.Positions == PositionKind.Learned)
+            {
+                Positions.AddLearned(Parameters.PositionEmbedding!.Span, Config.ContextLength, c, pass.Position, t, sequence);
+            }
+            else
+            {
+                Positions.AddSinusoidal(c, pass.Position, t, sequence);
+            }
+        }
+
+        if (pass.Hooks is { } hooks)
+        {
+            hooks.Point(HookNames.PositionEmbed, positions, n, c);
+            Residual.Forward(x, positions, x);
+        }
+    }
+
+    // x [N, C] enters layer l, output [N, C] leaves it; output may be x itself (x is last read before the MLP).
+    private void BlockForward(int l, LayerActivations a, Span<float> x, Span<float> output, Pass pass)
+    {
+        var w = Parameters.Layer(l);
+        var hooks = pass.Hooks;
+        int n = pass.Rows, c = Config.Channels;
+        hooks?.Point(HookNames.ResidPre(l), x, n, c);
+
+        // x_mid = x + attention(norm₁(x))
+        Norm(x, w.AttentionNorm, w.AttentionNormBias, n, a.AttentionNormed, a.AttentionNormMean, a.AttentionNormRstd);
+        hooks?.Point(HookNames.AttentionNormalized(l), a.AttentionNormed, n, c);
+        Attend(l, w, a, pass);
+        hooks?.Point(HookNames.AttentionOut(l), a.Middle, n, c);
+        Residual.Forward(x, a.Middle, a.Middle);
+        hooks?.Point(HookNames.ResidMid(l), a.Middle, n, c);
+        if (!Config.HasMlp)
+        {
+            a.Middle.CopyTo(output);
+            hooks?.Point(HookNames.ResidPost(l), output, n, c);
+            return;
+        }
+
+        // x_out = x_mid + mlp(norm₂(x_mid))
+        Norm(a.Middle, w.MlpNorm!, w.MlpNormBias, n, a.MlpNormed, a.MlpNormMean, a.MlpNormRstd);
+        hooks?.Point(HookNames.MlpNormalized(l), a.MlpNormed, n, c);
+        Mlp(l, w, a, n, output, hooks);
+        hooks?.Point(HookNames.MlpOut(l), output, n, c);
+        Residual.Forward(a.Middle, output, output);
+        hooks?.Point(HookNames.ResidPost(l), output, n, c);
+    }
+
+    // a.Middle [N, C] = W_O · heads + b_O, heads = softmax(q·kᵀ·scale + mask) · v per sequence.
+    private void Attend(int l, LayerWeights w, LayerActivations a, Pass pass)
+    {
+        var hooks = pass.Hooks;
+        int n = pass.Rows, t = pass.Tokens, c = Config.Channels, heads = Config.Heads, kvHeads = Config.KvHeads, d = Config.HeadDim;
+        int qRow = heads * d, kvRow = kvHeads * d;
+        var q = a.Query;
+        var k = a.Key;
+        var v = a.Value;
+        MatMul.Forward(a.AttentionNormed, w.Query.Span, Bias(w.QueryBias), n, qRow, c, q);
+        MatMul.Forward(a.AttentionNormed, w.Key.Span, Bias(w.KeyBias), n, kvRow, c, k);
+        MatMul.Forward(a.AttentionNormed, w.Value.Span, Bias(w.ValueBias), n, kvRow, c, v);
+        hooks?.Point(HookNames.Q(l), q, n, heads, d);
+        hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
+        hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
+        bool rotary = Config.Positions == PositionKind.Rotary;
+        // The analysis run computes attention the reference way, so what a hook reads or replaces is what flows on.
+        bool reference = hooks is not null;
+        for (int b = 0; b < pass.Batch; b++)
+        {
+            var qb = q.Slice(b * t * qRow, t * qRow);
+            var kb = k.Slice(b * t * kvRow, t * kvRow);
+            var vb = v.Slice(b * t * kvRow, t * kvRow);
+            if (rotary)
+            {
+                Rope.Forward(qb, t, heads, d, pass.Position, Config.Rope);
+                Rope.Forward(kb, t, kvHeads, d, pass.Position, Config.Rope);
+            }
+
+            if (rotary && hooks is not null)
+            {
+                hooks.Point(HookNames.RotQ(l), qb, t, heads, d);
+                hooks.Point(HookNames.RotK(l), kb, t, kvHeads, d);
+            }
+
+            // Keys: this sequence's own, or — when decoding — everything the cache holds after appending them.
+            ReadOnlySpan<float> keys = kb, values = vb;
+            int slots = t;
+            if (pass.Cache is { } cache)
+            {
+                cache.Append(l, kb, vb, t);
+                keys = cache.Keys(l);
+                values = cache.Values(l);
+                slots = keys.Length / kvRow;
+            }
+
+            var headsOut = a.Heads.Slice(b * t * qRow, t * qRow);
+            if (reference)
+            {
+                ReferenceAttention(l, t, slots, qb, keys, values, headsOut, hooks!);
+            }
+            else
+            {
+                ScaledDotProductAttention.Forward(AttentionOptions, t, slots, slots - t, qb, keys, values, headsOut,
+                    a.LogSumExp.Slice(b * heads * t, heads * t));
+            }
+        }
+
+        hooks?.Point(HookNames.Z(l), a.Heads, n, heads, d);
+        string result = HookNames.Result(l);
+        if (hooks is not null && hooks.Wants(result))
+        {
+            OutputPerHead(w, a.Heads, n, a.Middle, hooks, result);
+        }
+        else
+        {
+            MatMul.Forward(a.Heads, w.Output.Span, Bias(w.OutputBias), n, c, qRow, a.Middle);
+        }
+    }
+
+    // For looking inside: scores and pattern [H, T, S] materialised (and hooked), then z_h = pattern_h · v_g. The
+    // pattern is the same reference softmax as ScaledDotProductAttention.Patterns, to the last bit.
+    private void ReferenceAttention(int l, int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
+        Span<float> z, HookContext hooks)
+    {
+        int heads = Config.Heads, d = Config.HeadDim, qRow = heads * d, kvRow = Config.KvHeads * d;
+        var scores = hooks.Scratch(0, heads * t * s);   // [H, T, S]
+        var pattern = hooks.Scratch(1, heads * t * s);  // [H, T, S]
+        int[] allHeads = [.. Enumerable.Range(0, heads)];
+        ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, allHeads, scores);
+        hooks.Point(HookNames.Scores(l), scores, heads, t, s);
+        Softmax.ForwardReference(scores, heads * t, s, pattern);
+        hooks.Point(HookNames.Pattern(l), pattern, heads, t, s);
+        for (int h = 0; h < heads; h++)
+        {
+            // z_h [T, D] = pattern_h [T, S] · v_g [S, D]   (v_g read at stride G·D; z_h written at stride H·D)
+            int g = h / AttentionOptions.GroupSize;
+            Gemm.Multiply(false, false, t, d, s, pattern.Slice(h * t * s, t * s), s, values[(g * d)..], kvRow, z[(h * d)..], qRow, false);
+        }
+    }
+
+    // output [N, C] = Σ_h result_h + b_O with result_h [N, C] = z_h [N, D] · (W_O^h [C, D])ᵀ, hooked as [N, H, C].
+    private void OutputPerHead(LayerWeights w, ReadOnlySpan<float> z, int n, Span<float> output, HookContext hooks, string name)
+    {
+        int heads = Config.Heads, d = Config.HeadDim, c = Config.Channels, qRow = heads * d;
+        var result = new float[n * heads * c];         // [N, H, C]
+        for (int h = 0; h < heads; h++)
+        {
+            // W_O^h = columns h·D .. h·D+D−1 of W_O [C, H·D]
+            Gemm.Multiply(false, true, n, c, d, z[(h * d)..], qRow, w.Output.Span[(h * d)..], qRow, result.AsSpan(h * c), heads * c, false);
+        }
+
+        hooks.Point(name, result, n, heads, c);
+        var bias = Bias(w.OutputBias);
+        for (int i = 0; i < n; i++)
+        {
+            var row = output.Slice(i * c, c);
+            if (bias.IsEmpty)
+            {
+                row.Clear();
+            }
+            else
+            {
+                bias.CopyTo(row);
+            }
+
+            for (int h = 0; h < heads; h++)
+            {
+                Residual.Forward(row, result.AsSpan(((i * heads) + h) * c, c), row);
+            }
+        }
+    }
+
+    // output [N, C] = down(act(...)) — GELU: act = gelu(up(x)); SwiGLU: act = silu(gate(x))·up(x).
+    private void Mlp(int l, LayerWeights w, LayerActivations a, int n, Span<float> output, HookContext? hooks)
+    {
+        int c = Config.Channels, f = Config.HiddenChannels;
+        var up = a.Up[..(n * f)];
+        var hidden = a.Hidden[..(n * f)];
+        MatMul.Forward(a.MlpNormed, w.Up!.Span, Bias(w.UpBias), n, f, c, up);
+        switch (Config.Mlp)
+        {
+            case MlpKind.SwiGlu:
+                var gate = a.Gate[..(n * f)];
+                MatMul.Forward(a.MlpNormed, w.Gate!.Span, [], n, f, c, gate);
+                hooks?.Point(HookNames.MlpPre(l), gate, n, f);
+                SwiGlu.Forward(gate, up, hidden);
+                break;
+            case MlpKind.GeluTanh:
+                hooks?.Point(HookNames.MlpPre(l), up, n, f);
+                Gelu.Forward(up, hidden);
+                break;
+            default:
+                throw new InvalidOperationException($"MLP kind {Config.Mlp} has no forward");
+        }
+
+        hooks?.Point(HookNames.MlpPost(l), hidden, n, f);
+        MatMul.Forward(hidden, w.Down!.Span, Bias(w.DownBias), n, c, f, output);
+    }
+
+    // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.
+    private void BlockBackward(int l, Activations activations, int batch, int tokens, Span<float> dx)
+    {
+        var w = Parameters.Layer(l);
+        var g = Gradients.Layer(l);
+        var a = activations.Layer(l);
+        int n = batch * tokens, c = Config.Channels, f = Config.HiddenChannels;
+        int heads = Config.Heads, qRow = heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
+        var dNormed = activations.Scratch("normed");
+        var scratch = activations.Scratch("scratch");
+        if (Config.HasMlp)
+        {
+            // x_out = x_mid + mlp(norm₂(x_mid)): dx flows to x_mid unchanged and through the MLP.
+            var dHidden = activations.Scratch("hidden")[..(n * f)];
+            var dUp = activations.Scratch("up")[..(n * f)];
+            MatMul.Backward(dx, a.Hidden, w.Down!.Span, n, c, f, dHidden, g.Down!.Span, Bias(g.DownBias));
+            switch (Config.Mlp)
+            {
+                case MlpKind.SwiGlu:
+                    var dGate = activations.Scratch("gate")[..(n * f)];
+                    SwiGlu.Backward(a.Gate, a.Up, dHidden, dGate, dUp);
+                    MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, []);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, scratch, g.Up!.Span, Bias(g.UpBias));
+                    Residual.Forward(dNormed, scratch, dNormed);
+                    break;
+                case MlpKind.GeluTanh:
+                    Gelu.Backward(a.Up, dHidden, dUp);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
+                    break;
+                default:
+                    throw new InvalidOperationException($"MLP kind {Config.Mlp} has no backward");
+            }
+
+            NormBackward(dNormed, a.Middle, w.MlpNorm!, g.MlpNorm!, g.MlpNormBias, a.MlpNormMean, a.MlpNormRstd, n, dx);
+        }
+
+        // x_mid = x + attention(norm₁(x))
+        var dHeads = activations.Scratch("heads");
+        MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias));
+        var dq = activations.Scratch("q");
+        var dk = activations.Scratch("k");
+        var dv = activations.Scratch("v");
+        for (int b = 0; b < batch; b++)
+        {
+            var dqb = dq.Slice(b * tokens * qRow, tokens * qRow);
+            var dkb = dk.Slice(b * tokens * kvRow, tokens * kvRow);
+            ScaledDotProductAttention.Backward(AttentionOptions, tokens, tokens, 0,
+                a.Query.Slice(b * tokens * qRow, tokens * qRow), a.Key.Slice(b * tokens * kvRow, tokens * kvRow),
+                a.Value.Slice(b * tokens * kvRow, tokens * kvRow), a.Heads.Slice(b * tokens * qRow, tokens * qRow),
+                dHeads.Slice(b * tokens * qRow, tokens * qRow), a.LogSumExp.Slice(b * heads * tokens, heads * tokens),
+                dqb, dkb, dv.Slice(b * tokens * kvRow, tokens * kvRow));
+            if (Config.Positions == PositionKind.Rotary)
+            {
+                Rope.Backward(dqb, tokens, heads, Config.HeadDim, 0, Config.Rope);
+                Rope.Backward(dkb, tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
+            }
+        }
+
+        MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias));
+        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, scratch, g.Key.Span, Bias(g.KeyBias));
+        Residual.Forward(dNormed, scratch, dNormed);
+        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, scratch, g.Value.Span, Bias(g.ValueBias));
+        Residual.Forward(dNormed, scratch, dNormed);
+        NormBackward(dNormed, activations.Residual(l), w.AttentionNorm, g.AttentionNorm, g.AttentionNormBias,
+            a.AttentionNormMean, a.AttentionNormRstd, n, dx);
+    }
+
+    private void FinalNorm(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> mean, Span<float> rstd) =>
+        Norm(x, Parameters.FinalNorm, Parameters.FinalNormBias, rows, y, mean, rstd);
+
+    private void Norm(ReadOnlySpan<float> x, Tensor weight, Tensor? bias, int rows, Span<float> y, Span<float> mean, Span<float> rstd)
+    {
+        switch (Config.Norm)
+        {
+            case NormKind.LayerNorm:
+                LayerNorm.Forward(x, weight.Span, bias!.Span, rows, Config.Channels, Config.NormEpsilon, y, mean, rstd);
+                break;
+            case NormKind.RmsNorm:
+                RmsNorm.Forward(x, weight.Span, rows, Config.Channels, Config.NormEpsilon, y, rstd);
+                break;
+        }
+    }
+
+    private void NormBackward(ReadOnlySpan<float> yGrad, ReadOnlySpan<float> x, Tensor weight, Tensor weightGrad, Tensor? biasGrad,
+        ReadOnlySpan<float> mean, ReadOnlySpan<float> rstd, int rows, Span<float> xGrad)
+    {
+        switch (Config.Norm)
+        {
+            case NormKind.LayerNorm:
+                LayerNorm.Backward(yGrad, x, weight.Span, mean, rstd, rows, Config.Channels, xGrad, weightGrad.Span, biasGrad!.Span);
+                break;
+            case NormKind.RmsNorm:
+                RmsNorm.Backward(yGrad, x, weight.Span, rstd, rows, Config.Channels, xGrad, weightGrad.Span);
+                break;
+        }
+    }
+
+    private static Span<float> Bias(Tensor? bias) => bias is null ? [] : bias.Span;
+}
