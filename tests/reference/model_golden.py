@@ -79,10 +79,24 @@ def gpt2(p, ids, cfg):
     return x @ p["transformer.wte.weight"].T
 
 
-def rope(x, theta):
+def llama3_scaled(inv, scaling):
+    # transformers' _compute_llama3_parameters: keep short wavelengths, divide long ones by the factor, blend between.
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old / low, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope(x, cfg):
     # Hugging Face's rotate_half layout: pairs (i, i + D/2).
     t, d = x.shape[1], x.shape[-1]
-    inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    inv = cfg["rope_theta"] ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    if cfg.get("rope_scaling"):
+        inv = llama3_scaled(inv, cfg["rope_scaling"])
     angles = torch.arange(t, dtype=torch.float64)[:, None] * inv[None, :]
     cos = torch.cat([angles.cos(), angles.cos()], -1)[None, :, None, :]
     sin = torch.cat([angles.sin(), angles.sin()], -1)[None, :, None, :]
@@ -102,9 +116,11 @@ def llama(p, ids, cfg):
     for l in range(cfg["num_hidden_layers"]):
         n = f"model.layers.{l}."
         a = rms(x, p[n + "input_layernorm.weight"], eps)
-        q = rope((a @ p[n + "self_attn.q_proj.weight"].T).reshape(b, t, h, d), cfg["rope_theta"])
-        k = rope((a @ p[n + "self_attn.k_proj.weight"].T).reshape(b, t, g, d), cfg["rope_theta"])
-        v = (a @ p[n + "self_attn.v_proj.weight"].T).reshape(b, t, g, d)
+        # Qwen2 adds biases to q, k and v (absent from Llama's parameters: zero).
+        bias = lambda name: p.get(n + f"self_attn.{name}.bias", 0.0)
+        q = rope((a @ p[n + "self_attn.q_proj.weight"].T + bias("q_proj")).reshape(b, t, h, d), cfg)
+        k = rope((a @ p[n + "self_attn.k_proj.weight"].T + bias("k_proj")).reshape(b, t, g, d), cfg)
+        v = (a @ p[n + "self_attn.v_proj.weight"].T + bias("v_proj")).reshape(b, t, g, d)
         x = x + attention(q, k, v, h, g).reshape(b, t, c) @ p[n + "self_attn.o_proj.weight"].T
         m = rms(x, p[n + "post_attention_layernorm.weight"], eps)
         m = F.silu(m @ p[n + "mlp.gate_proj.weight"].T) * (m @ p[n + "mlp.up_proj.weight"].T)
@@ -226,3 +242,35 @@ tied = {n: q for n, q in p.items() if n != "lm_head.weight"}
 tied["lm_head.weight"] = tied["model.embed_tokens.weight"]
 variant("tiny-llama-tied", dict(llama_cfg, tie_word_embeddings=True), {n: q for n, q in tied.items() if n != "lm_head.weight"},
         lambda params, ids, cfg: llama(dict(params, **{"lm_head.weight": params["model.embed_tokens.weight"]}), ids, cfg))
+
+
+def llama_parameters(vocab, c, kv, f, layers, qkv_bias):
+    p = {"model.embed_tokens.weight": parameter(vocab, c), "model.norm.weight": parameter(c, base=1.0),
+         "lm_head.weight": parameter(vocab, c)}
+    for l in range(layers):
+        n = f"model.layers.{l}."
+        p.update({n + "input_layernorm.weight": parameter(c, base=1.0), n + "self_attn.q_proj.weight": parameter(c, c),
+                  n + "self_attn.k_proj.weight": parameter(kv, c), n + "self_attn.v_proj.weight": parameter(kv, c),
+                  n + "self_attn.o_proj.weight": parameter(c, c), n + "post_attention_layernorm.weight": parameter(c, base=1.0),
+                  n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
+                  n + "mlp.down_proj.weight": parameter(c, f)})
+        if qkv_bias:
+            p.update({n + "self_attn.q_proj.bias": parameter(c), n + "self_attn.k_proj.bias": parameter(kv),
+                      n + "self_attn.v_proj.bias": parameter(kv)})
+    return p
+
+
+# Qwen2: Llama's math with biases on q, k and v.
+torch.manual_seed(43)
+qwen2_cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 47,
+             "max_position_embeddings": 16, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+             "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False}
+build("tiny-qwen2", qwen2_cfg, llama_parameters(47, 32, 16, 40, 2, qkv_bias=True), llama)
+
+# Llama 3.1's rope scaling: head size 8 gives wavelengths 6.3, 63, 628 and 6283 positions; with an original context
+# of 64, low factor 1 and high factor 4, the first pair is kept, the second blended, the last two divided by 8.
+torch.manual_seed(44)
+llama3_cfg = dict(llama_cfg, vocab_size=41, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+build("tiny-llama3-rope", llama3_cfg, llama_parameters(41, 32, 16, 40, 2, qkv_bias=False), llama)
