@@ -17,7 +17,7 @@ internal sealed class AttentionCommand : ICommand
         int? head = args.Has("head") ? args.GetInt("head", 0, 0, model.Config.Heads - 1) : null;
         args.Flag("json");
         args.RejectUnknown();
-        var patterns = AttentionRecorder.Record(model, ids);
+        var patterns = AttentionRecorder.Record(model, ids, layer);
         int t = ids.Length;
         float[][] Matrix(int l, int h) =>
             Enumerable.Range(0, t).Select(i => patterns[l].AsSpan((h * t + i) * t, t).ToArray()).ToArray();

@@ -97,7 +97,7 @@ internal sealed class TrainCommand : ICommand
             var corpus = Corpus.Load(corpusPath, tokenizer, settings.Context);
             var model = Transformer.Create(config, settings.Seed);
             trainer = new Trainer(model, tokenizer, corpus, settings, output);
-            Console.Error.WriteLine($"training a {config.ParameterCount / 1e6:F2}M-parameter {config.Layout}-layout model ({config.Layers} layers × {config.Heads} heads, " +
+            Console.Error.WriteLine($"training a {config.ParameterCount / 1e6:F2}M-parameter model ({config.DescribeFeatures()}; {config.Layers} layers × {config.Heads} heads, " +
                 $"{config.Channels} channels) on {corpus.Train.Length:N0} tokens of {Path.GetFileName(corpusPath)}; checkpoints in {output}");
         }
 
