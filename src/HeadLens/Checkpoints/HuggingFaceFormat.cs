@@ -31,12 +31,18 @@ public static class HuggingFaceFormat
     public static bool IsSkipped(string name) =>
         name.EndsWith(".attn.bias", StringComparison.Ordinal)
         || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal)
-        || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
+        || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+        // BERT: position_ids is an index buffer [0, 1, ...]; the pooler ([CLS] → tanh) is a classification head that
+        // token-level outputs and mean-pooled sentence embeddings never use.
+        || name.EndsWith("embeddings.position_ids", StringComparison.Ordinal)
+        || name.StartsWith("pooler.", StringComparison.Ordinal)
+        || name.StartsWith("bert.pooler.", StringComparison.Ordinal);
 
     public static IEnumerable<Entry> Map(ModelConfig config) => config.Layout switch
     {
         CheckpointLayout.Gpt2 => Gpt2Map(config),
         CheckpointLayout.Llama or CheckpointLayout.Qwen2 => LlamaMap(config),
+        CheckpointLayout.Bert => BertMap(config),
         _ => throw new HeadLensException($"no Hugging Face layout for {config.Layout} models"),
     };
 
@@ -111,11 +117,55 @@ public static class HuggingFaceFormat
         }
     }
 
-    /// <summary>config.json in the field names of transformers' GPT2Config / LlamaConfig / Qwen2Config.</summary>
+    // BertModel: nn.Linear weights [out, in], no transposes. The norm after each residual add is the block's post-norm:
+    // attention.output.LayerNorm → attention_norm, output.LayerNorm → mlp_norm.
+    private static IEnumerable<Entry> BertMap(ModelConfig config)
+    {
+        yield return new("token_embedding.weight", "embeddings.word_embeddings.weight");
+        yield return new("position_embedding.weight", "embeddings.position_embeddings.weight");
+        yield return new("token_type_embedding.weight", "embeddings.token_type_embeddings.weight");
+        yield return new("embedding_norm.weight", "embeddings.LayerNorm.weight");
+        yield return new("embedding_norm.bias", "embeddings.LayerNorm.bias");
+        for (int l = 0; l < config.Layers; l++)
+        {
+            string ours = $"layers.{l}.", theirs = $"encoder.layer.{l}.";
+            foreach (string part in new[] { "weight", "bias" })
+            {
+                yield return new(ours + $"attention.query.{part}", theirs + $"attention.self.query.{part}");
+                yield return new(ours + $"attention.key.{part}", theirs + $"attention.self.key.{part}");
+                yield return new(ours + $"attention.value.{part}", theirs + $"attention.self.value.{part}");
+                yield return new(ours + $"attention.output.{part}", theirs + $"attention.output.dense.{part}");
+                yield return new(ours + $"attention_norm.{part}", theirs + $"attention.output.LayerNorm.{part}");
+                yield return new(ours + $"mlp.up.{part}", theirs + $"intermediate.dense.{part}");
+                yield return new(ours + $"mlp.down.{part}", theirs + $"output.dense.{part}");
+                yield return new(ours + $"mlp_norm.{part}", theirs + $"output.LayerNorm.{part}");
+            }
+        }
+    }
+
+    /// <summary>config.json in the field names of transformers' GPT2Config / LlamaConfig / Qwen2Config / BertConfig.</summary>
     public static string ConfigJson(ModelConfig config)
     {
         JsonObject json;
-        if (config.Layout == CheckpointLayout.Gpt2)
+        if (config.Layout == CheckpointLayout.Bert)
+        {
+            json = new JsonObject
+            {
+                ["architectures"] = new JsonArray("BertModel"),
+                ["model_type"] = "bert",
+                ["vocab_size"] = config.VocabSize,
+                ["max_position_embeddings"] = config.ContextLength,
+                ["hidden_size"] = config.Channels,
+                ["intermediate_size"] = config.HiddenChannels,
+                ["num_hidden_layers"] = config.Layers,
+                ["num_attention_heads"] = config.Heads,
+                ["type_vocab_size"] = config.TokenTypes,
+                ["layer_norm_eps"] = config.NormEpsilon,
+                ["hidden_act"] = "gelu",
+                ["position_embedding_type"] = "absolute",
+            };
+        }
+        else if (config.Layout == CheckpointLayout.Gpt2)
         {
             json = new JsonObject
             {
@@ -208,7 +258,8 @@ public static class HuggingFaceFormat
             "gpt2" => Gpt2Config(fields),
             "llama" => LlamaConfig(fields, CheckpointLayout.Llama),
             "qwen2" => LlamaConfig(fields, CheckpointLayout.Qwen2),
-            _ => throw new HeadLensException($"{file}: model_type '{type}' is not supported (gpt2, llama, qwen2)"),
+            "bert" => BertConfig(fields),
+            _ => throw new HeadLensException($"{file}: model_type '{type}' is not supported (gpt2, llama, qwen2, bert)"),
         };
         if (fields.Bool("headlens_attention_only", false))
         {
@@ -231,6 +282,22 @@ public static class HuggingFaceFormat
             HiddenChannels = json.OptionalInt("n_inner") ?? 4 * channels,
             NormEpsilon = json.Float("layer_norm_epsilon", 1e-5f),
             TiedEmbeddings = json.Bool("tie_word_embeddings", true),
+        };
+    }
+
+    private static ModelConfig BertConfig(ConfigFields json)
+    {
+        // "gelu" in transformers is the exact erf form; gelu_new/gelu_pytorch_tanh would be another function.
+        json.Require("hidden_act", "gelu", "gelu");
+        json.Require("position_embedding_type", "absolute", "absolute");
+        json.RequireBool("is_decoder", false);
+        json.RequireBool("add_cross_attention", false);
+        int heads = json.Int("num_attention_heads");
+        return ModelPresets.Bert(json.Int("vocab_size"), json.Int("max_position_embeddings"), json.Int("num_hidden_layers"), heads,
+            json.Int("hidden_size"), json.Int("intermediate_size")) with
+        {
+            TokenTypes = json.OptionalInt("type_vocab_size") ?? 2,
+            NormEpsilon = json.Float("layer_norm_eps", 1e-12f),
         };
     }
 

@@ -71,7 +71,10 @@ public static class HookNames
             yield return ResidPost(l);
         }
 
-        yield return FinalNormalized;
+        if (config.NormPlacement == NormPlacement.Pre)
+        {
+            yield return FinalNormalized;
+        }
     }
 
     internal static bool AddsPositions(ModelConfig config) =>

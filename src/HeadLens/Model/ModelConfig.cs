@@ -50,6 +50,9 @@ public enum MlpKind
 
     /// <summary>down(silu(gate(x)) · up(x)) (Llama, Qwen2).</summary>
     SwiGlu,
+
+    /// <summary>down(gelu(up(x))), GELU in its exact erf form (BERT's "gelu").</summary>
+    GeluErf,
 }
 
 /// <summary>Which linear maps carry a bias.</summary>
@@ -77,6 +80,9 @@ public enum CheckpointLayout
     Gpt2,
     Llama,
     Qwen2,
+
+    /// <summary>BertModel: an encoder (the sentence-transformers checkpoints, MiniLM).</summary>
+    Bert,
 }
 
 /// <summary>
@@ -127,6 +133,15 @@ public sealed record ModelConfig
     /// <summary>The output head reuses the token embedding matrix.</summary>
     public bool TiedEmbeddings { get; init; } = true;
 
+    /// <summary>Token-type (segment) embeddings added to the input: BERT's sentence A/B (0 = none).</summary>
+    public int TokenTypes { get; init; }
+
+    /// <summary>
+    /// False for encoders kept without their pretraining head (sentence-transformers): a pass then ends at the
+    /// last block's hidden states, and there are no logits.
+    /// </summary>
+    public bool HasOutputHead { get; init; } = true;
+
     public bool HasMlp => Mlp != MlpKind.None;
 
     public int HeadDim => Channels / Heads;
@@ -158,7 +173,7 @@ public sealed record ModelConfig
         Require(Positions != PositionKind.Sinusoidal || Channels % 2 == 0, $"sinusoidal positions need an even channel count (got {Channels})");
         Require(float.IsFinite(NormEpsilon) && NormEpsilon > 0, $"norm epsilon must be positive (got {NormEpsilon})");
         Require(AttentionWindow >= 0, $"attention window must not be negative (got {AttentionWindow})");
-        Require(NormPlacement == NormPlacement.Pre || Norm == NormKind.LayerNorm, "post-norm blocks are implemented with LayerNorm only");
+        Require(TokenTypes >= 0, $"token types must not be negative (got {TokenTypes})");
         if (Positions == PositionKind.Rotary)
         {
             Rope.Validate(source);
@@ -232,6 +247,7 @@ public sealed record ModelConfig
         {
             MlpKind.GeluTanh => "GELU MLP",
             MlpKind.SwiGlu => "SwiGLU MLP",
+            MlpKind.GeluErf => "GELU (erf) MLP",
             _ => "no MLP (attention-only)",
         };
         string biases = Biases switch
@@ -240,7 +256,8 @@ public sealed record ModelConfig
             Biases.All => "biases",
             _ => $"biases on {Biases}",
         };
-        string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")} attention";
-        return $"{norm}, {positions}, {attention}, {mlp}, {biases}{(TiedEmbeddings ? ", tied embeddings" : "")}";
+        string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(AttentionWindow > 0 ? $" window-{AttentionWindow}" : "")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")} attention";
+        string output = !HasOutputHead ? ", no output head" : TiedEmbeddings ? ", tied embeddings" : "";
+        return $"{norm}, {positions}{(TokenTypes > 0 ? $", {TokenTypes} token types" : "")}, {attention}, {mlp}, {biases}{output}";
     }
 }

@@ -28,6 +28,9 @@ public static class ModelPresets
         {
             Rope = new(500000f) { Scaling = Embeddings.RopeScaling.Llama3, ScalingFactor = 8, LowFrequencyFactor = 1, HighFrequencyFactor = 4, OriginalContext = 8192 },
         },
+        // sentence-transformers' all-MiniLM-L6-v2 (the built-in real model, `--model minilm`).
+        ["minilm"] = Bert(vocab: 30522, context: 512, layers: 6, heads: 12, channels: 384, hidden: 1536),
+        ["tiny-bert"] = Bert(vocab: 64, context: 32, layers: 2, heads: 4, channels: 32, hidden: 64),
         ["qwen2-0.5b"] = Qwen2(vocab: 151936, context: 32768, layers: 24, heads: 14, kvHeads: 2, channels: 896, hidden: 4864) with
         {
             Rope = new(1000000f),
@@ -81,4 +84,30 @@ public static class ModelPresets
 
     public static ModelConfig Qwen2(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) =>
         Llama(vocab, context, layers, heads, kvHeads, channels, hidden) with { Layout = CheckpointLayout.Qwen2, Biases = Biases.QueryKeyValue };
+
+    /// <summary>
+    /// BERT-family encoders (BertModel without a pretraining head): post-LayerNorm blocks and normalised embeddings,
+    /// learned positions plus two token types, bidirectional attention, exact (erf) GELU, biases everywhere.
+    /// </summary>
+    public static ModelConfig Bert(int vocab, int context, int layers, int heads, int channels, int hidden) => new()
+    {
+        Layout = CheckpointLayout.Bert,
+        Norm = NormKind.LayerNorm,
+        NormPlacement = NormPlacement.Post,
+        NormEpsilon = 1e-12f,
+        Positions = PositionKind.Learned,
+        Mlp = MlpKind.GeluErf,
+        Biases = Biases.All,
+        Attention = Attention.MaskKind.Bidirectional,
+        TokenTypes = 2,
+        HasOutputHead = false,
+        TiedEmbeddings = false,
+        VocabSize = vocab,
+        ContextLength = context,
+        Layers = layers,
+        Heads = heads,
+        KvHeads = heads,
+        Channels = channels,
+        HiddenChannels = hidden,
+    };
 }

@@ -73,6 +73,7 @@ public sealed class LayerWeights
 public sealed class ModelWeights
 {
     private readonly LayerWeights[] layers;
+    private readonly Tensor? finalNorm, outputHead;
 
     public ModelWeights(ModelConfig config, string name)
     {
@@ -86,9 +87,13 @@ public sealed class ModelWeights
         Arena.Allocate();
         TokenEmbedding = Arena.Get("token_embedding.weight");
         PositionEmbedding = config.Positions == PositionKind.Learned ? Arena.Get("position_embedding.weight") : null;
-        FinalNorm = Arena.Get("final_norm.weight");
-        FinalNormBias = config.NormHasBias ? Arena.Get("final_norm.bias") : null;
-        OutputHead = config.TiedEmbeddings ? TokenEmbedding : Arena.Get("output_head.weight");
+        TokenTypeEmbedding = config.TokenTypes > 0 ? Arena.Get("token_type_embedding.weight") : null;
+        bool post = config.NormPlacement == NormPlacement.Post;
+        EmbeddingNorm = post ? Arena.Get("embedding_norm.weight") : null;
+        EmbeddingNormBias = post && config.NormHasBias ? Arena.Get("embedding_norm.bias") : null;
+        finalNorm = post ? null : Arena.Get("final_norm.weight");
+        FinalNormBias = !post && config.NormHasBias ? Arena.Get("final_norm.bias") : null;
+        outputHead = !config.HasOutputHead ? null : config.TiedEmbeddings ? TokenEmbedding : Arena.Get("output_head.weight");
         layers = Enumerable.Range(0, config.Layers).Select(l => new LayerWeights(Arena, config, l)).ToArray();
     }
 
@@ -100,12 +105,21 @@ public sealed class ModelWeights
 
     public Tensor? PositionEmbedding { get; }      // [context, C] (learned positions only)
 
-    public Tensor FinalNorm { get; }               // [C]
+    public Tensor? TokenTypeEmbedding { get; }     // [types, C] (token types only)
+
+    public Tensor? EmbeddingNorm { get; }          // [C] (post-norm models: the embeddings are normalised)
+
+    public Tensor? EmbeddingNormBias { get; }
+
+    /// <summary>[C] the norm before the output head (pre-norm models).</summary>
+    public Tensor FinalNorm => finalNorm ?? throw new HeadLensException("this model has no final norm (post-norm blocks end normalised)");
+
+    public bool HasFinalNorm => finalNorm is not null;
 
     public Tensor? FinalNormBias { get; }
 
     /// <summary>[V, C]: the token embedding itself when tied.</summary>
-    public Tensor OutputHead { get; }
+    public Tensor OutputHead => outputHead ?? throw new HeadLensException("this model has no output head (an encoder: its output is the hidden states)");
 
     public LayerWeights Layer(int layer) => layers[layer];
 
@@ -119,6 +133,21 @@ public sealed class ModelWeights
         if (config.Positions == PositionKind.Learned)
         {
             yield return ("position_embedding.weight", [config.ContextLength, c], true);
+        }
+
+        if (config.TokenTypes > 0)
+        {
+            yield return ("token_type_embedding.weight", [config.TokenTypes, c], true);
+        }
+
+        bool post = config.NormPlacement == NormPlacement.Post;
+        if (post)
+        {
+            yield return ("embedding_norm.weight", [c], false);
+            if (normBias)
+            {
+                yield return ("embedding_norm.bias", [c], false);
+            }
         }
 
         for (int l = 0; l < config.Layers; l++)
@@ -170,13 +199,16 @@ public sealed class ModelWeights
             }
         }
 
-        yield return ("final_norm.weight", [c], false);
-        if (normBias)
+        if (!post)
         {
-            yield return ("final_norm.bias", [c], false);
+            yield return ("final_norm.weight", [c], false);
+            if (normBias)
+            {
+                yield return ("final_norm.bias", [c], false);
+            }
         }
 
-        if (!config.TiedEmbeddings)
+        if (config.HasOutputHead && !config.TiedEmbeddings)
         {
             yield return ("output_head.weight", [v, c], true);
         }

@@ -13,17 +13,41 @@ namespace HeadLens.Model;
 public sealed partial class Transformer
 {
     /// <summary>What distinguishes one pass from another: its shape, the decode position and cache, and hooks.</summary>
-    private readonly record struct Pass(int Batch, int Tokens, int Position, KvCache? Cache, HookContext? Hooks)
+    /// <param name="Lengths">Per sequence, how many leading tokens are real (the rest is padding); null: all.</param>
+    private readonly record struct Pass(int Batch, int Tokens, int Position, KvCache? Cache, HookContext? Hooks, int[]? Lengths = null)
     {
         public int Rows => Batch * Tokens;
     }
 
-    // x [N, C] = token embeddings (+ positions added to the stream).
-    private void Embed(ReadOnlySpan<int> ids, Pass pass, Span<float> x)
+    // x [N, C] = token embeddings (+ positions added to the stream) (+ token types); normalised in post-norm models.
+    // scratch [N, C] and statistics [N] serve the embedding norm.
+    private void Embed(ReadOnlySpan<int> ids, ReadOnlySpan<int> tokenTypes, Pass pass, Span<float> x, Span<float> scratch, Span<float> mean, Span<float> rstd)
     {
-        int c = Config.Channels, t = pass.Tokens, n = pass.Rows;
+        int c = Config.Channels, n = pass.Rows;
         Embedding.Forward(ids, Parameters.TokenEmbedding.Span, Config.VocabSize, c, x);
         pass.Hooks?.Point(HookNames.Embed, x, n, c);
+        AddPositions(pass, x);
+        if (Parameters.TokenTypeEmbedding is { } types)
+        {
+            // Token type 0 (sentence A) where none is given.
+            var table = types.Span;
+            for (int i = 0; i < n; i++)
+            {
+                int type = tokenTypes.IsEmpty ? 0 : tokenTypes[i];
+                Residual.Forward(x.Slice(i * c, c), table.Slice(type * c, c), x.Slice(i * c, c));
+            }
+        }
+
+        if (Parameters.EmbeddingNorm is { } norm)
+        {
+            Norm(x, norm, Parameters.EmbeddingNormBias, n, scratch, mean, rstd);
+            scratch[..(n * c)].CopyTo(x);
+        }
+    }
+
+    private void AddPositions(Pass pass, Span<float> x)
+    {
+        int c = Config.Channels, t = pass.Tokens, n = pass.Rows;
         if (!HookNames.AddsPositions(Config))
         {
             return;
@@ -52,19 +76,32 @@ public sealed partial class Transformer
     }
 
     // x [N, C] enters layer l, output [N, C] leaves it; output may be x itself (x is last read before the MLP).
+    //   pre-norm:  x_mid = x + attention(norm₁(x));   x_out = x_mid + mlp(norm₂(x_mid))
+    //   post-norm: x_mid = norm₁(x + attention(x));   x_out = norm₂(x_mid + mlp(x_mid))
     private void BlockForward(int l, LayerActivations a, Span<float> x, Span<float> output, Pass pass)
     {
         var w = Parameters.Layer(l);
         var hooks = pass.Hooks;
         int n = pass.Rows, c = Config.Channels;
+        bool pre = Config.NormPlacement == NormPlacement.Pre;
         hooks?.Point(HookNames.ResidPre(l), x, n, c);
 
-        // x_mid = x + attention(norm₁(x))
-        Norm(x, w.AttentionNorm, w.AttentionNormBias, n, a.AttentionNormed, a.AttentionNormMean, a.AttentionNormRstd);
-        hooks?.Point(HookNames.AttentionNormalized(l), a.AttentionNormed, n, c);
-        Attend(l, w, a, pass);
+        if (pre)
+        {
+            Norm(x, w.AttentionNorm, w.AttentionNormBias, n, a.AttentionNormed, a.AttentionNormMean, a.AttentionNormRstd);
+            hooks?.Point(HookNames.AttentionNormalized(l), a.AttentionNormed, n, c);
+        }
+
+        Attend(l, w, a, pre ? a.AttentionNormed : x, pass);
         hooks?.Point(HookNames.AttentionOut(l), a.Middle, n, c);
         Residual.Forward(x, a.Middle, a.Middle);
+        if (!pre)
+        {
+            Norm(a.Middle, w.AttentionNorm, w.AttentionNormBias, n, a.AttentionNormed, a.AttentionNormMean, a.AttentionNormRstd);
+            a.AttentionNormed.CopyTo(a.Middle);
+            hooks?.Point(HookNames.AttentionNormalized(l), a.Middle, n, c);
+        }
+
         hooks?.Point(HookNames.ResidMid(l), a.Middle, n, c);
         if (!Config.HasMlp)
         {
@@ -73,17 +110,27 @@ public sealed partial class Transformer
             return;
         }
 
-        // x_out = x_mid + mlp(norm₂(x_mid))
-        Norm(a.Middle, w.MlpNorm!, w.MlpNormBias, n, a.MlpNormed, a.MlpNormMean, a.MlpNormRstd);
-        hooks?.Point(HookNames.MlpNormalized(l), a.MlpNormed, n, c);
-        Mlp(l, w, a, n, output, hooks);
+        if (pre)
+        {
+            Norm(a.Middle, w.MlpNorm!, w.MlpNormBias, n, a.MlpNormed, a.MlpNormMean, a.MlpNormRstd);
+            hooks?.Point(HookNames.MlpNormalized(l), a.MlpNormed, n, c);
+        }
+
+        Mlp(l, w, a, pre ? a.MlpNormed : a.Middle, n, output, hooks);
         hooks?.Point(HookNames.MlpOut(l), output, n, c);
         Residual.Forward(a.Middle, output, output);
+        if (!pre)
+        {
+            Norm(output, w.MlpNorm!, w.MlpNormBias, n, a.MlpNormed, a.MlpNormMean, a.MlpNormRstd);
+            a.MlpNormed.CopyTo(output);
+            hooks?.Point(HookNames.MlpNormalized(l), output, n, c);
+        }
+
         hooks?.Point(HookNames.ResidPost(l), output, n, c);
     }
 
-    // a.Middle [N, C] = W_O · heads + b_O, heads = softmax(q·kᵀ·scale + mask) · v per sequence.
-    private void Attend(int l, LayerWeights w, LayerActivations a, Pass pass)
+    // a.Middle [N, C] = W_O · heads + b_O, heads = softmax(q·kᵀ·scale + mask) · v per sequence; input [N, C].
+    private void Attend(int l, LayerWeights w, LayerActivations a, ReadOnlySpan<float> input, Pass pass)
     {
         var hooks = pass.Hooks;
         int n = pass.Rows, t = pass.Tokens, c = Config.Channels, heads = Config.Heads, kvHeads = Config.KvHeads, d = Config.HeadDim;
@@ -91,9 +138,9 @@ public sealed partial class Transformer
         var q = a.Query;
         var k = a.Key;
         var v = a.Value;
-        MatMul.Forward(a.AttentionNormed, w.Query.Span, Bias(w.QueryBias), n, qRow, c, q);
-        MatMul.Forward(a.AttentionNormed, w.Key.Span, Bias(w.KeyBias), n, kvRow, c, k);
-        MatMul.Forward(a.AttentionNormed, w.Value.Span, Bias(w.ValueBias), n, kvRow, c, v);
+        MatMul.Forward(input, w.Query.Span, Bias(w.QueryBias), n, qRow, c, q);
+        MatMul.Forward(input, w.Key.Span, Bias(w.KeyBias), n, kvRow, c, k);
+        MatMul.Forward(input, w.Value.Span, Bias(w.ValueBias), n, kvRow, c, v);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -132,6 +179,14 @@ public sealed partial class Transformer
             if (reference)
             {
                 ReferenceAttention(l, t, slots, qb, keys, values, headsOut, hooks!);
+            }
+            else if (pass.Lengths is { } lengths && lengths[b] < t)
+            {
+                // A padded sequence: its real tokens attend among themselves; the padding rows' outputs are zero.
+                int real = lengths[b];
+                ScaledDotProductAttention.Forward(AttentionOptions, real, real, 0, qb[..(real * qRow)], kb[..(real * kvRow)], vb[..(real * kvRow)],
+                    headsOut[..(real * qRow)], a.LogSumExp.Slice(b * heads * t, heads * real));
+                headsOut[(real * qRow)..].Clear();
             }
             else
             {
@@ -206,23 +261,27 @@ public sealed partial class Transformer
     }
 
     // output [N, C] = down(act(...)) — GELU: act = gelu(up(x)); SwiGLU: act = silu(gate(x))·up(x).
-    private void Mlp(int l, LayerWeights w, LayerActivations a, int n, Span<float> output, HookContext? hooks)
+    private void Mlp(int l, LayerWeights w, LayerActivations a, ReadOnlySpan<float> input, int n, Span<float> output, HookContext? hooks)
     {
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        MatMul.Forward(a.MlpNormed, w.Up!.Span, Bias(w.UpBias), n, f, c, up);
+        MatMul.Forward(input, w.Up!.Span, Bias(w.UpBias), n, f, c, up);
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
                 var gate = a.Gate[..(n * f)];
-                MatMul.Forward(a.MlpNormed, w.Gate!.Span, [], n, f, c, gate);
+                MatMul.Forward(input, w.Gate!.Span, [], n, f, c, gate);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;
             case MlpKind.GeluTanh:
                 hooks?.Point(HookNames.MlpPre(l), up, n, f);
                 Gelu.Forward(up, hidden);
+                break;
+            case MlpKind.GeluErf:
+                hooks?.Point(HookNames.MlpPre(l), up, n, f);
+                GeluErf.Forward(up, hidden);
                 break;
             default:
                 throw new InvalidOperationException($"MLP kind {Config.Mlp} has no forward");
@@ -259,6 +318,10 @@ public sealed partial class Transformer
                     break;
                 case MlpKind.GeluTanh:
                     Gelu.Backward(a.Up, dHidden, dUp);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
+                    break;
+                case MlpKind.GeluErf:
+                    GeluErf.Backward(a.Up, dHidden, dUp);
                     MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
                     break;
                 default:
@@ -299,8 +362,18 @@ public sealed partial class Transformer
             a.AttentionNormMean, a.AttentionNormRstd, n, dx);
     }
 
-    private void FinalNorm(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> mean, Span<float> rstd) =>
-        Norm(x, Parameters.FinalNorm, Parameters.FinalNormBias, rows, y, mean, rstd);
+    // Pre-norm models normalise the final stream; post-norm blocks already end normalised (y = x).
+    private void FinalNorm(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> mean, Span<float> rstd)
+    {
+        if (Parameters.HasFinalNorm)
+        {
+            Norm(x, Parameters.FinalNorm, Parameters.FinalNormBias, rows, y, mean, rstd);
+        }
+        else
+        {
+            x[..(rows * Config.Channels)].CopyTo(y);
+        }
+    }
 
     private void Norm(ReadOnlySpan<float> x, Tensor weight, Tensor? bias, int rows, Span<float> y, Span<float> mean, Span<float> rstd)
     {

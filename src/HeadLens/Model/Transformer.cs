@@ -92,6 +92,11 @@ public sealed partial class Transformer
     public float Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> targets, int batch, int tokens)
     {
         CheckTokens(ids, batch, tokens);
+        if (!Config.HasOutputHead)
+        {
+            throw new HeadLensException("the training forward needs an output head; this model ends at its hidden states (use Infer)");
+        }
+
         if (!targets.IsEmpty && targets.Length != ids.Length)
         {
             throw new ArgumentException($"expected {batch}×{tokens} targets");
@@ -106,7 +111,7 @@ public sealed partial class Transformer
         var pass = new Pass(batch, tokens, Position: 0, Cache: null, Hooks: null);
         int n = batch * tokens;
         lastIds = ids.ToArray();
-        Embed(ids, pass, a.Residual(0));
+        Embed(ids, [], pass, a.Residual(0), a.FinalNormed, a.FinalNormMean, a.FinalNormRstd);
         for (int l = 0; l < Config.Layers; l++)
         {
             BlockForward(l, a.Layer(l), a.Residual(l), a.Residual(l + 1), pass);
@@ -127,6 +132,11 @@ public sealed partial class Transformer
     public void Backward()
     {
         var a = activations ?? throw new InvalidOperationException("Backward needs a Forward with targets first");
+        if (Config.NormPlacement == NormPlacement.Post || Config.TokenTypes > 0)
+        {
+            throw new HeadLensException("training post-norm or token-type models is not implemented (they run for inference)");
+        }
+
         int batch = a.Batch, tokens = a.Tokens, n = batch * tokens, c = Config.Channels;
         var dx = a.Scratch("residual");
         var dFinal = a.Scratch("normed");
@@ -151,11 +161,35 @@ public sealed partial class Transformer
 
     /// <summary>
     /// Batched inference: ids [B, T] row-major through every block with no gradient buffers. The returned buffers
-    /// (reused by the next call of the same shape) hold the final residual stream and, when asked for, the logits
-    /// [B·T, V].
+    /// (reused by the next call of the same shape) hold the hidden states [B·T, C] (<see cref="InferenceBuffers.FinalNormed"/>:
+    /// after the final norm, or the last block's output in post-norm models) and, when asked for and the model has
+    /// an output head, the logits [B·T, V]. <paramref name="tokenTypes"/> [B, T] (empty: type 0) feed token-type
+    /// embeddings; <paramref name="lengths"/> [B] says how many leading tokens of each sequence are real: padding
+    /// is never attended to, and its rows are not meaningful.
     /// </summary>
-    public InferenceBuffers Infer(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits = true) =>
-        InferCore(ids, batch, tokens, withLogits, hooks: null);
+    public InferenceBuffers Infer(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits = true,
+        ReadOnlySpan<int> tokenTypes = default, int[]? lengths = null)
+    {
+        if (!tokenTypes.IsEmpty && tokenTypes.Length != ids.Length)
+        {
+            throw new ArgumentException($"expected {batch}×{tokens} token types, got {tokenTypes.Length}");
+        }
+
+        foreach (int type in tokenTypes)
+        {
+            if ((uint)type >= (uint)Math.Max(Config.TokenTypes, 1))
+            {
+                throw new HeadLensException($"token type {type} is outside the model's {Math.Max(Config.TokenTypes, 1)} types");
+            }
+        }
+
+        if (lengths is not null && (lengths.Length != batch || lengths.Any(length => length < 1 || length > tokens)))
+        {
+            throw new ArgumentException($"expected {batch} lengths between 1 and {tokens}");
+        }
+
+        return InferCore(ids, batch, tokens, withLogits, hooks: null, tokenTypes, lengths);
+    }
 
     /// <summary>
     /// The analysis run of one sequence: the same blocks, with this model's <see cref="Hooks"/> called at every
@@ -169,8 +203,9 @@ public sealed partial class Transformer
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry)
     {
         var hooks = new HookContext(registry, capture);
-        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks);
-        return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes, buffers.FinalNormRstd.ToArray());
+        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, [], null);
+        return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
+            Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }
 
     public KvCache NewCache(int capacity, int sinks = 0, int window = 0) =>
@@ -188,6 +223,11 @@ public sealed partial class Transformer
             throw new ArgumentException("DecodeStep needs at least one token");
         }
 
+        if (Config.Attention != MaskKind.Causal)
+        {
+            throw new HeadLensException("decoding token by token needs a causal model; this one attends both ways (an encoder)");
+        }
+
         if (Config.Positions == PositionKind.Learned && position + t > Config.ContextLength)
         {
             throw new HeadLensException($"position {position + t - 1} is past the model's context of {Config.ContextLength} tokens");
@@ -201,7 +241,7 @@ public sealed partial class Transformer
         var buffers = decodeBuffers;
         var pass = new Pass(1, t, position, cache, Hooks: null);
         var x = buffers.Residual;
-        Embed(newIds, pass, x);
+        Embed(newIds, [], pass, x, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
         for (int l = 0; l < Config.Layers; l++)
         {
             BlockForward(l, buffers.Block, x, x, pass);
@@ -214,9 +254,11 @@ public sealed partial class Transformer
         MatMul.Forward(lastNormed, Parameters.OutputHead.Span, [], 1, Config.VocabSize, c, lastLogits);
     }
 
-    private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks)
+    private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks,
+        ReadOnlySpan<int> tokenTypes, int[]? lengths)
     {
         CheckTokens(ids, batch, tokens);
+        withLogits &= Config.HasOutputHead;
         if (inferenceBuffers is null || inferenceBuffers.Batch != batch || inferenceBuffers.Tokens != tokens || inferenceBuffers.WithLogits != withLogits)
         {
             inferenceBuffers = null; // let the old buffers go before the new ones are allocated
@@ -224,17 +266,20 @@ public sealed partial class Transformer
         }
 
         var buffers = inferenceBuffers;
-        var pass = new Pass(batch, tokens, Position: 0, Cache: null, hooks);
+        var pass = new Pass(batch, tokens, Position: 0, Cache: null, hooks, lengths);
         int n = batch * tokens;
         var x = buffers.Residual;
-        Embed(ids, pass, x);
+        Embed(ids, tokenTypes, pass, x, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
         for (int l = 0; l < Config.Layers; l++)
         {
             BlockForward(l, buffers.Block, x, x, pass);
         }
 
         FinalNorm(x, n, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
-        hooks?.Point(HookNames.FinalNormalized, buffers.FinalNormed, n, Config.Channels);
+        if (Parameters.HasFinalNorm)
+        {
+            hooks?.Point(HookNames.FinalNormalized, buffers.FinalNormed, n, Config.Channels);
+        }
         if (withLogits)
         {
             MatMul.Forward(buffers.FinalNormed, Parameters.OutputHead.Span, [], n, Config.VocabSize, Config.Channels, buffers.Logits);
