@@ -228,9 +228,14 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
                     continue;
                 }
 
-                entries[property.Name] = ParseEntry(file, property.Name, property.Value, dataLength);
+                if (!entries.TryAdd(property.Name, ParseEntry(file, property.Name, property.Value, dataLength)))
+                {
+                    throw new HeadLensException($"{file}: tensor '{property.Name}' appears twice in the header");
+                }
             }
 
+            // As the safetensors format requires: the tensors tile the data section exactly, from byte 0, with no gap,
+            // overlap or trailing bytes — so a header that lies about its own length cannot shift every tensor.
             long previousEnd = 0;
             string? previous = null;
             foreach (var entry in entries.Values.OrderBy(e => e.Offset).ThenBy(e => e.Length))
@@ -240,8 +245,18 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
                     throw new HeadLensException($"{file}: tensor '{entry.Name}' overlaps tensor '{previous}'");
                 }
 
+                if (entry.Offset > previousEnd)
+                {
+                    throw new HeadLensException($"{file}: {entry.Offset - previousEnd} bytes of the data section before tensor '{entry.Name}' belong to no tensor");
+                }
+
                 previousEnd = entry.Offset + entry.Length;
                 previous = entry.Name;
+            }
+
+            if (previousEnd != dataLength)
+            {
+                throw new HeadLensException($"{file}: {dataLength - previousEnd} bytes after the last tensor belong to no tensor");
             }
 
             return entries;
@@ -271,6 +286,13 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
                 throw new HeadLensException($"{file}: tensor '{name}' has a negative dimension");
             }
 
+            // Overflow-checked: a product of several large dimensions must not wrap around to a small size.
+            long elements = 1;
+            foreach (int dim in shape)
+            {
+                elements = checked(elements * dim);
+            }
+
             var info = new SafeTensorInfo(name, dtype, shape, offsets[0], offsets[1] - offsets[0]);
             if (info.ElementCount * size != info.Length || info.ElementCount > Array.MaxLength)
             {
@@ -278,6 +300,10 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
             }
 
             return info;
+        }
+        catch (OverflowException)
+        {
+            throw new HeadLensException($"{file}: tensor '{name}' has a shape whose size overflows");
         }
         catch (Exception error) when (error is KeyNotFoundException or InvalidOperationException or FormatException)
         {
