@@ -19,6 +19,13 @@ public sealed class BertWordPieceTokenizer : ITokenizer
 
     private BertWordPieceTokenizer(string[] vocabulary, bool lowerCase)
     {
+        // Accent stripping decomposes text (NFD), which .NET does through ICU; a process run with
+        // InvariantGlobalization leaves "ï" whole and "naïvely" becomes [UNK]. Refuse rather than tokenize wrongly.
+        if (lowerCase && "\u00EF".Normalize(NormalizationForm.FormD).Length != 2)
+        {
+            throw new HeadLensException("uncased WordPiece needs Unicode normalization, which this process lacks (it runs with InvariantGlobalization; set it to false)");
+        }
+
         this.vocabulary = vocabulary;
         LowerCase = lowerCase;
         var text = new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', vocabulary) + "\n"));
@@ -95,10 +102,10 @@ public sealed class BertWordPieceTokenizer : ITokenizer
     }
 
     /// <summary>The text's WordPiece ids, without [CLS]/[SEP].</summary>
-    public int[] Encode(string text) => [.. tokenizer.EncodeToIds(text, addSpecialTokens: false)];
+    public int[] Encode(string text) => [.. tokenizer.EncodeToIds(Prepare(text), addSpecialTokens: false)];
 
     /// <summary>[CLS] text [SEP]: what a BERT model is fed for one text (its token types are all 0).</summary>
-    public int[] EncodeForModel(string text) => [.. tokenizer.EncodeToIds(text, addSpecialTokens: true)];
+    public int[] EncodeForModel(string text) => [.. tokenizer.EncodeToIds(Prepare(text), addSpecialTokens: true)];
 
     /// <summary>[CLS] a [SEP] b [SEP] with token types 0 for [CLS] a [SEP] and 1 for b [SEP].</summary>
     public (int[] Ids, int[] TokenTypes) EncodePair(string first, string second)
@@ -139,6 +146,31 @@ public sealed class BertWordPieceTokenizer : ITokenizer
 
     public void Save(string directory) =>
         File.WriteAllText(Path.Combine(directory, VocabularyFile), string.Join('\n', vocabulary) + "\n");
+
+    // Two differences from Hugging Face that the differential test found in BertTokenizer 2.0.1, fixed before it sees
+    // the text: (1) Hugging Face turns every whitespace character into a space; BertTokenizer drops tabs and newlines
+    // as control characters, gluing "a\tb" into one word "ab"; (2) an uncased model decomposes the text (NFD), which
+    // splits Hangul syllables into jamo ("한" → "ᄒ", "ᅡ", "ᆫ"); BertTokenizer only strips marks and gives [UNK].
+    private string Prepare(string text)
+    {
+        if (LowerCase)
+        {
+            text = text.Normalize(NormalizationForm.FormD);
+        }
+
+        if (!text.Any(c => c != ' ' && char.IsWhiteSpace(c)))
+        {
+            return text;
+        }
+
+        return string.Create(text.Length, text, (span, source) =>
+        {
+            for (int i = 0; i < span.Length; i++)
+            {
+                span[i] = char.IsWhiteSpace(source[i]) ? ' ' : source[i];
+            }
+        });
+    }
 
     private void CheckId(int id)
     {
