@@ -17,10 +17,15 @@ public static class ModelFiles
             return (Llama2cFile.Load(directory), null);
         }
 
+        if (File.Exists(directory) && directory.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            return Onnx.OnnxModels.Load(directory);
+        }
+
         if (!Directory.Exists(directory))
         {
             throw new HeadLensException(File.Exists(directory)
-                ? $"{directory}: not a model directory or a llama2.c .bin file"
+                ? $"{directory}: not a model directory, a llama2.c .bin file or an ONNX encoder"
                 : $"{directory}: no such model directory");
         }
 
@@ -31,55 +36,97 @@ public static class ModelFiles
         }
 
         var config = HuggingFaceFormat.ParseConfig(configPath);
-        var model = new Transformer(config);
-        using (var checkpoint = CheckpointDirectory.Open(directory))
+        using var checkpoint = CheckpointDirectory.Open(directory);
+        var model = FromTensors(config, checkpoint, name => Path.GetFileName(checkpoint.FileOf(name).Path));
+        return (model, TokenizerLoader.FromDirectory(directory));
+    }
+
+    /// <summary>
+    /// Builds the model <paramref name="config"/> describes from tensors under Hugging Face names
+    /// (<see cref="HuggingFaceFormat.Map"/>): every tensor the model needs is found and its shape checked before
+    /// anything is allocated (a config.json that claims a million layers fails at the first missing tensor, not
+    /// after allocating them); values are checked finite; every tensor of the source is consumed or skipped by a
+    /// stated rule. <paramref name="fileOf"/> names the file a tensor came from, for error messages.
+    /// </summary>
+    public static Transformer FromTensors(ModelConfig config, ITensorSource source, Func<string, string> fileOf)
+    {
+        foreach (var entry in HuggingFaceFormat.Map(config))
         {
-            var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
-            string? lastName = null;
-            float[] lastRows = [];
-            var consumed = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var entry in HuggingFaceFormat.Map(config))
-            {
-                var (file, name) = Find(checkpoint, entry.Theirs);
-                consumed.Add(name);
-                var info = file.Entries[name];
-                int[] ours = layout[entry.Ours];
-                int[] expected = entry.Transpose
-                    ? [ours.Length > 1 ? ours[1] : 1, ours[0] * entry.Parts]
-                    : [ours[0] * entry.Parts, .. ours[1..]];
-                if (!info.Shape.SequenceEqual(expected))
-                {
-                    throw new HeadLensException(
-                        $"{Path.GetFileName(file.Path)}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}], config.json implies [{string.Join(", ", expected)}]");
-                }
-
-                var destination = model.Parameters.Arena.Get(entry.Ours).Span;
-                if (!entry.Transpose && entry.Parts == 1)
-                {
-                    // The common case: straight from the file into the model's arena, no intermediate copy.
-                    file.ReadFloat32(name, destination);
-                    file.ValidateFinite(name, destination);
-                    continue;
-                }
-
-                // Fused or transposed tensors (GPT-2's c_attn and Conv1D weights): read once, reuse for every part.
-                if (lastName != name)
-                {
-                    var whole = GC.AllocateUninitializedArray<float>((int)info.ElementCount);
-                    file.ReadFloat32(name, whole);
-                    file.ValidateFinite(name, whole);
-                    lastRows = entry.Transpose ? Transpose(whole, expected[0], expected[1]) : whole;
-                    lastName = name;
-                }
-
-                int partLength = lastRows.Length / entry.Parts;
-                lastRows.AsSpan(entry.Part * partLength, partLength).CopyTo(destination);
-            }
-
-            CheckEveryTensorUsed(checkpoint, consumed, model);
+            _ = Find(source, entry.Theirs, fileOf);
         }
 
-        return (model, TokenizerLoader.FromDirectory(directory));
+        var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
+        var plan = HuggingFaceFormat.Map(config).ToList();
+        foreach (var entry in plan)
+        {
+            string name = Find(source, entry.Theirs, fileOf);
+            int[] ours = layout[entry.Ours];
+            int[] expected = ExpectedShape(entry, ours);
+            if (!source.Entries[name].Shape.SequenceEqual(expected))
+            {
+                throw new HeadLensException(
+                    $"{fileOf(name)}: tensor '{name}' has shape [{string.Join(", ", source.Entries[name].Shape)}], config.json implies [{string.Join(", ", expected)}]");
+            }
+        }
+
+        var model = new Transformer(config);
+        string? lastName = null;
+        float[] lastRows = [];
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in plan)
+        {
+            string name = Find(source, entry.Theirs, fileOf);
+            consumed.Add(name);
+            var destination = model.Parameters.Arena.Get(entry.Ours).Span;
+            if (!entry.Transpose && entry.Parts == 1)
+            {
+                // The common case: straight from the file into the model's arena, no intermediate copy.
+                source.ReadFloat32(name, destination);
+                CheckFinite(fileOf(name), name, destination);
+                continue;
+            }
+
+            // Fused or transposed tensors (GPT-2's c_attn and Conv1D weights): read once, reuse for every part.
+            if (lastName != name)
+            {
+                var info = source.Entries[name];
+                var whole = GC.AllocateUninitializedArray<float>((int)info.ElementCount);
+                source.ReadFloat32(name, whole);
+                CheckFinite(fileOf(name), name, whole);
+                int[] expected = ExpectedShape(entry, layout[entry.Ours]);
+                lastRows = entry.Transpose ? Transpose(whole, expected[0], expected[1]) : whole;
+                lastName = name;
+            }
+
+            int partLength = lastRows.Length / entry.Parts;
+            lastRows.AsSpan(entry.Part * partLength, partLength).CopyTo(destination);
+        }
+
+        CheckEveryTensorUsed(source, consumed, model, fileOf);
+        return model;
+    }
+
+    // The stored shape of one mapped tensor: ours [out, in] (or [n]), transposed for Conv1D, stacked for fused parts.
+    private static int[] ExpectedShape(HuggingFaceFormat.Entry entry, int[] ours) => entry.Transpose
+        ? [ours.Length > 1 ? ours[1] : 1, ours[0] * entry.Parts]
+        : [ours[0] * entry.Parts, .. ours[1..]];
+
+    private static void CheckFinite(string file, string name, ReadOnlySpan<float> values)
+    {
+        // A vectorised sum is finite exactly when no element is NaN or ±∞ (barring an overflow of huge finite values,
+        // which the exact scan then clears): the scan runs only when something is wrong.
+        if (float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(values)))
+        {
+            return;
+        }
+
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                throw new HeadLensException($"{file}: tensor '{name}' holds {values[i]} at element {i}");
+            }
+        }
     }
 
     /// <summary>
@@ -170,23 +217,23 @@ public static class ModelFiles
     // A tensor the model does not read means the config describes another model (more layers, an MLP, a bias the
     // features lack): refuse rather than run something else. Skipped by rule: the causal-mask buffers and RoPE
     // frequencies (HuggingFaceFormat.IsSkipped), and a tied model's lm_head.weight when it equals the embeddings.
-    private static void CheckEveryTensorUsed(CheckpointDirectory checkpoint, HashSet<string> consumed, Transformer model)
+    private static void CheckEveryTensorUsed(ITensorSource source, HashSet<string> consumed, Transformer model, Func<string, string> fileOf)
     {
-        foreach (string name in checkpoint.Entries.Keys.Order(StringComparer.Ordinal))
+        foreach (string name in source.Entries.Keys.Order(StringComparer.Ordinal))
         {
             if (consumed.Contains(name) || HuggingFaceFormat.IsSkipped(name))
             {
                 continue;
             }
 
-            string file = Path.GetFileName(checkpoint.FileOf(name).Path);
+            string file = fileOf(name);
             if (name == "lm_head.weight" && model.Config.TiedEmbeddings)
             {
                 var embeddings = model.Parameters.TokenEmbedding;
-                if (checkpoint.Entries[name].ElementCount == embeddings.Length)
+                if (source.Entries[name].ElementCount == embeddings.Length)
                 {
                     var head = GC.AllocateUninitializedArray<float>(embeddings.Length);
-                    checkpoint.ReadFloat32(name, head);
+                    source.ReadFloat32(name, head);
                     if (head.AsSpan().SequenceEqual(embeddings.Span))
                     {
                         continue;
@@ -201,11 +248,24 @@ public static class ModelFiles
         }
     }
 
-    // Finds a tensor across shards, with or without GPT-2's "transformer." prefix (GPT2Model checkpoints omit it).
-    private static (SafeTensorsFile File, string Name) Find(CheckpointDirectory checkpoint, string name)
+    // Finds a tensor by its Hugging Face name, or under the prefix of a headed model (GPT2LMHeadModel's "transformer.",
+    // BertFor...'s "bert."): GPT2Model checkpoints omit "transformer.", BertModel ones have no "bert.".
+    private static string Find(ITensorSource source, string name, Func<string, string> fileOf)
     {
-        string alternative = name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : name;
-        string found = checkpoint.Entries.ContainsKey(name) || !checkpoint.Entries.ContainsKey(alternative) ? name : alternative;
-        return (checkpoint.FileOf(found), found);
+        if (source.Entries.ContainsKey(name))
+        {
+            return name;
+        }
+
+        foreach (string alternative in new[] { name.StartsWith("transformer.", StringComparison.Ordinal) ? name["transformer.".Length..] : "bert." + name })
+        {
+            if (source.Entries.ContainsKey(alternative))
+            {
+                return alternative;
+            }
+        }
+
+        // (A checkpoint directory's fileOf names the shard that should hold it, or throws its own "missing tensor" line.)
+        throw new HeadLensException($"{fileOf(name)}: missing tensor '{name}'");
     }
 }

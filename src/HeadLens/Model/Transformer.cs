@@ -170,19 +170,7 @@ public sealed partial class Transformer
     public InferenceBuffers Infer(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits = true,
         ReadOnlySpan<int> tokenTypes = default, int[]? lengths = null)
     {
-        if (!tokenTypes.IsEmpty && tokenTypes.Length != ids.Length)
-        {
-            throw new ArgumentException($"expected {batch}×{tokens} token types, got {tokenTypes.Length}");
-        }
-
-        foreach (int type in tokenTypes)
-        {
-            if ((uint)type >= (uint)Math.Max(Config.TokenTypes, 1))
-            {
-                throw new HeadLensException($"token type {type} is outside the model's {Math.Max(Config.TokenTypes, 1)} types");
-            }
-        }
-
+        CheckTokenTypes(ids, tokenTypes);
         if (lengths is not null && (lengths.Length != batch || lengths.Any(length => length < 1 || length > tokens)))
         {
             throw new ArgumentException($"expected {batch} lengths between 1 and {tokens}");
@@ -197,13 +185,14 @@ public sealed partial class Transformer
     /// computed the reference way (scores and pattern [H, T, T] materialised) only where a hook or capture wants
     /// the scores or the pattern, and each head's output projection is separated only where hook_result is wanted.
     /// </summary>
-    public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null, bool withLogits = true) =>
-        RunWith(ids, capture, withLogits, Hooks);
+    public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null, bool withLogits = true, ReadOnlySpan<int> tokenTypes = default) =>
+        RunWith(ids, capture, withLogits, Hooks, tokenTypes);
 
-    internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry)
+    internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default)
     {
+        CheckTokenTypes(ids, tokenTypes);
         var hooks = new HookContext(registry, capture);
-        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, [], null);
+        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, tokenTypes, null);
         return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
             Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }
@@ -286,6 +275,22 @@ public sealed partial class Transformer
         }
 
         return buffers;
+    }
+
+    private void CheckTokenTypes(ReadOnlySpan<int> ids, ReadOnlySpan<int> tokenTypes)
+    {
+        if (!tokenTypes.IsEmpty && tokenTypes.Length != ids.Length)
+        {
+            throw new ArgumentException($"expected {ids.Length} token types, got {tokenTypes.Length}");
+        }
+
+        foreach (int type in tokenTypes)
+        {
+            if ((uint)type >= (uint)Math.Max(Config.TokenTypes, 1))
+            {
+                throw new HeadLensException($"token type {type} is outside the model's {Math.Max(Config.TokenTypes, 1)} types");
+            }
+        }
     }
 
     private void CheckTokens(ReadOnlySpan<int> ids, int batch, int tokens)

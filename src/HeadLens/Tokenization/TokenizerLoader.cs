@@ -20,6 +20,13 @@ public static class TokenizerLoader
             return Gpt2Tokenizer.FromTokenizerJson(json);
         }
 
+        // BERT-family: a WordPiece vocabulary (uncased unless the tokenizer config says otherwise).
+        string wordPiece = Path.Combine(directory, "vocab.txt");
+        if (File.Exists(wordPiece))
+        {
+            return BertWordPieceTokenizer.FromVocabulary(wordPiece, lowerCase: LowerCase(directory));
+        }
+
         string llama2c = Path.Combine(directory, SentencePieceTokenizer.FileName);
         if (File.Exists(llama2c))
         {
@@ -27,5 +34,24 @@ public static class TokenizerLoader
         }
 
         return ByteTokenizer.FromDirectory(directory);
+    }
+
+    // tokenizer_config.json's do_lower_case (Hugging Face writes it for BERT tokenizers); uncased when absent.
+    private static bool LowerCase(string directory)
+    {
+        string path = Path.Combine(directory, "tokenizer_config.json");
+        if (!File.Exists(path))
+        {
+            return true;
+        }
+
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["do_lower_case"]?.GetValue<bool>() ?? true;
+        }
+        catch (Exception error) when (error is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+        {
+            throw new HeadLensException($"{path}: malformed tokenizer config ({error.Message.Split('.')[0]})");
+        }
     }
 }

@@ -25,7 +25,12 @@ internal static class MiniLm
         return BertWordPieceTokenizer.FromVocabulary(stream, "minilm vocab.txt");
     });
 
+    private static readonly Lazy<HeadLens.Model.Transformer> LazyEngine = new(() => OnnxModels.ToTransformer(Model, "minilm model.onnx"));
+
     public static byte[] Bytes => LazyBytes.Value;
+
+    /// <summary>HeadLens's own transformer with the mapped weights. Not thread-safe: tests that run it lock on it.</summary>
+    public static HeadLens.Model.Transformer Engine => LazyEngine.Value;
 
     public static BertOnnxCheckpoint Model => LazyModel.Value;
 
