@@ -112,8 +112,7 @@ internal sealed class HeadsCommand : ICommand
 
     private static int[] ModelInputIds(HeadLens.Tokenization.ITokenizer tokenizer, string text, int context)
     {
-        int[] ids = tokenizer.Encode(text);
-        ids = tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        int[] ids = tokenizer.EncodeForModel(text);
         return ids.Length <= context ? ids : throw new HeadLensException($"the sample sentence has {ids.Length} tokens, more than the model's context of {context}");
     }
 

@@ -33,6 +33,9 @@ public interface IAttentionSource
     /// <summary>The context vector of one position at every depth: [Layers + 1][Channels] (0 = embeddings, l = after block l).</summary>
     float[][] ContextVectors(int[] ids, int position);
 
-    /// <summary>Continues a prompt by up to maxTokens new ids (stops early at the context limit or an end token).</summary>
+    /// <summary>
+    /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
+    /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
+    /// </summary>
     IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed);
 }

@@ -35,12 +35,7 @@ public sealed class ModelSource : IAttentionSource
             throw new HeadLensException($"{Info.Name} has no tokenizer: give token ids instead of text");
         }
 
-        int[] ids = tokenizer.Encode(text);
-        if (tokenizer.BosId is { } bos)
-        {
-            ids = [bos, .. ids];
-        }
-
+        int[] ids = tokenizer.EncodeForModel(text);
         return new TokenizedText(ids, ids.Select(TokenText).ToArray());
     }
 
@@ -81,18 +76,11 @@ public sealed class ModelSource : IAttentionSource
 
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
-        var stop = tokenizer?.EosId is { } eos ? new HashSet<int> { eos } : null;
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });
-        int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Length);
-        if (room <= 0)
-        {
-            return [];
-        }
-
         lock (gate)
         {
             forwardIds = null;
-            return Generator.Generate(model, prompt, room, sampler, stop).ToList();
+            return Generator.Stream(model, tokenizer, prompt, maxTokens, sampler).Select(token => token.Id).ToList();
         }
     }
 
