@@ -59,7 +59,7 @@ internal sealed class DemoCommand : ICommand
 
         int[] ids = tokenizer.EncodeForModel(SampleText);
         var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids);
-        Console.WriteLine($"What each head attends to on \"{SampleText}\" (induction and duplicate-token scores from a repeated random block):");
+        Console.WriteLine($"What each head attends to on \"{SampleText}\" :");
         Console.WriteLine();
         HeadsCommand.Print(summaries);
         var source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));

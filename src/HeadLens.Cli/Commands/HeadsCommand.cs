@@ -129,6 +129,14 @@ internal sealed class HeadsCommand : ICommand
                 + $"{Score(s, HeadKinds.BroadScore),6} {Score(s, HeadKinds.CopyingScore),5} {s.MeanDistance,9:F1}");
         }
 
+        if (summaries.Count > 0)
+        {
+            // The same line the viewer shows under its legend: which probe each score is read from.
+            var probes = summaries[0].Sources.GroupBy(pair => pair.Value, pair => pair.Key)
+                .Select(group => $"{group.Key}: {string.Join(", ", group)}");
+            Console.WriteLine($"Scores from — {string.Join("; ", probes)}.");
+        }
+
         Console.WriteLine();
         Console.WriteLine("Per layer (mean attention distance in tokens, mean normalised entropy, kinds):");
         foreach (var layer in HeadQuestions.Layers(summaries))

@@ -1,3 +1,5 @@
+using HeadLens.Analysis;
+
 namespace HeadLens.Cli.Viewer;
 
 /// <summary>What the viewer shows about a model: its size and the names of its parts.</summary>
@@ -29,6 +31,12 @@ public interface IAttentionSource
     /// destination [heads.Length, queries, T], rows sum to 1, 0 where masked.
     /// </summary>
     void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination);
+
+    /// <summary>
+    /// What the head taxonomy reads for a text (<see cref="HeadTaxonomy.Score"/>): the text itself, the repeated random
+    /// block, and the weights' copying scores, exactly as `headlens heads` builds them for the same model.
+    /// </summary>
+    HeadProbes Probes(int[] ids);
 
     /// <summary>The context vector of one position at every depth: [Layers + 1][Channels] (0 = embeddings, l = after block l).</summary>
     float[][] ContextVectors(int[] ids, int position);

@@ -1,3 +1,4 @@
+using HeadLens.Analysis;
 using HeadLens.Attention;
 using HeadLens.Inference;
 using HeadLens.Model;
@@ -17,6 +18,7 @@ public sealed class ModelSource : IAttentionSource
     private readonly ITokenizer? tokenizer;
     private readonly Lock gate = new();
     private int[]? forwardIds;
+    private double[,]? copying;
 
     public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
     {
@@ -59,6 +61,16 @@ public sealed class ModelSource : IAttentionSource
             var q = activations.Layer(layer, "q").Slice(firstQuery * qWidth, queries * qWidth); // [queries, H·D]
             var k = activations.Layer(layer, "k");                                            // [T, G·D]
             ScaledDotProductAttention.Patterns(model.AttentionOptions, queries, t, firstQuery, q, k, heads, destination);
+        }
+    }
+
+    public HeadProbes Probes(int[] ids)
+    {
+        lock (gate)
+        {
+            // The weights never change: their copying scores (a product over the vocabulary per head) are worked out once.
+            copying ??= Circuits.CopyingScores(model);
+            return HeadTaxonomy.Probes(model, tokenizer, ids, copying: copying);
         }
     }
 
