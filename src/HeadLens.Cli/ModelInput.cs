@@ -41,11 +41,7 @@ internal static class ModelInput
                 throw new HeadLensException($"the model has no tokenizer: give --ids instead of --{textOption}");
             }
 
-            ids = tokenizer.Encode(text);
-            if (tokenizer.BosId is { } bos)
-            {
-                ids = [bos, .. ids];
-            }
+            ids = tokenizer.EncodeForModel(text);
         }
 
         if (ids!.Length == 0)

@@ -41,31 +41,24 @@ internal sealed class DemoCommand : ICommand
         Console.WriteLine();
         Console.WriteLine($"Sample (temperature 0.8, seed {seed}, KV cache):");
         Console.WriteLine();
-        var prompt = tokenizer.Encode(Prompt);
+        var prompt = tokenizer.EncodeForModel(Prompt);
         Console.Write(Prompt);
-        var generated = new List<int>();
-        int printed = 0;
+        int generated = 0;
         var generation = Stopwatch.StartNew();
-        foreach (int id in Generator.Generate(model, prompt, Math.Min(maxTokens, c.ContextLength - prompt.Length), new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed })))
+        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed })))
         {
-            generated.Add(id);
-            string text = tokenizer.Decode(generated.ToArray());
-            int complete = text.EndsWith('\uFFFD') ? text.LastIndexOf('\uFFFD') : text.Length;
-            if (complete > printed)
-            {
-                Console.Write(text[printed..complete]);
-                printed = complete;
-            }
+            generated++;
+            Console.Write(token.Text);
         }
 
         Console.WriteLine();
         Console.WriteLine();
-        Console.WriteLine($"({generated.Count} tokens in {generation.Elapsed.TotalMilliseconds:F0} ms, {generated.Count / generation.Elapsed.TotalSeconds:F0} tokens/s)");
+        Console.WriteLine($"({generated} tokens in {generation.Elapsed.TotalMilliseconds:F0} ms, {generated / generation.Elapsed.TotalSeconds:F0} tokens/s)");
         Console.WriteLine();
 
-        int[] ids = tokenizer.Encode(SampleText);
+        int[] ids = tokenizer.EncodeForModel(SampleText);
         var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids);
-        Console.WriteLine($"What each head attends to on \"{SampleText}\" (induction and duplicate-token scores from a repeated random block):");
+        Console.WriteLine($"What each head attends to on \"{SampleText}\" :");
         Console.WriteLine();
         HeadsCommand.Print(summaries);
         var source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));

@@ -24,32 +24,17 @@ internal sealed class GenerateCommand : ICommand
         bool json = args.Flag("json");
         args.RejectUnknown();
 
-        var stops = new HashSet<int>();
-        if (tokenizer?.EosId is { } eos)
-        {
-            stops.Add(eos);
-        }
-
-        if (tokenizer?.BosId is { } bos)
-        {
-            stops.Add(bos);
-        }
-
         var generated = new List<int>();
-        var printed = 0;
-        foreach (int id in Generator.Generate(model, prompt, maxTokens, new Sampler(settings), stops))
+        string? text = null;
+        int printed = 0;
+        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(settings)))
         {
-            generated.Add(id);
-            if (!json && tokenizer is not null)
+            generated.Add(token.Id);
+            text = token.Continuation;
+            if (!json && token.Text is not null)
             {
-                // Stream whole characters only: a byte-level token may end in the middle of one.
-                string text = Continuation(tokenizer, prompt, generated);
-                int complete = text.EndsWith('\uFFFD') ? text.LastIndexOf('\uFFFD') : text.Length;
-                if (complete > printed)
-                {
-                    Console.Write(text[printed..complete]);
-                    printed = complete;
-                }
+                Console.Write(token.Text);
+                printed += token.Text.Length;
             }
         }
 
@@ -58,7 +43,7 @@ internal sealed class GenerateCommand : ICommand
             var document = new Dictionary<string, object> { ["prompt_ids"] = prompt, ["ids"] = generated };
             if (tokenizer is not null)
             {
-                document["text"] = Continuation(tokenizer, prompt, generated);
+                document["text"] = text ?? "";
             }
 
             Console.WriteLine(JsonSerializer.Serialize(document));
@@ -69,19 +54,10 @@ internal sealed class GenerateCommand : ICommand
         }
         else
         {
-            string text = Continuation(tokenizer, prompt, generated);
-            Console.WriteLine(text[Math.Min(printed, text.Length)..]);
+            // What is still unprinted: a character the last token left open.
+            Console.WriteLine(text?[printed..]);
         }
 
         return 0;
-    }
-
-    // The generated text as it reads after the prompt: decoded in context (SentencePiece strips the space after BOS;
-    // a multi-byte character may start in the prompt), minus the prompt's own text.
-    private static string Continuation(Tokenization.ITokenizer tokenizer, int[] prompt, List<int> generated)
-    {
-        string promptText = tokenizer.Decode(prompt);
-        string all = tokenizer.Decode([.. prompt, .. generated]);
-        return all.StartsWith(promptText, StringComparison.Ordinal) ? all[promptText.Length..] : tokenizer.Decode(generated.ToArray());
     }
 }

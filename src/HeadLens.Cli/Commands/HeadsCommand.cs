@@ -112,8 +112,7 @@ internal sealed class HeadsCommand : ICommand
 
     private static int[] ModelInputIds(HeadLens.Tokenization.ITokenizer tokenizer, string text, int context)
     {
-        int[] ids = tokenizer.Encode(text);
-        ids = tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        int[] ids = tokenizer.EncodeForModel(text);
         return ids.Length <= context ? ids : throw new HeadLensException($"the sample sentence has {ids.Length} tokens, more than the model's context of {context}");
     }
 
@@ -128,6 +127,14 @@ internal sealed class HeadsCommand : ICommand
             Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, HeadKinds.PreviousTokenScore),5} {Score(s, HeadKinds.DuplicateTokenScore),5} "
                 + $"{Score(s, HeadKinds.InductionScore),7} {Score(s, HeadKinds.SinkScore),5} {Score(s, HeadKinds.DelimiterScore),6} {Score(s, HeadKinds.LocalScore),6} "
                 + $"{Score(s, HeadKinds.BroadScore),6} {Score(s, HeadKinds.CopyingScore),5} {s.MeanDistance,9:F1}");
+        }
+
+        if (summaries.Count > 0)
+        {
+            // The same line the viewer shows under its legend: which probe each score is read from.
+            var probes = summaries[0].Sources.GroupBy(pair => pair.Value, pair => pair.Key)
+                .Select(group => $"{group.Key}: {string.Join(", ", group)}");
+            Console.WriteLine($"Scores from — {string.Join("; ", probes)}.");
         }
 
         Console.WriteLine();

@@ -6,7 +6,8 @@ namespace HeadLens.Cli.Viewer;
 /// <param name="Thumbnail">Size×Size bytes, base64: each cell is a block of queries (mean) over a block of keys (sum), scaled so the head's largest cell is 255.</param>
 public sealed record HeadEntry(int Layer, int Head, string Kind, IReadOnlyDictionary<string, double> Scores, double MeanDistance, string Thumbnail);
 
-public sealed record HeadsView(int[] Ids, string[] Tokens, int Layers, int Heads, int ThumbnailSize, IReadOnlyList<HeadEntry> Entries);
+/// <param name="Sources">For each score key, the probe it is read from (the same for every head): "text", "repeated random block", "weights (OV circuit)".</param>
+public sealed record HeadsView(int[] Ids, string[] Tokens, int Layers, int Heads, int ThumbnailSize, IReadOnlyDictionary<string, string> Sources, IReadOnlyList<HeadEntry> Entries);
 
 /// <summary>patterns[h][i][j]: how much query i of head heads[h] attends to key j.</summary>
 public sealed record PatternView(int[] Ids, string[] Tokens, int Layer, int[] Heads, float[][][] Patterns);
@@ -53,27 +54,21 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
         });
     }
 
+    /// <summary>
+    /// Every head's kind and scores from <see cref="HeadTaxonomy.Score"/> on the source's probes (the same path as
+    /// `headlens heads`), with a thumbnail of its pattern on the text.
+    /// </summary>
     public HeadsView Heads(TokenizedText input)
     {
-        int t = input.Ids.Length, heads = source.Info.Heads;
-        bool[] delimiters = [.. input.Tokens.Select(HeadTaxonomy.IsDelimiter)];
+        int t = input.Ids.Length;
+        var summaries = HeadTaxonomy.Score(source.Probes(input.Ids), source.Info.Layers, source.Info.Heads, LayerPatterns);
         int size = Math.Min(t, ThumbnailMax);
-        var entries = new List<HeadEntry>();
-        for (int l = 0; l < source.Info.Layers; l++)
-        {
-            var patterns = LayerPatterns(input.Ids, l);
-            for (int h = 0; h < heads; h++)
-            {
-                var pattern = patterns.AsSpan(h * t * t, t * t); // [T, T]
-                // The same scores and kinds as `headlens heads`, read from the typed text itself.
-                var scores = HeadScores.ForHead(pattern, t, input.Ids, delimiters);
-                var rounded = scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4), StringComparer.Ordinal);
-                entries.Add(new HeadEntry(l, h, HeadKinds.Classify(scores), rounded, Math.Round(HeadScores.MeanDistance(pattern, t), 3),
-                    Convert.ToBase64String(Thumbnail(pattern, t, size))));
-            }
-        }
-
-        return new HeadsView(input.Ids, input.Tokens, source.Info.Layers, heads, size, entries);
+        var entries = summaries.Select(s => new HeadEntry(s.Layer, s.Head, s.Kind,
+            s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4), StringComparer.Ordinal),
+            Math.Round(s.MeanDistance, 3),
+            Convert.ToBase64String(Thumbnail(LayerPatterns(input.Ids, s.Layer).AsSpan(s.Head * t * t, t * t), t, size)))).ToList();
+        var sources = summaries.Count > 0 ? summaries[0].Sources : new Dictionary<string, string>();
+        return new HeadsView(input.Ids, input.Tokens, source.Info.Layers, source.Info.Heads, size, sources, entries);
     }
 
     public PatternView Pattern(TokenizedText input, int layer, int[] heads)
@@ -192,7 +187,6 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
         return cells.Select(v => max <= 0 ? (byte)0 : (byte)Math.Round(255 * v / max)).ToArray();
     }
 
-    /// <summary>Punctuation, separators and newlines: what the delimiter score counts.</summary>
     private static HeadFocus Top(int head, ReadOnlySpan<float> row, int count)
     {
         var order = Enumerable.Range(0, row.Length).ToArray();

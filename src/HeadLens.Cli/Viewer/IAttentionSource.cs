@@ -1,3 +1,5 @@
+using HeadLens.Analysis;
+
 namespace HeadLens.Cli.Viewer;
 
 /// <summary>What the viewer shows about a model: its size and the names of its parts.</summary>
@@ -30,9 +32,18 @@ public interface IAttentionSource
     /// </summary>
     void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination);
 
+    /// <summary>
+    /// What the head taxonomy reads for a text (<see cref="HeadTaxonomy.Score"/>): the text itself, the repeated random
+    /// block, and the weights' copying scores, exactly as `headlens heads` builds them for the same model.
+    /// </summary>
+    HeadProbes Probes(int[] ids);
+
     /// <summary>The context vector of one position at every depth: [Layers + 1][Channels] (0 = embeddings, l = after block l).</summary>
     float[][] ContextVectors(int[] ids, int position);
 
-    /// <summary>Continues a prompt by up to maxTokens new ids (stops early at the context limit or an end token).</summary>
+    /// <summary>
+    /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
+    /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
+    /// </summary>
     IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed);
 }

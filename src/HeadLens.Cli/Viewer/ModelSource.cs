@@ -1,3 +1,4 @@
+using HeadLens.Analysis;
 using HeadLens.Attention;
 using HeadLens.Inference;
 using HeadLens.Model;
@@ -18,6 +19,7 @@ public sealed class ModelSource : IAttentionSource
     private readonly Lock gate = new();
     private int[]? forwardIds;
     private HookedRun? captured;
+    private double[,]? copying;
 
     public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
     {
@@ -36,12 +38,7 @@ public sealed class ModelSource : IAttentionSource
             throw new HeadLensException($"{Info.Name} has no tokenizer: give token ids instead of text");
         }
 
-        int[] ids = tokenizer.Encode(text);
-        if (tokenizer.BosId is { } bos)
-        {
-            ids = [bos, .. ids];
-        }
-
+        int[] ids = tokenizer.EncodeForModel(text);
         return new TokenizedText(ids, ids.Select(TokenText).ToArray());
     }
 
@@ -68,6 +65,16 @@ public sealed class ModelSource : IAttentionSource
         }
     }
 
+    public HeadProbes Probes(int[] ids)
+    {
+        lock (gate)
+        {
+            // The weights never change: their copying scores (a product over the vocabulary per head) are worked out once.
+            copying ??= Circuits.CopyingScores(model);
+            return HeadTaxonomy.Probes(model, tokenizer, ids, copying: copying);
+        }
+    }
+
     public float[][] ContextVectors(int[] ids, int position)
     {
         int c = model.Config.Channels;
@@ -82,19 +89,12 @@ public sealed class ModelSource : IAttentionSource
 
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
-        var stop = tokenizer?.EosId is { } eos ? new HashSet<int> { eos } : null;
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });
-        int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Length);
-        if (room <= 0)
-        {
-            return [];
-        }
-
         lock (gate)
         {
             forwardIds = null;
             captured = null;
-            return Generator.Generate(model, prompt, room, sampler, stop).ToList();
+            return Generator.Stream(model, tokenizer, prompt, maxTokens, sampler).Select(token => token.Id).ToList();
         }
     }
 

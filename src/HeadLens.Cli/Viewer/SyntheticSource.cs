@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using HeadLens.Analysis;
 
 namespace HeadLens.Cli.Viewer;
 
@@ -12,9 +13,11 @@ namespace HeadLens.Cli.Viewer;
 public sealed partial class SyntheticSource : IAttentionSource
 {
     /// <summary>The kinds in the order heads cycle through them.</summary>
-    public static readonly string[] Kinds = ["previous-token", "sink", "broad", "local"];
+    public static readonly string[] Kinds = [HeadKinds.PreviousToken, HeadKinds.Sink, HeadKinds.Broad, HeadKinds.Local];
 
     private static readonly string[] GeneratedWords = [" the", " river", " bank", " of", " light", " and", " water", ".", " money", " in"];
+
+    private const int RepeatedVocabulary = 1000;
 
     private readonly Lock gate = new();
     private readonly List<string> vocabulary = [];
@@ -105,6 +108,17 @@ public sealed partial class SyntheticSource : IAttentionSource
         return result;
     }
 
+    /// <summary>
+    /// The text as its own probe (delimiters from the words themselves, which are their own decoded text), and a
+    /// repeated random block over a notional vocabulary: the hand-made patterns do not depend on the ids.
+    /// </summary>
+    public HeadProbes Probes(int[] ids)
+    {
+        bool[] delimiters = [.. ids.Select(id => HeadTaxonomy.IsDelimiter(TokenText(id)))];
+        int[] repeated = HeadTaxonomy.RepeatedIds(RepeatedVocabulary, Info.MaxTokens, tokenizer: null, seed: 0);
+        return new HeadProbes(new HeadProbe(HeadProbe.TextName, ids, delimiters), new HeadProbe(HeadProbe.RepeatedName, repeated, []), Copying: null);
+    }
+
     private static void FillRow(string kind, int i, Span<float> row)
     {
         if (i == 0)
@@ -115,11 +129,11 @@ public sealed partial class SyntheticSource : IAttentionSource
 
         switch (kind)
         {
-            case "previous-token":
+            case HeadKinds.PreviousToken:
                 row[i - 1] = 0.9f;
                 row[i] = 0.1f;
                 break;
-            case "sink":
+            case HeadKinds.Sink:
                 row[0] = 0.8f;
                 for (int j = 1; j <= i; j++)
                 {
@@ -127,7 +141,7 @@ public sealed partial class SyntheticSource : IAttentionSource
                 }
 
                 break;
-            case "broad":
+            case HeadKinds.Broad:
                 row[..(i + 1)].Fill(1f / (i + 1));
                 break;
             default:

@@ -2,6 +2,7 @@ using System.Net;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using HeadLens.Analysis;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -168,7 +169,7 @@ public static partial class ViewerServer
         maxTokens,
         maxGeneratedTokens = options.MaxGeneratedTokens,
         maxPatternValues = options.MaxPatternValues,
-        kinds = new[] { "previous-token", "duplicate-token", "induction", "sink", "delimiter", "local", "broad", "mixed" },
+        kinds = HeadKinds.All,
     };
 
     /// <summary>True when the address is a loopback address or the name localhost.</summary>

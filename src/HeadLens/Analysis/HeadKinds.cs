@@ -19,6 +19,13 @@ public static class HeadKinds
     public const string BroadScore = "broad";
     public const string CopyingScore = "copying";
 
+    public const string PreviousToken = "previous-token";
+    public const string DuplicateToken = "duplicate-token";
+    public const string Induction = "induction";
+    public const string Sink = "sink";
+    public const string Delimiter = "delimiter";
+    public const string Local = "local";
+    public const string Broad = "broad";
     public const string Mixed = "mixed";
 
     /// <summary>
@@ -29,16 +36,19 @@ public static class HeadKinds
     /// </summary>
     public static readonly IReadOnlyList<(string Score, string Kind, double Threshold)> Rules =
     [
-        (InductionScore, "induction", 0.4),
-        (DuplicateTokenScore, "duplicate-token", 0.4),
-        (PreviousTokenScore, "previous-token", 0.5),
-        (SinkScore, "sink", 0.5),
-        (DelimiterScore, "delimiter", 0.5),
-        (LocalScore, "local", 0.8),
-        (BroadScore, "broad", 0.8),
+        (InductionScore, Induction, 0.4),
+        (DuplicateTokenScore, DuplicateToken, 0.4),
+        (PreviousTokenScore, PreviousToken, 0.5),
+        (SinkScore, Sink, 0.5),
+        (DelimiterScore, Delimiter, 0.5),
+        (LocalScore, Local, 0.8),
+        (BroadScore, Broad, 0.8),
     ];
 
-    /// <summary>The contract's kinds, in rule order, then "mixed".</summary>
+    /// <summary>
+    /// The contract's kinds, in rule order, then "mixed": the one list (the viewer's page reads it from /api/model or
+    /// the report's data; encoders will add next-token and self here).
+    /// </summary>
     public static IReadOnlyList<string> All { get; } = [.. Rules.Select(rule => rule.Kind), Mixed];
 
     /// <summary>The kind whose score is furthest above its threshold (see the class comment), else "mixed".</summary>

@@ -4,6 +4,29 @@ using HeadLens.Tokenization;
 namespace HeadLens.Analysis;
 
 /// <summary>
+/// One sequence the taxonomy reads. <paramref name="Name"/> says what it is wherever a score from it is shown;
+/// <paramref name="Delimiters"/>[i] says whether token i is punctuation or whitespace (empty: not known, and then no
+/// delimiter score).
+/// </summary>
+public sealed record HeadProbe(string Name, int[] Ids, bool[] Delimiters)
+{
+    public const string TextName = "text";
+    public const string SampleName = "sample text";
+    public const string RepeatedName = "repeated random block";
+    public const string WeightsName = "weights (OV circuit)";
+}
+
+/// <summary>
+/// Everything the taxonomy reads for one model: a text for the positional, sink and delimiter scores, a repeated
+/// random block for the token-matching scores, and the copying score of each head's OV circuit [layer, head] (null
+/// when the source has no weights).
+/// </summary>
+public sealed record HeadProbes(HeadProbe Text, HeadProbe Repeated, double[,]? Copying);
+
+/// <summary>One layer's post-softmax patterns [H, T, T] on ids.</summary>
+public delegate float[] LayerPatterns(int[] ids, int layer);
+
+/// <summary>
 /// Names every head of a model (scores in <see cref="HeadScores"/>, kinds in <see cref="HeadKinds"/>) from two
 /// probes and the weights:
 ///   - a random block of tokens repeated twice: induction and duplicate-token heads show themselves there (the
@@ -11,6 +34,9 @@ namespace HeadLens.Analysis;
 ///   - a text (given, or the built-in sample when the model has a tokenizer): positional, sink and delimiter
 ///     behaviour on real language. Without a text, the repeated block serves for every score;
 ///   - the weights: the copying score of each head's OV circuit (reported, not a kind).
+/// This is the one scoring path: `heads`, `demo`, `report` and the viewer all call <see cref="Score"/> (the CLI
+/// through <see cref="Analyse"/>), so a head has the same kind and scores everywhere, and every score says which
+/// probe it came from (<see cref="HeadSummary.Sources"/>).
 /// </summary>
 public static class HeadTaxonomy
 {
@@ -19,29 +45,88 @@ public static class HeadTaxonomy
     /// <summary>The longest repeated block the probe uses (two copies of 64 tokens stay cheap on any model).</summary>
     public const int MaxPeriod = 64;
 
+    /// <summary>Probes, records and scores every head of a model (text ids as the model reads them; null: the sample).</summary>
     public static IReadOnlyList<HeadSummary> Analyse(Transformer model, ITokenizer? tokenizer, int[]? textIds = null, int seed = 0)
     {
-        var config = model.Config;
-        var repeated = RepeatedIds(config, tokenizer, seed);
-        var repeatPatterns = AttentionRecorder.Record(model, repeated);
-        textIds ??= tokenizer is null ? null : Truncate(WithBos(tokenizer, tokenizer.Encode(SampleText)), config.ContextLength);
-        var positionalIds = textIds ?? repeated;
-        var positionalPatterns = textIds is null ? repeatPatterns : AttentionRecorder.Record(model, textIds);
-        bool[] delimiters = tokenizer is null ? [] : [.. positionalIds.Select(id => IsDelimiter(tokenizer.TokenText(id)))];
-        var copying = Circuits.CopyingScores(model);
-        var result = new List<HeadSummary>();
-        int t = positionalIds.Length, r = repeated.Length;
-        for (int l = 0; l < config.Layers; l++)
+        var probes = Probes(model, tokenizer, textIds, seed);
+        var recorded = new Dictionary<int[], float[][]>(ReferenceEqualityComparer.Instance);
+        float[] Record(int[] ids, int layer)
         {
-            for (int h = 0; h < config.Heads; h++)
+            if (!recorded.TryGetValue(ids, out var patterns))
             {
-                var pattern = positionalPatterns[l].AsSpan(h * t * t, t * t);
-                var repeatPattern = repeatPatterns[l].AsSpan(h * r * r, r * r);
-                var scores = HeadScores.ForHead(pattern, t, [], delimiters);
-                scores[HeadKinds.DuplicateTokenScore] = HeadScores.DuplicateToken(repeatPattern, r, repeated);
-                scores[HeadKinds.InductionScore] = HeadScores.Induction(repeatPattern, r, repeated);
-                scores[HeadKinds.CopyingScore] = copying[l, h];
-                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t)));
+                recorded[ids] = patterns = AttentionRecorder.Record(model, ids);
+            }
+
+            return patterns[layer];
+        }
+
+        return Score(probes, model.Config.Layers, model.Config.Heads, Record);
+    }
+
+    /// <summary>
+    /// The probes for a model: the text (or the sample text, cut to the context; or, without a tokenizer, the repeated
+    /// block), the repeated block of <see cref="RepeatedIds"/>, and the copying scores (computed unless given).
+    /// </summary>
+    public static HeadProbes Probes(Transformer model, ITokenizer? tokenizer, int[]? textIds = null, int seed = 0, double[,]? copying = null)
+    {
+        var config = model.Config;
+        int[] repeatedIds = RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed);
+        var repeated = Probe(HeadProbe.RepeatedName, repeatedIds, tokenizer);
+        var text = textIds is not null ? Probe(HeadProbe.TextName, textIds, tokenizer)
+            : tokenizer is not null ? Probe(HeadProbe.SampleName, Truncate(tokenizer.EncodeForModel(SampleText), config.ContextLength), tokenizer)
+            : repeated;
+        return new HeadProbes(text, repeated, copying ?? Circuits.CopyingScores(model));
+    }
+
+    /// <summary>A probe of ids, with delimiters read from each token's decoded text (none without a tokenizer).</summary>
+    public static HeadProbe Probe(string name, int[] ids, ITokenizer? tokenizer) =>
+        new(name, ids, tokenizer is null ? [] : [.. ids.Select(id => IsDelimiter(tokenizer.Decode([id])))]);
+
+    /// <summary>
+    /// Every head's scores and kind: positional, sink and delimiter scores and the mean distance from the text probe,
+    /// duplicate-token and induction from the repeated block, copying from the weights.
+    /// </summary>
+    public static IReadOnlyList<HeadSummary> Score(HeadProbes probes, int layers, int heads, LayerPatterns patterns)
+    {
+        var (text, repeated) = (probes.Text, probes.Repeated);
+        var sources = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [HeadKinds.PreviousTokenScore] = text.Name,
+            [HeadKinds.DuplicateTokenScore] = repeated.Name,
+            [HeadKinds.InductionScore] = repeated.Name,
+            [HeadKinds.SinkScore] = text.Name,
+            [HeadKinds.LocalScore] = text.Name,
+            [HeadKinds.BroadScore] = text.Name,
+        };
+        if (text.Delimiters.Length > 0)
+        {
+            sources[HeadKinds.DelimiterScore] = text.Name;
+        }
+
+        if (probes.Copying is not null)
+        {
+            sources[HeadKinds.CopyingScore] = HeadProbe.WeightsName;
+        }
+
+        var result = new List<HeadSummary>();
+        int t = text.Ids.Length, r = repeated.Ids.Length;
+        for (int l = 0; l < layers; l++)
+        {
+            var textPatterns = patterns(text.Ids, l);         // [H, T, T]
+            var repeatPatterns = patterns(repeated.Ids, l);   // [H, R, R]
+            for (int h = 0; h < heads; h++)
+            {
+                var pattern = textPatterns.AsSpan(h * t * t, t * t);
+                var repeatPattern = repeatPatterns.AsSpan(h * r * r, r * r);
+                var scores = HeadScores.ForHead(pattern, t, [], text.Delimiters);
+                scores[HeadKinds.DuplicateTokenScore] = HeadScores.DuplicateToken(repeatPattern, r, repeated.Ids);
+                scores[HeadKinds.InductionScore] = HeadScores.Induction(repeatPattern, r, repeated.Ids);
+                if (probes.Copying is not null)
+                {
+                    scores[HeadKinds.CopyingScore] = probes.Copying[l, h];
+                }
+
+                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t), sources));
             }
         }
 
@@ -49,48 +134,38 @@ public static class HeadTaxonomy
     }
 
     /// <summary>
-    /// [BOS] + a random block of distinct tokens + the same block again (block length min(64, (context − 1)/2)).
-    /// Tokens are distinct within the block so that every repeat in the sequence is the planted one.
+    /// [BOS, if the tokenizer adds one] + a random block of distinct tokens + the same block again (block length
+    /// min(64, (context − BOS)/2)). Tokens are distinct within the block so that every repeat in the sequence is the
+    /// planted one; BOS and EOS never appear in it.
     /// </summary>
-    public static int[] RepeatedIds(ModelConfig config, ITokenizer? tokenizer, int seed, int maxPeriod = MaxPeriod)
+    public static int[] RepeatedIds(int vocabSize, int contextLength, ITokenizer? tokenizer, int seed, int maxPeriod = MaxPeriod)
     {
-        int prefix = tokenizer?.BosId is null ? 0 : 1;
-        int period = Math.Max(2, Math.Min(maxPeriod, (config.ContextLength - prefix) / 2));
-        var reserved = new HashSet<int>();
-        if (tokenizer?.BosId is { } bos)
-        {
-            reserved.Add(bos);
-        }
-
-        if (tokenizer?.EosId is { } eos)
-        {
-            reserved.Add(eos);
-        }
-
+        int? bos = tokenizer is { AddsBos: true } ? tokenizer.BosId : null;
+        int prefix = bos is null ? 0 : 1;
+        int period = Math.Max(2, Math.Min(maxPeriod, (contextLength - prefix) / 2));
+        var reserved = tokenizer?.StopIds ?? new HashSet<int>();
         var random = new Random(seed);
         var block = new List<int>();
-        bool distinct = config.VocabSize >= period + reserved.Count;
+        bool distinct = vocabSize >= period + reserved.Count;
         while (block.Count < period)
         {
-            int id = random.Next(config.VocabSize);
+            int id = random.Next(vocabSize);
             if (!reserved.Contains(id) && (!distinct || !block.Contains(id)))
             {
                 block.Add(id);
             }
         }
 
-        return prefix == 1 ? [tokenizer!.BosId!.Value, .. block, .. block] : [.. block, .. block];
+        return bos is { } first ? [first, .. block, .. block] : [.. block, .. block];
     }
 
-    /// <summary>Punctuation, whitespace, newlines and other separator tokens (as the tokenizer prints them).</summary>
-    public static bool IsDelimiter(string token)
-    {
-        string text = token.Replace("␣", " ", StringComparison.Ordinal).Replace("Ġ", " ", StringComparison.Ordinal)
-            .Replace("\\n", "\n", StringComparison.Ordinal);
-        return text.Length > 0 && text.All(c => char.IsPunctuation(c) || char.IsSeparator(c) || char.IsSymbol(c) || char.IsWhiteSpace(c));
-    }
-
-    private static int[] WithBos(ITokenizer tokenizer, int[] ids) => tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+    /// <summary>
+    /// Whether a token is a delimiter, from its decoded text (what the tokenizer's Decode gives for it alone, never a
+    /// display label such as "␣" or "Ġ"): non-empty and nothing but punctuation, symbols, separators and whitespace
+    /// (newlines included). U+FFFD, a byte that is part of a multi-byte character, is not one.
+    /// </summary>
+    public static bool IsDelimiter(string decoded) =>
+        decoded.Length > 0 && decoded.All(c => c != '\uFFFD' && (char.IsPunctuation(c) || char.IsSeparator(c) || char.IsSymbol(c) || char.IsWhiteSpace(c)));
 
     private static int[] Truncate(int[] ids, int length) => ids.Length <= length ? ids : ids[..length];
 }

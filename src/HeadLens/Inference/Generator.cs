@@ -1,13 +1,44 @@
 using HeadLens.Model;
+using HeadLens.Tokenization;
 
 namespace HeadLens.Inference;
 
+/// <summary>One generated token, as <see cref="Generator.Stream"/> hands it out.</summary>
+/// <param name="Id">The token id.</param>
+/// <param name="Text">
+/// The characters this token completes, ready to print: empty while a multi-byte character is still open (a byte-level
+/// token may end inside one); null when the model has no tokenizer.
+/// </param>
+/// <param name="Continuation">
+/// Everything generated so far as it reads after the prompt (decoded in context, so SentencePiece's space after BOS
+/// and a character begun in the prompt come out right; may end in U+FFFD while a character is open); null without a
+/// tokenizer.
+/// </param>
+public sealed record GeneratedToken(int Id, string? Text, string? Continuation);
+
 /// <summary>
 /// Autoregressive generation with a KV cache: the prompt runs once (prefill), then each new token costs one decode
-/// step over the cached keys and values. Stops at the token limit, the context limit, or a stop token.
+/// step over the cached keys and values. <see cref="Stream"/> is the one loop every caller uses (`generate`, `demo`
+/// and the viewer): it stops at the token limit, where prompt and output fill the context, or at one of the
+/// tokenizer's <see cref="ITokenizer.StopIds"/> (EOS, and BOS where the vocabulary has one), which it never emits.
 /// </summary>
 public static class Generator
 {
+    /// <summary>
+    /// Continues <paramref name="prompt"/> (ids as the model reads them, e.g. from <see cref="ITokenizer.EncodeForModel"/>)
+    /// by up to <paramref name="maxTokens"/> tokens, never more than the context holds after the prompt.
+    /// </summary>
+    public static IEnumerable<GeneratedToken> Stream(Transformer model, ITokenizer? tokenizer, IReadOnlyList<int> prompt, int maxTokens, Sampler sampler)
+    {
+        int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Count);
+        var ids = Generate(model, prompt, Math.Max(room, 0), sampler, tokenizer?.StopIds);
+        return tokenizer is null ? ids.Select(id => new GeneratedToken(id, null, null)) : WithText(tokenizer, [.. prompt], ids);
+    }
+
+    /// <summary>
+    /// The raw loop under <see cref="Stream"/>: ids only, the stop set given by the caller, and up to one token past a
+    /// full context (the last one is sampled, never fed back).
+    /// </summary>
     public static IEnumerable<int> Generate(Transformer model, IReadOnlyList<int> prompt, int maxTokens, Sampler sampler, IReadOnlySet<int>? stopTokens = null)
     {
         if (prompt.Count == 0)
@@ -23,8 +54,37 @@ public static class Generator
         return Run(model, prompt.ToArray(), maxTokens, sampler, stopTokens);
     }
 
+    /// <summary>The generated text after the prompt: decoded in context, minus the prompt's own text.</summary>
+    public static string Continuation(ITokenizer tokenizer, ReadOnlySpan<int> prompt, ReadOnlySpan<int> generated)
+    {
+        string promptText = tokenizer.Decode(prompt);
+        string all = tokenizer.Decode([.. prompt, .. generated]);
+        return all.StartsWith(promptText, StringComparison.Ordinal) ? all[promptText.Length..] : tokenizer.Decode(generated);
+    }
+
+    private static IEnumerable<GeneratedToken> WithText(ITokenizer tokenizer, int[] prompt, IEnumerable<int> ids)
+    {
+        var generated = new List<int>();
+        int printed = 0;
+        foreach (int id in ids)
+        {
+            generated.Add(id);
+            // Whole characters only: the text up to an unfinished character waits for the token that completes it.
+            string continuation = Continuation(tokenizer, prompt, [.. generated]);
+            int complete = continuation.EndsWith('\uFFFD') ? continuation.LastIndexOf('\uFFFD') : continuation.Length;
+            string text = complete > printed ? continuation[printed..complete] : "";
+            printed = Math.Max(printed, complete);
+            yield return new GeneratedToken(id, text, continuation);
+        }
+    }
+
     private static IEnumerable<int> Run(Transformer model, int[] prompt, int maxTokens, Sampler sampler, IReadOnlySet<int>? stopTokens)
     {
+        if (maxTokens <= 0)
+        {
+            yield break;
+        }
+
         var cache = model.NewCache(model.Config.ContextLength);
         var logits = new float[model.Config.VocabSize];
         model.DecodeStep(prompt, cache, logits);

@@ -8,18 +8,48 @@ public interface ITokenizer
     int VocabSize { get; }
 
     /// <summary>
-    /// The beginning-of-sequence id, when the model was trained with one before every text. <see cref="Encode"/>
-    /// never adds it: callers that feed a model put it first (<c>[BosId, .. Encode(text)]</c>).
+    /// The beginning-of-sequence id, when the vocabulary has one. <see cref="Encode"/> never adds it;
+    /// <see cref="EncodeForModel"/> puts it first when <see cref="AddsBos"/> says the model expects it.
     /// </summary>
     int? BosId { get; }
 
-    /// <summary>Whether the model expects <see cref="BosId"/> before every text (true exactly when BosId is set).</summary>
+    /// <summary>Whether the model expects <see cref="BosId"/> before every text.</summary>
     bool AddsBos { get; }
 
     /// <summary>The end-of-text id that stops generation, if the vocabulary has one.</summary>
     int? EosId { get; }
 
+    /// <summary>
+    /// The ids that end a generated text: EOS, and BOS where the vocabulary has one (a BOS in the output would start a
+    /// new document, which the prompt never asked for). Every generation loop stops on exactly these.
+    /// </summary>
+    IReadOnlySet<int> StopIds
+    {
+        get
+        {
+            var stops = new HashSet<int>();
+            if (EosId is { } eos)
+            {
+                stops.Add(eos);
+            }
+
+            if (BosId is { } bos)
+            {
+                stops.Add(bos);
+            }
+
+            return stops;
+        }
+    }
+
+    /// <summary>The text's tokens alone: no BOS, no EOS (for pieces of a text, and for looking words up).</summary>
     int[] Encode(string text);
+
+    /// <summary>
+    /// The ids a model reads for a whole text, exactly as it was trained: BOS first iff <see cref="AddsBos"/>
+    /// (Llama-family tokenizers add theirs, GPT-2's adds none). Every command and the viewer encode input through this.
+    /// </summary>
+    int[] EncodeForModel(string text) => AddsBos && BosId is { } bos ? [bos, .. Encode(text)] : Encode(text);
 
     string Decode(ReadOnlySpan<int> ids);
 

@@ -10,7 +10,7 @@ namespace HeadLens.Tokenization;
 /// Encoding follows llama2.c's run.c exactly: a dummy-prefix space before non-empty text; every UTF-8 code point
 /// looked up as a piece, or else spelled as byte tokens (id = byte + 3); then, again and again, the adjacent pair
 /// whose concatenation is the piece with the best score is merged (the leftmost on ties) until no pair is a piece.
-/// Ids 1 and 2 are BOS and EOS. <see cref="Encode(string)"/> never adds BOS (callers put <see cref="BosId"/> first);
+/// Ids 1 and 2 are BOS and EOS. <see cref="Encode(string)"/> never adds BOS (<see cref="ITokenizer.EncodeForModel"/> puts it first);
 /// <see cref="Decode"/> drops BOS/EOS, strips the space a piece carries right after BOS, and turns byte tokens back
 /// into raw bytes.
 /// </summary>

@@ -44,7 +44,7 @@ public class HeadQuestionsTests
     public void LayerSummaryAveragesAndCountsKinds()
     {
         HeadSummary Head(int layer, string kind, double distance, double broad) =>
-            new(layer, 0, kind, new Dictionary<string, double> { ["broad"] = broad }, distance);
+            new(layer, 0, kind, new Dictionary<string, double> { ["broad"] = broad }, distance, new Dictionary<string, string>());
         var layers = HeadQuestions.Layers([Head(0, "local", 1, 0.2), Head(0, "local", 3, 0.4), Head(1, "broad", 20, 0.9), Head(1, "sink", 10, 0.1)]);
         Assert.Equal(2.0, layers[0].MeanDistance, 12);
         Assert.Equal(0.3, layers[0].Entropy, 12);

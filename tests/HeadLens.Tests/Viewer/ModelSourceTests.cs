@@ -178,6 +178,8 @@ public class ModelSourceTests(ITestOutputHelper output)
             inner.Patterns(ids, layer, heads, firstQuery, queries, destination);
         }
 
+        public HeadProbes Probes(int[] ids) => inner.Probes(ids);
+
         public float[][] ContextVectors(int[] ids, int position) => inner.ContextVectors(ids, position);
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);

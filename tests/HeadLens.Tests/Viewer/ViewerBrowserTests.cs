@@ -61,6 +61,10 @@ public class ViewerBrowserTests
         string tip = browser.Find("#tooltip").Text;
         Assert.Contains("layer 0 · head 1: sink", tip);
         Assert.Contains("sink 0.8", tip);
+        // Each score names its probe: the token-matching scores come from the repeated random block, the rest from the text.
+        Assert.Contains("sink 0.80 (text)", tip);
+        Assert.Matches(@"induction \d\.\d\d \(repeated random block\)", tip);
+        Assert.Contains("repeated random block: duplicate_token, induction", browser.Find("#sources").Text);
         browser.Screenshot("2-hover-head");
 
         // Clicking a head opens its matrix, labelled with the tokens.

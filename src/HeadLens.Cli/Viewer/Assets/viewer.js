@@ -4,10 +4,12 @@
 (function () {
   'use strict';
 
-  const KIND_COLOURS = {
-    'previous-token': '#d62728', 'duplicate-token': '#9467bd', 'induction': '#e377c2', 'sink': '#1f77b4',
-    'delimiter': '#8c564b', 'local': '#ff7f0e', 'broad': '#2ca02c', 'mixed': '#7f7f7f'
-  };
+  // The kinds themselves come from the server (/api/model, or the report's data): colours are handed out in that
+  // order, and "mixed" (no score over its threshold) is always grey.
+  const KIND_PALETTE = ['#e377c2', '#9467bd', '#d62728', '#1f77b4', '#8c564b', '#ff7f0e', '#2ca02c', '#17becf',
+    '#bcbd22', '#393b79'];
+  const MIXED_COLOUR = '#7f7f7f';
+  let kindColours = {};
   const HEAD_COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#c026d3', '#65a30d',
     '#b45309', '#4f46e5', '#be123c', '#0d9488'];
 
@@ -195,12 +197,13 @@
       for (let h = 0; h < heads.heads; h++) {
         const entry = heads.entries[l * heads.heads + h];
         counts[entry.kind] = (counts[entry.kind] || 0) + 1;
-        grid.appendChild(headCell(entry, heads.thumbnailSize));
+        grid.appendChild(headCell(entry, heads.thumbnailSize, heads.sources));
       }
     }
+    drawSources(heads.sources);
     const legend = $('legend');
     clear(legend);
-    for (const [kind, colour] of Object.entries(KIND_COLOURS)) {
+    for (const [kind, colour] of Object.entries(kindColours)) {
       if (!counts[kind]) { continue; }
       const item = el('span', { class: 'legend-item', 'data-kind': kind });
       const chip = el('span', { class: 'chip' });
@@ -211,8 +214,16 @@
     }
   }
 
-  function headCell(entry, size) {
-    const colour = KIND_COLOURS[entry.kind] || '#7f7f7f';
+  // Which probe each score is read from: "text: previous_token, sink ...; repeated random block: induction ...".
+  function drawSources(sources) {
+    const byProbe = {};
+    for (const [score, probe] of Object.entries(sources)) { (byProbe[probe] = byProbe[probe] || []).push(score); }
+    $('sources').textContent = 'Scores from — ' +
+      Object.entries(byProbe).map(([probe, scores]) => probe + ': ' + scores.join(', ')).join('; ') + '.';
+  }
+
+  function headCell(entry, size, sources) {
+    const colour = kindColours[entry.kind] || MIXED_COLOUR;
     const cell = el('div', { class: 'cell', 'data-layer': String(entry.layer), 'data-head': String(entry.head), 'data-kind': entry.kind });
     cell.style.borderColor = colour;
     const canvas = el('canvas', { width: String(size), height: String(size) });
@@ -227,7 +238,9 @@
     context.putImageData(image, 0, 0);
     cell.appendChild(canvas);
     const lines = ['layer ' + entry.layer + ' \u00b7 head ' + entry.head + ': ' + entry.kind];
-    for (const [name, value] of Object.entries(entry.scores)) { lines.push(name + ' ' + value.toFixed(2)); }
+    for (const [name, value] of Object.entries(entry.scores)) {
+      lines.push(name + ' ' + value.toFixed(2) + (sources[name] ? ' (' + sources[name] + ')' : ''));
+    }
     lines.push('mean distance ' + entry.meanDistance.toFixed(1));
     const text = lines.join('\n');
     cell.addEventListener('mousemove', (event) => showTooltip(event, text));
@@ -542,6 +555,10 @@
   async function start() {
     window.addEventListener('error', (event) => setStatus('script error: ' + event.message, true));
     state.model = await api.model();
+    kindColours = {};
+    state.model.kinds.forEach((kind, i) => {
+      kindColours[kind] = kind === 'mixed' ? MIXED_COLOUR : KIND_PALETTE[i % KIND_PALETTE.length];
+    });
     $('model-name').textContent = state.model.name + ' \u00b7 ' + state.model.layers + ' layers \u00d7 ' +
       state.model.heads + ' heads' + (api.offline ? ' \u00b7 report' : '');
     if (api.offline) {

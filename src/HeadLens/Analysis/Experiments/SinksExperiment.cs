@@ -33,8 +33,7 @@ public static class SinksExperiment
         }
 
         var config = model.Config;
-        int[] ids = tokenizer.Encode(Text);
-        ids = tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        int[] ids = tokenizer.EncodeForModel(Text);
         ids = ids[..Math.Min(ids.Length, config.ContextLength)];
         int t = ids.Length, window = Math.Max(4, (t / 4) - SinkTokens);
         int scoredFrom = window + SinkTokens;   // before this position every method sees every token
