@@ -11,7 +11,7 @@ internal sealed class UsageException(string message) : Exception(message);
 /// </summary>
 internal sealed class CommandArgs
 {
-    private readonly Dictionary<string, string?> options = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<string?>> options = new(StringComparer.Ordinal);
     private readonly HashSet<string> read = new(StringComparer.Ordinal);
 
     public CommandArgs(string command, IReadOnlyList<string> words, IReadOnlySet<string> flagNames)
@@ -41,10 +41,13 @@ internal sealed class CommandArgs
                     value = words[++i];
                 }
 
-                if (!options.TryAdd(name, value))
+                // Repeats are kept: GetAll reads them (embed --text A --text B); Get refuses them.
+                if (!options.TryGetValue(name, out var values))
                 {
-                    throw new UsageException($"{command}: option --{name} is given twice");
+                    options[name] = values = [];
                 }
+
+                values.Add(value);
             }
             else
             {
@@ -70,7 +73,32 @@ internal sealed class CommandArgs
     public string? Get(string name)
     {
         read.Add(name);
-        return options.TryGetValue(name, out var value) ? value : null;
+        if (!options.TryGetValue(name, out var values))
+        {
+            return null;
+        }
+
+        return values.Count == 1 ? values[0] : throw new UsageException($"{Command}: option --{name} is given twice");
+    }
+
+    /// <summary>These arguments with an option set where the user gave none (a command's own default).</summary>
+    public CommandArgs WithDefault(string name, string value)
+    {
+        if (!options.ContainsKey(name))
+        {
+            options[name] = [value];
+        }
+
+        return this;
+    }
+
+    /// <summary>Every value of an option that may be repeated, in order (empty when absent).</summary>
+    public IReadOnlyList<string> GetAll(string name)
+    {
+        read.Add(name);
+        return options.TryGetValue(name, out var values)
+            ? values.Select(value => value ?? throw new UsageException($"{Command}: option --{name} needs a value")).ToList()
+            : [];
     }
 
     public string Require(string name) =>

@@ -21,7 +21,7 @@ internal sealed class DescribeCommand : ICommand
         }
 
         var config = preset is not null ? ModelPresets.Get(preset)
-            : File.Exists(modelPath) ? ModelFiles.Load(modelPath!).Model.Config   // a llama2.c .bin: the header is in the file
+            : File.Exists(modelPath) || !Directory.Exists(modelPath) ? ModelInput.Load(modelPath!).Model.Config   // a file (llama2.c, ONNX) or a built-in name
             : HuggingFaceFormat.ParseConfig(Path.Combine(modelPath!, "config.json"));
         int context = args.GetInt("context", config.ContextLength, 1, int.MaxValue);
         args.RejectUnknown();

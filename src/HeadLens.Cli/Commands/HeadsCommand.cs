@@ -121,10 +121,13 @@ internal sealed class HeadsCommand : ICommand
     {
         static string Score(HeadSummary s, string key) =>
             s.Scores.TryGetValue(key, out double value) ? value.ToString("F2", CultureInfo.InvariantCulture) : "-";
-        Console.WriteLine("layer head  kind             prev   dup  induct  sink  delim  local  broad  copy  distance");
+        // Encoders add the next-token and self columns.
+        bool encoder = summaries.Any(s => s.Scores.ContainsKey(HeadKinds.NextTokenScore));
+        Console.WriteLine("layer head  kind             prev" + (encoder ? "  next  self" : "") + "   dup  induct  sink  delim  local  broad  copy  distance");
         foreach (var s in summaries)
         {
-            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, HeadKinds.PreviousTokenScore),5} {Score(s, HeadKinds.DuplicateTokenScore),5} "
+            string extra = encoder ? $" {Score(s, HeadKinds.NextTokenScore),5} {Score(s, HeadKinds.SelfScore),5}" : "";
+            Console.WriteLine($"{s.Layer,5} {s.Head,4}  {s.Kind,-15} {Score(s, HeadKinds.PreviousTokenScore),5}{extra} {Score(s, HeadKinds.DuplicateTokenScore),5} "
                 + $"{Score(s, HeadKinds.InductionScore),7} {Score(s, HeadKinds.SinkScore),5} {Score(s, HeadKinds.DelimiterScore),6} {Score(s, HeadKinds.LocalScore),6} "
                 + $"{Score(s, HeadKinds.BroadScore),6} {Score(s, HeadKinds.CopyingScore),5} {s.MeanDistance,9:F1}");
         }

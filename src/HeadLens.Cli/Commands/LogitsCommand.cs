@@ -10,12 +10,16 @@ internal sealed class LogitsCommand : ICommand
 
     public int Run(CommandArgs args)
     {
-        var (model, tokenizer, _) = ModelInput.LoadModel(args);
+        var (model, tokenizer, path) = ModelInput.LoadModel(args);
         int[] ids = ModelInput.ReadIds(args, model, tokenizer);
         args.Flag("json"); // the output is always the contract's JSON
         args.RejectUnknown();
-        model.Forward(ids, [], 1, ids.Length);
-        var logits = model.Logits;
+        if (!model.Config.HasOutputHead)
+        {
+            throw new HeadLensException($"{path}: an encoder has no output head, so no logits (its commands: attention, heads, embed)");
+        }
+
+        var logits = model.Infer(ids, 1, ids.Length).Logits;
         int vocab = model.Config.VocabSize;
         var rows = new float[ids.Length][];
         for (int t = 0; t < ids.Length; t++)

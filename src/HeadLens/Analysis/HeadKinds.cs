@@ -18,6 +18,8 @@ public static class HeadKinds
     public const string LocalScore = "local";
     public const string BroadScore = "broad";
     public const string CopyingScore = "copying";
+    public const string NextTokenScore = "next_token";
+    public const string SelfScore = "self";
 
     public const string PreviousToken = "previous-token";
     public const string DuplicateToken = "duplicate-token";
@@ -26,6 +28,8 @@ public static class HeadKinds
     public const string Delimiter = "delimiter";
     public const string Local = "local";
     public const string Broad = "broad";
+    public const string NextToken = "next-token";
+    public const string Self = "self";
     public const string Mixed = "mixed";
 
     /// <summary>
@@ -39,6 +43,8 @@ public static class HeadKinds
         (InductionScore, Induction, 0.4),
         (DuplicateTokenScore, DuplicateToken, 0.4),
         (PreviousTokenScore, PreviousToken, 0.5),
+        (NextTokenScore, NextToken, 0.5),
+        (SelfScore, Self, 0.5),
         (SinkScore, Sink, 0.5),
         (DelimiterScore, Delimiter, 0.5),
         (LocalScore, Local, 0.8),
@@ -47,7 +53,7 @@ public static class HeadKinds
 
     /// <summary>
     /// The contract's kinds, in rule order, then "mixed": the one list (the viewer's page reads it from /api/model or
-    /// the report's data; encoders will add next-token and self here).
+    /// the report's data). next-token and self are scored for encoders (bidirectional heads) only.
     /// </summary>
     public static IReadOnlyList<string> All { get; } = [.. Rules.Select(rule => rule.Kind), Mixed];
 

@@ -1,10 +1,12 @@
 namespace HeadLens.Analysis;
 
 /// <summary>
-/// Head scores: pure functions of one head's attention pattern P [T, T] (row i = query i, causal: P[i, j] = 0 for
-/// j &gt; i, rows sum to 1), plus the token ids or the delimiter positions where a score needs them. Every score is a
+/// Head scores: pure functions of one head's attention pattern P [T, T] (row i = query i, rows sum to 1; causal:
+/// P[i, j] = 0 for j &gt; i), plus the token ids or the delimiter positions where a score needs them. Every score is a
 /// mean over the queries it is defined for, lies in [0, 1], and is 0 when no query qualifies. Query 0 is left out
-/// of the positional scores: it can attend only to itself, so it says nothing about the head.
+/// of the positional scores of a causal head: it can attend only to itself, so it says nothing about the head.
+/// Bidirectional (encoder) heads see every key: distances are |i − j|, normalised by the farthest key of the row,
+/// and entropy by log T; they add next_token and self.
 /// The formulas are repeated, with the thresholds that name a head, in docs/head-scores.md.
 /// </summary>
 public static class HeadScores
@@ -102,12 +104,12 @@ public static class HeadScores
     /// (Clark et al. 2019 found BERT heads parking on [SEP] and periods). Position 0 is left out, so a sink head is
     /// not also a delimiter head.
     /// </summary>
-    public static double Delimiter(ReadOnlySpan<float> pattern, int tokens, ReadOnlySpan<bool> isDelimiter)
+    public static double Delimiter(ReadOnlySpan<float> pattern, int tokens, ReadOnlySpan<bool> isDelimiter, bool bidirectional = false)
     {
         double sum = 0;
         for (int i = 1; i < tokens; i++)
         {
-            for (int j = 1; j <= i; j++)
+            for (int j = 1; j <= (bidirectional ? tokens - 1 : i); j++)
             {
                 if (isDelimiter[j])
                 {
@@ -123,27 +125,46 @@ public static class HeadScores
     /// Mean attention distance in tokens: mean_{i≥1} Σ_j P[i, j]·(i − j) (Vig and Belinkov 2019 call it the
     /// attention span).
     /// </summary>
-    public static double MeanDistance(ReadOnlySpan<float> pattern, int tokens)
+    public static double MeanDistance(ReadOnlySpan<float> pattern, int tokens, bool bidirectional = false)
     {
         double sum = 0;
-        for (int i = 1; i < tokens; i++)
+        int first = bidirectional ? 0 : 1;
+        for (int i = first; i < tokens; i++)
         {
-            for (int j = 0; j <= i; j++)
+            int last = bidirectional ? tokens - 1 : i;
+            for (int j = 0; j <= last; j++)
             {
-                sum += pattern[i * tokens + j] * (double)(i - j);
+                sum += pattern[i * tokens + j] * (double)Math.Abs(i - j);
             }
         }
 
-        return tokens > 1 ? sum / (tokens - 1) : 0;
+        return tokens > first ? sum / (tokens - first) : 0;
     }
 
     /// <summary>
     /// local = 1 − mean_{i≥1} (Σ_j P[i, j]·(i − j)) / i: the distance normalised by the farthest key query i can
     /// see, so 1 = attends to itself, 0 = attends to the first token, 0.5 = uniform.
     /// </summary>
-    public static double Local(ReadOnlySpan<float> pattern, int tokens)
+    public static double Local(ReadOnlySpan<float> pattern, int tokens, bool bidirectional = false)
     {
         double sum = 0;
+        if (bidirectional)
+        {
+            // Bidirectional: normalised by the farthest key of the row, max(i, T − 1 − i).
+            for (int i = 0; i < tokens && tokens > 1; i++)
+            {
+                double distance = 0;
+                for (int j = 0; j < tokens; j++)
+                {
+                    distance += pattern[i * tokens + j] * (double)Math.Abs(i - j);
+                }
+
+                sum += 1 - (distance / Math.Max(i, tokens - 1 - i));
+            }
+
+            return tokens > 1 ? sum / tokens : 0;
+        }
+
         for (int i = 1; i < tokens; i++)
         {
             double distance = 0;
@@ -162,15 +183,50 @@ public static class HeadScores
     /// broad = mean_{i≥1} H(P[i, :]) / log(i + 1), H(p) = −Σ_j p_j log p_j: entropy normalised by that of the
     /// uniform row over the i + 1 visible keys (after Clark et al. 2019), so 1 = uniform, 0 = one key.
     /// </summary>
-    public static double Broad(ReadOnlySpan<float> pattern, int tokens)
+    public static double Broad(ReadOnlySpan<float> pattern, int tokens, bool bidirectional = false)
     {
         double sum = 0;
+        if (bidirectional)
+        {
+            // Bidirectional: every row sees all T keys.
+            for (int i = 0; i < tokens && tokens > 1; i++)
+            {
+                sum += Entropy(pattern.Slice(i * tokens, tokens)) / Math.Log(tokens);
+            }
+
+            return tokens > 1 ? sum / tokens : 0;
+        }
+
         for (int i = 1; i < tokens; i++)
         {
             sum += Entropy(pattern.Slice(i * tokens, i + 1)) / Math.Log(i + 1);
         }
 
         return tokens > 1 ? sum / (tokens - 1) : 0;
+    }
+
+    /// <summary>next_token = mean_{i&lt;T−1} P[i, i+1] (bidirectional heads: the mirror of previous_token).</summary>
+    public static double NextToken(ReadOnlySpan<float> pattern, int tokens)
+    {
+        double sum = 0;
+        for (int i = 0; i < tokens - 1; i++)
+        {
+            sum += pattern[i * tokens + i + 1];
+        }
+
+        return tokens > 1 ? sum / (tokens - 1) : 0;
+    }
+
+    /// <summary>self = mean_i P[i, i]: attention a token pays to itself (bidirectional heads).</summary>
+    public static double Self(ReadOnlySpan<float> pattern, int tokens)
+    {
+        double sum = 0;
+        for (int i = 0; i < tokens; i++)
+        {
+            sum += pattern[i * tokens + i];
+        }
+
+        return tokens > 0 ? sum / tokens : 0;
     }
 
     /// <summary>Entropy in nats of one row (0·log 0 = 0).</summary>
@@ -223,15 +279,22 @@ public static class HeadScores
     /// All pattern scores of one head [T, T], snake_case keys as in the JSON contract. duplicate_token and induction
     /// need ids; delimiter needs delimiter flags; empty spans leave those keys out.
     /// </summary>
-    public static Dictionary<string, double> ForHead(ReadOnlySpan<float> pattern, int tokens, ReadOnlySpan<int> ids, ReadOnlySpan<bool> isDelimiter)
+    public static Dictionary<string, double> ForHead(ReadOnlySpan<float> pattern, int tokens, ReadOnlySpan<int> ids, ReadOnlySpan<bool> isDelimiter,
+        bool bidirectional = false)
     {
         var scores = new Dictionary<string, double>
         {
             [HeadKinds.PreviousTokenScore] = PreviousToken(pattern, tokens),
             [HeadKinds.SinkScore] = Sink(pattern, tokens),
-            [HeadKinds.LocalScore] = Local(pattern, tokens),
-            [HeadKinds.BroadScore] = Broad(pattern, tokens),
+            [HeadKinds.LocalScore] = Local(pattern, tokens, bidirectional),
+            [HeadKinds.BroadScore] = Broad(pattern, tokens, bidirectional),
         };
+        if (bidirectional)
+        {
+            scores[HeadKinds.NextTokenScore] = NextToken(pattern, tokens);
+            scores[HeadKinds.SelfScore] = Self(pattern, tokens);
+        }
+
         if (!ids.IsEmpty)
         {
             scores[HeadKinds.DuplicateTokenScore] = DuplicateToken(pattern, tokens, ids);
@@ -240,7 +303,7 @@ public static class HeadScores
 
         if (!isDelimiter.IsEmpty)
         {
-            scores[HeadKinds.DelimiterScore] = Delimiter(pattern, tokens, isDelimiter);
+            scores[HeadKinds.DelimiterScore] = Delimiter(pattern, tokens, isDelimiter, bidirectional);
         }
 
         return scores;

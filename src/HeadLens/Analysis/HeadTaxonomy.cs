@@ -21,7 +21,9 @@ public sealed record HeadProbe(string Name, int[] Ids, bool[] Delimiters)
 /// random block for the token-matching scores, and the copying score of each head's OV circuit [layer, head] (null
 /// when the source has no weights).
 /// </summary>
-public sealed record HeadProbes(HeadProbe Text, HeadProbe Repeated, double[,]? Copying);
+/// <param name="Bidirectional">The model attends both ways (an encoder): distances and entropies over every key, and
+/// the next-token and self scores.</param>
+public sealed record HeadProbes(HeadProbe Text, HeadProbe Repeated, double[,]? Copying, bool Bidirectional = false);
 
 /// <summary>One layer's post-softmax patterns [H, T, T] on ids.</summary>
 public delegate float[] LayerPatterns(int[] ids, int layer);
@@ -75,12 +77,17 @@ public static class HeadTaxonomy
         var text = textIds is not null ? Probe(HeadProbe.TextName, textIds, tokenizer)
             : tokenizer is not null ? Probe(HeadProbe.SampleName, Truncate(tokenizer.EncodeForModel(SampleText), config.ContextLength), tokenizer)
             : repeated;
-        return new HeadProbes(text, repeated, copying ?? Circuits.CopyingScores(model));
+        // Copying reads the unembedding; an encoder without an output head has none.
+        return new HeadProbes(text, repeated, copying ?? (config.HasOutputHead ? Circuits.CopyingScores(model) : null),
+            config.Attention == Attention.MaskKind.Bidirectional);
     }
 
     /// <summary>A probe of ids, with delimiters read from each token's decoded text (none without a tokenizer).</summary>
     public static HeadProbe Probe(string name, int[] ids, ITokenizer? tokenizer) =>
-        new(name, ids, tokenizer is null ? [] : [.. ids.Select(id => IsDelimiter(tokenizer.Decode([id])))]);
+        new(name, ids, tokenizer is null ? [] : [.. ids.Select(id => IsDelimiter(tokenizer.Decode([id])) || IsSeparatorToken(tokenizer, id))]);
+
+    // BERT's [SEP] decodes to nothing but is the separator Clark et al. (2019) found heads parking on.
+    private static bool IsSeparatorToken(ITokenizer tokenizer, int id) => tokenizer is BertWordPieceTokenizer bert && id == bert.SepId;
 
     /// <summary>
     /// Every head's scores and kind: positional, sink and delimiter scores and the mean distance from the text probe,
@@ -108,6 +115,12 @@ public static class HeadTaxonomy
             sources[HeadKinds.CopyingScore] = HeadProbe.WeightsName;
         }
 
+        if (probes.Bidirectional)
+        {
+            sources[HeadKinds.NextTokenScore] = text.Name;
+            sources[HeadKinds.SelfScore] = text.Name;
+        }
+
         var result = new List<HeadSummary>();
         int t = text.Ids.Length, r = repeated.Ids.Length;
         for (int l = 0; l < layers; l++)
@@ -118,7 +131,7 @@ public static class HeadTaxonomy
             {
                 var pattern = textPatterns.AsSpan(h * t * t, t * t);
                 var repeatPattern = repeatPatterns.AsSpan(h * r * r, r * r);
-                var scores = HeadScores.ForHead(pattern, t, [], text.Delimiters);
+                var scores = HeadScores.ForHead(pattern, t, [], text.Delimiters, probes.Bidirectional);
                 scores[HeadKinds.DuplicateTokenScore] = HeadScores.DuplicateToken(repeatPattern, r, repeated.Ids);
                 scores[HeadKinds.InductionScore] = HeadScores.Induction(repeatPattern, r, repeated.Ids);
                 if (probes.Copying is not null)
@@ -126,7 +139,7 @@ public static class HeadTaxonomy
                     scores[HeadKinds.CopyingScore] = probes.Copying[l, h];
                 }
 
-                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t), sources));
+                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t, probes.Bidirectional), sources));
             }
         }
 

@@ -104,7 +104,36 @@ public class HeadScoresTests
     {
         var scores = new Dictionary<string, double> { ["previous_token"] = 0.3, ["sink"] = 0.2, ["local"] = 0.6, ["broad"] = 0.7 };
         Assert.Equal("mixed", HeadKinds.Classify(scores));
-        Assert.Equal(["induction", "duplicate-token", "previous-token", "sink", "delimiter", "local", "broad", "mixed"], HeadKinds.All);
+        // The contract's kinds; encoders add next-token and self (scored for bidirectional heads only).
+        Assert.Equal(["induction", "duplicate-token", "previous-token", "next-token", "self", "sink", "delimiter", "local", "broad", "mixed"], HeadKinds.All);
+    }
+
+    [Fact]
+    public void BidirectionalHeadsHaveNextTokenSelfAndFullRowScores()
+    {
+        const int t = 6;
+        float[] next = new float[t * t], self = new float[t * t], uniform = new float[t * t];
+        for (int i = 0; i < t; i++)
+        {
+            next[(i * t) + Math.Min(i + 1, t - 1)] = 1;
+            self[(i * t) + i] = 1;
+            for (int j = 0; j < t; j++)
+            {
+                uniform[(i * t) + j] = 1f / t;
+            }
+        }
+
+        Assert.Equal(1.0, HeadScores.NextToken(next, t), 6);
+        Assert.Equal(1.0 / t, HeadScores.Self(next, t), 6); // only the last row stays on itself
+        Assert.Equal(1.0, HeadScores.Self(self, t), 6);
+        Assert.Equal(1.0, HeadScores.Local(self, t, bidirectional: true), 6);
+        Assert.Equal(1.0, HeadScores.Broad(uniform, t, bidirectional: true), 6);
+        Assert.Equal(0.0, HeadScores.Broad(self, t, bidirectional: true), 6);
+        // Mean |i − j| of a uniform row over 6 keys, averaged over rows: (2.5 + 1.833 + 1.5 + 1.5 + 1.833 + 2.5) / 6.
+        Assert.Equal(35.0 / 18, HeadScores.MeanDistance(uniform, t, bidirectional: true), 5);
+        var scores = HeadScores.ForHead(next, t, [], [], bidirectional: true);
+        Assert.Equal("next-token", HeadKinds.Classify(scores));
+        Assert.False(HeadScores.ForHead(next, t, [], []).ContainsKey("next_token"), "causal heads have no next_token score");
     }
 
     [Fact]
