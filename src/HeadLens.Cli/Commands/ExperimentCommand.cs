@@ -12,13 +12,13 @@ internal sealed class ExperimentCommand : ICommand
 {
     public string Name => "experiment";
 
-    public string Usage => "experiment (handcrafted | induction | sinks) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--heads H] [--model MODEL]";
+    public string Usage => "experiment (handcrafted | induction | sinks | real-heads) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--heads H] [--model MODEL]";
 
     public int Run(CommandArgs args)
     {
         if (args.Positional.Count != 1)
         {
-            throw new UsageException("experiment: name one experiment: handcrafted, induction or sinks");
+            throw new UsageException("experiment: name one experiment: handcrafted, induction, sinks or real-heads");
         }
 
         string? output = args.Get("out");
@@ -28,7 +28,8 @@ internal sealed class ExperimentCommand : ICommand
             "handcrafted" => Handcrafted(args),
             "induction" => Induction(args),
             "sinks" => Sinks(args),
-            var other => throw new UsageException($"experiment: unknown experiment '{other}' (handcrafted, induction, sinks)"),
+            "real-heads" => RealHeads(args, output),
+            var other => throw new UsageException($"experiment: unknown experiment '{other}' (handcrafted, induction, sinks, real-heads)"),
         };
         string timing = $"(experiment {args.Positional[0]} took {clock.Elapsed.TotalSeconds:F1} s)";
         Console.WriteLine(timing);
@@ -102,6 +103,22 @@ internal sealed class ExperimentCommand : ICommand
         var (model, tokenizer, path) = ModelInput.LoadModel(args);
         args.RejectUnknown();
         return SinksExperiment.Run(model, tokenizer, path, Console.WriteLine);
+    }
+
+    private static string RealHeads(CommandArgs args, string? output)
+    {
+        var (model, tokenizer, path) = ModelInput.LoadModel(args.WithDefault("model", Models.MiniLmResources.Name));
+        args.RejectUnknown();
+        if (tokenizer is not Tokenization.BertWordPieceTokenizer wordPiece || model.Config.Attention != Attention.MaskKind.Bidirectional)
+        {
+            throw new HeadLensException($"experiment real-heads: {path} is not a BERT-family encoder with a WordPiece vocabulary (try --model minilm)");
+        }
+
+        // The figures go beside the report (or into the working directory when the report is only printed).
+        string figures = Path.GetDirectoryName(Path.GetFullPath(output ?? "real-heads.md")) ?? ".";
+        string report = RealHeadsExperiment.Run(model, wordPiece, path, figures, step => Console.Error.WriteLine($"  {step}"));
+        Console.WriteLine(report);
+        return report;
     }
 
     private static void WriteAtomically(string path, string text)
