@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using HeadLens.Analysis;
+using HeadLens.Analysis.Experiments;
 using HeadLens.Checkpoints;
 using HeadLens.Cli.Viewer;
 using HeadLens.Inference;
@@ -65,7 +66,46 @@ internal sealed class DemoCommand : ICommand
         ReportWriter.Write(source, SampleText, reportPath);
         Console.WriteLine();
         Console.WriteLine($"Report (the viewer with every head's pattern, one self-contained file; open it in a browser): {Path.GetFullPath(reportPath)}");
+        Console.WriteLine();
+        RealModel(reportPath);
         Console.WriteLine($"(demo took {clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
+    }
+
+    // The same questions of a real pretrained model: all-MiniLM-L6-v2, built in (see `experiment real-heads`).
+    private static void RealModel(string reportPath)
+    {
+        var (model, tokenizer) = Models.MiniLmResources.Load();
+        string text = RealHeadsExperiment.ArticleSentence;
+        var c = model.Config;
+        Console.WriteLine($"A real pretrained model — {Models.MiniLmResources.Name} (all-MiniLM-L6-v2, {c.ParameterCount / 1e6:F1}M parameters, {c.Layers} layers × {c.Heads} heads, an encoder):");
+        int[] ids = tokenizer.EncodeForModel(text);
+        var from = HeadQuestions.WordPositions(tokenizer, ids, "it");
+        var to = HeadQuestions.WordPositions(tokenizer, ids, "animal", before: from[^1]);
+        var street = HeadQuestions.WordPositions(tokenizer, ids, "street", before: from[^1]);
+        var patterns = AttentionRecorder.Record(model, ids);
+        var ranked = HeadQuestions.RankPair(patterns, c.Heads, ids.Length, from[^1], to);
+        var toStreet = HeadQuestions.RankPair(patterns, c.Heads, ids.Length, from[^1], street).ToDictionary(pair => (pair.Layer, pair.Head), pair => pair.Weight);
+        Console.WriteLine($"  \"{text}\" — the heads that send `it` to `animal`:");
+        foreach (var pair in ranked.Take(3))
+        {
+            Console.WriteLine($"    layer {pair.Layer} head {pair.Head,2}: {pair.Weight:F2} to animal, {toStreet[(pair.Layer, pair.Head)]:F2} to street");
+        }
+
+        var summaries = HeadTaxonomy.Analyse(model, tokenizer, ids);
+        Console.WriteLine("  Per layer (mean attention distance in tokens, mean normalised entropy, kinds):");
+        foreach (var layer in HeadQuestions.Layers(summaries))
+        {
+            string kinds = string.Join(", ", layer.KindShares.Where(share => share.Value > 0)
+                .Select(share => $"{Math.Round(share.Value * c.Heads)} {share.Key}"));
+            Console.WriteLine($"    layer {layer.Layer}: distance {layer.MeanDistance,4:F1}, entropy {layer.Entropy:F2}; {kinds}");
+        }
+
+        string realReport = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(reportPath)) ?? ".",
+            Path.GetFileNameWithoutExtension(reportPath) + "-minilm.html");
+        ReportWriter.Write(new ModelSource(model, tokenizer, Models.MiniLmResources.Name), text, realReport);
+        Console.WriteLine($"  Report on {Models.MiniLmResources.Name} (full matrices: an encoder attends both ways): {realReport}");
+        Console.WriteLine("  More measurements of its heads: headlens experiment real-heads (docs/real-heads.md).");
+        Console.WriteLine();
     }
 }

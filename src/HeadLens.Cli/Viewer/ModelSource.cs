@@ -70,7 +70,12 @@ public sealed class ModelSource : IAttentionSource
         lock (gate)
         {
             // The weights never change: their copying scores (a product over the vocabulary per head) are worked out once.
-            copying ??= Circuits.CopyingScores(model);
+            // An encoder without an unembedding has none.
+            if (model.Config.HasOutputHead)
+            {
+                copying ??= Circuits.CopyingScores(model);
+            }
+
             return HeadTaxonomy.Probes(model, tokenizer, ids, copying: copying);
         }
     }
