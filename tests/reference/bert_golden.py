@@ -11,29 +11,14 @@ Computed in float64 from float32-rounded parameters. Regenerate: /usr/bin/python
 import json
 import math
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
 
+from model_golden_io import write_safetensors
+
 torch.set_default_dtype(torch.float64)
 ROOT = os.path.join(os.path.dirname(__file__), "..", "HeadLens.Tests", "Fixtures", "models", "tiny-bert")
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name in sorted(tensors):
-        data = tensors[name].to(torch.float32).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for blob in blobs:
-            f.write(blob)
 
 
 def parameter(*shape, scale=0.1, base=0.0):

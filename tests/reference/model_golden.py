@@ -11,38 +11,14 @@ Computed in float64 from float32-rounded parameters. Regenerate: /usr/bin/python
 import json
 import math
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
 
+from model_golden_io import write_safetensors
+
 torch.set_default_dtype(torch.float64)
 ROOT = os.path.join(os.path.dirname(__file__), "..", "HeadLens.Tests", "Fixtures", "models")
-
-
-def raw_bytes(tensor, dtype):
-    t = tensor.detach().contiguous()
-    if dtype == "F16":
-        return t.to(torch.float16).numpy().tobytes()
-    if dtype == "BF16":
-        return t.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
-    return t.to(torch.float32).numpy().tobytes()
-
-
-def write_safetensors(path, tensors, dtype="F32"):
-    header, offset, blobs = {}, 0, []
-    for name in sorted(tensors):
-        data = raw_bytes(tensors[name], dtype)
-        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for blob in blobs:
-            f.write(blob)
 
 
 def parameter(*shape, scale=0.1, base=0.0):
@@ -127,6 +103,22 @@ def llama(p, ids, cfg):
         x = x + m @ p[n + "mlp.down_proj.weight"].T
     x = rms(x, p["model.norm.weight"], eps)
     return x @ p["lm_head.weight"].T
+
+def llama_parameters(vocab, c, kv, f, layers, qkv_bias):
+    p = {"model.embed_tokens.weight": parameter(vocab, c), "model.norm.weight": parameter(c, base=1.0),
+         "lm_head.weight": parameter(vocab, c)}
+    for l in range(layers):
+        n = f"model.layers.{l}."
+        p.update({n + "input_layernorm.weight": parameter(c, base=1.0), n + "self_attn.q_proj.weight": parameter(c, c),
+                  n + "self_attn.k_proj.weight": parameter(kv, c), n + "self_attn.v_proj.weight": parameter(kv, c),
+                  n + "self_attn.o_proj.weight": parameter(c, c), n + "post_attention_layernorm.weight": parameter(c, base=1.0),
+                  n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
+                  n + "mlp.down_proj.weight": parameter(c, f)})
+        if qkv_bias:
+            p.update({n + "self_attn.q_proj.bias": parameter(c), n + "self_attn.k_proj.bias": parameter(kv),
+                      n + "self_attn.v_proj.bias": parameter(kv)})
+    return p
+
 
 
 def build(name, cfg, params, forward):
@@ -228,36 +220,13 @@ llama_cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "voca
              "max_position_embeddings": 16, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
              "hidden_act": "silu", "tie_word_embeddings": False}
-c, kv, f = 32, 2 * 8, 40
-p = {"model.embed_tokens.weight": parameter(53, c), "model.norm.weight": parameter(c, base=1.0), "lm_head.weight": parameter(53, c)}
-for l in range(2):
-    n = f"model.layers.{l}."
-    p.update({n + "input_layernorm.weight": parameter(c, base=1.0), n + "self_attn.q_proj.weight": parameter(c, c),
-              n + "self_attn.k_proj.weight": parameter(kv, c), n + "self_attn.v_proj.weight": parameter(kv, c),
-              n + "self_attn.o_proj.weight": parameter(c, c), n + "post_attention_layernorm.weight": parameter(c, base=1.0),
-              n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
-              n + "mlp.down_proj.weight": parameter(c, f)})
+p = llama_parameters(53, 32, 2 * 8, 40, 2, qkv_bias=False)
 build("tiny-llama-gqa", llama_cfg, p, llama)
 tied = {n: q for n, q in p.items() if n != "lm_head.weight"}
 tied["lm_head.weight"] = tied["model.embed_tokens.weight"]
 variant("tiny-llama-tied", dict(llama_cfg, tie_word_embeddings=True), {n: q for n, q in tied.items() if n != "lm_head.weight"},
         lambda params, ids, cfg: llama(dict(params, **{"lm_head.weight": params["model.embed_tokens.weight"]}), ids, cfg))
 
-
-def llama_parameters(vocab, c, kv, f, layers, qkv_bias):
-    p = {"model.embed_tokens.weight": parameter(vocab, c), "model.norm.weight": parameter(c, base=1.0),
-         "lm_head.weight": parameter(vocab, c)}
-    for l in range(layers):
-        n = f"model.layers.{l}."
-        p.update({n + "input_layernorm.weight": parameter(c, base=1.0), n + "self_attn.q_proj.weight": parameter(c, c),
-                  n + "self_attn.k_proj.weight": parameter(kv, c), n + "self_attn.v_proj.weight": parameter(kv, c),
-                  n + "self_attn.o_proj.weight": parameter(c, c), n + "post_attention_layernorm.weight": parameter(c, base=1.0),
-                  n + "mlp.gate_proj.weight": parameter(f, c), n + "mlp.up_proj.weight": parameter(f, c),
-                  n + "mlp.down_proj.weight": parameter(c, f)})
-        if qkv_bias:
-            p.update({n + "self_attn.q_proj.bias": parameter(c), n + "self_attn.k_proj.bias": parameter(kv),
-                      n + "self_attn.v_proj.bias": parameter(kv)})
-    return p
 
 
 # Qwen2: Llama's math with biases on q, k and v.

@@ -149,21 +149,11 @@ public static class HuggingFaceFormat
         JsonObject json;
         if (config.Layout == CheckpointLayout.Bert)
         {
-            json = new JsonObject
-            {
-                ["architectures"] = new JsonArray("BertModel"),
-                ["model_type"] = "bert",
-                ["vocab_size"] = config.VocabSize,
-                ["max_position_embeddings"] = config.ContextLength,
-                ["hidden_size"] = config.Channels,
-                ["intermediate_size"] = config.HiddenChannels,
-                ["num_hidden_layers"] = config.Layers,
-                ["num_attention_heads"] = config.Heads,
-                ["type_vocab_size"] = config.TokenTypes,
-                ["layer_norm_eps"] = config.NormEpsilon,
-                ["hidden_act"] = "gelu",
-                ["position_embedding_type"] = "absolute",
-            };
+            json = SharedFields(config, "BertModel", "bert");
+            json["type_vocab_size"] = config.TokenTypes;
+            json["layer_norm_eps"] = config.NormEpsilon;
+            json["hidden_act"] = "gelu";
+            json["position_embedding_type"] = "absolute";
         }
         else if (config.Layout == CheckpointLayout.Gpt2)
         {
@@ -186,22 +176,12 @@ public static class HuggingFaceFormat
         else
         {
             bool qwen2 = config.Layout == CheckpointLayout.Qwen2;
-            json = new JsonObject
-            {
-                ["architectures"] = new JsonArray(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"),
-                ["model_type"] = qwen2 ? "qwen2" : "llama",
-                ["vocab_size"] = config.VocabSize,
-                ["max_position_embeddings"] = config.ContextLength,
-                ["hidden_size"] = config.Channels,
-                ["intermediate_size"] = config.HiddenChannels,
-                ["num_hidden_layers"] = config.Layers,
-                ["num_attention_heads"] = config.Heads,
-                ["num_key_value_heads"] = config.KvHeads,
-                ["rms_norm_eps"] = config.NormEpsilon,
-                ["rope_theta"] = config.Rope.Theta,
-                ["hidden_act"] = "silu",
-                ["tie_word_embeddings"] = config.TiedEmbeddings,
-            };
+            json = SharedFields(config, qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM", qwen2 ? "qwen2" : "llama");
+            json["num_key_value_heads"] = config.KvHeads;
+            json["rms_norm_eps"] = config.NormEpsilon;
+            json["rope_theta"] = config.Rope.Theta;
+            json["hidden_act"] = "silu";
+            json["tie_word_embeddings"] = config.TiedEmbeddings;
             if (!qwen2)
             {
                 json["attention_bias"] = config.Biases != Biases.None;
@@ -232,6 +212,19 @@ public static class HuggingFaceFormat
 
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
+
+    // The shape fields Llama, Qwen2 and BERT configs name alike.
+    private static JsonObject SharedFields(ModelConfig config, string architecture, string modelType) => new()
+    {
+        ["architectures"] = new JsonArray(architecture),
+        ["model_type"] = modelType,
+        ["vocab_size"] = config.VocabSize,
+        ["max_position_embeddings"] = config.ContextLength,
+        ["hidden_size"] = config.Channels,
+        ["intermediate_size"] = config.HiddenChannels,
+        ["num_hidden_layers"] = config.Layers,
+        ["num_attention_heads"] = config.Heads,
+    };
 
     public static ModelConfig ParseConfig(string path)
     {

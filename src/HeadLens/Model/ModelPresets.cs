@@ -46,41 +46,29 @@ public static class ModelPresets
             ? config
             : throw new HeadLensException($"unknown preset '{name}' (known: {string.Join(", ", Presets.Keys)})");
 
-    public static ModelConfig Gpt2(int vocab, int context, int layers, int heads, int channels) => new()
-    {
-        Layout = CheckpointLayout.Gpt2,
-        Norm = NormKind.LayerNorm,
-        Positions = PositionKind.Learned,
-        Mlp = MlpKind.GeluTanh,
-        Biases = Biases.All,
-        VocabSize = vocab,
-        ContextLength = context,
-        Layers = layers,
-        Heads = heads,
-        KvHeads = heads,
-        Channels = channels,
-        HiddenChannels = 4 * channels,
-        NormEpsilon = 1e-5f,
-        TiedEmbeddings = true,
-    };
+    public static ModelConfig Gpt2(int vocab, int context, int layers, int heads, int channels) =>
+        Shape(vocab, context, layers, heads, heads, channels, 4 * channels) with
+        {
+            Layout = CheckpointLayout.Gpt2,
+            Norm = NormKind.LayerNorm,
+            Positions = PositionKind.Learned,
+            Mlp = MlpKind.GeluTanh,
+            Biases = Biases.All,
+            NormEpsilon = 1e-5f,
+            TiedEmbeddings = true,
+        };
 
-    public static ModelConfig Llama(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) => new()
-    {
-        Layout = CheckpointLayout.Llama,
-        Norm = NormKind.RmsNorm,
-        Positions = PositionKind.Rotary,
-        Mlp = MlpKind.SwiGlu,
-        Biases = Biases.None,
-        VocabSize = vocab,
-        ContextLength = context,
-        Layers = layers,
-        Heads = heads,
-        KvHeads = kvHeads,
-        Channels = channels,
-        HiddenChannels = hidden,
-        NormEpsilon = 1e-5f,
-        TiedEmbeddings = false,
-    };
+    public static ModelConfig Llama(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) =>
+        Shape(vocab, context, layers, heads, kvHeads, channels, hidden) with
+        {
+            Layout = CheckpointLayout.Llama,
+            Norm = NormKind.RmsNorm,
+            Positions = PositionKind.Rotary,
+            Mlp = MlpKind.SwiGlu,
+            Biases = Biases.None,
+            NormEpsilon = 1e-5f,
+            TiedEmbeddings = false,
+        };
 
     public static ModelConfig Qwen2(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) =>
         Llama(vocab, context, layers, heads, kvHeads, channels, hidden) with { Layout = CheckpointLayout.Qwen2, Biases = Biases.QueryKeyValue };
@@ -89,24 +77,30 @@ public static class ModelPresets
     /// BERT-family encoders (BertModel without a pretraining head): post-LayerNorm blocks and normalised embeddings,
     /// learned positions plus two token types, bidirectional attention, exact (erf) GELU, biases everywhere.
     /// </summary>
-    public static ModelConfig Bert(int vocab, int context, int layers, int heads, int channels, int hidden) => new()
+    public static ModelConfig Bert(int vocab, int context, int layers, int heads, int channels, int hidden) =>
+        Shape(vocab, context, layers, heads, heads, channels, hidden) with
+        {
+            Layout = CheckpointLayout.Bert,
+            Norm = NormKind.LayerNorm,
+            NormPlacement = NormPlacement.Post,
+            NormEpsilon = 1e-12f,
+            Positions = PositionKind.Learned,
+            Mlp = MlpKind.GeluErf,
+            Biases = Biases.All,
+            Attention = Attention.MaskKind.Bidirectional,
+            TokenTypes = 2,
+            HasOutputHead = false,
+            TiedEmbeddings = false,
+        };
+
+    // The sizes alone; every feature is set by the preset that uses it.
+    private static ModelConfig Shape(int vocab, int context, int layers, int heads, int kvHeads, int channels, int hidden) => new()
     {
-        Layout = CheckpointLayout.Bert,
-        Norm = NormKind.LayerNorm,
-        NormPlacement = NormPlacement.Post,
-        NormEpsilon = 1e-12f,
-        Positions = PositionKind.Learned,
-        Mlp = MlpKind.GeluErf,
-        Biases = Biases.All,
-        Attention = Attention.MaskKind.Bidirectional,
-        TokenTypes = 2,
-        HasOutputHead = false,
-        TiedEmbeddings = false,
         VocabSize = vocab,
         ContextLength = context,
         Layers = layers,
         Heads = heads,
-        KvHeads = heads,
+        KvHeads = kvHeads,
         Channels = channels,
         HiddenChannels = hidden,
     };

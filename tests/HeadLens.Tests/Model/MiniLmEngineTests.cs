@@ -13,13 +13,7 @@ namespace HeadLens.Tests.Model;
 /// </summary>
 public sealed class MiniLmEngineTests(ITestOutputHelper output)
 {
-    private static readonly string[] Texts =
-    [
-        "The animal didn't cross the street because it was too tired.",
-        "Money in the bank.",
-        "The bank of the river.",
-        "naïvely, 東京 is big!",
-    ];
+    private static string[] Texts => MiniLm.Texts;
 
     [Fact]
     public void HiddenStatesAndPatternsMatchOnnxRuntime()

@@ -27,6 +27,15 @@ internal static class MiniLm
 
     private static readonly Lazy<HeadLens.Model.Transformer> LazyEngine = new(() => OnnxModels.ToTransformer(Model, "minilm model.onnx"));
 
+    /// <summary>Texts of different lengths (so a batch of them needs padding), one with an accent and CJK.</summary>
+    public static readonly string[] Texts =
+    [
+        "The animal didn't cross the street because it was too tired.",
+        "Money in the bank.",
+        "The bank of the river.",
+        "naïvely, 東京 is big!",
+    ];
+
     public static byte[] Bytes => LazyBytes.Value;
 
     /// <summary>HeadLens's own transformer with the mapped weights. Not thread-safe: tests that run it lock on it.</summary>

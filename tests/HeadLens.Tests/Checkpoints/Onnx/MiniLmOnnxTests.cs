@@ -9,13 +9,7 @@ namespace HeadLens.Tests.Checkpoints.Onnx;
 /// </summary>
 public sealed class MiniLmOnnxTests(ITestOutputHelper output)
 {
-    private static readonly string[] Texts =
-    [
-        "The animal didn't cross the street because it was too tired.",
-        "Money in the bank.",
-        "The bank of the river.",
-        "naïvely, 東京 is big!",
-    ];
+    private static string[] Texts => MiniLm.Texts;
 
     [Fact]
     public void MapsTheGraphToTheKnownConfig()
