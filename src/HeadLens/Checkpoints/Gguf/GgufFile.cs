@@ -192,7 +192,7 @@ public sealed unsafe class GgufFile : IDisposable
     {
         if (tensor.ByteCount > int.MaxValue)
         {
-            throw new HeadLensException($"{FileName}: tensor '{tensor.Name}' is {tensor.ByteCount} bytes; tensors over 2 GiB are not supported");
+            throw new HeadLensException($"{FileName}: tensor '{Printable(tensor.Name)}' is {tensor.ByteCount} bytes; tensors over 2 GiB are not supported");
         }
 
         ObjectDisposedException.ThrowIf(view is null, this);
@@ -207,7 +207,7 @@ public sealed unsafe class GgufFile : IDisposable
     {
         if (destination.Length != tensor.ElementCount)
         {
-            throw new HeadLensException($"{FileName}: tensor '{tensor.Name}' holds {tensor.ElementCount} values, {destination.Length} expected");
+            throw new HeadLensException($"{FileName}: tensor '{Printable(tensor.Name)}' holds {tensor.ElementCount} values, {destination.Length} expected");
         }
 
         Dequantize.Reference(tensor.Type, TensorBytes(tensor), destination);
@@ -215,9 +215,21 @@ public sealed unsafe class GgufFile : IDisposable
         {
             if (!float.IsFinite(value))
             {
-                throw new HeadLensException($"{FileName}: tensor '{tensor.Name}' holds {value}");
+                throw new HeadLensException($"{FileName}: tensor '{Printable(tensor.Name)}' holds {value}");
             }
         }
+    }
+
+    /// <summary>Text from the file made safe for a one-line message: control characters escaped, at most 200 characters.</summary>
+    public static string Printable(string text, int maxLength = 200)
+    {
+        var builder = new StringBuilder(Math.Min(text.Length, maxLength));
+        foreach (char c in text.Length > maxLength ? text[..maxLength] + "…" : text)
+        {
+            builder.Append(char.IsControl(c) ? $"\\u{(int)c:X4}" : c);
+        }
+
+        return builder.ToString();
     }
 
     public bool Has(string key) => Metadata.ContainsKey(key);
@@ -286,7 +298,7 @@ public sealed unsafe class GgufFile : IDisposable
 
         private long Remaining => length - Position;
 
-        public HeadLensException Fail(string message) => new($"{file}: {message}");
+        public HeadLensException Fail(string message) => new($"{file}: {Printable(message, 1000)}");
 
         private ReadOnlySpan<byte> Take(long bytes, string field)
         {

@@ -25,7 +25,7 @@ public static class GgufFormat
         "llama" => CheckpointLayout.Llama,
         "qwen2" => CheckpointLayout.Qwen2,
         "gpt2" => CheckpointLayout.Gpt2,
-        _ => throw new HeadLensException($"{file}: general.architecture '{architecture}' is not supported (llama, qwen2, gpt2)"),
+        _ => throw new HeadLensException($"{file}: general.architecture '{GgufFile.Printable(architecture)}' is not supported (llama, qwen2, gpt2)"),
     };
 
     public static string ArchitectureOf(CheckpointLayout layout) => layout switch

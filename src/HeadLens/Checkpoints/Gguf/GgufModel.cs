@@ -17,23 +17,31 @@ public static class GgufModel
     {
         using var file = GgufFile.Open(path);
         var config = ReadConfig(file);
-        var model = new Transformer(config);
         string name = Path.GetFileName(path);
         var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
-        var consumed = new HashSet<string>(StringComparer.Ordinal) { GgufFormat.RopeFrequencies };
-        float[] fused = [];
-        string? fusedName = null;
-        foreach (var entry in GgufFormat.Map(config))
+        var entries = GgufFormat.Map(config).ToList();
+
+        // Every tensor's shape is checked against the metadata before the model's arena is allocated: a lying
+        // metadata number (layers, widths) must not cost more memory than the file's own tensors.
+        foreach (var entry in entries)
         {
             var tensor = file.Tensor(entry.Theirs);
-            consumed.Add(entry.Theirs);
             int[] ours = layout[entry.Ours];
             int[] expected = [ours[0] * entry.Parts, .. ours[1..]];
             if (!tensor.Shape.SequenceEqual(expected))
             {
                 throw new HeadLensException($"{name}: tensor '{entry.Theirs}' has shape [{string.Join(", ", tensor.Shape)}] (outermost first), the metadata implies [{string.Join(", ", expected)}]");
             }
+        }
 
+        var model = new Transformer(config);
+        var consumed = new HashSet<string>(StringComparer.Ordinal) { GgufFormat.RopeFrequencies };
+        float[] fused = [];
+        string? fusedName = null;
+        foreach (var entry in entries)
+        {
+            var tensor = file.Tensor(entry.Theirs);
+            consumed.Add(entry.Theirs);
             var destination = model.Parameters.Arena.Get(entry.Ours).Span;
             if (entry.Parts == 1)
             {
@@ -64,7 +72,7 @@ public static class GgufModel
                 continue;
             }
 
-            throw new HeadLensException($"{name}: tensor '{tensor.Name}' is not used by the model the metadata describes " +
+            throw new HeadLensException($"{name}: tensor '{GgufFile.Printable(tensor.Name)}' is not used by the model the metadata describes " +
                 $"({file.String("general.architecture")}, {config.Layers} layers, {config.DescribeFeatures()})");
         }
 
@@ -95,6 +103,11 @@ public static class GgufModel
         int vocab = (int)embedding.Rows, channels = file.RequireInt(a + "embedding_length");
         int heads = file.RequireInt(a + "attention.head_count"), layers = file.RequireInt(a + "block_count");
         int context = file.RequireInt(a + "context_length"), hidden = file.RequireInt(a + "feed_forward_length");
+        if (layers <= 0 || layers > file.Tensors.Count)
+        {
+            throw new HeadLensException($"{name}: {a}block_count {layers} does not match the file's {file.Tensors.Count} tensors");
+        }
+
         if (heads <= 0 || channels % heads != 0)
         {
             throw new HeadLensException($"{name}: {a}attention.head_count {heads} does not divide {a}embedding_length {channels}");
@@ -234,6 +247,13 @@ public static class GgufModel
             UnknownId = file.Int("tokenizer.ggml.unknown_token_id"),
             AddBos = file.Bool("tokenizer.ggml.add_bos_token"),
         };
-        return GgufTokenizer.Create(vocabulary, name);
+        try
+        {
+            return GgufTokenizer.Create(vocabulary, name);
+        }
+        catch (HeadLensException error)
+        {
+            throw new HeadLensException(GgufFile.Printable(error.Message));
+        }
     }
 }
