@@ -1,0 +1,259 @@
+using HeadLens.Embeddings;
+using HeadLens.Kernels.Quantized;
+using HeadLens.Model;
+using HeadLens.Tokenization;
+
+namespace HeadLens.Checkpoints.Gguf;
+
+/// <summary>
+/// Builds a HeadLens model from a GGUF file. This is the REFERENCE path: every tensor, whatever its type, is
+/// dequantized (<see cref="Dequantize.Reference"/>) into the model's fp32 arena — memory-heavy (4 bytes per weight)
+/// but exact, and the contract a quantized-in-memory model must match.
+/// </summary>
+public static class GgufModel
+{
+    /// <summary>Reads the model and its tokenizer (null when the file carries no vocabulary).</summary>
+    public static (Transformer Model, ITokenizer? Tokenizer) Load(string path)
+    {
+        using var file = GgufFile.Open(path);
+        var config = ReadConfig(file);
+        string name = Path.GetFileName(path);
+        var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
+        var entries = GgufFormat.Map(config).ToList();
+
+        // Every tensor's shape is checked against the metadata before the model's arena is allocated: a lying
+        // metadata number (layers, widths) must not cost more memory than the file's own tensors.
+        foreach (var entry in entries)
+        {
+            var tensor = file.Tensor(entry.Theirs);
+            int[] ours = layout[entry.Ours];
+            int[] expected = [ours[0] * entry.Parts, .. ours[1..]];
+            if (!tensor.Shape.SequenceEqual(expected))
+            {
+                throw new HeadLensException($"{name}: tensor '{entry.Theirs}' has shape [{string.Join(", ", tensor.Shape)}] (outermost first), the metadata implies [{string.Join(", ", expected)}]");
+            }
+        }
+
+        var model = new Transformer(config);
+        var consumed = new HashSet<string>(StringComparer.Ordinal) { GgufFormat.RopeFrequencies };
+        float[] fused = [];
+        string? fusedName = null;
+        foreach (var entry in entries)
+        {
+            var tensor = file.Tensor(entry.Theirs);
+            consumed.Add(entry.Theirs);
+            var destination = model.Parameters.Arena.Get(entry.Ours).Span;
+            if (entry.Parts == 1)
+            {
+                file.ReadFloat32(tensor, destination);
+                continue;
+            }
+
+            if (fusedName != entry.Theirs)
+            {
+                fused = GC.AllocateUninitializedArray<float>((int)tensor.ElementCount);
+                file.ReadFloat32(tensor, fused);
+                fusedName = entry.Theirs;
+            }
+
+            fused.AsSpan(entry.Part * destination.Length, destination.Length).CopyTo(destination);
+        }
+
+        foreach (var tensor in file.Tensors)
+        {
+            if (consumed.Contains(tensor.Name))
+            {
+                continue;
+            }
+
+            // llama.cpp's GPT-2 files carry output.weight even when it is the embedding matrix (ReadConfig has checked).
+            if (tensor.Name == "output.weight" && config.TiedEmbeddings)
+            {
+                continue;
+            }
+
+            throw new HeadLensException($"{name}: tensor '{GgufFile.Printable(tensor.Name)}' is not used by the model the metadata describes " +
+                $"({file.String("general.architecture")}, {config.Layers} layers, {config.DescribeFeatures()})");
+        }
+
+        return (model, ReadTokenizer(file));
+    }
+
+    /// <summary>The model a GGUF file's metadata and tensor shapes describe; unsupported features refused by key.</summary>
+    public static ModelConfig ReadConfig(GgufFile file)
+    {
+        string name = Path.GetFileName(file.Path);
+        string architecture = file.String("general.architecture") ?? throw new HeadLensException($"{name}: missing metadata 'general.architecture'");
+        var layout = GgufFormat.LayoutOf(architecture, name);
+        string a = architecture + ".";
+        foreach (string key in new[] { "expert_count", "attention.clamp_kqv", "attention.sliding_window", "logit_scale", "attention.causal" })
+        {
+            if (file.Has(a + key) && !(key == "expert_count" && file.Int(a + key) == 0) && !(key == "attention.causal" && file.Bool(a + key) == true))
+            {
+                throw new HeadLensException($"{name}: metadata '{a + key}' is not implemented");
+            }
+        }
+
+        var embedding = file.Tensor("token_embd.weight");
+        if (embedding.Dimensions.Length != 2)
+        {
+            throw new HeadLensException($"{name}: tensor 'token_embd.weight' must be a matrix");
+        }
+
+        int vocab = (int)embedding.Rows, channels = file.RequireInt(a + "embedding_length");
+        int heads = file.RequireInt(a + "attention.head_count"), layers = file.RequireInt(a + "block_count");
+        int context = file.RequireInt(a + "context_length"), hidden = file.RequireInt(a + "feed_forward_length");
+        if (layers <= 0 || layers > file.Tensors.Count)
+        {
+            throw new HeadLensException($"{name}: {a}block_count {layers} does not match the file's {file.Tensors.Count} tensors");
+        }
+
+        if (heads <= 0 || channels % heads != 0)
+        {
+            throw new HeadLensException($"{name}: {a}attention.head_count {heads} does not divide {a}embedding_length {channels}");
+        }
+
+        int headDim = channels / heads;
+        foreach (string key in new[] { "attention.key_length", "attention.value_length" })
+        {
+            if (file.Int(a + key) is { } length && length != headDim)
+            {
+                throw new HeadLensException($"{name}: {a}{key} {length} differs from embedding_length / head_count ({headDim}): not supported");
+            }
+        }
+
+        bool hasOutput = file.TensorsByName.ContainsKey("output.weight");
+        ModelConfig config;
+        if (layout == CheckpointLayout.Gpt2)
+        {
+            config = ModelPresets.Gpt2(vocab, context, layers, heads, channels) with
+            {
+                HiddenChannels = hidden,
+                NormEpsilon = file.Float(a + "attention.layer_norm_epsilon") ?? 1e-5f,
+                TiedEmbeddings = !hasOutput || SameBytes(file, "output.weight", "token_embd.weight"),
+            };
+        }
+        else
+        {
+            int kvHeads = file.Int(a + "attention.head_count_kv") ?? heads;
+            var preset = layout == CheckpointLayout.Qwen2
+                ? ModelPresets.Qwen2(vocab, context, layers, heads, kvHeads, channels, hidden)
+                : ModelPresets.Llama(vocab, context, layers, heads, kvHeads, channels, hidden);
+            var biases = preset.Biases;
+            if (layout == CheckpointLayout.Llama && file.TensorsByName.ContainsKey("blk.0.attn_q.bias"))
+            {
+                biases = Biases.QueryKeyValue | (file.TensorsByName.ContainsKey("blk.0.attn_output.bias") ? Biases.Output : Biases.None);
+            }
+
+            if (file.Int(a + "rope.dimension_count") is { } rotary && rotary != headDim)
+            {
+                throw new HeadLensException($"{name}: {a}rope.dimension_count {rotary} differs from the head size {headDim} (partial rotary is not implemented)");
+            }
+
+            config = preset with
+            {
+                NormEpsilon = file.Float(a + "attention.layer_norm_rms_epsilon") ?? 1e-5f,
+                TiedEmbeddings = !hasOutput,
+                Biases = biases,
+                Rope = ReadRope(file, a, headDim, layout),
+            };
+        }
+
+        return config.Validated(name);
+    }
+
+    private static RopeSettings ReadRope(GgufFile file, string a, int headDim, CheckpointLayout layout)
+    {
+        string name = Path.GetFileName(file.Path);
+        var rope = new RopeSettings(file.Float(a + "rope.freq_base") ?? 10000f, GgufFormat.RopeLayoutOf(layout));
+        string scaling = file.String(a + "rope.scaling.type") ?? "none";
+        float factor = file.Float(a + "rope.scaling.factor") ?? 1f;
+        rope = scaling switch
+        {
+            "none" => rope,
+            "linear" => rope with { Scaling = RopeScaling.Linear, ScalingFactor = factor },
+            _ => throw new HeadLensException($"{name}: {a}rope.scaling.type '{scaling}' is not implemented (none, linear)"),
+        };
+        if (!file.TensorsByName.TryGetValue(GgufFormat.RopeFrequencies, out var tensor))
+        {
+            return rope;
+        }
+
+        // Llama 3.1's scaling comes as per-pair frequency divisors (llama.cpp's rope_freqs). HeadLens computes them
+        // from Llama 3's four numbers; they are recovered here (factor = the largest divisor, the original context
+        // and the low/high factors from the metadata or Llama 3.1's values) and the whole table must then match.
+        if (tensor.ElementCount != headDim / 2)
+        {
+            throw new HeadLensException($"{name}: tensor '{tensor.Name}' has {tensor.ElementCount} values, the head size implies {headDim / 2}");
+        }
+
+        var divisors = new float[headDim / 2];
+        file.ReadFloat32(tensor, divisors);
+        var llama3 = rope with
+        {
+            Scaling = RopeScaling.Llama3,
+            ScalingFactor = divisors.Max(),
+            LowFrequencyFactor = 1,
+            HighFrequencyFactor = 4,
+            OriginalContext = file.Int(a + "rope.scaling.original_context_length") ?? 8192,
+        };
+        for (int i = 0; i < divisors.Length; i++)
+        {
+            double expected = Rope.Frequency(i, headDim, rope) / Rope.Frequency(i, headDim, llama3);
+            if (Math.Abs(expected - divisors[i]) > 1e-3 * expected)
+            {
+                throw new HeadLensException($"{name}: tensor '{tensor.Name}' holds divisor {divisors[i]} for pair {i}, Llama 3 scaling " +
+                    $"(factor {llama3.ScalingFactor}, low 1, high 4, original context {llama3.OriginalContext}) gives {expected:G6}: other rope scalings are not implemented");
+            }
+        }
+
+        return llama3;
+    }
+
+    private static bool SameBytes(GgufFile file, string first, string second)
+    {
+        var a = file.Tensor(first);
+        var b = file.Tensor(second);
+        return a.Type == b.Type && a.Dimensions.SequenceEqual(b.Dimensions) && file.TensorBytes(a).SequenceEqual(file.TensorBytes(b));
+    }
+
+    /// <summary>The tokenizer the metadata describes, or null when the file has no tokenizer.ggml.tokens.</summary>
+    public static GgufTokenizer? ReadTokenizer(GgufFile file)
+    {
+        string name = Path.GetFileName(file.Path);
+        string? model = file.String("tokenizer.ggml.model");
+        var tokens = file.Array<string>("tokenizer.ggml.tokens");
+        if (model is null or "none" or "no_vocab" || tokens is null)
+        {
+            return null;
+        }
+
+        var types = file.Metadata.TryGetValue("tokenizer.ggml.token_type", out var typeValue)
+            ? typeValue.Value switch
+            {
+                long[] signed => signed.Select(t => (int)t).ToArray(),
+                ulong[] unsigned => unsigned.Select(t => (int)t).ToArray(),
+                _ => throw new HeadLensException($"{name}: metadata 'tokenizer.ggml.token_type' is not an integer array"),
+            }
+            : null;
+        var vocabulary = new GgufVocabulary(model, tokens)
+        {
+            Pre = file.String("tokenizer.ggml.pre"),
+            Scores = file.Array<float>("tokenizer.ggml.scores"),
+            TokenTypes = types,
+            Merges = file.Array<string>("tokenizer.ggml.merges"),
+            BosId = file.Int("tokenizer.ggml.bos_token_id"),
+            EosId = file.Int("tokenizer.ggml.eos_token_id"),
+            UnknownId = file.Int("tokenizer.ggml.unknown_token_id"),
+            AddBos = file.Bool("tokenizer.ggml.add_bos_token"),
+        };
+        try
+        {
+            return GgufTokenizer.Create(vocabulary, name);
+        }
+        catch (HeadLensException error)
+        {
+            throw new HeadLensException(GgufFile.Printable(error.Message));
+        }
+    }
+}

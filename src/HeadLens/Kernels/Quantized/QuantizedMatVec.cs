@@ -1,0 +1,293 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace HeadLens.Kernels.Quantized;
+
+// y = W·x with W [R, K] stored row-major in a ggml block format (R = rows, K = columns, a multiple of the block).
+//   y[r] = Σ_k W[r, k] · x[k]
+// Every block format decodes to value = s · u + c, with u a small unsigned integer (a nibble, 5 or 6 bits, or a
+// signed byte for Q8_0), s a scale per 16 or 32 values and c a constant per sub-block (Q4_0: −8d, K-quants: −dmin·m,
+// Q6_K: −32·d·scale). So a row's dot product is
+//   Σ_sub s · Σ_i u_i x_i   +   Σ_sub c · Σ_i x_i
+// where Σ_i x_i per 16 values is computed once per call and shared by every row. The first sum is done in registers:
+// the quantized bytes are loaded, unpacked with byte-wise AND/shift/OR, widened to int32, converted to float and
+// multiplied into the accumulator; no dequantized row is ever written to memory.
+// Implementations: Reference (dequantize each row with Dequantize.Reference, then a plain dot), Vector512 (16 lanes)
+// and Vector256 (8 lanes) fast paths sharing one body per format through ILanes, and the reference when no vector
+// hardware is accelerated. F32 uses TensorPrimitives.Dot; F16 and BF16 convert 256-value chunks on the stack.
+public static class QuantizedMatVec
+{
+    /// <summary>The contract: dequantize each row (scalar), then a sequential dot product with x.</summary>
+    public static void Reference(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y)
+    {
+        CheckShapes(type, weights, rows, columns, x, y);
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        var row = new float[columns];
+        for (int r = 0; r < rows; r++)
+        {
+            Dequantize.Reference(type, weights.Slice(r * rowBytes, rowBytes), row);
+            float sum = 0;
+            for (int k = 0; k < columns; k++)
+            {
+                sum += row[k] * x[k];
+            }
+
+            y[r] = sum;
+        }
+    }
+
+    /// <summary>y = W·x, reading the blocks of W and dequantizing in registers.</summary>
+    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y)
+    {
+        CheckShapes(type, weights, rows, columns, x, y);
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                y[r] = DotPlain(type, weights.Slice(r * rowBytes, rowBytes), x);
+            }
+
+            return;
+        }
+
+        if (!Vector256.IsHardwareAccelerated)
+        {
+            Reference(type, weights, rows, columns, x, y);
+            return;
+        }
+
+        // Σ x over every 16 columns: the constant part of each sub-block multiplies these.
+        var rented = ArrayPool<float>.Shared.Rent(columns / 16);
+        var sums16 = rented.AsSpan(0, columns / 16);
+        for (int g = 0; g < sums16.Length; g++)
+        {
+            sums16[g] = TensorPrimitives.Sum(x.Slice(g * 16, 16));
+        }
+
+        try
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                var row = weights.Slice(r * rowBytes, rowBytes);
+                y[r] = Vector512.IsHardwareAccelerated ? DotRow<Lanes512>(type, row, x, sums16) : DotRow<Lanes256>(type, row, x, sums16);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    private static void CheckShapes(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int per = GgmlTypes.BlockValues(type);
+        if (columns % per != 0 || x.Length < columns || y.Length < rows || weights.Length < rows * GgmlTypes.RowBytes(type, columns))
+        {
+            throw new ArgumentException($"{type} matrix-vector product: [{rows}, {columns}] with {weights.Length} bytes, x {x.Length}, y {y.Length}");
+        }
+    }
+
+    private static float DotPlain(GgmlType type, ReadOnlySpan<byte> row, ReadOnlySpan<float> x)
+    {
+        if (type == GgmlType.F32)
+        {
+            return TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(row), x[..(row.Length / 4)]);
+        }
+
+        const int chunk = 256;
+        Span<float> values = stackalloc float[chunk];
+        var halves = MemoryMarshal.Cast<byte, ushort>(row);
+        float sum = 0;
+        for (int start = 0; start < halves.Length; start += chunk)
+        {
+            int count = Math.Min(chunk, halves.Length - start);
+            var part = halves.Slice(start, count);
+            if (type == GgmlType.F16)
+            {
+                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<ushort, Half>(part), values);
+            }
+            else
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    values[i] = BitConverter.Int32BitsToSingle(part[i] << 16);
+                }
+            }
+
+            sum += TensorPrimitives.Dot(values[..count], x.Slice(start, count));
+        }
+
+        return sum;
+    }
+
+    private static float DotRow<TLanes>(GgmlType type, ReadOnlySpan<byte> row, ReadOnlySpan<float> x, ReadOnlySpan<float> sums16)
+        where TLanes : struct, ILanes
+    {
+        var accumulator = default(Accumulator);
+        float constant = 0; // Σ c · Σ x
+        var low = Vector256.Create((byte)0xF);
+        var three = Vector256.Create((byte)3);
+        var one = Vector256.Create((byte)1);
+        switch (type)
+        {
+            case GgmlType.Q8_0:
+                for (int b = 0; b < row.Length / 34; b++)
+                {
+                    float d = Dequantize.Half(row, b * 34);
+                    TLanes.AddSigned32(ref accumulator, Vector256.Create(row.Slice((b * 34) + 2, 32)).AsSByte(), x.Slice(b * 32, 32), d);
+                }
+
+                break;
+            case GgmlType.Q4_0:
+                for (int b = 0; b < row.Length / 18; b++)
+                {
+                    float d = Dequantize.Half(row, b * 18);
+                    var packed = Vector128.Create(row.Slice((b * 18) + 2, 16));
+                    var nibbles = Vector256.Create(packed & Vector128.Create((byte)0xF), Vector128.ShiftRightLogical(packed, 4));
+                    TLanes.Add32(ref accumulator, nibbles, x.Slice(b * 32, 32), d, d);
+                    constant -= 8 * d * (sums16[2 * b] + sums16[(2 * b) + 1]);
+                }
+
+                break;
+            case GgmlType.Q4_K:
+            case GgmlType.Q5_K:
+                {
+                    bool five = type == GgmlType.Q5_K;
+                    int bytes = five ? 176 : 144, quants = five ? 48 : 16;
+                    for (int b = 0; b < row.Length / bytes; b++)
+                    {
+                        var block = row.Slice(b * bytes, bytes);
+                        float d = Dequantize.Half(block, 0), dmin = Dequantize.Half(block, 2);
+                        var scales = block.Slice(4, 12);
+                        var high = five ? Vector256.Create(block.Slice(16, 32)) : default;
+                        for (int group = 0; group < 4; group++)
+                        {
+                            var packed = Vector256.Create(block.Slice(quants + (32 * group), 32));
+                            var u1 = packed & low;
+                            var u2 = Vector256.ShiftRightLogical(packed, 4);
+                            if (five)
+                            {
+                                u1 |= Vector256.ShiftLeft(Vector256.ShiftRightLogical(high, 2 * group) & one, 4);
+                                u2 |= Vector256.ShiftLeft(Vector256.ShiftRightLogical(high, (2 * group) + 1) & one, 4);
+                            }
+
+                            var (s1, m1) = Dequantize.ScaleMin(scales, 2 * group);
+                            var (s2, m2) = Dequantize.ScaleMin(scales, (2 * group) + 1);
+                            int at = (256 * b) + (64 * group);
+                            TLanes.Add32(ref accumulator, u1, x.Slice(at, 32), d * s1, d * s1);
+                            TLanes.Add32(ref accumulator, u2, x.Slice(at + 32, 32), d * s2, d * s2);
+                            int g16 = at / 16;
+                            constant -= (dmin * m1 * (sums16[g16] + sums16[g16 + 1])) + (dmin * m2 * (sums16[g16 + 2] + sums16[g16 + 3]));
+                        }
+                    }
+
+                    break;
+                }
+
+            default: // Q6_K
+                for (int b = 0; b < row.Length / 210; b++)
+                {
+                    var block = row.Slice(b * 210, 210);
+                    float d = Dequantize.Half(block, 208);
+                    var scales = block.Slice(192, 16);
+                    for (int half = 0; half < 2; half++)
+                    {
+                        var ql0 = Vector256.Create(block.Slice(64 * half, 32));
+                        var ql1 = Vector256.Create(block.Slice((64 * half) + 32, 32));
+                        var qh = Vector256.Create(block.Slice(128 + (32 * half), 32));
+                        // Four runs of 32 values: (ql0 low, ql1 low, ql0 high, ql1 high) nibbles, each with two bits of qh.
+                        for (int run = 0; run < 4; run++)
+                        {
+                            var nibble = run < 2 ? (run == 0 ? ql0 : ql1) & low : Vector256.ShiftRightLogical(run == 2 ? ql0 : ql1, 4);
+                            var u = nibble | Vector256.ShiftLeft(Vector256.ShiftRightLogical(qh, 2 * run) & three, 4);
+                            int s = (8 * half) + (2 * run);
+                            float sLow = d * (sbyte)scales[s], sHigh = d * (sbyte)scales[s + 1];
+                            int at = (256 * b) + (128 * half) + (32 * run);
+                            TLanes.Add32(ref accumulator, u, x.Slice(at, 32), sLow, sHigh);
+                            constant -= 32 * ((sLow * sums16[at / 16]) + (sHigh * sums16[(at / 16) + 1]));
+                        }
+                    }
+                }
+
+                break;
+        }
+
+        return TLanes.Sum(ref accumulator) + constant;
+    }
+
+    /// <summary>Both widths' accumulators; each width uses one (the JIT specialises DotRow per width).</summary>
+    private struct Accumulator
+    {
+        public Vector512<float> Wide;
+        public Vector256<float> Narrow;
+    }
+
+    private interface ILanes
+    {
+        /// <summary>acc += s·u·x over 32 values: the first 16 scaled by <paramref name="scaleLow"/>, the rest by <paramref name="scaleHigh"/>.</summary>
+        static abstract void Add32(ref Accumulator accumulator, Vector256<byte> u, ReadOnlySpan<float> x, float scaleLow, float scaleHigh);
+
+        static abstract void AddSigned32(ref Accumulator accumulator, Vector256<sbyte> q, ReadOnlySpan<float> x, float scale);
+
+        static abstract float Sum(ref Accumulator accumulator);
+    }
+
+    private readonly struct Lanes512 : ILanes
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Add32(ref Accumulator accumulator, Vector256<byte> u, ReadOnlySpan<float> x, float scaleLow, float scaleHigh)
+        {
+            var (first, second) = Vector512.Widen(Vector512.WidenLower(u.ToVector512Unsafe()));
+            var a = Vector512.ConvertToSingle(first.AsInt32()) * Vector512.Create(x[..16]);
+            var b = Vector512.ConvertToSingle(second.AsInt32()) * Vector512.Create(x.Slice(16, 16));
+            accumulator.Wide = Vector512.FusedMultiplyAdd(a, Vector512.Create(scaleLow), accumulator.Wide);
+            accumulator.Wide = Vector512.FusedMultiplyAdd(b, Vector512.Create(scaleHigh), accumulator.Wide);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void AddSigned32(ref Accumulator accumulator, Vector256<sbyte> q, ReadOnlySpan<float> x, float scale)
+        {
+            var (first, second) = Vector512.Widen(Vector512.WidenLower(q.ToVector512Unsafe()));
+            var sum = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(first), Vector512.Create(x[..16]),
+                Vector512.ConvertToSingle(second) * Vector512.Create(x.Slice(16, 16)));
+            accumulator.Wide = Vector512.FusedMultiplyAdd(sum, Vector512.Create(scale), accumulator.Wide);
+        }
+
+        public static float Sum(ref Accumulator accumulator) => Vector512.Sum(accumulator.Wide);
+    }
+
+    private readonly struct Lanes256 : ILanes
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Add32(ref Accumulator accumulator, Vector256<byte> u, ReadOnlySpan<float> x, float scaleLow, float scaleHigh)
+        {
+            var (lower, upper) = Vector256.Widen(u);
+            var (a, b) = Vector256.Widen(lower);
+            var (c, e) = Vector256.Widen(upper);
+            var low = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(a.AsInt32()), Vector256.Create(x[..8]),
+                Vector256.ConvertToSingle(b.AsInt32()) * Vector256.Create(x.Slice(8, 8)));
+            var high = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c.AsInt32()), Vector256.Create(x.Slice(16, 8)),
+                Vector256.ConvertToSingle(e.AsInt32()) * Vector256.Create(x.Slice(24, 8)));
+            accumulator.Narrow = Vector256.FusedMultiplyAdd(low, Vector256.Create(scaleLow), accumulator.Narrow);
+            accumulator.Narrow = Vector256.FusedMultiplyAdd(high, Vector256.Create(scaleHigh), accumulator.Narrow);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void AddSigned32(ref Accumulator accumulator, Vector256<sbyte> q, ReadOnlySpan<float> x, float scale)
+        {
+            var (lower, upper) = Vector256.Widen(q);
+            var (a, b) = Vector256.Widen(lower);
+            var (c, e) = Vector256.Widen(upper);
+            var sum = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(a), Vector256.Create(x[..8]), Vector256.ConvertToSingle(b) * Vector256.Create(x.Slice(8, 8)));
+            sum = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c), Vector256.Create(x.Slice(16, 8)), sum);
+            sum = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e), Vector256.Create(x.Slice(24, 8)), sum);
+            accumulator.Narrow = Vector256.FusedMultiplyAdd(sum, Vector256.Create(scale), accumulator.Narrow);
+        }
+
+        public static float Sum(ref Accumulator accumulator) => Vector256.Sum(accumulator.Narrow);
+    }
+}
