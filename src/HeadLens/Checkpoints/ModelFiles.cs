@@ -22,10 +22,15 @@ public static class ModelFiles
             return Onnx.OnnxModels.Load(directory);
         }
 
+        if (File.Exists(directory) && directory.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            return Gguf.GgufModel.Load(directory);
+        }
+
         if (!Directory.Exists(directory))
         {
             throw new HeadLensException(File.Exists(directory)
-                ? $"{directory}: not a model directory, a llama2.c .bin file or an ONNX encoder"
+                ? $"{directory}: not a model directory, a llama2.c .bin file, a GGUF file or an ONNX encoder"
                 : $"{directory}: no such model directory");
         }
 
