@@ -105,7 +105,17 @@ public static class ComputeThreads
 
         if (Interlocked.CompareExchange(ref busy, 1, 0) != 0)
         {
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
+            try
+            {
+                Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
+            }
+            catch (AggregateException error) when (error.InnerExceptions.Count > 0)
+            {
+                // The pool's own path throws a part's failure as it is: so does this one, so that what a caller
+                // catches does not depend on whether another computation held the pool.
+                ExceptionDispatchInfo.Capture(error.InnerExceptions[0]).Throw();
+            }
+
             return;
         }
 

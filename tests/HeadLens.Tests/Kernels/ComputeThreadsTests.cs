@@ -63,6 +63,27 @@ public class ComputeThreadsTests
         Assert.Equal(10, sum);
     }
 
+    // While the pool is busy (here: an outer call holds it), a call falls back to Parallel.For; its failure must still
+    // reach the caller as itself, not wrapped in an AggregateException.
+    [Fact]
+    public void FailureOfACallBesideTheBusyPoolReachesTheCallerUnwrapped()
+    {
+        var caught = new ConcurrentBag<Exception>();
+        ComputeThreads.Run(2, 2, outer =>
+        {
+            try
+            {
+                ComputeThreads.Run(4, 2, part => throw new InvalidOperationException($"part {part}"));
+            }
+            catch (Exception error)
+            {
+                caught.Add(error);
+            }
+        });
+        Assert.Equal(2, caught.Count);
+        Assert.All(caught, error => Assert.IsType<InvalidOperationException>(error));
+    }
+
     [Fact]
     public void NestedCallsDoNotDeadlock()
     {
