@@ -1,4 +1,5 @@
 using System.Reflection;
+using HeadLens.Kernels;
 
 namespace HeadLens.Cli;
 
@@ -28,6 +29,7 @@ internal static class Program
         try
         {
             var parsed = new CommandArgs(command.Name, args[1..], FlagNames);
+            ConfigureThreads(parsed);
             if (parsed.Flag("help"))
             {
                 Console.WriteLine("usage: headlens " + command.Usage);
@@ -60,6 +62,15 @@ internal static class Program
         }
     }
 
+    // One setting for every kernel's thread count, read before the command starts so that a bad value is one line
+    // before any work: --threads N (any command), else HEADLENS_THREADS, else all cores.
+    private static void ConfigureThreads(CommandArgs args)
+    {
+        ComputeThreads.Count = args.Has("threads")
+            ? args.GetInt("threads", 0, 1, ComputeThreads.MaxCount)
+            : ComputeThreads.FromEnvironment() ?? Environment.ProcessorCount;
+    }
+
     private static SortedDictionary<string, ICommand> DiscoverCommands()
     {
         var commands = new SortedDictionary<string, ICommand>(StringComparer.Ordinal);
@@ -83,5 +94,8 @@ internal static class Program
         {
             Console.WriteLine("  headlens " + command.Usage);
         }
+
+        Console.WriteLine();
+        Console.WriteLine($"Every command takes --threads N: the threads that compute (default: {ComputeThreads.EnvironmentVariable}, else all cores).");
     }
 }

@@ -114,8 +114,9 @@ public static partial class ScaledDotProductAttention
             return;
         }
 
-        // At most one worker per core: each worker keeps its own scratch, so extra threads would only add memory.
-        Parallel.For(0, items, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, body);
+        // On the compute pool's threads (ComputeThreads.Count of them): each keeps its own scratch for the whole
+        // process, so extra threads would only add memory, and a thread-pool thread's scratch would be allocated anew.
+        ComputeThreads.Run(items, body);
     }
 
     private static int ScratchLength(AttentionOptions options) =>

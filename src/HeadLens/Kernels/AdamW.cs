@@ -55,7 +55,7 @@ public static class AdamW
             int chunks = (n + ParallelChunk - 1) / ParallelChunk;
             if (chunks > 1)
             {
-                Parallel.For(0, chunks, job.Chunk);
+                ComputeThreads.Run(chunks, job.Chunk);
             }
             else if (n > 0)
             {

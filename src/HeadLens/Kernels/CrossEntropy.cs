@@ -108,7 +108,7 @@ public static class CrossEntropy
             var job = new RowJob(x, t, l, g, vocab, count, withGrad);
             if ((long)rows * vocab >= ParallelThreshold)
             {
-                Parallel.For(0, rows, job.Row);
+                ComputeThreads.Run(rows, job.Row);
             }
             else
             {

@@ -73,7 +73,7 @@ public static class Gelu
         }
 
         int parts = (length + piece - 1) / piece;
-        ComputeThreads.Run(parts, 0, part => range(part * piece, Math.Min(length, (part + 1) * piece)));
+        ComputeThreads.Run(parts, part => range(part * piece, Math.Min(length, (part + 1) * piece)));
     }
 
     // y = x·σ(2u): ½(1 + tanh u) is the logistic σ(2u), one exponential and one division per element.

@@ -71,7 +71,7 @@ public static partial class Gemm
             return;
         }
 
-        int threadCount = threads > 0 ? threads : (DefaultThreads > 0 ? DefaultThreads : Environment.ProcessorCount);
+        int threadCount = threads > 0 ? threads : ComputeThreads.Count;
         threadCount = (int)Math.Clamp(Math.Min(threadCount, work / WorkPerThread), 1, 64);
 
         fixed (float* aPointer = a)

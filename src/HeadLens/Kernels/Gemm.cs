@@ -6,10 +6,10 @@ namespace HeadLens.Kernels;
 // Implementations: Reference (plain triple loop, the contract) and Multiply (the fast path).
 public static partial class Gemm
 {
-    /// <summary>Threads the fast path uses when a caller does not say (0 = all cores).</summary>
-    public static int DefaultThreads { get; set; }
-
-    /// <summary>C = op(A)·op(B), or C += op(A)·op(B) when <paramref name="accumulate"/> is set.</summary>
+    /// <summary>
+    /// C = op(A)·op(B), or C += op(A)·op(B) when <paramref name="accumulate"/> is set; on up to
+    /// <paramref name="threads"/> threads (0 = <see cref="ComputeThreads.Count"/>).
+    /// </summary>
     public static void Multiply(
         bool transposeA, bool transposeB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,

@@ -109,7 +109,7 @@ public static class Gemv
     // chunks per thread, handed out dynamically (on a shared machine a core that gets interrupted takes fewer).
     private static void SplitRows(int n, int k, int threads, Action<int, int> rows)
     {
-        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        threads = threads <= 0 ? ComputeThreads.Count : threads;
         if (threads == 1 || (long)n * k < ParallelThreshold)
         {
             rows(0, n);

@@ -65,7 +65,7 @@ public static class MatMul
 
             // Chunks of 256 output features, handed out dynamically: a core that is interrupted takes fewer.
             const int chunk = 256;
-            Parallel.For(0, (n + chunk - 1) / chunk, c => Columns(c * chunk, Math.Min(n, (c + 1) * chunk)));
+            ComputeThreads.Run((n + chunk - 1) / chunk, c => Columns(c * chunk, Math.Min(n, (c + 1) * chunk)));
         }
     }
 

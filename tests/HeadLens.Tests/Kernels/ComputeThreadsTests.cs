@@ -1,7 +1,13 @@
+using System.Collections.Concurrent;
+using HeadLens.Attention;
 using HeadLens.Kernels;
+using HeadLens.Tests.Oracles;
 
 namespace HeadLens.Tests.Kernels;
 
+// The tests that change ComputeThreads.Count live in this class (xUnit never runs two tests of one class at once) and
+// restore it. Other classes may run kernels meanwhile: that only changes how many threads they use, not their results
+// (KernelsGiveTheSameResultsOnOneThreadAndOnSeveral).
 public class ComputeThreadsTests
 {
     [Theory]
@@ -57,11 +63,195 @@ public class ComputeThreadsTests
         Assert.Equal(10, sum);
     }
 
+    // While the pool is busy (here: an outer call holds it), a call falls back to Parallel.For; its failure must still
+    // reach the caller as itself, not wrapped in an AggregateException.
+    [Fact]
+    public void FailureOfACallBesideTheBusyPoolReachesTheCallerUnwrapped()
+    {
+        var caught = new ConcurrentBag<Exception>();
+        ComputeThreads.Run(2, 2, outer =>
+        {
+            try
+            {
+                ComputeThreads.Run(4, 2, part => throw new InvalidOperationException($"part {part}"));
+            }
+            catch (Exception error)
+            {
+                caught.Add(error);
+            }
+        });
+        Assert.Equal(2, caught.Count);
+        Assert.All(caught, error => Assert.IsType<InvalidOperationException>(error));
+    }
+
     [Fact]
     public void NestedCallsDoNotDeadlock()
     {
         int total = 0;
         ComputeThreads.Run(2, 2, outer => ComputeThreads.Run(3, 2, inner => Interlocked.Increment(ref total)));
         Assert.Equal(6, total);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void TheConfiguredCountIsReportedAndBoundsEveryDefaultRun(int count)
+    {
+        WithCount(count, () =>
+        {
+            Assert.Equal(count, ComputeThreads.Count);
+            var threadIds = new ConcurrentDictionary<int, bool>();
+            for (int repeat = 0; repeat < 20; repeat++)
+            {
+                ComputeThreads.Run(32, part =>
+                {
+                    threadIds[Environment.CurrentManagedThreadId] = true;
+                    Thread.SpinWait(1000);
+                });
+            }
+
+            Assert.InRange(threadIds.Count, 1, count);
+        });
+    }
+
+    // A count above the cores is honoured as well (the pool grows): three sleeping parts on three threads. A few
+    // tries, since a loaded machine may be slow to wake a worker once.
+    [Fact]
+    public void ACountAboveTheCoresStartsMoreWorkers()
+    {
+        WithCount(Environment.ProcessorCount + 1, () =>
+        {
+            int parts = Environment.ProcessorCount + 1, most = 0;
+            for (int attempt = 0; attempt < 5 && most < parts; attempt++)
+            {
+                var threadIds = new int[parts];
+                ComputeThreads.Run(parts, part =>
+                {
+                    threadIds[part] = Environment.CurrentManagedThreadId;
+                    Thread.Sleep(50);
+                });
+                most = Math.Max(most, threadIds.Distinct().Count());
+            }
+
+            Assert.Equal(parts, most);
+        });
+    }
+
+    [Theory]
+    [InlineData(null, null)]
+    [InlineData("", null)]
+    [InlineData(" ", null)]
+    [InlineData("1", 1)]
+    [InlineData(" 4 ", 4)]
+    [InlineData("1024", 1024)]
+    public void TheEnvironmentValueParses(string? text, int? expected) => Assert.Equal(expected, ComputeThreads.Parse(text));
+
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("0")]
+    [InlineData("-2")]
+    [InlineData("1.5")]
+    [InlineData("1025")]
+    [InlineData("99999999999")]
+    public void ABadEnvironmentValueIsOneClearError(string text)
+    {
+        var error = Assert.Throws<HeadLensException>(() => ComputeThreads.Parse(text));
+        Assert.Contains(ComputeThreads.EnvironmentVariable, error.Message);
+        Assert.Contains($"'{text}'", error.Message);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    [InlineData(ComputeThreads.MaxCount + 1)]
+    public void ABadCountIsRefused(int count) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => ComputeThreads.Count = count);
+
+    // Every kernel that splits work between threads, on one thread and on three (more than this machine's cores):
+    // each part computes whole outputs in a fixed order, so the results are bitwise the same; that each path matches
+    // its reference is tested in the kernels' own classes.
+    [Fact]
+    public void KernelsGiveTheSameResultsOnOneThreadAndOnSeveral()
+    {
+        var one = WithCount(1, RunEveryKernel);
+        var several = WithCount(3, RunEveryKernel);
+        Assert.Equal(one.Count, several.Count);
+        foreach (var (name, values) in one)
+        {
+            Assert.True(values.AsSpan().SequenceEqual(several[name]), $"{name} differs between 1 and 3 threads");
+        }
+    }
+
+    private static Dictionary<string, float[]> RunEveryKernel()
+    {
+        var random = new Random(17);
+        var results = new Dictionary<string, float[]>();
+
+        // Gemm (threads: 0 = Count), large enough for several threads.
+        int m = 97, n = 300, k = 211;
+        float[] a = TestData.Uniform(random, m * k), b = TestData.Uniform(random, k * n), c = new float[m * n];
+        Gemm.Multiply(false, false, m, n, k, a, k, b, n, c, n, accumulate: false);
+        results["gemm"] = c;
+
+        // MatMul's few-rows path and Gemv, both past their parallel thresholds.
+        int rows = 3, outputs = 1031, inputs = 769;
+        float[] x = TestData.Uniform(random, rows * inputs), w = TestData.Uniform(random, outputs * inputs);
+        float[] y = new float[rows * outputs], g = new float[outputs];
+        MatMul.Forward(x, w, [], rows, outputs, inputs, y);
+        Gemv.Forward(w, x.AsSpan(0, inputs), outputs, inputs, g);
+        results["matmul-few-rows"] = y;
+        results["gemv"] = g;
+
+        // Cross-entropy with gradients: rows × vocab past its threshold.
+        int tokens = 64, vocab = 5003;
+        float[] logits = TestData.Uniform(random, tokens * vocab, 5), losses = new float[tokens], logitsGrad = new float[tokens * vocab];
+        int[] targets = Enumerable.Range(0, tokens).Select(i => (i * 37) % vocab).ToArray();
+        float loss = CrossEntropy.ForwardBackward(logits, targets, tokens, vocab, losses, logitsGrad);
+        results["cross-entropy"] = [loss, .. losses, .. logitsGrad];
+
+        // AdamW over several chunks.
+        int parameters = 300_001;
+        float[] p = TestData.Uniform(random, parameters), grad = TestData.Uniform(random, parameters);
+        float[] first = new float[parameters], second = new float[parameters];
+        AdamW.Step(p, grad, first, second, new AdamWSettings(1e-3f), 1);
+        results["adamw"] = [.. p, .. first, .. second];
+
+        // GELU over several pieces.
+        float[] input = TestData.Uniform(random, 100_003, 4), output = new float[input.Length], inputGrad = new float[input.Length];
+        Gelu.Forward(input, output);
+        Gelu.Backward(input, output, inputGrad);
+        results["gelu"] = [.. output, .. inputGrad];
+
+        // Fused attention, forward and backward: many (head, tile) items.
+        var options = new AttentionOptions(4, 2, 16, 8);
+        int t = 150;
+        float[] q = TestData.Uniform(random, t * 4 * 16), kk = TestData.Uniform(random, t * 2 * 16), v = TestData.Uniform(random, t * 2 * 8);
+        float[] o = new float[t * 4 * 8], lse = new float[4 * t], dO = TestData.Uniform(random, t * 4 * 8);
+        float[] dq = new float[q.Length], dk = new float[kk.Length], dv = new float[v.Length];
+        ScaledDotProductAttention.Forward(options, t, t, 0, q, kk, v, o, lse);
+        ScaledDotProductAttention.Backward(options, t, t, 0, q, kk, v, o, dO, lse, dq, dk, dv);
+        results["attention"] = [.. o, .. lse, .. dq, .. dk, .. dv];
+        return results;
+    }
+
+    private static void WithCount(int count, Action body) => WithCount(count, () =>
+    {
+        body();
+        return 0;
+    });
+
+    private static T WithCount<T>(int count, Func<T> body)
+    {
+        int saved = ComputeThreads.Count;
+        try
+        {
+            ComputeThreads.Count = count;
+            return body();
+        }
+        finally
+        {
+            ComputeThreads.Count = saved;
+        }
     }
 }

@@ -118,6 +118,64 @@ public class GemvTests
         Assert.Equal(one, two);
     }
 
+    // Outputs pre-filled with garbage (GemmTests' pattern): without accumulate every output is overwritten, so NaN,
+    // ±∞ and huge values leave no trace; with accumulate the old value is added (checked with large finite values,
+    // inside the oracle's bound, which counts |initial|). A sentinel past row n must stay untouched either way.
+    // Sizes cover the serial path, the threaded path (n·k ≥ 2¹⁶) and vector tails.
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(5, 17)]
+    [InlineData(300, 33)]
+    [InlineData(1031, 129)]
+    [InlineData(4099, 515)]
+    public void GarbageInTheOutputIsOverwrittenOrAccumulatedAsAsked(int n, int k)
+    {
+        const float Sentinel = -12345.5f;
+        var random = new Random(n + k);
+        float[] w = TestData.Uniform(random, n * k), x = TestData.Uniform(random, k);
+        var packed = new ushort[n * k];
+        Gemv.ToBf16(w, packed);
+        float[] rounded = packed.Select(Gemv.FromBf16).ToArray();
+        float[] garbage = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, 3e38f, -1e30f, float.Epsilon];
+        foreach (float fill in garbage)
+        {
+            foreach (var (name, weights, run) in Paths(w, packed, rounded, x, n, k))
+            {
+                float[] y = Filled(n + 1, fill);
+                y[n] = Sentinel;
+                run(y, false);
+                AssertCloseToOracle(y[..n], weights, x, new float[n], n, k, accumulate: false);
+                Assert.True(y[n] == Sentinel, $"{name}: wrote past row {n}");
+            }
+        }
+
+        float[] initial = TestData.Uniform(random, n, 1e6);
+        foreach (var (name, weights, run) in Paths(w, packed, rounded, x, n, k))
+        {
+            float[] y = [.. initial, Sentinel];
+            run(y, true);
+            AssertCloseToOracle(y[..n], weights, x, initial, n, k, accumulate: true);
+            Assert.True(y[n] == Sentinel, $"{name}: wrote past row {n}");
+        }
+    }
+
+    private static IEnumerable<(string Name, float[] Weights, Action<float[], bool> Run)> Paths(
+        float[] w, ushort[] packed, float[] rounded, float[] x, int n, int k)
+    {
+        yield return ("fast", w, (y, accumulate) => Gemv.Forward(w, x, n, k, y, accumulate));
+        yield return ("fast, 1 thread", w, (y, accumulate) => Gemv.Forward(w, x, n, k, y, accumulate, threads: 1));
+        yield return ("reference", w, (y, accumulate) => Gemv.Reference(w, x, n, k, y, accumulate));
+        yield return ("bf16 fast", rounded, (y, accumulate) => Gemv.ForwardBf16(packed, x, n, k, y, accumulate));
+        yield return ("bf16 reference", rounded, (y, accumulate) => Gemv.ReferenceBf16(packed, x, n, k, y, accumulate));
+    }
+
+    private static float[] Filled(int length, float value)
+    {
+        var values = new float[length];
+        Array.Fill(values, value);
+        return values;
+    }
+
     [Fact]
     public void TooSmallBuffersAreRefused()
     {

@@ -49,7 +49,7 @@ internal sealed class AttentionBenchmark : IBenchmark
                 call(); // warm-up: JIT, thread pool, per-thread scratch
                 long allocated = Timing.AllocatedBytes(call);
                 long scratch = variant is "fused" or "window"
-                    ? ScaledDotProductAttention.WorkingBytesPerThread(causal, t) * Environment.ProcessorCount
+                    ? ScaledDotProductAttention.WorkingBytesPerThread(causal, t) * HeadLens.Kernels.ComputeThreads.Count
                     : 0;
                 int iterations = t >= 16384 ? 3 : t >= 4096 ? 5 : 20;
                 double ms = Timing.MedianMilliseconds(call, warmup: 0, iterations, maxSeconds: 30);

@@ -15,7 +15,7 @@ internal sealed class GemvBenchmark : IBenchmark
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
-        int threads = args.GetInt("threads", 0, 0, 1024);
+        int threads = ComputeThreads.Count; // --threads N / HEADLENS_THREADS, read by Program
         var results = new List<BenchResult>();
         // attention output (768 × 768), MLP up (3072 × 768), MLP down (768 × 3072), vocabulary projection (50257 × 768)
         foreach (var (n, k) in new (int N, int K)[] { (768, 768), (3072, 768), (768, 3072), (50257, 768) })

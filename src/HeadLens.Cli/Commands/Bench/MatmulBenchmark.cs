@@ -4,7 +4,7 @@ namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
 /// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
-/// (B·T = 4·64), forward and both backward products, on 2 threads and on 1. `--sizes 2048` limits to squares.
+/// (B·T = 4·64), forward and both backward products, on ComputeThreads.Count threads (--threads N) and on 1. `--sizes 2048` limits to squares.
 /// </summary>
 internal sealed class MatmulBenchmark : IBenchmark
 {
@@ -47,7 +47,7 @@ internal sealed class MatmulBenchmark : IBenchmark
             var random = new Random(42);
             float[] a = RandomArray(random, m * k), b = RandomArray(random, k * n), c = new float[m * n];
             int lda = transposeA ? m : k, ldb = transposeB ? k : n;
-            foreach (int threads in new[] { 2, 1 })
+            foreach (int threads in new[] { ComputeThreads.Count, 1 }.Distinct())
             {
                 double flops = 2.0 * m * n * k;
                 int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);

@@ -86,51 +86,56 @@ public static class InductionExperiment
         sequence.Slice(source, length).CopyTo(sequence.Slice(destination, length));
     }
 
+    /// <summary>
+    /// Trains one model through the shared <see cref="TrainingLoop"/> on <see cref="RandomCopyBatches"/>: AdamW with a
+    /// linear warm-up and no decay, gradients clipped to norm 1; the mean loss of every 250 steps goes to the curve.
+    /// </summary>
     public static Transformer Train(Settings settings, int layers, Action<string> log, List<(int Step, double Loss)> curve)
     {
         var model = Transformer.Create(ModelFor(settings, layers), settings.Seed + layers);
         var optimizer = new AdamWOptimizer(model, new AdamWSettings(settings.LearningRate, WeightDecay: 0.01f));
-        var random = new Random(settings.Seed * 7919 + layers);
-        int b = settings.Batch, t = settings.Context;
-        var ids = new int[b * t];
-        var targets = new int[b * t];
-        var sequence = new int[t + 1];
+        var batches = new RandomCopyBatches(new Random(settings.Seed * 7919 + layers), settings);
+        var loop = new TrainingLoop(model, optimizer, batches, new TrainingLoopSettings(
+            settings.Steps, settings.Batch, settings.Context, step => settings.LearningRate * Math.Min(1f, step / (float)settings.WarmupSteps)));
         var clock = Stopwatch.StartNew();
-        double recent = 0, forwardTime = 0, backwardTime = 0;
-        for (int step = 1; step <= settings.Steps; step++)
+        double recent = 0;
+        try
         {
-            for (int row = 0; row < b; row++)
+            loop.Run(CancellationToken.None, progress =>
             {
-                Sample(random, settings, sequence);
-                sequence.AsSpan(0, t).CopyTo(ids.AsSpan(row * t, t));
-                sequence.AsSpan(1, t).CopyTo(targets.AsSpan(row * t, t));
-            }
-
-            long started = Stopwatch.GetTimestamp();
-            model.ZeroGradients();
-            float loss = model.Forward(ids, targets, b, t);
-            forwardTime += Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            if (!float.IsFinite(loss))
-            {
-                throw new HeadLensException($"induction experiment: the loss became {loss} at step {step}");
-            }
-
-            started = Stopwatch.GetTimestamp();
-            model.Backward();
-            backwardTime += Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            GradientClipping.ClipByGlobalNorm(model.Gradients.Arena.All, 1f);
-            optimizer.Step(settings.LearningRate * Math.Min(1f, step / (float)settings.WarmupSteps));
-            recent += loss;
-            if (step % 250 == 0 || step == settings.Steps)
-            {
-                int span = step % 250 == 0 ? 250 : step % 250;
-                curve.Add((step, recent / span));
-                log(string.Create(CultureInfo.InvariantCulture, $"  {layers}-layer step {step,5}/{settings.Steps}: loss {recent / span:F3}  ({clock.Elapsed.TotalSeconds:F0} s; forward {forwardTime / step:F1} ms, backward {backwardTime / step:F1} ms per step)"));
-                recent = 0;
-            }
+                int step = progress.Step;
+                recent += progress.Loss;
+                if (step % 250 == 0 || step == settings.Steps)
+                {
+                    int span = step % 250 == 0 ? 250 : step % 250;
+                    curve.Add((step, recent / span));
+                    log(string.Create(CultureInfo.InvariantCulture, $"  {layers}-layer step {step,5}/{settings.Steps}: loss {recent / span:F3}  ({clock.Elapsed.TotalSeconds:F0} s; forward {loop.ForwardMilliseconds / step:F1} ms, backward {loop.BackwardMilliseconds / step:F1} ms per step)"));
+                    recent = 0;
+                }
+            });
+        }
+        catch (NonFiniteLossException error)
+        {
+            throw new HeadLensException($"induction experiment: {error.Message}");
         }
 
         return model;
+    }
+
+    /// <summary>Batches of <see cref="Sample"/> sequences: ids are a sequence's first T tokens, targets its last T.</summary>
+    private sealed class RandomCopyBatches(Random random, Settings settings) : IBatchSource
+    {
+        private readonly int[] sequence = new int[settings.Context + 1];
+
+        public void Next(Span<int> ids, Span<int> targets, int batch, int context)
+        {
+            for (int row = 0; row < batch; row++)
+            {
+                Sample(random, settings, sequence);
+                sequence.AsSpan(0, context).CopyTo(ids.Slice(row * context, context));
+                sequence.AsSpan(1, context).CopyTo(targets.Slice(row * context, context));
+            }
+        }
     }
 
     /// <summary>Scores, copy losses and the ablation of one trained model, on fresh random repeated blocks.</summary>

@@ -1,0 +1,162 @@
+using System.Globalization;
+using System.Text.Json;
+using HeadLens.Checkpoints;
+using HeadLens.Model;
+using HeadLens.Tokenization;
+
+namespace HeadLens.Training;
+
+/// <summary>Where a run stands: what a checkpoint's state file holds besides the model and the optimiser moments.</summary>
+public sealed record TrainingState(
+    int Step, ulong SamplerState, string CorpusFingerprint, TrainingSettings Settings,
+    List<float> Losses, List<(int Step, float Loss)> ValidationLosses);
+
+/// <summary>
+/// A training checkpoint: a Hugging Face model directory (ModelFiles) plus
+///   optimizer.safetensors    the AdamW moments, "m.NAME" and "v.NAME" for every parameter NAME;
+///   training_state.json      {"step", "rng" (the batch sampler's state, decimal), "corpus_fingerprint", "settings",
+///                            "losses", "validation_losses": [[step, loss], ...]}, written last;
+///   any files the caller adds (the loss curve).
+/// A save writes the new checkpoint beside the old one and swaps it in, so a kill at any moment leaves a loadable
+/// checkpoint (RecoverInterruptedSave); a resumed run continues exactly where an uninterrupted one would have been.
+/// </summary>
+public sealed class TrainingCheckpoint
+{
+    public const string StateFile = "training_state.json";
+    public const string OptimizerFile = "optimizer.safetensors";
+
+    private TrainingCheckpoint(string directory, Transformer model, ITokenizer? tokenizer, TrainingState state)
+    {
+        Directory = directory;
+        Model = model;
+        Tokenizer = tokenizer;
+        State = state;
+    }
+
+    public string Directory { get; }
+
+    public Transformer Model { get; }
+
+    /// <summary>The run's tokenizer, or null when the directory names none.</summary>
+    public ITokenizer? Tokenizer { get; }
+
+    public TrainingState State { get; }
+
+    /// <summary>Writes model, moments, state and <paramref name="extraFiles"/> as one checkpoint in <paramref name="outputDirectory"/>.</summary>
+    public static void Save(
+        string outputDirectory, Transformer model, ITokenizer tokenizer, AdamWOptimizer optimizer, TrainingState state,
+        Action<string>? extraFiles = null)
+    {
+        System.IO.Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputDirectory))!);
+        ModelFiles.Save(model, tokenizer, outputDirectory, directory =>
+        {
+            var moments = new List<(string, int[], ReadOnlyMemory<float>)>();
+            foreach (var (name, parameter, _, _) in model.NamedParameters())
+            {
+                moments.Add(("m." + name, parameter.Shape, optimizer.FirstMoment.Arena.Get(name).Memory));
+                moments.Add(("v." + name, parameter.Shape, optimizer.SecondMoment.Arena.Get(name).Memory));
+            }
+
+            SafeTensorsWriter.Write(Path.Combine(directory, OptimizerFile), moments);
+            var json = new Dictionary<string, object>
+            {
+                ["step"] = state.Step,
+                ["rng"] = state.SamplerState.ToString(CultureInfo.InvariantCulture),
+                ["corpus_fingerprint"] = state.CorpusFingerprint,
+                ["settings"] = state.Settings,
+                ["losses"] = state.Losses,
+                ["validation_losses"] = state.ValidationLosses.Select(v => new object[] { v.Step, v.Loss }).ToList(),
+            };
+            extraFiles?.Invoke(directory);
+            // The state goes last: a directory with a state file is a complete checkpoint (see RecoverInterruptedSave).
+            File.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(json));
+        });
+    }
+
+    /// <summary>
+    /// Reads the checkpoint in <paramref name="outputDirectory"/> (after recovering an interrupted save), refusing one
+    /// of another shape than <paramref name="expectedShape"/> or trained on another corpus; <paramref name="steps"/>
+    /// replaces the saved run length.
+    /// </summary>
+    public static TrainingCheckpoint Load(string outputDirectory, Corpus corpus, int? steps, ModelConfig? expectedShape)
+    {
+        RecoverInterruptedSave(outputDirectory);
+        string statePath = Path.Combine(outputDirectory, StateFile);
+        if (!File.Exists(statePath))
+        {
+            throw new HeadLensException($"--resume: no checkpoint in {outputDirectory} (no {StateFile})");
+        }
+
+        var (model, tokenizer) = ModelFiles.Load(outputDirectory);
+        if (expectedShape is not null && expectedShape with { } != model.Config)
+        {
+            throw new HeadLensException($"--resume: the checkpoint in {outputDirectory} has another shape than the requested preset " +
+                $"({model.Config.Layers} layers × {model.Config.Heads} heads × {model.Config.Channels} channels, vocab {model.Config.VocabSize})");
+        }
+
+        using var document = JsonDocument.Parse(File.ReadAllText(statePath));
+        var root = document.RootElement;
+        var settings = JsonSerializer.Deserialize<TrainingSettings>(root.GetProperty("settings").GetRawText())!;
+        if (steps is not null)
+        {
+            settings = settings with { Steps = steps.Value };
+        }
+
+        if (root.TryGetProperty("corpus_fingerprint", out var fingerprint) && fingerprint.GetString() != corpus.Fingerprint)
+        {
+            throw new HeadLensException($"--resume: the corpus is not the one the run in {outputDirectory} trained on " +
+                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint.GetString()})");
+        }
+
+        var state = new TrainingState(
+            root.GetProperty("step").GetInt32(),
+            ulong.Parse(root.GetProperty("rng").GetString()!, CultureInfo.InvariantCulture),
+            corpus.Fingerprint,
+            settings,
+            [.. root.GetProperty("losses").EnumerateArray().Select(v => v.GetSingle())],
+            [.. root.GetProperty("validation_losses").EnumerateArray().Select(entry => (entry[0].GetInt32(), entry[1].GetSingle()))]);
+        return new TrainingCheckpoint(outputDirectory, model, tokenizer, state);
+    }
+
+    /// <summary>Reads the saved AdamW moments into <paramref name="optimizer"/> (built for this checkpoint's model).</summary>
+    public void RestoreMoments(AdamWOptimizer optimizer)
+    {
+        optimizer.StepCount = State.Step;
+        using var moments = SafeTensorsFile.Open(Path.Combine(Directory, OptimizerFile));
+        foreach (var (name, _, _, _) in Model.NamedParameters())
+        {
+            moments.ReadFloat32("m." + name, optimizer.FirstMoment.Arena.Get(name).Span);
+            moments.ReadFloat32("v." + name, optimizer.SecondMoment.Arena.Get(name).Span);
+        }
+    }
+
+    /// <summary>
+    /// A save writes the new checkpoint to a sibling "DIR.saving-PID", moves the old one aside to "DIR.previous-PID",
+    /// then moves the new one into place. A process killed between those two moves leaves no DIR but a complete
+    /// previous checkpoint (and a complete new one): put the new one in place if its state file was written (the
+    /// state is written last), else the previous one. Partial "DIR.saving-*" directories are left alone; they never
+    /// replace a checkpoint.
+    /// </summary>
+    public static void RecoverInterruptedSave(string outputDirectory)
+    {
+        string full = Path.GetFullPath(outputDirectory);
+        string? parent = Path.GetDirectoryName(full);
+        if (System.IO.Directory.Exists(full) || parent is null || !System.IO.Directory.Exists(parent))
+        {
+            return;
+        }
+
+        string name = Path.GetFileName(full);
+        foreach (string previous in System.IO.Directory.GetDirectories(parent, name + ".previous-*"))
+        {
+            string pid = previous[(full.Length + ".previous-".Length)..];
+            string saved = full + ".saving-" + pid;
+            string complete = File.Exists(Path.Combine(saved, StateFile)) ? saved : previous;
+            if (File.Exists(Path.Combine(complete, StateFile)))
+            {
+                System.IO.Directory.Move(complete, full);
+                return;
+            }
+        }
+    }
+}
