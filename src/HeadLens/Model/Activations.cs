@@ -10,7 +10,7 @@ namespace HeadLens.Model;
 public sealed class LayerActivations
 {
     private readonly Tensor attentionNormed, attentionNormMean, attentionNormRstd, query, key, value, heads, logSumExp, middle;
-    private readonly Tensor? mlpNormed, mlpNormMean, mlpNormRstd, up, gate, hidden;
+    private readonly Tensor? mlpNormed, mlpNormMean, mlpNormRstd, up, gate, hidden, queryRaw, keyRaw, queryRstd, keyRstd;
 
     /// <summary>Binds the views of a block's activations reserved with <see cref="Reserve"/> in an allocated arena.</summary>
     internal LayerActivations(Arena arena, string prefix)
@@ -32,6 +32,10 @@ public sealed class LayerActivations
         up = Optional("up");
         gate = Optional("gate");
         hidden = Optional("hidden");
+        queryRaw = Optional("q_raw");
+        keyRaw = Optional("k_raw");
+        queryRstd = Optional("q_rstd");
+        keyRstd = Optional("k_rstd");
     }
 
     /// <summary>Reserves one block's activations for B sequences × T tokens (N = B·T rows) under a name prefix.</summary>
@@ -48,6 +52,14 @@ public sealed class LayerActivations
         arena.Reserve(prefix + "heads", n, q);
         arena.Reserve(prefix + "lse", batch, config.Heads * tokens);
         arena.Reserve(prefix + "middle", n, c);
+        if (config.QkNorm)
+        {
+            arena.Reserve(prefix + "q_raw", n, q);           // [N, H·D] before QK-norm
+            arena.Reserve(prefix + "k_raw", n, kv);
+            arena.Reserve(prefix + "q_rstd", n * config.Heads);
+            arena.Reserve(prefix + "k_rstd", n * config.KvHeads);
+        }
+
         if (config.HasMlp)
         {
             arena.Reserve(prefix + "mlp_norm", n, c);
@@ -86,6 +98,18 @@ public sealed class LayerActivations
 
     /// <summary>[B, H·T] each attention row's log-sum-exp (the fused backward recomputes the pattern from it).</summary>
     public Span<float> LogSumExp => logSumExp.Span;
+
+    /// <summary>[N, H·D] the projected queries before QK-norm (QK-norm only).</summary>
+    public Span<float> QueryRaw => queryRaw!.Span;
+
+    /// <summary>[N, G·D] the projected keys before QK-norm.</summary>
+    public Span<float> KeyRaw => keyRaw!.Span;
+
+    /// <summary>[N·H] 1/scale of each query head's norm.</summary>
+    public Span<float> QueryRstd => queryRstd!.Span;
+
+    /// <summary>[N·G] 1/scale of each key head's norm.</summary>
+    public Span<float> KeyRstd => keyRstd!.Span;
 
     /// <summary>[N, C] the residual stream after attention.</summary>
     public Span<float> Middle => middle.Span;
@@ -152,6 +176,8 @@ public sealed class Activations
         Arena.Reserve("grad.up", n, f);
         Arena.Reserve("grad.gate", n, f);
         Arena.Reserve("grad.hidden", n, f);
+        Arena.Reserve("grad.q_raw", n, config.QkNorm ? q : 1);
+        Arena.Reserve("grad.k_raw", n, config.QkNorm ? kv : 1);
         Arena.Allocate();
         residuals = Enumerable.Range(0, config.Layers + 1).Select(l => Arena.Get($"residual.{l}")).ToArray();
         layers = Enumerable.Range(0, config.Layers).Select(l => new LayerActivations(Arena, $"layers.{l}.")).ToArray();

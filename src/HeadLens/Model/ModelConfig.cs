@@ -124,6 +124,13 @@ public sealed record ModelConfig
 
     public Biases Biases { get; init; } = Biases.All;
 
+    /// <summary>
+    /// QK-norm: each head's query and key RMS-normalised over their D channels (one weight [D] for queries, one for
+    /// keys, shared by the heads) right after the projection, before RoPE — Qwen3's and Gemma 3's form. Keeps the
+    /// scores bounded however large the residual stream grows.
+    /// </summary>
+    public bool QkNorm { get; init; }
+
     /// <summary>Causal for decoders; bidirectional for encoders.</summary>
     public MaskKind Attention { get; init; } = MaskKind.Causal;
 
@@ -258,6 +265,6 @@ public sealed record ModelConfig
         };
         string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(AttentionWindow > 0 ? $" window-{AttentionWindow}" : "")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")} attention";
         string output = !HasOutputHead ? ", no output head" : TiedEmbeddings ? ", tied embeddings" : "";
-        return $"{norm}, {positions}{(TokenTypes > 0 ? $", {TokenTypes} token types" : "")}, {attention}, {mlp}, {biases}{output}";
+        return $"{norm}, {positions}{(TokenTypes > 0 ? $", {TokenTypes} token types" : "")}, {attention}{(QkNorm ? " with QK-norm" : "")}, {mlp}, {biases}{output}";
     }
 }

@@ -19,6 +19,8 @@ public sealed class LayerWeights
         KeyBias = Optional("attention.key.bias");
         ValueBias = Optional("attention.value.bias");
         OutputBias = Optional("attention.output.bias");
+        QueryNorm = Optional("attention.query_norm.weight");
+        KeyNorm = Optional("attention.key_norm.weight");
         if (config.HasMlp)
         {
             MlpNorm = arena.Get(p + "mlp_norm.weight");
@@ -50,6 +52,10 @@ public sealed class LayerWeights
     public Tensor? ValueBias { get; }
 
     public Tensor? OutputBias { get; }
+
+    public Tensor? QueryNorm { get; }             // [D] (QK-norm only)
+
+    public Tensor? KeyNorm { get; }               // [D]
 
     public Tensor? MlpNorm { get; }               // [C]
 
@@ -163,6 +169,12 @@ public sealed class ModelWeights
             yield return (p + "attention.key.weight", [kv, c], true);
             yield return (p + "attention.value.weight", [kv, c], true);
             yield return (p + "attention.output.weight", [c, q], true);
+            if (config.QkNorm)
+            {
+                yield return (p + "attention.query_norm.weight", [config.HeadDim], false);
+                yield return (p + "attention.key_norm.weight", [config.HeadDim], false);
+            }
+
             foreach (var (which, bias, size) in new[]
             {
                 (Biases.Query, "query", q), (Biases.Key, "key", kv), (Biases.Value, "value", kv), (Biases.Output, "output", c),

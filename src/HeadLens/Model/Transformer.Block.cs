@@ -144,6 +144,15 @@ public sealed partial class Transformer
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
+        if (Config.QkNorm)
+        {
+            // q, k ← RMSNorm per head over D: rows of D channels, N·H and N·G of them (pre-norm values kept for backward).
+            q[..(n * qRow)].CopyTo(a.QueryRaw);
+            k[..(n * kvRow)].CopyTo(a.KeyRaw);
+            RmsNorm.Forward(a.QueryRaw, w.QueryNorm!.Span, n * heads, d, Config.NormEpsilon, q, a.QueryRstd);
+            RmsNorm.Forward(a.KeyRaw, w.KeyNorm!.Span, n * kvHeads, d, Config.NormEpsilon, k, a.KeyRstd);
+        }
+
         bool rotary = Config.Positions == PositionKind.Rotary;
         // The analysis run computes attention the reference way, so what a hook reads or replaces is what flows on.
         bool reference = hooks is not null;
@@ -351,6 +360,19 @@ public sealed partial class Transformer
                 Rope.Backward(dqb, tokens, heads, Config.HeadDim, 0, Config.Rope);
                 Rope.Backward(dkb, tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
             }
+        }
+
+        if (Config.QkNorm)
+        {
+            // Through the per-head RMSNorms back to the raw projections (norm input gradients accumulate: cleared first).
+            var dqRaw = activations.Scratch("q_raw");
+            var dkRaw = activations.Scratch("k_raw");
+            dqRaw.Clear();
+            dkRaw.Clear();
+            RmsNorm.Backward(dq, a.QueryRaw, w.QueryNorm!.Span, a.QueryRstd, n * heads, Config.HeadDim, dqRaw, g.QueryNorm!.Span);
+            RmsNorm.Backward(dk, a.KeyRaw, w.KeyNorm!.Span, a.KeyRstd, n * Config.KvHeads, Config.HeadDim, dkRaw, g.KeyNorm!.Span);
+            dq = dqRaw;
+            dk = dkRaw;
         }
 
         MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias));
