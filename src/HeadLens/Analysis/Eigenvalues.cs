@@ -12,7 +12,7 @@ namespace HeadLens.Analysis;
 ///      to break cycles. Complex arithmetic lets complex-conjugate pairs converge without the double-shift bookkeeping.
 /// Cost O(n³); eigenvalues only (no vectors).
 /// </summary>
-public static class Eigenvalues
+internal static class Eigenvalues
 {
     public static Complex[] Compute(ReadOnlySpan<double> matrix, int n)
     {

@@ -7,7 +7,7 @@ namespace HeadLens.Checkpoints;
 /// The seven int32 that open a llama2.c model file. A negative vocab_size in the file means the classifier is not
 /// shared with the token embedding (it follows the weights); <see cref="VocabSize"/> is always positive.
 /// </summary>
-public sealed record Llama2cHeader(int Dim, int HiddenDim, int Layers, int Heads, int KvHeads, int VocabSize, bool SharedClassifier, int SeqLen)
+internal sealed record Llama2cHeader(int Dim, int HiddenDim, int Layers, int Heads, int KvHeads, int VocabSize, bool SharedClassifier, int SeqLen)
 {
     /// <summary>The header's size in bytes: seven int32.</summary>
     public const int Bytes = 28;
@@ -147,7 +147,7 @@ public sealed class Llama2cCheckpoint : ITensorSource, IDisposable
 
     public string Path { get; }
 
-    public Llama2cHeader Header { get; }
+    internal Llama2cHeader Header { get; }
 
     /// <summary>Every tensor; offsets are from the start of the file.</summary>
     public IReadOnlyDictionary<string, SafeTensorInfo> Entries => entries;

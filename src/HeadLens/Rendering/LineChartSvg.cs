@@ -8,7 +8,7 @@ namespace HeadLens.Rendering;
 /// A few named series over the same categories (layers, say) as a small standalone SVG: one line with dots per series,
 /// gridlines with values, the categories on the x axis, a legend with each series' last value.
 /// </summary>
-public static class LineChartSvg
+internal static class LineChartSvg
 {
     private const int Width = 640, Height = 320, Left = 56, Right = 24, Top = 48, Bottom = 48;
     private static readonly string[] Colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];

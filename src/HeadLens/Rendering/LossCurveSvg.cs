@@ -7,7 +7,7 @@ namespace HeadLens.Rendering;
 /// A loss curve as a small standalone SVG: training loss per step (a line), validation loss where it was measured
 /// (dots), gridlines with values on both axes, and the last values written out. Non-finite losses are left out.
 /// </summary>
-public static class LossCurveSvg
+internal static class LossCurveSvg
 {
     private const int Width = 640, Height = 340, Left = 56, Right = 24, Top = 40, Bottom = 48;
 

@@ -23,7 +23,7 @@ namespace HeadLens.Checkpoints.Onnx;
 /// size comes from the score scale (D = (√D)²). Channels, vocabulary, positions and token types are the embedding
 /// tables' shapes; the MLP width is the intermediate weight's; ε is the LayerNorm constant (one for the graph).
 /// </summary>
-public sealed class BertGraphMapper
+internal sealed class BertGraphMapper
 {
     // The Hugging Face BERT names, one table for the whole format. ONNX MatMul computes x·W with W stored [in, out];
     // Hugging Face (torch nn.Linear) stores [out, in]: every projection weight is transposed on the way out.

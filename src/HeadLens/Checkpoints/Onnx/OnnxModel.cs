@@ -11,7 +11,7 @@ namespace HeadLens.Checkpoints.Onnx;
 // generic InvalidProtocolBufferException.
 
 /// <summary>ONNX element types (TensorProto.DataType) that HeadLens reads.</summary>
-public enum OnnxDataType
+internal enum OnnxDataType
 {
     Undefined = 0,
     Float = 1,
@@ -25,7 +25,7 @@ public enum OnnxDataType
 }
 
 /// <summary>An initializer or constant (TensorProto): name, element type, dims, and its data as a slice of the file.</summary>
-public sealed class OnnxTensor
+internal sealed class OnnxTensor
 {
     private readonly byte[] file;
     private readonly int rawOffset;
@@ -162,10 +162,10 @@ public sealed class OnnxTensor
 }
 
 /// <summary>A node attribute (AttributeProto): the scalar, list and tensor kinds; subgraphs are not read.</summary>
-public sealed record OnnxAttr(string Name, float F, long I, string S, OnnxTensor? T, IReadOnlyList<float> Floats, IReadOnlyList<long> Ints);
+internal sealed record OnnxAttr(string Name, float F, long I, string S, OnnxTensor? T, IReadOnlyList<float> Floats, IReadOnlyList<long> Ints);
 
 /// <summary>One graph node (NodeProto).</summary>
-public sealed record OnnxNode(int Index, string Name, string OpType, string Domain, IReadOnlyList<string> Inputs,
+internal sealed record OnnxNode(int Index, string Name, string OpType, string Domain, IReadOnlyList<string> Inputs,
     IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, OnnxAttr> Attributes)
 {
     /// <summary>"graph.node[12] 'MatMul_5' (MatMul)": how errors name a node.</summary>
@@ -173,8 +173,8 @@ public sealed record OnnxNode(int Index, string Name, string OpType, string Doma
 }
 
 /// <summary>The graph (GraphProto): nodes in file order, initializers by name, input and output names.</summary>
-public sealed record OnnxGraph(string Name, IReadOnlyList<OnnxNode> Nodes, IReadOnlyDictionary<string, OnnxTensor> Initializers,
+internal sealed record OnnxGraph(string Name, IReadOnlyList<OnnxNode> Nodes, IReadOnlyDictionary<string, OnnxTensor> Initializers,
     IReadOnlyList<string> Inputs, IReadOnlyList<string> Outputs);
 
 /// <summary>A parsed ONNX model (ModelProto): the IR version, the default-domain opset, the producer and the graph.</summary>
-public sealed record OnnxModel(string Source, long IrVersion, long Opset, string ProducerName, OnnxGraph Graph);
+internal sealed record OnnxModel(string Source, long IrVersion, long Opset, string ProducerName, OnnxGraph Graph);

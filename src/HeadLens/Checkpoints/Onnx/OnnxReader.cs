@@ -6,7 +6,7 @@ namespace HeadLens.Checkpoints.Onnx;
 /// against its dims when it is read (<see cref="OnnxTensor.ToFloats"/>). External data (weights in a side file)
 /// is refused. Nothing is allocated beyond the file's size: every length is checked against the bytes left first.
 /// </summary>
-public static class OnnxReader
+internal static class OnnxReader
 {
     private const int MaxRank = 32;
 
