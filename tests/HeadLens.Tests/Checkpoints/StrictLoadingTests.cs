@@ -29,6 +29,7 @@ public sealed class StrictLoadingTests : IDisposable
     [InlineData("tiny-gpt2", "activation_function", "\"gelu\"", "activation_function 'gelu' is not implemented")]
     [InlineData("tiny-gpt2", "scale_attn_by_inverse_layer_idx", "true", "scale_attn_by_inverse_layer_idx")]
     [InlineData("tiny-gpt2", "n_layer", "1", "tensor 'transformer.h.1.")]
+    [InlineData("tiny-gpt2", "n_layer", "1000000", "missing tensor 'transformer.h.2.ln_1.weight'")]
     [InlineData("tiny-gpt2", "headlens_attention_only", "true", "tensor 'transformer.h.0.ln_2.bias' is not used")]
     [InlineData("tiny-gpt2", "layer_norm_epsilon", "-1000", "norm epsilon must be positive")]
     [InlineData("tiny-qwen2", "model_type", "\"llama\"", "self_attn.k_proj.bias' is not used")]
@@ -38,9 +39,14 @@ public sealed class StrictLoadingTests : IDisposable
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(copy, "config.json")))!.AsObject();
         config[key] = JsonNode.Parse(json);
         File.WriteAllText(Path.Combine(copy, "config.json"), config.ToJsonString());
+        // Refused before anything is allocated: a config claiming a million layers fails at the first missing tensor.
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var error = Assert.Throws<HeadLensException>(() => ModelFiles.Load(copy));
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', error.Message);
+        Assert.True(clock.Elapsed.TotalSeconds < 5, $"refusing took {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 64 << 20, "refusing allocated more than 64 MB");
     }
 
     [Fact]
@@ -97,6 +103,26 @@ public sealed class StrictLoadingTests : IDisposable
         var (llama3, _) = ModelFiles.Load(Path.Combine(Models, "tiny-llama3-rope"));
         var rope = llama3.Config.Rope;
         Assert.Equal((Embeddings.RopeScaling.Llama3, 8f, 1f, 4f, 64), (rope.Scaling, rope.ScalingFactor, rope.LowFrequencyFactor, rope.HighFrequencyFactor, rope.OriginalContext));
+    }
+
+    // The safetensors format requires the tensors to tile the data section exactly: a header that lies about its
+    // length (shifting every weight), gaps, trailing bytes and repeated names are all refused in one line.
+    [Theory]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12, "4 bytes after the last tensor")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "before tensor 'a' belong to no tensor")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "'a' appears twice")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[65536,65536,65536,65536],\"data_offsets\":[0,8]}}", 8, "overflows")]
+    public void SafeTensorsWhoseTensorsDoNotTileTheDataAreRefused(string header, int dataBytes, string expected)
+    {
+        string path = Path.Combine(directory, "bad.safetensors");
+        var json = System.Text.Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + json.Length + dataBytes];
+        BitConverter.GetBytes((long)json.Length).CopyTo(bytes, 0);
+        json.CopyTo(bytes, 8);
+        File.WriteAllBytes(path, bytes);
+        var error = Assert.Throws<HeadLensException>(() => SafeTensorsFile.Open(path).Dispose());
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', error.Message);
     }
 
     private string Copy(string model)
