@@ -18,12 +18,7 @@ public sealed class MiniLmEngineTests(ITestOutputHelper output)
     [Fact]
     public void HiddenStatesAndPatternsMatchOnnxRuntime()
     {
-        var tokenizer = MiniLm.Tokenizer;
-        var ids = Texts.Select(tokenizer.EncodeForModel).ToList();
-        var types = ids.Select(s => new int[s.Length]).ToList();
-        var (pairIds, pairTypes) = tokenizer.EncodePair("Where is it?", "It is here.");
-        ids.Add(pairIds);
-        types.Add(pairTypes);
+        var (ids, types) = MiniLm.Batch();
         var reference = MiniLm.Runtime.Run([.. ids], [.. types]);
         var model = MiniLm.Engine;
         int tokens = reference.Tokens, c = model.Config.Channels, heads = model.Config.Heads;

@@ -38,6 +38,17 @@ internal static class MiniLm
 
     public static byte[] Bytes => LazyBytes.Value;
 
+    /// <summary>The texts framed for the model (token type 0) and a sentence pair with token types 0 and 1.</summary>
+    public static (List<int[]> Ids, List<int[]> Types) Batch()
+    {
+        var ids = Texts.Select(Tokenizer.EncodeForModel).ToList();
+        var types = ids.Select(s => new int[s.Length]).ToList();
+        var (pairIds, pairTypes) = Tokenizer.EncodePair("Where is it?", "It is here.");
+        ids.Add(pairIds);
+        types.Add(pairTypes);
+        return (ids, types);
+    }
+
     /// <summary>HeadLens's own transformer with the mapped weights. Not thread-safe: tests that run it lock on it.</summary>
     public static HeadLens.Model.Transformer Engine => LazyEngine.Value;
 

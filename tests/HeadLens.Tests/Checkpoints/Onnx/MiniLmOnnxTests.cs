@@ -32,12 +32,7 @@ public sealed class MiniLmOnnxTests(ITestOutputHelper output)
     [Fact]
     public void OracleOnMappedWeightsMatchesOnnxRuntime()
     {
-        var tokenizer = MiniLm.Tokenizer;
-        var ids = Texts.Select(tokenizer.EncodeForModel).ToList();
-        var types = ids.Select(s => new int[s.Length]).ToList();
-        var (pairIds, pairTypes) = tokenizer.EncodePair("Where is it?", "It is here.");
-        ids.Add(pairIds);
-        types.Add(pairTypes);
+        var (ids, types) = MiniLm.Batch();
         var reference = MiniLm.Runtime.Run([.. ids], [.. types]);
         int tokens = reference.Tokens, channels = MiniLm.Model.Config.Channels, heads = MiniLm.Model.Config.Heads;
         Assert.True(ids.Select(s => s.Length).Distinct().Count() > 2, "the batch must need padding");
