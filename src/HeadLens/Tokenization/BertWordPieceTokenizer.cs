@@ -1,21 +1,42 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
-using Microsoft.ML.Tokenizers;
 
 namespace HeadLens.Tokenization;
 
 /// <summary>
-/// WordPiece for BERT-family encoders: Microsoft.ML.Tokenizers' <see cref="BertTokenizer"/>, set up as Hugging Face
-/// sets up an uncased model (<c>do_lower_case</c>: lower-case, then strip accents, so "naïvely" → "naively"; split on
-/// punctuation; each CJK character its own word; words over 100 characters → [UNK]). A well-kept library serves
-/// here as well as own code would, so HeadLens wraps it; the tests check it against an independent WordPiece.
+/// WordPiece for BERT-family encoders, written to give exactly the ids of Hugging Face's tokenizer for the model
+/// (BertNormalizer, BertPreTokenizer, WordPiece), checked against that library's output on 1,291 texts:
+///   1. special tokens written in the text ([CLS], [SEP], [UNK], [PAD], [MASK]) are kept whole;
+///   2. clean: drop NUL, U+FFFD and every "other" character (control, format, unassigned, private use) except
+///      tab/CR/LF; every white-space character becomes a space; each CJK ideograph becomes a word of its own;
+///   3. uncased models only: decompose (NFD), drop non-spacing marks ("naïve" → "naive", "한" → "ᄒ", "ᅡ", "ᆫ"), lower-case;
+///   4. words: split at spaces, and every punctuation character (ASCII punctuation, including $ + &lt; = &gt; ^ ` | ~,
+///      and Unicode P* categories) is a word of its own;
+///   5. each word: greedy longest match from the left, continuation pieces prefixed "##"; [UNK] for the whole word
+///      when some part cannot be matched or when it has over 100 characters.
+/// Own code rather than Microsoft.ML.Tokenizers' BertTokenizer, which differs from Hugging Face here: it drops emoji and
+/// ASCII symbols such as '$' (Hugging Face: [UNK] and a token), keeps "a_b" whole, keeps Hangul syllables whole,
+/// and glues words separated by a tab.
 /// <see cref="Encode"/> gives the text's tokens only (as <see cref="ITokenizer"/> requires); a model's input is
 /// <see cref="EncodeForModel"/> ([CLS] text [SEP]) or <see cref="EncodePair"/> ([CLS] a [SEP] b [SEP] with token types).
 /// </summary>
 public sealed class BertWordPieceTokenizer : ITokenizer
 {
     public const string VocabularyFile = "vocab.txt";
-    private readonly BertTokenizer tokenizer;
+
+    private const string ContinuationPrefix = "##";
+
+    // Hugging Face's max_input_chars_per_word: longer words are one [UNK].
+    private const int MaxWordCharacters = 100;
+
+    private static readonly string[] SpecialTokens = ["[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"];
+
     private readonly string[] vocabulary;
+
+    // Word-initial pieces, and continuation pieces keyed without their "##", both looked up by span.
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> initialPieces;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> continuationPieces;
 
     private BertWordPieceTokenizer(string[] vocabulary, bool lowerCase)
     {
@@ -28,18 +49,29 @@ public sealed class BertWordPieceTokenizer : ITokenizer
 
         this.vocabulary = vocabulary;
         LowerCase = lowerCase;
-        var text = new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', vocabulary) + "\n"));
-        tokenizer = BertTokenizer.Create(text, new BertOptions
+        var initial = new Dictionary<string, int>(StringComparer.Ordinal);
+        var continuation = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int id = 0; id < vocabulary.Length; id++)
         {
-            LowerCaseBeforeTokenization = lowerCase,
-            RemoveNonSpacingMarks = lowerCase, // Hugging Face strips accents exactly when it lower-cases (strip_accents=None)
-            ApplyBasicTokenization = true,
-            IndividuallyTokenizeCjk = true,
-            SplitOnSpecialTokens = true,
-        });
+            string token = vocabulary[id];
+            // A token listed twice keeps its first id, as Hugging Face's vocabulary reader does.
+            if (token.StartsWith(ContinuationPrefix, StringComparison.Ordinal) && token.Length > ContinuationPrefix.Length)
+            {
+                continuation.TryAdd(token[ContinuationPrefix.Length..], id);
+            }
+
+            initial.TryAdd(token, id);
+        }
+
+        initialPieces = initial.GetAlternateLookup<ReadOnlySpan<char>>();
+        continuationPieces = continuation.GetAlternateLookup<ReadOnlySpan<char>>();
+        ClsId = initial["[CLS]"];
+        SepId = initial["[SEP]"];
+        PadId = initial["[PAD]"];
+        UnknownId = initial["[UNK]"];
     }
 
-    /// <summary>Whether text is lower-cased and stripped of accents first (an uncased model).</summary>
+    /// <summary>Whether text is stripped of accents and lower-cased first (an uncased model).</summary>
     public bool LowerCase { get; }
 
     public int VocabSize => vocabulary.Length;
@@ -51,13 +83,13 @@ public sealed class BertWordPieceTokenizer : ITokenizer
 
     public int? EosId => null;
 
-    public int ClsId => tokenizer.ClassificationTokenId;
+    public int ClsId { get; }
 
-    public int SepId => tokenizer.SeparatorTokenId;
+    public int SepId { get; }
 
-    public int PadId => tokenizer.PaddingTokenId;
+    public int PadId { get; }
 
-    public int UnknownId => tokenizer.UnknownTokenId;
+    public int UnknownId { get; }
 
     /// <summary>Reads a vocab.txt (one token per line; the line number is the id).</summary>
     public static BertWordPieceTokenizer FromVocabulary(string path, bool lowerCase = true)
@@ -90,7 +122,7 @@ public sealed class BertWordPieceTokenizer : ITokenizer
             lines = lines[..^1];
         }
 
-        foreach (string special in new[] { "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]" })
+        foreach (string special in SpecialTokens)
         {
             if (!lines.Contains(special))
             {
@@ -102,33 +134,66 @@ public sealed class BertWordPieceTokenizer : ITokenizer
     }
 
     /// <summary>The text's WordPiece ids, without [CLS]/[SEP].</summary>
-    public int[] Encode(string text) => [.. tokenizer.EncodeToIds(Prepare(text), addSpecialTokens: false)];
+    public int[] Encode(string text)
+    {
+        var ids = new List<int>();
+        int start = 0;
+        while (NextSpecialToken(text, start) is var (at, token) && at >= 0)
+        {
+            EncodePlain(text.AsSpan(start, at - start), ids);
+            ids.Add(initialPieces[token]);
+            start = at + token.Length;
+        }
+
+        EncodePlain(text.AsSpan(start), ids);
+        return [.. ids];
+    }
 
     /// <summary>[CLS] text [SEP]: what a BERT model is fed for one text (its token types are all 0).</summary>
-    public int[] EncodeForModel(string text) => [.. tokenizer.EncodeToIds(Prepare(text), addSpecialTokens: true)];
+    public int[] EncodeForModel(string text) => [ClsId, .. Encode(text), SepId];
 
     /// <summary>[CLS] a [SEP] b [SEP] with token types 0 for [CLS] a [SEP] and 1 for b [SEP].</summary>
     public (int[] Ids, int[] TokenTypes) EncodePair(string first, string second)
     {
         int[] a = Encode(first), b = Encode(second);
-        return ([.. tokenizer.BuildInputsWithSpecialTokens(a, b)], [.. tokenizer.CreateTokenTypeIdsFromSequences(a, b)]);
+        int[] ids = [ClsId, .. a, SepId, .. b, SepId];
+        int[] types = [.. Enumerable.Repeat(0, a.Length + 2), .. Enumerable.Repeat(1, b.Length + 1)];
+        return (ids, types);
     }
 
-    /// <summary>The text the ids stand for: continuation pieces (##) joined to their word, special tokens kept.</summary>
+    /// <summary>
+    /// The text the ids stand for: tokens joined by spaces, continuation pieces (##) joined to their word, then
+    /// Hugging Face's clean-up of spaces before punctuation and contractions; special tokens kept.
+    /// </summary>
     public string Decode(ReadOnlySpan<int> ids)
     {
+        var text = new StringBuilder();
         foreach (int id in ids)
         {
-            CheckId(id);
+            string token = TokenText(id);
+            if (token.StartsWith(ContinuationPrefix, StringComparison.Ordinal) && token.Length > ContinuationPrefix.Length)
+            {
+                text.Append(token, ContinuationPrefix.Length, token.Length - ContinuationPrefix.Length);
+            }
+            else
+            {
+                text.Append(text.Length > 0 ? " " : "").Append(token);
+            }
         }
 
-        return tokenizer.Decode(ids.ToArray(), skipSpecialTokens: false);
+        return text.Replace(" .", ".").Replace(" ?", "?").Replace(" !", "!").Replace(" ,", ",").Replace(" ' ", "'")
+            .Replace(" n't", "n't").Replace(" 'm", "'m").Replace(" 's", "'s").Replace(" 've", "'ve").Replace(" 're", "'re")
+            .ToString();
     }
 
     /// <summary>The vocabulary entry, as the viewer shows it ("##ing" keeps its continuation mark).</summary>
     public string TokenText(int id)
     {
-        CheckId(id);
+        if ((uint)id >= (uint)vocabulary.Length)
+        {
+            throw new HeadLensException($"token id {id} is outside the vocabulary (0..{vocabulary.Length - 1})");
+        }
+
         return vocabulary[id];
     }
 
@@ -147,36 +212,161 @@ public sealed class BertWordPieceTokenizer : ITokenizer
     public void Save(string directory) =>
         File.WriteAllText(Path.Combine(directory, VocabularyFile), string.Join('\n', vocabulary) + "\n");
 
-    // Two differences from Hugging Face that the differential test found in BertTokenizer 2.0.1, fixed before it sees
-    // the text: (1) Hugging Face turns every whitespace character into a space; BertTokenizer drops tabs and newlines
-    // as control characters, gluing "a\tb" into one word "ab"; (2) an uncased model decomposes the text (NFD), which
-    // splits Hangul syllables into jamo ("한" → "ᄒ", "ᅡ", "ᆫ"); BertTokenizer only strips marks and gives [UNK].
-    private string Prepare(string text)
+    // The leftmost special token written in text at or after start (the longest when two begin at one place).
+    private static (int At, string Token) NextSpecialToken(string text, int start)
     {
-        if (LowerCase)
+        (int at, string token) best = (-1, "");
+        foreach (string special in SpecialTokens)
         {
-            text = text.Normalize(NormalizationForm.FormD);
-        }
-
-        if (!text.Any(c => c != ' ' && char.IsWhiteSpace(c)))
-        {
-            return text;
-        }
-
-        return string.Create(text.Length, text, (span, source) =>
-        {
-            for (int i = 0; i < span.Length; i++)
+            int at = text.IndexOf(special, start, StringComparison.Ordinal);
+            if (at >= 0 && (best.at < 0 || at < best.at || (at == best.at && special.Length > best.token.Length)))
             {
-                span[i] = char.IsWhiteSpace(source[i]) ? ' ' : source[i];
+                best = (at, special);
             }
-        });
+        }
+
+        return best;
     }
 
-    private void CheckId(int id)
+    // Steps 2–5 for text without special tokens.
+    private void EncodePlain(ReadOnlySpan<char> text, List<int> ids)
     {
-        if ((uint)id >= (uint)vocabulary.Length)
+        if (text.IsEmpty)
         {
-            throw new HeadLensException($"token id {id} is outside the vocabulary (0..{vocabulary.Length - 1})");
+            return;
+        }
+
+        string normalized = Normalize(text);
+        int wordStart = 0;
+        for (int i = 0; i < normalized.Length;)
+        {
+            Rune.DecodeFromUtf16(normalized.AsSpan(i), out var rune, out int width);
+            if (rune.Value == ' ' || IsPunctuation(rune))
+            {
+                AddWord(normalized.AsSpan(wordStart, i - wordStart), ids);
+                if (rune.Value != ' ')
+                {
+                    AddWord(normalized.AsSpan(i, width), ids);
+                }
+
+                wordStart = i + width;
+            }
+
+            i += width;
+        }
+
+        AddWord(normalized.AsSpan(wordStart), ids);
+    }
+
+    // Steps 2 and 3: cleaned text in which every word boundary that is not punctuation is a space.
+    private string Normalize(ReadOnlySpan<char> text)
+    {
+        var cleaned = new StringBuilder(text.Length + 8);
+        foreach (var rune in text.EnumerateRunes())
+        {
+            int cp = rune.Value;
+            if (cp is 0 or 0xFFFD || IsOther(rune))
+            {
+                continue;
+            }
+
+            if (Rune.IsWhiteSpace(rune))
+            {
+                cleaned.Append(' ');
+            }
+            else if (IsCjkIdeograph(cp))
+            {
+                cleaned.Append(' ').Append(rune.ToString()).Append(' ');
+            }
+            else
+            {
+                cleaned.Append(rune.ToString());
+            }
+        }
+
+        if (!LowerCase)
+        {
+            return cleaned.ToString();
+        }
+
+        string decomposed = cleaned.ToString().Normalize(NormalizationForm.FormD);
+        var result = new StringBuilder(decomposed.Length);
+        foreach (var rune in decomposed.EnumerateRunes())
+        {
+            if (Rune.GetUnicodeCategory(rune) != UnicodeCategory.NonSpacingMark)
+            {
+                // Per character, as Hugging Face lower-cases (no context: a final capital sigma becomes σ, not ς).
+                result.Append(Rune.ToLowerInvariant(rune).ToString());
+            }
+        }
+
+        return result.ToString();
+    }
+
+    // Step 5: one word's pieces, or one [UNK].
+    private void AddWord(ReadOnlySpan<char> word, List<int> ids)
+    {
+        if (word.IsEmpty)
+        {
+            return;
+        }
+
+        // Match boundaries fall between characters (code points), never inside a surrogate pair.
+        Span<int> boundaries = stackalloc int[MaxWordCharacters + 1];
+        int characters = 0;
+        for (int i = 0; i < word.Length; i += char.IsHighSurrogate(word[i]) && i + 1 < word.Length && char.IsLowSurrogate(word[i + 1]) ? 2 : 1)
+        {
+            if (characters == MaxWordCharacters)
+            {
+                ids.Add(UnknownId);
+                return;
+            }
+
+            boundaries[characters++] = i;
+        }
+
+        boundaries[characters] = word.Length;
+        int mark = ids.Count;
+        for (int start = 0; start < characters;)
+        {
+            int end = characters;
+            int id = -1;
+            for (; end > start; end--)
+            {
+                var piece = word[boundaries[start]..boundaries[end]];
+                if ((start == 0 ? initialPieces : continuationPieces).TryGetValue(piece, out id))
+                {
+                    break;
+                }
+            }
+
+            if (end == start)
+            {
+                CollectionsMarshal.SetCount(ids, mark);
+                ids.Add(UnknownId);
+                return;
+            }
+
+            ids.Add(id);
+            start = end;
         }
     }
+
+    // Unicode's "other" categories: control, format, surrogate, private use, unassigned — except tab, CR and LF.
+    private static bool IsOther(Rune rune) => rune.Value is not ('\t' or '\n' or '\r')
+        && Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate
+            or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned;
+
+    // ASCII punctuation (symbols such as $, +, ^ and ` included) and every Unicode punctuation category.
+    private static bool IsPunctuation(Rune rune) =>
+        rune.Value is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126
+        || Rune.GetUnicodeCategory(rune) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation
+            or UnicodeCategory.OpenPunctuation or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation
+            or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+
+    // The CJK Unified Ideographs blocks (and their extensions and compatibility forms) that BERT splits per character;
+    // kana and Hangul are not among them.
+    private static bool IsCjkIdeograph(int cp) =>
+        cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF or >= 0x2A700 and <= 0x2B73F
+            or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF or >= 0x2F800 and <= 0x2FA1F;
 }
