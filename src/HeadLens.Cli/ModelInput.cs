@@ -81,4 +81,18 @@ internal static class ModelInput
 
         return ids;
     }
+
+    // Packed copies of the layers' matrices pay off where a model runs many passes (the viewer, experiments, benchmarks)
+    // and cost a copy of those matrices; above this size the copy is not worth the memory.
+    private const long MaxPackedBytes = 1L << 30;
+
+    /// <summary>Packs the model's matrices for repeated inference (<see cref="Transformer.PackForInference"/>) when the copy is at most 1 GiB.</summary>
+    public static void PackForRepeatedInference(Transformer model)
+    {
+        var (_, attention, mlp, _, _) = model.Config.ParameterCounts();
+        if ((attention + mlp) * sizeof(float) <= MaxPackedBytes)
+        {
+            model.PackForInference();
+        }
+    }
 }

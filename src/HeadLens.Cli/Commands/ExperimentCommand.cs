@@ -109,6 +109,7 @@ internal sealed class ExperimentCommand : ICommand
     {
         var (model, tokenizer, path) = ModelInput.LoadModel(args.WithDefault("model", Models.MiniLmResources.Name));
         args.RejectUnknown();
+        ModelInput.PackForRepeatedInference(model);
         if (tokenizer is not Tokenization.BertWordPieceTokenizer wordPiece || model.Config.Attention != Attention.MaskKind.Bidirectional)
         {
             throw new HeadLensException($"experiment real-heads: {path} is not a BERT-family encoder with a WordPiece vocabulary (try --model minilm)");

@@ -33,6 +33,7 @@ internal sealed class ServeCommand : ICommand
         else
         {
             var (model, tokenizer, path) = ModelInput.LoadModel(args);
+            ModelInput.PackForRepeatedInference(model);
             source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
         }
 

@@ -94,6 +94,9 @@ public static partial class Gemm
         bool transposeA, bool transposeB, int m, int n, int k,
         float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)
     {
+        /// <summary>op(B) already packed over its whole depth (Gemm.Pack), or null: pack per depth block.</summary>
+        public float* PackedB { get; init; }
+
         /// <summary>Computes part <paramref name="part"/> of <paramref name="parts"/>: a range of columns (or rows).</summary>
         public void Run(int part, int parts)
         {
@@ -154,7 +157,11 @@ public static partial class Gemm
                     {
                         int kc = Math.Min(DepthBlock, k - pc);
                         bool add = accumulate || pc > 0;
-                        PackB(pc, kc, jc, nc, nr, bPack);
+                        if (PackedB == null)
+                        {
+                            PackB(pc, kc, jc, nc, nr, bPack);
+                        }
+
                         for (int ic = rowStart; ic < rowStart + rows; ic += RowBlock)
                         {
                             int mc = Math.Min(RowBlock, rowStart + rows - ic);
@@ -162,7 +169,7 @@ public static partial class Gemm
                             for (int jr = 0; jr < nc; jr += nr)
                             {
                                 int nValid = Math.Min(nr, nc - jr);
-                                float* bPanel = bPack + jr * kc;
+                                float* bPanel = PackedB == null ? bPack + jr * kc : PackedB + ((long)(jc + jr) * k) + ((long)pc * nr);
                                 for (int ir = 0; ir < mc; ir += mr)
                                 {
                                     int mValid = Math.Min(mr, mc - ir);

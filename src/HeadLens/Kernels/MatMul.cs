@@ -33,6 +33,21 @@ public static class MatMul
         AddBias(bias, m, n, y);
     }
 
+    /// <summary>The forward product with W packed once by Gemm.Pack (inference): y[M,N] = x[M,K] · Wᵀ + b.</summary>
+    public static void Forward(ReadOnlySpan<float> x, PackedWeights weight, ReadOnlySpan<float> bias, int m, Span<float> y)
+    {
+        int n = weight.Rows, k = weight.Columns;
+        if (m <= MatrixVectorRows)
+        {
+            // Dot products over W's rows read it once, packed or not; the panels would only add a copy's traffic.
+            Forward(x, weight.Source.Span, bias, m, n, k, y);
+            return;
+        }
+
+        Gemm.MultiplyPacked(m, x, k, weight, y, n, accumulate: false);
+        AddBias(bias, m, n, y);
+    }
+
     // y[i, j] = x[i, :]·W[j, :] for a few rows i; output features split between the cores when W is large
     // (decoding streams every weight once per token: memory-bound, so both cores' bandwidth helps).
     private static unsafe void MatrixVector(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int m, int n, int k, Span<float> y)
@@ -69,7 +84,7 @@ public static class MatMul
         }
     }
 
-    /// <summary>Backward of <see cref="Forward"/>; pass an empty span to skip a gradient.</summary>
+    /// <summary>Backward of the unpacked forward; pass an empty span to skip a gradient.</summary>
     public static void Backward(
         ReadOnlySpan<float> yGrad, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int m, int n, int k,
         Span<float> xGrad, Span<float> weightGrad, Span<float> biasGrad)

@@ -138,9 +138,10 @@ public sealed partial class Transformer
         var q = a.Query;
         var k = a.Key;
         var v = a.Value;
-        MatMul.Forward(input, w.Query.Span, Bias(w.QueryBias), n, qRow, c, q);
-        MatMul.Forward(input, w.Key.Span, Bias(w.KeyBias), n, kvRow, c, k);
-        MatMul.Forward(input, w.Value.Span, Bias(w.ValueBias), n, kvRow, c, v);
+        var packed = PackedLayer(l);
+        Project(input, w.Query, packed?.Query, Bias(w.QueryBias), n, q);
+        Project(input, w.Key, packed?.Key, Bias(w.KeyBias), n, k);
+        Project(input, w.Value, packed?.Value, Bias(w.ValueBias), n, v);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -212,7 +213,7 @@ public sealed partial class Transformer
         }
         else
         {
-            MatMul.Forward(a.Heads, w.Output.Span, Bias(w.OutputBias), n, c, qRow, a.Middle);
+            Project(a.Heads, w.Output, PackedLayer(l)?.Output, Bias(w.OutputBias), n, a.Middle);
         }
     }
 
@@ -275,12 +276,13 @@ public sealed partial class Transformer
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        MatMul.Forward(input, w.Up!.Span, Bias(w.UpBias), n, f, c, up);
+        var packed = PackedLayer(l);
+        Project(input, w.Up!, packed?.Up, Bias(w.UpBias), n, up);
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
                 var gate = a.Gate[..(n * f)];
-                MatMul.Forward(input, w.Gate!.Span, [], n, f, c, gate);
+                Project(input, w.Gate!, packed?.Gate, [], n, gate);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;
@@ -297,7 +299,7 @@ public sealed partial class Transformer
         }
 
         hooks?.Point(HookNames.MlpPost(l), hidden, n, f);
-        MatMul.Forward(hidden, w.Down!.Span, Bias(w.DownBias), n, c, f, output);
+        Project(hidden, w.Down!, packed?.Down, Bias(w.DownBias), n, output);
     }
 
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.

@@ -97,6 +97,11 @@ public sealed partial class Transformer
             throw new HeadLensException("the training forward needs an output head; this model ends at its hidden states (use Infer)");
         }
 
+        if (IsPackedForInference)
+        {
+            throw new HeadLensException("this model's weights are packed for inference; training changes them, so it needs a model that was not packed");
+        }
+
         if (!targets.IsEmpty && targets.Length != ids.Length)
         {
             throw new ArgumentException($"expected {batch}×{tokens} targets");

@@ -1,0 +1,101 @@
+using System.Runtime.Intrinsics;
+
+namespace HeadLens.Kernels;
+
+// Weights packed once for inference. The fast product packs op(B) into column panels on every call because in
+// training the weights change every step; in inference they never change, and for the few rows of a short text
+// that packing (a transpose of the whole weight matrix) costs more than the product itself. Packing it once keeps
+// the per-call cost to the rows of x.
+//   y[M,N] = x[M,K] · W[N,K]ᵀ    with W packed as op(B) = Wᵀ
+// Layout: panel q holds columns q·NR .. q·NR+NR−1 of op(B) (rows of W) over the whole depth K: row p of the panel is
+// NR consecutive floats, W[q·NR + j, p] (zero past N). Any depth block pc of the product is then the contiguous
+// slab starting at row pc of each panel, so the blocking of Gemm.Fast needs no change.
+public static partial class Gemm
+{
+    /// <summary>
+    /// W [N, K] packed into the register tile's panels, for <see cref="MultiplyPacked"/>; null where the fast
+    /// product does not run (no vector unit), so callers keep the unpacked path.
+    /// </summary>
+    public static unsafe PackedWeights? Pack(ReadOnlyMemory<float> weight, int n, int k)
+    {
+        if (n <= 0 || k <= 0 || weight.Length < (long)n * k)
+        {
+            throw new ArgumentException($"gemm: cannot pack a weight of {weight.Length} floats as [{n}, {k}]");
+        }
+
+        if (!Vector512.IsHardwareAccelerated && !Vector256.IsHardwareAccelerated)
+        {
+            return null;
+        }
+
+        int nr = TileShape.Current.Columns;
+        int panels = (n + nr - 1) / nr;
+        var packed = GC.AllocateUninitializedArray<float>(checked(panels * k * nr), pinned: true);
+        fixed (float* source = weight.Span)
+        fixed (float* target = packed)
+        {
+            for (int q = 0; q < panels; q++)
+            {
+                TransposeInto(source + ((long)q * nr * k), k, Math.Min(nr, n - (q * nr)), k, target + ((long)q * k * nr), nr);
+            }
+        }
+
+        return new PackedWeights(weight, packed, n, k);
+    }
+
+    /// <summary>C[M,N] (+)= A[M,K] · Wᵀ with W packed by <see cref="Pack"/>: the fast product without packing B.</summary>
+    public static unsafe void MultiplyPacked(
+        int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate, int threads = 0)
+    {
+        int n = weight.Rows, k = weight.Columns;
+        var source = weight.Source.Span;
+        CheckArguments(false, true, m, n, k, a, lda, source, k, c, ldc);
+        long work = (long)m * n * k;
+        if (m == 0 || work < SmallProduct)
+        {
+            MultiplyFast(false, true, m, n, k, a, lda, source, k, c, ldc, accumulate, threads);
+            return;
+        }
+
+        int threadCount = threads > 0 ? threads : ComputeThreads.Count;
+        threadCount = (int)Math.Clamp(Math.Min(threadCount, work / WorkPerThread), 1, 64);
+        fixed (float* aPointer = a)
+        fixed (float* bPointer = source)
+        fixed (float* cPointer = c)
+        fixed (float* panels = weight.Panels)
+        {
+            var job = new Job(false, true, m, n, k, aPointer, lda, bPointer, k, cPointer, ldc, accumulate) { PackedB = panels };
+            if (threadCount == 1)
+            {
+                job.Run(0, 1);
+                return;
+            }
+
+            ComputeThreads.Run(threadCount, threadCount, part => job.Run(part, threadCount));
+        }
+    }
+}
+
+/// <summary>A weight matrix W [N, K] (<see cref="Rows"/> × <see cref="Columns"/>) packed for <see cref="Gemm.MultiplyPacked"/>.</summary>
+public sealed class PackedWeights
+{
+    internal PackedWeights(ReadOnlyMemory<float> source, float[] panels, int rows, int columns)
+    {
+        Source = source;
+        Panels = panels;
+        Rows = rows;
+        Columns = columns;
+    }
+
+    /// <summary>The weight as given (for products too small or too short to use the panels).</summary>
+    public ReadOnlyMemory<float> Source { get; }
+
+    public int Rows { get; }
+
+    public int Columns { get; }
+
+    /// <summary>Bytes the panels occupy (a copy of the weight, padded to whole panels).</summary>
+    public long Bytes => (long)Panels.Length * sizeof(float);
+
+    internal float[] Panels { get; }
+}
