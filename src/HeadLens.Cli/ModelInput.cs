@@ -95,4 +95,25 @@ internal static class ModelInput
             model.PackForInference();
         }
     }
+
+    /// <summary>
+    /// `--dtype fp32|bf16` (default fp32): with bf16, decoding reads bfloat16 copies of the weights
+    /// (<see cref="Transformer.UseBf16ForDecoding"/>), about twice as fast; returns the dtype named.
+    /// </summary>
+    public static string ApplyDecodingDtype(CommandArgs args, Transformer model)
+    {
+        string dtype = args.Get("dtype") ?? "fp32";
+        switch (dtype)
+        {
+            case "fp32":
+                break;
+            case "bf16":
+                model.UseBf16ForDecoding();
+                break;
+            default:
+                throw new UsageException($"{args.Command}: --dtype must be fp32 or bf16, not '{dtype}'");
+        }
+
+        return dtype;
+    }
 }

@@ -7,11 +7,12 @@ internal sealed class GenerateCommand : ICommand
 {
     public string Name => "generate";
 
-    public string Usage => "generate --model MODEL [--tokenizer FILE] (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]";
+    public string Usage => "generate --model MODEL [--tokenizer FILE] (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--dtype fp32|bf16] [--json]";
 
     public int Run(CommandArgs args)
     {
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
+        ModelInput.ApplyDecodingDtype(args, model);
         int[] prompt = ModelInput.ReadIds(args, model, tokenizer, "prompt");
         int maxTokens = args.GetInt("max-tokens", 100, 0, 1_000_000);
         var settings = new SamplingSettings

@@ -13,7 +13,7 @@ internal sealed class ServeCommand : ICommand
 {
     public string Name => "serve";
 
-    public string Usage => "serve    [--model MODEL] [--port N] [--host H] [--max-tokens N] [--synthetic LAYERSxHEADS]";
+    public string Usage => "serve    [--model MODEL] [--port N] [--host H] [--max-tokens N] [--synthetic LAYERSxHEADS] [--dtype fp32|bf16]";
 
     public int Run(CommandArgs args)
     {
@@ -34,6 +34,7 @@ internal sealed class ServeCommand : ICommand
         {
             var (model, tokenizer, path) = ModelInput.LoadModel(args);
             ModelInput.PackForRepeatedInference(model);
+            ModelInput.ApplyDecodingDtype(args, model);
             source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
         }
 

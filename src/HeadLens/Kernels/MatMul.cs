@@ -12,7 +12,7 @@ namespace HeadLens.Kernels;
 public static class MatMul
 {
     // Up to this many rows, y = x·Wᵀ is computed as dot products: each row of W is read once for all rows of x.
-    private const int MatrixVectorRows = 4;
+    internal const int MatrixVectorRows = 4;
 
     public static void Forward(
         ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, int m, int n, int k, Span<float> y)

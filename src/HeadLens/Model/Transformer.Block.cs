@@ -116,7 +116,7 @@ public sealed partial class Transformer
             hooks?.Point(HookNames.MlpNormalized(l), a.MlpNormed, n, c);
         }
 
-        Mlp(l, w, a, pre ? a.MlpNormed : a.Middle, n, output, hooks);
+        Mlp(l, w, a, pre ? a.MlpNormed : a.Middle, pass, output);
         hooks?.Point(HookNames.MlpOut(l), output, n, c);
         Residual.Forward(a.Middle, output, output);
         if (!pre)
@@ -138,10 +138,11 @@ public sealed partial class Transformer
         var q = a.Query;
         var k = a.Key;
         var v = a.Value;
-        var packed = PackedLayer(l);
-        Project(input, w.Query, packed?.Query, Bias(w.QueryBias), n, q);
-        Project(input, w.Key, packed?.Key, Bias(w.KeyBias), n, k);
-        Project(input, w.Value, packed?.Value, Bias(w.ValueBias), n, v);
+        var packed = InferenceLayer(l);
+        bool decoding = pass.Cache is not null;
+        Project(input, w.Query, packed?.Query, Bias(w.QueryBias), n, q, decoding);
+        Project(input, w.Key, packed?.Key, Bias(w.KeyBias), n, k, decoding);
+        Project(input, w.Value, packed?.Value, Bias(w.ValueBias), n, v, decoding);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -213,7 +214,7 @@ public sealed partial class Transformer
         }
         else
         {
-            Project(a.Heads, w.Output, PackedLayer(l)?.Output, Bias(w.OutputBias), n, a.Middle);
+            Project(a.Heads, w.Output, packed?.Output, Bias(w.OutputBias), n, a.Middle, decoding);
         }
     }
 
@@ -271,18 +272,21 @@ public sealed partial class Transformer
     }
 
     // output [N, C] = down(act(...)) — GELU: act = gelu(up(x)); SwiGLU: act = silu(gate(x))·up(x).
-    private void Mlp(int l, LayerWeights w, LayerActivations a, ReadOnlySpan<float> input, int n, Span<float> output, HookContext? hooks)
+    private void Mlp(int l, LayerWeights w, LayerActivations a, ReadOnlySpan<float> input, Pass pass, Span<float> output)
     {
+        int n = pass.Rows;
+        var hooks = pass.Hooks;
+        bool decoding = pass.Cache is not null;
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        var packed = PackedLayer(l);
-        Project(input, w.Up!, packed?.Up, Bias(w.UpBias), n, up);
+        var packed = InferenceLayer(l);
+        Project(input, w.Up!, packed?.Up, Bias(w.UpBias), n, up, decoding);
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
                 var gate = a.Gate[..(n * f)];
-                Project(input, w.Gate!, packed?.Gate, [], n, gate);
+                Project(input, w.Gate!, packed?.Gate, [], n, gate, decoding);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;
@@ -299,7 +303,7 @@ public sealed partial class Transformer
         }
 
         hooks?.Point(HookNames.MlpPost(l), hidden, n, f);
-        Project(hidden, w.Down!, packed?.Down, Bias(w.DownBias), n, output);
+        Project(hidden, w.Down!, packed?.Down, Bias(w.DownBias), n, output, decoding);
     }
 
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.

@@ -245,7 +245,7 @@ public sealed partial class Transformer
         var last = x.Slice((t - 1) * c, c);
         var lastNormed = buffers.FinalNormed[..c];
         FinalNorm(last, 1, lastNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
-        MatMul.Forward(lastNormed, Parameters.OutputHead.Span, [], 1, Config.VocabSize, c, lastLogits);
+        Project(lastNormed, Parameters.OutputHead, inferenceHead, [], 1, lastLogits, decoding: true);
     }
 
     private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks,

@@ -48,7 +48,8 @@ internal sealed class TrainBenchmark : IBenchmark
 
 /// <summary>
 /// `headlens bench generate`: greedy decoding of a randomly initialised preset (default gpt2) with the KV cache,
-/// batch 1, a 16-token prompt and 64 new tokens — the shape of baselines.py's generate_kvcache.
+/// batch 1, a 16-token prompt and 64 new tokens — the shape of baselines.py's generate_kvcache. With `--dtype bf16`
+/// the same model decodes in fp32 and then from bfloat16 weights, in the same run, for the ratio.
 /// </summary>
 internal sealed class GenerateBenchmark : IBenchmark
 {
@@ -58,21 +59,46 @@ internal sealed class GenerateBenchmark : IBenchmark
     {
         string preset = args.Get("preset") ?? "gpt2";
         int promptLength = args.GetInt("prompt", 16, 1, 1 << 16), newTokens = args.GetInt("new-tokens", 64, 1, 1 << 16);
+        string dtype = args.Get("dtype") ?? "fp32";
+        if (dtype is not ("fp32" or "bf16"))
+        {
+            throw new UsageException($"bench generate: --dtype must be fp32 or bf16, not '{dtype}'");
+        }
+
         var config = ModelPresets.Get(preset);
         long before = GC.GetTotalMemory(forceFullCollection: true);
         var model = Transformer.Create(config, seed: 1);
         var random = new Random(3);
         int[] prompt = Enumerable.Range(0, promptLength).Select(_ => random.Next(config.VocabSize)).ToArray();
         var greedy = new Sampler(new SamplingSettings { Temperature = 0f });
-        int produced = 0;
-        void Generate() => produced = Generator.Generate(model, prompt, newTokens, greedy).Count();
-        Generate();
-        double ms = Timing.MedianMilliseconds(Generate, warmup: 0, iterations: 3, maxSeconds: 60);
-        long peak = GC.GetTotalMemory(forceFullCollection: false) - before;
-        double tokensPerSecond = produced / (ms / 1000);
-        progress.WriteLine($"generate {preset} prompt {promptLength} + {produced} new tokens: {tokensPerSecond:F1} tokens/s, {peak / 1e6:F0} MB");
-        return [new BenchResult(
-            new Dictionary<string, object> { ["preset"] = preset, ["prompt"] = promptLength, ["new_tokens"] = newTokens },
-            new Dictionary<string, double> { ["tokens_per_s"] = tokensPerSecond, ["median_ms"] = ms, ["peak_bytes"] = peak })];
+        var results = new List<BenchResult>();
+        double fp32TokensPerSecond = 0;
+        foreach (string pass in dtype == "bf16" ? new[] { "fp32", "bf16" } : ["fp32"])
+        {
+            if (pass == "bf16")
+            {
+                model.UseBf16ForDecoding();
+            }
+
+            int produced = 0;
+            void Generate() => produced = Generator.Generate(model, prompt, newTokens, greedy).Count();
+            Generate();
+            double ms = Timing.MedianMilliseconds(Generate, warmup: 0, iterations: 3, maxSeconds: 60);
+            long peak = GC.GetTotalMemory(forceFullCollection: false) - before;
+            double tokensPerSecond = produced / (ms / 1000);
+            string ratio = pass == "bf16" ? $" — {tokensPerSecond / fp32TokensPerSecond:F2}× fp32" : "";
+            progress.WriteLine($"generate {preset} ({pass}) prompt {promptLength} + {produced} new tokens: {tokensPerSecond:F1} tokens/s, {peak / 1e6:F0} MB{ratio}");
+            fp32TokensPerSecond = pass == "fp32" ? tokensPerSecond : fp32TokensPerSecond;
+            var resultConfig = new Dictionary<string, object> { ["preset"] = preset, ["prompt"] = promptLength, ["new_tokens"] = newTokens };
+            if (dtype == "bf16")
+            {
+                resultConfig["dtype"] = pass;
+            }
+
+            results.Add(new BenchResult(resultConfig,
+                new Dictionary<string, double> { ["tokens_per_s"] = tokensPerSecond, ["median_ms"] = ms, ["peak_bytes"] = peak }));
+        }
+
+        return results;
     }
 }
