@@ -172,15 +172,18 @@ public static partial class ScaledDotProductAttention
             {
                 float* vb = kt + (long)keyTiles * blockKeys;
                 new Span<float>(kt, keyTiles * (blockKeys + blockValues)).Clear();
+                for (int tile = 0; tile < keyTiles; tile++)
+                {
+                    // Keys 64t.. as rows of Dqk (H·Dqk apart) → the block's columns; the scale is folded into them once.
+                    int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
+                    float* block = kt + (long)tile * blockKeys;
+                    Gemm.TransposeInto(k + ((long)j0 * kvHeads + g) * dqk, kvHeads * dqk, keys, dqk, block, KeyTile);
+                    var scaled = new Span<float>(block, blockKeys);
+                    TensorPrimitives.Multiply(scaled, scale, scaled);
+                }
+
                 for (int j = 0; j < keyLength; j++)
                 {
-                    float* kj = k + ((long)j * kvHeads + g) * dqk;
-                    float* block = kt + (long)(j / KeyTile) * blockKeys + (j % KeyTile);
-                    for (int d = 0; d < dqk; d++)
-                    {
-                        block[d * KeyTile] = scale * kj[d]; // the scale is folded into the keys once
-                    }
-
                     new ReadOnlySpan<float>(v + ((long)j * kvHeads + g) * dv, dv).CopyTo(new Span<float>(vb + (long)j * dv, dv));
                 }
 
@@ -380,6 +383,8 @@ public static partial class ScaledDotProductAttention
             bool fullyVisible = !options.NeedsElementMask
                 && (options.Mask == MaskKind.Bidirectional || lastKey <= firstQuery)
                 && (options.Window == 0 || (Math.Max(lastQuery - j0, lastKey - firstQuery) < options.Window));
+            // Without padding, sparsity, ALiBi or sinks beside a window, a query's visible keys are one range of positions.
+            bool contiguous = !options.NeedsElementMask && options.AlibiSlopes is null && (options.Window == 0 || options.Sinks == 0);
             for (int i = 0; i < rows; i++)
             {
                 var row = s.Slice(i * KeyTile, cols);
@@ -399,6 +404,15 @@ public static partial class ScaledDotProductAttention
                     continue;
                 }
 
+                if (contiguous)
+                {
+                    // Visible keys form one range per query: hide the columns on either side of it.
+                    var (first, end) = VisibleColumns(queryPosition, j0, cols);
+                    row[..first].Fill(float.NegativeInfinity);
+                    row[end..].Fill(float.NegativeInfinity);
+                    continue;
+                }
+
                 for (int j = 0; j < cols; j++)
                 {
                     row[j] = options.IsVisible(queryPosition, j0 + j)
@@ -406,6 +420,17 @@ public static partial class ScaledDotProductAttention
                         : float.NegativeInfinity;
                 }
             }
+        }
+
+        // Columns [first, end) of the key tile j0 .. j0+cols−1 that the query at queryPosition sees, when what it sees is
+        // one range of positions: causal keys up to the query, within the window on either side (IsVisible's rules).
+        private (int First, int End) VisibleColumns(int queryPosition, int j0, int cols)
+        {
+            long first = options.Window > 0 ? (long)queryPosition - options.Window + 1 - j0 : 0;
+            long end = options.Mask == MaskKind.Causal ? (long)queryPosition + 1 - j0
+                : options.Window > 0 ? (long)queryPosition + options.Window - j0 : cols;
+            int firstColumn = (int)Math.Clamp(first, 0, cols);
+            return (firstColumn, (int)Math.Clamp(end, firstColumn, cols));
         }
 
         // The key ranges a query tile must visit: the sinks [0, SinkEnd) and the positional range [First, End), its

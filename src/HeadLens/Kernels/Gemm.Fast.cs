@@ -293,7 +293,7 @@ public static partial class Gemm
     // prefetcher follows); a 4×4 transpose inside each 128-bit lane turns four row vectors into columns of four,
     // stored 16 bytes at a time: about a fifth of the instructions of a scalar copy.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void TransposeInto(float* source, int stride, int lines, int length, float* target, int width)
+    internal static unsafe void TransposeInto(float* source, int stride, int lines, int length, float* target, int width)
     {
         int line = 0;
         for (; line + 4 <= lines; line += 4)

@@ -28,6 +28,10 @@ public class ScaledDotProductAttentionTests
         ["panel-gqa-window-sinks"] = (new AttentionOptions(4, 2, 64, 64) { Window = 70, Sinks = 3 }, 200, 200, 0),
         ["panel-cross"] = (new AttentionOptions(2, 2, 32, 64) { Mask = MaskKind.Bidirectional }, 70, 131, 0),
         ["bidirectional-window"] = (new AttentionOptions(2, 2, 8, 8) { Mask = MaskKind.Bidirectional, Window = 10 }, 90, 90, 0),
+        // Masks whose visible keys are one range per query (hidden columns filled per row, not checked per key).
+        ["panel-window"] = (new AttentionOptions(2, 2, 64, 64) { Window = 70 }, 200, 200, 0),
+        ["panel-bidirectional-window"] = (new AttentionOptions(2, 2, 64, 64) { Mask = MaskKind.Bidirectional, Window = 50 }, 150, 150, 0),
+        ["panel-offset"] = (new AttentionOptions(2, 2, 64, 64), 70, 190, 120),
     };
 
     // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
