@@ -7,7 +7,8 @@ namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
 /// `headlens bench train`: one full training step (forward, backward, AdamW) of a randomly initialised preset
-/// (default gpt2, 124M) at batch 4 × context 64 — the shape of ../shared/peers/baselines.py --sections gpt.
+/// (default gpt2, 124M) at batch 4 × context 64 and 256 — the shapes of ../shared/peers/baselines.py --sections gpt
+/// (`--gpt-ctx 64,256`). `--context 64` (or a comma list) chooses the lengths.
 /// </summary>
 internal sealed class TrainBenchmark : IBenchmark
 {
@@ -16,33 +17,41 @@ internal sealed class TrainBenchmark : IBenchmark
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string preset = args.Get("preset") ?? "gpt2";
-        int batch = args.GetInt("batch", 4, 1, 1024), context = args.GetInt("context", 64, 1, 1 << 16);
+        int batch = args.GetInt("batch", 4, 1, 1024);
+        int[] contexts = (args.Get("context") ?? "64,256").Split(',').Select(text =>
+            int.TryParse(text, out int t) && t is > 0 and <= 1 << 16 ? t : throw new UsageException($"bench train: --context expects lengths from 1 to 65536, got '{text}'")).ToArray();
         var config = ModelPresets.Get(preset);
         long before = GC.GetTotalMemory(forceFullCollection: true);
         var model = Transformer.Create(config, seed: 1);
         var optimizer = new AdamWOptimizer(model, new AdamWSettings(3e-4f, WeightDecay: 0.1f));
-        var random = new Random(2);
-        int[] ids = Enumerable.Range(0, batch * context).Select(_ => random.Next(config.VocabSize)).ToArray();
-        int[] targets = Enumerable.Range(0, batch * context).Select(_ => random.Next(config.VocabSize)).ToArray();
-        void Step()
+        var results = new List<BenchResult>();
+        foreach (int context in contexts)
         {
-            model.ZeroGradients();
-            model.Forward(ids, targets, batch, context);
-            model.Backward();
-            optimizer.Step(3e-4f);
+            var random = new Random(2);
+            int[] ids = Enumerable.Range(0, batch * context).Select(_ => random.Next(config.VocabSize)).ToArray();
+            int[] targets = Enumerable.Range(0, batch * context).Select(_ => random.Next(config.VocabSize)).ToArray();
+            void Step()
+            {
+                model.ZeroGradients();
+                model.Forward(ids, targets, batch, context);
+                model.Backward();
+                optimizer.Step(3e-4f);
+            }
+
+            double ms = Timing.MedianMilliseconds(Step, warmup: 2, iterations: 7, maxSeconds: 40);
+            long peak = GC.GetTotalMemory(forceFullCollection: false) - before;
+            // Where a step goes (medians of the parts, measured separately after the whole-step timing).
+            double forward = Timing.MedianMilliseconds(() => model.Forward(ids, targets, batch, context), 0, 3);
+            double backward = Timing.MedianMilliseconds(() => { model.ZeroGradients(); model.Backward(); }, 0, 3);
+            double update = Timing.MedianMilliseconds(() => optimizer.Step(3e-4f), 0, 3);
+            progress.WriteLine($"  forward {forward:F0} ms, zero + backward {backward:F0} ms, AdamW {update:F0} ms");
+            progress.WriteLine($"train {preset} batch {batch} context {context}: {ms:F0} ms/step, {batch * context / (ms / 1000):F0} tokens/s, {peak / 1e6:F0} MB");
+            results.Add(new BenchResult(
+                new Dictionary<string, object> { ["preset"] = preset, ["batch"] = batch, ["context"] = context },
+                new Dictionary<string, double> { ["median_ms"] = ms, ["tokens_per_s"] = batch * context / (ms / 1000), ["peak_bytes"] = peak }));
         }
 
-        double ms = Timing.MedianMilliseconds(Step, warmup: 2, iterations: 7, maxSeconds: 40);
-        long peak = GC.GetTotalMemory(forceFullCollection: false) - before;
-        // Where a step goes (medians of the parts, measured separately after the whole-step timing).
-        double forward = Timing.MedianMilliseconds(() => model.Forward(ids, targets, batch, context), 0, 3);
-        double backward = Timing.MedianMilliseconds(() => { model.ZeroGradients(); model.Backward(); }, 0, 3);
-        double update = Timing.MedianMilliseconds(() => optimizer.Step(3e-4f), 0, 3);
-        progress.WriteLine($"  forward {forward:F0} ms, zero + backward {backward:F0} ms, AdamW {update:F0} ms");
-        progress.WriteLine($"train {preset} batch {batch} context {context}: {ms:F0} ms/step, {batch * context / (ms / 1000):F0} tokens/s, {peak / 1e6:F0} MB");
-        return [new BenchResult(
-            new Dictionary<string, object> { ["preset"] = preset, ["batch"] = batch, ["context"] = context },
-            new Dictionary<string, double> { ["median_ms"] = ms, ["tokens_per_s"] = batch * context / (ms / 1000), ["peak_bytes"] = peak })];
+        return results;
     }
 }
 
