@@ -24,7 +24,19 @@ public sealed partial class Transformer
     private void Embed(ReadOnlySpan<int> ids, ReadOnlySpan<int> tokenTypes, Pass pass, Span<float> x, Span<float> scratch, Span<float> mean, Span<float> rstd)
     {
         int c = Config.Channels, n = pass.Rows;
-        Embedding.Forward(ids, Parameters.TokenEmbedding.Span, Config.VocabSize, c, x);
+        if (Parameters.TokenEmbedding.Dense is { } embeddings)
+        {
+            Embedding.Forward(ids, embeddings.Span, Config.VocabSize, c, x);
+        }
+        else
+        {
+            // A table kept in its file's type: only the looked-up rows are decoded.
+            for (int i = 0; i < n; i++)
+            {
+                Parameters.TokenEmbedding.Row(ids[i], x.Slice(i * c, c));
+            }
+        }
+
         pass.Hooks?.Point(HookNames.Embed, x, n, c);
         AddPositions(pass, x);
         if (Parameters.TokenTypeEmbedding is { } types)
@@ -138,9 +150,9 @@ public sealed partial class Transformer
         var q = a.Query;
         var k = a.Key;
         var v = a.Value;
-        MatMul.Forward(input, w.Query.Span, Bias(w.QueryBias), n, qRow, c, q);
-        MatMul.Forward(input, w.Key.Span, Bias(w.KeyBias), n, kvRow, c, k);
-        MatMul.Forward(input, w.Value.Span, Bias(w.ValueBias), n, kvRow, c, v);
+        w.Query.Forward(input, Bias(w.QueryBias), n, q);
+        w.Key.Forward(input, Bias(w.KeyBias), n, k);
+        w.Value.Forward(input, Bias(w.ValueBias), n, v);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -212,7 +224,7 @@ public sealed partial class Transformer
         }
         else
         {
-            MatMul.Forward(a.Heads, w.Output.Span, Bias(w.OutputBias), n, c, qRow, a.Middle);
+            w.Output.Forward(a.Heads, Bias(w.OutputBias), n, a.Middle);
         }
     }
 
@@ -242,10 +254,11 @@ public sealed partial class Transformer
     {
         int heads = Config.Heads, d = Config.HeadDim, c = Config.Channels, qRow = heads * d;
         var result = new float[n * heads * c];         // [N, H, C]
+        var projection = w.Output.ToFloat32();         // [C, H·D]
         for (int h = 0; h < heads; h++)
         {
             // W_O^h = columns h·D .. h·D+D−1 of W_O [C, H·D]
-            Gemm.Multiply(false, true, n, c, d, z[(h * d)..], qRow, w.Output.Span[(h * d)..], qRow, result.AsSpan(h * c), heads * c, false);
+            Gemm.Multiply(false, true, n, c, d, z[(h * d)..], qRow, projection[(h * d)..], qRow, result.AsSpan(h * c), heads * c, false);
         }
 
         hooks.Point(name, result, n, heads, c);
@@ -275,12 +288,12 @@ public sealed partial class Transformer
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        MatMul.Forward(input, w.Up!.Span, Bias(w.UpBias), n, f, c, up);
+        w.Up!.Forward(input, Bias(w.UpBias), n, up);
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
                 var gate = a.Gate[..(n * f)];
-                MatMul.Forward(input, w.Gate!.Span, [], n, f, c, gate);
+                w.Gate!.Forward(input, [], n, gate);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;
@@ -297,7 +310,7 @@ public sealed partial class Transformer
         }
 
         hooks?.Point(HookNames.MlpPost(l), hidden, n, f);
-        MatMul.Forward(hidden, w.Down!.Span, Bias(w.DownBias), n, c, f, output);
+        w.Down!.Forward(hidden, Bias(w.DownBias), n, output);
     }
 
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.
