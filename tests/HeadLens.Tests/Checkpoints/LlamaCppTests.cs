@@ -72,6 +72,26 @@ internal sealed class LlamaCpp : IDisposable
         return context.NativeHandle.GetLogitsIth(batch.TokenCount - 1).ToArray();
     }
 
+    /// <summary>Logits [T, V] at every position of a fresh pass over <paramref name="ids"/>.</summary>
+    public float[] AllLogits(int[] ids)
+    {
+        context.NativeHandle.MemoryClear(true);
+        var batch = new LLamaBatch();
+        for (int i = 0; i < ids.Length; i++)
+        {
+            batch.Add(ids[i], i, LLamaSeqId.Zero, true);
+        }
+
+        Assert.Equal(DecodeResult.Ok, context.Decode(batch));
+        var result = new List<float>();
+        for (int i = 0; i < ids.Length; i++)
+        {
+            result.AddRange(context.NativeHandle.GetLogitsIth(i).ToArray());
+        }
+
+        return [.. result];
+    }
+
     /// <summary>Greedy continuation: <paramref name="count"/> argmax tokens after the prompt, one decode call each.</summary>
     public int[] Greedy(int[] prompt, int count)
     {
