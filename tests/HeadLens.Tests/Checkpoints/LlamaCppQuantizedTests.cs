@@ -56,7 +56,8 @@ public sealed class LlamaCppQuantizedTests(ITestOutputHelper output) : IDisposab
         Directory.CreateDirectory(directory);
         string f32 = Path.Combine(directory, "wide-f32.gguf"), quantized = Path.Combine(directory, $"wide-{ftype}.gguf");
         GgufWriter.Write(f32, WideLlama(seed: 17), GgufTests.PlaceholderLlamaVocabulary(Vocabulary));
-        Assert.True(LLamaQuantizer.Quantize(f32, quantized, ftype, nthread: 2), $"llama.cpp could not quantize to {ftype}");
+        // quantizeOutputTensor as llama.cpp's llama-quantize does (LLamaSharp's default leaves output.weight in F32).
+        Assert.True(LLamaQuantizer.Quantize(f32, quantized, ftype, nthread: 2, quantizeOutputTensor: true), $"llama.cpp could not quantize to {ftype}");
 
         var (kept, _) = GgufModel.Open(quantized);
         var (reference, _) = GgufModel.Load(quantized);
