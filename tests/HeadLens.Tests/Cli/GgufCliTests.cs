@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using HeadLens.Checkpoints.Gguf;
+using HeadLens.Kernels.Quantized;
 using HeadLens.Model;
 using HeadLens.Tests.Checkpoints;
 
@@ -28,7 +29,7 @@ public sealed class GgufCliTests : IDisposable
         Assert.True(code == 0, error);
         Assert.Contains("tensor types", output, StringComparison.Ordinal);
         using var file = GgufFile.Open(path);
-        foreach (var type in new[] { Kernels.Quantized.GgmlType.Q8_0, Kernels.Quantized.GgmlType.F32 })
+        foreach (var type in new[] { GgmlType.Q8_0, GgmlType.F32 })
         {
             int count = file.Tensors.Count(tensor => tensor.Type == type);
             Assert.Contains($"{type} × {count} (", output, StringComparison.Ordinal);
