@@ -13,11 +13,11 @@ internal static class ModelInput
     /// the embedded default model. --tokenizer overrides the model's tokenizer: a model directory, a WordPiece
     /// vocab.txt, or a llama2.c tokenizer.bin.
     /// </summary>
-    public static (Transformer Model, ITokenizer? Tokenizer, string Path) LoadModel(CommandArgs args)
+    public static (Transformer Model, ITokenizer? Tokenizer, string Path) LoadModel(CommandArgs args, bool float32 = false)
     {
         string path = args.Get("model") ?? AppData.DefaultModel;
         string? tokenizerPath = args.Get("tokenizer");
-        var (model, tokenizer) = Load(path);
+        var (model, tokenizer) = Load(path, float32);
         if (tokenizerPath is not null)
         {
             // llama2.c models carry no tokenizer: their tokenizer.bin (or any model directory's tokenizer) comes here.
@@ -31,9 +31,14 @@ internal static class ModelInput
         return (model, tokenizer, path);
     }
 
-    /// <summary>A model by path or built-in name, with its own tokenizer.</summary>
-    public static (Transformer Model, ITokenizer? Tokenizer) Load(string path) =>
-        path == Models.MiniLmResources.Name && !Directory.Exists(path) && !File.Exists(path) ? Models.MiniLmResources.Load() : ModelFiles.Load(path);
+    /// <summary>
+    /// A model by path or built-in name, with its own tokenizer. GGUF files keep their matrices in the file's types
+    /// (memory-mapped, inference only) unless <paramref name="float32"/> asks for every weight as fp32 (convert).
+    /// </summary>
+    public static (Transformer Model, ITokenizer? Tokenizer) Load(string path, bool float32 = false) =>
+        path == Models.MiniLmResources.Name && !Directory.Exists(path) && !File.Exists(path) ? Models.MiniLmResources.Load()
+        : !float32 && File.Exists(path) && path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? Checkpoints.Gguf.GgufModel.Open(path)
+        : ModelFiles.Load(path);
 
     /// <summary>Token ids from --ids or from --TEXTOPTION encoded by the model's own tokenizer; checked against the model.</summary>
     public static int[] ReadIds(CommandArgs args, Transformer model, ITokenizer? tokenizer, string textOption = "text")

@@ -9,7 +9,7 @@ internal sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
 
-    public string Usage => "bench (matmul | attention | train | generate | gemv | load | encoder) [--json]";
+    public string Usage => "bench (matmul | attention | train | generate | gemv | load | encoder | gguf) [--json]";
 
     public int Run(CommandArgs args)
     {

@@ -16,7 +16,7 @@ internal sealed class ConvertCommand : ICommand
 
     public int Run(CommandArgs args)
     {
-        var (model, tokenizer, path) = ModelInput.LoadModel(args);
+        var (model, tokenizer, path) = ModelInput.LoadModel(args, float32: true);
         string output = args.Require("out");
         string? typeName = args.Get("type");
         args.RejectUnknown();

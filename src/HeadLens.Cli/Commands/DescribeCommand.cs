@@ -48,6 +48,11 @@ internal sealed class DescribeCommand : ICommand
         Console.WriteLine($"  scores / head  {scores,12:E2} (T² = {scores:N0}; causal: {scores / 2:N0} visible) — {scores * config.Layers * config.Heads:E2} for the whole model");
         Console.WriteLine($"  a naive T×T matrix per head: {Bytes(scores * 4)} fp32; the fused kernel never stores it");
         Console.WriteLine($"  FLOPs / token  {2.0 * (total - embeddings) + 4.0 * config.Layers * config.Channels * context:E2} (2·params + attention at full context)");
+        if (File.Exists(modelPath) && modelPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            GgufSummary.Print(modelPath, Console.Out);
+        }
+
         return 0;
     }
 }

@@ -160,8 +160,8 @@ public static class Circuits
         var (config, w) = (model.Config, model.Parameters.Layer(layer));
         int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
         var gamma = w.AttentionNorm.Span;
-        var query = w.Query.Span;
-        var key = w.Key.Span;
+        var query = w.Query.ToFloat32();
+        var key = w.Key.ToFloat32();
         var left = new double[c * d];
         var right = new double[d * c];
         for (int p = 0; p < d; p++)
@@ -182,8 +182,8 @@ public static class Circuits
         var (config, w) = (model.Config, model.Parameters.Layer(layer));
         int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
         var gamma = w.AttentionNorm.Span;
-        var value = w.Value.Span;
-        var output = w.Output.Span;
+        var value = w.Value.ToFloat32();
+        var output = w.Output.ToFloat32();
         int outputWidth = config.Heads * d;
         var left = new double[c * d];
         var right = new double[d * c];
@@ -297,7 +297,7 @@ public static class Circuits
         int c = config.Channels, v = config.VocabSize;
         var product = new float[c * c];
         // [C, C] = E [V, C]ᵀ · U [V, C]: one product over the vocabulary, with the fast Gemm.
-        Gemm.Multiply(true, false, c, c, v, model.Parameters.TokenEmbedding.Span, c, model.Parameters.OutputHead.Span, c, product, c, false);
+        Gemm.Multiply(true, false, c, c, v, model.Parameters.TokenEmbedding.ToFloat32(), c, model.Parameters.OutputHead.ToFloat32(), c, product, c, false);
         var gamma = model.Parameters.FinalNorm.Span;
         var result = new double[c * c];
         for (int i = 0; i < c; i++)

@@ -43,7 +43,8 @@ public static class DirectLogitAttribution
             || name.EndsWith("hook_result", StringComparison.Ordinal) || name.EndsWith("hook_mlp_out", StringComparison.Ordinal));
         int c = config.Channels, heads = config.Heads;
         var p = model.Parameters;
-        float[] unembed = p.OutputHead.Span.Slice(token * c, c).ToArray();
+        float[] unembed = new float[c];
+        p.OutputHead.Row(token, unembed);
         float[] gamma = p.FinalNorm.Span.ToArray();
         float rstd = run.FinalRstd[position];
         bool center = config.Norm == NormKind.LayerNorm;

@@ -234,12 +234,12 @@ public static class ModelFiles
             string file = fileOf(name);
             if (name == "lm_head.weight" && model.Config.TiedEmbeddings)
             {
-                var embeddings = model.Parameters.TokenEmbedding;
+                var embeddings = model.Parameters.TokenEmbedding.Span;
                 if (source.Entries[name].ElementCount == embeddings.Length)
                 {
                     var head = GC.AllocateUninitializedArray<float>(embeddings.Length);
                     source.ReadFloat32(name, head);
-                    if (head.AsSpan().SequenceEqual(embeddings.Span))
+                    if (head.AsSpan().SequenceEqual(embeddings))
                     {
                         continue;
                     }

@@ -126,7 +126,7 @@ public static class MatMul
         BiasBackward(yGrad, m, n, biasGrad);
     }
 
-    private static void AddBias(ReadOnlySpan<float> bias, int m, int n, Span<float> y)
+    internal static void AddBias(ReadOnlySpan<float> bias, int m, int n, Span<float> y)
     {
         if (bias.IsEmpty)
         {

@@ -1,3 +1,4 @@
+using HeadLens.Kernels.Quantized;
 using HeadLens.Tensors;
 
 namespace HeadLens.Model;
@@ -5,16 +6,16 @@ namespace HeadLens.Model;
 /// <summary>One layer's parameters (or their gradients): views into the model's arena.</summary>
 public sealed class LayerWeights
 {
-    internal LayerWeights(Arena arena, ModelConfig config, int layer)
+    internal LayerWeights(Arena arena, ModelConfig config, int layer, Func<string, LinearWeight> matrix)
     {
         string p = $"layers.{layer}.";
         Tensor? Optional(string name) => arena.Contains(p + name) ? arena.Get(p + name) : null;
         AttentionNorm = arena.Get(p + "attention_norm.weight");
         AttentionNormBias = Optional("attention_norm.bias");
-        Query = arena.Get(p + "attention.query.weight");
-        Key = arena.Get(p + "attention.key.weight");
-        Value = arena.Get(p + "attention.value.weight");
-        Output = arena.Get(p + "attention.output.weight");
+        Query = matrix(p + "attention.query.weight");
+        Key = matrix(p + "attention.key.weight");
+        Value = matrix(p + "attention.value.weight");
+        Output = matrix(p + "attention.output.weight");
         QueryBias = Optional("attention.query.bias");
         KeyBias = Optional("attention.key.bias");
         ValueBias = Optional("attention.value.bias");
@@ -25,10 +26,10 @@ public sealed class LayerWeights
         {
             MlpNorm = arena.Get(p + "mlp_norm.weight");
             MlpNormBias = Optional("mlp_norm.bias");
-            Up = arena.Get(p + "mlp.up.weight");
+            Up = matrix(p + "mlp.up.weight");
             UpBias = Optional("mlp.up.bias");
-            Gate = Optional("mlp.gate.weight");
-            Down = arena.Get(p + "mlp.down.weight");
+            Gate = config.Mlp == MlpKind.SwiGlu ? matrix(p + "mlp.gate.weight") : null;
+            Down = matrix(p + "mlp.down.weight");
             DownBias = Optional("mlp.down.bias");
         }
     }
@@ -37,13 +38,13 @@ public sealed class LayerWeights
 
     public Tensor? AttentionNormBias { get; }     // [C] (LayerNorm only)
 
-    public Tensor Query { get; }                  // [H·D, C]
+    public LinearWeight Query { get; }            // [H·D, C]
 
-    public Tensor Key { get; }                    // [G·D, C]
+    public LinearWeight Key { get; }              // [G·D, C]
 
-    public Tensor Value { get; }                  // [G·D, C]
+    public LinearWeight Value { get; }            // [G·D, C]
 
-    public Tensor Output { get; }                 // [C, H·D]
+    public LinearWeight Output { get; }           // [C, H·D]
 
     public Tensor? QueryBias { get; }
 
@@ -61,37 +62,54 @@ public sealed class LayerWeights
 
     public Tensor? MlpNormBias { get; }
 
-    public Tensor? Up { get; }                    // [F, C]
+    public LinearWeight? Up { get; }              // [F, C]
 
     public Tensor? UpBias { get; }
 
-    public Tensor? Gate { get; }                  // [F, C] (SwiGLU only)
+    public LinearWeight? Gate { get; }            // [F, C] (SwiGLU only)
 
-    public Tensor? Down { get; }                  // [C, F]
+    public LinearWeight? Down { get; }            // [C, F]
 
     public Tensor? DownBias { get; }
 }
 
 /// <summary>
 /// All parameters of a model (or, with the same layout, all their gradients) in one pinned arena, with named
-/// views: <c>weights.Layer(l).Query</c>, never hand-computed offsets.
+/// views: <c>weights.Layer(l).Query</c>, never hand-computed offsets. Matrices given as stored
+/// (a GGUF file's quantized or 16-bit matrices, by HeadLens name) stay where they are and take no arena space;
+/// such a model runs every inference pass but does not train.
 /// </summary>
 public sealed class ModelWeights
 {
     private readonly LayerWeights[] layers;
-    private readonly Tensor? finalNorm, outputHead;
+    private readonly Tensor? finalNorm;
+    private readonly LinearWeight? outputHead;
 
-    public ModelWeights(ModelConfig config, string name)
+    public ModelWeights(ModelConfig config, string name, IReadOnlyDictionary<string, QuantizedMatrix>? stored = null)
     {
         Config = config;
         Arena = new Arena(name);
+        stored ??= new Dictionary<string, QuantizedMatrix>();
         foreach (var (tensorName, shape, _) in Layout(config))
         {
+            if (stored.TryGetValue(tensorName, out var matrix))
+            {
+                if (shape.Length != 2 || matrix.Rows != shape[0] || matrix.Columns != shape[1])
+                {
+                    throw new ArgumentException($"stored matrix '{tensorName}' is [{matrix.Rows}, {matrix.Columns}], the model needs [{string.Join(", ", shape)}]");
+                }
+
+                continue;
+            }
+
             Arena.Reserve(tensorName, shape);
         }
 
         Arena.Allocate();
-        TokenEmbedding = Arena.Get("token_embedding.weight");
+        Stored = stored;
+        LinearWeight Matrix(string tensorName) =>
+            stored.TryGetValue(tensorName, out var matrix) ? new LinearWeight(matrix) : new LinearWeight(Arena.Get(tensorName));
+        TokenEmbedding = Matrix("token_embedding.weight");
         PositionEmbedding = config.Positions == PositionKind.Learned ? Arena.Get("position_embedding.weight") : null;
         TokenTypeEmbedding = config.TokenTypes > 0 ? Arena.Get("token_type_embedding.weight") : null;
         bool post = config.NormPlacement == NormPlacement.Post;
@@ -99,15 +117,21 @@ public sealed class ModelWeights
         EmbeddingNormBias = post && config.NormHasBias ? Arena.Get("embedding_norm.bias") : null;
         finalNorm = post ? null : Arena.Get("final_norm.weight");
         FinalNormBias = !post && config.NormHasBias ? Arena.Get("final_norm.bias") : null;
-        outputHead = !config.HasOutputHead ? null : config.TiedEmbeddings ? TokenEmbedding : Arena.Get("output_head.weight");
-        layers = Enumerable.Range(0, config.Layers).Select(l => new LayerWeights(Arena, config, l)).ToArray();
+        outputHead = !config.HasOutputHead ? null : config.TiedEmbeddings ? TokenEmbedding : Matrix("output_head.weight");
+        layers = Enumerable.Range(0, config.Layers).Select(l => new LayerWeights(Arena, config, l, Matrix)).ToArray();
     }
 
     public ModelConfig Config { get; }
 
+    /// <summary>The fp32 tensors (all of them, unless some matrices are <see cref="Stored"/>).</summary>
     public Arena Arena { get; }
 
-    public Tensor TokenEmbedding { get; }          // [V, C]
+    /// <summary>Matrices kept in their file's type, by HeadLens name (empty for a trainable model).</summary>
+    public IReadOnlyDictionary<string, QuantizedMatrix> Stored { get; }
+
+    public bool HasStoredMatrices => Stored.Count > 0;
+
+    public LinearWeight TokenEmbedding { get; }    // [V, C]
 
     public Tensor? PositionEmbedding { get; }      // [context, C] (learned positions only)
 
@@ -125,7 +149,7 @@ public sealed class ModelWeights
     public Tensor? FinalNormBias { get; }
 
     /// <summary>[V, C]: the token embedding itself when tied.</summary>
-    public Tensor OutputHead => outputHead ?? throw new HeadLensException("this model has no output head (an encoder: its output is the hidden states)");
+    public LinearWeight OutputHead => outputHead ?? throw new HeadLensException("this model has no output head (an encoder: its output is the hidden states)");
 
     public LayerWeights Layer(int layer) => layers[layer];
 

@@ -24,7 +24,19 @@ public sealed partial class Transformer
     private void Embed(ReadOnlySpan<int> ids, ReadOnlySpan<int> tokenTypes, Pass pass, Span<float> x, Span<float> scratch, Span<float> mean, Span<float> rstd)
     {
         int c = Config.Channels, n = pass.Rows;
-        Embedding.Forward(ids, Parameters.TokenEmbedding.Span, Config.VocabSize, c, x);
+        if (Parameters.TokenEmbedding.Dense is { } embeddings)
+        {
+            Embedding.Forward(ids, embeddings.Span, Config.VocabSize, c, x);
+        }
+        else
+        {
+            // A table kept in its file's type: only the looked-up rows are decoded.
+            for (int i = 0; i < n; i++)
+            {
+                Parameters.TokenEmbedding.Row(ids[i], x.Slice(i * c, c));
+            }
+        }
+
         pass.Hooks?.Point(HookNames.Embed, x, n, c);
         AddPositions(pass, x);
         if (Parameters.TokenTypeEmbedding is { } types)
@@ -138,11 +150,10 @@ public sealed partial class Transformer
         var q = a.Query;
         var k = a.Key;
         var v = a.Value;
-        var packed = InferenceLayer(l);
         bool decoding = pass.Cache is not null;
-        Project(input, w.Query, packed?.Query, Bias(w.QueryBias), n, q, decoding);
-        Project(input, w.Key, packed?.Key, Bias(w.KeyBias), n, k, decoding);
-        Project(input, w.Value, packed?.Value, Bias(w.ValueBias), n, v, decoding);
+        w.Query.Forward(input, Bias(w.QueryBias), n, q, decoding);
+        w.Key.Forward(input, Bias(w.KeyBias), n, k, decoding);
+        w.Value.Forward(input, Bias(w.ValueBias), n, v, decoding);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -214,7 +225,7 @@ public sealed partial class Transformer
         }
         else
         {
-            Project(a.Heads, w.Output, packed?.Output, Bias(w.OutputBias), n, a.Middle, decoding);
+            w.Output.Forward(a.Heads, Bias(w.OutputBias), n, a.Middle, decoding);
         }
     }
 
@@ -244,10 +255,11 @@ public sealed partial class Transformer
     {
         int heads = Config.Heads, d = Config.HeadDim, c = Config.Channels, qRow = heads * d;
         var result = new float[n * heads * c];         // [N, H, C]
+        var projection = w.Output.ToFloat32();         // [C, H·D]
         for (int h = 0; h < heads; h++)
         {
             // W_O^h = columns h·D .. h·D+D−1 of W_O [C, H·D]
-            Gemm.Multiply(false, true, n, c, d, z[(h * d)..], qRow, w.Output.Span[(h * d)..], qRow, result.AsSpan(h * c), heads * c, false);
+            Gemm.Multiply(false, true, n, c, d, z[(h * d)..], qRow, projection[(h * d)..], qRow, result.AsSpan(h * c), heads * c, false);
         }
 
         hooks.Point(name, result, n, heads, c);
@@ -280,13 +292,12 @@ public sealed partial class Transformer
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        var packed = InferenceLayer(l);
-        Project(input, w.Up!, packed?.Up, Bias(w.UpBias), n, up, decoding);
+        w.Up!.Forward(input, Bias(w.UpBias), n, up, decoding);
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
                 var gate = a.Gate[..(n * f)];
-                Project(input, w.Gate!, packed?.Gate, [], n, gate, decoding);
+                w.Gate!.Forward(input, [], n, gate, decoding);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;
@@ -303,7 +314,7 @@ public sealed partial class Transformer
         }
 
         hooks?.Point(HookNames.MlpPost(l), hidden, n, f);
-        Project(hidden, w.Down!, packed?.Down, Bias(w.DownBias), n, output, decoding);
+        w.Down!.Forward(hidden, Bias(w.DownBias), n, output, decoding);
     }
 
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.

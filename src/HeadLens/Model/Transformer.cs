@@ -24,9 +24,15 @@ public sealed partial class Transformer
     private int[] lastIds = [];
 
     public Transformer(ModelConfig config)
+        : this(config, null)
+    {
+    }
+
+    /// <summary>A model whose matrices named in <paramref name="stored"/> stay in their file's type (inference only).</summary>
+    public Transformer(ModelConfig config, IReadOnlyDictionary<string, Kernels.Quantized.QuantizedMatrix>? stored)
     {
         Config = config.Validated();
-        Parameters = new ModelWeights(Config, "parameters");
+        Parameters = new ModelWeights(Config, "parameters", stored);
         // Gradients exist only once something trains: inference keeps half the memory.
         gradients = new Lazy<ModelWeights>(() => new ModelWeights(Config, "gradients"));
         AttentionOptions = Config.AttentionOptions();
@@ -102,6 +108,12 @@ public sealed partial class Transformer
             throw new HeadLensException("this model's weights are packed for inference; training changes them, so it needs a model that was not packed");
         }
 
+        if (Parameters.HasStoredMatrices)
+        {
+            var types = Parameters.Stored.Values.Select(matrix => matrix.Type.ToString()).Distinct().Order(StringComparer.Ordinal);
+            throw new HeadLensException($"training needs fp32 weights; this model keeps {Parameters.Stored.Count} matrices as {string.Join("/", types)} from its GGUF file (convert it with --type f32 first)");
+        }
+
         if (!targets.IsEmpty && targets.Length != ids.Length)
         {
             throw new ArgumentException($"expected {batch}×{tokens} targets");
@@ -123,7 +135,7 @@ public sealed partial class Transformer
         }
 
         FinalNorm(a.Residual(Config.Layers), n, a.FinalNormed, a.FinalNormMean, a.FinalNormRstd);
-        MatMul.Forward(a.FinalNormed, Parameters.OutputHead.Span, [], n, Config.VocabSize, Config.Channels, a.Logits);
+        Parameters.OutputHead.Forward(a.FinalNormed, [], n, a.Logits);
         if (targets.IsEmpty)
         {
             return float.NaN;
@@ -245,7 +257,7 @@ public sealed partial class Transformer
         var last = x.Slice((t - 1) * c, c);
         var lastNormed = buffers.FinalNormed[..c];
         FinalNorm(last, 1, lastNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
-        Project(lastNormed, Parameters.OutputHead, inferenceHead, [], 1, lastLogits, decoding: true);
+        Parameters.OutputHead.Forward(lastNormed, [], 1, lastLogits, decoding: true);
     }
 
     private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks,
@@ -276,7 +288,7 @@ public sealed partial class Transformer
         }
         if (withLogits)
         {
-            MatMul.Forward(buffers.FinalNormed, Parameters.OutputHead.Span, [], n, Config.VocabSize, Config.Channels, buffers.Logits);
+            Parameters.OutputHead.Forward(buffers.FinalNormed, [], n, buffers.Logits);
         }
 
         return buffers;

@@ -33,7 +33,7 @@ public sealed record GgufVocabulary(string Model, IReadOnlyList<string> Tokens)
 /// The tokenizer a GGUF file carries, run by HeadLens's own tokenizers: "llama" vocabularies by
 /// <see cref="SentencePieceTokenizer"/> (which needs llama's id layout: &lt;unk&gt;, BOS, EOS at 0, 1, 2 and the 256
 /// byte tokens &lt;0x00&gt;..&lt;0xFF&gt; at 3..258), "gpt2" vocabularies by <see cref="Gpt2Tokenizer"/> (GPT-2's
-/// pre-tokenizer only: tokenizer.ggml.pre "default" or "gpt-2"). Anything else is refused in one line naming the
+/// pre-tokenizers "gpt-2", "llama-bpe" and "qwen2" by tokenizer.ggml.pre). Anything else is refused in one line naming the
 /// key. BOS, EOS and add_bos_token come from the metadata (llama.cpp's defaults when absent: a llama vocabulary adds
 /// BOS, a gpt2 one does not).
 /// </summary>
@@ -101,8 +101,14 @@ public sealed class GgufTokenizer : ITokenizer
 
             case "gpt2":
                 {
-                    Check(vocabulary.Pre is null or "default" or "gpt-2" or "gpt2",
-                        $"tokenizer.ggml.pre '{vocabulary.Pre}' is not implemented (default, gpt-2)");
+                    // llama.cpp's names: "gpt-2" (and HeadLens's older "default"/"gpt2"), "llama-bpe" (Llama 3), "qwen2".
+                    var pre = vocabulary.Pre switch
+                    {
+                        null or "default" or "gpt-2" or "gpt2" => BytePreTokenizer.Gpt2,
+                        "llama-bpe" or "llama3" or "llama-v3" => BytePreTokenizer.Llama3,
+                        "qwen2" => BytePreTokenizer.Qwen2,
+                        _ => throw new HeadLensException($"{source}: tokenizer.ggml.pre '{vocabulary.Pre}' is not implemented (gpt-2, llama-bpe, qwen2)"),
+                    };
                     Check(vocabulary.Merges is not null, "a gpt2 vocabulary needs tokenizer.ggml.merges");
                     var ids = new Dictionary<string, int>(tokens.Count, StringComparer.Ordinal);
                     for (int id = 0; id < tokens.Count; id++)
@@ -118,8 +124,9 @@ public sealed class GgufTokenizer : ITokenizer
                         merges.Add((merge[..space], merge[(space + 1)..]));
                     }
 
-                    var inner = new Gpt2Tokenizer(ids, merges);
-                    return new GgufTokenizer(vocabulary, inner, vocabulary.BosId, vocabulary.EosId ?? inner.EosId, vocabulary.AddBos ?? false);
+                    var inner = new Gpt2Tokenizer(ids, merges, pre);
+                    // llama.cpp's default: Llama 3's vocabulary adds BOS, GPT-2's and Qwen2's do not (the metadata decides when present).
+                    return new GgufTokenizer(vocabulary, inner, vocabulary.BosId, vocabulary.EosId ?? inner.EosId, vocabulary.AddBos ?? pre == BytePreTokenizer.Llama3);
                 }
 
             default:

@@ -10,6 +10,9 @@ namespace HeadLens.Tokenization;
 /// numbers, other symbols, whitespace), then each word's characters merged pairwise, lowest merge rank first, until
 /// no known pair remains; the resulting pieces are looked up in vocab.json. Special tokens such as &lt;|endoftext|&gt;
 /// in the input are encoded as plain text, as the gpt-3-encoder reference implementation does.
+/// The same byte-level BPE serves later models with their own word patterns (<see cref="BytePreTokenizer"/>):
+/// Llama 3 (letters may take one leading symbol, digits in runs of up to three, and a word that is itself a token is
+/// not merged further — llama.cpp's ignore_merges) and Qwen2 (the same, with digits one at a time).
 /// </summary>
 public sealed partial class Gpt2Tokenizer : ITokenizer
 {
@@ -22,9 +25,23 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private readonly Dictionary<(string, string), int> ranks;
     private readonly List<(string, string)> merges;
     private readonly Dictionary<string, int[]> cache = new(StringComparer.Ordinal);
+    private readonly Regex pattern;
 
     public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges)
+        : this(vocabulary, merges, BytePreTokenizer.Gpt2)
     {
+    }
+
+    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, BytePreTokenizer preTokenizer)
+    {
+        PreTokenizer = preTokenizer;
+        pattern = preTokenizer switch
+        {
+            BytePreTokenizer.Gpt2 => WordPattern(),
+            BytePreTokenizer.Llama3 => Llama3Pattern(),
+            BytePreTokenizer.Qwen2 => Qwen2Pattern(),
+            _ => throw new ArgumentOutOfRangeException(nameof(preTokenizer)),
+        };
         encoder = vocabulary;
         int size = vocabulary.Count == 0 ? 0 : vocabulary.Values.Max() + 1;
         decoder = new string[size];
@@ -49,6 +66,9 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     }
 
     public int VocabSize => decoder.Length;
+
+    /// <summary>How text is split into the words merges never cross.</summary>
+    public BytePreTokenizer PreTokenizer { get; }
 
     public int? BosId => null;
 
@@ -151,7 +171,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     public int[] Encode(string text)
     {
         var ids = new List<int>();
-        foreach (Match word in WordPattern().Matches(text))
+        foreach (Match word in pattern.Matches(text))
         {
             if (!cache.TryGetValue(word.Value, out var pieces))
             {
@@ -210,6 +230,12 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private int[] EncodeWord(string word)
     {
         var symbols = Encoding.UTF8.GetBytes(word).Select(b => ByteToChar[b].ToString()).ToList();
+        // Llama 3's tokenizer takes a whole word that is in the vocabulary as it is (Hugging Face's ignore_merges).
+        if (PreTokenizer == BytePreTokenizer.Llama3 && encoder.TryGetValue(string.Concat(symbols), out int whole))
+        {
+            return [whole];
+        }
+
         while (symbols.Count > 1)
         {
             int bestRank = int.MaxValue, best = -1;
@@ -278,4 +304,26 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
     [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant)]
     private static partial Regex WordPattern();
+
+    // Llama 3's pattern (tokenizer.json of Meta-Llama-3; llama.cpp's LLAMA3 pre-tokenizer): case-insensitive
+    // contractions, letters with at most one leading non-letter, digits by threes, symbols with trailing newlines.
+    [GeneratedRegex(@"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant)]
+    private static partial Regex Llama3Pattern();
+
+    // Qwen2's: Llama 3's with single digits.
+    [GeneratedRegex(@"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", RegexOptions.CultureInvariant)]
+    private static partial Regex Qwen2Pattern();
+}
+
+/// <summary>The word patterns byte-level BPE vocabularies are used with (GGUF's tokenizer.ggml.pre).</summary>
+public enum BytePreTokenizer
+{
+    /// <summary>GPT-2's ("gpt-2").</summary>
+    Gpt2,
+
+    /// <summary>Llama 3's ("llama-bpe"), with whole-word lookup before merging.</summary>
+    Llama3,
+
+    /// <summary>Qwen2's ("qwen2").</summary>
+    Qwen2,
 }

@@ -51,7 +51,7 @@ public sealed class GgufTests : IDisposable
 
     public static TheoryData<string> Families => ["llama", "llama3", "qwen2", "gpt2", "gpt2-untied"];
 
-    private static ModelConfig Family(string name) => name switch
+    internal static ModelConfig Family(string name) => name switch
     {
         "llama" => SmallLlama(),
         "llama3" => SmallLlama() with

@@ -72,6 +72,30 @@ internal sealed class LlamaCpp : IDisposable
         return context.NativeHandle.GetLogitsIth(batch.TokenCount - 1).ToArray();
     }
 
+    /// <summary>llama.cpp's token ids for <paramref name="text"/>: no BOS, special-token text taken as plain text.</summary>
+    public int[] Tokenize(string text) =>
+        [.. weights.Tokenize(text, false, false, System.Text.Encoding.UTF8).Select(token => (int)token)];
+
+    /// <summary>Logits [T, V] at every position of a fresh pass over <paramref name="ids"/>.</summary>
+    public float[] AllLogits(int[] ids)
+    {
+        context.NativeHandle.MemoryClear(true);
+        var batch = new LLamaBatch();
+        for (int i = 0; i < ids.Length; i++)
+        {
+            batch.Add(ids[i], i, LLamaSeqId.Zero, true);
+        }
+
+        Assert.Equal(DecodeResult.Ok, context.Decode(batch));
+        var result = new List<float>();
+        for (int i = 0; i < ids.Length; i++)
+        {
+            result.AddRange(context.NativeHandle.GetLogitsIth(i).ToArray());
+        }
+
+        return [.. result];
+    }
+
     /// <summary>Greedy continuation: <paramref name="count"/> argmax tokens after the prompt, one decode call each.</summary>
     public int[] Greedy(int[] prompt, int count)
     {
@@ -112,14 +136,18 @@ internal sealed class LlamaCpp : IDisposable
 }
 
 /// <summary>llama.cpp as the peer: files HeadLens writes run in llama.cpp with the same numbers.</summary>
-public sealed class LlamaCppTests : IDisposable
+public sealed class LlamaCppTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     private static readonly string Fixtures = Path.Combine(AppContext.BaseDirectory, "Fixtures", "llama2c");
     private readonly string directory = Path.Combine(Path.GetTempPath(), "headlens-llamacpp-" + Guid.NewGuid().ToString("N"));
 
-    public LlamaCppTests() => Directory.CreateDirectory(directory);
-
-    public void Dispose() => Directory.Delete(directory, recursive: true);
+    public void Dispose()
+    {
+        if (Directory.Exists(directory))
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 
     private static int[] HeadLensGreedy(Transformer model, int[] prompt, int count)
     {
@@ -155,6 +183,7 @@ public sealed class LlamaCppTests : IDisposable
         }
 
         model.Parameters.FinalNorm.Span.Fill(1);
+        Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, "llama-gqa-f32.gguf");
         GgufWriter.Write(path, model, GgufTests.PlaceholderLlamaVocabulary(320));
         using var peer = new LlamaCpp(path, 128);
@@ -171,12 +200,60 @@ public sealed class LlamaCppTests : IDisposable
         Assert.Equal(greedy, HeadLensGreedy(model, prompt, 20));
     }
 
+    public static TheoryData<string, GgufWriteType> PeerCases => new()
+    {
+        { "gpt2", GgufWriteType.F32 },
+        { "gpt2", GgufWriteType.F16 },
+        { "llama-gqa", GgufWriteType.F16 },
+    };
+
+    [LlamaCppTheory]
+    [MemberData(nameof(PeerCases))]
+    public void RandomModelsWrittenAsGgufAgreeWithLlamaCpp(string family, GgufWriteType type)
+    {
+        bool gpt2 = family == "gpt2";
+        var config = gpt2 ? ModelPresets.Gpt2(vocab: 320, context: 128, layers: 3, heads: 4, channels: 64)
+            : GgufTests.SmallLlama(vocab: 320) with { Layers = 3, ContextLength = 128 };
+        var model = Transformer.Create(config, seed: 13);
+        var all = model.Parameters.Arena.All;
+        for (int i = 0; i < all.Length; i++)
+        {
+            all[i] *= 4; // spread the logits (clear argmaxes); norms back to 1 below, biases stay 0
+        }
+
+        foreach (var (name, parameter, _, decay) in model.NamedParameters())
+        {
+            if (!decay && name.Contains("norm", StringComparison.Ordinal) && name.EndsWith(".weight", StringComparison.Ordinal))
+            {
+                parameter.Span.Fill(1);
+            }
+        }
+
+        Directory.CreateDirectory(directory);
+        string path = Path.Combine(directory, $"{family}-{type}.gguf");
+        GgufWriter.Write(path, model, null, type);
+        var (ours, _) = GgufModel.Open(path);
+        using var peer = new LlamaCpp(path, 128);
+        int[] prompt = [1, 300, 17, 99, 260, 5, 42, 200, 7, 311, 64];
+        var theirs = peer.LastLogits(prompt);
+        var mine = GgufTests.Logits(ours, prompt).AsSpan((prompt.Length - 1) * config.VocabSize, config.VocabSize).ToArray();
+        double worst = Enumerable.Range(0, mine.Length).Max(i => Math.Abs(mine[i] - theirs[i]));
+        double scale = Math.Max(1, mine.Max(Math.Abs));
+        // GPT-2: llama.cpp's GELU is an fp16 table (about 1e-3 from the exact function); F16 files: llama.cpp rounds
+        // the activations to fp16 before each product (relative 2⁻¹¹), HeadLens multiplies them in fp32.
+        double tolerance = 3e-3;
+        output.WriteLine($"{family} {type}: largest logit difference from llama.cpp {worst:G3} (logits up to {scale:G3})");
+        Assert.True(worst <= tolerance * scale, $"{family} {type}: largest logit difference {worst} (logits up to {scale})");
+        Assert.Equal(peer.Greedy(prompt, 20), HeadLensGreedy(ours, prompt, 20));
+    }
+
     [Fact]
     public void RealLlama2cModelAsGgufReproducesRunCsGreedyIds()
     {
         int[] expected = File.ReadAllText(Path.Combine(Fixtures, "llama2c-260k.greedy-ids.txt"))
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
         var original = Llama2cFile.Load(Path.Combine(Fixtures, "llama2c-260k.bin"));
+        Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, "llama2c-260k-f32.gguf");
         GgufWriter.Write(path, original, GgufTests.PlaceholderLlamaVocabulary(512));
         var (model, tokenizer) = GgufModel.Load(path);
@@ -191,6 +268,7 @@ public sealed class LlamaCppTests : IDisposable
     {
         int[] expected = File.ReadAllText(Path.Combine(Fixtures, "llama2c-260k.greedy-ids.txt"))
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+        Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, "llama2c-260k-f32.gguf");
         GgufWriter.Write(path, Llama2cFile.Load(Path.Combine(Fixtures, "llama2c-260k.bin")), GgufTests.PlaceholderLlamaVocabulary(512));
         using var peer = new LlamaCpp(path, 512);

@@ -199,6 +199,24 @@ public sealed unsafe class GgufFile : IDisposable
         return new ReadOnlySpan<byte>(start + DataOffset + tensor.Offset, (int)tensor.ByteCount);
     }
 
+    /// <summary>
+    /// A matrix tensor [rows, ne[0]] as a <see cref="QuantizedMatrix"/> over the mapping (no copy). The matrix holds
+    /// this file, so the mapping lives as long as the matrix is reachable; do not dispose the file while it is used.
+    /// </summary>
+    public QuantizedMatrix Matrix(GgufTensorInfo tensor)
+    {
+        var bytes = TensorBytes(tensor);
+        if (tensor.Rows > int.MaxValue || tensor.Dimensions[0] > int.MaxValue)
+        {
+            throw new HeadLensException($"{FileName}: tensor '{Printable(tensor.Name)}' is too large a matrix");
+        }
+
+        fixed (byte* pointer = bytes)
+        {
+            return new QuantizedMatrix(tensor.Name, tensor.Type, (int)tensor.Rows, (int)tensor.Dimensions[0], pointer, bytes.Length, this);
+        }
+    }
+
     public GgufTensorInfo Tensor(string name) => tensorsByName.TryGetValue(name, out var tensor)
         ? tensor : throw new HeadLensException($"{FileName}: no tensor '{name}'");
 

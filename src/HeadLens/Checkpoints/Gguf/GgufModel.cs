@@ -12,28 +12,11 @@ namespace HeadLens.Checkpoints.Gguf;
 /// </summary>
 public static class GgufModel
 {
-    /// <summary>Reads the model and its tokenizer (null when the file carries no vocabulary).</summary>
+    /// <summary>Reads the model and its tokenizer (null when the file carries no vocabulary), every tensor as fp32.</summary>
     public static (Transformer Model, ITokenizer? Tokenizer) Load(string path)
     {
         using var file = GgufFile.Open(path);
-        var config = ReadConfig(file);
-        string name = Path.GetFileName(path);
-        var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
-        var entries = GgufFormat.Map(config).ToList();
-
-        // Every tensor's shape is checked against the metadata before the model's arena is allocated: a lying
-        // metadata number (layers, widths) must not cost more memory than the file's own tensors.
-        foreach (var entry in entries)
-        {
-            var tensor = file.Tensor(entry.Theirs);
-            int[] ours = layout[entry.Ours];
-            int[] expected = [ours[0] * entry.Parts, .. ours[1..]];
-            if (!tensor.Shape.SequenceEqual(expected))
-            {
-                throw new HeadLensException($"{name}: tensor '{entry.Theirs}' has shape [{string.Join(", ", tensor.Shape)}] (outermost first), the metadata implies [{string.Join(", ", expected)}]");
-            }
-        }
-
+        var (config, entries) = Plan(file);
         var model = new Transformer(config);
         var consumed = new HashSet<string>(StringComparer.Ordinal) { GgufFormat.RopeFrequencies };
         float[] fused = [];
@@ -59,6 +42,87 @@ public static class GgufModel
             fused.AsSpan(entry.Part * destination.Length, destination.Length).CopyTo(destination);
         }
 
+        CheckEveryTensorUsed(file, config, consumed);
+        return (model, ReadTokenizer(file));
+    }
+
+    /// <summary>
+    /// Opens the model for inference with its weight matrices (projections, MLP, embeddings, output head) kept in
+    /// the file's types — Q4_K, Q6_K, Q8_0, F16, F32 … — straight in the memory-mapped file: they are decoded in
+    /// registers as each product runs (<see cref="LinearWeight"/>), so a 0.7 GB Q4_K_M file costs about 0.7 GB, not
+    /// 4.4 GB of fp32. Norms, biases and position tables (small) are decoded into the model's arena. The file stays
+    /// open (mapped) for as long as the model is reachable. The model runs every inference and analysis pass; it
+    /// does not train. Logits match <see cref="Load"/>'s to float rounding (the products sum in another order).
+    /// </summary>
+    public static (Transformer Model, ITokenizer? Tokenizer) Open(string path)
+    {
+        var file = GgufFile.Open(path);
+        try
+        {
+            var (config, entries) = Plan(file);
+            var consumed = new HashSet<string>(StringComparer.Ordinal) { GgufFormat.RopeFrequencies };
+            var stored = new Dictionary<string, QuantizedMatrix>(StringComparer.Ordinal);
+            foreach (var entry in entries.Where(entry => IsMatrix(entry.Ours)))
+            {
+                var tensor = file.Tensor(entry.Theirs);
+                int rows = (int)(tensor.Rows / entry.Parts);
+                stored[entry.Ours] = file.Matrix(tensor).RowBlock(entry.Ours, entry.Part * rows, rows);
+            }
+
+            var model = new Transformer(config, stored);
+            foreach (var group in entries.Where(entry => !IsMatrix(entry.Ours)).GroupBy(entry => entry.Theirs))
+            {
+                var tensor = file.Tensor(group.Key);
+                var values = GC.AllocateUninitializedArray<float>((int)tensor.ElementCount);
+                file.ReadFloat32(tensor, values);
+                foreach (var entry in group)
+                {
+                    var destination = model.Parameters.Arena.Get(entry.Ours).Span;
+                    values.AsSpan(entry.Part * destination.Length, destination.Length).CopyTo(destination);
+                }
+            }
+
+            consumed.UnionWith(entries.Select(entry => entry.Theirs));
+            CheckEveryTensorUsed(file, config, consumed);
+            return (model, ReadTokenizer(file));
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    // The tensors products read (kept in the file's type by Open); everything else is a vector or a small table.
+    private static bool IsMatrix(string ours) => ours is "token_embedding.weight" or "output_head.weight"
+        || (ours.StartsWith("layers.", StringComparison.Ordinal) && ours.EndsWith(".weight", StringComparison.Ordinal)
+            && (ours.Contains(".attention.", StringComparison.Ordinal) || ours.Contains(".mlp.", StringComparison.Ordinal))
+            && !ours.Contains("_norm.", StringComparison.Ordinal));
+
+    // The config, and the tensor map with every shape checked against the metadata before anything is allocated: a
+    // lying metadata number (layers, widths) must not cost more memory than the file's own tensors.
+    private static (ModelConfig Config, List<GgufFormat.Entry> Entries) Plan(GgufFile file)
+    {
+        var config = ReadConfig(file);
+        string name = Path.GetFileName(file.Path);
+        var layout = ModelWeights.Layout(config).ToDictionary(entry => entry.Name, entry => entry.Shape);
+        var entries = GgufFormat.Map(config).ToList();
+        foreach (var entry in entries)
+        {
+            var tensor = file.Tensor(entry.Theirs);
+            int[] ours = layout[entry.Ours];
+            int[] expected = [ours[0] * entry.Parts, .. ours[1..]];
+            if (!tensor.Shape.SequenceEqual(expected))
+            {
+                throw new HeadLensException($"{name}: tensor '{entry.Theirs}' has shape [{string.Join(", ", tensor.Shape)}] (outermost first), the metadata implies [{string.Join(", ", expected)}]");
+            }
+        }
+
+        return (config, entries);
+    }
+
+    private static void CheckEveryTensorUsed(GgufFile file, ModelConfig config, HashSet<string> consumed)
+    {
         foreach (var tensor in file.Tensors)
         {
             if (consumed.Contains(tensor.Name))
@@ -72,11 +136,9 @@ public static class GgufModel
                 continue;
             }
 
-            throw new HeadLensException($"{name}: tensor '{GgufFile.Printable(tensor.Name)}' is not used by the model the metadata describes " +
+            throw new HeadLensException($"{Path.GetFileName(file.Path)}: tensor '{GgufFile.Printable(tensor.Name)}' is not used by the model the metadata describes " +
                 $"({file.String("general.architecture")}, {config.Layers} layers, {config.DescribeFeatures()})");
         }
-
-        return (model, ReadTokenizer(file));
     }
 
     /// <summary>The model a GGUF file's metadata and tensor shapes describe; unsupported features refused by key.</summary>

@@ -16,8 +16,9 @@ namespace HeadLens.Kernels.Quantized;
 // the quantized bytes are loaded, unpacked with byte-wise AND/shift/OR, widened to int32, converted to float and
 // multiplied into the accumulator; no dequantized row is ever written to memory.
 // Implementations: Reference (dequantize each row with Dequantize.Reference, then a plain dot), Vector512 (16 lanes)
-// and Vector256 (8 lanes) fast paths sharing one body per format through ILanes, and the reference when no vector
-// hardware is accelerated. F32 uses TensorPrimitives.Dot; F16 and BF16 convert 256-value chunks on the stack.
+// and Vector256 (8 lanes) fast paths sharing one body per format through ILanes, and the reference's row loop when no
+// vector hardware is accelerated. Forward takes one vector or a few (X [M, K] → Y [M, R]) and splits W's rows
+// between the threads; QuantizedMatMul uses it for short inputs. F32 uses TensorPrimitives.Dot; F16 and BF16 convert 256-value chunks on the stack.
 public static class QuantizedMatVec
 {
     /// <summary>The contract: dequantize each row (scalar), then a sequential dot product with x.</summary>
@@ -39,42 +40,113 @@ public static class QuantizedMatVec
         }
     }
 
-    /// <summary>y = W·x, reading the blocks of W and dequantizing in registers.</summary>
-    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y)
+    /// <summary>y = W·x, reading the blocks of W and dequantizing in registers; rows split between the threads.</summary>
+    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y) =>
+        Forward(type, weights, rows, columns, x, 1, y);
+
+    /// <summary>
+    /// Y[M, R] = X[M, K] · Wᵀ for a few vectors (decoding, or a short prompt): each row of W is decoded from the
+    /// bytes once per vector while it sits in L1, so W streams from memory once for all M vectors. Rows of W are split
+    /// between the threads (<see cref="ComputeThreads"/>) in chunks handed out dynamically.
+    /// </summary>
+    public static unsafe void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, int vectors, Span<float> y)
     {
+        if (vectors < 1 || x.Length < (long)vectors * columns || y.Length < (long)vectors * rows)
+        {
+            throw new ArgumentException($"{type} matrix-vector product: {vectors} vectors of {columns} need x {(long)vectors * columns} and y {(long)vectors * rows}, got {x.Length} and {y.Length}");
+        }
+
         CheckShapes(type, weights, rows, columns, x, y);
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
-        if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
-        {
-            for (int r = 0; r < rows; r++)
-            {
-                y[r] = DotPlain(type, weights.Slice(r * rowBytes, rowBytes), x);
-            }
 
-            return;
-        }
-
-        if (!Vector256.IsHardwareAccelerated)
-        {
-            Reference(type, weights, rows, columns, x, y);
-            return;
-        }
-
-        // Σ x over every 16 columns: the constant part of each sub-block multiplies these.
-        var rented = ArrayPool<float>.Shared.Rent(columns / 16);
-        var sums16 = rented.AsSpan(0, columns / 16);
-        for (int g = 0; g < sums16.Length; g++)
-        {
-            sums16[g] = TensorPrimitives.Sum(x.Slice(g * 16, 16));
-        }
-
+        // Σ x over every 16 columns of every vector: the constant part of each sub-block multiplies these.
+        int groups = columns / 16;
+        var rented = ArrayPool<float>.Shared.Rent(Math.Max(1, vectors * groups));
         try
         {
-            for (int r = 0; r < rows; r++)
+            for (int v = 0; v < vectors; v++)
             {
-                var row = weights.Slice(r * rowBytes, rowBytes);
-                y[r] = Vector512.IsHardwareAccelerated ? DotRow<Lanes512>(type, row, x, sums16) : DotRow<Lanes256>(type, row, x, sums16);
+                for (int g = 0; g < groups; g++)
+                {
+                    rented[(v * groups) + g] = TensorPrimitives.Sum(x.Slice((v * columns) + (g * 16), 16));
+                }
             }
+
+            fixed (byte* wp = weights)
+            fixed (float* xp = x, yp = y, sp = rented)
+            {
+                nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp, sa = (nint)sp;
+                void Rows(int first, int end)
+                {
+                    for (int r = first; r < end; r++)
+                    {
+                        var row = new ReadOnlySpan<byte>((byte*)wa + ((long)r * rowBytes), rowBytes);
+                        for (int v = 0; v < vectors; v++)
+                        {
+                            var vector = new ReadOnlySpan<float>((float*)xa + ((long)v * columns), columns);
+                            var sums16 = new ReadOnlySpan<float>((float*)sa + ((long)v * groups), groups);
+                            ((float*)ya)[((long)v * rows) + r] = Dot(type, row, vector, sums16);
+                        }
+                    }
+                }
+
+                // Small products stay on the calling thread (handing out work costs microseconds); large ones go in
+                // about eight chunks per thread so that an interrupted core simply takes fewer.
+                int threads = ComputeThreads.Count;
+                if (threads == 1 || (long)rowBytes * rows * vectors < ParallelBytes)
+                {
+                    Rows(0, rows);
+                    return;
+                }
+
+                int chunk = Math.Max(1, (rows + (threads * 8) - 1) / (threads * 8));
+                ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    // Below this many weight bytes (times vectors) one thread is faster than waking another.
+    private const long ParallelBytes = 1 << 16;
+
+    /// <summary>
+    /// One row's dot product with x: F32/F16/BF16 by converting chunks, block formats in registers (Vector512, else
+    /// Vector256), or — with no vector hardware — the reference (dequantize the row, then a sequential sum).
+    /// <paramref name="sums16"/> holds Σ x per 16 columns.
+    /// </summary>
+    internal static float Dot(GgmlType type, ReadOnlySpan<byte> row, ReadOnlySpan<float> x, ReadOnlySpan<float> sums16)
+    {
+        if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
+        {
+            return DotPlain(type, row, x);
+        }
+
+        if (Vector512.IsHardwareAccelerated)
+        {
+            return DotRow<Lanes512>(type, row, x, sums16);
+        }
+
+        if (Vector256.IsHardwareAccelerated)
+        {
+            return DotRow<Lanes256>(type, row, x, sums16);
+        }
+
+        int columns = (int)(row.Length / GgmlTypes.BlockBytes(type) * GgmlTypes.BlockValues(type));
+        var rented = ArrayPool<float>.Shared.Rent(columns);
+        try
+        {
+            var values = rented.AsSpan(0, columns);
+            Dequantize.Reference(type, row, values);
+            float sum = 0;
+            for (int k = 0; k < columns; k++)
+            {
+                sum += values[k] * x[k];
+            }
+
+            return sum;
         }
         finally
         {
@@ -85,7 +157,7 @@ public static class QuantizedMatVec
     private static void CheckShapes(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, Span<float> y)
     {
         int per = GgmlTypes.BlockValues(type);
-        if (columns % per != 0 || x.Length < columns || y.Length < rows || weights.Length < rows * GgmlTypes.RowBytes(type, columns))
+        if (rows < 0 || columns % per != 0 || x.Length < columns || y.Length < rows || weights.Length < rows * GgmlTypes.RowBytes(type, columns))
         {
             throw new ArgumentException($"{type} matrix-vector product: [{rows}, {columns}] with {weights.Length} bytes, x {x.Length}, y {y.Length}");
         }

@@ -1,0 +1,267 @@
+using System.Diagnostics;
+using System.Globalization;
+using HeadLens.Checkpoints.Gguf;
+using HeadLens.Model;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+
+namespace HeadLens.Cli.Commands.Bench;
+
+/// <summary>
+/// `headlens bench gguf [--model FILE.gguf] [--prompt N] [--new-tokens N] [--layers N] [--keep DIR]`: HeadLens against llama.cpp
+/// (LLamaSharp, in this process) on the same GGUF file: prompt processing of N tokens (default 64) in one pass, then
+/// decoding one token at a time (default 32 tokens), greedy, llama.cpp on 2 threads with its KV cache in F32 (as
+/// HeadLens keeps it). HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open"/>). Without
+/// --model, four files are generated into a temporary directory: GPT-2 124M-shaped F32 and F16 (random weights,
+/// written by HeadLens), and a 1.1B Llama-shaped model (22 layers, 2048 channels, 32 heads, 4 KV heads, MLP 5632,
+/// vocabulary 32000) written as F32 and quantized by llama.cpp's own quantizer to Q8_0 and Q4_K_M. --layers N
+/// shrinks both generated models (a quick check of the command); --keep DIR writes them there and keeps them (for
+/// measuring other commands on the same files, e.g. their resident memory). Generating the 1.1B file takes about 9 GB of
+/// memory for a moment (the fp32 model and the writer's copy). Each file's HeadLens run reports the process's
+/// resident set afterwards (VmRSS, and VmHWM, the peak so far: with --model, HeadLens alone on that file).
+/// </summary>
+internal sealed class GgufBenchmark : IBenchmark
+{
+    public string Name => "gguf";
+
+    public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
+    {
+        string? file = args.Get("model");
+        int prompt = args.GetInt("prompt", 64, 1, 4096), newTokens = args.GetInt("new-tokens", 32, 1, 4096);
+        int? layers = args.Get("layers") is null ? null : args.GetInt("layers", 1, 1, 64);
+        if (file is not null && !File.Exists(file))
+        {
+            throw new HeadLensException($"{file}: no such GGUF file");
+        }
+
+        LoadLlamaCpp();
+        string? keep = args.Get("keep");
+        string directory = Path.Combine(Path.GetTempPath(), "headlens-bench-gguf-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var files = file is not null ? [file] : Generate(directory, layers, progress);
+            return [.. files.Select(path => Measure(path, prompt, newTokens, progress))];
+        }
+        finally
+        {
+            if (keep is null && Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+    }
+
+    // LLamaSharp picks and loads its native build (AVX-512, AVX2, …) when NativeApi is first touched; some entry
+    // points (the quantizer's defaults) import the library directly, so it is touched here before anything else.
+    private static void LoadLlamaCpp()
+    {
+        try
+        {
+            NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+            _ = NativeApi.llama_max_devices();
+        }
+        catch (Exception error) when (error is DllNotFoundException or TypeInitializationException or BadImageFormatException)
+        {
+            throw new HeadLensException($"bench gguf needs llama.cpp's native library (LLamaSharp.Backend.Cpu), which did not load: {error.Message.Split('\n')[0]}");
+        }
+    }
+
+    private static List<string> Generate(string directory, int? layers, TextWriter progress)
+    {
+        Directory.CreateDirectory(directory);
+        var files = new List<string>();
+        var gpt2 = Transformer.Create(ModelPresets.Get("gpt2") with { Layers = layers ?? 12 }, seed: 1);
+        foreach (var (type, name) in new[] { (GgufWriteType.F32, "gpt2-124m-f32.gguf"), (GgufWriteType.F16, "gpt2-124m-f16.gguf") })
+        {
+            string path = Path.Combine(directory, name);
+            GgufWriter.Write(path, gpt2, null, type);
+            files.Add(path);
+        }
+
+        gpt2 = null;
+        string llama = Path.Combine(directory, "llama-1.1b-f32.gguf");
+        GgufWriter.Write(llama, Transformer.Create(ModelPresets.Llama(32000, 2048, layers ?? 22, 32, 4, 2048, 5632), seed: 2), null);
+        GC.Collect();
+        foreach (var (type, name) in new[] { (LLamaFtype.MOSTLY_Q8_0, "llama-1.1b-q8_0.gguf"), (LLamaFtype.MOSTLY_Q4_K_M, "llama-1.1b-q4_k_m.gguf") })
+        {
+            string path = Path.Combine(directory, name);
+            progress.WriteLine($"quantizing {Path.GetFileName(llama)} to {type} with llama.cpp");
+            // quantizeOutputTensor as llama.cpp's own llama-quantize does (LLamaSharp's default leaves output.weight F32).
+            if (!LLamaQuantizer.Quantize(llama, path, type, nthread: 2, quantizeOutputTensor: true))
+            {
+                throw new HeadLensException($"llama.cpp could not quantize {llama} to {type}");
+            }
+
+            files.Add(path);
+        }
+
+        File.Delete(llama);
+        return files;
+    }
+
+    private static BenchResult Measure(string path, int promptLength, int newTokens, TextWriter progress)
+    {
+        string type;
+        using (var file = GgufFile.Open(path))
+        {
+            // llama.cpp's name for the file's mix (general.file_type), else the type most of the bytes are in.
+            type = file.Int("general.file_type") switch
+            {
+                0 => "F32",
+                1 => "F16",
+                7 => "Q8_0",
+                15 => "Q4_K_M",
+                32 => "BF16",
+                _ => file.Tensors.GroupBy(tensor => tensor.Type).MaxBy(group => group.Sum(tensor => tensor.ByteCount))!.Key.ToString(),
+            };
+        }
+
+        var (model, _) = GgufModel.Open(path);
+        int vocabulary = model.Config.VocabSize;
+        int contextNeeded = promptLength + newTokens + 1;
+        if (contextNeeded > model.Config.ContextLength)
+        {
+            throw new HeadLensException($"{path}: --prompt + --new-tokens ({contextNeeded}) exceed the model's context of {model.Config.ContextLength}");
+        }
+
+        var random = new Random(7);
+        int[] prompt = [.. Enumerable.Range(0, promptLength).Select(_ => random.Next(vocabulary))];
+
+        var logits = new float[vocabulary];
+        (double PromptSeconds, double DecodeSeconds) HeadLensRun()
+        {
+            var cache = model.NewCache(contextNeeded);
+            long start = Stopwatch.GetTimestamp();
+            model.DecodeStep(prompt, cache, logits);
+            double promptSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < newTokens; i++)
+            {
+                model.DecodeStep([Argmax(logits)], cache, logits);
+            }
+
+            return (promptSeconds, Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+
+        var (ours, oursRss, oursPeak) = Best(HeadLensRun);
+        model = null;
+        GC.Collect();
+
+        var parameters = new ModelParams(path)
+        {
+            ContextSize = (uint)contextNeeded + 1,
+            BatchSize = (uint)Math.Max(promptLength, 1),
+            UBatchSize = (uint)Math.Max(promptLength, 1),
+            GpuLayerCount = 0,
+            Threads = 2,
+            BatchThreads = 2,
+            TypeK = GGMLType.GGML_TYPE_F32,
+            TypeV = GGMLType.GGML_TYPE_F32,
+            FlashAttention = false,
+        };
+        using var weights = LLamaWeights.LoadFromFile(parameters);
+        using var context = weights.CreateContext(parameters);
+        (double PromptSeconds, double DecodeSeconds) LlamaCppRun()
+        {
+            context.NativeHandle.MemoryClear(true);
+            var batch = new LLamaBatch();
+            for (int i = 0; i < prompt.Length; i++)
+            {
+                batch.Add(prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+            }
+
+            long start = Stopwatch.GetTimestamp();
+            Check(context.Decode(batch), path);
+            var last = context.NativeHandle.GetLogitsIth(batch.TokenCount - 1);
+            double promptSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < newTokens; i++)
+            {
+                var next = new LLamaBatch();
+                next.Add(Argmax(last), prompt.Length + i, LLamaSeqId.Zero, true);
+                Check(context.Decode(next), path);
+                last = context.NativeHandle.GetLogitsIth(0);
+            }
+
+            return (promptSeconds, Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+
+        var (theirs, _, _) = Best(LlamaCppRun);
+        double decode = newTokens / ours.DecodeSeconds, promptRate = promptLength / ours.PromptSeconds;
+        double theirDecode = newTokens / theirs.DecodeSeconds, theirPrompt = promptLength / theirs.PromptSeconds;
+        progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{Path.GetFileName(path)} ({type}): decode {decode:F1} tokens/s (llama.cpp {theirDecode:F1}: {decode / theirDecode:F2}×), " +
+            $"prompt of {promptLength} {promptRate:F1} tokens/s (llama.cpp {theirPrompt:F1}: {promptRate / theirPrompt:F2}×); " +
+            $"HeadLens resident {oursRss / 1e6:F0} MB, peak so far {oursPeak / 1e6:F0} MB"));
+        return new BenchResult(
+            new Dictionary<string, object> { ["file"] = Path.GetFileName(path), ["type"] = type },
+            new Dictionary<string, double>
+            {
+                ["decode_tokens_per_s"] = decode,
+                ["prompt_tokens_per_s"] = promptRate,
+                ["llamacpp_decode_tokens_per_s"] = theirDecode,
+                ["llamacpp_prompt_tokens_per_s"] = theirPrompt,
+                ["headlens_rss_bytes"] = oursRss,
+                ["headlens_peak_rss_bytes"] = oursPeak,
+            });
+    }
+
+    // One warm-up run, then the fastest of three (prompt and decode each at their best): both engines alike.
+    private static ((double PromptSeconds, double DecodeSeconds) Times, long Rss, long Peak) Best(Func<(double, double)> run)
+    {
+        run();
+        double prompt = double.MaxValue, decode = double.MaxValue;
+        for (int i = 0; i < 3; i++)
+        {
+            var (p, d) = run();
+            prompt = Math.Min(prompt, p);
+            decode = Math.Min(decode, d);
+        }
+
+        return ((prompt, decode), StatusBytes("VmRSS"), StatusBytes("VmHWM"));
+    }
+
+    /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>
+    internal static long StatusBytes(string field)
+    {
+        const string status = "/proc/self/status";
+        if (!File.Exists(status))
+        {
+            return 0;
+        }
+
+        foreach (string line in File.ReadLines(status))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                string[] parts = line[(field.Length + 1)..].Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                return long.Parse(parts[0], CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+
+        return 0;
+    }
+
+    private static void Check(DecodeResult result, string path)
+    {
+        if (result != DecodeResult.Ok)
+        {
+            throw new HeadLensException($"{path}: llama.cpp's decode failed ({result})");
+        }
+    }
+
+    private static int Argmax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++)
+        {
+            if (values[i] > values[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+}

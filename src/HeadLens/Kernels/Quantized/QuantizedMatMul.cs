@@ -1,0 +1,128 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+
+namespace HeadLens.Kernels.Quantized;
+
+// The linear layer's forward with W stored in a ggml type (quantized blocks, F16, BF16 or F32):
+//   Y[M, N] = X[M, K] · W[N, K]ᵀ
+// M = input rows (tokens), N = output features (rows of W), K = input features (a multiple of the block).
+// Implementations:
+//   Reference: dequantize all of W (Dequantize.Reference), then Gemm.Reference: the contract.
+//   Forward, M ≤ FewVectors (decoding, tiny prompts): QuantizedMatVec over the M vectors — each row of W is decoded
+//     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
+//   Forward, larger M (prompts, analysis runs): W is decoded a panel of rows at a time into a small fp32 scratch
+//     (rows split between the threads), and the panel goes through the fast Gemm. The panel is about 2 MB: large
+//     enough that Gemm's packing and blocking amortise (a few hundred rows), small enough to stay in L2/L3 while it
+//     is packed, and M·2 flops per decoded value make the decoding a small share once M reaches a few dozen tokens.
+public static class QuantizedMatMul
+{
+    /// <summary>Up to this many input rows, the matrix-vector kernel; beyond, dequantized panels and Gemm.</summary>
+    public const int FewVectors = 8;
+
+    private const long PanelBytes = 2 << 20;
+
+    /// <summary>The contract: W dequantized whole with the reference decoding, then the plain triple loop.</summary>
+    public static void Reference(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y)
+    {
+        CheckShapes(type, weights, n, k, x, m, y);
+        var dense = new float[(long)n * k];
+        Dequantize.Reference(type, weights[..(int)(n * GgmlTypes.RowBytes(type, k))], dense);
+        Gemm.Reference(false, true, m, n, k, x, k, dense, k, y, n, accumulate: false);
+    }
+
+    /// <summary>Y[M, N] = X[M, K]·Wᵀ (overwritten), W [N, K] in <paramref name="type"/>.</summary>
+    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y)
+    {
+        CheckShapes(type, weights, n, k, x, m, y);
+        if (m <= FewVectors)
+        {
+            QuantizedMatVec.Forward(type, weights, n, k, x, m, y);
+            return;
+        }
+
+        int rowBytes = (int)GgmlTypes.RowBytes(type, k);
+        int panelRows = (int)Math.Clamp(PanelBytes / (4L * k) / 16 * 16, 16, Math.Max(16, n));
+        var rented = ArrayPool<float>.Shared.Rent(panelRows * k);
+        try
+        {
+            for (int start = 0; start < n; start += panelRows)
+            {
+                int count = Math.Min(panelRows, n - start);
+                var panel = rented.AsSpan(0, count * k);
+                DequantizeRows(type, weights.Slice(start * rowBytes, count * rowBytes), count, k, panel);
+                Gemm.Multiply(false, true, m, count, k, x, k, panel, k, y[start..], n, accumulate: false);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="rows"/> rows of <paramref name="columns"/> values decoded to fp32: the same values as
+    /// <see cref="Dequantize.Reference"/> (F16 through the vectorised conversion, which rounds identically); rows
+    /// split between the threads when there are many.
+    /// </summary>
+    public static unsafe void DequantizeRows(GgmlType type, ReadOnlySpan<byte> source, int rows, int columns, Span<float> destination)
+    {
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        if (columns % GgmlTypes.BlockValues(type) != 0 || source.Length < (long)rows * rowBytes || destination.Length < (long)rows * columns)
+        {
+            throw new ArgumentException($"{type}: {rows} rows of {columns} values need {(long)rows * rowBytes} bytes and {(long)rows * columns} floats");
+        }
+
+        fixed (byte* sp = source)
+        fixed (float* dp = destination)
+        {
+            nint sa = (nint)sp, da = (nint)dp;
+            void Rows(int first, int end)
+            {
+                for (int r = first; r < end; r++)
+                {
+                    var from = new ReadOnlySpan<byte>((byte*)sa + ((long)r * rowBytes), rowBytes);
+                    var to = new Span<float>((float*)da + ((long)r * columns), columns);
+                    switch (type)
+                    {
+                        case GgmlType.F32:
+                            MemoryMarshal.Cast<byte, float>(from).CopyTo(to);
+                            break;
+                        case GgmlType.F16:
+                            TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(from), to);
+                            break;
+                        case GgmlType.BF16:
+                            var halves = MemoryMarshal.Cast<byte, ushort>(from);
+                            for (int i = 0; i < columns; i++)
+                            {
+                                to[i] = BitConverter.Int32BitsToSingle(halves[i] << 16);
+                            }
+
+                            break;
+                        default:
+                            Dequantize.Reference(type, from, to);
+                            break;
+                    }
+                }
+            }
+
+            const int chunk = 16;
+            if ((long)rows * columns < 1 << 16)
+            {
+                Rows(0, rows);
+                return;
+            }
+
+            ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
+        }
+    }
+
+    private static void CheckShapes(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y)
+    {
+        if (m < 1 || n < 0 || k < 1 || k % GgmlTypes.BlockValues(type) != 0 || weights.Length < n * GgmlTypes.RowBytes(type, k)
+            || x.Length < (long)m * k || y.Length < (long)m * n)
+        {
+            throw new ArgumentException($"{type} matmul: [{m}, {k}]·[{n}, {k}]ᵀ with {weights.Length} bytes, x {x.Length}, y {y.Length}");
+        }
+    }
+}

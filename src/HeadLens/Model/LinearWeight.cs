@@ -1,0 +1,159 @@
+using HeadLens.Kernels;
+using HeadLens.Kernels.Quantized;
+using HeadLens.Tensors;
+
+namespace HeadLens.Model;
+
+/// <summary>
+/// The weight matrix W [out, in] of a linear layer (or the token-embedding table, [V, C]) as inference reads it:
+/// either an fp32 view into the model's arena (what training updates), or a <see cref="QuantizedMatrix"/> kept in
+/// the type a GGUF file stores it in (Q8_0, Q4_K, Q6_K, F16, …), decoded only in registers or small scratch panels.
+/// Every pass multiplies through <see cref="Forward"/>, so how a matrix is stored is decided here and nowhere else.
+/// An fp32 matrix may also carry inference-only copies, made once and valid while the weights stay as they are:
+/// packed panels (<see cref="Pack"/>: for short texts, packing the weights on every product cost more than the
+/// product) and bfloat16 values for decoding (<see cref="MakeBf16Copy"/>: half the bytes per token).
+/// </summary>
+public sealed class LinearWeight
+{
+    public LinearWeight(Tensor dense)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        if (dense.Rank != 2)
+        {
+            throw new ArgumentException($"tensor '{dense.Name}' is not a matrix");
+        }
+
+        Dense = dense;
+        Name = dense.Name;
+        Rows = dense.Shape[0];
+        Columns = dense.Shape[1];
+    }
+
+    public LinearWeight(QuantizedMatrix stored)
+    {
+        ArgumentNullException.ThrowIfNull(stored);
+        Stored = stored;
+        Name = stored.Name;
+        Rows = stored.Rows;
+        Columns = stored.Columns;
+    }
+
+    public string Name { get; }
+
+    /// <summary>Output features (rows of W).</summary>
+    public int Rows { get; }
+
+    /// <summary>Input features (columns of W).</summary>
+    public int Columns { get; }
+
+    /// <summary>The fp32 matrix in the model's arena; null when the matrix is kept in its file's type.</summary>
+    public Tensor? Dense { get; }
+
+    /// <summary>The matrix in its file's type; null for fp32 weights in the arena.</summary>
+    public QuantizedMatrix? Stored { get; }
+
+    public GgmlType Type => Stored?.Type ?? GgmlType.F32;
+
+    /// <summary>Bytes the matrix occupies (in the arena, or in the mapped file).</summary>
+    public long Bytes => Stored?.Length ?? (long)Rows * Columns * sizeof(float);
+
+    /// <summary>
+    /// The fp32 values, writable: what training and weight edits need. A matrix kept in its file's type has none:
+    /// one line says so (use <see cref="ToFloat32"/> to read a dequantized copy).
+    /// </summary>
+    public Span<float> Span => Dense is { } dense ? dense.Span
+        : throw new HeadLensException($"weight '{Name}' is kept as {Type} (from a GGUF file): this needs fp32 weights; convert the model with --type f32 first");
+
+    /// <summary>The packed panels of <see cref="Pack"/>, if made.</summary>
+    public PackedWeights? Panels { get; private set; }
+
+    /// <summary>The bfloat16 copy of <see cref="MakeBf16Copy"/>, if made.</summary>
+    public bool HasBf16Copy => bf16 is not null;
+
+    /// <summary>Bytes of the inference copies (panels and bf16 values).</summary>
+    public long CopyBytes => (Panels?.Bytes ?? 0) + ((long)(bf16?.Length ?? 0) * sizeof(ushort));
+
+    private ushort[]? bf16;
+
+    /// <summary>Packs an fp32 matrix into the product's panels once (Gemm.Pack); a matrix in its file's type is left as it is.</summary>
+    public void Pack()
+    {
+        if (Dense is { } dense && Panels is null)
+        {
+            Panels = Gemm.Pack(dense.Memory, Rows, Columns);
+        }
+    }
+
+    /// <summary>Makes a bfloat16 copy of an fp32 matrix (round to nearest even), read when decoding a few rows.</summary>
+    public void MakeBf16Copy()
+    {
+        if (Dense is { } dense && bf16 is null)
+        {
+            var values = GC.AllocateUninitializedArray<ushort>(dense.Length);
+            Gemv.ToBf16(dense.Span, values);
+            bf16 = values;
+        }
+    }
+
+    /// <summary>
+    /// y [M, Rows] = x [M, Columns] · Wᵀ + bias (bias empty: none). <paramref name="decoding"/>: the rows are decode
+    /// steps, which read the bf16 copy where there is one.
+    /// </summary>
+    public void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> bias, int m, Span<float> y, bool decoding = false)
+    {
+        if (Stored is { } stored)
+        {
+            QuantizedMatMul.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+            MatMul.AddBias(bias, m, Rows, y);
+        }
+        else if (decoding && bf16 is not null && m <= MatMul.MatrixVectorRows)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                var row = y.Slice(i * Rows, Rows);
+                Gemv.ForwardBf16(bf16, x.Slice(i * Columns, Columns), Rows, Columns, row);
+            }
+
+            MatMul.AddBias(bias, m, Rows, y);
+        }
+        else if (Panels is { } panels)
+        {
+            MatMul.Forward(x, panels, bias, m, y);
+        }
+        else
+        {
+            MatMul.Forward(x, Dense!.Span, bias, m, Rows, Columns, y);
+        }
+    }
+
+    /// <summary>Row <paramref name="row"/> of W as fp32 (an embedding lookup).</summary>
+    public void Row(int row, Span<float> destination)
+    {
+        if ((uint)row >= (uint)Rows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(row), row, $"'{Name}' has {Rows} rows");
+        }
+
+        if (Stored is { } stored)
+        {
+            QuantizedMatMul.DequantizeRows(stored.Type, stored.Bytes.Slice(row * stored.RowBytes, stored.RowBytes), 1, Columns, destination);
+        }
+        else
+        {
+            Dense!.Span.Slice(row * Columns, Columns).CopyTo(destination);
+        }
+    }
+
+    /// <summary>The fp32 values: the arena's own for dense weights, a freshly dequantized copy otherwise (analysis of weights).</summary>
+    public ReadOnlySpan<float> ToFloat32()
+    {
+        if (Stored is not { } stored)
+        {
+            return Dense!.Span;
+        }
+
+        var values = GC.AllocateUninitializedArray<float>(checked(Rows * Columns));
+        QuantizedMatMul.DequantizeRows(stored.Type, stored.Bytes, Rows, Columns, values);
+        return values;
+    }
+}

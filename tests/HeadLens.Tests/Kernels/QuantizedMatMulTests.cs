@@ -1,0 +1,115 @@
+using System.Runtime.Intrinsics;
+using HeadLens.Kernels;
+using HeadLens.Kernels.Quantized;
+using HeadLens.Model;
+using HeadLens.Tensors;
+
+namespace HeadLens.Tests.Kernels;
+
+/// <summary>
+/// Products with W kept in a ggml type, Y[M, N] = X[M, K]·Wᵀ: the few-vector path (M ≤ 8, decoded in registers,
+/// rows split between threads) and the panel path (dequantized panels through Gemm) against dequantize-then-fp32
+/// (<see cref="QuantizedMatMul.Reference"/>), for every type, at odd sizes, with outputs pre-filled with garbage and
+/// a sentinel past the end. CI reruns the Kernels namespace with AVX-512 off and with every intrinsic off.
+/// </summary>
+public sealed class QuantizedMatMulTests
+{
+    public static TheoryData<GgmlType> Types => QuantizedMatVecTests.Types;
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void ProductsMatchDequantizeThenFloat32(GgmlType type)
+    {
+        var random = new Random((int)type + 31);
+        int per = GgmlTypes.BlockValues(type);
+        // (rows N, columns K): small; large enough to be split between threads; more rows than one dequantized panel.
+        (int Rows, int Columns)[] shapes = per == 1 ? [(7, 33), (301, 255), (700, 768)] : per == 32 ? [(7, 96), (301, 544), (700, 768)] : [(7, 256), (301, 512), (700, 768)];
+        foreach (var (n, k) in shapes)
+        {
+            byte[] weights = QuantizedMatVecTests.RandomBlocks(type, n, k, random);
+            var dense = new float[n * k];
+            Dequantize.Reference(type, weights, dense);
+            foreach (int m in new[] { 1, 2, 5, QuantizedMatMul.FewVectors, QuantizedMatMul.FewVectors + 1, 23 })
+            {
+                var x = Enumerable.Range(0, m * k).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+                var expected = new float[m * n];
+                QuantizedMatMul.Reference(type, weights, n, k, x, m, expected);
+                var fast = Enumerable.Repeat(float.NaN, (m * n) + 1).ToArray();
+                fast[m * n] = 12345f;
+                QuantizedMatMul.Forward(type, weights, n, k, x, m, fast);
+                Assert.Equal(12345f, fast[m * n]);
+                for (int i = 0; i < m; i++)
+                {
+                    for (int j = 0; j < n; j++)
+                    {
+                        // float32 sums of K products in another order: the error grows with Σ|w·x|; the in-register
+                        // path's constant-term split (Σ s·u·x + c·Σx) adds roundings up to 32·|d|·Σ|x| (see QuantizedMatVecTests).
+                        double scale = 0, largest = 0;
+                        for (int p = 0; p < k; p++)
+                        {
+                            scale += Math.Abs((double)dense[(j * k) + p] * x[(i * k) + p]);
+                            largest = Math.Max(largest, Math.Abs(dense[(j * k) + p]));
+                        }
+
+                        double tolerance = (1e-5 * scale) + (2e-6 * k * largest) + 1e-6;
+                        Assert.True(Math.Abs(fast[(i * n) + j] - expected[(i * n) + j]) <= tolerance,
+                            $"{type} [{m}, {k}]·[{n}, {k}]ᵀ at ({i}, {j}): {fast[(i * n) + j]} vs {expected[(i * n) + j]} " +
+                            $"(Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated}, threads {ComputeThreads.Count})");
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void DequantizedRowsEqualTheReferenceDecoding(GgmlType type)
+    {
+        var random = new Random((int)type + 5);
+        int k = GgmlTypes.BlockValues(type) == 1 ? 301 : GgmlTypes.BlockValues(type) == 32 ? 96 : 512;
+        int n = 300; // enough values to be split between threads
+        byte[] weights = QuantizedMatVecTests.RandomBlocks(type, n, k, random);
+        var expected = new float[n * k];
+        Dequantize.Reference(type, weights, expected);
+        var actual = Enumerable.Repeat(float.NaN, (n * k) + 1).ToArray();
+        actual[n * k] = 7f;
+        QuantizedMatMul.DequantizeRows(type, weights, n, k, actual);
+        Assert.Equal(7f, actual[n * k]);
+        Assert.Equal(expected, actual.AsSpan(0, n * k).ToArray());
+    }
+
+    [Fact]
+    public unsafe void LinearWeightMultipliesAndLooksUpRowsWhicheverWayItIsStored()
+    {
+        var random = new Random(3);
+        int n = 37, k = 64, m = 11;
+        byte[] bytes = QuantizedMatVecTests.RandomBlocks(GgmlType.Q8_0, n, k, random);
+        var dense = new float[n * k];
+        Dequantize.Reference(GgmlType.Q8_0, bytes, dense);
+        var bias = Enumerable.Range(0, n).Select(i => i * 0.5f).ToArray();
+        var x = Enumerable.Range(0, m * k).Select(_ => (float)random.NextDouble()).ToArray();
+        fixed (byte* pointer = bytes)
+        {
+            var stored = new LinearWeight(new QuantizedMatrix("w", GgmlType.Q8_0, n, k, pointer, bytes.Length, bytes));
+            var plain = new LinearWeight(new Tensor("w", [n, k], dense, 0));
+            Assert.Equal(GgmlType.Q8_0, stored.Type);
+            Assert.Equal(bytes.Length, stored.Bytes);
+            Assert.Equal(dense, stored.ToFloat32().ToArray());
+            var row = new float[k];
+            stored.Row(5, row);
+            Assert.Equal(dense.AsSpan(5 * k, k).ToArray(), row);
+            Assert.Contains("Q8_0", Assert.Throws<HeadLensException>(() => stored.Span.Length).Message, StringComparison.Ordinal);
+            foreach (int rows in new[] { 1, m })
+            {
+                var fromStored = new float[rows * n];
+                var fromPlain = new float[rows * n];
+                stored.Forward(x.AsSpan(0, rows * k), bias, rows, fromStored);
+                plain.Forward(x.AsSpan(0, rows * k), bias, rows, fromPlain);
+                var expected = new float[rows * n];
+                MatMul.Forward(x.AsSpan(0, rows * k), dense, bias, rows, n, k, expected);
+                Assert.Equal(expected, fromPlain);
+                Assert.All(Enumerable.Range(0, rows * n), i => Assert.True(Math.Abs(fromStored[i] - expected[i]) <= 1e-4 * (1 + Math.Abs(expected[i])), $"{i}: {fromStored[i]} vs {expected[i]}"));
+            }
+        }
+    }
+}
