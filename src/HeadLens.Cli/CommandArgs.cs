@@ -148,10 +148,11 @@ internal sealed class CommandArgs
         read.Add(name);
     }
 
-    // A numeric default shown in help must be the fallback the body uses; a descriptive one ("all cores") is not checked.
+    // A numeric default shown in help must be the fallback the body uses when the option is absent; a descriptive one
+    // ("all cores") is not checked, nor a fallback that cannot apply because the option is given.
     private void CheckDefault(string name, string fallback, Func<string, bool?> equalsFallback)
     {
-        if (declared.TryGetValue(name, out var option) && option.Default is { } shown && equalsFallback(shown) == false)
+        if (!options.ContainsKey(name) && declared.TryGetValue(name, out var option) && option.Default is { } shown && equalsFallback(shown) == false)
         {
             throw new InvalidOperationException($"{Command}: help says --{name} defaults to {shown}, the command uses {fallback}");
         }

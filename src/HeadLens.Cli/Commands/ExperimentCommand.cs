@@ -34,7 +34,7 @@ internal sealed class ExperimentCommand : ICommand
             new("sinks", "Perplexity of a windowed KV cache with and without attention-sink tokens, against full attention.",
                 [SharedOptions.Model, SharedOptions.Tokenizer], "headlens experiment sinks"),
             new("real-heads", "Measure the heads of a real pretrained encoder (all-MiniLM-L6-v2) on hand-labelled sentences.",
-                [SharedOptions.Model with { Default = "minilm" }], "headlens experiment real-heads --out real-heads.md"),
+                [SharedOptions.Model with { Default = "minilm" }, SharedOptions.Tokenizer], "headlens experiment real-heads --out real-heads.md"),
         ],
     };
 

@@ -190,7 +190,7 @@ internal sealed class TrainCommand : ICommand
     // decay from here on, so the run no longer matches an uninterrupted run of either length: allowed, and said.
     private static void CheckResumedSteps(string output, (int Context, int Step, int Steps) saved, int? steps)
     {
-        if (steps is null || steps == saved.Steps)
+        if (steps is null)
         {
             return;
         }
@@ -199,6 +199,11 @@ internal sealed class TrainCommand : ICommand
         {
             throw new HeadLensException($"--steps {steps}: the run in {output} is already at step {saved.Step} of {saved.Steps}; " +
                 $"give --steps above {saved.Step} to train further");
+        }
+
+        if (steps == saved.Steps)
+        {
+            return;
         }
 
         Console.Error.WriteLine($"note: the run in {output} was scheduled for {saved.Steps} steps; with --steps {steps} its learning rate decays over " +
