@@ -35,6 +35,12 @@ internal static class Program
             return Help(commands, args[1..]);
         }
 
+        if (args[0].StartsWith('-'))
+        {
+            Console.Error.WriteLine($"headlens: options come after the command (headlens COMMAND {args[0]} ...); try 'headlens help'");
+            return 2;
+        }
+
         if (!commands.TryGetValue(args[0], out var command))
         {
             Console.Error.WriteLine($"headlens: unknown command '{args[0]}'{Suggestions.DidYouMean(args[0], commands.Keys)} (try 'headlens help')");

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using HeadLens.Cli.Commands.Bench;
@@ -61,6 +60,12 @@ internal sealed class BenchCommand : ICommand
         return JsonSerializer.Serialize(document);
     }
 
+    // The table for people: bytes in binary units, large figures with a suffix, the rest with four digits (the JSON keeps raw numbers).
+    internal static string Figure(string name, double value) =>
+        name.EndsWith("_bytes", StringComparison.Ordinal) ? Numbers.Bytes(value)
+            : Math.Abs(value) >= 1e5 ? Numbers.Count(value)
+            : Numbers.Value(value);
+
     private static void PrintTable(string name, IReadOnlyList<BenchResult> results)
     {
         Console.WriteLine($"bench {name}");
@@ -68,7 +73,7 @@ internal sealed class BenchCommand : ICommand
         {
             string config = string.Join(" ", result.Config.Select(pair => $"{pair.Key}={pair.Value}"));
             string figures = string.Join("  ", result.Figures.Select(pair =>
-                $"{pair.Key}={pair.Value.ToString("G5", CultureInfo.InvariantCulture)}"));
+                $"{pair.Key}={Figure(pair.Key, pair.Value)}"));
             Console.WriteLine($"  {config,-48} {figures}");
         }
     }

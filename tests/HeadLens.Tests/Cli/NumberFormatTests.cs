@@ -41,6 +41,14 @@ public partial class NumberFormatTests
     public void BytesAreBinary(double bytes, string expected) => Assert.Equal(expected, Numbers.Bytes(bytes));
 
     [Theory]
+    [InlineData("peak_bytes", 123_456_789, "117.7 MiB")]
+    [InlineData("tokens_per_s", 150_000, "150K")]
+    [InlineData("gflops", 412.345, "412.3")]
+    [InlineData("median_ms", 0.00004, "4e-5")]
+    public void BenchTablesUseTheSameFormats(string figure, double value, string expected) =>
+        Assert.Equal(expected, HeadLens.Cli.Commands.BenchCommand.Figure(figure, value));
+
+    [Theory]
     [InlineData("gpt2", 1024)]         // tied embeddings: the unembedding is the token table, multiplied all the same
     [InlineData("llama2-7b", 4096)]    // untied: the output head is its own matrix
     [InlineData("tiny-bert", 64)]      // an encoder: no unembedding at all
