@@ -12,7 +12,19 @@ public sealed class ToolInstallTests : IDisposable
 {
     private readonly string directory = Path.Combine(Path.GetTempPath(), "headlens-tool-" + Guid.NewGuid().ToString("N"));
 
-    public void Dispose() => Directory.Delete(directory, recursive: true);
+#if DEBUG
+    private const string Configuration = "Debug";
+#else
+    private const string Configuration = "Release";
+#endif
+
+    public void Dispose()
+    {
+        if (Directory.Exists(directory))
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 
     [Fact]
     [Trait("Category", "Install")]
@@ -21,11 +33,6 @@ public sealed class ToolInstallTests : IDisposable
         string packages = Path.Combine(directory, "packages"), tools = Path.Combine(directory, "tools"), work = Path.Combine(directory, "work");
         Directory.CreateDirectory(work);
         string project = Path.Combine(RepositoryRoot(), "src", "HeadLens.Cli", "HeadLens.Cli.csproj");
-#if DEBUG
-        const string Configuration = "Debug";
-#else
-        const string Configuration = "Release";
-#endif
         // --no-build: the test run built the tool already, in this configuration.
         Dotnet(work, "pack", project, "-c", Configuration, "--no-build", "-o", packages);
         string config = Path.Combine(directory, "NuGet.config");
@@ -47,6 +54,24 @@ public sealed class ToolInstallTests : IDisposable
         Assert.Contains("HeadLens demo", demo);
         Assert.Contains("layer head  kind", demo);
         Assert.True(File.Exists(Path.Combine(work, "headlens-demo.html")));
+    }
+
+    [Fact]
+    [Trait("Category", "Install")]
+    public void TheLibraryPacksWithItsXmlDocumentation()
+    {
+        string packages = Path.Combine(directory, "packages");
+        Directory.CreateDirectory(directory);
+        Dotnet(directory, "pack", Path.Combine(RepositoryRoot(), "src", "HeadLens", "HeadLens.csproj"), "-c", Configuration, "--no-build", "-o", packages);
+        string package = Assert.Single(Directory.GetFiles(packages, "HeadLens.*.nupkg"));
+        using var archive = System.IO.Compression.ZipFile.OpenRead(package);
+        var names = archive.Entries.Select(entry => entry.FullName).ToList();
+        Assert.Contains("lib/net10.0/HeadLens.dll", names);
+        var documentation = archive.GetEntry("lib/net10.0/HeadLens.xml");
+        Assert.NotNull(documentation);
+        using var reader = new StreamReader(documentation.Open());
+        string xml = reader.ReadToEnd();
+        Assert.Contains("<member name=\"M:HeadLens.Inference.Generator.Stream", xml); // a public API's summary travels with it
     }
 
     private string Dotnet(string workingDirectory, params string[] args) => Run(workingDirectory, "dotnet", args);
