@@ -6,57 +6,29 @@ namespace HeadLens.Cli;
 internal sealed class UsageException(string message) : Exception(message);
 
 /// <summary>
-/// The arguments after the command name: positional words and `--name value` / `--flag` options.
-/// Every option a command reads is marked used; unknown options are reported instead of silently ignored.
+/// The arguments after the command name, as <see cref="CommandLineParser"/> read them against the command's declared
+/// options: positional words (a subcommand) and option values. Command bodies read values here; reading an option the
+/// command does not declare is a bug in HeadLens, reported as one.
 /// </summary>
 internal sealed class CommandArgs
 {
-    private readonly Dictionary<string, List<string?>> options = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<string?>> options;
+    private readonly IReadOnlyDictionary<string, CliOption> declared;
     private readonly HashSet<string> read = new(StringComparer.Ordinal);
 
-    public CommandArgs(string command, IReadOnlyList<string> words, IReadOnlySet<string> flagNames)
+    public CommandArgs(string command, Dictionary<string, List<string?>> options, IReadOnlyList<string> positional, IReadOnlyDictionary<string, CliOption> declared)
     {
         Command = command;
-        var positional = new List<string>();
-        for (int i = 0; i < words.Count; i++)
-        {
-            string word = words[i];
-            if (word.StartsWith("--", StringComparison.Ordinal) && word.Length > 2)
-            {
-                string name = word[2..];
-                string? value = null;
-                int equals = name.IndexOf('=', StringComparison.Ordinal);
-                if (equals >= 0)
-                {
-                    value = name[(equals + 1)..];
-                    name = name[..equals];
-                }
-                else if (!flagNames.Contains(name))
-                {
-                    if (i + 1 >= words.Count)
-                    {
-                        throw new UsageException($"{command}: option --{name} needs a value");
-                    }
-
-                    value = words[++i];
-                }
-
-                // Repeats are kept: GetAll reads them (embed --text A --text B); Get refuses them.
-                if (!options.TryGetValue(name, out var values))
-                {
-                    options[name] = values = [];
-                }
-
-                values.Add(value);
-            }
-            else
-            {
-                positional.Add(word);
-            }
-        }
-
+        this.options = options;
+        this.declared = declared;
         Positional = positional;
     }
+
+    /// <summary>-h or --help was given: the command prints its help instead of running.</summary>
+    public bool HelpRequested { get; init; }
+
+    /// <summary>The subcommand named (bench matmul), when the command has them.</summary>
+    public SubcommandSpec? Subcommand { get; init; }
 
     public string Command { get; }
 
@@ -64,7 +36,7 @@ internal sealed class CommandArgs
 
     public bool Has(string name)
     {
-        read.Add(name);
+        MarkRead(name);
         return options.ContainsKey(name);
     }
 
@@ -72,7 +44,7 @@ internal sealed class CommandArgs
 
     public string? Get(string name)
     {
-        read.Add(name);
+        MarkRead(name);
         if (!options.TryGetValue(name, out var values))
         {
             return null;
@@ -95,7 +67,7 @@ internal sealed class CommandArgs
     /// <summary>Every value of an option that may be repeated, in order (empty when absent).</summary>
     public IReadOnlyList<string> GetAll(string name)
     {
-        read.Add(name);
+        MarkRead(name);
         return options.TryGetValue(name, out var values)
             ? values.Select(value => value ?? throw new UsageException($"{Command}: option --{name} needs a value")).ToList()
             : [];
@@ -106,6 +78,7 @@ internal sealed class CommandArgs
 
     public int GetInt(string name, int fallback, int min = int.MinValue, int max = int.MaxValue)
     {
+        CheckDefault(name, fallback.ToString(CultureInfo.InvariantCulture), text => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value == fallback : null);
         string? text = Get(name);
         if (text is null)
         {
@@ -122,6 +95,7 @@ internal sealed class CommandArgs
 
     public double GetDouble(string name, double fallback, double min = double.MinValue, double max = double.MaxValue)
     {
+        CheckDefault(name, fallback.ToString(CultureInfo.InvariantCulture), text => double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) ? value == fallback : null);
         string? text = Get(name);
         if (text is null)
         {
@@ -162,6 +136,26 @@ internal sealed class CommandArgs
         }
 
         return ids;
+    }
+
+    private void MarkRead(string name)
+    {
+        if (!declared.ContainsKey(name))
+        {
+            throw new InvalidOperationException($"{Command} reads --{name} but does not declare it (add it to the command's Spec)");
+        }
+
+        read.Add(name);
+    }
+
+    // A numeric default shown in help must be the fallback the body uses when the option is absent; a descriptive one
+    // ("all cores") is not checked, nor a fallback that cannot apply because the option is given.
+    private void CheckDefault(string name, string fallback, Func<string, bool?> equalsFallback)
+    {
+        if (!options.ContainsKey(name) && declared.TryGetValue(name, out var option) && option.Default is { } shown && equalsFallback(shown) == false)
+        {
+            throw new InvalidOperationException($"{Command}: help says --{name} defaults to {shown}, the command uses {fallback}");
+        }
     }
 
     /// <summary>Call after reading every option: an option nobody read is a typo the user should hear about.</summary>

@@ -8,8 +8,8 @@ internal interface ICommand
     /// <summary>The word after `headlens`, e.g. "bench".</summary>
     string Name { get; }
 
-    /// <summary>One line for `headlens help`: the usage, as in the CLI contract.</summary>
-    string Usage { get; }
+    /// <summary>What it does, its options and an example: the parser, the help and shell completion all read this.</summary>
+    CommandSpec Spec { get; }
 
     int Run(CommandArgs args);
 }

@@ -63,6 +63,27 @@ internal static class ModelInput
         return Checked(ids!, model, $"--{textOption}");
     }
 
+    /// <summary>Each token as a readable string (the JSON "tokens" field, table rows); null when the model has no tokenizer.</summary>
+    public static string[]? TokenTexts(ITokenizer? tokenizer, int[] ids) => tokenizer is null ? null : [.. ids.Select(tokenizer.TokenText)];
+
+    /// <summary>A token for a text table: quoted, with line breaks and tabs visible, cut to <paramref name="width"/> characters.</summary>
+    public static string Show(string? token, int id, int width = 12)
+    {
+        if (token is null)
+        {
+            return $"[{id}]";
+        }
+
+        var visible = new System.Text.StringBuilder("'");
+        foreach (char c in token)
+        {
+            visible.Append(c switch { '\n' => "\\n", '\t' => "\\t", '\r' => "\\r", _ when char.IsControl(c) => $"\\x{(int)c:x2}", _ => c.ToString() });
+        }
+
+        string shown = visible.Append('\'').ToString();
+        return shown.Length <= width ? shown : shown[..(width - 2)] + "…'";
+    }
+
     /// <summary>Ids checked against the model: not empty, inside the vocabulary, within the context.</summary>
     public static int[] Checked(int[] ids, Transformer model, string what)
     {

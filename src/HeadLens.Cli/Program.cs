@@ -5,42 +5,64 @@ namespace HeadLens.Cli;
 
 internal static class Program
 {
-    // Options that take no value, across all commands.
-    private static readonly HashSet<string> FlagNames = new(StringComparer.Ordinal)
-    {
-        "json", "resume", "help", "quiet", "no-report",
-    };
-
     private static int Main(string[] args)
     {
         var commands = DiscoverCommands();
-        if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
+        if (args.Length > 0 && args[0] == Completion.Entry)
         {
-            PrintHelp(commands);
+            foreach (string candidate in Completion.Candidates(commands, args[1..]))
+            {
+                Console.WriteLine(candidate);
+            }
+
+            return 0;
+        }
+
+        if (args.Length == 0 || args[0] is "--help" or "-h" || (args[0] == "help" && args.Length == 1))
+        {
+            Console.Write(HelpWriter.Overview(commands.Values));
             return args.Length == 0 ? 2 : 0;
+        }
+
+        if (args[0] is "--version")
+        {
+            Console.WriteLine($"headlens {HelpWriter.Version}");
+            return 0;
+        }
+
+        if (args[0] == "help")
+        {
+            return Help(commands, args[1..]);
+        }
+
+        if (args[0].StartsWith('-'))
+        {
+            Console.Error.WriteLine($"headlens: options come after the command (headlens COMMAND {args[0]} ...); try 'headlens help'");
+            return 2;
         }
 
         if (!commands.TryGetValue(args[0], out var command))
         {
-            Console.Error.WriteLine($"headlens: unknown command '{args[0]}' (try 'headlens help')");
+            Console.Error.WriteLine($"headlens: unknown command '{args[0]}'{Suggestions.DidYouMean(args[0], commands.Keys)} (try 'headlens help')");
             return 2;
         }
 
         try
         {
-            var parsed = new CommandArgs(command.Name, args[1..], FlagNames);
-            ConfigureThreads(parsed);
-            if (parsed.Flag("help"))
+            var parsed = CommandLineParser.Parse(command.Name, command.Spec, args[1..]);
+            if (parsed.HelpRequested)
             {
-                Console.WriteLine("usage: headlens " + command.Usage);
+                Console.Write(HelpWriter.ForCommand(command.Name, command.Spec, parsed.Subcommand));
                 return 0;
             }
+
+            ConfigureThreads(parsed);
 
             return command.Run(parsed);
         }
         catch (UsageException error)
         {
-            Console.Error.WriteLine("headlens " + error.Message);
+            Console.Error.WriteLine($"headlens {error.Message} (see 'headlens help {command.Name}')");
             return 2;
         }
         catch (HeadLensException error)
@@ -86,16 +108,28 @@ internal static class Program
         return commands;
     }
 
-    private static void PrintHelp(SortedDictionary<string, ICommand> commands)
+    // `headlens help COMMAND [SUBCOMMAND]`: the same text as `COMMAND [SUBCOMMAND] --help`.
+    private static int Help(SortedDictionary<string, ICommand> commands, string[] words)
     {
-        Console.WriteLine("headlens — the attention mechanism of large language models, made visible");
-        Console.WriteLine();
-        foreach (var command in commands.Values)
+        if (!commands.TryGetValue(words[0], out var command))
         {
-            Console.WriteLine("  headlens " + command.Usage);
+            Console.Error.WriteLine($"headlens help: unknown command '{words[0]}'{Suggestions.DidYouMean(words[0], commands.Keys)} (try 'headlens help')");
+            return 2;
         }
 
-        Console.WriteLine();
-        Console.WriteLine($"Every command takes --threads N: the threads that compute (default: {ComputeThreads.EnvironmentVariable}, else all cores).");
+        SubcommandSpec? subcommand = null;
+        if (words.Length > 1)
+        {
+            subcommand = command.Spec.Subcommands.FirstOrDefault(s => s.Name == words[1]);
+            if (subcommand is null || words.Length > 2)
+            {
+                Console.Error.WriteLine($"headlens help {command.Name}: unknown {command.Spec.SubcommandNoun} '{string.Join(' ', words[1..])}'" +
+                    Suggestions.DidYouMean(words[1], command.Spec.Subcommands.Select(s => s.Name)));
+                return 2;
+            }
+        }
+
+        Console.Write(HelpWriter.ForCommand(command.Name, command.Spec, subcommand));
+        return 0;
     }
 }

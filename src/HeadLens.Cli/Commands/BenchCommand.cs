@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using HeadLens.Cli.Commands.Bench;
@@ -9,20 +8,24 @@ internal sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
 
-    public string Usage => "bench (matmul | attention | train | generate | gemv | load | encoder | gguf) [--json]";
+    public CommandSpec Spec { get; } = new(
+        "Measure a kernel or a whole model on this machine and print a table (or the contract's JSON with --json); "
+        + "progress goes to stderr.",
+        [SharedOptions.Json],
+        "headlens bench matmul --sizes 1024 --json")
+    {
+        SubcommandNoun = "suite",
+        Subcommands = [.. Suites.Values.Select(suite => new SubcommandSpec(suite.Name, suite.Summary, suite.Options, $"headlens bench {suite.Name}"))],
+    };
+
+    private static SortedDictionary<string, IBenchmark> Suites { get; } = new(Assembly.GetExecutingAssembly().GetTypes()
+        .Where(type => type.IsClass && !type.IsAbstract && typeof(IBenchmark).IsAssignableFrom(type))
+        .Select(type => (IBenchmark)Activator.CreateInstance(type)!)
+        .ToDictionary(suite => suite.Name, StringComparer.Ordinal), StringComparer.Ordinal);
 
     public int Run(CommandArgs args)
     {
-        var suites = Assembly.GetExecutingAssembly().GetTypes()
-            .Where(type => type.IsClass && !type.IsAbstract && typeof(IBenchmark).IsAssignableFrom(type))
-            .Select(type => (IBenchmark)Activator.CreateInstance(type)!)
-            .ToDictionary(suite => suite.Name, StringComparer.Ordinal);
-        if (args.Positional.Count != 1 || !suites.TryGetValue(args.Positional[0], out var suite))
-        {
-            string given = args.Positional.Count == 0 ? "nothing" : $"'{string.Join(' ', args.Positional)}'";
-            throw new UsageException($"bench: expected one of {string.Join(", ", suites.Keys.Order())}; got {given}");
-        }
-
+        var suite = Suites[args.Positional[0]]; // the parser checked the name
         bool json = args.Flag("json");
         var results = suite.Run(args, Console.Error);
         args.RejectUnknown();
@@ -57,6 +60,12 @@ internal sealed class BenchCommand : ICommand
         return JsonSerializer.Serialize(document);
     }
 
+    // The table for people: bytes in binary units, large figures with a suffix, the rest with four digits (the JSON keeps raw numbers).
+    internal static string Figure(string name, double value) =>
+        name.EndsWith("_bytes", StringComparison.Ordinal) ? Numbers.Bytes(value)
+            : Math.Abs(value) >= 1e5 ? Numbers.Count(value)
+            : Numbers.Value(value);
+
     private static void PrintTable(string name, IReadOnlyList<BenchResult> results)
     {
         Console.WriteLine($"bench {name}");
@@ -64,7 +73,7 @@ internal sealed class BenchCommand : ICommand
         {
             string config = string.Join(" ", result.Config.Select(pair => $"{pair.Key}={pair.Value}"));
             string figures = string.Join("  ", result.Figures.Select(pair =>
-                $"{pair.Key}={pair.Value.ToString("G5", CultureInfo.InvariantCulture)}"));
+                $"{pair.Key}={Figure(pair.Key, pair.Value)}"));
             Console.WriteLine($"  {config,-48} {figures}");
         }
     }

@@ -12,7 +12,15 @@ internal sealed class ConvertCommand : ICommand
 {
     public string Name => "convert";
 
-    public string Usage => "convert  --model MODEL --out (DIR | FILE.gguf) [--type f32|f16|q8_0]";
+    public CommandSpec Spec { get; } = new(
+        "Write a model in another format: a Hugging Face directory (for PyTorch transformers) or a GGUF file (for llama.cpp).",
+        [
+            SharedOptions.Model,
+            SharedOptions.Tokenizer,
+            CliOption.Valued("out", "DIR|FILE.gguf", "the output: a directory, or a file ending in .gguf") with { Required = true },
+            CliOption.Valued("type", "TYPE", "the GGUF matrix type", "f32") with { Choices = ["f32", "f16", "q8_0"] },
+        ],
+        "headlens convert --out kjv.gguf --type q8_0");
 
     public int Run(CommandArgs args)
     {

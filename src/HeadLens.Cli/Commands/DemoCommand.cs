@@ -18,7 +18,16 @@ internal sealed class DemoCommand : ICommand
 
     public string Name => "demo";
 
-    public string Usage => "demo     [--model MODEL] [--out FILE.html] [--max-tokens N] [--seed S]";
+    public CommandSpec Spec { get; } = new(
+        "The main job on the embedded default model, no arguments needed: what the model is, a generated sample, what "
+        + "every head attends to, and a self-contained HTML report of the patterns.",
+        [
+            SharedOptions.Model with { Description = "a Hugging Face model directory with a tokenizer" },
+            CliOption.Valued("out", "FILE.html", "the report", "headlens-demo.html in the current directory"),
+            CliOption.Valued("max-tokens", "N", "tokens in the generated sample", "240"),
+            CliOption.Valued("seed", "S", "random seed of the sample", "7"),
+        ],
+        "headlens demo");
 
     public int Run(CommandArgs args)
     {
@@ -36,17 +45,17 @@ internal sealed class DemoCommand : ICommand
         }
 
         var c = model.Config;
-        Console.WriteLine($"HeadLens demo — a {c.ParameterCount / 1e6:F2}M-parameter {(c.HasMlp ? "" : "attention-only ")}transformer ({c.DescribeFeatures()}): {c.Layers} layers × {c.Heads} heads " +
+        Console.WriteLine($"HeadLens demo — a {Numbers.Count(c.ParameterCount)}-parameter {(c.HasMlp ? "" : "attention-only ")}transformer ({c.DescribeFeatures()}): {c.Layers} layers × {c.Heads} heads " +
             $"(head size {c.HeadDim}), context {c.ContextLength} tokens, vocabulary {c.VocabSize} ({(c.VocabSize == 256 ? "bytes" : "tokens")}).");
         Console.WriteLine($"Loaded from {modelPath}.");
         Console.WriteLine();
-        Console.WriteLine($"Sample (temperature 0.8, seed {seed}, KV cache):");
+        Console.WriteLine($"Sample (temperature 0.8, seed {seed}, KV cache; past the {c.ContextLength}-token context the window slides, keeping the last half):");
         Console.WriteLine();
         var prompt = tokenizer.EncodeForModel(Prompt);
         Console.Write(Prompt);
         int generated = 0;
         var generation = Stopwatch.StartNew();
-        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed })))
+        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed }), slide: true))
         {
             generated++;
             Console.Write(token.Text);
@@ -78,7 +87,7 @@ internal sealed class DemoCommand : ICommand
         var (model, tokenizer) = Models.MiniLmResources.Load();
         string text = RealHeadsExperiment.ArticleSentence;
         var c = model.Config;
-        Console.WriteLine($"A real pretrained model — {Models.MiniLmResources.Name} (all-MiniLM-L6-v2, {c.ParameterCount / 1e6:F1}M parameters, {c.Layers} layers × {c.Heads} heads, an encoder):");
+        Console.WriteLine($"A real pretrained model — {Models.MiniLmResources.Name} (all-MiniLM-L6-v2, {Numbers.Count(c.ParameterCount)} parameters, {c.Layers} layers × {c.Heads} heads, an encoder):");
         int[] ids = tokenizer.EncodeForModel(text);
         var from = HeadQuestions.WordPositions(tokenizer, ids, "it");
         var to = HeadQuestions.WordPositions(tokenizer, ids, "animal", before: from[^1]);

@@ -12,7 +12,15 @@ internal sealed class EmbedCommand : ICommand
 {
     public string Name => "embed";
 
-    public string Usage => "embed    --model MODEL --text A [--text B ...] [--json]       (encoders: sentence embeddings + cosines)";
+    public CommandSpec Spec { get; } = new(
+        "Sentence embeddings of an encoder (mean-pooled, unit length) and the cosine similarity of every pair of texts.",
+        [
+            SharedOptions.Model with { Default = "minilm" },
+            SharedOptions.Tokenizer,
+            CliOption.Valued("text", "TEXT", "a text to embed") with { Required = true, Repeatable = true },
+            SharedOptions.Json,
+        ],
+        "headlens embed --text \"The bank of the river.\" --text \"I deposited cash at the bank.\"");
 
     public int Run(CommandArgs args)
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using HeadLens.Analysis.Experiments;
 
@@ -12,15 +13,33 @@ internal sealed class ExperimentCommand : ICommand
 {
     public string Name => "experiment";
 
-    public string Usage => "experiment (handcrafted | induction | sinks | real-heads) [--out FILE.md] [--steps N] [--seed S] [--layers 1,2] [--heads H] [--model MODEL]";
+    public CommandSpec Spec { get; } = new(
+        "Experiments that reproduce what the interpretability papers found, each printing its figures and the time it took.",
+        [CliOption.Valued("out", "FILE.md", "also write the report as markdown here")],
+        "headlens experiment induction --steps 300")
+    {
+        SubcommandNoun = "experiment",
+        Subcommands =
+        [
+            new("handcrafted", "A hand-written article→noun head: W_Q and W_K set by hand, and what such a head gets right and wrong.", [],
+                "headlens experiment handcrafted"),
+            new("induction", "Train attention-only models of 1 and 2 layers on repeated random sequences: induction heads form only with 2 layers.",
+                [
+                    CliOption.Valued("steps", "N", "training steps per model", InductionExperiment.Settings.Default.Steps.ToString(CultureInfo.InvariantCulture)),
+                    CliOption.Valued("seed", "S", "random seed", InductionExperiment.Settings.Default.Seed.ToString(CultureInfo.InvariantCulture)),
+                    CliOption.Valued("layers", "1,2", "the depths to train", string.Join(',', InductionExperiment.Settings.Default.LayerCounts)),
+                    CliOption.Valued("heads", "H", "heads per layer", InductionExperiment.Settings.Default.Heads.ToString(CultureInfo.InvariantCulture)),
+                ],
+                "headlens experiment induction --steps 300 --layers 1,2"),
+            new("sinks", "Perplexity of a windowed KV cache with and without attention-sink tokens, against full attention.",
+                [SharedOptions.Model, SharedOptions.Tokenizer], "headlens experiment sinks"),
+            new("real-heads", "Measure the heads of a real pretrained encoder (all-MiniLM-L6-v2) on hand-labelled sentences.",
+                [SharedOptions.Model with { Default = "minilm" }, SharedOptions.Tokenizer], "headlens experiment real-heads --out real-heads.md"),
+        ],
+    };
 
     public int Run(CommandArgs args)
     {
-        if (args.Positional.Count != 1)
-        {
-            throw new UsageException("experiment: name one experiment: handcrafted, induction, sinks or real-heads");
-        }
-
         string? output = args.Get("out");
         var clock = Stopwatch.StartNew();
         string report = args.Positional[0] switch
@@ -29,7 +48,7 @@ internal sealed class ExperimentCommand : ICommand
             "induction" => Induction(args),
             "sinks" => Sinks(args),
             "real-heads" => RealHeads(args, output),
-            var other => throw new UsageException($"experiment: unknown experiment '{other}' (handcrafted, induction, sinks, real-heads)"),
+            var other => throw new InvalidOperationException($"experiment {other} is declared but not run"),
         };
         string timing = $"(experiment {args.Positional[0]} took {clock.Elapsed.TotalSeconds:F1} s)";
         Console.WriteLine(timing);

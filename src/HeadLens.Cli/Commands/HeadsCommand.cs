@@ -16,7 +16,19 @@ internal sealed class HeadsCommand : ICommand
 
     public string Name => "heads";
 
-    public string Usage => "heads    --model MODEL [--text TEXT | --ids 1,2,3] [--json] [--from WORD --to WORD] [--seed S]";
+    public CommandSpec Spec { get; } = new(
+        "Name what every head does (previous-token, induction, sink, ...; docs/head-scores.md) with its scores and a "
+        + "summary per layer; with --from/--to, rank the heads by how much one word attends to another.",
+        [
+            SharedOptions.Model,
+            SharedOptions.Tokenizer,
+            .. SharedOptions.Input(required: false),
+            CliOption.Valued("from", "WORD[@N]", "the attending word; @N picks its N-th occurrence", "its first occurrence"),
+            CliOption.Valued("to", "WORD[@N]", "the attended word; @N picks its N-th occurrence", "the nearest occurrence before --from"),
+            CliOption.Valued("seed", "S", "random seed of the probe sequences", "0"),
+            SharedOptions.Json,
+        ],
+        "headlens heads --text \"the cat saw the dog and the cat ran\" --from cat@2 --to dog");
 
     public int Run(CommandArgs args)
     {
@@ -48,8 +60,19 @@ internal sealed class HeadsCommand : ICommand
             }
 
             var pairIds = ids ?? ModelInputIds(tokenizer, PairText, model.Config.ContextLength);
-            var fromTokens = HeadQuestions.WordPositions(tokenizer, pairIds, from);
-            var toTokens = HeadQuestions.WordPositions(tokenizer, pairIds, to!, before: fromTokens[^1]);
+            var (fromWord, fromOccurrence) = WordReference("from", from);
+            var (toWord, toOccurrence) = WordReference("to", to!);
+            var fromTokens = HeadQuestions.WordPositions(tokenizer, pairIds, fromWord, occurrence: fromOccurrence);
+            int[] toTokens;
+            try
+            {
+                toTokens = HeadQuestions.WordPositions(tokenizer, pairIds, toWord, before: fromTokens[^1], toOccurrence);
+            }
+            catch (HeadLensException error) when (fromOccurrence is null)
+            {
+                throw new HeadLensException($"{error.Message} (--from {fromWord} is its first occurrence; --from {fromWord}@2 picks the second)");
+            }
+
             var patterns = AttentionRecorder.Record(model, pairIds);
             pairs = HeadQuestions.RankPair(patterns, model.Config.Heads, pairIds.Length, fromTokens[^1], toTokens);
             (pairQuery, pairKeys) = (fromTokens[^1], toTokens);
@@ -108,6 +131,20 @@ internal sealed class HeadsCommand : ICommand
         Console.WriteLine();
         Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
+    }
+
+    // WORD or WORD@N (the N-th occurrence, from 1). A word that itself contains '@' is written with @N after it.
+    private static (string Word, int? Occurrence) WordReference(string option, string text)
+    {
+        int at = text.LastIndexOf('@');
+        if (at <= 0 || at == text.Length - 1 || !text[(at + 1)..].All(char.IsAsciiDigit))
+        {
+            return (text, null);
+        }
+
+        return int.TryParse(text[(at + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 1
+            ? (text[..at], n)
+            : throw new UsageException($"heads: --{option} {text}: the occurrence after @ counts from 1");
     }
 
     private static int[] ModelInputIds(HeadLens.Tokenization.ITokenizer tokenizer, string text, int context)

@@ -7,7 +7,16 @@ internal sealed class ReportCommand : ICommand
 {
     public string Name => "report";
 
-    public string Usage => "report   --model MODEL (--text TEXT | --ids 1,2,3) --out FILE.html [--png DIR]";
+    public CommandSpec Spec { get; } = new(
+        "One self-contained HTML file with the viewer and every head's pattern on one text; optional PNG heat maps.",
+        [
+            SharedOptions.Model,
+            SharedOptions.Tokenizer,
+            .. SharedOptions.Input(),
+            CliOption.Valued("out", "FILE.html", "the report") with { Required = true },
+            CliOption.Valued("png", "DIR", "also write one PNG heat map per head here"),
+        ],
+        "headlens report --text \"In the beginning God created the heaven and the earth.\" --out report.html");
 
     public int Run(CommandArgs args)
     {

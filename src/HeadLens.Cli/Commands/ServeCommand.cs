@@ -13,7 +13,18 @@ internal sealed class ServeCommand : ICommand
 {
     public string Name => "serve";
 
-    public string Usage => "serve    [--model MODEL] [--port N] [--host H] [--max-tokens N] [--synthetic LAYERSxHEADS] [--dtype fp32|bf16]";
+    public CommandSpec Spec { get; } = new(
+        "The interactive viewer in the browser, on one model fixed at startup. Listens on 127.0.0.1 unless --host names another address.",
+        [
+            SharedOptions.Model,
+            SharedOptions.Tokenizer,
+            CliOption.Valued("port", "N", "the TCP port; 0 picks a free one", "5005"),
+            CliOption.Valued("host", "H", "the address to listen on", "127.0.0.1"),
+            CliOption.Valued("max-tokens", "N", "the longest text the viewer accepts", "1024"),
+            CliOption.Valued("synthetic", "LAYERSxHEADS", "serve hand-made patterns instead of a model (to try the viewer)"),
+            SharedOptions.Dtype,
+        ],
+        "headlens serve --port 5005");
 
     public int Run(CommandArgs args)
     {

@@ -8,8 +8,29 @@ internal sealed class TrainCommand : ICommand
 {
     public string Name => "train";
 
-    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S] " +
-        "[--tokenizer byte|bpe] [--vocab N] [--accumulation N] [--warmup N] [--eval-every N] [--checkpoint-every N]";
+    public CommandSpec Spec { get; } = new(
+        "Train a model on a text corpus, saving checkpoints (Hugging Face layout) in --out; --resume continues a run "
+        + "with its saved settings. The learning-rate schedule (warmup, then cosine decay) spans --steps, so a resumed "
+        + "run may raise --steps only above the step it is at, and then decays more slowly from there than a run started "
+        + "with that many steps (it says so).",
+        [
+            CliOption.Valued("corpus", "FILE", "a UTF-8 text file", "the embedded KJV excerpt"),
+            SharedOptions.Preset with { Default = "kjv" },
+            CliOption.Valued("out", "DIR", "where checkpoints go", "headlens-model"),
+            CliOption.Valued("steps", "N", "optimizer steps in all (with --resume: the new total)", "1000"),
+            CliOption.Flag("resume", "continue the run saved in --out"),
+            CliOption.Valued("batch", "B", "sequences per step", "16"),
+            CliOption.Valued("context", "T", "tokens per sequence", "128, or the preset's context if shorter"),
+            CliOption.Valued("lr", "LR", "peak learning rate", "3e-3"),
+            CliOption.Valued("seed", "S", "random seed (weights and batches)", "1337"),
+            CliOption.Valued("tokenizer", "KIND", "byte-level tokens, or a byte-level BPE learned on the corpus", "byte, or bpe with --vocab") with { Choices = ["byte", "bpe"] },
+            CliOption.Valued("vocab", "N", "the BPE vocabulary size", "1024"),
+            CliOption.Valued("accumulation", "N", "micro-batches accumulated per step", "1"),
+            CliOption.Valued("warmup", "N", "steps of linear learning-rate warmup", "50"),
+            CliOption.Valued("eval-every", "N", "steps between validation losses", "100"),
+            CliOption.Valued("checkpoint-every", "N", "steps between checkpoints", "250"),
+        ],
+        "headlens train --preset kjv --steps 200 --out my-model");
 
     public int Run(CommandArgs args)
     {
@@ -56,10 +77,11 @@ internal sealed class TrainCommand : ICommand
 
             Trainer.RecoverInterruptedSave(output);
             var probe = ModelFilesProbe(output);
+            CheckResumedSteps(output, probe, steps);
             tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
             // The vocabulary comes from the run's own tokenizer (a BPE run resized the preset's).
             var expected = presetName is null ? null : ModelPresets.Get(presetName) with { VocabSize = tokenizer.VocabSize };
-            var corpus = Corpus.Load(corpusPath, tokenizer, probe);
+            var corpus = Corpus.Load(corpusPath, tokenizer, probe.Context);
             trainer = Trainer.Resume(output, corpus, steps, expected);
             trainer.Settings = trainer.Settings with
             {
@@ -97,7 +119,7 @@ internal sealed class TrainCommand : ICommand
             var corpus = Corpus.Load(corpusPath, tokenizer, settings.Context);
             var model = Transformer.Create(config, settings.Seed);
             trainer = new Trainer(model, tokenizer, corpus, settings, output);
-            Console.Error.WriteLine($"training a {config.ParameterCount / 1e6:F2}M-parameter model ({config.DescribeFeatures()}; {config.Layers} layers × {config.Heads} heads, " +
+            Console.Error.WriteLine($"training a {Numbers.Count(config.ParameterCount)}-parameter model ({config.DescribeFeatures()}; {config.Layers} layers × {config.Heads} heads, " +
                 $"{config.Channels} channels) on {corpus.Train.Length:N0} tokens of {Path.GetFileName(corpusPath)}; checkpoints in {output}");
         }
 
@@ -115,7 +137,7 @@ internal sealed class TrainCommand : ICommand
             {
                 string line = $"step {progress.Step,6}/{progress.Steps}  loss {progress.Loss:F4}" +
                     (progress.ValidationLoss is { } v ? $"  val {v:F4}" : "") +
-                    $"  lr {progress.LearningRate:E2}  {progress.TokensPerSecond:N0} tok/s  ETA {progress.Remaining:hh\\:mm\\:ss}";
+                    $"  lr {Numbers.Value(progress.LearningRate)}  {progress.TokensPerSecond:N0} tok/s  ETA {progress.Remaining:hh\\:mm\\:ss}";
                 if (terminal)
                 {
                     Console.Error.Write("\r" + line.PadRight(100));
@@ -148,8 +170,9 @@ internal sealed class TrainCommand : ICommand
         return 0;
     }
 
-    // The context a saved run trained with, to cut the corpus the same way when resuming.
-    private static int ModelFilesProbe(string output)
+    // What a saved run trained with: its context (to cut the corpus the same way when resuming), the step it reached
+    // and the run length its learning-rate schedule spans.
+    private static (int Context, int Step, int Steps) ModelFilesProbe(string output)
     {
         string state = Path.Combine(output, Trainer.StateFile);
         if (!File.Exists(state))
@@ -158,6 +181,32 @@ internal sealed class TrainCommand : ICommand
         }
 
         using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(state));
-        return document.RootElement.GetProperty("settings").GetProperty("Context").GetInt32();
+        var settings = document.RootElement.GetProperty("settings");
+        return (settings.GetProperty("Context").GetInt32(), document.RootElement.GetProperty("step").GetInt32(), settings.GetProperty("Steps").GetInt32());
+    }
+
+    // The schedule (warmup, then cosine decay to the minimum at the last step) is saved with the run and spans its
+    // --steps. A new --steps at or below the step reached leaves nothing to train: refused. Another one re-spans the
+    // decay from here on, so the run no longer matches an uninterrupted run of either length: allowed, and said.
+    private static void CheckResumedSteps(string output, (int Context, int Step, int Steps) saved, int? steps)
+    {
+        if (steps is null)
+        {
+            return;
+        }
+
+        if (steps <= saved.Step)
+        {
+            throw new HeadLensException($"--steps {steps}: the run in {output} is already at step {saved.Step} of {saved.Steps}; " +
+                $"give --steps above {saved.Step} to train further");
+        }
+
+        if (steps == saved.Steps)
+        {
+            return;
+        }
+
+        Console.Error.WriteLine($"note: the run in {output} was scheduled for {saved.Steps} steps; with --steps {steps} its learning rate decays over " +
+            $"{steps} from step {saved.Step} on, so it will not match an uninterrupted run of either length");
     }
 }

@@ -16,10 +16,11 @@ public static class HeadQuestions
 {
     /// <summary>
     /// The token positions of a word in ids (whole-word match, case-insensitive, the first occurrence,
-    /// or the last one ending before token <paramref name="before"/> when given). Positions
+    /// or the last one ending before token <paramref name="before"/> when given; the <paramref name="occurrence"/>-th,
+    /// counting from 1, when that is given, which must then end before <paramref name="before"/>). Positions
     /// come from decoding prefixes of ids, so they work for byte, BPE and SentencePiece tokens alike.
     /// </summary>
-    public static int[] WordPositions(ITokenizer tokenizer, int[] ids, string word, int? before = null)
+    public static int[] WordPositions(ITokenizer tokenizer, int[] ids, string word, int? before = null, int? occurrence = null)
     {
         // start[i] = character where token i begins in the decoded text (a BOS decodes to nothing here).
         int first = tokenizer.BosId is { } bos && ids.Length > 0 && ids[0] == bos ? 1 : 0;
@@ -45,6 +46,21 @@ public static class HeadQuestions
             [.. Enumerable.Range(first, ids.Length - first).Where(i => start[i] < span.End && start[i + 1] > span.Begin)];
 
         var candidates = matches.Select(Tokens).Where(tokens => tokens.Length > 0).ToList();
+        if (occurrence is { } n)
+        {
+            if (n < 1 || n > candidates.Count)
+            {
+                throw new HeadLensException($"the word '{word}' occurs {candidates.Count} time{(candidates.Count == 1 ? "" : "s")} in the text: there is no occurrence {n}");
+            }
+
+            if (before is not null && candidates[n - 1][^1] >= before.Value)
+            {
+                throw new HeadLensException($"occurrence {n} of '{word}' (token {candidates[n - 1][0]}) is not before position {before} in the text");
+            }
+
+            return candidates[n - 1];
+        }
+
         if (before is not null)
         {
             candidates = candidates.Where(tokens => tokens[^1] < before.Value).ToList();

@@ -26,14 +26,25 @@ public static class Generator
 {
     /// <summary>
     /// Continues <paramref name="prompt"/> (ids as the model reads them, e.g. from <see cref="ITokenizer.EncodeForModel"/>)
-    /// by up to <paramref name="maxTokens"/> tokens, never more than the context holds after the prompt.
+    /// by up to <paramref name="maxTokens"/> tokens, never more than the context holds after the prompt, unless
+    /// <paramref name="slide"/>: then, each time the context is full, the last half of it is kept and read again, and
+    /// generation goes on (what slid out is forgotten).
     /// </summary>
-    public static IEnumerable<GeneratedToken> Stream(Transformer model, ITokenizer? tokenizer, IReadOnlyList<int> prompt, int maxTokens, Sampler sampler)
+    public static IEnumerable<GeneratedToken> Stream(Transformer model, ITokenizer? tokenizer, IReadOnlyList<int> prompt, int maxTokens, Sampler sampler, bool slide = false)
     {
-        int room = Math.Min(maxTokens, model.Config.ContextLength - prompt.Count);
-        var ids = Generate(model, prompt, Math.Max(room, 0), sampler, tokenizer?.StopIds);
+        int room = slide ? maxTokens : Math.Min(maxTokens, model.Config.ContextLength - prompt.Count);
+        var ids = slide
+            ? Sliding(model, prompt, maxTokens, sampler, tokenizer?.StopIds)
+            : Generate(model, prompt, Math.Max(room, 0), sampler, tokenizer?.StopIds);
         return tokenizer is null ? ids.Select(id => new GeneratedToken(id, null, null)) : WithText(tokenizer, [.. prompt], ids);
     }
+
+    /// <summary>
+    /// Whether a generation of <paramref name="generated"/> tokens after a prompt of <paramref name="promptLength"/>,
+    /// asked for <paramref name="maxTokens"/> without sliding, was cut short by the model's context.
+    /// </summary>
+    public static bool StoppedAtContext(ModelConfig config, int promptLength, int maxTokens, int generated) =>
+        generated < maxTokens && promptLength + generated >= config.ContextLength;
 
     /// <summary>
     /// The raw loop under <see cref="Stream"/>: ids only, the stop set given by the caller, and up to one token past a
@@ -52,6 +63,39 @@ public static class Generator
         }
 
         return Run(model, prompt.ToArray(), maxTokens, sampler, stopTokens);
+    }
+
+    // Generation past the context: when the cache is full, start a new one from the last half of the tokens so far.
+    // Half, not all but one: re-reading the kept tokens is a prefill, and keeping half makes it happen once every
+    // context/2 tokens instead of at every token, while each token still sees at least half a context of history.
+    private static IEnumerable<int> Sliding(Transformer model, IReadOnlyList<int> prompt, int maxTokens, Sampler sampler, IReadOnlySet<int>? stopTokens)
+    {
+        int context = model.Config.ContextLength;
+        Generate(model, prompt, 0, sampler); // the prompt's checks (not empty, within the context), nothing generated
+        var history = prompt.ToList();
+        int[] window = [.. prompt];
+        int produced = 0;
+        while (true)
+        {
+            int thisRun = 0;
+            foreach (int id in Run(model, window, maxTokens - produced, sampler, stopTokens))
+            {
+                history.Add(id);
+                produced++;
+                thisRun++;
+                yield return id;
+            }
+
+            // Run ends at the token limit, at a stop token, or one token past a full context (that token sampled, not
+            // read yet); only the last goes on, from a window that ends with that token.
+            bool contextFull = thisRun == context - window.Length + 1;
+            if (!contextFull || produced >= maxTokens)
+            {
+                yield break;
+            }
+
+            window = [.. history.Skip(history.Count - Math.Max(1, context / 2))];
+        }
     }
 
     /// <summary>The generated text after the prompt: decoded in context, minus the prompt's own text.</summary>

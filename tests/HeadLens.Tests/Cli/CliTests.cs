@@ -102,8 +102,8 @@ public class CliTests
     {
         var (code, output, _) = Run("describe", "--preset", "gpt2", "--context", "131072");
         Assert.Equal(0, code);
-        Assert.Contains("124.44 M", output);
-        Assert.Contains("1.72E+010", output); // 131072² scores per head: ~16 billion
+        Assert.Contains("124.4M", output);
+        Assert.Contains("17.18B", output); // 131072² scores per head: ~17 billion
     }
 
     [Fact]

@@ -15,6 +15,10 @@ internal sealed class AttentionBenchmark : IBenchmark
 
     public string Name => "attention";
 
+    public string Summary => "Causal self-attention, 12 heads × 64, for the reference, fused, sliding-window and linear kernels at T = 256 to 16384.";
+
+    public IReadOnlyList<CliOption> Options { get; } = [CliOption.Valued("T", "N,N", "only these sequence lengths", "256,1024,4096,16384")];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         int[] lengths = [256, 1024, 4096, 16384];

@@ -12,6 +12,10 @@ internal sealed class EncoderBenchmark : IBenchmark
 {
     public string Name => "encoder";
 
+    public string Summary => "The built-in MiniLM encoder against ONNX Runtime on the same graph, at several batch sizes and lengths.";
+
+    public IReadOnlyList<CliOption> Options { get; } = [];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         var (model, _) = MiniLmResources.Load();

@@ -13,6 +13,10 @@ internal sealed class GemvBenchmark : IBenchmark
 {
     public string Name => "gemv";
 
+    public string Summary => "One decoded token's matrix–vector products at GPT-2 124M's shapes, fp32 and bf16 weights: memory bandwidth.";
+
+    public IReadOnlyList<CliOption> Options { get; } = [];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         int threads = ComputeThreads.Count; // --threads N / HEADLENS_THREADS, read by Program

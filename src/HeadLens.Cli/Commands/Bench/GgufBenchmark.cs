@@ -25,6 +25,17 @@ internal sealed class GgufBenchmark : IBenchmark
 {
     public string Name => "gguf";
 
+    public string Summary => "HeadLens against llama.cpp on the same GGUF file: prompt processing and decoding tokens/s, resident memory.";
+
+    public IReadOnlyList<CliOption> Options { get; } =
+    [
+        CliOption.Valued("model", "FILE.gguf", "the file to measure", "four generated files: GPT-2 124M F32/F16, 1.1B Llama Q8_0/Q4_K_M"),
+        CliOption.Valued("prompt", "N", "prompt tokens processed in one pass", "64"),
+        CliOption.Valued("new-tokens", "N", "tokens decoded one at a time", "32"),
+        CliOption.Valued("layers", "N", "shrink the generated models to N layers (a quick check)"),
+        CliOption.Valued("keep", "DIR", "write the generated files there and keep them"),
+    ];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string? file = args.Get("model");

@@ -11,6 +11,10 @@ internal sealed class LoadBenchmark : IBenchmark
 {
     public string Name => "load";
 
+    public string Summary => "Loading a safetensors checkpoint of a preset's shape (written once to a temporary file).";
+
+    public IReadOnlyList<CliOption> Options { get; } = [SharedOptions.Preset with { Default = "gpt2" }];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string preset = args.Get("preset") ?? "gpt2";

@@ -10,6 +10,10 @@ internal sealed class MatmulBenchmark : IBenchmark
 {
     public string Name => "matmul";
 
+    public string Summary => "Matrix products: squares of 512, 1024 and 2048, and the products of a GPT-2 124M training step (forward and both backward), on --threads threads and on 1.";
+
+    public IReadOnlyList<CliOption> Options { get; } = [CliOption.Valued("sizes", "N,N", "only squares of these sizes", "512,1024,2048 and the GPT-2 step")];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string? only = args.Get("sizes");

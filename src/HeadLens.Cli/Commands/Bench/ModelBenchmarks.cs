@@ -14,6 +14,15 @@ internal sealed class TrainBenchmark : IBenchmark
 {
     public string Name => "train";
 
+    public string Summary => "One full training step (forward, backward, AdamW) of a randomly initialised preset.";
+
+    public IReadOnlyList<CliOption> Options { get; } =
+    [
+        SharedOptions.Preset with { Default = "gpt2" },
+        CliOption.Valued("batch", "B", "sequences per step", "4"),
+        CliOption.Valued("context", "T,T", "tokens per sequence: one length or a comma list", "64,256"),
+    ];
+
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string preset = args.Get("preset") ?? "gpt2";
@@ -63,6 +72,16 @@ internal sealed class TrainBenchmark : IBenchmark
 internal sealed class GenerateBenchmark : IBenchmark
 {
     public string Name => "generate";
+
+    public string Summary => "Greedy decoding of a randomly initialised preset with the KV cache: a prompt, then new tokens one at a time.";
+
+    public IReadOnlyList<CliOption> Options { get; } =
+    [
+        SharedOptions.Preset with { Default = "gpt2" },
+        CliOption.Valued("prompt", "N", "prompt tokens", "16"),
+        CliOption.Valued("new-tokens", "N", "tokens to generate", "64"),
+        SharedOptions.Dtype with { Description = "bf16: decode in fp32, then from bfloat16 weight copies, in one run (for the ratio)" },
+    ];
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {

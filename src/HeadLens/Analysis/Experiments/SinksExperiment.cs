@@ -54,17 +54,17 @@ public static class SinksExperiment
         var lines = new List<string>
         {
             string.Create(culture, $"Model {modelPath}: {t} tokens of text, cache of {window + SinkTokens} tokens, perplexity over tokens {scoredFrom}..{t - 1}:"),
-            string.Create(culture, $"  full attention             {full,8:F2}"),
-            string.Create(culture, $"  window-only cache          {windowOnly,8:F2}  ({100 * ((windowOnly / full) - 1):+0.0;-0.0}% vs full)"),
-            string.Create(culture, $"  window + {SinkTokens} sinks            {withSinks,8:F2}  ({100 * ((withSinks / full) - 1):+0.0;-0.0}% vs full)"),
-            string.Create(culture, $"  sliding recomputation      {recomputed,8:F2}  ({100 * ((recomputed / full) - 1):+0.0;-0.0}% vs full)"),
+            Row("full attention", full, null),
+            Row("window-only cache", windowOnly, full),
+            Row($"window + {SinkTokens} sinks", withSinks, full),
+            Row("sliding recomputation", recomputed, full),
             string.Create(culture, $"Sink scores (mean attention to token 0): max {sinkScores.Max():F3}, mean {sinkScores.Average():F3} over {sinkScores.Count} heads; "
                 + $"{taxonomy.Count(head => head.Kind == "sink")} heads named sink."),
         };
         bool blowsUp = windowOnly > 1.5 * full;
         string verdict = blowsUp
             ? FormattableString.Invariant($"Window-only perplexity blows up ({windowOnly / full:F1}× full); the sinks bring it to {withSinks / full:F2}× full.")
-            : FormattableString.Invariant($"Window-only perplexity stays within {100 * Math.Abs((windowOnly / full) - 1):F0}% of full attention: this model forms no strong sink ")
+            : $"Window-only perplexity differs from full attention by {Change(windowOnly, full)} (with {SinkTokens} sinks: {Change(withSinks, full)}): this model forms no strong sink "
                 + "(its heads do not park attention on the first token), so evicting the first tokens costs no more than evicting any others.";
         lines.Add(verdict);
         lines.Add(string.Create(culture, $"(perplexities in {clock.Elapsed.TotalSeconds:F1} s)"));
@@ -83,6 +83,17 @@ public static class SinksExperiment
 
         report.AppendLine("```");
         return report.ToString();
+    }
+
+    // One table row: the label in a fixed column, so every row lines up whatever its label.
+    private static string Row(string label, double perplexity, double? full) =>
+        $"  {label,-26} {perplexity.ToString("F2", CultureInfo.InvariantCulture),8}" + (full is { } f ? $"  ({Change(perplexity, f)} vs full)" : "");
+
+    // A relative change with one decimal and its sign, as the table prints it (+0.2%, not "within 0%").
+    private static string Change(double value, double reference)
+    {
+        double percent = 100 * ((value / reference) - 1);
+        return percent.ToString("+0.0;-0.0;0.0", CultureInfo.InvariantCulture) + "%";
     }
 
     /// <summary>exp(mean loss) over positions from <paramref name="from"/> on (loss[i] = −log p(ids[i+1])).</summary>
