@@ -110,8 +110,23 @@ public static partial class ViewerServer
                 await Results.Json(new { error = message }, Json, statusCode: status).ExecuteAsync(context);
             }
         });
+        app.Use(async (context, next) =>
+        {
+            if (RequestGuard.Check(context.Request) is { } refusal)
+            {
+                if (refusal.Status == StatusCodes.Status405MethodNotAllowed)
+                {
+                    context.Response.Headers.Allow = RequestGuard.AllowFor(context.Request.Path.Value ?? "");
+                }
 
-        var views = new AttentionViews(source, options.CacheBytes);
+                await Results.Json(new { error = refusal.Message }, Json, statusCode: refusal.Status).ExecuteAsync(context);
+                return;
+            }
+
+            await next(context);
+        });
+
+        var views = new AttentionViews(source);
         var limits = new Limits(source, options);
         foreach (var (path, asset) in Assets)
         {
@@ -171,6 +186,29 @@ public static partial class ViewerServer
         maxPatternValues = options.MaxPatternValues,
         kinds = HeadKinds.All,
     };
+
+    /// <summary>
+    /// The longest input the server takes: the option, lowered to the model's context. Refused (one line naming
+    /// --max-tokens) when one layer's patterns [H, T, T] at that length would not fit a .NET array: the model's own
+    /// analysis pass may hold a layer when a hook asks for it, and an int length must never wrap.
+    /// </summary>
+    public static int CheckMaxTokens(SourceInfo info, int maxTokens)
+    {
+        if (maxTokens < 1 || maxTokens > ViewerOptions.MaxTokensLimit)
+        {
+            throw new HeadLensException($"--max-tokens must be in [1, {ViewerOptions.MaxTokensLimit}], got {maxTokens}");
+        }
+
+        int tokens = Math.Min(maxTokens, info.MaxTokens);
+        long values = (long)info.Heads * tokens * tokens;
+        if (values > Array.MaxLength)
+        {
+            int most = (int)Math.Sqrt((double)Array.MaxLength / info.Heads);
+            throw new HeadLensException($"--max-tokens {maxTokens}: one layer's patterns on {info.Heads} heads would hold {values} values, more than an array can; use at most {most}");
+        }
+
+        return tokens;
+    }
 
     /// <summary>True when the address is a loopback address or the name localhost.</summary>
     public static bool IsLoopback(string host) =>
@@ -336,7 +374,7 @@ public static partial class ViewerServer
     /// <summary>Checks every input against the source and the server's limits.</summary>
     private sealed class Limits(IAttentionSource source, ViewerOptions options)
     {
-        public int MaxTokens { get; } = Math.Min(options.MaxTokens, source.Info.MaxTokens);
+        public int MaxTokens { get; } = CheckMaxTokens(source.Info, options.MaxTokens);
 
         public TokenizedText Input(ViewerRequest body)
         {

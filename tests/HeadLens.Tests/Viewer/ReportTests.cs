@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using HeadLens.Cli.Viewer;
+using HeadLens.Rendering;
 using HeadLens.Tests.Cli;
 using HeadLens.Tests.Rendering;
 
@@ -123,19 +124,26 @@ public class ReportTests
     }
 
     [Fact]
-    public void HeatMapsArePngsOfEachHeadsPattern()
+    public void HeatMapsArePngsOfEachHeadsPatternLabelledWithTitleTokensAndScale()
     {
         var source = new SyntheticSource(2, 4);
         string folder = TempFolder();
         var input = source.Tokenize("one two three four five six seven eight");
         int t = input.Ids.Length;
-        var patterns = ReportWriter.Patterns(new AttentionViews(source), input);
-        var files = ReportWriter.WriteHeatMaps(source, input, patterns, folder);
+        var views = new AttentionViews(source);
+        var patterns = ReportWriter.Patterns(views, input);
+        var files = ReportWriter.WriteHeatMaps(source, input, patterns, folder, views.Heads(input));
         Assert.Equal(8, files.Count);
-        int scale = 512 / t;
-        var (width, height, rgb) = PngEncoderTests.Decode(File.ReadAllBytes(Path.Combine(folder, "layer0-head0.png")));
-        Assert.Equal((t * scale, t * scale), (width, height));
-        byte Red(int i, int j) => rgb[(((i * scale) + (scale / 2)) * width + (j * scale) + (scale / 2)) * 3];
+        byte[] png = File.ReadAllBytes(Path.Combine(folder, "layer0-head0.png"));
+        var (width, height, rgb) = PngEncoderTests.Decode(png);
+        // The same drawing, rendered again, gives the layout to read the file by.
+        var flat = patterns[0][0].SelectMany(row => row).ToArray();
+        LabelledHeatMap.Render(flat, t, t, "synthetic: layer 0, head 0 (previous-token)", input.Tokens, input.Tokens, out var layout);
+        Assert.Equal(png, LabelledHeatMap.Render(flat, t, t, "synthetic: layer 0, head 0 (previous-token)", input.Tokens, input.Tokens, out _));
+        Assert.Equal((layout.Width, layout.Height), (width, height));
+        int scale = layout.Cell;
+        Assert.Equal(512 / t, scale);
+        byte Red(int i, int j) => rgb[((((layout.MapTop + (i * scale)) + (scale / 2)) * width) + layout.MapLeft + (j * scale) + (scale / 2)) * 3];
         // Layer 0 head 0 is a previous-token head: 0.9 on the sub-diagonal, 0.1 on the diagonal, nothing above.
         for (int i = 1; i < t; i++)
         {
@@ -144,6 +152,8 @@ public class ReportTests
             Assert.Equal(255, Red(i - 1, i)); // above the diagonal: masked, white
         }
 
+        Assert.True(layout.Labels, "8 tokens leave 64 px a cell: room for labels");
+        LabelledHeatMapTests.AssertText(rgb, width, "synthetic: layer 0, head 0 (previous-token)", 8, 8, 2);
         Directory.Delete(folder, recursive: true);
     }
 
