@@ -95,6 +95,10 @@ public static partial class ViewerServer
             {
                 await next(context);
             }
+            catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+            {
+                // The client has gone: there is no one to answer.
+            }
             catch (Exception error) when (!context.Response.HasStarted)
             {
                 (int status, string message) = error switch
@@ -134,40 +138,55 @@ public static partial class ViewerServer
         }
 
         app.MapGet("/api/model", () => Results.Json(ModelDocument(source, limits.MaxTokens, options), Json));
+        var gate = new ComputeGate();
+        app.Lifetime.ApplicationStopped.Register(gate.Dispose);
         app.MapPost("/api/tokenize", async (HttpRequest request) =>
         {
-            var input = limits.Input(await ReadAsync(request, options));
+            var body = await ReadAsync(request, options);
+            var input = await gate.RunAsync(() => limits.Input(body), request.HttpContext.RequestAborted);
             return Results.Json(new { ids = input.Ids, tokens = input.Tokens }, Json);
         });
         app.MapPost("/api/heads", async (HttpRequest request) =>
-            Results.Json(views.Heads(limits.Input(await ReadAsync(request, options))), Json));
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => views.Heads(limits.Input(body)), request.HttpContext.RequestAborted), Json);
+        });
         app.MapPost("/api/pattern", async (HttpRequest request) =>
         {
             var body = await ReadAsync(request, options);
-            var input = limits.Input(body);
-            int layer = limits.Layer(body.Layer);
-            int[] heads = limits.Heads(body, input.Ids.Length);
-            return Results.Json(views.Pattern(input, layer, heads), Json);
+            return Results.Json(await gate.RunAsync(() =>
+            {
+                var input = limits.Input(body);
+                int layer = limits.Layer(body.Layer);
+                int[] heads = limits.Heads(body, input.Ids.Length);
+                return views.Pattern(input, layer, heads);
+            }, request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/token", async (HttpRequest request) =>
         {
             var body = await ReadAsync(request, options);
-            var input = limits.Input(body);
-            int index = body.Index ?? throw new ViewerException(400, "give the token's index");
-            if (index < 0 || index >= input.Ids.Length)
+            return Results.Json(await gate.RunAsync(() =>
             {
-                throw new ViewerException(400, $"index {index} is outside the {input.Ids.Length} tokens");
-            }
+                var input = limits.Input(body);
+                int index = body.Index ?? throw new ViewerException(400, "give the token's index");
+                if (index < 0 || index >= input.Ids.Length)
+                {
+                    throw new ViewerException(400, $"index {index} is outside the {input.Ids.Length} tokens");
+                }
 
-            return Results.Json(views.Token(input, index), Json);
+                return views.Token(input, index);
+            }, request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/generate", async (HttpContext context) =>
         {
             var body = await ReadAsync(context.Request, options);
-            await GenerateAsync(context, views, limits, body, options);
+            await GenerateAsync(context, views, limits, body, options, gate);
         });
         app.MapPost("/api/compare", async (HttpRequest request) =>
-            Results.Json(Compare(views, limits, await ReadAsync(request, options)), Json));
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => Compare(views, limits, body), request.HttpContext.RequestAborted), Json);
+        });
         // Every other path, file-like or not, is 404: nothing maps a path to a file.
         app.MapFallback("{**path}", () =>
             Results.Json(new { error = "not found" }, Json, statusCode: StatusCodes.Status404NotFound));
@@ -264,9 +283,10 @@ public static partial class ViewerServer
     /// Streams newline-delimited JSON: the prompt, then each new token with where it looks at every layer, then done.
     /// The page draws each line as it arrives.
     /// </summary>
-    private static async Task GenerateAsync(HttpContext context, AttentionViews views, Limits limits, ViewerRequest body, ViewerOptions options)
+    private static async Task GenerateAsync(HttpContext context, AttentionViews views, Limits limits, ViewerRequest body, ViewerOptions options, ComputeGate gate)
     {
-        var prompt = limits.Input(body);
+        var cancel = context.RequestAborted;
+        var prompt = await gate.RunAsync(() => limits.Input(body), cancel);
         int count = body.MaxTokens ?? 16;
         if (count < 1 || count > options.MaxGeneratedTokens)
         {
@@ -281,15 +301,20 @@ public static partial class ViewerServer
 
         var source = views.Source;
         count = Math.Min(count, limits.MaxTokens - prompt.Ids.Length);
-        var generated = count <= 0 ? [] : source.Generate(prompt.Ids, count, temperature, body.Seed ?? 0);
+        var generated = count <= 0 ? [] : await gate.RunAsync(() => source.Generate(prompt.Ids, count, temperature, body.Seed ?? 0), cancel);
         context.Response.ContentType = "application/x-ndjson; charset=utf-8";
         await WriteLineAsync(context, new { type = "prompt", ids = prompt.Ids, tokens = prompt.Tokens });
         var ids = prompt.Ids.ToList();
         foreach (int id in generated)
         {
             ids.Add(id);
-            var (rows, strongest) = views.LastRow([.. ids]);
-            await WriteLineAsync(context, new { type = "token", index = ids.Count - 1, id, token = source.TokenText(id), layers = rows, strongest });
+            int[] sequence = [.. ids];
+            var (rows, strongest, token) = await gate.RunAsync(() =>
+            {
+                var (rows, strongest) = views.LastRow(sequence);
+                return (rows, strongest, source.TokenText(id));
+            }, cancel);
+            await WriteLineAsync(context, new { type = "token", index = ids.Count - 1, id, token, layers = rows, strongest });
         }
 
         await WriteLineAsync(context, new { type = "done", count = generated.Count });

@@ -84,12 +84,13 @@ public static class LabelledHeatMap
         return PngEncoder.EncodeRgb(layout.Width, layout.Height, image.Rgb);
     }
 
-    /// <summary>A token as the font can draw it: newlines and tabs spelled out, other characters outside ASCII as '?', cut to <see cref="MaxLabel"/>.</summary>
+    /// <summary>A token as the font can draw it: newlines and tabs spelled out, ␣ as _, other characters outside ASCII as '?', cut to <see cref="MaxLabel"/>.</summary>
     public static string Printable(string token)
     {
         var text = token.Replace("\n", "\\n", StringComparison.Ordinal).Replace("\t", "\\t", StringComparison.Ordinal)
             .Replace("\r", "\\r", StringComparison.Ordinal);
-        var chars = text.Select(c => BitmapFont.Has(c) ? c : '?').ToArray();
+        // The open box a tokenizer shows for a space token is drawn as the font's underscore.
+        var chars = text.Select(c => c == '\u2423' ? '_' : BitmapFont.Has(c) ? c : '?').ToArray();
         return new string(chars, 0, Math.Min(chars.Length, MaxLabel));
     }
 

@@ -63,6 +63,7 @@ public class LabelledHeatMapTests
     {
         Assert.Equal("a\\nb\\tc", LabelledHeatMap.Printable("a\nb\tc"));
         Assert.Equal("caf? ?x", LabelledHeatMap.Printable("café \u0120x"));
+        Assert.Equal("_the", LabelledHeatMap.Printable("\u2423the"));
         Assert.Equal(LabelledHeatMap.MaxLabel, LabelledHeatMap.Printable(new string('w', 40)).Length);
     }
 

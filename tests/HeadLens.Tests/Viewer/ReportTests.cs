@@ -80,6 +80,32 @@ public class ReportTests
     }
 
     [Fact]
+    public void TheReportCarriesAPolicyThatAllowsOnlyItsOwnInlineScriptAndStyle()
+    {
+        string html = ReportWriter.Render(new SyntheticSource(2, 2), "the bank of the river");
+        var policy = System.Text.RegularExpressions.Regex.Match(html, "<meta http-equiv=\"Content-Security-Policy\" content=\"([^\"]+)\">");
+        Assert.True(policy.Success, "no policy meta element");
+        // Before anything it governs: the first script and style come after it.
+        Assert.True(policy.Index < html.IndexOf("<style>", StringComparison.Ordinal) && policy.Index < html.IndexOf("<script", StringComparison.Ordinal));
+        var directives = policy.Groups[1].Value.Split("; ").ToDictionary(d => d.Split(' ')[0], d => d[(d.IndexOf(' ', StringComparison.Ordinal) + 1)..]);
+        Assert.Equal("'none'", directives["default-src"]);
+        Assert.DoesNotContain("unsafe", policy.Groups[1].Value);
+        Assert.DoesNotContain("connect-src", policy.Groups[1].Value); // default 'none': the report fetches nothing
+
+        static string Sha(string content) => "'sha256-" + Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(content))) + "'";
+        static string Between(string html, string open, string close)
+        {
+            int start = html.IndexOf(open, StringComparison.Ordinal) + open.Length;
+            return html[start..html.IndexOf(close, start, StringComparison.Ordinal)];
+        }
+
+        // The hashes are of exactly what the browser will run: the inline style and the last (executable) script.
+        Assert.Equal(Sha(Between(html, "<style>", "</style>")), directives["style-src"]);
+        int script = html.LastIndexOf("<script>", StringComparison.Ordinal);
+        Assert.Equal(Sha(Between(html[script..], "<script>", "</script>")), directives["script-src"]);
+    }
+
+    [Fact]
     public void MarkupInTheTextCannotCloseTheDataBlock()
     {
         const string text = "a </script><script>alert(1)</script> <!-- b";
@@ -175,6 +201,16 @@ public class ReportTests
         Assert.Equal(1, badCode);
         Assert.Single(badError.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("does not exist", badError);
+
+        // --png naming a file (issue 16): one line naming the option, not an internal error, and no report written.
+        string file = Path.Combine(folder, "a-file");
+        File.WriteAllText(file, "x");
+        string second = Path.Combine(folder, "second.html");
+        var (fileCode, _, fileError) = CliTests.Run("report", "--text", "x", "--out", second, "--png", file);
+        Assert.Equal(1, fileCode);
+        Assert.Single(fileError.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("--png", fileError);
+        Assert.False(File.Exists(second));
         Directory.Delete(folder, recursive: true);
     }
 }
