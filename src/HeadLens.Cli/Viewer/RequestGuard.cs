@@ -14,7 +14,7 @@ namespace HeadLens.Cli.Viewer;
 ///   - a POST must say Content-Type: application/json, which no page can send cross-origin without a CORS preflight,
 ///     and this server answers no preflight;
 ///   - a method the path does not take is 405, with Allow.
-/// The page and its two assets may be opened from anywhere (a link is a navigation), but only with GET or HEAD.
+/// The page and its two assets may be opened from anywhere (a link is a navigation), but only with GET.
 /// </summary>
 public static class RequestGuard
 {
@@ -58,12 +58,9 @@ public static class RequestGuard
     }
 
     /// <summary>The method a known path takes (for the Allow header of a 405).</summary>
-    public static string? AllowFor(string path) =>
-        Methods.TryGetValue(path, out string? method) ? method == HttpMethods.Get ? "GET, HEAD" : method : null;
+    public static string? AllowFor(string path) => Methods.TryGetValue(path, out string? method) ? method : null;
 
-    private static bool Allowed(string expected, string actual) =>
-        string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase)
-        || (HttpMethods.IsGet(expected) && HttpMethods.IsHead(actual));
+    private static bool Allowed(string expected, string actual) => string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase);
 
     private static string? CrossSite(HttpRequest request)
     {

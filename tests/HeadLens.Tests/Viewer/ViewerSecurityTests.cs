@@ -187,6 +187,7 @@ public class ViewerSecurityTests
         { "POST", "/api/model", "application/json", null, null, 405 },
         { "POST", "/", "application/json", null, null, 405 },
         { "PUT", "/viewer.js", null, null, null, 405 },
+        { "HEAD", "/api/model", null, null, null, 405 },
         { "GET", "/api/model", null, null, null, 200 },
         { "GET", "/", null, null, "cross-site", 200 },                                        // a link to the page
     };
@@ -201,7 +202,7 @@ public class ViewerSecurityTests
         await using var _ = app;
         using var client = app.GetTestClient();
         using var request = new HttpRequestMessage(new HttpMethod(method), path);
-        if (method != "GET")
+        if (method is not ("GET" or "HEAD"))
         {
             request.Content = new ByteArrayContent(Encoding.UTF8.GetBytes("{\"text\":\"the bank of the river\"}"));
             if (contentType is not null)
