@@ -32,7 +32,7 @@ internal sealed class ServeCommand : ICommand
         {
             Port = args.GetInt("port", 5005, 0, 65535),
             Host = args.Get("host") ?? "127.0.0.1",
-            MaxTokens = args.GetInt("max-tokens", 1024, 1, 16384),
+            MaxTokens = args.GetInt("max-tokens", 1024, 1, ViewerOptions.MaxTokensLimit),
         };
         string? synthetic = args.Get("synthetic");
         IAttentionSource source;

@@ -29,44 +29,41 @@ public sealed record CompareSide(string[] Tokens, int Index);
 public sealed record CompareView(string Word, CompareSide A, CompareSide B, double[] Cosine, string[] Depths);
 
 /// <summary>
-/// Computes what each view shows from an <see cref="IAttentionSource"/>: only the layer (or row) a view needs, with
-/// recent layers kept in a cache bounded in bytes, so long inputs on big models stay responsive.
+/// Computes what each view shows from an <see cref="IAttentionSource"/>: only the layer, heads and rows a view needs,
+/// one head at a time, so a request's working memory is one head's [T, T] pattern (plus the answer itself), never a
+/// layer's [H, T, T] or the model's [L, H, T, T]. Nothing is kept between requests here: the source keeps its own
+/// forward passes, from which one head's pattern is a cheap product of q and k.
 /// </summary>
-public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 256L << 20)
+public sealed class AttentionViews(IAttentionSource source)
 {
     public const int ThumbnailMax = 32;
-
-    private readonly LayerCache cache = new(cacheBytes);
 
     public IAttentionSource Source => source;
 
     private int[] AllHeads => Enumerable.Range(0, source.Info.Heads).ToArray();
 
-    /// <summary>[H, T, T] of one layer: every head, every query.</summary>
-    public float[] LayerPatterns(int[] ids, int layer)
+    /// <summary>One head's pattern [T, T] on ids, into destination.</summary>
+    public void HeadPattern(int[] ids, int layer, int head, Span<float> destination)
     {
-        return cache.GetOrAdd(ids, layer, () =>
-        {
-            int t = ids.Length;
-            var patterns = new float[source.Info.Heads * t * t];
-            source.Patterns(ids, layer, AllHeads, 0, t, patterns);
-            return patterns;
-        });
+        int t = ids.Length;
+        source.Patterns(ids, layer, [head], 0, t, destination[..(t * t)]);
     }
 
     /// <summary>
-    /// Every head's kind and scores from <see cref="HeadTaxonomy.Score"/> on the source's probes (the same path as
-    /// `headlens heads`), with a thumbnail of its pattern on the text.
+    /// Every head's kind and scores from <see cref="HeadTaxonomy.Score(HeadProbes, int, int, HeadPattern, HeadPatternSeen?)"/>
+    /// on the source's probes (the same path as `headlens heads`), with a thumbnail of its pattern on the text.
     /// </summary>
     public HeadsView Heads(TokenizedText input)
     {
         int t = input.Ids.Length;
-        var summaries = HeadTaxonomy.Score(source.Probes(input.Ids), source.Info.Layers, source.Info.Heads, LayerPatterns);
         int size = Math.Min(t, ThumbnailMax);
+        var thumbnails = new string[source.Info.Layers * source.Info.Heads];
+        var summaries = HeadTaxonomy.Score(source.Probes(input.Ids), source.Info.Layers, source.Info.Heads, HeadPattern,
+            (layer, head, pattern) => thumbnails[layer * source.Info.Heads + head] = Convert.ToBase64String(Thumbnail(pattern, t, size)));
         var entries = summaries.Select(s => new HeadEntry(s.Layer, s.Head, s.Kind,
             s.Scores.ToDictionary(pair => pair.Key, pair => Math.Round(pair.Value, 4), StringComparer.Ordinal),
             Math.Round(s.MeanDistance, 3),
-            Convert.ToBase64String(Thumbnail(LayerPatterns(input.Ids, s.Layer).AsSpan(s.Head * t * t, t * t), t, size)))).ToList();
+            thumbnails[s.Layer * source.Info.Heads + s.Head])).ToList();
         var sources = summaries.Count > 0 ? summaries[0].Sources : new Dictionary<string, string>();
         return new HeadsView(input.Ids, input.Tokens, source.Info.Layers, source.Info.Heads, size, sources, entries);
     }
@@ -74,10 +71,18 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
     public PatternView Pattern(TokenizedText input, int layer, int[] heads)
     {
         int t = input.Ids.Length;
-        var all = LayerPatterns(input.Ids, layer);
-        var result = heads.Select(h => Enumerable.Range(0, t)
-            .Select(i => Round(all.AsSpan((h * t + i) * t, t)))
-            .ToArray()).ToArray();
+        var pattern = new float[t * t]; // [T, T], one head at a time
+        var result = new float[heads.Length][][];
+        for (int index = 0; index < heads.Length; index++)
+        {
+            HeadPattern(input.Ids, layer, heads[index], pattern);
+            result[index] = new float[t][];
+            for (int i = 0; i < t; i++)
+            {
+                result[index][i] = Round(pattern.AsSpan(i * t, t));
+            }
+        }
+
         return new PatternView(input.Ids, input.Tokens, layer, heads, result);
     }
 
@@ -85,19 +90,20 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
     {
         int t = input.Ids.Length, heads = source.Info.Heads;
         var layers = new List<TokenLayer>();
+        var pattern = new float[t * t]; // [T, T] of one head: its row `index` and its column `index`
         for (int l = 0; l < source.Info.Layers; l++)
         {
-            var all = LayerPatterns(input.Ids, l);
             var looksAt = new float[t];
             var lookedAtBy = new float[t];
             var focus = new List<HeadFocus>();
             for (int h = 0; h < heads; h++)
             {
-                var row = all.AsSpan((h * t + index) * t, t);
+                HeadPattern(input.Ids, l, h, pattern);
+                var row = pattern.AsSpan(index * t, t);
                 for (int j = 0; j < t; j++)
                 {
                     looksAt[j] += row[j] / heads;
-                    lookedAtBy[j] += all[(h * t + j) * t + index] / heads;
+                    lookedAtBy[j] += pattern[(j * t) + index] / heads;
                 }
 
                 focus.Add(Top(h, row, 3));
@@ -220,47 +226,5 @@ public sealed class AttentionViews(IAttentionSource source, long cacheBytes = 25
         }
 
         return result;
-    }
-
-    /// <summary>Least-recently-used layers of recent inputs, bounded by their total size.</summary>
-    private sealed class LayerCache(long capacityBytes)
-    {
-        private readonly Lock gate = new();
-        private readonly LinkedList<(string Key, float[] Value)> order = new();
-        private readonly Dictionary<string, LinkedListNode<(string Key, float[] Value)>> entries = new(StringComparer.Ordinal);
-        private long bytes;
-
-        public float[] GetOrAdd(int[] ids, int layer, Func<float[]> compute)
-        {
-            string key = layer + ":" + string.Join(',', ids);
-            lock (gate)
-            {
-                if (entries.TryGetValue(key, out var node))
-                {
-                    order.Remove(node);
-                    order.AddFirst(node);
-                    return node.Value.Value;
-                }
-            }
-
-            var value = compute();
-            lock (gate)
-            {
-                if (!entries.ContainsKey(key))
-                {
-                    entries[key] = order.AddFirst((key, value));
-                    bytes += value.Length * sizeof(float);
-                    while (bytes > capacityBytes && order.Count > 1)
-                    {
-                        var last = order.Last!;
-                        order.RemoveLast();
-                        entries.Remove(last.Value.Key);
-                        bytes -= last.Value.Value.Length * sizeof(float);
-                    }
-                }
-            }
-
-            return value;
-        }
     }
 }

@@ -33,7 +33,7 @@ public interface IAttentionSource
     void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination);
 
     /// <summary>
-    /// What the head taxonomy reads for a text (<see cref="HeadTaxonomy.Score"/>): the text itself, the repeated random
+    /// What the head taxonomy reads for a text (<see cref="HeadTaxonomy.Score(HeadProbes, int, int, HeadPattern, HeadPatternSeen?)"/>): the text itself, the repeated random
     /// block, and the weights' copying scores, exactly as `headlens heads` builds them for the same model.
     /// </summary>
     HeadProbes Probes(int[] ids);

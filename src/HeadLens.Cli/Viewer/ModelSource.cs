@@ -8,23 +8,26 @@ namespace HeadLens.Cli.Viewer;
 
 /// <summary>
 /// The viewer's window on a real model. One inference pass per distinct input captures every layer's q and k (after
-/// RoPE) and residual stream; patterns are recomputed from those q and k only for the queries a view asks for, so a
-/// 1024-token input never materialises all L·H·T² probabilities at once. The model is not thread-safe: one lock
-/// guards it.
+/// RoPE) and residual stream; patterns are recomputed from those q and k only for the heads and queries a view asks
+/// for, so a 1024-token input never materialises all L·H·T² probabilities at once. The last few passes are kept
+/// (bounded in bytes): a view reads the text and the taxonomy's repeated block in turn, and several pages may ask
+/// about different texts at once. The model is not thread-safe: one lock guards it.
 /// </summary>
 public sealed class ModelSource : IAttentionSource
 {
     private readonly Transformer model;
     private readonly ITokenizer? tokenizer;
     private readonly Lock gate = new();
-    private int[]? forwardIds;
-    private HookedRun? captured;
+    private readonly LinkedList<(int[] Ids, HookedRun Run, long Bytes)> runs = new(); // most recent first
+    private readonly long runBytes;
     private double[,]? copying;
 
-    public ModelSource(Transformer model, ITokenizer? tokenizer, string name)
+    /// <param name="runCacheBytes">Captured activations kept between requests; the most recent pass is always kept.</param>
+    public ModelSource(Transformer model, ITokenizer? tokenizer, string name, long runCacheBytes = 256L << 20)
     {
         this.model = model;
         this.tokenizer = tokenizer;
+        runBytes = runCacheBytes;
         var c = model.Config;
         Info = new SourceInfo(name, c.Layers, c.Heads, c.Channels, c.ContextLength, model.AttentionOptions.Mask == MaskKind.Causal);
     }
@@ -97,27 +100,38 @@ public sealed class ModelSource : IAttentionSource
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });
         lock (gate)
         {
-            forwardIds = null;
-            captured = null;
             return Generator.Stream(model, tokenizer, prompt, maxTokens, sampler).Select(token => token.Id).ToList();
         }
     }
 
-    /// <summary>Runs the inference pass unless the last one was on these ids.</summary>
+    /// <summary>Runs the inference pass unless a kept one was on these ids.</summary>
     private HookedRun Run(int[] ids)
     {
-        if (captured is null || forwardIds is null || !forwardIds.AsSpan().SequenceEqual(ids))
+        for (var node = runs.First; node is not null; node = node.Next)
         {
-            captured = null;
-            int layers = model.Config.Layers;
-            var wanted = Enumerable.Range(0, layers).SelectMany(l => new[] { QueryPoint(l), KeyPoint(l) })
-                .Concat(Enumerable.Range(0, layers + 1).Select(ResidualPoint))
-                .ToHashSet(StringComparer.Ordinal);
-            captured = model.Run(ids, wanted.Contains, withLogits: false);
-            forwardIds = (int[])ids.Clone();
+            if (node.Value.Ids.AsSpan().SequenceEqual(ids))
+            {
+                runs.Remove(node);
+                runs.AddFirst(node);
+                return node.Value.Run;
+            }
         }
 
-        return captured;
+        int layers = model.Config.Layers;
+        var wanted = Enumerable.Range(0, layers).SelectMany(l => new[] { QueryPoint(l), KeyPoint(l) })
+            .Concat(Enumerable.Range(0, layers + 1).Select(ResidualPoint))
+            .ToHashSet(StringComparer.Ordinal);
+        var run = model.Run(ids, wanted.Contains, withLogits: false);
+        long bytes = run.Cache.Values.Sum(values => (long)values.Length * sizeof(float));
+        runs.AddFirst(((int[])ids.Clone(), run, bytes));
+        long total = runs.Sum(entry => entry.Bytes);
+        while (total > runBytes && runs.Count > 1)
+        {
+            total -= runs.Last!.Value.Bytes;
+            runs.RemoveLast();
+        }
+
+        return run;
     }
 
     // Queries and keys as attention sees them: after RoPE where the model rotates.

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using HeadLens.Rendering;
@@ -19,18 +20,25 @@ public static class ReportWriter
     private const string StyleLink = "<link rel=\"stylesheet\" href=\"viewer.css\">";
     private const string ScriptTag = "<script src=\"viewer.js\"></script>";
     private const string Title = "<title>HeadLens viewer</title>";
+    private const string Charset = "<meta charset=\"utf-8\">";
 
     /// <summary>Writes the report of <paramref name="text"/> to <paramref name="path"/> (atomically); the entry point for `headlens demo`.</summary>
     public static void Write(IAttentionSource source, string text, string path) => Write(source, source.Tokenize(text), text, path);
 
     public static void Write(IAttentionSource source, TokenizedText input, string text, string path, string? pngDirectory = null)
     {
+        if (pngDirectory is not null && File.Exists(pngDirectory))
+        {
+            throw new HeadLensException($"--png {pngDirectory}: is a file; give a folder for the heat maps");
+        }
+
         var views = new AttentionViews(source);
         var patterns = Patterns(views, input);
-        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, views, input, text, patterns)));
+        var heads = views.Heads(input);
+        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, input, text, patterns, heads)));
         if (pngDirectory is not null)
         {
-            WriteHeatMaps(source, input, patterns, pngDirectory);
+            WriteHeatMaps(source, input, patterns, pngDirectory, heads);
         }
     }
 
@@ -38,15 +46,25 @@ public static class ReportWriter
     {
         var views = new AttentionViews(source);
         var input = source.Tokenize(text);
-        return Render(source, views, input, text, Patterns(views, input));
+        return Render(source, input, text, Patterns(views, input), views.Heads(input));
     }
 
-    /// <summary>One PNG heat map per head, layer{l}-head{h}.png: rows are queries, columns keys, darker is more attention.</summary>
-    public static IReadOnlyList<string> WriteHeatMaps(IAttentionSource source, TokenizedText input, float[][][][] patterns, string directory)
+    /// <summary>
+    /// One PNG heat map per head, layer{l}-head{h}.png: rows are queries, columns keys, darker is more attention;
+    /// titled with the layer, head and (when given) its kind, with token labels where they fit and a colour bar.
+    /// </summary>
+    public static IReadOnlyList<string> WriteHeatMaps(IAttentionSource source, TokenizedText input, float[][][][] patterns, string directory, HeadsView? heads = null)
     {
-        Directory.CreateDirectory(directory);
+        try
+        {
+            Directory.CreateDirectory(directory);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new HeadLensException($"--png {directory}: cannot create the folder: {error.Message}");
+        }
+
         int t = input.Ids.Length;
-        int scale = Math.Max(1, 512 / t);
         var written = new List<string>();
         var flat = new float[t * t];
         for (int l = 0; l < source.Info.Layers; l++)
@@ -58,8 +76,10 @@ public static class ReportWriter
                     patterns[l][h][i].CopyTo(flat, i * t);
                 }
 
+                string? kind = heads?.Entries.FirstOrDefault(entry => entry.Layer == l && entry.Head == h)?.Kind;
+                string title = $"{source.Info.Name}: layer {l}, head {h}" + (kind is null ? "" : $" ({kind})");
                 string file = Path.Combine(directory, $"layer{l}-head{h}.png");
-                WriteAtomically(file, PngEncoder.HeatMap(flat, t, t, scale));
+                WriteAtomically(file, LabelledHeatMap.Render(flat, t, t, title, input.Tokens, input.Tokens, out _));
                 written.Add(file);
             }
         }
@@ -81,14 +101,14 @@ public static class ReportWriter
         return Enumerable.Range(0, info.Layers).Select(l => views.Pattern(input, l, heads).Patterns).ToArray();
     }
 
-    private static string Render(IAttentionSource source, AttentionViews views, TokenizedText input, string text, float[][][][] patterns)
+    private static string Render(IAttentionSource source, TokenizedText input, string text, float[][][][] patterns, HeadsView heads)
     {
         var data = new
         {
             model = ViewerServer.ModelDocument(source, input.Ids.Length, new ViewerOptions()),
             text,
             input = new { ids = input.Ids, tokens = input.Tokens },
-            heads = views.Heads(input),
+            heads,
             patterns,
         };
         // The default encoder writes <, > and & as \u003C, \u003E, \u0026: the block cannot be closed from inside.
@@ -104,10 +124,24 @@ public static class ReportWriter
             }
         }
 
-        return Replace(page, Title, $"<title>HeadLens report: {WebUtility.HtmlEncode(source.Info.Name)}</title>")
-            .Replace(StyleLink, "<style>\n" + style + "</style>", StringComparison.Ordinal)
-            .Replace(ScriptTag, "<script type=\"application/json\" id=\"headlens-data\">" + json + "</script>\n<script>\n" + script + "</script>", StringComparison.Ordinal);
+        string inlineStyle = "\n" + style, inlineScript = "\n" + script;
+        return Replace(Replace(page, Title, $"<title>HeadLens report: {WebUtility.HtmlEncode(source.Info.Name)}</title>"), Charset, Charset + "\n" + PolicyMeta(inlineScript, inlineStyle))
+            .Replace(StyleLink, "<style>" + inlineStyle + "</style>", StringComparison.Ordinal)
+            .Replace(ScriptTag, "<script type=\"application/json\" id=\"headlens-data\">" + json + "</script>\n<script>" + inlineScript + "</script>", StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// The report's Content-Security-Policy, as a meta element (a file has no headers): nothing is fetched, and the
+    /// only script and style that run are the two inlined here, named by their SHA-256 (so no 'unsafe-inline'); the
+    /// JSON data block is not a script the browser runs. Opening the file offline, from file://, needs nothing more.
+    /// </summary>
+    public static string PolicyMeta(string inlineScript, string inlineStyle) =>
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"" + Policy(inlineScript, inlineStyle) + "\">";
+
+    public static string Policy(string inlineScript, string inlineStyle) =>
+        $"default-src 'none'; script-src 'sha256-{Hash(inlineScript)}'; style-src 'sha256-{Hash(inlineStyle)}'; img-src data:; base-uri 'none'; form-action 'none'";
+
+    private static string Hash(string content) => Convert.ToBase64String(SHA256.HashData(Encoding.UTF8.GetBytes(content)));
 
     private static string Replace(string page, string marker, string replacement) =>
         page.Contains(marker, StringComparison.Ordinal) ? page.Replace(marker, replacement, StringComparison.Ordinal)

@@ -9,6 +9,12 @@ public sealed record ViewerOptions
     /// <summary>0 picks a free port (tests).</summary>
     public int Port { get; init; } = 5005;
 
+    /// <summary>
+    /// The most --max-tokens accepts: one head's pattern is then 4096² floats (64 MB), the most one request works in,
+    /// and a layer of up to 127 heads stays within a 32-bit length.
+    /// </summary>
+    public const int MaxTokensLimit = 4096;
+
     /// <summary>The longest input any request may use (the model's context may lower it).</summary>
     public int MaxTokens { get; init; } = 1024;
 
@@ -22,7 +28,4 @@ public sealed record ViewerOptions
     /// 128. About 5 bytes of JSON each.
     /// </summary>
     public long MaxPatternValues { get; init; } = 2L * 1024 * 1024;
-
-    /// <summary>Bytes of recent layers' patterns kept between requests.</summary>
-    public long CacheBytes { get; init; } = 256L << 20;
 }

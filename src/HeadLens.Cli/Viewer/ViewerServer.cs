@@ -95,6 +95,10 @@ public static partial class ViewerServer
             {
                 await next(context);
             }
+            catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+            {
+                // The client has gone: there is no one to answer.
+            }
             catch (Exception error) when (!context.Response.HasStarted)
             {
                 (int status, string message) = error switch
@@ -110,8 +114,23 @@ public static partial class ViewerServer
                 await Results.Json(new { error = message }, Json, statusCode: status).ExecuteAsync(context);
             }
         });
+        app.Use(async (context, next) =>
+        {
+            if (RequestGuard.Check(context.Request) is { } refusal)
+            {
+                if (refusal.Status == StatusCodes.Status405MethodNotAllowed)
+                {
+                    context.Response.Headers.Allow = RequestGuard.AllowFor(context.Request.Path.Value ?? "");
+                }
 
-        var views = new AttentionViews(source, options.CacheBytes);
+                await Results.Json(new { error = refusal.Message }, Json, statusCode: refusal.Status).ExecuteAsync(context);
+                return;
+            }
+
+            await next(context);
+        });
+
+        var views = new AttentionViews(source);
         var limits = new Limits(source, options);
         foreach (var (path, asset) in Assets)
         {
@@ -119,40 +138,55 @@ public static partial class ViewerServer
         }
 
         app.MapGet("/api/model", () => Results.Json(ModelDocument(source, limits.MaxTokens, options), Json));
+        var gate = new ComputeGate();
+        app.Lifetime.ApplicationStopped.Register(gate.Dispose);
         app.MapPost("/api/tokenize", async (HttpRequest request) =>
         {
-            var input = limits.Input(await ReadAsync(request, options));
+            var body = await ReadAsync(request, options);
+            var input = await gate.RunAsync(() => limits.Input(body), request.HttpContext.RequestAborted);
             return Results.Json(new { ids = input.Ids, tokens = input.Tokens }, Json);
         });
         app.MapPost("/api/heads", async (HttpRequest request) =>
-            Results.Json(views.Heads(limits.Input(await ReadAsync(request, options))), Json));
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => views.Heads(limits.Input(body)), request.HttpContext.RequestAborted), Json);
+        });
         app.MapPost("/api/pattern", async (HttpRequest request) =>
         {
             var body = await ReadAsync(request, options);
-            var input = limits.Input(body);
-            int layer = limits.Layer(body.Layer);
-            int[] heads = limits.Heads(body, input.Ids.Length);
-            return Results.Json(views.Pattern(input, layer, heads), Json);
+            return Results.Json(await gate.RunAsync(() =>
+            {
+                var input = limits.Input(body);
+                int layer = limits.Layer(body.Layer);
+                int[] heads = limits.Heads(body, input.Ids.Length);
+                return views.Pattern(input, layer, heads);
+            }, request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/token", async (HttpRequest request) =>
         {
             var body = await ReadAsync(request, options);
-            var input = limits.Input(body);
-            int index = body.Index ?? throw new ViewerException(400, "give the token's index");
-            if (index < 0 || index >= input.Ids.Length)
+            return Results.Json(await gate.RunAsync(() =>
             {
-                throw new ViewerException(400, $"index {index} is outside the {input.Ids.Length} tokens");
-            }
+                var input = limits.Input(body);
+                int index = body.Index ?? throw new ViewerException(400, "give the token's index");
+                if (index < 0 || index >= input.Ids.Length)
+                {
+                    throw new ViewerException(400, $"index {index} is outside the {input.Ids.Length} tokens");
+                }
 
-            return Results.Json(views.Token(input, index), Json);
+                return views.Token(input, index);
+            }, request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/generate", async (HttpContext context) =>
         {
             var body = await ReadAsync(context.Request, options);
-            await GenerateAsync(context, views, limits, body, options);
+            await GenerateAsync(context, views, limits, body, options, gate);
         });
         app.MapPost("/api/compare", async (HttpRequest request) =>
-            Results.Json(Compare(views, limits, await ReadAsync(request, options)), Json));
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => Compare(views, limits, body), request.HttpContext.RequestAborted), Json);
+        });
         // Every other path, file-like or not, is 404: nothing maps a path to a file.
         app.MapFallback("{**path}", () =>
             Results.Json(new { error = "not found" }, Json, statusCode: StatusCodes.Status404NotFound));
@@ -171,6 +205,29 @@ public static partial class ViewerServer
         maxPatternValues = options.MaxPatternValues,
         kinds = HeadKinds.All,
     };
+
+    /// <summary>
+    /// The longest input the server takes: the option, lowered to the model's context. Refused (one line naming
+    /// --max-tokens) when one layer's patterns [H, T, T] at that length would not fit a .NET array: the model's own
+    /// analysis pass may hold a layer when a hook asks for it, and an int length must never wrap.
+    /// </summary>
+    public static int CheckMaxTokens(SourceInfo info, int maxTokens)
+    {
+        if (maxTokens < 1 || maxTokens > ViewerOptions.MaxTokensLimit)
+        {
+            throw new HeadLensException($"--max-tokens must be in [1, {ViewerOptions.MaxTokensLimit}], got {maxTokens}");
+        }
+
+        int tokens = Math.Min(maxTokens, info.MaxTokens);
+        long values = (long)info.Heads * tokens * tokens;
+        if (values > Array.MaxLength)
+        {
+            int most = (int)Math.Sqrt((double)Array.MaxLength / info.Heads);
+            throw new HeadLensException($"--max-tokens {maxTokens}: one layer's patterns on {info.Heads} heads would hold {values} values, more than an array can; use at most {most}");
+        }
+
+        return tokens;
+    }
 
     /// <summary>True when the address is a loopback address or the name localhost.</summary>
     public static bool IsLoopback(string host) =>
@@ -226,9 +283,10 @@ public static partial class ViewerServer
     /// Streams newline-delimited JSON: the prompt, then each new token with where it looks at every layer, then done.
     /// The page draws each line as it arrives.
     /// </summary>
-    private static async Task GenerateAsync(HttpContext context, AttentionViews views, Limits limits, ViewerRequest body, ViewerOptions options)
+    private static async Task GenerateAsync(HttpContext context, AttentionViews views, Limits limits, ViewerRequest body, ViewerOptions options, ComputeGate gate)
     {
-        var prompt = limits.Input(body);
+        var cancel = context.RequestAborted;
+        var prompt = await gate.RunAsync(() => limits.Input(body), cancel);
         int count = body.MaxTokens ?? 16;
         if (count < 1 || count > options.MaxGeneratedTokens)
         {
@@ -243,15 +301,20 @@ public static partial class ViewerServer
 
         var source = views.Source;
         count = Math.Min(count, limits.MaxTokens - prompt.Ids.Length);
-        var generated = count <= 0 ? [] : source.Generate(prompt.Ids, count, temperature, body.Seed ?? 0);
+        var generated = count <= 0 ? [] : await gate.RunAsync(() => source.Generate(prompt.Ids, count, temperature, body.Seed ?? 0), cancel);
         context.Response.ContentType = "application/x-ndjson; charset=utf-8";
         await WriteLineAsync(context, new { type = "prompt", ids = prompt.Ids, tokens = prompt.Tokens });
         var ids = prompt.Ids.ToList();
         foreach (int id in generated)
         {
             ids.Add(id);
-            var (rows, strongest) = views.LastRow([.. ids]);
-            await WriteLineAsync(context, new { type = "token", index = ids.Count - 1, id, token = source.TokenText(id), layers = rows, strongest });
+            int[] sequence = [.. ids];
+            var (rows, strongest, token) = await gate.RunAsync(() =>
+            {
+                var (rows, strongest) = views.LastRow(sequence);
+                return (rows, strongest, source.TokenText(id));
+            }, cancel);
+            await WriteLineAsync(context, new { type = "token", index = ids.Count - 1, id, token, layers = rows, strongest });
         }
 
         await WriteLineAsync(context, new { type = "done", count = generated.Count });
@@ -336,7 +399,7 @@ public static partial class ViewerServer
     /// <summary>Checks every input against the source and the server's limits.</summary>
     private sealed class Limits(IAttentionSource source, ViewerOptions options)
     {
-        public int MaxTokens { get; } = Math.Min(options.MaxTokens, source.Info.MaxTokens);
+        public int MaxTokens { get; } = CheckMaxTokens(source.Info, options.MaxTokens);
 
         public TokenizedText Input(ViewerRequest body)
         {

@@ -28,6 +28,12 @@ public sealed record HeadProbes(HeadProbe Text, HeadProbe Repeated, double[,]? C
 /// <summary>One layer's post-softmax patterns [H, T, T] on ids.</summary>
 public delegate float[] LayerPatterns(int[] ids, int layer);
 
+/// <summary>One head's post-softmax pattern on ids, written to destination [T, T].</summary>
+public delegate void HeadPattern(int[] ids, int layer, int head, Span<float> destination);
+
+/// <summary>Called with each head's pattern on the text probe [T, T], as it is scored (the viewer draws thumbnails from it).</summary>
+public delegate void HeadPatternSeen(int layer, int head, ReadOnlySpan<float> pattern);
+
 /// <summary>
 /// Names every head of a model (scores in <see cref="HeadScores"/>, kinds in <see cref="HeadKinds"/>) from two
 /// probes and the weights:
@@ -36,7 +42,7 @@ public delegate float[] LayerPatterns(int[] ids, int layer);
 ///   - a text (given, or the built-in sample when the model has a tokenizer): positional, sink and delimiter
 ///     behaviour on real language. Without a text, the repeated block serves for every score;
 ///   - the weights: the copying score of each head's OV circuit (reported, not a kind).
-/// This is the one scoring path: `heads`, `demo`, `report` and the viewer all call <see cref="Score"/> (the CLI
+/// This is the one scoring path: `heads`, `demo`, `report` and the viewer all call <see cref="Score(HeadProbes, int, int, HeadPattern, HeadPatternSeen?)"/> (whole layers or one head at a time) (the CLI
 /// through <see cref="Analyse"/>), so a head has the same kind and scores everywhere, and every score says which
 /// probe it came from (<see cref="HeadSummary.Sources"/>).
 /// </summary>
@@ -95,6 +101,71 @@ public static class HeadTaxonomy
     /// </summary>
     public static IReadOnlyList<HeadSummary> Score(HeadProbes probes, int layers, int heads, LayerPatterns patterns)
     {
+        // Whole layers, sliced per head; the last layer is kept, so each layer is asked for once per probe.
+        (int[]? Ids, int Layer, float[]? Value) last = (null, -1, null);
+        void OneHead(int[] ids, int layer, int head, Span<float> destination)
+        {
+            if (!ReferenceEquals(last.Ids, ids) || last.Layer != layer)
+            {
+                last = (ids, layer, patterns(ids, layer));
+            }
+
+            int size = ids.Length * ids.Length;
+            last.Value.AsSpan(head * size, size).CopyTo(destination);
+        }
+
+        return Score(probes, layers, heads, OneHead);
+    }
+
+    /// <summary>
+    /// The same scores from one head's pattern at a time: memory [T, T] (and [R, R] for the repeated block), never a
+    /// whole layer. All heads read the repeated block first, then the text, so a source that runs the model once
+    /// per distinct input runs it twice. <paramref name="seen"/>, if given, receives each head's text pattern.
+    /// </summary>
+    public static IReadOnlyList<HeadSummary> Score(HeadProbes probes, int layers, int heads, HeadPattern pattern, HeadPatternSeen? seen = null)
+    {
+        var (text, repeated) = (probes.Text, probes.Repeated);
+        var sources = Sources(probes);
+        int t = text.Ids.Length, r = repeated.Ids.Length;
+        var duplicate = new double[layers, heads];
+        var induction = new double[layers, heads];
+        var repeatPattern = new float[r * r];   // [R, R]
+        for (int l = 0; l < layers; l++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                pattern(repeated.Ids, l, h, repeatPattern);
+                duplicate[l, h] = HeadScores.DuplicateToken(repeatPattern, r, repeated.Ids);
+                induction[l, h] = HeadScores.Induction(repeatPattern, r, repeated.Ids);
+            }
+        }
+
+        var result = new List<HeadSummary>();
+        var textPattern = new float[(long)t * t];  // [T, T]
+        for (int l = 0; l < layers; l++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                pattern(text.Ids, l, h, textPattern);
+                seen?.Invoke(l, h, textPattern);
+                var scores = HeadScores.ForHead(textPattern, t, [], text.Delimiters, probes.Bidirectional);
+                scores[HeadKinds.DuplicateTokenScore] = duplicate[l, h];
+                scores[HeadKinds.InductionScore] = induction[l, h];
+                if (probes.Copying is not null)
+                {
+                    scores[HeadKinds.CopyingScore] = probes.Copying[l, h];
+                }
+
+                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(textPattern, t, probes.Bidirectional), sources));
+            }
+        }
+
+        return result;
+    }
+
+    // For each score key, the probe it is read from.
+    private static Dictionary<string, string> Sources(HeadProbes probes)
+    {
         var (text, repeated) = (probes.Text, probes.Repeated);
         var sources = new Dictionary<string, string>(StringComparer.Ordinal)
         {
@@ -121,29 +192,7 @@ public static class HeadTaxonomy
             sources[HeadKinds.SelfScore] = text.Name;
         }
 
-        var result = new List<HeadSummary>();
-        int t = text.Ids.Length, r = repeated.Ids.Length;
-        for (int l = 0; l < layers; l++)
-        {
-            var textPatterns = patterns(text.Ids, l);         // [H, T, T]
-            var repeatPatterns = patterns(repeated.Ids, l);   // [H, R, R]
-            for (int h = 0; h < heads; h++)
-            {
-                var pattern = textPatterns.AsSpan(h * t * t, t * t);
-                var repeatPattern = repeatPatterns.AsSpan(h * r * r, r * r);
-                var scores = HeadScores.ForHead(pattern, t, [], text.Delimiters, probes.Bidirectional);
-                scores[HeadKinds.DuplicateTokenScore] = HeadScores.DuplicateToken(repeatPattern, r, repeated.Ids);
-                scores[HeadKinds.InductionScore] = HeadScores.Induction(repeatPattern, r, repeated.Ids);
-                if (probes.Copying is not null)
-                {
-                    scores[HeadKinds.CopyingScore] = probes.Copying[l, h];
-                }
-
-                result.Add(new HeadSummary(l, h, HeadKinds.Classify(scores), scores, HeadScores.MeanDistance(pattern, t, probes.Bidirectional), sources));
-            }
-        }
-
-        return result;
+        return sources;
     }
 
     /// <summary>

@@ -230,13 +230,30 @@ public sealed partial class Transformer
     }
 
     // For looking inside: scores and pattern [H, T, S] materialised (and hooked), then z_h = pattern_h · v_g. The
-    // pattern is the same reference softmax as ScaledDotProductAttention.Patterns, to the last bit.
+    // pattern is the same reference softmax as ScaledDotProductAttention.Patterns, to the last bit. When no hook reads
+    // or replaces the scores or the pattern, one head at a time: the same arithmetic, to the last bit, in [T, S] of
+    // memory instead of [H, T, S] (the viewer captures only q and k, at up to thousands of tokens).
     private void ReferenceAttention(int l, int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values,
         Span<float> z, HookContext hooks)
     {
         int heads = Config.Heads, d = Config.HeadDim, qRow = heads * d, kvRow = Config.KvHeads * d;
-        var scores = hooks.Scratch(0, heads * t * s);   // [H, T, S]
-        var pattern = hooks.Scratch(1, heads * t * s);  // [H, T, S]
+        if (!hooks.Wants(HookNames.Scores(l)) && !hooks.Wants(HookNames.Pattern(l)))
+        {
+            var headScores = hooks.Scratch(0, t * s);   // [T, S]
+            var headPattern = hooks.Scratch(1, t * s);  // [T, S]
+            for (int h = 0; h < heads; h++)
+            {
+                ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, [h], headScores);
+                Softmax.ForwardReference(headScores, t, s, headPattern);
+                int g = h / AttentionOptions.GroupSize;
+                Gemm.Multiply(false, false, t, d, s, headPattern, s, values[(g * d)..], kvRow, z[(h * d)..], qRow, false);
+            }
+
+            return;
+        }
+
+        var scores = hooks.Scratch(0, checked(heads * t * s));   // [H, T, S]
+        var pattern = hooks.Scratch(1, heads * t * s);           // [H, T, S]
         int[] allHeads = [.. Enumerable.Range(0, heads)];
         ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, allHeads, scores);
         hooks.Point(HookNames.Scores(l), scores, heads, t, s);

@@ -55,17 +55,23 @@ public static class PngEncoder
         {
             for (int x = 0; x < width; x++)
             {
-                float v = Math.Clamp(values[(y / scale) * columns + (x / scale)], 0f, 1f);
-                // sqrt stretches small probabilities so that weak attention is still visible.
-                float s = MathF.Sqrt(v);
+                var (r, g, b) = HeatColour(values[(y / scale) * columns + (x / scale)]);
                 int at = (y * width + x) * 3;
-                rgb[at] = (byte)(255 - 230 * s);
-                rgb[at + 1] = (byte)(255 - 200 * s);
-                rgb[at + 2] = (byte)(255 - 90 * s);
+                rgb[at] = r;
+                rgb[at + 1] = g;
+                rgb[at + 2] = b;
             }
         }
 
         return EncodeRgb(width, height, rgb);
+    }
+
+    /// <summary>The heat maps' colour of a value in [0, 1] (clamped): white at 0, dark blue at 1.</summary>
+    public static (byte R, byte G, byte B) HeatColour(float value)
+    {
+        // sqrt stretches small probabilities so that weak attention is still visible.
+        float s = MathF.Sqrt(Math.Clamp(value, 0f, 1f));
+        return ((byte)(255 - 230 * s), (byte)(255 - 200 * s), (byte)(255 - 90 * s));
     }
 
     public static uint Crc32(ReadOnlySpan<byte> data, uint crc = 0xFFFFFFFFu)

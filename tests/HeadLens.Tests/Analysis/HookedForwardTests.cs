@@ -47,6 +47,22 @@ public class HookedForwardTests
 
     [Theory]
     [MemberData(nameof(Families))]
+    public void AttentionOneHeadAtATimeIsTheWholeLayersArithmetic(string family)
+    {
+        // A pass that no hook asks the pattern of runs attention head by head ([T, T] of scratch); one that captures
+        // the patterns materialises the layer ([H, T, T]). The same kernels in the same order per head: equal bits.
+        var model = TinyModels.Random(Config(family), seed: 5);
+        var ids = TinyModels.Ids(model.Config, model.Config.ContextLength - 3, seed: 6);
+        string last = HookNames.ResidPost(model.Config.Layers - 1);
+        var perHead = new HookedForward(model).Run(ids, name => name == last);
+        var whole = new HookedForward(model).Run(ids, name => name == last || name.EndsWith("hook_pattern", StringComparison.Ordinal));
+        Assert.Equal(whole[last], perHead[last]);
+        Assert.Equal(whole.Logits, perHead.Logits);
+        Assert.False(perHead.Cache.ContainsKey(HookNames.Pattern(0)));
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
     public void CapturedPatternsAreTheModelsPatterns(string family)
     {
         var model = TinyModels.Random(Config(family), seed: 3);

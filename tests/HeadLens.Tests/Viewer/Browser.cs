@@ -31,6 +31,8 @@ public sealed class Browser : IDisposable
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--window-size=1400,1000", "--user-data-dir=" + profile);
+        // The console, to read Content-Security-Policy refusals from.
+        options.SetLoggingPreference(LogType.Browser, LogLevel.All);
         var service = ChromeDriverService.CreateDefaultService(Path.GetDirectoryName(DriverPath)!, Path.GetFileName(DriverPath));
         service.SuppressInitialDiagnosticInformation = true;
         service.HideCommandPromptWindow = true;
@@ -67,6 +69,14 @@ public sealed class Browser : IDisposable
             Assert.Fail($"timed out waiting for {what}; the page's status says: {status}");
         }
     }
+
+    /// <summary>The console lines since the last call in which the page's Content-Security-Policy refused something.</summary>
+    public IReadOnlyList<string> PolicyViolations() =>
+        Driver.Manage().Logs.GetLog(LogType.Browser)
+            .Select(entry => entry.Message)
+            .Where(message => message.Contains("Content Security Policy", StringComparison.OrdinalIgnoreCase)
+                || message.Contains("Content-Security-Policy", StringComparison.OrdinalIgnoreCase))
+            .ToList();
 
     public string Screenshot(string name)
     {

@@ -131,11 +131,11 @@ public class ModelSourceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A1024TokenInputOnA12By12ModelComputesAndSendsOnlyOneLayer()
+    public async Task A1024TokenInputOnA12By12ModelComputesAndSendsOnlyOneHead()
     {
         // GPT-2's shape (12 layers × 12 heads, context 1024) at a narrow width so the test stays fast. The matrix view
-        // of one head must cost one layer's patterns (not all 144 heads) and send one T×T matrix; a second head of
-        // the same layer comes from the cache.
+        // of one head must cost that head's pattern (not its layer's 12 heads, nor all 144) and send one T×T matrix;
+        // a second head costs its own pattern again, from the forward pass the source kept.
         var config = ModelPresets.Get("gpt2") with { VocabSize = 256, Channels = 192, HiddenChannels = 768 };
         var model = Transformer.Create(config.Validated(), seed: 3);
         var source = new CountingSource(new ModelSource(model, new global::HeadLens.Tokenization.ByteTokenizer(), "gpt2-shaped"));
@@ -150,15 +150,15 @@ public class ModelSourceTests(ITestOutputHelper output)
         string json = await pattern.Content.ReadAsStringAsync();
         Assert.Equal(System.Net.HttpStatusCode.OK, pattern.StatusCode);
         Assert.Equal(1024, JsonDocument.Parse(json).RootElement.GetProperty("patterns")[0].GetArrayLength());
-        Assert.Equal(12L * 1024 * 1024, source.Values); // one layer: 12 heads × 1024²
+        Assert.Equal(1024L * 1024, source.Values); // one head: 1024²
         Assert.True(json.Length < 8_000_000, $"one head's matrix is {json.Length} bytes of JSON");
         clock.Restart();
         using var second = await client.PostAsJsonAsync("/api/pattern", new { text, layer = 11, head = 2 });
         double secondMs = clock.Elapsed.TotalMilliseconds;
         Assert.Equal(System.Net.HttpStatusCode.OK, second.StatusCode);
-        Assert.Equal(12L * 1024 * 1024, source.Values);
+        Assert.Equal(2L * 1024 * 1024, source.Values);
         // Timings depend on the machine's load; they are reported, not asserted.
-        output.WriteLine($"1024 tokens, 12 × 12 heads: first head {firstMs:F0} ms (forward pass + one layer), second head {secondMs:F0} ms");
+        output.WriteLine($"1024 tokens, 12 × 12 heads: first head {firstMs:F0} ms (forward pass + one head), second head {secondMs:F0} ms");
     }
 
     /// <summary>Counts the probabilities a source is asked to compute.</summary>

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using HeadLens.Cli.Viewer;
+using HeadLens.Rendering;
 using HeadLens.Tests.Cli;
 using HeadLens.Tests.Rendering;
 
@@ -79,6 +80,32 @@ public class ReportTests
     }
 
     [Fact]
+    public void TheReportCarriesAPolicyThatAllowsOnlyItsOwnInlineScriptAndStyle()
+    {
+        string html = ReportWriter.Render(new SyntheticSource(2, 2), "the bank of the river");
+        var policy = System.Text.RegularExpressions.Regex.Match(html, "<meta http-equiv=\"Content-Security-Policy\" content=\"([^\"]+)\">");
+        Assert.True(policy.Success, "no policy meta element");
+        // Before anything it governs: the first script and style come after it.
+        Assert.True(policy.Index < html.IndexOf("<style>", StringComparison.Ordinal) && policy.Index < html.IndexOf("<script", StringComparison.Ordinal));
+        var directives = policy.Groups[1].Value.Split("; ").ToDictionary(d => d.Split(' ')[0], d => d[(d.IndexOf(' ', StringComparison.Ordinal) + 1)..]);
+        Assert.Equal("'none'", directives["default-src"]);
+        Assert.DoesNotContain("unsafe", policy.Groups[1].Value);
+        Assert.DoesNotContain("connect-src", policy.Groups[1].Value); // default 'none': the report fetches nothing
+
+        static string Sha(string content) => "'sha256-" + Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(content))) + "'";
+        static string Between(string html, string open, string close)
+        {
+            int start = html.IndexOf(open, StringComparison.Ordinal) + open.Length;
+            return html[start..html.IndexOf(close, start, StringComparison.Ordinal)];
+        }
+
+        // The hashes are of exactly what the browser will run: the inline style and the last (executable) script.
+        Assert.Equal(Sha(Between(html, "<style>", "</style>")), directives["style-src"]);
+        int script = html.LastIndexOf("<script>", StringComparison.Ordinal);
+        Assert.Equal(Sha(Between(html[script..], "<script>", "</script>")), directives["script-src"]);
+    }
+
+    [Fact]
     public void MarkupInTheTextCannotCloseTheDataBlock()
     {
         const string text = "a </script><script>alert(1)</script> <!-- b";
@@ -123,19 +150,26 @@ public class ReportTests
     }
 
     [Fact]
-    public void HeatMapsArePngsOfEachHeadsPattern()
+    public void HeatMapsArePngsOfEachHeadsPatternLabelledWithTitleTokensAndScale()
     {
         var source = new SyntheticSource(2, 4);
         string folder = TempFolder();
         var input = source.Tokenize("one two three four five six seven eight");
         int t = input.Ids.Length;
-        var patterns = ReportWriter.Patterns(new AttentionViews(source), input);
-        var files = ReportWriter.WriteHeatMaps(source, input, patterns, folder);
+        var views = new AttentionViews(source);
+        var patterns = ReportWriter.Patterns(views, input);
+        var files = ReportWriter.WriteHeatMaps(source, input, patterns, folder, views.Heads(input));
         Assert.Equal(8, files.Count);
-        int scale = 512 / t;
-        var (width, height, rgb) = PngEncoderTests.Decode(File.ReadAllBytes(Path.Combine(folder, "layer0-head0.png")));
-        Assert.Equal((t * scale, t * scale), (width, height));
-        byte Red(int i, int j) => rgb[(((i * scale) + (scale / 2)) * width + (j * scale) + (scale / 2)) * 3];
+        byte[] png = File.ReadAllBytes(Path.Combine(folder, "layer0-head0.png"));
+        var (width, height, rgb) = PngEncoderTests.Decode(png);
+        // The same drawing, rendered again, gives the layout to read the file by.
+        var flat = patterns[0][0].SelectMany(row => row).ToArray();
+        LabelledHeatMap.Render(flat, t, t, "synthetic: layer 0, head 0 (previous-token)", input.Tokens, input.Tokens, out var layout);
+        Assert.Equal(png, LabelledHeatMap.Render(flat, t, t, "synthetic: layer 0, head 0 (previous-token)", input.Tokens, input.Tokens, out _));
+        Assert.Equal((layout.Width, layout.Height), (width, height));
+        int scale = layout.Cell;
+        Assert.Equal(512 / t, scale);
+        byte Red(int i, int j) => rgb[((((layout.MapTop + (i * scale)) + (scale / 2)) * width) + layout.MapLeft + (j * scale) + (scale / 2)) * 3];
         // Layer 0 head 0 is a previous-token head: 0.9 on the sub-diagonal, 0.1 on the diagonal, nothing above.
         for (int i = 1; i < t; i++)
         {
@@ -144,6 +178,8 @@ public class ReportTests
             Assert.Equal(255, Red(i - 1, i)); // above the diagonal: masked, white
         }
 
+        Assert.True(layout.Labels, "8 tokens leave 64 px a cell: room for labels");
+        LabelledHeatMapTests.AssertText(rgb, width, "synthetic: layer 0, head 0 (previous-token)", 8, 8, 2);
         Directory.Delete(folder, recursive: true);
     }
 
@@ -165,6 +201,16 @@ public class ReportTests
         Assert.Equal(1, badCode);
         Assert.Single(badError.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("does not exist", badError);
+
+        // --png naming a file (issue 16): one line naming the option, not an internal error, and no report written.
+        string file = Path.Combine(folder, "a-file");
+        File.WriteAllText(file, "x");
+        string second = Path.Combine(folder, "second.html");
+        var (fileCode, _, fileError) = CliTests.Run("report", "--text", "x", "--out", second, "--png", file);
+        Assert.Equal(1, fileCode);
+        Assert.Single(fileError.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("--png", fileError);
+        Assert.False(File.Exists(second));
         Directory.Delete(folder, recursive: true);
     }
 }

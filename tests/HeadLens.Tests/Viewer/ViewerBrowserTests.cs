@@ -76,6 +76,9 @@ public class ViewerBrowserTests
         var canvas = browser.Find("#matrix-canvas");
         new Actions(browser.Driver).MoveToElement(canvas, 3 - (canvas.Size.Width / 2), 3 - (canvas.Size.Height / 2)).Perform();
         browser.WaitFor(() => browser.Find("#matrix-info").Text.Contains("query 0", StringComparison.Ordinal), "the hovered cell's line");
+        // The colour scale: a bar from 0 to 1 in the matrix's shading.
+        Assert.Equal(["0", "0.25", "0.5", "0.75", "1"], browser.FindAll("#matrix-scale .ticks span").Select(e => e.Text).ToArray());
+        Assert.Contains("attention weight", browser.Find("#matrix-scale").Text);
         browser.Screenshot("3-matrix-view");
 
         // The head view: two columns of tokens joined by lines; hovering a query isolates its lines.
@@ -101,6 +104,8 @@ public class ViewerBrowserTests
         Tab(browser, "compare");
         browser.Find("#cmp-run").Click();
         browser.WaitFor(() => browser.FindAll("#cmp-result tr[data-depth]").Count == 4, "the comparison table");
+        Assert.False(browser.Find("#status").Displayed);
+        Assert.Contains("bank", browser.Find("#cmp-status").Text);
         Assert.Equal("Context vectors of ‘bank’", browser.Find("#cmp-title").Text);
         Assert.Equal("1.000", browser.Find("#cmp-result tr[data-depth='0'] .value").Text);
         browser.Screenshot("6-compare");
@@ -108,7 +113,9 @@ public class ViewerBrowserTests
         // Generation: new tokens stream in, each with where it looks.
         Tab(browser, "generate");
         browser.Find("#gen-run").Click();
-        browser.WaitFor(() => browser.FindAll("#gen-output .tok.new").Count == 12 && browser.Find("#status").Text.StartsWith("generated", StringComparison.Ordinal), "12 generated tokens");
+        browser.WaitFor(() => browser.FindAll("#gen-output .tok.new").Count == 12 && browser.Find("#gen-status").Text.StartsWith("generated", StringComparison.Ordinal), "12 generated tokens");
+        // The view's own status line; the main text's line is not shown here.
+        Assert.False(browser.Find("#status").Displayed);
         Assert.StartsWith("Token 15", browser.Find("#gen-title").Text);
         Assert.Equal(3, browser.FindAll("#gen-detail .gen-summary").Count);
         browser.Screenshot("7-generate");
@@ -177,6 +184,10 @@ public class ViewerBrowserTests
             browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 12, "the report's model view");
             Assert.Contains("report", browser.Find("#model-name").Text);
             Assert.False(browser.Find("#tabs button[data-view='generate']").Enabled);
+            // The disabled tabs say what they need.
+            Assert.Equal("Generate (needs serve)", browser.Find("#tabs button[data-view='generate']").Text);
+            Assert.Equal("Compare (needs serve)", browser.Find("#tabs button[data-view='compare']").Text);
+            Assert.Contains("headlens serve", browser.Find("#offline-note").Text);
             Assert.Empty(browser.FindAll("#tokens i"));
             browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();
             browser.WaitFor(() => browser.FindAll("#matrix-left span").Count == 15, "the matrix from the embedded patterns");
@@ -185,8 +196,135 @@ public class ViewerBrowserTests
             browser.WaitFor(() => browser.FindAll("#token-layers .layer-block").Count == 3, "the token view computed in the page");
             Assert.Equal("Token 4 ‘ river’", browser.Find("#token-title").Text);
             browser.Screenshot("10-report-offline");
+            // The page ran under its own Content-Security-Policy (inline script and style allowed by hash) with
+            // nothing refused.
+            Assert.Empty(browser.PolicyViolations());
+
+            // A shared address restores a view of the report too (its text is its own).
+            browser.Driver.Navigate().GoToUrl(new Uri(path).AbsoluteUri + "#view=matrix&layer=1&head=2&text=ignored");
+            browser.Driver.Navigate().Refresh();
+            browser.WaitFor(() => browser.Find("#view-matrix").Displayed && browser.FindAll("#matrix-left span").Count == 15, "the shared matrix view of the report");
+            Assert.Equal("1", browser.Find("#matrix-layer").GetAttribute("value"));
+            Assert.Equal("2", browser.Find("#matrix-head").GetAttribute("value"));
         }
 
         Directory.Delete(folder, recursive: true);
+    }
+    [BrowserFact]
+    public async Task TheModelGridScalesToTheWindow()
+    {
+        var (app, url) = await StartAsync(new SyntheticSource(3, 4));
+        await using var _ = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url);
+        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 12, "the model view");
+        long windowWidth = Convert.ToInt64(browser.Driver.ExecuteScript("return window.innerWidth;"), System.Globalization.CultureInfo.InvariantCulture);
+        long windowHeight = Convert.ToInt64(browser.Driver.ExecuteScript("return window.innerHeight;"), System.Globalization.CultureInfo.InvariantCulture);
+        var grid = browser.Find("#grid");
+        var cell = browser.Find("#grid .cell");
+        // In a 1400 × 1000 window the grid takes more than half the width or the height below its top, not a corner.
+        Assert.True(grid.Size.Width > windowWidth / 2 || grid.Location.Y + grid.Size.Height > windowHeight * 0.9,
+            $"grid {grid.Size.Width} × {grid.Size.Height} at y {grid.Location.Y} in a {windowWidth} × {windowHeight} window");
+        Assert.True(cell.Size.Width > 150, $"cells are {cell.Size.Width} px");
+        Assert.Contains("thumbnail shade", browser.Find("#grid-scale").Text);
+        browser.Screenshot("11-grid-1400");
+
+        // A narrower window: the cells follow it.
+        browser.Driver.Manage().Window.Size = new System.Drawing.Size(800, 1000);
+        browser.WaitFor(() => browser.Find("#grid .cell").Size.Width < cell.Size.Width - 20 || browser.Find("#grid .cell").Size.Width < 160, "the cells to shrink");
+        Assert.True(browser.Find("#grid").Size.Width <= Convert.ToInt64(browser.Driver.ExecuteScript("return window.innerWidth;"), System.Globalization.CultureInfo.InvariantCulture), "the grid fits the narrower window");
+        browser.Screenshot("12-grid-800");
+    }
+
+    [BrowserFact]
+    public async Task ViewsKeepTheirOwnStatusAndAnErrorClearsTheStaleView()
+    {
+        var (app, url) = await StartAsync(new SyntheticSource(2, 2));
+        await using var _ = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url);
+        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 4, "the model view");
+        TypeText(browser, "the bank of the river");
+        string mainStatus = browser.Find("#status").Text;
+
+        // Compare: its error is its own, and leaves the main text's line alone.
+        Tab(browser, "compare");
+        browser.Find("#cmp-a").Clear();
+        browser.Find("#cmp-a").SendKeys("one two");
+        browser.Find("#cmp-b").Clear();
+        browser.Find("#cmp-b").SendKeys("three four");
+        browser.Find("#cmp-run").Click();
+        browser.WaitFor(() => browser.Find("#cmp-status").Text.Contains("share no word", StringComparison.Ordinal), "the compare error");
+        Assert.Contains("error", browser.Find("#cmp-status").GetAttribute("class"));
+        Assert.False(browser.Find("#status").Displayed);
+        Assert.Empty(browser.FindAll("#cmp-result tr"));
+        Assert.Equal("", browser.Find("#gen-status").Text);
+        browser.Screenshot("13-compare-own-status");
+
+        Tab(browser, "model");
+        browser.WaitFor(() => browser.Find("#status").Text == mainStatus || browser.Find("#status").Text.Contains("5 tokens", StringComparison.Ordinal), "the main status again");
+        Assert.Equal(4, browser.FindAll("#grid .cell").Count);
+
+        // A text over the limit (512 tokens here): the error, and nothing left of the previous text's view.
+        string before = browser.Find("body").GetAttribute("data-error") ?? "";
+        browser.Driver.ExecuteScript("const t = document.getElementById('text'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            string.Join(' ', Enumerable.Repeat("word", 600)));
+        browser.WaitFor(() => (browser.Find("body").GetAttribute("data-error") ?? "") != before, "the error");
+        Assert.Contains("limit is 512", browser.Find("#status").Text);
+        Assert.Empty(browser.FindAll("#grid .cell"));
+        Assert.Empty(browser.FindAll("#tokens .tok"));
+        browser.Screenshot("14-error-clears-view");
+
+        // The same in the matrix view: no stale matrix under the error.
+        TypeText(browser, "the bank of the river");
+        browser.Find("#grid .cell[data-layer='1'][data-head='1']").Click();
+        browser.WaitFor(() => browser.FindAll("#matrix-left span").Count == 5, "the matrix");
+        before = browser.Find("body").GetAttribute("data-error") ?? "";
+        browser.Driver.ExecuteScript("const t = document.getElementById('text'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            string.Join(' ', Enumerable.Repeat("word", 600)));
+        browser.WaitFor(() => (browser.Find("body").GetAttribute("data-error") ?? "") != before, "the error");
+        Assert.Empty(browser.FindAll("#matrix-left span"));
+        Assert.Equal(0, browser.Find("#matrix-canvas").Size.Width - 2); // the 1 px border is all that is left
+        Assert.Empty(browser.PolicyViolations());
+    }
+
+    [BrowserFact]
+    public async Task AnAddressRestoresTheViewItNames()
+    {
+        var (app, url) = await StartAsync(new SyntheticSource(3, 4));
+        await using var _ = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url + "#view=matrix&layer=1&head=2&text=" + Uri.EscapeDataString("the bank of the river"));
+        browser.WaitFor(() => browser.Find("#view-matrix").Displayed && browser.FindAll("#matrix-left span").Count == 5, "the matrix the address names");
+        Assert.Equal("the bank of the river", browser.Find("#text").GetAttribute("value"));
+        Assert.Equal("1", browser.Find("#matrix-layer").GetAttribute("value"));
+        Assert.Equal("2", browser.Find("#matrix-head").GetAttribute("value"));
+        browser.Screenshot("15-shared-matrix");
+
+        // Changing the view changes the address, which restores it in a fresh page.
+        browser.Driver.ExecuteScript("const s = document.getElementById('matrix-head'); s.value = '3'; s.dispatchEvent(new Event('change'));");
+        browser.WaitFor(() => browser.Driver.Url.Contains("head=3", StringComparison.Ordinal), "the address to follow the head");
+        string shared = browser.Driver.Url;
+        Assert.Contains("view=matrix", shared);
+        Assert.Contains("layer=1", shared);
+
+        using var second = new Browser();
+        second.Driver.Navigate().GoToUrl(shared);
+        second.WaitFor(() => second.Find("#view-matrix").Displayed && second.FindAll("#matrix-left span").Count == 5, "the shared matrix in a second browser");
+        Assert.Equal("3", second.Find("#matrix-head").GetAttribute("value"));
+
+        // The head view with its picked heads, and the token view with its token.
+        second.Driver.Navigate().GoToUrl(url + "#view=head&layer=2&heads=1,3&text=" + Uri.EscapeDataString("a b c d"));
+        second.Driver.Navigate().Refresh();
+        second.WaitFor(() => second.Find("#view-head").Displayed && second.Find("#head-info").Text.Contains("heads 1, 3", StringComparison.Ordinal), "the head view with heads 1 and 3");
+        Assert.Contains("Layer 2", second.Find("#head-info").Text);
+        second.Driver.Navigate().GoToUrl(url + "#view=token&token=2&text=" + Uri.EscapeDataString("a b c d"));
+        second.WaitFor(() => second.Find("#view-token").Displayed && second.Find("#token-title").Text.StartsWith("Token 2", StringComparison.Ordinal), "the token view of token 2");
+
+        // Nonsense in the address falls back to the defaults instead of breaking the page.
+        second.Driver.Navigate().GoToUrl(url + "#view=nothing&layer=99&head=-1");
+        second.Driver.Navigate().Refresh();
+        second.WaitFor(() => second.FindAll("#grid .cell").Count == 12, "the model view");
+        Assert.Empty(second.PolicyViolations());
     }
 }

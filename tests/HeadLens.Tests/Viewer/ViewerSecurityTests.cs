@@ -2,7 +2,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text;
+using System.Text.Json;
 using HeadLens.Cli.Viewer;
+using Microsoft.AspNetCore.TestHost;
 
 namespace HeadLens.Tests.Viewer;
 
@@ -158,5 +160,168 @@ public class ViewerSecurityTests
         Assert.Contains("textContent", script);
         Assert.DoesNotContain("http://", script.Replace("http://www.w3.org/2000/svg", "", StringComparison.Ordinal));
         Assert.DoesNotContain("https://", script);
+    }
+    public static readonly TheoryData<string, string, string?, string?, string?, int> Requests = new()
+    {
+        // method, path, Content-Type, Origin, Sec-Fetch-Site, status
+        { "POST", "/api/tokenize", "application/json", null, null, 200 },                       // curl, a script
+        { "POST", "/api/tokenize", "application/json; charset=utf-8", "http://localhost", "same-origin", 200 }, // the page
+        { "POST", "/api/tokenize", "application/json", null, "none", 200 },                     // typed by the user
+        { "POST", "/api/tokenize", "text/plain", "http://evil.example", "cross-site", 403 },   // the simple POST
+        { "POST", "/api/tokenize", "text/plain", "http://evil.example", null, 403 },           // an older browser
+        { "POST", "/api/tokenize", "application/json", "http://evil.example", null, 403 },
+        { "POST", "/api/tokenize", "application/json", "null", null, 403 },                    // a sandboxed frame or file://
+        { "POST", "/api/tokenize", "application/json", "http://localhost:8080", null, 403 },    // another local port
+        { "POST", "/api/tokenize", "application/json", null, "same-site", 403 },                // same site, other origin
+        { "POST", "/api/tokenize", "application/json", null, "cross-site", 403 },
+        { "GET", "/api/model", null, null, "cross-site", 403 },
+        { "GET", "/api/model", null, "http://evil.example", null, 403 },
+        { "POST", "/api/tokenize", "text/plain", null, null, 415 },
+        { "POST", "/api/tokenize", "application/x-www-form-urlencoded", null, null, 415 },
+        { "POST", "/api/heads", "multipart/form-data; boundary=x", null, null, 415 },
+        { "POST", "/api/pattern", null, null, null, 415 },
+        { "POST", "/api/generate", "application/jsonp", null, null, 415 },
+        { "GET", "/api/heads", null, null, null, 405 },
+        { "PUT", "/api/tokenize", "application/json", null, null, 405 },
+        { "DELETE", "/api/compare", null, null, null, 405 },
+        { "POST", "/api/model", "application/json", null, null, 405 },
+        { "POST", "/", "application/json", null, null, 405 },
+        { "PUT", "/viewer.js", null, null, null, 405 },
+        { "HEAD", "/api/model", null, null, null, 405 },
+        { "GET", "/api/model", null, null, null, 200 },
+        { "GET", "/", null, null, "cross-site", 200 },                                        // a link to the page
+    };
+
+    [Theory]
+    [MemberData(nameof(Requests))]
+    public async Task OnlyTheViewersOwnJsonRequestsReachTheModel(string method, string path, string? contentType, string? origin, string? site, int status)
+    {
+        var source = new CountingSource(new SyntheticSource());
+        var app = ViewerServer.Build(source, new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var _ = app;
+        using var client = app.GetTestClient();
+        using var request = new HttpRequestMessage(new HttpMethod(method), path);
+        if (method is not ("GET" or "HEAD"))
+        {
+            request.Content = new ByteArrayContent(Encoding.UTF8.GetBytes("{\"text\":\"the bank of the river\"}"));
+            if (contentType is not null)
+            {
+                request.Content.Headers.TryAddWithoutValidation("Content-Type", contentType);
+            }
+        }
+
+        if (origin is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Origin", origin);
+        }
+
+        if (site is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Sec-Fetch-Site", site);
+        }
+
+        using var response = await client.SendAsync(request);
+        Assert.Equal(status, (int)response.StatusCode);
+        if (status != 200)
+        {
+            // A refusal is one JSON line that says why, and the model never ran.
+            Assert.StartsWith("application/json", response.Content.Headers.ContentType?.ToString());
+            string error = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString()!;
+            Assert.Contains(status switch { 403 => "refused", 415 => "application/json", _ => "takes" }, error);
+            Assert.DoesNotContain("\n", error);
+            Assert.Equal(0, source.Calls);
+        }
+
+        if (status == 405)
+        {
+            Assert.Equal(RequestGuard.AllowFor(path), string.Join(", ", response.Content.Headers.Allow));
+        }
+    }
+
+    [Fact]
+    public async Task EveryMappedPathAnswersItsOwnMethod()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        foreach (var (path, method) in RequestGuard.Methods)
+        {
+            using var request = new HttpRequestMessage(new HttpMethod(method), path);
+            if (method == "POST")
+            {
+                request.Content = new StringContent("{}", Encoding.UTF8, "application/json");
+            }
+
+            using var response = await host.Client.SendAsync(request);
+            // GETs answer; POSTs read the body ("{}" names no input: 400 with its reason, not 404 or 405).
+            Assert.True(method == "GET" ? response.StatusCode == HttpStatusCode.OK : response.StatusCode == HttpStatusCode.BadRequest,
+                $"{method} {path}: HTTP {(int)response.StatusCode}");
+        }
+    }
+
+    [Fact]
+    public void MaxTokensIsBoundedSoThatOneLayerFitsAnArray()
+    {
+        var twelve = new SourceInfo("m", 12, 12, 768, 100_000, Causal: true);
+        Assert.Equal(ViewerOptions.MaxTokensLimit, ViewerServer.CheckMaxTokens(twelve, ViewerOptions.MaxTokensLimit));
+        Assert.Equal(512, ViewerServer.CheckMaxTokens(twelve with { MaxTokens = 512 }, 4096)); // the model's context lowers it
+        var over = Assert.Throws<HeadLensException>(() => ViewerServer.CheckMaxTokens(twelve, 16384));
+        Assert.Contains("--max-tokens", over.Message);
+        // 200 heads × 4096² = 3.4 billion values would wrap an int: the most that fits is named.
+        var wide = Assert.Throws<HeadLensException>(() => ViewerServer.CheckMaxTokens(twelve with { Heads = 200 }, 4096));
+        int most = (int)Math.Sqrt((double)Array.MaxLength / 200);
+        Assert.Contains($"at most {most}", wide.Message);
+        Assert.True(200L * most * most <= Array.MaxLength);
+        Assert.Equal(most, ViewerServer.CheckMaxTokens(twelve with { Heads = 200 }, most));
+
+        var (code, _, error) = global::HeadLens.Tests.Cli.CliTests.Run("serve", "--synthetic", "2x2", "--max-tokens", "16384");
+        Assert.NotEqual(0, code);
+        Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("max-tokens", error);
+    }
+
+    /// <summary>Counts every call that reaches the model.</summary>
+    private sealed class CountingSource(IAttentionSource inner) : IAttentionSource
+    {
+        private int calls;
+
+        public int Calls => calls;
+
+        public SourceInfo Info => inner.Info;
+
+        public TokenizedText Tokenize(string text)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Tokenize(text);
+        }
+
+        public string TokenText(int id)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.TokenText(id);
+        }
+
+        public void Patterns(int[] ids, int layer, ReadOnlySpan<int> heads, int firstQuery, int queries, Span<float> destination)
+        {
+            Interlocked.Increment(ref calls);
+            inner.Patterns(ids, layer, heads, firstQuery, queries, destination);
+        }
+
+        public global::HeadLens.Analysis.HeadProbes Probes(int[] ids)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Probes(ids);
+        }
+
+        public float[][] ContextVectors(int[] ids, int position)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.ContextVectors(ids, position);
+        }
+
+        public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Generate(prompt, maxTokens, temperature, seed);
+        }
     }
 }

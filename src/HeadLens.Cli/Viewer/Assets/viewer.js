@@ -127,10 +127,36 @@
 
   function quoted(token) { return '\u2018' + show(token) + '\u2019'; }
 
-  function setStatus(message, isError) {
-    const status = $('status');
+  // Each view that has its own input (Generate, Compare) has its own status line; the others share the main one.
+  function setStatus(message, isError, id) {
+    const status = $(id || 'status');
     status.textContent = message;
-    status.className = isError ? 'error' : '';
+    status.className = isError ? 'status error' : 'status';
+  }
+
+  // A colour bar from 0 to 1 in the shading the view uses, with ticks, and a caption saying what 1 means.
+  function drawScale(id, rgb, caption) {
+    const holder = $(id);
+    clear(holder);
+    const width = 160, height = 10;
+    const canvas = el('canvas', { width: String(width), height: String(height), 'aria-hidden': 'true' });
+    const context = canvas.getContext('2d');
+    const image = context.createImageData(width, height);
+    for (let x = 0; x < width; x++) {
+      const c = shade(rgb, x / (width - 1));
+      for (let y = 0; y < height; y++) {
+        const at = (y * width + x) * 4;
+        image.data[at] = c[0]; image.data[at + 1] = c[1]; image.data[at + 2] = c[2]; image.data[at + 3] = 255;
+      }
+    }
+    context.putImageData(image, 0, 0);
+    const bar = el('span', { class: 'bar' });
+    bar.appendChild(canvas);
+    const ticks = el('span', { class: 'ticks' });
+    for (const tick of ['0', '0.25', '0.5', '0.75', '1']) { ticks.appendChild(el('span', {}, tick)); }
+    bar.appendChild(ticks);
+    holder.appendChild(bar);
+    holder.appendChild(el('span', { class: 'caption' }, caption));
   }
 
   function hexToRgb(hex) {
@@ -189,6 +215,8 @@
     const grid = $('grid');
     clear(grid);
     grid.style.gridTemplateColumns = 'auto repeat(' + heads.heads + ', auto)';
+    grid.setAttribute('data-layers', String(heads.layers));
+    grid.setAttribute('data-heads', String(heads.heads));
     grid.appendChild(el('div', { class: 'collabel' }, ''));
     for (let h = 0; h < heads.heads; h++) { grid.appendChild(el('div', { class: 'collabel' }, 'head ' + h)); }
     const counts = {};
@@ -201,6 +229,7 @@
       }
     }
     drawSources(heads.sources);
+    drawScale('grid-scale', [55, 65, 81], 'thumbnail shade: 0 (white) to the head\u2019s own strongest cell (its kind\u2019s colour)');
     const legend = $('legend');
     clear(legend);
     for (const [kind, colour] of Object.entries(kindColours)) {
@@ -212,6 +241,26 @@
       item.appendChild(document.createTextNode(kind + ' \u00d7' + counts[kind]));
       legend.appendChild(item);
     }
+    // Last: the legend and captions above decide where the grid starts.
+    sizeGrid();
+  }
+
+  // Cells as large as the window allows: the grid fills the width, or the height below its top where that is
+  // smaller, never under 48 px (then the page scrolls) nor over 320 px.
+  function sizeGrid() {
+    const grid = $('grid');
+    const layers = Number(grid.getAttribute('data-layers')), heads = Number(grid.getAttribute('data-heads'));
+    if (!layers || !heads || $('view-model').hidden) { return; }
+    const gap = 6, labelWidth = 64;
+    const width = $('view-model').clientWidth - labelWidth - gap * (heads + 1);
+    const height = window.innerHeight - grid.getBoundingClientRect().top - 24 - gap * (layers + 1);
+    const fit = Math.floor(Math.min(width / heads, Math.max(height / layers, 96)));
+    const size = Math.max(48, Math.min(320, fit));
+    for (const cell of grid.querySelectorAll('.cell')) {
+      cell.style.width = size + 'px';
+      cell.style.height = size + 'px';
+    }
+    grid.setAttribute('data-cell', String(size));
   }
 
   // Which probe each score is read from: "text: previous_token, sink ...; repeated random block: induction ...".
@@ -337,7 +386,9 @@
     const entry = state.heads && state.heads.entries[state.layer * state.model.heads + state.head];
     const kind = $('matrix-kind');
     kind.textContent = entry && state.heads.tokens.length === t ? entry.kind : '';
-    const cell = Math.max(1, Math.min(24, Math.floor(640 / t)));
+    // The matrix fills the room the window leaves (labels take about 110 px on each side), at 1 to 32 px a cell.
+    const room = Math.min($('view-matrix').clientWidth - 130, window.innerHeight - 260);
+    const cell = Math.max(1, Math.min(32, Math.floor(Math.max(320, room) / t)));
     const canvas = $('matrix-canvas');
     canvas.width = t * cell;
     canvas.height = t * cell;
@@ -384,6 +435,7 @@
         quoted(data.tokens[j]) + ': ' + pattern[i][j].toFixed(4);
     };
     $('matrix-info').textContent = 'Layer ' + state.layer + ', head ' + state.head + ': ' + t + ' \u00d7 ' + t + '. Hover a cell.';
+    drawScale('matrix-scale', rgb, 'attention weight (each row sums to 1)');
   }
 
   function weightStrip(caption, tokens, weights, rgb, skip) {
@@ -407,6 +459,7 @@
     if (seq !== state.seq) { return; }
     drawTokens(state.input);
     $('token-title').textContent = 'Token ' + data.index + ' ' + quoted(data.token);
+    drawScale('token-scale', [37, 99, 235], 'mean attention over heads, 1 = the strip\u2019s strongest token (blue: looks at, green: looked at by)');
     const layers = $('token-layers');
     clear(layers);
     for (const layer of data.layers) {
@@ -451,7 +504,8 @@
     const prompt = $('gen-prompt').value;
     const count = Number($('gen-count').value) || 12;
     const temperature = Number($('gen-temperature').value) || 0;
-    setStatus('generating\u2026', false);
+    setStatus('generating\u2026', false, 'gen-status');
+    writeHash();
     try {
       await api.generate(prompt, count, temperature, (line) => {
         if (line.type === 'prompt') {
@@ -465,11 +519,13 @@
           output.appendChild(span);
           showGenerated(line);
         } else if (line.type === 'done') {
-          setStatus('generated ' + line.count + ' tokens', false);
+          setStatus('generated ' + line.count + ' tokens', false, 'gen-status');
         }
       });
     } catch (error) {
-      setStatus(error.message, true);
+      clear(output);
+      clear($('gen-detail'));
+      setStatus(error.message, true, 'gen-status');
     }
   }
 
@@ -478,6 +534,8 @@
   async function runCompare() {
     const result = $('cmp-result');
     clear(result);
+    writeHash();
+    setStatus('comparing\u2026', false, 'cmp-status');
     try {
       const data = await api.compare($('cmp-a').value, $('cmp-b').value, $('cmp-word').value || null);
       result.appendChild(el('h3', { id: 'cmp-title' }, 'Context vectors of ' + quoted(data.word)));
@@ -506,8 +564,10 @@
         table.appendChild(row);
       });
       result.appendChild(table);
+      setStatus('the word ' + quoted(data.word) + ' at ' + data.cosine.length + ' depths', false, 'cmp-status');
     } catch (error) {
-      setStatus(error.message, true);
+      clear(result);
+      setStatus(error.message, true, 'cmp-status');
     }
   }
 
@@ -526,16 +586,84 @@
     $('head-layer').value = String(state.layer);
     $('matrix-layer').value = String(state.layer);
     $('matrix-head').value = String(state.head);
-    $('input').hidden = view === 'generate' || view === 'compare';
+    const ownInput = view === 'generate' || view === 'compare';
+    $('input').hidden = ownInput;
+    $('status').hidden = ownInput;
     hideTooltip();
     refresh();
+  }
+
+  // What a view drew for an earlier text: removed when a request fails, so an error never sits above a stale view.
+  function clearViews() {
+    for (const id of ['grid', 'legend', 'sources', 'grid-scale', 'head-svg', 'matrix-top', 'matrix-left', 'matrix-scale', 'token-layers', 'token-scale', 'tokens']) {
+      clear($(id));
+    }
+    $('grid').removeAttribute('data-layers');
+    $('head-info').textContent = '';
+    $('matrix-info').textContent = '';
+    $('matrix-kind').textContent = '';
+    $('token-title').textContent = '';
+    const canvas = $('matrix-canvas');
+    canvas.width = 0;
+    canvas.height = 0;
+    state.heads = null;
+    state.input = null;
+  }
+
+  // ---- shareable addresses: #view=matrix&layer=1&head=2&text=... ----
+
+  const VIEWS = ['model', 'head', 'matrix', 'token', 'generate', 'compare'];
+
+  function writeHash() {
+    const params = new URLSearchParams();
+    params.set('view', state.view);
+    if (state.view === 'head' || state.view === 'matrix') { params.set('layer', String(state.layer)); }
+    if (state.view === 'matrix') { params.set('head', String(state.head)); }
+    if (state.view === 'head') { params.set('heads', state.picked.join(',')); }
+    if (state.view === 'token' && state.token !== null) { params.set('token', String(state.token)); }
+    if (state.view === 'generate') { params.set('prompt', $('gen-prompt').value); }
+    if (state.view === 'compare') {
+      params.set('a', $('cmp-a').value);
+      params.set('b', $('cmp-b').value);
+      if ($('cmp-word').value) { params.set('word', $('cmp-word').value); }
+    }
+    if (!api.offline && !(state.view === 'generate' || state.view === 'compare')) { params.set('text', $('text').value); }
+    history.replaceState(null, '', '#' + params.toString());
+  }
+
+  function whole(value, count, fallback) {
+    const n = Number(value);
+    return Number.isInteger(n) && n >= 0 && n < count ? n : fallback;
+  }
+
+  // Reads the address into the page's state and inputs; returns the view it names (model if none or unknown).
+  function readHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    let view = params.get('view');
+    if (!VIEWS.includes(view) || (api.offline && (view === 'generate' || view === 'compare'))) { view = 'model'; }
+    state.layer = whole(params.get('layer'), state.model.layers, state.layer);
+    state.head = whole(params.get('head'), state.model.heads, state.head);
+    if (params.has('heads')) {
+      const picked = params.get('heads').split(',').filter((h) => h !== '').map((h) => whole(h, state.model.heads, -1));
+      state.picked = picked.filter((h, i) => h >= 0 && picked.indexOf(h) === i);
+      for (const box of $('head-picks').querySelectorAll('input')) { box.checked = state.picked.includes(Number(box.value)); }
+    }
+    if (params.has('token')) { state.token = whole(params.get('token'), Number.MAX_SAFE_INTEGER, null); }
+    if (params.has('text') && !api.offline) { $('text').value = params.get('text'); }
+    if (params.has('prompt')) { $('gen-prompt').value = params.get('prompt'); }
+    if (params.has('a')) { $('cmp-a').value = params.get('a'); }
+    if (params.has('b')) { $('cmp-b').value = params.get('b'); }
+    if (params.has('word')) { $('cmp-word').value = params.get('word'); }
+    return view;
   }
 
   async function refresh() {
     const seq = ++state.seq;
     const text = $('text').value;
     const started = performance.now();
+    writeHash();
     try {
+      if (state.view === 'generate' || state.view === 'compare') { return; }
       const input = await api.tokenize(text);
       if (seq !== state.seq) { return; }
       state.input = input;
@@ -547,11 +675,16 @@
         ' heads \u00b7 ' + Math.round(performance.now() - started) + ' ms', false);
       document.body.setAttribute('data-ready', String(seq));
     } catch (error) {
-      if (seq === state.seq) { setStatus(error.message, true); }
+      if (seq === state.seq) {
+        clearViews();
+        setStatus(error.message, true);
+        document.body.setAttribute('data-error', String(seq));
+      }
     }
   }
 
   let typing = null;
+  let resizing = null;
   async function start() {
     window.addEventListener('error', (event) => setStatus('script error: ' + event.message, true));
     state.model = await api.model();
@@ -566,8 +699,14 @@
       text.value = JSON.parse(embedded.textContent).text;
       text.readOnly = true;
       for (const view of ['generate', 'compare']) {
-        document.querySelector('#tabs button[data-view="' + view + '"]').disabled = true;
+        const button = document.querySelector('#tabs button[data-view="' + view + '"]');
+        button.disabled = true;
+        button.textContent += ' (needs serve)';
+        button.title = 'needs the live viewer: headlens serve --model MODEL';
       }
+      const note = $('offline-note');
+      note.textContent = 'Report of one text: Generate and Compare need the live viewer (headlens serve --model MODEL).';
+      note.hidden = false;
     }
     fillSelect($('head-layer'), state.model.layers, 'layer');
     fillSelect($('matrix-layer'), state.model.layers, 'layer');
@@ -585,7 +724,12 @@
     });
     $('gen-run').addEventListener('click', runGeneration);
     $('cmp-run').addEventListener('click', runCompare);
-    switchView('model');
+    window.addEventListener('resize', () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => { if (state.view === 'matrix') { refresh(); } else { sizeGrid(); } }, 150);
+    });
+    window.addEventListener('hashchange', () => switchView(readHash()));
+    switchView(readHash());
   }
 
   start().catch((error) => setStatus(error.message, true));
