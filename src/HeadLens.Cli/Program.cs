@@ -8,7 +8,7 @@ internal static class Program
     // Options that take no value, across all commands.
     private static readonly HashSet<string> FlagNames = new(StringComparer.Ordinal)
     {
-        "json", "resume", "help", "quiet", "no-report",
+        "json", "resume", "force", "help", "quiet", "no-report",
     };
 
     private static int Main(string[] args)

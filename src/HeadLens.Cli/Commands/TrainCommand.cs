@@ -8,7 +8,7 @@ internal sealed class TrainCommand : ICommand
 {
     public string Name => "train";
 
-    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume] [--batch B] [--context T] [--lr LR] [--seed S] " +
+    public string Usage => "train    --corpus FILE [--preset NAME] [--out DIR] [--steps N] [--resume | --force] [--batch B] [--context T] [--lr LR] [--seed S] " +
         "[--tokenizer byte|bpe] [--vocab N] [--accumulation N] [--warmup N] [--eval-every N] [--checkpoint-every N]";
 
     public int Run(CommandArgs args)
@@ -18,6 +18,7 @@ internal sealed class TrainCommand : ICommand
         string output = args.Get("out") ?? "headlens-model";
         int? steps = args.Has("steps") ? args.GetInt("steps", 0, 1, 10_000_000) : null;
         bool resume = args.Flag("resume");
+        bool force = args.Flag("force");
         int? batch = args.Has("batch") ? args.GetInt("batch", 0, 1, 4096) : null;
         int? context = args.Has("context") ? args.GetInt("context", 0, 2, 1 << 20) : null;
         double? learningRate = args.Has("lr") ? args.GetDouble("lr", 0, 1e-8, 1) : null;
@@ -39,6 +40,7 @@ internal sealed class TrainCommand : ICommand
         int? evalEvery = args.Has("eval-every") ? args.GetInt("eval-every", 0, 1, 10_000_000) : null;
         int? checkpointEvery = args.Has("checkpoint-every") ? args.GetInt("checkpoint-every", 0, 1, 10_000_000) : null;
         args.RejectUnknown();
+        TrainingOutput.Check(output, resume, force);
 
         ITokenizer tokenizer = new ByteTokenizer();
         Trainer trainer;
@@ -54,7 +56,6 @@ internal sealed class TrainCommand : ICommand
                 }
             }
 
-            Trainer.RecoverInterruptedSave(output);
             var probe = ModelFilesProbe(output);
             tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
             // The vocabulary comes from the run's own tokenizer (a BPE run resized the preset's).
@@ -108,6 +109,12 @@ internal sealed class TrainCommand : ICommand
             cancellation.Cancel();
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, systemd, a container stopping) saves like Ctrl-C instead of losing the steps since the last save.
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            cancellation.Cancel();
+        });
         try
         {
             bool terminal = !Console.IsErrorRedirected;

@@ -27,6 +27,12 @@ public static class ModelFiles
             return Gguf.GgufModel.Load(directory);
         }
 
+        if (!Directory.Exists(directory) && !File.Exists(directory) && AtomicDirectory.Resolve(directory) is { } interrupted)
+        {
+            // A save killed between its two fallback moves: the newest complete checkpoint waits beside the name.
+            directory = interrupted;
+        }
+
         if (!Directory.Exists(directory))
         {
             throw new HeadLensException(File.Exists(directory)
@@ -135,38 +141,19 @@ public static class ModelFiles
     }
 
     /// <summary>
-    /// Writes the model into <paramref name="directory"/>: everything goes to a fresh sibling directory first, which
-    /// then replaces the old one, so an interrupted save leaves the previous checkpoint loadable.
+    /// Writes the model into <paramref name="directory"/> as one atomic replacement (<see cref="AtomicDirectory"/>):
+    /// a kill at any moment leaves the previous checkpoint or the new one, complete.
     /// </summary>
-    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, Action<string>? writeExtras = null)
-    {
-        string full = Path.GetFullPath(directory);
-        string temporary = full + ".saving-" + Environment.ProcessId;
-        if (Directory.Exists(temporary))
+    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, Action<string>? writeExtras = null) =>
+        AtomicDirectory.Replace(directory, temporary =>
         {
-            Directory.Delete(temporary, recursive: true);
-        }
-
-        Directory.CreateDirectory(temporary);
-        File.WriteAllText(Path.Combine(temporary, "config.json"), HuggingFaceFormat.ConfigJson(model.Config));
-        var tensors = ToHuggingFace(model.Config, model.Parameters)
-            .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
-        SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        tokenizer?.Save(temporary);
-        writeExtras?.Invoke(temporary);
-
-        string previous = full + ".previous-" + Environment.ProcessId;
-        if (Directory.Exists(full))
-        {
-            Directory.Move(full, previous);
-        }
-
-        Directory.Move(temporary, full);
-        if (Directory.Exists(previous))
-        {
-            Directory.Delete(previous, recursive: true);
-        }
-    }
+            File.WriteAllText(Path.Combine(temporary, "config.json"), HuggingFaceFormat.ConfigJson(model.Config));
+            var tensors = ToHuggingFace(model.Config, model.Parameters)
+                .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
+            SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            tokenizer?.Save(temporary);
+            writeExtras?.Invoke(temporary);
+        });
 
     /// <summary>
     /// Parameters (or gradients: same layout) under Hugging Face names and layouts: fused tensors stacked, Conv1D

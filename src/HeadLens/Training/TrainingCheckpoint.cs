@@ -17,8 +17,8 @@ public sealed record TrainingState(
 ///   training_state.json      {"step", "rng" (the batch sampler's state, decimal), "corpus_fingerprint", "settings",
 ///                            "losses", "validation_losses": [[step, loss], ...]}, written last;
 ///   any files the caller adds (the loss curve).
-/// A save writes the new checkpoint beside the old one and swaps it in, so a kill at any moment leaves a loadable
-/// checkpoint (RecoverInterruptedSave); a resumed run continues exactly where an uninterrupted one would have been.
+/// A save writes the new checkpoint beside the old one and swaps it in atomically (<see cref="AtomicDirectory"/>), so a
+/// kill at any moment leaves a loadable checkpoint, old or new; a resumed run continues exactly where an uninterrupted one would have been.
 /// </summary>
 public sealed class TrainingCheckpoint
 {
@@ -47,7 +47,6 @@ public sealed class TrainingCheckpoint
         string outputDirectory, Transformer model, ITokenizer tokenizer, AdamWOptimizer optimizer, TrainingState state,
         Action<string>? extraFiles = null)
     {
-        System.IO.Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputDirectory))!);
         ModelFiles.Save(model, tokenizer, outputDirectory, directory =>
         {
             var moments = new List<(string, int[], ReadOnlyMemory<float>)>();
@@ -131,32 +130,8 @@ public sealed class TrainingCheckpoint
     }
 
     /// <summary>
-    /// A save writes the new checkpoint to a sibling "DIR.saving-PID", moves the old one aside to "DIR.previous-PID",
-    /// then moves the new one into place. A process killed between those two moves leaves no DIR but a complete
-    /// previous checkpoint (and a complete new one): put the new one in place if its state file was written (the
-    /// state is written last), else the previous one. Partial "DIR.saving-*" directories are left alone; they never
-    /// replace a checkpoint.
+    /// Before a run starts or resumes: puts back the newest complete checkpoint if a save was killed between the two
+    /// moves of the fallback swap, and deletes the leftovers ("DIR.saving-*", "DIR.previous-*") of interrupted saves.
     /// </summary>
-    public static void RecoverInterruptedSave(string outputDirectory)
-    {
-        string full = Path.GetFullPath(outputDirectory);
-        string? parent = Path.GetDirectoryName(full);
-        if (System.IO.Directory.Exists(full) || parent is null || !System.IO.Directory.Exists(parent))
-        {
-            return;
-        }
-
-        string name = Path.GetFileName(full);
-        foreach (string previous in System.IO.Directory.GetDirectories(parent, name + ".previous-*"))
-        {
-            string pid = previous[(full.Length + ".previous-".Length)..];
-            string saved = full + ".saving-" + pid;
-            string complete = File.Exists(Path.Combine(saved, StateFile)) ? saved : previous;
-            if (File.Exists(Path.Combine(complete, StateFile)))
-            {
-                System.IO.Directory.Move(complete, full);
-                return;
-            }
-        }
-    }
+    public static void RecoverInterruptedSave(string outputDirectory) => AtomicDirectory.Recover(outputDirectory);
 }
