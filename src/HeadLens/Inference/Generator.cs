@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using HeadLens.Model;
 using HeadLens.Tokenization;
 
@@ -87,9 +88,12 @@ public static class Generator
 
         var cache = model.NewCache(model.Config.ContextLength);
         var logits = new float[model.Config.VocabSize];
+        var sequence = new List<int>(prompt);
         model.DecodeStep(prompt, cache, logits);
         for (int produced = 0; produced < maxTokens; produced++)
         {
+            // A token sampled from NaNs would be a lie: stop, naming the layer where the NaN began.
+            model.ThrowIfNotFinite(logits, CollectionsMarshal.AsSpan(sequence), "logits");
             int next = sampler.Next(logits);
             if (stopTokens is not null && stopTokens.Contains(next))
             {
@@ -102,6 +106,7 @@ public static class Generator
                 yield break;
             }
 
+            sequence.Add(next);
             model.DecodeStep([next], cache, logits);
         }
     }
