@@ -56,7 +56,7 @@ internal sealed class TrainCommand : ICommand
                 }
             }
 
-            var probe = ModelFilesProbe(output);
+            var probe = TrainingCheckpoint.SavedContext(output);
             tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
             // The vocabulary comes from the run's own tokenizer (a BPE run resized the preset's).
             var expected = presetName is null ? null : ModelPresets.Get(presetName) with { VocabSize = tokenizer.VocabSize };
@@ -153,18 +153,5 @@ internal sealed class TrainCommand : ICommand
             (trainer.ValidationLosses.Count > 0 ? $", validation {trainer.ValidationLosses[^1].Loss:F4}" : "") +
             $"; model saved in {output} (loss curve: {Path.Combine(output, "loss.svg")})");
         return 0;
-    }
-
-    // The context a saved run trained with, to cut the corpus the same way when resuming.
-    private static int ModelFilesProbe(string output)
-    {
-        string state = Path.Combine(output, Trainer.StateFile);
-        if (!File.Exists(state))
-        {
-            throw new HeadLensException($"--resume: no checkpoint in {output} (no {Trainer.StateFile})");
-        }
-
-        using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(state));
-        return document.RootElement.GetProperty("settings").GetProperty("Context").GetInt32();
     }
 }

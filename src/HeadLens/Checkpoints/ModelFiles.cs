@@ -11,6 +11,26 @@ public static class ModelFiles
 {
     public static (Transformer Model, ITokenizer? Tokenizer) Load(string directory)
     {
+        var (model, tokenizer) = LoadUnchecked(directory);
+        CheckTokenizerFits(model, tokenizer, directory);
+        return (model, tokenizer);
+    }
+
+    /// <summary>
+    /// Refuses a tokenizer that can produce ids the model has no embedding for (a vocabulary larger than the model's):
+    /// found at load, not as an out-of-range id in the middle of a run. <paramref name="source"/> names where it came from.
+    /// </summary>
+    public static void CheckTokenizerFits(Transformer model, ITokenizer? tokenizer, string source)
+    {
+        if (tokenizer is not null && tokenizer.VocabSize > model.Config.VocabSize)
+        {
+            throw new HeadLensException($"{source}: the tokenizer has {tokenizer.VocabSize:N0} token ids, " +
+                $"more than the model's vocabulary of {model.Config.VocabSize:N0} (config vocab_size)");
+        }
+    }
+
+    private static (Transformer Model, ITokenizer? Tokenizer) LoadUnchecked(string directory)
+    {
         if (File.Exists(directory) && directory.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
         {
             // llama2.c's format carries no tokenizer; its tokenizer.bin comes separately (the CLI's --tokenizer).

@@ -47,7 +47,7 @@ public static class TokenizerLoader
 
         try
         {
-            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["do_lower_case"]?.GetValue<bool>() ?? true;
+            return System.Text.Json.Nodes.JsonNode.Parse(InputFile.ReadAllText(path, InputFile.JsonLimit))?["do_lower_case"]?.GetValue<bool>() ?? true;
         }
         catch (Exception error) when (error is System.Text.Json.JsonException or InvalidOperationException or FormatException)
         {

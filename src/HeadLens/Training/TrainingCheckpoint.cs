@@ -93,28 +93,86 @@ public sealed class TrainingCheckpoint
                 $"({model.Config.Layers} layers × {model.Config.Heads} heads × {model.Config.Channels} channels, vocab {model.Config.VocabSize})");
         }
 
-        using var document = JsonDocument.Parse(File.ReadAllText(statePath));
-        var root = document.RootElement;
-        var settings = JsonSerializer.Deserialize<TrainingSettings>(root.GetProperty("settings").GetRawText())!;
-        if (steps is not null)
-        {
-            settings = settings with { Steps = steps.Value };
-        }
-
-        if (root.TryGetProperty("corpus_fingerprint", out var fingerprint) && fingerprint.GetString() != corpus.Fingerprint)
+        var saved = ReadState(statePath);
+        if (saved.CorpusFingerprint is { Length: > 0 } fingerprint && fingerprint != corpus.Fingerprint)
         {
             throw new HeadLensException($"--resume: the corpus is not the one the run in {outputDirectory} trained on " +
-                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint.GetString()})");
+                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint})");
         }
 
-        var state = new TrainingState(
-            root.GetProperty("step").GetInt32(),
-            ulong.Parse(root.GetProperty("rng").GetString()!, CultureInfo.InvariantCulture),
-            corpus.Fingerprint,
-            settings,
-            [.. root.GetProperty("losses").EnumerateArray().Select(v => v.GetSingle())],
-            [.. root.GetProperty("validation_losses").EnumerateArray().Select(entry => (entry[0].GetInt32(), entry[1].GetSingle()))]);
+        var state = saved with
+        {
+            CorpusFingerprint = corpus.Fingerprint,
+            Settings = steps is null ? saved.Settings : saved.Settings with { Steps = steps.Value },
+        };
         return new TrainingCheckpoint(outputDirectory, model, tokenizer, state);
+    }
+
+    /// <summary>The context length the run saved in <paramref name="outputDirectory"/> trained with (to cut the corpus the same way on resuming).</summary>
+    public static int SavedContext(string outputDirectory)
+    {
+        RecoverInterruptedSave(outputDirectory);
+        string statePath = Path.Combine(outputDirectory, StateFile);
+        if (!File.Exists(statePath))
+        {
+            throw new HeadLensException($"--resume: no checkpoint in {outputDirectory} (no {StateFile})");
+        }
+
+        return ReadState(statePath).Settings.Context;
+    }
+
+    // training_state.json, every field checked: a damaged file is one line naming it and what is wrong, not a crash
+    // in the middle of resuming. The corpus fingerprint is empty when the file has none.
+    private static TrainingState ReadState(string path)
+    {
+        string file = $"{Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path)))}/{StateFile}";
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(InputFile.ReadAllText(path, InputFile.StateLimit), new JsonDocumentOptions { AllowDuplicateProperties = false });
+        }
+        catch (JsonException error)
+        {
+            throw new HeadLensException($"{file}: damaged training state, malformed JSON ({error.Message.Split('.')[0]})");
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            T Field<T>(string name, Func<JsonElement, T> read)
+            {
+                if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty(name, out var value))
+                {
+                    throw new HeadLensException($"{file}: damaged training state, no '{name}'");
+                }
+
+                try
+                {
+                    return read(value);
+                }
+                catch (Exception error) when (error is JsonException or InvalidOperationException or FormatException or OverflowException
+                    or IndexOutOfRangeException or ArgumentException)
+                {
+                    throw new HeadLensException($"{file}: damaged training state, '{name}' is unreadable ({error.Message.Split('.')[0]})");
+                }
+            }
+
+            var settings = Field("settings", value => value.Deserialize<TrainingSettings>() ?? throw new FormatException("null"));
+            int step = Field("step", value => value.GetInt32());
+            if (step < 0 || settings.Batch < 1 || settings.Context < 2 || settings.Accumulation < 1 || settings.Steps < 0)
+            {
+                throw new HeadLensException($"{file}: damaged training state (step {step}, batch {settings.Batch}, context {settings.Context}, " +
+                    $"accumulation {settings.Accumulation}, steps {settings.Steps})");
+            }
+
+            return new TrainingState(
+                step,
+                Field("rng", value => ulong.Parse(value.GetString() ?? "", NumberStyles.None, CultureInfo.InvariantCulture)),
+                root.TryGetProperty("corpus_fingerprint", out _) ? Field("corpus_fingerprint", value => value.GetString() ?? "") : "",
+                settings,
+                Field("losses", value => value.EnumerateArray().Select(v => v.GetSingle()).ToList()),
+                Field("validation_losses", value => value.EnumerateArray().Select(entry => (entry[0].GetInt32(), entry[1].GetSingle())).ToList()));
+        }
     }
 
     /// <summary>Reads the saved AdamW moments into <paramref name="optimizer"/> (built for this checkpoint's model).</summary>
