@@ -64,6 +64,17 @@ public static partial class InputFile
         return File.ReadAllText(path, Encoding.UTF8);
     }
 
+    /// <summary>
+    /// A parser's error as the reason in a one-line message: its first sentence, control characters escaped (a JSON
+    /// reader quotes the bad token, which may hold newlines), at most 160 characters.
+    /// </summary>
+    public static string Reason(Exception error)
+    {
+        string first = error.Message.Split('.')[0];
+        string shown = first.Length > 160 ? first[..160] + "…" : first;
+        return string.Concat(shown.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
+    }
+
     // What a non-regular file is, from statx(2)'s file type (Linux: one layout on every architecture, unlike stat's);
     // null for a regular file. Where statx is missing the FIFO check is skipped (Windows has no FIFOs on the path).
     private static string? SpecialKind(string path)

@@ -151,7 +151,7 @@ public sealed class CheckpointDirectory : ITensorSource, IDisposable
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{IndexFile}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{IndexFile}: malformed JSON ({InputFile.Reason(error)})");
         }
     }
 }

@@ -237,7 +237,7 @@ public static class HuggingFaceFormat
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{file}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{file}: malformed JSON ({InputFile.Reason(error)})");
         }
 
         if (root is not JsonObject json)

@@ -208,7 +208,7 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{file}: malformed JSON header ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{file}: malformed JSON header ({InputFile.Reason(error)})");
         }
 
         using (document)

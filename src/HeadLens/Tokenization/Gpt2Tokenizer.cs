@@ -22,9 +22,11 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private readonly Dictionary<(string, string), int> ranks;
     private readonly List<(string, string)> merges;
     private readonly Dictionary<string, int[]> cache = new(StringComparer.Ordinal);
+    private readonly string source;
 
     /// <param name="source">Names the vocabulary's file in errors.</param>
-    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, string source = "vocabulary")
+    /// <param name="mergesSource">Names the merges' file in errors (the vocabulary's when null).</param>
+    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, string source = "vocabulary", string? mergesSource = null)
     {
         encoder = vocabulary;
         // The id → token table is as long as the largest id: ids far beyond the number of tokens would make one
@@ -45,10 +47,19 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
             decoder[id] = token;
         }
 
+        // Encoding looks up every merge's result: a merge whose result the vocabulary lacks would fail on some text much
+        // later, so it is refused here. (A missing byte symbol is named, with the file, when text needs it: small
+        // hand-made vocabularies leave most bytes out on purpose.)
+        this.source = source;
         this.merges = merges;
         ranks = new Dictionary<(string, string), int>();
         for (int i = 0; i < merges.Count; i++)
         {
+            if (!vocabulary.ContainsKey(merges[i].Left + merges[i].Right))
+            {
+                throw new HeadLensException($"{mergesSource ?? source}: merge {i + 1} '{Escape(merges[i].Left)} {Escape(merges[i].Right)}' makes a token {source} lacks");
+            }
+
             ranks.TryAdd(merges[i], i);
         }
 
@@ -76,7 +87,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{vocabName}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{vocabName}: malformed JSON ({InputFile.Reason(error)})");
         }
 
         var merges = new List<(string, string)>();
@@ -97,7 +108,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
             merges.Add((trimmed[..space], trimmed[(space + 1)..]));
         }
 
-        return new Gpt2Tokenizer(vocabulary, merges, vocabName);
+        return new Gpt2Tokenizer(vocabulary, merges, vocabName, mergesName);
     }
 
     /// <summary>A Hugging Face tokenizer.json with a BPE model (vocab and merges).</summary>
@@ -139,7 +150,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         }
         catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException)
         {
-            throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({InputFile.Reason(error)})");
         }
     }
 
@@ -262,7 +273,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
         return symbols.Select(symbol => encoder.TryGetValue(symbol, out int id)
             ? id
-            : throw new HeadLensException($"tokenizer: the piece '{symbol}' is not in the vocabulary")).ToArray();
+            : throw new HeadLensException($"{source}: the piece '{Escape(symbol)}' is not in the vocabulary")).ToArray();
     }
 
     // GPT-2's map from bytes to printable characters: printable Latin-1 bytes map to themselves, the rest to 256+.

@@ -51,7 +51,7 @@ public static class TokenizerLoader
         }
         catch (Exception error) when (error is System.Text.Json.JsonException or InvalidOperationException or FormatException)
         {
-            throw new HeadLensException($"{path}: malformed tokenizer config ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{path}: malformed tokenizer config ({InputFile.Reason(error)})");
         }
     }
 }

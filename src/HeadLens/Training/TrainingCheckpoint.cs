@@ -133,7 +133,7 @@ public sealed class TrainingCheckpoint
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{file}: damaged training state, malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{file}: damaged training state, malformed JSON ({InputFile.Reason(error)})");
         }
 
         using (document)
@@ -153,7 +153,7 @@ public sealed class TrainingCheckpoint
                 catch (Exception error) when (error is JsonException or InvalidOperationException or FormatException or OverflowException
                     or IndexOutOfRangeException or ArgumentException)
                 {
-                    throw new HeadLensException($"{file}: damaged training state, '{name}' is unreadable ({error.Message.Split('.')[0]})");
+                    throw new HeadLensException($"{file}: damaged training state, '{name}' is unreadable ({InputFile.Reason(error)})");
                 }
             }
 
