@@ -26,6 +26,7 @@ internal static class ModelInput
                 : tokenizerPath.EndsWith(".txt", StringComparison.OrdinalIgnoreCase)
                     ? BertWordPieceTokenizer.FromVocabulary(tokenizerPath)
                     : SentencePieceTokenizer.FromLlama2cFile(tokenizerPath, model.Config.VocabSize);
+            ModelFiles.CheckTokenizerFits(model, tokenizer, "--tokenizer " + tokenizerPath);
         }
 
         return (model, tokenizer, path);

@@ -175,7 +175,8 @@ internal static class CommandLineParser
             string alternatives = string.Join(" or ", members.Select(o => $"--{o.Name} {o.Value}".TrimEnd()));
             if (present.Count > 1 || (present.Count == 0 && members.Any(o => o.Required)))
             {
-                throw new UsageException($"{where}: give exactly one of {alternatives}");
+                string howMany = members.Any(o => o.Required) ? "exactly" : "at most";
+                throw new UsageException($"{where}: give {howMany} one of {alternatives}");
             }
         }
 

@@ -42,6 +42,14 @@ internal sealed class HeadsCommand : ICommand
             throw new UsageException("heads: give both --from WORD and --to WORD");
         }
 
+        foreach (var (option, word) in (ReadOnlySpan<(string, string?)>)[("from", from), ("to", to)])
+        {
+            if (word is not null && string.IsNullOrWhiteSpace(word))
+            {
+                throw new UsageException($"heads: --{option} needs a word of the text, not an empty one");
+            }
+        }
+
         int[]? ids = args.Has("text") || args.Has("ids") ? ModelInput.ReadIds(args, model, tokenizer) : null;
         int seed = args.GetInt("seed", 0);
         args.RejectUnknown();

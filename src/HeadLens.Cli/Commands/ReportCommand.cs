@@ -26,6 +26,17 @@ internal sealed class ReportCommand : ICommand
         int[] ids = ModelInput.ReadIds(args, model, tokenizer);
         string text = args.Get("text") ?? string.Join(',', ids);
         args.RejectUnknown();
+        // Checked before any work: the writers would fail only at the end, with an IOException naming no option.
+        if (pngDirectory is not null && File.Exists(pngDirectory))
+        {
+            throw new HeadLensException($"--png {pngDirectory}: is a file; give a directory for the heat maps");
+        }
+
+        if (Directory.Exists(output))
+        {
+            throw new HeadLensException($"--out {output}: is a directory; give the HTML file to write");
+        }
+
         var source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
         var input = new TokenizedText(ids, ids.Select(source.TokenText).ToArray());
         ReportWriter.Write(source, input, text, output, pngDirectory);

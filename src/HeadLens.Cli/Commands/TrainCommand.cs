@@ -18,7 +18,8 @@ internal sealed class TrainCommand : ICommand
             SharedOptions.Preset with { Default = "kjv" },
             CliOption.Valued("out", "DIR", "where checkpoints go", "headlens-model"),
             CliOption.Valued("steps", "N", "optimizer steps in all (with --resume: the new total)", "1000"),
-            CliOption.Flag("resume", "continue the run saved in --out"),
+            CliOption.Flag("resume", "continue the run saved in --out") with { Group = "existing" },
+            CliOption.Flag("force", "replace a model already in --out (without it, an existing model is refused)") with { Group = "existing" },
             CliOption.Valued("batch", "B", "sequences per step", "16"),
             CliOption.Valued("context", "T", "tokens per sequence", "128, or the preset's context if shorter"),
             CliOption.Valued("lr", "LR", "peak learning rate", "3e-3"),
@@ -39,6 +40,7 @@ internal sealed class TrainCommand : ICommand
         string output = args.Get("out") ?? "headlens-model";
         int? steps = args.Has("steps") ? args.GetInt("steps", 0, 1, 10_000_000) : null;
         bool resume = args.Flag("resume");
+        bool force = args.Flag("force");
         int? batch = args.Has("batch") ? args.GetInt("batch", 0, 1, 4096) : null;
         int? context = args.Has("context") ? args.GetInt("context", 0, 2, 1 << 20) : null;
         double? learningRate = args.Has("lr") ? args.GetDouble("lr", 0, 1e-8, 1) : null;
@@ -60,6 +62,7 @@ internal sealed class TrainCommand : ICommand
         int? evalEvery = args.Has("eval-every") ? args.GetInt("eval-every", 0, 1, 10_000_000) : null;
         int? checkpointEvery = args.Has("checkpoint-every") ? args.GetInt("checkpoint-every", 0, 1, 10_000_000) : null;
         args.RejectUnknown();
+        TrainingOutput.Check(output, resume, force);
 
         ITokenizer tokenizer = new ByteTokenizer();
         Trainer trainer;
@@ -75,7 +78,8 @@ internal sealed class TrainCommand : ICommand
                 }
             }
 
-            Trainer.RecoverInterruptedSave(output);
+            // Recovers an interrupted save and checks the saved state before anything reads it.
+            TrainingCheckpoint.SavedContext(output);
             var probe = ModelFilesProbe(output);
             CheckResumedSteps(output, probe, steps);
             tokenizer = TokenizerLoader.FromDirectory(output) ?? tokenizer;
@@ -130,6 +134,12 @@ internal sealed class TrainCommand : ICommand
             cancellation.Cancel();
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, systemd, a container stopping) saves like Ctrl-C instead of losing the steps since the last save.
+        using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            cancellation.Cancel();
+        });
         try
         {
             bool terminal = !Console.IsErrorRedirected;

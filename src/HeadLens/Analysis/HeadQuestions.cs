@@ -22,6 +22,11 @@ public static class HeadQuestions
     /// </summary>
     public static int[] WordPositions(ITokenizer tokenizer, int[] ids, string word, int? before = null, int? occurrence = null)
     {
+        if (string.IsNullOrWhiteSpace(word))
+        {
+            throw new HeadLensException("an empty word cannot be found in the text: give a word");
+        }
+
         // start[i] = character where token i begins in the decoded text (a BOS decodes to nothing here).
         int first = tokenizer.BosId is { } bos && ids.Length > 0 && ids[0] == bos ? 1 : 0;
         string text = tokenizer.Decode(ids.AsSpan(first));

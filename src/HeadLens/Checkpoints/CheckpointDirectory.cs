@@ -129,7 +129,7 @@ public sealed class CheckpointDirectory : ITensorSource, IDisposable
     {
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(index));
+            using var document = JsonDocument.Parse(InputFile.ReadAllBytes(index, InputFile.JsonLimit), new JsonDocumentOptions { AllowDuplicateProperties = false });
             if (!document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             {
                 throw new HeadLensException($"{IndexFile}: no 'weight_map' object");
@@ -151,7 +151,7 @@ public sealed class CheckpointDirectory : ITensorSource, IDisposable
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{IndexFile}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{IndexFile}: malformed JSON ({InputFile.Reason(error)})");
         }
     }
 }

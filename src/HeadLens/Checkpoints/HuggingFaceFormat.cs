@@ -232,11 +232,12 @@ public static class HuggingFaceFormat
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path));
+            // Duplicate keys are refused: which one wins differs between readers, so the file means two things.
+            root = JsonNode.Parse(InputFile.ReadAllText(path, InputFile.JsonLimit), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{file}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{file}: malformed JSON ({InputFile.Reason(error)})");
         }
 
         if (root is not JsonObject json)
@@ -272,7 +273,7 @@ public static class HuggingFaceFormat
         int channels = json.Int("n_embd");
         return ModelPresets.Gpt2(json.Int("vocab_size"), json.Int("n_positions", "n_ctx"), json.Int("n_layer"), json.Int("n_head"), channels) with
         {
-            HiddenChannels = json.OptionalInt("n_inner") ?? 4 * channels,
+            HiddenChannels = json.OptionalInt("n_inner") ?? (int)Math.Min(4L * channels, int.MaxValue),
             NormEpsilon = json.Float("layer_norm_epsilon", 1e-5f),
             TiedEmbeddings = json.Bool("tie_word_embeddings", true),
         };
@@ -363,15 +364,37 @@ public static class HuggingFaceFormat
         public int Int(params string[] names) => names.Select(OptionalInt).FirstOrDefault(value => value is not null)
             ?? throw new HeadLensException($"{File}: missing integer field '{names[0]}'");
 
-        public int? OptionalInt(string name) => json[name] is JsonValue value && value.TryGetValue(out int result) ? result : null;
+        // A field that is present must have its type: "n_layer": "2" or "model_type": 2 is named, not taken as absent.
+        public int? OptionalInt(string name) => json[name] switch
+        {
+            null => null,
+            JsonValue value when value.TryGetValue(out int result) => result,
+            var other => throw new HeadLensException($"{File}: '{name}' is {Shown(other)}, not an integer in the range of int32"),
+        };
 
-        public float Float(string name, float fallback) =>
-            json[name] is JsonValue value && value.TryGetValue(out double result) ? (float)result : fallback;
+        public float Float(string name, float fallback) => json[name] switch
+        {
+            null => fallback,
+            JsonValue value when value.TryGetValue(out double result) => (float)result,
+            var other => throw new HeadLensException($"{File}: '{name}' is {Shown(other)}, not a number"),
+        };
 
         public bool Bool(string name, bool fallback) =>
             json[name] is JsonValue value && value.TryGetValue(out bool result) ? result : fallback;
 
-        public string? String(string name) => json[name] is JsonValue value && value.TryGetValue(out string? result) ? result : null;
+        public string? String(string name) => json[name] switch
+        {
+            null => null,
+            JsonValue value when value.TryGetValue(out string? result) => result,
+            var other => throw new HeadLensException($"{File}: '{name}' is {Shown(other)}, not a string"),
+        };
+
+        // A JSON value in a one-line message: at most 40 characters of it.
+        private static string Shown(JsonNode node)
+        {
+            string text = node.ToJsonString();
+            return text.Length > 40 ? text[..40] + "…" : text;
+        }
 
         public JsonObject? Object(string name) => json[name] as JsonObject;
 

@@ -154,10 +154,8 @@ public sealed class Llama2cCheckpoint : ITensorSource, IDisposable
 
     public static Llama2cCheckpoint Open(string path)
     {
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path);
 
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 12, FileOptions.RandomAccess);
         try

@@ -26,10 +26,8 @@ public static class Llama2cFile
     public static Transformer Load(string path)
     {
         string name = Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path);
 
         using var stream = File.OpenRead(path);
         var header = Llama2cHeader.Read(name, stream);

@@ -11,6 +11,26 @@ public static class ModelFiles
 {
     public static (Transformer Model, ITokenizer? Tokenizer) Load(string directory)
     {
+        var (model, tokenizer) = LoadUnchecked(directory);
+        CheckTokenizerFits(model, tokenizer, directory);
+        return (model, tokenizer);
+    }
+
+    /// <summary>
+    /// Refuses a tokenizer that can produce ids the model has no embedding for (a vocabulary larger than the model's):
+    /// found at load, not as an out-of-range id in the middle of a run. <paramref name="source"/> names where it came from.
+    /// </summary>
+    public static void CheckTokenizerFits(Transformer model, ITokenizer? tokenizer, string source)
+    {
+        if (tokenizer is not null && tokenizer.VocabSize > model.Config.VocabSize)
+        {
+            throw new HeadLensException($"{source}: the tokenizer has {tokenizer.VocabSize:N0} token ids, " +
+                $"more than the model's vocabulary of {model.Config.VocabSize:N0} (config vocab_size)");
+        }
+    }
+
+    private static (Transformer Model, ITokenizer? Tokenizer) LoadUnchecked(string directory)
+    {
         if (File.Exists(directory) && directory.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
         {
             // llama2.c's format carries no tokenizer; its tokenizer.bin comes separately (the CLI's --tokenizer).
@@ -25,6 +45,12 @@ public static class ModelFiles
         if (File.Exists(directory) && directory.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
         {
             return Gguf.GgufModel.Load(directory);
+        }
+
+        if (!Directory.Exists(directory) && !File.Exists(directory) && AtomicDirectory.Resolve(directory) is { } interrupted)
+        {
+            // A save killed between its two fallback moves: the newest complete checkpoint waits beside the name.
+            directory = interrupted;
         }
 
         if (!Directory.Exists(directory))
@@ -135,38 +161,19 @@ public static class ModelFiles
     }
 
     /// <summary>
-    /// Writes the model into <paramref name="directory"/>: everything goes to a fresh sibling directory first, which
-    /// then replaces the old one, so an interrupted save leaves the previous checkpoint loadable.
+    /// Writes the model into <paramref name="directory"/> as one atomic replacement (<see cref="AtomicDirectory"/>):
+    /// a kill at any moment leaves the previous checkpoint or the new one, complete.
     /// </summary>
-    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, Action<string>? writeExtras = null)
-    {
-        string full = Path.GetFullPath(directory);
-        string temporary = full + ".saving-" + Environment.ProcessId;
-        if (Directory.Exists(temporary))
+    public static void Save(Transformer model, ITokenizer? tokenizer, string directory, Action<string>? writeExtras = null) =>
+        AtomicDirectory.Replace(directory, temporary =>
         {
-            Directory.Delete(temporary, recursive: true);
-        }
-
-        Directory.CreateDirectory(temporary);
-        File.WriteAllText(Path.Combine(temporary, "config.json"), HuggingFaceFormat.ConfigJson(model.Config));
-        var tensors = ToHuggingFace(model.Config, model.Parameters)
-            .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
-        SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        tokenizer?.Save(temporary);
-        writeExtras?.Invoke(temporary);
-
-        string previous = full + ".previous-" + Environment.ProcessId;
-        if (Directory.Exists(full))
-        {
-            Directory.Move(full, previous);
-        }
-
-        Directory.Move(temporary, full);
-        if (Directory.Exists(previous))
-        {
-            Directory.Delete(previous, recursive: true);
-        }
-    }
+            File.WriteAllText(Path.Combine(temporary, "config.json"), HuggingFaceFormat.ConfigJson(model.Config));
+            var tensors = ToHuggingFace(model.Config, model.Parameters)
+                .Select(tensor => (tensor.Key, tensor.Value.Shape, (ReadOnlyMemory<float>)tensor.Value.Data)).ToList();
+            SafeTensorsWriter.Write(Path.Combine(temporary, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            tokenizer?.Save(temporary);
+            writeExtras?.Invoke(temporary);
+        });
 
     /// <summary>
     /// Parameters (or gradients: same layout) under Hugging Face names and layouts: fused tensors stacked, Conv1D

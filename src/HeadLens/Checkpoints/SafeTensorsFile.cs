@@ -50,10 +50,8 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
     public static SafeTensorsFile Open(string path)
     {
         string name = System.IO.Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path);
 
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.RandomAccess);
         try
@@ -210,7 +208,7 @@ public sealed class SafeTensorsFile : ITensorSource, IDisposable
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{file}: malformed JSON header ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{file}: malformed JSON header ({InputFile.Reason(error)})");
         }
 
         using (document)

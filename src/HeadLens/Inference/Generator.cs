@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using HeadLens.Model;
 using HeadLens.Tokenization;
 
@@ -62,6 +63,7 @@ public static class Generator
             throw new HeadLensException($"the prompt has {prompt.Count} tokens, more than the model's context of {model.Config.ContextLength}");
         }
 
+        CheckCacheFits(model, Math.Min(model.Config.ContextLength, (long)prompt.Count + Math.Max(maxTokens, 0)));
         return Run(model, prompt.ToArray(), maxTokens, sampler, stopTokens);
     }
 
@@ -98,6 +100,25 @@ public static class Generator
         }
     }
 
+    /// <summary>Test seam (per thread): the memory a KV cache may take, instead of half of what the process may use.</summary>
+    [ThreadStatic]
+    internal static long? CacheMemoryLimit;
+
+    // The KV cache is what grows with the number of tokens (2 × layers × kv heads × head size × tokens floats): it is
+    // sized for prompt + max tokens, not the whole context (a 128k-context config would otherwise ask for gigabytes
+    // to generate ten tokens), and refused up front when it cannot fit in memory.
+    private static void CheckCacheFits(Transformer model, long tokens)
+    {
+        var c = model.Config;
+        long bytes = 2L * c.Layers * c.KvHeads * c.HeadDim * tokens * sizeof(float);
+        long limit = CacheMemoryLimit ?? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
+        if (bytes > limit)
+        {
+            throw new HeadLensException($"generating up to {tokens:N0} tokens needs a {bytes / (double)(1 << 30):F2} GiB KV cache, " +
+                $"more than the {limit / (double)(1 << 30):F2} GiB it may use here: lower --max-tokens (or the prompt)");
+        }
+    }
+
     /// <summary>The generated text after the prompt: decoded in context, minus the prompt's own text.</summary>
     public static string Continuation(ITokenizer tokenizer, ReadOnlySpan<int> prompt, ReadOnlySpan<int> generated)
     {
@@ -129,11 +150,14 @@ public static class Generator
             yield break;
         }
 
-        var cache = model.NewCache(model.Config.ContextLength);
+        var cache = model.NewCache((int)Math.Min(model.Config.ContextLength, (long)prompt.Length + maxTokens));
         var logits = new float[model.Config.VocabSize];
+        var sequence = new List<int>(prompt);
         model.DecodeStep(prompt, cache, logits);
         for (int produced = 0; produced < maxTokens; produced++)
         {
+            // A token sampled from NaNs would be a lie: stop, naming the layer where the NaN began.
+            model.ThrowIfNotFinite(logits, CollectionsMarshal.AsSpan(sequence), "logits");
             int next = sampler.Next(logits);
             if (stopTokens is not null && stopTokens.Contains(next))
             {
@@ -146,6 +170,7 @@ public static class Generator
                 yield break;
             }
 
+            sequence.Add(next);
             model.DecodeStep([next], cache, logits);
         }
     }

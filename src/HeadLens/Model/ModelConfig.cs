@@ -181,6 +181,13 @@ public sealed record ModelConfig
         Require(float.IsFinite(NormEpsilon) && NormEpsilon > 0, $"norm epsilon must be positive (got {NormEpsilon})");
         Require(AttentionWindow >= 0, $"attention window must not be negative (got {AttentionWindow})");
         Require(TokenTypes >= 0, $"token types must not be negative (got {TokenTypes})");
+        // Each tensor lives in one float buffer: its size is checked in 64 bits before anything multiplies it in 32.
+        foreach (var (what, rows) in (ReadOnlySpan<(string, int)>)[("vocab size", VocabSize), ("MLP width", HiddenChannels), ("context length", ContextLength), ("channels", Channels)])
+        {
+            long elements = (long)rows * Channels;
+            Require(elements <= Array.MaxLength, $"{what} {rows} × channels {Channels} = {elements:N0} weights in one tensor, more than one buffer holds ({Array.MaxLength:N0})");
+        }
+
         if (Positions == PositionKind.Rotary)
         {
             Rope.Validate(source);

@@ -193,7 +193,20 @@ public sealed partial class Transformer
             throw new ArgumentException($"expected {batch} lengths between 1 and {tokens}");
         }
 
-        return InferCore(ids, batch, tokens, withLogits, hooks: null, tokenTypes, lengths);
+        var buffers = InferCore(ids, batch, tokens, withLogits, hooks: null, tokenTypes, lengths);
+        if (lengths is null)
+        {
+            // Padded rows are not meaningful, so only unpadded batches are checked; the first bad sequence is diagnosed.
+            bool logits = withLogits && Config.HasOutputHead;
+            ReadOnlySpan<float> outputs = logits ? buffers.Logits : buffers.FinalNormed;
+            int perSequence = outputs.Length / batch;
+            for (int b = 0; b < batch && !AllFinite(outputs); b++)
+            {
+                ThrowIfNotFinite(outputs.Slice(b * perSequence, perSequence), ids.Slice(b * tokens, tokens), logits ? "logits" : "hidden states");
+            }
+        }
+
+        return buffers;
     }
 
     /// <summary>
@@ -210,6 +223,8 @@ public sealed partial class Transformer
         CheckTokenTypes(ids, tokenTypes);
         var hooks = new HookContext(registry, capture);
         var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, tokenTypes, null);
+        bool logits = withLogits && Config.HasOutputHead;
+        ThrowIfNotFinite(logits ? buffers.Logits : buffers.FinalNormed, ids, logits ? "logits" : "hidden states");
         return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
             Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }

@@ -49,7 +49,8 @@ public sealed class Arena
         long start = (used + Alignment - 1) / Alignment * Alignment;
         if (start + length > Array.MaxLength)
         {
-            throw new InvalidOperationException($"arena '{Name}' would exceed one buffer's limit at '{name}'");
+            // Reached by real input (a checkpoint with more weights than one .NET array holds): a user error, not a bug.
+            throw new HeadLensException($"the model's {Name} need more than {Array.MaxLength:N0} floats, the most one buffer holds (at '{name}')");
         }
 
         layout.Add((name, (int[])shape.Clone(), (int)start));

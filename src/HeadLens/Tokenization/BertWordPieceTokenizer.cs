@@ -94,10 +94,8 @@ public sealed class BertWordPieceTokenizer : ITokenizer
     /// <summary>Reads a vocab.txt (one token per line; the line number is the id).</summary>
     public static BertWordPieceTokenizer FromVocabulary(string path, bool lowerCase = true)
     {
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path, InputFile.TokenizerLimit);
 
         using var stream = File.OpenRead(path);
         return FromVocabulary(stream, Path.GetFileName(path), lowerCase);

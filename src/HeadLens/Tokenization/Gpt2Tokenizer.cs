@@ -26,13 +26,20 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
     private readonly List<(string, string)> merges;
     private readonly Dictionary<string, int[]> cache = new(StringComparer.Ordinal);
     private readonly Regex pattern;
+    private readonly string source;
 
-    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges)
-        : this(vocabulary, merges, BytePreTokenizer.Gpt2)
+    /// <param name="source">Names the vocabulary's file in errors.</param>
+    /// <param name="mergesSource">Names the merges' file in errors (the vocabulary's when null).</param>
+    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, string source = "vocabulary", string? mergesSource = null)
+        : this(vocabulary, merges, BytePreTokenizer.Gpt2, source, mergesSource)
     {
     }
 
-    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, BytePreTokenizer preTokenizer)
+    /// <param name="preTokenizer">How text is split into the words merges never cross.</param>
+    /// <param name="source">Names the vocabulary's file in errors.</param>
+    /// <param name="mergesSource">Names the merges' file in errors (the vocabulary's when null).</param>
+    public Gpt2Tokenizer(Dictionary<string, int> vocabulary, List<(string Left, string Right)> merges, BytePreTokenizer preTokenizer,
+        string source = "vocabulary", string? mergesSource = null)
     {
         PreTokenizer = preTokenizer;
         pattern = preTokenizer switch
@@ -43,22 +50,37 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
             _ => throw new ArgumentOutOfRangeException(nameof(preTokenizer)),
         };
         encoder = vocabulary;
-        int size = vocabulary.Count == 0 ? 0 : vocabulary.Values.Max() + 1;
-        decoder = new string[size];
+        // The id → token table is as long as the largest id: ids far beyond the number of tokens would make one
+        // line of JSON allocate gigabytes, and no real vocabulary leaves most of its ids unused.
+        long limit = 2L * vocabulary.Count + 256;
         foreach (var (token, id) in vocabulary)
         {
-            if (id < 0)
+            if (id < 0 || id >= limit)
             {
-                throw new HeadLensException($"vocabulary: token '{token}' has a negative id {id}");
+                throw new HeadLensException($"{source}: token '{Escape(token)}' has id {id}, outside 0..{limit - 1} " +
+                    $"(the vocabulary has {vocabulary.Count} tokens)");
             }
+        }
 
+        decoder = new string[vocabulary.Count == 0 ? 0 : vocabulary.Values.Max() + 1];
+        foreach (var (token, id) in vocabulary)
+        {
             decoder[id] = token;
         }
 
+        // Encoding looks up every merge's result: a merge whose result the vocabulary lacks would fail on some text much
+        // later, so it is refused here. (A missing byte symbol is named, with the file, when text needs it: small
+        // hand-made vocabularies leave most bytes out on purpose.)
+        this.source = source;
         this.merges = merges;
         ranks = new Dictionary<(string, string), int>();
         for (int i = 0; i < merges.Count; i++)
         {
+            if (!vocabulary.ContainsKey(merges[i].Left + merges[i].Right))
+            {
+                throw new HeadLensException($"{mergesSource ?? source}: merge {i + 1} '{Escape(merges[i].Left)} {Escape(merges[i].Right)}' makes a token {source} lacks");
+            }
+
             ranks.TryAdd(merges[i], i);
         }
 
@@ -89,7 +111,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         }
         catch (JsonException error)
         {
-            throw new HeadLensException($"{vocabName}: malformed JSON ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{vocabName}: malformed JSON ({InputFile.Reason(error)})");
         }
 
         var merges = new List<(string, string)>();
@@ -110,7 +132,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
             merges.Add((trimmed[..space], trimmed[(space + 1)..]));
         }
 
-        return new Gpt2Tokenizer(vocabulary, merges);
+        return new Gpt2Tokenizer(vocabulary, merges, vocabName, mergesName);
     }
 
     /// <summary>A Hugging Face tokenizer.json with a BPE model (vocab and merges).</summary>
@@ -122,15 +144,22 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
             var model = document.RootElement.GetProperty("model");
             RequireByteLevelBpe(path, document.RootElement, model);
             var vocabulary = model.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
-            var merges = model.GetProperty("merges").EnumerateArray().Select(merge =>
+            var merges = model.GetProperty("merges").EnumerateArray().Select((merge, index) =>
             {
-                if (merge.ValueKind == JsonValueKind.Array)
+                // A merge is ["left", "right"] (newer files) or "left right"; anything else is refused by position.
+                if (merge.ValueKind == JsonValueKind.Array && merge.GetArrayLength() == 2
+                    && merge[0].ValueKind == JsonValueKind.String && merge[1].ValueKind == JsonValueKind.String)
                 {
                     return (merge[0].GetString()!, merge[1].GetString()!);
                 }
 
-                string text = merge.GetString()!;
+                string text = merge.ValueKind == JsonValueKind.String ? merge.GetString()! : "";
                 int space = text.IndexOf(' ', StringComparison.Ordinal);
+                if (space <= 0 || space == text.Length - 1)
+                {
+                    throw new HeadLensException($"{Path.GetFileName(path)}: model.merges[{index}] is {Escape(merge.GetRawText())}, not a pair of tokens");
+                }
+
                 return (text[..space], text[(space + 1)..]);
             }).ToList();
             if (document.RootElement.TryGetProperty("added_tokens", out var added))
@@ -141,11 +170,11 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
                 }
             }
 
-            return new Gpt2Tokenizer(vocabulary, merges);
+            return new Gpt2Tokenizer(vocabulary, merges, Path.GetFileName(path));
         }
-        catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentOutOfRangeException)
+        catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException)
         {
-            throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({InputFile.Reason(error)})");
         }
     }
 
@@ -274,7 +303,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
         return symbols.Select(symbol => encoder.TryGetValue(symbol, out int id)
             ? id
-            : throw new HeadLensException($"tokenizer: the piece '{symbol}' is not in the vocabulary")).ToArray();
+            : throw new HeadLensException($"{source}: the piece '{Escape(symbol)}' is not in the vocabulary")).ToArray();
     }
 
     // GPT-2's map from bytes to printable characters: printable Latin-1 bytes map to themselves, the rest to 256+.
@@ -291,8 +320,15 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
         return map;
     }
 
+    // File text in a one-line message: control characters escaped, at most 40 characters.
+    private static string Escape(string text)
+    {
+        string shown = text.Length > 40 ? text[..40] + "…" : text;
+        return string.Concat(shown.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
+    }
+
     private static string ReadFile(string path) =>
-        File.Exists(path) ? File.ReadAllText(path) : throw new HeadLensException($"{path}: file not found");
+        InputFile.ReadAllText(path, InputFile.TokenizerLimit);
 
     /// <summary>GPT-2's pre-tokenisation: the words BPE merges never cross.</summary>
     internal static IEnumerable<string> Words(string text) => WordPattern().Matches(text).Select(match => match.Value);

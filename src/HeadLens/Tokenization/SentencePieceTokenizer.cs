@@ -258,10 +258,8 @@ public sealed class SentencePieceTokenizer : ITokenizer
     private static SentencePieceTokenizer Read(string path, int? vocabSize)
     {
         string name = Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path, InputFile.TokenizerLimit);
 
         byte[] file = File.ReadAllBytes(path); // the tokenizer file is small; nothing below allocates beyond its size
         if (file.Length < 4)

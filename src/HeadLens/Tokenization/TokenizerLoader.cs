@@ -47,11 +47,11 @@ public static class TokenizerLoader
 
         try
         {
-            return System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["do_lower_case"]?.GetValue<bool>() ?? true;
+            return System.Text.Json.Nodes.JsonNode.Parse(InputFile.ReadAllText(path, InputFile.JsonLimit))?["do_lower_case"]?.GetValue<bool>() ?? true;
         }
         catch (Exception error) when (error is System.Text.Json.JsonException or InvalidOperationException or FormatException)
         {
-            throw new HeadLensException($"{path}: malformed tokenizer config ({error.Message.Split('.')[0]})");
+            throw new HeadLensException($"{path}: malformed tokenizer config ({InputFile.Reason(error)})");
         }
     }
 }

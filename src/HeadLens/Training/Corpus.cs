@@ -41,9 +41,13 @@ public sealed class Corpus
     /// <summary>Reads and checks a UTF-8 text file: missing, empty and binary files are refused with one clear line.</summary>
     public static string ReadText(string path)
     {
-        if (!File.Exists(path))
+        try
         {
-            throw new HeadLensException($"corpus {path}: file not found");
+            _ = InputFile.Check(path, InputFile.CorpusLimit);
+        }
+        catch (HeadLensException error)
+        {
+            throw new HeadLensException("corpus " + error.Message);
         }
 
         byte[] bytes = File.ReadAllBytes(path);

@@ -17,8 +17,8 @@ public sealed record TrainingState(
 ///   training_state.json      {"step", "rng" (the batch sampler's state, decimal), "corpus_fingerprint", "settings",
 ///                            "losses", "validation_losses": [[step, loss], ...]}, written last;
 ///   any files the caller adds (the loss curve).
-/// A save writes the new checkpoint beside the old one and swaps it in, so a kill at any moment leaves a loadable
-/// checkpoint (RecoverInterruptedSave); a resumed run continues exactly where an uninterrupted one would have been.
+/// A save writes the new checkpoint beside the old one and swaps it in atomically (<see cref="AtomicDirectory"/>), so a
+/// kill at any moment leaves a loadable checkpoint, old or new; a resumed run continues exactly where an uninterrupted one would have been.
 /// </summary>
 public sealed class TrainingCheckpoint
 {
@@ -47,7 +47,6 @@ public sealed class TrainingCheckpoint
         string outputDirectory, Transformer model, ITokenizer tokenizer, AdamWOptimizer optimizer, TrainingState state,
         Action<string>? extraFiles = null)
     {
-        System.IO.Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputDirectory))!);
         ModelFiles.Save(model, tokenizer, outputDirectory, directory =>
         {
             var moments = new List<(string, int[], ReadOnlyMemory<float>)>();
@@ -94,28 +93,86 @@ public sealed class TrainingCheckpoint
                 $"({model.Config.Layers} layers × {model.Config.Heads} heads × {model.Config.Channels} channels, vocab {model.Config.VocabSize})");
         }
 
-        using var document = JsonDocument.Parse(File.ReadAllText(statePath));
-        var root = document.RootElement;
-        var settings = JsonSerializer.Deserialize<TrainingSettings>(root.GetProperty("settings").GetRawText())!;
-        if (steps is not null)
-        {
-            settings = settings with { Steps = steps.Value };
-        }
-
-        if (root.TryGetProperty("corpus_fingerprint", out var fingerprint) && fingerprint.GetString() != corpus.Fingerprint)
+        var saved = ReadState(statePath);
+        if (saved.CorpusFingerprint is { Length: > 0 } fingerprint && fingerprint != corpus.Fingerprint)
         {
             throw new HeadLensException($"--resume: the corpus is not the one the run in {outputDirectory} trained on " +
-                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint.GetString()})");
+                $"({corpus.Train.Length + corpus.Validation.Length} tokens, fingerprint {corpus.Fingerprint}; the run saved {fingerprint})");
         }
 
-        var state = new TrainingState(
-            root.GetProperty("step").GetInt32(),
-            ulong.Parse(root.GetProperty("rng").GetString()!, CultureInfo.InvariantCulture),
-            corpus.Fingerprint,
-            settings,
-            [.. root.GetProperty("losses").EnumerateArray().Select(v => v.GetSingle())],
-            [.. root.GetProperty("validation_losses").EnumerateArray().Select(entry => (entry[0].GetInt32(), entry[1].GetSingle()))]);
+        var state = saved with
+        {
+            CorpusFingerprint = corpus.Fingerprint,
+            Settings = steps is null ? saved.Settings : saved.Settings with { Steps = steps.Value },
+        };
         return new TrainingCheckpoint(outputDirectory, model, tokenizer, state);
+    }
+
+    /// <summary>The context length the run saved in <paramref name="outputDirectory"/> trained with (to cut the corpus the same way on resuming).</summary>
+    public static int SavedContext(string outputDirectory)
+    {
+        RecoverInterruptedSave(outputDirectory);
+        string statePath = Path.Combine(outputDirectory, StateFile);
+        if (!File.Exists(statePath))
+        {
+            throw new HeadLensException($"--resume: no checkpoint in {outputDirectory} (no {StateFile})");
+        }
+
+        return ReadState(statePath).Settings.Context;
+    }
+
+    // training_state.json, every field checked: a damaged file is one line naming it and what is wrong, not a crash
+    // in the middle of resuming. The corpus fingerprint is empty when the file has none.
+    private static TrainingState ReadState(string path)
+    {
+        string file = $"{Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path)))}/{StateFile}";
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(InputFile.ReadAllText(path, InputFile.StateLimit), new JsonDocumentOptions { AllowDuplicateProperties = false });
+        }
+        catch (JsonException error)
+        {
+            throw new HeadLensException($"{file}: damaged training state, malformed JSON ({InputFile.Reason(error)})");
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            T Field<T>(string name, Func<JsonElement, T> read)
+            {
+                if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty(name, out var value))
+                {
+                    throw new HeadLensException($"{file}: damaged training state, no '{name}'");
+                }
+
+                try
+                {
+                    return read(value);
+                }
+                catch (Exception error) when (error is JsonException or InvalidOperationException or FormatException or OverflowException
+                    or IndexOutOfRangeException or ArgumentException)
+                {
+                    throw new HeadLensException($"{file}: damaged training state, '{name}' is unreadable ({InputFile.Reason(error)})");
+                }
+            }
+
+            var settings = Field("settings", value => value.Deserialize<TrainingSettings>() ?? throw new FormatException("null"));
+            int step = Field("step", value => value.GetInt32());
+            if (step < 0 || settings.Batch < 1 || settings.Context < 2 || settings.Accumulation < 1 || settings.Steps < 0)
+            {
+                throw new HeadLensException($"{file}: damaged training state (step {step}, batch {settings.Batch}, context {settings.Context}, " +
+                    $"accumulation {settings.Accumulation}, steps {settings.Steps})");
+            }
+
+            return new TrainingState(
+                step,
+                Field("rng", value => ulong.Parse(value.GetString() ?? "", NumberStyles.None, CultureInfo.InvariantCulture)),
+                root.TryGetProperty("corpus_fingerprint", out _) ? Field("corpus_fingerprint", value => value.GetString() ?? "") : "",
+                settings,
+                Field("losses", value => value.EnumerateArray().Select(v => v.GetSingle()).ToList()),
+                Field("validation_losses", value => value.EnumerateArray().Select(entry => (entry[0].GetInt32(), entry[1].GetSingle())).ToList()));
+        }
     }
 
     /// <summary>Reads the saved AdamW moments into <paramref name="optimizer"/> (built for this checkpoint's model).</summary>
@@ -131,32 +188,8 @@ public sealed class TrainingCheckpoint
     }
 
     /// <summary>
-    /// A save writes the new checkpoint to a sibling "DIR.saving-PID", moves the old one aside to "DIR.previous-PID",
-    /// then moves the new one into place. A process killed between those two moves leaves no DIR but a complete
-    /// previous checkpoint (and a complete new one): put the new one in place if its state file was written (the
-    /// state is written last), else the previous one. Partial "DIR.saving-*" directories are left alone; they never
-    /// replace a checkpoint.
+    /// Before a run starts or resumes: puts back the newest complete checkpoint if a save was killed between the two
+    /// moves of the fallback swap, and deletes the leftovers ("DIR.saving-*", "DIR.previous-*") of interrupted saves.
     /// </summary>
-    public static void RecoverInterruptedSave(string outputDirectory)
-    {
-        string full = Path.GetFullPath(outputDirectory);
-        string? parent = Path.GetDirectoryName(full);
-        if (System.IO.Directory.Exists(full) || parent is null || !System.IO.Directory.Exists(parent))
-        {
-            return;
-        }
-
-        string name = Path.GetFileName(full);
-        foreach (string previous in System.IO.Directory.GetDirectories(parent, name + ".previous-*"))
-        {
-            string pid = previous[(full.Length + ".previous-".Length)..];
-            string saved = full + ".saving-" + pid;
-            string complete = File.Exists(Path.Combine(saved, StateFile)) ? saved : previous;
-            if (File.Exists(Path.Combine(complete, StateFile)))
-            {
-                System.IO.Directory.Move(complete, full);
-                return;
-            }
-        }
-    }
+    public static void RecoverInterruptedSave(string outputDirectory) => AtomicDirectory.Recover(outputDirectory);
 }

@@ -89,11 +89,14 @@ public sealed class TrainCommandTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task CtrlCSavesACheckpointAndExitsCleanly()
+    [Theory]
+    [InlineData("INT")]
+    [InlineData("TERM")]
+    public async Task CtrlCAndSigtermSaveACheckpointAndExitCleanly(string signalName)
     {
-        // SIGINT is what Ctrl-C sends: the run finishes its step, saves, says where, and exits with 130.
-        string run = Path.Combine(directory, "interrupted");
+        // SIGINT is what Ctrl-C sends, SIGTERM what kill, systemd and container runtimes send: the run finishes its
+        // step, saves, says where, and exits with 130.
+        string run = Path.Combine(directory, "interrupted-" + signalName);
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(App);
         foreach (string arg in TinyRun(run, "--steps", "100000", "--checkpoint-every", "5", "--eval-every", "100000"))
@@ -111,7 +114,7 @@ public sealed class TrainCommandTests : IDisposable
         }
 
         Assert.False(process.HasExited, "training ended before it could be interrupted");
-        using (var signal = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        using (var signal = Process.Start("kill", ["-" + signalName, process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
         {
             await signal.WaitForExitAsync();
         }
@@ -128,6 +131,49 @@ public sealed class TrainCommandTests : IDisposable
         var resumed = Trainer.Resume(run, new Corpus(new ByteTokenizer().Encode(File.ReadAllText(corpus))), null, null);
         Assert.Equal(saved, resumed.Step);
         Assert.Contains($"stopped at step {saved};", errorText);
+    }
+
+    [Fact]
+    public void AnExistingModelInOutIsRefusedUnlessResumeOrForce()
+    {
+        string run = Path.Combine(directory, "run");
+        Assert.Equal(0, CliTests.Run(TinyRun(run, "--steps", "1")).Code);
+        byte[] weights = File.ReadAllBytes(Path.Combine(run, "model.safetensors"));
+        AssertOneLineError(CliTests.Run(TinyRun(run, "--steps", "1", "--seed", "5")), "already holds a trained model");
+        Assert.Equal(weights, File.ReadAllBytes(Path.Combine(run, "model.safetensors")));
+        AssertOneLineError(CliTests.Run(TinyRun(run, "--steps", "1", "--resume", "--force")), "give at most one of --resume or --force");
+        var forced = CliTests.Run(TinyRun(run, "--steps", "1", "--seed", "5", "--force"));
+        Assert.True(forced.Code == 0, forced.Error);
+        Assert.NotEqual(weights, File.ReadAllBytes(Path.Combine(run, "model.safetensors")));
+
+        // The README's command that made the embedded model, pointed at a copy of it: refused, nothing touched.
+        string embedded = Path.Combine(directory, "kjv-model");
+        Directory.CreateDirectory(embedded);
+        foreach (string file in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model")))
+        {
+            File.Copy(file, Path.Combine(embedded, Path.GetFileName(file)));
+        }
+
+        var before = Directory.GetFiles(embedded).Select(File.ReadAllBytes).ToList();
+        AssertOneLineError(CliTests.Run("train", "--preset", "kjv", "--steps", "1500", "--out", embedded), "--force");
+        Assert.Equal(before, Directory.GetFiles(embedded).Select(File.ReadAllBytes).ToList());
+
+        // Another non-empty directory is not a model to replace either.
+        string other = Path.Combine(directory, "notes");
+        Directory.CreateDirectory(other);
+        File.WriteAllText(Path.Combine(other, "todo.txt"), "keep me");
+        AssertOneLineError(CliTests.Run(TinyRun(other, "--steps", "1")), "not empty");
+        Assert.Equal("keep me", File.ReadAllText(Path.Combine(other, "todo.txt")));
+    }
+
+    [Fact]
+    public void AnUnwritableOutIsRefusedBeforeTraining()
+    {
+        // A path under a regular file can never be created: found at once, not at the first save hundreds of steps in.
+        var clock = Stopwatch.StartNew();
+        AssertOneLineError(CliTests.Run(TinyRun(Path.Combine(corpus, "run"), "--steps", "100000", "--checkpoint-every", "100000")), "--out");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
+        AssertOneLineError(CliTests.Run(TinyRun(corpus, "--steps", "1")), "is a file");
     }
 
     // The step of the checkpoint in place, or 0 while there is none (or it is being swapped).

@@ -156,10 +156,8 @@ public sealed unsafe class GgufFile : IDisposable
     public static GgufFile Open(string path)
     {
         string name = System.IO.Path.GetFileName(path);
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path);
 
         long length = new FileInfo(path).Length;
         if (length < 24)

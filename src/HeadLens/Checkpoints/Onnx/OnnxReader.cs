@@ -13,10 +13,8 @@ internal static class OnnxReader
     /// <summary>Reads an ONNX file from disk.</summary>
     public static OnnxModel Read(string path)
     {
-        if (!File.Exists(path))
-        {
-            throw new HeadLensException($"{path}: file not found");
-        }
+        // A regular file only: a FIFO under this name would block the open forever.
+        _ = InputFile.Check(path);
 
         long length = new FileInfo(path).Length;
         if (length > int.MaxValue)
