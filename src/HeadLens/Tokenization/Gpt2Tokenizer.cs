@@ -172,7 +172,7 @@ public sealed partial class Gpt2Tokenizer : ITokenizer
 
             return new Gpt2Tokenizer(vocabulary, merges, Path.GetFileName(path));
         }
-        catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException)
+        catch (Exception error) when (error is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException or FormatException)
         {
             throw new HeadLensException($"{Path.GetFileName(path)}: not a BPE tokenizer.json ({InputFile.Reason(error)})");
         }
