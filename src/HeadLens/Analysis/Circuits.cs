@@ -179,11 +179,16 @@ public static class Circuits
     /// <summary>W_OV of a head as thin factors: Left = W_O [C, D], Right = W_V diag(γ) [D, C].</summary>
     public static LowRank OutputValue(Transformer model, int layer, int head)
     {
+        var w = model.Parameters.Layer(layer);
+        return OutputValue(model, layer, head, w.Value.ToFloat32(), w.Output.ToFloat32());
+    }
+
+    // value [G·D, C] and output [C, H·D] as fp32: the layer's own (or, for matrices kept quantized, decoded once per layer).
+    private static LowRank OutputValue(Transformer model, int layer, int head, ReadOnlySpan<float> value, ReadOnlySpan<float> output)
+    {
         var (config, w) = (model.Config, model.Parameters.Layer(layer));
         int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
         var gamma = w.AttentionNorm.Span;
-        var value = w.Value.ToFloat32();
-        var output = w.Output.ToFloat32();
         int outputWidth = config.Heads * d;
         var left = new double[c * d];
         var right = new double[d * c];
@@ -257,10 +262,12 @@ public static class Circuits
     /// matrix has rank ≤ D, so nothing is lost, and D = 32..128 instead of V = 50257.
     /// <paramref name="embedUnembed"/> is W_Eᵀ W_U diag(γ_f) [C, C] from <see cref="EmbedUnembed"/> (shared by all heads).
     /// </summary>
-    public static double[] OvEigenvalueMatrix(Transformer model, int layer, int head, double[] embedUnembed)
+    public static double[] OvEigenvalueMatrix(Transformer model, int layer, int head, double[] embedUnembed) =>
+        OvMatrix(OutputValue(model, layer, head), model.Config, embedUnembed);
+
+    private static double[] OvMatrix(LowRank ov, ModelConfig config, double[] embedUnembed)
     {
-        var ov = OutputValue(model, layer, head);
-        int c = model.Config.Channels, d = model.Config.HeadDim;
+        int c = config.Channels, d = config.HeadDim;
         var right = new double[d * c];   // [D, C] = (W_V diag(γ)) · (W_Eᵀ W_U diag(γ_f))
         for (int p = 0; p < d; p++)
         {
@@ -296,8 +303,32 @@ public static class Circuits
         var config = model.Config;
         int c = config.Channels, v = config.VocabSize;
         var product = new float[c * c];
-        // [C, C] = E [V, C]ᵀ · U [V, C]: one product over the vocabulary, with the fast Gemm.
-        Gemm.Multiply(true, false, c, c, v, model.Parameters.TokenEmbedding.ToFloat32(), c, model.Parameters.OutputHead.ToFloat32(), c, product, c, false);
+        var (embedding, unembedding) = (model.Parameters.TokenEmbedding, model.Parameters.OutputHead);
+        if (embedding.Dense is { } e && unembedding.Dense is { } u)
+        {
+            // [C, C] = E [V, C]ᵀ · U [V, C]: one product over the vocabulary, with the fast Gemm.
+            Gemm.Multiply(true, false, c, c, v, e.Span, c, u.Span, c, product, c, false);
+        }
+        else
+        {
+            // Tables kept quantized: the same sum over the vocabulary, 1024 rows of each decoded at a time (two fp32
+            // copies of a 32000 × 2048 table would be half a gigabyte).
+            const int rows = 1024;
+            var eRows = new float[rows * c];
+            var uRows = new float[rows * c];
+            for (int start = 0; start < v; start += rows)
+            {
+                int count = Math.Min(rows, v - start);
+                for (int r = 0; r < count; r++)
+                {
+                    embedding.Row(start + r, eRows.AsSpan(r * c, c));
+                    unembedding.Row(start + r, uRows.AsSpan(r * c, c));
+                }
+
+                Gemm.Multiply(true, false, c, c, count, eRows, c, uRows, c, product, c, accumulate: start > 0);
+            }
+        }
+
         var gamma = model.Parameters.FinalNorm.Span;
         var result = new double[c * c];
         for (int i = 0; i < c; i++)
@@ -319,9 +350,12 @@ public static class Circuits
         var scores = new double[config.Layers, config.Heads];
         for (int l = 0; l < config.Layers; l++)
         {
+            var w = model.Parameters.Layer(l);
+            var value = w.Value.ToFloat32();
+            var output = w.Output.ToFloat32();
             for (int h = 0; h < config.Heads; h++)
             {
-                scores[l, h] = HeadScores.Copying(OvEigenvalueMatrix(model, l, h, embedUnembed), config.HeadDim);
+                scores[l, h] = HeadScores.Copying(OvMatrix(OutputValue(model, l, h, value, output), model.Config, embedUnembed), config.HeadDim);
             }
         }
 

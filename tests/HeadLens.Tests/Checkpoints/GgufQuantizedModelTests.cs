@@ -1,3 +1,4 @@
+using HeadLens.Analysis;
 using HeadLens.Checkpoints.Gguf;
 using HeadLens.Kernels.Quantized;
 using HeadLens.Model;
@@ -91,6 +92,29 @@ public sealed class GgufQuantizedModelTests : IDisposable
             int next = LlamaCpp.Argmax(referenceLogits);
             kept.DecodeStep([next], keptCache, keptLogits);
             reference.DecodeStep([next], referenceCache, referenceLogits);
+        }
+    }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("gpt2-untied")]
+    public void CopyingScoresOfKeptTypesEqualTheReference(string family)
+    {
+        // The vocabulary spans several of the 1024-row chunks the kept tables are decoded in.
+        var config = GgufTests.Family(family) with { VocabSize = 2500 };
+        string path = Path.Combine(directory, $"{family}-copying.gguf");
+        GgufWriter.Write(path, Transformer.Create(config, seed: 8), null, GgufWriteType.Q8_0);
+        var (reference, _) = GgufModel.Load(path);
+        var (kept, _) = GgufModel.Open(path);
+        var expected = Circuits.CopyingScores(reference);
+        var actual = Circuits.CopyingScores(kept);
+        for (int l = 0; l < config.Layers; l++)
+        {
+            for (int h = 0; h < config.Heads; h++)
+            {
+                // The same fp32 products summed over the vocabulary in chunks instead of one Gemm: rounding only.
+                Assert.True(Math.Abs(actual[l, h] - expected[l, h]) <= 1e-4, $"{family} layer {l} head {h}: {actual[l, h]} vs {expected[l, h]}");
+            }
         }
     }
 

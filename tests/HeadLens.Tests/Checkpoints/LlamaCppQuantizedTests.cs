@@ -48,9 +48,12 @@ public sealed class LlamaCppQuantizedTests(ITestOutputHelper output) : IDisposab
         return model;
     }
 
+    // Argmax agreement: issue 13 asks ≥ 95% for Q8_0 (measured 62/64); for Q4_K_M it asks for the figure (measured
+    // 52/64, the random model's top logits are often close), guarded here with some room for near-ties that another
+    // llama.cpp CPU build (AVX2 instead of AVX-512: other summation orders) may flip.
     [LlamaCppTheory]
     [InlineData(LLamaFtype.MOSTLY_Q8_0, 0.95)]
-    [InlineData(LLamaFtype.MOSTLY_Q4_K_M, 0.80)]
+    [InlineData(LLamaFtype.MOSTLY_Q4_K_M, 0.75)]
     public void LlamaCppQuantizedFilesRunInHeadLensAsInLlamaCpp(LLamaFtype ftype, double argmaxAgreement)
     {
         Directory.CreateDirectory(directory);

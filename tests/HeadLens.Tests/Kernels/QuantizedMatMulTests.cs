@@ -78,6 +78,31 @@ public sealed class QuantizedMatMulTests
         Assert.Equal(expected, actual.AsSpan(0, n * k).ToArray());
     }
 
+    [Theory]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
+    public void EverySixteenBitPatternWidensToItsExactValue(GgmlType type)
+    {
+        // Row r holds bit pattern r at column r mod 37 (in the vector loop or the tail) and zeros elsewhere; x is all
+        // ones, so y[r] is that one value: subnormals, ±0, the largest values, ±infinity and NaNs included.
+        const int columns = 37, rows = 65536;
+        var bytes = new byte[rows * columns * 2];
+        for (int r = 0; r < rows; r++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(((r * columns) + (r % columns)) * 2), (ushort)r);
+        }
+
+        var x = Enumerable.Repeat(1f, columns).ToArray();
+        var y = new float[rows];
+        QuantizedMatVec.Forward(type, bytes, rows, columns, x, y);
+        for (int r = 0; r < rows; r++)
+        {
+            float expected = type == GgmlType.F16 ? (float)BitConverter.UInt16BitsToHalf((ushort)r) : BitConverter.Int32BitsToSingle(r << 16);
+            // Zeros add nothing, except that −0 + 0 = +0: compare values (and NaN with NaN).
+            Assert.True(float.IsNaN(expected) ? float.IsNaN(y[r]) : y[r] == expected, $"{type} bits 0x{r:X4}: {y[r]} vs {expected}");
+        }
+    }
+
     [Fact]
     public unsafe void LinearWeightMultipliesAndLooksUpRowsWhicheverWayItIsStored()
     {

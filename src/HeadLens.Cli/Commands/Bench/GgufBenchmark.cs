@@ -48,7 +48,7 @@ internal sealed class GgufBenchmark : IBenchmark
 
         LoadLlamaCpp();
         string? keep = args.Get("keep");
-        string directory = Path.Combine(Path.GetTempPath(), "headlens-bench-gguf-" + Guid.NewGuid().ToString("N"));
+        string directory = keep ?? Path.Combine(Path.GetTempPath(), "headlens-bench-gguf-" + Guid.NewGuid().ToString("N"));
         try
         {
             var files = file is not null ? [file] : Generate(directory, layers, progress);

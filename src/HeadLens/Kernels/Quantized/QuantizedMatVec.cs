@@ -18,7 +18,7 @@ namespace HeadLens.Kernels.Quantized;
 // Implementations: Reference (dequantize each row with Dequantize.Reference, then a plain dot), Vector512 (16 lanes)
 // and Vector256 (8 lanes) fast paths sharing one body per format through ILanes, and the reference's row loop when no
 // vector hardware is accelerated. Forward takes one vector or a few (X [M, K] → Y [M, R]) and splits W's rows
-// between the threads; QuantizedMatMul uses it for short inputs. F32 uses TensorPrimitives.Dot; F16 and BF16 convert 256-value chunks on the stack.
+// between the threads; QuantizedMatMul uses it for short inputs. F32 uses TensorPrimitives.Dot; F16 and BF16 are widened to float32 in registers.
 public static class QuantizedMatVec
 {
     /// <summary>The contract: dequantize each row (scalar), then a sequential dot product with x.</summary>
@@ -170,30 +170,81 @@ public static class QuantizedMatVec
             return TensorPrimitives.Dot(MemoryMarshal.Cast<byte, float>(row), x[..(row.Length / 4)]);
         }
 
-        const int chunk = 256;
-        Span<float> values = stackalloc float[chunk];
         var halves = MemoryMarshal.Cast<byte, ushort>(row);
+        bool f16 = type == GgmlType.F16;
+        int i = 0;
         float sum = 0;
-        for (int start = 0; start < halves.Length; start += chunk)
+        if (Vector512.IsHardwareAccelerated)
         {
-            int count = Math.Min(chunk, halves.Length - start);
-            var part = halves.Slice(start, count);
-            if (type == GgmlType.F16)
+            // 32 weights per step: widened to 32-bit lanes and turned into floats in registers (see WidenToSingle).
+            var a0 = Vector512<float>.Zero;
+            var a1 = Vector512<float>.Zero;
+            for (; i <= halves.Length - 32; i += 32)
             {
-                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<ushort, Half>(part), values);
-            }
-            else
-            {
-                for (int i = 0; i < count; i++)
-                {
-                    values[i] = BitConverter.Int32BitsToSingle(part[i] << 16);
-                }
+                var (lower, upper) = Vector512.Widen(Vector512.Create(halves.Slice(i, 32)));
+                a0 = Vector512.FusedMultiplyAdd(WidenToSingle(lower, f16), Vector512.Create(x.Slice(i, 16)), a0);
+                a1 = Vector512.FusedMultiplyAdd(WidenToSingle(upper, f16), Vector512.Create(x.Slice(i + 16, 16)), a1);
             }
 
-            sum += TensorPrimitives.Dot(values[..count], x.Slice(start, count));
+            sum = Vector512.Sum(a0 + a1);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var a0 = Vector256<float>.Zero;
+            var a1 = Vector256<float>.Zero;
+            for (; i <= halves.Length - 16; i += 16)
+            {
+                var (lower, upper) = Vector256.Widen(Vector256.Create(halves.Slice(i, 16)));
+                a0 = Vector256.FusedMultiplyAdd(WidenToSingle(lower, f16), Vector256.Create(x.Slice(i, 8)), a0);
+                a1 = Vector256.FusedMultiplyAdd(WidenToSingle(upper, f16), Vector256.Create(x.Slice(i + 8, 8)), a1);
+            }
+
+            sum = Vector256.Sum(a0 + a1);
+        }
+
+        for (; i < halves.Length; i++)
+        {
+            sum += (f16 ? (float)BitConverter.UInt16BitsToHalf(halves[i]) : BitConverter.Int32BitsToSingle(halves[i] << 16)) * x[i];
         }
 
         return sum;
+    }
+
+    private static readonly float TwoTo112 = MathF.ScaleB(1f, 112);
+
+    // 16-bit floats in 32-bit lanes to float32, exactly. BF16 is the top half of a float32: a shift. IEEE half: the
+    // exponent and mantissa bits shifted into float32's place give a float32 whose exponent is 112 too small (the
+    // biases are 15 and 127), so multiplying by 2^112 gives the value exactly, subnormal halves included (they land
+    // on float32 subnormals, which the multiply scales exactly); infinity and NaN (exponent 31) get float32's
+    // all-ones exponent instead; the sign is put back last.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> WidenToSingle(Vector512<uint> bits, bool f16)
+    {
+        if (!f16)
+        {
+            return Vector512.ShiftLeft(bits, 16).AsSingle();
+        }
+
+        var magnitude = Vector512.ShiftLeft(bits & Vector512.Create(0x7FFFu), 13);
+        var finite = (magnitude.AsSingle() * Vector512.Create(TwoTo112)).AsUInt32();
+        var special = Vector512.Equals(bits & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u));
+        var value = Vector512.ConditionalSelect(special, magnitude | Vector512.Create(0x7F800000u), finite);
+        return (value | Vector512.ShiftLeft(bits & Vector512.Create(0x8000u), 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> WidenToSingle(Vector256<uint> bits, bool f16)
+    {
+        if (!f16)
+        {
+            return Vector256.ShiftLeft(bits, 16).AsSingle();
+        }
+
+        var magnitude = Vector256.ShiftLeft(bits & Vector256.Create(0x7FFFu), 13);
+        var finite = (magnitude.AsSingle() * Vector256.Create(TwoTo112)).AsUInt32();
+        var special = Vector256.Equals(bits & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
+        var value = Vector256.ConditionalSelect(special, magnitude | Vector256.Create(0x7F800000u), finite);
+        return (value | Vector256.ShiftLeft(bits & Vector256.Create(0x8000u), 16)).AsSingle();
     }
 
     private static float DotRow<TLanes>(GgmlType type, ReadOnlySpan<byte> row, ReadOnlySpan<float> x, ReadOnlySpan<float> sums16)
