@@ -210,13 +210,14 @@ public static class QuantizedMatVec
         return sum;
     }
 
-    private static readonly float TwoTo112 = MathF.ScaleB(1f, 112);
+    private static readonly float TwoToMinus24 = MathF.ScaleB(1f, -24);
 
-    // 16-bit floats in 32-bit lanes to float32, exactly. BF16 is the top half of a float32: a shift. IEEE half: the
-    // exponent and mantissa bits shifted into float32's place give a float32 whose exponent is 112 too small (the
-    // biases are 15 and 127), so multiplying by 2^112 gives the value exactly, subnormal halves included (they land
-    // on float32 subnormals, which the multiply scales exactly); infinity and NaN (exponent 31) get float32's
-    // all-ones exponent instead; the sign is put back last.
+    // 16-bit floats in 32-bit lanes to float32, exactly. BF16 is the top half of a float32: a shift. IEEE half, in
+    // integer arithmetic only: a normal half's exponent and mantissa bits shifted into float32's place, plus 112 on the
+    // exponent (the biases are 15 and 127); a subnormal half (exponent 0, zero included) is its mantissa times 2⁻²⁴,
+    // converted from an integer; infinity and NaN (exponent 31) get float32's all-ones exponent; the sign is put back
+    // last. (Multiplying the shifted bits by 2¹¹² instead would pass through float32 subnormals for small halves, which
+    // cost a microcode assist per multiply on Intel cores.)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> WidenToSingle(Vector512<uint> bits, bool f16)
     {
@@ -225,10 +226,13 @@ public static class QuantizedMatVec
             return Vector512.ShiftLeft(bits, 16).AsSingle();
         }
 
+        var exponent = bits & Vector512.Create(0x7C00u);
         var magnitude = Vector512.ShiftLeft(bits & Vector512.Create(0x7FFFu), 13);
-        var finite = (magnitude.AsSingle() * Vector512.Create(TwoTo112)).AsUInt32();
-        var special = Vector512.Equals(bits & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u));
-        var value = Vector512.ConditionalSelect(special, magnitude | Vector512.Create(0x7F800000u), finite);
+        var normal = magnitude + Vector512.Create(112u << 23);
+        var subnormal = (Vector512.ConvertToSingle((bits & Vector512.Create(0x3FFu)).AsInt32()) * Vector512.Create(TwoToMinus24)).AsUInt32();
+        var special = Vector512.Equals(exponent, Vector512.Create(0x7C00u));
+        var value = Vector512.ConditionalSelect(special, magnitude | Vector512.Create(0x7F800000u), normal);
+        value = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512<uint>.Zero), subnormal, value);
         return (value | Vector512.ShiftLeft(bits & Vector512.Create(0x8000u), 16)).AsSingle();
     }
 
@@ -240,10 +244,13 @@ public static class QuantizedMatVec
             return Vector256.ShiftLeft(bits, 16).AsSingle();
         }
 
+        var exponent = bits & Vector256.Create(0x7C00u);
         var magnitude = Vector256.ShiftLeft(bits & Vector256.Create(0x7FFFu), 13);
-        var finite = (magnitude.AsSingle() * Vector256.Create(TwoTo112)).AsUInt32();
-        var special = Vector256.Equals(bits & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
-        var value = Vector256.ConditionalSelect(special, magnitude | Vector256.Create(0x7F800000u), finite);
+        var normal = magnitude + Vector256.Create(112u << 23);
+        var subnormal = (Vector256.ConvertToSingle((bits & Vector256.Create(0x3FFu)).AsInt32()) * Vector256.Create(TwoToMinus24)).AsUInt32();
+        var special = Vector256.Equals(exponent, Vector256.Create(0x7C00u));
+        var value = Vector256.ConditionalSelect(special, magnitude | Vector256.Create(0x7F800000u), normal);
+        value = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256<uint>.Zero), subnormal, value);
         return (value | Vector256.ShiftLeft(bits & Vector256.Create(0x8000u), 16)).AsSingle();
     }
 
