@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Numerics.Tensors;
 using HeadLens.Checkpoints.Gguf;
 using HeadLens.Model;
 using LLama;
@@ -149,7 +150,7 @@ internal sealed class GgufBenchmark : IBenchmark
             start = Stopwatch.GetTimestamp();
             for (int i = 0; i < newTokens; i++)
             {
-                model.DecodeStep([Argmax(logits)], cache, logits);
+                model.DecodeStep([TensorPrimitives.IndexOfMax(logits)], cache, logits);
             }
 
             return (promptSeconds, Stopwatch.GetElapsedTime(start).TotalSeconds);
@@ -190,7 +191,7 @@ internal sealed class GgufBenchmark : IBenchmark
             for (int i = 0; i < newTokens; i++)
             {
                 var next = new LLamaBatch();
-                next.Add(Argmax(last), prompt.Length + i, LLamaSeqId.Zero, true);
+                next.Add(TensorPrimitives.IndexOfMax(last), prompt.Length + i, LLamaSeqId.Zero, true);
                 Check(context.Decode(next), path);
                 last = context.NativeHandle.GetLogitsIth(0);
             }
@@ -260,19 +261,5 @@ internal sealed class GgufBenchmark : IBenchmark
         {
             throw new HeadLensException($"{path}: llama.cpp's decode failed ({result})");
         }
-    }
-
-    private static int Argmax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++)
-        {
-            if (values[i] > values[best])
-            {
-                best = i;
-            }
-        }
-
-        return best;
     }
 }
