@@ -29,6 +29,9 @@ public sealed record TrainingSettings
 
     public int Seed { get; init; } = 1337;
 
+    /// <summary>Share of training windows that are a corpus passage written twice (see <see cref="CorpusBatches"/>); 0: none.</summary>
+    public double RepeatedShare { get; init; }
+
     /// <summary>Learning rate at a step (1-based): linear warmup, then cosine decay to the minimum.</summary>
     public float LearningRateAt(int step)
     {
