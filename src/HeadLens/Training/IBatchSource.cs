@@ -11,10 +11,12 @@ public interface IBatchSource
 }
 
 /// <summary>
-/// Random windows of a corpus's training split, drawn by a seeded generator whose state is checkpointed. A share
-/// <paramref name="repeatedShare"/> of the windows are instead a passage of the corpus written twice in a row
-/// (⌈(T+1)/2⌉ tokens, then the same tokens again): the second copy can be predicted only by looking back at the
-/// first, which rewards copying from the context (induction) in a corpus too small for that to pay off otherwise.
+/// Random windows of a corpus's training split, drawn by a seeded generator whose state is checkpointed. In a share
+/// <paramref name="repeatedShare"/> of the windows, a passage of the window (random length from 4 tokens to half the
+/// window, random place) is written again later in the same window, over the text there. The copy can be predicted
+/// only by looking back at the passage, which rewards copying from the context (induction) in a corpus small enough
+/// to be memorised otherwise. Random lengths and places matter: with a fixed distance between the copies, a head that
+/// looks back a fixed number of positions would do instead of induction.
 /// </summary>
 public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShare = 0) : IBatchSource
 {
@@ -33,24 +35,30 @@ public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShar
         {
             var windowIds = ids.Slice(b * context, context);
             var windowTargets = targets.Slice(b * context, context);
-            // The share draw comes first only when repeats are on, so that plain runs keep their windows.
+            int start = random.NextInt(corpus.Train.Length - context - 1);
+            // The share draw happens only when repeats are on, so that plain runs keep their windows.
             if (repeatedShare > 0 && random.Next() % 1_000_000 < repeatedShare * 1_000_000)
             {
-                // Window + 1 tokens = passage, passage (cut at the end): position i holds passage[i mod half].
-                int half = (context + 2) / 2;
-                int passageStart = random.NextInt(corpus.Train.Length - half);
-                for (int i = 0; i < context; i++)
-                {
-                    windowIds[i] = corpus.Train[passageStart + (i % half)];
-                    windowTargets[i] = corpus.Train[passageStart + ((i + 1) % half)];
-                }
-
+                WriteWithRepeat(corpus.Train.AsSpan(start, context + 1), windowIds, windowTargets);
                 continue;
             }
 
-            int start = random.NextInt(corpus.Train.Length - context - 1);
             corpus.Train.AsSpan(start, context).CopyTo(windowIds);
             corpus.Train.AsSpan(start + 1, context).CopyTo(windowTargets);
         }
+    }
+
+    /// <summary>The window's text [T + 1] with the passage [a, a + L) written again at [d, d + L), d ≥ a + L.</summary>
+    private void WriteWithRepeat(ReadOnlySpan<int> text, Span<int> ids, Span<int> targets)
+    {
+        Span<int> sequence = text.Length <= 4096 ? stackalloc int[text.Length] : new int[text.Length];
+        text.CopyTo(sequence);
+        int longest = sequence.Length / 2, shortest = Math.Min(4, longest);
+        int length = shortest + random.NextInt(longest - shortest + 1);
+        int passage = random.NextInt(sequence.Length - 2 * length + 1);
+        int copy = passage + length + random.NextInt(sequence.Length - length - (passage + length) + 1);
+        sequence.Slice(passage, length).CopyTo(sequence.Slice(copy, length));
+        sequence[..^1].CopyTo(ids);
+        sequence[1..].CopyTo(targets);
     }
 }

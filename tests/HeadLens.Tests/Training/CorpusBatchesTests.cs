@@ -41,25 +41,40 @@ public class CorpusBatchesTests
     [Theory]
     [InlineData(16)]
     [InlineData(17)]
-    public void RepeatedWindowsAreAPassageWrittenTwice(int context)
+    [InlineData(3)]
+    public void RepeatedWindowsWriteOnePassageAgainLaterInTheWindow(int context)
     {
         var corpus = CountingCorpus();
-        const int batch = 5;
+        const int batch = 200;
         var ids = new int[batch * context];
         var targets = new int[batch * context];
         new CorpusBatches(corpus, 11, repeatedShare: 1).Next(ids, targets, batch, context);
-        int half = (context + 2) / 2;
+        var lengths = new HashSet<int>();
         for (int b = 0; b < batch; b++)
         {
-            // The window and its targets are one sequence of context + 1 tokens: passage[0..half), passage[0..).
-            var sequence = ids.Skip(b * context).Take(context).Append(targets[b * context + context - 1]).ToArray();
+            // The window and its targets are one sequence of context + 1 tokens.
             Assert.Equal(ids.Skip(b * context + 1).Take(context - 1), targets.Skip(b * context).Take(context - 1));
+            var sequence = ids.Skip(b * context).Take(context).Append(targets[b * context + context - 1]).ToArray();
+
+            // In a counting corpus the text is start, start + 1, ...: the copy is the one run that breaks the count.
             int start = sequence[0];
-            for (int i = 0; i < context + 1; i++)
+            var changed = Enumerable.Range(0, sequence.Length).Where(i => sequence[i] != start + i).ToArray();
+            Assert.NotEmpty(changed);
+            int copy = changed[0], length = changed.Length;
+            Assert.Equal(Enumerable.Range(copy, length), changed);
+            int passage = sequence[copy] - start;
+            Assert.True(passage + length <= copy, $"window {b}: the copy at {copy} overlaps its passage at {passage}");
+            Assert.InRange(length, Math.Min(4, sequence.Length / 2), sequence.Length / 2);
+            for (int j = 0; j < length; j++)
             {
-                Assert.Equal(corpus.Train[start + (i % half)], sequence[i]);
+                Assert.Equal(sequence[passage + j], sequence[copy + j]);
             }
+
+            lengths.Add(length);
         }
+
+        // Lengths vary (a fixed distance would teach a positional head instead of induction).
+        Assert.True(context < 8 || lengths.Count > 3, $"lengths drawn: {string.Join(", ", lengths)}");
     }
 
     [Fact]
@@ -70,8 +85,8 @@ public class CorpusBatchesTests
         var ids = new int[batch * context];
         var targets = new int[batch * context];
         new CorpusBatches(corpus, 5, repeatedShare: 0.25).Next(ids, targets, batch, context);
-        // A repeated window of 8 tokens restarts its passage at position 5; a plain one keeps counting up.
-        int repeated = Enumerable.Range(0, batch).Count(b => ids[b * context + 5] == ids[b * context]);
+        int repeated = Enumerable.Range(0, batch).Count(b =>
+            Enumerable.Range(0, context).Any(i => ids[b * context + i] != ids[b * context] + i) || targets[b * context + context - 1] != ids[b * context] + context);
         Assert.InRange(repeated / (double)batch, 0.22, 0.28);
     }
 }
