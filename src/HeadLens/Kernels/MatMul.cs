@@ -87,21 +87,24 @@ public static class MatMul
     /// <summary>
     /// Backward of the unpacked forward; pass an empty span to skip a gradient. <paramref name="accumulateWeightGrad"/>
     /// false overwrites dW instead of adding to it (the first backward after the gradients were zeroed: no read of the
-    /// old gradient, and no pass to zero it).
+    /// old gradient, and no pass to zero it). <paramref name="accumulateInputGrad"/> adds dy·W to dx instead of
+    /// overwriting it: for an input that feeds several products (x into Q, K and V), the product adds its share
+    /// itself, with no separate buffer and addition pass.
     /// </summary>
     public static void Backward(
         ReadOnlySpan<float> yGrad, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int m, int n, int k,
-        Span<float> xGrad, Span<float> weightGrad, Span<float> biasGrad, bool accumulateWeightGrad = true)
+        Span<float> xGrad, Span<float> weightGrad, Span<float> biasGrad, bool accumulateWeightGrad = true,
+        bool accumulateInputGrad = false)
     {
         if (!xGrad.IsEmpty)
         {
             if (SplitsDepth(m, n, k))
             {
-                InputGradInHalves(yGrad, weight, m, n, k, xGrad);
+                InputGradInHalves(yGrad, weight, m, n, k, xGrad, accumulateInputGrad);
             }
             else
             {
-                Gemm.Multiply(false, false, m, k, n, yGrad, n, weight, k, xGrad, k, accumulate: false);
+                Gemm.Multiply(false, false, m, k, n, yGrad, n, weight, k, xGrad, k, accumulate: accumulateInputGrad);
             }
         }
 
@@ -128,7 +131,8 @@ public static class MatMul
     // Always the same two halves, whatever the thread count, so that dx does not depend on it: the halves run side
     // by side on two cores (one thread each, which by itself gives the same sums as the product on any count), or
     // one after the other.
-    private static unsafe void InputGradInHalves(ReadOnlySpan<float> yGrad, ReadOnlySpan<float> weight, int m, int n, int k, Span<float> xGrad)
+    private static unsafe void InputGradInHalves(ReadOnlySpan<float> yGrad, ReadOnlySpan<float> weight, int m, int n, int k, Span<float> xGrad,
+        bool accumulate)
     {
         if (yGrad.Length < (long)m * n || weight.Length < (long)n * k || xGrad.Length < (long)m * k)
         {
@@ -147,7 +151,7 @@ public static class MatMul
                 var a = new ReadOnlySpan<float>((float*)dyAddress + first, ((m - 1) * n) + depth);
                 var b = new ReadOnlySpan<float>((float*)wAddress + ((long)first * k), depth * k);
                 var c = new Span<float>(part == 0 ? (float*)dxAddress : (float*)restAddress, size);
-                Gemm.Multiply(false, false, m, k, depth, a, n, b, k, c, k, accumulate: false, threads);
+                Gemm.Multiply(false, false, m, k, depth, a, n, b, k, c, k, accumulate: accumulate && part == 0, threads);
             }
 
             if (ComputeThreads.Count == 2)

@@ -344,7 +344,6 @@ public sealed partial class Transformer
         int n = batch * tokens, c = Config.Channels, f = Config.HiddenChannels;
         int heads = Config.Heads, qRow = heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
         var dNormed = activations.Scratch("normed");
-        var scratch = activations.Scratch("scratch");
         if (Config.HasMlp)
         {
             // x_out = x_mid + mlp(norm₂(x_mid)): dx flows to x_mid unchanged and through the MLP.
@@ -357,8 +356,7 @@ public sealed partial class Transformer
                     var dGate = activations.Scratch("gate")[..(n * f)];
                     SwiGlu.Backward(a.Gate, a.Up, dHidden, dGate, dUp);
                     MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, [], accumulate);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, scratch, g.Up!.Span, Bias(g.UpBias), accumulate);
-                    Residual.Forward(dNormed, scratch, dNormed);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate, accumulateInputGrad: true);
                     break;
                 case MlpKind.GeluTanh:
                     Gelu.Backward(a.Up, dHidden, dUp);
@@ -410,11 +408,10 @@ public sealed partial class Transformer
             dk = dkRaw;
         }
 
+        // d norm₁(x) = dq·W_Q + dk·W_K + dv·W_V: the K and V products add their shares into it.
         MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias), accumulate);
-        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, scratch, g.Key.Span, Bias(g.KeyBias), accumulate);
-        Residual.Forward(dNormed, scratch, dNormed);
-        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, scratch, g.Value.Span, Bias(g.ValueBias), accumulate);
-        Residual.Forward(dNormed, scratch, dNormed);
+        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, dNormed, g.Key.Span, Bias(g.KeyBias), accumulate, accumulateInputGrad: true);
+        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, dNormed, g.Value.Span, Bias(g.ValueBias), accumulate, accumulateInputGrad: true);
         NormBackward(dNormed, activations.Residual(l), w.AttentionNorm, g.AttentionNorm, g.AttentionNormBias,
             a.AttentionNormMean, a.AttentionNormRstd, n, dx);
     }

@@ -47,6 +47,23 @@ public class MatMulTests
         AssertClose(dwReference, dw, m);
     }
 
+    // dx += dy·W (an input shared by several products, as x by Q, K and V), on the blocked path and on the long-depth
+    // halves: against float64, within the rounding of the depth-long sum plus one addition, measured by Σ|dy·W| + |dx|.
+    [Theory]
+    [InlineData(37, 65, 129)]
+    [InlineData(16, 16411, 64)]
+    public void AccumulatingTheInputGradAddsTheProduct(int m, int n, int k)
+    {
+        var random = new Random(m * n + k);
+        float[] w = TestData.Uniform(random, n * k), dy = TestData.Uniform(random, m * n), start = TestData.Uniform(random, m * k);
+        float[] dx = (float[])start.Clone();
+        MatMul.Backward(dy, [], w, m, n, k, dx, [], [], accumulateInputGrad: true);
+        var (product, scale) = Float64.GemmWithScale(false, false, m, k, n, dy, n, w, k);
+        double[] expected = product.Select((value, i) => value + start[i]).ToArray();
+        double[] magnitude = scale.Select((value, i) => value + Math.Abs(start[i])).ToArray();
+        Assert.True(Float64.MaxScaledError(dx, k, expected, magnitude, m, k) <= 2 * (n + 1) * Math.Pow(2, -24));
+    }
+
     // The first backward after zeroing writes dW instead of adding to it: the same values as adding to zeros,
     // whatever the buffer held before.
     [Theory]
