@@ -84,22 +84,88 @@ public static class MatMul
         }
     }
 
-    /// <summary>Backward of the unpacked forward; pass an empty span to skip a gradient.</summary>
+    /// <summary>
+    /// Backward of the unpacked forward; pass an empty span to skip a gradient. <paramref name="accumulateWeightGrad"/>
+    /// false overwrites dW instead of adding to it (the first backward after the gradients were zeroed: no read of the
+    /// old gradient, and no pass to zero it). <paramref name="accumulateInputGrad"/> adds dy·W to dx instead of
+    /// overwriting it: for an input that feeds several products (x into Q, K and V), the product adds its share
+    /// itself, with no separate buffer and addition pass.
+    /// </summary>
     public static void Backward(
         ReadOnlySpan<float> yGrad, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int m, int n, int k,
-        Span<float> xGrad, Span<float> weightGrad, Span<float> biasGrad)
+        Span<float> xGrad, Span<float> weightGrad, Span<float> biasGrad, bool accumulateWeightGrad = true,
+        bool accumulateInputGrad = false)
     {
         if (!xGrad.IsEmpty)
         {
-            Gemm.Multiply(false, false, m, k, n, yGrad, n, weight, k, xGrad, k, accumulate: false);
+            if (SplitsDepth(m, n, k))
+            {
+                InputGradInHalves(yGrad, weight, m, n, k, xGrad, accumulateInputGrad);
+            }
+            else
+            {
+                Gemm.Multiply(false, false, m, k, n, yGrad, n, weight, k, xGrad, k, accumulate: accumulateInputGrad);
+            }
         }
 
         if (!weightGrad.IsEmpty)
         {
-            Gemm.Multiply(true, false, n, k, m, yGrad, n, x, k, weightGrad, k, accumulate: true);
+            Gemm.Multiply(true, false, n, k, m, yGrad, n, x, k, weightGrad, k, accumulate: accumulateWeightGrad);
         }
 
         BiasBackward(yGrad, m, n, biasGrad);
+    }
+
+    // dx[M,K] = dy[M,N]·W[N,K] with a long depth N and a small output (the vocabulary head: N = 50257 against
+    // M·K = 256·768). The product split between the cores by output columns (or rows) makes every core pack all of
+    // dy (or all of W) for its share: at B·T = 256 that is dy's 12.9M floats transposed twice, at 1024 all of W's
+    // 38.6M copied twice. Split by depth instead, each core packs only its half of both and computes a whole
+    // partial dx; the second half's partial is added at the end (M·K floats, small beside the packing saved).
+    internal static bool SplitsDepth(int m, int n, int k) =>
+        n >= 8 * ((long)m + k) && (long)m * n * k >= 1L << 24;
+
+    // The second half's partial dx, kept by the calling thread (the helper core writes it while the caller waits).
+    [ThreadStatic]
+    private static float[]? secondPartial;
+
+    // Always the same two halves, whatever the thread count, so that dx does not depend on it: the halves run side
+    // by side on two cores (one thread each, which by itself gives the same sums as the product on any count), or
+    // one after the other.
+    private static unsafe void InputGradInHalves(ReadOnlySpan<float> yGrad, ReadOnlySpan<float> weight, int m, int n, int k, Span<float> xGrad,
+        bool accumulate)
+    {
+        if (yGrad.Length < (long)m * n || weight.Length < (long)n * k || xGrad.Length < (long)m * k)
+        {
+            throw new ArgumentException($"matmul: buffers too small for [{m}, {n}]·[{n}, {k}]");
+        }
+
+        int half = n / 2;
+        int size = m * k;
+        var second = secondPartial is { } cached && cached.Length >= size ? cached : (secondPartial = GC.AllocateUninitializedArray<float>(size, pinned: true));
+        fixed (float* dy = yGrad, w = weight, dx = xGrad, rest = second)
+        {
+            nint dyAddress = (nint)dy, wAddress = (nint)w, dxAddress = (nint)dx, restAddress = (nint)rest;
+            void Half(int part, int threads)
+            {
+                int first = part == 0 ? 0 : half, depth = part == 0 ? half : n - half;
+                var a = new ReadOnlySpan<float>((float*)dyAddress + first, ((m - 1) * n) + depth);
+                var b = new ReadOnlySpan<float>((float*)wAddress + ((long)first * k), depth * k);
+                var c = new Span<float>(part == 0 ? (float*)dxAddress : (float*)restAddress, size);
+                Gemm.Multiply(false, false, m, k, depth, a, n, b, k, c, k, accumulate: accumulate && part == 0, threads);
+            }
+
+            if (ComputeThreads.Count == 2)
+            {
+                ComputeThreads.Run(2, part => Half(part, 1));
+            }
+            else
+            {
+                Half(0, 0);
+                Half(1, 0);
+            }
+
+            System.Numerics.Tensors.TensorPrimitives.Add(new ReadOnlySpan<float>(dx, size), new ReadOnlySpan<float>(rest, size), new Span<float>(dx, size));
+        }
     }
 
     public static void ForwardReference(

@@ -168,7 +168,6 @@ public sealed class Activations
         // Backward scratch, shared by all layers.
         Arena.Reserve("grad.residual", n, c);
         Arena.Reserve("grad.normed", n, c);
-        Arena.Reserve("grad.scratch", n, c);
         Arena.Reserve("grad.q", n, q);
         Arena.Reserve("grad.k", n, kv);
         Arena.Reserve("grad.v", n, kv);

@@ -335,7 +335,8 @@ public sealed partial class Transformer
     }
 
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.
-    private void BlockBackward(int l, Activations activations, int batch, int tokens, Span<float> dx)
+    // accumulate false: the projection matrices' gradients are overwritten (they were zero: see ZeroGradients).
+    private void BlockBackward(int l, Activations activations, int batch, int tokens, Span<float> dx, bool accumulate)
     {
         var w = Parameters.Layer(l);
         var g = Gradients.Layer(l);
@@ -343,29 +344,27 @@ public sealed partial class Transformer
         int n = batch * tokens, c = Config.Channels, f = Config.HiddenChannels;
         int heads = Config.Heads, qRow = heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
         var dNormed = activations.Scratch("normed");
-        var scratch = activations.Scratch("scratch");
         if (Config.HasMlp)
         {
             // x_out = x_mid + mlp(norm₂(x_mid)): dx flows to x_mid unchanged and through the MLP.
             var dHidden = activations.Scratch("hidden")[..(n * f)];
             var dUp = activations.Scratch("up")[..(n * f)];
-            MatMul.Backward(dx, a.Hidden, w.Down!.Span, n, c, f, dHidden, g.Down!.Span, Bias(g.DownBias));
+            MatMul.Backward(dx, a.Hidden, w.Down!.Span, n, c, f, dHidden, g.Down!.Span, Bias(g.DownBias), accumulate);
             switch (Config.Mlp)
             {
                 case MlpKind.SwiGlu:
                     var dGate = activations.Scratch("gate")[..(n * f)];
                     SwiGlu.Backward(a.Gate, a.Up, dHidden, dGate, dUp);
-                    MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, []);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, scratch, g.Up!.Span, Bias(g.UpBias));
-                    Residual.Forward(dNormed, scratch, dNormed);
+                    MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, [], accumulate);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate, accumulateInputGrad: true);
                     break;
                 case MlpKind.GeluTanh:
                     Gelu.Backward(a.Up, dHidden, dUp);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate);
                     break;
                 case MlpKind.GeluErf:
                     GeluErf.Backward(a.Up, dHidden, dUp);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias));
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate);
                     break;
                 default:
                     throw new InvalidOperationException($"MLP kind {Config.Mlp} has no backward");
@@ -376,7 +375,7 @@ public sealed partial class Transformer
 
         // x_mid = x + attention(norm₁(x))
         var dHeads = activations.Scratch("heads");
-        MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias));
+        MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias), accumulate);
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
         var dv = activations.Scratch("v");
@@ -409,11 +408,10 @@ public sealed partial class Transformer
             dk = dkRaw;
         }
 
-        MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias));
-        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, scratch, g.Key.Span, Bias(g.KeyBias));
-        Residual.Forward(dNormed, scratch, dNormed);
-        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, scratch, g.Value.Span, Bias(g.ValueBias));
-        Residual.Forward(dNormed, scratch, dNormed);
+        // d norm₁(x) = dq·W_Q + dk·W_K + dv·W_V: the K and V products add their shares into it.
+        MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias), accumulate);
+        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, dNormed, g.Key.Span, Bias(g.KeyBias), accumulate, accumulateInputGrad: true);
+        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, dNormed, g.Value.Span, Bias(g.ValueBias), accumulate, accumulateInputGrad: true);
         NormBackward(dNormed, activations.Residual(l), w.AttentionNorm, g.AttentionNorm, g.AttentionNormBias,
             a.AttentionNormMean, a.AttentionNormRstd, n, dx);
     }

@@ -176,18 +176,21 @@ public class ComputeThreadsTests
     public void ABadCountIsRefused(int count) =>
         Assert.Throws<ArgumentOutOfRangeException>(() => ComputeThreads.Count = count);
 
-    // Every kernel that splits work between threads, on one thread and on three (more than this machine's cores):
+    // Every kernel that splits work between threads, on one thread, on two and on three (more than this machine's cores):
     // each part computes whole outputs in a fixed order, so the results are bitwise the same; that each path matches
     // its reference is tested in the kernels' own classes.
     [Fact]
     public void KernelsGiveTheSameResultsOnOneThreadAndOnSeveral()
     {
         var one = WithCount(1, RunEveryKernel);
-        var several = WithCount(3, RunEveryKernel);
-        Assert.Equal(one.Count, several.Count);
-        foreach (var (name, values) in one)
+        foreach (int count in new[] { 2, 3 })
         {
-            Assert.True(values.AsSpan().SequenceEqual(several[name]), $"{name} differs between 1 and 3 threads");
+            var several = WithCount(count, RunEveryKernel);
+            Assert.Equal(one.Count, several.Count);
+            foreach (var (name, values) in one)
+            {
+                Assert.True(values.AsSpan().SequenceEqual(several[name]), $"{name} differs between 1 and {count} threads");
+            }
         }
     }
 
@@ -201,6 +204,13 @@ public class ComputeThreadsTests
         float[] a = TestData.Uniform(random, m * k), b = TestData.Uniform(random, k * n), c = new float[m * n];
         Gemm.Multiply(false, false, m, n, k, a, k, b, n, c, n, accumulate: false);
         results["gemm"] = c;
+
+        // MatMul's input gradient with a long depth (two depth halves side by side on two threads).
+        int rowsLong = 16, depthLong = 16411, columnsLong = 64;
+        float[] dyLong = TestData.Uniform(random, rowsLong * depthLong), wLong = TestData.Uniform(random, depthLong * columnsLong);
+        float[] dxLong = new float[rowsLong * columnsLong];
+        MatMul.Backward(dyLong, new float[rowsLong * columnsLong], wLong, rowsLong, depthLong, columnsLong, dxLong, [], []);
+        results["matmul-long-depth"] = dxLong;
 
         // MatMul's few-rows path and Gemv, both past their parallel thresholds.
         int rows = 3, outputs = 1031, inputs = 769;
