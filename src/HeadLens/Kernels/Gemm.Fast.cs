@@ -155,6 +155,10 @@ public static partial class Gemm
             fixed (float* aBuffer = packedA)
             {
                 float* bPack = Aligned(bBuffer), aPack = Aligned(aBuffer);
+                // With one row block (the products of a training step: 256 tokens), each B panel is used once per
+                // depth block: pack it right before its use, so the kernel reads it from L1 instead of from L3
+                // after the whole block was packed.
+                bool packPanelsAsUsed = PackedB == null && rows <= rowBlock;
                 for (int jc = columnStart; jc < columnStart + columns; jc += columnBlock)
                 {
                     int nc = Math.Min(columnBlock, columnStart + columns - jc);
@@ -162,9 +166,9 @@ public static partial class Gemm
                     {
                         int kc = Math.Min(depthBlock, k - pc);
                         bool add = accumulate || pc > 0;
-                        if (PackedB == null)
+                        if (PackedB == null && !packPanelsAsUsed)
                         {
-                            PackB(pc, kc, jc, nc, nr, bPack);
+                            PackB(pc, kc, jc, 0, nc, nr, bPack);
                         }
 
                         for (int ic = rowStart; ic < rowStart + rows; ic += rowBlock)
@@ -174,6 +178,11 @@ public static partial class Gemm
                             for (int jr = 0; jr < nc; jr += nr)
                             {
                                 int nValid = Math.Min(nr, nc - jr);
+                                if (packPanelsAsUsed)
+                                {
+                                    PackB(pc, kc, jc, jr, jr + nValid, nr, bPack);
+                                }
+
                                 float* bPanel = PackedB == null ? bPack + jr * kc : PackedB + ((long)(jc + jr) * k) + ((long)pc * nr);
                                 for (int ir = 0; ir < mc; ir += mr)
                                 {
@@ -213,12 +222,13 @@ public static partial class Gemm
         }
 
         // Packed B: panels of nr columns; inside a panel, row p holds op(B)[p, j..j+nr) (zero past column n).
+        // Packs the panels of columns [first, end) of the block at jc (first a multiple of nr).
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void PackB(int pc, int kc, int jc, int nc, int nr, float* destination)
+        private void PackB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
         {
-            for (int jr = 0; jr < nc; jr += nr)
+            for (int jr = first; jr < end; jr += nr)
             {
-                int valid = Math.Min(nr, nc - jr);
+                int valid = Math.Min(nr, end - jr);
                 float* panel = destination + jr * kc;
                 if (!transposeB)
                 {
