@@ -9,6 +9,10 @@ namespace HeadLens.Kernels;
 //     pack op(B)[pc.., jc..] into NR-wide panels (row p of a panel = NR consecutive floats);
 //     for each row block ic (MC tall): pack op(A)[ic.., pc..] into MR-tall panels (column p = MR floats);
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
+// KC, MC and NC come from the caches the machine reports (GemmBlocking: why, and the sizes each level must hold):
+// the B panel being used stays in L1 while the kernel runs down the A block, which stays in L2.
+// Packed panels start on a cache line, and each kernel call asks for the cache lines of the next C tile while it
+// runs (PrefetchRow).
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
@@ -16,17 +20,14 @@ namespace HeadLens.Kernels;
 // panels, so no thread waits on another.
 public static partial class Gemm
 {
-    // Measured on this machine (2048³, KC 128..1024 × MC 24..288): long depth blocks win, because each micro-kernel
-    // call ends by reading and writing its 12×32 tile of C, rows ldc apart; KC = 768 amortises that over 768 steps
-    // (and the tile's cache lines are requested at the call's start: PrefetchTile).
-    // The B panel (KC·NR·4 B = 96 KB) then lives in L2 beside the A block.
-    private const int DepthBlock = 768;
+    /// <summary>The cache blocking every product uses: chosen once from the caches this machine reports.</summary>
+    public static GemmBlocking Blocking => GemmBlocking.ForThisMachine;
 
-    // MC·KC·4 B = 144 KB of packed A per block: with the B panel, inside the 1 MB L2 of a core.
-    private const int RowBlock = 48;
+    /// <summary>Rows of the register tile of the widest vector unit present (12 with AVX-512, 6 with AVX).</summary>
+    internal static int TileRows => TileShape.Current.Rows;
 
-    // NC·KC·4 B = 6 MB of packed B: sized for the shared L3, reused by every row block.
-    private const int ColumnBlock = 2048;
+    /// <summary>Columns of the register tile (32 with AVX-512, 16 with AVX).</summary>
+    internal static int TileColumns => TileShape.Current.Columns;
 
     // Below this many multiply-adds, packing and threading cost more than they save.
     private const long SmallProduct = 16 * 16 * 16;
@@ -43,7 +44,7 @@ public static partial class Gemm
     private static unsafe void MultiplyFast(
         bool transposeA, bool transposeB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
-        Span<float> c, int ldc, bool accumulate, int threads)
+        Span<float> c, int ldc, bool accumulate, int threads, GemmBlocking blocking)
     {
         if (m == 0 || n == 0)
         {
@@ -78,7 +79,7 @@ public static partial class Gemm
         fixed (float* bPointer = b)
         fixed (float* cPointer = c)
         {
-            var job = new Job(transposeA, transposeB, m, n, k, aPointer, lda, bPointer, ldb, cPointer, ldc, accumulate);
+            var job = new Job(transposeA, transposeB, m, n, k, aPointer, lda, bPointer, ldb, cPointer, ldc, accumulate) { Blocking = blocking };
             if (threadCount == 1)
             {
                 job.Run(0, 1);
@@ -96,6 +97,8 @@ public static partial class Gemm
     {
         /// <summary>op(B) already packed over its whole depth (Gemm.Pack), or null: pack per depth block.</summary>
         public float* PackedB { get; init; }
+
+        public required GemmBlocking Blocking { get; init; }
 
         /// <summary>Computes part <paramref name="part"/> of <paramref name="parts"/>: a range of columns (or rows).</summary>
         public void Run(int part, int parts)
@@ -134,8 +137,9 @@ public static partial class Gemm
         private void Compute(TileShape shape, int rowStart, int rows, int columnStart, int columns)
         {
             int mr = shape.Rows, nr = shape.Columns;
-            int bCapacity = DepthBlock * RoundUp(Math.Min(columns, ColumnBlock), nr);
-            int aCapacity = DepthBlock * RoundUp(Math.Min(rows, RowBlock), mr);
+            int depthBlock = Blocking.Depth, rowBlock = RoundUp(Blocking.Rows, mr), columnBlock = RoundUp(Blocking.Columns, nr);
+            int bCapacity = (depthBlock * RoundUp(Math.Min(columns, columnBlock), nr)) + AlignmentFloats;
+            int aCapacity = (depthBlock * RoundUp(Math.Min(rows, rowBlock), mr)) + AlignmentFloats;
             if (packedB is null || packedB.Length < bCapacity)
             {
                 packedB = GC.AllocateUninitializedArray<float>(bCapacity, pinned: true);
@@ -147,50 +151,44 @@ public static partial class Gemm
             }
 
             float* tile = stackalloc float[mr * nr];
-            fixed (float* bPack = packedB)
-            fixed (float* aPack = packedA)
+            fixed (float* bBuffer = packedB)
+            fixed (float* aBuffer = packedA)
             {
-                for (int jc = columnStart; jc < columnStart + columns; jc += ColumnBlock)
+                float* bPack = Aligned(bBuffer), aPack = Aligned(aBuffer);
+                // With one row block (the products of a training step: 256 tokens), each B panel is used once per
+                // depth block: pack it right before its use, so the kernel reads it from L1 instead of from L3
+                // after the whole block was packed.
+                bool packPanelsAsUsed = PackedB == null && rows <= rowBlock;
+                for (int jc = columnStart; jc < columnStart + columns; jc += columnBlock)
                 {
-                    int nc = Math.Min(ColumnBlock, columnStart + columns - jc);
-                    for (int pc = 0; pc < k; pc += DepthBlock)
+                    int nc = Math.Min(columnBlock, columnStart + columns - jc);
+                    for (int pc = 0; pc < k; pc += depthBlock)
                     {
-                        int kc = Math.Min(DepthBlock, k - pc);
+                        int kc = Math.Min(depthBlock, k - pc);
                         bool add = accumulate || pc > 0;
-                        if (PackedB == null)
+                        if (PackedB == null && !packPanelsAsUsed)
                         {
-                            PackB(pc, kc, jc, nc, nr, bPack);
+                            PackB(pc, kc, jc, 0, nc, nr, bPack);
                         }
 
-                        for (int ic = rowStart; ic < rowStart + rows; ic += RowBlock)
+                        for (int ic = rowStart; ic < rowStart + rows; ic += rowBlock)
                         {
-                            int mc = Math.Min(RowBlock, rowStart + rows - ic);
+                            int mc = Math.Min(rowBlock, rowStart + rows - ic);
                             PackA(ic, mc, pc, kc, mr, aPack);
                             for (int jr = 0; jr < nc; jr += nr)
                             {
                                 int nValid = Math.Min(nr, nc - jr);
+                                if (packPanelsAsUsed)
+                                {
+                                    PackB(pc, kc, jc, jr, jr + nValid, nr, bPack);
+                                }
+
                                 float* bPanel = PackedB == null ? bPack + jr * kc : PackedB + ((long)(jc + jr) * k) + ((long)pc * nr);
                                 for (int ir = 0; ir < mc; ir += mr)
                                 {
-                                    int mValid = Math.Min(mr, mc - ir);
-                                    float* aPanel = aPack + ir * kc;
                                     float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
-                                    if (mValid == mr && nValid == nr)
-                                    {
-                                        shape.Kernel(kc, aPanel, bPanel, cTile, ldc, add);
-                                    }
-                                    else if (mValid == shape.ShortRows && nValid == nr)
-                                    {
-                                        // The last rows of an M that is not a multiple of the tile (256 tokens =
-                                        // 21·12 + 4): a third of the work of a padded 12-row tile.
-                                        shape.ShortKernel(kc, aPanel, bPanel, cTile, ldc, add);
-                                    }
-                                    else
-                                    {
-                                        // Edge tile: compute the whole padded tile aside, then merge the valid part.
-                                        shape.Kernel(kc, aPanel, bPanel, tile, nr, false);
-                                        MergeTile(tile, nr, cTile, ldc, mValid, nValid, add);
-                                    }
+                                    float* next = ir + mr < mc ? cTile + ((long)mr * ldc) : c + ((long)ic * ldc) + jc + jr + nr;
+                                    Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
                                 }
                             }
                         }
@@ -199,13 +197,38 @@ public static partial class Gemm
             }
         }
 
-        // Packed B: panels of nr columns; inside a panel, row p holds op(B)[p, j..j+nr) (zero past column n).
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void PackB(int pc, int kc, int jc, int nc, int nr, float* destination)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Tile(
+            TileShape shape, int kc, float* aPanel, float* bPanel, float* cTile, int ldc, int mValid, int nValid, bool add,
+            float* tile, float* next)
         {
-            for (int jr = 0; jr < nc; jr += nr)
+            int mr = shape.Rows, nr = shape.Columns;
+            if (mValid == mr && nValid == nr)
             {
-                int valid = Math.Min(nr, nc - jr);
+                shape.Kernel(kc, aPanel, bPanel, cTile, ldc, add, next);
+            }
+            else if (mValid == shape.ShortRows && nValid == nr)
+            {
+                // The last rows of an M that is not a multiple of the tile (256 tokens = 21·12 + 4): a third of the
+                // work of a padded 12-row tile.
+                shape.ShortKernel(kc, aPanel, bPanel, cTile, ldc, add, next);
+            }
+            else
+            {
+                // Edge tile: compute the whole padded tile aside, then merge the valid part.
+                shape.Kernel(kc, aPanel, bPanel, tile, nr, false, next);
+                MergeTile(tile, nr, cTile, ldc, mValid, nValid, add);
+            }
+        }
+
+        // Packed B: panels of nr columns; inside a panel, row p holds op(B)[p, j..j+nr) (zero past column n).
+        // Packs the panels of columns [first, end) of the block at jc (first a multiple of nr).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void PackB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
+        {
+            for (int jr = first; jr < end; jr += nr)
+            {
+                int valid = Math.Min(nr, end - jr);
                 float* panel = destination + jr * kc;
                 if (!transposeB)
                 {
@@ -403,6 +426,13 @@ public static partial class Gemm
         }
     }
 
+    // Packed panels start on a cache line: a 64-byte vector load of B that straddles two lines costs two loads, and
+    // with B streaming from L2 that cost a quarter of the micro-kernel's speed (measured: 100–110 vs 136 GFLOP/s).
+    private const int AlignmentFloats = 64 / sizeof(float);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float* Aligned(float* pointer) => (float*)(((nint)pointer + 63) & ~(nint)63);
+
     private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
 
     /// <summary>The register tile of the widest vector unit present, and its micro-kernel.</summary>
@@ -413,8 +443,8 @@ public static partial class Gemm
             : new TileShape(6, 16, &Kernel6x16, 0, null);
 
         private TileShape(
-            int rows, int columns, delegate*<int, float*, float*, float*, int, bool, void> kernel,
-            int shortRows, delegate*<int, float*, float*, float*, int, bool, void> shortKernel)
+            int rows, int columns, delegate*<int, float*, float*, float*, int, bool, float*, void> kernel,
+            int shortRows, delegate*<int, float*, float*, float*, int, bool, float*, void> shortKernel)
         {
             Rows = rows;
             Columns = columns;
@@ -427,21 +457,25 @@ public static partial class Gemm
 
         public int Columns { get; }
 
-        /// <summary>(kc, packed A panel, packed B panel, C tile, ldc, add): C tile (+)= A panel · B panel.</summary>
-        public delegate*<int, float*, float*, float*, int, bool, void> Kernel { get; }
+        /// <summary>
+        /// (kc, packed A panel, packed B panel, C tile, ldc, add, next C tile): C tile (+)= A panel · B panel, asking
+        /// for the next tile's cache lines on the way.
+        /// </summary>
+        public delegate*<int, float*, float*, float*, int, bool, float*, void> Kernel { get; }
 
         /// <summary>Rows of the short kernel (0 = none): the first rows of a panel, for an edge of exactly that many.</summary>
         public int ShortRows { get; }
 
         /// <summary>As <see cref="Kernel"/>, for the first <see cref="ShortRows"/> rows of a Rows-tall A panel.</summary>
-        public delegate*<int, float*, float*, float*, int, bool, void> ShortKernel { get; }
+        public delegate*<int, float*, float*, float*, int, bool, float*, void> ShortKernel { get; }
     }
 
     // 12×32 tile: rows i of A broadcast against two 16-wide vectors of B, 24 fused multiply-adds per step of p.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel12x32(int kc, float* a, float* b, float* c, int ldc, bool add)
+    private static unsafe void Kernel12x32(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
-        PrefetchTile(c, ldc, 12, 31);
+        float* ahead = next;
+        int rowsAhead = 12, gap = Math.Max(1, kc / 16), countdown = gap;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
@@ -488,6 +522,15 @@ public static partial class Gemm
             cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
             a += 12;
             b += 32;
+            if (--countdown == 0)
+            {
+                countdown = gap;
+                if (rowsAhead-- > 0)
+                {
+                    PrefetchRow(ahead, 32);
+                    ahead += ldc;
+                }
+            }
         }
 
         Store512(c, ldc, 0, c00, c01, add);
@@ -506,9 +549,10 @@ public static partial class Gemm
 
     // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel4x32(int kc, float* a, float* b, float* c, int ldc, bool add)
+    private static unsafe void Kernel4x32(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
-        PrefetchTile(c, ldc, 4, 31);
+        float* ahead = next;
+        int rowsAhead = 4, gap = Math.Max(1, kc / 16), countdown = gap;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
         Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
         for (int p = 0; p < kc; p++)
@@ -529,6 +573,15 @@ public static partial class Gemm
             c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
             a += 12;
             b += 32;
+            if (--countdown == 0)
+            {
+                countdown = gap;
+                if (rowsAhead-- > 0)
+                {
+                    PrefetchRow(ahead, 32);
+                    ahead += ldc;
+                }
+            }
         }
 
         Store512(c, ldc, 0, c00, c01, add);
@@ -537,23 +590,23 @@ public static partial class Gemm
         Store512(c, ldc, 3, c30, c31, add);
     }
 
-    // Asks for the cache lines of a C tile (rows × last+1 floats) before the depth loop, so that its final load/store
-    // finds them in cache: C is touched once per depth block, and without this every tile stalled on memory at its end
-    // (most visible when the depth is short, as in the weight gradient with 256 tokens).
+    // Asks for the cache lines of one row of the C tile the next call will read and write (row[0..width)), one row per
+    // step of this call's depth loop, so the tile is in cache when that call ends: C is touched once per depth block,
+    // rows ldc apart (a new page per row for wide matrices), and a tile that waited on memory and the TLB at its end,
+    // or prefetched all at once at its start, stalled the kernel (the weight gradients, k = 256, most of all).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchTile(float* c, int ldc, int rows, int last)
+    private static unsafe void PrefetchRow(float* row, int width)
     {
-        if (!Sse.IsSupported)
+        if (Sse.IsSupported)
         {
-            return;
-        }
-
-        for (int i = 0; i < rows; i++)
-        {
-            float* row = c + (long)i * ldc;
+            // Every cache line of row[0..width), aligned or not: the first, each 16 floats on, and the last.
             Sse.Prefetch0(row);
-            Sse.Prefetch0(row + 16);
-            Sse.Prefetch0(row + last);
+            if (width > 16)
+            {
+                Sse.Prefetch0(row + 16);
+            }
+
+            Sse.Prefetch0(row + width - 1);
         }
     }
 
@@ -573,9 +626,10 @@ public static partial class Gemm
 
     // 6×16 tile for machines without AVX-512: 12 accumulators of the 16 ymm registers.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
+    private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
-        PrefetchTile(c, ldc, 6, 15);
+        float* ahead = next;
+        int rowsAhead = 6;
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int p = 0; p < kc; p++)
@@ -602,6 +656,12 @@ public static partial class Gemm
             c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
             a += 6;
             b += 16;
+            if (rowsAhead > 0)
+            {
+                PrefetchRow(ahead, 16);
+                ahead += ldc;
+                rowsAhead--;
+            }
         }
 
         Store256(c, ldc, 0, c00, c01, add);

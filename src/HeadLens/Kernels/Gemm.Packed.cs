@@ -30,10 +30,11 @@ public static partial class Gemm
 
         int nr = TileShape.Current.Columns;
         int panels = (n + nr - 1) / nr;
-        var packed = GC.AllocateUninitializedArray<float>(checked(panels * k * nr), pinned: true);
+        var packed = GC.AllocateUninitializedArray<float>(checked((panels * k * nr) + AlignmentFloats), pinned: true);
         fixed (float* source = weight.Span)
-        fixed (float* target = packed)
+        fixed (float* buffer = packed)
         {
+            float* target = Aligned(buffer);
             for (int q = 0; q < panels; q++)
             {
                 TransposeInto(source + ((long)q * nr * k), k, Math.Min(nr, n - (q * nr)), k, target + ((long)q * k * nr), nr);
@@ -44,8 +45,14 @@ public static partial class Gemm
     }
 
     /// <summary>C[M,N] (+)= A[M,K] · Wᵀ with W packed by <see cref="Pack"/>: the fast product without packing B.</summary>
-    public static unsafe void MultiplyPacked(
-        int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate, int threads = 0)
+    public static void MultiplyPacked(
+        int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate, int threads = 0) =>
+        MultiplyPackedWith(Blocking, m, a, lda, weight, c, ldc, accumulate, threads);
+
+    /// <summary>As <see cref="MultiplyPacked"/>, with the given cache blocking instead of this machine's (tests).</summary>
+    internal static unsafe void MultiplyPackedWith(
+        GemmBlocking blocking, int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate,
+        int threads)
     {
         int n = weight.Rows, k = weight.Columns;
         var source = weight.Source.Span;
@@ -53,7 +60,7 @@ public static partial class Gemm
         long work = (long)m * n * k;
         if (m == 0 || work < SmallProduct)
         {
-            MultiplyFast(false, true, m, n, k, a, lda, source, k, c, ldc, accumulate, threads);
+            MultiplyFast(false, true, m, n, k, a, lda, source, k, c, ldc, accumulate, threads, blocking);
             return;
         }
 
@@ -62,9 +69,11 @@ public static partial class Gemm
         fixed (float* aPointer = a)
         fixed (float* bPointer = source)
         fixed (float* cPointer = c)
-        fixed (float* panels = weight.Panels)
+        fixed (float* buffer = weight.Panels)
         {
-            var job = new Job(false, true, m, n, k, aPointer, lda, bPointer, k, cPointer, ldc, accumulate) { PackedB = panels };
+            // The panels were written from the array's first cache line, which stays put: the array is pinned.
+            float* panels = Aligned(buffer);
+            var job = new Job(false, true, m, n, k, aPointer, lda, bPointer, k, cPointer, ldc, accumulate) { PackedB = panels, Blocking = blocking };
             if (threadCount == 1)
             {
                 job.Run(0, 1);

@@ -16,7 +16,17 @@ public static partial class Gemm
         Span<float> c, int ldc, bool accumulate, int threads = 0)
     {
         CheckArguments(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc);
-        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads);
+        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, Blocking);
+    }
+
+    /// <summary>As <see cref="Multiply"/>, with the given cache blocking instead of this machine's (tests, sweeps).</summary>
+    internal static void MultiplyWith(
+        GemmBlocking blocking, bool transposeA, bool transposeB, int m, int n, int k,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
+        Span<float> c, int ldc, bool accumulate, int threads)
+    {
+        CheckArguments(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc);
+        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, blocking);
     }
 
     /// <summary>The contract: a plain triple loop, summing in index order in float.</summary>

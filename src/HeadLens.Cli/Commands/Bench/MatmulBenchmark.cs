@@ -45,6 +45,11 @@ internal sealed class MatmulBenchmark : IBenchmark
             }
         }
 
+        var blocking = Gemm.Blocking;
+        var caches = GemmBlocking.DetectedCaches;
+        progress.WriteLine($"matmul blocking KC={blocking.Depth} MC={blocking.Rows} NC={blocking.Columns}, from " + (caches is null
+            ? "the fallback cache sizes (the machine reported none)"
+            : $"L1d {caches.Level1 >> 10} KiB ({caches.Level1Ways}-way), L2 {caches.Level2 >> 10} KiB, L3 {caches.Level3 >> 20} MiB"));
         var results = new List<BenchResult>();
         foreach (var (op, transposeA, transposeB, m, n, k) in configs)
         {

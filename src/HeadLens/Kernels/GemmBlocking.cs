@@ -1,0 +1,68 @@
+namespace HeadLens.Kernels;
+
+/// <summary>
+/// The cache blocking of the fast matrix product (Gemm.Fast.cs): how deep a block of the sum is (KC,
+/// <see cref="Depth"/>), how many rows of op(A) are packed at a time (MC, <see cref="Rows"/>) and how many columns
+/// of op(B) (NC, <see cref="Columns"/>).
+/// </summary>
+/// <remarks>
+/// Chosen from the cache sizes the machine reports (<see cref="CacheSizes.Detect"/>), not from a timed sweep: the
+/// machines this runs on are shared and noisy (a sweep under another process's load picks noise, and one run once
+/// and cached per CPU model would keep that noise for good), a sweep costs seconds at start-up or a file written
+/// somewhere, and the sizes follow from where each operand has to live (BLIS's analytical model, Low et al. 2016):
+/// <list type="bullet">
+/// <item>KC: one packed B panel (KC × NR) stays in L1 while the kernel runs down the MC rows of the A block, beside
+/// the A panel streaming through (KC × MR) and one way of the cache left for C: KC·(MR + NR)·4 B ≤ L1·(W − 1)/W.
+/// 48 KiB, 12-way, 12×32 tile: KC = 256. Measured on that machine (Xeon, Ice Lake), 2048³ on one core: KC = 256
+/// ran ~20% faster than the KC = 768 that was tuned on another machine with B panels in L2.</item>
+/// <item>MC: the packed A block (MC × KC) stays in L2 for the whole sweep over NC columns: half of L2, the rest for
+/// the B panels passing through and C.</item>
+/// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (each thread packs its own; other cores and
+/// tenants use the rest), capped at 4096 columns, beyond which fewer re-packs of A save nothing measurable.</item>
+/// </list>
+/// </remarks>
+public sealed record GemmBlocking(int Depth, int Rows, int Columns)
+{
+    // When the machine reports nothing usable: caches that nearly every x86 and Arm core of the last decade meets
+    // or exceeds, so the blocks still fit where the real caches are larger (costing a little speed, not a lot).
+    internal static readonly CacheSizes FallbackCaches = new(32 << 10, 8, 512 << 10, 4 << 20);
+
+    private const int MinDepth = 64, MaxDepth = 1024, MaxRows = 4096, MaxColumns = 4096;
+
+    /// <summary>The caches this machine reports (null: none that make sense, so the fallback is used).</summary>
+    public static CacheSizes? DetectedCaches { get; } = CacheSizes.Detect();
+
+    /// <summary>The blocking for this machine's caches (or for <see cref="FallbackCaches"/>) and register tile.</summary>
+    public static GemmBlocking ForThisMachine { get; } = Choose(DetectedCaches, Gemm.TileRows, Gemm.TileColumns);
+
+    /// <summary>
+    /// Blocks that fit <paramref name="caches"/> (null: the fallback) for a register tile of
+    /// <paramref name="tileRows"/> × <paramref name="tileColumns"/> floats.
+    /// </summary>
+    public static GemmBlocking Choose(CacheSizes? caches, int tileRows, int tileColumns)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tileRows, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tileColumns, 1);
+        caches ??= FallbackCaches;
+        if (caches.Level1 <= 0 || caches.Level2 <= 0)
+        {
+            caches = FallbackCaches;
+        }
+
+        const int bytes = sizeof(float);
+        int ways = caches.Level1Ways > 1 ? caches.Level1Ways : 8;
+        long level1 = caches.Level1 * (ways - 1) / ways;
+        int depth = RoundDown((int)Math.Clamp(level1 / ((tileRows + tileColumns) * bytes), MinDepth, MaxDepth), 16);
+
+        int rows = (int)Math.Clamp(caches.Level2 / 2 / ((long)depth * bytes), tileRows, MaxRows);
+        rows = Math.Max(tileRows, RoundDown(rows, tileRows));
+
+        // No L3 reported: the B block is read from memory once per row block either way; give it what four L2s hold.
+        long level3 = caches.Level3 > 0 ? caches.Level3 : 4 * caches.Level2;
+        int columns = (int)Math.Clamp(level3 / 4 / ((long)depth * bytes), tileColumns, MaxColumns);
+        columns = Math.Max(tileColumns, RoundDown(columns, tileColumns));
+        return new GemmBlocking(depth, rows, columns);
+    }
+
+    private static int RoundDown(int value, int multiple) => value / multiple * multiple;
+}

@@ -1,0 +1,182 @@
+using HeadLens.Kernels;
+using HeadLens.Tests.Oracles;
+
+namespace HeadLens.Tests.Kernels;
+
+/// <summary>
+/// The fast product under every cache blocking the chooser can produce (and the smallest, and sizes that are not
+/// multiples of the tile) against the float64 oracle, per transposition, on 1 and 2 threads, through both the
+/// per-call packing and the weights packed once; and the chooser itself: cache sizes in, blocks that fit out.
+/// The tolerance is GemmTests's: k·ε of Σ|a·b| per entry (the blocking only changes the order of the sums).
+/// </summary>
+public sealed class GemmBlockingTests
+{
+    private static readonly int TileRows = Gemm.TileRows, TileColumns = Gemm.TileColumns;
+
+    public static TheoryData<int, int, int> Blockings() => new()
+    {
+        { 16, TileRows, TileColumns },     // every loop takes many trips: smallest blocks
+        { 40, 30, 50 },                    // rows and columns not whole tiles (rounded up inside)
+        { 64, 2 * TileRows, 3 * TileColumns },
+        { 768, 48, 2048 },                 // the constants before blocks came from the caches
+        { GemmBlocking.ForThisMachine.Depth, GemmBlocking.ForThisMachine.Rows, GemmBlocking.ForThisMachine.Columns },
+        {
+            GemmBlocking.Choose(null, TileRows, TileColumns).Depth, GemmBlocking.Choose(null, TileRows, TileColumns).Rows,
+            GemmBlocking.Choose(null, TileRows, TileColumns).Columns
+        },
+    };
+
+    // Odd sizes across the blocks above: edge tiles, the short-rows kernel (M ≡ 4 mod 12), depth past several blocks.
+    private static readonly (int M, int N, int K)[] Sizes = [(13, 97, 131), (37, 70, 300), (100, 33, 17), (256, 70, 31), (61, 129, 65)];
+
+    [Theory]
+    [MemberData(nameof(Blockings))]
+    public void FastProductMatchesOracleUnderBlocking(int depth, int rows, int columns)
+    {
+        var blocking = new GemmBlocking(depth, rows, columns);
+        var random = new Random(depth * 31 + rows * 7 + columns);
+        foreach (var (m, n, k) in Sizes)
+        {
+            foreach (bool transposeA in new[] { false, true })
+            {
+                foreach (bool transposeB in new[] { false, true })
+                {
+                    foreach (int threads in new[] { 1, 2 })
+                    {
+                        Check(random, blocking, transposeA, transposeB, m, n, k, threads, accumulate: threads == 2);
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Blockings))]
+    public void PackedWeightsEqualPerCallPackingUnderBlocking(int depth, int rows, int columns)
+    {
+        var blocking = new GemmBlocking(depth, rows, columns);
+        var random = new Random(depth + rows + columns);
+        foreach (var (m, n, k) in Sizes)
+        {
+            float[] x = TestData.Uniform(random, m * k), w = TestData.Uniform(random, n * k);
+            var packed = Gemm.Pack(w, n, k);
+            if (packed is null)
+            {
+                return; // no vector unit: there is no packed path to compare
+            }
+
+            foreach (int threads in new[] { 1, 2 })
+            {
+                float[] start = TestData.Uniform(random, m * n);
+                float[] expected = (float[])start.Clone(), actual = (float[])start.Clone();
+                Gemm.MultiplyWith(blocking, false, true, m, n, k, x, k, w, k, expected, n, accumulate: true, threads);
+                Gemm.MultiplyPackedWith(blocking, m, x, k, packed, actual, n, accumulate: true, threads);
+                // Same blocking, same kernel, same order of sums: the same bits.
+                Assert.Equal(expected, actual);
+            }
+        }
+    }
+
+    [Fact]
+    public void IceLakeServerCachesGiveBlocksThatFit()
+    {
+        // Xeon (Ice Lake): L1d 48 KiB 12-way, L2 1.25 MiB, L3 48 MiB; the 12×32 AVX-512 tile.
+        var caches = new CacheSizes(48 << 10, 12, 1280 << 10, 48 << 20);
+        Assert.Equal(new GemmBlocking(256, 636, 4096), GemmBlocking.Choose(caches, 12, 32));
+        AssertFits(caches, 12, 32, GemmBlocking.Choose(caches, 12, 32));
+    }
+
+    [Fact]
+    public void SmallerCachesGiveSmallerBlocks()
+    {
+        // A 32 KiB 8-way L1, 1 MiB L2 (Skylake server) against the Ice Lake sizes: shallower and shorter blocks.
+        var small = GemmBlocking.Choose(new CacheSizes(32 << 10, 8, 1 << 20, 16 << 20), 12, 32);
+        var large = GemmBlocking.Choose(new CacheSizes(48 << 10, 12, 2 << 20, 64 << 20), 12, 32);
+        Assert.True(small.Depth < large.Depth, $"{small} vs {large}");
+        Assert.True(small.Rows < large.Rows, $"{small} vs {large}");
+        // The 6×16 AVX tile takes a deeper block from the same L1: its panels are narrower.
+        Assert.True(GemmBlocking.Choose(new CacheSizes(32 << 10, 8, 1 << 20, 16 << 20), 6, 16).Depth > small.Depth);
+    }
+
+    [Fact]
+    public void EveryPlausibleCacheGivesBlocksThatFit()
+    {
+        foreach (long level1 in new long[] { 16 << 10, 32 << 10, 48 << 10, 64 << 10, 128 << 10 })
+        {
+            foreach (int ways in new[] { 0, 4, 8, 12, 16 })
+            {
+                foreach (long level2 in new long[] { 256 << 10, 512 << 10, 1 << 20, 1280 << 10, 2 << 20, 4 << 20 })
+                {
+                    foreach (long level3 in new long[] { 0, 4 << 20, 32 << 20, 256 << 20 })
+                    {
+                        var caches = new CacheSizes(level1, ways, level2, level3);
+                        foreach (var (mr, nr) in new[] { (12, 32), (6, 16) })
+                        {
+                            AssertFits(caches, mr, nr, GemmBlocking.Choose(caches, mr, nr));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void MissingOrBrokenCacheInformationGivesTheFallback()
+    {
+        var fallback = GemmBlocking.Choose(GemmBlocking.FallbackCaches, 12, 32);
+        Assert.Equal(fallback, GemmBlocking.Choose(null, 12, 32));
+        Assert.Equal(fallback, GemmBlocking.Choose(new CacheSizes(0, 0, 0, 0), 12, 32));
+        Assert.Equal(fallback, GemmBlocking.Choose(new CacheSizes(48 << 10, 12, -1, 0), 12, 32));
+        AssertFits(GemmBlocking.FallbackCaches, 12, 32, fallback);
+        Assert.Throws<ArgumentOutOfRangeException>(() => GemmBlocking.Choose(null, 0, 32));
+    }
+
+    // The sizes the chooser promises (GemmBlocking's remarks), wherever the clamps leave room for them.
+    private static void AssertFits(CacheSizes caches, int mr, int nr, GemmBlocking blocking)
+    {
+        string what = $"{caches} tile {mr}×{nr}: {blocking}";
+        Assert.True(blocking.Depth is >= 64 and <= 1024 && blocking.Depth % 16 == 0, what);
+        Assert.True(blocking.Rows >= mr && blocking.Rows % mr == 0, what);
+        Assert.True(blocking.Columns >= nr && blocking.Columns % nr == 0, what);
+        int ways = caches.Level1Ways > 1 ? caches.Level1Ways : 8;
+        long panels = (long)blocking.Depth * (mr + nr) * sizeof(float);
+        Assert.True(blocking.Depth == 64 || panels <= caches.Level1 * (ways - 1) / ways, what);
+        long aBlock = (long)blocking.Rows * blocking.Depth * sizeof(float);
+        Assert.True(blocking.Rows == mr || aBlock <= caches.Level2 / 2, what);
+        long level3 = caches.Level3 > 0 ? caches.Level3 : 4 * caches.Level2;
+        long bBlock = (long)blocking.Columns * blocking.Depth * sizeof(float);
+        Assert.True(blocking.Columns == nr || bBlock <= level3 / 4, what);
+    }
+
+    private static void Check(
+        Random random, GemmBlocking blocking, bool transposeA, bool transposeB, int m, int n, int k, int threads, bool accumulate)
+    {
+        (int aRows, int aCols) = transposeA ? (k, m) : (m, k);
+        (int bRows, int bCols) = transposeB ? (n, k) : (k, n);
+        int ldc = n + 3;
+        float[] a = TestData.Uniform(random, aRows * aCols), b = TestData.Uniform(random, bRows * bCols);
+        float[] c = TestData.Uniform(random, m * ldc), before = (float[])c.Clone();
+        Gemm.MultiplyWith(blocking, transposeA, transposeB, m, n, k, a, aCols, b, bCols, c, ldc, accumulate, threads);
+        var (product, scale) = Float64.GemmWithScale(transposeA, transposeB, m, n, k, a, aCols, b, bCols);
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                if (accumulate)
+                {
+                    product[i * n + j] += before[i * ldc + j];
+                    scale[i * n + j] += Math.Abs(before[i * ldc + j]);
+                }
+            }
+
+            for (int j = n; j < ldc; j++)
+            {
+                Assert.Equal(before[i * ldc + j], c[i * ldc + j]); // padding between rows untouched
+            }
+        }
+
+        double bound = Math.Max(1e-5, k * Math.Pow(2, -24));
+        double error = Float64.MaxScaledError(c, ldc, product, scale, m, n);
+        Assert.True(error <= bound, $"{blocking} m={m} n={n} k={k} tA={transposeA} tB={transposeB} threads={threads}: {error:E2} > {bound:E2}");
+    }
+}
