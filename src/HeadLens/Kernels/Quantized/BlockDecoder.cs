@@ -16,9 +16,9 @@ namespace HeadLens.Kernels.Quantized;
 //     sub-block of 32 values with the same product-then-difference as the reference. Q5_K's 32 levels use the
 //     two-table form (vpermt2ps). Q6_K's 64 levels are converted (vcvtdq2ps) and scaled.
 //   - IEEE half → float32 without F16C: sign-extend to 32 bits, shift left 13, keep sign, exponent and mantissa,
-//     multiply by 2¹¹² (rebiases the exponent, 15 → 127, and scales subnormal halves exactly, as float32 keeps their
-//     11 bits); exponent 31 (infinity, NaN) gets float32's all-ones exponent by a compare and blend. Block scales
-//     use the scalar form of the same (Dequantize.Half goes through System.Half's software conversion).
+//     add 112 (or 224 for exponent 31: infinity, NaN) to the exponent; the rare vectors holding a zero or subnormal
+//     half convert those lanes' mantissas (see HalfToSingle). Block scales use the scalar form of the same
+//     (Dequantize.Half goes through System.Half's software conversion).
 // Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
 // conversion form for every format); callers fall back to Dequantize.Reference when neither is supported.
 internal static unsafe class BlockDecoder
@@ -32,8 +32,7 @@ internal static unsafe class BlockDecoder
 
     public static bool Is256 => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
-    private static readonly float TwoTo112 = MathF.ScaleB(1f, 112);
-    private static readonly float TwoToMinus24 = MathF.ScaleB(1f, -24);
+    private const float TwoToMinus24 = 1f / (1 << 24); // constants, not static readonly: no class-initialisation check in the loops
 
     /// <summary>
     /// Decodes <paramref name="count"/> values (a whole number of blocks) from <paramref name="source"/> to
@@ -56,27 +55,66 @@ internal static unsafe class BlockDecoder
     public static float Half(byte* at)
     {
         int bits = *(short*)at; // sign-extended: the sign lands on bit 31 after the shift
-        int shifted = (bits << 13) & unchecked((int)0x8FFFE000);
-        float value = BitConverter.Int32BitsToSingle(shifted) * TwoTo112;
-        return (shifted & 0x0F800000) == 0x0F800000 ? BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(value) | 0x7F800000) : value;
+        int shifted = (bits << 13) & unchecked((int)0x8FFFE000), exponent = shifted & 0x0F800000;
+        return exponent == 0 ? Subnormal(bits, shifted)
+            : BitConverter.Int32BitsToSingle(shifted + (exponent == 0x0F800000 ? Special : Rebias));
     }
 
+    // Exponent bias 15 → 127, added to the exponent field; exponent 31 (infinity, NaN) → 255.
+    private const int Rebias = 112 << 23;
+    private const int Special = 224 << 23;
+
+    private static float Subnormal(int bits, int shifted) =>
+        BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits((bits & 0x3FF) * TwoToMinus24) | (shifted & int.MinValue));
+
+    // Vector form of Half: the exponent rebiased with an integer add (the special exponent 31 with its own), and
+    // the lanes with exponent 0 (zero, subnormal halves: 0.2% of N(0, 0.02) weights, so one vector in thirty) by a
+    // conversion of the mantissa, only when a vector holds one. Multiplying the shifted bits by 2¹¹² instead would
+    // feed float32 subnormals to the multiplier, which costs a microcode assist per such vector on Intel cores.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> HalfToSingle(Vector512<int> signExtended)
     {
         var shifted = Vector512.ShiftLeft(signExtended, 13) & Vector512.Create(unchecked((int)0x8FFFE000));
-        var value = shifted.AsSingle() * Vector512.Create(TwoTo112);
-        var special = Vector512.Equals(shifted & Vector512.Create(0x0F800000), Vector512.Create(0x0F800000));
-        return Vector512.ConditionalSelect(special.AsSingle(), (value.AsInt32() | Vector512.Create(0x7F800000)).AsSingle(), value);
+        var exponent = shifted & Vector512.Create(0x0F800000);
+        var value = shifted + Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512.Create(0x0F800000)), Vector512.Create(Special), Vector512.Create(Rebias));
+        if (Vector512.EqualsAny(exponent, Vector512<int>.Zero))
+        {
+            var subnormal = (Vector512.ConvertToSingle(signExtended & Vector512.Create(0x3FF)) * Vector512.Create(TwoToMinus24)).AsInt32() | (shifted & Vector512.Create(int.MinValue));
+            value = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512<int>.Zero), subnormal, value);
+        }
+
+        return value.AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> HalfToSingle(Vector256<int> signExtended)
     {
         var shifted = Vector256.ShiftLeft(signExtended, 13) & Vector256.Create(unchecked((int)0x8FFFE000));
-        var value = shifted.AsSingle() * Vector256.Create(TwoTo112);
-        var special = Vector256.Equals(shifted & Vector256.Create(0x0F800000), Vector256.Create(0x0F800000));
-        return Vector256.ConditionalSelect(special.AsSingle(), (value.AsInt32() | Vector256.Create(0x7F800000)).AsSingle(), value);
+        var exponent = shifted & Vector256.Create(0x0F800000);
+        var value = shifted + Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256.Create(0x0F800000)), Vector256.Create(Special), Vector256.Create(Rebias));
+        if (Vector256.EqualsAny(exponent, Vector256<int>.Zero))
+        {
+            var subnormal = (Vector256.ConvertToSingle(signExtended & Vector256.Create(0x3FF)) * Vector256.Create(TwoToMinus24)).AsInt32() | (shifted & Vector256.Create(int.MinValue));
+            value = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256<int>.Zero), subnormal, value);
+        }
+
+        return value.AsSingle();
+    }
+
+    /// <summary>16 F16 (or BF16) values at <paramref name="at"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen16(short* at, bool f16)
+    {
+        var bits = Avx512F.ConvertToVector512Int32(Vector256.Load(at));
+        return f16 ? HalfToSingle(bits) : Vector512.ShiftLeft(bits, 16).AsSingle();
+    }
+
+    /// <summary>8 F16 (or BF16) values at <paramref name="at"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen8(short* at, bool f16)
+    {
+        var bits = Avx2.ConvertToVector256Int32(at);
+        return f16 ? HalfToSingle(bits) : Vector256.ShiftLeft(bits, 16).AsSingle();
     }
 
     /// <summary>16 bytes widened to 16 int32 lanes (vpmovzxbd from memory).</summary>
@@ -87,8 +125,25 @@ internal static unsafe class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Bytes8(byte* at) => Avx2.ConvertToVector256Int32(at);
 
-    private static readonly Vector512<float> Iota16 = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    private static readonly Vector512<float> Iota16Minus8 = Iota16 - Vector512.Create(8f);
+    /// <summary>
+    /// A K-quant block's d (at 0) and dmin (at 2) times its 8 six-bit scales and mins (12 bytes at 4, packed as
+    /// Dequantize.ScaleMin reads them), as [d·s0..3, dmin·m0..3, d·s4..7, dmin·m4..7]: four 32-bit words unpack all
+    /// sixteen at once (bytes 0-3: low 6 bits are s0..3, top 2 bits the high bits of s4..7; bytes 4-7 the same for
+    /// the mins; bytes 8-11: low nibbles s4..7, high nibbles m4..7), then one conversion and one product.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScalesAndMins(byte* block, float* factors)
+    {
+        uint a = *(uint*)(block + 4), b = *(uint*)(block + 8), c = *(uint*)(block + 12);
+        var packed = Vector128.Create(a & 0x3F3F3F3F, b & 0x3F3F3F3F, (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030), ((c >> 4) & 0x0F0F0F0F) | ((b >> 2) & 0x30303030));
+        float d = Half(block), dmin = Half(block + 2);
+        var scale = Vector512.Create(Vector256.Create(Vector128.Create(d), Vector128.Create(dmin)), Vector256.Create(Vector128.Create(d), Vector128.Create(dmin)));
+        (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(packed.AsByte())) * scale).Store(factors);
+    }
+
+    private static Vector512<float> Iota16 => Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+    private static Vector512<float> Iota16Minus8 => Vector512.Create(-8f, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
 
     private static void Decode512(GgmlType type, byte* source, int count, float* y)
     {
@@ -102,9 +157,7 @@ internal static unsafe class BlockDecoder
                     int i = 0;
                     for (; i <= count - 16; i += 16)
                     {
-                        var bits = Avx512F.ConvertToVector512Int32(Vector256.Load(halves + i));
-                        var value = f16 ? HalfToSingle(bits) : Vector512.ShiftLeft(bits, 16).AsSingle();
-                        value.Store(y + i);
+                        Widen16(halves + i, f16).Store(y + i);
                     }
 
                     Tail(type, source, i, count, y);
@@ -131,27 +184,31 @@ internal static unsafe class BlockDecoder
 
                 break;
             case GgmlType.Q4_K:
-                for (int b = 0; b < count / 256; b++, source += 144, y += 256)
                 {
-                    float d = Half(source), dmin = Half(source + 2);
-                    var scales = new ReadOnlySpan<byte>(source + 4, 12);
-                    for (int group = 0; group < 4; group++)
+                    // Per super-block, the eight scales and eight mins as (d·scale, dmin·min) in one vector, lanes
+                    // [d·s0..3, dmin·m0..3, d·s4..7, dmin·m4..7], stored so each sub-block broadcasts its pair from L1.
+                    var factors = stackalloc float[16];
+                    for (int b = 0; b < count / 256; b++, source += 144, y += 256)
                     {
-                        var (s1, m1) = Dequantize.ScaleMin(scales, 2 * group);
-                        var (s2, m2) = Dequantize.ScaleMin(scales, (2 * group) + 1);
-                        var low = (Iota16 * Vector512.Create(d * s1)) - Vector512.Create(dmin * m1);
-                        var high = (Iota16 * Vector512.Create(d * s2)) - Vector512.Create(dmin * m2);
-                        var q0 = Bytes16(source + 16 + (32 * group));
-                        var q1 = Bytes16(source + 32 + (32 * group));
-                        float* to = y + (64 * group);
-                        Avx512F.PermuteVar16x32(low, q0).Store(to);
-                        Avx512F.PermuteVar16x32(low, q1).Store(to + 16);
-                        Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q0, 4)).Store(to + 32);
-                        Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q1, 4)).Store(to + 48);
+                        ScalesAndMins(source, factors);
+                        for (int group = 0; group < 4; group++)
+                        {
+                            int j = 2 * group, first = j < 4 ? j : j + 4, second = first + 1;
+                            var low = (Iota16 * Vector512.Create(factors[first])) - Vector512.Create(factors[first + 4]);
+                            var high = (Iota16 * Vector512.Create(factors[second])) - Vector512.Create(factors[second + 4]);
+                            var q0 = Bytes16(source + 16 + (32 * group));
+                            var q1 = Bytes16(source + 32 + (32 * group));
+                            float* to = y + (64 * group);
+                            Avx512F.PermuteVar16x32(low, q0).Store(to); // vpermps reads the low 4 bits of each index
+                            Avx512F.PermuteVar16x32(low, q1).Store(to + 16);
+                            Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q0, 4)).Store(to + 32);
+                            Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q1, 4)).Store(to + 48);
+                        }
                     }
+
+                    break;
                 }
 
-                break;
             case GgmlType.Q5_K:
                 for (int b = 0; b < count / 256; b++, source += 176, y += 256)
                 {
@@ -187,10 +244,11 @@ internal static unsafe class BlockDecoder
 
                 break;
             default: // Q6_K
+                var runScales = stackalloc float[16]; // d·scale of the block's sixteen runs of 16 values
                 for (int b = 0; b < count / 256; b++, source += 210, y += 256)
                 {
                     float d = Half(source + 208);
-                    var scales = (sbyte*)source + 192;
+                    (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)source + 192))) * Vector512.Create(d)).Store(runScales);
                     var nibble = Vector512.Create(0xF);
                     var two = Vector512.Create(0x30);
                     var offset = Vector512.Create(32);
@@ -207,10 +265,10 @@ internal static unsafe class BlockDecoder
                             var q2 = ((c & nibble) | (Vector512.ShiftLeft(h, 2) & two)) - offset;
                             var q3 = (Vector512.ShiftRightLogical(a, 4) | (h & two)) - offset;
                             var q4 = (Vector512.ShiftRightLogical(c, 4) | (Vector512.ShiftRightLogical(h, 2) & two)) - offset;
-                            (Vector512.ConvertToSingle(q1) * Vector512.Create(d * scales[s])).Store(to);
-                            (Vector512.ConvertToSingle(q2) * Vector512.Create(d * scales[s + 2])).Store(to + 32);
-                            (Vector512.ConvertToSingle(q3) * Vector512.Create(d * scales[s + 4])).Store(to + 64);
-                            (Vector512.ConvertToSingle(q4) * Vector512.Create(d * scales[s + 6])).Store(to + 96);
+                            (Vector512.ConvertToSingle(q1) * Vector512.Create(runScales[s])).Store(to);
+                            (Vector512.ConvertToSingle(q2) * Vector512.Create(runScales[s + 2])).Store(to + 32);
+                            (Vector512.ConvertToSingle(q3) * Vector512.Create(runScales[s + 4])).Store(to + 64);
+                            (Vector512.ConvertToSingle(q4) * Vector512.Create(runScales[s + 6])).Store(to + 96);
                         }
                     }
                 }
@@ -232,9 +290,7 @@ internal static unsafe class BlockDecoder
                     int i = 0;
                     for (; i <= count - 8; i += 8)
                     {
-                        var bits = Avx2.ConvertToVector256Int32(halves + i);
-                        var value = f16 ? HalfToSingle(bits) : Vector256.ShiftLeft(bits, 16).AsSingle();
-                        value.Store(y + i);
+                        Widen8(halves + i, f16).Store(y + i);
                     }
 
                     Tail(type, source, i, count, y);
