@@ -55,13 +55,14 @@ public static class QuantizedMatVec
         CheckShapes(type, weights, rows, columns, x, y);
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
         bool halves = type is GgmlType.F16 or GgmlType.BF16 && BlockDecoder.IsSupported;
+        bool fused = vectors == 1 && BlockDecoder.HasDot512(type); // several vectors share one decoding instead
         fixed (byte* wp = weights)
         fixed (float* xp = x, yp = y)
         {
             nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp;
             void Rows(int first, int end)
             {
-                var buffer = type == GgmlType.F32 || halves ? null : ArrayPool<float>.Shared.Rent(columns);
+                var buffer = type == GgmlType.F32 || halves || fused ? null : ArrayPool<float>.Shared.Rent(columns);
                 try
                 {
                     fixed (float* decoded = buffer)
@@ -76,6 +77,12 @@ public static class QuantizedMatVec
                                     ((float*)ya)[((long)v * rows) + r] = DotHalves(type == GgmlType.F16, row, (float*)xa + ((long)v * columns), columns);
                                 }
 
+                                continue;
+                            }
+
+                            if (fused)
+                            {
+                                ((float*)ya)[r] = BlockDecoder.Dot512(type, row, columns, (float*)xa);
                                 continue;
                             }
 
