@@ -278,10 +278,10 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
-    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K;
+    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
-    /// One Q4_K or Q6_K row's dot product with x, decoded as Decode512 decodes (the same values) but multiplied
+    /// One Q8_0, Q4_K or Q6_K row's dot product with x, decoded as Decode512 decodes (the same values) but multiplied
     /// straight from the registers: for one vector this saves a store and a load per 16 values (decoding is what
     /// bounds these formats, not memory). Four accumulators, one per position in a sub-block's 64 values.
     /// </summary>
@@ -291,7 +291,16 @@ internal static unsafe class BlockDecoder
         var a1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero;
         var a3 = Vector512<float>.Zero;
-        if (type == GgmlType.Q4_K)
+        if (type == GgmlType.Q8_0)
+        {
+            for (int b = 0; b < count / 32; b++, row += 34, x += 32)
+            {
+                var d = Vector512.Create(Half(row));
+                a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))) * d, Vector512.Load(x), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))) * d, Vector512.Load(x + 16), a1);
+            }
+        }
+        else if (type == GgmlType.Q4_K)
         {
             var factors = stackalloc float[16];
             for (int b = 0; b < count / 256; b++, row += 144, x += 256)

@@ -8,7 +8,7 @@ namespace HeadLens.Kernels.Quantized;
 // Decoding streams every weight once per token, so the aim is to decode faster than memory delivers the bytes
 // (~15 GB/s on two cores here). Each row is decoded by BlockDecoder into an fp32 buffer that stays in L1 (the same
 // values as Dequantize.Reference, bit for bit), then multiplied with each vector by Gemv.Dot (four FMA chains); F16 and
-// BF16 rows, and (AVX-512, one vector) Q4_K and Q6_K rows, are multiplied straight from the registers instead
+// BF16 rows, and (AVX-512, one vector) Q8_0, Q4_K and Q6_K rows, are multiplied straight from the registers instead
 // (BlockDecoder.Dot512: the same values, without the store and reload). So the fast path differs from the reference
 // only in the order of the sums, never in the weights. (An earlier version
 // factored each block as s·Σu·x + c·Σx to skip the decode; it was compute-bound at a third of llama.cpp's speed on
