@@ -133,7 +133,7 @@ public static class Gemv
     // One row's dot product with four independent accumulators (four FMA chains in flight, as the FMA latency
     // needs). Rows are read one after another, so W streams strictly sequentially: interleaving several short rows
     // (k = 768 is 3 KB) defeats the hardware prefetchers and was measured 3-5x slower.
-    private static unsafe float Dot(float* row, float* x, int k)
+    internal static unsafe float Dot(float* row, float* x, int k)
     {
         int i = 0;
         float sum = 0f;

@@ -42,8 +42,8 @@ public sealed class QuantizedMatMulTests
                 {
                     for (int j = 0; j < n; j++)
                     {
-                        // float32 sums of K products in another order: the error grows with Σ|w·x|; the in-register
-                        // path's constant-term split (Σ s·u·x + c·Σx) adds roundings up to 32·|d|·Σ|x| (see QuantizedMatVecTests).
+                        // float32 sums of K products in another order: the error grows with Σ|w·x| (see QuantizedMatVecTests
+                        // for the second term).
                         double scale = 0, largest = 0;
                         for (int p = 0; p < k; p++)
                         {

@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 
 namespace HeadLens.Kernels.Quantized;
 
@@ -12,7 +10,7 @@ namespace HeadLens.Kernels.Quantized;
 //   Forward, M ≤ FewVectors (decoding, tiny prompts): QuantizedMatVec over the M vectors — each row of W is decoded
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): W is decoded a panel of rows at a time into a small fp32 scratch
-//     (rows split between the threads), and the panel goes through the fast Gemm. The panel is about 2 MB: large
+//     (BlockDecoder, vectorised; rows split between the threads), and the panel goes through the fast Gemm. The panel is about 2 MB: large
 //     enough that Gemm's packing and blocking amortise (a few hundred rows), small enough to stay in L2/L3 while it
 //     is packed, and M·2 flops per decoded value make the decoding a small share once M reaches a few dozen tokens.
 public static class QuantizedMatMul
@@ -62,7 +60,7 @@ public static class QuantizedMatMul
 
     /// <summary>
     /// <paramref name="rows"/> rows of <paramref name="columns"/> values decoded to fp32: the same values as
-    /// <see cref="Dequantize.Reference"/> (F16 through the vectorised conversion, which rounds identically); rows
+    /// <see cref="Dequantize.Reference"/> (BlockDecoder's vector decoding writes exactly those values); rows
     /// split between the threads when there are many.
     /// </summary>
     public static unsafe void DequantizeRows(GgmlType type, ReadOnlySpan<byte> source, int rows, int columns, Span<float> destination)
@@ -81,28 +79,7 @@ public static class QuantizedMatMul
             {
                 for (int r = first; r < end; r++)
                 {
-                    var from = new ReadOnlySpan<byte>((byte*)sa + ((long)r * rowBytes), rowBytes);
-                    var to = new Span<float>((float*)da + ((long)r * columns), columns);
-                    switch (type)
-                    {
-                        case GgmlType.F32:
-                            MemoryMarshal.Cast<byte, float>(from).CopyTo(to);
-                            break;
-                        case GgmlType.F16:
-                            TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(from), to);
-                            break;
-                        case GgmlType.BF16:
-                            var halves = MemoryMarshal.Cast<byte, ushort>(from);
-                            for (int i = 0; i < columns; i++)
-                            {
-                                to[i] = BitConverter.Int32BitsToSingle(halves[i] << 16);
-                            }
-
-                            break;
-                        default:
-                            Dequantize.Reference(type, from, to);
-                            break;
-                    }
+                    QuantizedMatVec.DecodeRow(type, (byte*)sa + ((long)r * rowBytes), rowBytes, columns, (float*)da + ((long)r * columns));
                 }
             }
 

@@ -1,0 +1,481 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace HeadLens.Kernels.Quantized;
+
+// Vectorised decoding of ggml blocks to fp32: exactly the values Dequantize.Reference writes, bit for bit, so a
+// product over decoded values differs from the reference path only in the order of its sums. Each format's value is
+// formed with the reference's own operations in the reference's order (e.g. Q4_K: (d·scale)·q − dmin·min, a product
+// then a difference, never a fused multiply-add), only many lanes at a time.
+// The levers (measured on an Ice Lake Xeon with perf; .NET 10 has no F16C intrinsic and no VNNI):
+//   - bytes are widened straight from memory to 32-bit lanes (vpmovzxbd/vpmovsxwd with a memory operand: one
+//     shuffle per 16 values), nibbles split afterwards with an AND and a shift in the 32-bit lanes;
+//   - with AVX-512, a 4-bit value indexes a 16-entry table of its decoded values (vpermps: one instruction does the
+//     int→float conversion, the scale and the offset); the table, iota·(d·scale) − dmin·min, is built once per
+//     sub-block of 32 values with the same product-then-difference as the reference. Q5_K's 32 levels use the
+//     two-table form (vpermt2ps). Q6_K's 64 levels are converted (vcvtdq2ps) and scaled.
+//   - IEEE half → float32 without F16C: sign-extend to 32 bits, shift left 13, keep sign, exponent and mantissa,
+//     add 112 (or 224 for exponent 31: infinity, NaN) to the exponent; the rare vectors holding a zero or subnormal
+//     half convert those lanes' mantissas (see HalfToSingle). Block scales use the scalar form of the same
+//     (Dequantize.Half goes through System.Half's software conversion).
+// Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
+// conversion form for every format); callers fall back to Dequantize.Reference when neither is supported.
+internal static unsafe class BlockDecoder
+{
+    /// <summary>Values decoded per call by the products (a K-quant super-block; eight Q8_0/Q4_0 blocks): fits L1.</summary>
+    public const int Chunk = 256;
+
+    public static bool IsSupported => Is512 || Is256;
+
+    public static bool Is512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    public static bool Is256 => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
+
+    private const float TwoToMinus24 = 1f / (1 << 24); // constants, not static readonly: no class-initialisation check in the loops
+
+    /// <summary>
+    /// Decodes <paramref name="count"/> values (a whole number of blocks) from <paramref name="source"/> to
+    /// <paramref name="destination"/>, with AVX-512 if <paramref name="wide"/>, else AVX2.
+    /// </summary>
+    public static void Decode(GgmlType type, byte* source, int count, float* destination, bool wide)
+    {
+        if (wide)
+        {
+            Decode512(type, source, count, destination);
+        }
+        else
+        {
+            Decode256(type, source, count, destination);
+        }
+    }
+
+    /// <summary>An IEEE half (bits) as float32, exactly; the scalar form of the vector widening.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Half(byte* at)
+    {
+        int bits = *(short*)at; // sign-extended: the sign lands on bit 31 after the shift
+        int shifted = (bits << 13) & unchecked((int)0x8FFFE000), exponent = shifted & 0x0F800000;
+        return exponent == 0 ? Subnormal(bits, shifted)
+            : BitConverter.Int32BitsToSingle(shifted + (exponent == 0x0F800000 ? Special : Rebias));
+    }
+
+    // Exponent bias 15 → 127, added to the exponent field; exponent 31 (infinity, NaN) → 255.
+    private const int Rebias = 112 << 23;
+    private const int Special = 224 << 23;
+
+    private static float Subnormal(int bits, int shifted) =>
+        BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits((bits & 0x3FF) * TwoToMinus24) | (shifted & int.MinValue));
+
+    // Vector form of Half: the exponent rebiased with an integer add (the special exponent 31 with its own), and
+    // the lanes with exponent 0 (zero, subnormal halves: 0.2% of N(0, 0.02) weights, so one vector in thirty) by a
+    // conversion of the mantissa, only when a vector holds one. Multiplying the shifted bits by 2¹¹² instead would
+    // feed float32 subnormals to the multiplier, which costs a microcode assist per such vector on Intel cores.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HalfToSingle(Vector512<int> signExtended)
+    {
+        var shifted = Vector512.ShiftLeft(signExtended, 13) & Vector512.Create(unchecked((int)0x8FFFE000));
+        var exponent = shifted & Vector512.Create(0x0F800000);
+        var value = shifted + Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512.Create(0x0F800000)), Vector512.Create(Special), Vector512.Create(Rebias));
+        if (Vector512.EqualsAny(exponent, Vector512<int>.Zero))
+        {
+            var subnormal = (Vector512.ConvertToSingle(signExtended & Vector512.Create(0x3FF)) * Vector512.Create(TwoToMinus24)).AsInt32() | (shifted & Vector512.Create(int.MinValue));
+            value = Vector512.ConditionalSelect(Vector512.Equals(exponent, Vector512<int>.Zero), subnormal, value);
+        }
+
+        return value.AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HalfToSingle(Vector256<int> signExtended)
+    {
+        var shifted = Vector256.ShiftLeft(signExtended, 13) & Vector256.Create(unchecked((int)0x8FFFE000));
+        var exponent = shifted & Vector256.Create(0x0F800000);
+        var value = shifted + Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256.Create(0x0F800000)), Vector256.Create(Special), Vector256.Create(Rebias));
+        if (Vector256.EqualsAny(exponent, Vector256<int>.Zero))
+        {
+            var subnormal = (Vector256.ConvertToSingle(signExtended & Vector256.Create(0x3FF)) * Vector256.Create(TwoToMinus24)).AsInt32() | (shifted & Vector256.Create(int.MinValue));
+            value = Vector256.ConditionalSelect(Vector256.Equals(exponent, Vector256<int>.Zero), subnormal, value);
+        }
+
+        return value.AsSingle();
+    }
+
+    /// <summary>16 F16 (or BF16) values at <paramref name="at"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen16(short* at, bool f16)
+    {
+        var bits = Avx512F.ConvertToVector512Int32(Vector256.Load(at));
+        return f16 ? HalfToSingle(bits) : Vector512.ShiftLeft(bits, 16).AsSingle();
+    }
+
+    /// <summary>8 F16 (or BF16) values at <paramref name="at"/> as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Widen8(short* at, bool f16)
+    {
+        var bits = Avx2.ConvertToVector256Int32(at);
+        return f16 ? HalfToSingle(bits) : Vector256.ShiftLeft(bits, 16).AsSingle();
+    }
+
+    /// <summary>16 bytes widened to 16 int32 lanes (vpmovzxbd from memory).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Bytes16(byte* at) => Avx512F.ConvertToVector512Int32(Vector128.Load(at));
+
+    /// <summary>8 bytes widened to 8 int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Bytes8(byte* at) => Avx2.ConvertToVector256Int32(at);
+
+    /// <summary>
+    /// A K-quant block's d (at 0) and dmin (at 2) times its 8 six-bit scales and mins (12 bytes at 4, packed as
+    /// Dequantize.ScaleMin reads them), as [d·s0..3, dmin·m0..3, d·s4..7, dmin·m4..7]: four 32-bit words unpack all
+    /// sixteen at once (bytes 0-3: low 6 bits are s0..3, top 2 bits the high bits of s4..7; bytes 4-7 the same for
+    /// the mins; bytes 8-11: low nibbles s4..7, high nibbles m4..7), then one conversion and one product.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScalesAndMins(byte* block, float* factors)
+    {
+        uint a = *(uint*)(block + 4), b = *(uint*)(block + 8), c = *(uint*)(block + 12);
+        var packed = Vector128.Create(a & 0x3F3F3F3F, b & 0x3F3F3F3F, (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030), ((c >> 4) & 0x0F0F0F0F) | ((b >> 2) & 0x30303030));
+        float d = Half(block), dmin = Half(block + 2);
+        var scale = Vector512.Create(Vector256.Create(Vector128.Create(d), Vector128.Create(dmin)), Vector256.Create(Vector128.Create(d), Vector128.Create(dmin)));
+        (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(packed.AsByte())) * scale).Store(factors);
+    }
+
+    private static Vector512<float> Iota16 => Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+    private static Vector512<float> Iota16Minus8 => Vector512.Create(-8f, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+
+    private static void Decode512(GgmlType type, byte* source, int count, float* y)
+    {
+        switch (type)
+        {
+            case GgmlType.F16:
+            case GgmlType.BF16:
+                {
+                    bool f16 = type == GgmlType.F16;
+                    var halves = (short*)source;
+                    int i = 0;
+                    for (; i <= count - 16; i += 16)
+                    {
+                        Widen16(halves + i, f16).Store(y + i);
+                    }
+
+                    Tail(type, source, i, count, y);
+                    break;
+                }
+
+            case GgmlType.Q8_0:
+                for (int b = 0; b < count / 32; b++, source += 34, y += 32)
+                {
+                    var d = Vector512.Create(Half(source));
+                    (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)source + 2))) * d).Store(y);
+                    (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)source + 18))) * d).Store(y + 16);
+                }
+
+                break;
+            case GgmlType.Q4_0:
+                for (int b = 0; b < count / 32; b++, source += 18, y += 32)
+                {
+                    var table = Iota16Minus8 * Vector512.Create(Half(source)); // ((q − 8) as float)·d, as the reference
+                    var q = Bytes16(source + 2);
+                    Avx512F.PermuteVar16x32(table, q).Store(y); // vpermps reads the low 4 bits of each index
+                    Avx512F.PermuteVar16x32(table, Vector512.ShiftRightLogical(q, 4)).Store(y + 16);
+                }
+
+                break;
+            case GgmlType.Q4_K:
+                {
+                    // Per super-block, the eight scales and eight mins as (d·scale, dmin·min) in one vector, lanes
+                    // [d·s0..3, dmin·m0..3, d·s4..7, dmin·m4..7], stored so each sub-block broadcasts its pair from L1.
+                    var factors = stackalloc float[16];
+                    for (int b = 0; b < count / 256; b++, source += 144, y += 256)
+                    {
+                        ScalesAndMins(source, factors);
+                        for (int group = 0; group < 4; group++)
+                        {
+                            int j = 2 * group, first = j < 4 ? j : j + 4, second = first + 1;
+                            var low = (Iota16 * Vector512.Create(factors[first])) - Vector512.Create(factors[first + 4]);
+                            var high = (Iota16 * Vector512.Create(factors[second])) - Vector512.Create(factors[second + 4]);
+                            var q0 = Bytes16(source + 16 + (32 * group));
+                            var q1 = Bytes16(source + 32 + (32 * group));
+                            float* to = y + (64 * group);
+                            Avx512F.PermuteVar16x32(low, q0).Store(to); // vpermps reads the low 4 bits of each index
+                            Avx512F.PermuteVar16x32(low, q1).Store(to + 16);
+                            Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q0, 4)).Store(to + 32);
+                            Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q1, 4)).Store(to + 48);
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q5_K:
+                for (int b = 0; b < count / 256; b++, source += 176, y += 256)
+                {
+                    float d = Half(source), dmin = Half(source + 2);
+                    var scales = new ReadOnlySpan<byte>(source + 4, 12);
+                    var h0 = Bytes16(source + 16);
+                    var h1 = Bytes16(source + 32);
+                    var nibble = Vector512.Create(0xF);
+                    var fifth = Vector512.Create(0x10);
+                    for (int group = 0; group < 4; group++)
+                    {
+                        var (s1, m1) = Dequantize.ScaleMin(scales, 2 * group);
+                        var (s2, m2) = Dequantize.ScaleMin(scales, (2 * group) + 1);
+                        // 32 levels: the lower 16 in one table, the upper 16 in the other (vpermt2ps reads 5 index bits).
+                        var lowA = (Iota16 * Vector512.Create(d * s1)) - Vector512.Create(dmin * m1);
+                        var lowB = ((Iota16 + Vector512.Create(16f)) * Vector512.Create(d * s1)) - Vector512.Create(dmin * m1);
+                        var highA = (Iota16 * Vector512.Create(d * s2)) - Vector512.Create(dmin * m2);
+                        var highB = ((Iota16 + Vector512.Create(16f)) * Vector512.Create(d * s2)) - Vector512.Create(dmin * m2);
+                        var q0 = Bytes16(source + 48 + (32 * group));
+                        var q1 = Bytes16(source + 64 + (32 * group));
+                        // Bit 2·group of qh is the fifth bit of the low nibbles, bit 2·group + 1 of the high ones.
+                        var i0 = (q0 & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(h0, 2 * group), 4) & fifth);
+                        var i1 = (q1 & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(h1, 2 * group), 4) & fifth);
+                        var i2 = Vector512.ShiftRightLogical(q0, 4) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(h0, (2 * group) + 1), 4) & fifth);
+                        var i3 = Vector512.ShiftRightLogical(q1, 4) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(h1, (2 * group) + 1), 4) & fifth);
+                        float* to = y + (64 * group);
+                        Avx512F.PermuteVar16x32x2(lowA, i0, lowB).Store(to);
+                        Avx512F.PermuteVar16x32x2(lowA, i1, lowB).Store(to + 16);
+                        Avx512F.PermuteVar16x32x2(highA, i2, highB).Store(to + 32);
+                        Avx512F.PermuteVar16x32x2(highA, i3, highB).Store(to + 48);
+                    }
+                }
+
+                break;
+            default: // Q6_K
+                var runScales = stackalloc float[16]; // d·scale of the block's sixteen runs of 16 values
+                for (int b = 0; b < count / 256; b++, source += 210, y += 256)
+                {
+                    float d = Half(source + 208);
+                    (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)source + 192))) * Vector512.Create(d)).Store(runScales);
+                    var nibble = Vector512.Create(0xF);
+                    var two = Vector512.Create(0x30);
+                    var offset = Vector512.Create(32);
+                    for (int half = 0; half < 2; half++)
+                    {
+                        for (int part = 0; part < 2; part++) // values l = 16·part … 16·part + 15 of this half's four runs of 32
+                        {
+                            var a = Bytes16(source + (64 * half) + (16 * part));
+                            var c = Bytes16(source + (64 * half) + 32 + (16 * part));
+                            var h = Bytes16(source + 128 + (32 * half) + (16 * part));
+                            int s = (8 * half) + part;
+                            float* to = y + (128 * half) + (16 * part);
+                            var q1 = ((a & nibble) | (Vector512.ShiftLeft(h, 4) & two)) - offset;
+                            var q2 = ((c & nibble) | (Vector512.ShiftLeft(h, 2) & two)) - offset;
+                            var q3 = (Vector512.ShiftRightLogical(a, 4) | (h & two)) - offset;
+                            var q4 = (Vector512.ShiftRightLogical(c, 4) | (Vector512.ShiftRightLogical(h, 2) & two)) - offset;
+                            (Vector512.ConvertToSingle(q1) * Vector512.Create(runScales[s])).Store(to);
+                            (Vector512.ConvertToSingle(q2) * Vector512.Create(runScales[s + 2])).Store(to + 32);
+                            (Vector512.ConvertToSingle(q3) * Vector512.Create(runScales[s + 4])).Store(to + 64);
+                            (Vector512.ConvertToSingle(q4) * Vector512.Create(runScales[s + 6])).Store(to + 96);
+                        }
+                    }
+                }
+
+                break;
+        }
+    }
+
+    /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
+    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
+
+    /// <summary>
+    /// One Q8_0, Q4_K or Q6_K row's dot product with x, decoded as Decode512 decodes (the same values) but multiplied
+    /// straight from the registers: for one vector this saves a store and a load per 16 values (decoding is what
+    /// bounds these formats, not memory). Four accumulators, one per position in a sub-block's 64 values.
+    /// </summary>
+    public static float Dot512(GgmlType type, byte* row, int count, float* x)
+    {
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero;
+        if (type == GgmlType.Q8_0)
+        {
+            for (int b = 0; b < count / 32; b++, row += 34, x += 32)
+            {
+                var d = Vector512.Create(Half(row));
+                a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))) * d, Vector512.Load(x), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))) * d, Vector512.Load(x + 16), a1);
+            }
+        }
+        else if (type == GgmlType.Q4_K)
+        {
+            var factors = stackalloc float[16];
+            for (int b = 0; b < count / 256; b++, row += 144, x += 256)
+            {
+                ScalesAndMins(row, factors);
+                for (int group = 0; group < 4; group++)
+                {
+                    int j = 2 * group, first = j < 4 ? j : j + 4, second = first + 1;
+                    var low = (Iota16 * Vector512.Create(factors[first])) - Vector512.Create(factors[first + 4]);
+                    var high = (Iota16 * Vector512.Create(factors[second])) - Vector512.Create(factors[second + 4]);
+                    var q0 = Bytes16(row + 16 + (32 * group));
+                    var q1 = Bytes16(row + 32 + (32 * group));
+                    float* at = x + (64 * group);
+                    a0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(low, q0), Vector512.Load(at), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(low, q1), Vector512.Load(at + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q0, 4)), Vector512.Load(at + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q1, 4)), Vector512.Load(at + 48), a3);
+                }
+            }
+        }
+        else
+        {
+            var runScales = stackalloc float[16];
+            var nibble = Vector512.Create(0xF);
+            var two = Vector512.Create(0x30);
+            var offset = Vector512.Create(32);
+            for (int b = 0; b < count / 256; b++, row += 210, x += 256)
+            {
+                float d = Half(row + 208);
+                (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 192))) * Vector512.Create(d)).Store(runScales);
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int part = 0; part < 2; part++)
+                    {
+                        var a = Bytes16(row + (64 * half) + (16 * part));
+                        var c = Bytes16(row + (64 * half) + 32 + (16 * part));
+                        var h = Bytes16(row + 128 + (32 * half) + (16 * part));
+                        int s = (8 * half) + part;
+                        float* at = x + (128 * half) + (16 * part);
+                        var q1 = ((a & nibble) | (Vector512.ShiftLeft(h, 4) & two)) - offset;
+                        var q2 = ((c & nibble) | (Vector512.ShiftLeft(h, 2) & two)) - offset;
+                        var q3 = (Vector512.ShiftRightLogical(a, 4) | (h & two)) - offset;
+                        var q4 = (Vector512.ShiftRightLogical(c, 4) | (Vector512.ShiftRightLogical(h, 2) & two)) - offset;
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q1) * Vector512.Create(runScales[s]), Vector512.Load(at), a0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q2) * Vector512.Create(runScales[s + 2]), Vector512.Load(at + 32), a1);
+                        a2 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q3) * Vector512.Create(runScales[s + 4]), Vector512.Load(at + 64), a2);
+                        a3 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q4) * Vector512.Create(runScales[s + 6]), Vector512.Load(at + 96), a3);
+                    }
+                }
+            }
+        }
+
+        return Vector512.Sum((a0 + a1) + (a2 + a3));
+    }
+
+    private static void Decode256(GgmlType type, byte* source, int count, float* y)
+    {
+        var nibble = Vector256.Create(0xF);
+        switch (type)
+        {
+            case GgmlType.F16:
+            case GgmlType.BF16:
+                {
+                    bool f16 = type == GgmlType.F16;
+                    var halves = (short*)source;
+                    int i = 0;
+                    for (; i <= count - 8; i += 8)
+                    {
+                        Widen8(halves + i, f16).Store(y + i);
+                    }
+
+                    Tail(type, source, i, count, y);
+                    break;
+                }
+
+            case GgmlType.Q8_0:
+                for (int b = 0; b < count / 32; b++, source += 34, y += 32)
+                {
+                    var d = Vector256.Create(Half(source));
+                    for (int j = 0; j < 32; j += 8)
+                    {
+                        (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)source + 2 + j)) * d).Store(y + j);
+                    }
+                }
+
+                break;
+            case GgmlType.Q4_0:
+                for (int b = 0; b < count / 32; b++, source += 18, y += 32)
+                {
+                    var d = Vector256.Create(Half(source));
+                    var eight = Vector256.Create(8);
+                    for (int j = 0; j < 16; j += 8)
+                    {
+                        var q = Bytes8(source + 2 + j);
+                        (Vector256.ConvertToSingle((q & nibble) - eight) * d).Store(y + j);
+                        (Vector256.ConvertToSingle(Vector256.ShiftRightLogical(q, 4) - eight) * d).Store(y + 16 + j);
+                    }
+                }
+
+                break;
+            case GgmlType.Q4_K:
+            case GgmlType.Q5_K:
+                {
+                    bool five = type == GgmlType.Q5_K;
+                    int bytes = five ? 176 : 144, quants = five ? 48 : 16;
+                    var one = Vector256.Create(1);
+                    for (int b = 0; b < count / 256; b++, source += bytes, y += 256)
+                    {
+                        float d = Half(source), dmin = Half(source + 2);
+                        var scales = new ReadOnlySpan<byte>(source + 4, 12);
+                        for (int group = 0; group < 4; group++)
+                        {
+                            var (s1, m1) = Dequantize.ScaleMin(scales, 2 * group);
+                            var (s2, m2) = Dequantize.ScaleMin(scales, (2 * group) + 1);
+                            Vector256<float> ds1 = Vector256.Create(d * s1), dm1 = Vector256.Create(dmin * m1);
+                            Vector256<float> ds2 = Vector256.Create(d * s2), dm2 = Vector256.Create(dmin * m2);
+                            for (int l = 0; l < 32; l += 8)
+                            {
+                                var q = Bytes8(source + quants + (32 * group) + l);
+                                var low = q & nibble;
+                                var high = Vector256.ShiftRightLogical(q, 4);
+                                if (five)
+                                {
+                                    var h = Bytes8(source + 16 + l);
+                                    low |= Vector256.ShiftLeft(Vector256.ShiftRightLogical(h, 2 * group) & one, 4);
+                                    high |= Vector256.ShiftLeft(Vector256.ShiftRightLogical(h, (2 * group) + 1) & one, 4);
+                                }
+
+                                ((Vector256.ConvertToSingle(low) * ds1) - dm1).Store(y + (64 * group) + l);
+                                ((Vector256.ConvertToSingle(high) * ds2) - dm2).Store(y + (64 * group) + 32 + l);
+                            }
+                        }
+                    }
+
+                    break;
+                }
+
+            default: // Q6_K
+                for (int b = 0; b < count / 256; b++, source += 210, y += 256)
+                {
+                    float d = Half(source + 208);
+                    var scales = (sbyte*)source + 192;
+                    var three = Vector256.Create(3);
+                    var offset = Vector256.Create(32);
+                    for (int half = 0; half < 2; half++)
+                    {
+                        for (int l = 0; l < 32; l += 8)
+                        {
+                            var a = Bytes8(source + (64 * half) + l);
+                            var c = Bytes8(source + (64 * half) + 32 + l);
+                            var h = Bytes8(source + 128 + (32 * half) + l);
+                            int s = (8 * half) + (l / 16);
+                            float* to = y + (128 * half) + l;
+                            var q1 = ((a & nibble) | Vector256.ShiftLeft(h & three, 4)) - offset;
+                            var q2 = ((c & nibble) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(h, 2) & three, 4)) - offset;
+                            var q3 = (Vector256.ShiftRightLogical(a, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(h, 4) & three, 4)) - offset;
+                            var q4 = (Vector256.ShiftRightLogical(c, 4) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(h, 6) & three, 4)) - offset;
+                            (Vector256.ConvertToSingle(q1) * Vector256.Create(d * scales[s])).Store(to);
+                            (Vector256.ConvertToSingle(q2) * Vector256.Create(d * scales[s + 2])).Store(to + 32);
+                            (Vector256.ConvertToSingle(q3) * Vector256.Create(d * scales[s + 4])).Store(to + 64);
+                            (Vector256.ConvertToSingle(q4) * Vector256.Create(d * scales[s + 6])).Store(to + 96);
+                        }
+                    }
+                }
+
+                break;
+        }
+    }
+
+    // The last few 16-bit values of a row whose length is not a multiple of the vector: one at a time.
+    private static void Tail(GgmlType type, byte* source, int from, int count, float* y)
+    {
+        for (int i = from; i < count; i++)
+        {
+            y[i] = type == GgmlType.F16 ? Half(source + (2 * i)) : BitConverter.Int32BitsToSingle(((short*)source)[i] << 16);
+        }
+    }
+}
