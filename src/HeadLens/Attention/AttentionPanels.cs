@@ -33,7 +33,7 @@ internal static class AttentionPanels
     public static Vector512<float> Exp2(Vector512<float> x)
     {
         // Clamp first: −∞ − round(−∞) would be NaN. 2^−200 underflows to 0 in vscalefps.
-        x = Vector512.Max(x, Vector512.Create(-200f));
+        x = Avx512F.Max(x, Vector512.Create(-200f));
         var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
         var f = x - n;                         // f in [−½, ½]
         var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
@@ -185,11 +185,12 @@ internal static class AttentionPanels
 
     /// <summary>
     /// The online-softmax update of FlashAttention for full 64-wide rows of base-2 scores s [rows, 64] (stride ls):
-    /// m' = max(m, rowmax s); s ← 2^(s − m'); l ← l·2^(m − m') + rowsum s; acc row ← acc row·2^(m − m').
-    /// Rows with nothing visible so far (m' = −∞) are zeroed so they add nothing to acc.
+    /// s ← 2^(s − m); l ← l + s summed into 16 lanes (sums [rows, 16]); m, and with it l and the acc row, rescaled
+    /// by 2^(m − m') only when the tile holds a score more than <see cref="RescaleSlack"/> above the running m.
+    /// Rows with nothing visible so far (m = −∞ after the tile) are zeroed so they add nothing to acc.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sum)
+    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums)
     {
         for (int i = 0; i < rows; i++)
         {
@@ -198,18 +199,36 @@ internal static class AttentionPanels
             var x1 = Vector512.Load(row + 16);
             var x2 = Vector512.Load(row + 32);
             var x3 = Vector512.Load(row + 48);
-            float tileMax = HorizontalMax(Vector512.Max(Vector512.Max(x0, x1), Vector512.Max(x2, x3)));
-            float newMax = MathF.Max(max[i], tileMax);
-            if (float.IsNegativeInfinity(newMax))
+            var tileMax = Avx512F.Max(Avx512F.Max(x0, x1), Avx512F.Max(x2, x3));
+            float m = max[i];
+            float* sum = sums + (16L * i);
+            // One compare instead of a horizontal max per row: m may lag the true max by up to the slack, which
+            // only lets P grow to 2^slack; lse = m + log₂ l and out = acc / l hold for any m.
+            if (float.IsNegativeInfinity(m) || Vector512.GreaterThanAny(tileMax, Vector512.Create(m + RescaleSlack)))
             {
-                Vector512<float>.Zero.Store(row);
-                Vector512<float>.Zero.Store(row + 16);
-                Vector512<float>.Zero.Store(row + 32);
-                Vector512<float>.Zero.Store(row + 48);
-                continue;
+                float newMax = HorizontalMax(tileMax);
+                newMax = newMax > m ? newMax : m;
+                if (float.IsNegativeInfinity(newMax))
+                {
+                    Vector512<float>.Zero.Store(row);
+                    Vector512<float>.Zero.Store(row + 16);
+                    Vector512<float>.Zero.Store(row + 32);
+                    Vector512<float>.Zero.Store(row + 48);
+                    continue;
+                }
+
+                // The running max rose: rescale what was summed against the old one (2^−∞ = 0 for the first tile).
+                var c = Exp2(Vector512.Create(m - newMax));
+                (Vector512.Load(sum) * c).Store(sum);
+                float* a = acc + (long)i * ldacc;
+                (Vector512.Load(a) * c).Store(a);
+                (Vector512.Load(a + 16) * c).Store(a + 16);
+                (Vector512.Load(a + 32) * c).Store(a + 32);
+                (Vector512.Load(a + 48) * c).Store(a + 48);
+                max[i] = m = newMax;
             }
 
-            var shift = Vector512.Create(newMax);
+            var shift = Vector512.Create(m);
             x0 = Exp2(x0 - shift);
             x1 = Exp2(x1 - shift);
             x2 = Exp2(x2 - shift);
@@ -218,25 +237,12 @@ internal static class AttentionPanels
             x1.Store(row + 16);
             x2.Store(row + 32);
             x3.Store(row + 48);
-            float rowSum = Vector512.Sum((x0 + x1) + (x2 + x3));
-            if (newMax == max[i])
-            {
-                sum[i] += rowSum;
-                continue;
-            }
-
-            // The running max rose: rescale what was summed against the old one (2^−∞ = 0 for the first tile).
-            float correction = Exp2(Vector512.Create(max[i] - newMax)).ToScalar();
-            sum[i] = sum[i] * correction + rowSum;
-            max[i] = newMax;
-            float* a = acc + (long)i * ldacc;
-            var c = Vector512.Create(correction);
-            (Vector512.Load(a) * c).Store(a);
-            (Vector512.Load(a + 16) * c).Store(a + 16);
-            (Vector512.Load(a + 32) * c).Store(a + 32);
-            (Vector512.Load(a + 48) * c).Store(a + 48);
+            (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
         }
     }
+
+    /// <summary>How far (in base-2 units) a score may exceed the running max before the row is rescaled.</summary>
+    public const float RescaleSlack = 8f;
 
     /// <summary>
     /// The backward's elementwise step on a tile of base-2 scores s [rows, 64] (stride ls) and dP [rows, 64]:
@@ -267,9 +273,10 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalMax(Vector512<float> m)
     {
-        var m256 = Vector256.Max(m.GetLower(), m.GetUpper());
-        var m128 = Vector128.Max(m256.GetLower(), m256.GetUpper());
-        m128 = Vector128.Max(m128, Vector128.Shuffle(m128, Vector128.Create(2, 3, 0, 1)));
-        return MathF.Max(m128.ToScalar(), m128.GetElement(1));
+        // vmaxps, not Vector*.Max: the latter orders NaN and ±0 as IEEE 754 does, at three instructions each.
+        var m256 = Avx.Max(m.GetLower(), m.GetUpper());
+        var m128 = Sse.Max(m256.GetLower(), m256.GetUpper());
+        m128 = Sse.Max(m128, Sse.Shuffle(m128, m128, 0b01_00_11_10));
+        return Sse.MaxScalar(m128, Sse.Shuffle(m128, m128, 0b00_00_00_01)).ToScalar();
     }
 }

@@ -111,12 +111,11 @@ public static partial class ScaledDotProductAttention
                 float* basePointer = bp;
                 long perHead = BlockedLength(options, keyLength);
                 Run(batch * kvHeads, item => jobs[item / kvHeads].BlockKeysAndValues(item % kvHeads, basePointer + (item * perHead)));
-                // Query tiles from the last (the longest under a causal mask) to the first, so that the threads
-                // finish together: parts are handed out in order by one counter.
-                int perTile = batch * heads;
-                Run(queryTiles * perTile, item =>
+                // Head by head (its blocks stay in L2 across its tiles), each from its last query tile (the longest
+                // under a causal mask) to its first, so that the last parts the counter hands out are short ones.
+                Run(batch * heads * queryTiles, item =>
                 {
-                    int tile = queryTiles - 1 - (item / perTile), b = item % perTile / heads, h = item % heads;
+                    int tile = queryTiles - 1 - (item % queryTiles), b = item / queryTiles / heads, h = item / queryTiles % heads;
                     float* kt = basePointer + (((long)b * kvHeads) + (h / options.GroupSize)) * perHead;
                     jobs[b].ForwardTile(h, tile, kt, kt + (perHead / (options.HeadDimQK + options.HeadDimV) * options.HeadDimQK));
                 });
@@ -218,7 +217,7 @@ public static partial class ScaledDotProductAttention
 
     // S and P, dP (or dS), the accumulator [Br, max(D)], the running max and sum; the backward's dK and dV tiles.
     private static int ScratchLength(AttentionOptions options) =>
-        (3 * QueryTile * KeyTile) + (QueryTile * Math.Max(options.HeadDimV, options.HeadDimQK)) + (2 * QueryTile)
+        (3 * QueryTile * KeyTile) + (QueryTile * Math.Max(options.HeadDimV, options.HeadDimQK)) + (17 * QueryTile)
         + (KeyTile * (options.HeadDimQK + options.HeadDimV));
 
     private static float[] Scratch(AttentionOptions options)
@@ -336,7 +335,7 @@ public static partial class ScaledDotProductAttention
             var s = buffer.AsSpan(0, QueryTile * KeyTile);                                   // [Br, Bc]
             var acc = buffer.AsSpan(tiles, rows * dv);                                       // [Br, Dv]
             var max = buffer.AsSpan(tiles + accLength, QueryTile);
-            var sum = buffer.AsSpan(tiles + accLength + QueryTile, QueryTile);
+            var sum = buffer.AsSpan(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
             acc.Clear();
             max.Fill(float.NegativeInfinity);
             sum.Clear();
@@ -381,7 +380,20 @@ public static partial class ScaledDotProductAttention
 
                     // acc [rows, Dv] += P [rows, cols] · V_tile [cols, Dv]
                     float* vTile = v + ((long)j0 * kvHeads + g) * dv;
-                    if (kt != null)
+                    int diagonal = queryOffset + i0 - j0; // causal: row r sees columns ≤ diagonal + r
+                    if (kt != null && options.Mask == MaskKind.Causal && diagonal + rows - 1 < cols - 1)
+                    {
+                        // A tile on the causal diagonal: each block of 4 rows needs only the keys its last row sees.
+                        fixed (float* pp = s, ap = acc)
+                        {
+                            for (int r = 0; r < rows; r += 4)
+                            {
+                                int block = Math.Min(4, rows - r), depth = Math.Clamp(diagonal + r + block, 0, cols);
+                                AttentionPanels.MultiplyAdd(block, depth, pp + (r * KeyTile), KeyTile, vb + (long)j0 * dv, dv, ap + (r * dv), dv, add: true);
+                            }
+                        }
+                    }
+                    else if (kt != null)
                     {
                         fixed (float* pp = s, ap = acc)
                         {
@@ -400,18 +412,19 @@ public static partial class ScaledDotProductAttention
             for (int i = 0; i < rows; i++)
             {
                 var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
-                if (sum[i] == 0f)
+                float rowSum = kt != null ? TensorPrimitives.Sum(sum.Slice(16 * i, 16)) : sum[i];
+                if (rowSum == 0f)
                 {
                     o.Clear();
                     logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
                     continue;
                 }
 
-                TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / sum[i], o);
+                TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
                 // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
                 logSumExp[h * queryLength + i0 + i] = kt != null
-                    ? (max[i] + MathF.Log2(sum[i])) / AttentionPanels.Log2E
-                    : max[i] + MathF.Log(sum[i]);
+                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
+                    : max[i] + MathF.Log(rowSum);
             }
         }
 
