@@ -44,7 +44,8 @@ public static partial class ScaledDotProductAttention
     /// and values in blocks of 64 (three block sets for the backward) — O(T·D) per thread, never O(T²).
     /// </summary>
     public static long WorkingBytesPerThread(AttentionOptions options, int keyLength) =>
-        ((long)ScratchLength(options) + (3L * BlockedLength(options, keyLength))) * sizeof(float);
+        ((long)ScratchLength(options) + Math.Max(BlockedLength(options, keyLength),
+            3L * ((keyLength + KeyTile - 1) / KeyTile * KeyTile) * Math.Max(options.HeadDimQK, options.HeadDimV))) * sizeof(float);
 
     /// <summary>
     /// Bytes the forward uses beside its per-thread scratch: short calls block every kv head's keys and values
