@@ -163,9 +163,10 @@ public class ScaledDotProductAttentionTests
         FiniteDifference.AssertClose(dv, FiniteDifference.Gradient(p => Loss(qd, kd, p), vd), 1e-4, "dv");
     }
 
-    // A batched call against one call per sequence. Batch 4 × 2 heads at T = 1100 blocks keys per head (over the
-    // shared-blocking budget) while each single sequence blocks all heads first and splits query tiles: two work
-    // splits of the same tile arithmetic, so the results are identical. Head size 16 takes the Gemm path.
+    // A batched call against one call per sequence. Batch 4 × 2 heads blocks keys per head (8 heads: enough to
+    // balance; at T = 1100 also over the shared-blocking budget) while each single sequence (2 heads) blocks all
+    // heads first and splits query tiles: two work splits of the same tile arithmetic, so the results are identical.
+    // Head size 16 takes the Gemm path.
     [Theory]
     [InlineData(64, 1100)]
     [InlineData(64, 77)]
