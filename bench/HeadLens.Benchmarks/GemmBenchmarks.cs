@@ -1,4 +1,3 @@
-using BenchmarkDotNet.Attributes;
 using HeadLens.Kernels;
 
 namespace HeadLens.Benchmarks;

@@ -1,5 +1,3 @@
-using BenchmarkDotNet.Running;
-
 namespace HeadLens.Benchmarks;
 
 internal static class Program

@@ -1,18 +1,110 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Attention;
 
-// The fused attention's two tile products when AVX-512 is present and the value head size is 64 (GPT-2, Llama):
-//   C[rows, 64] (+)= A[rows, K] · B[K, 64]   with rows of A, B and C at arbitrary strides
-// used as S = Q_tile · Kᵀ_tile (B = the head's keys transposed once to [D, T]) and acc += P · V_tile (B = rows of V,
-// read in place). Four rows of C live in 16 zmm accumulators while the depth loop streams four vectors of B and
-// broadcasts four values of A per step: no packing, because both B layouts are already row-contiguous.
+// The fused attention's tile products and softmax when AVX-512 is present and the value head size is 64 (GPT-2,
+// Llama):
+//   MultiplyAdd:            C[rows, 64] (+)= A[rows, K] · B[K, 64]     rows of A, B and C at arbitrary strides
+//   MultiplyAddTransposedA: C[rows, 64] (+)= Aᵀ[rows, K] · B[K, 64]    A stored [K, rows] (P or dS read as Pᵀ, dSᵀ)
+//   OnlineSoftmaxRows:      FlashAttention's running max/sum update on a tile of base-2 scores
+//   Exp2:                   2^x, 16 lanes, without widening to double
+// Forward: S = Q_tile · Kᵀ_tile (B = a head's keys transposed to [D, 64] blocks) and acc += P · V_tile (B = a block
+// of V rows). Backward adds dP = dO·Vᵀ_tile, dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K_tile. Four rows of C live in 16 zmm
+// accumulators while the depth loop streams four vectors of B and broadcasts four values of A per step: no packing,
+// because every B is already row-contiguous.
+// Scores are kept in base 2 (the keys carry scale·log₂e) so that the exponential is 2^x: a round, a degree-5
+// polynomial and one vscalefps, where Vector512.Exp widens to double (it was ~30% of the forward at T = 4096).
 internal static class AttentionPanels
 {
     public const int Width = 64;
 
-    public static bool Available => Vector512.IsHardwareAccelerated;
+    /// <summary>log₂e: scores scaled by it turn exp(s) into 2^s.</summary>
+    public const float Log2E = 1.44269504088896341f;
+
+    public static bool Available => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    /// <summary>
+    /// 2^x for x ≤ 0 (scores minus their running max), relative error ≤ 2e-7 (a least-squares degree-5 fit of 2^f
+    /// on [−½, ½], 1.4e-7, plus rounding); −∞ and anything below −200 give 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp2(Vector512<float> x)
+    {
+        // Clamp first: −∞ − round(−∞) would be NaN. 2^−200 underflows to 0 in vscalefps.
+        x = Avx512F.Max(x, Vector512.Create(-200f));
+        var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
+        var f = x - n;                         // f in [−½, ½]
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.05550742521882057f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022121727466583f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931469440460205f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.0000001192092896f));
+        return Avx512F.Scale(p, n);            // p · 2^n
+    }
+
+    /// <summary>
+    /// C[rows, 64] (+)= Aᵀ · B where A is stored [depth, rows] at row stride lda (so Aᵀ[i, p] = a[p·lda + i]) and
+    /// B is [depth, 64] at row stride ldb: dV += Pᵀ·dO and dK += dSᵀ·Q without transposing P or dS.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void MultiplyAddTransposedA(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc)
+    {
+        int i = 0;
+        for (; i + 4 <= rows; i += 4)
+        {
+            float* c0 = c + (long)i * ldc, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+            Vector512<float> c00 = Vector512.Load(c0), c01 = Vector512.Load(c0 + 16), c02 = Vector512.Load(c0 + 32), c03 = Vector512.Load(c0 + 48);
+            Vector512<float> c10 = Vector512.Load(c1), c11 = Vector512.Load(c1 + 16), c12 = Vector512.Load(c1 + 32), c13 = Vector512.Load(c1 + 48);
+            Vector512<float> c20 = Vector512.Load(c2), c21 = Vector512.Load(c2 + 16), c22 = Vector512.Load(c2 + 32), c23 = Vector512.Load(c2 + 48);
+            Vector512<float> c30 = Vector512.Load(c3), c31 = Vector512.Load(c3 + 16), c32 = Vector512.Load(c3 + 32), c33 = Vector512.Load(c3 + 48);
+            float* ap = a + i;
+            float* bp = b;
+            for (int p = 0; p < depth; p++, ap += lda, bp += ldb)
+            {
+                var b0 = Vector512.Load(bp);
+                var b1 = Vector512.Load(bp + 16);
+                var b2 = Vector512.Load(bp + 32);
+                var b3 = Vector512.Load(bp + 48);
+                var x = Vector512.Create(ap[0]);
+                c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+                c02 = Vector512.FusedMultiplyAdd(x, b2, c02); c03 = Vector512.FusedMultiplyAdd(x, b3, c03);
+                x = Vector512.Create(ap[1]);
+                c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+                c12 = Vector512.FusedMultiplyAdd(x, b2, c12); c13 = Vector512.FusedMultiplyAdd(x, b3, c13);
+                x = Vector512.Create(ap[2]);
+                c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+                c22 = Vector512.FusedMultiplyAdd(x, b2, c22); c23 = Vector512.FusedMultiplyAdd(x, b3, c23);
+                x = Vector512.Create(ap[3]);
+                c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+                c32 = Vector512.FusedMultiplyAdd(x, b2, c32); c33 = Vector512.FusedMultiplyAdd(x, b3, c33);
+            }
+
+            c00.Store(c0); c01.Store(c0 + 16); c02.Store(c0 + 32); c03.Store(c0 + 48);
+            c10.Store(c1); c11.Store(c1 + 16); c12.Store(c1 + 32); c13.Store(c1 + 48);
+            c20.Store(c2); c21.Store(c2 + 16); c22.Store(c2 + 32); c23.Store(c2 + 48);
+            c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
+        }
+
+        for (; i < rows; i++)
+        {
+            float* ci = c + (long)i * ldc;
+            Vector512<float> r0 = Vector512.Load(ci), r1 = Vector512.Load(ci + 16), r2 = Vector512.Load(ci + 32), r3 = Vector512.Load(ci + 48);
+            float* ap = a + i;
+            float* bp = b;
+            for (int p = 0; p < depth; p++, ap += lda, bp += ldb)
+            {
+                var x = Vector512.Create(ap[0]);
+                r0 = Vector512.FusedMultiplyAdd(x, Vector512.Load(bp), r0);
+                r1 = Vector512.FusedMultiplyAdd(x, Vector512.Load(bp + 16), r1);
+                r2 = Vector512.FusedMultiplyAdd(x, Vector512.Load(bp + 32), r2);
+                r3 = Vector512.FusedMultiplyAdd(x, Vector512.Load(bp + 48), r3);
+            }
+
+            r0.Store(ci); r1.Store(ci + 16); r2.Store(ci + 32); r3.Store(ci + 48);
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void MultiplyAdd(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
@@ -92,12 +184,13 @@ internal static class AttentionPanels
     }
 
     /// <summary>
-    /// The online-softmax update of FlashAttention for full 64-wide score rows s [rows, 64] (stride ls):
-    /// m' = max(m, rowmax s); s ← exp(s − m'); l ← l·exp(m − m') + rowsum s; acc row ← acc row·exp(m − m').
-    /// Rows with nothing visible so far (m' = −∞) are zeroed so they add nothing to acc.
+    /// The online-softmax update of FlashAttention for full 64-wide rows of base-2 scores s [rows, 64] (stride ls):
+    /// s ← 2^(s − m); l ← l + s summed into 16 lanes (sums [rows, 16]); m, and with it l and the acc row, rescaled
+    /// by 2^(m − m') only when the tile holds a score more than <see cref="RescaleSlack"/> above the running m.
+    /// Rows with nothing visible so far (m = −∞ after the tile) are zeroed so they add nothing to acc.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sum)
+    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums)
     {
         for (int i = 0; i < rows; i++)
         {
@@ -106,41 +199,84 @@ internal static class AttentionPanels
             var x1 = Vector512.Load(row + 16);
             var x2 = Vector512.Load(row + 32);
             var x3 = Vector512.Load(row + 48);
-            var m = Vector512.Max(Vector512.Max(x0, x1), Vector512.Max(x2, x3));
-            var m256 = Vector256.Max(m.GetLower(), m.GetUpper());
-            var m128 = Vector128.Max(m256.GetLower(), m256.GetUpper());
-            float tileMax = MathF.Max(MathF.Max(m128[0], m128[1]), MathF.Max(m128[2], m128[3]));
-            float newMax = MathF.Max(max[i], tileMax);
-            if (float.IsNegativeInfinity(newMax))
+            var tileMax = Avx512F.Max(Avx512F.Max(x0, x1), Avx512F.Max(x2, x3));
+            float m = max[i];
+            float* sum = sums + (16L * i);
+            // One compare instead of a horizontal max per row: m may lag the true max by up to the slack, which
+            // only lets P grow to 2^slack; lse = m + log₂ l and out = acc / l hold for any m.
+            if (float.IsNegativeInfinity(m) || Vector512.GreaterThanAny(tileMax, Vector512.Create(m + RescaleSlack)))
             {
-                Vector512<float>.Zero.Store(row);
-                Vector512<float>.Zero.Store(row + 16);
-                Vector512<float>.Zero.Store(row + 32);
-                Vector512<float>.Zero.Store(row + 48);
-                continue;
-            }
+                float newMax = HorizontalMax(tileMax);
+                newMax = newMax > m ? newMax : m;
+                if (float.IsNegativeInfinity(newMax))
+                {
+                    Vector512<float>.Zero.Store(row);
+                    Vector512<float>.Zero.Store(row + 16);
+                    Vector512<float>.Zero.Store(row + 32);
+                    Vector512<float>.Zero.Store(row + 48);
+                    continue;
+                }
 
-            var shift = Vector512.Create(newMax);
-            x0 = Vector512.Exp(x0 - shift);
-            x1 = Vector512.Exp(x1 - shift);
-            x2 = Vector512.Exp(x2 - shift);
-            x3 = Vector512.Exp(x3 - shift);
-            x0.Store(row);
-            x1.Store(row + 16);
-            x2.Store(row + 32);
-            x3.Store(row + 48);
-            float correction = MathF.Exp(max[i] - newMax);
-            sum[i] = sum[i] * correction + Vector512.Sum((x0 + x1) + (x2 + x3));
-            max[i] = newMax;
-            if (correction != 1f)
-            {
+                // The running max rose: rescale what was summed against the old one (2^−∞ = 0 for the first tile).
+                var c = Exp2(Vector512.Create(m - newMax));
+                (Vector512.Load(sum) * c).Store(sum);
                 float* a = acc + (long)i * ldacc;
-                var c = Vector512.Create(correction);
                 (Vector512.Load(a) * c).Store(a);
                 (Vector512.Load(a + 16) * c).Store(a + 16);
                 (Vector512.Load(a + 32) * c).Store(a + 32);
                 (Vector512.Load(a + 48) * c).Store(a + 48);
+                max[i] = m = newMax;
+            }
+
+            var shift = Vector512.Create(m);
+            x0 = Exp2(x0 - shift);
+            x1 = Exp2(x1 - shift);
+            x2 = Exp2(x2 - shift);
+            x3 = Exp2(x3 - shift);
+            x0.Store(row);
+            x1.Store(row + 16);
+            x2.Store(row + 32);
+            x3.Store(row + 48);
+            (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
+        }
+    }
+
+    /// <summary>How far (in base-2 units) a score may exceed the running max before the row is rescaled.</summary>
+    public const float RescaleSlack = 8f;
+
+    /// <summary>
+    /// The backward's elementwise step on a tile of base-2 scores s [rows, 64] (stride ls) and dP [rows, 64]:
+    /// P = 2^(s − log₂e·lse_i) into s, and dS = scale·P∘(dP − D_i) into dp. Rows whose lse is −∞ (nothing visible)
+    /// give P = dS = 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void ProbabilitiesAndScoreGrad(int rows, float* s, float* dp, int ls, float* logSumExp, float* rowTerm, float scale)
+    {
+        var factor = Vector512.Create(scale);
+        for (int i = 0; i < rows; i++)
+        {
+            float* si = s + ((long)i * ls), di = dp + ((long)i * ls);
+            float lse = logSumExp[i];
+            // −∞ lse: shift by +∞ so that every score gives 2^−∞ = 0 (the masked ones are −∞ already).
+            var shift = Vector512.Create(float.IsNegativeInfinity(lse) ? float.PositiveInfinity : lse * Log2E);
+            var d = Vector512.Create(rowTerm[i]);
+            for (int j = 0; j < Width; j += 16)
+            {
+                var pj = Exp2(Vector512.Load(si + j) - shift);
+                pj.Store(si + j);
+                (factor * pj * (Vector512.Load(di + j) - d)).Store(di + j);
             }
         }
+    }
+
+    /// <summary>The largest of the 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalMax(Vector512<float> m)
+    {
+        // vmaxps, not Vector*.Max: the latter orders NaN and ±0 as IEEE 754 does, at three instructions each.
+        var m256 = Avx.Max(m.GetLower(), m.GetUpper());
+        var m128 = Sse.Max(m256.GetLower(), m256.GetUpper());
+        m128 = Sse.Max(m128, Sse.Shuffle(m128, m128, 0b01_00_11_10));
+        return Sse.MaxScalar(m128, Sse.Shuffle(m128, m128, 0b00_00_00_01)).ToScalar();
     }
 }

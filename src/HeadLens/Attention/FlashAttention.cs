@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
 
 namespace HeadLens.Attention;
@@ -19,10 +20,17 @@ namespace HeadLens.Attention;
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
 {
-    // Br = 48 query rows (a multiple of the 12-row register tile), Bc = 64 keys (a multiple of the 32-column tile):
-    // S and P (48×64 floats = 12 KB) stay in L1 beside a 64×64 K or V tile.
+    // Br = 48 query rows (a multiple of the 4-row register tile), Bc = 64 keys (the panels' width):
+    // S and P (48×64 floats = 12 KB) stay in L1 beside a 64×64 K or V block.
     internal const int QueryTile = 48;
     internal const int KeyTile = 64;
+
+    // With fewer than 4 heads (× sequences) per thread and at most this many bytes of blocked keys and values for
+    // the whole call, the forward blocks them all first and then splits heads × query tiles over the threads, so
+    // that a few long heads do not leave a thread idle. Otherwise one work item per head blocks its own keys
+    // (per-thread scratch stays O(T·D)): with 4+ equal heads per thread the split balances, and at T = 256 on one
+    // thread the shared blocks (all heads, 1.5 MB, past L2) cost ~40% more CPU than head by head (perf, 12 × 64).
+    private const long SharedBlockingBytes = 4L << 20;
 
     [ThreadStatic]
     private static float[]? scratch;
@@ -30,79 +38,170 @@ public static partial class ScaledDotProductAttention
     [ThreadStatic]
     private static float[]? transposedKeys;
 
+    // The blocked keys and values of a short call, shared by the threads of that call; kept between calls.
+    private static float[]? sharedBlocks;
+
     /// <summary>
     /// Bytes of scratch one worker thread uses (the fused path's working memory): the tiles, and one head's keys
-    /// and values in blocks of 64 — O(T·D) per thread, never O(T²).
+    /// and values in blocks of 64 (three block sets for the backward) — O(T·D) per thread, never O(T²).
     /// </summary>
     public static long WorkingBytesPerThread(AttentionOptions options, int keyLength) =>
-        ((long)ScratchLength(options)
-            + (long)(keyLength + KeyTile - 1) / KeyTile * KeyTile * (options.HeadDimQK + options.HeadDimV)) * sizeof(float);
+        ((long)ScratchLength(options) + Math.Max(BlockedLength(options, keyLength),
+            3L * ((keyLength + KeyTile - 1) / KeyTile * KeyTile) * Math.Max(options.HeadDimQK, options.HeadDimV))) * sizeof(float);
 
-    public static unsafe void Forward(
+    /// <summary>
+    /// Bytes the forward uses beside its per-thread scratch: short calls block every kv head's keys and values
+    /// once, in one buffer the threads share (at most 4 MiB); long calls use none.
+    /// </summary>
+    public static long SharedWorkingBytes(AttentionOptions options, int batch, int keyLength)
+    {
+        long bytes = (long)batch * options.KvHeads * BlockedLength(options, keyLength) * sizeof(float);
+        return bytes <= SharedBlockingBytes ? bytes : 0;
+    }
+
+    // Floats of one kv head's keys (transposed, [Dqk, 64] per block) and values ([64, Dv] per block), padded to 64 keys.
+    private static long BlockedLength(AttentionOptions options, int keyLength) =>
+        (long)(keyLength + KeyTile - 1) / KeyTile * KeyTile * (options.HeadDimQK + options.HeadDimV);
+
+    public static void Forward(
         AttentionOptions options, int queryLength, int keyLength, int queryOffset,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> logSumExp) =>
+        Forward(options, 1, queryLength, keyLength, queryOffset, q, k, v, output, logSumExp);
+
+    /// <summary>
+    /// A batch of independent sequences in one call (one fork–join for all of them): q [B, Tq, H, Dqk],
+    /// k [B, Tk, G, Dqk], v [B, Tk, G, Dv], output [B, Tq, H, Dv], logSumExp [B, H, Tq].
+    /// </summary>
+    public static unsafe void Forward(
+        AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
         ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> logSumExp)
     {
         options.Validate(queryLength, keyLength, queryOffset);
-        CheckSizes(options, queryLength, keyLength, q, k, v, output, logSumExp);
+        if (batch < 1)
+        {
+            throw new ArgumentException($"attention: batch ({batch}) must be positive");
+        }
+
+        CheckSizes(options, batch, queryLength, keyLength, q, k, v, output, logSumExp);
+        int heads = options.Heads, kvHeads = options.KvHeads;
         int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
         fixed (float* qp = q, kp = k, vp = v, op = output, lp = logSumExp)
         {
-            var job = new FusedJob(options, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp);
-            if (AttentionPanels.Available && options.HeadDimV == AttentionPanels.Width && queryLength >= KeyTile)
+            var jobs = Jobs(options, batch, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp);
+            if (!(AttentionPanels.Available && options.HeadDimV == AttentionPanels.Width && queryLength >= KeyTile))
             {
-                // One work item per head: its keys are transposed once to [D, T] and every query tile reuses them.
-                Run(options.Heads, job.ForwardHead);
+                int perSequence = heads * queryTiles;
+                Run(batch * perSequence, item => jobs[item / perSequence].ForwardTile(item % perSequence / queryTiles, item % queryTiles, null, null));
+                return;
             }
-            else
+
+            long shared = SharedWorkingBytes(options, batch, keyLength) / sizeof(float);
+            if (shared == 0 || batch * heads >= 4 * ComputeThreads.Count)
             {
-                Run(options.Heads * queryTiles, item => job.ForwardTile(item / queryTiles, item % queryTiles, null, null));
+                // One work item per (sequence, head): its keys are blocked once and every query tile reuses them.
+                Run(batch * heads, item => jobs[item / heads].ForwardHead(item % heads));
+                return;
             }
+
+            var blocks = Interlocked.Exchange(ref sharedBlocks, null);
+            if (blocks is null || blocks.Length < shared)
+            {
+                blocks = GC.AllocateUninitializedArray<float>((int)shared, pinned: true);
+            }
+
+            fixed (float* bp = blocks)
+            {
+                float* basePointer = bp;
+                long perHead = BlockedLength(options, keyLength);
+                Run(batch * kvHeads, item => jobs[item / kvHeads].BlockKeysAndValues(item % kvHeads, basePointer + (item * perHead)));
+                // Head by head (its blocks stay in L2 across its tiles), each from its last query tile (the longest
+                // under a causal mask) to its first, so that the last parts the counter hands out are short ones.
+                Run(batch * heads * queryTiles, item =>
+                {
+                    int tile = queryTiles - 1 - (item % queryTiles), b = item / queryTiles / heads, h = item / queryTiles % heads;
+                    float* kt = basePointer + (((long)b * kvHeads) + (h / options.GroupSize)) * perHead;
+                    jobs[b].ForwardTile(h, tile, kt, kt + (perHead / (options.HeadDimQK + options.HeadDimV) * options.HeadDimQK));
+                });
+            }
+
+            Interlocked.Exchange(ref sharedBlocks, blocks);
         }
     }
 
-    public static unsafe void Backward(
+    private static unsafe FusedJob[] Jobs(
+        AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
+        float* q, float* k, float* v, float* output, float* logSumExp)
+    {
+        long qRow = (long)queryLength * options.Heads, kRow = (long)keyLength * options.KvHeads;
+        var jobs = new FusedJob[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            jobs[b] = new FusedJob(options, queryLength, keyLength, queryOffset,
+                q + (b * qRow * options.HeadDimQK), k + (b * kRow * options.HeadDimQK), v + (b * kRow * options.HeadDimV),
+                output + (b * qRow * options.HeadDimV), logSumExp + (b * qRow));
+        }
+
+        return jobs;
+    }
+
+    public static void Backward(
         AttentionOptions options, int queryLength, int keyLength, int queryOffset,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> output, ReadOnlySpan<float> outputGrad, ReadOnlySpan<float> logSumExp,
+        Span<float> qGrad, Span<float> kGrad, Span<float> vGrad) =>
+        Backward(options, 1, queryLength, keyLength, queryOffset, q, k, v, output, outputGrad, logSumExp, qGrad, kGrad, vGrad);
+
+    /// <summary>The batched form of the backward, in the layouts of the batched <see cref="Forward(AttentionOptions, int, int, int, int, ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, Span{float}, Span{float})"/>.</summary>
+    public static unsafe void Backward(
+        AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
         ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> output, ReadOnlySpan<float> outputGrad, ReadOnlySpan<float> logSumExp,
         Span<float> qGrad, Span<float> kGrad, Span<float> vGrad)
     {
         options.Validate(queryLength, keyLength, queryOffset);
-        CheckSizes(options, queryLength, keyLength, q, k, v, output, logSumExp);
-        int heads = options.Heads, dv = options.HeadDimV;
-        Need("outputGrad", outputGrad.Length, (long)queryLength * heads * dv);
-        Need("qGrad", qGrad.Length, (long)queryLength * heads * options.HeadDimQK);
-        Need("kGrad", kGrad.Length, (long)keyLength * options.KvHeads * options.HeadDimQK);
-        Need("vGrad", vGrad.Length, (long)keyLength * options.KvHeads * dv);
-        qGrad[..(queryLength * heads * options.HeadDimQK)].Clear();
-        kGrad[..(keyLength * options.KvHeads * options.HeadDimQK)].Clear();
-        vGrad[..(keyLength * options.KvHeads * dv)].Clear();
-
-        // D[h, i] = dO_i·O_i: the row term of the softmax backward, Σ_j P_ij·dP_ij, computed from the output.
-        var rowTerm = new float[heads * queryLength];
-        for (int i = 0; i < queryLength; i++)
+        if (batch < 1)
         {
-            for (int h = 0; h < heads; h++)
-            {
-                int at = (i * heads + h) * dv;
-                rowTerm[h * queryLength + i] = TensorPrimitives.Dot(outputGrad.Slice(at, dv), output.Slice(at, dv));
-            }
+            throw new ArgumentException($"attention: batch ({batch}) must be positive");
         }
 
+        CheckSizes(options, batch, queryLength, keyLength, q, k, v, output, logSumExp);
+        int heads = options.Heads, kvHeads = options.KvHeads, dqk = options.HeadDimQK, dv = options.HeadDimV;
+        Need("outputGrad", outputGrad.Length, (long)batch * queryLength * heads * dv);
+        Need("qGrad", qGrad.Length, (long)batch * queryLength * heads * dqk);
+        Need("kGrad", kGrad.Length, (long)batch * keyLength * kvHeads * dqk);
+        Need("vGrad", vGrad.Length, (long)batch * keyLength * kvHeads * dv);
+        qGrad[..(batch * queryLength * heads * dqk)].Clear();
+        var rowTerm = new float[batch * heads * queryLength]; // D [B, H, Tq], filled by the work items
         int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
         int keyTiles = (keyLength + KeyTile - 1) / KeyTile;
         fixed (float* qp = q, kp = k, vp = v, op = output, lp = logSumExp, dop = outputGrad, dp = rowTerm)
         fixed (float* dqp = qGrad, dkp = kGrad, dvp = vGrad)
         {
-            var job = new FusedJob(options, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp)
+            var jobs = Jobs(options, batch, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp);
+            long qRow = (long)queryLength * heads, kRow = (long)keyLength * kvHeads;
+            for (int b = 0; b < batch; b++)
             {
-                OutputGrad = dop,
-                RowTerm = dp,
-                QueryGrad = dqp,
-                KeyGrad = dkp,
-                ValueGrad = dvp,
-            };
-            Run(options.KvHeads * keyTiles, item => job.KeyValueGradTile(item / keyTiles, item % keyTiles));
-            Run(heads * queryTiles, item => job.QueryGradTile(item / queryTiles, item % queryTiles));
+                jobs[b].OutputGrad = dop + (b * qRow * dv);
+                jobs[b].RowTerm = dp + (b * qRow);
+                jobs[b].QueryGrad = dqp + (b * qRow * dqk);
+                jobs[b].KeyGrad = dkp + (b * kRow * dqk);
+                jobs[b].ValueGrad = dvp + (b * kRow * dv);
+            }
+
+            if (AttentionPanels.Available && dqk == AttentionPanels.Width && dv == AttentionPanels.Width
+                && batch * kvHeads >= Math.Min(2, ComputeThreads.Count))
+            {
+                // One pass per (sequence, kv head): the item owns that head's dK and dV rows and its query heads' dQ
+                // rows, so S, P and dP are computed once per tile and nothing needs atomics.
+                Run(batch * kvHeads, item => jobs[item / kvHeads].BackwardKvHead(item % kvHeads));
+                return;
+            }
+
+            kGrad[..(batch * keyLength * kvHeads * dqk)].Clear();
+            vGrad[..(batch * keyLength * kvHeads * dv)].Clear();
+            Run(batch * heads, item => jobs[item / heads].FillRowTerm(item % heads));
+            Run(batch * kvHeads * keyTiles, item => jobs[item / (kvHeads * keyTiles)].KeyValueGradTile(item / keyTiles % kvHeads, item % keyTiles));
+            Run(batch * heads * queryTiles, item => jobs[item / (heads * queryTiles)].QueryGradTile(item / queryTiles % heads, item % queryTiles));
         }
     }
 
@@ -119,8 +218,10 @@ public static partial class ScaledDotProductAttention
         ComputeThreads.Run(items, body);
     }
 
+    // S and P, dP (or dS), the accumulator [Br, max(D)], the running max and sum; the backward's dK and dV tiles.
     private static int ScratchLength(AttentionOptions options) =>
-        2 * QueryTile * KeyTile + QueryTile * Math.Max(options.HeadDimV, options.HeadDimQK) + 2 * QueryTile;
+        (3 * QueryTile * KeyTile) + (QueryTile * Math.Max(options.HeadDimV, options.HeadDimQK)) + (17 * QueryTile)
+        + (KeyTile * (options.HeadDimQK + options.HeadDimV));
 
     private static float[] Scratch(AttentionOptions options)
     {
@@ -133,6 +234,16 @@ public static partial class ScaledDotProductAttention
         return scratch;
     }
 
+    private static float[] KeyBlocks(long length)
+    {
+        if (transposedKeys is null || transposedKeys.Length < length)
+        {
+            transposedKeys = GC.AllocateUninitializedArray<float>((int)length, pinned: true);
+        }
+
+        return transposedKeys;
+    }
+
     /// <summary>One fused call's inputs as raw pointers, so that worker threads can share them.</summary>
     private sealed unsafe class FusedJob(
         AttentionOptions options, int queryLength, int keyLength, int queryOffset,
@@ -143,55 +254,77 @@ public static partial class ScaledDotProductAttention
         private readonly int dqk = options.HeadDimQK;
         private readonly int dv = options.HeadDimV;
         private readonly float scale = options.EffectiveScale;
+        private readonly int keyTiles = (keyLength + KeyTile - 1) / KeyTile;
 
-        public float* OutputGrad { get; init; }
+        public float* OutputGrad { get; set; }
 
-        public float* RowTerm { get; init; }
+        public float* RowTerm { get; set; }
 
-        public float* QueryGrad { get; init; }
+        public float* QueryGrad { get; set; }
 
-        public float* KeyGrad { get; init; }
+        public float* KeyGrad { get; set; }
 
-        public float* ValueGrad { get; init; }
+        public float* ValueGrad { get; set; }
 
         public void ForwardHead(int h)
         {
-            int g = h / options.GroupSize;
-            int keyTiles = (keyLength + KeyTile - 1) / KeyTile;
-            // The head's keys, scaled and transposed tile by tile: block t holds scale·Kᵀ [Dqk, 64] of keys
-            // 64t..64t+63 (zero past the end), and its values copied to contiguous [64, Dv] blocks. Contiguous 16 KB
-            // blocks keep a tile's reads inside 4 pages; read in place, the 64 rows of a tile sit T·4 or H·D·4 bytes
-            // apart, which thrashed the TLB and (at T = 4096) mapped every row to the same L1 sets.
-            int blockKeys = dqk * KeyTile, blockValues = KeyTile * dv;
-            if (transposedKeys is null || transposedKeys.Length < keyTiles * (blockKeys + blockValues))
+            int blockKeys = dqk * KeyTile;
+            fixed (float* kt = KeyBlocks((long)keyTiles * (blockKeys + (KeyTile * dv))))
             {
-                transposedKeys = GC.AllocateUninitializedArray<float>(keyTiles * (blockKeys + blockValues), pinned: true);
-            }
-
-            fixed (float* kt = transposedKeys)
-            {
-                float* vb = kt + (long)keyTiles * blockKeys;
-                new Span<float>(kt, keyTiles * (blockKeys + blockValues)).Clear();
-                for (int tile = 0; tile < keyTiles; tile++)
-                {
-                    // Keys 64t.. as rows of Dqk (H·Dqk apart) → the block's columns; the scale is folded into them once.
-                    int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
-                    float* block = kt + (long)tile * blockKeys;
-                    Gemm.TransposeInto(k + ((long)j0 * kvHeads + g) * dqk, kvHeads * dqk, keys, dqk, block, KeyTile);
-                    var scaled = new Span<float>(block, blockKeys);
-                    TensorPrimitives.Multiply(scaled, scale, scaled);
-                }
-
-                for (int j = 0; j < keyLength; j++)
-                {
-                    new ReadOnlySpan<float>(v + ((long)j * kvHeads + g) * dv, dv).CopyTo(new Span<float>(vb + (long)j * dv, dv));
-                }
-
+                float* vb = kt + ((long)keyTiles * blockKeys);
+                BlockKeysAndValues(h / options.GroupSize, kt);
                 for (int tile = 0; tile * QueryTile < queryLength; tile++)
                 {
                     ForwardTile(h, tile, kt, vb);
                 }
             }
+        }
+
+        // kv head g's keys, scaled and transposed tile by tile: block t holds scale·log₂e·Kᵀ [Dqk, 64] of keys
+        // 64t..64t+63 (zero past the end), followed by its values copied to contiguous [64, Dv] blocks. Contiguous
+        // 16 KB blocks keep a tile's reads inside 4 pages; read in place, the 64 rows of a tile sit T·4 or H·D·4 bytes
+        // apart, which thrashed the TLB and (at T = 4096) mapped every row to the same L1 sets.
+        public void BlockKeysAndValues(int g, float* kt)
+        {
+            TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
+            CopyRows(v + ((long)g * dv), kvHeads * dv, dv, kt + ((long)keyTiles * dqk * KeyTile));
+        }
+
+        // Rows 0..Tk−1 of width `width` (stride ld) into blocks of [width, 64]: block t holds factor·rows 64t..64t+63
+        // as columns, zero past the last row.
+        private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks)
+        {
+            int blockLength = width * KeyTile;
+            for (int tile = 0; tile < keyTiles; tile++)
+            {
+                int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
+                var block = new Span<float>(blocks + ((long)tile * blockLength), blockLength);
+                if (keys < KeyTile)
+                {
+                    block.Clear();
+                }
+
+                fixed (float* bp = block)
+                {
+                    Gemm.TransposeInto(source + ((long)j0 * ld), ld, keys, width, bp, KeyTile);
+                }
+
+                if (factor != 1f)
+                {
+                    TensorPrimitives.Multiply(block, factor, block);
+                }
+            }
+        }
+
+        // Rows 0..Tk−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
+        private void CopyRows(float* source, int ld, int width, float* target)
+        {
+            for (int j = 0; j < keyLength; j++)
+            {
+                Buffer.MemoryCopy(source + ((long)j * ld), target + ((long)j * width), width * sizeof(float), width * sizeof(float));
+            }
+
+            new Span<float>(target + ((long)keyLength * width), ((keyTiles * KeyTile) - keyLength) * width).Clear();
         }
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
@@ -201,10 +334,11 @@ public static partial class ScaledDotProductAttention
             int g = h / options.GroupSize;
             int i0 = tile * QueryTile, rows = Math.Min(QueryTile, queryLength - i0);
             var buffer = Scratch(options);
+            int tiles = 3 * QueryTile * KeyTile, accLength = QueryTile * Math.Max(dv, dqk);
             var s = buffer.AsSpan(0, QueryTile * KeyTile);                                   // [Br, Bc]
-            var acc = buffer.AsSpan(2 * QueryTile * KeyTile, rows * dv);                     // [Br, Dv]
-            var max = buffer.AsSpan(2 * QueryTile * KeyTile + QueryTile * Math.Max(dv, dqk), QueryTile);
-            var sum = buffer.AsSpan(2 * QueryTile * KeyTile + QueryTile * Math.Max(dv, dqk) + QueryTile, QueryTile);
+            var acc = buffer.AsSpan(tiles, rows * dv);                                       // [Br, Dv]
+            var max = buffer.AsSpan(tiles + accLength, QueryTile);
+            var sum = buffer.AsSpan(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
             acc.Clear();
             max.Fill(float.NegativeInfinity);
             sum.Clear();
@@ -249,7 +383,20 @@ public static partial class ScaledDotProductAttention
 
                     // acc [rows, Dv] += P [rows, cols] · V_tile [cols, Dv]
                     float* vTile = v + ((long)j0 * kvHeads + g) * dv;
-                    if (kt != null)
+                    int diagonal = queryOffset + i0 - j0; // causal: row r sees columns ≤ diagonal + r
+                    if (kt != null && options.Mask == MaskKind.Causal && diagonal + rows - 1 < cols - 1)
+                    {
+                        // A tile on the causal diagonal: each block of 4 rows needs only the keys its last row sees.
+                        fixed (float* pp = s, ap = acc)
+                        {
+                            for (int r = 0; r < rows; r += 4)
+                            {
+                                int block = Math.Min(4, rows - r), depth = Math.Clamp(diagonal + r + block, 0, cols);
+                                AttentionPanels.MultiplyAdd(block, depth, pp + (r * KeyTile), KeyTile, vb + (long)j0 * dv, dv, ap + (r * dv), dv, add: true);
+                            }
+                        }
+                    }
+                    else if (kt != null)
                     {
                         fixed (float* pp = s, ap = acc)
                         {
@@ -268,15 +415,89 @@ public static partial class ScaledDotProductAttention
             for (int i = 0; i < rows; i++)
             {
                 var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
-                if (sum[i] == 0f)
+                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
+                if (rowSum == 0f)
                 {
                     o.Clear();
                     logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
                     continue;
                 }
 
-                TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / sum[i], o);
-                logSumExp[h * queryLength + i0 + i] = max[i] + MathF.Log(sum[i]);
+                TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
+                // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
+                logSumExp[h * queryLength + i0 + i] = kt != null
+                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
+                    : max[i] + MathF.Log(rowSum);
+            }
+        }
+
+        // D[h, i] = dO_i·O_i: the row term of the softmax backward, Σ_j P_ij·dP_ij, computed from the output.
+        public void FillRowTerm(int h)
+        {
+            for (int i = 0; i < queryLength; i++)
+            {
+                long at = (((long)i * heads) + h) * dv;
+                RowTerm[(h * queryLength) + i] = TensorPrimitives.Dot(new ReadOnlySpan<float>(OutputGrad + at, dv), new ReadOnlySpan<float>(output + at, dv));
+            }
+        }
+
+        // The whole backward of kv head g on the AVX-512 panels (Dqk = Dv = 64), one pass over its key tiles:
+        //   per key tile j, per query head h of the group, per query tile i that sees it:
+        //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
+        //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
+        // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting); dQ rows add up in place.
+        public void BackwardKvHead(int g)
+        {
+            for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
+            {
+                FillRowTerm(h);
+            }
+
+            int block = KeyTile * AttentionPanels.Width;
+            var buffer = Scratch(options);
+            fixed (float* kt = KeyBlocks(3L * keyTiles * block), sc = buffer)
+            {
+                float* kr = kt + ((long)keyTiles * block), vt = kr + ((long)keyTiles * block);
+                TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
+                CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr);
+                TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt);
+                float* p = sc, dp = sc + (QueryTile * KeyTile);
+                float* dkAcc = sc + ScratchLength(options) - (KeyTile * (dqk + dv)), dvAcc = dkAcc + (KeyTile * dqk);
+                var pSpan = new Span<float>(p, QueryTile * KeyTile);
+                for (int tile = 0; tile < keyTiles; tile++)
+                {
+                    int j0 = tile * KeyTile, cols = Math.Min(KeyTile, keyLength - j0);
+                    new Span<float>(dkAcc, KeyTile * (dqk + dv)).Clear();
+                    for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
+                    {
+                        for (int i0 = 0; i0 < queryLength; i0 += QueryTile)
+                        {
+                            int rows = Math.Min(QueryTile, queryLength - i0);
+                            if (!Overlaps(i0, rows, j0, cols))
+                            {
+                                continue;
+                            }
+
+                            float* qi = q + ((((long)i0 * heads) + h) * dqk), dOi = OutputGrad + ((((long)i0 * heads) + h) * dv);
+                            AttentionPanels.MultiplyAdd(rows, dqk, qi, heads * dqk, kt + ((long)tile * block), KeyTile, p, KeyTile, add: false);
+                            Mask(h, i0, rows, j0, cols, pSpan, base2: true);
+                            AttentionPanels.MultiplyAdd(rows, dv, dOi, heads * dv, vt + ((long)tile * block), KeyTile, dp, KeyTile, add: false);
+                            AttentionPanels.ProbabilitiesAndScoreGrad(rows, p, dp, KeyTile,
+                                logSumExp + (h * queryLength) + i0, RowTerm + (h * queryLength) + i0, scale);
+                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, p, KeyTile, dOi, heads * dv, dvAcc, dv);
+                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, dp, KeyTile, qi, heads * dqk, dkAcc, dqk);
+                            AttentionPanels.MultiplyAdd(rows, KeyTile, dp, KeyTile, kr + ((long)tile * block), dqk,
+                                QueryGrad + ((((long)i0 * heads) + h) * dqk), heads * dqk, add: true);
+                        }
+                    }
+
+                    for (int j = 0; j < cols; j++)
+                    {
+                        long row = ((long)(j0 + j) * kvHeads) + g;
+                        Buffer.MemoryCopy(dkAcc + (j * dqk), KeyGrad + (row * dqk), dqk * sizeof(float), dqk * sizeof(float));
+                        Buffer.MemoryCopy(dvAcc + (j * dv), ValueGrad + (row * dv), dv * sizeof(float), dv * sizeof(float));
+                    }
+                }
             }
         }
 
@@ -362,7 +583,8 @@ public static partial class ScaledDotProductAttention
         }
 
         // S [rows, cols] (stride Bc) = scale·Q_tile·K_tileᵀ + bias, −∞ where hidden.
-        // With keyBlock (scale·Kᵀ of this key tile, [Dqk, 64]) the product runs on the AVX-512 panel.
+        // With keyBlock (scale·log₂e·Kᵀ of this key tile, [Dqk, 64]) the product runs on the AVX-512 panel and S is
+        // in base 2 (bias included); the columns past cols are then −∞ too.
         private void Scores(int h, int g, int i0, int rows, int j0, int cols, Span<float> s, float* keyBlock = null)
         {
             if (keyBlock != null)
@@ -377,22 +599,30 @@ public static partial class ScaledDotProductAttention
                 var qTile = new ReadOnlySpan<float>(q + ((long)i0 * heads + h) * dqk, ((rows - 1) * heads * dqk) + dqk);
                 var kTile = new ReadOnlySpan<float>(k + ((long)j0 * kvHeads + g) * dqk, ((cols - 1) * kvHeads * dqk) + dqk);
                 Gemm.Multiply(false, true, rows, cols, dqk, qTile, heads * dqk, kTile, kvHeads * dqk, s, KeyTile, false, 1);
+                for (int i = 0; i < rows; i++)
+                {
+                    var row = s.Slice(i * KeyTile, cols);
+                    TensorPrimitives.Multiply(row, scale, row);
+                }
             }
 
+            Mask(h, i0, rows, j0, cols, s, keyBlock != null);
+        }
+
+        // Hides what query i0+i may not see in a tile of scores (−∞) and adds the ALiBi bias (× log₂e in base 2).
+        private void Mask(int h, int i0, int rows, int j0, int cols, Span<float> s, bool base2)
+        {
             int firstQuery = queryOffset + i0, lastQuery = firstQuery + rows - 1, lastKey = j0 + cols - 1;
             bool fullyVisible = !options.NeedsElementMask
                 && (options.Mask == MaskKind.Bidirectional || lastKey <= firstQuery)
                 && (options.Window == 0 || (Math.Max(lastQuery - j0, lastKey - firstQuery) < options.Window));
             // Without padding, sparsity, ALiBi or sinks beside a window, a query's visible keys are one range of positions.
             bool contiguous = !options.NeedsElementMask && options.AlibiSlopes is null && (options.Window == 0 || options.Sinks == 0);
+            float unit = base2 ? AttentionPanels.Log2E : 1f;
             for (int i = 0; i < rows; i++)
             {
                 var row = s.Slice(i * KeyTile, cols);
-                if (keyBlock == null)
-                {
-                    TensorPrimitives.Multiply(row, scale, row);
-                }
-                else if (cols < KeyTile)
+                if (base2 && cols < KeyTile)
                 {
                     // The panel computed a whole tile against zero-padded keys: hide the columns past the end.
                     s.Slice(i * KeyTile + cols, KeyTile - cols).Fill(float.NegativeInfinity);
@@ -416,7 +646,7 @@ public static partial class ScaledDotProductAttention
                 for (int j = 0; j < cols; j++)
                 {
                     row[j] = options.IsVisible(queryPosition, j0 + j)
-                        ? row[j] + options.Bias(h, queryPosition, j0 + j)
+                        ? row[j] + (unit * options.Bias(h, queryPosition, j0 + j))
                         : float.NegativeInfinity;
                 }
             }

@@ -184,13 +184,18 @@ public static partial class ScaledDotProductAttention
 
     private static void CheckSizes(
         AttentionOptions options, int queryLength, int keyLength,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> output, ReadOnlySpan<float> logSumExp) =>
+        CheckSizes(options, 1, queryLength, keyLength, q, k, v, output, logSumExp);
+
+    private static void CheckSizes(
+        AttentionOptions options, int batch, int queryLength, int keyLength,
         ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> output, ReadOnlySpan<float> logSumExp)
     {
-        Need("q", q.Length, (long)queryLength * options.Heads * options.HeadDimQK);
-        Need("k", k.Length, (long)keyLength * options.KvHeads * options.HeadDimQK);
-        Need("v", v.Length, (long)keyLength * options.KvHeads * options.HeadDimV);
-        Need("output", output.Length, (long)queryLength * options.Heads * options.HeadDimV);
-        Need("logSumExp", logSumExp.Length, (long)queryLength * options.Heads);
+        Need("q", q.Length, (long)batch * queryLength * options.Heads * options.HeadDimQK);
+        Need("k", k.Length, (long)batch * keyLength * options.KvHeads * options.HeadDimQK);
+        Need("v", v.Length, (long)batch * keyLength * options.KvHeads * options.HeadDimV);
+        Need("output", output.Length, (long)batch * queryLength * options.Heads * options.HeadDimV);
+        Need("logSumExp", logSumExp.Length, (long)batch * queryLength * options.Heads);
     }
 
     private static void Need(string name, int actual, long required)

@@ -32,6 +32,14 @@ public class ScaledDotProductAttentionTests
         ["panel-window"] = (new AttentionOptions(2, 2, 64, 64) { Window = 70 }, 200, 200, 0),
         ["panel-bidirectional-window"] = (new AttentionOptions(2, 2, 64, 64) { Mask = MaskKind.Bidirectional, Window = 50 }, 150, 150, 0),
         ["panel-offset"] = (new AttentionOptions(2, 2, 64, 64), 70, 190, 120),
+        // The base-2 panel path and its one-pass backward: odd lengths (a partial last query and key tile), no mask,
+        // ALiBi (its bias scaled into base 2), padding (the per-element mask), grouped heads, short calls (shared blocks).
+        ["panel-odd"] = (new AttentionOptions(3, 3, 64, 64), 131, 131, 0),
+        ["panel-bidirectional"] = (new AttentionOptions(2, 2, 64, 64) { Mask = MaskKind.Bidirectional }, 97, 97, 0),
+        ["panel-alibi"] = (new AttentionOptions(2, 2, 64, 64) { AlibiSlopes = [0.5f, 0.0625f] }, 100, 100, 0),
+        ["panel-padding"] = (new AttentionOptions(2, 2, 64, 64) { KeyPadding = Padding(90, 11) }, 90, 90, 0),
+        ["panel-gqa"] = (new AttentionOptions(4, 2, 64, 64), 64, 64, 0),
+        ["panel-short-backward"] = (new AttentionOptions(2, 2, 64, 64), 9, 9, 0),
     };
 
     // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
@@ -131,6 +139,73 @@ public class ScaledDotProductAttentionTests
         }
     }
 
+    // The panel backward (head size 64: base-2 scores, one pass per kv head) against float64 central differences.
+    [Theory]
+    [InlineData(MaskKind.Causal, 0)]
+    [InlineData(MaskKind.Bidirectional, 0)]
+    [InlineData(MaskKind.Causal, 3)]
+    public void PanelBackwardMatchesFiniteDifferences(MaskKind mask, int window)
+    {
+        var options = new AttentionOptions(2, 1, 64, 64) { Mask = mask, Window = window };
+        const int t = 6;
+        var (q, k, v) = Inputs(options, t, t, seed: 11);
+        var random = new Random(12);
+        double[] r = FiniteDifference.ToDouble(TestData.Uniform(random, t * options.Heads * options.HeadDimV));
+        double[] qd = FiniteDifference.ToDouble(q), kd = FiniteDifference.ToDouble(k), vd = FiniteDifference.ToDouble(v);
+        double Loss(double[] qv, double[] kv, double[] vv) =>
+            FiniteDifference.Project(Float64Attention.Forward(options, t, t, 0, qv, kv, vv), r);
+        float[] output = new float[r.Length], lse = new float[options.Heads * t];
+        ScaledDotProductAttention.Forward(options, t, t, 0, q, k, v, output, lse);
+        float[] dq = new float[q.Length], dk = new float[k.Length], dv = new float[v.Length];
+        ScaledDotProductAttention.Backward(options, 1, t, t, 0, q, k, v, output, FiniteDifference.ToFloat(r), lse, dq, dk, dv);
+        FiniteDifference.AssertClose(dq, FiniteDifference.Gradient(p => Loss(p, kd, vd), qd), 1e-4, "dq");
+        FiniteDifference.AssertClose(dk, FiniteDifference.Gradient(p => Loss(qd, p, vd), kd), 1e-4, "dk");
+        FiniteDifference.AssertClose(dv, FiniteDifference.Gradient(p => Loss(qd, kd, p), vd), 1e-4, "dv");
+    }
+
+    // A batched call against one call per sequence. Batch 4 × 2 heads blocks keys per head (8 heads: enough to
+    // balance; at T = 1100 also over the shared-blocking budget) while each single sequence (2 heads) blocks all
+    // heads first and splits query tiles: two work splits of the same tile arithmetic, so the results are identical.
+    // Head size 16 takes the Gemm path.
+    [Theory]
+    [InlineData(64, 1100)]
+    [InlineData(64, 77)]
+    [InlineData(16, 150)]
+    public void BatchedCallEqualsOneCallPerSequence(int headSize, int t)
+    {
+        const int batch = 4;
+        var options = new AttentionOptions(2, 2, headSize, headSize);
+        int perSequence = t * 2 * headSize;
+        var random = new Random(t);
+        float[] q = TestData.Uniform(random, batch * perSequence), k = TestData.Uniform(random, batch * perSequence);
+        float[] v = TestData.Uniform(random, batch * perSequence), dO = TestData.Uniform(random, batch * perSequence);
+        float[] output = new float[q.Length], lse = new float[batch * 2 * t];
+        float[] dq = new float[q.Length], dk = new float[q.Length], dv = new float[q.Length];
+        ScaledDotProductAttention.Forward(options, batch, t, t, 0, q, k, v, output, lse);
+        ScaledDotProductAttention.Backward(options, batch, t, t, 0, q, k, v, output, dO, lse, dq, dk, dv);
+        for (int b = 0; b < batch; b++)
+        {
+            var at = b * perSequence;
+            float[] o1 = new float[perSequence], lse1 = new float[2 * t], dq1 = new float[perSequence], dk1 = new float[perSequence], dv1 = new float[perSequence];
+            ScaledDotProductAttention.Forward(options, t, t, 0, q.AsSpan(at, perSequence), k.AsSpan(at, perSequence), v.AsSpan(at, perSequence), o1, lse1);
+            ScaledDotProductAttention.Backward(options, t, t, 0, q.AsSpan(at, perSequence), k.AsSpan(at, perSequence), v.AsSpan(at, perSequence),
+                o1, dO.AsSpan(at, perSequence), lse1, dq1, dk1, dv1);
+            Assert.Equal(o1, output.AsSpan(at, perSequence).ToArray());
+            Assert.Equal(lse1, lse.AsSpan(b * 2 * t, 2 * t).ToArray());
+            Assert.Equal(dq1, dq.AsSpan(at, perSequence).ToArray());
+            Assert.Equal(dk1, dk.AsSpan(at, perSequence).ToArray());
+            Assert.Equal(dv1, dv.AsSpan(at, perSequence).ToArray());
+        }
+
+        if (t <= 150)
+        {
+            // And the first sequence against the reference.
+            float[] expected = new float[perSequence], expectedLse = new float[2 * t];
+            ScaledDotProductAttention.ForwardReference(options, t, t, 0, q.AsSpan(0, perSequence), k.AsSpan(0, perSequence), v.AsSpan(0, perSequence), expected, expectedLse);
+            Assert.True(Float64.MaxRelativeError(output.AsSpan(0, perSequence).ToArray(), FiniteDifference.ToDouble(expected)) <= 1e-5);
+        }
+    }
+
     [Fact]
     public void PatternRowsSumToOneAndAreExactlyZeroWhereMasked()
     {
@@ -205,6 +280,10 @@ public class ScaledDotProductAttentionTests
         Assert.Throws<ArgumentException>(() => new AttentionOptions(4, 3, 8, 8).Validate(1, 1, 0));
         Assert.Throws<ArgumentException>(() =>
             ScaledDotProductAttention.Forward(new AttentionOptions(1, 1, 4, 4), 2, 2, 0, new float[7], new float[8], new float[8], new float[8], new float[2]));
+        Assert.Throws<ArgumentException>(() =>
+            ScaledDotProductAttention.Forward(new AttentionOptions(1, 1, 4, 4), 2, 2, 2, 0, new float[8], new float[16], new float[16], new float[16], new float[4]));
+        Assert.Throws<ArgumentException>(() =>
+            ScaledDotProductAttention.Forward(new AttentionOptions(1, 1, 4, 4), 0, 2, 2, 0, new float[8], new float[8], new float[8], new float[8], new float[2]));
     }
 
     internal static (float[] Q, float[] K, float[] V) Inputs(AttentionOptions options, int tq, int tk, int seed)

@@ -3,9 +3,10 @@ using HeadLens.Attention;
 namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
-/// `headlens bench attention`: causal self-attention, batch 1, 12 heads × 64, T = 256, 1024, 4096, 16384, for the
-/// reference (materialising; only up to T = 1024, where its scalar loops finish in seconds), the fused kernel, a
-/// sliding window of 256, and linear attention. `--T 4096` limits the lengths.
+/// `headlens bench attention`: causal self-attention, 12 heads × 64, T = 256, 1024, 4096, 16384, for the reference
+/// (materialising; only up to T = 1024 at batch 1, where its scalar loops finish in seconds), the fused kernel and
+/// its backward, a sliding window of 256, and linear attention. `--T 4096` limits the lengths; `--batch 1,8` adds
+/// batched calls (fused forward and backward only: one call for the whole batch, as a training step makes it).
 /// </summary>
 internal sealed class AttentionBenchmark : IBenchmark
 {
@@ -15,60 +16,78 @@ internal sealed class AttentionBenchmark : IBenchmark
 
     public string Name => "attention";
 
-    public string Summary => "Causal self-attention, 12 heads × 64, for the reference, fused, sliding-window and linear kernels at T = 256 to 16384.";
+    public string Summary => "Causal self-attention, 12 heads × 64, for the reference, fused (forward and backward), sliding-window and linear kernels at T = 256 to 16384.";
 
-    public IReadOnlyList<CliOption> Options { get; } = [CliOption.Valued("T", "N,N", "only these sequence lengths", "256,1024,4096,16384")];
+    public IReadOnlyList<CliOption> Options { get; } =
+    [
+        CliOption.Valued("T", "N,N", "only these sequence lengths", "256,1024,4096,16384"),
+        CliOption.Valued("batch", "N,N", "batch sizes (above 1: the fused forward and backward only)", "1"),
+    ];
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
-        int[] lengths = [256, 1024, 4096, 16384];
-        string? only = args.Get("T");
-        if (only is not null)
-        {
-            lengths = only.Split(',').Select(text => int.TryParse(text, out int t) && t > 0
-                ? t : throw new UsageException($"bench: --T expects positive integers, got '{text}'")).ToArray();
-        }
-
+        int[] lengths = Numbers(args.Get("T"), "--T") ?? [256, 1024, 4096, 16384];
+        int[] batches = Numbers(args.Get("batch"), "--batch") ?? [1];
         var results = new List<BenchResult>();
-        foreach (int t in lengths)
+        foreach (int batch in batches)
         {
-            var random = new Random(1);
-            float[] q = Random(random, t * Heads * HeadDim), k = Random(random, t * Heads * HeadDim), v = Random(random, t * Heads * HeadDim);
-            float[] output = new float[t * Heads * HeadDim], logSumExp = new float[Heads * t];
-            var causal = new AttentionOptions(Heads, Heads, HeadDim, HeadDim);
-            foreach (string variant in new[] { "reference", "fused", "window", "linear" })
+            foreach (int t in lengths)
             {
-                if (variant == "reference" && t > 1024)
+                var random = new Random(1);
+                int n = batch * t * Heads * HeadDim;
+                float[] q = Random(random, n), k = Random(random, n), v = Random(random, n), outputGrad = Random(random, n);
+                float[] output = new float[n], logSumExp = new float[batch * Heads * t];
+                float[] qGrad = new float[n], kGrad = new float[n], vGrad = new float[n];
+                var causal = new AttentionOptions(Heads, Heads, HeadDim, HeadDim);
+                string[] variants = batch == 1 ? ["reference", "fused", "backward", "window", "linear"] : ["fused", "backward"];
+                foreach (string variant in variants)
                 {
-                    continue;
-                }
+                    if (variant == "reference" && t > 1024)
+                    {
+                        continue;
+                    }
 
-                Action call = variant switch
-                {
-                    "reference" => () => ScaledDotProductAttention.ForwardReference(causal, t, t, 0, q, k, v, output, logSumExp),
-                    "fused" => () => ScaledDotProductAttention.Forward(causal, t, t, 0, q, k, v, output, logSumExp),
-                    "window" => () => ScaledDotProductAttention.Forward(causal with { Window = Window }, t, t, 0, q, k, v, output, logSumExp),
-                    _ => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q, k, v, output),
-                };
-                call(); // warm-up: JIT, thread pool, per-thread scratch
-                long allocated = Timing.AllocatedBytes(call);
-                long scratch = variant is "fused" or "window"
-                    ? ScaledDotProductAttention.WorkingBytesPerThread(causal, t) * HeadLens.Kernels.ComputeThreads.Count
-                    : 0;
-                int iterations = t >= 16384 ? 3 : t >= 4096 ? 5 : 20;
-                double ms = Timing.MedianMilliseconds(call, warmup: 0, iterations, maxSeconds: 30);
-                double flops = Flops(variant, t);
-                progress.WriteLine($"attention {variant,-9} T={t,5}: {ms,9:F2} ms, {flops / (ms * 1e6),6:F0} GFLOP/s, working memory {(allocated + scratch) / 1e6:F1} MB");
-                results.Add(new BenchResult(
-                    new Dictionary<string, object> { ["variant"] = variant, ["T"] = t, ["heads"] = Heads, ["head_dim"] = HeadDim },
-                    new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = flops / (ms * 1e6), ["peak_bytes"] = allocated + scratch }));
+                    Action call = variant switch
+                    {
+                        "reference" => () => ScaledDotProductAttention.ForwardReference(causal, t, t, 0, q, k, v, output, logSumExp),
+                        "fused" => () => ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q, k, v, output, logSumExp),
+                        "backward" => () => ScaledDotProductAttention.Backward(causal, batch, t, t, 0, q, k, v, output, outputGrad, logSumExp, qGrad, kGrad, vGrad),
+                        "window" => () => ScaledDotProductAttention.Forward(causal with { Window = Window }, t, t, 0, q, k, v, output, logSumExp),
+                        _ => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q, k, v, output),
+                    };
+                    if (variant == "backward")
+                    {
+                        ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q, k, v, output, logSumExp); // its inputs
+                    }
+
+                    call(); // warm-up: JIT, thread pool, per-thread scratch
+                    long allocated = Timing.AllocatedBytes(call);
+                    long scratch = variant is "fused" or "window" or "backward"
+                        ? (ScaledDotProductAttention.WorkingBytesPerThread(causal, t) * HeadLens.Kernels.ComputeThreads.Count)
+                            + (variant == "fused" ? ScaledDotProductAttention.SharedWorkingBytes(causal, batch, t) : 0)
+                        : 0;
+                    double work = (double)batch * t * t;
+                    int iterations = work >= 16384.0 * 16384 ? 3 : work >= 4096.0 * 4096 ? 5 : 20;
+                    double ms = Timing.MedianMilliseconds(call, warmup: 0, iterations, maxSeconds: 30);
+                    double flops = batch * Flops(variant, t);
+                    progress.WriteLine($"attention {variant,-9} B={batch} T={t,5}: {ms,9:F2} ms, {flops / (ms * 1e6),6:F0} GFLOP/s, working memory {(allocated + scratch) / 1e6:F1} MB");
+                    results.Add(new BenchResult(
+                        new Dictionary<string, object> { ["variant"] = variant, ["T"] = t, ["heads"] = Heads, ["head_dim"] = HeadDim, ["batch"] = batch },
+                        new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = flops / (ms * 1e6), ["peak_bytes"] = allocated + scratch }));
+                }
             }
         }
 
         return results;
     }
 
-    // Useful work only: Q·Kᵀ and P·V over the visible (query, key) pairs, 2 FLOPs per multiply-add.
+    private static int[]? Numbers(string? text, string option) =>
+        text?.Split(',').Select(item => int.TryParse(item, out int value) && value > 0
+            ? value : throw new UsageException($"bench: {option} expects positive integers, got '{item}'")).ToArray();
+
+    // Useful work only: Q·Kᵀ and P·V over the visible (query, key) pairs, 2 FLOPs per multiply-add. The backward
+    // counts its four products (dP = dO·Vᵀ, dV, dK, dQ: twice the forward), not the recomputed S, as PyTorch's
+    // FLOP counter does.
     private static double Flops(string variant, int t)
     {
         double pairs = variant switch
@@ -77,7 +96,7 @@ internal sealed class AttentionBenchmark : IBenchmark
             "linear" => t * (double)HeadDim, // φ(k)·vᵀ state update and φ(q)·state per token: D·Dv each
             _ => t * (t + 1) / 2.0,
         };
-        return 2.0 * 2 * Heads * HeadDim * pairs;
+        return (variant == "backward" ? 2 : 1) * 2.0 * 2 * Heads * HeadDim * pairs;
     }
 
     private static float[] Random(Random random, int count)

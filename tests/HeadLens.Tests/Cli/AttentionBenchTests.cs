@@ -1,0 +1,27 @@
+using System.Text.Json;
+
+namespace HeadLens.Tests.Cli;
+
+public class AttentionBenchTests
+{
+    // `bench attention --batch` adds batched fused forward and backward results to the JSON shape, each with its
+    // batch in the config, and positive figures.
+    [Fact]
+    public void BatchedForwardAndBackwardAppearInTheJson()
+    {
+        var (code, output, error) = CliTests.Run("bench", "attention", "--T", "64", "--batch", "1,2", "--json");
+        Assert.True(code == 0, error);
+        using var json = JsonDocument.Parse(output);
+        var results = json.RootElement.GetProperty("results").EnumerateArray()
+            .Select(r => (Variant: r.GetProperty("config").GetProperty("variant").GetString(), Batch: r.GetProperty("config").GetProperty("batch").GetInt32(), Ms: r.GetProperty("median_ms").GetDouble()))
+            .ToArray();
+        Assert.Equal(
+            ["reference/1", "fused/1", "backward/1", "window/1", "linear/1", "fused/2", "backward/2"],
+            results.Select(r => $"{r.Variant}/{r.Batch}").ToArray());
+        Assert.All(results, r => Assert.True(r.Ms > 0));
+    }
+
+    [Fact]
+    public void BadBatchIsOneLine() =>
+        CliTests.AssertOneLineError(CliTests.Run("bench", "attention", "--T", "64", "--batch", "0"), "--batch");
+}
