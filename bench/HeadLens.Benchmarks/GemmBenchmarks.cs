@@ -1,3 +1,4 @@
+using BenchmarkDotNet.Attributes;
 using HeadLens.Kernels;
 
 namespace HeadLens.Benchmarks;

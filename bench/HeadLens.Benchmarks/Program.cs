@@ -1,3 +1,5 @@
+using BenchmarkDotNet.Running;
+
 namespace HeadLens.Benchmarks;
 
 internal static class Program
