@@ -16,8 +16,10 @@ public static class ModelPresets
         ["tiny-attn-only"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32) with { Mlp = MlpKind.None },
         // The embedded default: byte-level, trained on the King James Bible (see README).
         ["kjv"] = Gpt2(vocab: 256, context: 128, layers: 4, heads: 4, channels: 128),
-        // Its BPE successor's shape: a longer context, so that names and phrases recur within a window.
-        ["kjv-bpe"] = Gpt2(vocab: 1024, context: 256, layers: 4, heads: 4, channels: 128),
+        // Its BPE successor's shape: a longer context, so that names and phrases recur within a window, and rotary
+        // positions on queries and keys only, so that the residual stream carries tokens and a head can look one
+        // token back wherever it is (previous-token heads, then induction heads, form sooner than with learned positions).
+        ["kjv-bpe"] = Llama(vocab: 1024, context: 256, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),
         ["gpt2"] = Gpt2(vocab: 50257, context: 1024, layers: 12, heads: 12, channels: 768),
         ["gpt2-medium"] = Gpt2(vocab: 50257, context: 1024, layers: 24, heads: 16, channels: 1024),
         ["gpt2-large"] = Gpt2(vocab: 50257, context: 1024, layers: 36, heads: 20, channels: 1280),
