@@ -7,7 +7,10 @@ namespace HeadLens.Tests.Kernels;
 
 // The tests that change ComputeThreads.Count live in this class (xUnit never runs two tests of one class at once) and
 // restore it. Other classes may run kernels meanwhile: that only changes how many threads they use, not their results
-// (KernelsGiveTheSameResultsOnOneThreadAndOnSeveral).
+// (KernelsGiveTheSameResultsOnOneThreadAndOnSeveral). The class runs alone, though: a kernel of another class holding
+// the pool sends these calls to the Parallel.For fallback, which on a starved pool may run every part on the calling
+// thread, and then the tests about the pool's own workers measure the fallback instead (seen once in the scalar run).
+[Collection(RunsAlone.Name)]
 public class ComputeThreadsTests
 {
     [Theory]
@@ -272,4 +275,10 @@ public class ComputeThreadsTests
             ComputeThreads.Count = saved;
         }
     }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class RunsAlone
+{
+    public const string Name = "ComputeThreads alone";
 }
