@@ -19,6 +19,7 @@ internal sealed class ConvertCommand : ICommand
             SharedOptions.Tokenizer,
             CliOption.Valued("out", "DIR|FILE.gguf", "the output: a directory, or a file ending in .gguf") with { Required = true },
             CliOption.Valued("type", "TYPE", "the GGUF matrix type", "f32") with { Choices = ["f32", "f16", "q8_0"] },
+            CliOption.Flag("force", "replace a file or directory already at --out (without it, an existing output is refused)"),
         ],
         "headlens convert --out kjv.gguf --type q8_0");
 
@@ -27,7 +28,9 @@ internal sealed class ConvertCommand : ICommand
         var (model, tokenizer, path) = ModelInput.LoadModel(args, float32: true);
         string output = args.Require("out");
         string? typeName = args.Get("type");
+        bool force = args.Flag("force");
         args.RejectUnknown();
+        CheckOutput(output, path, force);
         if (output.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
         {
             var type = (typeName ?? "f32").ToLowerInvariant() switch
@@ -50,5 +53,24 @@ internal sealed class ConvertCommand : ICommand
         ModelFiles.Save(model, tokenizer, output);
         Console.WriteLine($"{path} → {output} (Hugging Face layout, {model.Config.Layout}, F32)");
         return 0;
+    }
+
+    /// <summary>
+    /// Refuses to replace what is already at the output (a model converted earlier, or the input itself) unless
+    /// --force says so; an empty directory is not a model and may be written into.
+    /// </summary>
+    private static void CheckOutput(string output, string input, bool force)
+    {
+        string full = Path.GetFullPath(output), source = Path.GetFullPath(input);
+        if (string.Equals(Path.TrimEndingDirectorySeparator(full), Path.TrimEndingDirectorySeparator(source), StringComparison.Ordinal))
+        {
+            throw new UsageException($"convert: --out {output} is the model being converted; write to another path");
+        }
+
+        bool occupied = File.Exists(full) || (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any());
+        if (occupied && !force)
+        {
+            throw new UsageException($"convert: {output} already exists; add --force to replace it");
+        }
     }
 }

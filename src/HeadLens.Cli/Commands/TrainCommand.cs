@@ -28,6 +28,7 @@ internal sealed class TrainCommand : ICommand
             CliOption.Valued("vocab", "N", "the BPE vocabulary size", "1024"),
             CliOption.Valued("accumulation", "N", "micro-batches accumulated per step", "1"),
             CliOption.Valued("repeat-share", "F", "share of training windows that are a corpus passage written twice (rewards copying from the context: induction heads)", "0"),
+            CliOption.Flag("repeat-random", "with --repeat-share: the passage written twice is random tokens, which cannot be memorised, so only copying from the context predicts its second copy"),
             CliOption.Valued("warmup", "N", "steps of linear learning-rate warmup", "50"),
             CliOption.Valued("eval-every", "N", "steps between validation losses", "100"),
             CliOption.Valued("checkpoint-every", "N", "steps between checkpoints", "250"),
@@ -60,6 +61,12 @@ internal sealed class TrainCommand : ICommand
 
         int? accumulation = args.Has("accumulation") ? args.GetInt("accumulation", 1, 1, 1024) : null;
         double? repeatShare = args.Has("repeat-share") ? args.GetDouble("repeat-share", 0, 0, 1) : null;
+        bool repeatRandom = args.Flag("repeat-random");
+        if (repeatRandom && !resume && (repeatShare ?? 0) == 0)
+        {
+            throw new HeadLensException("--repeat-random needs --repeat-share F with F > 0 (the share of windows with a repeated passage)");
+        }
+
         int? warmup = args.Has("warmup") ? args.GetInt("warmup", 0, 0, 10_000_000) : null;
         int? evalEvery = args.Has("eval-every") ? args.GetInt("eval-every", 0, 1, 10_000_000) : null;
         int? checkpointEvery = args.Has("checkpoint-every") ? args.GetInt("checkpoint-every", 0, 1, 10_000_000) : null;
@@ -72,7 +79,7 @@ internal sealed class TrainCommand : ICommand
         {
             // A resumed run continues with its saved settings, so that it reproduces the uninterrupted run; only the
             // number of steps (and how often to evaluate and save) may change.
-            foreach (string fixedOption in (string[])["batch", "context", "lr", "seed", "tokenizer", "vocab", "accumulation", "warmup", "repeat-share"])
+            foreach (string fixedOption in (string[])["batch", "context", "lr", "seed", "tokenizer", "vocab", "accumulation", "warmup", "repeat-share", "repeat-random"])
             {
                 if (args.Has(fixedOption))
                 {
@@ -119,6 +126,7 @@ internal sealed class TrainCommand : ICommand
                 Seed = seed ?? 1337,
                 Accumulation = accumulation ?? 1,
                 RepeatedShare = repeatShare ?? 0,
+                RepeatRandomTokens = repeatRandom,
                 WarmupSteps = warmup ?? 50,
                 EvalInterval = evalEvery ?? 100,
                 CheckpointInterval = checkpointEvery ?? 250,

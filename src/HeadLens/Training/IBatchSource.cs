@@ -16,9 +16,11 @@ public interface IBatchSource
 /// window, random place) is written again later in the same window, over the text there. The copy can be predicted
 /// only by looking back at the passage, which rewards copying from the context (induction) in a corpus small enough
 /// to be memorised otherwise. Random lengths and places matter: with a fixed distance between the copies, a head that
-/// looks back a fixed number of positions would do instead of induction.
+/// looks back a fixed number of positions would do instead of induction. With <paramref name="randomPassageVocabulary"/>
+/// &gt; 0 the passage is first replaced by tokens drawn uniformly from that many ids: such a passage cannot have been
+/// memorised, so its copy is predictable only from the context, however often the corpus has been seen.
 /// </summary>
-public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShare = 0) : IBatchSource
+public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShare = 0, int randomPassageVocabulary = 0) : IBatchSource
 {
     private readonly SplitMix64 random = new(seed);
 
@@ -48,7 +50,10 @@ public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShar
         }
     }
 
-    /// <summary>The window's text [T + 1] with the passage [a, a + L) written again at [d, d + L), d ≥ a + L.</summary>
+    /// <summary>
+    /// The window's text [T + 1] with the passage [a, a + L) (random tokens when asked) written again at [d, d + L),
+    /// d ≥ a + L.
+    /// </summary>
     private void WriteWithRepeat(ReadOnlySpan<int> text, Span<int> ids, Span<int> targets)
     {
         Span<int> sequence = text.Length <= 4096 ? stackalloc int[text.Length] : new int[text.Length];
@@ -57,6 +62,11 @@ public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShar
         int length = shortest + random.NextInt(longest - shortest + 1);
         int passage = random.NextInt(sequence.Length - 2 * length + 1);
         int copy = passage + length + random.NextInt(sequence.Length - length - (passage + length) + 1);
+        for (int i = 0; i < length && randomPassageVocabulary > 0; i++)
+        {
+            sequence[passage + i] = random.NextInt(randomPassageVocabulary);
+        }
+
         sequence.Slice(passage, length).CopyTo(sequence.Slice(copy, length));
         sequence[..^1].CopyTo(ids);
         sequence[1..].CopyTo(targets);

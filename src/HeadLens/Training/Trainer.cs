@@ -30,7 +30,8 @@ public sealed class Trainer
         this.corpus = corpus;
         Settings = settings;
         OutputDirectory = outputDirectory;
-        batches = new CorpusBatches(corpus, (ulong)settings.Seed, settings.RepeatedShare);
+        batches = new CorpusBatches(corpus, (ulong)settings.Seed, settings.RepeatedShare,
+            settings.RepeatRandomTokens ? tokenizer.VocabSize : 0);
         var optimizer = new AdamWOptimizer(model, new Kernels.AdamWSettings(settings.LearningRate, WeightDecay: settings.WeightDecay));
         loop = new TrainingLoop(model, optimizer, batches, LoopSettings(settings));
     }

@@ -32,6 +32,12 @@ public sealed record TrainingSettings
     /// <summary>Share of training windows that are a corpus passage written twice (see <see cref="CorpusBatches"/>); 0: none.</summary>
     public double RepeatedShare { get; init; }
 
+    /// <summary>
+    /// Whether the passage of a repeated window is random tokens rather than the corpus's text: a copy the model cannot
+    /// have memorised (see <see cref="CorpusBatches"/>).
+    /// </summary>
+    public bool RepeatRandomTokens { get; init; }
+
     /// <summary>Learning rate at a step (1-based): linear warmup, then cosine decay to the minimum.</summary>
     public float LearningRateAt(int step)
     {

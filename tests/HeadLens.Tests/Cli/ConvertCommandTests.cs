@@ -47,4 +47,23 @@ public sealed class ConvertCommandTests : IDisposable
         CliTests.AssertOneLineError(CliTests.Run("convert", "--out", Path.Combine(directory, "kjv.gguf"), "--type", "q4"), "--type q4");
         Assert.False(File.Exists(Path.Combine(directory, "m.gguf")));
     }
+
+    [Fact]
+    public void AnExistingOutputIsRefusedUnlessForced()
+    {
+        string gguf = Path.Combine(directory, "kjv.gguf");
+        File.WriteAllText(gguf, "an earlier conversion");
+        CliTests.AssertOneLineError(CliTests.Run("convert", "--out", gguf), "--force");
+        Assert.Equal("an earlier conversion", File.ReadAllText(gguf));
+
+        var forced = CliTests.Run("convert", "--out", gguf, "--force");
+        Assert.True(forced.Code == 0, forced.Error);
+        Assert.NotEqual("an earlier conversion", File.ReadAllText(gguf));
+
+        string saved = Path.Combine(directory, "saved");
+        Directory.CreateDirectory(saved);
+        Assert.True(CliTests.Run("convert", "--out", saved).Code == 0, "an empty directory may be written into");
+        CliTests.AssertOneLineError(CliTests.Run("convert", "--out", saved), "--force");
+        CliTests.AssertOneLineError(CliTests.Run("convert", "--model", saved, "--out", saved, "--force"), "the model being converted");
+    }
 }

@@ -89,4 +89,35 @@ public class CorpusBatchesTests
             Enumerable.Range(0, context).Any(i => ids[b * context + i] != ids[b * context] + i) || targets[b * context + context - 1] != ids[b * context] + context);
         Assert.InRange(repeated / (double)batch, 0.22, 0.28);
     }
+
+    [Fact]
+    public void RandomPassagesAreDrawnFromTheVocabularyAndWrittenTwice()
+    {
+        // A corpus of ids ≥ 1000, so that a passage drawn from the ids 0..99 stands out from the text.
+        var corpus = new Corpus(Enumerable.Range(1000, 5000).ToArray(), validationShare: 0.1);
+        const int batch = 300, context = 32, vocabulary = 100;
+        var ids = new int[batch * context];
+        var targets = new int[batch * context];
+        new CorpusBatches(corpus, 13, repeatedShare: 1, randomPassageVocabulary: vocabulary).Next(ids, targets, batch, context);
+        var drawn = new HashSet<int>();
+        for (int b = 0; b < batch; b++)
+        {
+            var sequence = ids.Skip(b * context).Take(context).Append(targets[b * context + context - 1]).ToArray();
+            var random = Enumerable.Range(0, sequence.Length).Where(i => sequence[i] < vocabulary).ToArray();
+            Assert.NotEmpty(random);
+            Assert.Equal(0, random.Length % 2);
+
+            // Two runs of equal length, the second a copy of the first; every other token is the corpus's text.
+            int length = random.Length / 2, passage = random[0], copy = random[length];
+            Assert.Equal(Enumerable.Range(passage, length), random.Take(length));
+            Assert.Equal(Enumerable.Range(copy, length), random.Skip(length));
+            Assert.Equal(sequence.AsSpan(passage, length).ToArray(), sequence.AsSpan(copy, length).ToArray());
+            var text = Enumerable.Range(0, sequence.Length).Except(random).ToArray();
+            int start = sequence[text[0]] - text[0];
+            Assert.All(text, i => Assert.Equal(start + i, sequence[i]));
+            drawn.UnionWith(sequence.Where(id => id < vocabulary));
+        }
+
+        Assert.True(drawn.Count > 90, $"only {drawn.Count} of {vocabulary} ids were drawn");
+    }
 }
