@@ -277,6 +277,17 @@ internal static unsafe class BlockDecoder
         }
     }
 
+    /// <summary>
+    /// How far ahead of the bytes being multiplied the decoding products prefetch (Dot512, the F16/BF16 and fp32 row
+    /// dots). A decode step streams every weight from memory once, and one core's hardware prefetcher keeps too few
+    /// lines in flight (it also stops at each 4 KiB page), so a core drew well under its share of the bandwidth while
+    /// the decoding itself waited. One prefetch per 64 bytes, ~2 KiB ahead (about one Q8_0 row of 2048 values, or a
+    /// page's half): measured on the Ice Lake Xeon, 1.1B Q8_0 decode +20–30%, GPT-2 F16 +28%, F32 +13%, Q4_K_M +12%
+    /// (same-process A/B; 1, 2 and 4 KiB were within noise of each other, 0.5 KiB less; non-temporal prefetches no
+    /// better). 0 turns the prefetches off (for that A/B); a prefetch past the end of the data never faults.
+    /// </summary>
+    internal static int PrefetchAhead = 2048;
+
     /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
     public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
@@ -287,6 +298,7 @@ internal static unsafe class BlockDecoder
     /// </summary>
     public static float Dot512(GgmlType type, byte* row, int count, float* x)
     {
+        int ahead = PrefetchAhead;
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero;
@@ -295,6 +307,7 @@ internal static unsafe class BlockDecoder
         {
             for (int b = 0; b < count / 32; b++, row += 34, x += 32)
             {
+                Sse.Prefetch0(row + ahead);
                 var d = Vector512.Create(Half(row));
                 a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))) * d, Vector512.Load(x), a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))) * d, Vector512.Load(x + 16), a1);
@@ -305,6 +318,9 @@ internal static unsafe class BlockDecoder
             var factors = stackalloc float[16];
             for (int b = 0; b < count / 256; b++, row += 144, x += 256)
             {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
                 ScalesAndMins(row, factors);
                 for (int group = 0; group < 4; group++)
                 {
@@ -329,6 +345,10 @@ internal static unsafe class BlockDecoder
             var offset = Vector512.Create(32);
             for (int b = 0; b < count / 256; b++, row += 210, x += 256)
             {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+                Sse.Prefetch0(row + ahead + 192);
                 float d = Half(row + 208);
                 (Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 192))) * Vector512.Create(d)).Store(runScales);
                 for (int half = 0; half < 2; half++)
