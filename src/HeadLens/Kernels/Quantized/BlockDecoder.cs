@@ -19,6 +19,8 @@ namespace HeadLens.Kernels.Quantized;
 //     add 112 (or 224 for exponent 31: infinity, NaN) to the exponent; the rare vectors holding a zero or subnormal
 //     half convert those lanes' mantissas (see HalfToSingle). Block scales use the scalar form of the same
 //     (Dequantize.Half goes through System.Half's software conversion).
+//   - the row dots (Dot512) prefetch ~2 KiB ahead of the bytes they multiply (PrefetchAhead): a decode step streams
+//     every weight once, and the hardware prefetcher alone left one core waiting on memory.
 // Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
 // conversion form for every format); callers fall back to Dequantize.Reference when neither is supported.
 internal static unsafe class BlockDecoder
