@@ -19,7 +19,7 @@ namespace HeadLens.Kernels.Quantized;
 //     add 112 (or 224 for exponent 31: infinity, NaN) to the exponent; the rare vectors holding a zero or subnormal
 //     half convert those lanes' mantissas (see HalfToSingle). Block scales use the scalar form of the same
 //     (Dequantize.Half goes through System.Half's software conversion).
-//   - the row dots (Dot512) prefetch ~2 KiB ahead of the bytes they multiply (PrefetchAhead): a decode step streams
+//   - the row dots (Dot512) prefetch 4 KiB ahead of the bytes they multiply (PrefetchAhead): a decode step streams
 //     every weight once, and the hardware prefetcher alone left one core waiting on memory.
 // Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
 // conversion form for every format); callers fall back to Dequantize.Reference when neither is supported.
@@ -287,12 +287,13 @@ internal static unsafe class BlockDecoder
     /// How far ahead of the bytes being multiplied the decoding products prefetch (Dot512, the F16/BF16 and fp32 row
     /// dots). A decode step streams every weight from memory once, and one core's hardware prefetcher keeps too few
     /// lines in flight (it also stops at each 4 KiB page), so a core drew well under its share of the bandwidth while
-    /// the decoding itself waited. One prefetch per 64 bytes, ~2 KiB ahead (about one Q8_0 row of 2048 values, or a
-    /// page's half): measured on the Ice Lake Xeon, 1.1B Q8_0 decode +20–30%, GPT-2 F16 +28%, F32 +13%, Q4_K_M +12%
-    /// (same-process A/B; 1, 2 and 4 KiB were within noise of each other, 0.5 KiB less; non-temporal prefetches no
-    /// better). 0 turns the prefetches off (for that A/B); a prefetch past the end of the data never faults.
+    /// the decoding itself waited. One prefetch per 64 bytes, 4 KiB ahead (about two Q8_0 rows of 2048 values):
+    /// measured on the Ice Lake Xeon against none, 1.1B Q8_0 decode +25–30%, GPT-2 F16 +28%, F32 +8–13%, Q4_K_M
+    /// +12% (same-process A/B); 4 KiB against 2 KiB: F16 and Q8_0 a further 3–10%, 8 KiB no better; non-temporal
+    /// prefetches no better than none. 0 turns the prefetches off (for that A/B); a prefetch past the end of the data
+    /// never faults.
     /// </summary>
-    internal static int PrefetchAhead = 2048;
+    internal static int PrefetchAhead = 4096;
 
     /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
     public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
