@@ -91,7 +91,8 @@ public static partial class ScaledDotProductAttention
             if (!(AttentionPanels.Available && options.HeadDimV == AttentionPanels.Width && queryLength >= KeyTile))
             {
                 int perSequence = heads * queryTiles;
-                Run(batch * perSequence, item => jobs[item / perSequence].ForwardTile(item % perSequence / queryTiles, item % queryTiles, null, null));
+                long work = (long)batch * heads * queryLength * keyLength * (options.HeadDimQK + options.HeadDimV);
+                Run(batch * perSequence, item => jobs[item / perSequence].ForwardTile(item % perSequence / queryTiles, item % queryTiles, null, null), work);
                 return;
             }
 
@@ -205,11 +206,20 @@ public static partial class ScaledDotProductAttention
         }
     }
 
-    private static void Run(int items, Action<int> body)
+    // Below this many multiply-adds a call stays on the calling thread: a decode step's attention (one query over a
+    // few hundred cached keys, every head: ~1–10 µs of work) cost less than waking the pool and waiting for the
+    // other thread's share, and it runs once per layer between two matrix products.
+    private const long InlineWork = 1L << 20;
+
+    private static void Run(int items, Action<int> body, long work = long.MaxValue)
     {
-        if (items == 1)
+        if (items == 1 || work < InlineWork)
         {
-            body(0);
+            for (int item = 0; item < items; item++)
+            {
+                body(item);
+            }
+
             return;
         }
 

@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels;
 
@@ -144,8 +145,13 @@ public static class Gemv
             var a1 = Vector512<float>.Zero;
             var a2 = Vector512<float>.Zero;
             var a3 = Vector512<float>.Zero;
+            byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
             for (; i <= k - 4 * width; i += 4 * width)
             {
+                Sse.Prefetch0(ahead + (4 * i));
+                Sse.Prefetch0(ahead + (4 * i) + 64);
+                Sse.Prefetch0(ahead + (4 * i) + 128);
+                Sse.Prefetch0(ahead + (4 * i) + 192);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i), Vector512.Load(x + i), a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + width), Vector512.Load(x + i + width), a1);
                 a2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 2 * width), Vector512.Load(x + i + 2 * width), a2);

@@ -20,6 +20,9 @@ public class ScaledDotProductAttentionTests
         ["dqk-ne-dv"] = (new AttentionOptions(2, 2, 12, 20), 51, 51, 0),
         ["cross"] = (new AttentionOptions(2, 2, 8, 8) { Mask = MaskKind.Bidirectional }, 29, 83, 0),
         ["offset-decode"] = (new AttentionOptions(4, 2, 8, 8), 3, 90, 87),
+        // One query against a cache (a decode step): short ones run on the calling thread, long ones over the pool.
+        ["decode-step-inline"] = (new AttentionOptions(12, 12, 64, 64), 1, 97, 96),
+        ["decode-step-pool"] = (new AttentionOptions(32, 4, 64, 64), 1, 600, 599),
         ["alibi"] = (new AttentionOptions(2, 2, 8, 8) { AlibiSlopes = [0.5f, 0.125f] }, 70, 70, 0),
         ["strided"] = (new AttentionOptions(2, 2, 8, 8) { Sparse = SparsePattern.Strided, SparseStride = 8 }, 80, 80, 0),
         ["fixed"] = (new AttentionOptions(2, 2, 8, 8) { Sparse = SparsePattern.Fixed, SparseStride = 16, SparseSummary = 2 }, 80, 80, 0),

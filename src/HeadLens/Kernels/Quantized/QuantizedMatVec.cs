@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels.Quantized;
 
@@ -133,6 +134,7 @@ public static class QuantizedMatVec
     private static unsafe float DotHalves(bool f16, byte* row, float* x, int columns)
     {
         var halves = (short*)row;
+        byte* ahead = row + BlockDecoder.PrefetchAhead;
         int i = 0;
         float sum = 0;
         if (BlockDecoder.Is512)
@@ -143,6 +145,7 @@ public static class QuantizedMatVec
             {
                 for (; i <= columns - 32; i += 32)
                 {
+                    Sse.Prefetch0(ahead + (2 * i));
                     a0 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(halves + i, true), Vector512.Load(x + i), a0);
                     a1 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(halves + i + 16, true), Vector512.Load(x + i + 16), a1);
                 }
@@ -151,6 +154,7 @@ public static class QuantizedMatVec
             {
                 for (; i <= columns - 32; i += 32)
                 {
+                    Sse.Prefetch0(ahead + (2 * i));
                     a0 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(halves + i, false), Vector512.Load(x + i), a0);
                     a1 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(halves + i + 16, false), Vector512.Load(x + i + 16), a1);
                 }
