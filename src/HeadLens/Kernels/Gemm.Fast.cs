@@ -233,12 +233,15 @@ public static partial class Gemm
             for (int jr = 0; jr < nc; jr += nr)
             {
                 int nValid = Math.Min(nr, nc - jr);
+                float* bPanel = bPanels + ((long)(jr / nr) * stride * nr);
                 if (packAsUsed != null)
                 {
-                    PackB(pc, kc, jc, jr, jr + nValid, nr, packAsUsed);
+                    // Every panel into the same place: the lines of the panel just used are still in L1, so the
+                    // packing's stores hit there instead of fetching a fresh 32 KiB from L2 for every panel.
+                    PackB(pc, kc, jc, jr, jr + nValid, nr, packAsUsed - ((long)jr * kc));
+                    bPanel = packAsUsed;
                 }
 
-                float* bPanel = bPanels + ((long)(jr / nr) * stride * nr);
                 for (int ir = 0; ir < mc; ir += mr)
                 {
                     float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
