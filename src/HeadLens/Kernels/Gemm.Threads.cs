@@ -27,7 +27,7 @@ public static partial class Gemm
 
     private sealed unsafe partial class Job
     {
-        // Per block s: [s·Stride + PackNext] panels slices claimed, + PackDone slices packed, + UnitNext row units
+        // Per block s: [s·Stride + PackNext] packing slices claimed, + PackDone slices packed, + UnitNext row units
         // claimed, + UnitDone row units done; Stride ints apart, so two counters never share a cache line.
         private const int PackNext = 0, PackDone = 1, UnitNext = 2, UnitDone = 3, Stride = 16;
 
@@ -64,9 +64,11 @@ public static partial class Gemm
             }
             finally
             {
-                if (panels is not null)
+                // Keep the larger of two buffers when products ran side by side.
+                var kept = Volatile.Read(ref sharedBlocks);
+                if (panels is not null && (kept is null || kept.Length < panels.Length))
                 {
-                    Volatile.Write(ref sharedBlocks, panels);
+                    Interlocked.CompareExchange(ref sharedBlocks, panels, kept);
                 }
             }
         }
