@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Measures HeadLens's matrix product and OpenBLAS (through PyTorch) back to back, in the same run, and prints the
-# ratio. Usage: bash bench/compare-matmul.sh   (from the repository root; needs Debian's python3-torch, see
-# ../shared/peers/README.md). The peer gets the fair settings: AVX-512 OpenBLAS kernels, 2 threads.
+# ratio. Usage: bash bench/compare-matmul.sh [bench matmul options, e.g. --tokens 256,1024]   (from the repository
+# root; needs Debian's python3-torch, see ../shared/peers/README.md). The peer gets the fair settings: AVX-512
+# OpenBLAS kernels, 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
 OURS=$(mktemp); trap 'rm -f "$OURS"' EXIT
-dotnet out/bench/HeadLens.Cli.dll bench matmul --json >"$OURS"
+dotnet out/bench/HeadLens.Cli.dll bench matmul --json "$@" >"$OURS"
 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 - "$OURS" <<'PY'
 import json, statistics, sys, time, torch
 ours = json.load(open(sys.argv[1]))["results"]

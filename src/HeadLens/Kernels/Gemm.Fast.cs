@@ -16,8 +16,8 @@ namespace HeadLens.Kernels;
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
-// Threads (ComputeThreads, a persistent pool) split C into disjoint column (or row) ranges, each packing its own
-// panels, so no thread waits on another.
+// Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
+// and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
 public static partial class Gemm
 {
     /// <summary>The cache blocking every product uses: chosen once from the caches this machine reports.</summary>
@@ -44,7 +44,7 @@ public static partial class Gemm
     private static unsafe void MultiplyFast(
         bool transposeA, bool transposeB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
-        Span<float> c, int ldc, bool accumulate, int threads, GemmBlocking blocking)
+        Span<float> c, int ldc, bool accumulate, int threads, GemmBlocking blocking, bool partsInTurn = false)
     {
         if (m == 0 || n == 0)
         {
@@ -79,19 +79,13 @@ public static partial class Gemm
         fixed (float* bPointer = b)
         fixed (float* cPointer = c)
         {
-            var job = new Job(transposeA, transposeB, m, n, k, aPointer, lda, bPointer, ldb, cPointer, ldc, accumulate) { Blocking = blocking };
-            if (threadCount == 1)
-            {
-                job.Run(0, 1);
-                return;
-            }
-
-            ComputeThreads.Run(threadCount, threadCount, part => job.Run(part, threadCount));
+            var job = new Job(transposeA, transposeB, m, n, k, aPointer, lda, bPointer, ldb, cPointer, ldc, accumulate) { Blocking = blocking, PartsInTurn = partsInTurn };
+            job.Start(threadCount);
         }
     }
 
     /// <summary>One product, as raw pointers so that worker threads can share it.</summary>
-    private sealed unsafe class Job(
+    private sealed unsafe partial class Job(
         bool transposeA, bool transposeB, int m, int n, int k,
         float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)
     {
@@ -99,6 +93,44 @@ public static partial class Gemm
         public float* PackedB { get; init; }
 
         public required GemmBlocking Blocking { get; init; }
+
+        /// <summary>Run the threads' parts one after another on the calling thread (tests).</summary>
+        public bool PartsInTurn { get; init; }
+
+        /// <summary>Computes the whole product on <paramref name="threads"/> threads.</summary>
+        public void Start(int threads)
+        {
+            if (threads == 1)
+            {
+                Run(0, 1);
+                return;
+            }
+
+            // More rows than one A block holds (2048³, the weight gradients, 1024 tokens): the threads share each
+            // packed B block and split the rows. Fewer (the 256 tokens of a GPT-2 step): each thread takes its own
+            // columns and packs each of its B panels right before its use, which the shared block cannot do.
+            if (m > RoundUp(Blocking.Rows, TileShape.Current.Rows))
+            {
+                RunShared(threads);
+                return;
+            }
+
+            RunParts(threads, part => Run(part, threads));
+        }
+
+        private void RunParts(int threads, Action<int> body)
+        {
+            if (!PartsInTurn)
+            {
+                ComputeThreads.Run(threads, threads, body);
+                return;
+            }
+
+            for (int part = 0; part < threads; part++)
+            {
+                body(part);
+            }
+        }
 
         /// <summary>Computes part <paramref name="part"/> of <paramref name="parts"/>: a range of columns (or rows).</summary>
         public void Run(int part, int parts)
@@ -175,24 +207,46 @@ public static partial class Gemm
                         {
                             int mc = Math.Min(rowBlock, rowStart + rows - ic);
                             PackA(ic, mc, pc, kc, mr, aPack);
-                            for (int jr = 0; jr < nc; jr += nr)
-                            {
-                                int nValid = Math.Min(nr, nc - jr);
-                                if (packPanelsAsUsed)
-                                {
-                                    PackB(pc, kc, jc, jr, jr + nValid, nr, bPack);
-                                }
-
-                                float* bPanel = PackedB == null ? bPack + jr * kc : PackedB + ((long)(jc + jr) * k) + ((long)pc * nr);
-                                for (int ir = 0; ir < mc; ir += mr)
-                                {
-                                    float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
-                                    float* next = ir + mr < mc ? cTile + ((long)mr * ldc) : c + ((long)ic * ldc) + jc + jr + nr;
-                                    Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
-                                }
-                            }
+                            Block(shape, ic, mc, jc, nc, pc, kc, add, aPack, packPanelsAsUsed ? bPack : null, PanelsOf(bPack, jc, pc, kc), tile);
                         }
                     }
+                }
+            }
+        }
+
+        // Where the kernel finds the B panels of block (jc, pc): in the block packed into `packed` (panel jr at
+        // jr·kc), or in the weights packed once (Gemm.Pack) over the whole depth.
+        private float* PanelsOf(float* packed, int jc, int pc, int kc) =>
+            PackedB == null ? packed : PackedB + ((long)jc * k) + ((long)pc * TileShape.Current.Columns);
+
+        // Stride between two B panels of one block: kc rows of a per-call block, the whole depth of weights packed once.
+        private int PanelStride(int kc) => PackedB == null ? kc : k;
+
+        // Rows ic..ic+mc of C (+)= the packed A block × the B panels of block (jc, pc), panel by panel; the kernel runs
+        // down the A block under each B panel. With `packAsUsed`, each B panel is packed there right before its use.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Block(
+            TileShape shape, int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed,
+            float* bPanels, float* tile)
+        {
+            int mr = shape.Rows, nr = shape.Columns, stride = PanelStride(kc);
+            for (int jr = 0; jr < nc; jr += nr)
+            {
+                int nValid = Math.Min(nr, nc - jr);
+                float* bPanel = bPanels + ((long)(jr / nr) * stride * nr);
+                if (packAsUsed != null)
+                {
+                    // Every panel into the same place: the lines of the panel just used are still in L1, so the
+                    // packing's stores hit there instead of fetching a fresh 32 KiB from L2 for every panel.
+                    PackB(pc, kc, jc, jr, jr + nValid, nr, packAsUsed - ((long)jr * kc));
+                    bPanel = packAsUsed;
+                }
+
+                for (int ir = 0; ir < mc; ir += mr)
+                {
+                    float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
+                    float* next = ir + mr < mc ? cTile + ((long)mr * ldc) : c + ((long)ic * ldc) + jc + jr + nr;
+                    Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
                 }
             }
         }

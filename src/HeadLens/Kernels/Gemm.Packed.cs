@@ -74,13 +74,7 @@ public static partial class Gemm
             // The panels were written from the array's first cache line, which stays put: the array is pinned.
             float* panels = Aligned(buffer);
             var job = new Job(false, true, m, n, k, aPointer, lda, bPointer, k, cPointer, ldc, accumulate) { PackedB = panels, Blocking = blocking };
-            if (threadCount == 1)
-            {
-                job.Run(0, 1);
-                return;
-            }
-
-            ComputeThreads.Run(threadCount, threadCount, part => job.Run(part, threadCount));
+            job.Start(threadCount);
         }
     }
 }

@@ -19,14 +19,18 @@ public static partial class Gemm
         MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, Blocking);
     }
 
-    /// <summary>As <see cref="Multiply"/>, with the given cache blocking instead of this machine's (tests, sweeps).</summary>
+    /// <summary>
+    /// As <see cref="Multiply"/>, with the given cache blocking instead of this machine's (tests, sweeps); with
+    /// <paramref name="partsInTurn"/>, the threads' parts run one after another on the calling thread, as they may
+    /// when no other thread is free (tests: the parts must not wait on each other).
+    /// </summary>
     internal static void MultiplyWith(
         GemmBlocking blocking, bool transposeA, bool transposeB, int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
-        Span<float> c, int ldc, bool accumulate, int threads)
+        Span<float> c, int ldc, bool accumulate, int threads, bool partsInTurn = false)
     {
         CheckArguments(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc);
-        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, blocking);
+        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, blocking, partsInTurn);
     }
 
     /// <summary>The contract: a plain triple loop, summing in index order in float.</summary>

@@ -17,8 +17,9 @@ namespace HeadLens.Kernels;
 /// ran ~20% faster than the KC = 768 that was tuned on another machine with B panels in L2.</item>
 /// <item>MC: the packed A block (MC × KC) stays in L2 for the whole sweep over NC columns: half of L2, the rest for
 /// the B panels passing through and C.</item>
-/// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (each thread packs its own; other cores and
-/// tenants use the rest), capped at 4096 columns, beyond which fewer re-packs of A save nothing measurable.</item>
+/// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (the threads share one, or two alternating,
+/// when they split the rows, Gemm.Threads.cs; each packs its own when they split the columns; other cores and tenants
+/// use the rest), capped at 4096 columns, beyond which fewer re-packs of A save nothing measurable.</item>
 /// </list>
 /// </remarks>
 public sealed record GemmBlocking(int Depth, int Rows, int Columns)

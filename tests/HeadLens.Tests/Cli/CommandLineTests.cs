@@ -61,6 +61,7 @@ public class CommandLineTests
         var suiteHelp = CliTests.Run("help", "bench", "matmul");
         Assert.Equal(0, suiteHelp.Code);
         Assert.Contains("--sizes N,N", suiteHelp.Out);
+        Assert.Contains("--tokens N,N", suiteHelp.Out);
         Assert.Equal(suiteHelp.Out, CliTests.Run("bench", "matmul", "--help").Out);
     }
 
@@ -81,6 +82,7 @@ public class CommandLineTests
         Assert.Equal(2, result.Code);
         CliTests.AssertOneLineError(CliTests.Run("genrate", "--prompt", "hi"), "unknown command 'genrate' (did you mean 'generate'?)");
         CliTests.AssertOneLineError(CliTests.Run("bench", "matmull"), "unknown suite 'matmull' (did you mean 'matmul'?)");
+        CliTests.AssertOneLineError(CliTests.Run("bench", "matmul", "--tokens", "256,x"), "--tokens expects positive integers, got 'x'");
         CliTests.AssertOneLineError(CliTests.Run("experiment", "sinks", "--steps", "5"), "--steps (it belongs to induction)");
         CliTests.AssertOneLineError(CliTests.Run("help", "atention"), "did you mean 'attention'?");
         CliTests.AssertOneLineError(CliTests.Run("generate", "hello"), "unexpected argument 'hello'");

@@ -208,6 +208,13 @@ public class ComputeThreadsTests
         Gemm.Multiply(false, false, m, n, k, a, k, b, n, c, n, accumulate: false);
         results["gemm"] = c;
 
+        // Gemm with more rows than one A block: the threads share B blocks and split the rows.
+        int mTall = Gemm.Blocking.Rows + 61, nTall = 70, kTall = Gemm.Blocking.Depth + 44;
+        float[] aTall = TestData.Uniform(random, mTall * kTall), bTall = TestData.Uniform(random, kTall * nTall);
+        float[] cTall = new float[mTall * nTall];
+        Gemm.Multiply(false, false, mTall, nTall, kTall, aTall, kTall, bTall, nTall, cTall, nTall, accumulate: false);
+        results["gemm-shared-blocks"] = cTall;
+
         // MatMul's input gradient with a long depth (two depth halves side by side on two threads).
         int rowsLong = 16, depthLong = 16411, columnsLong = 64;
         float[] dyLong = TestData.Uniform(random, rowsLong * depthLong), wLong = TestData.Uniform(random, depthLong * columnsLong);

@@ -29,13 +29,19 @@ public sealed class GemmBlockingTests
     // Odd sizes across the blocks above: edge tiles, the short-rows kernel (M ≡ 4 mod 12), depth past several blocks.
     private static readonly (int M, int N, int K)[] Sizes = [(13, 97, 131), (37, 70, 300), (100, 33, 17), (256, 70, 31), (61, 129, 65)];
 
+    // The sizes above and one with more rows than the blocking's A block and a depth past one block, so that
+    // threads take both splits (Gemm.Threads.cs: shared B blocks for many rows, own columns for few) under every
+    // blocking.
+    private static IEnumerable<(int M, int N, int K)> SizesFor(GemmBlocking blocking) =>
+        Sizes.Append((RoundUp(blocking.Rows, TileRows) + 13, 45, blocking.Depth + 7));
+
     [Theory]
     [MemberData(nameof(Blockings))]
     public void FastProductMatchesOracleUnderBlocking(int depth, int rows, int columns)
     {
         var blocking = new GemmBlocking(depth, rows, columns);
         var random = new Random(depth * 31 + rows * 7 + columns);
-        foreach (var (m, n, k) in Sizes)
+        foreach (var (m, n, k) in SizesFor(blocking))
         {
             foreach (bool transposeA in new[] { false, true })
             {
@@ -75,6 +81,68 @@ public sealed class GemmBlockingTests
                 Assert.Equal(expected, actual);
             }
         }
+    }
+
+    // Two threads or more share each packed B block and split the rows when there are more rows than one A block
+    // (Gemm.Threads.cs), else split the columns: neither may change a bit of the result, which every thread count
+    // must give alike (the product's sums run over the depth in the same order for every entry).
+    [Theory]
+    [MemberData(nameof(Blockings))]
+    public void ThreadCountDoesNotChangeTheBits(int depth, int rows, int columns)
+    {
+        var blocking = new GemmBlocking(depth, rows, columns);
+        var random = new Random(depth * 5 + rows + columns * 3);
+        foreach (var (m, n, k) in SizesFor(blocking))
+        {
+            foreach (bool transposeA in new[] { false, true })
+            {
+                foreach (bool transposeB in new[] { false, true })
+                {
+                    (int aRows, int aCols) = transposeA ? (k, m) : (m, k);
+                    (int bRows, int bCols) = transposeB ? (n, k) : (k, n);
+                    float[] a = TestData.Uniform(random, aRows * aCols), b = TestData.Uniform(random, bRows * bCols);
+                    float[] start = TestData.Uniform(random, m * n), one = (float[])start.Clone();
+                    Gemm.MultiplyWith(blocking, transposeA, transposeB, m, n, k, a, aCols, b, bCols, one, n, accumulate: true, threads: 1);
+                    foreach (int threads in new[] { 2, 3 })
+                    {
+                        foreach (bool inTurn in new[] { false, true })
+                        {
+                            float[] several = (float[])start.Clone();
+                            Gemm.MultiplyWith(
+                                blocking, transposeA, transposeB, m, n, k, a, aCols, b, bCols, several, n, accumulate: true, threads, inTurn);
+                            Assert.True(
+                                one.AsSpan().SequenceEqual(several),
+                                $"{blocking} m={m} n={n} k={k} tA={transposeA} tB={transposeB}: {threads} threads{(inTurn ? " in turn" : "")} differ from 1");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Products whose threads share B blocks, started from inside another parallel loop (the pool is taken, so they
+    // fall back to Parallel.For) and several at once (they take turns with the kept B blocks): each must finish and
+    // give the one-thread bits.
+    [Fact]
+    public void SharedBlockProductsRunInsideParallelLoopsAndSideBySide()
+    {
+        var blocking = new GemmBlocking(32, TileRows, 2 * TileColumns);
+        int m = 5 * TileRows + 7, n = 3 * TileColumns + 5, k = 100;
+        var random = new Random(11);
+        float[] a = TestData.Uniform(random, m * k), b = TestData.Uniform(random, k * n);
+        float[] one = new float[m * n];
+        Gemm.MultiplyWith(blocking, false, false, m, n, k, a, k, b, n, one, n, accumulate: false, threads: 1);
+        var results = new float[16][];
+        for (int part = 0; part < results.Length; part++)
+        {
+            results[part] = new float[m * n];
+        }
+
+        ComputeThreads.Run(8, 2, part =>
+            Gemm.MultiplyWith(blocking, false, false, m, n, k, a, k, b, n, results[part], n, accumulate: false, threads: 2));
+        Parallel.For(8, 16, part =>
+            Gemm.MultiplyWith(blocking, false, false, m, n, k, a, k, b, n, results[part], n, accumulate: false, threads: 2));
+        Assert.All(results, result => Assert.True(one.AsSpan().SequenceEqual(result)));
     }
 
     [Fact]
@@ -147,6 +215,8 @@ public sealed class GemmBlockingTests
         long bBlock = (long)blocking.Columns * blocking.Depth * sizeof(float);
         Assert.True(blocking.Columns == nr || bBlock <= level3 / 4, what);
     }
+
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
 
     private static void Check(
         Random random, GemmBlocking blocking, bool transposeA, bool transposeB, int m, int n, int k, int threads, bool accumulate)

@@ -4,7 +4,8 @@ namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
 /// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
-/// (B·T = 4·64), forward and both backward products, on ComputeThreads.Count threads (--threads N) and on 1. `--sizes 2048` limits to squares.
+/// (B·T = 4·64; `--tokens 256,1024` adds B·T = 4·256), forward and both backward products, on ComputeThreads.Count
+/// threads (--threads N) and on 1. `--sizes 2048` limits to squares.
 /// </summary>
 internal sealed class MatmulBenchmark : IBenchmark
 {
@@ -12,7 +13,11 @@ internal sealed class MatmulBenchmark : IBenchmark
 
     public string Summary => "Matrix products: squares of 512, 1024 and 2048, and the products of a GPT-2 124M training step (forward and both backward), on --threads threads and on 1.";
 
-    public IReadOnlyList<CliOption> Options { get; } = [CliOption.Valued("sizes", "N,N", "only squares of these sizes", "512,1024,2048 and the GPT-2 step")];
+    public IReadOnlyList<CliOption> Options { get; } =
+    [
+        CliOption.Valued("sizes", "N,N", "only squares of these sizes", "512,1024,2048 and the GPT-2 step"),
+        CliOption.Valued("tokens", "N,N", "the GPT-2 step's products for these token counts (batch × context)", "256"),
+    ];
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
@@ -25,19 +30,20 @@ internal sealed class MatmulBenchmark : IBenchmark
 
         if (only is null)
         {
-            const int tokens = 256;
-            // (output features, input features) of each GPT-2 124M linear layer; the last is the vocabulary head.
-            foreach (var (outputs, inputs) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768) })
+            foreach (int tokens in PositiveIntegers(args.Get("tokens") ?? "256", "tokens"))
             {
-                configs.Add(("forward", false, true, tokens, outputs, inputs));       // y = x·Wᵀ
-                configs.Add(("input-grad", false, false, tokens, inputs, outputs));   // dx = dy·W
-                configs.Add(("weight-grad", true, false, outputs, inputs, tokens));   // dW += dyᵀ·x
+                // (output features, input features) of each GPT-2 124M linear layer; the last is the vocabulary head.
+                foreach (var (outputs, inputs) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768) })
+                {
+                    configs.Add(("forward", false, true, tokens, outputs, inputs));       // y = x·Wᵀ
+                    configs.Add(("input-grad", false, false, tokens, inputs, outputs));   // dx = dy·W
+                    configs.Add(("weight-grad", true, false, outputs, inputs, tokens));   // dW += dyᵀ·x
+                }
             }
         }
         else
         {
-            var sizes = only.Split(',').Select(text => int.TryParse(text, out int size) && size > 0
-                ? size : throw new UsageException($"bench: --sizes expects positive integers, got '{text}'")).ToHashSet();
+            var sizes = PositiveIntegers(only, "sizes").ToHashSet();
             configs.RemoveAll(config => !sizes.Contains(config.M));
             foreach (int size in sizes.Where(size => !configs.Exists(config => config.M == size)))
             {
@@ -73,6 +79,9 @@ internal sealed class MatmulBenchmark : IBenchmark
 
         return results;
     }
+
+    private static IEnumerable<int> PositiveIntegers(string list, string option) => list.Split(',').Select(text =>
+        int.TryParse(text, out int value) && value > 0 ? value : throw new UsageException($"bench: --{option} expects positive integers, got '{text}'")).Distinct();
 
     private static float[] RandomArray(Random random, int count)
     {
