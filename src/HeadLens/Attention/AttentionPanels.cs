@@ -27,13 +27,18 @@ internal static class AttentionPanels
 
     /// <summary>
     /// 2^x for x ≤ 0 (scores minus their running max), relative error ≤ 2e-7 (a least-squares degree-5 fit of 2^f
-    /// on [−½, ½], 1.4e-7, plus rounding); −∞ and anything below −200 give 0.
+    /// on [−½, ½], 1.4e-7, plus rounding); x below <see cref="Exp2Floor"/> (−∞, masked scores, NaN) gives exactly 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp2(Vector512<float> x)
     {
-        // Clamp first: −∞ − round(−∞) would be NaN. 2^−200 underflows to 0 in vscalefps.
-        x = Avx512F.Max(x, Vector512.Create(-200f));
+        // No result may be subnormal or underflow to 0 inside vscalefps: on Intel each such vector costs a microcode
+        // assist of ~150 cycles (a vector of masked scores took 28× as long as one of −5), and a causal tile on the
+        // diagonal is half masked. So x is clamped to the floor, where 2^x is still a normal float (2⁻¹²⁵ ≥ 2⁻¹²⁶),
+        // and the lanes below it are zeroed afterwards. The clamp also keeps −∞ − round(−∞) from being NaN.
+        var floor = Vector512.Create(Exp2Floor);
+        var visible = Vector512.GreaterThanOrEqual(x, floor);
+        x = Avx512F.Max(x, floor);
         var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
         var f = x - n;                         // f in [−½, ½]
         var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
@@ -41,7 +46,105 @@ internal static class AttentionPanels
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022121727466583f));
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931469440460205f));
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.0000001192092896f));
-        return Avx512F.Scale(p, n);            // p · 2^n
+        return Avx512F.Scale(p, n) & visible;  // p · 2^n, 0 below the floor
+    }
+
+    /// <summary>
+    /// The smallest argument <see cref="Exp2"/> computes: 2⁻¹²⁵ (and p·2^n for any x ≥ −125, p ≥ 2^−½) is a normal
+    /// float. What lies below it is ≤ 2⁻¹²⁵ of the row's largest term, far under float's 2⁻²⁴ resolution of the sum.
+    /// </summary>
+    public const float Exp2Floor = -125f;
+
+    /// <summary>
+    /// block [64, 64] = factor · Xᵀ for X = rows 0..rows−1 (≤ 64) of 64 floats at row stride ld: column j of the block
+    /// is row j of X (zero for j ≥ rows). A head's keys become the B operand of S = Q·Kᵀ this way, one tile of 64 keys
+    /// per block, in 16×16 register transposes (64 shuffles per 256 floats) instead of one scalar move per float.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void TransposeBlock(float* x, int ld, int rows, float factor, float* block)
+    {
+        var scale = Vector512.Create(factor);
+        Span<Vector512<float>> r = stackalloc Vector512<float>[16];
+        for (int j0 = 0; j0 < Width; j0 += 16)
+        {
+            for (int d0 = 0; d0 < Width; d0 += 16)
+            {
+                for (int j = 0; j < 16; j++)
+                {
+                    r[j] = j0 + j < rows ? Vector512.Load(x + ((long)(j0 + j) * ld) + d0) * scale : Vector512<float>.Zero;
+                }
+
+                Transpose16(r);
+                for (int d = 0; d < 16; d++)
+                {
+                    r[d].Store(block + ((long)(d0 + d) * Width) + j0);
+                }
+            }
+        }
+    }
+
+    /// <summary>block [64, 64] = rows 0..rows−1 of 64 floats at row stride ld, zero rows past them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void CopyBlock(float* x, int ld, int rows, float* block)
+    {
+        for (int j = 0; j < Width; j++)
+        {
+            float* target = block + ((long)j * Width);
+            if (j < rows)
+            {
+                float* source = x + ((long)j * ld);
+                Vector512.Load(source).Store(target);
+                Vector512.Load(source + 16).Store(target + 16);
+                Vector512.Load(source + 32).Store(target + 32);
+                Vector512.Load(source + 48).Store(target + 48);
+            }
+            else
+            {
+                Vector512<float>.Zero.Store(target);
+                Vector512<float>.Zero.Store(target + 16);
+                Vector512<float>.Zero.Store(target + 32);
+                Vector512<float>.Zero.Store(target + 48);
+            }
+        }
+    }
+
+    // r[i][j] ← r[j][i] for 16 vectors of 16: pairs of floats, then of doubles, then 128-bit quarters twice.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose16(Span<Vector512<float>> r)
+    {
+        Span<Vector512<float>> t = stackalloc Vector512<float>[16];
+        for (int i = 0; i < 16; i += 4)
+        {
+            // t[i..i+3]: rows i..i+3 interleaved by single floats
+            t[i] = Avx512F.UnpackLow(r[i], r[i + 1]);
+            t[i + 1] = Avx512F.UnpackHigh(r[i], r[i + 1]);
+            t[i + 2] = Avx512F.UnpackLow(r[i + 2], r[i + 3]);
+            t[i + 3] = Avx512F.UnpackHigh(r[i + 2], r[i + 3]);
+        }
+
+        for (int i = 0; i < 16; i += 4)
+        {
+            // r[i..i+3]: columns 4c+0..3 of rows i..i+3 within each 128-bit quarter
+            r[i] = Avx512F.UnpackLow(t[i].AsDouble(), t[i + 2].AsDouble()).AsSingle();
+            r[i + 1] = Avx512F.UnpackHigh(t[i].AsDouble(), t[i + 2].AsDouble()).AsSingle();
+            r[i + 2] = Avx512F.UnpackLow(t[i + 1].AsDouble(), t[i + 3].AsDouble()).AsSingle();
+            r[i + 3] = Avx512F.UnpackHigh(t[i + 1].AsDouble(), t[i + 3].AsDouble()).AsSingle();
+        }
+
+        for (int i = 0; i < 16; i += 8)
+        {
+            for (int c = 0; c < 4; c++)
+            {
+                t[i + c] = Avx512F.Shuffle4x128(r[i + c], r[i + c + 4], 0x88);
+                t[i + c + 4] = Avx512F.Shuffle4x128(r[i + c], r[i + c + 4], 0xDD);
+            }
+        }
+
+        for (int c = 0; c < 8; c++)
+        {
+            r[c] = Avx512F.Shuffle4x128(t[c], t[c + 8], 0x88);
+            r[c + 8] = Avx512F.Shuffle4x128(t[c], t[c + 8], 0xDD);
+        }
     }
 
     /// <summary>
