@@ -64,22 +64,88 @@ internal static class AttentionPanels
     public static unsafe void TransposeBlock(float* x, int ld, int rows, float factor, float* block)
     {
         var scale = Vector512.Create(factor);
-        Span<Vector512<float>> r = stackalloc Vector512<float>[16];
+        // Rows past the end read as zero: loaded from a zero row instead of branching per vector.
+        float* zero = stackalloc float[Width];
+        new Span<float>(zero, Width).Clear();
         for (int j0 = 0; j0 < Width; j0 += 16)
         {
+            float* row0 = Row(0), row1 = Row(1), row2 = Row(2), row3 = Row(3), row4 = Row(4), row5 = Row(5), row6 = Row(6), row7 = Row(7);
+            float* row8 = Row(8), row9 = Row(9), row10 = Row(10), row11 = Row(11), row12 = Row(12), row13 = Row(13), row14 = Row(14), row15 = Row(15);
             for (int d0 = 0; d0 < Width; d0 += 16)
             {
-                for (int j = 0; j < 16; j++)
-                {
-                    r[j] = j0 + j < rows ? Vector512.Load(x + ((long)(j0 + j) * ld) + d0) * scale : Vector512<float>.Zero;
-                }
+                // 16×16 in registers: interleave pairs of floats, then pairs of doubles, then 128-bit quarters twice.
+                var t0 = Avx512F.UnpackLow(Vector512.Load(row0 + d0), Vector512.Load(row1 + d0));
+                var t1 = Avx512F.UnpackHigh(Vector512.Load(row0 + d0), Vector512.Load(row1 + d0));
+                var t2 = Avx512F.UnpackLow(Vector512.Load(row2 + d0), Vector512.Load(row3 + d0));
+                var t3 = Avx512F.UnpackHigh(Vector512.Load(row2 + d0), Vector512.Load(row3 + d0));
+                var t4 = Avx512F.UnpackLow(Vector512.Load(row4 + d0), Vector512.Load(row5 + d0));
+                var t5 = Avx512F.UnpackHigh(Vector512.Load(row4 + d0), Vector512.Load(row5 + d0));
+                var t6 = Avx512F.UnpackLow(Vector512.Load(row6 + d0), Vector512.Load(row7 + d0));
+                var t7 = Avx512F.UnpackHigh(Vector512.Load(row6 + d0), Vector512.Load(row7 + d0));
+                var t8 = Avx512F.UnpackLow(Vector512.Load(row8 + d0), Vector512.Load(row9 + d0));
+                var t9 = Avx512F.UnpackHigh(Vector512.Load(row8 + d0), Vector512.Load(row9 + d0));
+                var t10 = Avx512F.UnpackLow(Vector512.Load(row10 + d0), Vector512.Load(row11 + d0));
+                var t11 = Avx512F.UnpackHigh(Vector512.Load(row10 + d0), Vector512.Load(row11 + d0));
+                var t12 = Avx512F.UnpackLow(Vector512.Load(row12 + d0), Vector512.Load(row13 + d0));
+                var t13 = Avx512F.UnpackHigh(Vector512.Load(row12 + d0), Vector512.Load(row13 + d0));
+                var t14 = Avx512F.UnpackLow(Vector512.Load(row14 + d0), Vector512.Load(row15 + d0));
+                var t15 = Avx512F.UnpackHigh(Vector512.Load(row14 + d0), Vector512.Load(row15 + d0));
 
-                Transpose16(r);
-                for (int d = 0; d < 16; d++)
-                {
-                    r[d].Store(block + ((long)(d0 + d) * Width) + j0);
-                }
+                var r0 = Avx512F.UnpackLow(t0.AsDouble(), t2.AsDouble()).AsSingle();
+                var r1 = Avx512F.UnpackHigh(t0.AsDouble(), t2.AsDouble()).AsSingle();
+                var r2 = Avx512F.UnpackLow(t1.AsDouble(), t3.AsDouble()).AsSingle();
+                var r3 = Avx512F.UnpackHigh(t1.AsDouble(), t3.AsDouble()).AsSingle();
+                var r4 = Avx512F.UnpackLow(t4.AsDouble(), t6.AsDouble()).AsSingle();
+                var r5 = Avx512F.UnpackHigh(t4.AsDouble(), t6.AsDouble()).AsSingle();
+                var r6 = Avx512F.UnpackLow(t5.AsDouble(), t7.AsDouble()).AsSingle();
+                var r7 = Avx512F.UnpackHigh(t5.AsDouble(), t7.AsDouble()).AsSingle();
+                var r8 = Avx512F.UnpackLow(t8.AsDouble(), t10.AsDouble()).AsSingle();
+                var r9 = Avx512F.UnpackHigh(t8.AsDouble(), t10.AsDouble()).AsSingle();
+                var r10 = Avx512F.UnpackLow(t9.AsDouble(), t11.AsDouble()).AsSingle();
+                var r11 = Avx512F.UnpackHigh(t9.AsDouble(), t11.AsDouble()).AsSingle();
+                var r12 = Avx512F.UnpackLow(t12.AsDouble(), t14.AsDouble()).AsSingle();
+                var r13 = Avx512F.UnpackHigh(t12.AsDouble(), t14.AsDouble()).AsSingle();
+                var r14 = Avx512F.UnpackLow(t13.AsDouble(), t15.AsDouble()).AsSingle();
+                var r15 = Avx512F.UnpackHigh(t13.AsDouble(), t15.AsDouble()).AsSingle();
+
+                t0 = Avx512F.Shuffle4x128(r0, r4, 0x88);
+                t1 = Avx512F.Shuffle4x128(r1, r5, 0x88);
+                t2 = Avx512F.Shuffle4x128(r2, r6, 0x88);
+                t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+                t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD);
+                t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD);
+                t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD);
+                t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+                t8 = Avx512F.Shuffle4x128(r8, r12, 0x88);
+                t9 = Avx512F.Shuffle4x128(r9, r13, 0x88);
+                t10 = Avx512F.Shuffle4x128(r10, r14, 0x88);
+                t11 = Avx512F.Shuffle4x128(r11, r15, 0x88);
+                t12 = Avx512F.Shuffle4x128(r8, r12, 0xDD);
+                t13 = Avx512F.Shuffle4x128(r9, r13, 0xDD);
+                t14 = Avx512F.Shuffle4x128(r10, r14, 0xDD);
+                t15 = Avx512F.Shuffle4x128(r11, r15, 0xDD);
+
+                // Column c of the 16 rows, scaled, into row d0 + c of the block, at keys j0..j0+15.
+                float* b = block + ((long)d0 * Width) + j0;
+                (Avx512F.Shuffle4x128(t0, t8, 0x88) * scale).Store(b);
+                (Avx512F.Shuffle4x128(t1, t9, 0x88) * scale).Store(b + Width);
+                (Avx512F.Shuffle4x128(t2, t10, 0x88) * scale).Store(b + (2 * Width));
+                (Avx512F.Shuffle4x128(t3, t11, 0x88) * scale).Store(b + (3 * Width));
+                (Avx512F.Shuffle4x128(t4, t12, 0x88) * scale).Store(b + (4 * Width));
+                (Avx512F.Shuffle4x128(t5, t13, 0x88) * scale).Store(b + (5 * Width));
+                (Avx512F.Shuffle4x128(t6, t14, 0x88) * scale).Store(b + (6 * Width));
+                (Avx512F.Shuffle4x128(t7, t15, 0x88) * scale).Store(b + (7 * Width));
+                (Avx512F.Shuffle4x128(t0, t8, 0xDD) * scale).Store(b + (8 * Width));
+                (Avx512F.Shuffle4x128(t1, t9, 0xDD) * scale).Store(b + (9 * Width));
+                (Avx512F.Shuffle4x128(t2, t10, 0xDD) * scale).Store(b + (10 * Width));
+                (Avx512F.Shuffle4x128(t3, t11, 0xDD) * scale).Store(b + (11 * Width));
+                (Avx512F.Shuffle4x128(t4, t12, 0xDD) * scale).Store(b + (12 * Width));
+                (Avx512F.Shuffle4x128(t5, t13, 0xDD) * scale).Store(b + (13 * Width));
+                (Avx512F.Shuffle4x128(t6, t14, 0xDD) * scale).Store(b + (14 * Width));
+                (Avx512F.Shuffle4x128(t7, t15, 0xDD) * scale).Store(b + (15 * Width));
             }
+
+            float* Row(int j) => j0 + j < rows ? x + ((long)(j0 + j) * ld) : zero;
         }
     }
 
@@ -105,45 +171,6 @@ internal static class AttentionPanels
                 Vector512<float>.Zero.Store(target + 32);
                 Vector512<float>.Zero.Store(target + 48);
             }
-        }
-    }
-
-    // r[i][j] ← r[j][i] for 16 vectors of 16: pairs of floats, then of doubles, then 128-bit quarters twice.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose16(Span<Vector512<float>> r)
-    {
-        Span<Vector512<float>> t = stackalloc Vector512<float>[16];
-        for (int i = 0; i < 16; i += 4)
-        {
-            // t[i..i+3]: rows i..i+3 interleaved by single floats
-            t[i] = Avx512F.UnpackLow(r[i], r[i + 1]);
-            t[i + 1] = Avx512F.UnpackHigh(r[i], r[i + 1]);
-            t[i + 2] = Avx512F.UnpackLow(r[i + 2], r[i + 3]);
-            t[i + 3] = Avx512F.UnpackHigh(r[i + 2], r[i + 3]);
-        }
-
-        for (int i = 0; i < 16; i += 4)
-        {
-            // r[i..i+3]: columns 4c+0..3 of rows i..i+3 within each 128-bit quarter
-            r[i] = Avx512F.UnpackLow(t[i].AsDouble(), t[i + 2].AsDouble()).AsSingle();
-            r[i + 1] = Avx512F.UnpackHigh(t[i].AsDouble(), t[i + 2].AsDouble()).AsSingle();
-            r[i + 2] = Avx512F.UnpackLow(t[i + 1].AsDouble(), t[i + 3].AsDouble()).AsSingle();
-            r[i + 3] = Avx512F.UnpackHigh(t[i + 1].AsDouble(), t[i + 3].AsDouble()).AsSingle();
-        }
-
-        for (int i = 0; i < 16; i += 8)
-        {
-            for (int c = 0; c < 4; c++)
-            {
-                t[i + c] = Avx512F.Shuffle4x128(r[i + c], r[i + c + 4], 0x88);
-                t[i + c + 4] = Avx512F.Shuffle4x128(r[i + c], r[i + c + 4], 0xDD);
-            }
-        }
-
-        for (int c = 0; c < 8; c++)
-        {
-            r[c] = Avx512F.Shuffle4x128(t[c], t[c + 8], 0x88);
-            r[c + 8] = Avx512F.Shuffle4x128(t[c], t[c + 8], 0xDD);
         }
     }
 
