@@ -371,6 +371,21 @@ internal static class AttentionPanels
         }
     }
 
+    /// <summary>row[j] ← −∞ for the columns j of a 64-wide row outside [first, end).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void HideOutside(float* row, int first, int end)
+    {
+        var hidden = Vector512.Create(float.NegativeInfinity);
+        var column = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var lower = Vector512.Create(first);
+        var upper = Vector512.Create(end);
+        for (int j = 0; j < Width; j += 16, column += Vector512.Create(16))
+        {
+            var visible = Vector512.GreaterThanOrEqual(column, lower) & Vector512.LessThan(column, upper);
+            Vector512.ConditionalSelect(visible.AsSingle(), Vector512.Load(row + j), hidden).Store(row + j);
+        }
+    }
+
     /// <summary>How far (in base-2 units) a score may exceed the running max before the row is rescaled.</summary>
     public const float RescaleSlack = 8f;
 

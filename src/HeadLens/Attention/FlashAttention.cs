@@ -684,6 +684,17 @@ public static partial class ScaledDotProductAttention
                 {
                     // Visible keys form one range per query: hide the columns on either side of it.
                     var (first, end) = VisibleColumns(queryPosition, j0, cols);
+                    if (base2)
+                    {
+                        // A whole 64-wide panel row: four compares and blends instead of a store per hidden score.
+                        fixed (float* rp = row)
+                        {
+                            AttentionPanels.HideOutside(rp, first, end);
+                        }
+
+                        continue;
+                    }
+
                     HideAll(row[..first]);
                     HideAll(row[end..]);
                     continue;

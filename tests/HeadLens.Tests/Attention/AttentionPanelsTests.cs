@@ -109,4 +109,34 @@ public class AttentionPanelsTests
             }
         }
     }
+
+    // Every range [first, end) of a 64-wide row, against a plain loop.
+    [Fact]
+    public unsafe void HideOutsideHidesExactlyTheColumnsOutsideTheRange()
+    {
+        if (!AttentionPanels.Available)
+        {
+            return;
+        }
+
+        const int width = AttentionPanels.Width;
+        float[] source = TestData.Uniform(new Random(8), width);
+        var row = new float[width];
+        for (int first = 0; first <= width; first++)
+        {
+            for (int end = first; end <= width; end++)
+            {
+                source.CopyTo(row, 0);
+                fixed (float* r = row)
+                {
+                    AttentionPanels.HideOutside(r, first, end);
+                }
+
+                for (int j = 0; j < width; j++)
+                {
+                    Assert.Equal(j >= first && j < end ? source[j] : float.NegativeInfinity, row[j]);
+                }
+            }
+        }
+    }
 }
