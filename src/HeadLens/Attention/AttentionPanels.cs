@@ -27,13 +27,18 @@ internal static class AttentionPanels
 
     /// <summary>
     /// 2^x for x ≤ 0 (scores minus their running max), relative error ≤ 2e-7 (a least-squares degree-5 fit of 2^f
-    /// on [−½, ½], 1.4e-7, plus rounding); −∞ and anything below −200 give 0.
+    /// on [−½, ½], 1.4e-7, plus rounding); x below <see cref="Exp2Floor"/> (−∞, masked scores, NaN) gives exactly 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp2(Vector512<float> x)
     {
-        // Clamp first: −∞ − round(−∞) would be NaN. 2^−200 underflows to 0 in vscalefps.
-        x = Avx512F.Max(x, Vector512.Create(-200f));
+        // No result may be subnormal or underflow to 0 inside vscalefps: on Intel each such vector costs a microcode
+        // assist of ~150 cycles (a vector of masked scores took 28× as long as one of −5), and a causal tile on the
+        // diagonal is half masked. So x is clamped to the floor, where 2^x is still a normal float (2⁻¹²⁵ ≥ 2⁻¹²⁶),
+        // and the lanes below it are zeroed afterwards. The clamp also keeps −∞ − round(−∞) from being NaN.
+        var floor = Vector512.Create(Exp2Floor);
+        var visible = Vector512.GreaterThanOrEqual(x, floor);
+        x = Avx512F.Max(x, floor);
         var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
         var f = x - n;                         // f in [−½, ½]
         var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
@@ -41,7 +46,132 @@ internal static class AttentionPanels
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022121727466583f));
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931469440460205f));
         p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.0000001192092896f));
-        return Avx512F.Scale(p, n);            // p · 2^n
+        return Avx512F.Scale(p, n) & visible;  // p · 2^n, 0 below the floor
+    }
+
+    /// <summary>
+    /// The smallest argument <see cref="Exp2"/> computes: 2⁻¹²⁵ (and p·2^n for any x ≥ −125, p ≥ 2^−½) is a normal
+    /// float. What lies below it is ≤ 2⁻¹²⁵ of the row's largest term, far under float's 2⁻²⁴ resolution of the sum.
+    /// </summary>
+    public const float Exp2Floor = -125f;
+
+    /// <summary>
+    /// block [64, 64] = factor · Xᵀ for X = rows 0..rows−1 (≤ 64) of 64 floats at row stride ld: column j of the block
+    /// is row j of X (zero for j ≥ rows). A head's keys become the B operand of S = Q·Kᵀ this way, one tile of 64 keys
+    /// per block, in 16×16 register transposes (64 shuffles per 256 floats) instead of one scalar move per float.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void TransposeBlock(float* x, int ld, int rows, float factor, float* block)
+    {
+        var scale = Vector512.Create(factor);
+        // Rows past the end read as zero: loaded from a zero row instead of branching per vector.
+        float* zero = stackalloc float[Width];
+        new Span<float>(zero, Width).Clear();
+        for (int j0 = 0; j0 < Width; j0 += 16)
+        {
+            float* row0 = Row(0), row1 = Row(1), row2 = Row(2), row3 = Row(3), row4 = Row(4), row5 = Row(5), row6 = Row(6), row7 = Row(7);
+            float* row8 = Row(8), row9 = Row(9), row10 = Row(10), row11 = Row(11), row12 = Row(12), row13 = Row(13), row14 = Row(14), row15 = Row(15);
+            for (int d0 = 0; d0 < Width; d0 += 16)
+            {
+                // 16×16 in registers: interleave pairs of floats, then pairs of doubles, then 128-bit quarters twice.
+                var t0 = Avx512F.UnpackLow(Vector512.Load(row0 + d0), Vector512.Load(row1 + d0));
+                var t1 = Avx512F.UnpackHigh(Vector512.Load(row0 + d0), Vector512.Load(row1 + d0));
+                var t2 = Avx512F.UnpackLow(Vector512.Load(row2 + d0), Vector512.Load(row3 + d0));
+                var t3 = Avx512F.UnpackHigh(Vector512.Load(row2 + d0), Vector512.Load(row3 + d0));
+                var t4 = Avx512F.UnpackLow(Vector512.Load(row4 + d0), Vector512.Load(row5 + d0));
+                var t5 = Avx512F.UnpackHigh(Vector512.Load(row4 + d0), Vector512.Load(row5 + d0));
+                var t6 = Avx512F.UnpackLow(Vector512.Load(row6 + d0), Vector512.Load(row7 + d0));
+                var t7 = Avx512F.UnpackHigh(Vector512.Load(row6 + d0), Vector512.Load(row7 + d0));
+                var t8 = Avx512F.UnpackLow(Vector512.Load(row8 + d0), Vector512.Load(row9 + d0));
+                var t9 = Avx512F.UnpackHigh(Vector512.Load(row8 + d0), Vector512.Load(row9 + d0));
+                var t10 = Avx512F.UnpackLow(Vector512.Load(row10 + d0), Vector512.Load(row11 + d0));
+                var t11 = Avx512F.UnpackHigh(Vector512.Load(row10 + d0), Vector512.Load(row11 + d0));
+                var t12 = Avx512F.UnpackLow(Vector512.Load(row12 + d0), Vector512.Load(row13 + d0));
+                var t13 = Avx512F.UnpackHigh(Vector512.Load(row12 + d0), Vector512.Load(row13 + d0));
+                var t14 = Avx512F.UnpackLow(Vector512.Load(row14 + d0), Vector512.Load(row15 + d0));
+                var t15 = Avx512F.UnpackHigh(Vector512.Load(row14 + d0), Vector512.Load(row15 + d0));
+
+                var r0 = Avx512F.UnpackLow(t0.AsDouble(), t2.AsDouble()).AsSingle();
+                var r1 = Avx512F.UnpackHigh(t0.AsDouble(), t2.AsDouble()).AsSingle();
+                var r2 = Avx512F.UnpackLow(t1.AsDouble(), t3.AsDouble()).AsSingle();
+                var r3 = Avx512F.UnpackHigh(t1.AsDouble(), t3.AsDouble()).AsSingle();
+                var r4 = Avx512F.UnpackLow(t4.AsDouble(), t6.AsDouble()).AsSingle();
+                var r5 = Avx512F.UnpackHigh(t4.AsDouble(), t6.AsDouble()).AsSingle();
+                var r6 = Avx512F.UnpackLow(t5.AsDouble(), t7.AsDouble()).AsSingle();
+                var r7 = Avx512F.UnpackHigh(t5.AsDouble(), t7.AsDouble()).AsSingle();
+                var r8 = Avx512F.UnpackLow(t8.AsDouble(), t10.AsDouble()).AsSingle();
+                var r9 = Avx512F.UnpackHigh(t8.AsDouble(), t10.AsDouble()).AsSingle();
+                var r10 = Avx512F.UnpackLow(t9.AsDouble(), t11.AsDouble()).AsSingle();
+                var r11 = Avx512F.UnpackHigh(t9.AsDouble(), t11.AsDouble()).AsSingle();
+                var r12 = Avx512F.UnpackLow(t12.AsDouble(), t14.AsDouble()).AsSingle();
+                var r13 = Avx512F.UnpackHigh(t12.AsDouble(), t14.AsDouble()).AsSingle();
+                var r14 = Avx512F.UnpackLow(t13.AsDouble(), t15.AsDouble()).AsSingle();
+                var r15 = Avx512F.UnpackHigh(t13.AsDouble(), t15.AsDouble()).AsSingle();
+
+                t0 = Avx512F.Shuffle4x128(r0, r4, 0x88);
+                t1 = Avx512F.Shuffle4x128(r1, r5, 0x88);
+                t2 = Avx512F.Shuffle4x128(r2, r6, 0x88);
+                t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+                t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD);
+                t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD);
+                t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD);
+                t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+                t8 = Avx512F.Shuffle4x128(r8, r12, 0x88);
+                t9 = Avx512F.Shuffle4x128(r9, r13, 0x88);
+                t10 = Avx512F.Shuffle4x128(r10, r14, 0x88);
+                t11 = Avx512F.Shuffle4x128(r11, r15, 0x88);
+                t12 = Avx512F.Shuffle4x128(r8, r12, 0xDD);
+                t13 = Avx512F.Shuffle4x128(r9, r13, 0xDD);
+                t14 = Avx512F.Shuffle4x128(r10, r14, 0xDD);
+                t15 = Avx512F.Shuffle4x128(r11, r15, 0xDD);
+
+                // Column c of the 16 rows, scaled, into row d0 + c of the block, at keys j0..j0+15.
+                float* b = block + ((long)d0 * Width) + j0;
+                (Avx512F.Shuffle4x128(t0, t8, 0x88) * scale).Store(b);
+                (Avx512F.Shuffle4x128(t1, t9, 0x88) * scale).Store(b + Width);
+                (Avx512F.Shuffle4x128(t2, t10, 0x88) * scale).Store(b + (2 * Width));
+                (Avx512F.Shuffle4x128(t3, t11, 0x88) * scale).Store(b + (3 * Width));
+                (Avx512F.Shuffle4x128(t4, t12, 0x88) * scale).Store(b + (4 * Width));
+                (Avx512F.Shuffle4x128(t5, t13, 0x88) * scale).Store(b + (5 * Width));
+                (Avx512F.Shuffle4x128(t6, t14, 0x88) * scale).Store(b + (6 * Width));
+                (Avx512F.Shuffle4x128(t7, t15, 0x88) * scale).Store(b + (7 * Width));
+                (Avx512F.Shuffle4x128(t0, t8, 0xDD) * scale).Store(b + (8 * Width));
+                (Avx512F.Shuffle4x128(t1, t9, 0xDD) * scale).Store(b + (9 * Width));
+                (Avx512F.Shuffle4x128(t2, t10, 0xDD) * scale).Store(b + (10 * Width));
+                (Avx512F.Shuffle4x128(t3, t11, 0xDD) * scale).Store(b + (11 * Width));
+                (Avx512F.Shuffle4x128(t4, t12, 0xDD) * scale).Store(b + (12 * Width));
+                (Avx512F.Shuffle4x128(t5, t13, 0xDD) * scale).Store(b + (13 * Width));
+                (Avx512F.Shuffle4x128(t6, t14, 0xDD) * scale).Store(b + (14 * Width));
+                (Avx512F.Shuffle4x128(t7, t15, 0xDD) * scale).Store(b + (15 * Width));
+            }
+
+            float* Row(int j) => j0 + j < rows ? x + ((long)(j0 + j) * ld) : zero;
+        }
+    }
+
+    /// <summary>block [64, 64] = rows 0..rows−1 of 64 floats at row stride ld, zero rows past them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void CopyBlock(float* x, int ld, int rows, float* block)
+    {
+        for (int j = 0; j < Width; j++)
+        {
+            float* target = block + ((long)j * Width);
+            if (j < rows)
+            {
+                float* source = x + ((long)j * ld);
+                Vector512.Load(source).Store(target);
+                Vector512.Load(source + 16).Store(target + 16);
+                Vector512.Load(source + 32).Store(target + 32);
+                Vector512.Load(source + 48).Store(target + 48);
+            }
+            else
+            {
+                Vector512<float>.Zero.Store(target);
+                Vector512<float>.Zero.Store(target + 16);
+                Vector512<float>.Zero.Store(target + 32);
+                Vector512<float>.Zero.Store(target + 48);
+            }
+        }
     }
 
     /// <summary>
@@ -238,6 +368,21 @@ internal static class AttentionPanels
             x2.Store(row + 32);
             x3.Store(row + 48);
             (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
+        }
+    }
+
+    /// <summary>row[j] ← −∞ for the columns j of a 64-wide row outside [first, end).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void HideOutside(float* row, int first, int end)
+    {
+        var hidden = Vector512.Create(float.NegativeInfinity);
+        var column = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var lower = Vector512.Create(first);
+        var upper = Vector512.Create(end);
+        for (int j = 0; j < Width; j += 16, column += Vector512.Create(16))
+        {
+            var visible = Vector512.GreaterThanOrEqual(column, lower) & Vector512.LessThan(column, upper);
+            Vector512.ConditionalSelect(visible.AsSingle(), Vector512.Load(row + j), hidden).Store(row + j);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
 
@@ -255,6 +256,9 @@ public static partial class ScaledDotProductAttention
     }
 
     /// <summary>One fused call's inputs as raw pointers, so that worker threads can share them.</summary>
+    // Its methods are compiled fully optimised at first use (AggressiveOptimization): a process that calls attention
+    // a few times (a benchmark's 20 calls, a training step's 12 layers, an analysis run) otherwise spends them in
+    // tier-0 code, where no Vector512 operation is inlined: 2.4× the CPU per call at T = 256 for the first 20 calls.
     private sealed unsafe class FusedJob(
         AttentionOptions options, int queryLength, int keyLength, int queryOffset,
         float* q, float* k, float* v, float* output, float* logSumExp)
@@ -276,6 +280,7 @@ public static partial class ScaledDotProductAttention
 
         public float* ValueGrad { get; set; }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardHead(int h)
         {
             int blockKeys = dqk * KeyTile;
@@ -294,6 +299,7 @@ public static partial class ScaledDotProductAttention
         // 64t..64t+63 (zero past the end), followed by its values copied to contiguous [64, Dv] blocks. Contiguous
         // 16 KB blocks keep a tile's reads inside 4 pages; read in place, the 64 rows of a tile sit T·4 or H·D·4 bytes
         // apart, which thrashed the TLB and (at T = 4096) mapped every row to the same L1 sets.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void BlockKeysAndValues(int g, float* kt)
         {
             TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
@@ -302,33 +308,48 @@ public static partial class ScaledDotProductAttention
 
         // Rows 0..Tk−1 of width `width` (stride ld) into blocks of [width, 64]: block t holds factor·rows 64t..64t+63
         // as columns, zero past the last row.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks)
         {
             int blockLength = width * KeyTile;
             for (int tile = 0; tile < keyTiles; tile++)
             {
                 int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
-                var block = new Span<float>(blocks + ((long)tile * blockLength), blockLength);
+                float* block = blocks + ((long)tile * blockLength);
+                if (width == AttentionPanels.Width && AttentionPanels.Available)
+                {
+                    AttentionPanels.TransposeBlock(source + ((long)j0 * ld), ld, keys, factor, block);
+                    continue;
+                }
+
+                var span = new Span<float>(block, blockLength);
                 if (keys < KeyTile)
                 {
-                    block.Clear();
+                    span.Clear();
                 }
 
-                fixed (float* bp = block)
-                {
-                    Gemm.TransposeInto(source + ((long)j0 * ld), ld, keys, width, bp, KeyTile);
-                }
-
+                Gemm.TransposeInto(source + ((long)j0 * ld), ld, keys, width, block, KeyTile);
                 if (factor != 1f)
                 {
-                    TensorPrimitives.Multiply(block, factor, block);
+                    TensorPrimitives.Multiply(span, factor, span);
                 }
             }
         }
 
         // Rows 0..Tk−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void CopyRows(float* source, int ld, int width, float* target)
         {
+            if (width == AttentionPanels.Width && AttentionPanels.Available)
+            {
+                for (int j0 = 0; j0 < keyLength; j0 += KeyTile)
+                {
+                    AttentionPanels.CopyBlock(source + ((long)j0 * ld), ld, Math.Min(KeyTile, keyLength - j0), target + ((long)j0 * width));
+                }
+
+                return;
+            }
+
             for (int j = 0; j < keyLength; j++)
             {
                 Buffer.MemoryCopy(source + ((long)j * ld), target + ((long)j * width), width * sizeof(float), width * sizeof(float));
@@ -339,6 +360,7 @@ public static partial class ScaledDotProductAttention
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
         // on the AVX-512 panels; without them (kt = null) through Gemm.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardTile(int h, int tile, float* kt, float* vb)
         {
             int g = h / options.GroupSize;
@@ -350,7 +372,7 @@ public static partial class ScaledDotProductAttention
             var max = buffer.AsSpan(tiles + accLength, QueryTile);
             var sum = buffer.AsSpan(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
             acc.Clear();
-            max.Fill(float.NegativeInfinity);
+            HideAll(max);
             sum.Clear();
             foreach (var (first, end) in KeyRanges(i0, rows).All)
             {
@@ -433,7 +455,24 @@ public static partial class ScaledDotProductAttention
                     continue;
                 }
 
-                TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
+                if (kt != null)
+                {
+                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
+                    // the first calls of a process).
+                    var factor = Vector512.Create(1f / rowSum);
+                    fixed (float* ap = acc.Slice(i * dv, dv), op = o)
+                    {
+                        (Vector512.Load(ap) * factor).Store(op);
+                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
+                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
+                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                    }
+                }
+                else
+                {
+                    TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
+                }
+
                 // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
                 logSumExp[h * queryLength + i0 + i] = kt != null
                     ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
@@ -442,6 +481,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // D[h, i] = dO_i·O_i: the row term of the softmax backward, Σ_j P_ij·dP_ij, computed from the output.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void FillRowTerm(int h)
         {
             for (int i = 0; i < queryLength; i++)
@@ -456,6 +496,7 @@ public static partial class ScaledDotProductAttention
         //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
         //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
         // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting); dQ rows add up in place.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void BackwardKvHead(int g)
         {
             for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
@@ -511,6 +552,7 @@ public static partial class ScaledDotProductAttention
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void KeyValueGradTile(int g, int keyTile)
         {
             int j0 = keyTile * KeyTile, cols = Math.Min(KeyTile, keyLength - j0);
@@ -540,6 +582,7 @@ public static partial class ScaledDotProductAttention
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void QueryGradTile(int h, int tile)
         {
             int g = h / options.GroupSize;
@@ -562,6 +605,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // P = exp(S − logSumExp) and dS = scale·P∘(dO·Vᵀ − D) for one tile, both [rows, cols] at stride Bc.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void ProbabilitiesAndScoreGrad(int h, int g, int i0, int rows, int j0, int cols, Span<float> p, Span<float> ds)
         {
             Scores(h, g, i0, rows, j0, cols, p);
@@ -595,6 +639,7 @@ public static partial class ScaledDotProductAttention
         // S [rows, cols] (stride Bc) = scale·Q_tile·K_tileᵀ + bias, −∞ where hidden.
         // With keyBlock (scale·log₂e·Kᵀ of this key tile, [Dqk, 64]) the product runs on the AVX-512 panel and S is
         // in base 2 (bias included); the columns past cols are then −∞ too.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Scores(int h, int g, int i0, int rows, int j0, int cols, Span<float> s, float* keyBlock = null)
         {
             if (keyBlock != null)
@@ -620,6 +665,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // Hides what query i0+i may not see in a tile of scores (−∞) and adds the ALiBi bias (× log₂e in base 2).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Mask(int h, int i0, int rows, int j0, int cols, Span<float> s, bool base2)
         {
             int firstQuery = queryOffset + i0, lastQuery = firstQuery + rows - 1, lastKey = j0 + cols - 1;
@@ -635,7 +681,7 @@ public static partial class ScaledDotProductAttention
                 if (base2 && cols < KeyTile)
                 {
                     // The panel computed a whole tile against zero-padded keys: hide the columns past the end.
-                    s.Slice(i * KeyTile + cols, KeyTile - cols).Fill(float.NegativeInfinity);
+                    HideAll(s.Slice(i * KeyTile + cols, KeyTile - cols));
                 }
 
                 int queryPosition = firstQuery + i;
@@ -648,8 +694,19 @@ public static partial class ScaledDotProductAttention
                 {
                     // Visible keys form one range per query: hide the columns on either side of it.
                     var (first, end) = VisibleColumns(queryPosition, j0, cols);
-                    row[..first].Fill(float.NegativeInfinity);
-                    row[end..].Fill(float.NegativeInfinity);
+                    if (base2)
+                    {
+                        // A whole 64-wide panel row: four compares and blends instead of a store per hidden score.
+                        fixed (float* rp = row)
+                        {
+                            AttentionPanels.HideOutside(rp, first, end);
+                        }
+
+                        continue;
+                    }
+
+                    HideAll(row[..first]);
+                    HideAll(row[end..]);
                     continue;
                 }
 
@@ -664,6 +721,7 @@ public static partial class ScaledDotProductAttention
 
         // Columns [first, end) of the key tile j0 .. j0+cols−1 that the query at queryPosition sees, when what it sees is
         // one range of positions: causal keys up to the query, within the window on either side (IsVisible's rules).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private (int First, int End) VisibleColumns(int queryPosition, int j0, int cols)
         {
             long first = options.Window > 0 ? (long)queryPosition - options.Window + 1 - j0 : 0;
@@ -675,6 +733,7 @@ public static partial class ScaledDotProductAttention
 
         // The key ranges a query tile must visit: the sinks [0, SinkEnd) and the positional range [First, End), its
         // start rounded down to a whole key tile (keys brought in by the rounding are hidden by the element mask).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private KeySpans KeyRanges(int i0, int rows)
         {
             int firstQuery = queryOffset + i0;
@@ -684,6 +743,7 @@ public static partial class ScaledDotProductAttention
             return new KeySpans(sinkEnd, first, Math.Max(first, end));
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private bool Overlaps(int i0, int rows, int j0, int cols)
         {
             foreach (var (first, end) in KeyRanges(i0, rows).All)
@@ -695,6 +755,17 @@ public static partial class ScaledDotProductAttention
             }
 
             return false;
+        }
+    }
+
+    // −∞ into every element: a plain loop, inlined into its caller, where Span.Fill is a generic method that ran as
+    // tier-0 code through a process's first calls.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void HideAll(Span<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = float.NegativeInfinity;
         }
     }
 

@@ -169,6 +169,9 @@ public sealed partial class Transformer
         bool rotary = Config.Positions == PositionKind.Rotary;
         // The analysis run computes attention the reference way, so what a hook reads or replaces is what flows on.
         bool reference = hooks is not null;
+        // Training and unpadded batches: every sequence in one fused call, so the threads split sequences × heads ×
+        // query tiles instead of forking and joining once per sequence (each sequence computes the same bits).
+        bool wholeBatch = !reference && !decoding && (pass.Lengths is null || pass.Lengths.All(length => length == t));
         for (int b = 0; b < pass.Batch; b++)
         {
             var qb = q.Slice(b * t * qRow, t * qRow);
@@ -198,6 +201,11 @@ public sealed partial class Transformer
             }
 
             var headsOut = a.Heads.Slice(b * t * qRow, t * qRow);
+            if (wholeBatch)
+            {
+                continue;
+            }
+
             if (reference)
             {
                 ReferenceAttention(l, t, slots, qb, keys, values, headsOut, hooks!);
@@ -215,6 +223,12 @@ public sealed partial class Transformer
                 ScaledDotProductAttention.Forward(AttentionOptions, t, slots, slots - t, qb, keys, values, headsOut,
                     a.LogSumExp.Slice(b * heads * t, heads * t));
             }
+        }
+
+        if (wholeBatch)
+        {
+            ScaledDotProductAttention.Forward(AttentionOptions, pass.Batch, t, t, 0, q[..(n * qRow)], k[..(n * kvRow)], v[..(n * kvRow)],
+                a.Heads[..(n * qRow)], a.LogSumExp[..(pass.Batch * heads * t)]);
         }
 
         hooks?.Point(HookNames.Z(l), a.Heads, n, heads, d);
@@ -379,19 +393,16 @@ public sealed partial class Transformer
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
         var dv = activations.Scratch("v");
-        for (int b = 0; b < batch; b++)
+        // All sequences in one call (one fork–join; the threads split sequences × kv heads).
+        ScaledDotProductAttention.Backward(AttentionOptions, batch, tokens, tokens, 0,
+            a.Query[..(n * qRow)], a.Key[..(n * kvRow)], a.Value[..(n * kvRow)], a.Heads[..(n * qRow)], dHeads[..(n * qRow)],
+            a.LogSumExp[..(batch * heads * tokens)], dq[..(n * qRow)], dk[..(n * kvRow)], dv[..(n * kvRow)]);
+        if (Config.Positions == PositionKind.Rotary)
         {
-            var dqb = dq.Slice(b * tokens * qRow, tokens * qRow);
-            var dkb = dk.Slice(b * tokens * kvRow, tokens * kvRow);
-            ScaledDotProductAttention.Backward(AttentionOptions, tokens, tokens, 0,
-                a.Query.Slice(b * tokens * qRow, tokens * qRow), a.Key.Slice(b * tokens * kvRow, tokens * kvRow),
-                a.Value.Slice(b * tokens * kvRow, tokens * kvRow), a.Heads.Slice(b * tokens * qRow, tokens * qRow),
-                dHeads.Slice(b * tokens * qRow, tokens * qRow), a.LogSumExp.Slice(b * heads * tokens, heads * tokens),
-                dqb, dkb, dv.Slice(b * tokens * kvRow, tokens * kvRow));
-            if (Config.Positions == PositionKind.Rotary)
+            for (int b = 0; b < batch; b++)
             {
-                Rope.Backward(dqb, tokens, heads, Config.HeadDim, 0, Config.Rope);
-                Rope.Backward(dkb, tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
+                Rope.Backward(dq.Slice(b * tokens * qRow, tokens * qRow), tokens, heads, Config.HeadDim, 0, Config.Rope);
+                Rope.Backward(dk.Slice(b * tokens * kvRow, tokens * kvRow), tokens, Config.KvHeads, Config.HeadDim, 0, Config.Rope);
             }
         }
 
