@@ -14,8 +14,11 @@ public static class ModelPresets
         ["tiny-llama"] = Llama(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
         ["tiny-qwen2"] = Qwen2(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
         ["tiny-attn-only"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32) with { Mlp = MlpKind.None },
-        // The embedded default: byte-level, trained on the King James Bible (see README).
+        // The first embedded default's shape: byte-level GPT-2, trained on the King James Bible (see README).
         ["kjv"] = Gpt2(vocab: 256, context: 128, layers: 4, heads: 4, channels: 128),
+        // The embedded default's shape: byte-level, Llama-shaped (rotary positions on queries and keys only, so the
+        // residual stream carries tokens, not positions: what let its induction heads form; see README).
+        ["kjv-llama"] = Llama(vocab: 256, context: 128, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),
         // Its BPE successor's shape: a longer context, so that names and phrases recur within a window, and rotary
         // positions on queries and keys only, so that the residual stream carries tokens and a head can look one
         // token back wherever it is (previous-token heads, then induction heads, form sooner than with learned positions).

@@ -190,8 +190,13 @@ public sealed class GgufTokenizer : ITokenizer
                         return new GgufVocabulary("gpt2", tokens) { Pre = "gpt-2", Merges = merges, EosId = tokenizer.EosId, BosId = tokenizer.EosId, AddBos = false };
                     }
 
+                case ByteTokenizer:
+                    // Byte-level tokens are a byte-level BPE without merges: id b is byte b, written as GPT-2's
+                    // printable stand-in for that byte, so llama.cpp and HeadLens's GPT-2 tokenizer read the same ids.
+                    return new GgufVocabulary("gpt2", Gpt2Tokenizer.AllByteSymbols.ToList()) { Pre = "gpt-2", Merges = [], AddBos = false };
+
                 default:
-                    throw new HeadLensException($"a {tokenizer.GetType().Name} cannot be written as a GGUF vocabulary (llama SentencePiece and GPT-2 BPE can)");
+                    throw new HeadLensException($"a {tokenizer.GetType().Name} cannot be written as a GGUF vocabulary (llama SentencePiece, GPT-2 BPE and byte-level tokens can)");
             }
         }
         finally
