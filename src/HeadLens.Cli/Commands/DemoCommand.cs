@@ -49,13 +49,15 @@ internal sealed class DemoCommand : ICommand
             $"(head size {c.HeadDim}), context {c.ContextLength} tokens, vocabulary {c.VocabSize} ({(c.VocabSize == 256 ? "bytes" : "tokens")}).");
         Console.WriteLine($"Loaded from {modelPath}.");
         Console.WriteLine();
-        Console.WriteLine($"Sample (temperature 0.8, seed {seed}, KV cache; past the {c.ContextLength}-token context the window slides, keeping the last half):");
+        Console.WriteLine($"Sample (temperature 0.8, top-p 0.9, seed {seed}, KV cache; past the {c.ContextLength}-token context the window slides, keeping the last half):");
         Console.WriteLine();
         var prompt = tokenizer.EncodeForModel(Prompt);
         Console.Write(Prompt);
         int generated = 0;
         var generation = Stopwatch.StartNew();
-        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(new SamplingSettings { Temperature = 0.8f, Seed = seed }), slide: true))
+        // Top-p: the embedded model was trained with passages of random bytes, so it keeps a thin tail of probability
+        // on every byte; sampling from that tail writes bytes that are not text (and then copies them: induction).
+        foreach (var token in Generator.Stream(model, tokenizer, prompt, maxTokens, new Sampler(new SamplingSettings { Temperature = 0.8f, TopP = 0.9f, Seed = seed }), slide: true))
         {
             generated++;
             Console.Write(token.Text);
