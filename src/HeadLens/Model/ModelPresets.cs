@@ -19,9 +19,8 @@ public static class ModelPresets
         // The embedded default's shape: byte-level, Llama-shaped (rotary positions on queries and keys only, so the
         // residual stream carries tokens, not positions: what let its induction heads form; see README).
         ["kjv-llama"] = Llama(vocab: 256, context: 128, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),
-        // Its BPE successor's shape: a longer context, so that names and phrases recur within a window, and rotary
-        // positions on queries and keys only, so that the residual stream carries tokens and a head can look one
-        // token back wherever it is (previous-token heads, then induction heads, form sooner than with learned positions).
+        // The same with a 1,024-token BPE vocabulary and a longer context, so that names and phrases recur within a
+        // window: the BPE embedded model still to be trained (its runs so far formed no induction heads; see README).
         ["kjv-bpe"] = Llama(vocab: 1024, context: 256, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),
         ["gpt2"] = Gpt2(vocab: 50257, context: 1024, layers: 12, heads: 12, channels: 768),
         ["gpt2-medium"] = Gpt2(vocab: 50257, context: 1024, layers: 24, heads: 16, channels: 1024),

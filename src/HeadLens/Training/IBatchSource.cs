@@ -62,9 +62,12 @@ public sealed class CorpusBatches(Corpus corpus, ulong seed, double repeatedShar
         int length = shortest + random.NextInt(longest - shortest + 1);
         int passage = random.NextInt(sequence.Length - 2 * length + 1);
         int copy = passage + length + random.NextInt(sequence.Length - length - (passage + length) + 1);
-        for (int i = 0; i < length && randomPassageVocabulary > 0; i++)
+        if (randomPassageVocabulary > 0)
         {
-            sequence[passage + i] = random.NextInt(randomPassageVocabulary);
+            for (int i = 0; i < length; i++)
+            {
+                sequence[passage + i] = random.NextInt(randomPassageVocabulary);
+            }
         }
 
         sequence.Slice(passage, length).CopyTo(sequence.Slice(copy, length));
