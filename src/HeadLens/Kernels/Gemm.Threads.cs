@@ -31,6 +31,15 @@ public static partial class Gemm
         // claimed, + UnitDone row units done; Stride ints apart, so two counters never share a cache line.
         private const int PackNext = 0, PackDone = 1, UnitNext = 2, UnitDone = 3, Stride = 16;
 
+        // Per row unit u, at [u·Stride + …]: the blocks it has done (0, the slot above's use), and in the last block the
+        // chunks of its B panels claimed and done.
+        private const int ChunkNext = 1, ChunkDone = 2;
+
+        // Chunks a unit's B panels are cut into in the last block: small enough that the last chunk to finish is a
+        // sliver of a unit (2048³: 4 of 64 panels, ~0.2 ms), large enough that a helper's extra pass over the owner's
+        // A block stays a small part of each chunk.
+        private const int ChunksPerUnit = 16;
+
         private void RunShared(int threads)
         {
             var shape = TileShape.Current;
@@ -57,10 +66,11 @@ public static partial class Gemm
 
             var counters = new int[blocks * Stride];
             var unitBlocks = new int[units * Stride];
+            var unitPacks = new nint[units];
             try
             {
                 RunParts(threads, _ => Share(
-                    shape, threads, depthBlock, columnBlock, depthBlocks, blocks, unitRows, units, panels, blockFloats, counters, unitBlocks));
+                    shape, threads, depthBlock, columnBlock, depthBlocks, blocks, unitRows, units, panels, blockFloats, counters, unitBlocks, unitPacks));
             }
             finally
             {
@@ -78,7 +88,7 @@ public static partial class Gemm
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Share(
             TileShape shape, int threads, int depthBlock, int columnBlock, int depthBlocks, int blocks, int unitRows, int units,
-            float[]? panels, long blockFloats, int[] counters, int[] unitBlocks)
+            float[]? panels, long blockFloats, int[] counters, int[] unitBlocks, nint[] unitPacks)
         {
             int mr = shape.Rows, nr = shape.Columns;
             int aCapacity = (depthBlock * unitRows) + AlignmentFloats;
@@ -120,6 +130,12 @@ public static partial class Gemm
 
                     float* bPanels = PanelsOf(bPack, jc, pc, kc);
                     bool add = accumulate || pc > 0;
+                    if (s == blocks - 1)
+                    {
+                        FinishLastBlock(shape, s, jc, nc, pc, kc, add, unitRows, units, ref counter, unitBlocks, unitPacks, aPack, bPanels, tile);
+                        break;
+                    }
+
                     int unit;
                     while ((unit = Interlocked.Increment(ref Unsafe.Add(ref counter, UnitNext)) - 1) < units)
                     {
@@ -133,6 +149,87 @@ public static partial class Gemm
                         Interlocked.Increment(ref Unsafe.Add(ref counter, UnitDone));
                     }
                 }
+            }
+        }
+
+        // The last block: a thread that finds no row unit left to claim would otherwise idle until the others finish
+        // theirs (up to a whole unit: ~4 ms of an ~85 ms 2048³ product measured, both threads then waiting at the
+        // join). So here a unit's B panels are handed out in chunks: its owner packs its A block, publishes where, and
+        // takes chunks; a thread with no unit left takes chunks of any unit whose A block is published, reading that
+        // A block from the owner's buffer (the owner does not reuse it before the product ends: the product returns
+        // only when every thread has). Each tile is still one kernel call over the same panels, so the bits do not
+        // depend on who computes it.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void FinishLastBlock(
+            TileShape shape, int block, int jc, int nc, int pc, int kc, bool add, int unitRows, int units, ref int counter,
+            int[] unitBlocks, nint[] unitPacks, float* aPack, float* bPanels, float* tile)
+        {
+            int mr = shape.Rows, nr = shape.Columns;
+            int panels = (nc + nr - 1) / nr, chunks = Math.Min(panels, ChunksPerUnit), stride = PanelStride(kc);
+            int unit, owned = -1;
+            while ((unit = Interlocked.Increment(ref Unsafe.Add(ref counter, UnitNext)) - 1) < units)
+            {
+                // Helpers start only once every unit is claimed, so an earlier unit of this thread was finished by it
+                // alone before its buffer is packed again here.
+                owned = unit;
+                ref int done = ref unitBlocks[unit * Stride];
+                WaitFor(ref done, block);
+                int ic = unit * unitRows, mc = Math.Min(unitRows, m - ic);
+                PackA(ic, mc, pc, kc, mr, aPack);
+                Volatile.Write(ref unitPacks[unit], (nint)aPack);
+                TakeChunks(shape, unit, ic, mc, jc, nc, pc, kc, add, aPack, bPanels, tile, panels, chunks, stride, unitBlocks);
+            }
+
+            // Every unit is claimed: help with the chunks left of any unit whose A block is packed.
+            bool left = true;
+            var spin = default(SpinWait);
+            while (left)
+            {
+                left = false;
+                for (unit = 0; unit < units; unit++)
+                {
+                    if (Volatile.Read(ref unitBlocks[(unit * Stride) + ChunkNext]) >= chunks)
+                    {
+                        continue;
+                    }
+
+                    float* published = (float*)Volatile.Read(ref unitPacks[unit]);
+                    if (published == null)
+                    {
+                        left = true;
+                        continue;
+                    }
+
+                    int ic = unit * unitRows, mc = Math.Min(unitRows, m - ic);
+                    TakeChunks(shape, unit, ic, mc, jc, nc, pc, kc, add, published, bPanels, tile, panels, chunks, stride, unitBlocks);
+                }
+
+                if (left)
+                {
+                    spin.SpinOnce(sleep1Threshold: -1);
+                }
+            }
+
+            // Helpers may still read this thread's A block: it stays untouched until they are done (a thread that left
+            // its part could be handed another product's part at once, by Parallel.For, and pack over it).
+            if (owned >= 0)
+            {
+                WaitFor(ref unitBlocks[(owned * Stride) + ChunkDone], chunks);
+            }
+        }
+
+        // Claims chunks of one unit's B panels until none is left, and runs the kernel down the unit's A block under each.
+        private void TakeChunks(
+            TileShape shape, int unit, int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* bPanels,
+            float* tile, int panels, int chunks, int stride, int[] unitBlocks)
+        {
+            int nr = shape.Columns, chunk;
+            while ((chunk = Interlocked.Increment(ref unitBlocks[(unit * Stride) + ChunkNext]) - 1) < chunks)
+            {
+                int first = panels * chunk / chunks, end = panels * (chunk + 1) / chunks;
+                int columns = Math.Min(nc, end * nr) - (first * nr);
+                Block(shape, ic, mc, jc + (first * nr), columns, pc, kc, add, aPack, null, bPanels + ((long)first * stride * nr), tile);
+                Interlocked.Increment(ref unitBlocks[(unit * Stride) + ChunkDone]);
             }
         }
 

@@ -57,7 +57,10 @@ public sealed class Arena
         used = (int)(start + length);
     }
 
-    /// <summary>Allocates the single pinned buffer (zeroed) for every reserved tensor.</summary>
+    /// <summary>
+    /// Allocates the single pinned buffer (zeroed) for every reserved tensor, on 2 MiB pages where the system grants
+    /// them (HugePages: the products walk these tensors a row, often a page, at a time).
+    /// </summary>
     public void Allocate()
     {
         if (storage is not null)
@@ -65,7 +68,7 @@ public sealed class Arena
             return;
         }
 
-        storage = GC.AllocateArray<float>(Math.Max(used, 1), pinned: true);
+        storage = HugePages.AllocateZeroed(Math.Max(used, 1));
         foreach (var (name, shape, offset) in layout)
         {
             byName[name] = new Tensor(name, shape, storage, offset);

@@ -120,6 +120,27 @@ public sealed class GemmBlockingTests
         }
     }
 
+    // In the last block a thread with no row unit left takes chunks of B panels from a unit another thread packed
+    // (Gemm.Threads.cs, FinishLastBlock): whether that happens depends on timing, so the product runs many times on
+    // 2 and 3 threads, with many small units and panels in its last block; every run must give the one-thread bits.
+    [Fact]
+    public void ThreadsHelpingWithTheLastBlockKeepTheBits()
+    {
+        var blocking = new GemmBlocking(24, TileRows, 40 * TileColumns);
+        int m = 9 * TileRows + 5, n = 37 * TileColumns + 3, k = 61;
+        var random = new Random(5);
+        float[] a = TestData.Uniform(random, m * k), b = TestData.Uniform(random, k * n);
+        float[] one = new float[m * n];
+        Gemm.MultiplyWith(blocking, false, false, m, n, k, a, k, b, n, one, n, accumulate: false, threads: 1);
+        for (int run = 0; run < 60; run++)
+        {
+            int threads = 2 + (run % 2);
+            float[] several = TestData.Uniform(random, m * n);
+            Gemm.MultiplyWith(blocking, false, false, m, n, k, a, k, b, n, several, n, accumulate: false, threads);
+            Assert.True(one.AsSpan().SequenceEqual(several), $"run {run} on {threads} threads differs from 1 thread");
+        }
+    }
+
     // Products whose threads share B blocks, started from inside another parallel loop (the pool is taken, so they
     // fall back to Parallel.For) and several at once (they take turns with the kept B blocks): each must finish and
     // give the one-thread bits.

@@ -1,11 +1,13 @@
 using HeadLens.Kernels;
+using HeadLens.Tensors;
 
 namespace HeadLens.Cli.Commands.Bench;
 
 /// <summary>
 /// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
 /// (B·T = 4·64; `--tokens 256,1024` adds B·T = 4·256), forward and both backward products, on ComputeThreads.Count
-/// threads (--threads N) and on 1. `--sizes 2048` limits to squares.
+/// threads (--threads N) and on 1. `--sizes 2048` limits to squares. The operands live in an arena, as a model's
+/// tensors do (so on 2 MiB pages where the system grants them).
 /// </summary>
 internal sealed class MatmulBenchmark : IBenchmark
 {
@@ -60,14 +62,19 @@ internal sealed class MatmulBenchmark : IBenchmark
         foreach (var (op, transposeA, transposeB, m, n, k) in configs)
         {
             var random = new Random(42);
-            float[] a = RandomArray(random, m * k), b = RandomArray(random, k * n), c = new float[m * n];
+            var arena = new Arena($"matmul {m}x{n}x{k}");
+            arena.Reserve("a", m, k);
+            arena.Reserve("b", k, n);
+            arena.Reserve("c", m, n);
+            arena.Allocate();
+            Memory<float> a = Fill(random, arena.Get("a").Memory), b = Fill(random, arena.Get("b").Memory), c = arena.Get("c").Memory;
             int lda = transposeA ? m : k, ldb = transposeB ? k : n;
             foreach (int threads in new[] { ComputeThreads.Count, 1 }.Distinct())
             {
                 double flops = 2.0 * m * n * k;
                 int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);
                 double ms = Timing.MedianMilliseconds(
-                    () => Gemm.Multiply(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, n, op == "weight-grad", threads),
+                    () => Gemm.Multiply(transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, op == "weight-grad", threads),
                     warmup: 2, iterations, maxSeconds: 5);
                 double gflops = flops / (ms * 1e6);
                 progress.WriteLine($"matmul {op,-11} m={m} n={n} k={k} threads={threads}: {ms:F2} ms, {gflops:F0} GFLOP/s");
@@ -83,12 +90,12 @@ internal sealed class MatmulBenchmark : IBenchmark
     private static IEnumerable<int> PositiveIntegers(string list, string option) => list.Split(',').Select(text =>
         int.TryParse(text, out int value) && value > 0 ? value : throw new UsageException($"bench: --{option} expects positive integers, got '{text}'")).Distinct();
 
-    private static float[] RandomArray(Random random, int count)
+    private static Memory<float> Fill(Random random, Memory<float> values)
     {
-        var values = GC.AllocateUninitializedArray<float>(count, pinned: true);
-        for (int i = 0; i < values.Length; i++)
+        var span = values.Span;
+        for (int i = 0; i < span.Length; i++)
         {
-            values[i] = (float)(random.NextDouble() * 2 - 1);
+            span[i] = (float)(random.NextDouble() * 2 - 1);
         }
 
         return values;
