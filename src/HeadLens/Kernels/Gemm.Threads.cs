@@ -19,6 +19,8 @@ namespace HeadLens.Kernels;
 // on any number of threads that actually run, even one that takes every part in turn (ComputeThreads' fallback).
 // A row unit of block s waits for the same unit of block s − 1, so C's sums run over the depth in order: the result
 // has the same bits on any thread count.
+// In the last block a unit's B panels are handed out in chunks, so a thread with no unit left helps finish the
+// others' instead of waiting for them at the end (FinishLastBlock).
 public static partial class Gemm
 {
     // Two B blocks, kept between products (the training step multiplies ~100 times per step); one product at a time
