@@ -18,8 +18,8 @@ namespace HeadLens.Kernels;
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
-// C's rows are a page apart for most products, so a C tile touches a page per row: the model's tensors live on
-// 2 MiB pages where Linux grants them (Tensors/HugePages.cs): 9% fewer kernel samples for the same product.
+// C's rows are a page apart for most products, so a C tile touches a page per row: a training step's activations
+// and gradients live on 2 MiB pages where Linux grants them (Tensors/HugePages.cs): 9% fewer kernel samples.
 public static partial class Gemm
 {
     /// <summary>The cache blocking every product uses: chosen once from the caches this machine reports.</summary>

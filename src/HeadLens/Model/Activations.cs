@@ -148,7 +148,8 @@ public sealed class Activations
         Tokens = tokens;
         int n = batch * tokens, c = config.Channels, f = Math.Max(config.HiddenChannels, 1);
         int q = config.Heads * config.HeadDim, kv = config.KvHeads * config.HeadDim;
-        Arena = new Arena($"activations {batch}x{tokens}");
+        // Every product of a training step writes its output here a row (often a page) at a time: on 2 MiB pages (Arena).
+        Arena = new Arena($"activations {batch}x{tokens}", largePages: true);
         for (int l = 0; l <= config.Layers; l++)
         {
             Arena.Reserve($"residual.{l}", n, c);           // [N, C] entering layer l (l = L: the final stream)

@@ -85,10 +85,11 @@ public sealed class ModelWeights
     private readonly Tensor? finalNorm;
     private readonly LinearWeight? outputHead;
 
-    public ModelWeights(ModelConfig config, string name, IReadOnlyDictionary<string, QuantizedMatrix>? stored = null)
+    public ModelWeights(
+        ModelConfig config, string name, IReadOnlyDictionary<string, QuantizedMatrix>? stored = null, bool largePages = false)
     {
         Config = config;
-        Arena = new Arena(name);
+        Arena = new Arena(name, largePages);
         stored ??= new Dictionary<string, QuantizedMatrix>();
         foreach (var (tensorName, shape, _) in Layout(config))
         {

@@ -39,8 +39,9 @@ public sealed partial class Transformer
     {
         Config = config.Validated();
         Parameters = new ModelWeights(Config, "parameters", stored);
-        // Gradients exist only once something trains: inference keeps half the memory.
-        gradients = new Lazy<ModelWeights>(() => new ModelWeights(Config, "gradients"));
+        // Gradients exist only once something trains: inference keeps half the memory. The weight-gradient products
+        // write them a row at a time: on 2 MiB pages (Arena).
+        gradients = new Lazy<ModelWeights>(() => new ModelWeights(Config, "gradients", largePages: true));
         AttentionOptions = Config.AttentionOptions();
         Hooks = new HookRegistry(Config);
     }

@@ -18,9 +18,23 @@ public sealed class Arena
     private float[]? storage;
     private int used;
 
-    public Arena(string name) => Name = name;
+    /// <param name="name">What the arena holds, for messages.</param>
+    /// <param name="largePages">
+    /// Back it with 2 MiB pages where Linux grants them (HugePages): for the tensors matrix products write a row at a
+    /// time (training activations and gradients). Not for every arena: on a machine whose memory is fragmented the
+    /// first touch of a 2 MiB page waits for the kernel to compact memory (measured: 2.1 s to touch 512 MB, against
+    /// 0.43 s on small pages), a cost a training run pays once and a one-shot `generate` should not pay for its weights.
+    /// </param>
+    public Arena(string name, bool largePages = false)
+    {
+        Name = name;
+        LargePages = largePages;
+    }
 
     public string Name { get; }
+
+    /// <summary>Whether the buffer is asked for on 2 MiB pages (see the constructor).</summary>
+    public bool LargePages { get; }
 
     /// <summary>Total floats reserved so far (including alignment padding).</summary>
     public int FloatCount => used;
@@ -57,10 +71,7 @@ public sealed class Arena
         used = (int)(start + length);
     }
 
-    /// <summary>
-    /// Allocates the single pinned buffer (zeroed) for every reserved tensor, on 2 MiB pages where the system grants
-    /// them (HugePages: the products walk these tensors a row, often a page, at a time).
-    /// </summary>
+    /// <summary>Allocates the single pinned buffer (zeroed) for every reserved tensor.</summary>
     public void Allocate()
     {
         if (storage is not null)
@@ -68,7 +79,7 @@ public sealed class Arena
             return;
         }
 
-        storage = HugePages.AllocateZeroed(Math.Max(used, 1));
+        storage = LargePages ? HugePages.AllocateZeroed(Math.Max(used, 1)) : GC.AllocateArray<float>(Math.Max(used, 1), pinned: true);
         foreach (var (name, shape, offset) in layout)
         {
             byName[name] = new Tensor(name, shape, storage, offset);

@@ -4,13 +4,16 @@ namespace HeadLens.Tensors;
 
 /// <summary>
 /// Asks Linux to back a large buffer with 2 MiB pages (transparent huge pages, <c>madvise(MADV_HUGEPAGE)</c>).
-/// Why: a matrix product walks C, and the packing walks A and B, one row per step, and a row of a training product
-/// (768–50,257 floats) is another 4 KiB page each time: one C tile of 12 rows touches 12 pages, a sweep of the
-/// kernel down an A block ~500. With 4 KiB pages those sweeps miss the first-level TLB on every row; with 2 MiB pages
-/// a whole [1024, 3072] activation is 6 pages. Measured on the Ice Lake Xeon (1 thread, the 1024 × 3072 × 768
-/// forward product, operands allocated both ways in one process): ~6% more per core with 2 MiB pages.
+/// Why: the micro-kernel of a matrix product writes a C tile of 12 rows, and for most products of a training step a
+/// row of C (768–50,257 floats, 3–200 KB) is another 4 KiB page: 12 pages per tile, ~500 per sweep of the kernel down
+/// an A block, far more than the first-level TLB holds. With 2 MiB pages a whole [1024, 3072] activation is 6 pages.
+/// Measured on the Ice Lake Xeon (1 thread, the 1024 × 3072 × 768 forward product, operands allocated both ways in
+/// one process, under moderate load): 6–10% more per core, and `perf` put 11.6% of the kernel's samples on the
+/// prefetches of the next C tile with small pages, 5.0% with large ones. Under heavy load (others' work on the same
+/// cores) the difference disappeared in the noise.
 /// The systems this runs on default to "madvise" mode (/sys/kernel/mm/transparent_hugepage/enabled), where only
 /// memory that asks gets huge pages; elsewhere the call does nothing or is absent, and the buffer keeps 4 KiB pages.
+/// Which buffers ask, and why not all: see <see cref="Arena"/>'s constructor.
 /// </summary>
 internal static partial class HugePages
 {

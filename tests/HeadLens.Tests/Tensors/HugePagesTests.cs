@@ -51,14 +51,17 @@ public sealed class HugePagesTests
         GC.KeepAlive(buffer);
     }
 
-    [Fact]
-    public void ArenasAreZeroed()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ArenasAreZeroed(bool largePages)
     {
-        var arena = new Arena("test");
+        var arena = new Arena("test", largePages);
         arena.Reserve("big", 3 * PageFloats);
         arena.Reserve("small", 5);
         arena.Allocate();
 
+        Assert.Equal(largePages, arena.LargePages);
         Assert.True(arena.All.IndexOfAnyExcept(0f) < 0, "an allocated arena must be all zeros");
         Assert.True(arena.All.Length >= (3 * PageFloats) + 5);
     }

@@ -6,8 +6,8 @@ namespace HeadLens.Cli.Commands.Bench;
 /// <summary>
 /// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
 /// (B·T = 4·64; `--tokens 256,1024` adds B·T = 4·256), forward and both backward products, on ComputeThreads.Count
-/// threads (--threads N) and on 1. `--sizes 2048` limits to squares. The operands live in an arena, as a model's
-/// tensors do (so on 2 MiB pages where the system grants them).
+/// threads (--threads N) and on 1. `--sizes 2048` limits to squares. The operands live in an arena on 2 MiB pages,
+/// as a training step's activations and gradients do.
 /// </summary>
 internal sealed class MatmulBenchmark : IBenchmark
 {
@@ -62,7 +62,7 @@ internal sealed class MatmulBenchmark : IBenchmark
         foreach (var (op, transposeA, transposeB, m, n, k) in configs)
         {
             var random = new Random(42);
-            var arena = new Arena($"matmul {m}x{n}x{k}");
+            var arena = new Arena($"matmul {m}x{n}x{k}", largePages: true);
             arena.Reserve("a", m, k);
             arena.Reserve("b", k, n);
             arena.Reserve("c", m, n);
