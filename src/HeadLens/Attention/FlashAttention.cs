@@ -266,6 +266,11 @@ public static partial class ScaledDotProductAttention
         private readonly float scale = options.EffectiveScale;
         private readonly int keyTiles = (keyLength + KeyTile - 1) / KeyTile;
 
+        // The forward's panel path takes AttendRows when both head sizes are 64 and what a query sees is one range of
+        // keys (no padding, sparsity, ALiBi, or sinks beside a window); otherwise the tile-at-a-time products.
+        private readonly bool fusedRows = options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width
+            && !options.NeedsElementMask && options.AlibiSlopes is null && (options.Window == 0 || options.Sinks == 0);
+
         public float* OutputGrad { get; set; }
 
         public float* RowTerm { get; set; }
@@ -359,17 +364,70 @@ public static partial class ScaledDotProductAttention
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardTile(int h, int tile, float* kt, float* vb)
         {
-            int g = h / options.GroupSize;
             int i0 = tile * QueryTile, rows = Math.Min(QueryTile, queryLength - i0);
             var buffer = Scratch(options);
             int tiles = 3 * QueryTile * KeyTile, accLength = QueryTile * Math.Max(dv, dqk);
             var s = buffer.Slice(0, QueryTile * KeyTile);                                   // [Br, Bc]
-            var acc = buffer.Slice(tiles, rows * dv);                                       // [Br, Dv]
+            var acc = buffer.Slice(tiles, (rows + 3) / 4 * 4 * dv);                         // [Br, Dv], whole blocks of 4 rows
             var max = buffer.Slice(tiles + accLength, QueryTile);
             var sum = buffer.Slice(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
             acc.Clear();
             HideAll(max);
             sum.Clear();
+            if (kt != null && fusedRows)
+            {
+                fixed (float* sp = s, qp = buffer.Slice(QueryTile * KeyTile, QueryTile * dqk), ap = acc, mp = max, lp = sum)
+                {
+                    AttendTile(i0, rows, q + (((long)i0 * heads) + h) * dqk, kt, vb, qp, ap, mp, lp, sp);
+                }
+            }
+            else
+            {
+                AttendTileInSteps(h, i0, rows, kt, vb, s, acc, max, sum);
+            }
+
+            for (int i = 0; i < rows; i++)
+            {
+                var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
+                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
+                if (rowSum == 0f)
+                {
+                    o.Clear();
+                    logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
+                    continue;
+                }
+
+                if (kt != null)
+                {
+                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
+                    // the first calls of a process).
+                    var factor = Vector512.Create(1f / rowSum);
+                    fixed (float* ap = acc.Slice(i * dv, dv), op = o)
+                    {
+                        (Vector512.Load(ap) * factor).Store(op);
+                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
+                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
+                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                    }
+                }
+                else
+                {
+                    TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
+                }
+
+                // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
+                logSumExp[h * queryLength + i0 + i] = kt != null
+                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
+                    : max[i] + MathF.Log(rowSum);
+            }
+        }
+
+        // Every key tile a query tile sees, a whole tile per step: S for all its rows (on the panels with the blocked
+        // keys kt, else through Gemm), the softmax update, then acc += P·V. Any mask, any head sizes.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void AttendTileInSteps(int h, int i0, int rows, float* kt, float* vb, Span<float> s, Span<float> acc, Span<float> max, Span<float> sum)
+        {
+            int g = h / options.GroupSize;
             foreach (var (first, end) in KeyRanges(i0, rows).All)
             {
                 for (int j0 = first; j0 < end; j0 += KeyTile)
@@ -439,40 +497,61 @@ public static partial class ScaledDotProductAttention
                     }
                 }
             }
+        }
 
+        // Every key tile a query tile sees, four query rows at a time through AttentionPanels.AttendRows (S stays in
+        // registers; the 64×64 key and value blocks stay in L1 across the tile's row blocks). Only for masks whose
+        // visible keys are one range per query (fusedRows); q points at the tile's first query row of this head, qc at
+        // room for the tile's queries, p at room for four rows of P.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void AttendTile(int i0, int rows, float* q, float* kt, float* vb, float* qc, float* acc, float* max, float* sums, float* p)
+        {
+            int* ranges = stackalloc int[8];
+            var (first, end) = KeyRanges(i0, rows).Positional;
+            // The tile's query rows, copied contiguous: in place they sit H·D·4 bytes apart (3 KB for 12 × 64), so the
+            // 48 rows fall in a quarter of L1's sets and were evicted by the key and value blocks on every key tile
+            // (~8% of the forward at T = 4096, same-process A/B).
             for (int i = 0; i < rows; i++)
             {
-                var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
-                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
-                if (rowSum == 0f)
-                {
-                    o.Clear();
-                    logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
-                    continue;
-                }
+                float* source = q + ((long)i * heads * dqk), target = qc + (i * dqk);
+                Vector512.Load(source).Store(target);
+                Vector512.Load(source + 16).Store(target + 16);
+                Vector512.Load(source + 32).Store(target + 32);
+                Vector512.Load(source + 48).Store(target + 48);
+            }
 
-                if (kt != null)
+            q = qc;
+            const int ldq = AttentionPanels.Width;
+            for (int j0 = first; j0 < end; j0 += KeyTile)
+            {
+                int cols = Math.Min(KeyTile, end - j0);
+                float* keys = kt + ((long)j0 * dqk), values = vb + ((long)j0 * dv);
+                // Prefetched while this tile runs: the next tile's blocks (this tile's again after the last one).
+                bool last = j0 + KeyTile >= end;
+                float* nextKeys = last ? keys : keys + (KeyTile * dqk), nextValues = last ? values : values + (KeyTile * dv);
+                for (int r = 0; r < rows; r += 4)
                 {
-                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
-                    // the first calls of a process).
-                    var factor = Vector512.Create(1f / rowSum);
-                    fixed (float* ap = acc.Slice(i * dv, dv), op = o)
+                    int lastRow = Math.Min(r + 3, rows - 1), depth = 0;
+                    bool partial = false;
+                    for (int i = 0; i < 4; i++)
                     {
-                        (Vector512.Load(ap) * factor).Store(op);
-                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
-                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
-                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                        var (from, to) = VisibleColumns(queryOffset + i0 + Math.Min(r + i, lastRow), j0, cols);
+                        ranges[2 * i] = from;
+                        ranges[(2 * i) + 1] = to;
+                        partial |= from > 0 || to < KeyTile;
+                        depth = Math.Max(depth, to);
                     }
-                }
-                else
-                {
-                    TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
-                }
 
-                // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
-                logSumExp[h * queryLength + i0 + i] = kt != null
-                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
-                    : max[i] + MathF.Log(rowSum);
+                    // Rows past the tile's end (a last block of 1–3 rows) repeat its last row; their results are unused.
+                    // The first four row blocks each prefetch a quarter (4 KB) of the next tile's key and value blocks.
+                    bool fetch = r < 16;
+                    int quarter = r / 4 * 1024;
+                    AttentionPanels.AttendRows(
+                        q + (r * ldq), q + (Math.Min(r + 1, lastRow) * ldq), q + (Math.Min(r + 2, lastRow) * ldq), q + (lastRow * ldq),
+                        keys, values, partial ? ranges : null, depth,
+                        fetch ? nextKeys + quarter : keys, fetch ? nextValues + quarter : values,
+                        acc + (r * dv), max + r, sums + (16 * r), p);
+                }
             }
         }
 
@@ -768,5 +847,7 @@ public static partial class ScaledDotProductAttention
     private readonly record struct KeySpans(int SinkEnd, int First, int End)
     {
         public (int First, int End)[] All => SinkEnd > 0 ? [(0, SinkEnd), (First, End)] : [(First, End)];
+
+        public (int First, int End) Positional => (First, End);
     }
 }
