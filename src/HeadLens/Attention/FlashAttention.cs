@@ -529,11 +529,15 @@ public static partial class ScaledDotProductAttention
                 // Prefetched while this tile runs: the next tile's blocks (this tile's again after the last one).
                 bool last = j0 + KeyTile >= end;
                 float* nextKeys = last ? keys : keys + (KeyTile * dqk), nextValues = last ? values : values + (KeyTile * dv);
+                // What a query sees moves right with its position, so when the tile's first and last queries see all
+                // 64 keys, every query between them does (most tiles): no per-row ranges then.
+                bool whole = VisibleColumns(queryOffset + i0, j0, cols) == (0, KeyTile)
+                    && VisibleColumns(queryOffset + i0 + rows - 1, j0, cols) == (0, KeyTile);
                 for (int r = 0; r < rows; r += 4)
                 {
-                    int lastRow = Math.Min(r + 3, rows - 1), depth = 0;
+                    int lastRow = Math.Min(r + 3, rows - 1), depth = whole ? KeyTile : 0;
                     bool partial = false;
-                    for (int i = 0; i < 4; i++)
+                    for (int i = 0; i < 4 && !whole; i++)
                     {
                         var (from, to) = VisibleColumns(queryOffset + i0 + Math.Min(r + i, lastRow), j0, cols);
                         ranges[2 * i] = from;
