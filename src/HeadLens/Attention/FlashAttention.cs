@@ -34,6 +34,10 @@ public static partial class ScaledDotProductAttention
     // thread the shared blocks (all heads, 1.5 MB, past L2) cost ~40% more CPU than head by head (perf, 12 × 64).
     private const long SharedBlockingBytes = 4L << 20;
 
+    // From this many keys a causal head is split into two work items (each blocks the keys its queries see, so the
+    // first part re-blocks ~70% of them: ~1% of the head's time at T = 2048, more below).
+    private const int SplitLength = 2048;
+
     [ThreadStatic]
     private static float[]? scratch;
 
@@ -102,7 +106,11 @@ public static partial class ScaledDotProductAttention
             if (shared == 0 || batch * heads >= 4 * ComputeThreads.Count)
             {
                 // One work item per (sequence, head): its keys are blocked once and every query tile reuses them.
-                Run(batch * heads, item => jobs[item / heads].ForwardHead(item % heads));
+                // Long causal heads are two items of equal work, so that the threads finish within half a head of each
+                // other (on a busy machine a thread that lost its core for a while otherwise left the other one idle
+                // for up to a whole head at the end: ~20 ms at T = 4096).
+                int parts = options.Mask == MaskKind.Causal && options.Window == 0 && keyLength >= SplitLength ? 2 : 1;
+                Run(batch * heads * parts, item => jobs[item / (heads * parts)].ForwardHead(item / parts % heads, item % parts, parts));
                 return;
             }
 
@@ -281,15 +289,27 @@ public static partial class ScaledDotProductAttention
 
         public float* ValueGrad { get; set; }
 
+        // Query tiles of head h: all of them (parts = 1), or under a causal mask the first or (part 1) the second of two
+        // runs of equal work: rows [0, x) cost ∝ x², so the first part ends near T/√2.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void ForwardHead(int h)
+        public void ForwardHead(int h, int part = 0, int parts = 1)
         {
+            int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
+            int split = parts == 1 ? queryTiles : (int)Math.Round(queryTiles / Math.Sqrt(2));
+            int from = part == 0 ? 0 : split, to = part == 0 ? split : queryTiles;
+            if (from >= to)
+            {
+                return;
+            }
+
+            // Only the key tiles these queries can see (sinks lie below them, so blocking from 0 covers those).
+            int end = options.KeyRange(queryOffset + (from * QueryTile), queryOffset + Math.Min(to * QueryTile, queryLength), keyLength).End;
             int blockKeys = dqk * KeyTile;
             fixed (float* kt = KeyBlocks((long)keyTiles * (blockKeys + (KeyTile * dv))))
             {
                 float* vb = kt + ((long)keyTiles * blockKeys);
-                BlockKeysAndValues(h / options.GroupSize, kt);
-                for (int tile = 0; tile * QueryTile < queryLength; tile++)
+                BlockKeysAndValues(h / options.GroupSize, kt, (end + KeyTile - 1) / KeyTile);
+                for (int tile = from; tile < to; tile++)
                 {
                     ForwardTile(h, tile, kt, vb);
                 }
@@ -301,19 +321,23 @@ public static partial class ScaledDotProductAttention
         // 16 KB blocks keep a tile's reads inside 4 pages; read in place, the 64 rows of a tile sit T·4 or H·D·4 bytes
         // apart, which thrashed the TLB and (at T = 4096) mapped every row to the same L1 sets.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void BlockKeysAndValues(int g, float* kt)
+        public void BlockKeysAndValues(int g, float* kt) => BlockKeysAndValues(g, kt, keyTiles);
+
+        // The same for the first `tiles` key tiles only (the values' blocks keep their places after all keyTiles).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void BlockKeysAndValues(int g, float* kt, int tiles)
         {
-            TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
-            CopyRows(v + ((long)g * dv), kvHeads * dv, dv, kt + ((long)keyTiles * dqk * KeyTile));
+            TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt, tiles);
+            CopyRows(v + ((long)g * dv), kvHeads * dv, dv, kt + ((long)keyTiles * dqk * KeyTile), Math.Min(keyLength, tiles * KeyTile));
         }
 
         // Rows 0..Tk−1 of width `width` (stride ld) into blocks of [width, 64]: block t holds factor·rows 64t..64t+63
         // as columns, zero past the last row.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks)
+        private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks, int tiles)
         {
             int blockLength = width * KeyTile;
-            for (int tile = 0; tile < keyTiles; tile++)
+            for (int tile = 0; tile < tiles; tile++)
             {
                 int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
                 float* block = blocks + ((long)tile * blockLength);
@@ -337,26 +361,26 @@ public static partial class ScaledDotProductAttention
             }
         }
 
-        // Rows 0..Tk−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
+        // Rows 0..keys−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void CopyRows(float* source, int ld, int width, float* target)
+        private void CopyRows(float* source, int ld, int width, float* target, int keys)
         {
             if (width == AttentionPanels.Width && AttentionPanels.Available)
             {
-                for (int j0 = 0; j0 < keyLength; j0 += KeyTile)
+                for (int j0 = 0; j0 < keys; j0 += KeyTile)
                 {
-                    AttentionPanels.CopyBlock(source + ((long)j0 * ld), ld, Math.Min(KeyTile, keyLength - j0), target + ((long)j0 * width));
+                    AttentionPanels.CopyBlock(source + ((long)j0 * ld), ld, Math.Min(KeyTile, keys - j0), target + ((long)j0 * width));
                 }
 
                 return;
             }
 
-            for (int j = 0; j < keyLength; j++)
+            for (int j = 0; j < keys; j++)
             {
                 Buffer.MemoryCopy(source + ((long)j * ld), target + ((long)j * width), width * sizeof(float), width * sizeof(float));
             }
 
-            new Span<float>(target + ((long)keyLength * width), ((keyTiles * KeyTile) - keyLength) * width).Clear();
+            new Span<float>(target + ((long)keys * width), (((keys + KeyTile - 1) / KeyTile * KeyTile) - keys) * width).Clear();
         }
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
@@ -588,9 +612,9 @@ public static partial class ScaledDotProductAttention
             fixed (float* kt = KeyBlocks(3L * keyTiles * block), sc = buffer)
             {
                 float* kr = kt + ((long)keyTiles * block), vt = kr + ((long)keyTiles * block);
-                TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
-                CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr);
-                TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt);
+                TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt, keyTiles);
+                CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr, keyLength);
+                TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt, keyTiles);
                 float* p = sc, dp = sc + (QueryTile * KeyTile);
                 float* dkAcc = sc + ScratchLength(options) - (KeyTile * (dqk + dv)), dvAcc = dkAcc + (KeyTile * dqk);
                 var pSpan = new Span<float>(p, QueryTile * KeyTile);
