@@ -17,7 +17,9 @@ namespace HeadLens.Attention;
 // Two passes recompute S and dP twice but need no atomics: every thread owns the gradient rows it writes.
 // Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the AVX-512 path one head's keys and
 // values re-laid in 64-key blocks (T·2D floats: 2 MB at T = 4096) — never T×T.
-// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles).
+// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except with AVX-512
+// and 64-wide heads, where they run on AttentionPanels: the forward four query rows at a time (AttendRows: S, the
+// softmax update and P·V with S in registers), the backward one pass per kv head.
 // Tiles of keys that no query of the tile can see (above the causal diagonal, outside a window) are skipped, so
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
