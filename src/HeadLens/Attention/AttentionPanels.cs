@@ -9,6 +9,7 @@ namespace HeadLens.Attention;
 //   MultiplyAdd:            C[rows, 64] (+)= A[rows, K] · B[K, 64]     rows of A, B and C at arbitrary strides
 //   MultiplyAddTransposedA: C[rows, 64] (+)= Aᵀ[rows, K] · B[K, 64]    A stored [K, rows] (P or dS read as Pᵀ, dSᵀ)
 //   OnlineSoftmaxRows:      FlashAttention's running max/sum update on a tile of base-2 scores
+//   AttendRows:             the three fused: S = Q·Kᵀ, softmax update, acc += P·V for four rows, S in registers
 //   Exp2:                   2^x, 16 lanes, without widening to double
 // Forward: S = Q_tile · Kᵀ_tile (B = a head's keys transposed to [D, 64] blocks) and acc += P · V_tile (B = a block
 // of V rows). Backward adds dP = dO·Vᵀ_tile, dV += Pᵀ·dO, dK += dSᵀ·Q, dQ += dS·K_tile. Four rows of C live in 16 zmm
@@ -370,6 +371,151 @@ internal static class AttentionPanels
             (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
         }
     }
+
+    /// <summary>
+    /// The fused forward's whole step for four query rows against one tile of 64 keys, with the scores never leaving
+    /// registers: S = Q·Kᵀ (keys: the tile's block scale·log₂e·Kᵀ, [64, 64]); the columns outside each row's
+    /// [first, end) hidden (ranges: 8 ints, or null when every row sees all 64); the online-softmax update of
+    /// <see cref="OnlineSoftmaxRows"/> (P into p, [4, 64]); then acc [4, 64] += P · V over the first `depth` keys
+    /// (values: the tile's [64, 64] block; the keys past depth must have P = 0). q0..q3 are rows of 64 queries
+    /// (a block with fewer rows repeats its last one; acc, max and sums still hold four rows).
+    /// prefetchKeys and prefetchValues each name 64 cache lines (4 KB) to bring into L1 while the products run: a
+    /// quarter of the next tile's blocks for each of the first four row blocks of a tile, which otherwise arrive from
+    /// L2 or L3 on first use (the head's blocks are 2 MB at T = 4096: ~7% of the forward, same-process A/B).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void AttendRows(
+        float* q0, float* q1, float* q2, float* q3, float* keys, float* values, int* ranges, int depth,
+        float* prefetchKeys, float* prefetchValues, float* acc, float* max, float* sums, float* p)
+    {
+        Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default;
+        Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
+        Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
+        Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
+        float* bp = keys;
+        for (int d = 0; d < Width; d++, bp += Width)
+        {
+            Sse.Prefetch0(prefetchKeys + (d * 16));
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + 16);
+            var b2 = Vector512.Load(bp + 32);
+            var b3 = Vector512.Load(bp + 48);
+            var x = Vector512.Create(q0[d]);
+            s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
+            s02 = Vector512.FusedMultiplyAdd(x, b2, s02); s03 = Vector512.FusedMultiplyAdd(x, b3, s03);
+            x = Vector512.Create(q1[d]);
+            s10 = Vector512.FusedMultiplyAdd(x, b0, s10); s11 = Vector512.FusedMultiplyAdd(x, b1, s11);
+            s12 = Vector512.FusedMultiplyAdd(x, b2, s12); s13 = Vector512.FusedMultiplyAdd(x, b3, s13);
+            x = Vector512.Create(q2[d]);
+            s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
+            s22 = Vector512.FusedMultiplyAdd(x, b2, s22); s23 = Vector512.FusedMultiplyAdd(x, b3, s23);
+            x = Vector512.Create(q3[d]);
+            s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
+            s32 = Vector512.FusedMultiplyAdd(x, b2, s32); s33 = Vector512.FusedMultiplyAdd(x, b3, s33);
+        }
+
+        if (ranges != null)
+        {
+            var k0 = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            Vector512<int> k1 = k0 + Vector512.Create(16), k2 = k1 + Vector512.Create(16), k3 = k2 + Vector512.Create(16);
+            var first = Vector512.Create(ranges[0]);
+            var end = Vector512.Create(ranges[1]);
+            s00 = Visible(s00, k0, first, end); s01 = Visible(s01, k1, first, end); s02 = Visible(s02, k2, first, end); s03 = Visible(s03, k3, first, end);
+            first = Vector512.Create(ranges[2]);
+            end = Vector512.Create(ranges[3]);
+            s10 = Visible(s10, k0, first, end); s11 = Visible(s11, k1, first, end); s12 = Visible(s12, k2, first, end); s13 = Visible(s13, k3, first, end);
+            first = Vector512.Create(ranges[4]);
+            end = Vector512.Create(ranges[5]);
+            s20 = Visible(s20, k0, first, end); s21 = Visible(s21, k1, first, end); s22 = Visible(s22, k2, first, end); s23 = Visible(s23, k3, first, end);
+            first = Vector512.Create(ranges[6]);
+            end = Vector512.Create(ranges[7]);
+            s30 = Visible(s30, k0, first, end); s31 = Visible(s31, k1, first, end); s32 = Visible(s32, k2, first, end); s33 = Visible(s33, k3, first, end);
+        }
+
+        SoftmaxRow(s00, s01, s02, s03, max, sums, acc, p);
+        SoftmaxRow(s10, s11, s12, s13, max + 1, sums + 16, acc + Width, p + Width);
+        SoftmaxRow(s20, s21, s22, s23, max + 2, sums + 32, acc + (2 * Width), p + (2 * Width));
+        SoftmaxRow(s30, s31, s32, s33, max + 3, sums + 48, acc + (3 * Width), p + (3 * Width));
+
+        float* c0 = acc, c1 = acc + Width, c2 = acc + (2 * Width), c3 = acc + (3 * Width);
+        Vector512<float> c00 = Vector512.Load(c0), c01 = Vector512.Load(c0 + 16), c02 = Vector512.Load(c0 + 32), c03 = Vector512.Load(c0 + 48);
+        Vector512<float> c10 = Vector512.Load(c1), c11 = Vector512.Load(c1 + 16), c12 = Vector512.Load(c1 + 32), c13 = Vector512.Load(c1 + 48);
+        Vector512<float> c20 = Vector512.Load(c2), c21 = Vector512.Load(c2 + 16), c22 = Vector512.Load(c2 + 32), c23 = Vector512.Load(c2 + 48);
+        Vector512<float> c30 = Vector512.Load(c3), c31 = Vector512.Load(c3 + 16), c32 = Vector512.Load(c3 + 32), c33 = Vector512.Load(c3 + 48);
+        bp = values;
+        for (int k = 0; k < depth; k++, bp += Width)
+        {
+            Sse.Prefetch0(prefetchValues + (k * 16));
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + 16);
+            var b2 = Vector512.Load(bp + 32);
+            var b3 = Vector512.Load(bp + 48);
+            var x = Vector512.Create(p[k]);
+            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            c02 = Vector512.FusedMultiplyAdd(x, b2, c02); c03 = Vector512.FusedMultiplyAdd(x, b3, c03);
+            x = Vector512.Create(p[Width + k]);
+            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            c12 = Vector512.FusedMultiplyAdd(x, b2, c12); c13 = Vector512.FusedMultiplyAdd(x, b3, c13);
+            x = Vector512.Create(p[(2 * Width) + k]);
+            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            c22 = Vector512.FusedMultiplyAdd(x, b2, c22); c23 = Vector512.FusedMultiplyAdd(x, b3, c23);
+            x = Vector512.Create(p[(3 * Width) + k]);
+            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            c32 = Vector512.FusedMultiplyAdd(x, b2, c32); c33 = Vector512.FusedMultiplyAdd(x, b3, c33);
+        }
+
+        c00.Store(c0); c01.Store(c0 + 16); c02.Store(c0 + 32); c03.Store(c0 + 48);
+        c10.Store(c1); c11.Store(c1 + 16); c12.Store(c1 + 32); c13.Store(c1 + 48);
+        c20.Store(c2); c21.Store(c2 + 16); c22.Store(c2 + 32); c23.Store(c2 + 48);
+        c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
+    }
+
+    // One row of AttendRows's softmax, on its four score vectors (OnlineSoftmaxRows's update, from registers).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void SoftmaxRow(
+        Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3, float* max, float* sum, float* acc, float* p)
+    {
+        var tileMax = Avx512F.Max(Avx512F.Max(x0, x1), Avx512F.Max(x2, x3));
+        float m = *max;
+        if (float.IsNegativeInfinity(m) || Vector512.GreaterThanAny(tileMax, Vector512.Create(m + RescaleSlack)))
+        {
+            float newMax = HorizontalMax(tileMax);
+            newMax = newMax > m ? newMax : m;
+            if (float.IsNegativeInfinity(newMax))
+            {
+                Vector512<float>.Zero.Store(p);
+                Vector512<float>.Zero.Store(p + 16);
+                Vector512<float>.Zero.Store(p + 32);
+                Vector512<float>.Zero.Store(p + 48);
+                return;
+            }
+
+            var c = Exp2(Vector512.Create(m - newMax));
+            (Vector512.Load(sum) * c).Store(sum);
+            (Vector512.Load(acc) * c).Store(acc);
+            (Vector512.Load(acc + 16) * c).Store(acc + 16);
+            (Vector512.Load(acc + 32) * c).Store(acc + 32);
+            (Vector512.Load(acc + 48) * c).Store(acc + 48);
+            *max = m = newMax;
+        }
+
+        var shift = Vector512.Create(m);
+        x0 = Exp2(x0 - shift);
+        x1 = Exp2(x1 - shift);
+        x2 = Exp2(x2 - shift);
+        x3 = Exp2(x3 - shift);
+        x0.Store(p);
+        x1.Store(p + 16);
+        x2.Store(p + 32);
+        x3.Store(p + 48);
+        (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
+    }
+
+    // The scores x of the columns `column` where first ≤ column < end, −∞ elsewhere.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Visible(Vector512<float> x, Vector512<int> column, Vector512<int> first, Vector512<int> end) =>
+        Vector512.ConditionalSelect(
+            (Vector512.GreaterThanOrEqual(column, first) & Vector512.LessThan(column, end)).AsSingle(), x, Vector512.Create(float.NegativeInfinity));
 
     /// <summary>row[j] ← −∞ for the columns j of a 64-wide row outside [first, end).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

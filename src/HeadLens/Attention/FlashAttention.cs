@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
 
@@ -16,7 +17,9 @@ namespace HeadLens.Attention;
 // Two passes recompute S and dP twice but need no atomics: every thread owns the gradient rows it writes.
 // Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the AVX-512 path one head's keys and
 // values re-laid in 64-key blocks (T·2D floats: 2 MB at T = 4096) — never T×T.
-// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles).
+// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except with AVX-512
+// and 64-wide heads, where they run on AttentionPanels: the forward four query rows at a time (AttendRows: S, the
+// softmax update and P·V with S in registers), the backward one pass per kv head.
 // Tiles of keys that no query of the tile can see (above the causal diagonal, outside a window) are skipped, so
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
@@ -32,6 +35,10 @@ public static partial class ScaledDotProductAttention
     // (per-thread scratch stays O(T·D)): with 4+ equal heads per thread the split balances, and at T = 256 on one
     // thread the shared blocks (all heads, 1.5 MB, past L2) cost ~40% more CPU than head by head (perf, 12 × 64).
     private const long SharedBlockingBytes = 4L << 20;
+
+    // From this many keys a causal head is split into two work items (each blocks the keys its queries see, so the
+    // first part re-blocks ~70% of them: ~1% of the head's time at T = 2048, more below).
+    private const int SplitLength = 2048;
 
     [ThreadStatic]
     private static float[]? scratch;
@@ -101,17 +108,17 @@ public static partial class ScaledDotProductAttention
             if (shared == 0 || batch * heads >= 4 * ComputeThreads.Count)
             {
                 // One work item per (sequence, head): its keys are blocked once and every query tile reuses them.
-                Run(batch * heads, item => jobs[item / heads].ForwardHead(item % heads));
+                // Long causal heads are two items of equal work, so that the threads finish within half a head of each
+                // other (on a busy machine a thread that lost its core for a while otherwise left the other one idle
+                // for up to a whole head at the end: ~20 ms at T = 4096).
+                int parts = options.Mask == MaskKind.Causal && options.Window == 0 && keyLength >= SplitLength ? 2 : 1;
+                Run(batch * heads * parts, item => jobs[item / (heads * parts)].ForwardHead(item / parts % heads, item % parts, parts));
                 return;
             }
 
             var blocks = Interlocked.Exchange(ref sharedBlocks, null);
-            if (blocks is null || blocks.Length < shared)
-            {
-                blocks = GC.AllocateUninitializedArray<float>((int)shared, pinned: true);
-            }
-
-            fixed (float* bp = blocks)
+            var aligned = Aligned(ref blocks, shared);
+            fixed (float* bp = aligned)
             {
                 float* basePointer = bp;
                 long perHead = BlockedLength(options, keyLength);
@@ -234,25 +241,24 @@ public static partial class ScaledDotProductAttention
         (3 * QueryTile * KeyTile) + (QueryTile * Math.Max(options.HeadDimV, options.HeadDimQK)) + (17 * QueryTile)
         + (KeyTile * (options.HeadDimQK + options.HeadDimV));
 
-    private static float[] Scratch(AttentionOptions options)
+    private static Span<float> Scratch(AttentionOptions options) => Aligned(ref scratch, ScratchLength(options));
+
+    private static Span<float> KeyBlocks(long length) => Aligned(ref transposedKeys, length);
+
+    // `length` floats of a pinned array (grown when too short) from its first 64-byte boundary. A pinned array's data
+    // starts 16 bytes past an 8-byte boundary, so without this every zmm load and store of the tiles and blocks
+    // spans two cache lines (a split load): the forward at T = 4096 ran ~20% slower that way (same-process A/B).
+    private static unsafe Span<float> Aligned(ref float[]? array, long length)
     {
-        int length = ScratchLength(options);
-        if (scratch is null || scratch.Length < length)
+        const int LineFloats = 64 / sizeof(float);
+        if (array is null || array.Length < length + LineFloats)
         {
-            scratch = GC.AllocateUninitializedArray<float>(length, pinned: true);
+            array = GC.AllocateUninitializedArray<float>((int)length + LineFloats, pinned: true);
         }
 
-        return scratch;
-    }
-
-    private static float[] KeyBlocks(long length)
-    {
-        if (transposedKeys is null || transposedKeys.Length < length)
-        {
-            transposedKeys = GC.AllocateUninitializedArray<float>((int)length, pinned: true);
-        }
-
-        return transposedKeys;
+        long address = (long)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
+        int skip = (int)((64 - (address & 63)) & 63) / sizeof(float);
+        return array.AsSpan(skip, (int)length);
     }
 
     /// <summary>One fused call's inputs as raw pointers, so that worker threads can share them.</summary>
@@ -270,6 +276,11 @@ public static partial class ScaledDotProductAttention
         private readonly float scale = options.EffectiveScale;
         private readonly int keyTiles = (keyLength + KeyTile - 1) / KeyTile;
 
+        // The forward's panel path takes AttendRows when both head sizes are 64 and what a query sees is one range of
+        // keys (no padding, sparsity, ALiBi, or sinks beside a window); otherwise the tile-at-a-time products.
+        private readonly bool fusedRows = options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width
+            && !options.NeedsElementMask && options.AlibiSlopes is null && (options.Window == 0 || options.Sinks == 0);
+
         public float* OutputGrad { get; set; }
 
         public float* RowTerm { get; set; }
@@ -280,15 +291,27 @@ public static partial class ScaledDotProductAttention
 
         public float* ValueGrad { get; set; }
 
+        // Query tiles of head h: all of them (parts = 1), or under a causal mask the first or (part 1) the second of two
+        // runs of equal work: rows [0, x) cost ∝ x², so the first part ends near T/√2.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void ForwardHead(int h)
+        public void ForwardHead(int h, int part = 0, int parts = 1)
         {
+            int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
+            int split = parts == 1 ? queryTiles : (int)Math.Round(queryTiles / Math.Sqrt(2));
+            int from = part == 0 ? 0 : split, to = part == 0 ? split : queryTiles;
+            if (from >= to)
+            {
+                return;
+            }
+
+            // Only the key tiles these queries can see (sinks lie below them, so blocking from 0 covers those).
+            int end = options.KeyRange(queryOffset + (from * QueryTile), queryOffset + Math.Min(to * QueryTile, queryLength), keyLength).End;
             int blockKeys = dqk * KeyTile;
             fixed (float* kt = KeyBlocks((long)keyTiles * (blockKeys + (KeyTile * dv))))
             {
                 float* vb = kt + ((long)keyTiles * blockKeys);
-                BlockKeysAndValues(h / options.GroupSize, kt);
-                for (int tile = 0; tile * QueryTile < queryLength; tile++)
+                BlockKeysAndValues(h / options.GroupSize, kt, (end + KeyTile - 1) / KeyTile);
+                for (int tile = from; tile < to; tile++)
                 {
                     ForwardTile(h, tile, kt, vb);
                 }
@@ -300,19 +323,23 @@ public static partial class ScaledDotProductAttention
         // 16 KB blocks keep a tile's reads inside 4 pages; read in place, the 64 rows of a tile sit T·4 or H·D·4 bytes
         // apart, which thrashed the TLB and (at T = 4096) mapped every row to the same L1 sets.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void BlockKeysAndValues(int g, float* kt)
+        public void BlockKeysAndValues(int g, float* kt) => BlockKeysAndValues(g, kt, keyTiles);
+
+        // The same for the first `tiles` key tiles only (the values' blocks keep their places after all keyTiles).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void BlockKeysAndValues(int g, float* kt, int tiles)
         {
-            TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
-            CopyRows(v + ((long)g * dv), kvHeads * dv, dv, kt + ((long)keyTiles * dqk * KeyTile));
+            TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt, tiles);
+            CopyRows(v + ((long)g * dv), kvHeads * dv, dv, kt + ((long)keyTiles * dqk * KeyTile), Math.Min(keyLength, tiles * KeyTile));
         }
 
         // Rows 0..Tk−1 of width `width` (stride ld) into blocks of [width, 64]: block t holds factor·rows 64t..64t+63
         // as columns, zero past the last row.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks)
+        private void TransposeBlocks(float* source, int ld, int width, float factor, float* blocks, int tiles)
         {
             int blockLength = width * KeyTile;
-            for (int tile = 0; tile < keyTiles; tile++)
+            for (int tile = 0; tile < tiles; tile++)
             {
                 int j0 = tile * KeyTile, keys = Math.Min(KeyTile, keyLength - j0);
                 float* block = blocks + ((long)tile * blockLength);
@@ -336,26 +363,26 @@ public static partial class ScaledDotProductAttention
             }
         }
 
-        // Rows 0..Tk−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
+        // Rows 0..keys−1 of width `width` (stride ld) copied contiguous, zero rows up to a whole number of 64-key tiles.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void CopyRows(float* source, int ld, int width, float* target)
+        private void CopyRows(float* source, int ld, int width, float* target, int keys)
         {
             if (width == AttentionPanels.Width && AttentionPanels.Available)
             {
-                for (int j0 = 0; j0 < keyLength; j0 += KeyTile)
+                for (int j0 = 0; j0 < keys; j0 += KeyTile)
                 {
-                    AttentionPanels.CopyBlock(source + ((long)j0 * ld), ld, Math.Min(KeyTile, keyLength - j0), target + ((long)j0 * width));
+                    AttentionPanels.CopyBlock(source + ((long)j0 * ld), ld, Math.Min(KeyTile, keys - j0), target + ((long)j0 * width));
                 }
 
                 return;
             }
 
-            for (int j = 0; j < keyLength; j++)
+            for (int j = 0; j < keys; j++)
             {
                 Buffer.MemoryCopy(source + ((long)j * ld), target + ((long)j * width), width * sizeof(float), width * sizeof(float));
             }
 
-            new Span<float>(target + ((long)keyLength * width), ((keyTiles * KeyTile) - keyLength) * width).Clear();
+            new Span<float>(target + ((long)keys * width), (((keys + KeyTile - 1) / KeyTile * KeyTile) - keys) * width).Clear();
         }
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
@@ -363,17 +390,70 @@ public static partial class ScaledDotProductAttention
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardTile(int h, int tile, float* kt, float* vb)
         {
-            int g = h / options.GroupSize;
             int i0 = tile * QueryTile, rows = Math.Min(QueryTile, queryLength - i0);
             var buffer = Scratch(options);
             int tiles = 3 * QueryTile * KeyTile, accLength = QueryTile * Math.Max(dv, dqk);
-            var s = buffer.AsSpan(0, QueryTile * KeyTile);                                   // [Br, Bc]
-            var acc = buffer.AsSpan(tiles, rows * dv);                                       // [Br, Dv]
-            var max = buffer.AsSpan(tiles + accLength, QueryTile);
-            var sum = buffer.AsSpan(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
+            var s = buffer.Slice(0, QueryTile * KeyTile);                                   // [Br, Bc]
+            var acc = buffer.Slice(tiles, (rows + 3) / 4 * 4 * dv);                         // [Br, Dv], whole blocks of 4 rows
+            var max = buffer.Slice(tiles + accLength, QueryTile);
+            var sum = buffer.Slice(tiles + accLength + QueryTile, QueryTile * 16); // the panel path keeps 16 lanes per row
             acc.Clear();
             HideAll(max);
             sum.Clear();
+            if (kt != null && fusedRows)
+            {
+                fixed (float* sp = s, qp = buffer.Slice(QueryTile * KeyTile, QueryTile * dqk), ap = acc, mp = max, lp = sum)
+                {
+                    AttendTile(i0, rows, q + (((long)i0 * heads) + h) * dqk, kt, vb, qp, ap, mp, lp, sp);
+                }
+            }
+            else
+            {
+                AttendTileInSteps(h, i0, rows, kt, vb, s, acc, max, sum);
+            }
+
+            for (int i = 0; i < rows; i++)
+            {
+                var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
+                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
+                if (rowSum == 0f)
+                {
+                    o.Clear();
+                    logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
+                    continue;
+                }
+
+                if (kt != null)
+                {
+                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
+                    // the first calls of a process).
+                    var factor = Vector512.Create(1f / rowSum);
+                    fixed (float* ap = acc.Slice(i * dv, dv), op = o)
+                    {
+                        (Vector512.Load(ap) * factor).Store(op);
+                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
+                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
+                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                    }
+                }
+                else
+                {
+                    TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
+                }
+
+                // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
+                logSumExp[h * queryLength + i0 + i] = kt != null
+                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
+                    : max[i] + MathF.Log(rowSum);
+            }
+        }
+
+        // Every key tile a query tile sees, a whole tile per step: S for all its rows (on the panels with the blocked
+        // keys kt, else through Gemm), the softmax update, then acc += P·V. Any mask, any head sizes.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void AttendTileInSteps(int h, int i0, int rows, float* kt, float* vb, Span<float> s, Span<float> acc, Span<float> max, Span<float> sum)
+        {
+            int g = h / options.GroupSize;
             foreach (var (first, end) in KeyRanges(i0, rows).All)
             {
                 for (int j0 = first; j0 < end; j0 += KeyTile)
@@ -443,40 +523,65 @@ public static partial class ScaledDotProductAttention
                     }
                 }
             }
+        }
 
+        // Every key tile a query tile sees, four query rows at a time through AttentionPanels.AttendRows (S stays in
+        // registers; the 64×64 key and value blocks stay in L1 across the tile's row blocks). Only for masks whose
+        // visible keys are one range per query (fusedRows); q points at the tile's first query row of this head, qc at
+        // room for the tile's queries, p at room for four rows of P.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void AttendTile(int i0, int rows, float* q, float* kt, float* vb, float* qc, float* acc, float* max, float* sums, float* p)
+        {
+            int* ranges = stackalloc int[8];
+            var (first, end) = KeyRanges(i0, rows).Positional;
+            // The tile's query rows, copied contiguous: in place they sit H·D·4 bytes apart (3 KB for 12 × 64), so the
+            // 48 rows fall in a quarter of L1's sets and were evicted by the key and value blocks on every key tile
+            // (~8% of the forward at T = 4096, same-process A/B).
             for (int i = 0; i < rows; i++)
             {
-                var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
-                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
-                if (rowSum == 0f)
-                {
-                    o.Clear();
-                    logSumExp[h * queryLength + i0 + i] = float.NegativeInfinity;
-                    continue;
-                }
+                float* source = q + ((long)i * heads * dqk), target = qc + (i * dqk);
+                Vector512.Load(source).Store(target);
+                Vector512.Load(source + 16).Store(target + 16);
+                Vector512.Load(source + 32).Store(target + 32);
+                Vector512.Load(source + 48).Store(target + 48);
+            }
 
-                if (kt != null)
+            q = qc;
+            const int ldq = AttentionPanels.Width;
+            for (int j0 = first; j0 < end; j0 += KeyTile)
+            {
+                int cols = Math.Min(KeyTile, end - j0);
+                float* keys = kt + ((long)j0 * dqk), values = vb + ((long)j0 * dv);
+                // Prefetched while this tile runs: the next tile's blocks (this tile's again after the last one).
+                bool last = j0 + KeyTile >= end;
+                float* nextKeys = last ? keys : keys + (KeyTile * dqk), nextValues = last ? values : values + (KeyTile * dv);
+                // What a query sees moves right with its position, so when the tile's first and last queries see all
+                // 64 keys, every query between them does (most tiles): no per-row ranges then.
+                bool whole = VisibleColumns(queryOffset + i0, j0, cols) == (0, KeyTile)
+                    && VisibleColumns(queryOffset + i0 + rows - 1, j0, cols) == (0, KeyTile);
+                for (int r = 0; r < rows; r += 4)
                 {
-                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
-                    // the first calls of a process).
-                    var factor = Vector512.Create(1f / rowSum);
-                    fixed (float* ap = acc.Slice(i * dv, dv), op = o)
+                    int lastRow = Math.Min(r + 3, rows - 1), depth = whole ? KeyTile : 0;
+                    bool partial = false;
+                    for (int i = 0; i < 4 && !whole; i++)
                     {
-                        (Vector512.Load(ap) * factor).Store(op);
-                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
-                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
-                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                        var (from, to) = VisibleColumns(queryOffset + i0 + Math.Min(r + i, lastRow), j0, cols);
+                        ranges[2 * i] = from;
+                        ranges[(2 * i) + 1] = to;
+                        partial |= from > 0 || to < KeyTile;
+                        depth = Math.Max(depth, to);
                     }
-                }
-                else
-                {
-                    TensorPrimitives.Multiply(acc.Slice(i * dv, dv), 1f / rowSum, o);
-                }
 
-                // The panel path's max and sum are in base 2 (scores carry log₂e): ln Σ e^s = ln 2 · (m + log₂ l).
-                logSumExp[h * queryLength + i0 + i] = kt != null
-                    ? (max[i] + MathF.Log2(rowSum)) / AttentionPanels.Log2E
-                    : max[i] + MathF.Log(rowSum);
+                    // Rows past the tile's end (a last block of 1–3 rows) repeat its last row; their results are unused.
+                    // The first four row blocks each prefetch a quarter (4 KB) of the next tile's key and value blocks.
+                    bool fetch = r < 16;
+                    int quarter = r / 4 * 1024;
+                    AttentionPanels.AttendRows(
+                        q + (r * ldq), q + (Math.Min(r + 1, lastRow) * ldq), q + (Math.Min(r + 2, lastRow) * ldq), q + (lastRow * ldq),
+                        keys, values, partial ? ranges : null, depth,
+                        fetch ? nextKeys + quarter : keys, fetch ? nextValues + quarter : values,
+                        acc + (r * dv), max + r, sums + (16 * r), p);
+                }
             }
         }
 
@@ -509,9 +614,9 @@ public static partial class ScaledDotProductAttention
             fixed (float* kt = KeyBlocks(3L * keyTiles * block), sc = buffer)
             {
                 float* kr = kt + ((long)keyTiles * block), vt = kr + ((long)keyTiles * block);
-                TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt);
-                CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr);
-                TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt);
+                TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt, keyTiles);
+                CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr, keyLength);
+                TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt, keyTiles);
                 float* p = sc, dp = sc + (QueryTile * KeyTile);
                 float* dkAcc = sc + ScratchLength(options) - (KeyTile * (dqk + dv)), dvAcc = dkAcc + (KeyTile * dqk);
                 var pSpan = new Span<float>(p, QueryTile * KeyTile);
@@ -557,8 +662,8 @@ public static partial class ScaledDotProductAttention
         {
             int j0 = keyTile * KeyTile, cols = Math.Min(KeyTile, keyLength - j0);
             var buffer = Scratch(options);
-            var p = buffer.AsSpan(0, QueryTile * KeyTile);
-            var ds = buffer.AsSpan(QueryTile * KeyTile, QueryTile * KeyTile);
+            var p = buffer.Slice(0, QueryTile * KeyTile);
+            var ds = buffer.Slice(QueryTile * KeyTile, QueryTile * KeyTile);
             var dkTile = new Span<float>(KeyGrad + ((long)j0 * kvHeads + g) * dqk, ((cols - 1) * kvHeads * dqk) + dqk);
             var dvTile = new Span<float>(ValueGrad + ((long)j0 * kvHeads + g) * dv, ((cols - 1) * kvHeads * dv) + dv);
             for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
@@ -588,8 +693,8 @@ public static partial class ScaledDotProductAttention
             int g = h / options.GroupSize;
             int i0 = tile * QueryTile, rows = Math.Min(QueryTile, queryLength - i0);
             var buffer = Scratch(options);
-            var p = buffer.AsSpan(0, QueryTile * KeyTile);
-            var ds = buffer.AsSpan(QueryTile * KeyTile, QueryTile * KeyTile);
+            var p = buffer.Slice(0, QueryTile * KeyTile);
+            var ds = buffer.Slice(QueryTile * KeyTile, QueryTile * KeyTile);
             var dqTile = new Span<float>(QueryGrad + ((long)i0 * heads + h) * dqk, ((rows - 1) * heads * dqk) + dqk);
             foreach (var (first, end) in KeyRanges(i0, rows).All)
             {
@@ -772,5 +877,7 @@ public static partial class ScaledDotProductAttention
     private readonly record struct KeySpans(int SinkEnd, int First, int End)
     {
         public (int First, int End)[] All => SinkEnd > 0 ? [(0, SinkEnd), (First, End)] : [(First, End)];
+
+        public (int First, int End) Positional => (First, End);
     }
 }

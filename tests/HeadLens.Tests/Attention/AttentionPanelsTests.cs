@@ -139,4 +139,111 @@ public class AttentionPanelsTests
             }
         }
     }
+
+    // The fused forward step for four rows against float64: starting from four running states (nothing seen yet, a
+    // max above every score, one far below them that forces a rescale, one in between), for every kind of per-row
+    // range (all visible, the causal diagonal, an empty row, a window, a short last tile). What must hold for any
+    // running max m the kernel keeps: acc·2^m = acc₀·2^m₀ + Σ 2^s·v and Σ sums·2^m = l₀·2^m₀ + Σ 2^s over the
+    // visible keys, and P = 2^(s − m) there, exactly 0 elsewhere. fp32 scores of 64 products carry ~1e-5 absolute
+    // error, so 2^s carries ~1e-5 relative: 1e-4 of the sum of the terms' magnitudes.
+    [Fact]
+    public unsafe void AttendRowsEqualsTheOnlineSoftmaxStepInFloat64()
+    {
+        if (!AttentionPanels.Available)
+        {
+            return;
+        }
+
+        const int width = AttentionPanels.Width, ldq = 70;
+        var random = new Random(9);
+        float[] queries = TestData.Uniform(random, (4 * ldq) + 3), keys = TestData.Uniform(random, width * width);
+        float[] values = TestData.Uniform(random, width * width), startAcc = TestData.Uniform(random, 4 * width);
+        for (int i = 0; i < queries.Length; i++)
+        {
+            queries[i] *= 3; // scores of a few units either way, as trained heads give
+        }
+
+        float[] startMax = [float.NegativeInfinity, 40f, -30f, 1f];
+        float[] startSums = Enumerable.Range(0, 4 * 16).Select(i => i < 16 ? 0f : 0.25f + (float)random.NextDouble()).ToArray();
+        Array.Clear(startAcc, 0, width); // a row that has seen nothing has a zero accumulator
+        int[]?[] rangeSets =
+        [
+            null,
+            [0, 1, 0, 2, 0, 3, 0, 4],
+            [5, 5, 0, 64, 7, 7, 0, 33],
+            [10, 40, 11, 41, 0, 64, 63, 64],
+            [0, 17, 0, 17, 0, 17, 0, 17],
+        ];
+        foreach (var ranges in rangeSets)
+        {
+            float[] acc = (float[])startAcc.Clone(), max = (float[])startMax.Clone(), sums = (float[])startSums.Clone();
+            var p = new float[4 * width];
+            Array.Fill(p, float.NaN);
+            int depth = ranges is null ? width : Enumerable.Range(0, 4).Max(i => ranges[(2 * i) + 1]);
+            fixed (float* q = queries, k = keys, v = values, a = acc, m = max, l = sums, pp = p)
+            fixed (int* r = ranges)
+            {
+                AttentionPanels.AttendRows(q + 3, q + 3 + ldq, q + 3 + (2 * ldq), q + 3 + (3 * ldq), k, v, r, depth, k, v, a, m, l, pp);
+            }
+
+            for (int i = 0; i < 4; i++)
+            {
+                int first = ranges?[2 * i] ?? 0, end = ranges?[(2 * i) + 1] ?? width;
+                double start = float.IsNegativeInfinity(startMax[i]) ? 0 : Math.Pow(2, startMax[i]);
+                double sum = startSums.Skip(16 * i).Take(16).Sum(x => (double)x) * start, sumScale = sum;
+                var expected = new double[width];
+                var scale = new double[width];
+                for (int c = 0; c < width; c++)
+                {
+                    expected[c] = startAcc[(i * width) + c] * start;
+                    scale[c] = Math.Abs(expected[c]);
+                }
+
+                string where = $"ranges {(ranges is null ? "none" : string.Join(",", ranges))}, row {i}";
+                for (int j = 0; j < width; j++)
+                {
+                    if (j < first || j >= end)
+                    {
+                        Assert.True(p[(i * width) + j] == 0f, $"{where}: P[{j}] = {p[(i * width) + j]} is hidden");
+                        continue;
+                    }
+
+                    double score = 0;
+                    for (int d = 0; d < width; d++)
+                    {
+                        score += (double)queries[3 + (i * ldq) + d] * keys[(d * width) + j];
+                    }
+
+                    double term = Math.Pow(2, score);
+                    sum += term;
+                    sumScale += term;
+                    for (int c = 0; c < width; c++)
+                    {
+                        expected[c] += term * values[(j * width) + c];
+                        scale[c] += term * Math.Abs(values[(j * width) + c]);
+                    }
+
+                    double pExpected = Math.Pow(2, score - max[i]);
+                    Assert.True(Math.Abs(p[(i * width) + j] - pExpected) <= 1e-4 * pExpected, $"{where}: P[{j}] = {p[(i * width) + j]}, expected {pExpected}");
+                }
+
+                if (sum == 0)
+                {
+                    Assert.True(float.IsNegativeInfinity(max[i]), $"{where}: nothing seen, max {max[i]}");
+                    Assert.Equal(startSums.Skip(16 * i).Take(16), sums.Skip(16 * i).Take(16));
+                    Assert.Equal(startAcc.Skip(i * width).Take(width), acc.Skip(i * width).Take(width));
+                    continue;
+                }
+
+                double unit = Math.Pow(2, max[i]);
+                double actualSum = sums.Skip(16 * i).Take(16).Sum(x => (double)x) * unit;
+                Assert.True(Math.Abs(actualSum - sum) <= 1e-4 * sumScale, $"{where}: sum {actualSum}, expected {sum}");
+                for (int c = 0; c < width; c++)
+                {
+                    double actual = acc[(i * width) + c] * unit;
+                    Assert.True(Math.Abs(actual - expected[c]) <= 1e-4 * scale[c], $"{where}: acc[{c}] {actual}, expected {expected[c]}");
+                }
+            }
+        }
+    }
 }

@@ -43,6 +43,9 @@ public class ScaledDotProductAttentionTests
         ["panel-padding"] = (new AttentionOptions(2, 2, 64, 64) { KeyPadding = Padding(90, 11) }, 90, 90, 0),
         ["panel-gqa"] = (new AttentionOptions(4, 2, 64, 64), 64, 64, 0),
         ["panel-short-backward"] = (new AttentionOptions(2, 2, 64, 64), 9, 9, 0),
+        // Long enough (≥ 2048 keys) and with enough heads (> 4 MiB of blocked keys) for one work item per head, split
+        // in two (each blocking only the keys its queries see).
+        ["panel-long-causal"] = (new AttentionOptions(4, 4, 64, 64), 2085, 2085, 0),
     };
 
     // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
