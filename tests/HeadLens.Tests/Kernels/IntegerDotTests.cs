@@ -42,6 +42,14 @@ public sealed class IntegerDotTests
         Assert.Equal(reference.Scales.ToArray(), fast.Scales.ToArray());
         Assert.Equal(reference.Sums.ToArray(), fast.Sums.ToArray());
         Assert.Equal(block == 256 ? vectors * columns / 16 : 0, fast.Sums.Length);
+        Assert.Equal(block == 256 ? vectors * columns : 0, fast.Paired.Length);
+        for (int i = 0; i < fast.Paired.Length; i++)
+        {
+            // Runs of 32 in the order 0, 2, 1, 3 within each 128 values.
+            int run = i / 32, source = ((run & ~3) | ((run & 1) << 1) | ((run >> 1) & 1)) * 32;
+            Assert.Equal(fast.Values[source + (i % 32)], fast.Paired[i]);
+        }
+
 
         for (int b = 0; b < vectors * columns / block; b++)
         {
@@ -208,11 +216,11 @@ public sealed class IntegerDotTests
         }
 
         fixed (byte* r = row)
-        fixed (sbyte* q = x.Values)
+        fixed (sbyte* q = x.Values, paired = x.Paired)
         fixed (float* s = x.Scales)
         fixed (short* sums = x.Sums)
         {
-            return IntegerDot.Dot512(type, r, columns, q, s, sums);
+            return IntegerDot.Dot512(type, r, columns, q, paired, s, sums);
         }
     }
 

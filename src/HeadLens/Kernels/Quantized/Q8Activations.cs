@@ -10,12 +10,14 @@ namespace HeadLens.Kernels.Quantized;
 //   and, for B = 256, sums[j] = Σ q_i over each run of 16 (the K-quants' mins and Q6_K's offset use them).
 // x_i ≈ d · q_i: the rounding moves each value by at most d/2 = amax/254. −128 never occurs, so the Q8_0 product
 // may move a weight's sign onto q (|q| stays ≤ 127). The scale is kept as float32 (llama.cpp keeps Q8_0's as fp16).
-// Layout, for V vectors of K values: Values [V·K] sbyte, Scales [V·K/B] float, Sums [V·K/16] short (B = 256 only).
+// Layout, for V vectors of K values: Values [V·K] sbyte, Scales [V·K/B] float, Sums [V·K/16] short and Paired [V·K]
+// (Values reordered for Q4_K) for B = 256 only.
 // Implementations: QuantizeReference (scalar, the contract) and Quantize (AVX-512: the same values bit for bit —
 // the same float product per value, and vcvtps2dq rounds half to even as MathF.Round(…, ToEven) does).
 internal sealed class Q8Activations
 {
     private sbyte[] values = [];
+    private sbyte[] paired = [];
     private float[] scales = [];
     private short[] sums = [];
 
@@ -27,6 +29,13 @@ internal sealed class Q8Activations
     public int Columns { get; private set; }
 
     public ReadOnlySpan<sbyte> Values => values.AsSpan(0, Vectors * Columns);
+
+    /// <summary>
+    /// For blocks of 256, the values again with each 128 reordered as runs of 32 [0, 2, 1, 3]: the order in which a
+    /// Q4_K block's nibbles meet them (bytes 0-31 of its 64-byte loads hold runs 0 and 1, bytes 32-63 runs 2 and 3),
+    /// so that its product loads 64 activations at once instead of joining two halves. Empty for blocks of 32.
+    /// </summary>
+    public ReadOnlySpan<sbyte> Paired => paired.AsSpan(0, BlockValues == 256 ? Vectors * Columns : 0);
 
     public ReadOnlySpan<float> Scales => scales.AsSpan(0, Vectors * Columns / BlockValues);
 
@@ -73,6 +82,12 @@ internal sealed class Q8Activations
 
                 sums[j] = (short)sum;
             }
+
+            for (int run = 0; run < vectors * columns / 32; run++)
+            {
+                int target = (run & ~3) | ((run & 1) << 1) | ((run >> 1) & 1); // runs 0, 1, 2, 3 → 0, 2, 1, 3
+                values.AsSpan(run * 32, 32).CopyTo(paired.AsSpan(target * 32, 32));
+            }
         }
     }
 
@@ -82,6 +97,7 @@ internal sealed class Q8Activations
         if (values.Length < count)
         {
             values = new sbyte[count];
+            paired = new sbyte[count];
             scales = new float[count / 32];
             sums = new short[count / 16];
         }

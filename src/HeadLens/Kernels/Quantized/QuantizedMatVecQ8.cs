@@ -54,11 +54,11 @@ public static class QuantizedMatVecQ8
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns), block = activations.BlockValues;
         bool wide = IntegerDot.Is512;
         fixed (byte* wp = weights)
-        fixed (sbyte* qp = activations.Values)
+        fixed (sbyte* qp = activations.Values, pp = activations.Paired)
         fixed (float* sp = activations.Scales, yp = y)
         fixed (short* rp = activations.Sums)
         {
-            nint wa = (nint)wp, qa = (nint)qp, sa = (nint)sp, ra = (nint)rp, ya = (nint)yp;
+            nint wa = (nint)wp, qa = (nint)qp, pa = (nint)pp, sa = (nint)sp, ra = (nint)rp, ya = (nint)yp;
             void Rows(int first, int end)
             {
                 for (int r = first; r < end; r++)
@@ -69,7 +69,8 @@ public static class QuantizedMatVecQ8
                         sbyte* q = (sbyte*)qa + ((long)v * columns);
                         float* scales = (float*)sa + ((long)v * columns / block);
                         short* sums = (short*)ra + ((long)v * columns / 16);
-                        ((float*)ya)[((long)v * rows) + r] = wide ? IntegerDot.Dot512(type, row, columns, q, scales, sums)
+                        sbyte* paired = (sbyte*)pa + ((long)v * columns);
+                        ((float*)ya)[((long)v * rows) + r] = wide ? IntegerDot.Dot512(type, row, columns, q, paired, scales, sums)
                             : IntegerDot.Reference(type, new ReadOnlySpan<byte>(row, rowBytes), columns, new ReadOnlySpan<sbyte>(q, columns),
                                 new ReadOnlySpan<float>(scales, columns / block), block == 256 ? new ReadOnlySpan<short>(sums, columns / 16) : []);
                     }
