@@ -16,6 +16,8 @@ namespace HeadLens.Kernels.Quantized;
 // Why: the fp32 path turns every weight into a float (a widening and a table permute per 16 values, both on the
 // shuffle port) and is compute-bound on Q4_K; here 64 weights take one vpmaddubsw (u8 × s8 → adjacent pairs summed
 // to s16) and one vpmaddwd (× the block's scales → s32), so the row streams at memory speed.
+// The kernels are compiled fully optimised at once (AggressiveOptimization): with tiering, one of several runs
+// kept a version of the Q4_K loop at half the speed (same-process A/B on the Ice Lake Xeon).
 // Implementations: Reference (scalar, the contract: the integer sums in value order, then the float combination
 // block by block); Dot512 (AVX-512BW: the same integer sums; the float factors applied per lane and the lanes summed
 // at the end, so it differs from the reference only in float summation order). Without AVX-512BW callers use Reference.
@@ -142,6 +144,7 @@ internal static unsafe class IntegerDot
 
     // Four blocks per step (two per vector), then two, then one. vpmaddubsw needs one unsigned operand: the weights'
     // magnitudes, their signs moved onto the activations (which are never −128, so the negation cannot overflow).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ8_0(byte* row, int columns, sbyte* q, float* scales, int ahead)
     {
         var acc = Vector512<float>.Zero;
@@ -203,6 +206,7 @@ internal static unsafe class IntegerDot
     // 32-byte halves per vector instead cost eight shuffles per block). The scales and mins come
     // as sixteen words [s0..3, m0..3, s4..7, m4..7] (the same unpacking as BlockDecoder's), and vpermw spreads each
     // sub-block's scale over its lanes.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4K(byte* row, int columns, sbyte* q, float* scales, short* sums, int ahead)
     {
         var acc = Vector512<float>.Zero;
@@ -238,6 +242,7 @@ internal static unsafe class IntegerDot
     // and 3) and 32 qh bytes, broadcast to both halves and shifted per half (vpsllvw/vpsrlvw: the two bits of run r
     // sit at bit 2r) so that each nibble finds its two high bits at bits 4-5. The values stay unsigned (0..63) for
     // vpmaddubsw; the −32 is taken off once per block as 32 · Σ_j c_j · (run sum j).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ6K(byte* row, int columns, sbyte* q, float* scales, short* sums, int ahead)
     {
         var acc = Vector512<float>.Zero;
