@@ -143,4 +143,22 @@ internal static class ModelInput
 
         return dtype;
     }
+
+    /// <summary>--activations: fp32 (the default) or q8 (8-bit activations for Q8_0/Q4_K/Q6_K matrices).</summary>
+    public static string ApplyActivations(CommandArgs args, Transformer model)
+    {
+        string activations = args.Get("activations") ?? "fp32";
+        switch (activations)
+        {
+            case "fp32":
+                break;
+            case "q8":
+                model.UseQ8Activations();
+                break;
+            default:
+                throw new UsageException($"{args.Command}: --activations must be fp32 or q8, not '{activations}'");
+        }
+
+        return activations;
+    }
 }

@@ -22,6 +22,7 @@ internal sealed class GenerateCommand : ICommand
             CliOption.Valued("top-p", "P", "sample among the likeliest tokens whose probabilities add up to P", "1"),
             CliOption.Valued("seed", "S", "random seed of the sampler", "42"),
             SharedOptions.Dtype,
+            SharedOptions.Activations,
             SharedOptions.Json,
         ],
         "headlens generate --prompt \"And God said, \" --max-tokens 60 --temperature 0.8");
@@ -30,6 +31,7 @@ internal sealed class GenerateCommand : ICommand
     {
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
         ModelInput.ApplyDecodingDtype(args, model);
+        ModelInput.ApplyActivations(args, model);
         int[] prompt = ModelInput.ReadIds(args, model, tokenizer, "prompt");
         int maxTokens = args.GetInt("max-tokens", 100, 0, 1_000_000);
         var settings = new SamplingSettings

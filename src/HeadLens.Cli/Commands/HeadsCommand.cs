@@ -26,6 +26,7 @@ internal sealed class HeadsCommand : ICommand
             CliOption.Valued("from", "WORD[@N]", "the attending word; @N picks its N-th occurrence", "its first occurrence"),
             CliOption.Valued("to", "WORD[@N]", "the attended word; @N picks its N-th occurrence", "the nearest occurrence before --from"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences", "0"),
+            SharedOptions.Activations,
             SharedOptions.Json,
         ],
         "headlens heads --text \"the cat saw the dog and the cat ran\" --from cat@2 --to dog");
@@ -34,6 +35,7 @@ internal sealed class HeadsCommand : ICommand
     {
         var clock = Stopwatch.StartNew();
         var (model, tokenizer, _) = ModelInput.LoadModel(args);
+        ModelInput.ApplyActivations(args, model);
         bool json = args.Flag("json");
         string? from = args.Get("from");
         string? to = args.Get("to");

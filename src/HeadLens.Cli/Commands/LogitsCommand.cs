@@ -15,6 +15,7 @@ internal sealed class LogitsCommand : ICommand
             SharedOptions.Tokenizer,
             .. SharedOptions.Input(),
             CliOption.Valued("top-k", "K", "how many next tokens the table shows per position", "5"),
+            SharedOptions.Activations,
             SharedOptions.Json,
         ],
         "headlens logits --text \"In the beginning God created\" --top-k 3");
@@ -22,6 +23,7 @@ internal sealed class LogitsCommand : ICommand
     public int Run(CommandArgs args)
     {
         var (model, tokenizer, path) = ModelInput.LoadModel(args);
+        ModelInput.ApplyActivations(args, model);
         int[] ids = ModelInput.ReadIds(args, model, tokenizer);
         bool json = args.Flag("json");
         int topK = args.GetInt("top-k", 5, 1, 100);

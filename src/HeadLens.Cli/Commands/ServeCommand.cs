@@ -23,6 +23,7 @@ internal sealed class ServeCommand : ICommand
             CliOption.Valued("max-tokens", "N", "the longest text the viewer accepts", "1024"),
             CliOption.Valued("synthetic", "LAYERSxHEADS", "serve hand-made patterns instead of a model (to try the viewer)"),
             SharedOptions.Dtype,
+            SharedOptions.Activations,
         ],
         "headlens serve --port 5005");
 
@@ -46,6 +47,7 @@ internal sealed class ServeCommand : ICommand
             var (model, tokenizer, path) = ModelInput.LoadModel(args);
             ModelInput.PackForRepeatedInference(model);
             ModelInput.ApplyDecodingDtype(args, model);
+            ModelInput.ApplyActivations(args, model);
             source = new ModelSource(model, tokenizer, Path.GetFileName(Path.TrimEndingDirectorySeparator(path)));
         }
 

@@ -64,6 +64,13 @@ public sealed class LinearWeight
     public Span<float> Span => Dense is { } dense ? dense.Span
         : throw new HeadLensException($"weight '{Name}' is kept as {Type} (from a GGUF file): this needs fp32 weights; convert the model with --type f32 first");
 
+    /// <summary>
+    /// Whether products with this matrix quantize their input to 8 bits per block first and multiply in integers
+    /// (<see cref="QuantizedMatVecQ8"/>; llama.cpp's arithmetic). Only Q8_0, Q4_K and Q6_K matrices have that
+    /// product; the others ignore the setting. Off by default: it moves the results by the activations' rounding.
+    /// </summary>
+    public bool QuantizesActivations { get; set; }
+
     /// <summary>The packed panels of <see cref="Pack"/>, if made.</summary>
     public PackedWeights? Panels { get; private set; }
 
@@ -103,7 +110,15 @@ public sealed class LinearWeight
     {
         if (Stored is { } stored)
         {
-            QuantizedMatMul.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+            if (QuantizesActivations && QuantizedMatVecQ8.Supports(stored.Type))
+            {
+                QuantizedMatVecQ8.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+            }
+            else
+            {
+                QuantizedMatMul.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+            }
+
             MatMul.AddBias(bias, m, Rows, y);
         }
         else if (decoding && bf16 is not null && m <= MatMul.MatrixVectorRows)

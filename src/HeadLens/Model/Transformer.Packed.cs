@@ -6,6 +6,7 @@ namespace HeadLens.Model;
 // - bfloat16 copies for decoding: one token reads every weight once, so half the bytes is about twice the speed;
 //   the logits differ from fp32 by the weights' rounding (≤ 2⁻⁸ relative each). Half a copy.
 // Both are valid only while the weights stay as they are, so the training forward refuses a model that has them.
+// Also here, though it copies nothing: the opt-in 8-bit activations for matrices kept in a GGUF file's block types.
 public sealed partial class Transformer
 {
     /// <summary>Whether <see cref="PackForInference"/> or <see cref="UseBf16ForDecoding"/> has run.</summary>
@@ -45,6 +46,26 @@ public sealed partial class Transformer
         IsPackedForInference = true;
         DecodesInBf16 = true;
         return InferenceCopyBytes();
+    }
+
+    /// <summary>Whether products with Q8_0, Q4_K and Q6_K matrices quantize their input to 8 bits (<see cref="UseQ8Activations"/>).</summary>
+    public bool QuantizesActivations { get; private set; }
+
+    /// <summary>
+    /// Opt-in: every product with a matrix kept in Q8_0, Q4_K or Q6_K (GGUF files) first quantizes its input to 8 bits
+    /// per block and multiplies in integers (<see cref="Kernels.Quantized.QuantizedMatVecQ8"/>), as llama.cpp does:
+    /// several times less arithmetic per weight, at the cost of the activations' rounding in the results. Every pass
+    /// (prompt, decoding, analysis) uses it, except where the analysis run hooks each head's share of the output
+    /// projection: that split multiplies fp32 weights as before. fp32 and other matrices are unchanged. <paramref name="on"/> false restores the fp32 products.
+    /// </summary>
+    public void UseQ8Activations(bool on = true)
+    {
+        foreach (var matrix in DecodingMatrices())
+        {
+            matrix.QuantizesActivations = on;
+        }
+
+        QuantizesActivations = on;
     }
 
     private IEnumerable<LinearWeight> LayerMatrices() =>

@@ -54,7 +54,7 @@ public class CommandLineTests
         Assert.Contains($"headlens bench ({string.Join(" | ", suites)}) [--json]", output);
         // --model is optional everywhere it has a default; --json is optional for logits and attention.
         Assert.Contains("headlens generate [--model MODEL] [--tokenizer FILE] (--prompt TEXT | --ids 1,2,3)", output);
-        Assert.Contains("headlens logits [--model MODEL] [--tokenizer FILE] (--text TEXT | --ids 1,2,3) [--top-k K] [--json]", output);
+        Assert.Contains("headlens logits [--model MODEL] [--tokenizer FILE] (--text TEXT | --ids 1,2,3) [--top-k K] [--activations fp32|q8] [--json]", output);
         Assert.Contains("[--layer L] [--head H] [--json]", output);
         Assert.DoesNotContain("headlens attention --model", output);
 

@@ -7,7 +7,8 @@ using HeadLens.Tests.Checkpoints;
 
 namespace HeadLens.Tests.Cli;
 
-/// <summary>GGUF files through the tool: describe shows the tensor types and memory; logits run on the kept types; bench gguf's JSON.</summary>
+/// <summary>GGUF files through the tool: describe shows the tensor types and memory; logits run on the kept types (and with
+/// --activations q8); bench gguf's JSON.</summary>
 public sealed class GgufCliTests : IDisposable
 {
     private readonly string directory = Path.Combine(Path.GetTempPath(), "headlens-ggufcli-" + Guid.NewGuid().ToString("N"));
@@ -49,6 +50,28 @@ public sealed class GgufCliTests : IDisposable
         GgufQuantizedModelTests.AssertClose(actual, GgufTests.Logits(reference, [1, 17, 42, 299, 5]), "headlens logits on a Q8_0 file");
     }
 
+    [Fact]
+    public void ActivationsQ8RunsTheIntegerProductsAndABadValueIsOneLine()
+    {
+        int[] ids = [1, 17, 42, 299, 5];
+        var (code, output, error) = CliTests.Run("logits", "--model", path, "--ids", "1,17,42,299,5", "--activations", "q8", "--json");
+        Assert.True(code == 0, error);
+        using var json = JsonDocument.Parse(output);
+        var actual = json.RootElement.GetProperty("logits").EnumerateArray().SelectMany(row => row.EnumerateArray().Select(value => value.GetSingle())).ToArray();
+        var (model, _) = GgufModel.Open(path);
+        model.UseQ8Activations();
+        GgufQuantizedModelTests.AssertClose(actual, GgufTests.Logits(model, ids), "headlens logits --activations q8");
+
+        var (generateCode, generated, generateError) = CliTests.Run("generate", "--model", path, "--ids", "1,17,42", "--max-tokens", "3", "--temperature", "0", "--activations", "q8", "--json");
+        Assert.True(generateCode == 0, generateError);
+        Assert.Equal(3, JsonDocument.Parse(generated).RootElement.GetProperty("ids").GetArrayLength());
+
+        var (badCode, _, badError) = CliTests.Run("generate", "--model", path, "--ids", "1,17,42", "--activations", "q4");
+        Assert.NotEqual(0, badCode);
+        Assert.Contains("--activations", badError, StringComparison.Ordinal);
+        Assert.Single(badError.Trim().Split('\n'));
+    }
+
     [LlamaCppFact]
     public void BenchGgufReportsBothEnginesInTheJsonShape()
     {
@@ -59,7 +82,7 @@ public sealed class GgufCliTests : IDisposable
         var result = Assert.Single(json.RootElement.GetProperty("results").EnumerateArray());
         Assert.Equal("small-q8_0.gguf", result.GetProperty("config").GetProperty("file").GetString());
         Assert.Equal("Q8_0", result.GetProperty("config").GetProperty("type").GetString());
-        foreach (string figure in new[] { "decode_tokens_per_s", "prompt_tokens_per_s", "llamacpp_decode_tokens_per_s", "llamacpp_prompt_tokens_per_s" })
+        foreach (string figure in new[] { "decode_tokens_per_s", "prompt_tokens_per_s", "llamacpp_decode_tokens_per_s", "llamacpp_prompt_tokens_per_s", "decode_q8act_tokens_per_s", "prompt_q8act_tokens_per_s" })
         {
             Assert.True(result.GetProperty(figure).GetDouble() > 0, figure + " " + result.GetProperty(figure).GetDouble().ToString(CultureInfo.InvariantCulture));
         }

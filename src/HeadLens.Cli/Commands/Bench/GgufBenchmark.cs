@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Numerics.Tensors;
 using HeadLens.Checkpoints.Gguf;
+using HeadLens.Kernels.Quantized;
 using HeadLens.Model;
 using LLama;
 using LLama.Common;
@@ -20,7 +21,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// shrinks both generated models (a quick check of the command); --keep DIR writes them there and keeps them (for
 /// measuring other commands on the same files, e.g. their resident memory). Generating the 1.1B file takes about 9 GB of
 /// memory for a moment (the fp32 model and the writer's copy). Each file's HeadLens run reports the process's
-/// resident set afterwards (VmRSS, and VmHWM, the peak so far: with --model, HeadLens alone on that file).
+/// resident set afterwards (VmRSS, and VmHWM, the peak so far: with --model, HeadLens alone on that file). Files
+/// with Q8_0, Q4_K or Q6_K matrices are also run with 8-bit activations (`--activations q8` elsewhere), reported as
+/// decode_q8act_tokens_per_s and prompt_q8act_tokens_per_s.
 /// </summary>
 internal sealed class GgufBenchmark : IBenchmark
 {
@@ -157,6 +160,14 @@ internal sealed class GgufBenchmark : IBenchmark
         }
 
         var (ours, oursRss, oursPeak) = Best(HeadLensRun);
+        // The opt-in 8-bit activations (--activations q8), where the file has matrices that take them.
+        (double PromptSeconds, double DecodeSeconds)? q8 = null;
+        if (model.Parameters.Stored.Values.Any(matrix => QuantizedMatVecQ8.Supports(matrix.Type)))
+        {
+            model.UseQ8Activations();
+            q8 = Best(HeadLensRun).Times;
+        }
+
         model = null;
         GC.Collect();
 
@@ -206,17 +217,25 @@ internal sealed class GgufBenchmark : IBenchmark
             $"{Path.GetFileName(path)} ({type}): decode {decode:F1} tokens/s (llama.cpp {theirDecode:F1}: {decode / theirDecode:F2}×), " +
             $"prompt of {promptLength} {promptRate:F1} tokens/s (llama.cpp {theirPrompt:F1}: {promptRate / theirPrompt:F2}×); " +
             $"HeadLens resident {oursRss / 1e6:F0} MB, peak so far {oursPeak / 1e6:F0} MB"));
-        return new BenchResult(
-            new Dictionary<string, object> { ["file"] = Path.GetFileName(path), ["type"] = type },
-            new Dictionary<string, double>
-            {
-                ["decode_tokens_per_s"] = decode,
-                ["prompt_tokens_per_s"] = promptRate,
-                ["llamacpp_decode_tokens_per_s"] = theirDecode,
-                ["llamacpp_prompt_tokens_per_s"] = theirPrompt,
-                ["headlens_rss_bytes"] = oursRss,
-                ["headlens_peak_rss_bytes"] = oursPeak,
-            });
+        var figures = new Dictionary<string, double>
+        {
+            ["decode_tokens_per_s"] = decode,
+            ["prompt_tokens_per_s"] = promptRate,
+            ["llamacpp_decode_tokens_per_s"] = theirDecode,
+            ["llamacpp_prompt_tokens_per_s"] = theirPrompt,
+            ["headlens_rss_bytes"] = oursRss,
+            ["headlens_peak_rss_bytes"] = oursPeak,
+        };
+        if (q8 is var (q8Prompt, q8Decode))
+        {
+            figures["decode_q8act_tokens_per_s"] = newTokens / q8Decode;
+            figures["prompt_q8act_tokens_per_s"] = promptLength / q8Prompt;
+            progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  with --activations q8: decode {newTokens / q8Decode:F1} tokens/s ({newTokens / q8Decode / theirDecode:F2}× llama.cpp), " +
+                $"prompt {promptLength / q8Prompt:F1} tokens/s ({promptLength / q8Prompt / theirPrompt:F2}×)"));
+        }
+
+        return new BenchResult(new Dictionary<string, object> { ["file"] = Path.GetFileName(path), ["type"] = type }, figures);
     }
 
     // One warm-up run, then the fastest of three (prompt and decode each at their best): both engines alike.

@@ -1,0 +1,282 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace HeadLens.Kernels.Quantized;
+
+// One weight row (ggml blocks) times one vector of 8-bit activations (Q8Activations), in integers:
+//   Q8_0 × Q8 (blocks of 32):  Σ_b (dw_b · dx_b) · Σ_i w_i · q_i
+//   Q4_K × Q8 (blocks of 256): Σ_b (dx_b · d) · Σ_j s_j · Σ_{i∈j} u_i · q_i  −  (dx_b · dmin) · Σ_j m_j · Σ_{i∈j} q_i
+//                               (u: 4-bit values, s/m: the eight 6-bit scales and mins of 32-value sub-blocks)
+//   Q6_K × Q8 (blocks of 256): Σ_b (dx_b · d) · Σ_j c_j · Σ_{i∈j} (u_i − 32) · q_i   (u: 6-bit values, c: the
+//                               sixteen int8 scales of 16-value runs)
+// Every inner sum is an exact integer (bounded well inside int32: 256 · 63 · 127 · 128 < 2³¹); only the per-block
+// float factors round. Σ_{i∈j} q_i is the activations' precomputed run sum, so the mins and Q6_K's −32 cost one
+// product per block instead of a term per value.
+// Why: the fp32 path turns every weight into a float (a widening and a table permute per 16 values, both on the
+// shuffle port) and is compute-bound on Q4_K; here 64 weights take one vpmaddubsw (u8 × s8 → adjacent pairs summed
+// to s16) and one vpmaddwd (× the block's scales → s32), so the row streams at memory speed.
+// The kernels are compiled fully optimised at once (AggressiveOptimization): with tiering, one of several runs
+// kept a version of the Q4_K loop at half the speed (same-process A/B on the Ice Lake Xeon).
+// Implementations: Reference (scalar, the contract: the integer sums in value order, then the float combination
+// block by block); Dot512 (AVX-512BW: the same integer sums; the float factors applied per lane and the lanes summed
+// at the end, so it differs from the reference only in float summation order). Without AVX-512BW callers use Reference.
+internal static unsafe class IntegerDot
+{
+    public static bool Is512 => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported;
+
+    /// <summary>Whether <paramref name="type"/> has an integer product with 8-bit activations.</summary>
+    public static bool Supports(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
+
+    /// <summary>
+    /// The contract: row (<paramref name="columns"/> values in <paramref name="type"/>) · one quantized vector
+    /// (values <paramref name="q"/>, block scales <paramref name="scales"/>, run sums <paramref name="sums"/> for the K-quants).
+    /// </summary>
+    public static float Reference(GgmlType type, ReadOnlySpan<byte> row, int columns, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, ReadOnlySpan<short> sums)
+    {
+        float sum = 0;
+        switch (type)
+        {
+            case GgmlType.Q8_0:
+                for (int b = 0; b < columns / 32; b++)
+                {
+                    var block = row.Slice(34 * b, 34);
+                    int dot = 0;
+                    for (int i = 0; i < 32; i++)
+                    {
+                        dot += (sbyte)block[2 + i] * q[(32 * b) + i];
+                    }
+
+                    sum += Dequantize.Half(block, 0) * scales[b] * dot;
+                }
+
+                break;
+            case GgmlType.Q4_K:
+                for (int b = 0; b < columns / 256; b++)
+                {
+                    var block = row.Slice(144 * b, 144);
+                    var quants = block.Slice(16, 128);
+                    int dots = 0, mins = 0;
+                    for (int j = 0; j < 8; j++)
+                    {
+                        var (scale, min) = Dequantize.ScaleMin(block.Slice(4, 12), j);
+                        int dot = 0;
+                        for (int l = 0; l < 32; l++)
+                        {
+                            int packed = quants[(32 * (j / 2)) + l];
+                            dot += (j % 2 == 0 ? packed & 0xF : packed >> 4) * q[(256 * b) + (32 * j) + l];
+                        }
+
+                        dots += scale * dot;
+                        mins += min * (sums[(16 * b) + (2 * j)] + sums[(16 * b) + (2 * j) + 1]);
+                    }
+
+                    sum += (scales[b] * Dequantize.Half(block, 0) * dots) - (scales[b] * Dequantize.Half(block, 2) * mins);
+                }
+
+                break;
+            case GgmlType.Q6_K:
+                for (int b = 0; b < columns / 256; b++)
+                {
+                    var block = row.Slice(210 * b, 210);
+                    int dots = 0;
+                    for (int j = 0; j < 16; j++)
+                    {
+                        int dot = 0;
+                        for (int i = 16 * j; i < (16 * j) + 16; i++)
+                        {
+                            dot += (Q6(block, i) - 32) * q[(256 * b) + i];
+                        }
+
+                        dots += (sbyte)block[192 + j] * dot;
+                    }
+
+                    sum += scales[b] * Dequantize.Half(block, 208) * dots;
+                }
+
+                break;
+            default:
+                throw new ArgumentException($"{type} has no product with 8-bit activations");
+        }
+
+        return sum;
+    }
+
+    // Value i (0..255) of a Q6_K block as its unsigned 6 bits (Dequantize.Q6_K's layout: per 128 values, 64 ql bytes
+    // give the low nibbles of four runs of 32, 32 qh bytes their two high bits each).
+    private static int Q6(ReadOnlySpan<byte> block, int i)
+    {
+        int half = i / 128, run = i % 128 / 32, l = i % 32;
+        int low = block[(64 * half) + l + (run % 2 == 1 ? 32 : 0)];
+        low = run < 2 ? low & 0xF : low >> 4;
+        return low | (((block[128 + (32 * half) + l] >> (2 * run)) & 3) << 4);
+    }
+
+    /// <summary>
+    /// The AVX-512BW product (see the file header): the reference's integer sums, the float factors applied per lane.
+    /// <paramref name="q"/>, <paramref name="paired"/> (Q8Activations.Paired), <paramref name="scales"/> and
+    /// <paramref name="sums"/> point at this vector's own.
+    /// </summary>
+    public static float Dot512(GgmlType type, byte* row, int columns, sbyte* q, sbyte* paired, float* scales, short* sums) => type switch
+    {
+        GgmlType.Q8_0 => DotQ8_0(row, columns, q, scales, BlockDecoder.PrefetchAhead),
+        GgmlType.Q4_K => DotQ4K(row, columns, paired, scales, sums, BlockDecoder.PrefetchAhead),
+        _ => DotQ6K(row, columns, q, scales, sums, BlockDecoder.PrefetchAhead),
+    };
+
+    // Four IEEE halves (sign-extended bits) as float32, exactly as BlockDecoder.Half converts one (zero and subnormal
+    // halves through their mantissa): four Q8_0 block scales per conversion instead of four scalar ones with branches.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HalvesToSingles(Vector128<int> signExtended)
+    {
+        var shifted = Vector128.ShiftLeft(signExtended, 13) & Vector128.Create(unchecked((int)0x8FFFE000));
+        var exponent = shifted & Vector128.Create(0x0F800000);
+        var normal = shifted + Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128.Create(0x0F800000)), Vector128.Create(224 << 23), Vector128.Create(112 << 23));
+        var subnormal = (Vector128.ConvertToSingle(signExtended & Vector128.Create(0x3FF)) * Vector128.Create(1f / (1 << 24))).AsInt32() | (shifted & Vector128.Create(int.MinValue));
+        return Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128<int>.Zero), subnormal, normal).AsSingle();
+    }
+
+    // u8 × s8 in adjacent pairs (vpmaddubsw: |pair| ≤ 2 · 63 · 127, no saturation), then × s16 scales in adjacent
+    // pairs (vpmaddwd): 16 int32 lanes, each the scaled sum of four values.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Products(Vector512<byte> weights, Vector512<sbyte> activations, Vector512<short> scales) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(weights, activations), scales);
+
+    // Four blocks per step (two per vector), then two, then one. vpmaddubsw needs one unsigned operand: the weights'
+    // magnitudes, their signs moved onto the activations (which are never −128, so the negation cannot overflow).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ8_0(byte* row, int columns, sbyte* q, float* scales, int ahead)
+    {
+        var acc = Vector512<float>.Zero;
+        var ones = Vector512.Create((short)1);
+        var firstPair = Vector512.Create(Vector256<int>.Zero, Vector256.Create(1));
+        var secondPair = Vector512.Create(Vector256.Create(2), Vector256.Create(3));
+        int blocks = columns / 32, b = 0;
+        for (; b + 4 <= blocks; b += 4, row += 136, q += 128)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            Sse.Prefetch0(row + ahead + 128);
+            var halves = Vector128.Create((int)*(short*)row, *(short*)(row + 34), *(short*)(row + 68), *(short*)(row + 102));
+            var factors = (HalvesToSingles(halves) * Vector128.Load(scales + b)).ToVector256Unsafe().ToVector512Unsafe();
+            for (int pair = 0; pair < 2; pair++)
+            {
+                var w = Vector512.Create(Vector256.Load((sbyte*)row + 2 + (68 * pair)), Vector256.Load((sbyte*)row + 36 + (68 * pair)));
+                var y = Vector512.Load(q + (64 * pair));
+                var signed = Vector512.ConditionalSelect(Vector512.LessThan(w, Vector512<sbyte>.Zero), -y, y);
+                var dots = Products(Avx512BW.Abs(w), signed, ones);
+                var factor = Avx512F.PermuteVar16x32(factors, pair == 0 ? firstPair : secondPair);
+                acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), factor, acc);
+            }
+        }
+
+        for (; b + 2 <= blocks; b += 2, row += 68, q += 64)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            var w = Vector512.Create(Vector256.Load((sbyte*)row + 2), Vector256.Load((sbyte*)row + 36));
+            var y = Vector512.Load(q);
+            var signed = Vector512.ConditionalSelect(Vector512.LessThan(w, Vector512<sbyte>.Zero), -y, y);
+            var dots = Products(Avx512BW.Abs(w), signed, ones);
+            var factor = Vector512.Create(Vector256.Create(BlockDecoder.Half(row) * scales[b]), Vector256.Create(BlockDecoder.Half(row + 34) * scales[b + 1]));
+            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), factor, acc);
+        }
+
+        float sum = Vector512.Sum(acc);
+        for (; b < blocks; b++, row += 34, q += 32)
+        {
+            int dot = 0;
+            for (int i = 0; i < 32; i++)
+            {
+                dot += ((sbyte*)row)[2 + i] * q[i];
+            }
+
+            sum += BlockDecoder.Half(row) * scales[b] * dot;
+        }
+
+        return sum;
+    }
+
+    // 32 s16 lanes: the first 16 take word `first` of a scales vector, the other 16 word `second` (vpermw indices).
+    private static Vector512<short> Halves(short first, short second) =>
+        Vector512.Create(Vector256.Create(first), Vector256.Create(second));
+
+    // A super-block's 128 bytes of nibbles in two 64-byte loads: bytes 0-31 hold sub-blocks 0 (low nibbles) and 1
+    // (high), bytes 32-63 sub-blocks 2 and 3; q is the activations in that order (Q8Activations.Paired: joining two
+    // 32-byte halves per vector instead cost eight shuffles per block). The scales and mins come
+    // as sixteen words [s0..3, m0..3, s4..7, m4..7] (the same unpacking as BlockDecoder's), and vpermw spreads each
+    // sub-block's scale over its lanes.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ4K(byte* row, int columns, sbyte* q, float* scales, short* sums, int ahead)
+    {
+        var acc = Vector512<float>.Zero;
+        var accMins = Vector512<float>.Zero;
+        var nibble = Vector512.Create((byte)0x0F);
+        Vector512<short> pick0 = Halves(0, 2), pick1 = Halves(1, 3), pick2 = Halves(8, 10), pick3 = Halves(9, 11);
+        // Each sub-block's min twice, against the two run sums of 16 that make its 32 values (upper half unused: zero sums).
+        var pickMins = Vector512.Create(Vector256.Create((short)4, 4, 5, 5, 6, 6, 7, 7, 12, 12, 13, 13, 14, 14, 15, 15), Vector256<short>.Zero);
+        for (int b = 0; b < columns / 256; b++, row += 144, q += 256, sums += 16)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            Sse.Prefetch0(row + ahead + 128);
+            uint a = *(uint*)(row + 4), m = *(uint*)(row + 8), c = *(uint*)(row + 12);
+            var packed = Vector128.Create(a & 0x3F3F3F3F, m & 0x3F3F3F3F, (c & 0x0F0F0F0F) | ((a >> 2) & 0x30303030), ((c >> 4) & 0x0F0F0F0F) | ((m >> 2) & 0x30303030));
+            var words = Avx2.ConvertToVector256Int16(packed.AsByte()).ToVector512();
+            var q0 = Vector512.Load(row + 16);
+            var q1 = Vector512.Load(row + 80);
+            var dots = Products(q0 & nibble, Vector512.Load(q), Avx512BW.PermuteVar32x16(words, pick0))
+                + Products(Vector512.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & nibble, Vector512.Load(q + 64), Avx512BW.PermuteVar32x16(words, pick1))
+                + Products(q1 & nibble, Vector512.Load(q + 128), Avx512BW.PermuteVar32x16(words, pick2))
+                + Products(Vector512.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & nibble, Vector512.Load(q + 192), Avx512BW.PermuteVar32x16(words, pick3));
+            var mins = Avx512BW.MultiplyAddAdjacent(Vector256.Load(sums).ToVector512(), Avx512BW.PermuteVar32x16(words, pickMins));
+            float dx = scales[b];
+            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), Vector512.Create(dx * BlockDecoder.Half(row)), acc);
+            accMins = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(mins), Vector512.Create(dx * BlockDecoder.Half(row + 2)), accMins);
+        }
+
+        return Vector512.Sum(acc) - Vector512.Sum(accMins);
+    }
+
+    // Per 128 values: 64 ql bytes (bytes 0-31: runs 0 and 2 of 32 in the low and high nibbles, bytes 32-63: runs 1
+    // and 3) and 32 qh bytes, broadcast to both halves and shifted per half (vpsllvw/vpsrlvw: the two bits of run r
+    // sit at bit 2r) so that each nibble finds its two high bits at bits 4-5. The values stay unsigned (0..63) for
+    // vpmaddubsw; the −32 is taken off once per block as 32 · Σ_j c_j · (run sum j).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ6K(byte* row, int columns, sbyte* q, float* scales, short* sums, int ahead)
+    {
+        var acc = Vector512<float>.Zero;
+        var nibble = Vector512.Create((byte)0x0F);
+        var highBits = Vector512.Create((byte)0x30);
+        var left = Vector512.Create(Vector256.Create((ushort)4), Vector256.Create((ushort)2));
+        var right = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)2));
+        // Words 0-7 take scale 0, 8-15 scale 1, …: four runs of 16 values per 64-value vector.
+        var runs = Vector512.Create(Vector256.Create(Vector128.Create((short)0), Vector128.Create((short)1)), Vector256.Create(Vector128.Create((short)2), Vector128.Create((short)3)));
+        Vector512<short> pick0 = runs, pick1 = runs + Vector512.Create((short)4), pick2 = runs + Vector512.Create((short)8), pick3 = runs + Vector512.Create((short)12);
+        for (int b = 0; b < columns / 256; b++, row += 210, q += 256, sums += 16)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            Sse.Prefetch0(row + ahead + 128);
+            Sse.Prefetch0(row + ahead + 192);
+            var runScales = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)row + 192)).ToVector512();
+            var offset = Avx512BW.MultiplyAddAdjacent(Vector256.Load(sums).ToVector512(), runScales);
+            var low = Vector512.Load(row);
+            // Avx512F.BroadcastVector256ToVector512((ulong*)(row + 128)) read the wrong bytes on .NET 10.0.401 (the JIT
+            // mis-addressed the memory operand), so the broadcast is written as two halves.
+            var qh = Vector256.Load(row + 128);
+            var high = Vector512.Create(qh, qh).AsUInt16();
+            var dots = Products((low & nibble) | (Avx512BW.ShiftLeftLogicalVariable(high, left).AsByte() & highBits), Vector512.Load(q), Avx512BW.PermuteVar32x16(runScales, pick0))
+                + Products((Vector512.ShiftRightLogical(low.AsUInt16(), 4).AsByte() & nibble) | (Avx512BW.ShiftRightLogicalVariable(high, right).AsByte() & highBits), Vector512.Load(q + 64), Avx512BW.PermuteVar32x16(runScales, pick1));
+            low = Vector512.Load(row + 64);
+            qh = Vector256.Load(row + 160);
+            high = Vector512.Create(qh, qh).AsUInt16();
+            dots += Products((low & nibble) | (Avx512BW.ShiftLeftLogicalVariable(high, left).AsByte() & highBits), Vector512.Load(q + 128), Avx512BW.PermuteVar32x16(runScales, pick2))
+                + Products((Vector512.ShiftRightLogical(low.AsUInt16(), 4).AsByte() & nibble) | (Avx512BW.ShiftRightLogicalVariable(high, right).AsByte() & highBits), Vector512.Load(q + 192), Avx512BW.PermuteVar32x16(runScales, pick3));
+            dots -= Vector512.ShiftLeft(offset, 5);
+            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), Vector512.Create(scales[b] * BlockDecoder.Half(row + 208)), acc);
+        }
+
+        return Vector512.Sum(acc);
+    }
+}

@@ -1,0 +1,134 @@
+namespace HeadLens.Kernels.Quantized;
+
+// Y[M, R] = X[M, K] · Wᵀ with W [R, K] in Q8_0, Q4_K or Q6_K and X quantized to 8 bits per block first (opt-in:
+// `--activations q8`; llama.cpp's way of multiplying these formats):
+//   X̂ = Q8Activations(X)  (per block of 32 or 256 values: one float scale, int8 values, run sums of 16)
+//   Y[m, r] = IntegerDot(W[r], X̂[m])
+// M = vectors (1 when decoding, the prompt's tokens otherwise), R = rows, K = columns (a multiple of the block).
+// This changes the numbers: X̂ differs from X by up to amax/254 per value (amax: the largest |x| of its block), so the
+// logits move by about as much as an 8-bit rounding of the weights would move them (the tests state the measured
+// figure). The default products (QuantizedMatVec, QuantizedMatMul) multiply X in fp32 and equal the
+// dequantize-then-fp32 reference to float rounding; this path is its own contract (Reference below).
+// Work split: X is quantized once on the calling thread (M·K values, small next to the R·K weights), then rows of W are
+// shared between the threads as in QuantizedMatVec; each row is multiplied with all M vectors while it sits in L1,
+// so W streams from memory once per call. Beyond QuantizedMatMul.FewVectors vectors (prompts), X̂ goes through the
+// fp32 panel product instead (MultiplyDequantized: the same numbers to float rounding, faster there).
+// Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (AVX-512BW quantization and
+// IntegerDot.Dot512, without AVX-512BW the reference arithmetic on the same threads; prompts: MultiplyDequantized).
+public static class QuantizedMatVecQ8
+{
+    /// <summary>Whether <paramref name="type"/> has the 8-bit-activation product (Q8_0, Q4_K, Q6_K).</summary>
+    public static bool Supports(GgmlType type) => IntegerDot.Supports(type);
+
+    /// <summary>The contract: scalar quantization of each vector, then the scalar integer dot of every row with it.</summary>
+    public static void Reference(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, int vectors, Span<float> y)
+    {
+        CheckShapes(type, weights, rows, columns, x, vectors, y);
+        var activations = new Q8Activations();
+        activations.Quantize(x, vectors, columns, Q8Activations.BlockFor(type), reference: true);
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns), blocks = columns / activations.BlockValues;
+        for (int v = 0; v < vectors; v++)
+        {
+            var q = activations.Values.Slice(v * columns, columns);
+            var scales = activations.Scales.Slice(v * blocks, blocks);
+            var sums = activations.BlockValues == 256 ? activations.Sums.Slice(v * columns / 16, columns / 16) : [];
+            for (int r = 0; r < rows; r++)
+            {
+                y[(v * rows) + r] = IntegerDot.Reference(type, weights.Slice(r * rowBytes, rowBytes), columns, q, scales, sums);
+            }
+        }
+    }
+
+    /// <summary>Y[M, R] = X̂[M, K] · Wᵀ (overwritten), X quantized to 8 bits per block; rows split between the threads.</summary>
+    public static unsafe void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, int vectors, Span<float> y)
+    {
+        CheckShapes(type, weights, rows, columns, x, vectors, y);
+        var activations = Q8Activations.ForThisThread();
+        activations.Quantize(x, vectors, columns, Q8Activations.BlockFor(type));
+        if (vectors > QuantizedMatMul.FewVectors)
+        {
+            MultiplyDequantized(type, weights, rows, columns, activations, y);
+            return;
+        }
+
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns), block = activations.BlockValues;
+        bool wide = IntegerDot.Is512;
+        fixed (byte* wp = weights)
+        fixed (sbyte* qp = activations.Values, pp = activations.Paired)
+        fixed (float* sp = activations.Scales, yp = y)
+        fixed (short* rp = activations.Sums)
+        {
+            nint wa = (nint)wp, qa = (nint)qp, pa = (nint)pp, sa = (nint)sp, ra = (nint)rp, ya = (nint)yp;
+            void Rows(int first, int end)
+            {
+                for (int r = first; r < end; r++)
+                {
+                    byte* row = (byte*)wa + ((long)r * rowBytes);
+                    for (int v = 0; v < vectors; v++)
+                    {
+                        sbyte* q = (sbyte*)qa + ((long)v * columns);
+                        float* scales = (float*)sa + ((long)v * columns / block);
+                        short* sums = (short*)ra + ((long)v * columns / 16);
+                        sbyte* paired = (sbyte*)pa + ((long)v * columns);
+                        ((float*)ya)[((long)v * rows) + r] = wide ? IntegerDot.Dot512(type, row, columns, q, paired, scales, sums)
+                            : IntegerDot.Reference(type, new ReadOnlySpan<byte>(row, rowBytes), columns, new ReadOnlySpan<sbyte>(q, columns),
+                                new ReadOnlySpan<float>(scales, columns / block), block == 256 ? new ReadOnlySpan<short>(sums, columns / 16) : []);
+                    }
+                }
+            }
+
+            // As QuantizedMatVec: small products on the calling thread, large ones in about eight chunks per thread.
+            int threads = ComputeThreads.Count;
+            if (threads == 1 || (long)rowBytes * rows * vectors < ParallelBytes)
+            {
+                Rows(0, rows);
+                return;
+            }
+
+            int chunk = Math.Max(1, (rows + (threads * 8) - 1) / (threads * 8));
+            ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
+        }
+    }
+
+    private const long ParallelBytes = 1 << 16;
+
+    // Many vectors (a prompt): the quantized activations as floats (d·q, exact but for the product's rounding) through
+    // the fp32 panel product. One integer dot per row and vector reads the row's blocks once per vector, where the
+    // blocked Gemm reuses each decoded panel for all the vectors: measured slower than the fp32 prompt (a 64-token
+    // prompt of the 1.1B Q4_K_M model took twice as long), while this gives the integer path's numbers to float
+    // rounding (the same x̂, the same weights) at the fp32 prompt's speed. A blocked integer product is what is left.
+    private static void MultiplyDequantized(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, Q8Activations activations, Span<float> y)
+    {
+        int count = activations.Vectors * columns, block = activations.BlockValues;
+        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(count);
+        try
+        {
+            var values = activations.Values;
+            var scales = activations.Scales;
+            for (int i = 0; i < count; i++)
+            {
+                rented[i] = scales[i / block] * values[i];
+            }
+
+            QuantizedMatMul.Forward(type, weights, rows, columns, rented.AsSpan(0, count), activations.Vectors, y);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    private static void CheckShapes(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, int vectors, Span<float> y)
+    {
+        if (!Supports(type))
+        {
+            throw new ArgumentException($"{type} has no product with 8-bit activations (Q8_0, Q4_K and Q6_K have)");
+        }
+
+        if (rows < 0 || columns < 1 || vectors < 1 || columns % GgmlTypes.BlockValues(type) != 0 || weights.Length < rows * GgmlTypes.RowBytes(type, columns)
+            || x.Length < (long)vectors * columns || y.Length < (long)vectors * rows)
+        {
+            throw new ArgumentException($"{type} product with 8-bit activations: [{vectors}, {columns}]·[{rows}, {columns}]ᵀ with {weights.Length} bytes, x {x.Length}, y {y.Length}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+using System.Buffers.Binary;
+using HeadLens.Kernels.Quantized;
+
+namespace HeadLens.Tests.Kernels;
+
+/// <summary>
+/// The opt-in 8-bit-activation products (Q8Activations, IntegerDot, QuantizedMatVecQ8): the activations' quantization
+/// against its definition and its scalar reference (bit for bit), the scalar integer dot against a float64 product of
+/// the dequantized operands, the AVX-512BW dot against the scalar one (exactly where every float step is exact,
+/// else within float rounding), the threaded product against its reference, and the error the quantization of the
+/// activations adds to the fp32 product. CI reruns this namespace with AVX-512 off and with every intrinsic off
+/// (then Forward takes the scalar arithmetic, and the fast-against-reference checks compare it with itself).
+/// </summary>
+public sealed class IntegerDotTests
+{
+    public static TheoryData<GgmlType> Types => [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q6_K];
+
+    private static float[] RandomVector(Random random, int length, float magnitude) =>
+        [.. Enumerable.Range(0, length).Select(_ => (float)((random.NextDouble() * 2) - 1) * magnitude)];
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(256)]
+    public void QuantizationFollowsItsDefinitionAndTheFastPathEqualsTheReference(int block)
+    {
+        var random = new Random(block);
+        int vectors = 3, columns = block * 4;
+        var x = RandomVector(random, vectors * columns, 3);
+        Array.Clear(x, block, block);                        // an all-zero block: scale 0, values 0
+        x[2 * block] = -7.5f;                                // a block whose largest magnitude is negative
+        x[3 * block] = 127f;                                 // scale 1: the values k + ½ below are the rounding's ties
+        for (int i = (3 * block) + 1; i < 4 * block; i++)
+        {
+            x[i] = random.Next(-120, 120) + 0.5f;
+        }
+
+        var reference = new Q8Activations();
+        reference.Quantize(x, vectors, columns, block, reference: true);
+        var fast = new Q8Activations();
+        fast.Quantize(x, vectors, columns, block);
+        Assert.Equal(reference.Values.ToArray(), fast.Values.ToArray());
+        Assert.Equal(reference.Scales.ToArray(), fast.Scales.ToArray());
+        Assert.Equal(reference.Sums.ToArray(), fast.Sums.ToArray());
+        Assert.Equal(block == 256 ? vectors * columns / 16 : 0, fast.Sums.Length);
+        Assert.Equal(block == 256 ? vectors * columns : 0, fast.Paired.Length);
+        for (int i = 0; i < fast.Paired.Length; i++)
+        {
+            // Runs of 32 in the order 0, 2, 1, 3 within each 128 values.
+            int run = i / 32, source = ((run & ~3) | ((run & 1) << 1) | ((run >> 1) & 1)) * 32;
+            Assert.Equal(fast.Values[source + (i % 32)], fast.Paired[i]);
+        }
+
+
+        for (int b = 0; b < vectors * columns / block; b++)
+        {
+            float amax = x.AsSpan(b * block, block).ToArray().Max(MathF.Abs);
+            Assert.Equal(amax / 127f, fast.Scales[b]);
+            for (int i = b * block; i < (b + 1) * block; i++)
+            {
+                int expected = amax == 0 ? 0 : (int)MathF.Round(x[i] * (127f / amax), MidpointRounding.ToEven);
+                Assert.Equal(expected, fast.Values[i]);
+                Assert.InRange(fast.Values[i], -127, 127);
+                // x ≈ d·q within half a step (the step's own float rounding aside).
+                Assert.True(Math.Abs(x[i] - ((double)fast.Scales[b] * fast.Values[i])) <= (amax / 254.0 * (1 + 1e-5)) + 1e-30, $"value {i}");
+            }
+        }
+
+        for (int j = 0; j < fast.Sums.Length; j++)
+        {
+            int sum = 0;
+            for (int i = 16 * j; i < (16 * j) + 16; i++)
+            {
+                sum += fast.Values[i];
+            }
+
+            Assert.Equal(sum, fast.Sums[j]);
+        }
+    }
+
+    /// <summary>Σ over a row of |the float terms the dot adds| (the scale of its rounding error), in float64.</summary>
+    private static double Magnitude(GgmlType type, byte[] row, int columns, Q8Activations x)
+    {
+        var dense = new float[columns];
+        Dequantize.Reference(type, row, dense);
+        double magnitude = 0;
+        for (int i = 0; i < columns; i++)
+        {
+            double activation = Math.Abs((double)x.Scales[i / x.BlockValues] * x.Values[i]);
+            double weight = Math.Abs(dense[i]);
+            if (type == GgmlType.Q4_K)
+            {
+                // The scale and the min parts are summed apart: each can exceed their difference.
+                var block = row.AsSpan(144 * (i / 256), 144);
+                var (scale, min) = Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32);
+                weight = (Math.Abs(Dequantize.Half(block, 0)) * scale * 15) + (Math.Abs(Dequantize.Half(block, 2)) * min);
+            }
+
+            magnitude += weight * activation;
+        }
+
+        return magnitude;
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void ReferenceDotEqualsTheProductOfTheDequantizedOperands(GgmlType type)
+    {
+        // Checks the integer formulas and the block layouts: Σ dequantized weight · (d·q) in float64.
+        var random = new Random(11 + (int)type);
+        int columns = type == GgmlType.Q8_0 ? 96 : 768;
+        for (int trial = 0; trial < 20; trial++)
+        {
+            byte[] row = QuantizedMatVecTests.RandomBlocks(type, 1, columns, random);
+            var x = new Q8Activations();
+            x.Quantize(RandomVector(random, columns, 2), 1, columns, Q8Activations.BlockFor(type), reference: true);
+            var dense = new float[columns];
+            Dequantize.Reference(type, row, dense);
+            double expected = 0;
+            for (int i = 0; i < columns; i++)
+            {
+                expected += (double)dense[i] * x.Scales[i / x.BlockValues] * x.Values[i];
+            }
+
+            float actual = IntegerDot.Reference(type, row, columns, x.Values, x.Scales, x.Sums);
+            // Float32 rounding of the block factors and the sums (≤ columns/16 + 8 roundings of terms ≤ the magnitude).
+            double tolerance = ((columns / 16) + 8) * Math.Pow(2, -23) * Magnitude(type, row, columns, x);
+            Assert.True(Math.Abs(actual - expected) <= tolerance, $"{type} trial {trial}: {actual} vs {expected} (tolerance {tolerance})");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void FastDotEqualsTheReferenceExactlyWhenEveryFloatStepIsExact(GgmlType type)
+    {
+        // Power-of-two scales (weights 2⁻¹², activations 2⁻⁷) and integer sums far below 2²⁴: every float product and
+        // sum of the combination is exact in both paths, so equal results mean equal integer sums.
+        var random = new Random(23 + (int)type);
+        int columns = type == GgmlType.Q8_0 ? 32 * 7 : 512; // Q8_0: an odd number of blocks takes the one-block tail too
+        for (int trial = 0; trial < 20; trial++)
+        {
+            byte[] row = QuantizedMatVecTests.RandomBlocks(type, 1, columns, random);
+            int size = GgmlTypes.BlockBytes(type);
+            for (int block = 0; block < row.Length / size; block++)
+            {
+                foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K => [0, 2], _ => [208] })
+                {
+                    BinaryPrimitives.WriteHalfLittleEndian(row.AsSpan((block * size) + at), (Half)(1f / 4096));
+                }
+
+                if (type == GgmlType.Q6_K)
+                {
+                    for (int j = 0; j < 16; j++)
+                    {
+                        row[(block * size) + 192 + j] = (byte)(sbyte)random.Next(-31, 32); // small run scales: sums stay far below 2²⁴
+                    }
+                }
+            }
+
+            // Values k·2⁻⁷ with one ±127·2⁻⁷ per block: amax = 127·2⁻⁷, so the scale is exactly 2⁻⁷ and q = k.
+            int blockValues = Q8Activations.BlockFor(type);
+            var values = new float[columns];
+            for (int i = 0; i < columns; i++)
+            {
+                values[i] = (i % blockValues == 0 ? (random.Next(2) == 0 ? -127 : 127) : random.Next(-15, 16)) / 128f;
+            }
+
+            var x = new Q8Activations();
+            x.Quantize(values, 1, columns, blockValues);
+            Assert.All(x.Scales.ToArray(), scale => Assert.Equal(1f / 128, scale));
+            // The largest partial sum either path can form, in units of 2⁻¹²·2⁻⁷ (Q6_K sums u·q and 32·q apart: |u| + 32 ≤ 95).
+            double bound = 0;
+            for (int i = 0; i < columns; i++)
+            {
+                var block = row.AsSpan(size * (i / GgmlTypes.BlockValues(type)), size);
+                double weight = type switch
+                {
+                    GgmlType.Q8_0 => Math.Abs((int)(sbyte)block[2 + (i % 32)]),
+                    GgmlType.Q4_K => (Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Scale * 15) + Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Min,
+                    _ => Math.Abs((int)(sbyte)block[192 + (i % 256 / 16)]) * 95,
+                };
+                bound += weight * Math.Abs((int)x.Values[i]);
+            }
+
+            Assert.True(bound < 1 << 24, $"{type}: integer sums up to {bound} are not exact in float32");
+
+            float expected = IntegerDot.Reference(type, row, columns, x.Values, x.Scales, x.Sums);
+            Assert.Equal(expected, Fast(type, row, columns, x));
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void FastDotMatchesTheReferenceWithinFloatRounding(GgmlType type)
+    {
+        var random = new Random(31 + (int)type);
+        foreach (int columns in type == GgmlType.Q8_0 ? new[] { 32, 64, 96, 2048, 2080 } : [256, 768, 2048, 5632])
+        {
+            byte[] row = QuantizedMatVecTests.RandomBlocks(type, 1, columns, random);
+            var x = new Q8Activations();
+            x.Quantize(RandomVector(random, columns, 4), 1, columns, Q8Activations.BlockFor(type));
+            float expected = IntegerDot.Reference(type, row, columns, x.Values, x.Scales, x.Sums);
+            float actual = Fast(type, row, columns, x);
+            // The same integer sums (the test above); the float factors applied per lane and summed in another order:
+            // each path rounds at most columns/16 + 32 times, each rounding ≤ 2⁻²⁴ of the magnitude.
+            double tolerance = ((columns / 16) + 32) * Math.Pow(2, -23) * Magnitude(type, row, columns, x);
+            Assert.True(Math.Abs(actual - expected) <= tolerance, $"{type} [{columns}]: {actual} vs {expected} (tolerance {tolerance})");
+        }
+    }
+
+    // IntegerDot.Dot512 where the machine has AVX-512BW, else the reference (what Forward then uses).
+    private static unsafe float Fast(GgmlType type, byte[] row, int columns, Q8Activations x)
+    {
+        if (!IntegerDot.Is512)
+        {
+            return IntegerDot.Reference(type, row, columns, x.Values, x.Scales, x.Sums);
+        }
+
+        fixed (byte* r = row)
+        fixed (sbyte* q = x.Values, paired = x.Paired)
+        fixed (float* s = x.Scales)
+        fixed (short* sums = x.Sums)
+        {
+            return IntegerDot.Dot512(type, r, columns, q, paired, s, sums);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void ThreadedProductMatchesItsReferenceForOneAndManyVectors(GgmlType type)
+    {
+        var random = new Random(41 + (int)type);
+        int columns = type == GgmlType.Q8_0 ? 544 : 768;
+        // 301 rows: enough bytes to split between the threads; 9 vectors: a prompt's path (the dequantized x̂ through Gemm).
+        foreach (int rows in new[] { 1, 3, 17, 301 })
+        {
+            byte[] weights = QuantizedMatVecTests.RandomBlocks(type, rows, columns, random);
+            foreach (int vectors in new[] { 1, 3, 9 })
+            {
+                var x = RandomVector(random, vectors * columns, 1.5f);
+                var reference = new float[vectors * rows];
+                var fast = Enumerable.Repeat(float.NaN, (vectors * rows) + 1).ToArray(); // garbage, and a sentinel past the end
+                fast[^1] = 12345f;
+                QuantizedMatVecQ8.Reference(type, weights, rows, columns, x, vectors, reference);
+                QuantizedMatVecQ8.Forward(type, weights, rows, columns, x, vectors, fast);
+                Assert.Equal(12345f, fast[^1]);
+                var quantized = new Q8Activations();
+                quantized.Quantize(x, vectors, columns, Q8Activations.BlockFor(type), reference: true);
+                int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+                for (int v = 0; v < vectors; v++)
+                {
+                    var one = new Q8Activations();
+                    one.Quantize(x.AsSpan(v * columns, columns), 1, columns, Q8Activations.BlockFor(type), reference: true);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        byte[] row = weights.AsSpan(r * rowBytes, rowBytes).ToArray();
+                        double tolerance = ((columns / 16) + 32) * Math.Pow(2, -23) * Magnitude(type, row, columns, one);
+                        int i = (v * rows) + r;
+                        Assert.True(Math.Abs(fast[i] - reference[i]) <= tolerance, $"{type} [{rows}, {columns}] × {vectors}: vector {v} row {r}: {fast[i]} vs {reference[i]}");
+                        if (!IntegerDot.Is512 && vectors <= QuantizedMatMul.FewVectors)
+                        {
+                            Assert.Equal(reference[i], fast[i]); // the same scalar arithmetic (more vectors: the fp32 panel product)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void QuantizingTheActivationsMovesTheProductByAtMostItsRounding(GgmlType type)
+    {
+        // |W·x − W·x̂| ≤ Σ_i |w_i| · amax_b/254 (each x moves by at most half a step), plus float rounding: the error
+        // the option adds, stated per product.
+        var random = new Random(53 + (int)type);
+        int rows = 64, columns = 2048;
+        byte[] weights = QuantizedMatVecTests.RandomBlocks(type, rows, columns, random);
+        var x = RandomVector(random, columns, 2);
+        var exact = new float[rows];
+        var q8 = new float[rows];
+        QuantizedMatVec.Forward(type, weights, rows, columns, x, exact);
+        QuantizedMatVecQ8.Forward(type, weights, rows, columns, x, 1, q8);
+        var dense = new float[rows * columns];
+        Dequantize.Reference(type, weights, dense);
+        int block = Q8Activations.BlockFor(type);
+        double worstShare = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            double bound = 0, magnitude = 0;
+            for (int i = 0; i < columns; i++)
+            {
+                float amax = x.AsSpan(i / block * block, block).ToArray().Max(MathF.Abs);
+                bound += Math.Abs(dense[(r * columns) + i]) * amax / 254;
+                magnitude += Math.Abs(dense[(r * columns) + i] * x[i]);
+            }
+
+            double difference = Math.Abs(q8[r] - exact[r]);
+            Assert.True(difference <= bound + (1e-5 * magnitude), $"{type} row {r}: {q8[r]} vs fp32 {exact[r]}, bound {bound}");
+            worstShare = Math.Max(worstShare, difference / bound);
+        }
+
+        // Random rounding errors add up like a random walk, far inside the worst case: a share near 1 would mean a bias.
+        Assert.True(worstShare < 0.25, $"{type}: the largest difference is {worstShare:P0} of its worst-case bound");
+    }
+}
