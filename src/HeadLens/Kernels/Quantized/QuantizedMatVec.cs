@@ -59,10 +59,19 @@ public static class QuantizedMatVec
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
         bool halves = type is GgmlType.F16 or GgmlType.BF16 && BlockDecoder.IsSupported;
         bool fused = vectors == 1 && BlockDecoder.HasDot512(type); // several vectors share one decoding instead
+        // F16 on AVX-512: x rearranged once for every row (HalfDot), 64-byte aligned; on the stack when small.
+        bool split = type == GgmlType.F16 && HalfDot.Enabled && HalfDot.IsSupported && columns >= 32 && HalfDot.Accepts(x[..(vectors * columns)]);
+        int preparedLength = split ? (vectors * columns) + 16 : 0;
+        Span<float> preparedStore = preparedLength <= StackFloats ? stackalloc float[preparedLength] : new float[preparedLength];
         fixed (byte* wp = weights)
-        fixed (float* xp = x, yp = y)
+        fixed (float* xp = x, yp = y, pp = preparedStore)
         {
-            nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp;
+            nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp, prepared = ((nint)pp + 63) & ~(nint)63;
+            for (int v = 0; split && v < vectors; v++)
+            {
+                HalfDot.Prepare(xp + ((long)v * columns), columns, (float*)prepared + ((long)v * columns));
+            }
+
             void Rows(int first, int end)
             {
                 var buffer = type == GgmlType.F32 || halves || fused ? null : ArrayPool<float>.Shared.Rent(columns);
@@ -73,6 +82,17 @@ public static class QuantizedMatVec
                         for (int r = first; r < end; r++)
                         {
                             byte* row = (byte*)wa + ((long)r * rowBytes);
+                            if (split)
+                            {
+                                for (int v = 0; v < vectors; v++)
+                                {
+                                    long at = (long)v * columns;
+                                    ((float*)ya)[((long)v * rows) + r] = HalfDot.Dot((short*)row, (float*)prepared + at, (float*)xa + at, columns);
+                                }
+
+                                continue;
+                            }
+
                             if (halves)
                             {
                                 for (int v = 0; v < vectors; v++)
@@ -124,6 +144,9 @@ public static class QuantizedMatVec
             ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
         }
     }
+
+    // HalfDot's rearranged x lives on the caller's stack up to this many floats (32 KiB), else on the heap.
+    private const int StackFloats = 8192;
 
     // Below this many weight bytes (times vectors) one thread is faster than waking another.
     private const long ParallelBytes = 1 << 16;
