@@ -103,7 +103,7 @@ public sealed class LinearWeight
     {
         if (Stored is { } stored)
         {
-            QuantizedMatMul.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+            QuantizedMatMul.Forward(stored, x, m, y);
             MatMul.AddBias(bias, m, Rows, y);
         }
         else if (decoding && bf16 is not null && m <= MatMul.MatrixVectorRows)

@@ -4,9 +4,9 @@ using HeadLens.Kernels.Quantized;
 namespace HeadLens.Tests.Kernels;
 
 /// <summary>
-/// The F16 product with x rearranged once per product (HalfDot, used by QuantizedMatVec on AVX-512): every 16-bit
-/// pattern through each of its loops (64 values, 32 values, the scalar tail), weights with many zero and subnormal
-/// halves (the rare exact groups), several vectors, and the x it must refuse (|x| ≥ 2⁴⁷, infinity, NaN), each
+/// The F16 product of a QuantizedMatrix with x rearranged once per product (HalfDot, on AVX-512): every 16-bit
+/// pattern through each of its loops (64 values, 32 values, the scalar tail), weights full of zero and subnormal
+/// halves (the matrix's exception list), several vectors, and the x it must refuse (|x| ≥ 2⁴⁷, infinity, NaN), each
 /// against the dequantize-then-multiply reference. Where HalfDot is not supported (CI's runs with AVX-512 or every
 /// intrinsic off) the same assertions check the path QuantizedMatVec takes instead.
 /// </summary>
@@ -37,7 +37,7 @@ public sealed class HalfDotTests
         var x = new float[columns];
         x[column] = 4f;
         var y = new float[rows];
-        QuantizedMatVec.Forward(GgmlType.F16, bytes, rows, columns, x, y);
+        Multiply(bytes, rows, columns, x, 1, y);
         for (int r = 0; r < rows; r++)
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)r) * 4f;
@@ -96,6 +96,48 @@ public sealed class HalfDotTests
     }
 
     [Fact]
+    public unsafe void ExceptionListHoldsExactlyTheZeroSubnormalInfiniteAndNaNHalves()
+    {
+        // Every pattern once, in rows of 96 (three 32-value groups) and a tail of 5 that Dot leaves to the plain x.
+        const int columns = 101, rows = 65536 / 96 + 1;
+        var bits = Enumerable.Repeat((ushort)0x3C00, rows * columns).ToArray(); // 1.0 where no pattern goes
+        for (int i = 0; i < 65536; i++)
+        {
+            bits[((i / 96) * columns) + (i % 96)] = (ushort)(i * 7919);
+        }
+
+        bits[columns - 1] = 0; // a zero in the first row's tail: not listed
+        if (!HalfDot.IsSupported)
+        {
+            Assert.False(HalfDot.IsSupported); // nothing else to check: QuantizedMatrix keeps no list there
+            return;
+        }
+
+        fixed (ushort* pointer = bits)
+        {
+            var list = HalfDot.FindExceptions((byte*)pointer, rows, columns);
+            Assert.Equal(rows + 1, list.RowStarts.Length);
+            Assert.Equal(2 * 2048, list.Positions.Length); // exponent 0 and 31, both signs, 1024 mantissas each
+            for (int r = 0; r < rows; r++)
+            {
+                for (int e = list.RowStarts[r]; e < list.RowStarts[r + 1]; e++)
+                {
+                    int place = list.Positions[e], group = place / 32, lane = place % 32;
+                    int column = (group * 32) + (lane < 16 ? 2 * lane : (2 * (lane - 16)) + 1);
+                    Assert.True(column < 96, $"row {r}: listed column {column} is past the whole groups");
+                    ushort half = bits[(r * columns) + column];
+                    Assert.True((half & 0x7C00) is 0 or 0x7C00, $"0x{half:X4} is listed");
+                    // The split form plus the difference is the exact value (times 2⁻⁸⁰), or infinity/NaN as it is.
+                    float split = BitConverter.Int32BitsToSingle(((half << 16 >> 3) & unchecked((int)0x8FFFE000)) | 0x10000000);
+                    float exact = (float)BitConverter.UInt16BitsToHalf(half) * MathF.Pow(2, -80);
+                    float sum = split + list.Differences[e];
+                    Assert.True(float.IsNaN(exact) ? float.IsNaN(sum) : sum == exact, $"0x{half:X4}: {split} + {list.Differences[e]} vs {exact}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public unsafe void PrepareSplitsEachThirtyTwoIntoEvenAndOddTimesTwoToThe80()
     {
         const int columns = 100;
@@ -131,7 +173,7 @@ public sealed class HalfDotTests
         Dequantize.Reference(GgmlType.F16, bytes, dense);
         var fast = Enumerable.Repeat(float.NaN, (vectors * rows) + 1).ToArray();
         fast[vectors * rows] = 321f;
-        QuantizedMatMul.Forward(GgmlType.F16, bytes, rows, columns, x, vectors, fast);
+        Multiply(bytes, rows, columns, x, vectors, fast);
         Assert.Equal(321f, fast[vectors * rows]);
         var reference = new float[rows];
         for (int v = 0; v < vectors; v++)
@@ -158,6 +200,15 @@ public sealed class HalfDotTests
                 // float32 sums of `columns` products in another order (as QuantizedMatVecTests).
                 Assert.True(Math.Abs(actual - expected) <= (1e-5 * scale) + 1e-30, where);
             }
+        }
+    }
+
+    // Y = X·Wᵀ through a QuantizedMatrix over the bytes (what a GGUF model's products call).
+    private static unsafe void Multiply(byte[] bytes, int rows, int columns, float[] x, int vectors, float[] y)
+    {
+        fixed (byte* pointer = bytes)
+        {
+            QuantizedMatMul.Forward(new QuantizedMatrix("w", GgmlType.F16, rows, columns, pointer, bytes.Length, bytes), x, vectors, y);
         }
     }
 

@@ -18,13 +18,19 @@ namespace HeadLens.Kernels.Quantized;
 //   - x is rearranged to match: per 32 values, the 16 even-indexed ones, then the 16 odd-indexed ones, each times
 //     2⁸⁰ (exact: a power of two; Accepts keeps |x| < 2⁴⁷ so that nothing overflows). So the products are exactly
 //     w·x, and the sums differ from the reference only in their order.
-//   - halves with exponent 0 (zero and subnormal: about 0.2% of N(0, 0.02) weights, one 64-value group in seven)
-//     or 31 (infinity, NaN) would be wrong in that form; one test per 32 halves (add 1 to the exponent, test its top
-//     four bits) sends the rare group through Widen16's exact conversion with the plain x. The bias of 32 keeps every
-//     lane a normal float32: a subnormal operand costs the FMA a microcode assist (~110 cycles measured here).
-// Measured on the Ice Lake Xeon (one core, the matrix in L2): see QuantizedMatVec and BENCHMARKS.md.
-// Implementations: Dot (AVX-512 with AVX-512BW); callers keep QuantizedMatVec's DotHalves elsewhere, and for an x
-// that Accepts refuses.
+//   - halves with exponent 0 (zero and subnormal) or 31 (infinity, NaN) are wrong in that form. They are not rare
+//     enough to branch on: 0.24% of N(0, 0.02) weights, 1.2% of GPT-2's scaled-down output projections
+//     (N(0, 0.004)), so one 64-value group in seven, or one in two, would mispredict a branch and take a slow path.
+//     A matrix's bytes stay put (a QuantizedMatrix), so they are found once (FindExceptions: for each such half,
+//     its place in the prepared x and the exact difference between its value and the split form's, both times
+//     2⁻⁸⁰), and each row adds Σ difference · x' after its loop, which then has no test at all. (Testing each 64
+//     halves and sending such a group through Widen16's exact conversion instead measured 1.5× faster than
+//     Widen16 alone on N(0, 0.02) rows, and 1.4× slower on the output projections.)
+//   - the bias of 32 keeps every lane a normal float32: a subnormal operand costs the FMA a microcode assist
+//     (~110 cycles, measured here).
+// Measured on the Ice Lake Xeon: see BENCHMARKS.md (issue 13, fourth session).
+// Implementations: Dot (AVX-512 with AVX-512BW), for QuantizedMatrix products; QuantizedMatVec keeps its
+// DotHalves for other CPUs, for bytes without a matrix (its span API), and for an x that Accepts refuses.
 internal static unsafe class HalfDot
 {
     /// <summary>Whether this CPU runs <see cref="Dot"/>.</summary>
@@ -86,20 +92,20 @@ internal static unsafe class HalfDot
         Avx512BW.Add(pairs.AsInt16(), one) & top;
 
     /// <summary>
-    /// Σ half(row[k])·x[k] for one F16 row of <paramref name="columns"/> values: <paramref name="prepared"/> is x as
-    /// <see cref="Prepare"/> writes it, <paramref name="x"/> the plain x (for the rare exact groups and the tail).
+    /// Σ half(row[k])·x[k] for row <paramref name="r"/> of an F16 matrix of <paramref name="columns"/> values:
+    /// <paramref name="prepared"/> is x as <see cref="Prepare"/> writes it, <paramref name="x"/> the plain x (for the
+    /// tail past the last whole 32), <paramref name="exceptions"/> the matrix's halves that the split form gets wrong
+    /// (<see cref="FindExceptions"/>), whose differences are added after the loop.
     /// </summary>
-    public static float Dot(short* row, float* prepared, float* x, int columns)
+    public static float Dot(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r)
     {
         byte* ahead = (byte*)row + BlockDecoder.PrefetchAhead;
+        var keep = Vector512.Create(KeepMask);
+        var bias = Vector512.Create(Bias);
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero;
         var a3 = Vector512<float>.Zero;
-        var keep = Vector512.Create(KeepMask);
-        var bias = Vector512.Create(Bias);
-        var one = Vector512.Create((short)0x0400);
-        var top = Vector512.Create((short)0x7800);
         int i = 0;
         for (; i <= columns - 64; i += 64)
         {
@@ -107,15 +113,6 @@ internal static unsafe class HalfDot
             Sse.Prefetch0(ahead + (2 * i) + 64);
             var d0 = Vector512.Load((int*)(row + i));
             var d1 = Vector512.Load((int*)(row + i + 32));
-            if ((Vector512.Equals(Special(d0, one, top), Vector512<short>.Zero) | Vector512.Equals(Special(d1, one, top), Vector512<short>.Zero)) != Vector512<short>.Zero)
-            {
-                a0 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i, true), Vector512.Load(x + i), a0);
-                a1 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i + 16, true), Vector512.Load(x + i + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i + 32, true), Vector512.Load(x + i + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i + 48, true), Vector512.Load(x + i + 48), a3);
-                continue;
-            }
-
             a0 = Vector512.FusedMultiplyAdd(Even(d0, keep, bias), Vector512.Load(prepared + i), a0);
             a1 = Vector512.FusedMultiplyAdd(Odd(d0, keep, bias), Vector512.Load(prepared + i + 16), a1);
             a2 = Vector512.FusedMultiplyAdd(Even(d1, keep, bias), Vector512.Load(prepared + i + 32), a2);
@@ -125,17 +122,8 @@ internal static unsafe class HalfDot
         if (i <= columns - 32)
         {
             var d = Vector512.Load((int*)(row + i));
-            if (Vector512.EqualsAny(Special(d, one, top), Vector512<short>.Zero))
-            {
-                a0 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i, true), Vector512.Load(x + i), a0);
-                a1 = Vector512.FusedMultiplyAdd(BlockDecoder.Widen16(row + i + 16, true), Vector512.Load(x + i + 16), a1);
-            }
-            else
-            {
-                a0 = Vector512.FusedMultiplyAdd(Even(d, keep, bias), Vector512.Load(prepared + i), a0);
-                a1 = Vector512.FusedMultiplyAdd(Odd(d, keep, bias), Vector512.Load(prepared + i + 16), a1);
-            }
-
+            a0 = Vector512.FusedMultiplyAdd(Even(d, keep, bias), Vector512.Load(prepared + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(Odd(d, keep, bias), Vector512.Load(prepared + i + 16), a1);
             i += 32;
         }
 
@@ -145,6 +133,72 @@ internal static unsafe class HalfDot
             sum += BlockDecoder.Half((byte*)(row + i)) * x[i];
         }
 
-        return sum;
+        float correction = 0;
+        for (int e = exceptions.RowStarts[r], end = exceptions.RowStarts[r + 1]; e < end; e++)
+        {
+            correction += exceptions.Differences[e] * prepared[exceptions.Positions[e]];
+        }
+
+        return sum + correction;
     }
+
+    /// <summary>
+    /// The halves of a matrix that the split form gets wrong (exponent 0 or 31) in the whole 32-value groups of each
+    /// row, found once: per row, their places in the prepared x and the exact value minus the split form's value.
+    /// </summary>
+    public static HalfExceptions FindExceptions(byte* data, int rows, int columns)
+    {
+        var starts = new int[rows + 1];
+        var positions = new List<int>();
+        var differences = new List<float>();
+        var one = Vector512.Create((short)0x0400);
+        var top = Vector512.Create((short)0x7800);
+        int groups = columns / 32;
+        for (int r = 0; r < rows; r++)
+        {
+            var row = (short*)(data + ((long)r * columns * 2));
+            for (int g = 0; g < groups; g++)
+            {
+                if (!Vector512.EqualsAny(Special(Vector512.Load((int*)(row + (32 * g))), one, top), Vector512<short>.Zero))
+                {
+                    continue;
+                }
+
+                for (int j = 0; j < 32; j++)
+                {
+                    int bits = row[(32 * g) + j];
+                    int exponent = (bits >> 10) & 0x1F;
+                    if (exponent is not (0 or 0x1F))
+                    {
+                        continue;
+                    }
+
+                    // The split form's value: the half in the top 16 bits, shifted and masked as Odd does.
+                    float split = BitConverter.Int32BitsToSingle(((bits << 16) >> 3 & KeepMask) | Bias);
+                    float exact = BlockDecoder.Half((byte*)(row + (32 * g) + j)) * (1 / Scale);
+                    positions.Add((32 * g) + (j % 2 == 0 ? j / 2 : 16 + (j / 2)));
+                    differences.Add(exact - split);
+                }
+            }
+
+            starts[r + 1] = positions.Count;
+        }
+
+        return new HalfExceptions(starts, [.. positions], [.. differences]);
+    }
+}
+
+/// <summary>
+/// An F16 matrix's halves with exponent 0 or 31, for <see cref="HalfDot.Dot"/>: row r's entries are
+/// [RowStarts[r], RowStarts[r + 1]); each is a place in the prepared x and the exact value minus the split form's
+/// value, both times 2⁻⁸⁰ (exact: the difference of two floats that share their scale; infinite or NaN for the
+/// halves that are).
+/// </summary>
+internal sealed class HalfExceptions(int[] rowStarts, int[] positions, float[] differences)
+{
+    public int[] RowStarts { get; } = rowStarts;
+
+    public int[] Positions { get; } = positions;
+
+    public float[] Differences { get; } = differences;
 }
