@@ -8,7 +8,7 @@ namespace HeadLens.Kernels.Quantized;
 // F16C/vcvtph2ps):
 //   y = Σ_k half(W[k]) · x[k]        K = columns; W one row of IEEE halves, x fp32
 // x is shared by every row of a product, so it is rearranged once per product (Prepare) and each row then converts
-// its halves with three integer operations per 16 values instead of BlockDecoder.Widen16's ten:
+// its halves with five integer operations per 32 values instead of BlockDecoder.Widen16's ten per 16:
 //   - a 64-byte load holds 32 halves as 16 dwords: the odd half of each pair in the top 16 bits, the even one in the
 //     bottom 16. Shifted arithmetically right by 3, the top half's sign stays on bit 31 and its exponent and mantissa
 //     land on the float32 exponent and mantissa fields (bits 27-23 and 22-13); one ternary-logic operation clears the
