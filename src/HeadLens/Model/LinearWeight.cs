@@ -116,7 +116,7 @@ public sealed class LinearWeight
             }
             else
             {
-                QuantizedMatMul.Forward(stored.Type, stored.Bytes, Rows, Columns, x, m, y);
+                QuantizedMatMul.Forward(stored, x, m, y);
             }
 
             MatMul.AddBias(bias, m, Rows, y);

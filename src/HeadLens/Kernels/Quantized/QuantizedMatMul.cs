@@ -30,12 +30,22 @@ public static class QuantizedMatMul
     }
 
     /// <summary>Y[M, N] = X[M, K]·Wᵀ (overwritten), W [N, K] in <paramref name="type"/>.</summary>
-    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y)
+    public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y) =>
+        Forward(type, weights, n, k, x, m, y, null);
+
+    /// <summary>Y = X·Wᵀ with W a <see cref="QuantizedMatrix"/>: as the span form, with what the matrix keeps for its products.</summary>
+    public static void Forward(QuantizedMatrix w, ReadOnlySpan<float> x, int m, Span<float> y)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        Forward(w.Type, w.Bytes, w.Rows, w.Columns, x, m, y, m <= FewVectors ? w.HalfExceptions : null);
+    }
+
+    private static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y, HalfExceptions? exceptions)
     {
         CheckShapes(type, weights, n, k, x, m, y);
         if (m <= FewVectors)
         {
-            QuantizedMatVec.Forward(type, weights, n, k, x, m, y);
+            QuantizedMatVec.Forward(type, weights, n, k, x, m, y, exceptions);
             return;
         }
 

@@ -43,6 +43,15 @@ public sealed unsafe class QuantizedMatrix
 
     public ReadOnlySpan<byte> Bytes => new(start, (int)Length);
 
+    private HalfExceptions? halfExceptions;
+
+    /// <summary>
+    /// For an F16 matrix on a CPU that runs <see cref="HalfDot"/>: its zero, subnormal, infinite and NaN halves,
+    /// found on first use (one pass over the matrix) so that the products need not test for them; else null.
+    /// </summary>
+    internal HalfExceptions? HalfExceptions => Type != GgmlType.F16 || !HalfDot.IsSupported || !HalfDot.Enabled ? null
+        : Volatile.Read(ref halfExceptions) ?? Interlocked.CompareExchange(ref halfExceptions, HalfDot.FindExceptions(start, Rows, Columns), null) ?? halfExceptions;
+
     /// <summary>Rows [first, first + count) as a matrix of their own (GPT-2's fused Q/K/V is three row blocks).</summary>
     public QuantizedMatrix RowBlock(string name, int first, int count) =>
         first < 0 || count < 0 || first + count > Rows ? throw new ArgumentOutOfRangeException(nameof(first))
