@@ -91,6 +91,25 @@ public static partial class ScaledDotProductAttention
         }
 
         CheckSizes(options, batch, queryLength, keyLength, q, k, v, output, logSumExp);
+        if (queryLength <= FewQueries)
+        {
+            fixed (float* qp = q, kp = k, vp = v, op = output, lp = logSumExp)
+            {
+                ForwardFewQueries(options, batch, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp);
+            }
+
+            return;
+        }
+
+        ForwardTiled(options, batch, queryLength, keyLength, queryOffset, q, k, v, output, logSumExp);
+    }
+
+    // The tiled forward for any query length (Forward takes it above FewQueries queries; tests and A/B
+    // measurements call it directly for fewer). Arguments already checked.
+    internal static unsafe void ForwardTiled(
+        AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> logSumExp)
+    {
         int heads = options.Heads, kvHeads = options.KvHeads;
         int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
         fixed (float* qp = q, kp = k, vp = v, op = output, lp = logSumExp)
