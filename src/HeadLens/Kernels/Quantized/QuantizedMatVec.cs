@@ -141,16 +141,13 @@ public static class QuantizedMatVec
                 }
             }
 
-            // Small products stay on the calling thread (handing out work costs microseconds); large ones go in
-            // about eight chunks per thread so that an interrupted core simply takes fewer.
-            int threads = ComputeThreads.Count;
-            if (threads == 1 || (long)rowBytes * rows * vectors < ParallelBytes)
+            int chunk = RowChunk(rows, (long)rowBytes * rows * vectors);
+            if (chunk == 0)
             {
                 Rows(0, rows);
                 return;
             }
 
-            int chunk = Math.Max(1, (rows + (threads * 8) - 1) / (threads * 8));
             ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
         }
     }
@@ -160,6 +157,17 @@ public static class QuantizedMatVec
 
     // Below this many weight bytes (times vectors) one thread is faster than waking another.
     private const long ParallelBytes = 1 << 16;
+
+    /// <summary>
+    /// How a product of <paramref name="rows"/> rows reading <paramref name="bytes"/> of weights is split between the
+    /// compute threads: 0 keeps it on the calling thread (small products: handing out work costs microseconds), else
+    /// the rows per chunk, about eight chunks per thread so that an interrupted core simply takes fewer.
+    /// </summary>
+    internal static int RowChunk(int rows, long bytes)
+    {
+        int threads = ComputeThreads.Count;
+        return threads == 1 || bytes < ParallelBytes ? 0 : Math.Max(1, (rows + (threads * 8) - 1) / (threads * 8));
+    }
 
     // An F16 or BF16 row's dot product, widened in registers: a few instructions per 16 values (BlockDecoder.Widen16)
     // cost less than storing the values to L1 and loading them again. One loop per type and width, with no call in

@@ -77,20 +77,16 @@ public static class QuantizedMatVecQ8
                 }
             }
 
-            // As QuantizedMatVec: small products on the calling thread, large ones in about eight chunks per thread.
-            int threads = ComputeThreads.Count;
-            if (threads == 1 || (long)rowBytes * rows * vectors < ParallelBytes)
+            int chunk = QuantizedMatVec.RowChunk(rows, (long)rowBytes * rows * vectors);
+            if (chunk == 0)
             {
                 Rows(0, rows);
                 return;
             }
 
-            int chunk = Math.Max(1, (rows + (threads * 8) - 1) / (threads * 8));
             ComputeThreads.Run((rows + chunk - 1) / chunk, part => Rows(part * chunk, Math.Min(rows, (part + 1) * chunk)));
         }
     }
-
-    private const long ParallelBytes = 1 << 16;
 
     // Many vectors (a prompt): the quantized activations as floats (d·q, exact but for the product's rounding) through
     // the fp32 panel product. One integer dot per row and vector reads the row's blocks once per vector, where the
