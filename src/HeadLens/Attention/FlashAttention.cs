@@ -217,10 +217,12 @@ public static partial class ScaledDotProductAttention
             }
 
             if (AttentionPanels.Available && dqk == AttentionPanels.Width && dv == AttentionPanels.Width
-                && batch * kvHeads >= Math.Min(2, ComputeThreads.Count))
+                && batch * kvHeads >= 2)
             {
                 // One pass per (sequence, kv head): the item owns that head's dK and dV rows and its query heads' dQ
-                // rows, so S, P and dP are computed once per tile and nothing needs atomics.
+                // rows, so S, P and dP are computed once per tile and nothing needs atomics. A single pair would leave
+                // every thread but one idle, so it takes the tiled passes below; the choice never looks at the thread
+                // count, because the two paths sum in different orders and the bits must not depend on --threads.
                 Run(batch * kvHeads, item => jobs[item / kvHeads].BackwardKvHead(item % kvHeads));
                 return;
             }

@@ -260,6 +260,17 @@ public class ComputeThreadsTests
         ScaledDotProductAttention.Forward(options, t, t, 0, q, kk, v, o, lse);
         ScaledDotProductAttention.Backward(options, t, t, 0, q, kk, v, o, dO, lse, dq, dk, dv);
         results["attention"] = [.. o, .. lse, .. dq, .. dk, .. dv];
+
+        // Fused attention with 64-wide heads (the panel kernels) and one kv head in one sequence: fewer (sequence, kv
+        // head) pairs than threads, which once sent two threads down another backward than one thread took.
+        var oneKvHead = new AttentionOptions(4, 1, 64, 64);
+        int tp = 130;
+        float[] qp = TestData.Uniform(random, tp * 4 * 64), kp = TestData.Uniform(random, tp * 64), vp = TestData.Uniform(random, tp * 64);
+        float[] op = new float[tp * 4 * 64], lsep = new float[4 * tp], dOp = TestData.Uniform(random, tp * 4 * 64);
+        float[] dqp = new float[qp.Length], dkp = new float[kp.Length], dvp = new float[vp.Length];
+        ScaledDotProductAttention.Forward(oneKvHead, tp, tp, 0, qp, kp, vp, op, lsep);
+        ScaledDotProductAttention.Backward(oneKvHead, tp, tp, 0, qp, kp, vp, op, dOp, lsep, dqp, dkp, dvp);
+        results["attention-one-kv-head"] = [.. op, .. lsep, .. dqp, .. dkp, .. dvp];
         return results;
     }
 
