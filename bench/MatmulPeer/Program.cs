@@ -17,6 +17,10 @@ namespace HeadLens.MatmulPeer;
 // layouts HeadLens uses, which OpenBLAS receives as the same transposes (row-major cblas, beta = 1 where HeadLens
 // accumulates).
 //
+// On one thread both engines run on the calling thread, so a sample is timed by that thread's CPU time: what a
+// neighbour's process takes from the core while the sample runs is then not counted against either engine. On more
+// threads the work is spread over threads that also wait for each other, so samples are timed by the wall clock.
+//
 // Usage: dotnet MatmulPeer.dll [--threads 1,2] [--samples N] [--sample-ms MS] [--gap-ms MS] [--only OP] [--sizes N,N]
 // Needs libopenblas.so.0 (Debian: libopenblas0-openmp); OPENBLAS_CORETYPE must be set before the process starts
 // (the library reads it when it loads): compare-matmul-interleaved.sh sets it.
@@ -41,7 +45,7 @@ internal static class Program
     {
         var blocking = Gemm.Blocking;
         Console.WriteLine($"HeadLens blocking KC={blocking.Depth} MC={blocking.Rows} NC={blocking.Columns}; OpenBLAS {peer.Config} (core {peer.CoreName})");
-        Console.WriteLine($"{options.Samples} interleaved samples of >= {options.SampleMs} ms each per engine, {options.GapMs} ms apart; ratio = median over adjacent pairs of HeadLens GFLOP/s / OpenBLAS GFLOP/s");
+        Console.WriteLine($"{options.Samples} interleaved samples of >= {options.SampleMs} ms each per engine, {options.GapMs} ms apart (1 thread: the thread's CPU time; more: wall clock); ratio = median over adjacent pairs of HeadLens GFLOP/s / OpenBLAS GFLOP/s");
         Console.WriteLine($"{"op",-11} {"m",6} {"n",6} {"k",6} {"thr",3} {"HeadLens",9} {"OpenBLAS",9} {"ratio",6} {"range",11}");
         var ratios = options.Threads.ToDictionary(threads => threads, _ => new List<double>());
         foreach (var shape in Shapes(options))
@@ -88,7 +92,8 @@ internal static class Program
         }
 
         // Calls per sample: enough for sample-ms on the slower engine, measured once.
-        double once = Math.Max(TimeOnce(ours), TimeOnce(theirs));
+        Func<long> clock = threads == 1 ? Clock.ThreadCpuNanoseconds : Clock.WallNanoseconds;
+        double once = Math.Max(TimeOnce(ours, clock), TimeOnce(theirs, clock));
         int calls = (int)Math.Clamp(Math.Ceiling(options.SampleMs / once), 1, 1000);
         double flops = 2.0 * shape.M * shape.N * shape.K;
         var oursRates = new List<double>();
@@ -98,8 +103,8 @@ internal static class Program
         {
             // Alternate which engine goes first, so neither always runs right after the other's threads went idle.
             bool oursFirst = sample % 2 == 0;
-            double first = Sample(oursFirst ? ours : theirs, calls, options.GapMs);
-            double second = Sample(oursFirst ? theirs : ours, calls, options.GapMs);
+            double first = Sample(oursFirst ? ours : theirs, calls, options.GapMs, clock);
+            double second = Sample(oursFirst ? theirs : ours, calls, options.GapMs, clock);
             double oursRate = flops / (oursFirst ? first : second) / 1e9, peerRate = flops / (oursFirst ? second : first) / 1e9;
             oursRates.Add(oursRate);
             peerRates.Add(peerRate);
@@ -113,29 +118,29 @@ internal static class Program
             pairRatios[pairRatios.Count / 4], pairRatios[(pairRatios.Count * 3) / 4]);
     }
 
-    private static double TimeOnce(Action action)
+    private static double TimeOnce(Action action, Func<long> clock)
     {
-        long start = Stopwatch.GetTimestamp();
+        long start = clock();
         action();
-        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        return (clock() - start) / 1e6;
     }
 
     // Seconds per call over `calls` back-to-back calls, after a pause that lets the other engine's idle threads stop
     // spinning (OpenMP's and HeadLens's workers poll for a while after a product before they sleep).
-    private static double Sample(Action action, int calls, double gapMs)
+    private static double Sample(Action action, int calls, double gapMs, Func<long> clock)
     {
         if (gapMs > 0)
         {
             Thread.Sleep(TimeSpan.FromMilliseconds(gapMs));
         }
 
-        long start = Stopwatch.GetTimestamp();
+        long start = clock();
         for (int i = 0; i < calls; i++)
         {
             action();
         }
 
-        return Stopwatch.GetElapsedTime(start).TotalSeconds / calls;
+        return (clock() - start) / 1e9 / calls;
     }
 
     private static double Median(List<double> sorted)
@@ -336,4 +341,23 @@ internal static class Program
     }
 
     private sealed class ToolException(string message) : Exception(message);
+}
+
+/// <summary>Nanosecond clocks: the wall clock, and the CPU time of the calling thread (Linux).</summary>
+internal static unsafe partial class Clock
+{
+    private const int ThreadCpuTimeId = 3; // CLOCK_THREAD_CPUTIME_ID
+
+    public static long WallNanoseconds() => (long)(Stopwatch.GetTimestamp() * (1e9 / Stopwatch.Frequency));
+
+    public static long ThreadCpuNanoseconds()
+    {
+        long* time = stackalloc long[2]; // struct timespec: seconds, nanoseconds
+        return ClockGetTime(ThreadCpuTimeId, time) == 0
+            ? (time[0] * 1_000_000_000L) + time[1]
+            : throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed: run with --threads 2 for wall-clock timing");
+    }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clock, long* time);
 }
