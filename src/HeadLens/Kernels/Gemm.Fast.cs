@@ -936,19 +936,120 @@ public static partial class Gemm
         Vector512.Store(right, target + 16);
     }
 
-    // 6×16 tile for machines without AVX-512: 12 accumulators of the 16 ymm registers.
+    // 6×16 tile for machines without AVX-512: 12 accumulators of the 16 ymm registers; the depth loop unrolled four
+    // times as the 12×32 kernel's is, for the same reason (measured the same way on the Ice Lake Xeon with
+    // DOTNET_EnableAVX512=0: +3–11% on 1024³ and four GPT-2 shapes).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
+        // One row of the next tile asked for per trip of the unrolled loop, from the first.
         float* ahead = next;
         int rowsAhead = 6;
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int p = 0; p < kc; p++)
+        Vector256<float> b0, b1, ai;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
         {
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 8);
-            var ai = Vector256.Create(a[0]);
+            // p + 0
+            b0 = Vector256.Load(b);
+            b1 = Vector256.Load(b + 8);
+            ai = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[1]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[2]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[3]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[4]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[5]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 1
+            b0 = Vector256.Load(b + 16);
+            b1 = Vector256.Load(b + 24);
+            ai = Vector256.Create(a[6]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[7]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[8]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[9]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[10]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[11]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 2
+            b0 = Vector256.Load(b + 32);
+            b1 = Vector256.Load(b + 40);
+            ai = Vector256.Create(a[12]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[13]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[14]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[15]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[16]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[17]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 3
+            b0 = Vector256.Load(b + 48);
+            b1 = Vector256.Load(b + 56);
+            ai = Vector256.Create(a[18]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[19]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[20]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[21]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[22]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[23]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            a += 24;
+            b += 64;
+            if (rowsAhead > 0)
+            {
+                PrefetchRow(ahead, 16);
+                ahead += ldc;
+                rowsAhead--;
+            }
+        }
+
+        for (; p < kc; p++)
+        {
+            b0 = Vector256.Load(b);
+            b1 = Vector256.Load(b + 8);
+            ai = Vector256.Create(a[0]);
             c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
             ai = Vector256.Create(a[1]);
@@ -968,12 +1069,12 @@ public static partial class Gemm
             c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
             a += 6;
             b += 16;
-            if (rowsAhead > 0)
-            {
-                PrefetchRow(ahead, 16);
-                ahead += ldc;
-                rowsAhead--;
-            }
+        }
+
+        for (; rowsAhead > 0; rowsAhead--)
+        {
+            PrefetchRow(ahead, 16);
+            ahead += ldc;
         }
 
         Store256(c, ldc, 0, c00, c01, add);
