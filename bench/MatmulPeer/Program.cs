@@ -31,7 +31,7 @@ internal static class Program
         try
         {
             var options = Options.Parse(args);
-            using var peer = OpenBlas.Load();
+            var peer = OpenBlas.Load();
             return Run(options, peer);
         }
         catch (ToolException error)
@@ -247,8 +247,10 @@ internal static class Program
         }
     }
 
+    // Never unloaded: OpenMP's worker threads live in the library until the process ends, and unloading it under them
+    // crashed the process at exit.
     /// <summary>OpenBLAS's cblas_sgemm and thread setting, from the shared library Debian installs.</summary>
-    private sealed unsafe class OpenBlas : IDisposable
+    private sealed unsafe class OpenBlas
     {
         private const string LibraryName = "libopenblas.so.0";
         private const int RowMajor = 101, NoTrans = 111, Trans = 112;
@@ -289,8 +291,6 @@ internal static class Program
                     1f, aPointer, lda, bPointer, ldb, accumulate ? 1f : 0f, cPointer, ldc);
             }
         }
-
-        public void Dispose() => NativeLibrary.Free(library);
 
         private nint Export(string name) => NativeLibrary.TryGetExport(library, name, out nint address)
             ? address
