@@ -527,20 +527,201 @@ public static partial class Gemm
     }
 
     // 12×32 tile: rows i of A broadcast against two 16-wide vectors of B, 24 fused multiply-adds per step of p.
+    // The depth loop is unrolled four times, as OpenBLAS's kernel is. Why: a step is 24 FMAs (12 cycles on the two
+    // 512-bit FMA ports) and 14 loads, and the rolled loop added ~7 integer uops a step (two pointer bumps, two
+    // counters, a compare, two branches), which can be issued on the FMA ports (0 and 5) and take their cycles;
+    // unrolled they are under 2 a step. Measured on the Ice Lake Xeon, one thread, thread CPU time, the library
+    // before and after loaded side by side in one process and timed in turn (16 shape runs: 1024³, 2048³ and the
+    // GPT-2 step's products): median +3%, from +0.5% to +9.5%, none slower. Each accumulator still sums over p in
+    // order: the same bits as the rolled loop.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel12x32(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
+        // One row of the next tile asked for every 16 steps (every 4 trips of the unrolled loop).
         float* ahead = next;
-        int rowsAhead = 12, gap = Math.Max(1, kc / 16), countdown = gap;
+        int rowsAhead = 12, gap = Math.Max(1, kc / 64), countdown = gap;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
         Vector512<float> c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
-        for (int p = 0; p < kc; p++)
+        Vector512<float> b0, b1, ai;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
         {
-            var b0 = Vector512.Load(b);
-            var b1 = Vector512.Load(b + 16);
-            var ai = Vector512.Create(a[0]);
+            // p + 0
+            b0 = Vector512.Load(b);
+            b1 = Vector512.Load(b + 16);
+            ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[4]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[5]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[6]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
+            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[7]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
+            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            ai = Vector512.Create(a[8]);
+            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
+            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
+            ai = Vector512.Create(a[9]);
+            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
+            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
+            ai = Vector512.Create(a[10]);
+            ca0 = Vector512.FusedMultiplyAdd(ai, b0, ca0);
+            ca1 = Vector512.FusedMultiplyAdd(ai, b1, ca1);
+            ai = Vector512.Create(a[11]);
+            cb0 = Vector512.FusedMultiplyAdd(ai, b0, cb0);
+            cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
+            // p + 1
+            b0 = Vector512.Load(b + 32);
+            b1 = Vector512.Load(b + 48);
+            ai = Vector512.Create(a[12]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[13]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[14]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[15]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[16]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[17]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[18]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
+            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[19]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
+            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            ai = Vector512.Create(a[20]);
+            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
+            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
+            ai = Vector512.Create(a[21]);
+            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
+            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
+            ai = Vector512.Create(a[22]);
+            ca0 = Vector512.FusedMultiplyAdd(ai, b0, ca0);
+            ca1 = Vector512.FusedMultiplyAdd(ai, b1, ca1);
+            ai = Vector512.Create(a[23]);
+            cb0 = Vector512.FusedMultiplyAdd(ai, b0, cb0);
+            cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
+            // p + 2
+            b0 = Vector512.Load(b + 64);
+            b1 = Vector512.Load(b + 80);
+            ai = Vector512.Create(a[24]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[25]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[26]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[27]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[28]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[29]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[30]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
+            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[31]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
+            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            ai = Vector512.Create(a[32]);
+            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
+            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
+            ai = Vector512.Create(a[33]);
+            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
+            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
+            ai = Vector512.Create(a[34]);
+            ca0 = Vector512.FusedMultiplyAdd(ai, b0, ca0);
+            ca1 = Vector512.FusedMultiplyAdd(ai, b1, ca1);
+            ai = Vector512.Create(a[35]);
+            cb0 = Vector512.FusedMultiplyAdd(ai, b0, cb0);
+            cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
+            // p + 3
+            b0 = Vector512.Load(b + 96);
+            b1 = Vector512.Load(b + 112);
+            ai = Vector512.Create(a[36]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[37]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[38]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[39]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[40]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[41]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[42]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60);
+            c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[43]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70);
+            c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            ai = Vector512.Create(a[44]);
+            c80 = Vector512.FusedMultiplyAdd(ai, b0, c80);
+            c81 = Vector512.FusedMultiplyAdd(ai, b1, c81);
+            ai = Vector512.Create(a[45]);
+            c90 = Vector512.FusedMultiplyAdd(ai, b0, c90);
+            c91 = Vector512.FusedMultiplyAdd(ai, b1, c91);
+            ai = Vector512.Create(a[46]);
+            ca0 = Vector512.FusedMultiplyAdd(ai, b0, ca0);
+            ca1 = Vector512.FusedMultiplyAdd(ai, b1, ca1);
+            ai = Vector512.Create(a[47]);
+            cb0 = Vector512.FusedMultiplyAdd(ai, b0, cb0);
+            cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
+            a += 48;
+            b += 128;
+            if (--countdown == 0)
+            {
+                countdown = gap;
+                if (rowsAhead-- > 0)
+                {
+                    PrefetchRow(ahead, 32);
+                    ahead += ldc;
+                }
+            }
+        }
+
+        for (; p < kc; p++)
+        {
+            b0 = Vector512.Load(b);
+            b1 = Vector512.Load(b + 16);
+            ai = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
             ai = Vector512.Create(a[1]);
@@ -578,15 +759,13 @@ public static partial class Gemm
             cb1 = Vector512.FusedMultiplyAdd(ai, b1, cb1);
             a += 12;
             b += 32;
-            if (--countdown == 0)
-            {
-                countdown = gap;
-                if (rowsAhead-- > 0)
-                {
-                    PrefetchRow(ahead, 32);
-                    ahead += ldc;
-                }
-            }
+        }
+
+        // A short depth ends before every row of the next tile was asked for: ask for the rest now.
+        for (; rowsAhead > 0; rowsAhead--)
+        {
+            PrefetchRow(ahead, 32);
+            ahead += ldc;
         }
 
         Store512(c, ldc, 0, c00, c01, add);
@@ -603,19 +782,98 @@ public static partial class Gemm
         Store512(c, ldc, 11, cb0, cb1, add);
     }
 
-    // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart).
+    // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart); unrolled as
+    // the 12×32 kernel is.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel4x32(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
+        // One row of the next tile asked for every 16 steps (every 4 trips of the unrolled loop).
         float* ahead = next;
-        int rowsAhead = 4, gap = Math.Max(1, kc / 16), countdown = gap;
+        int rowsAhead = 4, gap = Math.Max(1, kc / 64), countdown = gap;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
         Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
-        for (int p = 0; p < kc; p++)
+        Vector512<float> b0, b1, ai;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
         {
-            var b0 = Vector512.Load(b);
-            var b1 = Vector512.Load(b + 16);
-            var ai = Vector512.Create(a[0]);
+            // p + 0
+            b0 = Vector512.Load(b);
+            b1 = Vector512.Load(b + 16);
+            ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            // p + 1
+            b0 = Vector512.Load(b + 32);
+            b1 = Vector512.Load(b + 48);
+            ai = Vector512.Create(a[12]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[13]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[14]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[15]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            // p + 2
+            b0 = Vector512.Load(b + 64);
+            b1 = Vector512.Load(b + 80);
+            ai = Vector512.Create(a[24]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[25]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[26]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[27]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            // p + 3
+            b0 = Vector512.Load(b + 96);
+            b1 = Vector512.Load(b + 112);
+            ai = Vector512.Create(a[36]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[37]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[38]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[39]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            a += 48;
+            b += 128;
+            if (--countdown == 0)
+            {
+                countdown = gap;
+                if (rowsAhead-- > 0)
+                {
+                    PrefetchRow(ahead, 32);
+                    ahead += ldc;
+                }
+            }
+        }
+
+        for (; p < kc; p++)
+        {
+            b0 = Vector512.Load(b);
+            b1 = Vector512.Load(b + 16);
+            ai = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
             ai = Vector512.Create(a[1]);
@@ -629,15 +887,13 @@ public static partial class Gemm
             c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
             a += 12;
             b += 32;
-            if (--countdown == 0)
-            {
-                countdown = gap;
-                if (rowsAhead-- > 0)
-                {
-                    PrefetchRow(ahead, 32);
-                    ahead += ldc;
-                }
-            }
+        }
+
+        // A short depth ends before every row of the next tile was asked for: ask for the rest now.
+        for (; rowsAhead > 0; rowsAhead--)
+        {
+            PrefetchRow(ahead, 32);
+            ahead += ldc;
         }
 
         Store512(c, ldc, 0, c00, c01, add);
@@ -680,19 +936,120 @@ public static partial class Gemm
         Vector512.Store(right, target + 16);
     }
 
-    // 6×16 tile for machines without AVX-512: 12 accumulators of the 16 ymm registers.
+    // 6×16 tile for machines without AVX-512: 12 accumulators of the 16 ymm registers; the depth loop unrolled four
+    // times as the 12×32 kernel's is, for the same reason (measured the same way on the Ice Lake Xeon with
+    // DOTNET_EnableAVX512=0: +3–11% on 1024³ and four GPT-2 shapes).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add, float* next)
     {
+        // One row of the next tile asked for per trip of the unrolled loop, from the first.
         float* ahead = next;
         int rowsAhead = 6;
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int p = 0; p < kc; p++)
+        Vector256<float> b0, b1, ai;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
         {
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 8);
-            var ai = Vector256.Create(a[0]);
+            // p + 0
+            b0 = Vector256.Load(b);
+            b1 = Vector256.Load(b + 8);
+            ai = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[1]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[2]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[3]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[4]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[5]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 1
+            b0 = Vector256.Load(b + 16);
+            b1 = Vector256.Load(b + 24);
+            ai = Vector256.Create(a[6]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[7]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[8]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[9]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[10]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[11]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 2
+            b0 = Vector256.Load(b + 32);
+            b1 = Vector256.Load(b + 40);
+            ai = Vector256.Create(a[12]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[13]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[14]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[15]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[16]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[17]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            // p + 3
+            b0 = Vector256.Load(b + 48);
+            b1 = Vector256.Load(b + 56);
+            ai = Vector256.Create(a[18]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
+            c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[19]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10);
+            c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[20]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20);
+            c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[21]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30);
+            c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[22]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40);
+            c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[23]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50);
+            c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            a += 24;
+            b += 64;
+            if (rowsAhead > 0)
+            {
+                PrefetchRow(ahead, 16);
+                ahead += ldc;
+                rowsAhead--;
+            }
+        }
+
+        for (; p < kc; p++)
+        {
+            b0 = Vector256.Load(b);
+            b1 = Vector256.Load(b + 8);
+            ai = Vector256.Create(a[0]);
             c00 = Vector256.FusedMultiplyAdd(ai, b0, c00);
             c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
             ai = Vector256.Create(a[1]);
@@ -712,12 +1069,12 @@ public static partial class Gemm
             c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
             a += 6;
             b += 16;
-            if (rowsAhead > 0)
-            {
-                PrefetchRow(ahead, 16);
-                ahead += ldc;
-                rowsAhead--;
-            }
+        }
+
+        for (; rowsAhead > 0; rowsAhead--)
+        {
+            PrefetchRow(ahead, 16);
+            ahead += ldc;
         }
 
         Store256(c, ldc, 0, c00, c01, add);

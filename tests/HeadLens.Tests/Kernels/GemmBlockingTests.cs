@@ -83,6 +83,23 @@ public sealed class GemmBlockingTests
         }
     }
 
+    // The micro-kernels run the depth four steps at a time, then one step at a time for the rest: every remainder
+    // (0–3), depths below one unrolled trip, and depths that end before every row of the next C tile was prefetched,
+    // through the full kernel and the short 4-row one (M = a tile + 4), on edge columns too, accumulating into C.
+    [Fact]
+    public void EveryDepthRemainderOfTheUnrolledKernelsMatchesOracle()
+    {
+        var random = new Random(17);
+        foreach (int depth in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 47, 63, 64, 65, 66, 67 })
+        {
+            var blocking = new GemmBlocking(depth, TileRows, TileColumns);
+            foreach (bool transposeA in new[] { false, true })
+            {
+                Check(random, blocking, transposeA, false, TileRows + 4, (2 * TileColumns) + 5, (2 * depth) + (depth / 2) + 1, threads: 1, accumulate: true);
+            }
+        }
+    }
+
     // Two threads or more share each packed B block and split the rows when there are more rows than one A block
     // (Gemm.Threads.cs), else split the columns: neither may change a bit of the result, which every thread count
     // must give alike (the product's sums run over the depth in the same order for every entry).

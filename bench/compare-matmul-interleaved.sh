@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# HeadLens's matrix product against OpenBLAS's cblas_sgemm in ONE process, same operands, samples interleaved
+# (HeadLens, OpenBLAS, HeadLens, ...), medians and the per-shape ratio, at 1 and 2 threads, over the shapes of
+# `headlens bench matmul` (squares and the GPT-2 124M training step). Noise-robust where compare-matmul.sh (two
+# processes, one after the other) is not: see bench/MatmulPeer/Program.cs.
+# Usage: bash bench/compare-matmul-interleaved.sh [--threads 1,2] [--samples 15] [--sample-ms 20] [--gap-ms 20]
+#        [--only square|forward|input-grad|weight-grad] [--sizes 2048]          (from anywhere)
+# Needs Debian's libopenblas0-openmp (the OpenBLAS PyTorch uses in ../shared/checks/matmul-vs-openblas).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+dotnet build bench/MatmulPeer -c Release -o "$out" >"$out/build.log" 2>&1 || { tail -20 "$out/build.log" >&2; exit 1; }
+# The peer gets its AVX-512 kernels where the CPU has them, as the check gives it (the machine's environment may
+# force Haswell's); OpenBLAS reads the variable when it loads, so it is set for the process, not inside it.
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; else unset OPENBLAS_CORETYPE; fi
+dotnet "$out/MatmulPeer.dll" "$@"
