@@ -78,6 +78,19 @@ public sealed class LlamaCppQuantizedTests(ITestOutputHelper output) : IDisposab
         var ours = GgufTests.Logits(kept, ids);
         GgufQuantizedModelTests.AssertClose(ours, GgufTests.Logits(reference, ids), $"{ftype}: kept types against dequantize-then-fp32");
 
+        // Decoding one token at a time takes the row dots that factor each block's terms (BlockDecoder.Dot512), not the
+        // decode-then-Gemm path of the pass above: the same bound against the reference, step by step.
+        var keptCache = kept.NewCache(ids.Length);
+        var referenceCache = reference.NewCache(ids.Length);
+        var keptStep = new float[Vocabulary];
+        var referenceStep = new float[Vocabulary];
+        for (int t = 0; t < 16; t++)
+        {
+            kept.DecodeStep([ids[t]], keptCache, keptStep);
+            reference.DecodeStep([ids[t]], referenceCache, referenceStep);
+            GgufQuantizedModelTests.AssertClose(keptStep, referenceStep, $"{ftype}: decode step {t}, kept types against dequantize-then-fp32");
+        }
+
         using var peer = new LlamaCpp(quantized, 128);
         var theirs = peer.AllLogits(ids);
         var unquantized = GgufTests.Logits(exact, ids);

@@ -47,9 +47,9 @@ public sealed class QuantizedMatVecTests
                 Assert.Equal(12345f, fast[rows]);
                 for (int r = 0; r < rows; r++)
                 {
-                    // float32 sums of `columns` products in another order: the error grows with Σ|w·x| (the fast path
-                    // multiplies exactly the reference's decoded weights, BlockDecoderTests; the second term is kept
-                    // from when it split each block as Σ s·u·x + c·Σx, and is not needed by today's path).
+                    // float32 sums of `columns` products in another order: the error grows with Σ|w·x|; the second
+                    // term covers the K-quant row dots (AVX-512, one vector), which split each block as
+                    // (d·scale)·Σ q·x − (dmin·min)·Σx: two terms can each be far larger than their difference.
                     double tolerance = (1e-5 * scale[r]) + (2e-6 * columns * MaxAbs(dense, r, columns)) + 1e-6;
                     Assert.True(Math.Abs(reference[r] - expected[r]) <= tolerance, $"{type} [{rows}, {columns}] reference row {r}: {reference[r]} vs {expected[r]}");
                     Assert.True(Math.Abs(fast[r] - expected[r]) <= tolerance, $"{type} [{rows}, {columns}] fast row {r}: {fast[r]} vs {expected[r]} " +

@@ -10,11 +10,11 @@ namespace HeadLens.Kernels.Quantized;
 // (~15 GB/s on two cores here). Each row is decoded by BlockDecoder into an fp32 buffer that stays in L1 (the same
 // values as Dequantize.Reference, bit for bit), then multiplied with each vector by Gemv.Dot (four FMA chains); F16 and
 // BF16 rows, and (AVX-512, one vector) Q8_0, Q4_K and Q6_K rows, are multiplied straight from the registers instead
-// (BlockDecoder.Dot512: the same values, without the store and reload); F16 matrices (AVX-512) with x rearranged once
-// per product (HalfDot: three integer operations per 16 halves instead of ten). So the fast path differs from the reference
-// only in the order of the sums, never in the weights. (An earlier version
-// factored each block as s·Σu·x + c·Σx to skip the decode; it was compute-bound at a third of llama.cpp's speed on
-// Q4_K_M and differed from the reference by the extra roundings of the split.)
+// (BlockDecoder.Dot512, without the store and reload; Q8_0 the same values, the K-quants with each block's min or
+// offset term taken out of the sum and applied once per super-block from sums of x prepared once per product);
+// F16 matrices (AVX-512) with x rearranged once per product (HalfDot: three integer operations per 16 halves
+// instead of ten). So the fast path differs from the reference in the order of the sums and, for the K-quant row
+// dots, in the rounding of the factored block terms, never in the weights.
 // Implementations: Reference (dequantize each row with Dequantize.Reference, then a sequential dot), Forward
 // (BlockDecoder's AVX-512 or AVX2 decoding, else the reference decoding; rows split between the threads). Forward
 // takes one vector or a few (X [M, K] → Y [M, R]); QuantizedMatMul uses it for short inputs.
@@ -73,10 +73,18 @@ public static class QuantizedMatVec
         bool split = exceptions is not null && type == GgmlType.F16 && columns >= 32 && HalfDot.Accepts(x[..(vectors * columns)]);
         int preparedLength = split ? (vectors * columns) + 16 : 0;
         Span<float> preparedStore = preparedLength <= StackFloats ? stackalloc float[preparedLength] : new float[preparedLength];
+        // The sums of x that the factored K-quant row dots take (BlockDecoder.PrepareSums): one float per 16 values.
+        int sumsLength = fused ? BlockDecoder.SumsLength(type, columns) : 0;
+        Span<float> sumStore = sumsLength <= StackFloats ? stackalloc float[sumsLength] : new float[sumsLength];
         fixed (byte* wp = weights)
-        fixed (float* xp = x, yp = y, pp = preparedStore)
+        fixed (float* xp = x, yp = y, pp = preparedStore, sp = sumStore)
         {
-            nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp, prepared = ((nint)pp + 63) & ~(nint)63;
+            nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp, prepared = ((nint)pp + 63) & ~(nint)63, sa = (nint)sp;
+            if (sumsLength > 0)
+            {
+                BlockDecoder.PrepareSums(type, xp, columns, sp);
+            }
+
             for (int v = 0; split && v < vectors; v++)
             {
                 HalfDot.Prepare(xp + ((long)v * columns), columns, (float*)prepared + ((long)v * columns));
@@ -115,7 +123,14 @@ public static class QuantizedMatVec
 
                             if (fused)
                             {
-                                ((float*)ya)[r] = BlockDecoder.Dot512(type, row, columns, (float*)xa);
+                                if (type == GgmlType.Q4_K && r + 1 < end)
+                                {
+                                    BlockDecoder.DotQ4KPair(row, row + rowBytes, columns, (float*)xa, (float*)sa, (float*)ya + r);
+                                    r++; // two rows at a time
+                                    continue;
+                                }
+
+                                ((float*)ya)[r] = BlockDecoder.Dot512(type, row, columns, (float*)xa, (float*)sa);
                                 continue;
                             }
 
