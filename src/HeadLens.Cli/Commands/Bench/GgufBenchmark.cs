@@ -14,7 +14,7 @@ namespace HeadLens.Cli.Commands.Bench;
 /// `headlens bench gguf [--model FILE.gguf] [--prompt N] [--new-tokens N] [--layers N] [--keep DIR]`: HeadLens against llama.cpp
 /// (LLamaSharp, in this process) on the same GGUF file: prompt processing of N tokens (default 64) in one pass, then
 /// decoding one token at a time (default 32 tokens), greedy, llama.cpp on 2 threads with its KV cache in F32 (as
-/// HeadLens keeps it). HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open"/>). Without
+/// HeadLens keeps it). HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open(string)"/>). Without
 /// --model, four files are generated into a temporary directory: GPT-2 124M-shaped F32 and F16 (random weights,
 /// written by HeadLens), and a 1.1B Llama-shaped model (22 layers, 2048 channels, 32 heads, 4 KV heads, MLP 5632,
 /// vocabulary 32000) written as F32 and quantized by llama.cpp's own quantizer to Q8_0 and Q4_K_M. --layers N
