@@ -98,7 +98,15 @@ public static class GgufModel
 
             consumed.UnionWith(entries.Select(entry => entry.Theirs));
             CheckEveryTensorUsed(file, config, consumed);
-            return (model, ReadTokenizer(file));
+            var tokenizer = ReadTokenizer(file);
+            if (copies.Count > 0 && matrices.All(entry => copies.ContainsKey(entry.Theirs)))
+            {
+                // Nothing points into the mapping any more (every matrix is in the copy, the rest was decoded into the
+                // arena): unmapped now, rather than holding the pages the header and the small tensors were read from.
+                file.Dispose();
+            }
+
+            return (model, tokenizer);
         }
         catch
         {
