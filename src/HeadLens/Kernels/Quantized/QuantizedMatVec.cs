@@ -95,6 +95,11 @@ public static class QuantizedMatVec
     /// </summary>
     internal static unsafe void Forward(GgmlType type, int columns, ReadOnlySpan<float> x, int vectors, ReadOnlySpan<Part> parts)
     {
+        if (vectors < 1 || columns <= 0 || columns % GgmlTypes.BlockValues(type) != 0 || x.Length < (long)vectors * columns)
+        {
+            throw new ArgumentException($"{type} product over {parts.Length} matrices: {vectors} vectors of {columns} need x {(long)vectors * columns}, got {x.Length}");
+        }
+
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
         var list = parts.ToArray();
         var firstRows = new int[list.Length + 1];
