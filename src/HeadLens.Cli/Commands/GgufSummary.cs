@@ -8,7 +8,8 @@ internal static class GgufSummary
 {
     public static void Print(string path, TextWriter output)
     {
-        var (model, _) = GgufModel.Open(path);
+        // Only sizes are read: no copy onto large pages.
+        var (model, _) = GgufModel.Open(path, largePages: false);
         using var file = GgufFile.Open(path);
         var types = file.Tensors.GroupBy(tensor => tensor.Type)
             .Select(group => (Type: group.Key, Count: group.Count(), Bytes: group.Sum(tensor => tensor.ByteCount)))
@@ -18,7 +19,7 @@ internal static class GgufSummary
             $"{group.Type} × {group.Count.ToString(CultureInfo.InvariantCulture)} ({Bytes(group.Bytes)})")));
         long kept = model.Parameters.Stored.Values.Sum(matrix => matrix.Length);
         long arena = (long)model.Parameters.Arena.All.Length * sizeof(float);
-        output.WriteLine($"in memory        {Bytes(kept)} of matrices kept in the file's types (memory-mapped, decoded as they are multiplied) " +
+        output.WriteLine($"in memory        {Bytes(kept)} of matrices kept in the file's types (memory-mapped, F32/F16/BF16 ones copied onto 2 MiB pages when run; decoded as they are multiplied) " +
             $"+ {Bytes(arena)} fp32 (norms, biases, positions); all as fp32 it would be {Bytes(model.Config.ParameterCount * 4.0)}");
     }
 

@@ -141,6 +141,51 @@ public sealed class LinearWeight
         }
     }
 
+    /// <summary>
+    /// y_i [M, Rows_i] = x [M, Columns] · W_iᵀ + b_i for two or three weights that read the same x (a layer's query,
+    /// key and value; gate and up). Decoding a few rows through matrices kept in one file type, it is one product over
+    /// all of them (<see cref="QuantizedMatVec"/>'s parts: one hand-off to the threads and one end-of-product wait
+    /// instead of one each — GPT-2's three [768, 768] projections are short products, ~0.1 ms each); otherwise each
+    /// weight's own <see cref="Forward"/>. The values are the same either way, bit for bit.
+    /// </summary>
+    internal static unsafe void ForwardShared(ReadOnlySpan<float> x, int m, bool decoding,
+        LinearWeight first, ReadOnlySpan<float> firstBias, Span<float> firstY,
+        LinearWeight second, ReadOnlySpan<float> secondBias, Span<float> secondY,
+        LinearWeight? third = null, ReadOnlySpan<float> thirdBias = default, Span<float> thirdY = default)
+    {
+        bool together = decoding && m <= QuantizedMatMul.FewVectors && first.SharesProductWith(second) && (third is null || first.SharesProductWith(third))
+            && x.Length >= (long)m * first.Columns && firstY.Length >= (long)m * first.Rows && secondY.Length >= (long)m * second.Rows
+            && (third is null || thirdY.Length >= (long)m * third.Rows);
+        if (!together)
+        {
+            first.Forward(x, firstBias, m, firstY, decoding);
+            second.Forward(x, secondBias, m, secondY, decoding);
+            third?.Forward(x, thirdBias, m, thirdY, decoding);
+            return;
+        }
+
+        fixed (float* y0 = firstY, y1 = secondY, y2 = thirdY)
+        {
+            QuantizedMatVec.Forward(first.Type, first.Columns, x, m,
+                third is null ? [first.Part(y0), second.Part(y1)] : [first.Part(y0), second.Part(y1), third.Part(y2)]);
+        }
+
+        MatMul.AddBias(firstBias, m, first.Rows, firstY);
+        MatMul.AddBias(secondBias, m, second.Rows, secondY);
+        if (third is not null)
+        {
+            MatMul.AddBias(thirdBias, m, third.Rows, thirdY);
+        }
+    }
+
+    // Whether both matrices go through the same matrix-vector product as this one: kept in one type, same width,
+    // and neither multiplying through 8-bit activations (that product has no parts).
+    private bool SharesProductWith(LinearWeight other) => Stored is { } mine && other.Stored is { } theirs
+        && mine.Type == theirs.Type && mine.Columns == theirs.Columns
+        && !(QuantizesActivations && QuantizedMatVecQ8.Supports(mine.Type)) && !(other.QuantizesActivations && QuantizedMatVecQ8.Supports(theirs.Type));
+
+    private unsafe QuantizedMatVec.Part Part(float* y) => new(Stored!.Start, Rows, y, Stored.HalfExceptions);
+
     /// <summary>Row <paramref name="row"/> of W as fp32 (an embedding lookup).</summary>
     public void Row(int row, Span<float> destination)
     {

@@ -151,9 +151,7 @@ public sealed partial class Transformer
         var k = a.Key;
         var v = a.Value;
         bool decoding = pass.Cache is not null;
-        w.Query.Forward(input, Bias(w.QueryBias), n, q, decoding);
-        w.Key.Forward(input, Bias(w.KeyBias), n, k, decoding);
-        w.Value.Forward(input, Bias(w.ValueBias), n, v, decoding);
+        LinearWeight.ForwardShared(input, n, decoding, w.Query, Bias(w.QueryBias), q, w.Key, Bias(w.KeyBias), k, w.Value, Bias(w.ValueBias), v);
         hooks?.Point(HookNames.Q(l), q, n, heads, d);
         hooks?.Point(HookNames.K(l), k, n, kvHeads, d);
         hooks?.Point(HookNames.V(l), v, n, kvHeads, d);
@@ -323,12 +321,19 @@ public sealed partial class Transformer
         int c = Config.Channels, f = Config.HiddenChannels;
         var up = a.Up[..(n * f)];
         var hidden = a.Hidden[..(n * f)];
-        w.Up!.Forward(input, Bias(w.UpBias), n, up, decoding);
+        var gate = Config.Mlp == MlpKind.SwiGlu ? a.Gate[..(n * f)] : [];
+        if (w.Gate is { } gateWeight)
+        {
+            LinearWeight.ForwardShared(input, n, decoding, w.Up!, Bias(w.UpBias), up, gateWeight, [], gate);
+        }
+        else
+        {
+            w.Up!.Forward(input, Bias(w.UpBias), n, up, decoding);
+        }
+
         switch (Config.Mlp)
         {
             case MlpKind.SwiGlu:
-                var gate = a.Gate[..(n * f)];
-                w.Gate!.Forward(input, [], n, gate, decoding);
                 hooks?.Point(HookNames.MlpPre(l), gate, n, f);
                 SwiGlu.Forward(gate, up, hidden);
                 break;

@@ -49,6 +49,40 @@ internal static partial class HugePages
         return array;
     }
 
+    /// <summary>
+    /// Whether this system hands 2 MiB pages to memory that asks (transparent huge pages in "always" or "madvise"
+    /// mode): read once. Elsewhere (not Linux, or "never") a copy made for large pages would cost time for nothing.
+    /// </summary>
+    public static bool Available => available.Value;
+
+    private static readonly Lazy<bool> available = new(() =>
+    {
+        const string setting = "/sys/kernel/mm/transparent_hugepage/enabled";
+        try
+        {
+            return OperatingSystem.IsLinux() && File.Exists(setting) && !File.ReadAllText(setting).Contains("[never]", StringComparison.Ordinal);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    });
+
+    /// <summary>Unmanaged memory of at least <paramref name="bytes"/>, 2 MiB-aligned and asked for on 2 MiB pages.</summary>
+    public static LargePageBlock AllocateBlock(long bytes) => new(bytes);
+
+    internal static void AdviseLarge(nint address, nuint bytes)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            Advise(address, bytes);
+        }
+    }
+
     private static void Advise(nint address, nuint bytes)
     {
         try
@@ -65,4 +99,49 @@ internal static partial class HugePages
 
     [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int MemoryAdvise(nint address, nuint length, int advice);
+}
+
+/// <summary>
+/// A block of unmanaged memory on 2 MiB pages (where the system grants them), freed when the block is disposed or
+/// no longer reachable. Holders of pointers into it keep the block itself reachable (e.g. a QuantizedMatrix's owner).
+/// Untouched until written: its pages are faulted in (zeroed by the kernel, whole 2 MiB at a time) by the first write.
+/// </summary>
+internal sealed unsafe class LargePageBlock : IDisposable
+{
+    private const long PageBytes = 2L << 20;
+
+    private byte* start;
+
+    public LargePageBlock(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
+        // Whole 2 MiB pages: the advice covers all of the block, and the last page is not shared with other memory.
+        Bytes = (bytes + PageBytes - 1) & ~(PageBytes - 1);
+        start = (byte*)NativeMemory.AlignedAlloc((nuint)Bytes, (nuint)PageBytes);
+        GC.AddMemoryPressure(Bytes);
+        HugePages.AdviseLarge((nint)start, (nuint)Bytes);
+    }
+
+    ~LargePageBlock() => Free();
+
+    /// <summary>Bytes of the block (the request rounded up to whole 2 MiB pages).</summary>
+    public long Bytes { get; }
+
+    public byte* Start => start != null ? start : throw new ObjectDisposedException(nameof(LargePageBlock));
+
+    public void Dispose()
+    {
+        Free();
+        GC.SuppressFinalize(this);
+    }
+
+    private void Free()
+    {
+        if (start != null)
+        {
+            NativeMemory.AlignedFree(start);
+            start = null;
+            GC.RemoveMemoryPressure(Bytes);
+        }
+    }
 }

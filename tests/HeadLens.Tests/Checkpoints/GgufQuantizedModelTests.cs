@@ -6,7 +6,7 @@ using HeadLens.Model;
 namespace HeadLens.Tests.Checkpoints;
 
 /// <summary>
-/// GGUF models opened with their matrices kept in the file's types (<see cref="GgufModel.Open"/>) against the same
+/// GGUF models opened with their matrices kept in the file's types (<see cref="GgufModel.Open(string)"/>) against the same
 /// file read the reference way (<see cref="GgufModel.Load"/>: every tensor dequantized to fp32): every inference pass
 /// — the batched Infer (few-vector and panel products), the analysis Run, token-by-token decoding — gives the same
 /// logits to float rounding, and the model refuses to train in one line.
@@ -115,6 +115,48 @@ public sealed class GgufQuantizedModelTests : IDisposable
                 // The same fp32 products summed over the vocabulary in chunks instead of one Gemm: rounding only.
                 Assert.True(Math.Abs(actual[l, h] - expected[l, h]) <= 1e-4, $"{family} layer {l} head {h}: {actual[l, h]} vs {expected[l, h]}");
             }
+        }
+    }
+
+    /// <summary>
+    /// F32/F16 matrices copied onto 2 MiB pages (GgufModel.Open's copy, forced here for a small file) give the same
+    /// logits as the matrices read in the mapping, bit for bit, in every pass; where the system has such pages, the
+    /// model's products read the copy (the first copied matrix starts on a 2 MiB boundary; the mapping's do not).
+    /// </summary>
+    [Theory]
+    [InlineData("gpt2", GgufWriteType.F32)]
+    [InlineData("gpt2-untied", GgufWriteType.F16)]
+    [InlineData("llama", GgufWriteType.F32)]
+    [InlineData("llama", GgufWriteType.Q8_0)]
+    public unsafe void LargePageCopiesGiveTheMappedLogitsBitForBit(string family, GgufWriteType type)
+    {
+        string path = Path.Combine(directory, $"{family}-{type}-large.gguf");
+        GgufWriter.Write(path, Transformer.Create(GgufTests.Family(family), seed: 23), null, type);
+        var (mapped, _) = GgufModel.Open(path, largePages: false);
+        var (copied, _) = GgufModel.Open(path, largePageMinBytes: 0);
+        var first = copied.Parameters.Stored.Values.MinBy(matrix => (long)matrix.Start)!;
+        bool copyable = type is GgufWriteType.F32 or GgufWriteType.F16;
+        Assert.Equal(copyable && HeadLens.Tensors.HugePages.Available, (long)first.Start % (2 << 20) == 0);
+        Assert.Equal(mapped.Parameters.Stored.Keys.Order(), copied.Parameters.Stored.Keys.Order());
+        foreach (var (name, matrix) in mapped.Parameters.Stored)
+        {
+            Assert.True(matrix.Bytes.SequenceEqual(copied.Parameters.Stored[name].Bytes), name);
+        }
+
+        int[] ids = [1, 17, 42, 299, 5, 5, 123, 7, 250, 3, 60, 8, 9];
+        Assert.Equal(GgufTests.Logits(mapped, ids), GgufTests.Logits(copied, ids));
+        var mappedCache = mapped.NewCache(32);
+        var copiedCache = copied.NewCache(32);
+        var mappedLogits = new float[mapped.Config.VocabSize];
+        var copiedLogits = new float[mapped.Config.VocabSize];
+        mapped.DecodeStep(ids, mappedCache, mappedLogits);
+        copied.DecodeStep(ids, copiedCache, copiedLogits);
+        for (int step = 0; step < 4; step++)
+        {
+            Assert.Equal(mappedLogits, copiedLogits);
+            int next = LlamaCpp.Argmax(mappedLogits);
+            mapped.DecodeStep([next], mappedCache, mappedLogits);
+            copied.DecodeStep([next], copiedCache, copiedLogits);
         }
     }
 

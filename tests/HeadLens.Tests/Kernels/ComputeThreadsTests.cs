@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using HeadLens.Attention;
 using HeadLens.Kernels;
+using HeadLens.Kernels.Quantized;
 using HeadLens.Tests.Oracles;
 
 namespace HeadLens.Tests.Kernels;
@@ -231,6 +232,17 @@ public class ComputeThreadsTests
         results["matmul-few-rows"] = y;
         results["gemv"] = g;
 
+        // A product over several matrices sharing x (a decode step's Q, K and V), F32 and Q8_0, past the threshold.
+        foreach (var type in new[] { GgmlType.F32, GgmlType.Q8_0 })
+        {
+            int[] partRows = [300, 11, 700];
+            float[] xParts = TestData.Uniform(random, 2 * 256);
+            byte[][] partWeights = [.. partRows.Select(r => QuantizedMatVecTests.RandomBlocks(type, r, 256, random))];
+            float[][] partOutputs = [.. partRows.Select(r => new float[2 * r])];
+            MultiplyParts(type, 256, xParts, 2, partWeights, partRows, partOutputs);
+            results[$"quantized-parts-{type}"] = [.. partOutputs.SelectMany(output => output)];
+        }
+
         // Cross-entropy with gradients: rows × vocab past its threshold.
         int tokens = 64, vocab = 5003;
         float[] logits = TestData.Uniform(random, tokens * vocab, 5), losses = new float[tokens], logitsGrad = new float[tokens * vocab];
@@ -272,6 +284,15 @@ public class ComputeThreadsTests
         ScaledDotProductAttention.Backward(oneKvHead, tp, tp, 0, qp, kp, vp, op, dOp, lsep, dqp, dkp, dvp);
         results["attention-one-kv-head"] = [.. op, .. lsep, .. dqp, .. dkp, .. dvp];
         return results;
+    }
+
+    private static unsafe void MultiplyParts(GgmlType type, int columns, float[] x, int vectors, byte[][] weights, int[] rows, float[][] outputs)
+    {
+        fixed (byte* w0 = weights[0], w1 = weights[1], w2 = weights[2])
+        fixed (float* y0 = outputs[0], y1 = outputs[1], y2 = outputs[2])
+        {
+            QuantizedMatVec.Forward(type, columns, x, vectors, [new(w0, rows[0], y0, null), new(w1, rows[1], y1, null), new(w2, rows[2], y2, null)]);
+        }
     }
 
     private static void WithCount(int count, Action body) => WithCount(count, () =>

@@ -137,4 +137,52 @@ public sealed class QuantizedMatMulTests
             }
         }
     }
+    /// <summary>
+    /// LinearWeight.ForwardShared (a layer's Q, K, V or gate and up in one product when decoding) gives each weight
+    /// exactly its own Forward, bit for bit, with biases: one product for matrices of one type and width, and the
+    /// separate products where it cannot be one (mixed types, fp32 weights in the arena, more rows than a decode step,
+    /// not decoding).
+    /// </summary>
+    [Fact]
+    public unsafe void SharedInputProductsEqualEachWeightsOwnForward()
+    {
+        var random = new Random(5);
+        int k = 96;
+        int[] rows = [40, 7, 700];
+        GgmlType[][] typeSets = [[GgmlType.Q8_0, GgmlType.Q8_0, GgmlType.Q8_0], [GgmlType.F16, GgmlType.F16, GgmlType.F16], [GgmlType.F32, GgmlType.F32, GgmlType.F32], [GgmlType.Q8_0, GgmlType.F16, GgmlType.Q8_0]];
+        foreach (var types in typeSets)
+        {
+            byte[][] bytes = [.. rows.Select((n, i) => QuantizedMatVecTests.RandomBlocks(types[i], n, k, random))];
+            float[][] biases = [.. rows.Select(n => Enumerable.Range(0, n).Select(_ => (float)random.NextDouble()).ToArray())];
+            fixed (byte* b0 = bytes[0], b1 = bytes[1], b2 = bytes[2])
+            {
+                nint[] starts = [(nint)b0, (nint)b1, (nint)b2];
+                LinearWeight[] stored = [.. rows.Select((n, i) => new LinearWeight(new QuantizedMatrix($"w{i}", types[i], n, k, (byte*)starts[i], bytes[i].Length, bytes[i])))];
+                LinearWeight[] plain = [.. stored.Select(w => new LinearWeight(new Tensor(w.Name, [w.Rows, k], w.ToFloat32().ToArray(), 0)))];
+                foreach (var weights in new[] { stored, plain })
+                {
+                    foreach (var (m, decoding) in new[] { (1, true), (3, true), (QuantizedMatMul.FewVectors + 3, true), (1, false) })
+                    {
+                        var x = Enumerable.Range(0, m * k).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+                        float[][] shared = [.. rows.Select(n => new float[m * n])];
+                        LinearWeight.ForwardShared(x, m, decoding, weights[0], biases[0], shared[0], weights[1], biases[1], shared[1], weights[2], biases[2], shared[2]);
+                        float[][] pair = [.. rows.Take(2).Select(n => new float[m * n])];
+                        LinearWeight.ForwardShared(x, m, decoding, weights[0], biases[0], pair[0], weights[1], [], pair[1]);
+                        for (int i = 0; i < rows.Length; i++)
+                        {
+                            var own = new float[m * rows[i]];
+                            weights[i].Forward(x, biases[i], m, own, decoding);
+                            string where = $"{string.Join("/", types)} ({(weights == stored ? "stored" : "fp32")}) weight {i}, {m} rows, decoding {decoding}";
+                            Assert.True(own.AsSpan().SequenceEqual(shared[i]), where);
+                            if (i < 2)
+                            {
+                                weights[i].Forward(x, i == 0 ? biases[i] : [], m, own, decoding);
+                                Assert.True(own.AsSpan().SequenceEqual(pair[i]), where + ", two weights");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

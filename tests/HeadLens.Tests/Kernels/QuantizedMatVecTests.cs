@@ -59,6 +59,68 @@ public sealed class QuantizedMatVecTests
         }
     }
 
+    /// <summary>
+    /// Several matrices that multiply the same x as one product (QuantizedMatVec's parts: a layer's Q, K and V) give
+    /// every matrix exactly what its own product gives, bit for bit, with enough rows that the threads' chunks straddle
+    /// the matrices' boundaries (F16 through its exception lists, as a model's products run), within float rounding
+    /// of the reference, and write nothing past any output.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public unsafe void PartsGiveEveryMatrixItsOwnProductBitForBit(GgmlType type)
+    {
+        var random = new Random((int)type + 11);
+        int per = GgmlTypes.BlockValues(type);
+        int columns = per == 1 ? 301 : per == 32 ? 96 : 256;
+        // 1312 rows of ≥ 54 bytes: past the products' parallel threshold, in chunks of 82 rows, so the first chunk
+        // holds all of the first two matrices and part of the third.
+        int[] rows = [5, 17, 1290];
+        byte[][] weights = [.. rows.Select(r => RandomBlocks(type, r, columns, random))];
+        fixed (byte* w0 = weights[0], w1 = weights[1], w2 = weights[2])
+        {
+            QuantizedMatrix[] matrices = [.. new[] { (nint)w0, (nint)w1, (nint)w2 }.Select((w, i) =>
+                new QuantizedMatrix($"w{i}", type, rows[i], columns, (byte*)w, weights[i].Length, weights[i]))];
+            foreach (int vectors in new[] { 1, 3 })
+            {
+                var x = Enumerable.Range(0, vectors * columns).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+                // Garbage, and a sentinel past the end of each output.
+                float[][] together = [.. rows.Select(r => Enumerable.Repeat(float.NaN, (vectors * r) + 1).Select((v, i) => i == vectors * r ? 12345f : v).ToArray())];
+                fixed (float* y0 = together[0], y1 = together[1], y2 = together[2])
+                {
+                    float*[] outputs = [y0, y1, y2];
+                    QuantizedMatVec.Forward(type, columns, x, vectors,
+                        [.. matrices.Select((matrix, i) => new QuantizedMatVec.Part(matrix.Start, matrix.Rows, outputs[i], vectors <= QuantizedMatMul.FewVectors ? matrix.HalfExceptions : null))]);
+                }
+
+                for (int i = 0; i < rows.Length; i++)
+                {
+                    Assert.Equal(12345f, together[i][vectors * rows[i]]);
+                    var alone = new float[vectors * rows[i]];
+                    QuantizedMatMul.Forward(matrices[i], x, vectors, alone);
+                    Assert.True(alone.AsSpan().SequenceEqual(together[i].AsSpan(0, vectors * rows[i])), $"{type} matrix {i}, {vectors} vectors: the parts' product differs from the matrix's own");
+                    var dense = new float[rows[i] * columns];
+                    Dequantize.Reference(type, weights[i], dense);
+                    var reference = new float[rows[i]];
+                    for (int v = 0; v < vectors; v++)
+                    {
+                        QuantizedMatVec.Reference(type, weights[i], rows[i], columns, x.AsSpan(v * columns, columns), reference);
+                        for (int r = 0; r < rows[i]; r++)
+                        {
+                            double scale = 0;
+                            for (int k = 0; k < columns; k++)
+                            {
+                                scale += Math.Abs((double)dense[(r * columns) + k] * x[(v * columns) + k]);
+                            }
+
+                            float actual = together[i][(v * rows[i]) + r];
+                            Assert.True(Math.Abs(actual - reference[r]) <= (2e-5 * scale) + 1e-6, $"{type} matrix {i} vector {v} row {r}: {actual} vs reference {reference[r]}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     private static double MaxAbs(float[] dense, int row, int columns) => dense.AsSpan(row * columns, columns).ToArray().Max(v => Math.Abs((double)v));
 
     /// <summary>Random quantized bytes with finite, moderate fp16 scales (random bytes there could be NaN or 65504).</summary>

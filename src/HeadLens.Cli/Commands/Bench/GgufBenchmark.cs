@@ -14,7 +14,8 @@ namespace HeadLens.Cli.Commands.Bench;
 /// `headlens bench gguf [--model FILE.gguf] [--prompt N] [--new-tokens N] [--layers N] [--keep DIR]`: HeadLens against llama.cpp
 /// (LLamaSharp, in this process) on the same GGUF file: prompt processing of N tokens (default 64) in one pass, then
 /// decoding one token at a time (default 32 tokens), greedy, llama.cpp on 2 threads with its KV cache in F32 (as
-/// HeadLens keeps it). HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open"/>). Without
+/// HeadLens keeps it); after a warm-up each, five rounds that time each engine once (alternating, so that other work
+/// on the machine meets both), the median of each engine's five counting. HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open(string)"/>). Without
 /// --model, four files are generated into a temporary directory: GPT-2 124M-shaped F32 and F16 (random weights,
 /// written by HeadLens), and a 1.1B Llama-shaped model (22 layers, 2048 channels, 32 heads, 4 KV heads, MLP 5632,
 /// vocabulary 32000) written as F32 and quantized by llama.cpp's own quantizer to Q8_0 and Q4_K_M. --layers N
@@ -159,17 +160,18 @@ internal sealed class GgufBenchmark : IBenchmark
             return (promptSeconds, Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
 
-        var (ours, oursRss, oursPeak) = Best(HeadLensRun);
-        // The opt-in 8-bit activations (--activations q8), where the file has matrices that take them.
-        (double PromptSeconds, double DecodeSeconds)? q8 = null;
-        if (model.Parameters.Stored.Values.Any(matrix => QuantizedMatVecQ8.Supports(matrix.Type)))
+        // HeadLens's warm-ups first (fp32 products, then the opt-in 8-bit activations where the file has matrices
+        // that take them), so that the resident memory read next is HeadLens's alone (with --model).
+        bool q8 = model.Parameters.Stored.Values.Any(matrix => QuantizedMatVecQ8.Supports(matrix.Type));
+        HeadLensRun();
+        if (q8)
         {
             model.UseQ8Activations();
-            q8 = Best(HeadLensRun).Times;
+            HeadLensRun();
+            model.UseQ8Activations(false);
         }
 
-        model = null;
-        GC.Collect();
+        long oursRss = StatusBytes("VmRSS"), oursPeak = StatusBytes("VmHWM");
 
         var parameters = new ModelParams(path)
         {
@@ -210,7 +212,30 @@ internal sealed class GgufBenchmark : IBenchmark
             return (promptSeconds, Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
 
-        var (theirs, _, _) = Best(LlamaCppRun);
+        LlamaCppRun();
+        // Five rounds, each engine (and variant) once per round, each figure the median of its five: the engines
+        // alternate within seconds, so a burst of other work on the machine meets both rather than whichever was
+        // being timed (measured on the shared 2-core machine: a competing compile took HeadLens from 37 to 18 tokens/s
+        // and llama.cpp, whose threads spin at every barrier, from 36 to 1–12 in the same minute).
+        var ourRounds = new Rounds();
+        var ourQ8Rounds = new Rounds();
+        var theirRounds = new Rounds();
+        for (int round = 0; round < 5; round++)
+        {
+            ourRounds.Add(HeadLensRun());
+            if (q8)
+            {
+                model.UseQ8Activations();
+                ourQ8Rounds.Add(HeadLensRun());
+                model.UseQ8Activations(false);
+            }
+
+            theirRounds.Add(LlamaCppRun());
+        }
+
+        var ours = ourRounds.Median();
+        var theirs = theirRounds.Median();
+
         double decode = newTokens / ours.DecodeSeconds, promptRate = promptLength / ours.PromptSeconds;
         double theirDecode = newTokens / theirs.DecodeSeconds, theirPrompt = promptLength / theirs.PromptSeconds;
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -226,7 +251,7 @@ internal sealed class GgufBenchmark : IBenchmark
             ["headlens_rss_bytes"] = oursRss,
             ["headlens_peak_rss_bytes"] = oursPeak,
         };
-        if (q8 is var (q8Prompt, q8Decode))
+        if (q8 && ourQ8Rounds.Median() is var (q8Prompt, q8Decode))
         {
             figures["decode_q8act_tokens_per_s"] = newTokens / q8Decode;
             figures["prompt_q8act_tokens_per_s"] = promptLength / q8Prompt;
@@ -238,19 +263,25 @@ internal sealed class GgufBenchmark : IBenchmark
         return new BenchResult(new Dictionary<string, object> { ["file"] = Path.GetFileName(path), ["type"] = type }, figures);
     }
 
-    // One warm-up run, then the fastest of three (prompt and decode each at their best): both engines alike.
-    private static ((double PromptSeconds, double DecodeSeconds) Times, long Rss, long Peak) Best(Func<(double, double)> run)
+    /// <summary>One engine's timed rounds: the median prompt time and the median decode time over them.</summary>
+    private sealed class Rounds
     {
-        run();
-        double prompt = double.MaxValue, decode = double.MaxValue;
-        for (int i = 0; i < 3; i++)
+        private readonly List<double> promptSeconds = [];
+        private readonly List<double> decodeSeconds = [];
+
+        public void Add((double PromptSeconds, double DecodeSeconds) run)
         {
-            var (p, d) = run();
-            prompt = Math.Min(prompt, p);
-            decode = Math.Min(decode, d);
+            promptSeconds.Add(run.PromptSeconds);
+            decodeSeconds.Add(run.DecodeSeconds);
         }
 
-        return ((prompt, decode), StatusBytes("VmRSS"), StatusBytes("VmHWM"));
+        public (double PromptSeconds, double DecodeSeconds) Median() => (Middle(promptSeconds), Middle(decodeSeconds));
+
+        private static double Middle(List<double> values)
+        {
+            var sorted = values.Order().ToArray();
+            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+        }
     }
 
     /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>

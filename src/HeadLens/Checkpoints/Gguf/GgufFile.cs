@@ -219,14 +219,17 @@ public sealed unsafe class GgufFile : IDisposable
         ? tensor : throw new HeadLensException($"{FileName}: no tensor '{name}'");
 
     /// <summary>Decodes a whole tensor to float32 (the reference dequantization) and checks every value is finite.</summary>
-    public void ReadFloat32(GgufTensorInfo tensor, Span<float> destination)
+    public void ReadFloat32(GgufTensorInfo tensor, Span<float> destination) => ReadFloat32(tensor, TensorBytes(tensor), destination);
+
+    /// <summary>As <see cref="ReadFloat32(GgufTensorInfo, Span{float})"/>, from the tensor's bytes read elsewhere.</summary>
+    internal void ReadFloat32(GgufTensorInfo tensor, ReadOnlySpan<byte> bytes, Span<float> destination)
     {
-        if (destination.Length != tensor.ElementCount)
+        if (destination.Length != tensor.ElementCount || bytes.Length != tensor.ByteCount)
         {
             throw new HeadLensException($"{FileName}: tensor '{Printable(tensor.Name)}' holds {tensor.ElementCount} values, {destination.Length} expected");
         }
 
-        Dequantize.Reference(tensor.Type, TensorBytes(tensor), destination);
+        Dequantize.Reference(tensor.Type, bytes, destination);
         foreach (float value in destination)
         {
             if (!float.IsFinite(value))

@@ -65,21 +65,63 @@ public static class QuantizedMatVec
         }
 
         CheckShapes(type, weights, rows, columns, x, y);
+        fixed (byte* wp = weights)
+        fixed (float* yp = y)
+        {
+            Forward(type, columns, x, vectors, [new Part(wp, rows, yp, exceptions)]);
+        }
+    }
+
+    /// <summary>
+    /// One matrix of a product over several matrices that multiply the same x (a layer's Q, K and V; gate and up):
+    /// its rows (<see cref="Rows"/> of them, in the product's type), its output Y [M, Rows], and, for F16, its
+    /// <see cref="QuantizedMatrix.HalfExceptions"/>. Both pointers stay valid (pinned) for the product.
+    /// </summary>
+    internal readonly unsafe struct Part(byte* weights, int rows, float* y, HalfExceptions? exceptions)
+    {
+        public byte* Weights { get; } = weights;
+
+        public int Rows { get; } = rows;
+
+        public float* Y { get; } = y;
+
+        public HalfExceptions? Exceptions { get; } = exceptions;
+    }
+
+    /// <summary>
+    /// Y_p [M, R_p] = X [M, K] · W_pᵀ for every part p, all of one type and width K: the parts' rows are numbered one
+    /// after another and split between the threads as one product, so several matrices cost one hand-off and one
+    /// end-of-product wait instead of one each. Every row is computed exactly as a single-matrix product computes it.
+    /// </summary>
+    internal static unsafe void Forward(GgmlType type, int columns, ReadOnlySpan<float> x, int vectors, ReadOnlySpan<Part> parts)
+    {
+        if (vectors < 1 || columns <= 0 || columns % GgmlTypes.BlockValues(type) != 0 || x.Length < (long)vectors * columns)
+        {
+            throw new ArgumentException($"{type} product over {parts.Length} matrices: {vectors} vectors of {columns} need x {(long)vectors * columns}, got {x.Length}");
+        }
+
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        var list = parts.ToArray();
+        var firstRows = new int[list.Length + 1];
+        for (int p = 0; p < list.Length; p++)
+        {
+            firstRows[p + 1] = firstRows[p] + list[p].Rows;
+        }
+
+        int rows = firstRows[^1];
         bool halves = type is GgmlType.F16 or GgmlType.BF16 && BlockDecoder.IsSupported;
         bool fused = vectors == 1 && BlockDecoder.HasDot512(type); // several vectors share one decoding instead
-        // An F16 matrix with its exception list (AVX-512): x rearranged once for every row (HalfDot), 64-byte aligned,
+        // F16 matrices with their exception lists (AVX-512): x rearranged once for every row (HalfDot), 64-byte aligned,
         // on the stack when small.
-        bool split = exceptions is not null && type == GgmlType.F16 && columns >= 32 && HalfDot.Accepts(x[..(vectors * columns)]);
+        bool split = type == GgmlType.F16 && columns >= 32 && Array.TrueForAll(list, part => part.Exceptions is not null) && HalfDot.Accepts(x[..(vectors * columns)]);
         int preparedLength = split ? (vectors * columns) + 16 : 0;
         Span<float> preparedStore = preparedLength <= StackFloats ? stackalloc float[preparedLength] : new float[preparedLength];
         // The sums of x that the factored K-quant row dots take (BlockDecoder.PrepareSums): one float per 16 values.
         int sumsLength = fused ? BlockDecoder.SumsLength(type, columns) : 0;
         Span<float> sumStore = sumsLength <= StackFloats ? stackalloc float[sumsLength] : new float[sumsLength];
-        fixed (byte* wp = weights)
-        fixed (float* xp = x, yp = y, pp = preparedStore, sp = sumStore)
+        fixed (float* xp = x, pp = preparedStore, sp = sumStore)
         {
-            nint wa = (nint)wp, xa = (nint)xp, ya = (nint)yp, prepared = ((nint)pp + 63) & ~(nint)63, sa = (nint)sp;
+            nint xa = (nint)xp, prepared = ((nint)pp + 63) & ~(nint)63, sa = (nint)sp;
             if (sumsLength > 0)
             {
                 BlockDecoder.PrepareSums(type, xp, columns, sp);
@@ -90,8 +132,24 @@ public static class QuantizedMatVec
                 HalfDot.Prepare(xp + ((long)v * columns), columns, (float*)prepared + ((long)v * columns));
             }
 
+            // Rows [first, end) of the parts numbered one after another: each part's share, in order.
             void Rows(int first, int end)
             {
+                for (int p = 0; p < list.Length && first < end; p++)
+                {
+                    if (first < firstRows[p + 1])
+                    {
+                        int stop = Math.Min(end, firstRows[p + 1]);
+                        PartRows(list[p], first - firstRows[p], stop - firstRows[p]);
+                        first = stop;
+                    }
+                }
+            }
+
+            void PartRows(Part part, int first, int end)
+            {
+                nint wa = (nint)part.Weights, ya = (nint)part.Y;
+                int partRows = part.Rows;
                 var buffer = type == GgmlType.F32 || halves || fused ? null : ArrayPool<float>.Shared.Rent(columns);
                 try
                 {
@@ -105,7 +163,7 @@ public static class QuantizedMatVec
                                 for (int v = 0; v < vectors; v++)
                                 {
                                     long at = (long)v * columns;
-                                    ((float*)ya)[((long)v * rows) + r] = HalfDot.Dot((short*)row, (float*)prepared + at, (float*)xa + at, columns, exceptions!, r);
+                                    ((float*)ya)[((long)v * partRows) + r] = HalfDot.Dot((short*)row, (float*)prepared + at, (float*)xa + at, columns, part.Exceptions!, r);
                                 }
 
                                 continue;
@@ -115,7 +173,7 @@ public static class QuantizedMatVec
                             {
                                 for (int v = 0; v < vectors; v++)
                                 {
-                                    ((float*)ya)[((long)v * rows) + r] = DotHalves(type == GgmlType.F16, row, (float*)xa + ((long)v * columns), columns);
+                                    ((float*)ya)[((long)v * partRows) + r] = DotHalves(type == GgmlType.F16, row, (float*)xa + ((long)v * columns), columns);
                                 }
 
                                 continue;
@@ -142,7 +200,7 @@ public static class QuantizedMatVec
 
                             for (int v = 0; v < vectors; v++)
                             {
-                                ((float*)ya)[((long)v * rows) + r] = Gemv.Dot(values, (float*)xa + ((long)v * columns), columns);
+                                ((float*)ya)[((long)v * partRows) + r] = Gemv.Dot(values, (float*)xa + ((long)v * columns), columns);
                             }
                         }
                     }

@@ -43,6 +43,9 @@ public sealed unsafe class QuantizedMatrix
 
     public ReadOnlySpan<byte> Bytes => new(start, (int)Length);
 
+    /// <summary>The first byte: memory that never moves (a mapping or native memory), valid while the matrix is reachable.</summary>
+    internal byte* Start => start;
+
     private HalfExceptions? halfExceptions;
 
     /// <summary>
