@@ -243,6 +243,18 @@ public class ComputeThreadsTests
             results[$"quantized-parts-{type}"] = [.. partOutputs.SelectMany(output => output)];
         }
 
+        // One vector: the row dots that multiply in registers (Q4_K two rows at a time, so which rows pair up moves
+        // with the chunk ends), odd row counts.
+        foreach (var type in new[] { GgmlType.Q4_K, GgmlType.Q6_K, GgmlType.Q8_0 })
+        {
+            int[] partRows = [301, 11, 701];
+            float[] xOne = TestData.Uniform(random, 256);
+            byte[][] partWeights = [.. partRows.Select(r => QuantizedMatVecTests.RandomBlocks(type, r, 256, random))];
+            float[][] partOutputs = [.. partRows.Select(r => new float[r])];
+            MultiplyParts(type, 256, xOne, 1, partWeights, partRows, partOutputs);
+            results[$"quantized-one-vector-{type}"] = [.. partOutputs.SelectMany(output => output)];
+        }
+
         // Cross-entropy with gradients: rows × vocab past its threshold.
         int tokens = 64, vocab = 5003;
         float[] logits = TestData.Uniform(random, tokens * vocab, 5), losses = new float[tokens], logitsGrad = new float[tokens * vocab];

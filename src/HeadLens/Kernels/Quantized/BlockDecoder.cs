@@ -399,12 +399,12 @@ internal static unsafe class BlockDecoder
     // nibble (vpermps). The mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros.
     // Against the table iota·(d·scale) − dmin·min per sub-block (two permutes, a product and a difference per table),
     // one thread, same-process A/B on the 1.1B file's matrices: 1.15–1.2× in L2 and from memory (BENCHMARKS.md).
+    // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
+    // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
     private static float DotQ4K(byte* row, int count, float* x, float* sums, int ahead)
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
-        var a2 = Vector512<float>.Zero;
-        var a3 = Vector512<float>.Zero;
         var mins = Vector512<float>.Zero;
         var iota = Vector512<float>.Indices; // a JIT constant: a property like Iota16 here cost an inlining, and the budget ran out
         for (int b = 0; b < count / 256; b++, row += 144, x += 256, sums += 16)
@@ -414,17 +414,17 @@ internal static unsafe class BlockDecoder
             Sse.Prefetch0(row + ahead + 128);
             var factors = Factors(row);
             mins = Vector512.FusedMultiplyAdd(factors, Vector512.Load(sums), mins);
-            Q4KGroup(Table(iota, factors, 0), Table(iota, factors, 1), row + 16, x, ref a0, ref a1, ref a2, ref a3);
-            Q4KGroup(Table(iota, factors, 2), Table(iota, factors, 3), row + 48, x + 64, ref a0, ref a1, ref a2, ref a3);
-            Q4KGroup(Table(iota, factors, 8), Table(iota, factors, 9), row + 80, x + 128, ref a0, ref a1, ref a2, ref a3);
-            Q4KGroup(Table(iota, factors, 10), Table(iota, factors, 11), row + 112, x + 192, ref a0, ref a1, ref a2, ref a3);
+            Q4KGroup(Table(iota, factors, 0), Table(iota, factors, 1), row + 16, x, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factors, 2), Table(iota, factors, 3), row + 48, x + 64, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factors, 8), Table(iota, factors, 9), row + 80, x + 128, ref a0, ref a1, ref a0, ref a1);
+            Q4KGroup(Table(iota, factors, 10), Table(iota, factors, 11), row + 112, x + 192, ref a0, ref a1, ref a0, ref a1);
         }
 
-        return Vector512.Sum(((a0 + a1) + (a2 + a3)) - mins);
+        return Vector512.Sum((a0 + a1) - mins);
     }
 
     /// <summary>
-    /// Two Q4_K rows' dot products with x (<see cref="Dot512"/>'s arithmetic, two sums per row instead of four), into
+    /// Two Q4_K rows' dot products with x (<see cref="Dot512"/>'s arithmetic in its order, bit for bit), into
     /// y[0] and y[1]: the two rows' factors, tables and products are independent chains the core overlaps, and x is
     /// loaded once for both. One thread, same-process A/B against two single-row calls on the 1.1B file's gate
     /// matrices: 1.09× in L2 and from memory.
