@@ -275,13 +275,7 @@ internal sealed class GgufBenchmark : IBenchmark
             decodeSeconds.Add(run.DecodeSeconds);
         }
 
-        public (double PromptSeconds, double DecodeSeconds) Median() => (Middle(promptSeconds), Middle(decodeSeconds));
-
-        private static double Middle(List<double> values)
-        {
-            var sorted = values.Order().ToArray();
-            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
-        }
+        public (double PromptSeconds, double DecodeSeconds) Median() => (Timing.Median(promptSeconds), Timing.Median(decodeSeconds));
     }
 
     /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>
