@@ -29,6 +29,9 @@ public static partial class ScaledDotProductAttention
     internal const int QueryTile = 48;
     internal const int KeyTile = 64;
 
+    // Floats of one query head's rows of 64 copied contiguous by the backward, padded to whole 64-row tiles.
+    private static long ContiguousRowsLength(int queryLength) => (long)(queryLength + KeyTile - 1) / KeyTile * KeyTile * AttentionPanels.Width;
+
     // With fewer than 4 heads (× sequences) per thread and at most this many bytes of blocked keys and values for
     // the whole call, the forward blocks them all first and then splits heads × query tiles over the threads, so
     // that a few long heads do not leave a thread idle. Otherwise one work item per head blocks its own keys
@@ -50,12 +53,19 @@ public static partial class ScaledDotProductAttention
     private static float[]? sharedBlocks;
 
     /// <summary>
-    /// Bytes of scratch one worker thread uses (the fused path's working memory): the tiles, and one head's keys
-    /// and values in blocks of 64 (three block sets for the backward) — O(T·D) per thread, never O(T²).
+    /// Bytes of scratch one worker thread uses (the fused path's working memory) for self-attention over keyLength
+    /// positions: the tiles, and one kv head's keys and values in blocks of 64 (the forward), or three block sets
+    /// plus, on the 64-wide panel path, its query heads' Q, dO and dQ rows copied contiguous (the backward) — O(T·D)
+    /// per thread, never O(T²).
     /// </summary>
-    public static long WorkingBytesPerThread(AttentionOptions options, int keyLength) =>
-        ((long)ScratchLength(options) + Math.Max(BlockedLength(options, keyLength),
-            3L * ((keyLength + KeyTile - 1) / KeyTile * KeyTile) * Math.Max(options.HeadDimQK, options.HeadDimV))) * sizeof(float);
+    public static long WorkingBytesPerThread(AttentionOptions options, int keyLength)
+    {
+        long paddedKeys = (keyLength + KeyTile - 1) / KeyTile * KeyTile;
+        bool panels = options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width;
+        long backward = (3L * paddedKeys * Math.Max(options.HeadDimQK, options.HeadDimV))
+            + (panels ? 3L * options.GroupSize * ContiguousRowsLength(keyLength) : 0);
+        return (ScratchLength(options) + Math.Max(BlockedLength(options, keyLength), backward)) * sizeof(float);
+    }
 
     /// <summary>
     /// Bytes the forward uses beside its per-thread scratch: short calls block every kv head's keys and values
@@ -621,32 +631,51 @@ public static partial class ScaledDotProductAttention
         //   per key tile j, per query head h of the group, per query tile i that sees it:
         //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
         //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
-        // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting); dQ rows add up in place.
+        // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting). Each query head's Q and dO rows
+        // are first copied contiguous ([Tq, 64]) and its dQ rows add up in a contiguous buffer written once at the end:
+        // in place a head's rows sit H·D·4 bytes apart (3 KB for 12 × 64), one per page, where the hardware
+        // prefetchers do not follow and the 48 rows of a tile share a quarter of L1's sets, so every query tile of
+        // every key tile was fetched from L3 again (the copies made the backward 1.25× faster at T = 1024 and 1.5× at
+        // 4096, same-process A/B, bit-identical).
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void BackwardKvHead(int g)
         {
-            for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
+            int group = options.GroupSize, firstHead = g * group;
+            for (int h = firstHead; h < firstHead + group; h++)
             {
                 FillRowTerm(h);
             }
 
             int block = KeyTile * AttentionPanels.Width;
+            long headRows = ContiguousRowsLength(queryLength);
             var buffer = Scratch(options);
-            fixed (float* kt = KeyBlocks(3L * keyTiles * block), sc = buffer)
+            fixed (float* kt = KeyBlocks((3L * keyTiles * block) + (3L * group * headRows)), sc = buffer)
             {
                 float* kr = kt + ((long)keyTiles * block), vt = kr + ((long)keyTiles * block);
+                // Per query head of the group: its Q rows, dO rows and dQ accumulator, each [Tq, 64] (padded to 64 rows).
+                float* headBase = vt + ((long)keyTiles * block);
+                for (int h = firstHead; h < firstHead + group; h++)
+                {
+                    float* qh = headBase + ((h - firstHead) * 3L * headRows);
+                    CopyRows(q + ((long)h * dqk), heads * dqk, dqk, qh, queryLength);
+                    CopyRows(OutputGrad + ((long)h * dv), heads * dv, dv, qh + headRows, queryLength);
+                    new Span<float>(qh + (2 * headRows), (int)headRows).Clear();
+                }
+
                 TransposeBlocks(k + ((long)g * dqk), kvHeads * dqk, dqk, scale * AttentionPanels.Log2E, kt, keyTiles);
                 CopyRows(k + ((long)g * dqk), kvHeads * dqk, dqk, kr, keyLength);
                 TransposeBlocks(v + ((long)g * dv), kvHeads * dv, dv, 1f, vt, keyTiles);
                 float* p = sc, dp = sc + (QueryTile * KeyTile);
                 float* dkAcc = sc + ScratchLength(options) - (KeyTile * (dqk + dv)), dvAcc = dkAcc + (KeyTile * dqk);
                 var pSpan = new Span<float>(p, QueryTile * KeyTile);
+                const int ld = AttentionPanels.Width;
                 for (int tile = 0; tile < keyTiles; tile++)
                 {
                     int j0 = tile * KeyTile, cols = Math.Min(KeyTile, keyLength - j0);
                     new Span<float>(dkAcc, KeyTile * (dqk + dv)).Clear();
-                    for (int h = g * options.GroupSize; h < (g + 1) * options.GroupSize; h++)
+                    for (int h = firstHead; h < firstHead + group; h++)
                     {
+                        float* qh = headBase + ((h - firstHead) * 3L * headRows);
                         for (int i0 = 0; i0 < queryLength; i0 += QueryTile)
                         {
                             int rows = Math.Min(QueryTile, queryLength - i0);
@@ -655,16 +684,15 @@ public static partial class ScaledDotProductAttention
                                 continue;
                             }
 
-                            float* qi = q + ((((long)i0 * heads) + h) * dqk), dOi = OutputGrad + ((((long)i0 * heads) + h) * dv);
-                            AttentionPanels.MultiplyAdd(rows, dqk, qi, heads * dqk, kt + ((long)tile * block), KeyTile, p, KeyTile, add: false);
+                            float* qi = qh + ((long)i0 * ld), dOi = qi + headRows, dQi = dOi + headRows;
+                            AttentionPanels.MultiplyAdd(rows, dqk, qi, ld, kt + ((long)tile * block), KeyTile, p, KeyTile, add: false);
                             Mask(h, i0, rows, j0, cols, pSpan, base2: true);
-                            AttentionPanels.MultiplyAdd(rows, dv, dOi, heads * dv, vt + ((long)tile * block), KeyTile, dp, KeyTile, add: false);
+                            AttentionPanels.MultiplyAdd(rows, dv, dOi, ld, vt + ((long)tile * block), KeyTile, dp, KeyTile, add: false);
                             AttentionPanels.ProbabilitiesAndScoreGrad(rows, p, dp, KeyTile,
                                 logSumExp + (h * queryLength) + i0, RowTerm + (h * queryLength) + i0, scale);
-                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, p, KeyTile, dOi, heads * dv, dvAcc, dv);
-                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, dp, KeyTile, qi, heads * dqk, dkAcc, dqk);
-                            AttentionPanels.MultiplyAdd(rows, KeyTile, dp, KeyTile, kr + ((long)tile * block), dqk,
-                                QueryGrad + ((((long)i0 * heads) + h) * dqk), heads * dqk, add: true);
+                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, p, KeyTile, dOi, ld, dvAcc, dv);
+                            AttentionPanels.MultiplyAddTransposedA(KeyTile, rows, dp, KeyTile, qi, ld, dkAcc, dqk);
+                            AttentionPanels.MultiplyAdd(rows, KeyTile, dp, KeyTile, kr + ((long)tile * block), dqk, dQi, ld, add: true);
                         }
                     }
 
@@ -673,6 +701,16 @@ public static partial class ScaledDotProductAttention
                         long row = ((long)(j0 + j) * kvHeads) + g;
                         Buffer.MemoryCopy(dkAcc + (j * dqk), KeyGrad + (row * dqk), dqk * sizeof(float), dqk * sizeof(float));
                         Buffer.MemoryCopy(dvAcc + (j * dv), ValueGrad + (row * dv), dv * sizeof(float), dv * sizeof(float));
+                    }
+                }
+
+                // The item owns these heads' dQ rows (cleared by Backward), so they are written, not added.
+                for (int h = firstHead; h < firstHead + group; h++)
+                {
+                    float* dQh = headBase + ((h - firstHead) * 3L * headRows) + (2 * headRows);
+                    for (int i = 0; i < queryLength; i++)
+                    {
+                        Buffer.MemoryCopy(dQh + ((long)i * dqk), QueryGrad + ((((long)i * heads) + h) * dqk), dqk * sizeof(float), dqk * sizeof(float));
                     }
                 }
             }

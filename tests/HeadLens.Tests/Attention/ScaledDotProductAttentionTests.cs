@@ -42,6 +42,8 @@ public class ScaledDotProductAttentionTests
         ["panel-alibi"] = (new AttentionOptions(2, 2, 64, 64) { AlibiSlopes = [0.5f, 0.0625f] }, 100, 100, 0),
         ["panel-padding"] = (new AttentionOptions(2, 2, 64, 64) { KeyPadding = Padding(90, 11) }, 90, 90, 0),
         ["panel-gqa"] = (new AttentionOptions(4, 2, 64, 64), 64, 64, 0),
+        // Three query heads per kv head with a partial last tile: the backward copies each head's Q, dO and dQ rows.
+        ["panel-gqa-odd"] = (new AttentionOptions(6, 2, 64, 64), 131, 131, 0),
         ["panel-short-backward"] = (new AttentionOptions(2, 2, 64, 64), 9, 9, 0),
         // Long enough (≥ 2048 keys) and with enough heads (> 4 MiB of blocked keys) for one work item per head, split
         // in two (each blocking only the keys its queries see).
