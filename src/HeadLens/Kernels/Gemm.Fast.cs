@@ -36,6 +36,7 @@ public static partial class Gemm
 
     // Rows of an untransposed B that PackB asks for ahead of the one it copies.
     private const int PackAhead = 8;
+    internal static bool XPA = true, XPF = true;
 
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
@@ -105,6 +106,8 @@ public static partial class Gemm
         /// <summary>Computes the whole product on <paramref name="threads"/> threads.</summary>
         public void Start(int threads)
         {
+            XPA = Environment.GetEnvironmentVariable("XPA") != "0";
+            XPF = Environment.GetEnvironmentVariable("XPF") != "0";
             if (threads == 1)
             {
                 Run(0, 1);
@@ -114,7 +117,9 @@ public static partial class Gemm
             // More rows than one A block holds (2048³, the weight gradients, 1024 tokens): the threads share each
             // packed B block and split the rows. Fewer (the 256 tokens of a GPT-2 step): each thread takes its own
             // columns and packs each of its B panels right before its use, which the shared block cannot do.
-            if (m > RoundUp(Blocking.Rows, TileShape.Current.Rows))
+            string? x = Environment.GetEnvironmentVariable("XSHARED");
+            int xs = x is null ? 1024 : int.Parse(x, System.Globalization.CultureInfo.InvariantCulture);
+            if (m > RoundUp(Blocking.Rows, TileShape.Current.Rows) || Math.Max(m, n) / threads < xs)
             {
                 RunShared(threads);
                 return;
@@ -239,12 +244,12 @@ public static partial class Gemm
             float* bPanels, float* tile)
         {
             int mr = shape.Rows, nr = shape.Columns, stride = PanelStride(kc);
-            // Untransposed B packed as used: the next panel's source is kc short pieces of rows ldb apart, which the
-            // hardware prefetchers do not follow, so PackB waited on L3 for each (9% of the 256×3072×768 input
-            // gradient against OpenBLAS's 6% for the same copy). Each tile call below asks for a share of those rows,
-            // so they arrive in L2 while the kernel runs on this panel.
-            bool prefetchNext = packAsUsed != null && !transposeB;
-            int tiles = (mc + mr - 1) / mr, rowsPerTile = (kc + tiles - 1) / tiles;
+            // B packed as used: the next panel's source is kc short pieces of rows ldb apart (untransposed), which the
+            // hardware prefetchers do not follow, or nr rows of kc floats (transposed), each too short for them to get
+            // ahead; so PackB waited on L3 (9% of the 256×3072×768 input gradient, against OpenBLAS's 6% for the same
+            // copy). Each tile call below asks for a share of those rows, so they arrive in L2 while the kernel runs on
+            // this panel.
+            int tiles = (mc + mr - 1) / mr;
             for (int jr = 0; jr < nc; jr += nr)
             {
                 int nValid = Math.Min(nr, nc - jr);
@@ -257,9 +262,11 @@ public static partial class Gemm
                     bPanel = packAsUsed;
                 }
 
-                int nextValid = prefetchNext ? Math.Min(nr, nc - jr - nr) : 0;
-                float* nextSource = b + ((long)pc * ldb) + jc + jr + nr;
-                int nextRow = 0;
+                // The next panel's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart.
+                int nextValid = packAsUsed != null && XPF ? Math.Min(nr, nc - jr - nr) : 0;
+                (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
+                float* nextSource = transposeB ? b + ((long)(jc + jr + nr) * ldb) + pc : b + ((long)pc * ldb) + jc + jr + nr;
+                int rowsPerTile = (sourceRows + tiles - 1) / tiles, nextRow = 0;
                 for (int ir = 0; ir < mc; ir += mr)
                 {
                     float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
@@ -267,9 +274,9 @@ public static partial class Gemm
                     Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
                     if (nextValid > 0)
                     {
-                        for (int end = Math.Min(kc, nextRow + rowsPerTile); nextRow < end; nextRow++)
+                        for (int end = Math.Min(sourceRows, nextRow + rowsPerTile); nextRow < end; nextRow++)
                         {
-                            PrefetchRowToLevel2(nextSource + ((long)nextRow * ldb), nextValid);
+                            PrefetchRowToLevel2(nextSource + ((long)nextRow * ldb), sourceWidth);
                         }
                     }
                 }
@@ -316,7 +323,7 @@ public static partial class Gemm
                     for (int p = 0; p < kc; p++)
                     {
                         float* source = b + (long)(pc + p) * ldb + jc + jr;
-                        if (p + PackAhead < kc)
+                        if (p + PackAhead < kc && XPA)
                         {
                             PrefetchRow(source + ((long)PackAhead * ldb), valid);
                         }
@@ -951,17 +958,17 @@ public static partial class Gemm
         }
     }
 
-    // As PrefetchRow, into L2 only: for source rows packed a little later, which must not push the B panel in use out
-    // of L1.
+    // As PrefetchRow, into L2 only and for rows of any width: for source rows packed a little later, which must not
+    // push the B panel in use out of L1.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void PrefetchRowToLevel2(float* row, int width)
     {
         if (Sse.IsSupported)
         {
-            Sse.Prefetch1(row);
-            if (width > 16)
+            // Every cache line of row[0..width): each 16 floats from the first, and the last.
+            for (int j = 0; j < width; j += 16)
             {
-                Sse.Prefetch1(row + 16);
+                Sse.Prefetch1(row + j);
             }
 
             Sse.Prefetch1(row + width - 1);
