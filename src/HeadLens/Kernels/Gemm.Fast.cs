@@ -36,7 +36,6 @@ public static partial class Gemm
 
     // Rows of an untransposed B that PackB asks for ahead of the one it copies.
     private const int PackAhead = 8;
-    internal static bool XPA = true, XPF = true;
 
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
@@ -106,8 +105,6 @@ public static partial class Gemm
         /// <summary>Computes the whole product on <paramref name="threads"/> threads.</summary>
         public void Start(int threads)
         {
-            XPA = Environment.GetEnvironmentVariable("XPA") != "0";
-            XPF = Environment.GetEnvironmentVariable("XPF") != "0";
             if (threads == 1)
             {
                 Run(0, 1);
@@ -117,9 +114,7 @@ public static partial class Gemm
             // More rows than one A block holds (2048³, the weight gradients, 1024 tokens): the threads share each
             // packed B block and split the rows. Fewer (the 256 tokens of a GPT-2 step): each thread takes its own
             // columns and packs each of its B panels right before its use, which the shared block cannot do.
-            string? x = Environment.GetEnvironmentVariable("XSHARED");
-            int xs = x is null ? 1024 : int.Parse(x, System.Globalization.CultureInfo.InvariantCulture);
-            if (m > RoundUp(Blocking.Rows, TileShape.Current.Rows) || Math.Max(m, n) / threads < xs)
+            if (m > RoundUp(Blocking.Rows, TileShape.Current.Rows))
             {
                 RunShared(threads);
                 return;
@@ -263,7 +258,7 @@ public static partial class Gemm
                 }
 
                 // The next panel's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart.
-                int nextValid = packAsUsed != null && XPF ? Math.Min(nr, nc - jr - nr) : 0;
+                int nextValid = packAsUsed != null ? Math.Min(nr, nc - jr - nr) : 0;
                 (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
                 float* nextSource = transposeB ? b + ((long)(jc + jr + nr) * ldb) + pc : b + ((long)pc * ldb) + jc + jr + nr;
                 int rowsPerTile = (sourceRows + tiles - 1) / tiles, nextRow = 0;
@@ -323,7 +318,7 @@ public static partial class Gemm
                     for (int p = 0; p < kc; p++)
                     {
                         float* source = b + (long)(pc + p) * ldb + jc + jr;
-                        if (p + PackAhead < kc && XPA)
+                        if (p + PackAhead < kc)
                         {
                             PrefetchRow(source + ((long)PackAhead * ldb), valid);
                         }
@@ -421,6 +416,21 @@ public static partial class Gemm
             int p = 0;
             if (Avx512F.IsSupported)
             {
+                // The next four rows asked for while these four are copied: each row is a stream the hardware
+                // prefetchers pick up only after a few misses, and a packed row is only kc floats long.
+                if (line + 8 <= lines)
+                {
+                    float* n0 = r3 + stride;
+                    for (; p + 16 <= length; p += 16)
+                    {
+                        Sse.Prefetch0(n0 + p);
+                        Sse.Prefetch0(n0 + stride + p);
+                        Sse.Prefetch0(n0 + (2L * stride) + p);
+                        Sse.Prefetch0(n0 + (3L * stride) + p);
+                        Transpose4x16(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
+                    }
+                }
+
                 for (; p + 16 <= length; p += 16)
                 {
                     Transpose4x16(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
