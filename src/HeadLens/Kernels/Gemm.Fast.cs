@@ -12,7 +12,9 @@ namespace HeadLens.Kernels;
 // KC, MC and NC come from the caches the machine reports (GemmBlocking: why, and the sizes each level must hold):
 // the B panel being used stays in L1 while the kernel runs down the A block, which stays in L2.
 // Packed panels start on a cache line, and each kernel call asks for the cache lines of the next C tile while it
-// runs (PrefetchRow).
+// runs (PrefetchRow). The packing asks for its source ahead too (rows of B ldb apart, the next rows of a transpose,
+// and, where B panels are packed as used, the next panel's source while the kernel runs on this one): strided and
+// short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
@@ -175,8 +177,8 @@ public static partial class Gemm
         {
             int mr = shape.Rows, nr = shape.Columns;
             int depthBlock = Blocking.Depth, rowBlock = RoundUp(Blocking.Rows, mr), columnBlock = RoundUp(Blocking.Columns, nr);
-            // Row blocks of one size: 768 rows as 636 + 132 ran the kernel over the whole B block for a block a fifth
-            // as tall, so with B from L3 then reused only 11 times.
+            // Row blocks of one size: 768 rows under MC = 636 as two of 384, not 636 + 132, whose short block ran the
+            // kernel over the whole B block (from L3) for 11 tiles per panel.
             int rowBlocks = (rows + rowBlock - 1) / rowBlock;
             rowBlock = RoundUp((rows + rowBlocks - 1) / rowBlocks, mr);
             int bCapacity = (depthBlock * RoundUp(Math.Min(columns, columnBlock), nr)) + AlignmentFloats;
