@@ -4,7 +4,8 @@
 # `headlens bench matmul` (squares and the GPT-2 124M training step). Noise-robust where compare-matmul.sh (two
 # processes, one after the other) is not: see bench/MatmulPeer/Program.cs.
 # Usage: bash bench/compare-matmul-interleaved.sh [--threads 1,2] [--samples 15] [--sample-ms 20] [--gap-ms 20]
-#        [--only square|forward|input-grad|weight-grad] [--sizes 2048]          (from anywhere)
+#        [--only square|forward|input-grad|weight-grad] [--sizes 2048] [--shapes 256x3072x768,512x512x512]
+#        (from anywhere; --shapes keeps only those m×n×k)
 # Needs Debian's libopenblas0-openmp (the OpenBLAS PyTorch uses in ../shared/checks/matmul-vs-openblas).
 set -euo pipefail
 cd "$(dirname "$0")/.."

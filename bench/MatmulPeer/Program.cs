@@ -175,7 +175,8 @@ internal static class Program
             }
         }
 
-        return options.Only is null ? shapes : shapes.Where(shape => shape.Op == options.Only).ToList();
+        return shapes.Where(shape => (options.Only is null || shape.Op == options.Only)
+            && (options.Dims is null || options.Dims.Contains($"{shape.M}x{shape.N}x{shape.K}"))).ToList();
     }
 
     /// <summary>The operands of one shape, on 2 MiB pages as `bench matmul` keeps them; one C per engine.</summary>
@@ -303,7 +304,7 @@ internal static class Program
         }
     }
 
-    private sealed record Options(int[] Threads, int Samples, double SampleMs, double GapMs, string? Only, int[]? Sizes)
+    private sealed record Options(int[] Threads, int Samples, double SampleMs, double GapMs, string? Only, int[]? Sizes, string[]? Dims = null)
     {
         private static readonly string[] Ops = ["square", "forward", "input-grad", "weight-grad"];
 
@@ -322,12 +323,22 @@ internal static class Program
                     "--gap-ms" => options with { GapMs = Number(name, value) },
                     "--only" => options with { Only = Ops.Contains(value) ? value : throw new ToolException($"--only expects one of {string.Join(", ", Ops)}, got '{value}'") },
                     "--sizes" => options with { Sizes = Integers(name, value) },
-                    _ => throw new ToolException($"unknown option '{name}' (known: --threads, --samples, --sample-ms, --gap-ms, --only, --sizes)"),
+                    "--shapes" => options with { Dims = Shapes(value) },
+                    _ => throw new ToolException($"unknown option '{name}' (known: --threads, --samples, --sample-ms, --gap-ms, --only, --sizes, --shapes)"),
                 };
             }
 
             return options;
         }
+
+        // "256x3072x768,512x512x512": the m×n×k of the shapes to keep (with --only, of that operation).
+        private static string[] Shapes(string value) => value.Split(',').Select(text =>
+        {
+            string[] parts = text.Split('x');
+            return parts.Length == 3 && parts.All(part => int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out int size) && size > 0)
+                ? text
+                : throw new ToolException($"--shapes expects MxNxK[,MxNxK...], got '{text}'");
+        }).ToArray();
 
         private static int[] Integers(string name, string value) => value.Split(',').Select(text =>
             int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int number) && number > 0 && number <= 65536

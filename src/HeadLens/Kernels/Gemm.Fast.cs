@@ -12,7 +12,9 @@ namespace HeadLens.Kernels;
 // KC, MC and NC come from the caches the machine reports (GemmBlocking: why, and the sizes each level must hold):
 // the B panel being used stays in L1 while the kernel runs down the A block, which stays in L2.
 // Packed panels start on a cache line, and each kernel call asks for the cache lines of the next C tile while it
-// runs (PrefetchRow).
+// runs (PrefetchRow). The packing asks for its source ahead too (rows of B ldb apart, the next rows of a transpose,
+// and, where B panels are packed as used, the next panel's source while the kernel runs on this one): strided and
+// short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
@@ -33,6 +35,9 @@ public static partial class Gemm
 
     // Below this many multiply-adds, packing and threading cost more than they save.
     private const long SmallProduct = 16 * 16 * 16;
+
+    // Rows of an untransposed B that PackB asks for ahead of the one it copies.
+    private const int PackAhead = 8;
 
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
@@ -172,6 +177,10 @@ public static partial class Gemm
         {
             int mr = shape.Rows, nr = shape.Columns;
             int depthBlock = Blocking.Depth, rowBlock = RoundUp(Blocking.Rows, mr), columnBlock = RoundUp(Blocking.Columns, nr);
+            // Row blocks of one size: 768 rows under MC = 636 as two of 384, not 636 + 132, whose short block ran the
+            // kernel over the whole B block (from L3) for 11 tiles per panel.
+            int rowBlocks = (rows + rowBlock - 1) / rowBlock;
+            rowBlock = RoundUp((rows + rowBlocks - 1) / rowBlocks, mr);
             int bCapacity = (depthBlock * RoundUp(Math.Min(columns, columnBlock), nr)) + AlignmentFloats;
             int aCapacity = (depthBlock * RoundUp(Math.Min(rows, rowBlock), mr)) + AlignmentFloats;
             if (packedB is null || packedB.Length < bCapacity)
@@ -232,6 +241,12 @@ public static partial class Gemm
             float* bPanels, float* tile)
         {
             int mr = shape.Rows, nr = shape.Columns, stride = PanelStride(kc);
+            // B packed as used: the next panel's source is kc short pieces of rows ldb apart (untransposed), which the
+            // hardware prefetchers do not follow, or nr rows of kc floats (transposed), each too short for them to get
+            // ahead; so PackB waited on L3 (9% of the 256×3072×768 input gradient, against OpenBLAS's 6% for the same
+            // copy). Each tile call below asks for a share of those rows, so they arrive in L2 while the kernel runs on
+            // this panel.
+            int tiles = (mc + mr - 1) / mr;
             for (int jr = 0; jr < nc; jr += nr)
             {
                 int nValid = Math.Min(nr, nc - jr);
@@ -244,11 +259,23 @@ public static partial class Gemm
                     bPanel = packAsUsed;
                 }
 
+                // The next panel's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart.
+                int nextValid = packAsUsed != null ? Math.Min(nr, nc - jr - nr) : 0;
+                (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
+                float* nextSource = transposeB ? b + ((long)(jc + jr + nr) * ldb) + pc : b + ((long)pc * ldb) + jc + jr + nr;
+                int rowsPerTile = (sourceRows + tiles - 1) / tiles, nextRow = 0;
                 for (int ir = 0; ir < mc; ir += mr)
                 {
                     float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
                     float* next = ir + mr < mc ? cTile + ((long)mr * ldc) : c + ((long)ic * ldc) + jc + jr + nr;
                     Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
+                    if (nextValid > 0)
+                    {
+                        for (int end = Math.Min(sourceRows, nextRow + rowsPerTile); nextRow < end; nextRow++)
+                        {
+                            PrefetchRowToLevel2(nextSource + ((long)nextRow * ldb), sourceWidth);
+                        }
+                    }
                 }
             }
         }
@@ -288,10 +315,16 @@ public static partial class Gemm
                 float* panel = destination + jr * kc;
                 if (!transposeB)
                 {
-                    // op(B) = B: row p of the panel is contiguous in memory.
+                    // op(B) = B: row p of the panel is contiguous in memory, but rows are ldb apart, a stride the
+                    // hardware prefetchers do not follow: ask for the rows a few ahead.
                     for (int p = 0; p < kc; p++)
                     {
                         float* source = b + (long)(pc + p) * ldb + jc + jr;
+                        if (p + PackAhead < kc)
+                        {
+                            PrefetchRow(source + ((long)PackAhead * ldb), valid);
+                        }
+
                         float* target = panel + p * nr;
                         CopyRow(source, target, valid, nr);
                     }
@@ -385,6 +418,21 @@ public static partial class Gemm
             int p = 0;
             if (Avx512F.IsSupported)
             {
+                // The next four rows asked for while these four are copied: each row is a stream the hardware
+                // prefetchers pick up only after a few misses, and a packed row is only kc floats long.
+                if (line + 8 <= lines)
+                {
+                    float* n0 = r3 + stride;
+                    for (; p + 16 <= length; p += 16)
+                    {
+                        Sse.Prefetch0(n0 + p);
+                        Sse.Prefetch0(n0 + stride + p);
+                        Sse.Prefetch0(n0 + (2L * stride) + p);
+                        Sse.Prefetch0(n0 + (3L * stride) + p);
+                        Transpose4x16(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
+                    }
+                }
+
                 for (; p + 16 <= length; p += 16)
                 {
                     Transpose4x16(r0 + p, r1 + p, r2 + p, r3 + p, t + (long)p * width, width);
@@ -919,6 +967,23 @@ public static partial class Gemm
             }
 
             Sse.Prefetch0(row + width - 1);
+        }
+    }
+
+    // As PrefetchRow, into L2 only and for rows of any width: for source rows packed a little later, which must not
+    // push the B panel in use out of L1.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchRowToLevel2(float* row, int width)
+    {
+        if (Sse.IsSupported)
+        {
+            // Every cache line of row[0..width): each 16 floats from the first, and the last.
+            for (int j = 0; j < width; j += 16)
+            {
+                Sse.Prefetch1(row + j);
+            }
+
+            Sse.Prefetch1(row + width - 1);
         }
     }
 

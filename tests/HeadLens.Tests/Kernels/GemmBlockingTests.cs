@@ -183,6 +183,36 @@ public sealed class GemmBlockingTests
         Assert.All(results, result => Assert.True(one.AsSpan().SequenceEqual(result)));
     }
 
+    // One thread cuts its rows into blocks of one size (768 rows under MC = 636: two of 384, not 636 + 132), packing B
+    // whole per block; with one block it packs each B panel as it is used, asking for the next panel's source rows
+    // ahead. The row blocking must not change a bit (each entry's sums run over the depth in the same order), so
+    // rows that leave a short remainder under the small blocks give the bits of one block over all rows, for every
+    // transposition, with B read through a stride wider than its rows, and both match the oracle.
+    [Fact]
+    public void RowBlocksOfOneSizeKeepTheBits()
+    {
+        int m = (7 * TileRows) + 5, n = (3 * TileColumns) + 9, k = 70, padding = 11;
+        var blocks = new GemmBlocking(32, 3 * TileRows, 2 * TileColumns);
+        var whole = new GemmBlocking(32, RoundUp(m, TileRows), 2 * TileColumns);
+        var random = new Random(23);
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                (int aRows, int aCols) = transposeA ? (k, m) : (m, k);
+                (int bRows, int bCols) = transposeB ? (n, k) : (k, n);
+                int ldb = bCols + padding;
+                float[] a = TestData.Uniform(random, aRows * aCols), b = TestData.Uniform(random, bRows * ldb);
+                float[] start = TestData.Uniform(random, m * n), inBlocks = (float[])start.Clone(), inOne = (float[])start.Clone();
+                Gemm.MultiplyWith(blocks, transposeA, transposeB, m, n, k, a, aCols, b, ldb, inBlocks, n, accumulate: true, threads: 1);
+                Gemm.MultiplyWith(whole, transposeA, transposeB, m, n, k, a, aCols, b, ldb, inOne, n, accumulate: true, threads: 1);
+                Assert.True(inBlocks.AsSpan().SequenceEqual(inOne), $"tA={transposeA} tB={transposeB}: row blocks change the bits");
+                Check(random, blocks, transposeA, transposeB, m, n, k, threads: 1, accumulate: true);
+                Check(random, whole, transposeA, transposeB, m, n, k, threads: 1, accumulate: true);
+            }
+        }
+    }
+
     [Fact]
     public void IceLakeServerCachesGiveBlocksThatFit()
     {
