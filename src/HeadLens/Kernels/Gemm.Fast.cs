@@ -282,24 +282,34 @@ public static partial class Gemm
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
         {
+            if (!transposeB)
+            {
+                PackRowsOfB(pc, kc, jc, first, end, nr, destination);
+                return;
+            }
+
+            // op(B) = Bᵀ (the y = x·Wᵀ case): column j of a panel is row j of B, contiguous in p.
             for (int jr = first; jr < end; jr += nr)
             {
-                int valid = Math.Min(nr, end - jr);
-                float* panel = destination + jr * kc;
-                if (!transposeB)
+                TransposeInto(b + (long)(jc + jr) * ldb + pc, ldb, Math.Min(nr, end - jr), kc, destination + jr * kc, nr);
+            }
+        }
+
+        // op(B) = B (the dx = dy·W and dW = dyᵀ·x products): row p of a panel is NR consecutive floats of row pc + p of
+        // B. Each row of the block is read once, start to end, and dealt out to the panels, NR floats to each. Panel by
+        // panel instead, every row was read NR floats (two cache lines) at a time, a row stride apart: with B cold (the
+        // weights, read from memory at every product) the hardware prefetcher cannot follow that. Packing 12,564 rows of
+        // a vocabulary head (one core's half of its dx product) ran at 2.2 GB/s that way and 6.6 GB/s this way.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void PackRowsOfB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                float* source = b + (long)(pc + p) * ldb + jc;
+                float* target = destination + p * nr;
+                for (int jr = first; jr < end; jr += nr)
                 {
-                    // op(B) = B: row p of the panel is contiguous in memory.
-                    for (int p = 0; p < kc; p++)
-                    {
-                        float* source = b + (long)(pc + p) * ldb + jc + jr;
-                        float* target = panel + p * nr;
-                        CopyRow(source, target, valid, nr);
-                    }
-                }
-                else
-                {
-                    // op(B) = Bᵀ (the y = x·Wᵀ case): column j of the panel is row j of B, contiguous in p.
-                    TransposeInto(b + (long)(jc + jr) * ldb + pc, ldb, valid, kc, panel, nr);
+                    CopyRow(source + jr, target + ((long)jr * kc), Math.Min(nr, end - jr), nr);
                 }
             }
         }
