@@ -34,6 +34,12 @@ public static partial class Gemm
     // Below this many multiply-adds, packing and threading cost more than they save.
     private const long SmallProduct = 16 * 16 * 16;
 
+    // B panels packed together where each is packed right before its use and op(B) = B (Block): 8 panels are a run
+    // of 8 · NR floats (1 KiB with AVX-512) of each row, and 8 · KC · NR floats (256 KiB at KC = 256) in L2 beside
+    // the A block. Measured on the vocabulary head's dx product at B·T = 256 (one core's half, W read cold):
+    // see BENCHMARKS.md, "B packed row by row".
+    private const int PanelsPackedTogether = 8;
+
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
 
@@ -238,10 +244,17 @@ public static partial class Gemm
                 float* bPanel = bPanels + ((long)(jr / nr) * stride * nr);
                 if (packAsUsed != null)
                 {
-                    // Every panel into the same place: the lines of the panel just used are still in L1, so the
-                    // packing's stores hit there instead of fetching a fresh 32 KiB from L2 for every panel.
-                    PackB(pc, kc, jc, jr, jr + nValid, nr, packAsUsed - ((long)jr * kc));
-                    bPanel = packAsUsed;
+                    // Every panel (or group of panels) into the same place: the lines of the panels just used are still
+                    // in L1 or L2, so the packing's stores hit there instead of fetching fresh lines for every panel.
+                    // op(B) = B is packed a group at a time: a group's part of each row is several cache lines in one
+                    // run, which the hardware prefetcher follows; one panel's part is two lines a row stride apart.
+                    int group = transposeB ? 1 : PanelsPackedTogether, index = jr / nr % group;
+                    if (index == 0)
+                    {
+                        PackB(pc, kc, jc, jr, Math.Min(nc, jr + (group * nr)), nr, packAsUsed - ((long)jr * kc));
+                    }
+
+                    bPanel = packAsUsed + ((long)index * kc * nr);
                 }
 
                 for (int ir = 0; ir < mc; ir += mr)

@@ -148,9 +148,10 @@ public sealed class GemmBlockingTests
     {
         var blocking = new GemmBlocking(depth, rows, columns);
         var random = new Random(depth * 11 + rows * 3 + columns);
-        // With the small blockings, also a product past a column block and two depth blocks on the shared-block split
-        // (at the machine's blocking that product would take the float64 oracle seconds).
-        var sizes = SizesFor(blocking);
+        // A few rows and more than one group of panels packed together (Gemm.Fast.cs, PanelsPackedTogether: B packed as
+        // used, a group at a time, the last group partial). With the small blockings, also a product past a column block
+        // and two depth blocks on the shared-block split (at the machine's blocking the float64 oracle would take seconds).
+        var sizes = SizesFor(blocking).Append(((2 * TileRows) + 5, (9 * TileColumns) + 19, blocking.Depth + 9));
         if (blocking.Columns <= 256)
         {
             sizes = sizes.Append((RoundUp(blocking.Rows, TileRows) + 5, RoundUp(blocking.Columns, TileColumns) + 37, (2 * blocking.Depth) + 3));
