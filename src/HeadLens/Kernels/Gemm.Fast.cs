@@ -36,8 +36,14 @@ public static partial class Gemm
     // Below this many multiply-adds, packing and threading cost more than they save.
     private const long SmallProduct = 16 * 16 * 16;
 
-    // Rows of an untransposed B that PackB asks for ahead of the one it copies.
+    // Rows of an untransposed B that PackB asks for ahead of the one it copies (short runs only; see PackRowsOfB).
     private const int PackAhead = 8;
+
+    // B panels packed together where each is packed right before its use and op(B) = B (Block): 8 panels are a run
+    // of 8 · NR floats (1 KiB with AVX-512) of each row, and 8 · KC · NR floats (256 KiB at KC = 256) in L2 beside
+    // the A block. Measured on the vocabulary head's dx product at B·T = 256 (one core's half, W read cold):
+    // see BENCHMARKS.md, "B packed row by row".
+    private const int PanelsPackedTogether = 8;
 
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
@@ -246,24 +252,35 @@ public static partial class Gemm
             // ahead; so PackB waited on L3 (9% of the 256×3072×768 input gradient, against OpenBLAS's 6% for the same
             // copy). Each tile call below asks for a share of those rows, so they arrive in L2 while the kernel runs on
             // this panel.
-            int tiles = (mc + mr - 1) / mr;
+            // With op(B) = B the panels are packed PanelsPackedTogether at a time, so the next group's source is asked
+            // for a share per panel of the current group (rows [index·kc/group, (index+1)·kc/group) of it).
+            int tiles = (mc + mr - 1) / mr, group = transposeB ? 1 : PanelsPackedTogether;
             for (int jr = 0; jr < nc; jr += nr)
             {
-                int nValid = Math.Min(nr, nc - jr);
+                int nValid = Math.Min(nr, nc - jr), index = jr / nr % group;
                 float* bPanel = bPanels + ((long)(jr / nr) * stride * nr);
                 if (packAsUsed != null)
                 {
-                    // Every panel into the same place: the lines of the panel just used are still in L1, so the
-                    // packing's stores hit there instead of fetching a fresh 32 KiB from L2 for every panel.
-                    PackB(pc, kc, jc, jr, jr + nValid, nr, packAsUsed - ((long)jr * kc));
-                    bPanel = packAsUsed;
+                    // Every panel (or group of panels) into the same place: the lines of the panels just used are still
+                    // in L1 or L2, so the packing's stores hit there instead of fetching fresh lines for every panel.
+                    // op(B) = B is packed a group at a time: a group's part of each row is several cache lines in one
+                    // run, which the hardware prefetcher follows; one panel's part is two lines a row stride apart.
+                    if (index == 0)
+                    {
+                        PackB(pc, kc, jc, jr, Math.Min(nc, jr + (group * nr)), nr, packAsUsed - ((long)jr * kc));
+                    }
+
+                    bPanel = packAsUsed + ((long)index * kc * nr);
                 }
 
-                // The next panel's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart.
-                int nextValid = packAsUsed != null ? Math.Min(nr, nc - jr - nr) : 0;
+                // The next group's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart, of which this panel
+                // asks for rows [firstRow, lastRow).
+                int nextStart = (jr - (index * nr)) + (group * nr);
+                int nextValid = packAsUsed != null && nextStart < nc ? Math.Min(group * nr, nc - nextStart) : 0;
                 (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
-                float* nextSource = transposeB ? b + ((long)(jc + jr + nr) * ldb) + pc : b + ((long)pc * ldb) + jc + jr + nr;
-                int rowsPerTile = (sourceRows + tiles - 1) / tiles, nextRow = 0;
+                float* nextSource = transposeB ? b + ((long)(jc + nextStart) * ldb) + pc : b + ((long)pc * ldb) + jc + nextStart;
+                int nextRow = sourceRows * index / group, lastRow = sourceRows * (index + 1) / group;
+                int rowsPerTile = (lastRow - nextRow + tiles - 1) / tiles;
                 for (int ir = 0; ir < mc; ir += mr)
                 {
                     float* cTile = c + (long)(ic + ir) * ldc + jc + jr;
@@ -271,7 +288,7 @@ public static partial class Gemm
                     Tile(shape, kc, aPack + ir * kc, bPanel, cTile, ldc, Math.Min(mr, mc - ir), nValid, add, tile, next);
                     if (nextValid > 0)
                     {
-                        for (int end = Math.Min(sourceRows, nextRow + rowsPerTile); nextRow < end; nextRow++)
+                        for (int end = Math.Min(lastRow, nextRow + rowsPerTile); nextRow < end; nextRow++)
                         {
                             PrefetchRowToLevel2(nextSource + ((long)nextRow * ldb), sourceWidth);
                         }
@@ -309,30 +326,44 @@ public static partial class Gemm
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
         {
+            if (!transposeB)
+            {
+                PackRowsOfB(pc, kc, jc, first, end, nr, destination);
+                return;
+            }
+
+            // op(B) = Bᵀ (the y = x·Wᵀ case): column j of a panel is row j of B, contiguous in p.
             for (int jr = first; jr < end; jr += nr)
             {
-                int valid = Math.Min(nr, end - jr);
-                float* panel = destination + jr * kc;
-                if (!transposeB)
-                {
-                    // op(B) = B: row p of the panel is contiguous in memory, but rows are ldb apart, a stride the
-                    // hardware prefetchers do not follow: ask for the rows a few ahead.
-                    for (int p = 0; p < kc; p++)
-                    {
-                        float* source = b + (long)(pc + p) * ldb + jc + jr;
-                        if (p + PackAhead < kc)
-                        {
-                            PrefetchRow(source + ((long)PackAhead * ldb), valid);
-                        }
+                TransposeInto(b + (long)(jc + jr) * ldb + pc, ldb, Math.Min(nr, end - jr), kc, destination + jr * kc, nr);
+            }
+        }
 
-                        float* target = panel + p * nr;
-                        CopyRow(source, target, valid, nr);
-                    }
-                }
-                else
+        // op(B) = B (the dx = dy·W and dW = dyᵀ·x products): row p of a panel is NR consecutive floats of row pc + p of
+        // B. Each row of the block is read once, start to end, and dealt out to the panels, NR floats to each. Panel by
+        // panel instead, every row was read NR floats (two cache lines) at a time, a row stride apart: with B cold (the
+        // weights, read from memory at every product) the hardware prefetcher cannot follow that. Packing 12,564 rows of
+        // a vocabulary head (one core's half of its dx product) ran at 2.2 GB/s that way and 6.6 GB/s this way.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void PackRowsOfB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
+        {
+            // A short run (a group of panels packed as used) is too short for the hardware prefetcher to get ahead of
+            // before the next row, ldb away: the run PackAhead rows on is asked for while this one is copied. A long
+            // run (a whole block) streams by itself.
+            int run = end - first;
+            bool ahead = run <= PanelsPackedTogether * nr;
+            for (int p = 0; p < kc; p++)
+            {
+                float* source = b + (long)(pc + p) * ldb + jc;
+                float* target = destination + p * nr;
+                if (ahead && p + PackAhead < kc)
                 {
-                    // op(B) = Bᵀ (the y = x·Wᵀ case): column j of the panel is row j of B, contiguous in p.
-                    TransposeInto(b + (long)(jc + jr) * ldb + pc, ldb, valid, kc, panel, nr);
+                    PrefetchRun(source + ((long)PackAhead * ldb) + first, run);
+                }
+
+                for (int jr = first; jr < end; jr += nr)
+                {
+                    CopyRow(source + jr, target + ((long)jr * kc), Math.Min(nr, end - jr), nr);
                 }
             }
         }
@@ -964,6 +995,21 @@ public static partial class Gemm
             if (width > 16)
             {
                 Sse.Prefetch0(row + 16);
+            }
+
+            Sse.Prefetch0(row + width - 1);
+        }
+    }
+
+    // Every cache line of row[0..width) into L1, for runs of any width (PrefetchRow covers at most three lines).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchRun(float* row, int width)
+    {
+        if (Sse.IsSupported)
+        {
+            for (int j = 0; j < width; j += 16)
+            {
+                Sse.Prefetch0(row + j);
             }
 
             Sse.Prefetch0(row + width - 1);

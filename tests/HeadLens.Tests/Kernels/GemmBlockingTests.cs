@@ -137,6 +137,54 @@ public sealed class GemmBlockingTests
         }
     }
 
+    // op(B) = B is packed row by row: each row of a block is dealt out to its panels (Gemm.Fast.cs, PackRowsOfB). B's
+    // rows here are longer than the product's columns and end in NaN, so a panel that took a float past its block's
+    // or the matrix's last column would turn its entries into NaN; the padded rows, the partial last panel, column
+    // blocks, depth blocks, both thread splits and the threads' packing slices are crossed under every blocking, and
+    // every thread count must give the one-thread bits.
+    [Theory]
+    [MemberData(nameof(Blockings))]
+    public void PackingBRowByRowMatchesOracleAndKeepsTheBits(int depth, int rows, int columns)
+    {
+        var blocking = new GemmBlocking(depth, rows, columns);
+        var random = new Random(depth * 11 + rows * 3 + columns);
+        // A few rows and more than one group of panels packed together (Gemm.Fast.cs, PanelsPackedTogether: B packed as
+        // used, a group at a time, the last group partial). With the small blockings, also a product past a column block
+        // and two depth blocks on the shared-block split (at the machine's blocking the float64 oracle would take seconds).
+        var sizes = SizesFor(blocking).Append(((2 * TileRows) + 5, (9 * TileColumns) + 19, blocking.Depth + 9));
+        if (blocking.Columns <= 256)
+        {
+            sizes = sizes.Append((RoundUp(blocking.Rows, TileRows) + 5, RoundUp(blocking.Columns, TileColumns) + 37, (2 * blocking.Depth) + 3));
+        }
+
+        foreach (var (m, n, k) in sizes)
+        {
+            foreach (bool transposeA in new[] { false, true })
+            {
+                (int aRows, int aCols) = transposeA ? (k, m) : (m, k);
+                int ldb = n + 7;
+                float[] a = TestData.Uniform(random, aRows * aCols), b = TestData.Uniform(random, k * ldb);
+                for (int p = 0; p < k; p++)
+                {
+                    b.AsSpan((p * ldb) + n, ldb - n).Fill(float.NaN);
+                }
+
+                var (product, scale) = Float64.GemmWithScale(transposeA, false, m, n, k, a, aCols, b, ldb);
+                double bound = Math.Max(1e-5, k * Math.Pow(2, -24));
+                float[] one = new float[m * n];
+                Gemm.MultiplyWith(blocking, transposeA, false, m, n, k, a, aCols, b, ldb, one, n, accumulate: false, threads: 1);
+                double error = Float64.MaxScaledError(one, n, product, scale, m, n);
+                Assert.True(error <= bound, $"{blocking} m={m} n={n} k={k} tA={transposeA}: {error:E2} > {bound:E2}");
+                foreach (int threads in new[] { 2, 3 })
+                {
+                    float[] several = TestData.Uniform(random, m * n);
+                    Gemm.MultiplyWith(blocking, transposeA, false, m, n, k, a, aCols, b, ldb, several, n, accumulate: false, threads);
+                    Assert.True(one.AsSpan().SequenceEqual(several), $"{blocking} m={m} n={n} k={k} tA={transposeA}: {threads} threads differ from 1");
+                }
+            }
+        }
+    }
+
     // In the last block a thread with no row unit left takes chunks of B panels from a unit another thread packed
     // (Gemm.Threads.cs, FinishLastBlock): whether that happens depends on timing, so the product runs many times on
     // 2 and 3 threads, with many small units and panels in its last block; every run must give the one-thread bits.
