@@ -159,11 +159,7 @@ internal static class AttentionPanels
             float* target = block + ((long)j * Width);
             if (j < rows)
             {
-                float* source = x + ((long)j * ld);
-                Vector512.Load(source).Store(target);
-                Vector512.Load(source + 16).Store(target + 16);
-                Vector512.Load(source + 32).Store(target + 32);
-                Vector512.Load(source + 48).Store(target + 48);
+                CopyRow(x + ((long)j * ld), target);
             }
             else
             {

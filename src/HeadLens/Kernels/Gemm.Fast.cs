@@ -290,7 +290,7 @@ public static partial class Gemm
                     {
                         for (int end = Math.Min(lastRow, nextRow + rowsPerTile); nextRow < end; nextRow++)
                         {
-                            PrefetchRowToLevel2(nextSource + ((long)nextRow * ldb), sourceWidth);
+                            PrefetchRun(nextSource + ((long)nextRow * ldb), sourceWidth, intoL1: false);
                         }
                     }
                 }
@@ -358,7 +358,7 @@ public static partial class Gemm
                 float* target = destination + p * nr;
                 if (ahead && p + PackAhead < kc)
                 {
-                    PrefetchRun(source + ((long)PackAhead * ldb) + first, run);
+                    PrefetchRun(source + ((long)PackAhead * ldb) + first, run, intoL1: true);
                 }
 
                 for (int jr = first; jr < end; jr += nr)
@@ -1001,35 +1001,35 @@ public static partial class Gemm
         }
     }
 
-    // Every cache line of row[0..width) into L1, for runs of any width (PrefetchRow covers at most three lines).
+    // Every cache line of row[0..width), for runs of any width (PrefetchRow covers at most three lines): into L1, or
+    // with intoL1 false into L2 only, for source rows packed a little later, which must not push the B panel in use
+    // out of L1.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchRun(float* row, int width)
+    private static unsafe void PrefetchRun(float* row, int width, bool intoL1)
     {
         if (Sse.IsSupported)
         {
+            // Each 16 floats from the first, and the last.
             for (int j = 0; j < width; j += 16)
             {
-                Sse.Prefetch0(row + j);
+                if (intoL1)
+                {
+                    Sse.Prefetch0(row + j);
+                }
+                else
+                {
+                    Sse.Prefetch1(row + j);
+                }
             }
 
-            Sse.Prefetch0(row + width - 1);
-        }
-    }
-
-    // As PrefetchRow, into L2 only and for rows of any width: for source rows packed a little later, which must not
-    // push the B panel in use out of L1.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void PrefetchRowToLevel2(float* row, int width)
-    {
-        if (Sse.IsSupported)
-        {
-            // Every cache line of row[0..width): each 16 floats from the first, and the last.
-            for (int j = 0; j < width; j += 16)
+            if (intoL1)
             {
-                Sse.Prefetch1(row + j);
+                Sse.Prefetch0(row + width - 1);
             }
-
-            Sse.Prefetch1(row + width - 1);
+            else
+            {
+                Sse.Prefetch1(row + width - 1);
+            }
         }
     }
 
