@@ -4,8 +4,8 @@ using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Attention;
 
-// The fused attention's tile products and softmax when AVX-512 is present and the value head size is 64 (GPT-2,
-// Llama):
+// The fused attention's tile products and softmax when the value head size is 64 (GPT-2, Llama) and the machine has
+// AVX-512 (below) or AVX2 with FMA (AttentionPanels.Avx2.cs, the same operations on 8 lanes):
 //   MultiplyAdd:            C[rows, 64] (+)= A[rows, K] · B[K, 64]     rows of A, B and C at arbitrary strides
 //   MultiplyAddTransposedA: C[rows, 64] (+)= Aᵀ[rows, K] · B[K, 64]    A stored [K, rows] (P or dS read as Pᵀ, dSᵀ)
 //   OnlineSoftmaxRows:      FlashAttention's running max/sum update on a tile of base-2 scores
@@ -17,14 +17,19 @@ namespace HeadLens.Attention;
 // because every B is already row-contiguous.
 // Scores are kept in base 2 (the keys carry scale·log₂e) so that the exponential is 2^x: a round, a degree-5
 // polynomial and one vscalefps, where Vector512.Exp widens to double (it was ~30% of the forward at T = 4096).
-internal static class AttentionPanels
+internal static partial class AttentionPanels
 {
     public const int Width = 64;
 
     /// <summary>log₂e: scores scaled by it turn exp(s) into 2^s.</summary>
     public const float Log2E = 1.44269504088896341f;
 
-    public static bool Available => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    /// <summary>Whether the panel kernels run here: AVX-512, or AVX2 with FMA (AttentionPanels.Avx2.cs).</summary>
+    public static bool Available => Wide || (Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported);
+
+    // AVX-512 (16 lanes, 32 registers); otherwise each method below hands its work to its 8-lane version. Both are
+    // constants to the JIT, so the branch costs nothing.
+    private static bool Wide => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
     /// <summary>
     /// 2^x for x ≤ 0 (scores minus their running max), relative error ≤ 2e-7 (a least-squares degree-5 fit of 2^f
@@ -51,7 +56,7 @@ internal static class AttentionPanels
     }
 
     /// <summary>
-    /// The smallest argument <see cref="Exp2"/> computes: 2⁻¹²⁵ (and p·2^n for any x ≥ −125, p ≥ 2^−½) is a normal
+    /// The smallest argument Exp2 computes: 2⁻¹²⁵ (and p·2^n for any x ≥ −125, p ≥ 2^−½) is a normal
     /// float. What lies below it is ≤ 2⁻¹²⁵ of the row's largest term, far under float's 2⁻²⁴ resolution of the sum.
     /// </summary>
     public const float Exp2Floor = -125f;
@@ -64,6 +69,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void TransposeBlock(float* x, int ld, int rows, float factor, float* block)
     {
+        if (!Wide)
+        {
+            TransposeBlock256(x, ld, rows, factor, block);
+            return;
+        }
+
         var scale = Vector512.Create(factor);
         // Rows past the end read as zero: loaded from a zero row instead of branching per vector.
         float* zero = stackalloc float[Width];
@@ -163,10 +174,7 @@ internal static class AttentionPanels
             }
             else
             {
-                Vector512<float>.Zero.Store(target);
-                Vector512<float>.Zero.Store(target + 16);
-                Vector512<float>.Zero.Store(target + 32);
-                Vector512<float>.Zero.Store(target + 48);
+                new Span<float>(target, Width).Clear();
             }
         }
     }
@@ -175,6 +183,11 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe float Dot(float* x, float* y)
     {
+        if (!Wide)
+        {
+            return Dot256(x, y);
+        }
+
         var sum01 = Vector512.FusedMultiplyAdd(Vector512.Load(x + 16), Vector512.Load(y + 16), Vector512.Load(x) * Vector512.Load(y));
         var sum23 = Vector512.FusedMultiplyAdd(Vector512.Load(x + 48), Vector512.Load(y + 48), Vector512.Load(x + 32) * Vector512.Load(y + 32));
         return Vector512.Sum(sum01 + sum23);
@@ -184,6 +197,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void CopyRow(float* from, float* to)
     {
+        if (!Wide)
+        {
+            CopyRow256(from, to);
+            return;
+        }
+
         Vector512.Load(from).Store(to);
         Vector512.Load(from + 16).Store(to + 16);
         Vector512.Load(from + 32).Store(to + 32);
@@ -197,6 +216,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void MultiplyAddTransposedA(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc)
     {
+        if (!Wide)
+        {
+            MultiplyAddTransposedA256(rows, depth, a, lda, b, ldb, c, ldc);
+            return;
+        }
+
         int i = 0;
         for (; i + 4 <= rows; i += 4)
         {
@@ -255,6 +280,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void MultiplyAdd(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
     {
+        if (!Wide)
+        {
+            MultiplyAdd256(rows, depth, a, lda, b, ldb, c, ldc, add);
+            return;
+        }
+
         int i = 0;
         for (; i + 4 <= rows; i += 4)
         {
@@ -338,6 +369,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums)
     {
+        if (!Wide)
+        {
+            OnlineSoftmaxRows256(rows, s, ls, acc, ldacc, max, sums);
+            return;
+        }
+
         for (int i = 0; i < rows; i++)
         {
             float* row = s + (long)i * ls;
@@ -403,6 +440,12 @@ internal static class AttentionPanels
         float* q0, float* q1, float* q2, float* q3, float* keys, float* values, int* ranges, int depth,
         float* prefetchKeys, float* prefetchValues, float* acc, float* max, float* sums, float* p)
     {
+        if (!Wide)
+        {
+            AttendRows256(q0, q1, q2, q3, keys, values, ranges, depth, prefetchKeys, prefetchValues, acc, max, sums, p);
+            return;
+        }
+
         Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default;
         Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
         Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
@@ -536,6 +579,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void HideOutside(float* row, int first, int end)
     {
+        if (!Wide)
+        {
+            HideOutside256(row, first, end);
+            return;
+        }
+
         var hidden = Vector512.Create(float.NegativeInfinity);
         var column = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var lower = Vector512.Create(first);
@@ -558,6 +607,12 @@ internal static class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void ProbabilitiesAndScoreGrad(int rows, float* s, float* dp, int ls, float* logSumExp, float* rowTerm, float scale)
     {
+        if (!Wide)
+        {
+            ProbabilitiesAndScoreGrad256(rows, s, dp, ls, logSumExp, rowTerm, scale);
+            return;
+        }
+
         var factor = Vector512.Create(scale);
         for (int i = 0; i < rows; i++)
         {

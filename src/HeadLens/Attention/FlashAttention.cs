@@ -15,11 +15,11 @@ namespace HeadLens.Attention;
 //             pass 1, per (kv head, key tile), owning its rows of dK and dV: dV += Pᵀ·dO, dK += scale·dSᵀ·Q
 //             pass 2, per (head, query tile), owning its rows of dQ:    dQ += scale·dS·K
 // Two passes recompute S and dP twice but need no atomics: every thread owns the gradient rows it writes.
-// Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the AVX-512 path one head's keys and
+// Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the panel path one head's keys and
 // values re-laid in 64-key blocks (T·2D floats: 2 MB at T = 4096) — never T×T.
-// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except with AVX-512
-// and 64-wide heads, where they run on AttentionPanels: the forward four query rows at a time (AttendRows: S, the
-// softmax update and P·V with S in registers), the backward one pass per kv head.
+// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except with 64-wide
+// heads on AVX-512 or AVX2, where they run on AttentionPanels: the forward four query rows at a time (AttendRows: S,
+// the softmax update and P·V), the backward one pass per kv head.
 // Tiles of keys that no query of the tile can see (above the causal diagonal, outside a window) are skipped, so
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
@@ -417,7 +417,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
-        // on the AVX-512 panels; without them (kt = null) through Gemm.
+        // on the panels (AVX-512 or AVX2); without them (kt = null) through Gemm.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardTile(int h, int tile, float* kt, float* vb)
         {
@@ -628,7 +628,7 @@ public static partial class ScaledDotProductAttention
             }
         }
 
-        // The whole backward of kv head g on the AVX-512 panels (Dqk = Dv = 64), one pass over its key tiles:
+        // The whole backward of kv head g on the panels (Dqk = Dv = 64), one pass over its key tiles:
         //   per key tile j, per query head h of the group, per query tile i that sees it:
         //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
         //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
@@ -802,7 +802,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // S [rows, cols] (stride Bc) = scale·Q_tile·K_tileᵀ + bias, −∞ where hidden.
-        // With keyBlock (scale·log₂e·Kᵀ of this key tile, [Dqk, 64]) the product runs on the AVX-512 panel and S is
+        // With keyBlock (scale·log₂e·Kᵀ of this key tile, [Dqk, 64]) the product runs on the panels and S is
         // in base 2 (bias included); the columns past cols are then −∞ too.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Scores(int h, int g, int i0, int rows, int j0, int cols, Span<float> s, float* keyBlock = null)

@@ -1,11 +1,12 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using HeadLens.Attention;
 using HeadLens.Tests.Oracles;
 
 namespace HeadLens.Tests.Attention;
 
-// The fused attention's AVX-512 helpers against plain loops. They run only where AVX-512 exists (the panel path is
-// taken only there); elsewhere these tests have nothing to check and return.
+// The fused attention's panel helpers against plain loops, at the width this machine runs: AVX-512, or AVX2 with FMA
+// (CI runs them again with AVX-512 off). Without either the panel path is not taken and these tests return.
 public class AttentionPanelsTests
 {
     // 2^x against float64 over the range scores take (x ≤ 0), through the floor, and past it: exactly 0 below the
@@ -28,22 +29,41 @@ public class AttentionPanelsTests
         }
 
         var x = inputs.ToArray();
-        for (int i = 0; i < x.Length; i += 16)
+        // Both widths where the machine has them: the 8-lane version needs only AVX2, so it is checked on AVX-512
+        // machines too.
+        if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
         {
-            var result = AttentionPanels.Exp2(Vector512.Create<float>(x.AsSpan(i, 16)));
-            for (int lane = 0; lane < 16; lane++)
+            for (int i = 0; i < x.Length; i += 16)
             {
-                float input = x[i + lane], actual = result[lane];
-                Assert.False(float.IsSubnormal(actual), $"2^{input} = {actual} is subnormal");
-                if (!(input >= AttentionPanels.Exp2Floor))
-                {
-                    Assert.Equal(0f, actual);
-                    continue;
-                }
-
-                double expected = Math.Pow(2, input);
-                Assert.True(Math.Abs(actual - expected) <= 2e-7 * expected, $"2^{input}: {actual} against {expected}");
+                var result = AttentionPanels.Exp2(Vector512.Create<float>(x.AsSpan(i, 16)));
+                AssertExp2(x.AsSpan(i, 16), Enumerable.Range(0, 16).Select(lane => result[lane]).ToArray());
             }
+        }
+
+        if (Avx2.IsSupported && Fma.IsSupported && Vector256.IsHardwareAccelerated)
+        {
+            for (int i = 0; i < x.Length; i += 8)
+            {
+                var result = AttentionPanels.Exp2(Vector256.Create<float>(x.AsSpan(i, 8)));
+                AssertExp2(x.AsSpan(i, 8), Enumerable.Range(0, 8).Select(lane => result[lane]).ToArray());
+            }
+        }
+    }
+
+    private static void AssertExp2(ReadOnlySpan<float> inputs, float[] results)
+    {
+        for (int lane = 0; lane < inputs.Length; lane++)
+        {
+            float input = inputs[lane], actual = results[lane];
+            Assert.False(float.IsSubnormal(actual), $"2^{input} = {actual} is subnormal");
+            if (!(input >= AttentionPanels.Exp2Floor))
+            {
+                Assert.Equal(0f, actual);
+                continue;
+            }
+
+            double expected = Math.Pow(2, input);
+            Assert.True(Math.Abs(actual - expected) <= 2e-7 * expected, $"2^{input}: {actual} against {expected}");
         }
     }
 

@@ -1,0 +1,328 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace HeadLens.Attention;
+
+// The same operations on machines with AVX2 and FMA but no AVX-512 (most laptop and desktop CPUs, AMD before Zen 4):
+// 8-lane vectors and 16 registers instead of 16 lanes and 32. Each public method of AttentionPanels comes here when
+// Wide is false; the contracts are the ones documented there. What changes with the width:
+//   - the products run two rows × 32 columns at a time (8 accumulators, 4 loads of B and 2 broadcasts per 8 FMAs),
+//     each 64-wide C row in two halves, where AVX-512 holds four whole rows;
+//   - AttendRows cannot keep four rows of S in registers (32 vectors), so it writes S to p, masks and exponentiates
+//     it there (L1) and multiplies P·V as a product;
+//   - 2^n in Exp2 is built from the exponent bits (AVX2 has no vscalefps): n + 127 shifted into place, exact for the
+//     n ≥ −125 the floor leaves;
+//   - a row's sum keeps 16 lanes as two vectors, so the [rows, 16] layout of sums is the same at both widths.
+// The entry points are compiled fully optimized at once (AggressiveOptimization), as the 16-lane ones are: tier-0
+// code calls Vector256.Load and friends instead of inlining them, and a short call (T = 256) ran 2-3× slower for
+// its first dozens of calls.
+internal static partial class AttentionPanels
+{
+    /// <summary>2^x for 8 lanes: the same clamp, polynomial and zeroing below the floor as the 16-lane version.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Exp2(Vector256<float> x)
+    {
+        var floor = Vector256.Create(Exp2Floor);
+        var visible = Vector256.GreaterThanOrEqual(x, floor);
+        x = Avx.Max(x, floor); // vmaxps returns its second operand for a NaN: NaN becomes the floor, then 0
+        var n = Avx.RoundToNearestInteger(x);
+        var f = x - n;
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(0.0013266970636323094f), f, Vector256.Create(0.009675459936261177f));
+        p = Vector256.FusedMultiplyAdd(p, f, Vector256.Create(0.05550742521882057f));
+        p = Vector256.FusedMultiplyAdd(p, f, Vector256.Create(0.24022121727466583f));
+        p = Vector256.FusedMultiplyAdd(p, f, Vector256.Create(0.6931469440460205f));
+        p = Vector256.FusedMultiplyAdd(p, f, Vector256.Create(1.0000001192092896f));
+        var power = Vector256.ShiftLeft(Avx.ConvertToVector256Int32WithTruncation(n) + Vector256.Create(127), 23).AsSingle();
+        return (p * power) & visible;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void TransposeBlock256(float* x, int ld, int rows, float factor, float* block)
+    {
+        var scale = Vector256.Create(factor);
+        float* zero = stackalloc float[Width];
+        new Span<float>(zero, Width).Clear();
+        for (int j0 = 0; j0 < Width; j0 += 8)
+        {
+            float* row0 = Row(0), row1 = Row(1), row2 = Row(2), row3 = Row(3), row4 = Row(4), row5 = Row(5), row6 = Row(6), row7 = Row(7);
+            for (int d0 = 0; d0 < Width; d0 += 8)
+            {
+                // 8×8 in registers: pairs of floats, then pairs of pairs, then 128-bit halves.
+                var t0 = Avx.UnpackLow(Vector256.Load(row0 + d0), Vector256.Load(row1 + d0));
+                var t1 = Avx.UnpackHigh(Vector256.Load(row0 + d0), Vector256.Load(row1 + d0));
+                var t2 = Avx.UnpackLow(Vector256.Load(row2 + d0), Vector256.Load(row3 + d0));
+                var t3 = Avx.UnpackHigh(Vector256.Load(row2 + d0), Vector256.Load(row3 + d0));
+                var t4 = Avx.UnpackLow(Vector256.Load(row4 + d0), Vector256.Load(row5 + d0));
+                var t5 = Avx.UnpackHigh(Vector256.Load(row4 + d0), Vector256.Load(row5 + d0));
+                var t6 = Avx.UnpackLow(Vector256.Load(row6 + d0), Vector256.Load(row7 + d0));
+                var t7 = Avx.UnpackHigh(Vector256.Load(row6 + d0), Vector256.Load(row7 + d0));
+                var u0 = Avx.Shuffle(t0, t2, 0x44);
+                var u1 = Avx.Shuffle(t0, t2, 0xEE);
+                var u2 = Avx.Shuffle(t1, t3, 0x44);
+                var u3 = Avx.Shuffle(t1, t3, 0xEE);
+                var u4 = Avx.Shuffle(t4, t6, 0x44);
+                var u5 = Avx.Shuffle(t4, t6, 0xEE);
+                var u6 = Avx.Shuffle(t5, t7, 0x44);
+                var u7 = Avx.Shuffle(t5, t7, 0xEE);
+
+                // Column c of the 8 rows, scaled, into row d0 + c of the block, at keys j0..j0+7.
+                float* b = block + ((long)d0 * Width) + j0;
+                (Avx.Permute2x128(u0, u4, 0x20) * scale).Store(b);
+                (Avx.Permute2x128(u1, u5, 0x20) * scale).Store(b + Width);
+                (Avx.Permute2x128(u2, u6, 0x20) * scale).Store(b + (2 * Width));
+                (Avx.Permute2x128(u3, u7, 0x20) * scale).Store(b + (3 * Width));
+                (Avx.Permute2x128(u0, u4, 0x31) * scale).Store(b + (4 * Width));
+                (Avx.Permute2x128(u1, u5, 0x31) * scale).Store(b + (5 * Width));
+                (Avx.Permute2x128(u2, u6, 0x31) * scale).Store(b + (6 * Width));
+                (Avx.Permute2x128(u3, u7, 0x31) * scale).Store(b + (7 * Width));
+            }
+
+            float* Row(int j) => j0 + j < rows ? x + ((long)(j0 + j) * ld) : zero;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float Dot256(float* x, float* y)
+    {
+        var sum0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + 8), Vector256.Load(y + 8), Vector256.Load(x) * Vector256.Load(y));
+        var sum1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + 24), Vector256.Load(y + 24), Vector256.Load(x + 16) * Vector256.Load(y + 16));
+        var sum2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + 40), Vector256.Load(y + 40), Vector256.Load(x + 32) * Vector256.Load(y + 32));
+        var sum3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + 56), Vector256.Load(y + 56), Vector256.Load(x + 48) * Vector256.Load(y + 48));
+        return Vector256.Sum((sum0 + sum1) + (sum2 + sum3));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void CopyRow256(float* from, float* to)
+    {
+        for (int j = 0; j < Width; j += 8)
+        {
+            Vector256.Load(from + j).Store(to + j);
+        }
+    }
+
+    /// <summary>
+    /// c0 and c1 (64 floats each) (+)= Σ_p a0[p·step]·B[p, :] and Σ_p a1[p·step]·B[p, :] over `depth` rows of B
+    /// (stride ldb): two rows of C in two halves of 32 columns, 8 accumulators. step = 1 reads rows of A; step = lda
+    /// reads columns of A (Aᵀ). prefetch: null, or 64 cache lines to ask for into L1, one per step of the first half.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void RowPair(float* a0, float* a1, long step, int depth, float* b, int ldb, float* c0, float* c1, bool add, float* prefetch)
+    {
+        for (int half = 0; half < Width; half += 32)
+        {
+            Vector256<float> x00, x01, x02, x03, x10, x11, x12, x13;
+            if (add)
+            {
+                x00 = Vector256.Load(c0 + half); x01 = Vector256.Load(c0 + half + 8); x02 = Vector256.Load(c0 + half + 16); x03 = Vector256.Load(c0 + half + 24);
+                x10 = Vector256.Load(c1 + half); x11 = Vector256.Load(c1 + half + 8); x12 = Vector256.Load(c1 + half + 16); x13 = Vector256.Load(c1 + half + 24);
+            }
+            else
+            {
+                x00 = x01 = x02 = x03 = x10 = x11 = x12 = x13 = Vector256<float>.Zero;
+            }
+
+            float* bp = b + half, ap0 = a0, ap1 = a1;
+            for (int p = 0; p < depth; p++, bp += ldb, ap0 += step, ap1 += step)
+            {
+                if (prefetch != null && half == 0 && p < Width)
+                {
+                    Sse.Prefetch0(prefetch + (p * 16));
+                }
+
+                var b0 = Vector256.Load(bp);
+                var b1 = Vector256.Load(bp + 8);
+                var b2 = Vector256.Load(bp + 16);
+                var b3 = Vector256.Load(bp + 24);
+                var x = Vector256.Create(*ap0);
+                x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+                x02 = Vector256.FusedMultiplyAdd(x, b2, x02); x03 = Vector256.FusedMultiplyAdd(x, b3, x03);
+                x = Vector256.Create(*ap1);
+                x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+                x12 = Vector256.FusedMultiplyAdd(x, b2, x12); x13 = Vector256.FusedMultiplyAdd(x, b3, x13);
+            }
+
+            x00.Store(c0 + half); x01.Store(c0 + half + 8); x02.Store(c0 + half + 16); x03.Store(c0 + half + 24);
+            x10.Store(c1 + half); x11.Store(c1 + half + 8); x12.Store(c1 + half + 16); x13.Store(c1 + half + 24);
+        }
+    }
+
+    // One row of C: as RowPair for a single row (8 accumulators over the whole 64 columns).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void OneRow(float* a, long step, int depth, float* b, int ldb, float* c, bool add)
+    {
+        Vector256<float> x0, x1, x2, x3, x4, x5, x6, x7;
+        if (add)
+        {
+            x0 = Vector256.Load(c); x1 = Vector256.Load(c + 8); x2 = Vector256.Load(c + 16); x3 = Vector256.Load(c + 24);
+            x4 = Vector256.Load(c + 32); x5 = Vector256.Load(c + 40); x6 = Vector256.Load(c + 48); x7 = Vector256.Load(c + 56);
+        }
+        else
+        {
+            x0 = x1 = x2 = x3 = x4 = x5 = x6 = x7 = Vector256<float>.Zero;
+        }
+
+        float* bp = b, ap = a;
+        for (int p = 0; p < depth; p++, bp += ldb, ap += step)
+        {
+            var x = Vector256.Create(*ap);
+            x0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp), x0); x1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 8), x1);
+            x2 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 16), x2); x3 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 24), x3);
+            x4 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 32), x4); x5 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 40), x5);
+            x6 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 48), x6); x7 = Vector256.FusedMultiplyAdd(x, Vector256.Load(bp + 56), x7);
+        }
+
+        x0.Store(c); x1.Store(c + 8); x2.Store(c + 16); x3.Store(c + 24);
+        x4.Store(c + 32); x5.Store(c + 40); x6.Store(c + 48); x7.Store(c + 56);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void MultiplyAdd256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
+    {
+        int i = 0;
+        for (; i + 2 <= rows; i += 2)
+        {
+            float* a0 = a + ((long)i * lda), c0 = c + ((long)i * ldc);
+            RowPair(a0, a0 + lda, 1, depth, b, ldb, c0, c0 + ldc, add, null);
+        }
+
+        if (i < rows)
+        {
+            OneRow(a + ((long)i * lda), 1, depth, b, ldb, c + ((long)i * ldc), add);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void MultiplyAddTransposedA256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc)
+    {
+        int i = 0;
+        for (; i + 2 <= rows; i += 2)
+        {
+            float* c0 = c + ((long)i * ldc);
+            RowPair(a + i, a + i + 1, lda, depth, b, ldb, c0, c0 + ldc, add: true, null);
+        }
+
+        if (i < rows)
+        {
+            OneRow(a + i, lda, depth, b, ldb, c + ((long)i * ldc), add: true);
+        }
+    }
+
+    /// <summary>
+    /// The online-softmax update of one 64-wide row of base-2 scores, in place (<see cref="OnlineSoftmaxRows"/>'s
+    /// step): row ← 2^(row − m), sum[16] += it, and m, sum and the acc row rescaled when the row's max passes m by
+    /// more than the slack. A row with nothing visible so far becomes zeros and leaves acc, sum and m as they were.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void SoftmaxRow256(float* row, float* max, float* sum, float* acc)
+    {
+        var x0 = Vector256.Load(row); var x1 = Vector256.Load(row + 8); var x2 = Vector256.Load(row + 16); var x3 = Vector256.Load(row + 24);
+        var x4 = Vector256.Load(row + 32); var x5 = Vector256.Load(row + 40); var x6 = Vector256.Load(row + 48); var x7 = Vector256.Load(row + 56);
+        var tileMax = Avx.Max(Avx.Max(Avx.Max(x0, x1), Avx.Max(x2, x3)), Avx.Max(Avx.Max(x4, x5), Avx.Max(x6, x7)));
+        float m = *max;
+        if (float.IsNegativeInfinity(m) || Vector256.GreaterThanAny(tileMax, Vector256.Create(m + RescaleSlack)))
+        {
+            float newMax = HorizontalMax(tileMax);
+            newMax = newMax > m ? newMax : m;
+            if (float.IsNegativeInfinity(newMax))
+            {
+                for (int j = 0; j < Width; j += 8)
+                {
+                    Vector256<float>.Zero.Store(row + j);
+                }
+
+                return;
+            }
+
+            var c = Exp2(Vector256.Create(m - newMax));
+            (Vector256.Load(sum) * c).Store(sum);
+            (Vector256.Load(sum + 8) * c).Store(sum + 8);
+            for (int j = 0; j < Width; j += 8)
+            {
+                (Vector256.Load(acc + j) * c).Store(acc + j);
+            }
+
+            *max = m = newMax;
+        }
+
+        var shift = Vector256.Create(m);
+        x0 = Exp2(x0 - shift); x1 = Exp2(x1 - shift); x2 = Exp2(x2 - shift); x3 = Exp2(x3 - shift);
+        x4 = Exp2(x4 - shift); x5 = Exp2(x5 - shift); x6 = Exp2(x6 - shift); x7 = Exp2(x7 - shift);
+        x0.Store(row); x1.Store(row + 8); x2.Store(row + 16); x3.Store(row + 24);
+        x4.Store(row + 32); x5.Store(row + 40); x6.Store(row + 48); x7.Store(row + 56);
+        (Vector256.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
+        (Vector256.Load(sum + 8) + ((x4 + x5) + (x6 + x7))).Store(sum + 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void OnlineSoftmaxRows256(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            SoftmaxRow256(s + ((long)i * ls), max + i, sums + (16L * i), acc + ((long)i * ldacc));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void AttendRows256(
+        float* q0, float* q1, float* q2, float* q3, float* keys, float* values, int* ranges, int depth,
+        float* prefetchKeys, float* prefetchValues, float* acc, float* max, float* sums, float* p)
+    {
+        RowPair(q0, q1, 1, Width, keys, Width, p, p + Width, add: false, prefetchKeys);
+        RowPair(q2, q3, 1, Width, keys, Width, p + (2 * Width), p + (3 * Width), add: false, prefetchValues);
+        for (int i = 0; i < 4; i++)
+        {
+            if (ranges != null)
+            {
+                HideOutside256(p + (i * Width), ranges[2 * i], ranges[(2 * i) + 1]);
+            }
+
+            SoftmaxRow256(p + (i * Width), max + i, sums + (16 * i), acc + (i * Width));
+        }
+
+        RowPair(p, p + Width, 1, depth, values, Width, acc, acc + Width, add: true, null);
+        RowPair(p + (2 * Width), p + (3 * Width), 1, depth, values, Width, acc + (2 * Width), acc + (3 * Width), add: true, null);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void HideOutside256(float* row, int first, int end)
+    {
+        var hidden = Vector256.Create(float.NegativeInfinity);
+        var column = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        var lower = Vector256.Create(first);
+        var upper = Vector256.Create(end);
+        for (int j = 0; j < Width; j += 8, column += Vector256.Create(8))
+        {
+            var visible = Vector256.GreaterThanOrEqual(column, lower) & Vector256.LessThan(column, upper);
+            Vector256.ConditionalSelect(visible.AsSingle(), Vector256.Load(row + j), hidden).Store(row + j);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void ProbabilitiesAndScoreGrad256(int rows, float* s, float* dp, int ls, float* logSumExp, float* rowTerm, float scale)
+    {
+        var factor = Vector256.Create(scale);
+        for (int i = 0; i < rows; i++)
+        {
+            float* si = s + ((long)i * ls), di = dp + ((long)i * ls);
+            float lse = logSumExp[i];
+            var shift = Vector256.Create(float.IsNegativeInfinity(lse) ? float.PositiveInfinity : lse * Log2E);
+            var d = Vector256.Create(rowTerm[i]);
+            for (int j = 0; j < Width; j += 8)
+            {
+                var pj = Exp2(Vector256.Load(si + j) - shift);
+                pj.Store(si + j);
+                (factor * pj * (Vector256.Load(di + j) - d)).Store(di + j);
+            }
+        }
+    }
+
+    /// <summary>The largest of the 8 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalMax(Vector256<float> m)
+    {
+        var m128 = Sse.Max(m.GetLower(), m.GetUpper());
+        m128 = Sse.Max(m128, Sse.Shuffle(m128, m128, 0b01_00_11_10));
+        return Sse.MaxScalar(m128, Sse.Shuffle(m128, m128, 0b00_00_00_01)).ToScalar();
+    }
+}
