@@ -104,10 +104,10 @@ internal static partial class AttentionPanels
     /// <summary>
     /// c0 and c1 (64 floats each) (+)= Σ_p a0[p·step]·B[p, :] and Σ_p a1[p·step]·B[p, :] over `depth` rows of B
     /// (stride ldb): two rows of C in two halves of 32 columns, 8 accumulators. step = 1 reads rows of A; step = lda
-    /// reads columns of A (Aᵀ). prefetch: null, or 64 cache lines to ask for into L1, one per step of the first half.
+    /// reads columns of A (Aᵀ). For the rows that SixRows leaves.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void RowPair(float* a0, float* a1, long step, int depth, float* b, int ldb, float* c0, float* c1, bool add, float* prefetch)
+    private static unsafe void RowPair(float* a0, float* a1, long step, int depth, float* b, int ldb, float* c0, float* c1, bool add)
     {
         for (int half = 0; half < Width; half += 32)
         {
@@ -125,11 +125,6 @@ internal static partial class AttentionPanels
             float* bp = b + half, ap0 = a0, ap1 = a1;
             for (int p = 0; p < depth; p++, bp += ldb, ap0 += step, ap1 += step)
             {
-                if (prefetch != null && half == 0 && p < Width)
-                {
-                    Sse.Prefetch0(prefetch + (p * 16));
-                }
-
                 var b0 = Vector256.Load(bp);
                 var b1 = Vector256.Load(bp + 8);
                 var b2 = Vector256.Load(bp + 16);
@@ -176,14 +171,243 @@ internal static partial class AttentionPanels
         x4.Store(c + 32); x5.Store(c + 40); x6.Store(c + 48); x7.Store(c + 56);
     }
 
+    /// <summary>
+    /// Six rows of C, 16 columns from <paramref name="column"/>: c[r, column..+16] (+)= Σ_p a[r·rowStep + p·step] ·
+    /// B[p, column..+16]. 12 accumulators: with 8 the FMA latency (4 cycles) caps the rate at 2 per cycle, and
+    /// these cores retire more (measured: 8 chains 111, 12 chains 166 GFLOP/s on one core). Per step 2 loads of B
+    /// and 6 broadcasts feed 12 FMAs.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void SixRows(float* a, long rowStep, long step, int depth, float* b, int ldb, float* c, int ldc, int column, bool add)
+    {
+        float* c0 = c + column, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        Vector256<float> x00, x01, x10, x11, x20, x21, x30, x31, x40, x41, x50, x51;
+        if (add)
+        {
+            x00 = Vector256.Load(c0); x01 = Vector256.Load(c0 + 8); x10 = Vector256.Load(c1); x11 = Vector256.Load(c1 + 8);
+            x20 = Vector256.Load(c2); x21 = Vector256.Load(c2 + 8); x30 = Vector256.Load(c3); x31 = Vector256.Load(c3 + 8);
+            x40 = Vector256.Load(c4); x41 = Vector256.Load(c4 + 8); x50 = Vector256.Load(c5); x51 = Vector256.Load(c5 + 8);
+        }
+        else
+        {
+            x00 = x01 = x10 = x11 = x20 = x21 = x30 = x31 = x40 = x41 = x50 = x51 = Vector256<float>.Zero;
+        }
+
+        float* a0 = a, a1 = a0 + rowStep, a2 = a1 + rowStep, a3 = a2 + rowStep, a4 = a3 + rowStep, a5 = a4 + rowStep;
+        float* bp = b + column;
+        long ldbLong = ldb, at = 0, p = 0;
+        // Two steps per iteration: the loop's own instructions (the front end issues 5 per cycle) otherwise held the
+        // 12 FMAs of a step to ~2 per cycle.
+        for (; p + 2 <= depth; p += 2, at += 2 * step, bp += 2 * ldbLong)
+        {
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var x = Vector256.Create(a0[at]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[at]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[at]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[at]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            x = Vector256.Create(a4[at]);
+            x40 = Vector256.FusedMultiplyAdd(x, b0, x40); x41 = Vector256.FusedMultiplyAdd(x, b1, x41);
+            x = Vector256.Create(a5[at]);
+            x50 = Vector256.FusedMultiplyAdd(x, b0, x50); x51 = Vector256.FusedMultiplyAdd(x, b1, x51);
+            long next = at + step;
+            b0 = Vector256.Load(bp + ldbLong);
+            b1 = Vector256.Load(bp + ldbLong + 8);
+            x = Vector256.Create(a0[next]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[next]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[next]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[next]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            x = Vector256.Create(a4[next]);
+            x40 = Vector256.FusedMultiplyAdd(x, b0, x40); x41 = Vector256.FusedMultiplyAdd(x, b1, x41);
+            x = Vector256.Create(a5[next]);
+            x50 = Vector256.FusedMultiplyAdd(x, b0, x50); x51 = Vector256.FusedMultiplyAdd(x, b1, x51);
+        }
+
+        if (p < depth)
+        {
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var x = Vector256.Create(a0[at]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[at]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[at]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[at]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            x = Vector256.Create(a4[at]);
+            x40 = Vector256.FusedMultiplyAdd(x, b0, x40); x41 = Vector256.FusedMultiplyAdd(x, b1, x41);
+            x = Vector256.Create(a5[at]);
+            x50 = Vector256.FusedMultiplyAdd(x, b0, x50); x51 = Vector256.FusedMultiplyAdd(x, b1, x51);
+        }
+
+        x00.Store(c0); x01.Store(c0 + 8); x10.Store(c1); x11.Store(c1 + 8); x20.Store(c2); x21.Store(c2 + 8);
+        x30.Store(c3); x31.Store(c3 + 8); x40.Store(c4); x41.Store(c4 + 8); x50.Store(c5); x51.Store(c5 + 8);
+    }
+
+    /// <summary>
+    /// Four rows of C (stride 64), 24 columns from <paramref name="column"/> (three vectors, 12 accumulators):
+    /// AttendRows's products over its four query rows (FourRows16 does the last 16 columns). Each step asks for one
+    /// line of <paramref name="prefetch"/> (AttendRows's next blocks; a line already on its way costs one uop).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void FourRows24(float* a0, float* a1, float* a2, float* a3, int depth, float* b, float* c, int column, bool add, float* prefetch)
+    {
+        float* c0 = c + column, c1 = c0 + Width, c2 = c1 + Width, c3 = c2 + Width;
+        Vector256<float> x00, x01, x02, x10, x11, x12, x20, x21, x22, x30, x31, x32;
+        if (add)
+        {
+            x00 = Vector256.Load(c0); x01 = Vector256.Load(c0 + 8); x02 = Vector256.Load(c0 + 16);
+            x10 = Vector256.Load(c1); x11 = Vector256.Load(c1 + 8); x12 = Vector256.Load(c1 + 16);
+            x20 = Vector256.Load(c2); x21 = Vector256.Load(c2 + 8); x22 = Vector256.Load(c2 + 16);
+            x30 = Vector256.Load(c3); x31 = Vector256.Load(c3 + 8); x32 = Vector256.Load(c3 + 16);
+        }
+        else
+        {
+            x00 = x01 = x02 = x10 = x11 = x12 = x20 = x21 = x22 = x30 = x31 = x32 = Vector256<float>.Zero;
+        }
+
+        float* bp = b + column;
+        long p = 0;
+        // Two steps per iteration, as in SixRows.
+        for (; p + 2 <= depth; p += 2, bp += 2 * Width, prefetch += 32)
+        {
+            Sse.Prefetch0(prefetch);
+            Sse.Prefetch0(prefetch + 16);
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var b2 = Vector256.Load(bp + 16);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+            b0 = Vector256.Load(bp + Width);
+            b1 = Vector256.Load(bp + Width + 8);
+            b2 = Vector256.Load(bp + Width + 16);
+            x = Vector256.Create(a0[p + 1]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p + 1]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p + 1]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p + 1]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+        }
+
+        if (p < depth)
+        {
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var b2 = Vector256.Load(bp + 16);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+        }
+
+        x00.Store(c0); x01.Store(c0 + 8); x02.Store(c0 + 16);
+        x10.Store(c1); x11.Store(c1 + 8); x12.Store(c1 + 16);
+        x20.Store(c2); x21.Store(c2 + 8); x22.Store(c2 + 16);
+        x30.Store(c3); x31.Store(c3 + 8); x32.Store(c3 + 16);
+    }
+
+    // The last 16 of four rows' 64 columns (8 accumulators).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void FourRows16(float* a0, float* a1, float* a2, float* a3, int depth, float* b, float* c, bool add)
+    {
+        const int column = 48;
+        float* c0 = c + column, c1 = c0 + Width, c2 = c1 + Width, c3 = c2 + Width;
+        Vector256<float> x00, x01, x10, x11, x20, x21, x30, x31;
+        if (add)
+        {
+            x00 = Vector256.Load(c0); x01 = Vector256.Load(c0 + 8); x10 = Vector256.Load(c1); x11 = Vector256.Load(c1 + 8);
+            x20 = Vector256.Load(c2); x21 = Vector256.Load(c2 + 8); x30 = Vector256.Load(c3); x31 = Vector256.Load(c3 + 8);
+        }
+        else
+        {
+            x00 = x01 = x10 = x11 = x20 = x21 = x30 = x31 = Vector256<float>.Zero;
+        }
+
+        float* bp = b + column;
+        long p = 0;
+        for (; p + 2 <= depth; p += 2, bp += 2 * Width)
+        {
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            b0 = Vector256.Load(bp + Width);
+            b1 = Vector256.Load(bp + Width + 8);
+            x = Vector256.Create(a0[p + 1]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p + 1]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p + 1]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p + 1]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+        }
+
+        if (p < depth)
+        {
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+        }
+
+        x00.Store(c0); x01.Store(c0 + 8); x10.Store(c1); x11.Store(c1 + 8);
+        x20.Store(c2); x21.Store(c2 + 8); x30.Store(c3); x31.Store(c3 + 8);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void MultiplyAdd256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
     {
         int i = 0;
+        for (; i + 6 <= rows; i += 6)
+        {
+            for (int column = 0; column < Width; column += 16)
+            {
+                SixRows(a + ((long)i * lda), lda, 1, depth, b, ldb, c + ((long)i * ldc), ldc, column, add);
+            }
+        }
+
         for (; i + 2 <= rows; i += 2)
         {
             float* a0 = a + ((long)i * lda), c0 = c + ((long)i * ldc);
-            RowPair(a0, a0 + lda, 1, depth, b, ldb, c0, c0 + ldc, add, null);
+            RowPair(a0, a0 + lda, 1, depth, b, ldb, c0, c0 + ldc, add);
         }
 
         if (i < rows)
@@ -196,10 +420,18 @@ internal static partial class AttentionPanels
     private static unsafe void MultiplyAddTransposedA256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc)
     {
         int i = 0;
+        for (; i + 6 <= rows; i += 6)
+        {
+            for (int column = 0; column < Width; column += 16)
+            {
+                SixRows(a + i, 1, lda, depth, b, ldb, c + ((long)i * ldc), ldc, column, add: true);
+            }
+        }
+
         for (; i + 2 <= rows; i += 2)
         {
             float* c0 = c + ((long)i * ldc);
-            RowPair(a + i, a + i + 1, lda, depth, b, ldb, c0, c0 + ldc, add: true, null);
+            RowPair(a + i, a + i + 1, lda, depth, b, ldb, c0, c0 + ldc, add: true);
         }
 
         if (i < rows)
@@ -216,9 +448,14 @@ internal static partial class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void SoftmaxRow256(float* row, float* max, float* sum, float* acc)
     {
-        var x0 = Vector256.Load(row); var x1 = Vector256.Load(row + 8); var x2 = Vector256.Load(row + 16); var x3 = Vector256.Load(row + 24);
-        var x4 = Vector256.Load(row + 32); var x5 = Vector256.Load(row + 40); var x6 = Vector256.Load(row + 48); var x7 = Vector256.Load(row + 56);
-        var tileMax = Avx.Max(Avx.Max(Avx.Max(x0, x1), Avx.Max(x2, x3)), Avx.Max(Avx.Max(x4, x5), Avx.Max(x6, x7)));
+        // Two passes over the row in L1 rather than eight vectors held across the exponentials: with the polynomial's
+        // constants that was more than 16 registers, and the spills cost more than the reloads.
+        var tileMax = Vector256.Load(row);
+        for (int j = 8; j < Width; j += 8)
+        {
+            tileMax = Avx.Max(tileMax, Vector256.Load(row + j));
+        }
+
         float m = *max;
         if (float.IsNegativeInfinity(m) || Vector256.GreaterThanAny(tileMax, Vector256.Create(m + RescaleSlack)))
         {
@@ -246,12 +483,20 @@ internal static partial class AttentionPanels
         }
 
         var shift = Vector256.Create(m);
-        x0 = Exp2(x0 - shift); x1 = Exp2(x1 - shift); x2 = Exp2(x2 - shift); x3 = Exp2(x3 - shift);
-        x4 = Exp2(x4 - shift); x5 = Exp2(x5 - shift); x6 = Exp2(x6 - shift); x7 = Exp2(x7 - shift);
-        x0.Store(row); x1.Store(row + 8); x2.Store(row + 16); x3.Store(row + 24);
-        x4.Store(row + 32); x5.Store(row + 40); x6.Store(row + 48); x7.Store(row + 56);
-        (Vector256.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
-        (Vector256.Load(sum + 8) + ((x4 + x5) + (x6 + x7))).Store(sum + 8);
+        var low = Vector256.Load(sum);
+        var high = Vector256.Load(sum + 8);
+        for (int j = 0; j < Width; j += 16)
+        {
+            var x0 = Exp2(Vector256.Load(row + j) - shift);
+            var x1 = Exp2(Vector256.Load(row + j + 8) - shift);
+            x0.Store(row + j);
+            x1.Store(row + j + 8);
+            low += x0;
+            high += x1;
+        }
+
+        low.Store(sum);
+        high.Store(sum + 8);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -268,8 +513,9 @@ internal static partial class AttentionPanels
         float* q0, float* q1, float* q2, float* q3, float* keys, float* values, int* ranges, int depth,
         float* prefetchKeys, float* prefetchValues, float* acc, float* max, float* sums, float* p)
     {
-        RowPair(q0, q1, 1, Width, keys, Width, p, p + Width, add: false, prefetchKeys);
-        RowPair(q2, q3, 1, Width, keys, Width, p + (2 * Width), p + (3 * Width), add: false, prefetchValues);
+        FourRows24(q0, q1, q2, q3, Width, keys, p, 0, add: false, prefetchKeys);
+        FourRows24(q0, q1, q2, q3, Width, keys, p, 24, add: false, prefetchKeys);
+        FourRows16(q0, q1, q2, q3, Width, keys, p, add: false);
         for (int i = 0; i < 4; i++)
         {
             if (ranges != null)
@@ -280,8 +526,10 @@ internal static partial class AttentionPanels
             SoftmaxRow256(p + (i * Width), max + i, sums + (16 * i), acc + (i * Width));
         }
 
-        RowPair(p, p + Width, 1, depth, values, Width, acc, acc + Width, add: true, null);
-        RowPair(p + (2 * Width), p + (3 * Width), 1, depth, values, Width, acc + (2 * Width), acc + (3 * Width), add: true, null);
+        float* p0 = p, p1 = p + Width, p2 = p + (2 * Width), p3 = p + (3 * Width);
+        FourRows24(p0, p1, p2, p3, depth, values, acc, 0, add: true, prefetchValues);
+        FourRows24(p0, p1, p2, p3, depth, values, acc, 24, add: true, prefetchValues);
+        FourRows16(p0, p1, p2, p3, depth, values, acc, add: true);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
