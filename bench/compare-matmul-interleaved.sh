@@ -6,6 +6,8 @@
 # Usage: bash bench/compare-matmul-interleaved.sh [--threads 1,2] [--samples 15] [--sample-ms 20] [--gap-ms 20]
 #        [--only square|forward|input-grad|weight-grad] [--sizes 2048] [--shapes 256x3072x768,512x512x512]
 #        (from anywhere; --shapes keeps only those m×n×k)
+#        ISA=avx2 bash bench/compare-matmul-interleaved.sh ...   both without AVX-512 (.NET's AVX-512 off, OpenBLAS
+#        as Haswell): the AVX2-only machine class, measured on an AVX-512 machine.
 # Needs Debian's libopenblas0-openmp (the OpenBLAS PyTorch uses in ../shared/checks/matmul-vs-openblas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +15,9 @@ out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 dotnet build bench/MatmulPeer -c Release -o "$out" >"$out/build.log" 2>&1 || { tail -20 "$out/build.log" >&2; exit 1; }
 # The peer gets its AVX-512 kernels where the CPU has them, as the check gives it (the machine's environment may
 # force Haswell's); OpenBLAS reads the variable when it loads, so it is set for the process, not inside it.
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; else unset OPENBLAS_CORETYPE; fi
+if [ "${ISA:-}" = avx2 ]; then
+  export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 OPENBLAS_CORETYPE=Haswell
+elif [ -n "${ISA:-}" ]; then
+  echo "compare-matmul-interleaved: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
+elif grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; else unset OPENBLAS_CORETYPE; fi
 dotnet "$out/MatmulPeer.dll" "$@"
