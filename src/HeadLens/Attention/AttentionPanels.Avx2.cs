@@ -7,8 +7,8 @@ namespace HeadLens.Attention;
 // The same operations on machines with AVX2 and FMA but no AVX-512 (most laptop and desktop CPUs, AMD before Zen 4):
 // 8-lane vectors and 16 registers instead of 16 lanes and 32. Each public method of AttentionPanels comes here when
 // Wide is false; the contracts are the ones documented there. What changes with the width:
-//   - the products run two rows × 32 columns at a time (8 accumulators, 4 loads of B and 2 broadcasts per 8 FMAs),
-//     each 64-wide C row in two halves, where AVX-512 holds four whole rows;
+//   - the products run six rows × 16 columns (the backward) or four rows × 24 (AttendRows) at a time, 12
+//     accumulators, with two rows × 32 columns for leftover rows, where AVX-512 holds four whole 64-wide rows;
 //   - AttendRows cannot keep four rows of S in registers (32 vectors), so it writes S to p, masks and exponentiates
 //     it there (L1) and multiplies P·V as a product;
 //   - 2^n in Exp2 is built from the exponent bits (AVX2 has no vscalefps): n + 127 shifted into place, exact for the
@@ -173,9 +173,8 @@ internal static partial class AttentionPanels
 
     /// <summary>
     /// Six rows of C, 16 columns from <paramref name="column"/>: c[r, column..+16] (+)= Σ_p a[r·rowStep + p·step] ·
-    /// B[p, column..+16]. 12 accumulators: with 8 the FMA latency (4 cycles) caps the rate at 2 per cycle, and
-    /// these cores retire more (measured: 8 chains 111, 12 chains 166 GFLOP/s on one core). Per step 2 loads of B
-    /// and 6 broadcasts feed 12 FMAs.
+    /// B[p, column..+16]: 12 accumulators, fed per step by 2 loads of B and 6 broadcasts, which keeps the loads under
+    /// the FMAs. With two depth steps per iteration it ran at the 8-lane FMA peak on blocks in L1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void SixRows(float* a, long rowStep, long step, int depth, float* b, int ldb, float* c, int ldc, int column, bool add)
