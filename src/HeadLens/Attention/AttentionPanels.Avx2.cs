@@ -93,6 +93,16 @@ internal static partial class AttentionPanels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ScaleRow256(float* from, float factor, float* to)
+    {
+        var scale = Vector256.Create(factor);
+        for (int j = 0; j < Width; j += 8)
+        {
+            (Vector256.Load(from + j) * scale).Store(to + j);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void CopyRow256(float* from, float* to)
     {
         for (int j = 0; j < Width; j += 8)

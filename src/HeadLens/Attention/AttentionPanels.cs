@@ -193,6 +193,28 @@ internal static partial class AttentionPanels
         return Vector512.Sum(sum01 + sum23);
     }
 
+    /// <summary>to = factor · from, for rows of 64 floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void ScaleRow(float* from, float factor, float* to)
+    {
+        if (!Wide)
+        {
+            ScaleRow256(from, factor, to);
+            return;
+        }
+
+        var scale = Vector512.Create(factor);
+        (Vector512.Load(from) * scale).Store(to);
+        (Vector512.Load(from + 16) * scale).Store(to + 16);
+        (Vector512.Load(from + 32) * scale).Store(to + 32);
+        (Vector512.Load(from + 48) * scale).Store(to + 48);
+    }
+
+    /// <summary>The sum of a row's 16 running-sum lanes (the [rows, 16] layout of OnlineSoftmaxRows's sums).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumOfLanes(ReadOnlySpan<float> lanes) =>
+        Wide ? Vector512.Sum(Vector512.Create(lanes)) : Vector256.Sum(Vector256.Create(lanes) + Vector256.Create(lanes[8..]));
+
     /// <summary>A row of 64 floats copied in four vector moves (a library copy's call cost as much as the copy).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void CopyRow(float* from, float* to)

@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
 
 namespace HeadLens.Attention;
@@ -446,7 +445,7 @@ public static partial class ScaledDotProductAttention
             for (int i = 0; i < rows; i++)
             {
                 var o = new Span<float>(output + ((long)(i0 + i) * heads + h) * dv, dv);
-                float rowSum = kt != null ? Vector512.Sum(Vector512.Create<float>(sum.Slice(16 * i, 16))) : sum[i];
+                float rowSum = kt != null ? AttentionPanels.SumOfLanes(sum.Slice(16 * i, 16)) : sum[i];
                 if (rowSum == 0f)
                 {
                     o.Clear();
@@ -456,15 +455,11 @@ public static partial class ScaledDotProductAttention
 
                 if (kt != null)
                 {
-                    // Dv = 64 on the panel path: four vectors, inline (a library call here ran as tier-0 code for
+                    // Dv = 64 on the panel path: vector code inlined (a library call here ran as tier-0 code for
                     // the first calls of a process).
-                    var factor = Vector512.Create(1f / rowSum);
                     fixed (float* ap = acc.Slice(i * dv, dv), op = o)
                     {
-                        (Vector512.Load(ap) * factor).Store(op);
-                        (Vector512.Load(ap + 16) * factor).Store(op + 16);
-                        (Vector512.Load(ap + 32) * factor).Store(op + 32);
-                        (Vector512.Load(ap + 48) * factor).Store(op + 48);
+                        AttentionPanels.ScaleRow(ap, 1f / rowSum, op);
                     }
                 }
                 else
