@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # HeadLens's attention variants against both peers, measured back to back in one run: Debian 12's PyTorch 1.13
-# (naive attention: it has no fused kernel) and PyTorch 2.6's fused scaled_dot_product_attention (under
-# ../shared/peers/modern-torch). Prints each variant with both ratios (peer time / HeadLens's time); the fused
-# backward (variant `backward`) is set against SDPA's backward (autograd through scaled_dot_product_attention,
-# timed by the script below under the same PyTorch 2.6; torch 1.13 has no fused backward to compare).
-# Usage: bash bench/compare-attention.sh [T list, default 256,1024,4096]   (from the repository root; see
-#        ../shared/peers/README.md for the peers' setup)
+# (naive attention: it has no fused kernel; batch 1 and T <= 4096 only, its T x T scores need 12.9 GB at 16384) and
+# PyTorch 2.6's fused scaled_dot_product_attention (under ../shared/peers/modern-torch), forward (no_grad) and
+# backward (autograd through scaled_dot_product_attention, set against HeadLens's variant `backward`). Prints each
+# variant with both ratios (peer time / HeadLens's time).
+# Usage: bash bench/compare-attention.sh [T list, default 256,1024,4096] [batch list, default 1]
+#        (from the repository root; see ../shared/peers/README.md for the peers' setup)
+#        bash bench/compare-attention.sh 64,256,1024,4096,16384 1,8   the issue's whole grid (~25 minutes)
 #        ISA=avx2 bash bench/compare-attention.sh   runs all three without AVX-512 (HeadLens with .NET's AVX-512
 #        switched off, PyTorch with ATEN_CPU_CAPABILITY=avx2, OpenBLAS as Haswell): the AVX2-only machine class
 #        (most laptops and desktops, AMD before Zen 4), measured on an AVX-512 machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LENGTHS=${1:-256,1024,4096}
+BATCHES=${2:-1}
+NAIVE=$(/usr/bin/python3 -c "import sys; print(','.join(t for t in sys.argv[1].split(',') if int(t) <= 4096))" "$LENGTHS")
 CORETYPE=SkylakeX
 if [ "${ISA:-}" = avx2 ]; then
   export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 ATEN_CPU_CAPABILITY=avx2
@@ -20,37 +23,47 @@ elif [ -n "${ISA:-}" ]; then
   echo "compare-attention: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
 fi
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
-OURS=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); BACK=$(mktemp); trap 'rm -f "$OURS" "$OLD" "$NEW" "$BACK"' EXIT
-dotnet out/bench/HeadLens.Cli.dll bench attention --T "$LENGTHS" --json >"$OURS"
+OURS=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); trap 'rm -f "$OURS" "$OLD" "$NEW"' EXIT
+dotnet out/bench/HeadLens.Cli.dll bench attention --T "$LENGTHS" --batch "$BATCHES" --json >"$OURS"
 OPENBLAS_CORETYPE=$CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
-  /usr/bin/python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$LENGTHS" --out "$OLD" >/dev/null 2>&1
-../shared/peers/modern-torch python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$LENGTHS" --out "$NEW" >/dev/null 2>&1
-../shared/peers/modern-torch python3 - "$LENGTHS" >"$BACK" 2>/dev/null <<'PY'
+  /usr/bin/python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$NAIVE" --out "$OLD" >/dev/null 2>&1
+# SDPA's forward and backward, as many samples as HeadLens's bench takes at the same B·T² (200, 30, 9, 3).
+../shared/peers/modern-torch python3 - "$LENGTHS" "$BATCHES" >"$NEW" 2>/dev/null <<'PY'
 import sys, time, statistics, torch, torch.nn.functional as F
 torch.set_num_threads(2)
-for T in map(int, sys.argv[1].split(",")):
-    q, k, v = (torch.randn(1, 12, T, 64, requires_grad=True) for _ in range(3))
-    g = torch.randn(1, 12, T, 64)
-    ts = []
-    for i in range(max(3, min(30, int(2e8 / T / T))) + 2):
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        t = time.perf_counter(); o.backward(g); dt = time.perf_counter() - t
-        if i >= 2: ts.append(dt)
-    print(T, statistics.median(ts) * 1000)
+for B in map(int, sys.argv[2].split(",")):
+    for T in map(int, sys.argv[1].split(",")):
+        work = B * T * T
+        reps = 3 if work >= 16384 ** 2 else 9 if work >= 4096 ** 2 else 30 if work >= 1024 ** 2 else 200
+        q, k, v = (torch.randn(B, 12, T, 64, requires_grad=True) for _ in range(3))
+        g = torch.randn(B, 12, T, 64)
+        with torch.no_grad():
+            ts = []
+            for i in range(reps + 1):
+                t = time.perf_counter(); F.scaled_dot_product_attention(q, k, v, is_causal=True); dt = time.perf_counter() - t
+                if i >= 1: ts.append(dt)
+        print("fused", B, T, statistics.median(ts) * 1000, flush=True)
+        ts = []
+        for i in range(reps + 1):
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            t = time.perf_counter(); o.backward(g); dt = time.perf_counter() - t
+            if i >= 1: ts.append(dt)
+        print("backward", B, T, statistics.median(ts) * 1000, flush=True)
 PY
-/usr/bin/python3 - "$OURS" "$OLD" "$NEW" "$BACK" "${ISA:-default}" <<'PY'
+/usr/bin/python3 - "$OURS" "$OLD" "$NEW" "${ISA:-default}" <<'PY'
 import json, sys
-ours = [r for r in json.load(open(sys.argv[1]))["results"] if r["config"].get("batch", 1) == 1]
-backward = {int(t): float(ms) for t, ms in (line.split() for line in open(sys.argv[4]) if line.strip())}
-def peer(path, impl):
-    return {r["T"]: r["median_ms"] for r in map(json.loads, open(path)) if r.get("section") == "attn" and r.get("impl") == impl and "median_ms" in r}
-naive, sdpa = peer(sys.argv[2], "naive"), peer(sys.argv[3], "sdpa")
-print(f"# instruction set: {'AVX2 (AVX-512 off in all three)' if sys.argv[5] == 'avx2' else 'the machine default'}")
-print(f"{'variant':10} {'T':>6} {'ms':>9} {'GFLOP/s':>8} {'work MB':>8} {'torch1.13 naive':>16} {'ratio':>7} {'torch2.6 sdpa':>14} {'ratio':>7}")
+ours = json.load(open(sys.argv[1]))["results"]
+naive = {r["T"]: r["median_ms"] for r in map(json.loads, open(sys.argv[2]))
+         if r.get("section") == "attn" and r.get("impl") == "naive" and "median_ms" in r}
+sdpa = {(v, int(b), int(t)): float(ms) for v, b, t, ms in (line.split() for line in open(sys.argv[3]) if line.strip())}
+print(f"# instruction set: {'AVX2 (AVX-512 off in all three)' if sys.argv[4] == 'avx2' else 'the machine default'}")
+print(f"{'variant':10} {'B':>2} {'T':>6} {'ms':>9} {'GFLOP/s':>8} {'work MB':>8} {'torch1.13 naive':>16} {'ratio':>7} {'torch2.6 sdpa':>14} {'ratio':>7}")
 for r in ours:
-    c = r["config"]; t = c["T"]; ms = r["median_ms"]
-    a, b = (None, backward.get(t)) if c["variant"] == "backward" else (naive.get(t), sdpa.get(t))
+    c = r["config"]; b, t = c.get("batch", 1), c["T"]; ms = r["median_ms"]
+    # Every forward variant against the peers' causal forward (as the issue's tables do), the backward against SDPA's.
+    a = naive.get(t) if c["variant"] != "backward" and b == 1 else None
+    s = sdpa.get(("backward" if c["variant"] == "backward" else "fused", b, t))
     ra = f"{a / ms:.2f}x" if a else "-"
-    rb = f"{b / ms:.2f}x" if b else "-"
-    print(f"{c['variant']:10} {t:6} {ms:9.2f} {r['gflops']:8.0f} {r['peak_bytes'] / 1e6:8.1f} {a or float('nan'):16.2f} {ra:>7} {b or float('nan'):14.2f} {rb:>7}")
+    rs = f"{s / ms:.2f}x" if s else "-"
+    print(f"{c['variant']:10} {b:2} {t:6} {ms:9.2f} {r['gflops']:8.0f} {r['peak_bytes'] / 1e6:8.1f} {a or float('nan'):16.2f} {ra:>7} {s or float('nan'):14.2f} {rs:>7}")
 PY

@@ -67,13 +67,14 @@ public static partial class ScaledDotProductAttention
     }
 
     /// <summary>
-    /// Bytes the forward uses beside its per-thread scratch: short calls block every kv head's keys and values
-    /// once, in one buffer the threads share (at most 4 MiB); long calls use none.
+    /// Bytes the forward uses beside its per-thread scratch: a short call with fewer than 4 heads (× sequences) per
+    /// compute thread blocks every kv head's keys and values once, in one buffer the threads share (at most 4 MiB);
+    /// other calls use none.
     /// </summary>
     public static long SharedWorkingBytes(AttentionOptions options, int batch, int keyLength)
     {
         long bytes = (long)batch * options.KvHeads * BlockedLength(options, keyLength) * sizeof(float);
-        return bytes <= SharedBlockingBytes ? bytes : 0;
+        return bytes <= SharedBlockingBytes && batch * options.Heads < 4 * ComputeThreads.Count ? bytes : 0;
     }
 
     // Floats of one kv head's keys (transposed, [Dqk, 64] per block) and values ([64, Dv] per block), padded to 64 keys.
@@ -133,7 +134,7 @@ public static partial class ScaledDotProductAttention
             }
 
             long shared = SharedWorkingBytes(options, batch, keyLength) / sizeof(float);
-            if (shared == 0 || batch * heads >= 4 * ComputeThreads.Count)
+            if (shared == 0)
             {
                 // One work item per (sequence, head): its keys are blocked once and every query tile reuses them.
                 // Long causal heads are two items of equal work, so that the threads finish within half a head of each
