@@ -530,9 +530,20 @@ internal static partial class AttentionPanels
         float* q0, float* q1, float* q2, float* q3, float* keys, float* values, int* ranges, int depth,
         float* prefetchKeys, float* prefetchValues, float* acc, float* max, float* sums, float* p)
     {
+        // S only as far as the last key a row sees (ranges hide everything past depth, and HideOutside256 overwrites
+        // the columns left unwritten): on the causal diagonal this skipped 7% of the forward at T = 256 and 13% at
+        // T = 64 (same-process A/B, AVX-512 off), 2% at T = 1024.
+        bool all = ranges == null;
         FourRows24(q0, q1, q2, q3, Width, keys, p, 0, add: false, prefetchKeys);
-        FourRows24(q0, q1, q2, q3, Width, keys, p, 24, add: false, prefetchKeys);
-        FourRows16(q0, q1, q2, q3, Width, keys, p, add: false);
+        if (all || depth > 24)
+        {
+            FourRows24(q0, q1, q2, q3, Width, keys, p, 24, add: false, prefetchKeys);
+        }
+
+        if (all || depth > 48)
+        {
+            FourRows16(q0, q1, q2, q3, Width, keys, p, add: false);
+        }
         for (int i = 0; i < 4; i++)
         {
             if (ranges != null)
