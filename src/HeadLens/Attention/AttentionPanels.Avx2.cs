@@ -194,7 +194,10 @@ internal static partial class AttentionPanels
     /// B[p, column..+16]: 12 accumulators, fed per step by 2 loads of B and 6 broadcasts, which keeps the loads under
     /// the FMAs. With two depth steps per iteration it ran at the 8-lane FMA peak on blocks in L1.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    // Too large for the JIT to inline into its callers, so it is a method of its own: compiled optimized at once, as
+    // the entry points are. Under tiering it ran as tier-0 code for its first calls, and a short backward (T = 64)
+    // took 0.8-2.2 ms in `bench attention` against 0.3-0.5 ms once optimized.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void SixRows(float* a, long rowStep, long step, int depth, float* b, int ldb, float* c, int ldc, int column, bool add)
     {
         float* c0 = c + column, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
