@@ -53,17 +53,18 @@ public static partial class ScaledDotProductAttention
 
     /// <summary>
     /// Bytes of scratch one worker thread uses (the fused path's working memory) for self-attention over keyLength
-    /// positions: the tiles, and one kv head's keys and values in blocks of 64 (the forward), or three block sets
-    /// plus, on the 64-wide panel path, its query heads' Q, dO and dQ rows copied contiguous (the backward) — O(T·D)
-    /// per thread, never O(T²).
+    /// positions: the tiles, and one kv head's keys and values in blocks of 64 (the forward), or (backward) three
+    /// block sets plus, on the 64-wide panel path, its query heads' Q, dO and dQ rows copied contiguous — O(T·D) per
+    /// thread, never O(T²). Both use the same per-thread buffers, so a thread that runs both keeps the larger.
     /// </summary>
-    public static long WorkingBytesPerThread(AttentionOptions options, int keyLength)
+    public static long WorkingBytesPerThread(AttentionOptions options, int keyLength, bool backward = false)
     {
         long paddedKeys = (keyLength + KeyTile - 1) / KeyTile * KeyTile;
         bool panels = options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width;
-        long backward = (3L * paddedKeys * Math.Max(options.HeadDimQK, options.HeadDimV))
-            + (panels ? 3L * options.GroupSize * ContiguousRowsLength(keyLength) : 0);
-        return (ScratchLength(options) + Math.Max(BlockedLength(options, keyLength), backward)) * sizeof(float);
+        long blocks = backward
+            ? (3L * paddedKeys * Math.Max(options.HeadDimQK, options.HeadDimV)) + (panels ? 3L * options.GroupSize * ContiguousRowsLength(keyLength) : 0)
+            : BlockedLength(options, keyLength);
+        return (ScratchLength(options) + blocks) * sizeof(float);
     }
 
     /// <summary>

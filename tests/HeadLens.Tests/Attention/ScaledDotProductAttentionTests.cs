@@ -50,6 +50,19 @@ public class ScaledDotProductAttentionTests
         ["panel-long-causal"] = (new AttentionOptions(4, 4, 64, 64), 2085, 2085, 0),
     };
 
+    // The working memory `bench attention` reports: the forward's grows by one head's blocked keys and values per
+    // key (Dqk + Dv floats), so 2 threads stay under issue 3's 64 MB at T = 16384 with 12 × 64 heads; the backward's
+    // three block sets and copied rows need more, and are counted only for the backward.
+    [Fact]
+    public void WorkingMemoryIsLinearInTheLengthAndTheForwardNeedsLessThanTheBackward()
+    {
+        var options = new AttentionOptions(12, 12, 64, 64);
+        long forward = ScaledDotProductAttention.WorkingBytesPerThread(options, 4096);
+        Assert.Equal(4096L * (64 + 64) * sizeof(float), ScaledDotProductAttention.WorkingBytesPerThread(options, 8192) - forward);
+        Assert.True(ScaledDotProductAttention.WorkingBytesPerThread(options, 4096, backward: true) > forward);
+        Assert.True(2 * ScaledDotProductAttention.WorkingBytesPerThread(options, 16384) < 64L << 20);
+    }
+
     // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
     // measured relative to 1 (floor 1): the online rescaling and tiled sums differ from the reference by a few
     // ulps per term, ≤ 1e-6 in practice; 1e-5 is the issue's bound.

@@ -63,7 +63,7 @@ internal sealed class AttentionBenchmark : IBenchmark
                     call(); // warm-up: JIT, thread pool, per-thread scratch
                     long allocated = Timing.AllocatedBytes(call);
                     long scratch = variant is "fused" or "window" or "backward"
-                        ? (ScaledDotProductAttention.WorkingBytesPerThread(causal, t) * HeadLens.Kernels.ComputeThreads.Count)
+                        ? (ScaledDotProductAttention.WorkingBytesPerThread(causal, t, backward: variant == "backward") * HeadLens.Kernels.ComputeThreads.Count)
                             + (variant == "fused" ? ScaledDotProductAttention.SharedWorkingBytes(causal, batch, t) : 0)
                         : 0;
                     double work = (double)batch * t * t;
