@@ -23,12 +23,17 @@ elif [ -n "${ISA:-}" ]; then
   echo "compare-attention: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
 fi
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
-OURS=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); trap 'rm -f "$OURS" "$OLD" "$NEW"' EXIT
+OURS=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); ERR=$(mktemp); trap 'rm -f "$OURS" "$OLD" "$NEW" "$ERR"' EXIT
 dotnet out/bench/HeadLens.Cli.dll bench attention --T "$LENGTHS" --batch "$BATCHES" --json >"$OURS"
-OPENBLAS_CORETYPE=$CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
-  /usr/bin/python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$NAIVE" --out "$OLD" >/dev/null 2>&1
+# A peer that fails stops the script with its last line (never silently, as set -e alone would).
+peer_failed() { echo "compare-attention: $1 failed: $(tail -1 "$ERR")" >&2; exit 1; }
+if [ -n "$NAIVE" ]; then
+  OPENBLAS_CORETYPE=$CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
+    /usr/bin/python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$NAIVE" --out "$OLD" >/dev/null 2>"$ERR" \
+    || peer_failed "torch 1.13's naive attention"
+fi
 # SDPA's forward and backward, as many samples as HeadLens's bench takes at the same B·T² (200, 30, 9, 3).
-../shared/peers/modern-torch python3 - "$LENGTHS" "$BATCHES" >"$NEW" 2>/dev/null <<'PY'
+../shared/peers/modern-torch python3 - "$LENGTHS" "$BATCHES" >"$NEW" 2>"$ERR" <<'PY' || peer_failed "PyTorch 2.6's SDPA"
 import sys, time, statistics, torch, torch.nn.functional as F
 torch.set_num_threads(2)
 for B in map(int, sys.argv[2].split(",")):

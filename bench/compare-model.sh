@@ -7,12 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
-TRAIN=$(mktemp); GEN=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); trap 'rm -f "$TRAIN" "$GEN" "$OLD" "$NEW"' EXIT
+TRAIN=$(mktemp); GEN=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); ERR=$(mktemp); trap 'rm -f "$TRAIN" "$GEN" "$OLD" "$NEW" "$ERR"' EXIT
+# A peer that fails stops the script with its last line (never silently, as set -e alone would).
+peer_failed() { echo "compare-model: $1 failed: $(tail -1 "$ERR")" >&2; exit 1; }
 dotnet out/bench/HeadLens.Cli.dll bench train --context 64,256 --json >"$TRAIN"
 dotnet out/bench/HeadLens.Cli.dll bench generate --dtype bf16 --json >"$GEN"
 OPENBLAS_CORETYPE=SkylakeX LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
-  /usr/bin/python3 ../shared/peers/baselines.py --sections gpt --gpt-ctx 64,256 --out "$OLD" >/dev/null 2>&1
-../shared/peers/modern-torch python3 ../shared/peers/baselines.py --sections gpt --gpt-ctx 64,256 --out "$NEW" >/dev/null 2>&1
+  /usr/bin/python3 ../shared/peers/baselines.py --sections gpt --gpt-ctx 64,256 --out "$OLD" >/dev/null 2>"$ERR" \
+  || peer_failed "PyTorch 1.13"
+../shared/peers/modern-torch python3 ../shared/peers/baselines.py --sections gpt --gpt-ctx 64,256 --out "$NEW" >/dev/null 2>"$ERR" \
+  || peer_failed "PyTorch 2.6"
 /usr/bin/python3 - "$TRAIN" "$GEN" "$OLD" "$NEW" <<'PY'
 import json, sys
 train = json.load(open(sys.argv[1]))["results"]
