@@ -327,9 +327,3 @@ public class ComputeThreadsTests
         }
     }
 }
-
-[CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class RunsAlone
-{
-    public const string Name = "ComputeThreads alone";
-}

@@ -10,7 +10,7 @@ namespace HeadLens.Tests.Viewer;
 /// </summary>
 public class ViewerBrowserTests
 {
-    private static async Task<(WebApplication App, string Url)> StartAsync(IAttentionSource source)
+    internal static async Task<(WebApplication App, string Url)> StartAsync(IAttentionSource source)
     {
         var app = ViewerServer.Build(source, new ViewerOptions { Port = 0, MaxTokens = 512 });
         await app.StartAsync();
@@ -138,37 +138,6 @@ public class ViewerBrowserTests
         Assert.Empty(browser.FindAll("main img, main script, #tokens img, #tokens script"));
         Assert.Contains("script", browser.Find("#tokens").Text);
         browser.Screenshot("8-script-as-text");
-    }
-
-    [BrowserFact]
-    public async Task TypingA256TokenTextUpdatesThePageInUnderASecond()
-    {
-        // The embedded model's shape (4 layers × 4 heads × 128 channels, byte tokens) computes every pattern; its
-        // own context is 128 tokens, so the same shape with a context of 256 stands in for it here.
-        var embedded = global::HeadLens.Checkpoints.ModelFiles.Load(Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model")).Model.Config;
-        var model = global::HeadLens.Model.Transformer.Create(embedded with { ContextLength = 256 }, seed: 5);
-        var (app, url) = await StartAsync(new ModelSource(model, new global::HeadLens.Tokenization.ByteTokenizer(), "kjv-shaped"));
-        await using var _ = app;
-        using var browser = new Browser();
-        browser.Driver.Navigate().GoToUrl(url);
-        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the model view");
-        string text = string.Concat(Enumerable.Repeat("In the beginning God created the heaven. ", 7))[..256];
-        // Put the text in at once (as a paste), then time the update the page itself reports.
-        var times = new List<int>();
-        for (int round = 0; round < 3; round++)
-        {
-            string before = browser.Find("body").GetAttribute("data-ready") ?? "";
-            browser.Driver.ExecuteScript("const t = document.getElementById('text'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));", text[..(256 - round)]);
-            browser.WaitFor(() => (browser.Find("body").GetAttribute("data-ready") ?? "") != before, "the update");
-            string status = browser.Find("#status").Text;
-            Assert.Contains($"{256 - round} tokens", status);
-            times.Add(int.Parse(status.Split('·')[^1].Replace("ms", "", StringComparison.Ordinal).Trim(), System.Globalization.CultureInfo.InvariantCulture));
-        }
-
-        times.Sort();
-        // The median of three: one update that waited behind another process on a shared machine is not the page's speed.
-        Assert.True(times[1] < 1000, $"updates took {string.Join(", ", times)} ms");
-        browser.Screenshot("9-256-tokens");
     }
 
     [BrowserFact]
