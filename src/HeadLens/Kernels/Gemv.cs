@@ -210,8 +210,12 @@ public static class Gemv
             var a1 = Vector512<float>.Zero;
             var a2 = Vector512<float>.Zero;
             var a3 = Vector512<float>.Zero;
+            // Dot's prefetches, as far ahead in bytes: 64 weights are two lines here.
+            byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
             for (; i <= k - 4 * width; i += 4 * width)
             {
+                Sse.Prefetch0(ahead + (2 * i));
+                Sse.Prefetch0(ahead + (2 * i) + 64);
                 var first = Vector512.Load(row + i);
                 var second = Vector512.Load(row + i + 2 * width);
                 a0 = Vector512.FusedMultiplyAdd(Widen(Vector512.WidenLower(first)), Vector512.Load(x + i), a0);

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using HeadLens.Kernels;
 using HeadLens.Kernels.Quantized;
 using HeadLens.Tensors;
@@ -78,9 +79,12 @@ public sealed class LinearWeight
     public bool HasBf16Copy => bf16 is not null;
 
     /// <summary>Bytes of the inference copies (panels and bf16 values).</summary>
-    public long CopyBytes => (Panels?.Bytes ?? 0) + ((long)(bf16?.Length ?? 0) * sizeof(ushort));
+    public long CopyBytes => (Panels?.Bytes ?? 0) + (bf16 is null ? 0 : (long)Rows * Columns * sizeof(ushort));
 
-    private ushort[]? bf16;
+    // The bf16 values, two to a float of an array that asked for 2 MiB pages (see Bf16Values).
+    private float[]? bf16;
+
+    private ReadOnlySpan<ushort> Bf16Values => MemoryMarshal.Cast<float, ushort>(bf16.AsSpan())[..(Rows * Columns)];
 
     /// <summary>Packs an fp32 matrix into the product's panels once (Gemm.Pack); a matrix in its file's type is left as it is.</summary>
     public void Pack()
@@ -96,8 +100,11 @@ public sealed class LinearWeight
     {
         if (Dense is { } dense && bf16 is null)
         {
-            var values = GC.AllocateUninitializedArray<ushort>(dense.Length);
-            Gemv.ToBf16(dense.Span, values);
+            // On 2 MiB pages where Linux grants them, as the fp32 weights are (the arena's): a decode step streams the
+            // whole copy (the output head alone is 77 MB). GPT-2 124M's bf16 decode, five alternations of the two
+            // builds: median 73.7 tokens/s against 71.6 with 4 KiB pages.
+            var values = HugePages.AllocateZeroed((dense.Length + 1) / 2);
+            Gemv.ToBf16(dense.Span, MemoryMarshal.Cast<float, ushort>(values.AsSpan()));
             bf16 = values;
         }
     }
@@ -126,7 +133,7 @@ public sealed class LinearWeight
             for (int i = 0; i < m; i++)
             {
                 var row = y.Slice(i * Rows, Rows);
-                Gemv.ForwardBf16(bf16, x.Slice(i * Columns, Columns), Rows, Columns, row);
+                Gemv.ForwardBf16(Bf16Values, x.Slice(i * Columns, Columns), Rows, Columns, row);
             }
 
             MatMul.AddBias(bias, m, Rows, y);
