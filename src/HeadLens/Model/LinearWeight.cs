@@ -100,7 +100,7 @@ public sealed class LinearWeight
     {
         if (Dense is { } dense && bf16 is null)
         {
-            // On 2 MiB pages where Linux grants them, as the fp32 weights are (the arena's): a decode step streams the
+            // On 2 MiB pages where Linux grants them (as the gradients and activations are): a decode step streams the
             // whole copy (the output head alone is 77 MB). GPT-2 124M's bf16 decode, five alternations of the two
             // builds: median 73.7 tokens/s against 71.6 with 4 KiB pages.
             var values = HugePages.AllocateZeroed((dense.Length + 1) / 2);
