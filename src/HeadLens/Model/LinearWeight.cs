@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using HeadLens.Kernels;
 using HeadLens.Kernels.Quantized;
 using HeadLens.Tensors;
@@ -79,12 +78,9 @@ public sealed class LinearWeight
     public bool HasBf16Copy => bf16 is not null;
 
     /// <summary>Bytes of the inference copies (panels and bf16 values).</summary>
-    public long CopyBytes => (Panels?.Bytes ?? 0) + (bf16 is null ? 0 : (long)Rows * Columns * sizeof(ushort));
+    public long CopyBytes => (Panels?.Bytes ?? 0) + ((long)(bf16?.Length ?? 0) * sizeof(ushort));
 
-    // The bf16 values, two to a float of an array that asked for 2 MiB pages (see Bf16Values).
-    private float[]? bf16;
-
-    private ReadOnlySpan<ushort> Bf16Values => MemoryMarshal.Cast<float, ushort>(bf16.AsSpan())[..(Rows * Columns)];
+    private ushort[]? bf16;
 
     /// <summary>Packs an fp32 matrix into the product's panels once (Gemm.Pack); a matrix in its file's type is left as it is.</summary>
     public void Pack()
@@ -100,11 +96,12 @@ public sealed class LinearWeight
     {
         if (Dense is { } dense && bf16 is null)
         {
-            // On 2 MiB pages where Linux grants them (as the gradients and activations are): a decode step streams the
-            // whole copy (the output head alone is 77 MB). GPT-2 124M's bf16 decode, five alternations of the two
-            // builds: median 73.7 tokens/s against 71.6 with 4 KiB pages.
-            var values = HugePages.AllocateZeroed((dense.Length + 1) / 2);
-            Gemv.ToBf16(dense.Span, MemoryMarshal.Cast<float, ushort>(values.AsSpan()));
+            // On 4 KiB pages, as the fp32 weights are: asking for 2 MiB pages gave the GPT-2 124M bf16 decode only ~3%
+            // (median of five alternations, 73.7 against 71.6 tokens/s), and on fragmented memory the first touch of
+            // such pages waits for the kernel to compact memory (see Arena's constructor), which a one-shot generate
+            // would pay when the copy is made.
+            var values = GC.AllocateUninitializedArray<ushort>(dense.Length);
+            Gemv.ToBf16(dense.Span, values);
             bf16 = values;
         }
     }
@@ -133,7 +130,7 @@ public sealed class LinearWeight
             for (int i = 0; i < m; i++)
             {
                 var row = y.Slice(i * Rows, Rows);
-                Gemv.ForwardBf16(Bf16Values, x.Slice(i * Columns, Columns), Rows, Columns, row);
+                Gemv.ForwardBf16(bf16, x.Slice(i * Columns, Columns), Rows, Columns, row);
             }
 
             MatMul.AddBias(bias, m, Rows, y);
