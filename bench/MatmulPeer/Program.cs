@@ -45,6 +45,18 @@ internal static class Program
     {
         var blocking = Gemm.Blocking;
         Console.WriteLine($"HeadLens blocking KC={blocking.Depth} MC={blocking.Rows} NC={blocking.Columns}; OpenBLAS {peer.Config} (core {peer.CoreName})");
+        if (options.Threads.Any(threads => threads > 1) && !peer.Config.Contains("USE_OPENMP", StringComparison.Ordinal))
+        {
+            // Debian's pthread build (libopenblas0-pthread, which libopenblas-dev pulls in and which then wins the
+            // alternatives) keeps its threads spinning long after a call, past the gap between samples, so on a
+            // 2-core machine they hold the core HeadLens's second thread needs: on a Zen 4 machine the 2-thread
+            // ratios fell to 0.46× on shapes that gave 1.02–1.10× against the OpenMP build in the next run.
+            Console.Error.WriteLine(
+                "matmul-peer: warning: this OpenBLAS is not the OpenMP build that PyTorch and the checks use; its idle threads spin " +
+                "through the gaps and take cores from HeadLens, so the multi-thread ratios below are unfair to HeadLens " +
+                "(Debian: apt-get install libopenblas0-openmp, and remove libopenblas0-pthread)");
+        }
+
         Console.WriteLine($"{options.Samples} interleaved samples of >= {options.SampleMs} ms each per engine, {options.GapMs} ms apart (1 thread: the thread's CPU time; more: wall clock); ratio = median over adjacent pairs of HeadLens GFLOP/s / OpenBLAS GFLOP/s");
         Console.WriteLine($"{"op",-11} {"m",6} {"n",6} {"k",6} {"thr",3} {"HeadLens",9} {"OpenBLAS",9} {"ratio",6} {"range",11}");
         var ratios = options.Threads.ToDictionary(threads => threads, _ => new List<double>());
