@@ -52,7 +52,7 @@ internal static class Program
             // 2-core machine they hold the core HeadLens's second thread needs: on a Zen 4 machine the 2-thread
             // ratios fell to 0.46× on shapes that gave 1.02–1.10× against the OpenMP build in the next run.
             Console.Error.WriteLine(
-                "matmul-peer: warning: this OpenBLAS is not the OpenMP build that PyTorch and the checks use; its idle threads spin " +
+                "matmul-peer: warning: this OpenBLAS is not the OpenMP build that the peers' README and the checks install; its idle threads spin " +
                 "through the gaps and take cores from HeadLens, so the multi-thread ratios below are unfair to HeadLens " +
                 "(Debian: apt-get install libopenblas0-openmp, and remove libopenblas0-pthread)");
         }
