@@ -50,7 +50,8 @@ internal static class Program
             // Debian's pthread build (libopenblas0-pthread, which libopenblas-dev pulls in and which then wins the
             // alternatives) keeps its threads spinning long after a call, past the gap between samples, so on a
             // 2-core machine they hold the core HeadLens's second thread needs: on a Zen 4 machine the 2-thread
-            // ratios fell to 0.46× on shapes that gave 1.02–1.10× against the OpenMP build in the next run.
+            // ratios of eight shapes fell to 0.46–0.89× (HeadLens at one thread's speed) and came back to 0.84–1.10×
+            // against the OpenMP build in the next run.
             Console.Error.WriteLine(
                 "matmul-peer: warning: this OpenBLAS is not the OpenMP build that the peers' README and the checks install; its idle threads spin " +
                 "through the gaps and take cores from HeadLens, so the multi-thread ratios below are unfair to HeadLens " +
