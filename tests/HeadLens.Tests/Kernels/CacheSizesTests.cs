@@ -101,7 +101,9 @@ public sealed class CacheSizesTests : IDisposable
             Assert.True(caches.Level3 == 0 || caches.Level3 > caches.Level2);
         }
 
-        Assert.Equal(GemmBlocking.Choose(caches, Gemm.TileRows, Gemm.TileColumns), GemmBlocking.ForThisMachine);
+        Assert.Equal(GemmBlocking.Choose(caches, Gemm.TileRows, Gemm.TileColumns, GemmBlocking.WideFmaAtHalfRate), GemmBlocking.ForThisMachine);
+        // Only the 512-bit tile can run at half rate (the 256-bit one issues two FMAs per cycle on every such core).
+        Assert.True(!GemmBlocking.WideFmaAtHalfRate || Gemm.TileColumns == 32);
     }
 
     private static (int, int, int, int) Leaf(int type, int level, int line, int partitions, int ways, int sets) =>

@@ -24,7 +24,13 @@ public sealed class GemmBlockingTests
             GemmBlocking.Choose(null, TileRows, TileColumns).Depth, GemmBlocking.Choose(null, TileRows, TileColumns).Rows,
             GemmBlocking.Choose(null, TileRows, TileColumns).Columns
         },
+        { Zen4Blocking.Depth, Zen4Blocking.Rows, Zen4Blocking.Columns }, // the depth sized by L2, on any machine
     };
+
+    // AMD EPYC (Zen 4): L1d 32 KiB 8-way, L2 1 MiB, L3 32 MiB, 512-bit FMAs at half rate (B panels read from L2).
+    private static readonly CacheSizes Zen4Caches = new(32 << 10, 8, 1 << 20, 32 << 20);
+
+    private static GemmBlocking Zen4Blocking => GemmBlocking.Choose(Zen4Caches, TileRows, TileColumns, panelsFromLevel2: true);
 
     // Odd sizes across the blocks above: edge tiles, the short-rows kernel (M ≡ 4 mod 12), depth past several blocks.
     private static readonly (int M, int N, int K)[] Sizes = [(13, 97, 131), (37, 70, 300), (100, 33, 17), (256, 70, 31), (61, 129, 65)];
@@ -268,6 +274,36 @@ public sealed class GemmBlockingTests
         var caches = new CacheSizes(48 << 10, 12, 1280 << 10, 48 << 20);
         Assert.Equal(new GemmBlocking(256, 636, 4096), GemmBlocking.Choose(caches, 12, 32));
         AssertFits(caches, 12, 32, GemmBlocking.Choose(caches, 12, 32));
+    }
+
+    [Fact]
+    public void HalfRateWideFmaSizesTheDepthByLevel2()
+    {
+        // MC·KC·4 B = L2/2 with MC = KC: √(1 MiB / 8) = 362, rounded down to 352; MC then 372 (whole 12-row tiles).
+        var zen4 = GemmBlocking.Choose(Zen4Caches, 12, 32, panelsFromLevel2: true);
+        Assert.Equal(new GemmBlocking(352, 372, 4096), zen4);
+        Assert.Equal(new GemmBlocking(160, 816, 4096), GemmBlocking.Choose(Zen4Caches, 12, 32)); // the L1 rule
+        Assert.True((long)zen4.Rows * zen4.Depth * sizeof(float) <= Zen4Caches.Level2 / 2, $"{zen4}");
+        foreach (long level2 in new long[] { 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 64L << 20 })
+        {
+            var blocking = GemmBlocking.Choose(Zen4Caches with { Level2 = level2 }, 12, 32, panelsFromLevel2: true);
+            Assert.True(blocking.Depth is >= 64 and <= 1024 && blocking.Depth % 16 == 0, $"{blocking}");
+            Assert.True(blocking.Rows == 12 || (long)blocking.Rows * blocking.Depth * sizeof(float) <= level2 / 2, $"{blocking}");
+        }
+    }
+
+    [Fact]
+    public void OnlyAmdFamily19hRunsWideFmasAtHalfRate()
+    {
+        // CPUID leaf 0: the vendor string in EBX, EDX, ECX; leaf 1 EAX: stepping, model, family, extended model and family.
+        var amd = (0x10, 0x68747541, 0x444d4163, 0x69746e65);   // "AuthenticAMD"
+        var intel = (0x1B, 0x756e6547, 0x6c65746e, 0x49656e69); // "GenuineIntel"
+        Assert.True(GemmBlocking.HalvesWideFma(amd, 0x00A10F11));   // EPYC 9004 (Zen 4): family 0xF + 0xA = 19h
+        Assert.True(GemmBlocking.HalvesWideFma(amd, 0x00A60F12));   // Ryzen 7000 (Zen 4)
+        Assert.False(GemmBlocking.HalvesWideFma(amd, 0x00B00F21));  // Zen 5: family 1Ah
+        Assert.False(GemmBlocking.HalvesWideFma(amd, 0x00830F10));  // Zen 2: family 17h
+        Assert.False(GemmBlocking.HalvesWideFma(intel, 0x000606A6)); // Xeon (Ice Lake): family 6
+        Assert.False(GemmBlocking.HalvesWideFma(intel, 0x00A10F11)); // family 19h's signature under another vendor
     }
 
     [Fact]
