@@ -9,8 +9,9 @@ namespace HeadLens.Kernels;
 //     pack op(B)[pc.., jc..] into NR-wide panels (row p of a panel = NR consecutive floats);
 //     for each row block ic (MC tall): pack op(A)[ic.., pc..] into MR-tall panels (column p = MR floats);
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
-// KC, MC and NC come from the caches the machine reports (GemmBlocking: why, and the sizes each level must hold):
-// the B panel being used stays in L1 while the kernel runs down the A block, which stays in L2.
+// KC, MC and NC come from the caches the machine reports (GemmBlocking: why, the sizes each level must hold, and
+// where the depth is sized by L2 instead, for products with many rows on Zen 4):
+// the B panel being used stays in L1 (there, streams from L2) while the kernel runs down the A block, which stays in L2.
 // Packed panels start on a cache line, and each kernel call asks for the cache lines of the next C tile while it
 // runs (PrefetchRow). The packing asks for its source ahead too (rows of B ldb apart, the next rows of a transpose,
 // and, where B panels are packed as used, the next panel's source while the kernel runs on this one): strided and
@@ -24,7 +25,10 @@ namespace HeadLens.Kernels;
 // and gradients live on 2 MiB pages where Linux grants them (Tensors/HugePages.cs): 9% fewer kernel samples.
 public static partial class Gemm
 {
-    /// <summary>The cache blocking every product uses: chosen once from the caches this machine reports.</summary>
+    /// <summary>
+    /// The cache blocking of products with many rows: chosen once from the caches this machine reports (those with
+    /// fewer rows than one A block take <see cref="GemmBlocking.For"/>'s, which differs only on Zen 4).
+    /// </summary>
     public static GemmBlocking Blocking => GemmBlocking.ForThisMachine;
 
     /// <summary>Rows of the register tile of the widest vector unit present (12 with AVX-512, 6 with AVX).</summary>

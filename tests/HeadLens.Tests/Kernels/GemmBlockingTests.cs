@@ -25,6 +25,7 @@ public sealed class GemmBlockingTests
             GemmBlocking.Choose(null, TileRows, TileColumns).Columns
         },
         { Zen4Blocking.Depth, Zen4Blocking.Rows, Zen4Blocking.Columns }, // the depth sized by L2, on any machine
+        { GemmBlocking.ForFewRows.Depth, GemmBlocking.ForFewRows.Rows, GemmBlocking.ForFewRows.Columns },
     };
 
     // AMD EPYC (Zen 4): L1d 32 KiB 8-way, L2 1 MiB, L3 32 MiB, 512-bit FMAs at half rate (B panels read from L2).
@@ -289,6 +290,21 @@ public sealed class GemmBlockingTests
             var blocking = GemmBlocking.Choose(Zen4Caches with { Level2 = level2 }, 12, 32, panelsFromLevel2: true);
             Assert.True(blocking.Depth is >= 64 and <= 1024 && blocking.Depth % 16 == 0, $"{blocking}");
             Assert.True(blocking.Rows == 12 || (long)blocking.Rows * blocking.Depth * sizeof(float) <= level2 / 2, $"{blocking}");
+        }
+    }
+
+    [Fact]
+    public void ProductsWithFewerRowsThanOneABlockTakeTheL1Depth()
+    {
+        var many = GemmBlocking.ForThisMachine;
+        Assert.Equal(many, GemmBlocking.For(many.Rows));
+        Assert.Equal(many, GemmBlocking.For(4 * many.Rows));
+        Assert.Equal(GemmBlocking.ForFewRows, GemmBlocking.For(many.Rows - 1));
+        Assert.Equal(GemmBlocking.ForFewRows, GemmBlocking.For(16));
+        Assert.Equal(GemmBlocking.Choose(GemmBlocking.DetectedCaches, TileRows, TileColumns), GemmBlocking.ForFewRows);
+        if (!GemmBlocking.WideFmaAtHalfRate)
+        {
+            Assert.Equal(many, GemmBlocking.ForFewRows); // one blocking for every product off Zen 4
         }
     }
 
