@@ -24,7 +24,8 @@ namespace HeadLens.Kernels;
 /// store of every C tile, and each A block (MC rows) a trip of the B block from L3 into L2. With the A block in half
 /// of L2 (MC·KC·4 B = L2/2) the two costs balance at MC = KC = √(L2/8 B): 1 MiB gives KC = 352, MC = 372 (the L1 rule
 /// gives 160 and 816). Measured on Zen 4 (EPYC, 2 threads, alternated, medians of 9): 2048³ 7% faster; of 12
-/// GPT-2 training shapes (all three transpositions), 9 faster by up to 5%, 3 slower by at most 2%.</item>
+/// GPT-2 training shapes with 768 rows or more (all three transpositions), 8 faster by up to 5%, 4 slower by at most
+/// 2%. Products with fewer rows than one A block keep the L1 rule (<see cref="For"/>).</item>
 /// <item>MC: the packed A block (MC × KC) stays in L2 for the whole sweep over NC columns: half of L2, the rest for
 /// the B panels passing through and C.</item>
 /// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (the threads share one, or two alternating,
