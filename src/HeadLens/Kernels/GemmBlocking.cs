@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics.X86;
-
 namespace HeadLens.Kernels;
 
 /// <summary>
@@ -49,7 +47,7 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     /// halves: AMD family 19h (Zen 4; Zen 3, the same family, has no AVX-512). Zen 5 (family 1Ah) issues two per cycle
     /// on its desktop and server parts; so do Intel's server cores, which <see cref="Choose"/>'s L1 rule was measured on.
     /// </summary>
-    public static bool WideFmaAtHalfRate { get; } = Gemm.TileColumns == 32 && X86Base.IsSupported && HalvesWideFma(X86Base.CpuId(0, 0), X86Base.CpuId(1, 0).Eax);
+    public static bool WideFmaAtHalfRate { get; } = Gemm.TileColumns == 32 && CpuModel.AmdFamily19h;
 
     /// <summary>The blocking for this machine's caches (or for <see cref="FallbackCaches"/>) and register tile.</summary>
     public static GemmBlocking ForThisMachine { get; } = Choose(DetectedCaches, Gemm.TileRows, Gemm.TileColumns, WideFmaAtHalfRate);
@@ -99,22 +97,6 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
         int columns = (int)Math.Clamp(level3 / 4 / ((long)depth * bytes), tileColumns, MaxColumns);
         columns = Math.Max(tileColumns, RoundDown(columns, tileColumns));
         return new GemmBlocking(depth, rows, columns);
-    }
-
-    /// <summary>
-    /// Whether a CPU, from CPUID leaf 0 (its vendor string in EBX, EDX, ECX) and leaf 1's EAX (its family: bits 11:8,
-    /// plus bits 27:20 when those read 0xF), is AMD family 19h, whose AVX-512 units run 512 bits as two halves.
-    /// </summary>
-    internal static bool HalvesWideFma((int Eax, int Ebx, int Ecx, int Edx) vendor, int signature)
-    {
-        bool amd = vendor.Ebx == 0x68747541 && vendor.Edx == 0x69746e65 && vendor.Ecx == 0x444d4163; // "AuthenticAMD"
-        int family = (signature >> 8) & 0xF;
-        if (family == 0xF)
-        {
-            family += (signature >> 20) & 0xFF;
-        }
-
-        return amd && family == 0x19;
     }
 
     private static int RoundDown(int value, int multiple) => value / multiple * multiple;

@@ -131,6 +131,13 @@ public static class Gemv
         }
     }
 
+    // Whether the 16-lane dots ask for the weight rows 4 KiB ahead (BlockDecoder.PrefetchAhead) before the hardware
+    // prefetchers would. Not on AMD family 19h (Zen 4): there the same-process A/B over GPT-2's weights (12 layers and
+    // the vocabulary head, cold, 2 threads) streamed fp32 at 32–35 GB/s with the prefetches and 41–42 without, bf16 at
+    // 22–24 against 25–27; the prefetches were kept elsewhere because they paid on the Xeon they were measured on
+    // (BENCHMARKS.md, eleventh session). Settable for the tests, which check that both ways give the same bits.
+    internal static bool PrefetchWeights { get; set; } = !CpuModel.AmdFamily19h;
+
     // One row's dot product with four independent accumulators (four FMA chains in flight, as the FMA latency
     // needs). Rows are read one after another, so W streams strictly sequentially: interleaving several short rows
     // (k = 768 is 3 KB) defeats the hardware prefetchers and was measured 3-5x slower.
@@ -146,12 +153,17 @@ public static class Gemv
             var a2 = Vector512<float>.Zero;
             var a3 = Vector512<float>.Zero;
             byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
+            bool prefetch = PrefetchWeights;
             for (; i <= k - 4 * width; i += 4 * width)
             {
-                Sse.Prefetch0(ahead + (4 * i));
-                Sse.Prefetch0(ahead + (4 * i) + 64);
-                Sse.Prefetch0(ahead + (4 * i) + 128);
-                Sse.Prefetch0(ahead + (4 * i) + 192);
+                if (prefetch)
+                {
+                    Sse.Prefetch0(ahead + (4 * i));
+                    Sse.Prefetch0(ahead + (4 * i) + 64);
+                    Sse.Prefetch0(ahead + (4 * i) + 128);
+                    Sse.Prefetch0(ahead + (4 * i) + 192);
+                }
+
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i), Vector512.Load(x + i), a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + width), Vector512.Load(x + i + width), a1);
                 a2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 2 * width), Vector512.Load(x + i + 2 * width), a2);
@@ -212,10 +224,15 @@ public static class Gemv
             var a3 = Vector512<float>.Zero;
             // Dot's prefetches, as far ahead in bytes: 64 weights are two lines here.
             byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
+            bool prefetch = PrefetchWeights;
             for (; i <= k - 4 * width; i += 4 * width)
             {
-                Sse.Prefetch0(ahead + (2 * i));
-                Sse.Prefetch0(ahead + (2 * i) + 64);
+                if (prefetch)
+                {
+                    Sse.Prefetch0(ahead + (2 * i));
+                    Sse.Prefetch0(ahead + (2 * i) + 64);
+                }
+
                 var first = Vector512.Load(row + i);
                 var second = Vector512.Load(row + i + 2 * width);
                 a0 = Vector512.FusedMultiplyAdd(Widen(Vector512.WidenLower(first)), Vector512.Load(x + i), a0);

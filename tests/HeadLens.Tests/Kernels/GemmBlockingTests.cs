@@ -309,17 +309,18 @@ public sealed class GemmBlockingTests
     }
 
     [Fact]
-    public void OnlyAmdFamily19hRunsWideFmasAtHalfRate()
+    public void OnlyAmdFamily19hIsRecognisedAsIt()
     {
         // CPUID leaf 0: the vendor string in EBX, EDX, ECX; leaf 1 EAX: stepping, model, family, extended model and family.
         var amd = (0x10, 0x68747541, 0x444d4163, 0x69746e65);   // "AuthenticAMD"
         var intel = (0x1B, 0x756e6547, 0x6c65746e, 0x49656e69); // "GenuineIntel"
-        Assert.True(GemmBlocking.HalvesWideFma(amd, 0x00A10F11));   // EPYC 9004 (Zen 4): family 0xF + 0xA = 19h
-        Assert.True(GemmBlocking.HalvesWideFma(amd, 0x00A60F12));   // Ryzen 7000 (Zen 4)
-        Assert.False(GemmBlocking.HalvesWideFma(amd, 0x00B00F21));  // Zen 5: family 1Ah
-        Assert.False(GemmBlocking.HalvesWideFma(amd, 0x00830F10));  // Zen 2: family 17h
-        Assert.False(GemmBlocking.HalvesWideFma(intel, 0x000606A6)); // Xeon (Ice Lake): family 6
-        Assert.False(GemmBlocking.HalvesWideFma(intel, 0x00A10F11)); // family 19h's signature under another vendor
+        Assert.True(CpuModel.IsAmdFamily19h(amd, 0x00A10F11));   // EPYC 9004 (Zen 4): family 0xF + 0xA = 19h
+        Assert.True(CpuModel.IsAmdFamily19h(amd, 0x00A60F12));   // Ryzen 7000 (Zen 4)
+        Assert.True(CpuModel.IsAmdFamily19h(amd, 0x00A00F11));   // EPYC 7003 (Zen 3): the same family, without AVX-512
+        Assert.False(CpuModel.IsAmdFamily19h(amd, 0x00B00F21));  // Zen 5: family 1Ah
+        Assert.False(CpuModel.IsAmdFamily19h(amd, 0x00830F10));  // Zen 2: family 17h
+        Assert.False(CpuModel.IsAmdFamily19h(intel, 0x000606A6)); // Xeon (Ice Lake): family 6
+        Assert.False(CpuModel.IsAmdFamily19h(intel, 0x00A10F11)); // family 19h's signature under another vendor
     }
 
     [Fact]
