@@ -75,8 +75,8 @@ public sealed record CacheSizes(long Level1, int Level1Ways, long Level2, long L
             return null;
         }
 
-        (int _, int ebx, int ecx, int edx) = X86Base.CpuId(0, 0);
-        bool amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163; // "AuthenticAMD"
+        var vendor = X86Base.CpuId(0, 0);
+        bool amd = CpuModel.IsAmd(vendor);
         int leaf = 4;
         if (amd)
         {
@@ -87,7 +87,7 @@ public sealed record CacheSizes(long Level1, int Level1Ways, long Level2, long L
                 return null;
             }
         }
-        else if (X86Base.CpuId(0, 0).Eax < 4)
+        else if (vendor.Eax < 4)
         {
             return null;
         }

@@ -20,13 +20,16 @@ internal static class CpuModel
     /// </summary>
     public static bool IsAmdFamily19h((int Eax, int Ebx, int Ecx, int Edx) vendor, int signature)
     {
-        bool amd = vendor.Ebx == 0x68747541 && vendor.Edx == 0x69746e65 && vendor.Ecx == 0x444d4163; // "AuthenticAMD"
         int family = (signature >> 8) & 0xF;
         if (family == 0xF)
         {
             family += (signature >> 20) & 0xFF;
         }
 
-        return amd && family == 0x19;
+        return IsAmd(vendor) && family == 0x19;
     }
+
+    /// <summary>Whether CPUID leaf 0's vendor string (EBX, EDX, ECX) reads "AuthenticAMD".</summary>
+    public static bool IsAmd((int Eax, int Ebx, int Ecx, int Edx) vendor) =>
+        vendor.Ebx == 0x68747541 && vendor.Edx == 0x69746e65 && vendor.Ecx == 0x444d4163;
 }
