@@ -135,7 +135,9 @@ public static class Gemv
     // prefetchers would. Not on AMD family 19h (Zen 4): there the same-process A/B over GPT-2's weights (12 layers and
     // the vocabulary head, cold, 2 threads) streamed fp32 at 32–35 GB/s with the prefetches and 41–42 without, bf16 at
     // 22–24 against 25–27. Elsewhere they stay: on the Ice Lake Xeon they paid (BENCHMARKS.md: the third and ninth
-    // sessions there, the eleventh on Zen 4). Settable for the tests, which check that both ways give the same bits.
+    // sessions there, the eleventh on Zen 4). The F16 rows of GGUF files (HalfDot) follow the same switch; the quantized
+    // types' dots, which do more arithmetic per byte, keep their prefetches everywhere (on Zen 4 Q4_K_M decoded 30%
+    // slower without them). Settable for the tests, which check that both ways give the same bits.
     internal static bool PrefetchWeights { get; set; } = !CpuModel.AmdFamily19h;
 
     // One row's dot product with four independent accumulators (four FMA chains in flight, as the FMA latency

@@ -28,7 +28,9 @@ namespace HeadLens.Kernels.Quantized;
 //     Widen16 alone on N(0, 0.02) rows, and 1.4× slower on the output projections.)
 //   - the bias of 32 keeps every lane a normal float32: a subnormal operand costs the FMA a microcode assist
 //     (~110 cycles, measured here).
-// Measured on the Ice Lake Xeon: see BENCHMARKS.md (issue 13, fourth session).
+// Measured on the Ice Lake Xeon: see BENCHMARKS.md (issue 13, fourth session). The weights stream through the loop at
+// two bytes a value with little arithmetic, as in Gemv's dots, so the loop asks for them ahead where those do
+// (Gemv.PrefetchWeights: not on AMD Zen 4, where GPT-2 F16 decoded ~25% faster without, BENCHMARKS.md's twelfth session).
 // Implementations: Dot (AVX-512 with AVX-512BW), for QuantizedMatrix products; QuantizedMatVec keeps its
 // DotHalves for other CPUs, for bytes without a matrix (its span API), and for an x that Accepts refuses.
 internal static unsafe class HalfDot
@@ -100,6 +102,7 @@ internal static unsafe class HalfDot
     public static float Dot(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r)
     {
         byte* ahead = (byte*)row + BlockDecoder.PrefetchAhead;
+        bool prefetch = Gemv.PrefetchWeights;
         var keep = Vector512.Create(KeepMask);
         var bias = Vector512.Create(Bias);
         var a0 = Vector512<float>.Zero;
@@ -109,8 +112,12 @@ internal static unsafe class HalfDot
         int i = 0;
         for (; i <= columns - 64; i += 64)
         {
-            Sse.Prefetch0(ahead + (2 * i));
-            Sse.Prefetch0(ahead + (2 * i) + 64);
+            if (prefetch)
+            {
+                Sse.Prefetch0(ahead + (2 * i));
+                Sse.Prefetch0(ahead + (2 * i) + 64);
+            }
+
             var d0 = Vector512.Load((int*)(row + i));
             var d1 = Vector512.Load((int*)(row + i + 32));
             a0 = Vector512.FusedMultiplyAdd(Even(d0, keep, bias), Vector512.Load(prepared + i), a0);
