@@ -210,6 +210,55 @@ internal static partial class AttentionPanels
         (Vector512.Load(from + 48) * scale).Store(to + 48);
     }
 
+    /// <summary>
+    /// row[j] = e^(row[j] − shift) for j &lt; count, in place, and their sum: the exponentials of the tile-at-a-time
+    /// softmax (any head size) in one pass, as 2^((row − shift)·log₂e) through Exp2 (16 or 8 lanes; the
+    /// last count mod 8 through MathF.Exp). The difference first: near the max it is exact, so the terms that carry the
+    /// sum get Exp2's 2e-7. shift is the row's running max, not NaN; −∞ scores give exactly 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe float ExpShiftedRow(float* row, int count, float shift)
+    {
+        int j = 0;
+        float sum = 0f;
+        if (Wide)
+        {
+            var offset = Vector512.Create(shift);
+            var log2E = Vector512.Create(Log2E);
+            var sums = Vector512<float>.Zero;
+            for (; j <= count - 16; j += 16)
+            {
+                var p = Exp2((Vector512.Load(row + j) - offset) * log2E);
+                p.Store(row + j);
+                sums += p;
+            }
+
+            sum = Vector512.Sum(sums);
+        }
+        else if (Available)
+        {
+            var offset = Vector256.Create(shift);
+            var log2E = Vector256.Create(Log2E);
+            var sums = Vector256<float>.Zero;
+            for (; j <= count - 8; j += 8)
+            {
+                var p = Exp2((Vector256.Load(row + j) - offset) * log2E);
+                p.Store(row + j);
+                sums += p;
+            }
+
+            sum = Vector256.Sum(sums);
+        }
+
+        for (; j < count; j++)
+        {
+            row[j] = MathF.Exp(row[j] - shift);
+            sum += row[j];
+        }
+
+        return sum;
+    }
+
     /// <summary>The sum of a row's 16 running-sum lanes (the [rows, 16] layout of OnlineSoftmaxRows's sums).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SumOfLanes(ReadOnlySpan<float> lanes) =>

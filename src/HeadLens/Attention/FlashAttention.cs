@@ -508,10 +508,24 @@ public static partial class ScaledDotProductAttention
                                 continue;
                             }
 
-                            TensorPrimitives.Subtract(row, newMax, row);
-                            TensorPrimitives.Exp(row, row);
+                            float rowSum;
+                            if (float.IsNaN(newMax))
+                            {
+                                // A NaN score (the max is NaN then): x − NaN is NaN, so the row, its sum and the output
+                                // stay NaN, as in PyTorch; Exp2 would give 0 and hide it.
+                                TensorPrimitives.Subtract(row, newMax, row);
+                                rowSum = TensorPrimitives.Sum(row);
+                            }
+                            else
+                            {
+                                fixed (float* rp = row)
+                                {
+                                    rowSum = AttentionPanels.ExpShiftedRow(rp, cols, newMax);
+                                }
+                            }
+
                             float correction = MathF.Exp(max[i] - newMax);
-                            sum[i] = sum[i] * correction + TensorPrimitives.Sum(row);
+                            sum[i] = sum[i] * correction + rowSum;
                             if (correction != 1f)
                             {
                                 TensorPrimitives.Multiply(acc.Slice(i * dv, dv), correction, acc.Slice(i * dv, dv));
