@@ -120,14 +120,14 @@ internal static partial class AttentionPanels
     }
 
     /// <summary>
-    /// c0 and c1 (64 floats each) (+)= Σ_p a0[p·step]·B[p, :] and Σ_p a1[p·step]·B[p, :] over `depth` rows of B
-    /// (stride ldb): two rows of C in two halves of 32 columns, 8 accumulators. step = 1 reads rows of A; step = lda
+    /// c0 and c1 (width floats each: 64 or 32) (+)= Σ_p a0[p·step]·B[p, :] and Σ_p a1[p·step]·B[p, :] over `depth`
+    /// rows of B (stride ldb): two rows of C in halves of 32 columns, 8 accumulators. step = 1 reads rows of A; step = lda
     /// reads columns of A (Aᵀ). For the rows that SixRows leaves.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void RowPair(float* a0, float* a1, long step, int depth, float* b, int ldb, float* c0, float* c1, bool add)
+    private static unsafe void RowPair(float* a0, float* a1, long step, int depth, float* b, int ldb, float* c0, float* c1, bool add, int width)
     {
-        for (int half = 0; half < Width; half += 32)
+        for (int half = 0; half < width; half += 32)
         {
             Vector256<float> x00, x01, x02, x03, x10, x11, x12, x13;
             if (add)
@@ -413,12 +413,13 @@ internal static partial class AttentionPanels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void MultiplyAdd256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
+    // C[rows, width] (+)= A·B for width 64 (MultiplyAdd) or 32 (MultiplyAdd32).
+    private static unsafe void MultiplyAdd256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add, int width)
     {
         int i = 0;
         for (; i + 6 <= rows; i += 6)
         {
-            for (int column = 0; column < Width; column += 16)
+            for (int column = 0; column < width; column += 16)
             {
                 SixRows(a + ((long)i * lda), lda, 1, depth, b, ldb, c + ((long)i * ldc), ldc, column, add);
             }
@@ -427,12 +428,21 @@ internal static partial class AttentionPanels
         for (; i + 2 <= rows; i += 2)
         {
             float* a0 = a + ((long)i * lda), c0 = c + ((long)i * ldc);
-            RowPair(a0, a0 + lda, 1, depth, b, ldb, c0, c0 + ldc, add);
+            RowPair(a0, a0 + lda, 1, depth, b, ldb, c0, c0 + ldc, add, width);
         }
 
         if (i < rows)
         {
-            OneRow(a + ((long)i * lda), 1, depth, b, ldb, c + ((long)i * ldc), add);
+            float* ai = a + ((long)i * lda), ci = c + ((long)i * ldc);
+            if (width == Width)
+            {
+                OneRow(ai, 1, depth, b, ldb, ci, add);
+            }
+            else
+            {
+                // A last single row 32 wide: the pair's loop on the row twice (the same sums, written twice).
+                RowPair(ai, ai, 1, depth, b, ldb, ci, ci, add, width);
+            }
         }
     }
 
@@ -451,7 +461,7 @@ internal static partial class AttentionPanels
         for (; i + 2 <= rows; i += 2)
         {
             float* c0 = c + ((long)i * ldc);
-            RowPair(a + i, a + i + 1, lda, depth, b, ldb, c0, c0 + ldc, add: true);
+            RowPair(a + i, a + i + 1, lda, depth, b, ldb, c0, c0 + ldc, add: true, Width);
         }
 
         if (i < rows)
@@ -466,7 +476,7 @@ internal static partial class AttentionPanels
     /// more than the slack. A row with nothing visible so far becomes zeros and leaves acc, sum and m as they were.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void SoftmaxRow256(float* row, float* max, float* sum, float* acc)
+    private static unsafe void SoftmaxRow256(float* row, float* max, float* sum, float* acc, int accWidth)
     {
         // Two passes over the row in L1 rather than eight vectors held across the exponentials: with the polynomial's
         // constants that was more than 16 registers, and the spills cost more than the reloads.
@@ -494,7 +504,7 @@ internal static partial class AttentionPanels
             var c = Exp2(Vector256.Create(m - newMax));
             (Vector256.Load(sum) * c).Store(sum);
             (Vector256.Load(sum + 8) * c).Store(sum + 8);
-            for (int j = 0; j < Width; j += 8)
+            for (int j = 0; j < accWidth; j += 8)
             {
                 (Vector256.Load(acc + j) * c).Store(acc + j);
             }
@@ -520,11 +530,11 @@ internal static partial class AttentionPanels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void OnlineSoftmaxRows256(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums)
+    private static unsafe void OnlineSoftmaxRows256(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums, int accWidth)
     {
         for (int i = 0; i < rows; i++)
         {
-            SoftmaxRow256(s + ((long)i * ls), max + i, sums + (16L * i), acc + ((long)i * ldacc));
+            SoftmaxRow256(s + ((long)i * ls), max + i, sums + (16L * i), acc + ((long)i * ldacc), accWidth);
         }
     }
 
@@ -554,7 +564,7 @@ internal static partial class AttentionPanels
                 HideOutside256(p + (i * Width), ranges[2 * i], ranges[(2 * i) + 1]);
             }
 
-            SoftmaxRow256(p + (i * Width), max + i, sums + (16 * i), acc + (i * Width));
+            SoftmaxRow256(p + (i * Width), max + i, sums + (16 * i), acc + (i * Width), Width);
         }
 
         float* p0 = p, p1 = p + Width, p2 = p + (2 * Width), p3 = p + (3 * Width);

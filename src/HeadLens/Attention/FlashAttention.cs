@@ -126,7 +126,7 @@ public static partial class ScaledDotProductAttention
         fixed (float* qp = q, kp = k, vp = v, op = output, lp = logSumExp)
         {
             var jobs = Jobs(options, batch, queryLength, keyLength, queryOffset, qp, kp, vp, op, lp);
-            if (!(AttentionPanels.Available && options.HeadDimV == AttentionPanels.Width && queryLength >= KeyTile))
+            if (!(AttentionPanels.Available && options.HeadDimV is AttentionPanels.Width or AttentionPanels.HalfWidth && queryLength >= KeyTile))
             {
                 int perSequence = heads * queryTiles;
                 long work = (long)batch * heads * queryLength * keyLength * (options.HeadDimQK + options.HeadDimV);
@@ -455,7 +455,7 @@ public static partial class ScaledDotProductAttention
                     continue;
                 }
 
-                if (kt != null)
+                if (kt != null && dv == AttentionPanels.Width)
                 {
                     // Dv = 64 on the panel path: vector code inlined (a library call here ran as tier-0 code for
                     // the first calls of a process).
@@ -492,7 +492,7 @@ public static partial class ScaledDotProductAttention
                     {
                         fixed (float* sp = s, ap = acc, mp = max, lp = sum)
                         {
-                            AttentionPanels.OnlineSoftmaxRows(rows, sp, KeyTile, ap, dv, mp, lp);
+                            AttentionPanels.OnlineSoftmaxRows(rows, sp, KeyTile, ap, dv, mp, lp, dv);
                         }
                     }
                     else
@@ -546,7 +546,7 @@ public static partial class ScaledDotProductAttention
                             for (int r = 0; r < rows; r += 4)
                             {
                                 int block = Math.Min(4, rows - r), depth = Math.Clamp(diagonal + r + block, 0, cols);
-                                AttentionPanels.MultiplyAdd(block, depth, pp + (r * KeyTile), KeyTile, vb + (long)j0 * dv, dv, ap + (r * dv), dv, add: true);
+                                AddValues(block, depth, pp + (r * KeyTile), vb + (long)j0 * dv, ap + (r * dv));
                             }
                         }
                     }
@@ -554,7 +554,7 @@ public static partial class ScaledDotProductAttention
                     {
                         fixed (float* pp = s, ap = acc)
                         {
-                            AttentionPanels.MultiplyAdd(rows, cols, pp, KeyTile, vb + (long)j0 * dv, dv, ap, dv, add: true);
+                            AddValues(rows, cols, pp, vb + (long)j0 * dv, ap);
                         }
                     }
                     else
@@ -564,6 +564,19 @@ public static partial class ScaledDotProductAttention
                             acc, dv, accumulate: true, threads: 1);
                     }
                 }
+            }
+        }
+
+        // acc [rows, Dv] += P [rows, depth] (stride KeyTile) · values [depth, Dv] on the panels, Dv = 64 or 32.
+        private void AddValues(int rows, int depth, float* p, float* values, float* acc)
+        {
+            if (dv == AttentionPanels.Width)
+            {
+                AttentionPanels.MultiplyAdd(rows, depth, p, KeyTile, values, dv, acc, dv, add: true);
+            }
+            else
+            {
+                AttentionPanels.MultiplyAdd32(rows, depth, p, KeyTile, values, dv, acc, dv, add: true);
             }
         }
 

@@ -58,6 +58,55 @@ public class AttentionPanelsTests
         Assert.True(Math.Abs(sum - written) <= 1e-6 * written, $"sum {sum} vs {written}");
     }
 
+    // P·V for 32-wide values: every row count through the 4-row blocks (6-row and 2-row on AVX2) and the single last
+    // row, depths past a tile, strided A, B and C, overwrite and accumulate; columns past 32 of C are never written.
+    [Theory]
+    [InlineData(1, 5, false)]
+    [InlineData(3, 64, true)]
+    [InlineData(4, 1, false)]
+    [InlineData(7, 33, true)]
+    [InlineData(13, 70, false)]
+    [InlineData(48, 64, true)]
+    public unsafe void MultiplyAdd32EqualsAPlainProduct(int rows, int depth, bool add)
+    {
+        if (!AttentionPanels.Available)
+        {
+            return;
+        }
+
+        const int lda = 70, ldb = 40, ldc = 36;
+        var random = new Random((rows * 100) + depth);
+        var a = Enumerable.Range(0, rows * lda).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+        var b = Enumerable.Range(0, depth * ldb).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+        var c = Enumerable.Range(0, rows * ldc).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+        var before = (float[])c.Clone();
+        fixed (float* ap = a, bp = b, cp = c)
+        {
+            AttentionPanels.MultiplyAdd32(rows, depth, ap, lda, bp, ldb, cp, ldc, add);
+        }
+
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < ldc; j++)
+            {
+                if (j >= AttentionPanels.HalfWidth)
+                {
+                    Assert.Equal(before[(i * ldc) + j], c[(i * ldc) + j]);
+                    continue;
+                }
+
+                double expected = add ? before[(i * ldc) + j] : 0, scale = Math.Abs(expected);
+                for (int p = 0; p < depth; p++)
+                {
+                    expected += (double)a[(i * lda) + p] * b[(p * ldb) + j];
+                    scale += Math.Abs((double)a[(i * lda) + p] * b[(p * ldb) + j]);
+                }
+
+                Assert.True(Math.Abs(c[(i * ldc) + j] - expected) <= 1e-6 * scale, $"[{i}, {j}]: {c[(i * ldc) + j]} vs {expected}");
+            }
+        }
+    }
+
     // 2^x against float64 over the range scores take (x ≤ 0), through the floor, and past it: exactly 0 below the
     // floor (−∞ masked scores, NaN), never a subnormal (each one a microcode assist), 2e-7 relative above it.
     [Fact]
