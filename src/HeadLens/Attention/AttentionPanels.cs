@@ -4,9 +4,10 @@ using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Attention;
 
-// The fused attention's tile products and softmax when the value head size is 64 (GPT-2, Llama) and the machine has
-// AVX-512 (below) or AVX2 with FMA (AttentionPanels.Avx2.cs, the same operations on 8 lanes):
+// The fused attention's tile products and softmax when the value head size is 64 (GPT-2, Llama) or 32 (MiniLM) and
+// the machine has AVX-512 (below) or AVX2 with FMA (AttentionPanels.Avx2.cs, the same operations on 8 lanes):
 //   MultiplyAdd:            C[rows, 64] (+)= A[rows, K] · B[K, 64]     rows of A, B and C at arbitrary strides
+//   MultiplyAdd32:          C[rows, 32] (+)= A[rows, K] · B[K, 32]     P·V for 32-wide values
 //   MultiplyAddTransposedA: C[rows, 64] (+)= Aᵀ[rows, K] · B[K, 64]    A stored [K, rows] (P or dS read as Pᵀ, dSᵀ)
 //   OnlineSoftmaxRows:      FlashAttention's running max/sum update on a tile of base-2 scores
 //   AttendRows:             the three fused: S = Q·Kᵀ, softmax update, acc += P·V for four rows, S in registers
@@ -504,7 +505,8 @@ internal static partial class AttentionPanels
     /// The online-softmax update of FlashAttention for full 64-wide rows of base-2 scores s [rows, 64] (stride ls):
     /// s ← 2^(s − m); l ← l + s summed into 16 lanes (sums [rows, 16]); m, and with it l and the acc row, rescaled
     /// by 2^(m − m') only when the tile holds a score more than <see cref="RescaleSlack"/> above the running m.
-    /// Rows with nothing visible so far (m = −∞ after the tile) are zeroed so they add nothing to acc.
+    /// Rows with nothing visible so far (m = −∞ after the tile) are zeroed so they add nothing to acc. acc's rows are
+    /// accWidth wide (the value head size: 64 or 32).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums, int accWidth = Width)

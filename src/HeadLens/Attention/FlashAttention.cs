@@ -16,9 +16,12 @@ namespace HeadLens.Attention;
 // Two passes recompute S and dP twice but need no atomics: every thread owns the gradient rows it writes.
 // Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the panel path one head's keys and
 // values re-laid in 64-key blocks (T·2D floats: 2 MB at T = 4096) — never T×T.
-// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except with 64-wide
-// heads on AVX-512 or AVX2, where they run on AttentionPanels: the forward four query rows at a time (AttendRows: S,
-// the softmax update and P·V), the backward one pass per kv head.
+// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except on AVX-512 or
+// AVX2 with values 64 or 32 wide, where the forward runs on AttentionPanels over keys blocked once per head: with
+// 64-wide heads four query rows at a time (AttendRows: S, the softmax update and P·V) where each query sees one range
+// of keys, otherwise (32-wide values as MiniLM's, other key widths, padding, ALiBi) a tile at a time (S, the softmax
+// update, then MultiplyAdd or MultiplyAdd32 for P·V). The
+// backward runs on the panels, one pass per kv head, with 64-wide heads only.
 // Tiles of keys that no query of the tile can see (above the causal diagonal, outside a window) are skipped, so
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
