@@ -412,8 +412,8 @@ internal static partial class AttentionPanels
         x20.Store(c2); x21.Store(c2 + 8); x30.Store(c3); x31.Store(c3 + 8);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     // C[rows, width] (+)= A·B for width 64 (MultiplyAdd) or 32 (MultiplyAdd32).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void MultiplyAdd256(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add, int width)
     {
         int i = 0;

@@ -216,8 +216,8 @@ internal static partial class AttentionPanels
 
     /// <summary>
     /// row[j] = e^(row[j] − shift) for j &lt; count, in place, and their sum: the exponentials of the tile-at-a-time
-    /// softmax (any head size) in one pass, as 2^((row − shift)·log₂e) through Exp2 (16 or 8 lanes; the
-    /// last count mod 8 through MathF.Exp). The difference first: near the max it is exact, so the terms that carry the
+    /// softmax (any head size) in one pass, as 2^((row − shift)·log₂e) through Exp2 (16 or 8 lanes; what is left
+    /// past the last whole vector through MathF.Exp). The difference first: near the max it is exact, so the terms that carry the
     /// sum get Exp2's 2e-7. shift is the row's running max, not NaN; −∞ scores give exactly 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -354,8 +354,8 @@ internal static partial class AttentionPanels
 
     /// <summary>
     /// C[rows, 32] (+)= A[rows, depth] · B[depth, 32], rows of A, B and C at arbitrary strides: MultiplyAdd for heads
-    /// whose values are 32 wide (P·V of MiniLM's heads), four rows of C in 8 zmm accumulators (8 ymm, two rows at a
-    /// time, on AVX2).
+    /// whose values are 32 wide (P·V of MiniLM's heads), four rows of C in 8 zmm accumulators (on AVX2 the six-row
+    /// and two-row kernels of MultiplyAdd over 32 columns).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void MultiplyAdd32(int rows, int depth, float* a, int lda, float* b, int ldb, float* c, int ldc, bool add)
@@ -509,7 +509,7 @@ internal static partial class AttentionPanels
     /// accWidth wide (the value head size: 64 or 32).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums, int accWidth = Width)
+    public static unsafe void OnlineSoftmaxRows(int rows, float* s, int ls, float* acc, int ldacc, float* max, float* sums, int accWidth)
     {
         if (!Wide)
         {

@@ -20,8 +20,8 @@ namespace HeadLens.Attention;
 // AVX2 with values 64 or 32 wide, where the forward runs on AttentionPanels over keys blocked once per head: with
 // 64-wide heads four query rows at a time (AttendRows: S, the softmax update and P·V) where each query sees one range
 // of keys, otherwise (32-wide values as MiniLM's, other key widths, padding, ALiBi) a tile at a time (S, the softmax
-// update, then MultiplyAdd or MultiplyAdd32 for P·V). The
-// backward runs on the panels, one pass per kv head, with 64-wide heads only.
+// update, then MultiplyAdd or MultiplyAdd32 for P·V). The backward runs on the panels, one pass per kv head, with
+// 64-wide heads only.
 // Tiles of keys that no query of the tile can see (above the causal diagonal, outside a window) are skipped, so
 // causal attention costs half of full attention and windowed attention O(T·W).
 public static partial class ScaledDotProductAttention
