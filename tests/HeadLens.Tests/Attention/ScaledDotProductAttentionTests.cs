@@ -46,13 +46,14 @@ public class ScaledDotProductAttentionTests
         ["panel-gqa-odd"] = (new AttentionOptions(6, 2, 64, 64), 131, 131, 0),
         ["panel-short-backward"] = (new AttentionOptions(2, 2, 64, 64), 9, 9, 0),
         // Values 32 wide (MiniLM's heads) from T ≥ 64 on the panels too (MultiplyAdd32, the softmax rescaling 32-wide
-        // rows): every mask kind, grouped heads, a query offset, keys of another width, a single last row.
+        // rows): every mask kind, grouped heads, a query offset, keys wider and narrower than the values.
         ["panel32-causal"] = (new AttentionOptions(2, 2, 32, 32), 150, 150, 0),
         ["panel32-bidirectional-padding"] = (new AttentionOptions(3, 3, 32, 32) { Mask = MaskKind.Bidirectional, KeyPadding = Padding(97, 13) }, 97, 97, 0),
         ["panel32-gqa-window-sinks"] = (new AttentionOptions(4, 2, 32, 32) { Window = 70, Sinks = 3 }, 200, 200, 0),
         ["panel32-alibi"] = (new AttentionOptions(2, 2, 32, 32) { AlibiSlopes = [0.5f, 0.0625f] }, 129, 129, 0),
         ["panel32-offset"] = (new AttentionOptions(2, 2, 32, 32), 70, 190, 120),
         ["panel32-wide-keys"] = (new AttentionOptions(2, 2, 64, 32) { Mask = MaskKind.Bidirectional }, 65, 131, 0),
+        ["panel32-narrow-keys"] = (new AttentionOptions(2, 2, 12, 32), 90, 90, 0),
         ["panel32-long-causal"] = (new AttentionOptions(4, 4, 32, 32), 2085, 2085, 0),
         // Long enough (≥ 2048 keys) and with enough heads (> 4 MiB of blocked keys) for one work item per head, split
         // in two (each blocking only the keys its queries see).
