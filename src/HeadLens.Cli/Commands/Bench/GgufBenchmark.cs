@@ -22,7 +22,8 @@ namespace HeadLens.Cli.Commands.Bench;
 /// shrinks both generated models (a quick check of the command); --keep DIR writes them there and keeps them (for
 /// measuring other commands on the same files, e.g. their resident memory). Generating the 1.1B file takes about 9 GB of
 /// memory for a moment (the fp32 model and the writer's copy). Each file's HeadLens run reports the process's
-/// resident set afterwards (VmRSS, and VmHWM, the peak so far: with --model, HeadLens alone on that file). Files
+/// resident set after its warm-ups (VmRSS, and VmHWM, the peak since that file's measurement began: the memory of the
+/// generation and of the previous file is returned to the system and the peak restarted first, on Linux). Files
 /// with Q8_0, Q4_K or Q6_K matrices are also run with 8-bit activations (`--activations q8` elsewhere), reported as
 /// decode_q8act_tokens_per_s and prompt_q8act_tokens_per_s.
 /// </summary>
@@ -133,6 +134,9 @@ internal sealed class GgufBenchmark : IBenchmark
             };
         }
 
+        // The resident figures below are this file's: what generating the files or measuring the previous one held is
+        // returned to the system first, and the peak restarts from here.
+        RestartResidentPeak();
         var (model, _) = GgufModel.Open(path);
         int vocabulary = model.Config.VocabSize;
         int contextNeeded = promptLength + newTokens + 1;
@@ -241,7 +245,7 @@ internal sealed class GgufBenchmark : IBenchmark
         progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{Path.GetFileName(path)} ({type}): decode {decode:F1} tokens/s (llama.cpp {theirDecode:F1}: {decode / theirDecode:F2}×), " +
             $"prompt of {promptLength} {promptRate:F1} tokens/s (llama.cpp {theirPrompt:F1}: {promptRate / theirPrompt:F2}×); " +
-            $"HeadLens resident {oursRss / 1e6:F0} MB, peak so far {oursPeak / 1e6:F0} MB"));
+            $"HeadLens resident {oursRss / 1e6:F0} MB, peak {oursPeak / 1e6:F0} MB since the file was opened"));
         var figures = new Dictionary<string, double>
         {
             ["decode_tokens_per_s"] = decode,
@@ -279,6 +283,23 @@ internal sealed class GgufBenchmark : IBenchmark
     }
 
     /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>
+    // A full compacting collection that also decommits the freed heap (GCCollectionMode.Aggressive), then Linux's
+    // reset of the peak resident size to the current one (writing 5 to /proc/self/clear_refs, since Linux 4.0). Where
+    // that file is missing or refuses the write, the peak stays the process's.
+    internal static void RestartResidentPeak()
+    {
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            // Not Linux, or a kernel without the reset: the peak then includes what came before.
+        }
+    }
+
     internal static long StatusBytes(string field)
     {
         const string status = "/proc/self/status";

@@ -1,0 +1,33 @@
+# PyTorch's fused causal attention (scaled_dot_product_attention), forward under no_grad and backward through
+# autograd, as bench/compare-attention.sh times it: 12 heads x 64, the same sample counts as HeadLens's bench.
+# Usage: python3 peer_attention.py T,T,... B,B,... THREADS   (prints "fused|backward B T median_ms")
+import statistics, sys, time
+
+import torch
+import torch.nn.functional as F
+
+if not hasattr(F, "scaled_dot_product_attention"):
+    sys.exit(f"peer_attention: PyTorch {torch.__version__} has no scaled_dot_product_attention (it needs 2.0 or later)")
+torch.set_num_threads(int(sys.argv[3]))
+for B in map(int, sys.argv[2].split(",")):
+    for T in map(int, sys.argv[1].split(",")):
+        work = B * T * T
+        reps = 3 if work >= 16384 ** 2 else 9 if work >= 4096 ** 2 else 30 if work >= 1024 ** 2 else 200
+        q, k, v = (torch.randn(B, 12, T, 64, requires_grad=True) for _ in range(3))
+        g = torch.randn(B, 12, T, 64)
+        with torch.no_grad():
+            times = []
+            for i in range(reps + 1):
+                start = time.perf_counter()
+                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                if i >= 1:
+                    times.append(time.perf_counter() - start)
+        print("fused", B, T, statistics.median(times) * 1000, flush=True)
+        times = []
+        for i in range(reps + 1):
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            start = time.perf_counter()
+            o.backward(g)
+            if i >= 1:
+                times.append(time.perf_counter() - start)
+        print("backward", B, T, statistics.median(times) * 1000, flush=True)
