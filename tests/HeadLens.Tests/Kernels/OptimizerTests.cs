@@ -39,6 +39,38 @@ public class OptimizerTests
         }
     }
 
+    // The first step writes the moments without reading them (fresh pages are cheaper written than read, then
+    // written): the buffers' contents must not matter, and the result must be the reference's from zero moments, bit
+    // for bit, on the vector paths and the scalar tail, signed zeros in the gradient included. The later steps read
+    // them again.
+    [Fact]
+    public void TheFirstStepStartsFromZeroMomentsWithoutReadingThem()
+    {
+        var random = new Random(17);
+        foreach (int n in new[] { 1, 15, 17, 100, 70001 })
+        {
+            var settings = new AdamWSettings(LearningRate: 3e-3f, WeightDecay: 0.1f);
+            float[] p = TestData.Uniform(random, n), fastP = (float[])p.Clone(), referenceP = (float[])p.Clone();
+            float[] g = TestData.Uniform(random, n, 0.5);
+            g[0] = -0f;
+            g[n / 2] = 0f;
+            float[] m1 = Enumerable.Repeat(float.NaN, n).ToArray(), v1 = Enumerable.Repeat(float.NaN, n).ToArray();
+            float[] m2 = new float[n], v2 = new float[n];
+            AdamW.Step(fastP, g, m1, v1, settings, 1);
+            AdamW.StepReference(referenceP, g, m2, v2, settings, 1);
+            Assert.Equal(referenceP, fastP);
+            Assert.Equal(m2, m1);
+            Assert.Equal(v2, v1);
+            Assert.True(BitConverter.SingleToInt32Bits(m1[0]) == BitConverter.SingleToInt32Bits(m2[0]), $"the sign of m[0], n={n}");
+
+            float[] g2 = TestData.Uniform(random, n, 0.5);
+            AdamW.Step(fastP, g2, m1, v1, settings, 2);
+            AdamW.StepReference(referenceP, g2, m2, v2, settings, 2);
+            Assert.Equal(referenceP, fastP);
+            Assert.Equal(m2, m1);
+        }
+    }
+
     [Fact]
     public void ClippingScalesOnlyWhenTheNormExceedsTheLimit()
     {
