@@ -198,6 +198,34 @@ public class ComputeThreadsTests
         }
     }
 
+    // The fused forward's per-head path splits a head into parts of equal work, as many as the thread count asks for
+    // (PartsPerHead in FlashAttention.cs): these shapes (more than 4 MiB of blocked keys, few heads) take 1 to 4 parts across the counts
+    // below, under a causal mask (parts split near T·√(p / parts)) and without one (even splits). The output must
+    // have the same bits whichever split ran.
+    [Fact]
+    public void TheFusedForwardGivesTheSameBitsWhateverItsSplitOfAHead()
+    {
+        var random = new Random(19);
+        foreach (var (mask, batch, t) in new[] { (MaskKind.Causal, 2, 2100), (MaskKind.Bidirectional, 4, 1100) })
+        {
+            var options = new AttentionOptions(2, 2, 64, 64) { Mask = mask };
+            Assert.True(ScaledDotProductAttention.SharedWorkingBytes(options, batch, t) == 0 || !AttentionPanels.Available, "the shape must take the per-head path");
+            float[] q = TestData.Uniform(random, batch * t * 2 * 64), k = TestData.Uniform(random, batch * t * 2 * 64), v = TestData.Uniform(random, batch * t * 2 * 64);
+            float[] Forward()
+            {
+                float[] output = new float[q.Length], logSumExp = new float[batch * 2 * t];
+                ScaledDotProductAttention.Forward(options, batch, t, t, 0, q, k, v, output, logSumExp);
+                return [.. output, .. logSumExp];
+            }
+
+            var one = WithCount(1, Forward);
+            foreach (int count in new[] { 2, 3, 16 })
+            {
+                Assert.True(one.AsSpan().SequenceEqual(WithCount(count, Forward)), $"{mask}: the forward differs between 1 and {count} threads");
+            }
+        }
+    }
+
     private static Dictionary<string, float[]> RunEveryKernel()
     {
         var random = new Random(17);
