@@ -173,7 +173,7 @@ public static partial class ScaledDotProductAttention
     //     machine a thread that lost its core for a while otherwise left the other one idle for up to a whole head at
     //     the end: ~20 ms at T = 4096);
     //   - more where the items would not spread evenly over the threads. 12 heads on 16 threads as 24 halves run in two
-    //     rounds, the second on half the threads: a quarter of the threads' time idle (measured on a 16-core Xeon: the
+    //     rounds, the second on half the threads: a quarter of the threads' time idle (measured on a 16-vCPU Xeon: the
     //     forward at T = 4096 ran 4.2× faster on 16 threads than on 2, where the matrix product ran 7.2× faster). As
     //     48 quarters they run three to a thread.
     // Each part blocks the keys it sees again (O(T·D) per part against the part's O(T²·D / parts) products), hence the
