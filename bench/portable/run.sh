@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # HeadLens against the PyTorch installed on this machine (python3), same run, on two cores pinned with taskset, then on
 # one thread per core: the FMA peak, matrix products (squares and a GPT-2 training step's 15 products; torch.mm on its
-# BLAS, numpy on its own), fused causal attention (12 × 64 heads, SDPA forward and backward), and the GPT-2 124M
-# training step (baselines.py). Run it inside the folder bench/portable/pack.sh writes. Logs to $OUT (default
-# ./results). The peer runs with jemalloc preloaded when libjemalloc.so.2 is beside this script (the traps of
-# ../shared/peers/README.md).
+# BLAS, numpy on its own), fused causal attention (12 × 64 heads, SDPA forward and backward), and GPT-2 124M's
+# training step and KV-cache decoding (ours in fp32 and bf16; baselines.py). Run it inside the folder that
+# bench/portable/pack.sh writes. Logs and JSON go to $OUT (default ./results). The peer runs with jemalloc preloaded
+# when libjemalloc.so.2 is beside this script (the traps of ../shared/peers/README.md).
 # Usage: bash run.sh [quick]   (quick: two-core part only)
 set -uo pipefail
 cd "$(dirname "$0")"; HERE=$PWD; O=${OUT:-$HERE/results}; mkdir -p "$O"
@@ -39,10 +39,11 @@ section() {
   timeout 180 $pin "$HL" bench attention --T 256,1024,4096 --threads "$n" --json >"$O/attention$n.json"
   OMP_NUM_THREADS=$n peer timeout 180 $pin python3 peer_attention.py 256,1024,4096 1 "$n" | tee "$O/peer_attention$n.txt"
   timeout 180 $pin "$HL" bench train --context 64,256 --threads "$n" --json >"$O/train$n.json"
+  timeout 120 $pin "$HL" bench generate --dtype bf16 --threads "$n" --json >"$O/generate$n.json"
   if [ -f baselines.py ]; then
     OMP_NUM_THREADS=$n peer timeout 240 $pin python3 baselines.py --sections gpt --gpt-ctx 64,256 --gpt-steps 3 \
       --gen-reps 1 --threads "$n" --out "$O/peer_gpt$n.jsonl" >/dev/null
-    grep -h -e train_step -e forward_nograd "$O/peer_gpt$n.jsonl"
+    grep -h -e train_step -e forward_nograd -e generate_kvcache "$O/peer_gpt$n.jsonl"
   fi
 }
 section 2 "$PAIR"
