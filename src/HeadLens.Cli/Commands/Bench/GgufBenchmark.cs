@@ -282,7 +282,6 @@ internal sealed class GgufBenchmark : IBenchmark
         public (double PromptSeconds, double DecodeSeconds) Median() => (Timing.Median(promptSeconds), Timing.Median(decodeSeconds));
     }
 
-    /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>
     // A full compacting collection that also decommits the freed heap (GCCollectionMode.Aggressive), then Linux's
     // reset of the peak resident size to the current one (writing 5 to /proc/self/clear_refs, since Linux 4.0). Where
     // that file is missing or refuses the write, the peak stays the process's.
@@ -300,6 +299,7 @@ internal sealed class GgufBenchmark : IBenchmark
         }
     }
 
+    /// <summary>A line of /proc/self/status in bytes (0 where there is none: not Linux).</summary>
     internal static long StatusBytes(string field)
     {
         const string status = "/proc/self/status";
