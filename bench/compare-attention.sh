@@ -32,29 +32,10 @@ if [ -n "$NAIVE" ]; then
     /usr/bin/python3 ../shared/peers/baselines.py --sections attn --attn-seqs "$NAIVE" --out "$OLD" >/dev/null 2>"$ERR" \
     || peer_failed "torch 1.13's naive attention"
 fi
-# SDPA's forward and backward, as many samples as HeadLens's bench takes at the same B·T² (200, 30, 9, 3).
-../shared/peers/modern-torch python3 - "$LENGTHS" "$BATCHES" >"$NEW" 2>"$ERR" <<'PY' || peer_failed "PyTorch 2.6's SDPA"
-import sys, time, statistics, torch, torch.nn.functional as F
-torch.set_num_threads(2)
-for B in map(int, sys.argv[2].split(",")):
-    for T in map(int, sys.argv[1].split(",")):
-        work = B * T * T
-        reps = 3 if work >= 16384 ** 2 else 9 if work >= 4096 ** 2 else 30 if work >= 1024 ** 2 else 200
-        q, k, v = (torch.randn(B, 12, T, 64, requires_grad=True) for _ in range(3))
-        g = torch.randn(B, 12, T, 64)
-        with torch.no_grad():
-            ts = []
-            for i in range(reps + 1):
-                t = time.perf_counter(); F.scaled_dot_product_attention(q, k, v, is_causal=True); dt = time.perf_counter() - t
-                if i >= 1: ts.append(dt)
-        print("fused", B, T, statistics.median(ts) * 1000, flush=True)
-        ts = []
-        for i in range(reps + 1):
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            t = time.perf_counter(); o.backward(g); dt = time.perf_counter() - t
-            if i >= 1: ts.append(dt)
-        print("backward", B, T, statistics.median(ts) * 1000, flush=True)
-PY
+# SDPA's forward and backward, as many samples as HeadLens's bench takes at the same B·T² (200, 30, 9, 3): the script
+# that bench/portable/run.sh runs on other machines.
+../shared/peers/modern-torch python3 "$PWD/bench/portable/peer_attention.py" "$LENGTHS" "$BATCHES" 2 >"$NEW" 2>"$ERR" \
+  || peer_failed "PyTorch 2.6's SDPA"
 /usr/bin/python3 - "$OURS" "$OLD" "$NEW" "${ISA:-default}" <<'PY'
 import json, sys
 ours = json.load(open(sys.argv[1]))["results"]
