@@ -54,6 +54,9 @@ public static partial class ScaledDotProductAttention
     // The blocked keys and values of a short call, shared by the threads of that call; kept between calls.
     private static float[]? sharedBlocks;
 
+    // The panel backward's dK and dV rows of its parts past the first (BackwardParts); kept between calls.
+    private static float[]? partGradBlocks;
+
     /// <summary>
     /// Bytes of scratch one worker thread uses (the fused path's working memory) for self-attention over keyLength
     /// positions: the tiles, and one kv head's keys and values in blocks of 64 (the forward), or (backward) three
@@ -264,14 +267,43 @@ public static partial class ScaledDotProductAttention
                 jobs[b].ValueGrad = dvp + (b * kRow * dv);
             }
 
+            int parts = BackwardParts(kvHeads, queryTiles);
             if (AttentionPanels.Available && dqk == AttentionPanels.Width && dv == AttentionPanels.Width
-                && batch * kvHeads >= 2)
+                && batch * kvHeads * parts >= 2)
             {
-                // One pass per (sequence, kv head): the item owns that head's dK and dV rows and its query heads' dQ
-                // rows, so S, P and dP are computed once per tile and nothing needs atomics. A single pair would leave
-                // every thread but one idle, so it takes the tiled passes below; the choice never looks at the thread
-                // count, because the two paths sum in different orders and the bits must not depend on --threads.
-                Run(batch * kvHeads, item => jobs[item / kvHeads].BackwardKvHead(item % kvHeads));
+                // One pass per (sequence, kv head, part of its query tiles): the item owns its query heads' dQ rows of
+                // those tiles, so S, P and dP are computed once per tile and nothing needs atomics. Part 0 writes the
+                // kv head's dK and dV rows; the other parts write theirs to their own buffers, added after in order
+                // of parts. A single item would leave every thread but one idle, so it takes the tiled passes below.
+                // Neither choice looks at the thread count: the paths and splits sum in different orders, and the
+                // bits must not depend on --threads.
+                long keySize = (long)batch * keyLength * kvHeads * dqk, valueSize = (long)batch * keyLength * kvHeads * dv;
+                // Every part writes every row of its pair's buffer, so the buffer is reused between calls as it is.
+                long partLength = (parts - 1) * (keySize + valueSize);
+                float[]? partGrads = parts > 1 ? Interlocked.Exchange(ref partGradBlocks, null) : null;
+                if (parts > 1 && (partGrads is null || partGrads.LongLength < partLength))
+                {
+                    partGrads = GC.AllocateUninitializedArray<float>(checked((int)partLength));
+                }
+
+                fixed (float* gp = partGrads)
+                {
+                    float* partBase = gp;
+                    Run(batch * kvHeads * parts, item =>
+                    {
+                        int part = item % parts, pair = item / parts, b = pair / kvHeads;
+                        float* keyGrad = part == 0 ? null : partBase + ((part - 1) * (keySize + valueSize)) + (b * kRow * dqk);
+                        float* valueGrad = part == 0 ? null : partBase + ((part - 1) * (keySize + valueSize)) + keySize + (b * kRow * dv);
+                        jobs[b].BackwardKvHead(pair % kvHeads, part, parts, keyGrad, valueGrad);
+                    });
+
+                    if (parts > 1)
+                    {
+                        AddParts(partBase, parts - 1, keySize + valueSize, dkp, keySize, dvp);
+                        Interlocked.Exchange(ref partGradBlocks, partGrads);
+                    }
+                }
+
                 return;
             }
 
@@ -303,6 +335,36 @@ public static partial class ScaledDotProductAttention
         // On the compute pool's threads (ComputeThreads.Count of them): each keeps its own scratch for the whole
         // process, so extra threads would only add memory, and a thread-pool thread's scratch would be allocated anew.
         ComputeThreads.Run(items, body);
+    }
+
+    // Parts per (sequence, kv head) of the panel backward: as many as give each sequence at least 12 work items, a
+    // 12-head model's count, which the benchmarks measured spread well over 2 threads. With one kv head (multi-query
+    // models) a single item otherwise left one of 2 threads idle through the whole backward (2.2× the time at
+    // T = 2048), and 3 kv heads ran as 3 items on 2 threads (1.3×). At most 8 parts, each at least one query tile:
+    // every part adds a copy of its pair's dK and dV rows and re-blocks its keys and values. Not from the batch: a
+    // batched call keeps the bits of one call per sequence.
+    internal static int BackwardParts(int kvHeads, int queryTiles) =>
+        Math.Clamp((12 + kvHeads - 1) / kvHeads, 1, Math.Min(8, queryTiles));
+
+    // dK and dV (+)= each part's own rows: parts blocks of `stride` floats, each its dK (keySize floats) then its dV.
+    // Chunks of elements run in parallel; every element adds the parts in order, so the sums do not depend on the split.
+    private static unsafe void AddParts(float* partGrads, int parts, long stride, float* keyGrad, long keySize, float* valueGrad)
+    {
+        const int Chunk = 1 << 14;
+        Run((int)((stride + Chunk - 1) / Chunk), chunk =>
+        {
+            long start = (long)chunk * Chunk;
+            int length = (int)Math.Min(Chunk, stride - start);
+            int inKeys = (int)Math.Clamp(keySize - start, 0, length);
+            for (int part = 0; part < parts; part++)
+            {
+                float* from = partGrads + (part * stride) + start;
+                Add(new Span<float>(keyGrad + start, inKeys), from);
+                Add(new Span<float>(valueGrad + (start + inKeys - keySize), length - inKeys), from + inKeys);
+            }
+        }, (long)parts * stride);
+
+        static void Add(Span<float> target, float* from) => TensorPrimitives.Add(target, new ReadOnlySpan<float>(from, target.Length), target);
     }
 
     // S and P, dP (or dS), the accumulator [Br, max(D)], the running max and sum; the backward's dK and dV tiles.
@@ -687,12 +749,16 @@ public static partial class ScaledDotProductAttention
 
         // D[h, i] = dO_i·O_i: the row term of the softmax backward, Σ_j P_ij·dP_ij, computed from the output.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void FillRowTerm(int h)
+        public void FillRowTerm(int h) => FillRowTerm(h, 0, queryLength);
+
+        // The same for query rows [from, to) only.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void FillRowTerm(int h, int from, int to)
         {
             // 64-wide rows inline: the library's dot took 7.5% of the backward's samples at T = 256, B = 4 (perf, one
             // thread), this whole loop 5.4% with it inline; what is left is mostly waiting for the strided rows.
             bool panel = dv == AttentionPanels.Width && AttentionPanels.Available;
-            for (int i = 0; i < queryLength; i++)
+            for (int i = from; i < to; i++)
             {
                 long at = (((long)i * heads) + h) * dv;
                 RowTerm[(h * queryLength) + i] = panel
@@ -701,38 +767,45 @@ public static partial class ScaledDotProductAttention
             }
         }
 
-        // The whole backward of kv head g on the panels (Dqk = Dv = 64), one pass over its key tiles:
-        //   per key tile j, per query head h of the group, per query tile i that sees it:
+        // The whole backward of kv head g on the panels (Dqk = Dv = 64) for the query tiles of one part of `parts`
+        // (PartStart: runs of equal work), one pass over its key tiles:
+        //   per key tile j, per query head h of the group, per query tile i of the part that sees it:
         //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
         //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
-        // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting). Each query head's Q and dO rows
-        // are first copied contiguous ([Tq, 64]) and its dQ rows add up in a contiguous buffer written once at the end:
+        // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting) to keyGrad and valueGrad, laid
+        // out as KeyGrad and ValueGrad (null: those). Each query head's Q and dO rows of the part are first copied
+        // contiguous ([rows, 64]) and its dQ rows add up in a contiguous buffer written once at the end:
         // in place a head's rows sit H·D·4 bytes apart (3 KB for 12 × 64), one per page, where the hardware
         // prefetchers do not follow and the 48 rows of a tile share a quarter of L1's sets, so every query tile of
         // every key tile was fetched from L3 again (the copies made the backward 1.25× faster at T = 1024 and 1.5× at
         // 4096, same-process A/B, bit-identical).
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void BackwardKvHead(int g)
+        public void BackwardKvHead(int g, int part = 0, int parts = 1, float* keyGrad = null, float* valueGrad = null)
         {
+            keyGrad = keyGrad == null ? KeyGrad : keyGrad;
+            valueGrad = valueGrad == null ? ValueGrad : valueGrad;
+            int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
+            int first = Math.Min(PartStart(part, parts, queryTiles) * QueryTile, queryLength);
+            int end = Math.Min(PartStart(part + 1, parts, queryTiles) * QueryTile, queryLength);
             int group = options.GroupSize, firstHead = g * group;
             for (int h = firstHead; h < firstHead + group; h++)
             {
-                FillRowTerm(h);
+                FillRowTerm(h, first, end);
             }
 
             int block = KeyTile * AttentionPanels.Width;
-            long headRows = ContiguousRowsLength(queryLength);
+            long headRows = ContiguousRowsLength(end - first);
             var buffer = Scratch(options);
             fixed (float* kt = KeyBlocks((3L * keyTiles * block) + (3L * group * headRows)), sc = buffer)
             {
                 float* kr = kt + ((long)keyTiles * block), vt = kr + ((long)keyTiles * block);
-                // Per query head of the group: its Q rows, dO rows and dQ accumulator, each [Tq, 64] (padded to 64 rows).
+                // Per query head of the group: its Q rows, dO rows and dQ accumulator, each [rows, 64] (padded to 64 rows).
                 float* headBase = vt + ((long)keyTiles * block);
                 for (int h = firstHead; h < firstHead + group; h++)
                 {
                     float* qh = headBase + ((h - firstHead) * 3L * headRows);
-                    CopyRows(q + ((long)h * dqk), heads * dqk, dqk, qh, queryLength);
-                    CopyRows(OutputGrad + ((long)h * dv), heads * dv, dv, qh + headRows, queryLength);
+                    CopyRows(q + ((((long)first * heads) + h) * dqk), heads * dqk, dqk, qh, end - first);
+                    CopyRows(OutputGrad + ((((long)first * heads) + h) * dv), heads * dv, dv, qh + headRows, end - first);
                     new Span<float>(qh + (2 * headRows), (int)headRows).Clear();
                 }
 
@@ -750,15 +823,15 @@ public static partial class ScaledDotProductAttention
                     for (int h = firstHead; h < firstHead + group; h++)
                     {
                         float* qh = headBase + ((h - firstHead) * 3L * headRows);
-                        for (int i0 = 0; i0 < queryLength; i0 += QueryTile)
+                        for (int i0 = first; i0 < end; i0 += QueryTile)
                         {
-                            int rows = Math.Min(QueryTile, queryLength - i0);
+                            int rows = Math.Min(QueryTile, end - i0);
                             if (!Overlaps(i0, rows, j0, cols))
                             {
                                 continue;
                             }
 
-                            float* qi = qh + ((long)i0 * ld), dOi = qi + headRows, dQi = dOi + headRows;
+                            float* qi = qh + ((long)(i0 - first) * ld), dOi = qi + headRows, dQi = dOi + headRows;
                             AttentionPanels.MultiplyAdd(rows, dqk, qi, ld, kt + ((long)tile * block), KeyTile, p, KeyTile, add: false);
                             Mask(h, i0, rows, j0, cols, pSpan, base2: true);
                             AttentionPanels.MultiplyAdd(rows, dv, dOi, ld, vt + ((long)tile * block), KeyTile, dp, KeyTile, add: false);
@@ -773,18 +846,18 @@ public static partial class ScaledDotProductAttention
                     for (int j = 0; j < cols; j++)
                     {
                         long row = ((long)(j0 + j) * kvHeads) + g;
-                        AttentionPanels.CopyRow(dkAcc + (j * dqk), KeyGrad + (row * dqk));
-                        AttentionPanels.CopyRow(dvAcc + (j * dv), ValueGrad + (row * dv));
+                        AttentionPanels.CopyRow(dkAcc + (j * dqk), keyGrad + (row * dqk));
+                        AttentionPanels.CopyRow(dvAcc + (j * dv), valueGrad + (row * dv));
                     }
                 }
 
-                // The item owns these heads' dQ rows (cleared by Backward), so they are written, not added.
+                // The item owns these heads' dQ rows of its part (cleared by Backward), so they are written, not added.
                 for (int h = firstHead; h < firstHead + group; h++)
                 {
                     float* dQh = headBase + ((h - firstHead) * 3L * headRows) + (2 * headRows);
-                    for (int i = 0; i < queryLength; i++)
+                    for (int i = first; i < end; i++)
                     {
-                        AttentionPanels.CopyRow(dQh + ((long)i * dqk), QueryGrad + ((((long)i * heads) + h) * dqk));
+                        AttentionPanels.CopyRow(dQh + ((long)(i - first) * dqk), QueryGrad + ((((long)i * heads) + h) * dqk));
                     }
                 }
             }

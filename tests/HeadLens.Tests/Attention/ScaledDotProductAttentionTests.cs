@@ -58,6 +58,13 @@ public class ScaledDotProductAttentionTests
         // Long enough (≥ 2048 keys) and with enough heads (> 4 MiB of blocked keys) for one work item per head, split
         // in two (each blocking only the keys its queries see).
         ["panel-long-causal"] = (new AttentionOptions(4, 4, 64, 64), 2085, 2085, 0),
+        // The panel backward's parts (BackwardParts: at least 12 work items): one kv head in 8 parts (causal: of equal
+        // work), three kv heads in 4 (bidirectional: of equal length), 12 kv heads in one; a single pair with one query
+        // tile takes the tiled passes.
+        ["panel-mqa-parts"] = (new AttentionOptions(4, 1, 64, 64), 500, 500, 0),
+        ["panel-gqa3-bidirectional-parts"] = (new AttentionOptions(6, 3, 64, 64) { Mask = MaskKind.Bidirectional }, 230, 230, 0),
+        ["panel-one-part"] = (new AttentionOptions(12, 12, 64, 64), 100, 100, 0),
+        ["panel-single-pair"] = (new AttentionOptions(1, 1, 64, 64), 40, 40, 0),
     };
 
     // The working memory `bench attention` reports: the forward's grows by one head's blocked keys and values per
@@ -72,6 +79,20 @@ public class ScaledDotProductAttentionTests
         Assert.True(ScaledDotProductAttention.WorkingBytesPerThread(options, 4096, backward: true) > forward);
         Assert.True(2 * ScaledDotProductAttention.WorkingBytesPerThread(options, 16384) < 64L << 20);
     }
+
+    // The panel backward's work items: at least 12 per sequence where its query tiles allow, from the kv heads and
+    // length alone (not the thread count, so the bits do not depend on --threads; not the batch, so a batched call
+    // equals one call per sequence), at most 8 parts per (sequence, kv head).
+    [Theory]
+    [InlineData(1, 11, 8)]
+    [InlineData(1, 5, 5)]
+    [InlineData(3, 13, 4)]
+    [InlineData(4, 40, 3)]
+    [InlineData(12, 40, 1)]
+    [InlineData(48, 40, 1)]
+    [InlineData(1, 1, 1)]
+    public void TheBackwardSplitsFewKvHeadsIntoParts(int kvHeads, int queryTiles, int parts) =>
+        Assert.Equal(parts, ScaledDotProductAttention.BackwardParts(kvHeads, queryTiles));
 
     // Fused vs reference: both fp32. Each output is a convex combination of v rows (|v| ≤ 1), so errors are
     // measured relative to 1 (floor 1): the online rescaling and tiled sums differ from the reference by a few

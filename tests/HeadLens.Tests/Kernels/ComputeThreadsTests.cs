@@ -314,7 +314,8 @@ public class ComputeThreadsTests
         results["attention"] = [.. o, .. lse, .. dq, .. dk, .. dv];
 
         // Fused attention with 64-wide heads (the panel kernels) and one kv head in one sequence: fewer (sequence, kv
-        // head) pairs than threads, which once sent two threads down another backward than one thread took.
+        // head) pairs than threads, which once sent two threads down another backward than one thread took. The panel
+        // backward splits the pair's query tiles into parts (BackwardParts), whose dK and dV add up in order of parts.
         var oneKvHead = new AttentionOptions(4, 1, 64, 64);
         int tp = 130;
         float[] qp = TestData.Uniform(random, tp * 4 * 64), kp = TestData.Uniform(random, tp * 64), vp = TestData.Uniform(random, tp * 64);
@@ -323,6 +324,16 @@ public class ComputeThreadsTests
         ScaledDotProductAttention.Forward(oneKvHead, tp, tp, 0, qp, kp, vp, op, lsep);
         ScaledDotProductAttention.Backward(oneKvHead, tp, tp, 0, qp, kp, vp, op, dOp, lsep, dqp, dkp, dvp);
         results["attention-one-kv-head"] = [.. op, .. lsep, .. dqp, .. dkp, .. dvp];
+
+        // Three kv heads, causal, 13 query tiles: four parts per pair, of equal work (shorter parts for later queries).
+        var threeKvHeads = new AttentionOptions(6, 3, 64, 64);
+        int tg = 600;
+        float[] qg = TestData.Uniform(random, tg * 6 * 64), kg = TestData.Uniform(random, tg * 3 * 64), vg = TestData.Uniform(random, tg * 3 * 64);
+        float[] og = new float[tg * 6 * 64], lseg = new float[6 * tg], dOg = TestData.Uniform(random, tg * 6 * 64);
+        float[] dqg = new float[qg.Length], dkg = new float[kg.Length], dvg = new float[vg.Length];
+        ScaledDotProductAttention.Forward(threeKvHeads, tg, tg, 0, qg, kg, vg, og, lseg);
+        ScaledDotProductAttention.Backward(threeKvHeads, tg, tg, 0, qg, kg, vg, og, dOg, lseg, dqg, dkg, dvg);
+        results["attention-three-kv-heads"] = [.. dqg, .. dkg, .. dvg];
         return results;
     }
 
