@@ -21,7 +21,26 @@ public class AttentionBenchTests
         Assert.All(results, r => Assert.True(r.Ms > 0));
     }
 
+    // `--kv-heads 3`: the fused forward and backward with 4 query heads per kv head, its count in the config.
+    [Fact]
+    public void SharedKvHeadsRunTheFusedForwardAndBackward()
+    {
+        var (code, output, error) = CliTests.Run("bench", "attention", "--T", "64", "--kv-heads", "3", "--json");
+        Assert.True(code == 0, error);
+        using var json = JsonDocument.Parse(output);
+        var configs = json.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("config")).ToArray();
+        Assert.Equal("fused,backward", string.Join(",", configs.Select(c => c.GetProperty("variant").GetString())));
+        Assert.All(configs, c => Assert.Equal(3, c.GetProperty("kv_heads").GetInt32()));
+    }
+
     [Fact]
     public void BadBatchIsOneLine() =>
         CliTests.AssertOneLineError(CliTests.Run("bench", "attention", "--T", "64", "--batch", "0"), "--batch");
+
+    [Theory]
+    [InlineData("5")]
+    [InlineData("0")]
+    [InlineData("two")]
+    public void BadKvHeadsIsOneLine(string kvHeads) =>
+        CliTests.AssertOneLineError(CliTests.Run("bench", "attention", "--T", "64", "--kv-heads", kvHeads), "--kv-heads");
 }

@@ -6,7 +6,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// `headlens bench attention`: causal self-attention, 12 heads × 64, T = 256, 1024, 4096, 16384, for the reference
 /// (materialising; only up to T = 1024 at batch 1, where its scalar loops finish in seconds), the fused kernel and
 /// its backward, a sliding window of 256, and linear attention. `--T 4096` limits the lengths; `--batch 1,8` adds
-/// batched calls (fused forward and backward only: one call for the whole batch, as a training step makes it).
+/// batched calls (fused forward and backward only: one call for the whole batch, as a training step makes it);
+/// `--kv-heads 1` (or 2, 3, 4, 6) shares each kv head between query heads, as multi-query and grouped-query models do
+/// (fused forward and backward only).
 /// </summary>
 internal sealed class AttentionBenchmark : IBenchmark
 {
@@ -22,24 +24,32 @@ internal sealed class AttentionBenchmark : IBenchmark
     [
         CliOption.Valued("T", "N,N", "only these sequence lengths", "256,1024,4096,16384"),
         CliOption.Valued("batch", "N,N", "batch sizes (above 1: the fused forward and backward only)", "1"),
+        CliOption.Valued("kv-heads", "N", "key/value heads shared by the 12 query heads (below 12: the fused forward and backward only)", "12"),
     ];
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         int[] lengths = Numbers(args.Get("T"), "--T") ?? [256, 1024, 4096, 16384];
         int[] batches = Numbers(args.Get("batch"), "--batch") ?? [1];
+        string? kvText = args.Get("kv-heads");
+        int kvHeads = kvText is null ? Heads : int.TryParse(kvText, out int parsed) ? parsed : 0;
+        if (kvHeads < 1 || Heads % kvHeads != 0)
+        {
+            throw new UsageException($"bench: --kv-heads expects a divisor of {Heads} (1, 2, 3, 4, 6 or 12), got '{kvText}'");
+        }
+
         var results = new List<BenchResult>();
         foreach (int batch in batches)
         {
             foreach (int t in lengths)
             {
                 var random = new Random(1);
-                int n = batch * t * Heads * HeadDim;
-                float[] q = Random(random, n), k = Random(random, n), v = Random(random, n), outputGrad = Random(random, n);
+                int n = batch * t * Heads * HeadDim, kvN = batch * t * kvHeads * HeadDim;
+                float[] q = Random(random, n), k = Random(random, kvN), v = Random(random, kvN), outputGrad = Random(random, n);
                 float[] output = new float[n], logSumExp = new float[batch * Heads * t];
-                float[] qGrad = new float[n], kGrad = new float[n], vGrad = new float[n];
-                var causal = new AttentionOptions(Heads, Heads, HeadDim, HeadDim);
-                string[] variants = batch == 1 ? ["reference", "fused", "backward", "window", "linear"] : ["fused", "backward"];
+                float[] qGrad = new float[n], kGrad = new float[kvN], vGrad = new float[kvN];
+                var causal = new AttentionOptions(Heads, kvHeads, HeadDim, HeadDim);
+                string[] variants = batch == 1 && kvHeads == Heads ? ["reference", "fused", "backward", "window", "linear"] : ["fused", "backward"];
                 foreach (string variant in variants)
                 {
                     if (variant == "reference" && t > 1024)
@@ -75,9 +85,9 @@ internal sealed class AttentionBenchmark : IBenchmark
                     int iterations = work >= 16384.0 * 16384 ? 3 : work >= 4096.0 * 4096 ? 9 : work >= 1024.0 * 1024 ? 30 : 200;
                     double ms = Timing.MedianMilliseconds(call, warmup: 0, iterations, maxSeconds: variant == "reference" ? 4 : 30);
                     double flops = batch * Flops(variant, t);
-                    progress.WriteLine($"attention {variant,-9} B={batch} T={t,5}: {ms,9:F2} ms, {flops / (ms * 1e6),6:F0} GFLOP/s, working memory {(allocated + scratch) / 1e6:F1} MB");
+                    progress.WriteLine($"attention {variant,-9} B={batch} T={t,5}{(kvHeads == Heads ? "" : $" kv={kvHeads}")}: {ms,9:F2} ms, {flops / (ms * 1e6),6:F0} GFLOP/s, working memory {(allocated + scratch) / 1e6:F1} MB");
                     results.Add(new BenchResult(
-                        new Dictionary<string, object> { ["variant"] = variant, ["T"] = t, ["heads"] = Heads, ["head_dim"] = HeadDim, ["batch"] = batch },
+                        new Dictionary<string, object> { ["variant"] = variant, ["T"] = t, ["heads"] = Heads, ["kv_heads"] = kvHeads, ["head_dim"] = HeadDim, ["batch"] = batch },
                         new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = flops / (ms * 1e6), ["peak_bytes"] = allocated + scratch }));
                 }
             }
