@@ -7,6 +7,8 @@
 # Usage: bash bench/compare-attention.sh [T list, default 256,1024,4096] [batch list, default 1]
 #        (from the repository root; see ../shared/peers/README.md for the peers' setup)
 #        bash bench/compare-attention.sh 64,256,1024,4096,16384 1,8   the issue's whole grid (~25 minutes)
+#        KV_HEADS=1 bash bench/compare-attention.sh 1024,4096   the 12 query heads share 1 (or 2, 3, 4, 6) kv heads:
+#        multi-query and grouped-query attention against SDPA's enable_gqa (torch 1.13's naive attention is skipped)
 #        ISA=avx2 bash bench/compare-attention.sh   runs all three without AVX-512 (HeadLens with .NET's AVX-512
 #        switched off, PyTorch with ATEN_CPU_CAPABILITY=avx2, OpenBLAS as Haswell): the AVX2-only machine class
 #        (most laptops and desktops, AMD before Zen 4), measured on an AVX-512 machine.
@@ -14,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LENGTHS=${1:-256,1024,4096}
 BATCHES=${2:-1}
-NAIVE=$(/usr/bin/python3 -c "import sys; print(','.join(t for t in sys.argv[1].split(',') if int(t) <= 4096))" "$LENGTHS")
+KV_HEADS=${KV_HEADS:-12}
+NAIVE=$(/usr/bin/python3 -c "import sys; print(','.join(t for t in sys.argv[1].split(',') if int(t) <= 4096 and sys.argv[2] == '12'))" "$LENGTHS" "$KV_HEADS")
 CORETYPE=SkylakeX
 if [ "${ISA:-}" = avx2 ]; then
   export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 ATEN_CPU_CAPABILITY=avx2
@@ -24,7 +27,7 @@ elif [ -n "${ISA:-}" ]; then
 fi
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
 OURS=$(mktemp); OLD=$(mktemp); NEW=$(mktemp); ERR=$(mktemp); trap 'rm -f "$OURS" "$OLD" "$NEW" "$ERR"' EXIT
-dotnet out/bench/HeadLens.Cli.dll bench attention --T "$LENGTHS" --batch "$BATCHES" --json >"$OURS"
+dotnet out/bench/HeadLens.Cli.dll bench attention --T "$LENGTHS" --batch "$BATCHES" --kv-heads "$KV_HEADS" --json >"$OURS"
 # A peer that fails stops the script with its last line (never silently, as set -e alone would).
 peer_failed() { echo "compare-attention: $1 failed: $(tail -1 "$ERR")" >&2; exit 1; }
 if [ -n "$NAIVE" ]; then
@@ -34,15 +37,15 @@ if [ -n "$NAIVE" ]; then
 fi
 # SDPA's forward and backward, as many samples as HeadLens's bench takes at the same B·T² (200, 30, 9, 3): the script
 # that bench/portable/run.sh runs on other machines.
-../shared/peers/modern-torch python3 "$PWD/bench/portable/peer_attention.py" "$LENGTHS" "$BATCHES" 2 >"$NEW" 2>"$ERR" \
+../shared/peers/modern-torch python3 "$PWD/bench/portable/peer_attention.py" "$LENGTHS" "$BATCHES" 2 "$KV_HEADS" >"$NEW" 2>"$ERR" \
   || peer_failed "PyTorch 2.6's SDPA"
-/usr/bin/python3 - "$OURS" "$OLD" "$NEW" "${ISA:-default}" <<'PY'
+/usr/bin/python3 - "$OURS" "$OLD" "$NEW" "${ISA:-default}" "$KV_HEADS" <<'PY'
 import json, sys
 ours = json.load(open(sys.argv[1]))["results"]
 naive = {r["T"]: r["median_ms"] for r in map(json.loads, open(sys.argv[2]))
          if r.get("section") == "attn" and r.get("impl") == "naive" and "median_ms" in r}
 sdpa = {(v, int(b), int(t)): float(ms) for v, b, t, ms in (line.split() for line in open(sys.argv[3]) if line.strip())}
-print(f"# instruction set: {'AVX2 (AVX-512 off in all three)' if sys.argv[4] == 'avx2' else 'the machine default'}")
+print(f"# instruction set: {'AVX2 (AVX-512 off in all three)' if sys.argv[4] == 'avx2' else 'the machine default'}; 12 query heads, {sys.argv[5]} kv heads")
 print(f"{'variant':10} {'B':>2} {'T':>6} {'ms':>9} {'GFLOP/s':>8} {'work MB':>8} {'torch1.13 naive':>16} {'ratio':>7} {'torch2.6 sdpa':>14} {'ratio':>7}")
 for r in ours:
     c = r["config"]; b, t = c.get("batch", 1), c["T"]; ms = r["median_ms"]
