@@ -84,6 +84,18 @@ public static partial class ScaledDotProductAttention
         return bytes <= SharedBlockingBytes && batch * options.Heads < 4 * ComputeThreads.Count ? bytes : 0;
     }
 
+    /// <summary>
+    /// Bytes the backward uses beside its per-thread scratch: with fewer than 12 kv heads on the 64-wide panels, the
+    /// dK and dV rows of each (sequence, kv head)'s query parts past the first (BackwardParts); O(T), kept for the
+    /// next call.
+    /// </summary>
+    public static long BackwardSharedBytes(AttentionOptions options, int batch, int queryLength, int keyLength)
+    {
+        bool panels = AttentionPanels.Available && options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width;
+        int parts = BackwardParts(options.KvHeads, (queryLength + QueryTile - 1) / QueryTile);
+        return panels && parts > 1 ? (parts - 1L) * batch * keyLength * options.KvHeads * (options.HeadDimQK + options.HeadDimV) * sizeof(float) : 0;
+    }
+
     // Floats of one kv head's keys (transposed, [Dqk, 64] per block) and values ([64, Dv] per block), padded to 64 keys.
     private static long BlockedLength(AttentionOptions options, int keyLength) =>
         (long)(keyLength + KeyTile - 1) / KeyTile * KeyTile * (options.HeadDimQK + options.HeadDimV);

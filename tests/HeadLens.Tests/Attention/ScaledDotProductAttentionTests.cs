@@ -78,6 +78,12 @@ public class ScaledDotProductAttentionTests
         Assert.Equal(4096L * (64 + 64) * sizeof(float), ScaledDotProductAttention.WorkingBytesPerThread(options, 8192) - forward);
         Assert.True(ScaledDotProductAttention.WorkingBytesPerThread(options, 4096, backward: true) > forward);
         Assert.True(2 * ScaledDotProductAttention.WorkingBytesPerThread(options, 16384) < 64L << 20);
+
+        // Beside the threads' scratch, the backward's query parts past the first keep their dK and dV rows: none with
+        // 12 kv heads, 7 copies of one kv head's (8 parts) with one, on the panels.
+        Assert.Equal(0, ScaledDotProductAttention.BackwardSharedBytes(options, 4, 4096, 4096));
+        long multiQuery = ScaledDotProductAttention.BackwardSharedBytes(options with { KvHeads = 1 }, 2, 4096, 4096);
+        Assert.Equal(AttentionPanels.Available ? 7L * 2 * 4096 * (64 + 64) * sizeof(float) : 0, multiQuery);
     }
 
     // The panel backward's work items: at least 12 per sequence where its query tiles allow, from the kv heads and

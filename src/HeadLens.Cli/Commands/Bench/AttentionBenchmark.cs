@@ -75,6 +75,7 @@ internal sealed class AttentionBenchmark : IBenchmark
                     long scratch = variant is "fused" or "window" or "backward"
                         ? (ScaledDotProductAttention.WorkingBytesPerThread(causal, t, backward: variant == "backward") * HeadLens.Kernels.ComputeThreads.Count)
                             + (variant == "fused" ? ScaledDotProductAttention.SharedWorkingBytes(causal, batch, t) : 0)
+                            + (variant == "backward" ? ScaledDotProductAttention.BackwardSharedBytes(causal, batch, t, t) : 0)
                         : 0;
                     double work = (double)batch * t * t;
                     // As many samples as the attention check takes of PyTorch's SDPA (9 at T = 4096, 30 at T = 1024, 200
