@@ -38,6 +38,9 @@ section() {
   OPENBLAS_NUM_THREADS=$n OMP_NUM_THREADS=$n timeout 120 $pin python3 peer_matmul.py "$n" | tee "$O/peer_matmul$n.txt"
   timeout 180 $pin "$HL" bench attention --T 256,1024,4096 --threads "$n" --json >"$O/attention$n.json"
   OMP_NUM_THREADS=$n peer timeout 180 $pin python3 peer_attention.py 256,1024,4096 1 "$n" | tee "$O/peer_attention$n.txt"
+  # Two kv heads shared by the 12 query heads (Qwen2-0.5B's grouping): the backward's split of each pair's queries.
+  timeout 180 $pin "$HL" bench attention --T 1024,4096 --kv-heads 2 --threads "$n" --json >"$O/attention_kv2_$n.json"
+  OMP_NUM_THREADS=$n peer timeout 180 $pin python3 peer_attention.py 1024,4096 1 "$n" 2 | tee "$O/peer_attention_kv2_$n.txt"
   timeout 180 $pin "$HL" bench train --context 64,256 --threads "$n" --json >"$O/train$n.json"
   timeout 120 $pin "$HL" bench generate --dtype bf16 --threads "$n" --json >"$O/generate$n.json"
   if [ -f baselines.py ]; then
