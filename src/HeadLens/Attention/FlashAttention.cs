@@ -92,7 +92,7 @@ public static partial class ScaledDotProductAttention
     public static long BackwardSharedBytes(AttentionOptions options, int batch, int queryLength, int keyLength)
     {
         bool panels = AttentionPanels.Available && options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width;
-        int parts = BackwardParts(options.KvHeads, (queryLength + QueryTile - 1) / QueryTile);
+        int parts = BackwardParts(options, batch, queryLength, keyLength);
         return panels && parts > 1 ? (parts - 1L) * batch * keyLength * options.KvHeads * (options.HeadDimQK + options.HeadDimV) * sizeof(float) : 0;
     }
 
@@ -279,7 +279,7 @@ public static partial class ScaledDotProductAttention
                 jobs[b].ValueGrad = dvp + (b * kRow * dv);
             }
 
-            int parts = BackwardParts(kvHeads, queryTiles);
+            int parts = BackwardParts(options, batch, queryLength, keyLength);
             if (AttentionPanels.Available && dqk == AttentionPanels.Width && dv == AttentionPanels.Width
                 && batch * kvHeads * parts >= 2)
             {
@@ -295,7 +295,7 @@ public static partial class ScaledDotProductAttention
                 float[]? partGrads = parts > 1 ? Interlocked.Exchange(ref partGradBlocks, null) : null;
                 if (parts > 1 && (partGrads is null || partGrads.LongLength < partLength))
                 {
-                    partGrads = GC.AllocateUninitializedArray<float>(checked((int)partLength));
+                    partGrads = GC.AllocateUninitializedArray<float>((int)partLength);
                 }
 
                 fixed (float* gp = partGrads)
@@ -354,9 +354,17 @@ public static partial class ScaledDotProductAttention
     // models) a single item otherwise left one of 2 threads idle through the whole backward (2.2× the time at
     // T = 2048), and 3 kv heads ran as 3 items on 2 threads (1.3×). At most 8 parts, each at least one query tile:
     // every part adds a copy of its pair's dK and dV rows and re-blocks its keys and values. Not from the batch: a
-    // batched call keeps the bits of one call per sequence.
+    // batched call keeps the bits of one call per sequence (unless those copies would not fit in one array).
     internal static int BackwardParts(int kvHeads, int queryTiles) =>
         Math.Clamp((12 + kvHeads - 1) / kvHeads, 1, Math.Min(8, queryTiles));
+
+    // BackwardParts for a call, with as many fewer as keep the parts' dK and dV rows within one array.
+    private static int BackwardParts(AttentionOptions options, int batch, int queryLength, int keyLength)
+    {
+        long perPart = (long)batch * keyLength * options.KvHeads * (options.HeadDimQK + options.HeadDimV);
+        int parts = BackwardParts(options.KvHeads, (queryLength + QueryTile - 1) / QueryTile);
+        return (int)Math.Min(parts, 1 + (Array.MaxLength / perPart));
+    }
 
     // dK and dV (+)= each part's own rows: parts blocks of `stride` floats, each its dK (keySize floats) then its dV.
     // Chunks of elements run in parallel; every element adds the parts in order, so the sums do not depend on the split.
