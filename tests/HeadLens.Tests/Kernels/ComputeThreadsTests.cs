@@ -304,37 +304,29 @@ public class ComputeThreadsTests
         results["gelu"] = [.. output, .. inputGrad];
 
         // Fused attention, forward and backward: many (head, tile) items.
-        var options = new AttentionOptions(4, 2, 16, 8);
-        int t = 150;
-        float[] q = TestData.Uniform(random, t * 4 * 16), kk = TestData.Uniform(random, t * 2 * 16), v = TestData.Uniform(random, t * 2 * 8);
-        float[] o = new float[t * 4 * 8], lse = new float[4 * t], dO = TestData.Uniform(random, t * 4 * 8);
-        float[] dq = new float[q.Length], dk = new float[kk.Length], dv = new float[v.Length];
-        ScaledDotProductAttention.Forward(options, t, t, 0, q, kk, v, o, lse);
-        ScaledDotProductAttention.Backward(options, t, t, 0, q, kk, v, o, dO, lse, dq, dk, dv);
-        results["attention"] = [.. o, .. lse, .. dq, .. dk, .. dv];
+        results["attention"] = Attention(random, new AttentionOptions(4, 2, 16, 8), 150);
 
         // Fused attention with 64-wide heads (the panel kernels) and one kv head in one sequence: fewer (sequence, kv
         // head) pairs than threads, which once sent two threads down another backward than one thread took. The panel
         // backward splits the pair's query tiles into parts (BackwardParts), whose dK and dV add up in order of parts.
-        var oneKvHead = new AttentionOptions(4, 1, 64, 64);
-        int tp = 130;
-        float[] qp = TestData.Uniform(random, tp * 4 * 64), kp = TestData.Uniform(random, tp * 64), vp = TestData.Uniform(random, tp * 64);
-        float[] op = new float[tp * 4 * 64], lsep = new float[4 * tp], dOp = TestData.Uniform(random, tp * 4 * 64);
-        float[] dqp = new float[qp.Length], dkp = new float[kp.Length], dvp = new float[vp.Length];
-        ScaledDotProductAttention.Forward(oneKvHead, tp, tp, 0, qp, kp, vp, op, lsep);
-        ScaledDotProductAttention.Backward(oneKvHead, tp, tp, 0, qp, kp, vp, op, dOp, lsep, dqp, dkp, dvp);
-        results["attention-one-kv-head"] = [.. op, .. lsep, .. dqp, .. dkp, .. dvp];
+        results["attention-one-kv-head"] = Attention(random, new AttentionOptions(4, 1, 64, 64), 130);
 
         // Three kv heads, causal, 13 query tiles: four parts per pair, of equal work (shorter parts for later queries).
-        var threeKvHeads = new AttentionOptions(6, 3, 64, 64);
-        int tg = 600;
-        float[] qg = TestData.Uniform(random, tg * 6 * 64), kg = TestData.Uniform(random, tg * 3 * 64), vg = TestData.Uniform(random, tg * 3 * 64);
-        float[] og = new float[tg * 6 * 64], lseg = new float[6 * tg], dOg = TestData.Uniform(random, tg * 6 * 64);
-        float[] dqg = new float[qg.Length], dkg = new float[kg.Length], dvg = new float[vg.Length];
-        ScaledDotProductAttention.Forward(threeKvHeads, tg, tg, 0, qg, kg, vg, og, lseg);
-        ScaledDotProductAttention.Backward(threeKvHeads, tg, tg, 0, qg, kg, vg, og, dOg, lseg, dqg, dkg, dvg);
-        results["attention-three-kv-heads"] = [.. dqg, .. dkg, .. dvg];
+        results["attention-three-kv-heads"] = Attention(random, new AttentionOptions(6, 3, 64, 64), 600);
         return results;
+    }
+
+    // Self-attention over t positions of random inputs, forward then backward: the output, log-sum-exp and gradients.
+    private static float[] Attention(Random random, AttentionOptions options, int t)
+    {
+        int queryWidth = options.Heads * options.HeadDimQK, keyWidth = options.KvHeads * options.HeadDimQK;
+        int valueWidth = options.KvHeads * options.HeadDimV, outputWidth = options.Heads * options.HeadDimV;
+        float[] q = TestData.Uniform(random, t * queryWidth), k = TestData.Uniform(random, t * keyWidth), v = TestData.Uniform(random, t * valueWidth);
+        float[] output = new float[t * outputWidth], logSumExp = new float[options.Heads * t], outputGrad = TestData.Uniform(random, t * outputWidth);
+        float[] qGrad = new float[q.Length], kGrad = new float[k.Length], vGrad = new float[v.Length];
+        ScaledDotProductAttention.Forward(options, t, t, 0, q, k, v, output, logSumExp);
+        ScaledDotProductAttention.Backward(options, t, t, 0, q, k, v, output, outputGrad, logSumExp, qGrad, kGrad, vGrad);
+        return [.. output, .. logSumExp, .. qGrad, .. kGrad, .. vGrad];
     }
 
     private static unsafe void MultiplyParts(GgmlType type, int columns, float[] x, int vectors, byte[][] weights, int[] rows, float[][] outputs)
