@@ -304,8 +304,8 @@ public static partial class ScaledDotProductAttention
                     Run(batch * kvHeads * parts, item =>
                     {
                         int part = item % parts, pair = item / parts, b = pair / kvHeads;
-                        float* keyGrad = part == 0 ? null : partBase + ((part - 1) * (keySize + valueSize)) + (b * kRow * dqk);
-                        float* valueGrad = part == 0 ? null : partBase + ((part - 1) * (keySize + valueSize)) + keySize + (b * kRow * dv);
+                        float* keyGrad = part == 0 ? jobs[b].KeyGrad : partBase + ((part - 1) * (keySize + valueSize)) + (b * kRow * dqk);
+                        float* valueGrad = part == 0 ? jobs[b].ValueGrad : partBase + ((part - 1) * (keySize + valueSize)) + keySize + (b * kRow * dv);
                         jobs[b].BackwardKvHead(pair % kvHeads, part, parts, keyGrad, valueGrad);
                     });
 
@@ -793,17 +793,15 @@ public static partial class ScaledDotProductAttention
         //     S = Q_i·Kᵀ_j (base 2);  P = 2^(S − log₂e·lse);  dP = dO_i·Vᵀ_j;  dS = scale·P∘(dP − D_i)
         //     dV_j += Pᵀ·dO_i;  dK_j += dSᵀ·Q_i;  dQ_i += dS·K_j
         // dK_j and dV_j build up in two 64×64 tiles and are written once (overwriting) to keyGrad and valueGrad, laid
-        // out as KeyGrad and ValueGrad (null: those). Each query head's Q and dO rows of the part are first copied
-        // contiguous ([rows, 64]) and its dQ rows add up in a contiguous buffer written once at the end:
+        // out as KeyGrad and ValueGrad (part 0 passes those). Each query head's Q and dO rows of the part are first
+        // copied contiguous ([rows, 64]) and its dQ rows add up in a contiguous buffer written once at the end:
         // in place a head's rows sit H·D·4 bytes apart (3 KB for 12 × 64), one per page, where the hardware
         // prefetchers do not follow and the 48 rows of a tile share a quarter of L1's sets, so every query tile of
         // every key tile was fetched from L3 again (the copies made the backward 1.25× faster at T = 1024 and 1.5× at
         // 4096, same-process A/B, bit-identical).
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void BackwardKvHead(int g, int part = 0, int parts = 1, float* keyGrad = null, float* valueGrad = null)
+        public void BackwardKvHead(int g, int part, int parts, float* keyGrad, float* valueGrad)
         {
-            keyGrad = keyGrad == null ? KeyGrad : keyGrad;
-            valueGrad = valueGrad == null ? ValueGrad : valueGrad;
             int queryTiles = (queryLength + QueryTile - 1) / QueryTile;
             int first = Math.Min(PartStart(part, parts, queryTiles) * QueryTile, queryLength);
             int end = Math.Min(PartStart(part + 1, parts, queryTiles) * QueryTile, queryLength);
