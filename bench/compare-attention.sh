@@ -8,7 +8,8 @@
 #        (from the repository root; see ../shared/peers/README.md for the peers' setup)
 #        bash bench/compare-attention.sh 64,256,1024,4096,16384 1,8   the issue's whole grid (~25 minutes)
 #        KV_HEADS=1 bash bench/compare-attention.sh 1024,4096   the 12 query heads share 1 (or 2, 3, 4, 6) kv heads:
-#        multi-query and grouped-query attention against SDPA's enable_gqa (torch 1.13's naive attention is skipped)
+#        multi-query and grouped-query attention against SDPA after Hugging Face's repeat_kv (see peer_attention.py;
+#        torch 1.13's naive attention is skipped)
 #        ISA=avx2 bash bench/compare-attention.sh   runs all three without AVX-512 (HeadLens with .NET's AVX-512
 #        switched off, PyTorch with ATEN_CPU_CAPABILITY=avx2, OpenBLAS as Haswell): the AVX2-only machine class
 #        (most laptops and desktops, AMD before Zen 4), measured on an AVX-512 machine.
