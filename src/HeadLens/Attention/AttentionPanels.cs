@@ -42,21 +42,8 @@ internal static partial class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp2(Vector512<float> x)
     {
-        // No result may be subnormal or underflow to 0 inside vscalefps: on Intel each such vector costs a microcode
-        // assist of ~150 cycles (a vector of masked scores took 28× as long as one of −5), and a causal tile on the
-        // diagonal is half masked. So x is clamped to the floor, where 2^x is still a normal float (2⁻¹²⁵ ≥ 2⁻¹²⁶),
-        // and the lanes below it are zeroed afterwards. The clamp also keeps −∞ − round(−∞) from being NaN.
-        var floor = Vector512.Create(Exp2Floor);
-        var visible = Vector512.GreaterThanOrEqual(x, floor);
-        x = Avx512F.Max(x, floor);
-        var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
-        var f = x - n;                         // f in [−½, ½]
-        var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.05550742521882057f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022121727466583f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931469440460205f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.0000001192092896f));
-        return Avx512F.Scale(p, n) & visible;  // p · 2^n, 0 below the floor
+        var visible = Vector512.GreaterThanOrEqual(x, Vector512.Create(Exp2Floor));
+        return Exp2FromFloor(x) & visible;
     }
 
     /// <summary>
@@ -64,6 +51,40 @@ internal static partial class AttentionPanels
     /// float. What lies below it is ≤ 2⁻¹²⁵ of the row's largest term, far under float's 2⁻²⁴ resolution of the sum.
     /// </summary>
     public const float Exp2Floor = -125f;
+
+    /// <summary>
+    /// <see cref="Exp2(Vector512{float})"/>, bit for bit, with nothing on the FMA pipes but its polynomial: for exponentials computed
+    /// between the products of AttendRows, whose FMAs keep those pipes busy while the others idle. The lanes to zero
+    /// are found from the sign of max(x − floor, −1e-30), which is −1e-30 below the floor and for NaN (vmaxps returns
+    /// its second operand then) and ≥ +0 from the floor up. Exp2's compare into a mask register issues on the FMA
+    /// pipes on Zen 4 (4 of them beside 12 FMAs cost 4 cycles), but in a pass of exponentials alone its one compare
+    /// is cheaper than this max, shift and and-not.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp2OffTheFmaPipes(Vector512<float> x)
+    {
+        var hidden = Avx512F.Max(x - Vector512.Create(Exp2Floor), Vector512.Create(-1e-30f)).AsInt32() >> 31;
+        return Vector512.AndNot(Exp2FromFloor(x), hidden.AsSingle());
+    }
+
+    // 2^max(x, floor) = p(f)·2^n, the part both Exp2 share; the caller zeroes the lanes below the floor.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp2FromFloor(Vector512<float> x)
+    {
+        // No result may be subnormal or underflow to 0 inside vscalefps: on Intel each such vector costs a microcode
+        // assist of ~150 cycles (a vector of masked scores took 28× as long as one of −5), and a causal tile on the
+        // diagonal is half masked. So x is clamped to the floor, where 2^x is still a normal float (2⁻¹²⁵ ≥ 2⁻¹²⁶),
+        // and the lanes below it are zeroed afterwards. The clamp also keeps −∞ − round(−∞) from being NaN.
+        x = Avx512F.Max(x, Vector512.Create(Exp2Floor));
+        var n = Avx512F.RoundScale(x, 0x08); // nearest integer, no precision exception
+        var f = x - n;                         // f in [−½, ½]
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(0.0013266970636323094f), f, Vector512.Create(0.009675459936261177f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.05550742521882057f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022121727466583f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931469440460205f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.0000001192092896f));
+        return Avx512F.Scale(p, n);
+    }
 
     /// <summary>
     /// block [64, 64] = factor · Xᵀ for X = rows 0..rows−1 (≤ 64) of 64 floats at row stride ld: column j of the block
@@ -657,19 +678,50 @@ internal static partial class AttentionPanels
             s30 = Visible(s30, k0, first, end); s31 = Visible(s31, k1, first, end); s32 = Visible(s32, k2, first, end); s33 = Visible(s33, k3, first, end);
         }
 
-        SoftmaxRow(s00, s01, s02, s03, max, sums, acc, p);
-        SoftmaxRow(s10, s11, s12, s13, max + 1, sums + 16, acc + Width, p + Width);
-        SoftmaxRow(s20, s21, s22, s23, max + 2, sums + 32, acc + (2 * Width), p + (2 * Width));
-        SoftmaxRow(s30, s31, s32, s33, max + 3, sums + 48, acc + (3 * Width), p + (3 * Width));
+        UpdateRowMax(s00, s01, s02, s03, max, sums, acc, p);
+        UpdateRowMax(s10, s11, s12, s13, max + 1, sums + 16, acc + Width, p + Width);
+        UpdateRowMax(s20, s21, s22, s23, max + 2, sums + 32, acc + (2 * Width), p + (2 * Width));
+        UpdateRowMax(s30, s31, s32, s33, max + 3, sums + 48, acc + (3 * Width), p + (3 * Width));
 
         float* c0 = acc, c1 = acc + Width, c2 = acc + (2 * Width), c3 = acc + (3 * Width);
         Vector512<float> c00 = Vector512.Load(c0), c01 = Vector512.Load(c0 + 16), c02 = Vector512.Load(c0 + 32), c03 = Vector512.Load(c0 + 48);
         Vector512<float> c10 = Vector512.Load(c1), c11 = Vector512.Load(c1 + 16), c12 = Vector512.Load(c1 + 32), c13 = Vector512.Load(c1 + 48);
         Vector512<float> c20 = Vector512.Load(c2), c21 = Vector512.Load(c2 + 16), c22 = Vector512.Load(c2 + 32), c23 = Vector512.Load(c2 + 48);
         Vector512<float> c30 = Vector512.Load(c3), c31 = Vector512.Load(c3 + 16), c32 = Vector512.Load(c3 + 32), c33 = Vector512.Load(c3 + 48);
-        bp = values;
-        for (int k = 0; k < depth; k++, bp += Width)
+
+        // P = 2^(S − m) in place. Keys 0..15 of each row first; on a whole tile the other 12 vectors are computed
+        // inside the loop below, one every 4 keys and at least 4 keys before their first use, where the exponential's
+        // non-FMA work issues beside the products instead of in a pause between the two products.
+        ExpInPlace(p, max[0]);
+        ExpInPlace(p + Width, max[1]);
+        ExpInPlace(p + (2 * Width), max[2]);
+        ExpInPlace(p + (3 * Width), max[3]);
+        nint interleaved = 0;
+        if (depth == Width)
         {
+            interleaved = Width - 16;
+        }
+        else
+        {
+            for (int j = 16; j < Width; j += 16)
+            {
+                ExpInPlace(p + j, max[0]);
+                ExpInPlace(p + Width + j, max[1]);
+                ExpInPlace(p + (2 * Width) + j, max[2]);
+                ExpInPlace(p + (3 * Width) + j, max[3]);
+            }
+        }
+
+        bp = values;
+        for (nint k = 0; k < depth; k++, bp += Width)
+        {
+            if (k < interleaved && (k & 3) == 0)
+            {
+                // The k/4-th of the 12: row (k/4) mod 4, keys 16 + 16·⌊k/16⌋ onwards.
+                nint row = (k >> 2) & 3;
+                ExpInPlace(p + (row * Width) + 16 + ((k >> 4) << 4), max[row]);
+            }
+
             Sse.Prefetch0(prefetchValues + (k * 16));
             var b0 = Vector512.Load(bp);
             var b1 = Vector512.Load(bp + 16);
@@ -693,11 +745,17 @@ internal static partial class AttentionPanels
         c10.Store(c1); c11.Store(c1 + 16); c12.Store(c1 + 32); c13.Store(c1 + 48);
         c20.Store(c2); c21.Store(c2 + 16); c22.Store(c2 + 32); c23.Store(c2 + 48);
         c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
+        AddRowSum(p, sums);
+        AddRowSum(p + Width, sums + 16);
+        AddRowSum(p + (2 * Width), sums + 32);
+        AddRowSum(p + (3 * Width), sums + 48);
     }
 
-    // One row of AttendRows's softmax, on its four score vectors (OnlineSoftmaxRows's update, from registers).
+    // The first half of AttendRows's softmax for one row, on its four score vectors: OnlineSoftmaxRows's update of
+    // the running max (rescaling sum and acc when it rises past the slack), then the scores themselves into p. A row
+    // that has seen nothing keeps m = −∞, and its P = 2^(−∞ − (−∞)) = Exp2(NaN) comes out 0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void SoftmaxRow(
+    private static unsafe void UpdateRowMax(
         Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3, float* max, float* sum, float* acc, float* p)
     {
         var tileMax = Avx512F.Max(Avx512F.Max(x0, x1), Avx512F.Max(x2, x3));
@@ -706,35 +764,33 @@ internal static partial class AttentionPanels
         {
             float newMax = HorizontalMax(tileMax);
             newMax = newMax > m ? newMax : m;
-            if (float.IsNegativeInfinity(newMax))
+            if (!float.IsNegativeInfinity(newMax))
             {
-                Vector512<float>.Zero.Store(p);
-                Vector512<float>.Zero.Store(p + 16);
-                Vector512<float>.Zero.Store(p + 32);
-                Vector512<float>.Zero.Store(p + 48);
-                return;
+                // The running max rose: rescale what was summed against the old one (2^−∞ = 0 for the first tile).
+                var c = Exp2(Vector512.Create(m - newMax));
+                (Vector512.Load(sum) * c).Store(sum);
+                (Vector512.Load(acc) * c).Store(acc);
+                (Vector512.Load(acc + 16) * c).Store(acc + 16);
+                (Vector512.Load(acc + 32) * c).Store(acc + 32);
+                (Vector512.Load(acc + 48) * c).Store(acc + 48);
+                *max = newMax;
             }
-
-            var c = Exp2(Vector512.Create(m - newMax));
-            (Vector512.Load(sum) * c).Store(sum);
-            (Vector512.Load(acc) * c).Store(acc);
-            (Vector512.Load(acc + 16) * c).Store(acc + 16);
-            (Vector512.Load(acc + 32) * c).Store(acc + 32);
-            (Vector512.Load(acc + 48) * c).Store(acc + 48);
-            *max = m = newMax;
         }
 
-        var shift = Vector512.Create(m);
-        x0 = Exp2(x0 - shift);
-        x1 = Exp2(x1 - shift);
-        x2 = Exp2(x2 - shift);
-        x3 = Exp2(x3 - shift);
         x0.Store(p);
         x1.Store(p + 16);
         x2.Store(p + 32);
         x3.Store(p + 48);
-        (Vector512.Load(sum) + ((x0 + x1) + (x2 + x3))).Store(sum);
     }
+
+    // 16 scores at e ← 2^(e − m).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ExpInPlace(float* e, float m) => Exp2OffTheFmaPipes(Vector512.Load(e) - Vector512.Create(m)).Store(e);
+
+    // A row's 16 sums += its 64 values of P, added in the order the softmax of OnlineSoftmaxRows adds them.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AddRowSum(float* p, float* sum) =>
+        (Vector512.Load(sum) + ((Vector512.Load(p) + Vector512.Load(p + 16)) + (Vector512.Load(p + 32) + Vector512.Load(p + 48)))).Store(sum);
 
     // The scores x of the columns `column` where first ≤ column < end, −∞ elsewhere.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

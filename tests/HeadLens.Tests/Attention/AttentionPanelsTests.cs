@@ -118,7 +118,7 @@ public class AttentionPanelsTests
         }
 
         var random = new Random(5);
-        var inputs = new List<float> { 0f, -0.5f, -1f, -124.5f, -124.99f, AttentionPanels.Exp2Floor, -125.01f, -125.5f, -126f, -126.5f, -149f, -150f, -200f, -1e30f, float.NegativeInfinity, float.NaN };
+        var inputs = new List<float> { 0f, -0f, -0.5f, -1f, -124.5f, -124.99f, AttentionPanels.Exp2Floor, -125.01f, -125.5f, -126f, -126.5f, -149f, -150f, -200f, -1e30f, float.NegativeInfinity, float.NaN, -float.NaN };
         inputs.AddRange(Enumerable.Range(0, 4000).Select(_ => (float)(random.NextDouble() * -130)));
         inputs.AddRange(Enumerable.Range(0, 500).Select(_ => (float)(random.NextDouble() * -2)));
         while (inputs.Count % 16 != 0)
@@ -133,10 +133,19 @@ public class AttentionPanelsTests
         if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
         {
             wide = new float[x.Length];
+            var offTheFmaPipes = new float[16];
             for (int i = 0; i < x.Length; i += 16)
             {
                 AttentionPanels.Exp2(Vector512.Create<float>(x.AsSpan(i, 16))).CopyTo(wide, i);
                 AssertExp2(x.AsSpan(i, 16), wide.AsSpan(i, 16).ToArray());
+                // AttendRows's variant finds the lanes to zero another way, and must give the same bits.
+                AttentionPanels.Exp2OffTheFmaPipes(Vector512.Create<float>(x.AsSpan(i, 16))).CopyTo(offTheFmaPipes);
+                for (int lane = 0; lane < 16; lane++)
+                {
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(wide[i + lane]) == BitConverter.SingleToInt32Bits(offTheFmaPipes[lane]),
+                        $"2^{x[i + lane]}: {wide[i + lane]} from Exp2, {offTheFmaPipes[lane]} from Exp2OffTheFmaPipes");
+                }
             }
         }
 
