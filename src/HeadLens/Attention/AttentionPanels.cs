@@ -53,12 +53,12 @@ internal static partial class AttentionPanels
     public const float Exp2Floor = -125f;
 
     /// <summary>
-    /// <see cref="Exp2(Vector512{float})"/>, bit for bit, with nothing on the FMA pipes but its polynomial: for exponentials computed
-    /// between the products of AttendRows, whose FMAs keep those pipes busy while the others idle. The lanes to zero
-    /// are found from the sign of max(x − floor, −1e-30), which is −1e-30 below the floor and for NaN (vmaxps returns
-    /// its second operand then) and ≥ +0 from the floor up. Exp2's compare into a mask register issues on the FMA
-    /// pipes on Zen 4 (4 of them beside 12 FMAs cost 4 cycles), but in a pass of exponentials alone its one compare
-    /// is cheaper than this max, shift and and-not.
+    /// <see cref="Exp2(Vector512{float})"/>, bit for bit, with nothing on the FMA pipes but its polynomial: for
+    /// exponentials computed between the products of AttendRows, whose FMAs keep those pipes busy while the others
+    /// idle. The lanes to zero are found from the sign of max(x − floor, −1e-30), which is −1e-30 below the floor and
+    /// for NaN (vmaxps returns its second operand then) and ≥ +0 from the floor up. Exp2's compare into a mask register
+    /// issues on the FMA pipes on Zen 4 (4 of them beside 12 FMAs cost 4 cycles: bench/fma-neighbours.c), but in a
+    /// pass of exponentials alone its one compare is cheaper than this max, shift and and-not.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp2OffTheFmaPipes(Vector512<float> x)
