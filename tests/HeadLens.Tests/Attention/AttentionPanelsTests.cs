@@ -120,6 +120,8 @@ public class AttentionPanelsTests
         var random = new Random(5);
         var inputs = new List<float> { 0f, -0f, -0.5f, -1f, -124.5f, -124.99f, AttentionPanels.Exp2Floor, -125.01f, -125.5f, -126f, -126.5f, -149f, -150f, -200f, -1e30f, float.NegativeInfinity, float.NaN, -float.NaN };
         inputs.AddRange(Enumerable.Range(0, 4000).Select(_ => (float)(random.NextDouble() * -130)));
+        // Every half-integer from the floor up: the two widths round these ties to different n (see the 8-lane Exp2).
+        inputs.AddRange(Enumerable.Range(0, 251).Select(i => i * -0.5f));
         inputs.AddRange(Enumerable.Range(0, 500).Select(_ => (float)(random.NextDouble() * -2)));
         while (inputs.Count % 16 != 0)
         {
