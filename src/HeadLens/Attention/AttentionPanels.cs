@@ -186,6 +186,23 @@ internal static partial class AttentionPanels
         }
     }
 
+    /// <summary>
+    /// Asks for rows 0..rows−1 of 64 floats at row stride ld (≥ 64) to be brought into the caches: the five lines a
+    /// row may span where it does not start on a line.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void PrefetchRows(float* x, long ld, int rows)
+    {
+        for (int j = 0; j < rows; j++, x += ld)
+        {
+            Sse.Prefetch0(x);
+            Sse.Prefetch0(x + 16);
+            Sse.Prefetch0(x + 32);
+            Sse.Prefetch0(x + 48);
+            Sse.Prefetch0(x + 63);
+        }
+    }
+
     /// <summary>block [64, 64] = rows 0..rows−1 of 64 floats at row stride ld, zero rows past them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void CopyBlock(float* x, int ld, int rows, float* block)
