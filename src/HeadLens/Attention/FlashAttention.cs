@@ -219,17 +219,36 @@ public static partial class ScaledDotProductAttention
         return best;
     }
 
+    // Whether a call's Q, K, V and output (their gradients too, in the backward, are the same size again) outgrow the
+    // last-level cache, so that their strided rows come from memory: there asking for them ahead (FusedJob.
+    // FetchRowsAhead) made the forward at T = 4096 1–2% faster (12 × 64 heads, 50 MB against Zen 4's 32 MB L3; one
+    // thread, alternated builds; perf: blocking the keys and values went from 3.4% of the samples to 1.8%), where at
+    // T = 1024 and 2048, in the cache, the requests alone cost 1–2%.
+    internal static bool OperandsOutgrowCache(AttentionOptions options, int batch, int queryLength, int keyLength)
+    {
+        long rowFloats = options.HeadDimQK + options.HeadDimV;
+        long bytes = (long)batch * sizeof(float) * rowFloats * (((long)queryLength * options.Heads) + ((long)keyLength * options.KvHeads));
+        return bytes > FetchAheadAboveBytes;
+    }
+
+    // The size OperandsOutgrowCache compares with: the last-level cache. Settable for the tests, which check that
+    // asking for the rows ahead does not change the bits.
+    internal static long FetchAheadAboveBytes { get; set; } =
+        GemmBlocking.DetectedCaches is { Level3: > 0 } caches ? caches.Level3 : GemmBlocking.FallbackCaches.Level3;
+
     private static unsafe FusedJob[] Jobs(
         AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
         float* q, float* k, float* v, float* output, float* logSumExp)
     {
         long qRow = (long)queryLength * options.Heads, kRow = (long)keyLength * options.KvHeads;
+        bool fetchRowsAhead = OperandsOutgrowCache(options, batch, queryLength, keyLength);
         var jobs = new FusedJob[batch];
         for (int b = 0; b < batch; b++)
         {
             jobs[b] = new FusedJob(options, queryLength, keyLength, queryOffset,
                 q + (b * qRow * options.HeadDimQK), k + (b * kRow * options.HeadDimQK), v + (b * kRow * options.HeadDimV),
-                output + (b * qRow * options.HeadDimV), logSumExp + (b * qRow));
+                output + (b * qRow * options.HeadDimV), logSumExp + (b * qRow))
+            { FetchRowsAhead = fetchRowsAhead };
         }
 
         return jobs;
@@ -432,12 +451,12 @@ public static partial class ScaledDotProductAttention
         private readonly bool fusedRows = options.HeadDimQK == AttentionPanels.Width && options.HeadDimV == AttentionPanels.Width
             && !options.NeedsElementMask && options.AlibiSlopes is null && (options.Window == 0 || options.Sinks == 0);
 
-        // Whether rows that sit H·D·4 bytes apart (one per page, where the hardware prefetchers do not follow) are asked
-        // for ahead of their use: the key and value rows being blocked, a query tile's output rows and the next tile's
-        // query rows. From 1024 positions they mostly come from memory, and asking made the forward 1–2% faster at
-        // T = 1024 and 4096 (one thread, alternated builds); at T = 256 they are in the caches and the requests alone
-        // made it 1–2% slower.
-        private readonly bool fetchRowsAhead = Math.Max(queryLength, keyLength) >= 1024;
+        /// <summary>
+        /// Whether rows that sit H·D·4 bytes apart (one per page, where the hardware prefetchers do not follow) are
+        /// asked for ahead of their use: the key and value rows being blocked, a query tile's output rows and the next
+        /// tile's query rows. Set where they come from memory (<see cref="OperandsOutgrowCache"/>).
+        /// </summary>
+        public bool FetchRowsAhead { get; init; }
 
         public float* OutputGrad { get; set; }
 
@@ -515,7 +534,7 @@ public static partial class ScaledDotProductAttention
                 float* block = blocks + ((long)tile * blockLength);
                 if (width == AttentionPanels.Width && AttentionPanels.Available)
                 {
-                    if (fetchRowsAhead)
+                    if (FetchRowsAhead)
                     {
                         AttentionPanels.PrefetchRows(source + ((long)(j0 + KeyTile) * ld), ld, Math.Clamp(keyLength - j0 - KeyTile, 0, KeyTile));
                     }
@@ -546,7 +565,7 @@ public static partial class ScaledDotProductAttention
             {
                 for (int j0 = 0; j0 < keys; j0 += KeyTile)
                 {
-                    if (fetchRowsAhead)
+                    if (FetchRowsAhead)
                     {
                         AttentionPanels.PrefetchRows(source + ((long)(j0 + KeyTile) * ld), ld, Math.Clamp(keys - j0 - KeyTile, 0, KeyTile));
                     }
@@ -585,7 +604,7 @@ public static partial class ScaledDotProductAttention
             {
                 fixed (float* sp = s, qp = buffer.Slice(QueryTile * KeyTile, QueryTile * dqk), ap = acc, mp = max, lp = sum)
                 {
-                    int nextRows = nextInPart && fetchRowsAhead ? Math.Min(QueryTile, queryLength - i0 - QueryTile) : 0;
+                    int nextRows = nextInPart && FetchRowsAhead ? Math.Min(QueryTile, queryLength - i0 - QueryTile) : 0;
                     AttendTile(h, i0, rows, kt, vb, qp, ap, mp, lp, sp, nextRows);
                 }
             }
@@ -749,7 +768,7 @@ public static partial class ScaledDotProductAttention
                 AttentionPanels.CopyRow(tileQueries + (i * queryStride), qc + (i * dqk));
             }
 
-            // The rows this tile writes at its end, and the next tile's query rows (fetchRowsAhead): asked for during
+            // The rows this tile writes at its end, and the next tile's query rows (FetchRowsAhead): asked for during
             // the last key tile, four of each per row block.
             float* outputRows = output + ((((long)i0 * heads) + h) * dv), nextQueries = tileQueries + (QueryTile * queryStride);
             const int ldq = AttentionPanels.Width;
@@ -781,7 +800,7 @@ public static partial class ScaledDotProductAttention
                     // The first four row blocks each prefetch a quarter (4 KB) of the next tile's key and value blocks.
                     bool fetch = r < 16;
                     int quarter = r / 4 * 1024;
-                    if (last && fetchRowsAhead)
+                    if (last && FetchRowsAhead)
                     {
                         AttentionPanels.PrefetchRows(outputRows + (r * heads * dv), heads * dv, Math.Min(4, rows - r));
                         AttentionPanels.PrefetchRows(nextQueries + (r * queryStride), queryStride, Math.Clamp(nextRows - r, 0, 4));

@@ -67,6 +67,43 @@ public class ScaledDotProductAttentionTests
         ["panel-single-pair"] = (new AttentionOptions(1, 1, 64, 64), 40, 40, 0),
     };
 
+    // Asking for strided rows ahead of their use (on where a call's Q, K, V and output outgrow the last-level cache)
+    // must not change the bits: the forward and backward of causal heads split in two parts with a partial last query
+    // tile, and of a batched bidirectional call, with the requests forced on and off.
+    [Theory]
+    [InlineData(1, 2085, true)]
+    [InlineData(2, 1100, false)]
+    public void FetchingRowsAheadDoesNotChangeTheBits(int batch, int t, bool causal)
+    {
+        const int heads = 4;
+        var options = new AttentionOptions(heads, heads, 64, 64) { Mask = causal ? MaskKind.Causal : MaskKind.Bidirectional };
+        Assert.True(ScaledDotProductAttention.SharedWorkingBytes(options, batch, t) == 0 || !AttentionPanels.Available, "the shape must take the per-head path");
+        var random = new Random(t);
+        int size = batch * t * heads * 64;
+        float[] q = TestData.Uniform(random, size), k = TestData.Uniform(random, size), v = TestData.Uniform(random, size);
+        float[] dO = TestData.Uniform(random, size);
+        float[] Run(long fetchAheadAbove)
+        {
+            long machineDefault = ScaledDotProductAttention.FetchAheadAboveBytes;
+            try
+            {
+                ScaledDotProductAttention.FetchAheadAboveBytes = fetchAheadAbove;
+                Assert.Equal(fetchAheadAbove == 0, ScaledDotProductAttention.OperandsOutgrowCache(options, batch, t, t));
+                float[] output = new float[size], logSumExp = new float[batch * heads * t];
+                float[] dq = new float[size], dk = new float[size], dv = new float[size];
+                ScaledDotProductAttention.Forward(options, batch, t, t, 0, q, k, v, output, logSumExp);
+                ScaledDotProductAttention.Backward(options, batch, t, t, 0, q, k, v, output, dO, logSumExp, dq, dk, dv);
+                return [.. output, .. logSumExp, .. dq, .. dk, .. dv];
+            }
+            finally
+            {
+                ScaledDotProductAttention.FetchAheadAboveBytes = machineDefault;
+            }
+        }
+
+        Assert.True(Run(0).AsSpan().SequenceEqual(Run(long.MaxValue)), "the results differ with the rows asked for ahead");
+    }
+
     // The working memory `bench attention` reports: the forward's grows by one head's blocked keys and values per
     // key (Dqk + Dv floats), so 2 threads stay under issue 3's 64 MB at T = 16384 with 12 × 64 heads; the backward's
     // three block sets and copied rows need more, and are counted only for the backward.
