@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using HeadLens.Attention;
 
 namespace HeadLens.Kernels;
 
@@ -144,15 +146,25 @@ public static class Gelu
     private static float Sigmoid2U(float x) =>
         1f / (1f + MathF.Exp(-2f * SqrtTwoOverPi * (x + Coefficient * x * x * x)));
 
+    // The vector forms take t = e^(−2|u|) ≤ 1 through the attention kernels' 2^x for x ≤ 0 (a float polynomial, where
+    // Vector512.Exp widens to double and, in Backward's loop, was not inlined: the backward ran 4.5× as long as the
+    // forward) and give σ(2u) = 1 / (1 + t) for u ≥ 0, t / (1 + t) below; t underflows to 0 (σ = 1 or 0) from
+    // |2u| ≈ 87 on, where σ's float is 1 or below 2⁻¹²⁵ anyway.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Sigmoid2U(Vector512<float> x)
     {
         var u = x * Vector512.FusedMultiplyAdd(x * x, Vector512.Create(Coefficient), Vector512<float>.One);
-        return Vector512<float>.One / (Vector512<float>.One + Vector512.Exp(u * Vector512.Create(-2f * SqrtTwoOverPi)));
+        var t = AttentionPanels.Exp2(Vector512.Abs(u) * Vector512.Create(-2f * SqrtTwoOverPi * AttentionPanels.Log2E));
+        var numerator = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(u, Vector512<float>.Zero), Vector512<float>.One, t);
+        return numerator / (Vector512<float>.One + t);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Sigmoid2U(Vector256<float> x)
     {
         var u = x * Vector256.FusedMultiplyAdd(x * x, Vector256.Create(Coefficient), Vector256<float>.One);
-        return Vector256<float>.One / (Vector256<float>.One + Vector256.Exp(u * Vector256.Create(-2f * SqrtTwoOverPi)));
+        var t = AttentionPanels.Exp2(Vector256.Abs(u) * Vector256.Create(-2f * SqrtTwoOverPi * AttentionPanels.Log2E));
+        var numerator = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(u, Vector256<float>.Zero), Vector256<float>.One, t);
+        return numerator / (Vector256<float>.One + t);
     }
 }

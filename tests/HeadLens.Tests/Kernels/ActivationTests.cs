@@ -97,6 +97,35 @@ public class ActivationTests
         }
     }
 
+    // In the tails σ(2u) saturates (the fast form's e^(−2|u|) underflows to 0 from |2u| ≈ 87 on) and the results are
+    // x or ±0; ±∞ and NaN give what the reference gives (NaN where it does). Three rounds of the values, so that they
+    // run through the 16-lane, 8-lane and scalar code alike.
+    [Fact]
+    public void GeluMatchesItsReferenceInTheTailsAndAtNonFiniteInputs()
+    {
+        float[] values = [-1e30f, -100f, -30f, -9f, -5f, -2f, -1e-30f, 0f, 1e-30f, 2f, 5f, 9f, 30f, 100f, 1e30f,
+            float.PositiveInfinity, float.NegativeInfinity, float.NaN, -0f, 0.5f, -0.5f, 3.5f, -3.5f, 12f, -12f];
+        float[] x = [.. values, .. values, .. values];
+        float[] dy = x.Select((_, i) => 1f + (0.25f * (i % 5))).ToArray();
+        float[] fast = new float[x.Length], reference = new float[x.Length];
+        Gelu.Forward(x, fast);
+        Gelu.ForwardReference(x, reference);
+        AssertSameOrClose(reference, fast, "forward");
+        Gelu.Backward(x, dy, fast);
+        Gelu.BackwardReference(x, dy, reference);
+        AssertSameOrClose(reference, fast, "backward");
+
+        void AssertSameOrClose(float[] expected, float[] actual, string what)
+        {
+            for (int i = 0; i < expected.Length; i++)
+            {
+                bool close = float.IsNaN(expected[i]) ? float.IsNaN(actual[i])
+                    : expected[i] == actual[i] || Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Max(1, Math.Abs(expected[i]));
+                Assert.True(close, $"gelu {what} at x = {x[i]}: {actual[i]}, reference {expected[i]}");
+            }
+        }
+    }
+
     [Fact]
     public void ResidualAddsAndItsBackwardAccumulatesIntoBothBranches()
     {
