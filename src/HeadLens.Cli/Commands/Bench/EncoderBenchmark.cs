@@ -54,14 +54,16 @@ internal sealed class EncoderBenchmark : IBenchmark
             using var typesValue = OrtValue.CreateTensorValueFromMemory(types, shape);
             var inputs = new Dictionary<string, OrtValue> { ["input_ids"] = idsValue, ["attention_mask"] = maskValue, ["token_type_ids"] = typesValue };
             int iterations = batch * tokens >= 4096 ? 5 : 20;
-            // Warm-up long enough for .NET's tiered compilation to finish (about a second of calls): with two warm-up
-            // passes a short text was timed partly in unoptimised code (18 ms instead of 8.6 ms at T = 16).
+            // Warm-up long enough for .NET's tiered compilation to finish: at T = 16, 60 passes (0.4 s) still left
+            // passes 60..80 at 7.3–7.8 ms, where passes from the 200th on took 4.2–5.3 ms. So at least 2 s of calls
+            // (both engines alike), as a service that embeds texts all day would see.
             int warmup = batch * tokens >= 4096 ? 3 : 60;
-            double ours = Timing.MedianMilliseconds(() => model.Infer(ids, batch, tokens, withLogits: false), warmup, iterations);
+            const double WarmupSeconds = 2;
+            double ours = Timing.MedianMilliseconds(() => model.Infer(ids, batch, tokens, withLogits: false), warmup, iterations, minWarmupSeconds: WarmupSeconds);
             double theirs = Timing.MedianMilliseconds(() =>
             {
                 using var outputs = session.Run(new RunOptions(), inputs, ["last_hidden_state"]);
-            }, warmup, iterations);
+            }, warmup, iterations, minWarmupSeconds: WarmupSeconds);
             progress.WriteLine($"encoder batch {batch} × T {tokens}: HeadLens {ours:F2} ms, ONNX Runtime {theirs:F2} ms — {theirs / ours:F2}× ONNX Runtime's speed");
             results.Add(new BenchResult(
                 new Dictionary<string, object> { ["batch"] = batch, ["T"] = tokens },

@@ -5,9 +5,10 @@ namespace HeadLens.Cli.Commands.Bench;
 /// <summary>Wall-clock timing for benchmarks: warm up, then report the median (these machines are noisy).</summary>
 internal static class Timing
 {
-    public static double MedianMilliseconds(Action action, int warmup, int iterations, double maxSeconds = 20)
+    public static double MedianMilliseconds(Action action, int warmup, int iterations, double maxSeconds = 20, double minWarmupSeconds = 0)
     {
-        for (int i = 0; i < warmup; i++)
+        var warming = Stopwatch.StartNew();
+        for (int i = 0; i < warmup || warming.Elapsed.TotalSeconds < minWarmupSeconds; i++)
         {
             action();
         }
