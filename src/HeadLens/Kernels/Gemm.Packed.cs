@@ -12,6 +12,13 @@ namespace HeadLens.Kernels;
 // slab starting at row pc of each panel, so the blocking of Gemm.Fast needs no change.
 public static partial class Gemm
 {
+    // Below this many multiply-adds per thread a packed product stays on fewer threads: an eighth of the fast
+    // product's WorkPerThread, because here nothing is packed per call and a second thread costs only the hand-off.
+    // MiniLM's 384 × 384 products of a 16-token text (2.4M multiply-adds) ran on one thread under WorkPerThread; split,
+    // a pass of the encoder took 3.12 instead of 3.81 ms at T = 16 and 2.70 instead of 3.38 ms at T = 8 (Zen 4, 2
+    // threads, the two thresholds alternated in one process; 1M to 128K gave the same).
+    private const long PackedWorkPerThread = 1L << 18;
+
     /// <summary>
     /// W [N, K] packed into the register tile's panels, for <see cref="MultiplyPacked"/>; null where the fast
     /// product does not run (no vector unit), so callers keep the unpacked path.
@@ -65,7 +72,7 @@ public static partial class Gemm
         }
 
         int threadCount = threads > 0 ? threads : ComputeThreads.Count;
-        threadCount = (int)Math.Clamp(Math.Min(threadCount, work / WorkPerThread), 1, 64);
+        threadCount = (int)Math.Clamp(Math.Min(threadCount, work / PackedWorkPerThread), 1, 64);
         fixed (float* aPointer = a)
         fixed (float* bPointer = source)
         fixed (float* cPointer = c)
