@@ -147,9 +147,9 @@ public static class Gelu
         1f / (1f + MathF.Exp(-2f * SqrtTwoOverPi * (x + Coefficient * x * x * x)));
 
     // The vector forms take t = e^(−2|u|) ≤ 1 through the attention kernels' 2^x for x ≤ 0 (a float polynomial, where
-    // Vector512.Exp widens to double and, in Backward's loop, was not inlined: the backward ran 4.5× as long as the
-    // forward) and give σ(2u) = 1 / (1 + t) for u ≥ 0, t / (1 + t) below; t underflows to 0 (σ = 1 or 0) from
-    // |2u| ≈ 87 on, where σ's float is 1 or below 2⁻¹²⁵ anyway.
+    // Vector512.Exp widens to double and, in the training step's backward, was called out of line: 1.6% of the step's
+    // samples for GELU before, 0.3% after) and give σ(2u) = 1 / (1 + t) for u ≥ 0, t / (1 + t) below; t underflows to
+    // 0 (σ = 1 or 0) from |2u| ≈ 87 on, where σ's float is 1 or below 2⁻¹²⁵ anyway.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Sigmoid2U(Vector512<float> x)
     {
