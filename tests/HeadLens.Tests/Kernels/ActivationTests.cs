@@ -98,8 +98,8 @@ public class ActivationTests
     }
 
     // In the tails σ(2u) saturates (the fast form's e^(−2|u|) underflows to 0 from |2u| ≈ 87 on) and the results are
-    // x or ±0; ±∞ and NaN give what the reference gives (NaN where it does). Three rounds of the values, so that they
-    // run through the 16-lane, 8-lane and scalar code alike.
+    // x or ±0; ±∞ and NaN give what the reference gives (NaN where it does). Three rounds of the values: whole vectors
+    // and a scalar tail, at each SIMD width that .ci/run tests (16 lanes, 8 lanes, scalar).
     [Fact]
     public void GeluMatchesItsReferenceInTheTailsAndAtNonFiniteInputs()
     {
