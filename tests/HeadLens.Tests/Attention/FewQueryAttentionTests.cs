@@ -4,7 +4,9 @@ using HeadLens.Tests.Oracles;
 namespace HeadLens.Tests.Attention;
 
 // The few-query (decode-step) forward: Forward takes it up to FewQueries queries. Each case runs 1..4 queries at the
-// end of odd-length caches against the reference and against the tiled path it replaces for these shapes.
+// end of odd-length caches against the reference and against the tiled path it replaces for these shapes. One query
+// without per-key masks reads the cache in key order, in parts of at least 128 keys merged at the end: 97 keys make
+// one part, 301 three, 1100 nine, and "window-sinks-long" has parts that hold the sinks and the window's first keys.
 public class FewQueryAttentionTests
 {
     private static readonly Dictionary<string, AttentionOptions> Configurations = new()
@@ -19,6 +21,7 @@ public class FewQueryAttentionTests
         ["strided"] = new AttentionOptions(2, 2, 8, 8) { Sparse = SparsePattern.Strided, SparseStride = 8 },
         ["cross"] = new AttentionOptions(3, 3, 32, 32) { Mask = MaskKind.Bidirectional },
         ["bidirectional-window-sinks"] = new AttentionOptions(2, 2, 8, 8) { Mask = MaskKind.Bidirectional, Window = 30, Sinks = 2 },
+        ["window-sinks-long"] = new AttentionOptions(4, 2, 64, 64) { Window = 700, Sinks = 4 },
     };
 
     public static TheoryData<string, int, int> Cases()
@@ -26,7 +29,8 @@ public class FewQueryAttentionTests
         var data = new TheoryData<string, int, int>();
         foreach (var name in Configurations.Keys)
         {
-            foreach (int keys in new[] { 97, 301 })
+            // The padding mask is for up to 301 keys.
+            foreach (int keys in name == "padding" ? new[] { 97, 301 } : [97, 301, 1100])
             {
                 for (int queries = 1; queries <= ScaledDotProductAttention.FewQueries; queries++)
                 {
@@ -35,6 +39,8 @@ public class FewQueryAttentionTests
             }
         }
 
+        // One query against a cache long enough for the most parts of its keys (4500 keys: 32 parts of 141).
+        data.Add("gqa-64", 1, 4500);
         return data;
     }
 
@@ -79,12 +85,15 @@ public class FewQueryAttentionTests
         Assert.All(actual, x => Assert.Equal(0f, x));
     }
 
-    // A batch of decode steps in one call (one fork–join over sequences × heads; 3 × 32 heads × 600 keys is enough
-    // work for the pool) equals one call per sequence exactly: the same arithmetic per row.
-    [Fact]
-    public void BatchedCallEqualsOneCallPerSequence()
+    // A batch of decode steps in one call (one fork–join over sequences × heads, or over sequences × parts of the
+    // keys for one query; 3 × 32 heads × 600 keys is enough work for the pool) equals one call per sequence exactly:
+    // the same arithmetic per row.
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void BatchedCallEqualsOneCallPerSequence(int queries)
     {
-        const int batch = 3, queries = 2, keys = 600;
+        const int batch = 3, keys = 600;
         var options = new AttentionOptions(32, 4, 64, 64);
         var (q, k, v) = ScaledDotProductAttentionTests.Inputs(options, batch * queries, batch * keys, seed: 11);
         int qLength = queries * 32 * 64, kLength = keys * 4 * 64;

@@ -6,7 +6,8 @@ namespace HeadLens.Tests.Attention;
 // Fused attention where scores are large, as in real "sink" heads: |scale·q·k| up to 100, so exp(s − max) spans
 // e^−200 .. 1 and a row's running maximum jumps by up to 200 between key tiles. Against the float64 oracle and the
 // fp32 reference path; causal (the default mask) with odd sizes, the AVX-512 panel path (head size 64, T ≥ 64),
-// grouped queries, a window with sink tokens, and a decode offset.
+// grouped queries, a window with sink tokens, a decode offset, and single decode queries, whose keys are read in parts
+// (of ~117 and ~101 keys here) with a running maximum that jumps between blocks and between parts.
 //
 // Tolerance. In fp32 a score s = scale·Σ_d q_d·k_d is within γ·σ of its exact value, γ = (D + 2)·ε (a dot product of
 // length D in any order, then the scale; ε = 2⁻²⁴), σ = scale·Σ_d |q_d·k_d|. A softmax weight then carries a relative
@@ -39,6 +40,8 @@ public class LargeScoreAttentionTests
         ["panel-gqa"] = (new AttentionOptions(4, 2, 64, 64), 97, 97, 0),
         ["window-sinks"] = (new AttentionOptions(2, 2, 16, 16) { Window = 19, Sinks = 2 }, 101, 101, 0),
         ["decode-offset"] = (new AttentionOptions(4, 2, 16, 24), 3, 90, 87),
+        ["decode-one-query"] = (new AttentionOptions(4, 2, 64, 64), 1, 700, 699),
+        ["decode-one-query-window-sinks"] = (new AttentionOptions(2, 2, 16, 16) { Window = 300, Sinks = 3 }, 1, 700, 699),
     };
 
     [Theory]

@@ -313,7 +313,22 @@ public class ComputeThreadsTests
 
         // Three kv heads, causal, 13 query tiles: four parts per pair, of equal work (shorter parts for later queries).
         results["attention-three-kv-heads"] = Attention(random, new AttentionOptions(6, 3, 64, 64), 600);
+
+        // A decode step (one query) against 1100 cached keys in two sequences: nine parts of the keys per sequence,
+        // each over every head, merged in order of parts.
+        results["attention-decode-step"] = DecodeStep(random, new AttentionOptions(12, 4, 64, 64), batch: 2, keys: 1100);
         return results;
+    }
+
+    // One query per sequence at the end of a cache of `keys` positions: the output and log-sum-exp.
+    private static float[] DecodeStep(Random random, AttentionOptions options, int batch, int keys)
+    {
+        float[] q = TestData.Uniform(random, batch * options.Heads * options.HeadDimQK);
+        float[] k = TestData.Uniform(random, batch * keys * options.KvHeads * options.HeadDimQK);
+        float[] v = TestData.Uniform(random, batch * keys * options.KvHeads * options.HeadDimV);
+        float[] output = new float[batch * options.Heads * options.HeadDimV], logSumExp = new float[batch * options.Heads];
+        ScaledDotProductAttention.Forward(options, batch, 1, keys, keys - 1, q, k, v, output, logSumExp);
+        return [.. output, .. logSumExp];
     }
 
     // Self-attention over t positions of random inputs, forward then backward: the output, log-sum-exp and gradients.
