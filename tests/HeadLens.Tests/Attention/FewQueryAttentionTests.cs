@@ -7,12 +7,16 @@ namespace HeadLens.Tests.Attention;
 // end of odd-length caches against the reference and against the tiled path it replaces for these shapes. One query
 // without per-key masks reads the cache in key order, in parts of at least 128 keys merged at the end: 97 keys make
 // one part, 301 three, 1100 nine, and "window-sinks-long" has parts that hold the sinks and the window's first keys.
+// With AVX-512, heads that share a kv head take 16-lane kernels there: four heads of a group at a time (gqa-64,
+// gqa-128 over two 64-column halves) or one (the group of 3 in gqa-3-32, the groups of 2, head sizes 16 and 32).
 public class FewQueryAttentionTests
 {
     private static readonly Dictionary<string, AttentionOptions> Configurations = new()
     {
         ["mha-64"] = new AttentionOptions(12, 12, 64, 64),
         ["gqa-64"] = new AttentionOptions(8, 2, 64, 64),
+        ["gqa-128"] = new AttentionOptions(16, 2, 128, 128),
+        ["gqa-3-32"] = new AttentionOptions(6, 2, 32, 32),
         ["mqa-dqk-ne-dv"] = new AttentionOptions(4, 1, 12, 20),
         ["window"] = new AttentionOptions(4, 2, 64, 64) { Window = 40 },
         ["window-sinks"] = new AttentionOptions(4, 2, 16, 16) { Window = 33, Sinks = 5 },
