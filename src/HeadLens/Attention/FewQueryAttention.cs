@@ -212,19 +212,39 @@ public static partial class ScaledDotProductAttention
             {
                 float* qh = q + ((long)h * dqk);
                 float* k = keys;
-                for (int j = 0; j < ScoreGroup; j++, k += keyStride)
+                if (dqk == AttentionPanels.Width)
                 {
-                    var sum = Vector512<float>.Zero;
-                    if (j < count)
+                    // The query in registers: loaded in the loop, it was read again for every key (the stores to
+                    // partials could alias it, so the JIT keeps the loads where they are).
+                    var q0 = Vector512.Load(qh);
+                    var q1 = Vector512.Load(qh + 16);
+                    var q2 = Vector512.Load(qh + 32);
+                    var q3 = Vector512.Load(qh + 48);
+                    for (int j = 0; j < ScoreGroup; j++, k += keyStride)
                     {
-                        sum = Vector512.Load(k) * Vector512.Load(qh);
-                        for (int d = ScoreGroup; d < dqk; d += ScoreGroup)
-                        {
-                            sum = Vector512.FusedMultiplyAdd(Vector512.Load(k + d), Vector512.Load(qh + d), sum);
-                        }
+                        var sum = j < count
+                            ? Vector512.FusedMultiplyAdd(Vector512.Load(k + 48), q3, Vector512.FusedMultiplyAdd(Vector512.Load(k + 32), q2,
+                                Vector512.FusedMultiplyAdd(Vector512.Load(k + 16), q1, Vector512.Load(k) * q0)))
+                            : Vector512<float>.Zero;
+                        sum.Store(partials + (j * ScoreGroup));
                     }
+                }
+                else
+                {
+                    for (int j = 0; j < ScoreGroup; j++, k += keyStride)
+                    {
+                        var sum = Vector512<float>.Zero;
+                        if (j < count)
+                        {
+                            sum = Vector512.Load(k) * Vector512.Load(qh);
+                            for (int d = ScoreGroup; d < dqk; d += ScoreGroup)
+                            {
+                                sum = Vector512.FusedMultiplyAdd(Vector512.Load(k + d), Vector512.Load(qh + d), sum);
+                            }
+                        }
 
-                    sum.Store(partials + (j * ScoreGroup));
+                        sum.Store(partials + (j * ScoreGroup));
+                    }
                 }
 
                 (SumsAcrossLanes(partials) * scaleVector).Store(scores + (h * KeyBlock));
