@@ -111,9 +111,10 @@ public static partial class ScaledDotProductAttention
             : keyBlockScores = new float[(heads * KeyBlock) + (ScoreGroup * ScoreGroup)];
         // Where several heads share each kv head (grouped-query models), each byte of the cache feeds `group` heads and
         // the arithmetic, not the memory, sets the pace: there the scores come 16 keys at a time and the values' sums
-        // stay in registers over a block (32 heads on 4 kv heads: 2.2x in L2, 1.35-1.5x from memory). With one head
-        // per kv head a long cache is read at the memory's pace, and from memory those kernels were 15-35% slower than
-        // the plain loops below (one row dot and one row update per pair, in key order; Zen 4), so those stay for it.
+        // stay in registers over a block (32 heads on 4 kv heads: 3.1x the plain loops below in L2, 1.4-1.6x from
+        // memory). With one head per kv head a long cache is read at the memory's pace, and from memory those kernels
+        // were 15-55% slower than the plain loops (one row dot and one row update per pair, in key order; Zen 4), though
+        // 20% faster from L3, so the plain loops stay for it.
         bool sixteenLanes = group > 1 && Vector512.IsHardwareAccelerated && Avx512F.IsSupported && dqk % ScoreGroup == 0 && dv % ScoreGroup == 0;
         fixed (float* blockScores = scores)
         {
@@ -175,8 +176,8 @@ public static partial class ScaledDotProductAttention
                 }
                 else
                 {
-                    // The value rows in order, one key for every head before the next: blocks of 2, 4 or 8 keys per
-                    // head read the rows in a stride again and were 5-20% slower.
+                    // The value rows in order, one key for every head before the next: blocks of 2 or 4 keys per head
+                    // read the rows in a stride again and were 6-27% slower (8 keys: no faster).
                     for (int j = 0; j < count; j++, valueRow += valueStride)
                     {
                         for (int h = 0; h < heads; h++)
@@ -199,7 +200,7 @@ public static partial class ScaledDotProductAttention
     /// head h reads its kv head's slice), through 16-lane partial dot products: per head, one vector per key into
     /// partials [16, 16] (zero for keys past count), then the 16 summed across lanes together, one vector of 16 scores
     /// out. A head's partials are summed before the next head's are written, so they stay in L1 (all heads' partials
-    /// first, 1 KB each, pushed the key rows out of it: 10-25% slower). Dqk is a multiple of 16.
+    /// first, 1 KB each, pushed the key rows out of it: 7% slower at 32 heads in L2). Dqk is a multiple of 16.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScoreSixteenKeys(float* keyRow, long keyStride, int count, float* q, int heads, int group, int dqk, float scale, float* partials, float* scores)
