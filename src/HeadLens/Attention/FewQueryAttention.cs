@@ -110,11 +110,11 @@ public static partial class ScaledDotProductAttention
             ? held
             : keyBlockScores = new float[(heads * KeyBlock) + (ScoreGroup * ScoreGroup)];
         // Where several heads share each kv head (grouped-query models), each byte of the cache feeds `group` heads and
-        // the arithmetic, not the memory, sets the pace: there the scores come 16 keys at a time and the values' sums
-        // stay in registers over a block (32 heads on 4 kv heads: 3.1x the plain loops below in L2, 1.4-1.6x from
-        // memory). With one head per kv head a long cache is read at the memory's pace, and from memory those kernels
-        // were 15-55% slower than the plain loops (one row dot and one row update per pair, in key order; Zen 4), though
-        // 20% faster from L3, so the plain loops stay for it.
+        // the arithmetic, not the memory, sets the pace: there the values' sums stay in registers over a block, and with
+        // AVX-512 the scores come 16 keys at a time (32 heads on 4 kv heads: 3.1x the plain loops below in L2, 1.4-1.6x
+        // from memory; with AVX2 the blocked values alone, 1.3-1.9x from L3). With one head per kv head a long cache is
+        // read at the memory's pace, and from memory those kernels were 15-55% slower than the plain loops (one row dot
+        // and one row update per pair, in key order; Zen 4), though 20% faster from L3, so the plain loops stay for it.
         bool sixteenLanes = group > 1 && Vector512.IsHardwareAccelerated && Avx512F.IsSupported && dqk % ScoreGroup == 0 && dv % ScoreGroup == 0;
         fixed (float* blockScores = scores)
         {
@@ -170,7 +170,7 @@ public static partial class ScaledDotProductAttention
 
                 // outputs_h += Σ_j p_hj · v_j.
                 float* valueRow = vb + (key * valueStride);
-                if (sixteenLanes)
+                if (group > 1)
                 {
                     AccumulateValueBlock(valueRow, valueStride, count, blockScores, heads, group, dv, outputs);
                 }
@@ -280,15 +280,16 @@ public static partial class ScaledDotProductAttention
         return Lanes(Lanes(z0, z1), Lanes(z2, z3));
     }
 
-    // outputs_h += Σ_j p[h·KeyBlock + j] · v_j over the block's `count` value rows, per kv head: four heads of its
-    // group at a time with their outputs in registers (16 accumulators per 64 columns), the rest one head at a time.
+    // outputs_h += Σ_j p[h·KeyBlock + j] · v_j over the block's `count` value rows, per kv head: with AVX-512 four heads
+    // of its group at a time with their outputs in registers (16 accumulators per 64 columns), the rest one head at a
+    // time (AccumulateRows, any width).
     private static unsafe void AccumulateValueBlock(float* valueRow, long valueStride, int count, float* p, int heads, int group, int dv, float* outputs)
     {
         for (int g = 0, h = 0; h < heads; g++)
         {
             float* values = valueRow + ((long)g * dv);
             int end = h + group;
-            for (; h + 4 <= end && dv % 64 == 0; h += 4)
+            for (; h + 4 <= end && dv % 64 == 0 && Vector512.IsHardwareAccelerated && Avx512F.IsSupported; h += 4)
             {
                 for (int d = 0; d < dv; d += 64)
                 {

@@ -7,8 +7,10 @@ namespace HeadLens.Tests.Attention;
 // end of odd-length caches against the reference and against the tiled path it replaces for these shapes. One query
 // without per-key masks reads the cache in key order, in parts of at least 128 keys merged at the end: 97 keys make
 // one part, 301 three, 1100 nine, and "window-sinks-long" has parts that hold the sinks and the window's first keys.
-// With AVX-512, heads that share a kv head take 16-lane kernels there: four heads of a group at a time (gqa-64,
-// gqa-128 over two 64-column halves) or one (the group of 3 in gqa-3-32, the groups of 2, head sizes 16 and 32).
+// Heads that share a kv head sum their values a block of keys at a time; with AVX-512 their scores come from 16-lane
+// kernels and four heads of a group are summed together (gqa-64, gqa-128 over two 64-column halves), the others one
+// at a time (the group of 3 in gqa-3-32, the groups of 2, head sizes 16 and 32). .ci/run repeats these at 8 lanes
+// and without intrinsics.
 public class FewQueryAttentionTests
 {
     private static readonly Dictionary<string, AttentionOptions> Configurations = new()
