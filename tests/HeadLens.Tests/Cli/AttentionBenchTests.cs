@@ -33,6 +33,28 @@ public class AttentionBenchTests
         Assert.All(configs, c => Assert.Equal(3, c.GetProperty("kv_heads").GetInt32()));
     }
 
+    // `--decode`: one decode-step result per (batch, T), with its layer count and the cache it read, and no buffer
+    // allocated per step once warm (the work items' delegates only: ~0.3 KB a layer).
+    [Fact]
+    public void DecodeStepsAreTimedPerToken()
+    {
+        var (code, output, error) = CliTests.Run("bench", "attention", "--decode", "--T", "300", "--batch", "1,2", "--kv-heads", "4", "--json");
+        Assert.True(code == 0, error);
+        using var json = JsonDocument.Parse(output);
+        var results = json.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(2, results.Length);
+        for (int i = 0; i < 2; i++)
+        {
+            var config = results[i].GetProperty("config");
+            Assert.Equal("decode", config.GetProperty("variant").GetString());
+            Assert.Equal(i + 1, config.GetProperty("batch").GetInt32());
+            Assert.Equal(12, config.GetProperty("layers").GetInt32());
+            Assert.True(results[i].GetProperty("median_ms").GetDouble() > 0);
+            Assert.Equal((i + 1) * 300.0 * 4 * 64 * 2 * 12 * 4, results[i].GetProperty("cache_bytes").GetDouble());
+            Assert.InRange(results[i].GetProperty("peak_bytes").GetDouble(), 0, 16 * 1024);
+        }
+    }
+
     [Fact]
     public void BadBatchIsOneLine() =>
         CliTests.AssertOneLineError(CliTests.Run("bench", "attention", "--T", "64", "--batch", "0"), "--batch");

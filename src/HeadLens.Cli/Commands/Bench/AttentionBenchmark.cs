@@ -8,7 +8,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// its backward, a sliding window of 256, and linear attention. `--T 4096` limits the lengths; `--batch 1,8` adds
 /// batched calls (fused forward and backward only: one call for the whole batch, as a training step makes it);
 /// `--kv-heads 1` (or 2, 3, 4, 6) shares each kv head between query heads, as multi-query and grouped-query models do
-/// (fused forward and backward only).
+/// (fused forward and backward only). `--decode` times decode steps instead: one query at the end of T cached keys
+/// in each of 12 layers' own caches, as a model's step reads them (a long cache then comes from memory, not from
+/// the cache of the previous call), per token.
 /// </summary>
 internal sealed class AttentionBenchmark : IBenchmark
 {
@@ -25,7 +27,11 @@ internal sealed class AttentionBenchmark : IBenchmark
         CliOption.Valued("T", "N,N", "only these sequence lengths", "256,1024,4096,16384"),
         CliOption.Valued("batch", "N,N", "batch sizes (above 1: the fused forward and backward only)", "1"),
         CliOption.Valued("kv-heads", "N", "key/value heads shared by the 12 query heads (below 12: the fused forward and backward only)", "12"),
+        CliOption.Flag("decode", "decode steps instead: one query against T cached keys in each of 12 layers, per token"),
     ];
+
+    // The layers of a decode step in the --decode variant: GPT-2 124M's count.
+    private const int DecodeLayers = 12;
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
@@ -36,6 +42,11 @@ internal sealed class AttentionBenchmark : IBenchmark
         if (kvHeads < 1 || Heads % kvHeads != 0)
         {
             throw new UsageException($"bench: --kv-heads expects a divisor of {Heads} (1, 2, 3, 4, 6 or 12), got '{kvText}'");
+        }
+
+        if (args.Flag("decode"))
+        {
+            return Decode(lengths, batches, kvHeads, progress);
         }
 
         var results = new List<BenchResult>();
@@ -91,6 +102,49 @@ internal sealed class AttentionBenchmark : IBenchmark
                         new Dictionary<string, object> { ["variant"] = variant, ["T"] = t, ["heads"] = Heads, ["kv_heads"] = kvHeads, ["head_dim"] = HeadDim, ["batch"] = batch },
                         new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = flops / (ms * 1e6), ["peak_bytes"] = allocated + scratch }));
                 }
+            }
+        }
+
+        return results;
+    }
+
+    // One decode step's attention per layer: each sequence's one query against its T cached keys, DecodeLayers layers
+    // with their own keys and values. Figures per token (all layers); gflops counts Q·Kᵀ and P·V.
+    private static List<BenchResult> Decode(int[] lengths, int[] batches, int kvHeads, TextWriter progress)
+    {
+        var results = new List<BenchResult>();
+        var options = new AttentionOptions(Heads, kvHeads, HeadDim, HeadDim);
+        foreach (int batch in batches)
+        {
+            foreach (int t in lengths)
+            {
+                var random = new Random(1);
+                long cacheFloats = (long)batch * t * kvHeads * HeadDim;
+                if (cacheFloats * 2 * DecodeLayers * sizeof(float) > (long)(0.5 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes) || cacheFloats > Array.MaxLength)
+                {
+                    throw new UsageException($"bench: --decode at B={batch} T={t} needs {cacheFloats * 2 * DecodeLayers * sizeof(float) / 1e9:F1} GB of caches, more than half of this machine's memory");
+                }
+
+                float[][] keys = [.. Enumerable.Range(0, DecodeLayers).Select(_ => Random(random, (int)cacheFloats))];
+                float[][] values = [.. Enumerable.Range(0, DecodeLayers).Select(_ => Random(random, (int)cacheFloats))];
+                float[] q = Random(random, batch * Heads * HeadDim), output = new float[q.Length], logSumExp = new float[batch * Heads];
+                void Step()
+                {
+                    for (int layer = 0; layer < DecodeLayers; layer++)
+                    {
+                        ScaledDotProductAttention.Forward(options, batch, 1, t, t - 1, q, keys[layer], values[layer], output, logSumExp);
+                    }
+                }
+
+                // Past tiered compilation, as the other benchmarks' warm-ups: a decode step is short.
+                double ms = Timing.MedianMilliseconds(Step, warmup: 3, iterations: 100, maxSeconds: 30, minWarmupSeconds: 2);
+                long allocated = Timing.AllocatedBytes(Step);
+                double flops = (double)batch * DecodeLayers * 2.0 * 2 * Heads * HeadDim * t;
+                double bytes = (double)cacheFloats * 2 * DecodeLayers * sizeof(float);
+                progress.WriteLine($"attention decode    B={batch} T={t,5}{(kvHeads == Heads ? "" : $" kv={kvHeads}")}: {ms,9:F3} ms per token ({DecodeLayers} layers), {bytes / (ms * 1e6),5:F1} GB/s of cache read");
+                results.Add(new BenchResult(
+                    new Dictionary<string, object> { ["variant"] = "decode", ["T"] = t, ["heads"] = Heads, ["kv_heads"] = kvHeads, ["head_dim"] = HeadDim, ["batch"] = batch, ["layers"] = DecodeLayers },
+                    new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = flops / (ms * 1e6), ["peak_bytes"] = allocated, ["cache_bytes"] = bytes }));
             }
         }
 
