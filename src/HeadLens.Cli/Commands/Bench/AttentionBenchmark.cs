@@ -120,9 +120,10 @@ internal sealed class AttentionBenchmark : IBenchmark
             {
                 var random = new Random(1);
                 long cacheFloats = (long)batch * t * kvHeads * HeadDim;
-                if (cacheFloats * 2 * DecodeLayers * sizeof(float) > (long)(0.5 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes) || cacheFloats > Array.MaxLength)
+                double bytes = (double)cacheFloats * 2 * DecodeLayers * sizeof(float);
+                if (bytes > 0.5 * GC.GetGCMemoryInfo().TotalAvailableMemoryBytes || cacheFloats > Array.MaxLength)
                 {
-                    throw new UsageException($"bench: --decode at B={batch} T={t} needs {cacheFloats * 2 * DecodeLayers * sizeof(float) / 1e9:F1} GB of caches, more than half of this machine's memory");
+                    throw new UsageException($"bench: --decode at B={batch} T={t} needs {bytes / 1e9:F1} GB of caches ({cacheFloats} floats a layer's keys): more than half of this machine's memory, or than one array holds");
                 }
 
                 float[][] keys = [.. Enumerable.Range(0, DecodeLayers).Select(_ => Random(random, (int)cacheFloats))];
@@ -140,7 +141,6 @@ internal sealed class AttentionBenchmark : IBenchmark
                 double ms = Timing.MedianMilliseconds(Step, warmup: 3, iterations: 100, maxSeconds: 30, minWarmupSeconds: 2);
                 long allocated = Timing.AllocatedBytes(Step);
                 double flops = (double)batch * DecodeLayers * 2.0 * 2 * Heads * HeadDim * t;
-                double bytes = (double)cacheFloats * 2 * DecodeLayers * sizeof(float);
                 progress.WriteLine($"attention decode    B={batch} T={t,5}{(kvHeads == Heads ? "" : $" kv={kvHeads}")}: {ms,9:F3} ms per token ({DecodeLayers} layers), {bytes / (ms * 1e6),5:F1} GB/s of cache read");
                 results.Add(new BenchResult(
                     new Dictionary<string, object> { ["variant"] = "decode", ["T"] = t, ["heads"] = Heads, ["kv_heads"] = kvHeads, ["head_dim"] = HeadDim, ["batch"] = batch, ["layers"] = DecodeLayers },
