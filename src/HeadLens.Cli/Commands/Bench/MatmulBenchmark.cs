@@ -7,7 +7,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// `headlens bench matmul`: square products and the products of a GPT-2 124M training step with 256 tokens
 /// (B·T = 4·64; `--tokens 256,1024` adds B·T = 4·256), forward and both backward products, on ComputeThreads.Count
 /// threads (--threads N) and on 1. `--sizes 2048` limits to squares. The operands live in an arena on 2 MiB pages,
-/// as a training step's activations and gradients do.
+/// as a training step's activations and gradients do. `--blocking 256x1020x4096,384x480x4096` times each product with
+/// these cache blockings (KC × MC × NC) too, after this machine's own: a sweep for a machine class the chosen
+/// blocking (GemmBlocking) was not measured on.
 /// </summary>
 internal sealed class MatmulBenchmark : IBenchmark
 {
@@ -19,6 +21,7 @@ internal sealed class MatmulBenchmark : IBenchmark
     [
         CliOption.Valued("sizes", "N,N", "only squares of these sizes", "512,1024,2048 and the GPT-2 step"),
         CliOption.Valued("tokens", "N,N", "the GPT-2 step's products for these token counts (batch × context)", "256"),
+        CliOption.Valued("blocking", "KCxMCxNC,...", "also time each product with these cache blockings (depth × rows × columns)", "this machine's only"),
     ];
 
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
@@ -53,6 +56,7 @@ internal sealed class MatmulBenchmark : IBenchmark
             }
         }
 
+        var blockings = Blockings(args.Get("blocking"));
         var blocking = Gemm.Blocking;
         var caches = GemmBlocking.DetectedCaches;
         progress.WriteLine($"matmul blocking KC={blocking.Depth} MC={blocking.Rows} NC={blocking.Columns}, from " + (caches is null
@@ -74,16 +78,29 @@ internal sealed class MatmulBenchmark : IBenchmark
             int lda = transposeA ? m : k, ldb = transposeB ? k : n;
             foreach (int threads in new[] { ComputeThreads.Count, 1 }.Distinct())
             {
-                double flops = 2.0 * m * n * k;
-                int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);
-                double ms = Timing.MedianMilliseconds(
-                    () => Gemm.Multiply(transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, op == "weight-grad", threads),
-                    warmup: 2, iterations, maxSeconds: 5);
-                double gflops = flops / (ms * 1e6);
-                progress.WriteLine($"matmul {op,-11} m={m} n={n} k={k} threads={threads}: {ms:F2} ms, {gflops:F0} GFLOP/s");
-                results.Add(new BenchResult(
-                    new Dictionary<string, object> { ["m"] = m, ["n"] = n, ["k"] = k, ["threads"] = threads, ["op"] = op },
-                    new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = gflops }));
+                // null: this machine's own blocking, through the public entry point.
+                foreach (var given in blockings.Count == 0 ? [null] : blockings.Prepend(null))
+                {
+                    double flops = 2.0 * m * n * k;
+                    int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);
+                    bool accumulate = op == "weight-grad";
+                    Action product = given is null
+                        ? () => Gemm.Multiply(transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, accumulate, threads)
+                        : () => Gemm.MultiplyWith(given, transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, accumulate, threads);
+                    double ms = Timing.MedianMilliseconds(product, warmup: 2, iterations, maxSeconds: 5);
+                    double gflops = flops / (ms * 1e6);
+                    var config = new Dictionary<string, object> { ["m"] = m, ["n"] = n, ["k"] = k, ["threads"] = threads, ["op"] = op };
+                    string label = "";
+                    if (blockings.Count > 0)
+                    {
+                        var used = given ?? GemmBlocking.For(m);
+                        config["blocking"] = $"{used.Depth}x{used.Rows}x{used.Columns}" + (given is null ? " (this machine's)" : "");
+                        label = $" blocking {config["blocking"]}";
+                    }
+
+                    progress.WriteLine($"matmul {op,-11} m={m} n={n} k={k} threads={threads}{label}: {ms:F2} ms, {gflops:F0} GFLOP/s");
+                    results.Add(new BenchResult(config, new Dictionary<string, double> { ["median_ms"] = ms, ["gflops"] = gflops }));
+                }
             }
         }
 
@@ -92,6 +109,25 @@ internal sealed class MatmulBenchmark : IBenchmark
 
     private static IEnumerable<int> PositiveIntegers(string list, string option) => list.Split(',').Select(text =>
         int.TryParse(text, out int value) && value > 0 ? value : throw new UsageException($"bench: --{option} expects positive integers, got '{text}'")).Distinct();
+
+    // "KCxMCxNC,..." → blockings; MC and NC must be whole register tiles (Gemm.TileRows × Gemm.TileColumns).
+    private static List<GemmBlocking> Blockings(string? list)
+    {
+        var blockings = new List<GemmBlocking>();
+        foreach (string text in list?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [])
+        {
+            int[] sizes = text.Split('x').Select(part => int.TryParse(part, out int value) && value > 0 ? value : 0).ToArray();
+            if (sizes.Length != 3 || sizes.Contains(0) || sizes[1] % Gemm.TileRows != 0 || sizes[2] % Gemm.TileColumns != 0)
+            {
+                throw new UsageException(
+                    $"bench: --blocking expects KCxMCxNC (positive; MC a multiple of {Gemm.TileRows} and NC of {Gemm.TileColumns}, this machine's register tile), got '{text}'");
+            }
+
+            blockings.Add(new GemmBlocking(sizes[0], sizes[1], sizes[2]));
+        }
+
+        return blockings;
+    }
 
     private static Memory<float> Fill(Random random, Memory<float> values)
     {
