@@ -109,6 +109,9 @@ public static partial class Gemm
         /// <summary>op(B) already packed over its whole depth (Gemm.Pack), or null: pack per depth block.</summary>
         public float* PackedB { get; init; }
 
+        /// <summary>Where op(B) = Wᵀ's panels come from instead of B (<see cref="IPanelSource"/>), or null: from B.</summary>
+        public IPanelSource? Source { get; init; }
+
         public required GemmBlocking Blocking { get; init; }
 
         /// <summary>Run the threads' parts one after another on the calling thread (tests).</summary>
@@ -280,7 +283,7 @@ public static partial class Gemm
                 // The next group's source: `sourceRows` pieces of `sourceWidth` floats, ldb apart, of which this panel
                 // asks for rows [firstRow, lastRow).
                 int nextStart = (jr - (index * nr)) + (group * nr);
-                int nextValid = packAsUsed != null && nextStart < nc ? Math.Min(group * nr, nc - nextStart) : 0;
+                int nextValid = packAsUsed != null && Source == null && nextStart < nc ? Math.Min(group * nr, nc - nextStart) : 0;
                 (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
                 float* nextSource = transposeB ? b + ((long)(jc + nextStart) * ldb) + pc : b + ((long)pc * ldb) + jc + nextStart;
                 int nextRow = sourceRows * index / group, lastRow = sourceRows * (index + 1) / group;
@@ -330,6 +333,16 @@ public static partial class Gemm
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackB(int pc, int kc, int jc, int first, int end, int nr, float* destination)
         {
+            if (Source != null)
+            {
+                for (int jr = first; jr < end; jr += nr)
+                {
+                    Source.Pack(jc + jr, Math.Min(nr, end - jr), pc, kc, destination + jr * kc, nr);
+                }
+
+                return;
+            }
+
             if (!transposeB)
             {
                 PackRowsOfB(pc, kc, jc, first, end, nr, destination);

@@ -51,6 +51,36 @@ public static partial class Gemm
         return new PackedWeights(weight, packed, n, k);
     }
 
+    /// <summary>Whether the fast product runs here (a vector unit), so that W can come from an <see cref="IPanelSource"/>.</summary>
+    internal static bool TakesPanels => Vector512.IsHardwareAccelerated || Vector256.IsHardwareAccelerated;
+
+    /// <summary>
+    /// C[M,N] (+)= A[M,K] · Wᵀ with W's panels written by <paramref name="source"/> where the fast product packs B: each
+    /// depth block of each panel right before its use (few rows) or into the block the threads share (many rows), so W
+    /// is never laid out whole in fp32. Only where <see cref="TakesPanels"/>; the blocking's depth must suit the source.
+    /// </summary>
+    internal static unsafe void MultiplyFromPanels(
+        GemmBlocking blocking, int m, ReadOnlySpan<float> a, int lda, IPanelSource source, int n, int k, Span<float> c, int ldc, bool accumulate,
+        int threads = 0)
+    {
+        if (!TakesPanels || m < 1 || n < 1 || k < 1 || lda < k || ldc < n
+            || a.Length < ((long)(m - 1) * lda) + k || c.Length < ((long)(m - 1) * ldc) + n)
+        {
+            throw new ArgumentException($"gemm: [{m}, {k}] (lda {lda}, {a.Length} floats) · [{n}, {k}]ᵀ from panels into ldc {ldc}, {c.Length} floats");
+        }
+
+        long work = (long)m * n * k;
+        int threadCount = threads > 0 ? threads : ComputeThreads.Count;
+        threadCount = (int)Math.Clamp(Math.Min(threadCount, work / WorkPerThread), 1, 64);
+        fixed (float* aPointer = a)
+        fixed (float* cPointer = c)
+        {
+            // No B: every panel comes from the source.
+            var job = new Job(false, true, m, n, k, aPointer, lda, null, k, cPointer, ldc, accumulate) { Source = source, Blocking = blocking };
+            job.Start(threadCount);
+        }
+    }
+
     /// <summary>C[M,N] (+)= A[M,K] · Wᵀ with W packed by <see cref="Pack"/>: the fast product without packing B.</summary>
     public static void MultiplyPacked(
         int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate, int threads = 0) =>
@@ -84,6 +114,21 @@ public static partial class Gemm
             job.Start(threadCount);
         }
     }
+}
+
+/// <summary>
+/// A weight matrix W [N, K] that writes its own panels of op(B) = Wᵀ when a product asks for them (W stored in another
+/// form than fp32 rows: QuantizedMatMul decodes ggml blocks straight into them), for <see cref="Gemm.MultiplyFromPanels"/>.
+/// </summary>
+internal unsafe interface IPanelSource
+{
+    /// <summary>
+    /// Writes rows <paramref name="firstRow"/> … <paramref name="firstRow"/> + <paramref name="rows"/> − 1 of W over
+    /// columns (depth) <paramref name="depthStart"/> … + <paramref name="depth"/> − 1 as one panel:
+    /// panel[p · <paramref name="width"/> + j] = W[firstRow + j, depthStart + p], zero for j ≥ rows. The product
+    /// asks only for depth ranges that start and end on multiples of its blocking's depth, or at K.
+    /// </summary>
+    void Pack(int firstRow, int rows, int depthStart, int depth, float* panel, int width);
 }
 
 /// <summary>A weight matrix W [N, K] (<see cref="Rows"/> × <see cref="Columns"/>) packed for <see cref="Gemm.MultiplyPacked"/>.</summary>

@@ -8,7 +8,7 @@ namespace HeadLens.Tests.Kernels;
 
 /// <summary>
 /// Products with W kept in a ggml type, Y[M, N] = X[M, K]·Wᵀ: the few-vector path (M ≤ 8, decoded in registers,
-/// rows split between threads) and the panel path (dequantized panels through Gemm) against dequantize-then-fp32
+/// rows split between threads) and the panel path (W decoded into Gemm's panels as it asks) against dequantize-then-fp32
 /// (<see cref="QuantizedMatMul.Reference"/>), for every type, at odd sizes, with outputs pre-filled with garbage and
 /// a sentinel past the end. CI reruns the Kernels namespace with AVX-512 off and with every intrinsic off.
 /// </summary>
@@ -59,6 +59,59 @@ public sealed class QuantizedMatMulTests
                 }
             }
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void PanelsDecodedAsTheProductAsksGiveTheBitsOfTheDequantizedProduct(GgmlType type)
+    {
+        var random = new Random((int)type + 77);
+        int per = GgmlTypes.BlockValues(type);
+        // Three depth blocks; N not a whole number of panels; blocks small enough that every loop of the product runs
+        // several times, and this machine's own.
+        int k = per == 1 ? 3 * 96 : 3 * Math.Max(per, 64), n = (3 * Gemm.TileColumns) + 5;
+        byte[] weights = QuantizedMatVecTests.RandomBlocks(type, n, k, random);
+        var dense = new float[n * k];
+        Dequantize.Reference(type, weights, dense);
+        GemmBlocking[] blockings = [new(96, 2 * Gemm.TileRows, 2 * Gemm.TileColumns), new(per == 256 ? 160 : 72, Gemm.TileRows, Gemm.TileColumns), GemmBlocking.ForThisMachine];
+        foreach (var blocking in blockings)
+        {
+            // Fewer rows than one A block (each panel decoded right before its use) and more (panels decoded into the
+            // block the threads share).
+            foreach (int m in new[] { QuantizedMatMul.FewVectors + 1, 5 * Gemm.TileRows + 3 })
+            {
+                var x = Enumerable.Range(0, m * k).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+                var actual = Enumerable.Repeat(float.NaN, (m * n) + 1).ToArray();
+                actual[m * n] = 12345f;
+                if (!Gemm.TakesPanels)
+                {
+                    // No vector unit: Forward keeps decoded rows through Gemm.Multiply, and this entry refuses.
+                    Assert.Throws<ArgumentException>(() => QuantizedMatMul.MultiplyDecodingPanels(type, weights, n, k, x, m, actual, blocking));
+                    return;
+                }
+
+                QuantizedMatMul.MultiplyDecodingPanels(type, weights, n, k, x, m, actual, blocking);
+                var expected = new float[m * n];
+                Gemm.MultiplyWith(QuantizedMatMul.WholeBlocks(type, blocking), false, true, m, n, k, x, k, dense, k, expected, n, accumulate: false, threads: 0);
+                Assert.Equal(12345f, actual[m * n]);
+                Assert.Equal(expected, actual.AsSpan(0, m * n).ToArray());
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q4_K, 160, 256)]
+    [InlineData(GgmlType.Q6_K, 352, 256)]
+    [InlineData(GgmlType.Q4_K, 400, 512)]
+    [InlineData(GgmlType.Q4_K, 64, 256)]
+    [InlineData(GgmlType.Q8_0, 160, 160)]
+    [InlineData(GgmlType.Q8_0, 100, 96)]
+    [InlineData(GgmlType.Q4_0, 10, 32)]
+    [InlineData(GgmlType.F16, 161, 161)]
+    public void TheDepthBlockIsRoundedToWholeBlocksOfTheType(GgmlType type, int depth, int rounded)
+    {
+        var blocking = new GemmBlocking(depth, 48, 512);
+        Assert.Equal(blocking with { Depth = rounded }, QuantizedMatMul.WholeBlocks(type, blocking));
     }
 
     [Theory]
