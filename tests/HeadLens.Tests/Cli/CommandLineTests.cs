@@ -62,6 +62,7 @@ public class CommandLineTests
         Assert.Equal(0, suiteHelp.Code);
         Assert.Contains("--sizes N,N", suiteHelp.Out);
         Assert.Contains("--tokens N,N", suiteHelp.Out);
+        Assert.Contains("--blocking KCxMCxNC,...", suiteHelp.Out);
         Assert.Equal(suiteHelp.Out, CliTests.Run("bench", "matmul", "--help").Out);
     }
 
