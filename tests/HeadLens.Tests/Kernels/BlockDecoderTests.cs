@@ -101,6 +101,48 @@ public sealed class BlockDecoderTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(BlockTypes))]
+    public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type)
+    {
+        // Q4_K with AVX-512 decodes straight into the panel (BlockDecoder.Q4KPanel), the others through a scratch:
+        // every panel must hold the reference's values, row j of W in column j, zeros past the last row, with edge
+        // scales (the ones above) in some blocks.
+        ushort[] scales = [0x0000, 0x8000, 0x0001, 0x03FF, 0x7BFF, 0xB800, 0x7C00, 0x7E00, 0x3C00];
+        var random = new Random((int)type + 3);
+        int per = GgmlTypes.BlockValues(type), size = GgmlTypes.BlockBytes(type), width = HeadLens.Kernels.Gemm.TileColumns;
+        int totalRows = width + 9, columns = 3 * Math.Max(per, 64) / per * per;
+        byte[] bytes = QuantizedMatVecTests.RandomBlocks(type, totalRows, columns, random);
+        for (int block = 0; block < bytes.Length / size; block += 3)
+        {
+            int at = type == GgmlType.Q6_K ? (block * size) + 208 : block * size;
+            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(at), scales[random.Next(scales.Length)]);
+        }
+
+        var dense = new float[totalRows * columns];
+        Dequantize.Reference(type, bytes, dense);
+        int depthBlock = columns / 3;
+        foreach (var (firstRow, rows) in new[] { (0, width), (width, 9), (3, 1), (5, width / 2), (7, (width / 2) + 1) })
+        {
+            foreach (int depthStart in new[] { 0, depthBlock })
+            {
+                int depth = depthStart == 0 ? depthBlock : 2 * depthBlock;
+                var panel = Enumerable.Repeat(float.NaN, (depth * width) + 1).ToArray();
+                panel[depth * width] = 5f;
+                QuantizedMatMul.DecodePanel(type, bytes, totalRows, columns, firstRow, rows, depthStart, depth, panel, width);
+                Assert.Equal(5f, panel[depth * width]);
+                for (int p = 0; p < depth; p++)
+                {
+                    for (int j = 0; j < width; j++)
+                    {
+                        float expected = j < rows ? dense[((firstRow + j) * columns) + depthStart + p] : 0f;
+                        AssertSameValue(expected, panel[(p * width) + j], $"{type} rows {firstRow}+{rows}, depth {depthStart + p}, column {j} (Vector512 {Vector512.IsHardwareAccelerated})");
+                    }
+                }
+            }
+        }
+    }
+
     // The same float: equal bits (so −0 is not +0), or both NaN (a NaN's payload is not part of the contract).
     private static void AssertSameValue(float expected, float actual, string what) =>
         Assert.True(float.IsNaN(expected) ? float.IsNaN(actual) : BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),

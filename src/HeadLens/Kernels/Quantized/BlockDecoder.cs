@@ -661,4 +661,88 @@ internal static unsafe class BlockDecoder
             y[i] = type == GgmlType.F16 ? Half(source + (2 * i)) : BitConverter.Int32BitsToSingle(((short*)source)[i] << 16);
         }
     }
+
+    /// <summary>
+    /// Q4_K rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels), transposed:
+    /// panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="blocks"/> super-blocks from
+    /// <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt; <paramref name="lines"/>;
+    /// zero for j from lines to width (a multiple of 16). The values are Dequantize.Reference's, bit for bit: (d·scale)·q −
+    /// dmin·min, as Decode512's tables compute them.
+    /// </summary>
+    /// <remarks>
+    /// Sixteen rows at a time, one per lane: a gather reads the same four bytes of each row, whose eight nibbles are eight
+    /// depths of the panel, each a 64-byte row of 16 lanes stored whole. Decoding rows and then transposing them wrote
+    /// each value twice and read it back once, with four-lane stores: in a 16-token prompt of a 1.1B Q4_K_M model
+    /// (Zen 4) that took 44% of the time, against 40% for the kernel.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Q4KPanel(byte* first, int rowBytes, int lines, int blocks, float* panel, int width)
+    {
+        var nibble = Vector512.Create(0xFu);
+        // Per sub-block, d·scale and dmin·min of each lane's row.
+        var scale = stackalloc Vector512<float>[8];
+        var min = stackalloc Vector512<float>[8];
+        for (int column = 0; column < width; column += 16)
+        {
+            int count = Math.Clamp(lines - column, 0, 16);
+            if (count == 0)
+            {
+                for (int p = 0; p < 256 * blocks; p++)
+                {
+                    Vector512<float>.Zero.Store(panel + ((long)p * width) + column);
+                }
+
+                continue;
+            }
+
+            // Lanes past the last row read this half's first row again; their factors are zeroed, so they write zeros.
+            var lane = Vector512<int>.Indices;
+            var valid = Vector512.LessThan(lane, Vector512.Create(count));
+            var offsets = Vector512.ConditionalSelect(valid, (lane + Vector512.Create(column)) * Vector512.Create(rowBytes), Vector512.Create(column * rowBytes));
+            Vector256<int> lowOffsets = offsets.GetLower(), highOffsets = offsets.GetUpper();
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = first + (b * 144);
+                [MethodImpl(MethodImplOptions.AggressiveInlining)]
+                Vector512<uint> Gather(int at) => Vector512.Create(
+                    Avx2.GatherVector256((int*)(block + at), lowOffsets, 1), Avx2.GatherVector256((int*)(block + at), highOffsets, 1)).AsUInt32();
+
+                var halves = Gather(0).AsInt32();
+                var d = Vector512.ConditionalSelect(valid.AsSingle(), HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
+                var dmin = Vector512.ConditionalSelect(valid.AsSingle(), HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
+                // The 12 scale bytes as three words per row: Dequantize.ScaleMin, lane-wise.
+                Vector512<uint> w0 = Gather(4), w1 = Gather(8), w2 = Gather(12);
+                for (int j = 0; j < 4; j++)
+                {
+                    int shift = 8 * j;
+                    scale[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w0, shift) & Vector512.Create(63u)).AsInt32()) * d;
+                    min[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w1, shift) & Vector512.Create(63u)).AsInt32()) * dmin;
+                    var s4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3u), 4));
+                    var m4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3u), 4));
+                    scale[j + 4] = Vector512.ConvertToSingle(s4.AsInt32()) * d;
+                    min[j + 4] = Vector512.ConvertToSingle(m4.AsInt32()) * dmin;
+                }
+
+                float* target = panel + ((long)256 * b * width) + column;
+                for (int group = 0; group < 4; group++)
+                {
+                    Vector512<float> lowScale = scale[2 * group], lowMin = min[2 * group], highScale = scale[(2 * group) + 1], highMin = min[(2 * group) + 1];
+                    for (int l = 0; l < 32; l += 4)
+                    {
+                        // Bytes l … l + 3 of the group's 32: low nibbles are depths 64·group + l + t, high nibbles 32 later.
+                        var bytes = Gather(16 + (32 * group) + l);
+                        float* low = target + ((long)((64 * group) + l) * width);
+                        float* high = low + ((long)32 * width);
+                        for (int t = 0; t < 4; t++)
+                        {
+                            var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
+                            ((q * lowScale) - lowMin).Store(low + ((long)t * width));
+                            q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
+                            ((q * highScale) - highMin).Store(high + ((long)t * width));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

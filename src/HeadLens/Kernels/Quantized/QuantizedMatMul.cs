@@ -102,8 +102,31 @@ public static class QuantizedMatMul
         }
     }
 
-    // W's panels decoded from its ggml rows: each row's depth range decoded into a scratch (rows × depth floats, kept
-    // per thread), then transposed into the panel. Lives only inside the `fixed` of the product's call.
+    /// <summary>
+    /// One panel as the product asks for it (<see cref="IPanelSource.Pack"/>): rows <paramref name="firstRow"/> … +
+    /// <paramref name="rows"/> − 1 of W [<paramref name="totalRows"/>, <paramref name="columns"/>] over depths
+    /// <paramref name="depthStart"/> … + <paramref name="depth"/> − 1 (whole blocks), for the tests.
+    /// </summary>
+    internal static unsafe void DecodePanel(
+        GgmlType type, ReadOnlySpan<byte> weights, int totalRows, int columns, int firstRow, int rows, int depthStart, int depth, Span<float> panel, int width)
+    {
+        if (weights.Length < totalRows * GgmlTypes.RowBytes(type, columns) || panel.Length < depth * width || rows > width
+            || firstRow + rows > totalRows || depthStart % GgmlTypes.BlockValues(type) != 0 || depth % GgmlTypes.BlockValues(type) != 0
+            || depthStart + depth > columns)
+        {
+            throw new ArgumentException($"{type}: no panel of rows {firstRow}+{rows}, depths {depthStart}+{depth}, width {width} in [{totalRows}, {columns}]");
+        }
+
+        fixed (byte* w = weights)
+        fixed (float* target = panel)
+        {
+            new DecodedPanels(type, w, totalRows, columns).Pack(firstRow, rows, depthStart, depth, target, width);
+        }
+    }
+
+    // W's panels decoded from its ggml rows: Q4_K with AVX-512 straight into the panel (BlockDecoder.Q4KPanel); other
+    // types each row's depth range into a scratch (rows × depth floats, kept per thread), then transposed into the
+    // panel. Lives only inside the `fixed` of the product's call.
     // The next panel's bytes (the same depth range of the next rows) are asked for into L2 once this one is decoded,
     // so they arrive while the kernel runs on this panel: each row's range is a few hundred bytes, a row apart, which
     // the hardware prefetchers do not follow (without it the decoding took 17% of a 64-token Q4_K_M prompt, not 7%).
@@ -116,22 +139,29 @@ public static class QuantizedMatMul
 
         public void Pack(int firstRow, int rows, int depthStart, int depth, float* panel, int width)
         {
-            var buffer = scratch;
-            if (buffer is null || buffer.Length < rows * depth)
-            {
-                scratch = buffer = GC.AllocateUninitializedArray<float>(width * depth, pinned: true);
-            }
-
             long offset = GgmlTypes.RowBytes(type, depthStart);
             int bytes = (int)GgmlTypes.RowBytes(type, depth);
-            fixed (float* decoded = buffer)
+            if (type == GgmlType.Q4_K && BlockDecoder.Is512 && width % 16 == 0)
             {
-                for (int line = 0; line < rows; line++)
+                BlockDecoder.Q4KPanel(weights + ((long)firstRow * rowBytes) + offset, rowBytes, rows, depth / 256, panel, width);
+            }
+            else
+            {
+                var buffer = scratch;
+                if (buffer is null || buffer.Length < rows * depth)
                 {
-                    QuantizedMatVec.DecodeRow(type, weights + ((long)(firstRow + line) * rowBytes) + offset, bytes, depth, decoded + (line * depth));
+                    scratch = buffer = GC.AllocateUninitializedArray<float>(width * depth, pinned: true);
                 }
 
-                Gemm.TransposeInto(decoded, depth, rows, depth, panel, width);
+                fixed (float* decoded = buffer)
+                {
+                    for (int line = 0; line < rows; line++)
+                    {
+                        QuantizedMatVec.DecodeRow(type, weights + ((long)(firstRow + line) * rowBytes) + offset, bytes, depth, decoded + (line * depth));
+                    }
+
+                    Gemm.TransposeInto(decoded, depth, rows, depth, panel, width);
+                }
             }
 
             int nextEnd = Sse.IsSupported ? Math.Min(totalRows, firstRow + rows + width) : 0;
