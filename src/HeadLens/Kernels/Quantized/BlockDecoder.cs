@@ -662,24 +662,28 @@ internal static unsafe class BlockDecoder
         }
     }
 
+    /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
+    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q8_0;
+
     /// <summary>
-    /// Q4_K rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels), transposed:
-    /// panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="blocks"/> super-blocks from
-    /// <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt; <paramref name="lines"/>;
-    /// zero for j from lines to width (a multiple of 16). The values are Dequantize.Reference's, bit for bit: (d·scale)·q −
-    /// dmin·min, as Decode512's tables compute them.
+    /// Q4_K or Q8_0 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
+    /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
+    /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
+    /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16). The values are
+    /// Dequantize.Reference's, bit for bit.
     /// </summary>
     /// <remarks>
-    /// Sixteen rows at a time, one per lane: a gather reads the same four bytes of each row, whose eight nibbles are eight
-    /// depths of the panel, each a 64-byte row of 16 lanes stored whole. Decoding rows and then transposing them wrote
-    /// each value twice and read it back once, with four-lane stores: in a 16-token prompt of a 1.1B Q4_K_M model
-    /// (Zen 4) that took 44% of the time, against 40% for the kernel.
+    /// Sixteen rows at a time, one per lane: a gather reads the same four bytes of each row, whose values (Q8_0's
+    /// bytes, Q4_K's nibbles) are four or eight depths of the panel, each a 64-byte row of 16 lanes stored whole; the
+    /// scales come lane-wise from gathered words too. Decoding rows and then transposing them wrote each value twice and
+    /// read it back once, with four-lane stores: in a 16-token prompt of a 1.1B Q4_K_M model (Zen 4) that took 44% of
+    /// the time, against 40% for the kernel. Q6_K this way, with three gathers per four bytes, ran slower than that.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Q4KPanel(byte* first, int rowBytes, int lines, int blocks, float* panel, int width)
+    public static void PanelOfRows(GgmlType type, byte* first, int rowBytes, int lines, int depth, float* panel, int width)
     {
-        var nibble = Vector512.Create(0xFu);
-        // Per sub-block, d·scale and dmin·min of each lane's row.
+        int blockValues = GgmlTypes.BlockValues(type), blockBytes = GgmlTypes.BlockBytes(type);
+        // Q4_K: per sub-block, d·scale and dmin·min of each lane's row.
         var scale = stackalloc Vector512<float>[8];
         var min = stackalloc Vector512<float>[8];
         for (int column = 0; column < width; column += 16)
@@ -687,7 +691,7 @@ internal static unsafe class BlockDecoder
             int count = Math.Clamp(lines - column, 0, 16);
             if (count == 0)
             {
-                for (int p = 0; p < 256 * blocks; p++)
+                for (int p = 0; p < depth; p++)
                 {
                     Vector512<float>.Zero.Store(panel + ((long)p * width) + column);
                 }
@@ -695,53 +699,91 @@ internal static unsafe class BlockDecoder
                 continue;
             }
 
-            // Lanes past the last row read this half's first row again; their factors are zeroed, so they write zeros.
+            // Lanes past the last row read this half's first row again; their factors are zeroed (and Q8_0's −0s
+            // masked), so they write zeros.
             var lane = Vector512<int>.Indices;
-            var valid = Vector512.LessThan(lane, Vector512.Create(count));
-            var offsets = Vector512.ConditionalSelect(valid, (lane + Vector512.Create(column)) * Vector512.Create(rowBytes), Vector512.Create(column * rowBytes));
-            Vector256<int> lowOffsets = offsets.GetLower(), highOffsets = offsets.GetUpper();
-            for (int b = 0; b < blocks; b++)
+            var valid = Vector512.LessThan(lane, Vector512.Create(count)).AsSingle();
+            var offsets = Vector512.ConditionalSelect(valid.AsInt32(), (lane + Vector512.Create(column)) * Vector512.Create(rowBytes), Vector512.Create(column * rowBytes));
+            var rows = new RowLanes(offsets.GetLower(), offsets.GetUpper());
+            for (int b = 0; b < depth / blockValues; b++)
             {
-                byte* block = first + (b * 144);
-                [MethodImpl(MethodImplOptions.AggressiveInlining)]
-                Vector512<uint> Gather(int at) => Vector512.Create(
-                    Avx2.GatherVector256((int*)(block + at), lowOffsets, 1), Avx2.GatherVector256((int*)(block + at), highOffsets, 1)).AsUInt32();
-
-                var halves = Gather(0).AsInt32();
-                var d = Vector512.ConditionalSelect(valid.AsSingle(), HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
-                var dmin = Vector512.ConditionalSelect(valid.AsSingle(), HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
-                // The 12 scale bytes as three words per row: Dequantize.ScaleMin, lane-wise.
-                Vector512<uint> w0 = Gather(4), w1 = Gather(8), w2 = Gather(12);
-                for (int j = 0; j < 4; j++)
+                byte* block = first + ((long)b * blockBytes);
+                float* target = panel + ((long)blockValues * b * width) + column;
+                if (type == GgmlType.Q4_K)
                 {
-                    int shift = 8 * j;
-                    scale[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w0, shift) & Vector512.Create(63u)).AsInt32()) * d;
-                    min[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w1, shift) & Vector512.Create(63u)).AsInt32()) * dmin;
-                    var s4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3u), 4));
-                    var m4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | (Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3u), 4));
-                    scale[j + 4] = Vector512.ConvertToSingle(s4.AsInt32()) * d;
-                    min[j + 4] = Vector512.ConvertToSingle(m4.AsInt32()) * dmin;
+                    Q4KLanes(block, rows, valid, scale, min, target, width);
                 }
-
-                float* target = panel + ((long)256 * b * width) + column;
-                for (int group = 0; group < 4; group++)
+                else
                 {
-                    Vector512<float> lowScale = scale[2 * group], lowMin = min[2 * group], highScale = scale[(2 * group) + 1], highMin = min[(2 * group) + 1];
-                    for (int l = 0; l < 32; l += 4)
-                    {
-                        // Bytes l … l + 3 of the group's 32: low nibbles are depths 64·group + l + t, high nibbles 32 later.
-                        var bytes = Gather(16 + (32 * group) + l);
-                        float* low = target + ((long)((64 * group) + l) * width);
-                        float* high = low + ((long)32 * width);
-                        for (int t = 0; t < 4; t++)
-                        {
-                            var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
-                            ((q * lowScale) - lowMin).Store(low + ((long)t * width));
-                            q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
-                            ((q * highScale) - highMin).Store(high + ((long)t * width));
-                        }
-                    }
+                    Q8Lanes(block, rows, valid, target, width);
                 }
+            }
+        }
+    }
+
+    // The byte offsets of 16 rows, as two halves for AVX2's 8-lane gathers (.NET 10 has no AVX-512 gather).
+    private readonly struct RowLanes(Vector256<int> low, Vector256<int> high)
+    {
+        // The four bytes at `at` of each lane's row.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<int> Gather(byte* at) =>
+            Vector512.Create(Avx2.GatherVector256((int*)at, low, 1), Avx2.GatherVector256((int*)at, high, 1));
+    }
+
+    // One Q4_K super-block of 16 rows: (d·scale)·q − dmin·min, as Decode512's tables compute them.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KLanes(byte* block, RowLanes rows, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min, float* target, int width)
+    {
+        var nibble = Vector512.Create(0xFu);
+        var halves = rows.Gather(block);
+        var d = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
+        var dmin = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
+        // The 12 scale bytes as three words per row: Dequantize.ScaleMin, lane-wise.
+        Vector512<uint> w0 = rows.Gather(block + 4).AsUInt32(), w1 = rows.Gather(block + 8).AsUInt32(), w2 = rows.Gather(block + 12).AsUInt32();
+        for (int j = 0; j < 4; j++)
+        {
+            int shift = 8 * j;
+            scale[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w0, shift) & Vector512.Create(63u)).AsInt32()) * d;
+            min[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w1, shift) & Vector512.Create(63u)).AsInt32()) * dmin;
+            var s4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3u), 4);
+            var m4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3u), 4);
+            scale[j + 4] = Vector512.ConvertToSingle(s4.AsInt32()) * d;
+            min[j + 4] = Vector512.ConvertToSingle(m4.AsInt32()) * dmin;
+        }
+
+        for (int group = 0; group < 4; group++)
+        {
+            Vector512<float> lowScale = scale[2 * group], lowMin = min[2 * group], highScale = scale[(2 * group) + 1], highMin = min[(2 * group) + 1];
+            for (int l = 0; l < 32; l += 4)
+            {
+                // Bytes l … l + 3 of the group's 32: low nibbles are depths 64·group + l + t, high nibbles 32 later.
+                var bytes = rows.Gather(block + 16 + (32 * group) + l).AsUInt32();
+                float* low = target + ((long)((64 * group) + l) * width);
+                float* high = low + ((long)32 * width);
+                for (int t = 0; t < 4; t++)
+                {
+                    var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
+                    ((q * lowScale) - lowMin).Store(low + ((long)t * width));
+                    q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
+                    ((q * highScale) - highMin).Store(high + ((long)t * width));
+                }
+            }
+        }
+    }
+
+    // One Q8_0 block of 16 rows: (q as float)·d. The lanes past the last row hold 0·q, −0 where q < 0: masked to +0.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q8Lanes(byte* block, RowLanes rows, Vector512<float> valid, float* target, int width)
+    {
+        var d = HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(rows.Gather(block), 16), 16));
+        for (int l = 0; l < 32; l += 4)
+        {
+            var bytes = rows.Gather(block + 2 + l);
+            float* to = target + ((long)l * width);
+            for (int t = 0; t < 4; t++)
+            {
+                var q = Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(bytes, 24 - (8 * t)), 24));
+                ((q * d) & valid).Store(to + ((long)t * width));
             }
         }
     }

@@ -124,7 +124,7 @@ public static class QuantizedMatMul
         }
     }
 
-    // W's panels decoded from its ggml rows: Q4_K with AVX-512 straight into the panel (BlockDecoder.Q4KPanel); other
+    // W's panels decoded from its ggml rows: Q4_K and Q8_0 with AVX-512 straight into the panel (BlockDecoder.PanelOfRows); other
     // types each row's depth range into a scratch (rows × depth floats, kept per thread), then transposed into the
     // panel. Lives only inside the `fixed` of the product's call.
     // The next panel's bytes (the same depth range of the next rows) are asked for into L2 once this one is decoded,
@@ -141,9 +141,9 @@ public static class QuantizedMatMul
         {
             long offset = GgmlTypes.RowBytes(type, depthStart);
             int bytes = (int)GgmlTypes.RowBytes(type, depth);
-            if (type == GgmlType.Q4_K && BlockDecoder.Is512 && width % 16 == 0)
+            if (BlockDecoder.HasPanelOfRows(type) && width % 16 == 0)
             {
-                BlockDecoder.Q4KPanel(weights + ((long)firstRow * rowBytes) + offset, rowBytes, rows, depth / 256, panel, width);
+                BlockDecoder.PanelOfRows(type, weights + ((long)firstRow * rowBytes) + offset, rowBytes, rows, depth, panel, width);
             }
             else
             {
