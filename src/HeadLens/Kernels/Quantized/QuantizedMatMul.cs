@@ -11,8 +11,9 @@ namespace HeadLens.Kernels.Quantized;
 //   Forward, M ≤ FewVectors (decoding, tiny prompts): QuantizedMatVec over the M vectors — each row of W is decoded
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): the fast Gemm with W as its B, decoded where Gemm packs B
-//     (DecodedPanels): each panel's 32 rows over one depth block decoded (BlockDecoder, vectorised) into an L1-sized
-//     scratch and transposed into the panel right before the kernel reads it. M·2 flops per decoded value make the
+//     (DecodedPanels): each panel's 32 rows over one depth block decoded right before the kernel reads it, straight
+//     into the panel (Q4_K and Q8_0 with AVX-512: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
+//     vectorised) and transposed into the panel. M·2 flops per decoded value make the
 //     decoding a small share once M reaches a few dozen tokens. The depth block is rounded to whole ggml blocks (256
 //     values for the K-quants). Before, W was decoded ~2 MB of rows at a time, then Gemm transposed those rows into its
 //     panels, reading them back from L3 in 32 strided streams: that transpose was 14% of a 64-token prompt of a 1.1B
@@ -54,13 +55,13 @@ public static class QuantizedMatMul
             return;
         }
 
-        int rowBytes = (int)GgmlTypes.RowBytes(type, k);
         if (Gemm.TakesPanels)
         {
             MultiplyDecodingPanels(type, weights, n, k, x, m, y, GemmBlocking.For(m));
             return;
         }
 
+        int rowBytes = (int)GgmlTypes.RowBytes(type, k);
         int panelRows = (int)Math.Clamp(PanelBytes / (4L * k) / 16 * 16, 16, Math.Max(16, n));
         var rented = ArrayPool<float>.Shared.Rent(panelRows * k);
         try
