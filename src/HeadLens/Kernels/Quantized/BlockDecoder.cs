@@ -330,13 +330,21 @@ internal static unsafe class BlockDecoder
     /// Floats of x's sums that <see cref="Dot512"/> takes for this type (<see cref="PrepareSums"/>): Q4_K and Q6_K
     /// one per 16 values, Q8_0 none.
     /// </summary>
-    public static int SumsLength(GgmlType type, int count) => type is GgmlType.Q4_K or GgmlType.Q6_K ? count / 16 : 0;
+    public static int SumsLength(GgmlType type, int count) => type switch
+    {
+        GgmlType.Q4_K => (count / 16) + count, // and x in the order Q4_K's nibbles meet it (PrepareSums)
+        GgmlType.Q6_K => count / 16,
+        _ => 0,
+    };
 
     /// <summary>
     /// The sums of x that the factored K-quant row dots use, computed once per product (x is shared by every row):
     /// Q4_K, per super-block, 16 floats laid out as <see cref="Factors"/>'s lanes, [0, 0, 0, 0, Σx over sub-blocks
     /// 0..3, 0, 0, 0, 0, Σx over sub-blocks 4..7] (32 values each), so one FMA with the factors gives Σ dmin·min·Σx;
-    /// Q6_K, Σx over each run of 16 values (one scale each).
+    /// Q6_K, Σx over each run of 16 values (one scale each). For Q4_K the sums are followed by x itself, rearranged per
+    /// super-block in the order <see cref="DotQ4K"/> meets it: for each 64 bytes of nibbles (half h of the block), each
+    /// byte t of a 32-bit lane and each nibble n (low, high), 16 lanes where lane i holds value
+    /// 128·h + 64·(i / 8) + 32·n + 4·(i mod 8) + t.
     /// </summary>
     public static void PrepareSums(GgmlType type, float* x, int count, float* sums)
     {
@@ -349,13 +357,28 @@ internal static unsafe class BlockDecoder
         }
         else if (type == GgmlType.Q4_K)
         {
-            for (int b = 0; b < count / 256; b++, x += 256, sums += 16)
+            float* arranged = sums + (count / 16);
+            for (int b = 0; b < count / 256; b++, x += 256, sums += 16, arranged += 256)
             {
                 for (int s = 0; s < 8; s++)
                 {
                     int lane = s < 4 ? 4 + s : 8 + s;
                     sums[lane] = Vector512.Sum(Vector512.Load(x + (32 * s)) + Vector512.Load(x + (32 * s) + 16));
                     sums[lane - 4] = 0;
+                }
+
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int t = 0; t < 4; t++)
+                    {
+                        for (int n = 0; n < 2; n++)
+                        {
+                            for (int i = 0; i < 16; i++)
+                            {
+                                arranged[(128 * half) + (32 * t) + (16 * n) + i] = x[(128 * half) + (64 * (i / 8)) + (32 * n) + (4 * (i % 8)) + t];
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -396,12 +419,13 @@ internal static unsafe class BlockDecoder
     }
 
     // Q4_K's part of Dot512, a method of its own so that the JIT inlines the helpers below (inside Dot512 it ran out
-    // of inlining budget, called them and kept the sums on the stack: half the speed). Per sub-block of 32 values a
-    // 16-entry table iota·(d·scale), its scale picked out of the factors register by a permute (storing the factors
-    // and broadcasting them back from memory, loads right behind a 64-byte store, ran slower), looked up by each
-    // nibble (vpermps). The mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros.
-    // Against the table iota·(d·scale) − dmin·min per sub-block (two permutes, a product and a difference per table),
-    // one thread, same-process A/B on the 1.1B file's matrices: 1.15–1.2× in L2 and from memory (BENCHMARKS.md).
+    // of inlining budget, called them and kept the sums on the stack: half the speed). 64 bytes of nibbles are loaded
+    // as 16 lanes of four bytes; a shift and a mask take each lane's byte t, low or high nibble, converted to float and
+    // multiplied with x (rearranged to match by PrepareSums) into two sums, one per nibble. Lanes 0-7 hold one
+    // sub-block pair and lanes 8-15 the next, so the two sums take their d·scale per lane once per 128 values. The
+    // mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros. Against the earlier loop (each
+    // 16 values widened from bytes and looked up in a table iota·(d·scale), two shuffles per 16 values), one thread:
+    // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session).
     // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
     // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
     private static float DotQ4K(byte* row, int count, float* x, float* sums, int ahead)
@@ -409,18 +433,16 @@ internal static unsafe class BlockDecoder
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         var mins = Vector512<float>.Zero;
-        var iota = Vector512<float>.Indices; // a JIT constant: a property like Iota16 here cost an inlining, and the budget ran out
-        for (int b = 0; b < count / 256; b++, row += 144, x += 256, sums += 16)
+        float* arranged = sums + (count / 16);
+        for (int b = 0; b < count / 256; b++, row += 144, sums += 16, arranged += 256)
         {
             Sse.Prefetch0(row + ahead);
             Sse.Prefetch0(row + ahead + 64);
             Sse.Prefetch0(row + ahead + 128);
             var factors = Factors(row);
             mins = Vector512.FusedMultiplyAdd(factors, Vector512.Load(sums), mins);
-            Q4KGroup(Table(iota, factors, 0), Table(iota, factors, 1), row + 16, x, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factors, 2), Table(iota, factors, 3), row + 48, x + 64, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factors, 8), Table(iota, factors, 9), row + 80, x + 128, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factors, 10), Table(iota, factors, 11), row + 112, x + 192, ref a0, ref a1, ref a0, ref a1);
+            Q4KHalf(factors, 0, row + 16, arranged, ref a0, ref a1);
+            Q4KHalf(factors, 1, row + 80, arranged + 128, ref a0, ref a1);
         }
 
         return Vector512.Sum((a0 + a1) - mins);
@@ -428,9 +450,8 @@ internal static unsafe class BlockDecoder
 
     /// <summary>
     /// Two Q4_K rows' dot products with x (<see cref="Dot512"/>'s arithmetic in its order, bit for bit), into
-    /// y[0] and y[1]: the two rows' factors, tables and products are independent chains the core overlaps, and x is
-    /// loaded once for both. One thread, same-process A/B against two single-row calls on the 1.1B file's gate
-    /// matrices: 1.09× in L2 and from memory.
+    /// y[0] and y[1]: the two rows' factors and products are independent chains the core overlaps, and x is
+    /// loaded once for both.
     /// </summary>
     internal static void DotQ4KPair(byte* row, byte* other, int count, float* x, float* sums, float* y)
     {
@@ -441,8 +462,8 @@ internal static unsafe class BlockDecoder
         var b1 = Vector512<float>.Zero;
         var mins = Vector512<float>.Zero;
         var minsOther = Vector512<float>.Zero;
-        var iota = Vector512<float>.Indices;
-        for (int b = 0; b < count / 256; b++, row += 144, other += 144, x += 256, sums += 16)
+        float* arranged = sums + (count / 16);
+        for (int b = 0; b < count / 256; b++, row += 144, other += 144, sums += 16, arranged += 256)
         {
             Sse.Prefetch0(row + ahead);
             Sse.Prefetch0(row + ahead + 64);
@@ -455,36 +476,35 @@ internal static unsafe class BlockDecoder
             var s = Vector512.Load(sums);
             mins = Vector512.FusedMultiplyAdd(factors, s, mins);
             minsOther = Vector512.FusedMultiplyAdd(factorsOther, s, minsOther);
-            Q4KGroup(Table(iota, factors, 0), Table(iota, factors, 1), row + 16, x, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factorsOther, 0), Table(iota, factorsOther, 1), other + 16, x, ref b0, ref b1, ref b0, ref b1);
-            Q4KGroup(Table(iota, factors, 2), Table(iota, factors, 3), row + 48, x + 64, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factorsOther, 2), Table(iota, factorsOther, 3), other + 48, x + 64, ref b0, ref b1, ref b0, ref b1);
-            Q4KGroup(Table(iota, factors, 8), Table(iota, factors, 9), row + 80, x + 128, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factorsOther, 8), Table(iota, factorsOther, 9), other + 80, x + 128, ref b0, ref b1, ref b0, ref b1);
-            Q4KGroup(Table(iota, factors, 10), Table(iota, factors, 11), row + 112, x + 192, ref a0, ref a1, ref a0, ref a1);
-            Q4KGroup(Table(iota, factorsOther, 10), Table(iota, factorsOther, 11), other + 112, x + 192, ref b0, ref b1, ref b0, ref b1);
+            Q4KHalf(factors, 0, row + 16, arranged, ref a0, ref a1);
+            Q4KHalf(factorsOther, 0, other + 16, arranged, ref b0, ref b1);
+            Q4KHalf(factors, 1, row + 80, arranged + 128, ref a0, ref a1);
+            Q4KHalf(factorsOther, 1, other + 80, arranged + 128, ref b0, ref b1);
         }
 
         y[0] = Vector512.Sum((a0 + a1) - mins);
         y[1] = Vector512.Sum((b0 + b1) - minsOther);
     }
 
-    // A Q4_K sub-block's table iota·(d·scale), from the factors vector of Factors: the scale in lane `lane`.
+    // 128 Q4_K values: the 64 bytes at q (sub-blocks 4·half … 4·half + 3: bytes 0-31 the first pair, 32-63 the second,
+    // low nibbles the pair's first sub-block), times x as PrepareSums arranged it, into the two sums.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Table(Vector512<float> iota, Vector512<float> factors, int lane) =>
-        iota * Avx512F.PermuteVar16x32(factors, Vector512.Create(lane));
-
-    // 64 Q4_K values (32 bytes at q: low nibbles one sub-block, high nibbles the next) times x[0..64) into the four sums.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4KGroup(Vector512<float> low, Vector512<float> high, byte* q, float* x,
-        ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2, ref Vector512<float> a3)
+    private static void Q4KHalf(Vector512<float> factors, int half, byte* q, float* x, ref Vector512<float> a0, ref Vector512<float> a1)
     {
-        var q0 = Bytes16(q);
-        var q1 = Bytes16(q + 16);
-        a0 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(low, q0), Vector512.Load(x), a0); // vpermps reads the low 4 bits of each index
-        a1 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(low, q1), Vector512.Load(x + 16), a1);
-        a2 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q0, 4)), Vector512.Load(x + 32), a2);
-        a3 = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(high, Vector512.ShiftRightLogical(q1, 4)), Vector512.Load(x + 48), a3);
+        var nibble = Vector512.Create(0xFu);
+        var bytes = Vector512.Load((uint*)q);
+        var low = Vector512.ConvertToSingle((bytes & nibble).AsInt32()) * Vector512.Load(x);
+        var high = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 4) & nibble).AsInt32()) * Vector512.Load(x + 16);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8) & nibble).AsInt32()), Vector512.Load(x + 32), low);
+        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 12) & nibble).AsInt32()), Vector512.Load(x + 48), high);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 16) & nibble).AsInt32()), Vector512.Load(x + 64), low);
+        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 20) & nibble).AsInt32()), Vector512.Load(x + 80), high);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 24) & nibble).AsInt32()), Vector512.Load(x + 96), low);
+        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(bytes, 28).AsInt32()), Vector512.Load(x + 112), high);
+        // d·scale per lane: lanes 0-7 the first pair's sub-blocks, 8-15 the second's (Factors' lanes 0-3 and 8-11).
+        var lowScales = half == 0 ? Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2) : Vector512.Create(8, 8, 8, 8, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, 10, 10);
+        a0 = Vector512.FusedMultiplyAdd(low, Avx512F.PermuteVar16x32(factors, lowScales), a0);
+        a1 = Vector512.FusedMultiplyAdd(high, Avx512F.PermuteVar16x32(factors, lowScales + Vector512<int>.One), a1);
     }
 
     // Q6_K's part of Dot512: per run of 16 values (one vector) the six-bit q converted and multiplied by the run's

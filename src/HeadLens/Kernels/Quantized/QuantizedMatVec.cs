@@ -225,8 +225,9 @@ public static class QuantizedMatVec
         }
     }
 
-    // HalfDot's rearranged x lives on the caller's stack up to this many floats (32 KiB), else on the heap.
-    private const int StackFloats = 8192;
+    // HalfDot's rearranged x, and the K-quants' sums (with Q4_K's rearranged x), live on the caller's stack up to this
+    // many floats (64 KiB: a 16384-column row), else on the heap.
+    private const int StackFloats = 16384;
 
     // Below this many weight bytes (times vectors) one thread is faster than waking another.
     private const long ParallelBytes = 1 << 16;
