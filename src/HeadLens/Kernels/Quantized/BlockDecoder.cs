@@ -396,7 +396,7 @@ internal static unsafe class BlockDecoder
     {
         if (type == GgmlType.Q4_K)
         {
-            return DotQ4K(row, count, x, sums, PrefetchAhead);
+            return DotQ4K(row, count, sums, PrefetchAhead);
         }
 
         if (type == GgmlType.Q6_K)
@@ -428,7 +428,7 @@ internal static unsafe class BlockDecoder
     // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session).
     // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
     // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
-    private static float DotQ4K(byte* row, int count, float* x, float* sums, int ahead)
+    private static float DotQ4K(byte* row, int count, float* sums, int ahead)
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
@@ -450,10 +450,10 @@ internal static unsafe class BlockDecoder
 
     /// <summary>
     /// Two Q4_K rows' dot products with x (<see cref="Dot512"/>'s arithmetic in its order, bit for bit), into
-    /// y[0] and y[1]: the two rows' factors and products are independent chains the core overlaps, and x is
-    /// loaded once for both.
+    /// y[0] and y[1]: the two rows' factors and products are independent chains the core overlaps, and x (as
+    /// PrepareSums arranged it, after the sums) is loaded once for both.
     /// </summary>
-    internal static void DotQ4KPair(byte* row, byte* other, int count, float* x, float* sums, float* y)
+    internal static void DotQ4KPair(byte* row, byte* other, int count, float* sums, float* y)
     {
         int ahead = PrefetchAhead;
         var a0 = Vector512<float>.Zero;

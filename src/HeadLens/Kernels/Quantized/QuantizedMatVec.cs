@@ -116,7 +116,8 @@ public static class QuantizedMatVec
         bool split = type == GgmlType.F16 && columns >= 32 && Array.TrueForAll(list, part => part.Exceptions is not null) && HalfDot.Accepts(x[..(vectors * columns)]);
         int preparedLength = split ? (vectors * columns) + 16 : 0;
         Span<float> preparedStore = preparedLength <= StackFloats ? stackalloc float[preparedLength] : new float[preparedLength];
-        // The sums of x that the factored K-quant row dots take (BlockDecoder.PrepareSums): one float per 16 values.
+        // The sums of x that the factored K-quant row dots take (BlockDecoder.PrepareSums): one float per 16 values, and
+        // for Q4_K x again, rearranged.
         int sumsLength = fused ? BlockDecoder.SumsLength(type, columns) : 0;
         Span<float> sumStore = sumsLength <= StackFloats ? stackalloc float[sumsLength] : new float[sumsLength];
         fixed (float* xp = x, pp = preparedStore, sp = sumStore)
@@ -183,7 +184,7 @@ public static class QuantizedMatVec
                             {
                                 if (type == GgmlType.Q4_K && r + 1 < end)
                                 {
-                                    BlockDecoder.DotQ4KPair(row, row + rowBytes, columns, (float*)xa, (float*)sa, (float*)ya + r);
+                                    BlockDecoder.DotQ4KPair(row, row + rowBytes, columns, (float*)sa, (float*)ya + r);
                                     r++; // two rows at a time
                                     continue;
                                 }
