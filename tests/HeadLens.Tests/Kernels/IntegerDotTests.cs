@@ -266,6 +266,108 @@ public sealed class IntegerDotTests
         }
     }
 
+    public static TheoryData<GgmlType> SuperBlockTypes => [GgmlType.Q4_K, GgmlType.Q6_K];
+
+    /// <summary>
+    /// Prompts (more than QuantizedMatMul.FewVectors vectors) of K-quant rows go through the blocked integer product
+    /// (IntegerMatMul), which keeps IntegerDot.Reference's integer sums and its float steps in its order: every output
+    /// equals the reference's bit for bit. Rows: one, a partial panel, whole panels and a partial one after them;
+    /// vectors: whole tiles of four and a remainder of one to three; edge activations (all zero, one huge value).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SuperBlockTypes))]
+    public void BlockedProductForPromptsEqualsTheReferenceBitForBit(GgmlType type)
+    {
+        var random = new Random(57 + (int)type);
+        foreach (int columns in new[] { 256, 768 })
+        {
+            foreach (int rows in new[] { 1, 17, 64, 97 })
+            {
+                byte[] weights = QuantizedMatVecTests.RandomBlocks(type, rows, columns, random);
+                foreach (int vectors in new[] { 9, 12, 15 })
+                {
+                    var x = RandomVector(random, vectors * columns, 2f);
+                    x.AsSpan(columns, columns).Clear(); // a vector of zeros: scale 0
+                    x[(2 * columns) + 5] = 3e4f; // one value dominates its block: the rest round to 0 or ±1
+                    var reference = new float[vectors * rows];
+                    var fast = Enumerable.Repeat(float.NaN, (vectors * rows) + 1).ToArray();
+                    fast[^1] = 12345f;
+                    QuantizedMatVecQ8.Reference(type, weights, rows, columns, x, vectors, reference);
+                    QuantizedMatVecQ8.Forward(type, weights, rows, columns, x, vectors, fast);
+                    Assert.Equal(12345f, fast[^1]);
+                    for (int i = 0; i < reference.Length; i++)
+                    {
+                        if (IntegerMatMul.Supports(type))
+                        {
+                            Assert.True(BitConverter.SingleToInt32Bits(reference[i]) == BitConverter.SingleToInt32Bits(fast[i]),
+                                $"{type} [{rows}, {columns}] × {vectors}: vector {i / rows} row {i % rows}: {fast[i]:R} vs {reference[i]:R}");
+                        }
+                        else
+                        {
+                            // Without AVX-512BW: the fp32 panel product of the dequantized x̂ (ThreadedProduct… bounds it).
+                            Assert.True(Math.Abs(fast[i] - reference[i]) <= 1e-3 * (1 + Math.Abs(reference[i])), $"{type}: {fast[i]} vs {reference[i]}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The blocked product's panel holds, per row lane, the super-block's unsigned values four to a 32-bit lane in
+    /// value order, and its scales, corrections and factors as the file header of IntegerMatMul says: read back
+    /// against the reference decoding of each value (u = the value's 4 or 6 bits).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SuperBlockTypes))]
+    public unsafe void BlockedProductPanelHoldsEachRowsValuesInOrder(GgmlType type)
+    {
+        if (!IntegerMatMul.Supports(type))
+        {
+            Assert.False(IntegerDot.Is512, "the blocked product is missing where AVX-512BW is present");
+            return;
+        }
+
+        var random = new Random(61 + (int)type);
+        int columns = 512, rows = 21, rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        byte[] weights = QuantizedMatVecTests.RandomBlocks(type, rows, columns, random);
+        var panel = new byte[16 << 10];
+        fixed (byte* w = weights)
+        fixed (byte* target = panel)
+        {
+            for (int b = 0; b < columns / 256; b++)
+            {
+                IntegerMatMul.BuildPanel(type == GgmlType.Q4_K, w + (b * GgmlTypes.BlockBytes(type)), rowBytes, rows, target);
+                for (int r = 0; r < rows; r++)
+                {
+                    var block = weights.AsSpan((r * rowBytes) + (b * GgmlTypes.BlockBytes(type)), GgmlTypes.BlockBytes(type));
+                    for (int i = 0; i < 256; i++)
+                    {
+                        int expected = type == GgmlType.Q4_K ? (block[16 + (32 * (i / 64)) + (i % 32)] >> (4 * (i % 64 / 32))) & 0xF : Q6Value(block, i);
+                        Assert.Equal(expected, target[((i / 4) * 128) + (4 * r) + (i % 4)]);
+                    }
+
+                    int groups = type == GgmlType.Q4_K ? 8 : 16;
+                    for (int g = 0; g < groups; g++)
+                    {
+                        int scale = type == GgmlType.Q4_K ? Dequantize.ScaleMin(block.Slice(4, 12), g).Scale : (sbyte)block[192 + g];
+                        Assert.Equal(scale, ((short*)(target + 8192 + (g * 128) + (4 * r)))[0]);
+                        Assert.Equal(scale, ((short*)(target + 8192 + (g * 128) + (4 * r)))[1]);
+                    }
+                }
+            }
+        }
+    }
+
+    // Value i of a Q6_K block as its unsigned six bits (ggml's layout: per 128 values, ql bytes l and l + 32 hold runs
+    // 0 and 1 of 32 in their low nibbles and runs 2 and 3 in their high ones; qh byte l the two high bits of run r at bit 2r).
+    private static int Q6Value(ReadOnlySpan<byte> block, int i)
+    {
+        int half = i / 128, run = i % 128 / 32, l = i % 32;
+        int low = block[(64 * half) + l + (run % 2 == 1 ? 32 : 0)] >> (run < 2 ? 0 : 4);
+        return (low & 0xF) | (((block[128 + (32 * half) + l] >> (2 * run)) & 3) << 4);
+    }
+
     [Theory]
     [MemberData(nameof(Types))]
     public void QuantizingTheActivationsMovesTheProductByAtMostItsRounding(GgmlType type)

@@ -80,7 +80,7 @@ internal static unsafe class BlockDecoder
     // conversion of the mantissa, only when a vector holds one. Multiplying the shifted bits by 2¹¹² instead would
     // feed float32 subnormals to the multiplier, which costs a microcode assist per such vector on Intel cores.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> HalfToSingle(Vector512<int> signExtended)
+    internal static Vector512<float> HalfToSingle(Vector512<int> signExtended)
     {
         var shifted = Vector512.ShiftLeft(signExtended, 13) & Vector512.Create(unchecked((int)0x8FFFE000));
         var exponent = shifted & Vector512.Create(0x0F800000);
@@ -742,7 +742,7 @@ internal static unsafe class BlockDecoder
     }
 
     // The byte offsets of 16 rows, as two halves for AVX2's 8-lane gathers (.NET 10 has no AVX-512 gather).
-    private readonly struct RowLanes(Vector256<int> low, Vector256<int> high)
+    internal readonly struct RowLanes(Vector256<int> low, Vector256<int> high)
     {
         // The four bytes at `at` of each lane's row.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

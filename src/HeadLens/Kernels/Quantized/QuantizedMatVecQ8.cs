@@ -45,6 +45,17 @@ public static class QuantizedMatVecQ8
         CheckShapes(type, weights, rows, columns, x, vectors, y);
         var activations = Q8Activations.ForThisThread();
         activations.Quantize(x, vectors, columns, Q8Activations.BlockFor(type));
+        if (vectors > QuantizedMatMul.FewVectors && IntegerMatMul.Supports(type))
+        {
+            fixed (byte* wp = weights)
+            fixed (float* yp = y)
+            {
+                IntegerMatMul.Multiply(type, wp, rows, activations, yp);
+            }
+
+            return;
+        }
+
         if (vectors > QuantizedMatMul.FewVectors)
         {
             MultiplyDequantized(type, weights, rows, columns, activations, y);

@@ -1,0 +1,337 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace HeadLens.Kernels.Quantized;
+
+// Y[M, N] = X̂[M, K] · Wᵀ for W in Q4_K or Q6_K and X̂ the 8-bit activations (Q8Activations, blocks of 256): the
+// blocked form of IntegerDot, for prompts (M > QuantizedMatMul.FewVectors) with `--activations q8`.
+//   Y[m, n] = Σ_b dx[m, b] · (d[n, b] · Σ_g s[n, b, g] · Σ_{i∈g} u[n, i] · q[m, i]  −  e[n, b] · Σ_p c[n, b, p] · Σ_{i∈p} q[m, i])
+// b: super-blocks of 256 values; g: the weights' scale groups (Q4_K: 8 sub-blocks of 32, Q6_K: 16 runs of 16);
+// u: the weights' unsigned values (Q4_K 0..15, Q6_K 0..63); q: the activations (−127..127); p: pairs of the
+// activations' runs of 16. The correction is Q4_K's mins (c = min of sub-block p, e = dmin) or Q6_K's −32 (c = 32 ·
+// scale of the run, taken off in integers before the one conversion, as IntegerDot.Reference does).
+// Why: IntegerDot reads each row once per token, so a prompt went through the fp32 panel product instead
+// (QuantizedMatVecQ8.MultiplyDequantized), bound by 16 multiply-adds per FMA. Here one vpmaddubsw multiplies 64 byte
+// pairs: the weights of 32 rows are decoded per super-block into a panel of bytes (four consecutive values of a
+// row per 32-bit lane, 32 rows per step of 4 values), and a register tile of 4 tokens × 32 rows broadcasts four of a
+// token's activations at a time against it. The 16-bit pair sums stay below 2¹⁵ over a chunk of steps (Q4_K 8 steps:
+// 8 · 2 · 15 · 127 = 30,480; Q6_K 2 steps: 2 · 2 · 63 · 127 = 32,004), then vpmaddwd multiplies them by the group's
+// scale into 32-bit sums; the float factors apply once per super-block.
+// Bits: the integer sums are IntegerDot.Reference's, and the float steps per super-block and their order over the
+// super-blocks are its too (no fused multiply-add), so every output equals IntegerDot.Reference's bit for bit.
+// Work split: panels of 32 rows shared between the threads; each builds a super-block's panel (11.5 KB, L1) and runs
+// every tile of tokens over it, adding into its own [M, 32] tile of results.
+internal static unsafe class IntegerMatMul
+{
+    /// <summary>Rows of W per panel (two 16-lane vectors).</summary>
+    public const int Width = 32;
+
+    /// <summary>Tokens per register tile.</summary>
+    public const int TileTokens = 4;
+
+    private const int Steps = 64;
+    private const int ValuesBytes = Steps * Width * 4;
+    private const int ScalesOffset = ValuesBytes;
+    private const int CorrectionsOffset = ScalesOffset + (16 * Width * 4);
+    private const int DOffset = CorrectionsOffset + (8 * Width * 4);
+    private const int EOffset = DOffset + (Width * 4);
+    private const int PanelBytes = EOffset + (Width * 4);
+
+    [ThreadStatic]
+    private static byte[]? panelScratch;
+
+    [ThreadStatic]
+    private static float[]? tileScratch;
+
+    /// <summary>Whether this machine has the blocked product for <paramref name="type"/> (AVX-512BW; Q4_K, Q6_K).</summary>
+    public static bool Supports(GgmlType type) => IntegerDot.Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K;
+
+    /// <summary>
+    /// Y[M, N] = X̂ · Wᵀ (overwritten) for the M vectors quantized in <paramref name="activations"/>
+    /// (blocks of 256), W [<paramref name="n"/>, K] at <paramref name="weights"/>.
+    /// </summary>
+    public static void Multiply(GgmlType type, byte* weights, int n, Q8Activations activations, float* y)
+    {
+        if (!Supports(type) || activations.BlockValues != 256)
+        {
+            throw new ArgumentException($"{type}: no blocked integer product on this machine for activations in blocks of {activations.BlockValues}");
+        }
+
+        int m = activations.Vectors, k = activations.Columns;
+        int rowBytes = (int)GgmlTypes.RowBytes(type, k);
+        int panels = (n + Width - 1) / Width;
+        fixed (sbyte* q = activations.Values)
+        fixed (float* scales = activations.Scales)
+        fixed (short* sums = activations.Sums)
+        {
+            nint qa = (nint)q, sa = (nint)scales, ra = (nint)sums, wa = (nint)weights, ya = (nint)y;
+            void Panels(int first, int end)
+            {
+                var panelBuffer = panelScratch ??= GC.AllocateUninitializedArray<byte>(PanelBytes + 64, pinned: true);
+                var tile = tileScratch;
+                if (tile is null || tile.Length < m * Width)
+                {
+                    tileScratch = tile = GC.AllocateUninitializedArray<float>(Math.Max(m, 64) * Width, pinned: true);
+                }
+
+                fixed (byte* unaligned = panelBuffer)
+                fixed (float* results = tile)
+                {
+                    byte* panel = (byte*)(((nint)unaligned + 63) & ~(nint)63);
+                    for (int p = first; p < end; p++)
+                    {
+                        int lines = Math.Min(Width, n - (p * Width));
+                        MultiplyPanel(type, (byte*)wa + ((long)p * Width * rowBytes), rowBytes, lines, k, m,
+                            (sbyte*)qa, (float*)sa, (short*)ra, panel, results);
+                        for (int t = 0; t < m; t++)
+                        {
+                            new ReadOnlySpan<float>(results + (t * Width), lines).CopyTo(new Span<float>((float*)ya + ((long)t * n) + (p * Width), lines));
+                        }
+                    }
+                }
+            }
+
+            const int chunk = 2;
+            ComputeThreads.Run((panels + chunk - 1) / chunk, part => Panels(part * chunk, Math.Min(panels, (part + 1) * chunk)));
+        }
+    }
+
+    // One panel of rows (lines ≤ 32, from `rows`): results[t, j] for all m tokens, super-block by super-block.
+    private static void MultiplyPanel(GgmlType type, byte* rows, int rowBytes, int lines, int k, int m, sbyte* q, float* scales, short* sums, byte* panel, float* results)
+    {
+        new Span<float>(results, m * Width).Clear();
+        int blocks = k / 256, blockBytes = GgmlTypes.BlockBytes(type);
+        bool q4k = type == GgmlType.Q4_K;
+        for (int b = 0; b < blocks; b++)
+        {
+            BuildPanel(q4k, rows + ((long)b * blockBytes), rowBytes, lines, panel);
+            for (int t = 0; t < m; t += TileTokens)
+            {
+                Kernel(panel, q4k, Math.Min(TileTokens, m - t), q + ((long)t * k) + (256 * b), k,
+                    sums + ((long)t * (k / 16)) + (16 * b), k / 16, scales + ((long)t * blocks) + b, blocks, results + (t * Width));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The panel of one super-block of <paramref name="lines"/> rows (the file header's layout): values, group scales,
+    /// corrections, d and e per row. Lanes past the last row repeat the first row; their results are not read.
+    /// </summary>
+    internal static void BuildPanel(bool q4k, byte* block, int rowBytes, int lines, byte* panel)
+    {
+        for (int half = 0; half < Width; half += 16)
+        {
+            var lane = Vector512<int>.Indices + Vector512.Create(half);
+            var offsets = Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create(lines)), lane * Vector512.Create(rowBytes), Vector512<int>.Zero);
+            var rows = new BlockDecoder.RowLanes(offsets.GetLower(), offsets.GetUpper());
+            if (q4k)
+            {
+                Q4KPanel(block, rows, panel + (4 * half));
+            }
+            else
+            {
+                Q6KPanel(block, rows, panel + (4 * half));
+            }
+        }
+    }
+
+    // Both 16-bit halves of each lane set to its low 16 bits.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Twice(Vector512<int> value) => (value & Vector512.Create(0xFFFF)) | Vector512.ShiftLeft(value, 16);
+
+    // Two 16-bit values per lane: `low` and `high` (each −2¹⁵ ≤ v < 2¹⁵).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Pair(Vector512<int> low, Vector512<int> high) => (low & Vector512.Create(0xFFFF)) | Vector512.ShiftLeft(high, 16);
+
+    // 16 rows' Q4_K super-block into their lanes of the panel (`lanes`: the panel offset by the half's first lane).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KPanel(byte* block, BlockDecoder.RowLanes rows, byte* lanes)
+    {
+        var halves = rows.Gather(block);
+        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
+        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
+        // The 12 scale bytes as three words per row (Dequantize.ScaleMin, lane-wise).
+        var nibble = Vector512.Create(0xF);
+        var six = Vector512.Create(63);
+        Vector512<int> w0 = rows.Gather(block + 4), w1 = rows.Gather(block + 8), w2 = rows.Gather(block + 12);
+        for (int j = 0; j < 4; j++)
+        {
+            int shift = 8 * j;
+            var scale = Vector512.ShiftRightLogical(w0, shift) & six;
+            var min = Vector512.ShiftRightLogical(w1, shift) & six;
+            var scale4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3), 4);
+            var min4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3), 4);
+            Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
+            Twice(scale4).Store((int*)(lanes + ScalesOffset + ((j + 4) * Width * 4)));
+            Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
+            Twice(min4).Store((int*)(lanes + CorrectionsOffset + ((j + 4) * Width * 4)));
+        }
+
+        // Sub-block 2g is the low nibbles of bytes 32g … 32g + 31, sub-block 2g + 1 their high nibbles: four bytes
+        // give four values of each, steps 16g + l/4 and 16g + 8 + l/4.
+        var low = Vector512.Create(0x0F0F0F0F);
+        for (int group = 0; group < 4; group++)
+        {
+            for (int l = 0; l < 32; l += 4)
+            {
+                var bytes = rows.Gather(block + 16 + (32 * group) + l);
+                int step = (16 * group) + (l / 4);
+                (bytes & low).Store((int*)(lanes + (step * Width * 4)));
+                (Vector512.ShiftRightLogical(bytes, 4) & low).Store((int*)(lanes + ((step + 8) * Width * 4)));
+            }
+        }
+    }
+
+    // 16 rows' Q6_K super-block into their lanes of the panel. Per 128 values (half h): ql bytes 64h … 64h + 31 hold
+    // runs 0 (low nibbles) and 2 (high), bytes 64h + 32 … runs 1 and 3; qh byte 128 + 32h + l holds the two high bits
+    // of value l of run r at bits 2r (IntegerDot.Q6's layout).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6KPanel(byte* block, BlockDecoder.RowLanes rows, byte* lanes)
+    {
+        // d is the half at byte 208: the word above the two bytes before it (a gather at 208 would read past the row).
+        var d = BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(rows.Gather(block + 206), 16));
+        d.Store((float*)(lanes + DOffset));
+        d.Store((float*)(lanes + EOffset));
+        for (int t = 0; t < 4; t++)
+        {
+            var four = rows.Gather(block + 192 + (4 * t));
+            var c0 = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(four, 24), 24);
+            var c1 = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(four, 16), 24);
+            var c2 = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(four, 8), 24);
+            var c3 = Vector512.ShiftRightArithmetic(four, 24);
+            Twice(c0).Store((int*)(lanes + ScalesOffset + (((4 * t) + 0) * Width * 4)));
+            Twice(c1).Store((int*)(lanes + ScalesOffset + (((4 * t) + 1) * Width * 4)));
+            Twice(c2).Store((int*)(lanes + ScalesOffset + (((4 * t) + 2) * Width * 4)));
+            Twice(c3).Store((int*)(lanes + ScalesOffset + (((4 * t) + 3) * Width * 4)));
+            Pair(Vector512.ShiftLeft(c0, 5), Vector512.ShiftLeft(c1, 5)).Store((int*)(lanes + CorrectionsOffset + (2 * t * Width * 4)));
+            Pair(Vector512.ShiftLeft(c2, 5), Vector512.ShiftLeft(c3, 5)).Store((int*)(lanes + CorrectionsOffset + (((2 * t) + 1) * Width * 4)));
+        }
+
+        var low = Vector512.Create(0x0F0F0F0F);
+        var two = Vector512.Create(0x30303030);
+        for (int h = 0; h < 2; h++)
+        {
+            for (int l = 0; l < 32; l += 4)
+            {
+                var first = rows.Gather(block + (64 * h) + l);
+                var second = rows.Gather(block + (64 * h) + 32 + l);
+                var high = rows.Gather(block + 128 + (32 * h) + l);
+                int step = (32 * h) + (l / 4);
+                ((first & low) | (Vector512.ShiftLeft(high, 4) & two)).Store((int*)(lanes + (step * Width * 4)));
+                ((second & low) | (Vector512.ShiftLeft(high, 2) & two)).Store((int*)(lanes + ((step + 8) * Width * 4)));
+                ((Vector512.ShiftRightLogical(first, 4) & low) | (high & two)).Store((int*)(lanes + ((step + 16) * Width * 4)));
+                ((Vector512.ShiftRightLogical(second, 4) & low) | (Vector512.ShiftRightLogical(high, 2) & two)).Store((int*)(lanes + ((step + 24) * Width * 4)));
+            }
+        }
+    }
+
+    /// <summary>
+    /// results[t, 0..31] += the super-block's part (the file header) for <paramref name="tokens"/> ≤ 4 tokens: token t's
+    /// activations at <paramref name="q"/> + t·<paramref name="qStride"/>, its run sums and its scale likewise.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Kernel(byte* panel, bool q4k, int tokens, sbyte* q, int qStride, short* sums, int sumsStride, float* scales, int scalesStride, float* results)
+    {
+        // Missing tokens repeat the first; their results are not written.
+        sbyte* q0 = q, q1 = q + (tokens > 1 ? qStride : 0), q2 = q + (tokens > 2 ? 2 * qStride : 0), q3 = q + (tokens > 3 ? 3 * qStride : 0);
+        int chunkSteps = q4k ? 8 : 2, groupSteps = q4k ? 8 : 4;
+        Vector512<int> i00 = default, i01 = default, i10 = default, i11 = default, i20 = default, i21 = default, i30 = default, i31 = default;
+        for (int step = 0; step < Steps; step += chunkSteps)
+        {
+            Vector512<short> p00 = default, p01 = default, p10 = default, p11 = default, p20 = default, p21 = default, p30 = default, p31 = default;
+            for (int s = step; s < step + chunkSteps; s++)
+            {
+                var w0 = Vector512.Load(panel + (s * Width * 4));
+                var w1 = Vector512.Load(panel + (s * Width * 4) + 64);
+                var x = Vector512.Create(*(int*)(q0 + (4 * s))).AsSByte();
+                p00 += Avx512BW.MultiplyAddAdjacent(w0, x);
+                p01 += Avx512BW.MultiplyAddAdjacent(w1, x);
+                x = Vector512.Create(*(int*)(q1 + (4 * s))).AsSByte();
+                p10 += Avx512BW.MultiplyAddAdjacent(w0, x);
+                p11 += Avx512BW.MultiplyAddAdjacent(w1, x);
+                x = Vector512.Create(*(int*)(q2 + (4 * s))).AsSByte();
+                p20 += Avx512BW.MultiplyAddAdjacent(w0, x);
+                p21 += Avx512BW.MultiplyAddAdjacent(w1, x);
+                x = Vector512.Create(*(int*)(q3 + (4 * s))).AsSByte();
+                p30 += Avx512BW.MultiplyAddAdjacent(w0, x);
+                p31 += Avx512BW.MultiplyAddAdjacent(w1, x);
+            }
+
+            byte* scale = panel + ScalesOffset + (step / groupSteps * Width * 4);
+            var s0 = Vector512.Load((short*)scale);
+            var s1 = Vector512.Load((short*)(scale + 64));
+            i00 += Avx512BW.MultiplyAddAdjacent(p00, s0);
+            i01 += Avx512BW.MultiplyAddAdjacent(p01, s1);
+            i10 += Avx512BW.MultiplyAddAdjacent(p10, s0);
+            i11 += Avx512BW.MultiplyAddAdjacent(p11, s1);
+            i20 += Avx512BW.MultiplyAddAdjacent(p20, s0);
+            i21 += Avx512BW.MultiplyAddAdjacent(p21, s1);
+            i30 += Avx512BW.MultiplyAddAdjacent(p30, s0);
+            i31 += Avx512BW.MultiplyAddAdjacent(p31, s1);
+        }
+
+        short* r0 = sums, r1 = sums + (tokens > 1 ? sumsStride : 0), r2 = sums + (tokens > 2 ? 2 * sumsStride : 0), r3 = sums + (tokens > 3 ? 3 * sumsStride : 0);
+        Vector512<int> j00 = default, j01 = default, j10 = default, j11 = default, j20 = default, j21 = default, j30 = default, j31 = default;
+        for (int pair = 0; pair < 8; pair++)
+        {
+            var c0 = Vector512.Load((short*)(panel + CorrectionsOffset + (pair * Width * 4)));
+            var c1 = Vector512.Load((short*)(panel + CorrectionsOffset + (pair * Width * 4) + 64));
+            var x = Vector512.Create(*(int*)(r0 + (2 * pair))).AsInt16();
+            j00 += Avx512BW.MultiplyAddAdjacent(c0, x);
+            j01 += Avx512BW.MultiplyAddAdjacent(c1, x);
+            x = Vector512.Create(*(int*)(r1 + (2 * pair))).AsInt16();
+            j10 += Avx512BW.MultiplyAddAdjacent(c0, x);
+            j11 += Avx512BW.MultiplyAddAdjacent(c1, x);
+            x = Vector512.Create(*(int*)(r2 + (2 * pair))).AsInt16();
+            j20 += Avx512BW.MultiplyAddAdjacent(c0, x);
+            j21 += Avx512BW.MultiplyAddAdjacent(c1, x);
+            x = Vector512.Create(*(int*)(r3 + (2 * pair))).AsInt16();
+            j30 += Avx512BW.MultiplyAddAdjacent(c0, x);
+            j31 += Avx512BW.MultiplyAddAdjacent(c1, x);
+        }
+
+        var d0 = Vector512.Load((float*)(panel + DOffset));
+        var d1 = Vector512.Load((float*)(panel + DOffset + 64));
+        var e0 = Vector512.Load((float*)(panel + EOffset));
+        var e1 = Vector512.Load((float*)(panel + EOffset + 64));
+        Finish(q4k, i00, i01, j00, j01, d0, d1, e0, e1, scales[0], results);
+        if (tokens > 1)
+        {
+            Finish(q4k, i10, i11, j10, j11, d0, d1, e0, e1, scales[scalesStride], results + Width);
+        }
+
+        if (tokens > 2)
+        {
+            Finish(q4k, i20, i21, j20, j21, d0, d1, e0, e1, scales[2 * scalesStride], results + (2 * Width));
+        }
+
+        if (tokens > 3)
+        {
+            Finish(q4k, i30, i31, j30, j31, d0, d1, e0, e1, scales[3 * scalesStride], results + (3 * Width));
+        }
+    }
+
+    // One token's row of results += its super-block part, in IntegerDot.Reference's float steps: Q4_K
+    // (dx·d)·dots − (dx·dmin)·mins, Q6_K (dx·d)·(dots − offsets).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish(bool q4k, Vector512<int> dots0, Vector512<int> dots1, Vector512<int> corrections0, Vector512<int> corrections1,
+        Vector512<float> d0, Vector512<float> d1, Vector512<float> e0, Vector512<float> e1, float scale, float* results)
+    {
+        var dx = Vector512.Create(scale);
+        Vector512<float> part0, part1;
+        if (q4k)
+        {
+            part0 = ((dx * d0) * Vector512.ConvertToSingle(dots0)) - ((dx * e0) * Vector512.ConvertToSingle(corrections0));
+            part1 = ((dx * d1) * Vector512.ConvertToSingle(dots1)) - ((dx * e1) * Vector512.ConvertToSingle(corrections1));
+        }
+        else
+        {
+            part0 = (dx * d0) * Vector512.ConvertToSingle(dots0 - corrections0);
+            part1 = (dx * d1) * Vector512.ConvertToSingle(dots1 - corrections1);
+        }
+
+        (Vector512.Load(results) + part0).Store(results);
+        (Vector512.Load(results + 16) + part1).Store(results + 16);
+    }
+}
