@@ -742,7 +742,7 @@ internal static unsafe class BlockDecoder
     }
 
     // The byte offsets of 16 rows, as two halves for AVX2's 8-lane gathers (.NET 10 has no AVX-512 gather).
-    internal readonly struct RowLanes(Vector256<int> low, Vector256<int> high)
+    private readonly struct RowLanes(Vector256<int> low, Vector256<int> high)
     {
         // The four bytes at `at` of each lane's row.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
