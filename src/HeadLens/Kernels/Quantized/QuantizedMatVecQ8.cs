@@ -11,10 +11,14 @@ namespace HeadLens.Kernels.Quantized;
 // dequantize-then-fp32 reference to float rounding; this path is its own contract (Reference below).
 // Work split: X is quantized once on the calling thread (M·K values, small next to the R·K weights), then rows of W are
 // shared between the threads as in QuantizedMatVec; each row is multiplied with all M vectors while it sits in L1,
-// so W streams from memory once per call. Beyond QuantizedMatMul.FewVectors vectors (prompts), X̂ goes through the
-// fp32 panel product instead (MultiplyDequantized: the same numbers to float rounding, faster there).
+// so W streams from memory once per call. From IntegerMatMul.FromVectors vectors on (prompts), Q4_K and Q6_K rows go
+// through the blocked integer product instead (IntegerMatMul: W decoded per super-block into byte panels that every
+// token reuses; the reference's numbers bit for bit); Q8_0 rows, and every type without AVX-512BW, beyond
+// QuantizedMatMul.FewVectors vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float
+// rounding, faster there).
 // Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (AVX-512BW quantization and
-// IntegerDot.Dot512, without AVX-512BW the reference arithmetic on the same threads; prompts: MultiplyDequantized).
+// IntegerDot.Dot512, without AVX-512BW the reference arithmetic on the same threads; prompts: IntegerMatMul or
+// MultiplyDequantized).
 public static class QuantizedMatVecQ8
 {
     /// <summary>Whether <paramref name="type"/> has the 8-bit-activation product (Q8_0, Q4_K, Q6_K).</summary>
@@ -45,7 +49,7 @@ public static class QuantizedMatVecQ8
         CheckShapes(type, weights, rows, columns, x, vectors, y);
         var activations = Q8Activations.ForThisThread();
         activations.Quantize(x, vectors, columns, Q8Activations.BlockFor(type));
-        if (vectors > QuantizedMatMul.FewVectors && IntegerMatMul.Supports(type))
+        if (vectors >= IntegerMatMul.FromVectors && IntegerMatMul.Supports(type))
         {
             fixed (byte* wp = weights)
             fixed (float* yp = y)
@@ -99,11 +103,12 @@ public static class QuantizedMatVecQ8
         }
     }
 
-    // Many vectors (a prompt): the quantized activations as floats (d·q, exact but for the product's rounding) through
-    // the fp32 panel product. One integer dot per row and vector reads the row's blocks once per vector, where the
-    // blocked Gemm reuses each decoded panel for all the vectors: measured slower than the fp32 prompt (a 64-token
-    // prompt of the 1.1B Q4_K_M model took twice as long), while this gives the integer path's numbers to float
-    // rounding (the same x̂, the same weights) at the fp32 prompt's speed. A blocked integer product is what is left.
+    // Many vectors (a prompt) of Q8_0 rows, or of any type without AVX-512BW: the quantized activations as floats
+    // (d·q, exact but for the product's rounding) through the fp32 panel product. One integer dot per row and vector
+    // reads the row's blocks once per vector, where the blocked Gemm reuses each decoded panel for all the vectors:
+    // measured slower than the fp32 prompt (a 64-token prompt of the 1.1B Q4_K_M model took twice as long). Q8_0 has no
+    // blocked integer product: its signed weights would need vpmaddubsw's sign trick per token and a vpmaddwd per
+    // step (the pair sums reach 2 · 128 · 127), which leaves no gain over the fp32 kernel on Zen 4.
     private static void MultiplyDequantized(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, Q8Activations activations, Span<float> y)
     {
         int count = activations.Vectors * columns, block = activations.BlockValues;
