@@ -105,7 +105,7 @@ public sealed class BlockDecoderTests
     [MemberData(nameof(BlockTypes))]
     public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type)
     {
-        // Q4_K and Q8_0 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others through a scratch:
+        // Q4_K, Q6_K and Q8_0 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others through a scratch:
         // every panel must hold the reference's values, row j of W in column j, zeros past the last row, with edge
         // scales (the ones above) in some blocks.
         ushort[] scales = [0x0000, 0x8000, 0x0001, 0x03FF, 0x7BFF, 0xB800, 0x7C00, 0x7E00, 0x3C00];

@@ -683,29 +683,35 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
-    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q8_0;
+    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
-    /// Q4_K or Q8_0 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
+    /// Q4_K, Q6_K or Q8_0 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
     /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
     /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
     /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16). The values are
     /// Dequantize.Reference's, bit for bit.
     /// </summary>
     /// <remarks>
-    /// Sixteen rows at a time, one per lane: a gather reads the same four bytes of each row, whose values (Q8_0's
-    /// bytes, Q4_K's nibbles) are four or eight depths of the panel, each a 64-byte row of 16 lanes stored whole; the
-    /// scales come lane-wise from gathered words too. Decoding rows and then transposing them wrote each value twice and
-    /// read it back once, with four-lane stores: in a 16-token prompt of a 1.1B Q4_K_M model (Zen 4) that took 44% of
-    /// the time, against 40% for the kernel. Q6_K this way, with three gathers per four bytes, ran slower than that.
+    /// Sixteen rows at a time, one per lane: four bytes of each row, whose values (Q8_0's bytes, Q4_K's nibbles, Q6_K's
+    /// nibbles and high bits) are four or eight depths of the panel, each a 64-byte row of 16 lanes stored whole; the
+    /// scales come lane-wise too. The K-quants' words are transposed in registers (RowWords), Q8_0's 34-byte blocks
+    /// gathered. Decoding rows and then transposing them wrote each value twice and read it back once, with four-lane
+    /// stores: in a 16-token prompt of a 1.1B Q4_K_M model (Zen 4) that took 44% of the time, against 40% for the
+    /// kernel. Gathering Q4_K's words instead of transposing them took 2,400 cycles per 32 rows and super-block, and
+    /// Q6_K's (three gathers per four bytes) ran slower than the decode-and-transpose.
     /// </remarks>
+    [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PanelOfRows(GgmlType type, byte* first, int rowBytes, int lines, int depth, float* panel, int width)
     {
         int blockValues = GgmlTypes.BlockValues(type), blockBytes = GgmlTypes.BlockBytes(type);
-        // Q4_K: per sub-block, d·scale and dmin·min of each lane's row.
-        var scale = stackalloc Vector512<float>[8];
+        // Q4_K: per sub-block, d·scale and dmin·min of each lane's row; Q6_K: d·scale of each run of 16.
+        var scale = stackalloc Vector512<float>[16];
         var min = stackalloc Vector512<float>[8];
+        // RowWords' transposes: words in flight, and Q6_K's high bits.
+        var quads = stackalloc Vector512<int>[16];
+        var words = stackalloc Vector512<int>[16];
         for (int column = 0; column < width; column += 16)
         {
             int count = Math.Clamp(lines - column, 0, 16);
@@ -729,9 +735,14 @@ internal static unsafe class BlockDecoder
             {
                 byte* block = first + ((long)b * blockBytes);
                 float* target = panel + ((long)blockValues * b * width) + column;
+                byte* rowsBlock = block + ((long)column * rowBytes);
                 if (type == GgmlType.Q4_K)
                 {
-                    Q4KLanes(block, rows, valid, scale, min, target, width);
+                    Q4KLanes(rowsBlock, rowBytes, count, valid, scale, min, target, width, quads, words);
+                }
+                else if (type == GgmlType.Q6_K)
+                {
+                    Q6KLanes(rowsBlock, rowBytes, count, valid, scale, target, width, quads, words);
                 }
                 else
                 {
@@ -750,16 +761,19 @@ internal static unsafe class BlockDecoder
             Vector512.Create(Avx2.GatherVector256((int*)at, low, 1), Avx2.GatherVector256((int*)at, high, 1));
     }
 
-    // One Q4_K super-block of 16 rows: (d·scale)·q − dmin·min, as Decode512's tables compute them.
+    // One Q4_K super-block of 16 rows (row i at first + i·rowBytes, those from `count` on repeat row 0):
+    // (d·scale)·q − dmin·min, as Decode512's tables compute them, the rows' words transposed into lanes (RowWords).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4KLanes(byte* block, RowLanes rows, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min, float* target, int width)
+    private static void Q4KLanes(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min,
+        float* target, int width, Vector512<int>* quads, Vector512<int>* words)
     {
         var nibble = Vector512.Create(0xFu);
-        var halves = rows.Gather(block);
+        RowWords.Transpose4(first, rowBytes, count, 0, words);
+        var halves = words[0];
         var d = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
         var dmin = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
         // The 12 scale bytes as three words per row: Dequantize.ScaleMin, lane-wise.
-        Vector512<uint> w0 = rows.Gather(block + 4).AsUInt32(), w1 = rows.Gather(block + 8).AsUInt32(), w2 = rows.Gather(block + 12).AsUInt32();
+        Vector512<uint> w0 = words[1].AsUInt32(), w1 = words[2].AsUInt32(), w2 = words[3].AsUInt32();
         for (int j = 0; j < 4; j++)
         {
             int shift = 8 * j;
@@ -771,23 +785,102 @@ internal static unsafe class BlockDecoder
             min[j + 4] = Vector512.ConvertToSingle(m4.AsInt32()) * dmin;
         }
 
-        for (int group = 0; group < 4; group++)
+        // Quant bytes 64h … 64h + 63: word j is bytes l … l + 3 (l = 4·(j % 8)) of group g = 2h + j / 8, whose low
+        // nibbles are depths 64g + l + t (sub-block 2g) and high nibbles 32 later (sub-block 2g + 1).
+        for (int h = 0; h < 2; h++)
         {
-            Vector512<float> lowScale = scale[2 * group], lowMin = min[2 * group], highScale = scale[(2 * group) + 1], highMin = min[(2 * group) + 1];
-            for (int l = 0; l < 32; l += 4)
+            RowWords.Quads(first, rowBytes, count, 16 + (64 * h), quads);
+            for (int c = 0; c < 4; c++)
             {
-                // Bytes l … l + 3 of the group's 32: low nibbles are depths 64·group + l + t, high nibbles 32 later.
-                var bytes = rows.Gather(block + 16 + (32 * group) + l).AsUInt32();
-                float* low = target + ((long)((64 * group) + l) * width);
-                float* high = low + ((long)32 * width);
-                for (int t = 0; t < 4; t++)
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                int g = 2 * h;
+                Q4KWord(word0.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + (4 * c)) * width), width);
+                Q4KWord(word4.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
+                g++;
+                Q4KWord(word8.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + (4 * c)) * width), width);
+                Q4KWord(word12.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
+            }
+        }
+    }
+
+    // Four bytes of each lane's row: their low nibbles at depths `low` + t, their high nibbles 32 depths later.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KWord(Vector512<uint> bytes, Vector512<float> lowScale, Vector512<float> lowMin, Vector512<float> highScale, Vector512<float> highMin, float* low, int width)
+    {
+        var nibble = Vector512.Create(0xFu);
+        float* high = low + ((long)32 * width);
+        for (int t = 0; t < 4; t++)
+        {
+            var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
+            ((q * lowScale) - lowMin).Store(low + ((long)t * width));
+            q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
+            ((q * highScale) - highMin).Store(high + ((long)t * width));
+        }
+    }
+
+    // One Q6_K super-block of 16 rows: (d·scale)·(q − 32) as Dequantize.Reference computes it. Per 128 values (half
+    // h), ql bytes 64h + l hold runs 0 (low nibbles) and 2 (high) of value l, bytes 64h + 32 + l runs 1 and 3, and qh
+    // byte 128 + 32h + l the two high bits of run r at bit 2r. Lanes past `count` hold 0·(q − 32), −0 where q < 32:
+    // masked to +0.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6KLanes(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* runScale,
+        float* target, int width, Vector512<int>* quads, Vector512<int>* highBits)
+    {
+        // d is the half at byte 208: the upper word of bytes 206-209 (a word at 208 would reach past the block).
+        RowWords.Transpose4(first, rowBytes, count, 194, highBits);
+        var d = HalfToSingle(Vector512.ShiftRightArithmetic(highBits[3], 16));
+        RowWords.Transpose4(first, rowBytes, count, 192, highBits);
+        for (int t = 0; t < 4; t++)
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                var scale = Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(highBits[t], 24 - (8 * i)), 24);
+                runScale[(4 * t) + i] = Vector512.ConvertToSingle(scale) * d;
+            }
+        }
+
+        RowWords.Quads(first, rowBytes, count, 128, quads);
+        for (int c = 0; c < 4; c++)
+        {
+            RowWords.Columns(quads, c, out highBits[c], out highBits[4 + c], out highBits[8 + c], out highBits[12 + c]);
+        }
+
+        var low = Vector512.Create(0x0F0F0F0F);
+        var two = Vector512.Create(0x30303030);
+        for (int h = 0; h < 2; h++)
+        {
+            RowWords.Quads(first, rowBytes, count, 64 * h, quads);
+            for (int c = 0; c < 4; c++)
+            {
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                for (int pair = 0; pair < 2; pair++)
                 {
-                    var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
-                    ((q * lowScale) - lowMin).Store(low + ((long)t * width));
-                    q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
-                    ((q * highScale) - highMin).Store(high + ((long)t * width));
+                    // Word i of runs 0 and 2 (`firstRuns`) and of runs 1 and 3 (`secondRuns`): values l = 4i … 4i + 3.
+                    int i = c + (4 * pair);
+                    Vector512<int> firstRuns = pair == 0 ? word0 : word4, secondRuns = pair == 0 ? word8 : word12, high = highBits[(8 * h) + i];
+                    var run0 = (firstRuns & low) | (Vector512.ShiftLeft(high, 4) & two);
+                    var run1 = (secondRuns & low) | (Vector512.ShiftLeft(high, 2) & two);
+                    var run2 = (Vector512.ShiftRightLogical(firstRuns, 4) & low) | (high & two);
+                    var run3 = (Vector512.ShiftRightLogical(secondRuns, 4) & low) | (Vector512.ShiftRightLogical(high, 2) & two);
+                    int s = (8 * h) + (i / 4);
+                    float* to = target + ((long)((128 * h) + (4 * i)) * width);
+                    Q6KWord(run0, runScale[s], valid, to, width);
+                    Q6KWord(run1, runScale[s + 2], valid, to + ((long)32 * width), width);
+                    Q6KWord(run2, runScale[s + 4], valid, to + ((long)64 * width), width);
+                    Q6KWord(run3, runScale[s + 6], valid, to + ((long)96 * width), width);
                 }
             }
+        }
+    }
+
+    // Four six-bit values per lane (one per byte) at depths `to` + t: (d·scale)·(q − 32).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6KWord(Vector512<int> values, Vector512<float> runScale, Vector512<float> valid, float* to, int width)
+    {
+        for (int t = 0; t < 4; t++)
+        {
+            var q = (Vector512.ShiftRightLogical(values, 8 * t) & Vector512.Create(0x3F)) - Vector512.Create(32);
+            ((Vector512.ConvertToSingle(q) * runScale) & valid).Store(to + ((long)t * width));
         }
     }
 

@@ -141,6 +141,7 @@ internal static unsafe class IntegerMatMul
     /// (two 8-lane gathers per 16 rows) took ~2,400 cycles per Q4_K panel on Zen 4, 2.4 times the kernel's work for
     /// four tokens.
     /// </remarks>
+    [SkipLocalsInit]
     internal static void BuildPanel(bool q4k, byte* block, int rowBytes, int lines, byte* panel)
     {
         var columns = stackalloc Vector512<int>[16];
@@ -166,68 +167,6 @@ internal static unsafe class IntegerMatMul
         }
     }
 
-    // Row i of 16 (those from `count` on repeat row 0).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static byte* Row(byte* first, int rowBytes, int count, int i) => first + (i < count ? (long)i * rowBytes : 0);
-
-    // The 64 bytes at `offset` of 16 rows as 16 words each, half transposed: unpacking words, then word pairs,
-    // within 128-bit lanes leaves rows 4q … 4q + 3 of word 4L + c in lane L of quads[4q + c]. Columns finishes it.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Quads(byte* first, int rowBytes, int count, int offset, Vector512<int>* quads)
-    {
-        for (int q = 0; q < 16; q += 4)
-        {
-            var r0 = Vector512.Load((int*)(Row(first, rowBytes, count, q) + offset));
-            var r1 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 1) + offset));
-            var r2 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 2) + offset));
-            var r3 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 3) + offset));
-            Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
-            Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
-            quads[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
-            quads[q + 1] = Avx512F.UnpackHigh(t0, t2).AsInt32();
-            quads[q + 2] = Avx512F.UnpackLow(t1, t3).AsInt32();
-            quads[q + 3] = Avx512F.UnpackHigh(t1, t3).AsInt32();
-        }
-    }
-
-    // Words c, 4 + c, 8 + c and 12 + c of the 16 rows whose Quads these are, row i in lane i: two rounds of 128-bit
-    // shuffles gather lane L of the four row quads. The columns go straight to their use, not back to memory.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Columns(Vector512<int>* quads, int c, out Vector512<int> word0, out Vector512<int> word4, out Vector512<int> word8, out Vector512<int> word12)
-    {
-        Vector512<int> u0 = quads[c], u1 = quads[4 + c], u2 = quads[8 + c], u3 = quads[12 + c];
-        var low01 = Avx512F.Shuffle4x128(u0, u1, 0x44);
-        var high01 = Avx512F.Shuffle4x128(u0, u1, 0xEE);
-        var low23 = Avx512F.Shuffle4x128(u2, u3, 0x44);
-        var high23 = Avx512F.Shuffle4x128(u2, u3, 0xEE);
-        word0 = Avx512F.Shuffle4x128(low01, low23, 0x88);
-        word4 = Avx512F.Shuffle4x128(low01, low23, 0xDD);
-        word8 = Avx512F.Shuffle4x128(high01, high23, 0x88);
-        word12 = Avx512F.Shuffle4x128(high01, high23, 0xDD);
-    }
-
-    // The 16 bytes at `offset` of 16 rows as four words each, transposed: columns[j] lane i = word j of row i. Vector k
-    // is loaded with rows k, 4 + k, 8 + k, 12 + k in its 128-bit lanes, so that one 4 × 4 transpose per lane puts
-    // rows 4L … 4L + 3 in lane L.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose4(byte* first, int rowBytes, int count, int offset, Vector512<int>* columns)
-    {
-        Vector512<int> z0 = Quad(first, rowBytes, count, offset, 0), z1 = Quad(first, rowBytes, count, offset, 1);
-        Vector512<int> z2 = Quad(first, rowBytes, count, offset, 2), z3 = Quad(first, rowBytes, count, offset, 3);
-        Vector512<long> t0 = Avx512F.UnpackLow(z0, z1).AsInt64(), t1 = Avx512F.UnpackHigh(z0, z1).AsInt64();
-        Vector512<long> t2 = Avx512F.UnpackLow(z2, z3).AsInt64(), t3 = Avx512F.UnpackHigh(z2, z3).AsInt64();
-        columns[0] = Avx512F.UnpackLow(t0, t2).AsInt32();
-        columns[1] = Avx512F.UnpackHigh(t0, t2).AsInt32();
-        columns[2] = Avx512F.UnpackLow(t1, t3).AsInt32();
-        columns[3] = Avx512F.UnpackHigh(t1, t3).AsInt32();
-    }
-
-    // Rows k, 4 + k, 8 + k and 12 + k's 16 bytes at `offset`, one per 128-bit lane.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Quad(byte* first, int rowBytes, int count, int offset, int k) => Vector512.Create(
-        Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 4 + k) + offset))),
-        Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, 8 + k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 12 + k) + offset))));
-
     // Both 16-bit halves of each lane set to its low 16 bits.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Twice(Vector512<int> value) => (value & Vector512.Create(0xFFFF)) | Vector512.ShiftLeft(value, 16);
@@ -241,7 +180,7 @@ internal static unsafe class IntegerMatMul
     private static void Q4KPanel(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns, Vector512<int>* quads)
     {
         // Words: d and dmin, then the 12 scale bytes (Dequantize.ScaleMin, lane-wise).
-        Transpose4(first, rowBytes, count, 0, columns);
+        RowWords.Transpose4(first, rowBytes, count, 0, columns);
         Vector512<int> halves = columns[0], w0 = columns[1], w1 = columns[2], w2 = columns[3];
         BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
         BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
@@ -265,13 +204,13 @@ internal static unsafe class IntegerMatMul
         var low = Vector512.Create(0x0F0F0F0F);
         for (int half = 0; half < 2; half++)
         {
-            Quads(first, rowBytes, count, 16 + (64 * half), quads);
+            RowWords.Quads(first, rowBytes, count, 16 + (64 * half), quads);
             byte* steps = lanes + (32 * half * Width * 4);
             for (int c = 0; c < 4; c++)
             {
                 // Steps from the half's first: words c and 4 + c hold sub-blocks 4·half (low nibbles, steps c and 4 + c)
                 // and 4·half + 1 (high, 8 later); words 8 + c and 12 + c sub-blocks 4·half + 2 and 4·half + 3.
-                Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
                 (word0 & low).Store((int*)(steps + (c * Width * 4)));
                 (Vector512.ShiftRightLogical(word0, 4) & low).Store((int*)(steps + ((8 + c) * Width * 4)));
                 (word4 & low).Store((int*)(steps + ((4 + c) * Width * 4)));
@@ -291,11 +230,11 @@ internal static unsafe class IntegerMatMul
     private static void Q6KPanel(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns, Vector512<int>* quads)
     {
         // d is the half at byte 208: the upper word of bytes 206-209 (a word at 208 would reach past the block).
-        Transpose4(first, rowBytes, count, 194, columns);
+        RowWords.Transpose4(first, rowBytes, count, 194, columns);
         var d = BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(columns[3], 16));
         d.Store((float*)(lanes + DOffset));
         d.Store((float*)(lanes + EOffset));
-        Transpose4(first, rowBytes, count, 192, columns);
+        RowWords.Transpose4(first, rowBytes, count, 192, columns);
         for (int t = 0; t < 4; t++)
         {
             var four = columns[t];
@@ -313,19 +252,19 @@ internal static unsafe class IntegerMatMul
 
         // The high bits of both halves (qh, bytes 128-191): word i of half h is word 8h + i.
         var highBits = columns;
-        Quads(first, rowBytes, count, 128, quads);
+        RowWords.Quads(first, rowBytes, count, 128, quads);
         for (int c = 0; c < 4; c++)
         {
-            Columns(quads, c, out highBits[c], out highBits[4 + c], out highBits[8 + c], out highBits[12 + c]);
+            RowWords.Columns(quads, c, out highBits[c], out highBits[4 + c], out highBits[8 + c], out highBits[12 + c]);
         }
 
         for (int h = 0; h < 2; h++)
         {
-            Quads(first, rowBytes, count, 64 * h, quads);
+            RowWords.Quads(first, rowBytes, count, 64 * h, quads);
             for (int c = 0; c < 4; c++)
             {
                 // Words i and 8 + i (i = c, 4 + c) are the same four values of runs 0, 2 and 1, 3.
-                Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
                 Q6KValues(word0, word8, highBits[(8 * h) + c], lanes + (((32 * h) + c) * Width * 4));
                 Q6KValues(word4, word12, highBits[(8 * h) + 4 + c], lanes + (((32 * h) + 4 + c) * Width * 4));
             }

@@ -1,0 +1,74 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace HeadLens.Kernels.Quantized;
+
+// Sixteen rows of ggml blocks read as 32-bit words and transposed in registers, so that word j of row i lands in lane i
+// of vector j: the decoders that fill a panel (one lane per row of W) use it instead of AVX2's 8-lane gathers
+// (.NET 10 has no AVX-512 gather), which cost ~16 cycles per gather on Zen 4. Rows from `count` on repeat row 0
+// (partial panels); the caller masks or ignores those lanes. Every load stays inside the 16 rows' blocks.
+internal static unsafe class RowWords
+{
+    // Row i of 16 (those from `count` on repeat row 0).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Row(byte* first, int rowBytes, int count, int i) => first + (i < count ? (long)i * rowBytes : 0);
+
+    // The 64 bytes at `offset` of 16 rows as 16 words each, half transposed: unpacking words, then word pairs,
+    // within 128-bit lanes leaves rows 4q … 4q + 3 of word 4L + c in lane L of quads[4q + c]. Columns finishes it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Quads(byte* first, int rowBytes, int count, int offset, Vector512<int>* quads)
+    {
+        for (int q = 0; q < 16; q += 4)
+        {
+            var r0 = Vector512.Load((int*)(Row(first, rowBytes, count, q) + offset));
+            var r1 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 1) + offset));
+            var r2 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 2) + offset));
+            var r3 = Vector512.Load((int*)(Row(first, rowBytes, count, q + 3) + offset));
+            Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
+            Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+            quads[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
+            quads[q + 1] = Avx512F.UnpackHigh(t0, t2).AsInt32();
+            quads[q + 2] = Avx512F.UnpackLow(t1, t3).AsInt32();
+            quads[q + 3] = Avx512F.UnpackHigh(t1, t3).AsInt32();
+        }
+    }
+
+    // Words c, 4 + c, 8 + c and 12 + c of the 16 rows whose Quads these are, row i in lane i: two rounds of 128-bit
+    // shuffles gather lane L of the four row quads. The columns go straight to their use, not back to memory.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Columns(Vector512<int>* quads, int c, out Vector512<int> word0, out Vector512<int> word4, out Vector512<int> word8, out Vector512<int> word12)
+    {
+        Vector512<int> u0 = quads[c], u1 = quads[4 + c], u2 = quads[8 + c], u3 = quads[12 + c];
+        var low01 = Avx512F.Shuffle4x128(u0, u1, 0x44);
+        var high01 = Avx512F.Shuffle4x128(u0, u1, 0xEE);
+        var low23 = Avx512F.Shuffle4x128(u2, u3, 0x44);
+        var high23 = Avx512F.Shuffle4x128(u2, u3, 0xEE);
+        word0 = Avx512F.Shuffle4x128(low01, low23, 0x88);
+        word4 = Avx512F.Shuffle4x128(low01, low23, 0xDD);
+        word8 = Avx512F.Shuffle4x128(high01, high23, 0x88);
+        word12 = Avx512F.Shuffle4x128(high01, high23, 0xDD);
+    }
+
+    // The 16 bytes at `offset` of 16 rows as four words each, transposed: columns[j] lane i = word j of row i. Vector k
+    // is loaded with rows k, 4 + k, 8 + k, 12 + k in its 128-bit lanes, so that one 4 × 4 transpose per lane puts
+    // rows 4L … 4L + 3 in lane L.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Transpose4(byte* first, int rowBytes, int count, int offset, Vector512<int>* columns)
+    {
+        Vector512<int> z0 = Quad(first, rowBytes, count, offset, 0), z1 = Quad(first, rowBytes, count, offset, 1);
+        Vector512<int> z2 = Quad(first, rowBytes, count, offset, 2), z3 = Quad(first, rowBytes, count, offset, 3);
+        Vector512<long> t0 = Avx512F.UnpackLow(z0, z1).AsInt64(), t1 = Avx512F.UnpackHigh(z0, z1).AsInt64();
+        Vector512<long> t2 = Avx512F.UnpackLow(z2, z3).AsInt64(), t3 = Avx512F.UnpackHigh(z2, z3).AsInt64();
+        columns[0] = Avx512F.UnpackLow(t0, t2).AsInt32();
+        columns[1] = Avx512F.UnpackHigh(t0, t2).AsInt32();
+        columns[2] = Avx512F.UnpackLow(t1, t3).AsInt32();
+        columns[3] = Avx512F.UnpackHigh(t1, t3).AsInt32();
+    }
+
+    // Rows k, 4 + k, 8 + k and 12 + k's 16 bytes at `offset`, one per 128-bit lane.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Quad(byte* first, int rowBytes, int count, int offset, int k) => Vector512.Create(
+        Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 4 + k) + offset))),
+        Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, 8 + k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 12 + k) + offset))));
+}
