@@ -746,7 +746,7 @@ internal static unsafe class BlockDecoder
                 }
                 else
                 {
-                    Q8Lanes(block, rows, valid, target, width);
+                    Q8Lanes(block, rows, rowsBlock, rowBytes, count, valid, target, width, words);
                 }
             }
         }
@@ -884,15 +884,17 @@ internal static unsafe class BlockDecoder
         }
     }
 
-    // One Q8_0 block of 16 rows: (q as float)·d. The lanes past the last row hold 0·q, −0 where q < 0: masked to +0.
+    // One Q8_0 block of 16 rows (`block` with the gather's offsets, `rowsBlock` their first row's): (q as float)·d,
+    // the 32 value bytes transposed into lanes (RowWords.Eights), d gathered. The lanes past the last row hold 0·q, −0 where q < 0: masked to +0.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q8Lanes(byte* block, RowLanes rows, Vector512<float> valid, float* target, int width)
+    private static void Q8Lanes(byte* block, RowLanes rows, byte* rowsBlock, int rowBytes, int count, Vector512<float> valid, float* target, int width, Vector512<int>* words)
     {
         var d = HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(rows.Gather(block), 16), 16));
-        for (int l = 0; l < 32; l += 4)
+        RowWords.Eights(rowsBlock, rowBytes, count, 2, words);
+        for (int j = 0; j < 8; j++)
         {
-            var bytes = rows.Gather(block + 2 + l);
-            float* to = target + ((long)l * width);
+            var bytes = words[j];
+            float* to = target + ((long)(4 * j) * width);
             for (int t = 0; t < 4; t++)
             {
                 var q = Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(bytes, 24 - (8 * t)), 24));

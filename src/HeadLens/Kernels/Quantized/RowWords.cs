@@ -71,4 +71,41 @@ internal static unsafe class RowWords
     private static Vector512<int> Quad(byte* first, int rowBytes, int count, int offset, int k) => Vector512.Create(
         Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 4 + k) + offset))),
         Vector256.Create(Vector128.Load((int*)(Row(first, rowBytes, count, 8 + k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 12 + k) + offset))));
+
+    // The 32 bytes at `offset` of 16 rows as 8 words each, transposed: words[j] lane i = word j of row i. Vector k
+    // holds rows k and 8 + k (256 bits each); unpacking as in Quads leaves rows 4q … 4q + 3 of word 4a + c in lane a
+    // of vector 4q + c and rows 4q + 8 … 4q + 11 in lane 2 + a; one 128-bit shuffle takes those four lanes of the two
+    // row quads, a second puts them in row order.
+    [SkipLocalsInit]
+    internal static void Eights(byte* first, int rowBytes, int count, int offset, Vector512<int>* words)
+    {
+        var quads = stackalloc Vector512<int>[8];
+        for (int q = 0; q < 2; q++)
+        {
+            var r0 = Pair(first, rowBytes, count, offset, 4 * q);
+            var r1 = Pair(first, rowBytes, count, offset, (4 * q) + 1);
+            var r2 = Pair(first, rowBytes, count, offset, (4 * q) + 2);
+            var r3 = Pair(first, rowBytes, count, offset, (4 * q) + 3);
+            Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
+            Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+            quads[4 * q] = Avx512F.UnpackLow(t0, t2).AsInt32();
+            quads[(4 * q) + 1] = Avx512F.UnpackHigh(t0, t2).AsInt32();
+            quads[(4 * q) + 2] = Avx512F.UnpackLow(t1, t3).AsInt32();
+            quads[(4 * q) + 3] = Avx512F.UnpackHigh(t1, t3).AsInt32();
+        }
+
+        for (int c = 0; c < 4; c++)
+        {
+            // Lanes [a, 2 + a] of both row quads, then reordered to rows 0-3, 4-7, 8-11, 12-15.
+            var low = Avx512F.Shuffle4x128(quads[c], quads[4 + c], 0x88);
+            var high = Avx512F.Shuffle4x128(quads[c], quads[4 + c], 0xDD);
+            words[c] = Avx512F.Shuffle4x128(low, low, 0xD8);
+            words[4 + c] = Avx512F.Shuffle4x128(high, high, 0xD8);
+        }
+    }
+
+    // Rows k and 8 + k's 32 bytes at `offset`, one per 256-bit half.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Pair(byte* first, int rowBytes, int count, int offset, int k) => Vector512.Create(
+        Vector256.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector256.Load((int*)(Row(first, rowBytes, count, 8 + k) + offset)));
 }
