@@ -157,7 +157,7 @@ public sealed class LinearWeight
         LinearWeight second, ReadOnlySpan<float> secondBias, Span<float> secondY,
         LinearWeight? third = null, ReadOnlySpan<float> thirdBias = default, Span<float> thirdY = default)
     {
-        bool together = decoding && m <= QuantizedMatMul.FewVectors && first.SharesProductWith(second) && (third is null || first.SharesProductWith(third))
+        bool together = decoding && m <= QuantizedMatMul.FewVectorsFor(first.Type) && first.SharesProductWith(second) && (third is null || first.SharesProductWith(third))
             && x.Length >= (long)m * first.Columns && firstY.Length >= (long)m * first.Rows && secondY.Length >= (long)m * second.Rows
             && (third is null || thirdY.Length >= (long)m * third.Rows);
         if (!together)

@@ -29,7 +29,7 @@ public sealed class QuantizedMatMulTests
             byte[] weights = QuantizedMatVecTests.RandomBlocks(type, n, k, random);
             var dense = new float[n * k];
             Dequantize.Reference(type, weights, dense);
-            foreach (int m in new[] { 1, 2, 5, QuantizedMatMul.FewVectors, QuantizedMatMul.FewVectors + 1, 23 })
+            foreach (int m in new[] { 1, 2, QuantizedMatMul.FewVectorsFor(type), QuantizedMatMul.FewVectorsFor(type) + 1, 5, QuantizedMatMul.FewVectors, QuantizedMatMul.FewVectors + 1, 23 })
             {
                 var x = Enumerable.Range(0, m * k).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
                 var expected = new float[m * n];

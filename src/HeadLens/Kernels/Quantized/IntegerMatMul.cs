@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace HeadLens.Kernels.Quantized;
 
 // Y[M, N] = X̂[M, K] · Wᵀ for W in Q4_K or Q6_K and X̂ the 8-bit activations (Q8Activations, blocks of 256): the
-// blocked form of IntegerDot, for prompts (M > QuantizedMatMul.FewVectors) with `--activations q8`.
+// blocked form of IntegerDot, for prompts (M ≥ FromVectors) with `--activations q8`.
 //   Y[m, n] = Σ_b dx[m, b] · (d[n, b] · Σ_g s[n, b, g] · Σ_{i∈g} u[n, i] · q[m, i]  −  e[n, b] · Σ_p c[n, b, p] · Σ_{i∈p} q[m, i])
 // b: super-blocks of 256 values; g: the weights' scale groups (Q4_K: 8 sub-blocks of 32, Q6_K: 16 runs of 16);
 // u: the weights' unsigned values (Q4_K 0..15, Q6_K 0..63); q: the activations (−127..127); p: pairs of the

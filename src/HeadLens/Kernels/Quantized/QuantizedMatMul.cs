@@ -8,7 +8,7 @@ namespace HeadLens.Kernels.Quantized;
 // M = input rows (tokens), N = output features (rows of W), K = input features (a multiple of the block).
 // Implementations:
 //   Reference: dequantize all of W (Dequantize.Reference), then Gemm.Reference: the contract.
-//   Forward, M ≤ FewVectors (decoding, tiny prompts): QuantizedMatVec over the M vectors — each row of W is decoded
+//   Forward, M ≤ FewVectorsFor(type) (decoding, tiny prompts): QuantizedMatVec over the M vectors — each row of W is decoded
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): the fast Gemm with W as its B, decoded where Gemm packs B
 //     (DecodedPanels): each panel's 32 rows over one depth block decoded right before the kernel reads it, straight
@@ -23,6 +23,16 @@ public static class QuantizedMatMul
 {
     /// <summary>Up to this many input rows, the matrix-vector kernel; beyond, dequantized panels and Gemm.</summary>
     public const int FewVectors = 8;
+
+    /// <summary>
+    /// <see cref="FewVectors"/> for W in <paramref name="type"/>: 3 where its rows go straight into the product's panels
+    /// (<see cref="BlockDecoder.PanelOfRows"/>: Q4_K, Q6_K, Q8_0 with AVX-512), else 8. 1.1B models on Zen 4, medians of
+    /// prompts through the matrix-vector kernel against the panels: Q4_K_M 2 tokens 119–147 against 223–232 ms, 3
+    /// tokens 156–188 against 180–215, 4 tokens 187–242 against 133–151, 8 tokens 304–340 against 200–207; Q8_0 3
+    /// tokens 183 against 281–284, 4 tokens 207–220 against 183–204, 8 tokens 340–345 against 264–279. F16 and BF16 rows
+    /// decode into a scratch and are transposed, 2.5–3 times slower than the matrix-vector kernel at 4–8 tokens.
+    /// </summary>
+    public static int FewVectorsFor(GgmlType type) => BlockDecoder.HasPanelOfRows(type) ? 3 : FewVectors;
 
     private const long PanelBytes = 2 << 20;
 
@@ -43,13 +53,13 @@ public static class QuantizedMatMul
     public static void Forward(QuantizedMatrix w, ReadOnlySpan<float> x, int m, Span<float> y)
     {
         ArgumentNullException.ThrowIfNull(w);
-        Forward(w.Type, w.Bytes, w.Rows, w.Columns, x, m, y, m <= FewVectors ? w.HalfExceptions : null);
+        Forward(w.Type, w.Bytes, w.Rows, w.Columns, x, m, y, m <= FewVectorsFor(w.Type) ? w.HalfExceptions : null);
     }
 
     private static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int n, int k, ReadOnlySpan<float> x, int m, Span<float> y, HalfExceptions? exceptions)
     {
         CheckShapes(type, weights, n, k, x, m, y);
-        if (m <= FewVectors)
+        if (m <= FewVectorsFor(type))
         {
             QuantizedMatVec.Forward(type, weights, n, k, x, m, y, exceptions);
             return;
