@@ -767,22 +767,15 @@ internal static unsafe class BlockDecoder
     private static void Q4KLanes(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min,
         float* target, int width, Vector512<int>* quads, Vector512<int>* words)
     {
-        var nibble = Vector512.Create(0xFu);
         RowWords.Transpose4(first, rowBytes, count, 0, words);
         var halves = words[0];
         var d = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
         var dmin = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
-        // The 12 scale bytes as three words per row: Dequantize.ScaleMin, lane-wise.
-        Vector512<uint> w0 = words[1].AsUInt32(), w1 = words[2].AsUInt32(), w2 = words[3].AsUInt32();
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < 8; j++)
         {
-            int shift = 8 * j;
-            scale[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w0, shift) & Vector512.Create(63u)).AsInt32()) * d;
-            min[j] = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(w1, shift) & Vector512.Create(63u)).AsInt32()) * dmin;
-            var s4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3u), 4);
-            var m4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3u), 4);
-            scale[j + 4] = Vector512.ConvertToSingle(s4.AsInt32()) * d;
-            min[j + 4] = Vector512.ConvertToSingle(m4.AsInt32()) * dmin;
+            Q4KScaleMin(words[1], words[2], words[3], j, out var scaleJ, out var minJ);
+            scale[j] = Vector512.ConvertToSingle(scaleJ) * d;
+            min[j] = Vector512.ConvertToSingle(minJ) * dmin;
         }
 
         // Quant bytes 64h … 64h + 63: word j is bytes l … l + 3 (l = 4·(j % 8)) of group g = 2h + j / 8, whose low
@@ -800,6 +793,26 @@ internal static unsafe class BlockDecoder
                 Q4KWord(word8.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + (4 * c)) * width), width);
                 Q4KWord(word12.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
             }
+        }
+    }
+
+    /// <summary>
+    /// Sub-block <paramref name="j"/>'s six-bit scale and min of each lane's Q4_K block (Dequantize.ScaleMin, lane-wise),
+    /// from the block's 12 scale bytes as three words per lane (bytes 4-7, 8-11, 12-15).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q4KScaleMin(Vector512<int> w0, Vector512<int> w1, Vector512<int> w2, int j, out Vector512<int> scale, out Vector512<int> min)
+    {
+        int shift = 8 * (j % 4);
+        if (j < 4)
+        {
+            scale = Vector512.ShiftRightLogical(w0, shift) & Vector512.Create(63);
+            min = Vector512.ShiftRightLogical(w1, shift) & Vector512.Create(63);
+        }
+        else
+        {
+            scale = (Vector512.ShiftRightLogical(w2, shift) & Vector512.Create(0xF)) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3), 4);
+            min = (Vector512.ShiftRightLogical(w2, shift + 4) & Vector512.Create(0xF)) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3), 4);
         }
     }
 

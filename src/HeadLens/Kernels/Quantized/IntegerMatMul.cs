@@ -179,24 +179,16 @@ internal static unsafe class IntegerMatMul
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q4KPanel(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns, Vector512<int>* quads)
     {
-        // Words: d and dmin, then the 12 scale bytes (Dequantize.ScaleMin, lane-wise).
+        // Words: d and dmin, then the 12 scale bytes.
         RowWords.Transpose4(first, rowBytes, count, 0, columns);
         Vector512<int> halves = columns[0], w0 = columns[1], w1 = columns[2], w2 = columns[3];
         BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
         BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
-        var nibble = Vector512.Create(0xF);
-        var six = Vector512.Create(63);
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < 8; j++)
         {
-            int shift = 8 * j;
-            var scale = Vector512.ShiftRightLogical(w0, shift) & six;
-            var min = Vector512.ShiftRightLogical(w1, shift) & six;
-            var scale4 = (Vector512.ShiftRightLogical(w2, shift) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3), 4);
-            var min4 = (Vector512.ShiftRightLogical(w2, shift + 4) & nibble) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3), 4);
+            BlockDecoder.Q4KScaleMin(w0, w1, w2, j, out var scale, out var min);
             Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
-            Twice(scale4).Store((int*)(lanes + ScalesOffset + ((j + 4) * Width * 4)));
             Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
-            Twice(min4).Store((int*)(lanes + CorrectionsOffset + ((j + 4) * Width * 4)));
         }
 
         // Sub-block 2g is the low nibbles of quant bytes 32g … 32g + 31, sub-block 2g + 1 their high nibbles: word j
