@@ -333,7 +333,7 @@ internal static unsafe class BlockDecoder
     public static int SumsLength(GgmlType type, int count) => type switch
     {
         GgmlType.Q4_K => (count / 16) + count, // and x in the order Q4_K's nibbles meet it (PrepareSums)
-        GgmlType.Q6_K => count / 16,
+        GgmlType.Q6_K => (count / 16) + count, // and x in the order DotQ6K's words meet it
         _ => 0,
     };
 
@@ -341,10 +341,10 @@ internal static unsafe class BlockDecoder
     /// The sums of x that the factored K-quant row dots use, computed once per product (x is shared by every row):
     /// Q4_K, per super-block, 16 floats laid out as <see cref="Factors"/>'s lanes, [0, 0, 0, 0, Σx over sub-blocks
     /// 0..3, 0, 0, 0, 0, Σx over sub-blocks 4..7] (32 values each), so one FMA with the factors gives Σ dmin·min·Σx;
-    /// Q6_K, Σx over each run of 16 values (one scale each). For Q4_K the sums are followed by x itself, rearranged per
-    /// super-block in the order <see cref="DotQ4K"/> meets it: for each 64 bytes of nibbles (half h of the block), each
-    /// byte t of a 32-bit lane and each nibble n (low, high), 16 lanes where lane i holds value
-    /// 128·h + 64·(i / 8) + 32·n + 4·(i mod 8) + t.
+    /// Q6_K, Σx over each run of 16 values (one scale each). The sums are followed by x itself, rearranged per
+    /// super-block in the order <see cref="DotQ4K"/> or <see cref="DotQ6K"/> meets it: for each 64 bytes of nibbles
+    /// (half h of the block), each byte t of a 32-bit lane and each nibble n (low, high), 16 lanes where lane i holds
+    /// value 128·h + 64·(i / 8) + 32·n + 4·(i mod 8) + t (Q4_K) or 128·h + 32·(i / 8 + 2·n) + 4·(i mod 8) + t (Q6_K).
     /// </summary>
     public static void PrepareSums(GgmlType type, float* x, int count, float* sums)
     {
@@ -353,6 +353,24 @@ internal static unsafe class BlockDecoder
             for (int run = 0; run < count / 16; run++)
             {
                 sums[run] = Vector512.Sum(Vector512.Load(x + (16 * run)));
+            }
+
+            float* arranged = sums + (count / 16);
+            for (int b = 0; b < count / 256; b++, x += 256, arranged += 256)
+            {
+                for (int half = 0; half < 2; half++)
+                {
+                    for (int t = 0; t < 4; t++)
+                    {
+                        for (int n = 0; n < 2; n++)
+                        {
+                            for (int i = 0; i < 16; i++)
+                            {
+                                arranged[(128 * half) + (32 * t) + (16 * n) + i] = x[(128 * half) + (32 * ((i / 8) + (2 * n))) + (4 * (i % 8)) + t];
+                            }
+                        }
+                    }
+                }
             }
         }
         else if (type == GgmlType.Q4_K)
@@ -401,7 +419,7 @@ internal static unsafe class BlockDecoder
 
         if (type == GgmlType.Q6_K)
         {
-            return DotQ6K(row, count, x, sums, PrefetchAhead);
+            return DotQ6K(row, count, sums, PrefetchAhead);
         }
 
         int ahead = PrefetchAhead;
@@ -507,21 +525,21 @@ internal static unsafe class BlockDecoder
         a1 = Vector512.FusedMultiplyAdd(high, Avx512F.PermuteVar16x32(factors, lowScales + Vector512<int>.One), a1);
     }
 
-    // Q6_K's part of Dot512: per run of 16 values (one vector) the six-bit q converted and multiplied by the run's
-    // d·scale, permuted out of a register (the stack copy it was broadcast from before waited on its store); the −32
-    // of every value leaves the loop as −32·Σ (d·scale_r)·Σx_r, one FMA per super-block. The shifts and masks that
-    // join a value's low four and high two bits fold into vpternlogd. Against the earlier loop (the −32 per value, the
-    // scales broadcast from a stack copy), one thread, same-process A/B: 1.1–1.15× (BENCHMARKS.md). Tried and
-    // dropped: two passes, the six-bit values assembled 64 at a time as bytes on the stack, then converted and
-    // multiplied (three instructions per 16 values): 0.8× this loop, whether a pass covered 1, 4, 16 or 64 super-blocks.
-    private static float DotQ6K(byte* row, int count, float* x, float* sums, int ahead)
+    // Q6_K's part of Dot512. Per 128 values, the 64 ql bytes are loaded as 16 lanes of four bytes (lanes 0-7: runs 0
+    // and 2 of 32 in their low and high nibbles, lanes 8-15: runs 1 and 3) and the 32 qh bytes broadcast to both halves,
+    // shifted by 0 or 2 bits per half so that each lane's two high bits for its low nibbles sit at bits 8t + 4n - 4 + 4
+    // of byte t; per byte t and nibble n a shift, a mask and an or give 16 six-bit values, converted and multiplied with
+    // x (rearranged to match by PrepareSums) into two sums, one per nibble. Each lane keeps one run of 16 for a given
+    // nibble, so the sums take their d·scale per lane once per 128 values. The −32 of every value leaves the loop as
+    // −32·Σ (d·scale_r)·Σx_r, one FMA per super-block. Against the earlier loop (16 bytes widened per vector from three
+    // loads, a scale permuted and a product per vector), one thread: BENCHMARKS.md, nineteenth session.
+    private static float DotQ6K(byte* row, int count, float* sums, int ahead)
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
-        var a2 = Vector512<float>.Zero;
-        var a3 = Vector512<float>.Zero;
         var offsets = Vector512<float>.Zero;
-        for (int b = 0; b < count / 256; b++, row += 210, x += 256, sums += 16)
+        float* arranged = sums + (count / 16);
+        for (int b = 0; b < count / 256; b++, row += 210, sums += 16, arranged += 256)
         {
             Sse.Prefetch0(row + ahead);
             Sse.Prefetch0(row + ahead + 64);
@@ -529,34 +547,41 @@ internal static unsafe class BlockDecoder
             Sse.Prefetch0(row + ahead + 192);
             var scales = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 192))) * Vector512.Create(Half(row + 208));
             offsets = Vector512.FusedMultiplyAdd(scales, Vector512.Load(sums), offsets);
-            Q6KPart(scales, 0, row, row + 128, x, ref a0, ref a1, ref a2, ref a3);
-            Q6KPart(scales, 1, row + 16, row + 144, x + 16, ref a0, ref a1, ref a2, ref a3);
-            Q6KPart(scales, 8, row + 64, row + 160, x + 128, ref a0, ref a1, ref a2, ref a3);
-            Q6KPart(scales, 9, row + 80, row + 176, x + 144, ref a0, ref a1, ref a2, ref a3);
+            Q6KHalf(scales, 0, row, row + 128, arranged, ref a0, ref a1);
+            Q6KHalf(scales, 1, row + 64, row + 160, arranged + 128, ref a0, ref a1);
         }
 
-        return Vector512.Sum(((a0 + a1) + (a2 + a3)) - (offsets * Vector512.Create(32f)));
+        return Vector512.Sum((a0 + a1) - (offsets * Vector512.Create(32f)));
     }
 
-    // 64 Q6_K values: 16 low-bit bytes at ql and ql + 32, 16 high-bit bytes at qh; the runs s, s + 2, s + 4, s + 6
-    // at x, x + 32, x + 64, x + 96 (the layout Dequantize.Reference reads).
+    // 128 Q6_K values (half h of a block): the 64 ql bytes at ql, the 32 qh bytes at qh, times x as PrepareSums
+    // arranged it, into the two sums. Lane i's scale: run (i / 8) + 2n's (i mod 8) / 4-th of 16 values.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q6KPart(Vector512<float> scales, int s, byte* ql, byte* qh, float* x,
-        ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2, ref Vector512<float> a3)
+    private static void Q6KHalf(Vector512<float> scales, int half, byte* ql, byte* qh, float* x, ref Vector512<float> a0, ref Vector512<float> a1)
     {
-        var nibble = Vector512.Create(0xF);
-        var two = Vector512.Create(0x30);
-        var a = Bytes16(ql);
-        var c = Bytes16(ql + 32);
-        var h = Bytes16(qh);
-        var q1 = (a & nibble) | (Vector512.ShiftLeft(h, 4) & two);
-        var q2 = (c & nibble) | (Vector512.ShiftLeft(h, 2) & two);
-        var q3 = Vector512.ShiftRightLogical(a, 4) | (h & two);
-        var q4 = Vector512.ShiftRightLogical(c, 4) | (Vector512.ShiftRightLogical(h, 2) & two);
-        a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q1) * Avx512F.PermuteVar16x32(scales, Vector512.Create(s)), Vector512.Load(x), a0);
-        a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q2) * Avx512F.PermuteVar16x32(scales, Vector512.Create(s + 2)), Vector512.Load(x + 32), a1);
-        a2 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q3) * Avx512F.PermuteVar16x32(scales, Vector512.Create(s + 4)), Vector512.Load(x + 64), a2);
-        a3 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(q4) * Avx512F.PermuteVar16x32(scales, Vector512.Create(s + 6)), Vector512.Load(x + 96), a3);
+        var nibbles = Vector512.Create(0x0F0F0F0Fu);
+        var twos = Vector512.Create(0x30303030u);
+        var six = Vector512.Create(0x3Fu);
+        var bytes = Vector512.Load((uint*)ql);
+        var highHalf = Vector256.Load((uint*)qh);
+        // Lanes 8-15 take the bits of runs 1 and 3 (bits 2-3 and 6-7 of each qh byte) where lanes 0-7 take runs 0 and 2's.
+        var high = Avx512F.ShiftRightLogicalVariable(Vector512.Create(highHalf, highHalf), Vector512.Create(Vector256<uint>.Zero, Vector256.Create(2u)));
+        // Four six-bit values per lane, one per byte: the low nibbles' (first) and the high nibbles' (second).
+        var first = (bytes & nibbles) | (Vector512.ShiftLeft(high, 4) & twos);
+        var second = (Vector512.ShiftRightLogical(bytes, 4) & nibbles) | (high & twos);
+        var low = Vector512.ConvertToSingle((first & six).AsInt32()) * Vector512.Load(x);
+        var upper = Vector512.ConvertToSingle((second & six).AsInt32()) * Vector512.Load(x + 16);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(first, 8) & six).AsInt32()), Vector512.Load(x + 32), low);
+        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(second, 8) & six).AsInt32()), Vector512.Load(x + 48), upper);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(first, 16) & six).AsInt32()), Vector512.Load(x + 64), low);
+        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(second, 16) & six).AsInt32()), Vector512.Load(x + 80), upper);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(first, 24).AsInt32()), Vector512.Load(x + 96), low);
+        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(second, 24).AsInt32()), Vector512.Load(x + 112), upper);
+
+        // d·scale per lane: run (i / 8) + 2n of 32 values, its (i mod 8) / 4-th run of 16: index 8·half + 2·run + (i mod 8) / 4.
+        var lowScales = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3) + Vector512.Create(8 * half);
+        a0 = Vector512.FusedMultiplyAdd(low, Avx512F.PermuteVar16x32(scales, lowScales), a0);
+        a1 = Vector512.FusedMultiplyAdd(upper, Avx512F.PermuteVar16x32(scales, lowScales + Vector512.Create(4)), a1);
     }
 
     private static void Decode256(GgmlType type, byte* source, int count, float* y)
