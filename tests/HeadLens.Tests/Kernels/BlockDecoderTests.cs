@@ -101,17 +101,20 @@ public sealed class BlockDecoderTests
         }
     }
 
+    public static TheoryData<GgmlType> PanelTypes => [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.F16, GgmlType.BF16];
+
     [Theory]
-    [MemberData(nameof(BlockTypes))]
+    [MemberData(nameof(PanelTypes))]
     public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type)
     {
-        // Q4_K, Q6_K and Q8_0 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others through a scratch:
-        // every panel must hold the reference's values, row j of W in column j, zeros past the last row, with edge
-        // scales (the ones above) in some blocks.
+        // Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others
+        // through a scratch: every panel must hold the reference's values, row j of W in column j, zeros past the last
+        // row, with edge scales (the ones above; for F16 and BF16 edge values) in some blocks. F16 and BF16 take depth
+        // blocks of 40 and 80 values: whole runs of 32 and a tail.
         ushort[] scales = [0x0000, 0x8000, 0x0001, 0x03FF, 0x7BFF, 0xB800, 0x7C00, 0x7E00, 0x3C00];
         var random = new Random((int)type + 3);
         int per = GgmlTypes.BlockValues(type), size = GgmlTypes.BlockBytes(type), width = HeadLens.Kernels.Gemm.TileColumns;
-        int totalRows = width + 9, columns = 3 * Math.Max(per, 64) / per * per;
+        int totalRows = width + 9, columns = per == 1 ? 3 * 40 : 3 * Math.Max(per, 64) / per * per;
         byte[] bytes = QuantizedMatVecTests.RandomBlocks(type, totalRows, columns, random);
         for (int block = 0; block < bytes.Length / size; block += 3)
         {

@@ -708,10 +708,10 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
-    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
+    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16;
 
     /// <summary>
-    /// Q4_K, Q6_K or Q8_0 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
+    /// Q4_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
     /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
     /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
     /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16). The values are
@@ -719,9 +719,8 @@ internal static unsafe class BlockDecoder
     /// </summary>
     /// <remarks>
     /// Sixteen rows at a time, one per lane: four bytes of each row, whose values (Q8_0's bytes, Q4_K's nibbles, Q6_K's
-    /// nibbles and high bits) are four or eight depths of the panel, each a 64-byte row of 16 lanes stored whole; the
-    /// scales come lane-wise too. The K-quants' words are transposed in registers (RowWords), Q8_0's 34-byte blocks
-    /// gathered. Decoding rows and then transposing them wrote each value twice and read it back once, with four-lane
+    /// nibbles and high bits, two F16 or BF16 halves) are two, four or eight depths of the panel, each a 64-byte row of 16 lanes stored whole; the
+    /// scales come lane-wise too. The rows' words are transposed in registers (RowWords); Q8_0's scales are gathered. Decoding rows and then transposing them wrote each value twice and read it back once, with four-lane
     /// stores: in a 16-token prompt of a 1.1B Q4_K_M model (Zen 4) that took 44% of the time, against 40% for the
     /// kernel. Gathering Q4_K's words instead of transposing them took 2,400 cycles per 32 rows and super-block, and
     /// Q6_K's (three gathers per four bytes) ran slower than the decode-and-transpose.
@@ -756,6 +755,12 @@ internal static unsafe class BlockDecoder
             var valid = Vector512.LessThan(lane, Vector512.Create(count)).AsSingle();
             var offsets = Vector512.ConditionalSelect(valid.AsInt32(), (lane + Vector512.Create(column)) * Vector512.Create(rowBytes), Vector512.Create(column * rowBytes));
             var rows = new RowLanes(offsets.GetLower(), offsets.GetUpper());
+            if (type is GgmlType.F16 or GgmlType.BF16)
+            {
+                HalfLanes(type == GgmlType.F16, first + ((long)column * rowBytes), rowBytes, count, depth, valid, panel + column, width, quads);
+                continue;
+            }
+
             for (int b = 0; b < depth / blockValues; b++)
             {
                 byte* block = first + ((long)b * blockBytes);
@@ -920,6 +925,51 @@ internal static unsafe class BlockDecoder
             var q = (Vector512.ShiftRightLogical(values, 8 * t) & Vector512.Create(0x3F)) - Vector512.Create(32);
             ((Vector512.ConvertToSingle(q) * runScale) & valid).Store(to + ((long)t * width));
         }
+    }
+
+    // 16 rows of F16 or BF16 values (row i at first + i·rowBytes, those from `count` on repeat row 0), `depth` of
+    // them: per 32 values, the rows' 64 bytes transposed into lanes (RowWords), each word two depths; the values
+    // Widen16's (HalfToSingle, or the bits shifted up). The last depth % 32 values one row at a time. The lanes past
+    // `count` are masked to +0.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void HalfLanes(bool f16, byte* first, int rowBytes, int count, int depth, Vector512<float> valid, float* target, int width, Vector512<int>* quads)
+    {
+        int whole = depth / 32 * 32;
+        for (int p = 0; p < whole; p += 32)
+        {
+            RowWords.Quads(first, rowBytes, count, 2 * p, quads);
+            for (int c = 0; c < 4; c++)
+            {
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                float* to = target + ((long)(p + (2 * c)) * width);
+                HalfWord(f16, word0, valid, to, width);
+                HalfWord(f16, word4, valid, to + ((long)8 * width), width);
+                HalfWord(f16, word8, valid, to + ((long)16 * width), width);
+                HalfWord(f16, word12, valid, to + ((long)24 * width), width);
+            }
+        }
+
+        for (int p = whole; p < depth; p++)
+        {
+            float* to = target + ((long)p * width);
+            Vector512<float>.Zero.Store(to);
+            for (int i = 0; i < count; i++)
+            {
+                ushort bits = ((ushort*)(first + ((long)i * rowBytes)))[p];
+                to[i] = f16 ? (float)BitConverter.UInt16BitsToHalf(bits) : BitConverter.Int32BitsToSingle(bits << 16);
+            }
+        }
+    }
+
+    // Two values per lane (the low half of each word one depth, the high half the next) as float32, stored at `to`
+    // and one depth later.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void HalfWord(bool f16, Vector512<int> word, Vector512<float> valid, float* to, int width)
+    {
+        var low = f16 ? HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(word, 16), 16)) : Vector512.ShiftLeft(word, 16).AsSingle();
+        var high = f16 ? HalfToSingle(Vector512.ShiftRightArithmetic(word, 16)) : (word & Vector512.Create(unchecked((int)0xFFFF0000))).AsSingle();
+        (low & valid).Store(to);
+        (high & valid).Store(to + width);
     }
 
     // One Q8_0 block of 16 rows (`block` with the gather's offsets, `rowsBlock` their first row's): (q as float)·d,

@@ -12,7 +12,7 @@ namespace HeadLens.Kernels.Quantized;
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): the fast Gemm with W as its B, decoded where Gemm packs B
 //     (DecodedPanels): each panel's 32 rows over one depth block decoded right before the kernel reads it, straight
-//     into the panel (Q4_K, Q6_K and Q8_0 with AVX-512: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
+//     into the panel (Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
 //     vectorised) and transposed into the panel. M·2 flops per decoded value make the
 //     decoding a small share once M reaches a few dozen tokens. The depth block is rounded to whole ggml blocks (256
 //     values for the K-quants). Before, W was decoded ~2 MB of rows at a time, then Gemm transposed those rows into its
@@ -30,9 +30,10 @@ public static class QuantizedMatMul
     /// prompts through the matrix-vector kernel against the panels: Q4_K_M 2 tokens 119–147 against 223–232 ms, 3
     /// tokens 156–188 against 180–215, 4 tokens 187–242 against 133–151, 8 tokens 304–340 against 200–207; Q8_0 3
     /// tokens 183 against 281–284, 4 tokens 207–220 against 183–204, 8 tokens 340–345 against 264–279. F16 and BF16 rows
-    /// decode into a scratch and are transposed, 2.5–3 times slower than the matrix-vector kernel at 4–8 tokens.
+    /// go straight into the panels too, but their matrix-vector kernel stays faster up to 8 tokens (GPT-2 124M F16: 4
+    /// tokens 18–20 against 34–40 ms, 8 tokens 29–30 against 33–34).
     /// </summary>
-    public static int FewVectorsFor(GgmlType type) => BlockDecoder.HasPanelOfRows(type) ? 3 : FewVectors;
+    public static int FewVectorsFor(GgmlType type) => type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 && BlockDecoder.HasPanelOfRows(type) ? 3 : FewVectors;
 
     private const long PanelBytes = 2 << 20;
 
@@ -135,7 +136,7 @@ public static class QuantizedMatMul
         }
     }
 
-    // W's panels decoded from its ggml rows: Q4_K, Q6_K and Q8_0 with AVX-512 straight into the panel (BlockDecoder.PanelOfRows); other
+    // W's panels decoded from its ggml rows: Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 straight into the panel (BlockDecoder.PanelOfRows); other
     // types each row's depth range into a scratch (rows × depth floats, kept per thread), then transposed into the
     // panel. Lives only inside the `fixed` of the product's call.
     // The next panel's bytes (the same depth range of the next rows) are asked for into L2 once this one is decoded,
