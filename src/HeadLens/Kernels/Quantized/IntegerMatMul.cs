@@ -36,6 +36,12 @@ internal static unsafe class IntegerMatMul
     /// <summary>Tokens per register tile.</summary>
     public const int TileTokens = 4;
 
+    // A panel, per super-block of 32 rows (lane j = row j):
+    //   values       [64 steps][32 lanes] × 4 bytes: step s holds values 4s … 4s + 3 of each row, unsigned;
+    //   scales       [16 groups][32 lanes] × two equal 16-bit halves: the group's scale (Q4_K uses the first 8);
+    //   corrections  [8 pairs][32 lanes] × two 16-bit halves, against the activations' run sums 2p and 2p + 1:
+    //                Q4_K (min_p, min_p), Q6_K (32·scale_2p, 32·scale_2p+1);
+    //   d, e         [32 lanes] floats: Q4_K d and dmin, Q6_K d twice.
     private const int Steps = 64;
     private const int ValuesBytes = Steps * Width * 4;
     private const int ScalesOffset = ValuesBytes;
@@ -132,8 +138,8 @@ internal static unsafe class IntegerMatMul
     }
 
     /// <summary>
-    /// The panel of one super-block of <paramref name="lines"/> rows (the file header's layout): values, group scales,
-    /// corrections, d and e per row. Lanes past the last row repeat the first row; their results are not read.
+    /// The panel of one super-block of <paramref name="lines"/> rows (the layout above the constants): values, group
+    /// scales, corrections, d and e per row. Lanes past the last row repeat the first row; their results are not read.
     /// </summary>
     /// <remarks>
     /// Sixteen rows at a time: their bytes loaded as rows of 32-bit words and transposed in registers (unpacks and
