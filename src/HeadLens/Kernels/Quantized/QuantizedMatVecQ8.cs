@@ -107,8 +107,9 @@ public static class QuantizedMatVecQ8
     // (d·q, exact but for the product's rounding) through the fp32 panel product. One integer dot per row and vector
     // reads the row's blocks once per vector, where the blocked Gemm reuses each decoded panel for all the vectors:
     // measured slower than the fp32 prompt (a 64-token prompt of the 1.1B Q4_K_M model took twice as long). Q8_0 has no
-    // blocked integer product: its signed weights would need vpmaddubsw's sign trick per token and a vpmaddwd per
-    // step (the pair sums reach 2 · 128 · 127), which leaves no gain over the fp32 kernel on Zen 4.
+    // blocked integer product: vpmaddubsw needs one unsigned operand, and its signed weights would take either the
+    // sign trick per token or two multiplies per 64 values (w + 128 split into nibbles), plus a float step per 32
+    // values: an estimated ~1.15× the fp32 kernel on Zen 4 (not built).
     private static void MultiplyDequantized(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, Q8Activations activations, Span<float> y)
     {
         int count = activations.Vectors * columns, block = activations.BlockValues;

@@ -7,7 +7,8 @@ namespace HeadLens.Kernels.Quantized;
 // Sixteen rows of ggml blocks read as 32-bit words and transposed in registers, so that word j of row i lands in lane i
 // of vector j: the decoders that fill a panel (one lane per row of W) use it instead of AVX2's 8-lane gathers
 // (.NET 10 has no AVX-512 gather), which cost ~16 cycles per gather on Zen 4. Rows from `count` on repeat row 0
-// (partial panels); the caller masks or ignores those lanes. Every load stays inside the 16 rows' blocks.
+// (partial panels); the caller masks or ignores those lanes, and keeps every load inside the rows' bytes (64 bytes
+// from the offset for Quads, 32 for Eights, 16 for Transpose4).
 internal static unsafe class RowWords
 {
     // Row i of 16 (those from `count` on repeat row 0).
