@@ -527,9 +527,10 @@ internal static unsafe class BlockDecoder
 
     // Q6_K's part of Dot512. Per 128 values, the 64 ql bytes are loaded as 16 lanes of four bytes (lanes 0-7: runs 0
     // and 2 of 32 in their low and high nibbles, lanes 8-15: runs 1 and 3) and the 32 qh bytes broadcast to both halves,
-    // shifted by 0 or 2 bits per half so that each lane's two high bits for its low nibbles sit at bits 8t + 4n - 4 + 4
-    // of byte t; per byte t and nibble n a shift, a mask and an or give 16 six-bit values, converted and multiplied with
-    // x (rearranged to match by PrepareSums) into two sums, one per nibble. Each lane keeps one run of 16 for a given
+    // shifted right by 2 bits in lanes 8-15, so that every lane finds the two high bits of its byte t's nibble n at bits
+    // 8t + 4n. A mask and an or join each nibble with its two bits into four six-bit values per lane (one per byte, per
+    // nibble); a shift and a mask per byte t then give 16 values, converted and multiplied with x (rearranged to match
+    // by PrepareSums) into two sums, one per nibble. Each lane keeps one run of 16 for a given
     // nibble, so the sums take their d·scale per lane once per 128 values. The −32 of every value leaves the loop as
     // −32·Σ (d·scale_r)·Σx_r, one FMA per super-block. Against the earlier loop (16 bytes widened per vector from three
     // loads, a scale permuted and a product per vector), one thread: BENCHMARKS.md, nineteenth session.
