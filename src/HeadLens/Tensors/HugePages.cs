@@ -72,6 +72,32 @@ internal static partial class HugePages
         }
     });
 
+    /// <summary>
+    /// Bytes of memory the system could give this process now without swapping: Linux's MemAvailable
+    /// (/proc/meminfo), else the runtime's figure for the whole machine (or its container's limit).
+    /// </summary>
+    public static long AvailableMemory()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                // "MemAvailable:   12345678 kB"
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
+                    && long.TryParse(line["MemAvailable:".Length..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kilobytes))
+                {
+                    return kilobytes * 1024;
+                }
+            }
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            // No /proc (not Linux, or a sandbox): the runtime's figure below.
+        }
+
+        return GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+    }
+
     /// <summary>Unmanaged memory of at least <paramref name="bytes"/>, 2 MiB-aligned and asked for on 2 MiB pages.</summary>
     public static LargePageBlock AllocateBlock(long bytes) => new(bytes);
 
