@@ -207,6 +207,60 @@ public sealed class IntegerDotTests
         }
     }
 
+    /// <summary>
+    /// HalfTable holds every half's float32 value: System.Half's conversion bit for bit (zeros, subnormals,
+    /// infinities), a NaN for every NaN, and BlockDecoder.Half's bits everywhere (it keeps a NaN's payload unquieted).
+    /// </summary>
+    [Fact]
+    public unsafe void HalfTableHoldsEveryHalfsValue()
+    {
+        for (int bits = 0; bits < 65536; bits++)
+        {
+            ushort half = (ushort)bits;
+            float value = HalfTable.Values[bits], expected = (float)BitConverter.UInt16BitsToHalf(half);
+            Assert.Equal(BitConverter.SingleToInt32Bits(BlockDecoder.Half((byte*)&half)), BitConverter.SingleToInt32Bits(value));
+            if (float.IsNaN(expected))
+            {
+                Assert.True(float.IsNaN(value), $"half 0x{bits:X4}");
+            }
+            else
+            {
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(value));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The fast dots read the block scales' rare halves as the reference does: zero, negative zero, subnormal and the
+    /// largest finite d and dmin, block by block in one row (the sums stay within float rounding of each other).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void FastDotReadsZeroSubnormalAndExtremeBlockScalesAsTheReference(GgmlType type)
+    {
+        var random = new Random(41 + (int)type);
+        Half[] rare = [(Half)0f, BitConverter.UInt16BitsToHalf(0x8000), BitConverter.UInt16BitsToHalf(0x0001), BitConverter.UInt16BitsToHalf(0x83FF),
+            BitConverter.UInt16BitsToHalf(0x0400), Half.MaxValue, (Half)(-0.001f)];
+        int columns = 256 * 8;
+        byte[] row = QuantizedMatVecTests.RandomBlocks(type, 1, columns, random);
+        int size = GgmlTypes.BlockBytes(type);
+        for (int block = 0; block < row.Length / size; block++)
+        {
+            foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K => [0, 2], _ => [208] })
+            {
+                BinaryPrimitives.WriteHalfLittleEndian(row.AsSpan((block * size) + at), rare[random.Next(rare.Length)]);
+            }
+        }
+
+        var x = new Q8Activations();
+        x.Quantize(RandomVector(random, columns, 2), 1, columns, Q8Activations.BlockFor(type));
+        float expected = IntegerDot.Reference(type, row, columns, x.Values, x.Scales, x.Sums);
+        float actual = Fast(type, row, columns, x);
+        Assert.True(float.IsFinite(expected), $"{type}: the reference gave {expected}");
+        double tolerance = ((columns / 16) + 32) * Math.Pow(2, -23) * Magnitude(type, row, columns, x);
+        Assert.True(Math.Abs(actual - expected) <= tolerance, $"{type}: {actual} vs {expected} (tolerance {tolerance})");
+    }
+
     // IntegerDot.Dot512 where the machine has AVX-512BW, else the reference (what Forward then uses).
     private static unsafe float Fast(GgmlType type, byte[] row, int columns, Q8Activations x)
     {
