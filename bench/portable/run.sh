@@ -5,7 +5,7 @@
 # training step and KV-cache decoding (ours in fp32 and bf16; baselines.py). Run it inside the folder that
 # bench/portable/pack.sh writes. Logs and JSON go to $OUT (default ./results). The peer runs with jemalloc preloaded
 # when libjemalloc.so.2 is beside this script (the traps of ../shared/peers/README.md).
-# Usage: bash run.sh [quick]   (quick: two-core part only)
+# Usage: bash run.sh [quick | gguf]   (quick: two-core part only; gguf: only `bench gguf` against llama.cpp, pinned pair)
 set -uo pipefail
 cd "$(dirname "$0")"; HERE=$PWD; O=${OUT:-$HERE/results}; mkdir -p "$O"
 exec > >(tee "$O/log.txt") 2>&1
@@ -49,6 +49,15 @@ section() {
     grep -h -e train_step -e forward_nograd -e generate_kvcache "$O/peer_gpt$n.jsonl"
   fi
 }
+if [ "${1:-}" = gguf ]; then
+  # GGUF decoding and prompts against llama.cpp (in-process, 2 threads): both on the pinned pair. The four files are
+  # generated first (GPT-2 124M F32/F16, 1.1B Llama Q8_0/Q4_K_M: ~9 GB of memory, a few minutes). GGUF_ARGS adds
+  # options (e.g. "--layers 2": a quick check of the script).
+  echo "== bench gguf, 2 threads on CPUs $PAIR"
+  HEADLENS_THREADS=2 timeout "${GGUF_TIMEOUT:-900}" taskset -c "$PAIR" "$HL" bench gguf --prompt 16 --new-tokens 32 --keep "$HL_DIR/gguf" ${GGUF_ARGS:-}
+  echo "== done: $O"
+  exit 0
+fi
 section 2 "$PAIR"
 [ "${1:-}" = quick ] || section "$NALL" "$ALL"
 echo "== done: $O"
