@@ -140,39 +140,36 @@ internal static unsafe class BlockDecoder
     /// the mins; bytes 8-11: low nibbles s4..7, high nibbles m4..7), then one conversion and one product.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScalesAndMins(byte* block, float* factors) => Factors(block).Store(factors);
+    private static void ScalesAndMins(byte* block, float* factors) => Factors(block, HalfTable.Values).Store(factors);
 
     /// <summary>
-    /// The sixteen factors of <see cref="ScalesAndMins"/> in a register, unpacked in vector registers: the scalar
-    /// unpacking and two scalar half conversions (with a call for a zero dmin) took a fifth of the Q4_K row dot.
+    /// The sixteen factors of <see cref="ScalesAndMins"/> in a register: the unpacked scales and mins converted, times
+    /// d and dmin from <paramref name="halves"/> (HalfTable.Values, read once by the caller before its loop). The
+    /// scalar unpacking and two scalar half conversions (with a call for a zero dmin) took a fifth of the Q4_K row dot;
+    /// a vector conversion with a branch for zero and subnormal halves made the JIT keep the loop's sums on the stack.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Factors(byte* block)
+    private static Vector512<float> Factors(byte* block, float* halves)
     {
-        // The 12 scale bytes as words a, b, c: lanes [a, b, c, c] and [a, b, a, b] give the four packed words.
+        var counts = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Q4KScaleBytes(block)));
+        var dAndMin = Vector128.Create(halves[*(ushort*)block], halves[*(ushort*)(block + 2)], 0, 0);
+        return counts * Avx512F.PermuteVar16x32(dAndMin.ToVector256Unsafe().ToVector512Unsafe(), Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1));
+    }
+
+    /// <summary>
+    /// A Q4_K block's eight six-bit scales and eight mins (Dequantize.ScaleMin) as the bytes [s0..3, m0..3, s4..7,
+    /// m4..7], unpacked in a vector register from its 12 scale bytes (at 4). As words a, b, c: lanes [a, b, c, c] and
+    /// [a, b, a, b] give s0..3 = a &amp; 63, m0..3 = b &amp; 63, s4..7 = (c &amp; 15) | ((a >> 2) &amp; 48) and
+    /// m4..7 = ((c >> 4) &amp; 15) | ((b >> 2) &amp; 48), bytewise.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<byte> Q4KScaleBytes(byte* block)
+    {
         var abcc = Vector128.Shuffle(Vector128.Load((uint*)(block + 4)), Vector128.Create(0u, 1, 2, 2));
         var abab = Vector128.Create(*(ulong*)(block + 4)).AsUInt32();
         var low = Avx2.ShiftRightLogicalVariable(abcc, Vector128.Create(0u, 0, 0, 4)) & Vector128.Create(0x3F3F3F3Fu, 0x3F3F3F3F, 0x0F0F0F0F, 0x0F0F0F0F);
         var high = Avx2.ShiftRightLogicalVariable(abab, Vector128.Create(32u, 32, 2, 2)) & Vector128.Create(0x30303030u); // a shift of 32 clears the lane
-        var counts = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32((low | high).AsByte()));
-        var halves = HalfToSingle(Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(*(int*)block).AsInt16()));
-        return counts * Avx512F.PermuteVar16x32(halves.ToVector256Unsafe().ToVector512Unsafe(), Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1));
-    }
-
-    // HalfToSingle for the two halves d and dmin in lanes 0 and 1 (lanes 2 and 3 hold zeros and are ignored).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> HalfToSingle(Vector128<int> signExtended)
-    {
-        var shifted = Vector128.ShiftLeft(signExtended, 13) & Vector128.Create(unchecked((int)0x8FFFE000));
-        var exponent = shifted & Vector128.Create(0x0F800000);
-        var value = shifted + Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128.Create(0x0F800000)), Vector128.Create(Special), Vector128.Create(Rebias));
-        if (Vector128.EqualsAny(exponent | Vector128.Create(0, 0, 1, 1), Vector128<int>.Zero))
-        {
-            var subnormal = (Vector128.ConvertToSingle(signExtended & Vector128.Create(0x3FF)) * Vector128.Create(TwoToMinus24)).AsInt32() | (shifted & Vector128.Create(int.MinValue));
-            value = Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128<int>.Zero), subnormal, value);
-        }
-
-        return value.AsSingle();
+        return (low | high).AsByte();
     }
 
     private static Vector512<float> Iota16 => Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -414,21 +411,22 @@ internal static unsafe class BlockDecoder
     {
         if (type == GgmlType.Q4_K)
         {
-            return DotQ4K(row, count, sums, PrefetchAhead);
+            return DotQ4K(row, count, sums, HalfTable.Values, PrefetchAhead);
         }
 
         if (type == GgmlType.Q6_K)
         {
-            return DotQ6K(row, count, sums, PrefetchAhead);
+            return DotQ6K(row, count, sums, HalfTable.Values, PrefetchAhead);
         }
 
         int ahead = PrefetchAhead;
+        float* halves = HalfTable.Values;
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         for (int b = 0; b < count / 32; b++, row += 34, x += 32)
         {
             Sse.Prefetch0(row + ahead);
-            var d = Vector512.Create(Half(row));
+            var d = Vector512.Create(halves[*(ushort*)row]);
             a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))) * d, Vector512.Load(x), a0);
             a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))) * d, Vector512.Load(x + 16), a1);
         }
@@ -446,7 +444,7 @@ internal static unsafe class BlockDecoder
     // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session).
     // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
     // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
-    private static float DotQ4K(byte* row, int count, float* sums, int ahead)
+    private static float DotQ4K(byte* row, int count, float* sums, float* halves, int ahead)
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
@@ -457,7 +455,7 @@ internal static unsafe class BlockDecoder
             Sse.Prefetch0(row + ahead);
             Sse.Prefetch0(row + ahead + 64);
             Sse.Prefetch0(row + ahead + 128);
-            var factors = Factors(row);
+            var factors = Factors(row, halves);
             mins = Vector512.FusedMultiplyAdd(factors, Vector512.Load(sums), mins);
             Q4KHalf(factors, 0, row + 16, arranged, ref a0, ref a1);
             Q4KHalf(factors, 1, row + 80, arranged + 128, ref a0, ref a1);
@@ -474,6 +472,7 @@ internal static unsafe class BlockDecoder
     internal static void DotQ4KPair(byte* row, byte* other, int count, float* sums, float* y)
     {
         int ahead = PrefetchAhead;
+        float* halves = HalfTable.Values;
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         var b0 = Vector512<float>.Zero;
@@ -489,8 +488,8 @@ internal static unsafe class BlockDecoder
             Sse.Prefetch0(other + ahead);
             Sse.Prefetch0(other + ahead + 64);
             Sse.Prefetch0(other + ahead + 128);
-            var factors = Factors(row);
-            var factorsOther = Factors(other);
+            var factors = Factors(row, halves);
+            var factorsOther = Factors(other, halves);
             var s = Vector512.Load(sums);
             mins = Vector512.FusedMultiplyAdd(factors, s, mins);
             minsOther = Vector512.FusedMultiplyAdd(factorsOther, s, minsOther);
@@ -534,7 +533,7 @@ internal static unsafe class BlockDecoder
     // nibble, so the sums take their d·scale per lane once per 128 values. The −32 of every value leaves the loop as
     // −32·Σ (d·scale_r)·Σx_r, one FMA per super-block. Against the earlier loop (16 bytes widened per vector from three
     // loads, a scale permuted and a product per vector), one thread: BENCHMARKS.md, nineteenth session.
-    private static float DotQ6K(byte* row, int count, float* sums, int ahead)
+    private static float DotQ6K(byte* row, int count, float* sums, float* halves, int ahead)
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
@@ -546,7 +545,7 @@ internal static unsafe class BlockDecoder
             Sse.Prefetch0(row + ahead + 64);
             Sse.Prefetch0(row + ahead + 128);
             Sse.Prefetch0(row + ahead + 192);
-            var scales = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 192))) * Vector512.Create(Half(row + 208));
+            var scales = Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 192))) * Vector512.Create(halves[*(ushort*)(row + 208)]);
             offsets = Vector512.FusedMultiplyAdd(scales, Vector512.Load(sums), offsets);
             Q6KHalf(scales, 0, row, row + 128, arranged, ref a0, ref a1);
             Q6KHalf(scales, 1, row + 64, row + 160, arranged + 128, ref a0, ref a1);

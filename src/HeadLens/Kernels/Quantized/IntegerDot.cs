@@ -121,7 +121,7 @@ internal static unsafe class IntegerDot
     {
         GgmlType.Q8_0 => DotQ8_0(row, columns, q, scales, BlockDecoder.PrefetchAhead),
         GgmlType.Q4_K => DotQ4K(row, columns, paired, scales, sums, HalfTable.Values, BlockDecoder.PrefetchAhead),
-        _ => DotQ6K(row, columns, q, scales, sums, BlockDecoder.PrefetchAhead),
+        _ => DotQ6K(row, columns, q, scales, sums, HalfTable.Values, BlockDecoder.PrefetchAhead),
     };
 
     // Four IEEE halves (sign-extended bits) as float32, exactly as BlockDecoder.Half converts one (zero and subnormal
@@ -211,22 +211,10 @@ internal static unsafe class IntegerDot
         Vector128.Create((ushort)0x8004, 0x8004, 0x8005, 0x8005, 0x8006, 0x8006, 0x8007, 0x8007).AsByte(),
         Vector128.Create((ushort)0x800C, 0x800C, 0x800D, 0x800D, 0x800E, 0x800E, 0x800F, 0x800F).AsByte());
 
-    // A Q4_K block's first 16 bytes (d, dmin, the 12 scale bytes) → 16 bytes [s0..s3, m0..m3, s4..s7, m4..m7], the six-bit
-    // scales and mins of its sub-blocks (Dequantize.ScaleMin): with scale words a, m, c (bytes 4-7, 8-11, 12-15),
-    // s0-3 = a & 63, m0-3 = m & 63, s4-7 = (c & 15) | ((a >> 2) & 48), m4-7 = ((c >> 4) & 15) | ((m >> 2) & 48), bytewise.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<byte> Q4KScalesAndMins(Vector128<byte> head)
-    {
-        var amcc = Ssse3.Shuffle(head, Vector128.Create((byte)4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 12, 13, 14, 15)).AsUInt32();
-        var zzam = Ssse3.Shuffle(head, Vector128.Create(0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, (byte)4, 5, 6, 7, 8, 9, 10, 11)).AsUInt32();
-        var low = Avx2.ShiftRightLogicalVariable(amcc, Vector128.Create(0u, 0, 0, 4)) & Vector128.Create(0x3F3F3F3Fu, 0x3F3F3F3F, 0x0F0F0F0F, 0x0F0F0F0F);
-        var high = Vector128.ShiftRightLogical(zzam, 2) & Vector128.Create(0u, 0, 0x30303030, 0x30303030);
-        return (low | high).AsByte();
-    }
-
     // A super-block's 128 bytes of nibbles in two 64-byte loads: bytes 0-31 hold sub-blocks 0 (low nibbles) and 1
     // (high), bytes 32-63 sub-blocks 2 and 3; q is the activations in that order (Q8Activations.Paired: joining two
-    // 32-byte halves per vector instead cost eight shuffles per block). The unpacked scales and mins are broadcast to
+    // 32-byte halves per vector instead cost eight shuffles per block). The unpacked scales and mins
+    // (BlockDecoder.Q4KScaleBytes) are broadcast to
     // the four 128-bit lanes, and an in-lane vpshufb per product spreads each sub-block's scale over its lanes (the
     // cross-lane vpermw it replaces, with a vpmovzxbw before it, cost ~3 more cycles per block on Zen 4); the mins
     // meet the run sums in 256 bits. d and dmin come from HalfTable (`halves`: the caller reads the static, for the
@@ -246,7 +234,7 @@ internal static unsafe class IntegerDot
             Sse.Prefetch0(row + ahead + 128);
             float dx = scales[b];
             float dotFactor = dx * halves[*(ushort*)row], minFactor = dx * halves[*(ushort*)(row + 2)];
-            var unpacked = Q4KScalesAndMins(Vector128.Load(row)).AsUInt32().ToVector256Unsafe().ToVector512Unsafe();
+            var unpacked = BlockDecoder.Q4KScaleBytes(row).AsUInt32().ToVector256Unsafe().ToVector512Unsafe();
             var everyLane = Avx512F.Shuffle4x128(unpacked, unpacked, 0).AsByte();
             var q0 = Vector512.Load(row + 16);
             var q1 = Vector512.Load(row + 80);
@@ -267,7 +255,7 @@ internal static unsafe class IntegerDot
     // sit at bit 2r) so that each nibble finds its two high bits at bits 4-5. The values stay unsigned (0..63) for
     // vpmaddubsw; the −32 is taken off once per block as 32 · Σ_j c_j · (run sum j).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ6K(byte* row, int columns, sbyte* q, float* scales, short* sums, int ahead)
+    private static float DotQ6K(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, int ahead)
     {
         var acc = Vector512<float>.Zero;
         var nibble = Vector512.Create((byte)0x0F);
@@ -298,7 +286,7 @@ internal static unsafe class IntegerDot
             dots += Products((low & nibble) | (Avx512BW.ShiftLeftLogicalVariable(high, left).AsByte() & highBits), Vector512.Load(q + 128), Avx512BW.PermuteVar32x16(runScales, pick2))
                 + Products((Vector512.ShiftRightLogical(low.AsUInt16(), 4).AsByte() & nibble) | (Avx512BW.ShiftRightLogicalVariable(high, right).AsByte() & highBits), Vector512.Load(q + 192), Avx512BW.PermuteVar32x16(runScales, pick3));
             dots -= Vector512.ShiftLeft(offset, 5);
-            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), Vector512.Create(scales[b] * BlockDecoder.Half(row + 208)), acc);
+            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), Vector512.Create(scales[b] * halves[*(ushort*)(row + 208)]), acc);
         }
 
         return Vector512.Sum(acc);
