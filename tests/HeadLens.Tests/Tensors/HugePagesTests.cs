@@ -89,3 +89,30 @@ public sealed class HugePagesTests
         throw new InvalidOperationException($"no mapping holds 0x{address:x}");
     }
 }
+
+/// <summary>The available memory GgufModel reads; alone, so that no other test's allocations move it meanwhile.</summary>
+[Collection(RunsAlone.Name)]
+public sealed class AvailableMemoryTests
+{
+    /// <summary>
+    /// The available memory that decides whether GGUF matrices are copied: positive, and on Linux it falls by about what
+    /// a touched allocation takes (so it is the live figure, in bytes; another process's work moves it too: half is asked).
+    /// </summary>
+    [Fact]
+    public void AvailableMemoryIsWithinTheMachineAndFallsWithAnAllocation()
+    {
+        long before = HugePages.AvailableMemory();
+        Assert.True(before > 0, $"available memory {before}");
+        if (!OperatingSystem.IsLinux() || GC.GetGCMemoryInfo().TotalAvailableMemoryBytes < (4L << 30))
+        {
+            return; // a machine this small is not asked for another half gigabyte
+        }
+
+        const int bytes = 512 << 20;
+        var block = GC.AllocateUninitializedArray<byte>(bytes, pinned: true);
+        block.AsSpan().Fill(1);
+        long after = HugePages.AvailableMemory();
+        GC.KeepAlive(block);
+        Assert.True(before - after > bytes / 2, $"MemAvailable fell by {before - after} bytes for a {bytes}-byte buffer");
+    }
+}
