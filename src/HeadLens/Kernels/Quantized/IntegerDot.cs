@@ -216,11 +216,10 @@ internal static unsafe class IntegerDot
     // A super-block's 128 bytes of nibbles in two 64-byte loads: bytes 0-31 hold sub-blocks 0 (low nibbles) and 1
     // (high), bytes 32-63 sub-blocks 2 and 3; q is the activations in that order (Q8Activations.Paired: joining two
     // 32-byte halves per vector instead cost eight shuffles per block). The unpacked scales and mins
-    // (BlockDecoder.Q4KScaleBytes) are broadcast to
-    // the four 128-bit lanes, and an in-lane vpshufb per product spreads each sub-block's scale over its lanes (the
-    // cross-lane vpermw it replaces, with a vpmovzxbw before it, cost ~3 more cycles per block on Zen 4); the mins
-    // meet the run sums in 256 bits. d and dmin come from HalfTable (`halves`: the caller reads the static, for the
-    // reason ScaleControl gives).
+    // (BlockDecoder.Q4KScaleBytes) are broadcast to the four 128-bit lanes, and an in-lane vpshufb per product spreads
+    // each sub-block's scale over its lanes (the cross-lane vpermw it replaces, with a vpmovzxbw before it, cost ~3 more
+    // cycles per block on Zen 4); the mins meet the run sums in 256 bits. d and dmin come from HalfTable (`halves`: the
+    // caller reads the static, for the reason ScaleControl gives).
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     private static float DotQ4K(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, int ahead)
     {
