@@ -80,14 +80,9 @@ internal static partial class HugePages
     {
         try
         {
-            foreach (string line in File.ReadLines("/proc/meminfo"))
+            if (MemAvailable(File.ReadLines("/proc/meminfo")) is long bytes)
             {
-                // "MemAvailable:   12345678 kB"
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
-                    && long.TryParse(line["MemAvailable:".Length..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kilobytes))
-                {
-                    return kilobytes * 1024;
-                }
+                return bytes;
             }
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
@@ -96,6 +91,24 @@ internal static partial class HugePages
         }
 
         return GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+    }
+
+    /// <summary>The MemAvailable line of /proc/meminfo ("MemAvailable:   12345678 kB") in bytes; null without one.</summary>
+    internal static long? MemAvailable(IEnumerable<string> meminfo)
+    {
+        const string field = "MemAvailable:";
+        foreach (string line in meminfo)
+        {
+            if (line.StartsWith(field, StringComparison.Ordinal))
+            {
+                string[] parts = line[field.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                return parts.Length == 2 && parts[1] == "kB"
+                    && long.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kilobytes)
+                    ? kilobytes * 1024 : null;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Unmanaged memory of at least <paramref name="bytes"/>, 2 MiB-aligned and asked for on 2 MiB pages.</summary>
