@@ -95,8 +95,9 @@ public sealed class AvailableMemoryTests
 {
     /// <summary>
     /// MemAvailable is read from its own line, in kB, as bytes; a missing or malformed line gives nothing (the caller
-    /// then takes the runtime's figure). Reading the live file this way was tried and dropped: Linux folds per-CPU
-    /// counts into MemAvailable about once a second, so a gigabyte just touched showed as 90–264 MB.
+    /// then takes the runtime's figure). Holding the live figure to a touched allocation was tried and dropped: a
+    /// gigabyte just touched lowered MemAvailable by only 90–264 MB (likely pages recently freed onto the kernel's
+    /// per-CPU lists, which it does not count as free), and a half-gigabyte version failed once in CI.
     /// </summary>
     [Fact]
     public void MemAvailableIsItsOwnLineInBytes()
