@@ -436,12 +436,14 @@ internal static unsafe class BlockDecoder
 
     // Q4_K's part of Dot512, a method of its own so that the JIT inlines the helpers below (inside Dot512 it ran out
     // of inlining budget, called them and kept the sums on the stack: half the speed). 64 bytes of nibbles are loaded
-    // as 16 lanes of four bytes; a shift and a mask take each lane's byte t, low or high nibble, converted to float and
-    // multiplied with x (rearranged to match by PrepareSums) into two sums, one per nibble. Lanes 0-7 hold one
+    // as 16 lanes of four bytes; a shift brings each lane's byte t, low or high nibble, to the lane's low four bits,
+    // where vpermps looks its float up, multiplied with x (rearranged to match by PrepareSums) into two sums, one per
+    // nibble. Lanes 0-7 hold one
     // sub-block pair and lanes 8-15 the next, so the two sums take their d·scale per lane once per 128 values. The
     // mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros. Against the earlier loop (each
     // 16 values widened from bytes and looked up in a table iota·(d·scale), two shuffles per 16 values), one thread:
-    // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session).
+    // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session). The lookup instead of a mask and a
+    // conversion (which issues on the FMA pipes on Zen 4): 50 → 44 cycles per super-block (twenty-first session).
     // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
     // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
     private static float DotQ4K(byte* row, int count, float* sums, float* halves, int ahead)
@@ -508,16 +510,18 @@ internal static unsafe class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q4KHalf(Vector512<float> factors, int half, byte* q, float* x, ref Vector512<float> a0, ref Vector512<float> a1)
     {
-        var nibble = Vector512.Create(0xFu);
-        var bytes = Vector512.Load((uint*)q);
-        var low = Vector512.ConvertToSingle((bytes & nibble).AsInt32()) * Vector512.Load(x);
-        var high = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 4) & nibble).AsInt32()) * Vector512.Load(x + 16);
-        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8) & nibble).AsInt32()), Vector512.Load(x + 32), low);
-        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 12) & nibble).AsInt32()), Vector512.Load(x + 48), high);
-        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 16) & nibble).AsInt32()), Vector512.Load(x + 64), low);
-        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 20) & nibble).AsInt32()), Vector512.Load(x + 80), high);
-        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 24) & nibble).AsInt32()), Vector512.Load(x + 96), low);
-        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(bytes, 28).AsInt32()), Vector512.Load(x + 112), high);
+        // vpermps reads only the low four bits of each index lane, so a lane shifted right by 4t looks its nibble up in
+        // the 16 floats 0..15 without a mask or a conversion: the same floats as converting the nibble.
+        var values = Vector512<float>.Indices;
+        var bytes = Vector512.Load((int*)q);
+        var low = Avx512F.PermuteVar16x32(values, bytes) * Vector512.Load(x);
+        var high = Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 4)) * Vector512.Load(x + 16);
+        low = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 8)), Vector512.Load(x + 32), low);
+        high = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 12)), Vector512.Load(x + 48), high);
+        low = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 16)), Vector512.Load(x + 64), low);
+        high = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 20)), Vector512.Load(x + 80), high);
+        low = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 24)), Vector512.Load(x + 96), low);
+        high = Vector512.FusedMultiplyAdd(Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 28)), Vector512.Load(x + 112), high);
         // d·scale per lane: lanes 0-7 the first pair's sub-blocks, 8-15 the second's (Factors' lanes 0-3 and 8-11).
         var lowScales = half == 0 ? Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2) : Vector512.Create(8, 8, 8, 8, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, 10, 10);
         a0 = Vector512.FusedMultiplyAdd(low, Avx512F.PermuteVar16x32(factors, lowScales), a0);
