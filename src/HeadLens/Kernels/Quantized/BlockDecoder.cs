@@ -565,20 +565,24 @@ internal static unsafe class BlockDecoder
     {
         var nibbles = Vector512.Create(0x0F0F0F0Fu);
         var twos = Vector512.Create(0x30303030u);
-        var six = Vector512.Create(0x3Fu);
         var bytes = Vector512.Load((uint*)ql);
-        var highHalf = Vector256.Load((uint*)qh);
         // Lanes 8-15 take the bits of runs 1 and 3 (bits 2-3 and 6-7 of each qh byte) where lanes 0-7 take runs 0 and 2's.
-        var high = Avx512F.ShiftRightLogicalVariable(Vector512.Create(highHalf, highHalf), Vector512.Create(Vector256<uint>.Zero, Vector256.Create(2u)));
-        // Four six-bit values per lane, one per byte: the low nibbles' (first) and the high nibbles' (second).
+        // The shifts are one constant (built from two halves, the JIT rebuilt them with two inserts every 128 values).
+        // The 32 bytes are loaded as two halves: Avx512F.BroadcastVector256ToVector512 from memory is mis-addressed by
+        // the .NET 10 JIT (see IntegerDot.DotQ6K).
+        var high = Avx512F.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load((uint*)qh), Vector256.Load((uint*)qh)), Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2));
+        // Four six-bit values per lane, one per byte, their bits 6-7 clear: the low nibbles' (first) and the high
+        // nibbles' (second).
         var first = (bytes & nibbles) | (Vector512.ShiftLeft(high, 4) & twos);
         var second = (Vector512.ShiftRightLogical(bytes, 4) & nibbles) | (high & twos);
-        var low = Vector512.ConvertToSingle((first & six).AsInt32()) * Vector512.Load(x);
-        var upper = Vector512.ConvertToSingle((second & six).AsInt32()) * Vector512.Load(x + 16);
-        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(first, 8) & six).AsInt32()), Vector512.Load(x + 32), low);
-        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(second, 8) & six).AsInt32()), Vector512.Load(x + 48), upper);
-        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(first, 16) & six).AsInt32()), Vector512.Load(x + 64), low);
-        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((Vector512.ShiftRightLogical(second, 16) & six).AsInt32()), Vector512.Load(x + 80), upper);
+        // Bytes 1 and 2 reach the lane's low byte, the other three zeroed, by one vpshufb each (a shift and a mask
+        // before); byte 0 by a mask, byte 3 by a shift.
+        var low = Vector512.ConvertToSingle((first & Vector512.Create(0xFFu)).AsInt32()) * Vector512.Load(x);
+        var upper = Vector512.ConvertToSingle((second & Vector512.Create(0xFFu)).AsInt32()) * Vector512.Load(x + 16);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(LaneByte(first, 1)), Vector512.Load(x + 32), low);
+        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(LaneByte(second, 1)), Vector512.Load(x + 48), upper);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(LaneByte(first, 2)), Vector512.Load(x + 64), low);
+        upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(LaneByte(second, 2)), Vector512.Load(x + 80), upper);
         low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(first, 24).AsInt32()), Vector512.Load(x + 96), low);
         upper = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(second, 24).AsInt32()), Vector512.Load(x + 112), upper);
 
@@ -587,6 +591,11 @@ internal static unsafe class BlockDecoder
         a0 = Vector512.FusedMultiplyAdd(low, Avx512F.PermuteVar16x32(scales, lowScales), a0);
         a1 = Vector512.FusedMultiplyAdd(upper, Avx512F.PermuteVar16x32(scales, lowScales + Vector512.Create(4)), a1);
     }
+
+    // Byte t of each 32-bit lane as the lane's value (vpshufb: 0x80 in a control byte writes a zero).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> LaneByte(Vector512<uint> lanes, uint t) =>
+        Avx512BW.Shuffle(lanes.AsByte(), (Vector512.Create(0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu) + Vector512.Create(t)).AsByte()).AsInt32();
 
     private static void Decode256(GgmlType type, byte* source, int count, float* y)
     {

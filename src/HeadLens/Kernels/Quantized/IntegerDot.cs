@@ -276,7 +276,10 @@ internal static unsafe class IntegerDot
             var offset = Avx512BW.MultiplyAddAdjacent(Vector256.Load(sums).ToVector512(), runScales);
             var low = Vector512.Load(row);
             // Avx512F.BroadcastVector256ToVector512((ulong*)(row + 128)) read the wrong bytes on .NET 10.0.401 (the JIT
-            // mis-addressed the memory operand), so the broadcast is written as two halves.
+            // mis-addressed the memory operand: it compressed the displacement 0x80 to disp8 8 as for a 16-byte operand,
+            // which the CPU scales by the instruction's 32 bytes, so it read row + 256), so the broadcast is written as
+            // two halves. Tier-0 code computes the address apart, so only optimized code shows it (.ci/run's
+            // "optimized" test run).
             var qh = Vector256.Load(row + 128);
             var high = Vector512.Create(qh, qh).AsUInt16();
             var dots = Products((low & nibble) | (Avx512BW.ShiftLeftLogicalVariable(high, left).AsByte() & highBits), Vector512.Load(q), Avx512BW.PermuteVar32x16(runScales, pick0))
