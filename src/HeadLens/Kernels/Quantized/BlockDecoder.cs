@@ -568,9 +568,9 @@ internal static unsafe class BlockDecoder
         var bytes = Vector512.Load((uint*)ql);
         // Lanes 8-15 take the bits of runs 1 and 3 (bits 2-3 and 6-7 of each qh byte) where lanes 0-7 take runs 0 and 2's.
         // The shifts are one constant (built from two halves, the JIT rebuilt them with two inserts every 128 values).
-        // The 32 bytes are loaded as two halves: Avx512F.BroadcastVector256ToVector512 from memory is mis-addressed by
-        // the .NET 10 JIT (see IntegerDot.DotQ6K).
-        var high = Avx512F.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load((uint*)qh), Vector256.Load((uint*)qh)), Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2));
+        // The 32 bytes fill the upper half by an insert from memory: Avx512F.BroadcastVector256ToVector512 from memory is
+        // mis-addressed by the .NET 10 JIT (see IntegerDot.DotQ6K), and Vector512.Create(half, half) takes two inserts.
+        var high = Avx512F.ShiftRightLogicalVariable(Avx512F.InsertVector256(Vector256.Load((uint*)qh).ToVector512Unsafe(), Vector256.Load((uint*)qh), 1), Vector512.Create(0u, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2));
         // Four six-bit values per lane, one per byte, their bits 6-7 clear: the low nibbles' (first) and the high
         // nibbles' (second).
         var first = (bytes & nibbles) | (Vector512.ShiftLeft(high, 4) & twos);
