@@ -863,13 +863,14 @@ internal static unsafe class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q4KWord(Vector512<uint> bytes, Vector512<float> lowScale, Vector512<float> lowMin, Vector512<float> highScale, Vector512<float> highMin, float* low, int width)
     {
-        var nibble = Vector512.Create(0xFu);
+        // Each nibble's float looked up by vpermps, which reads the low four bits of each index lane (as Q4KHalf).
+        var values = Vector512<float>.Indices;
         float* high = low + ((long)32 * width);
         for (int t = 0; t < 4; t++)
         {
-            var q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble).AsInt32());
+            var q = Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, 8 * t).AsInt32());
             ((q * lowScale) - lowMin).Store(low + ((long)t * width));
-            q = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble).AsInt32());
+            q = Avx512F.PermuteVar16x32(values, Vector512.ShiftRightLogical(bytes, (8 * t) + 4).AsInt32());
             ((q * highScale) - highMin).Store(high + ((long)t * width));
         }
     }
