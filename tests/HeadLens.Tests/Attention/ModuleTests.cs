@@ -11,6 +11,8 @@ public class ModuleTests
     [InlineData(1, 4, 4, 1)]
     [InlineData(3, 8, 5, 37)]
     [InlineData(2, 16, 16, 100)]
+    [InlineData(3, 24, 29, 65)] // a 16-wide block, an 8-wide one and 5 single columns
+    [InlineData(12, 64, 64, 130)] // the benchmark's heads, spread over the threads
     public void LinearAttentionPrefixSumEqualsQuadraticReference(int heads, int dqk, int dv, int tokens)
     {
         var random = new Random(tokens);
