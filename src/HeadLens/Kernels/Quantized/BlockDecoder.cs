@@ -438,12 +438,12 @@ internal static unsafe class BlockDecoder
     // of inlining budget, called them and kept the sums on the stack: half the speed). 64 bytes of nibbles are loaded
     // as 16 lanes of four bytes; a shift brings each lane's byte t, low or high nibble, to the lane's low four bits,
     // where vpermps looks its float up, multiplied with x (rearranged to match by PrepareSums) into two sums, one per
-    // nibble. Lanes 0-7 hold one
-    // sub-block pair and lanes 8-15 the next, so the two sums take their d·scale per lane once per 128 values. The
-    // mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros. Against the earlier loop (each
-    // 16 values widened from bytes and looked up in a table iota·(d·scale), two shuffles per 16 values), one thread:
-    // 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session). The lookup instead of a mask and a
-    // conversion (which issues on the FMA pipes on Zen 4): 50 → 44 cycles per super-block (twenty-first session).
+    // nibble. Lanes 0-7 hold one sub-block pair and lanes 8-15 the next, so the two sums take their d·scale per lane
+    // once per 128 values. The mins cost one FMA per super-block: factors × sums, whose scale lanes hold zeros. Against
+    // the earlier loop (each 16 values widened from bytes and looked up in a table iota·(d·scale), two shuffles per 16
+    // values), one thread: 1.8–1.9× in L2, 1.3× from memory (Zen 4; BENCHMARKS.md, eighteenth session). The lookup
+    // instead of a mask and a conversion (which issues on the FMA pipes on Zen 4): 50 → 44 cycles per super-block
+    // (twenty-first session).
     // Two sums, in DotQ4KPair's order, so that a row gives the same bits alone as in a pair: which rows pair up
     // depends on where a thread's chunk of rows ends, and the bits must not depend on the thread count.
     private static float DotQ4K(byte* row, int count, float* sums, float* halves, int ahead)
