@@ -81,9 +81,11 @@ for r in ours:
     c = r["config"]; b, t = c.get("batch", 1), c["T"]
     times = ours_ms[key(r)]
     ms = statistics.median(times)
-    # Every forward variant against the peers' causal forward (as the issue's tables do), the backward against SDPA's.
-    a = naive.get(t) if c["variant"] != "backward" and b == 1 else None
-    peer = sdpa_ms.get(("backward" if c["variant"] == "backward" else "fused", b, t))
+    # Every forward variant against the peers' causal forward (as the issue's tables do), the backwards against SDPA's
+    # (linear attention is another function: bench/compare-linear-attention.sh sets it against itself in PyTorch).
+    backward = c["variant"] in ("backward", "linear-backward")
+    a = naive.get(t) if not backward and b == 1 else None
+    peer = sdpa_ms.get(("backward" if backward else "fused", b, t))
     s = statistics.median(peer) if peer else None
     ra = f"{a / ms:.2f}x" if a else "-"
     rs = f"{s / ms:.2f}x" if s else "-"

@@ -13,9 +13,9 @@ namespace HeadLens.Attention;
 // Backward (from the quadratic form, with n_i = Σ_j a_ij):
 //   dv_j = Σ_{i≥j} (a_ij/n_i)·dout_i;  da_ij = dout_i·(v_j − out_i)/n_i;
 //   dφq_i = Σ_j da_ij·φ(k_j);  dφk_j = Σ_i da_ij·φ(q_i);  dx = dφx·φ'(x), φ'(x) = 1 for x > 0, eˣ otherwise.
-// Layouts: q, k [T, H, D], v and out [T, H, Dv] (no GQA). Implementations: ForwardReference (quadratic),
-// Forward (prefix-sum form: O(T·D·Dv) time and O(D·Dv) state per head, heads on the threads), Backward (quadratic;
-// T ≤ a few thousand).
+// Layouts: q, k [T, H, D], v and out [T, H, Dv] (no GQA). Implementations: ForwardReference and BackwardReference
+// (quadratic), Forward and Backward (prefix-sum forms: O(T·D·Dv) time and O(D·Dv) state per head, heads on the
+// threads).
 public static class LinearAttention
 {
     public static void ForwardReference(int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output)
@@ -177,7 +177,204 @@ public static class LinearAttention
         return Vector256.FusedMultiplyAdd(Vector256.Create(query), updated, sum);
     }
 
-    public static void Backward(
+    /// <summary>
+    /// The gradients in the prefix-sum form, heads shared between the threads: O(T·D·Dv) time, O(D·Dv + T) working
+    /// memory per head. A forward sweep rebuilds S_i and z_i and gives dφq_i = S_i·dnum_i + z_i·dn_i, with
+    /// dnum_i = dout_i / n_i and dn_i = −dout_i·out_i / n_i; a backward sweep sums R_j = Σ_{i≥j} φq_i·dnum_iᵀ and
+    /// r_j = Σ_{i≥j} φq_i·dn_i and gives dφk_j = R_j·v_j + r_j and dv_j = R_jᵀ·φk_j. (The quadratic form's sums over
+    /// i or j, grouped: <see cref="BackwardReference"/>.)
+    /// </summary>
+    public static unsafe void Backward(
+        int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> outputGrad, Span<float> qGrad, Span<float> kGrad, Span<float> vGrad)
+    {
+        long keys = (long)tokens * heads * dqk, values = (long)tokens * heads * dv;
+        if (q.Length < keys || k.Length < keys || qGrad.Length < keys || kGrad.Length < keys
+            || v.Length < values || outputGrad.Length < values || vGrad.Length < values)
+        {
+            throw new ArgumentException($"linear attention over {tokens} tokens × {heads} heads needs q, k and their gradients of {keys} floats, v, the output's gradient and v's of {values}");
+        }
+
+        fixed (float* qp = q, kp = k, vp = v, gp = outputGrad, dqp = qGrad, dkp = kGrad, dvp = vGrad)
+        {
+            var tensors = new BackwardTensors((nint)qp, (nint)kp, (nint)vp, (nint)gp, (nint)dqp, (nint)dkp, (nint)dvp);
+            ComputeThreads.Run(heads, h => BackwardHead(h, heads, dqk, dv, tokens, tensors));
+        }
+    }
+
+    // The tensors of Backward, pinned, as addresses a lambda can capture.
+    private readonly record struct BackwardTensors(nint Q, nint K, nint V, nint OutputGrad, nint QGrad, nint KGrad, nint VGrad);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void BackwardHead(int h, int heads, int dqk, int dv, int tokens, BackwardTensors at)
+    {
+        float* q = (float*)at.Q, k = (float*)at.K, v = (float*)at.V, outputGrad = (float*)at.OutputGrad;
+        float* qGrad = (float*)at.QGrad, kGrad = (float*)at.KGrad, vGrad = (float*)at.VGrad;
+        var state = new float[dqk * dv]; // S [D, Dv], then R [D, Dv]
+        var sums = new float[dqk]; // z [D], then r [D]
+        var phiQ = new float[dqk];
+        var phiK = new float[dqk];
+        var phiGrad = new float[dqk]; // dφq or dφk of one token
+        var output = new float[dv]; // out_i, then dv_i
+        var outputScaled = new float[dv]; // dnum_i
+        var normalisers = new float[tokens]; // n_i
+        var normaliserGrads = new float[tokens]; // dn_i
+        fixed (float* s = state, z = sums, pq = phiQ, pk = phiK, dphi = phiGrad, o = output, dnum = outputScaled)
+        {
+            for (int i = 0; i < tokens; i++)
+            {
+                long row = ((long)i * heads) + h;
+                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiK);
+                FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
+                TensorPrimitives.Add(sums, phiK, sums);
+                UpdateAndRead(s, pk, pq, v + (row * dv), o, dqk, dv); // S_i and num_i = φ(q_i)ᵀ·S_i
+                float n = TensorPrimitives.Dot(phiQ, sums);
+                var g = new ReadOnlySpan<float>(outputGrad + (row * dv), dv);
+                float dn = -TensorPrimitives.Dot(g, new ReadOnlySpan<float>(o, dv)) / (n * n); // −dout·num / n² = −dout·out / n
+                TensorPrimitives.Divide(g, n, outputScaled);
+                for (int d = 0; d < dqk; d++)
+                {
+                    dphi[d] = RowDot(s + ((long)d * dv), dnum, dv) + (z[d] * dn);
+                }
+
+                FeatureSlope(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiGrad, new Span<float>(qGrad + (row * dqk), dqk));
+                normalisers[i] = n;
+                normaliserGrads[i] = dn;
+            }
+
+            Array.Clear(state);
+            Array.Clear(sums);
+            for (int i = tokens - 1; i >= 0; i--)
+            {
+                long row = ((long)i * heads) + h;
+                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiK);
+                FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
+                TensorPrimitives.Divide(new ReadOnlySpan<float>(outputGrad + (row * dv), dv), normalisers[i], outputScaled);
+                TensorPrimitives.MultiplyAdd(phiQ, normaliserGrads[i], sums, sums); // r_i
+                Array.Clear(output);
+                float* vi = v + (row * dv);
+                for (int d = 0; d < dqk; d++)
+                {
+                    dphi[d] = ReverseRow(s + ((long)d * dv), pq[d], pk[d], dnum, vi, o, dv) + z[d];
+                }
+
+                FeatureSlope(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiGrad, new Span<float>(kGrad + (row * dqk), dqk));
+                output.CopyTo(new Span<float>(vGrad + (row * dv), dv));
+            }
+        }
+    }
+
+    // R_d += φq_d·dnum, over one row of R; adds φk_d·R_d into vGrad and returns R_d·v.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float ReverseRow(float* row, float query, float key, float* dnum, float* v, float* vGrad, int dv)
+    {
+        int c = 0;
+        float dot = 0f;
+        if (Vector512.IsHardwareAccelerated && dv >= 16)
+        {
+            var sum = Vector512<float>.Zero;
+            for (; c + 16 <= dv; c += 16)
+            {
+                var updated = Vector512.FusedMultiplyAdd(Vector512.Create(query), Vector512.Load(dnum + c), Vector512.Load(row + c));
+                updated.Store(row + c);
+                sum = Vector512.FusedMultiplyAdd(updated, Vector512.Load(v + c), sum);
+                Vector512.FusedMultiplyAdd(Vector512.Create(key), updated, Vector512.Load(vGrad + c)).Store(vGrad + c);
+            }
+
+            dot = Vector512.Sum(sum);
+        }
+
+        if (Vector256.IsHardwareAccelerated && c + 8 <= dv)
+        {
+            var sum = Vector256<float>.Zero;
+            for (; c + 8 <= dv; c += 8)
+            {
+                var updated = Vector256.FusedMultiplyAdd(Vector256.Create(query), Vector256.Load(dnum + c), Vector256.Load(row + c));
+                updated.Store(row + c);
+                sum = Vector256.FusedMultiplyAdd(updated, Vector256.Load(v + c), sum);
+                Vector256.FusedMultiplyAdd(Vector256.Create(key), updated, Vector256.Load(vGrad + c)).Store(vGrad + c);
+            }
+
+            dot += Vector256.Sum(sum);
+        }
+
+        for (; c < dv; c++)
+        {
+            float updated = MathF.FusedMultiplyAdd(query, dnum[c], row[c]);
+            row[c] = updated;
+            dot = MathF.FusedMultiplyAdd(updated, v[c], dot);
+            vGrad[c] = MathF.FusedMultiplyAdd(key, updated, vGrad[c]);
+        }
+
+        return dot;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float RowDot(float* a, float* b, int n)
+    {
+        int c = 0;
+        float dot = 0f;
+        if (Vector512.IsHardwareAccelerated && n >= 16)
+        {
+            var sum = Vector512<float>.Zero;
+            for (; c + 16 <= n; c += 16)
+            {
+                sum = Vector512.FusedMultiplyAdd(Vector512.Load(a + c), Vector512.Load(b + c), sum);
+            }
+
+            dot = Vector512.Sum(sum);
+        }
+
+        if (Vector256.IsHardwareAccelerated && c + 8 <= n)
+        {
+            var sum = Vector256<float>.Zero;
+            for (; c + 8 <= n; c += 8)
+            {
+                sum = Vector256.FusedMultiplyAdd(Vector256.Load(a + c), Vector256.Load(b + c), sum);
+            }
+
+            dot += Vector256.Sum(sum);
+        }
+
+        for (; c < n; c++)
+        {
+            dot = MathF.FusedMultiplyAdd(a[c], b[c], dot);
+        }
+
+        return dot;
+    }
+
+    // dx = dφ·φ'(x): φ'(x) = 1 for x > 0, eˣ otherwise; in vectors e^min(x, 0) (e⁰ = 1).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FeatureSlope(ReadOnlySpan<float> x, ReadOnlySpan<float> phiGrad, Span<float> grad)
+    {
+        int d = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; d + 16 <= x.Length; d += 16)
+            {
+                var slope = Vector512.Exp(Vector512.Min(Vector512.Create(x.Slice(d, 16)), Vector512<float>.Zero));
+                (Vector512.Create(phiGrad.Slice(d, 16)) * slope).CopyTo(grad.Slice(d, 16));
+            }
+        }
+
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; d + 8 <= x.Length; d += 8)
+            {
+                var slope = Vector256.Exp(Vector256.Min(Vector256.Create(x.Slice(d, 8)), Vector256<float>.Zero));
+                (Vector256.Create(phiGrad.Slice(d, 8)) * slope).CopyTo(grad.Slice(d, 8));
+            }
+        }
+
+        for (; d < x.Length; d++)
+        {
+            grad[d] = x[d] > 0 ? phiGrad[d] : phiGrad[d] * MathF.Exp(x[d]);
+        }
+    }
+
+    /// <summary>The gradients from the quadratic form (the header's formulas as written): the reference for <see cref="Backward"/>.</summary>
+    public static void BackwardReference(
         int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> outputGrad, Span<float> qGrad, Span<float> kGrad, Span<float> vGrad)
     {

@@ -23,8 +23,39 @@ public class ModuleTests
         Assert.True(Float64.MaxRelativeError(fast, FiniteDifference.ToDouble(reference)) <= 1e-5);
     }
 
+    // The prefix-sum gradients against the quadratic form's: the same sums grouped differently, both fp32. The
+    // gradients are not normalised, so 2e-5 relative with floor 1 (inputs and the output's gradient in [-1, 1]).
+    [Theory]
+    [InlineData(1, 4, 4, 1)]
+    [InlineData(3, 8, 5, 37)]
+    [InlineData(3, 24, 29, 65)] // a 16-wide block, an 8-wide one and 5 single columns
+    [InlineData(12, 64, 64, 130)] // the benchmark's heads, spread over the threads
+    public void LinearAttentionPrefixSumBackwardEqualsQuadraticReference(int heads, int dqk, int dv, int tokens)
+    {
+        var random = new Random(tokens + 1);
+        float[] q = TestData.Uniform(random, tokens * heads * dqk), k = TestData.Uniform(random, tokens * heads * dqk), v = TestData.Uniform(random, tokens * heads * dv);
+        float[] outputGrad = TestData.Uniform(random, tokens * heads * dv);
+        float[] dq = new float[q.Length], dk = new float[k.Length], dvGrad = new float[v.Length];
+        float[] dqReference = new float[q.Length], dkReference = new float[k.Length], dvReference = new float[v.Length];
+        LinearAttention.Backward(heads, dqk, dv, tokens, q, k, v, outputGrad, dq, dk, dvGrad);
+        LinearAttention.BackwardReference(heads, dqk, dv, tokens, q, k, v, outputGrad, dqReference, dkReference, dvReference);
+        Assert.True(Float64.MaxRelativeError(dq, FiniteDifference.ToDouble(dqReference)) <= 2e-5, "dq");
+        Assert.True(Float64.MaxRelativeError(dk, FiniteDifference.ToDouble(dkReference)) <= 2e-5, "dk");
+        Assert.True(Float64.MaxRelativeError(dvGrad, FiniteDifference.ToDouble(dvReference)) <= 2e-5, "dv");
+    }
+
     [Fact]
-    public void LinearAttentionBackwardMatchesFiniteDifferences()
+    public void LinearAttentionBackwardRejectsShortGradients()
+    {
+        float[] small = new float[2 * 3 * 4];
+        var error = Assert.Throws<ArgumentException>(() => LinearAttention.Backward(3, 4, 4, 2, small, small, small, small, small, small, new float[5]));
+        Assert.Contains("2 tokens × 3 heads", error.Message);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LinearAttentionBackwardMatchesFiniteDifferences(bool reference)
     {
         var random = new Random(30);
         int heads = 2, d = 3, dv = 4, tokens = 5;
@@ -68,7 +99,15 @@ public class ModuleTests
 
         double[] qd = FiniteDifference.ToDouble(q), kd = FiniteDifference.ToDouble(k), vd = FiniteDifference.ToDouble(v);
         float[] dq = new float[q.Length], dk = new float[k.Length], dvGrad = new float[v.Length];
-        LinearAttention.Backward(heads, d, dv, tokens, q, k, v, FiniteDifference.ToFloat(r), dq, dk, dvGrad);
+        if (reference)
+        {
+            LinearAttention.BackwardReference(heads, d, dv, tokens, q, k, v, FiniteDifference.ToFloat(r), dq, dk, dvGrad);
+        }
+        else
+        {
+            LinearAttention.Backward(heads, d, dv, tokens, q, k, v, FiniteDifference.ToFloat(r), dq, dk, dvGrad);
+        }
+
         FiniteDifference.AssertClose(dq, FiniteDifference.Gradient(p => Loss(p, kd, vd), qd), 1e-4, "linear dq");
         FiniteDifference.AssertClose(dk, FiniteDifference.Gradient(p => Loss(qd, p, vd), kd), 1e-4, "linear dk");
         FiniteDifference.AssertClose(dvGrad, FiniteDifference.Gradient(p => Loss(qd, kd, p), vd), 1e-4, "linear dv");

@@ -5,9 +5,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// <summary>
 /// `headlens bench attention`: causal self-attention, 12 heads × 64, T = 256, 1024, 4096, 16384, for the reference
 /// (materialising; only up to T = 1024 at batch 1, where its scalar loops finish in seconds), the fused kernel and
-/// its backward, a sliding window of 256, and linear attention. `--T 4096` limits the lengths; `--batch 1,8` adds
-/// batched calls (fused forward and backward only: one call for the whole batch, as a training step makes it);
-/// `--kv-heads 1` (or 2, 3, 4, 6) shares each kv head between query heads, as multi-query and grouped-query models do
+/// its backward, a sliding window of 256, and linear attention (forward and backward). `--T 4096` limits the lengths;
+/// `--batch 1,8` adds batched calls (fused forward and backward only: one call for the whole batch, as a training step
+/// makes it); `--kv-heads 1` (or 2, 3, 4, 6) shares each kv head between query heads, as multi-query and grouped-query models do
 /// (fused forward and backward only). `--decode` times decode steps instead: one query at the end of T cached keys
 /// in each of 12 layers' own caches, as a model's step reads them (a long cache then comes from memory, not from
 /// the cache of the previous call), per token.
@@ -20,7 +20,7 @@ internal sealed class AttentionBenchmark : IBenchmark
 
     public string Name => "attention";
 
-    public string Summary => "Causal self-attention, 12 heads × 64, for the reference, fused (forward and backward), sliding-window and linear kernels at T = 256 to 16384.";
+    public string Summary => "Causal self-attention, 12 heads × 64, for the reference, fused and linear (forward and backward) and sliding-window kernels at T = 256 to 16384.";
 
     public IReadOnlyList<CliOption> Options { get; } =
     [
@@ -60,7 +60,7 @@ internal sealed class AttentionBenchmark : IBenchmark
                 float[] output = new float[n], logSumExp = new float[batch * Heads * t];
                 float[] qGrad = new float[n], kGrad = new float[kvN], vGrad = new float[kvN];
                 var causal = new AttentionOptions(Heads, kvHeads, HeadDim, HeadDim);
-                string[] variants = batch == 1 && kvHeads == Heads ? ["reference", "fused", "backward", "window", "linear"] : ["fused", "backward"];
+                string[] variants = batch == 1 && kvHeads == Heads ? ["reference", "fused", "backward", "window", "linear", "linear-backward"] : ["fused", "backward"];
                 foreach (string variant in variants)
                 {
                     if (variant == "reference" && t > 1024)
@@ -74,7 +74,8 @@ internal sealed class AttentionBenchmark : IBenchmark
                         "fused" => () => ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q, k, v, output, logSumExp),
                         "backward" => () => ScaledDotProductAttention.Backward(causal, batch, t, t, 0, q, k, v, output, outputGrad, logSumExp, qGrad, kGrad, vGrad),
                         "window" => () => ScaledDotProductAttention.Forward(causal with { Window = Window }, t, t, 0, q, k, v, output, logSumExp),
-                        _ => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q, k, v, output),
+                        "linear" => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q, k, v, output),
+                        _ => () => LinearAttention.Backward(Heads, HeadDim, HeadDim, t, q, k, v, outputGrad, qGrad, kGrad, vGrad),
                     };
                     if (variant == "backward")
                     {
@@ -157,16 +158,17 @@ internal sealed class AttentionBenchmark : IBenchmark
 
     // Useful work only: Q·Kᵀ and P·V over the visible (query, key) pairs, 2 FLOPs per multiply-add. The backward
     // counts its four products (dP = dO·Vᵀ, dV, dK, dQ: twice the forward), not the recomputed S, as PyTorch's
-    // FLOP counter does.
+    // FLOP counter does. Linear attention's backward likewise counts twice its forward (it executes three times:
+    // the forward sweep again, then three D·Dv products per token back).
     private static double Flops(string variant, int t)
     {
         double pairs = variant switch
         {
             "window" => Enumerable.Range(0, t).Sum(i => (double)Math.Min(i + 1, Window)),
-            "linear" => t * (double)HeadDim, // φ(k)·vᵀ state update and φ(q)·state per token: D·Dv each
+            "linear" or "linear-backward" => t * (double)HeadDim, // φ(k)·vᵀ state update and φ(q)·state per token: D·Dv each
             _ => t * (t + 1) / 2.0,
         };
-        return (variant == "backward" ? 2 : 1) * 2.0 * 2 * Heads * HeadDim * pairs;
+        return (variant is "backward" or "linear-backward" ? 2 : 1) * 2.0 * 2 * Heads * HeadDim * pairs;
     }
 
     private static float[] Random(Random random, int count)
