@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
@@ -74,7 +73,7 @@ public static class LinearAttention
         var normaliser = new float[dqk]; // z [D]
         var phiQ = new float[dqk];
         var phiK = new float[dqk];
-        fixed (float* s = state, pk = phiK, pq = phiQ)
+        fixed (float* s = state, z = normaliser, pk = phiK, pq = phiQ)
         {
             for (int i = 0; i < tokens; i++)
             {
@@ -82,11 +81,10 @@ public static class LinearAttention
                 FeatureMap(new ReadOnlySpan<float>(k + (at * dqk), dqk), phiK);
                 FeatureMap(new ReadOnlySpan<float>(q + (at * dqk), dqk), phiQ);
                 // z += φ(k_i);  S += φ(k_i)·v_iᵀ and out_i = φ(q_i)ᵀ·S;  out_i /= φ(q_i)·z
-                TensorPrimitives.Add(normaliser, phiK, normaliser);
+                AddScaled(pk, 1f, z, dqk);
                 float* o = output + (at * dv);
                 UpdateAndRead(s, pk, pq, v + (at * dv), o, dqk, dv);
-                var outRow = new Span<float>(o, dv);
-                TensorPrimitives.Multiply(outRow, 1f / TensorPrimitives.Dot(phiQ, normaliser), outRow);
+                Scale(o, 1f / RowDot(pq, z, dqk), o, dv);
             }
         }
     }
@@ -182,7 +180,8 @@ public static class LinearAttention
     /// memory per head. A forward sweep rebuilds S_i and z_i and gives dφq_i = S_i·dnum_i + z_i·dn_i, with
     /// dnum_i = dout_i / n_i and dn_i = −dout_i·out_i / n_i; a backward sweep sums R_j = Σ_{i≥j} φq_i·dnum_iᵀ and
     /// r_j = Σ_{i≥j} φq_i·dn_i and gives dφk_j = R_j·v_j + r_j and dv_j = R_jᵀ·φk_j. (The quadratic form's sums over
-    /// i or j, grouped: <see cref="BackwardReference"/>.)
+    /// i or j, grouped: <see cref="BackwardReference"/>.) φ(k) waits in <paramref name="kGrad"/> between the sweeps, and
+    /// φ'(x) comes from φ(x), so each token's features take one exponential per value of k and two of q.
     /// </summary>
     public static unsafe void Backward(
         int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
@@ -213,31 +212,31 @@ public static class LinearAttention
         var state = new float[dqk * dv]; // S [D, Dv], then R [D, Dv]
         var sums = new float[dqk]; // z [D], then r [D]
         var phiQ = new float[dqk];
-        var phiK = new float[dqk];
         var phiGrad = new float[dqk]; // dφq or dφk of one token
         var output = new float[dv]; // out_i, then dv_i
         var outputScaled = new float[dv]; // dnum_i
         var normalisers = new float[tokens]; // n_i
         var normaliserGrads = new float[tokens]; // dn_i
-        fixed (float* s = state, z = sums, pq = phiQ, pk = phiK, dphi = phiGrad, o = output, dnum = outputScaled)
+        fixed (float* s = state, z = sums, pq = phiQ, dphi = phiGrad, o = output, dnum = outputScaled)
         {
             for (int i = 0; i < tokens; i++)
             {
                 long row = ((long)i * heads) + h;
-                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiK);
+                float* pk = kGrad + (row * dqk); // φ(k_i), kept there for the backward sweep
+                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), new Span<float>(pk, dqk));
                 FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
-                TensorPrimitives.Add(sums, phiK, sums);
+                AddScaled(pk, 1f, z, dqk);
                 UpdateAndRead(s, pk, pq, v + (row * dv), o, dqk, dv); // S_i and num_i = φ(q_i)ᵀ·S_i
-                float n = TensorPrimitives.Dot(phiQ, sums);
-                var g = new ReadOnlySpan<float>(outputGrad + (row * dv), dv);
-                float dn = -TensorPrimitives.Dot(g, new ReadOnlySpan<float>(o, dv)) / (n * n); // −dout·num / n² = −dout·out / n
-                TensorPrimitives.Divide(g, n, outputScaled);
+                float n = RowDot(pq, z, dqk);
+                float* g = outputGrad + (row * dv);
+                float dn = -RowDot(g, o, dv) / (n * n); // −dout·num / n² = −dout·out / n
+                Scale(g, 1f / n, dnum, dv);
                 for (int d = 0; d < dqk; d++)
                 {
                     dphi[d] = RowDot(s + ((long)d * dv), dnum, dv) + (z[d] * dn);
                 }
 
-                FeatureSlope(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiGrad, new Span<float>(qGrad + (row * dqk), dqk));
+                FeatureSlope(q + (row * dqk), pq, dphi, qGrad + (row * dqk), dqk);
                 normalisers[i] = n;
                 normaliserGrads[i] = dn;
             }
@@ -247,10 +246,10 @@ public static class LinearAttention
             for (int i = tokens - 1; i >= 0; i--)
             {
                 long row = ((long)i * heads) + h;
-                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiK);
+                float* pk = kGrad + (row * dqk);
                 FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
-                TensorPrimitives.Divide(new ReadOnlySpan<float>(outputGrad + (row * dv), dv), normalisers[i], outputScaled);
-                TensorPrimitives.MultiplyAdd(phiQ, normaliserGrads[i], sums, sums); // r_i
+                Scale(outputGrad + (row * dv), 1f / normalisers[i], dnum, dv);
+                AddScaled(pq, normaliserGrads[i], z, dqk); // r_i
                 Array.Clear(output);
                 float* vi = v + (row * dv);
                 for (int d = 0; d < dqk; d++)
@@ -258,7 +257,7 @@ public static class LinearAttention
                     dphi[d] = ReverseRow(s + ((long)d * dv), pq[d], pk[d], dnum, vi, o, dv) + z[d];
                 }
 
-                FeatureSlope(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiGrad, new Span<float>(kGrad + (row * dqk), dqk));
+                FeatureSlope(k + (row * dqk), pk, dphi, pk, dqk); // dk_i over φ(k_i)
                 output.CopyTo(new Span<float>(vGrad + (row * dv), dv));
             }
         }
@@ -309,6 +308,46 @@ public static class LinearAttention
         return dot;
     }
 
+    // y += a·x over n floats. The short vectors of the per-token steps go through these rather than TensorPrimitives,
+    // whose generic methods run their tier-0 code for the first ~100 ms of calls: a benchmark's 200 calls at T = 64
+    // took 3× their time later.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void AddScaled(float* x, float a, float* y, int n)
+    {
+        int c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c + 8 <= n; c += 8)
+            {
+                Vector256.FusedMultiplyAdd(Vector256.Create(a), Vector256.Load(x + c), Vector256.Load(y + c)).Store(y + c);
+            }
+        }
+
+        for (; c < n; c++)
+        {
+            y[c] = MathF.FusedMultiplyAdd(a, x[c], y[c]);
+        }
+    }
+
+    // result = a·x over n floats (result may be x).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Scale(float* x, float a, float* result, int n)
+    {
+        int c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c + 8 <= n; c += 8)
+            {
+                (Vector256.Create(a) * Vector256.Load(x + c)).Store(result + c);
+            }
+        }
+
+        for (; c < n; c++)
+        {
+            result[c] = a * x[c];
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe float RowDot(float* a, float* b, int n)
     {
@@ -344,32 +383,23 @@ public static class LinearAttention
         return dot;
     }
 
-    // dx = dφ·φ'(x): φ'(x) = 1 for x > 0, eˣ otherwise; in vectors e^min(x, 0) (e⁰ = 1).
+    // dx = dφ·φ'(x), with φ'(x) = 1 for x > 0 and eˣ = φ(x) otherwise: from φ(x), no exponential again. grad may be phi.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void FeatureSlope(ReadOnlySpan<float> x, ReadOnlySpan<float> phiGrad, Span<float> grad)
+    private static unsafe void FeatureSlope(float* x, float* phi, float* phiGrad, float* grad, int n)
     {
         int d = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            for (; d + 16 <= x.Length; d += 16)
-            {
-                var slope = Vector512.Exp(Vector512.Min(Vector512.Create(x.Slice(d, 16)), Vector512<float>.Zero));
-                (Vector512.Create(phiGrad.Slice(d, 16)) * slope).CopyTo(grad.Slice(d, 16));
-            }
-        }
-
         if (Vector256.IsHardwareAccelerated)
         {
-            for (; d + 8 <= x.Length; d += 8)
+            for (; d + 8 <= n; d += 8)
             {
-                var slope = Vector256.Exp(Vector256.Min(Vector256.Create(x.Slice(d, 8)), Vector256<float>.Zero));
-                (Vector256.Create(phiGrad.Slice(d, 8)) * slope).CopyTo(grad.Slice(d, 8));
+                var g = Vector256.Load(phiGrad + d);
+                Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(x + d), Vector256<float>.Zero), g, g * Vector256.Load(phi + d)).Store(grad + d);
             }
         }
 
-        for (; d < x.Length; d++)
+        for (; d < n; d++)
         {
-            grad[d] = x[d] > 0 ? phiGrad[d] : phiGrad[d] * MathF.Exp(x[d]);
+            grad[d] = x[d] > 0 ? phiGrad[d] : phiGrad[d] * phi[d];
         }
     }
 
