@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using HeadLens.Kernels;
@@ -14,8 +15,8 @@ namespace HeadLens.Attention;
 //   dv_j = Σ_{i≥j} (a_ij/n_i)·dout_i;  da_ij = dout_i·(v_j − out_i)/n_i;
 //   dφq_i = Σ_j da_ij·φ(k_j);  dφk_j = Σ_i da_ij·φ(q_i);  dx = dφx·φ'(x), φ'(x) = 1 for x > 0, eˣ otherwise.
 // Layouts: q, k [T, H, D], v and out [T, H, Dv] (no GQA). Implementations: ForwardReference and BackwardReference
-// (quadratic), Forward (prefix sums over blocks of tokens) and Backward (prefix sums token by token): O(T·D·Dv) time
-// and O(D·Dv) state per head, heads on the threads.
+// (quadratic), Forward and Backward (prefix sums over blocks of 64 tokens, each block's own pairs as small products):
+// O(T·D·Dv) time and O(D·Dv) state per head, heads on the threads.
 public static class LinearAttention
 {
     public static void ForwardReference(int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output)
@@ -76,79 +77,182 @@ public static class LinearAttention
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ForwardHead(int h, int heads, int dqk, int dv, int tokens, float* q, float* k, float* v, float* output)
     {
-        var state = new float[dqk * dv]; // S [D, Dv]
-        var keySums = new float[dqk]; // z [D]
-        var blockQueries = new float[Block * dqk]; // ΦQ [c, D]
-        var blockKeys = new float[dqk * Block]; // ΦKᵀ [D, Block]: the block's keys as columns
-        var blockValues = new float[Block * dv]; // V [c, Dv]
-        var scores = new float[Block * Block]; // M ⊙ ΦQ·ΦKᵀ [c, Block]
-        var numerators = new float[Block * dv]; // Num [c, Dv]
-        var phiK = new float[dqk];
-        fixed (float* s = state, z = keySums, pq = blockQueries, pkT = blockKeys, bv = blockValues, a = scores, num = numerators)
+        var scratch = new BlockScratch(dqk, dv, tokens: 0);
+        try
         {
+            float* pq = scratch.PhiQ, pk = scratch.PhiK, pkT = scratch.PhiKT, bv = scratch.V, a = scratch.Scores, num = scratch.Num;
+            float* s = scratch.State, z = scratch.Sums;
             for (int first = 0; first < tokens; first += Block)
             {
                 int count = Math.Min(Block, tokens - first);
-                for (int i = 0; i < count; i++)
-                {
-                    long row = ((long)(first + i) * heads) + h;
-                    if (first + i + Block < tokens)
-                    {
-                        long next = row + ((long)Block * heads);
-                        PrefetchRow(q, next, dqk);
-                        PrefetchRow(k, next, dqk);
-                        PrefetchRow(v, next, dv);
-                    }
-
-                    FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), new Span<float>(pq + ((long)i * dqk), dqk));
-                    FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), phiK);
-                    for (int d = 0; d < dqk; d++)
-                    {
-                        pkT[(d * Block) + i] = phiK[d];
-                    }
-
-                    new ReadOnlySpan<float>(v + (row * dv), dv).CopyTo(new Span<float>(bv + ((long)i * dv), dv));
-                }
+                Gather(scratch, h, heads, tokens, first, count, first + Block, q, k, v, grad: null);
 
                 // Num = ΦQ·S (the earlier blocks), the block's scores ΦQ·ΦKᵀ, masked to j ≤ i.
                 new Span<float>(num, count * dv).Clear();
-                MultiplyAdd(pq, dqk, s, dv, num, dv, count, dv, dqk, causal: false);
-                new Span<float>(a, count * Block).Clear();
-                MultiplyAdd(pq, dqk, pkT, Block, a, Block, count, count, dqk, causal: false);
-                for (int i = 0; i < count; i++)
-                {
-                    new Span<float>(a + ((long)i * Block) + i + 1, Block - i - 1).Clear();
-                }
+                MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                Scores(pq, pkT, a, count, dqk);
 
                 // Num += scores·V; out_i = Num_i / (φ(q_i)·z + Σ_j scores_ij).
-                MultiplyAdd(a, Block, bv, dv, num, dv, count, dv, count, causal: true);
+                MultiplyAdd(a, Block, 1, bv, dv, num, dv, count, dv, count, Triangle.Lower);
                 for (int i = 0; i < count; i++)
                 {
                     float n = RowDot(pq + ((long)i * dqk), z, dqk) + RowSum(a + ((long)i * Block), i + 1);
                     Scale(num + ((long)i * dv), 1f / n, output + ((((long)(first + i) * heads) + h) * dv), dv);
                 }
 
-                // S += ΦKᵀ·V; z += Σ_i φ(k_i).
-                MultiplyAdd(pkT, Block, bv, dv, s, dv, dqk, dv, count, causal: false);
-                for (int d = 0; d < dqk; d++)
+                AddBlockToState(scratch, count);
+            }
+        }
+        finally
+        {
+            scratch.Dispose();
+        }
+    }
+
+    // One head's buffers for the blocked forms, in one 64-byte-aligned allocation: the block's rows (φ(Q), φ(K) and
+    // φ(K)ᵀ, V and Vᵀ, the output's gradient over n), its scores and their gradient, the state S [D, Dv] (the backward's
+    // R in its second sweep) and its transpose, z (then r), and n and dn per token for the backward.
+    private sealed unsafe class BlockScratch : IDisposable
+    {
+        public readonly int Dqk, Dv;
+        public readonly float* PhiQ, PhiK, PhiKT, V, VT, Dnum, Num, Scores, ScoreGrads, PhiGrads, State, StateT, Sums, Norms, NormGrads;
+        private readonly float* memory;
+
+        public BlockScratch(int dqk, int dv, int tokens)
+        {
+            (Dqk, Dv) = (dqk, dv);
+            long[] sizes = Sizes(dqk, dv, tokens);
+            long total = Floats(dqk, dv, tokens);
+            memory = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
+            NativeMemory.Clear(memory, (nuint)(total * sizeof(float)));
+            float* next = memory;
+            float* Take(long size)
+            {
+                float* part = next;
+                next += (size + 15) & ~15L;
+                return part;
+            }
+
+            PhiQ = Take(sizes[0]);
+            PhiK = Take(sizes[1]);
+            PhiKT = Take(sizes[2]);
+            V = Take(sizes[3]);
+            VT = Take(sizes[4]);
+            Dnum = Take(sizes[5]);
+            Num = Take(sizes[6]);
+            Scores = Take(sizes[7]);
+            ScoreGrads = Take(sizes[8]);
+            PhiGrads = Take(sizes[9]);
+            State = Take(sizes[10]);
+            StateT = Take(sizes[11]);
+            Sums = Take(sizes[12]);
+            Norms = Take(sizes[13]);
+            NormGrads = Take(sizes[14]);
+        }
+
+        public void Dispose() => NativeMemory.AlignedFree(memory);
+
+        // The floats of the whole allocation, each part rounded up to 64 bytes.
+        public static long Floats(int dqk, int dv, int tokens) => Sizes(dqk, dv, tokens).Sum(size => (size + 15) & ~15L);
+
+        private static long[] Sizes(int dqk, int dv, int tokens) =>
+            [Block * dqk, Block * dqk, dqk * Block, Block * dv, dv * Block, Block * dv, Block * dv, Block * Block, Block * Block, Block * dqk, dqk * dv, dv * dqk, dqk, tokens, tokens];
+    }
+
+    /// <summary>
+    /// Bytes of native scratch one head in flight holds during <see cref="Forward"/> or <see cref="Backward"/> (one head
+    /// per thread at a time): the blocks' buffers and the state, and for the backward two floats per token.
+    /// </summary>
+    public static long WorkingBytesPerThread(int dqk, int dv, int tokens, bool backward) =>
+        BlockScratch.Floats(dqk, dv, backward ? tokens : 0) * sizeof(float);
+
+    // The block's rows [first, first + count) for head h: φ(q) and φ(k) as rows and φ(k) as columns, v as rows, and
+    // (when grad is given, for the backward) v as columns and the output's gradient rows into Dnum; the rows of the block at nextFirst are
+    // prefetched. A head's rows lie H·D floats apart (3 KB for 12 × 64), so most fall on another 4 KiB page than the
+    // last, where the hardware prefetchers stop: without the prefetches the reads of q, k and v took a quarter of the
+    // blocked forward's time (one thread, T = 4096).
+    private static unsafe void Gather(BlockScratch at, int h, int heads, int tokens, int first, int count, int nextFirst, float* q, float* k, float* v, float* grad)
+    {
+        int dqk = at.Dqk, dv = at.Dv;
+        for (int i = 0; i < count; i++)
+        {
+            long row = ((long)(first + i) * heads) + h;
+            if (nextFirst >= 0 && nextFirst + i < tokens)
+            {
+                long next = ((long)(nextFirst + i) * heads) + h;
+                PrefetchRow(q, next, dqk);
+                PrefetchRow(k, next, dqk);
+                PrefetchRow(v, next, dv);
+                if (grad != null)
                 {
-                    z[d] += RowSum(pkT + ((long)d * Block), count);
+                    PrefetchRow(grad, next, dv);
                 }
+            }
+
+            float* pk = at.PhiK + ((long)i * dqk), bv = at.V + ((long)i * dv);
+            FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), new Span<float>(at.PhiQ + ((long)i * dqk), dqk));
+            FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), new Span<float>(pk, dqk));
+            new ReadOnlySpan<float>(v + (row * dv), dv).CopyTo(new Span<float>(bv, dv));
+            for (int d = 0; d < dqk; d++)
+            {
+                at.PhiKT[(d * Block) + i] = pk[d];
+            }
+
+            if (grad != null)
+            {
+                for (int e = 0; e < dv; e++)
+                {
+                    at.VT[(e * Block) + i] = bv[e];
+                }
+
+                new ReadOnlySpan<float>(grad + (row * dv), dv).CopyTo(new Span<float>(at.Dnum + ((long)i * dv), dv));
             }
         }
     }
 
-    // c[i, j] += Σ_p a[i, p]·b[p, j] for i < rows, j < columns, p < depth (row-major, leading dimensions lda, ldb, ldc).
-    // causal: a is lower-triangular (a[i, p] = 0 for p > i), so row block i0..i0+3 stops at p = i0 + 3. Four rows of c
-    // at a time, 16 columns per vector: each row of b loaded once for the four, each a[i, p] broadcast.
+    // scores [count, Block] = M ⊙ φ(Q)·φ(K)ᵀ: the block's own pairs, zero above the diagonal.
+    private static unsafe void Scores(float* pq, float* pkT, float* scores, int count, int dqk)
+    {
+        new Span<float>(scores, count * Block).Clear();
+        MultiplyAdd(pq, dqk, 1, pkT, Block, scores, Block, count, count, dqk, Triangle.None);
+        for (int i = 0; i < count; i++)
+        {
+            new Span<float>(scores + ((long)i * Block) + i + 1, Block - i - 1).Clear();
+        }
+    }
+
+    // S += φ(K)ᵀ·V and z += Σ_i φ(k_i) over the block's rows.
+    private static unsafe void AddBlockToState(BlockScratch at, int count)
+    {
+        MultiplyAdd(at.PhiKT, Block, 1, at.V, at.Dv, at.State, at.Dv, at.Dqk, at.Dv, count, Triangle.None);
+        for (int d = 0; d < at.Dqk; d++)
+        {
+            at.Sums[d] += RowSum(at.PhiKT + ((long)d * Block), count);
+        }
+    }
+
+    // Which entries of a product's left operand may be nonzero: all, those at p ≤ i (lower), or those at p ≥ i (upper).
+    private enum Triangle
+    {
+        None,
+        Lower,
+        Upper,
+    }
+
+    // c[i, j] += Σ_p a[i, p]·b[p, j] for i < rows, j < columns, p < depth: a[i, p] at a + i·aRow + p·aColumn (so a may be
+    // read transposed), b and c row-major (leading dimensions ldb, ldc). A triangular a lets row block i0..i0+3 stop at
+    // p = i0 + 3 (lower) or start at p = i0 (upper). Four rows of c at a time, 16 columns per vector: each row of b
+    // loaded once for the four, each a[i, p] broadcast.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void MultiplyAdd(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int columns, int depth, bool causal)
+    private static unsafe void MultiplyAdd(float* a, int aRow, int aColumn, float* b, int ldb, float* c, int ldc, int rows, int columns, int depth, Triangle triangle)
     {
         int i = 0;
         for (; i + 4 <= rows; i += 4)
         {
-            int end = causal ? Math.Min(depth, i + 4) : depth;
-            float* a0 = a + ((long)i * lda), a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda;
+            int start = triangle == Triangle.Upper ? Math.Min(i, depth) : 0;
+            int end = triangle == Triangle.Lower ? Math.Min(depth, i + 4) : depth;
+            float* a0 = a + ((long)i * aRow) + ((long)start * aColumn);
+            long r1 = aRow, r2 = 2L * aRow, r3 = 3L * aRow;
             float* c0 = c + ((long)i * ldc), c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
             int j = 0;
             if (Vector512.IsHardwareAccelerated)
@@ -156,14 +260,14 @@ public static class LinearAttention
                 for (; j + 16 <= columns; j += 16)
                 {
                     Vector512<float> s0 = Vector512.Load(c0 + j), s1 = Vector512.Load(c1 + j), s2 = Vector512.Load(c2 + j), s3 = Vector512.Load(c3 + j);
-                    float* bp = b + j;
-                    for (int p = 0; p < end; p++, bp += ldb)
+                    float* bp = b + ((long)start * ldb) + j, ap = a0;
+                    for (int p = start; p < end; p++, bp += ldb, ap += aColumn)
                     {
                         var row = Vector512.Load(bp);
-                        s0 = Vector512.FusedMultiplyAdd(Vector512.Create(a0[p]), row, s0);
-                        s1 = Vector512.FusedMultiplyAdd(Vector512.Create(a1[p]), row, s1);
-                        s2 = Vector512.FusedMultiplyAdd(Vector512.Create(a2[p]), row, s2);
-                        s3 = Vector512.FusedMultiplyAdd(Vector512.Create(a3[p]), row, s3);
+                        s0 = Vector512.FusedMultiplyAdd(Vector512.Create(ap[0]), row, s0);
+                        s1 = Vector512.FusedMultiplyAdd(Vector512.Create(ap[r1]), row, s1);
+                        s2 = Vector512.FusedMultiplyAdd(Vector512.Create(ap[r2]), row, s2);
+                        s3 = Vector512.FusedMultiplyAdd(Vector512.Create(ap[r3]), row, s3);
                     }
 
                     s0.Store(c0 + j);
@@ -178,14 +282,14 @@ public static class LinearAttention
                 for (; j + 8 <= columns; j += 8)
                 {
                     Vector256<float> s0 = Vector256.Load(c0 + j), s1 = Vector256.Load(c1 + j), s2 = Vector256.Load(c2 + j), s3 = Vector256.Load(c3 + j);
-                    float* bp = b + j;
-                    for (int p = 0; p < end; p++, bp += ldb)
+                    float* bp = b + ((long)start * ldb) + j, ap = a0;
+                    for (int p = start; p < end; p++, bp += ldb, ap += aColumn)
                     {
                         var row = Vector256.Load(bp);
-                        s0 = Vector256.FusedMultiplyAdd(Vector256.Create(a0[p]), row, s0);
-                        s1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1[p]), row, s1);
-                        s2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2[p]), row, s2);
-                        s3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3[p]), row, s3);
+                        s0 = Vector256.FusedMultiplyAdd(Vector256.Create(ap[0]), row, s0);
+                        s1 = Vector256.FusedMultiplyAdd(Vector256.Create(ap[r1]), row, s1);
+                        s2 = Vector256.FusedMultiplyAdd(Vector256.Create(ap[r2]), row, s2);
+                        s3 = Vector256.FusedMultiplyAdd(Vector256.Create(ap[r3]), row, s3);
                     }
 
                     s0.Store(c0 + j);
@@ -197,27 +301,25 @@ public static class LinearAttention
 
             for (; j < columns; j++)
             {
-                MultiplyAddColumn(a0, b + j, ldb, c0 + j, end);
-                MultiplyAddColumn(a1, b + j, ldb, c1 + j, end);
-                MultiplyAddColumn(a2, b + j, ldb, c2 + j, end);
-                MultiplyAddColumn(a3, b + j, ldb, c3 + j, end);
+                MultiplyAddColumn(a0, aColumn, b + ((long)start * ldb) + j, ldb, c0 + j, end - start);
+                MultiplyAddColumn(a0 + r1, aColumn, b + ((long)start * ldb) + j, ldb, c1 + j, end - start);
+                MultiplyAddColumn(a0 + r2, aColumn, b + ((long)start * ldb) + j, ldb, c2 + j, end - start);
+                MultiplyAddColumn(a0 + r3, aColumn, b + ((long)start * ldb) + j, ldb, c3 + j, end - start);
             }
         }
 
         for (; i < rows; i++)
         {
-            int end = causal ? Math.Min(depth, i + 1) : depth;
+            int start = triangle == Triangle.Upper ? Math.Min(i, depth) : 0;
+            int end = triangle == Triangle.Lower ? Math.Min(depth, i + 1) : depth;
             for (int j = 0; j < columns; j++)
             {
-                MultiplyAddColumn(a + ((long)i * lda), b + j, ldb, c + ((long)i * ldc) + j, end);
+                MultiplyAddColumn(a + ((long)i * aRow) + ((long)start * aColumn), aColumn, b + ((long)start * ldb) + j, ldb, c + ((long)i * ldc) + j, end - start);
             }
         }
     }
 
-    // Row `row` of a [T·H, width] tensor, one prefetch per 64 bytes: the forward takes the next block's rows of q, k and v
-    // for its head, the backward's sweeps the rows a few tokens ahead. A head's rows lie H·D floats apart (3 KB for
-    // 12 × 64), so most fall on another 4 KiB page than the last, where the hardware prefetchers stop: without these the
-    // reads of q, k and v took a quarter of the blocked forward's time (one thread, T = 4096).
+    // Row `row` of a [T·H, width] tensor, one prefetch per 64 bytes.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void PrefetchRow(float* x, long row, int width)
     {
@@ -230,16 +332,28 @@ public static class LinearAttention
         }
     }
 
-    // *c += Σ_p a[p]·b[p·ldb] for p < depth.
-    private static unsafe void MultiplyAddColumn(float* a, float* b, int ldb, float* c, int depth)
+    // *c += Σ_p a[p·aColumn]·b[p·ldb] for p < depth.
+    private static unsafe void MultiplyAddColumn(float* a, int aColumn, float* b, int ldb, float* c, int depth)
     {
         float sum = *c;
         for (int p = 0; p < depth; p++)
         {
-            sum = MathF.FusedMultiplyAdd(a[p], b[(long)p * ldb], sum);
+            sum = MathF.FusedMultiplyAdd(a[(long)p * aColumn], b[(long)p * ldb], sum);
         }
 
         *c = sum;
+    }
+
+    // to [columns, rows] = from [rows, columns]ᵀ.
+    private static unsafe void Transpose(float* from, int rows, int columns, float* to)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < columns; j++)
+            {
+                to[((long)j * rows) + i] = from[((long)i * columns) + j];
+            }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -266,99 +380,14 @@ public static class LinearAttention
         return sum;
     }
 
-    // S_d += φk_d·v and o = Σ_d φq_d·S_d over the rows d, in one pass, a block of columns at a time: the block's v and
-    // four running sums of o (rows d mod 4, so that each FMA's wait on the last is spread over four chains) stay in
-    // registers while the block's column of S is read and written once.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void UpdateAndRead(float* state, float* phiK, float* phiQ, float* v, float* o, int dqk, int dv)
-    {
-        int c = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            for (; c + 16 <= dv; c += 16)
-            {
-                var vc = Vector512.Load(v + c);
-                Vector512<float> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
-                float* row = state + c;
-                int d = 0;
-                for (; d + 4 <= dqk; d += 4, row += 4L * dv)
-                {
-                    sum0 = Row512(row, phiK[d], phiQ[d], vc, sum0);
-                    sum1 = Row512(row + dv, phiK[d + 1], phiQ[d + 1], vc, sum1);
-                    sum2 = Row512(row + (2L * dv), phiK[d + 2], phiQ[d + 2], vc, sum2);
-                    sum3 = Row512(row + (3L * dv), phiK[d + 3], phiQ[d + 3], vc, sum3);
-                }
-
-                for (; d < dqk; d++, row += dv)
-                {
-                    sum0 = Row512(row, phiK[d], phiQ[d], vc, sum0);
-                }
-
-                ((sum0 + sum1) + (sum2 + sum3)).Store(o + c);
-            }
-        }
-
-        if (Vector256.IsHardwareAccelerated)
-        {
-            for (; c + 8 <= dv; c += 8)
-            {
-                var vc = Vector256.Load(v + c);
-                Vector256<float> sum0 = default, sum1 = default;
-                float* row = state + c;
-                int d = 0;
-                for (; d + 2 <= dqk; d += 2, row += 2L * dv)
-                {
-                    sum0 = Row256(row, phiK[d], phiQ[d], vc, sum0);
-                    sum1 = Row256(row + dv, phiK[d + 1], phiQ[d + 1], vc, sum1);
-                }
-
-                for (; d < dqk; d++, row += dv)
-                {
-                    sum0 = Row256(row, phiK[d], phiQ[d], vc, sum0);
-                }
-
-                (sum0 + sum1).Store(o + c);
-            }
-        }
-
-        for (; c < dv; c++)
-        {
-            float sum = 0f;
-            for (int d = 0; d < dqk; d++)
-            {
-                float* s = state + ((long)d * dv) + c;
-                *s = MathF.FusedMultiplyAdd(phiK[d], v[c], *s);
-                sum = MathF.FusedMultiplyAdd(phiQ[d], *s, sum);
-            }
-
-            o[c] = sum;
-        }
-    }
-
-    // One row's block: S_d += φk_d·v, then sum + φq_d·S_d.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector512<float> Row512(float* row, float key, float query, Vector512<float> value, Vector512<float> sum)
-    {
-        var updated = Vector512.FusedMultiplyAdd(Vector512.Create(key), value, Vector512.Load(row));
-        updated.Store(row);
-        return Vector512.FusedMultiplyAdd(Vector512.Create(query), updated, sum);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector256<float> Row256(float* row, float key, float query, Vector256<float> value, Vector256<float> sum)
-    {
-        var updated = Vector256.FusedMultiplyAdd(Vector256.Create(key), value, Vector256.Load(row));
-        updated.Store(row);
-        return Vector256.FusedMultiplyAdd(Vector256.Create(query), updated, sum);
-    }
-
     /// <summary>
-    /// The gradients in the prefix-sum form, heads shared between the threads: O(T·D·Dv) time, O(D·Dv + T) working
-    /// memory per head. A forward sweep rebuilds S_i and z_i and gives dφq_i = S_i·dnum_i + z_i·dn_i, with
-    /// dnum_i = dout_i / n_i and dn_i = −dout_i·out_i / n_i; a backward sweep sums R_j = Σ_{i≥j} φq_i·dnum_iᵀ and
-    /// r_j = Σ_{i≥j} φq_i·dn_i and gives dφk_j = R_j·v_j + r_j and dv_j = R_jᵀ·φk_j. (The quadratic form's sums over
-    /// i or j, grouped: <see cref="BackwardReference"/>.) φ(k) waits in <paramref name="kGrad"/> between the sweeps, and
-    /// φ'(x) comes from φ(x), so each token's features take one exponential per value of k and two of q.
+    /// The gradients in the prefix-sum form over blocks of <see cref="Block"/> tokens, heads shared between the threads:
+    /// O(T·D·Dv) time, O(D·Dv + T) working memory per head. With dnum_i = dout_i / n_i and dn_i = −dout_i·out_i / n_i,
+    /// a forward sweep rebuilds S and z block by block and gives dφq_i = S_i·dnum_i + z_i·dn_i, the block's own pairs
+    /// as products (dφ(Q) = dNum·Sᵀ + dn·zᵀ + dA·φ(K), dA = M ⊙ (dNum·Vᵀ + dn·1ᵀ)), and the block's keys and values
+    /// their share from its own queries (dV = Aᵀ·dNum, dφ(K) = dAᵀ·φ(Q)); a backward sweep sums R = Σ φ(Q)ᵀ·dNum and
+    /// r = Σ φ(Q)ᵀ·dn over the later blocks and adds dφ(K) += V·Rᵀ + r and dV += φ(K)·R. (The quadratic form's sums over
+    /// i or j, grouped: <see cref="BackwardReference"/>.) φ'(x) comes from φ(x).
     /// </summary>
     public static unsafe void Backward(
         int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
@@ -378,9 +407,6 @@ public static class LinearAttention
         }
     }
 
-    // How many tokens ahead the backward's sweeps prefetch their rows (each token's work is ~1 µs per head).
-    private const int PrefetchTokens = 4;
-
     // The tensors of Backward, pinned, as addresses a lambda can capture.
     private readonly record struct BackwardTensors(nint Q, nint K, nint V, nint OutputGrad, nint QGrad, nint KGrad, nint VGrad);
 
@@ -389,121 +415,113 @@ public static class LinearAttention
     {
         float* q = (float*)at.Q, k = (float*)at.K, v = (float*)at.V, outputGrad = (float*)at.OutputGrad;
         float* qGrad = (float*)at.QGrad, kGrad = (float*)at.KGrad, vGrad = (float*)at.VGrad;
-        var state = new float[dqk * dv]; // S [D, Dv], then R [D, Dv]
-        var sums = new float[dqk]; // z [D], then r [D]
-        var phiQ = new float[dqk];
-        var phiGrad = new float[dqk]; // dφq or dφk of one token
-        var output = new float[dv]; // out_i, then dv_i
-        var outputScaled = new float[dv]; // dnum_i
-        var normalisers = new float[tokens]; // n_i
-        var normaliserGrads = new float[tokens]; // dn_i
-        fixed (float* s = state, z = sums, pq = phiQ, dphi = phiGrad, o = output, dnum = outputScaled)
+        var scratch = new BlockScratch(dqk, dv, tokens);
+        try
         {
-            for (int i = 0; i < tokens; i++)
+            float* pq = scratch.PhiQ, pk = scratch.PhiK, pkT = scratch.PhiKT, bv = scratch.V, bvT = scratch.VT;
+            float* dnum = scratch.Dnum, num = scratch.Num, a = scratch.Scores, da = scratch.ScoreGrads, dphi = scratch.PhiGrads;
+            float* s = scratch.State, sT = scratch.StateT, z = scratch.Sums, norms = scratch.Norms, normGrads = scratch.NormGrads;
+            int kStride = heads * dqk, vStride = heads * dv;
+
+            // Forward sweep: the queries' gradients (S and z of the earlier blocks and the block's own pairs), and the
+            // block's keys' and values' share from its own queries.
+            for (int first = 0; first < tokens; first += Block)
             {
-                long row = ((long)i * heads) + h;
-                if (i + PrefetchTokens < tokens)
+                int count = Math.Min(Block, tokens - first);
+                long firstRow = ((long)first * heads) + h;
+                Gather(scratch, h, heads, tokens, first, count, first + Block, q, k, v, outputGrad);
+                Scores(pq, pkT, a, count, dqk);
+                new Span<float>(num, count * dv).Clear();
+                MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                MultiplyAdd(a, Block, 1, bv, dv, num, dv, count, dv, count, Triangle.Lower);
+                for (int i = 0; i < count; i++)
                 {
-                    long ahead = row + ((long)PrefetchTokens * heads);
-                    PrefetchRow(q, ahead, dqk);
-                    PrefetchRow(k, ahead, dqk);
-                    PrefetchRow(v, ahead, dv);
-                    PrefetchRow(outputGrad, ahead, dv);
+                    // n_i = φ(q_i)·z + Σ_j a_ij;  dn_i = −dout_i·num_i / n_i²;  dnum_i = dout_i / n_i (over dout_i).
+                    float* g = dnum + ((long)i * dv);
+                    float n = RowDot(pq + ((long)i * dqk), z, dqk) + RowSum(a + ((long)i * Block), i + 1);
+                    float dn = -RowDot(g, num + ((long)i * dv), dv) / (n * n);
+                    Scale(g, 1f / n, g, dv);
+                    norms[first + i] = n;
+                    normGrads[first + i] = dn;
                 }
 
-                float* pk = kGrad + (row * dqk); // φ(k_i), kept there for the backward sweep
-                FeatureMap(new ReadOnlySpan<float>(k + (row * dqk), dqk), new Span<float>(pk, dqk));
-                FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
-                AddScaled(pk, 1f, z, dqk);
-                UpdateAndRead(s, pk, pq, v + (row * dv), o, dqk, dv); // S_i and num_i = φ(q_i)ᵀ·S_i
-                float n = RowDot(pq, z, dqk);
-                float* g = outputGrad + (row * dv);
-                float dn = -RowDot(g, o, dv) / (n * n); // −dout·num / n² = −dout·out / n
-                Scale(g, 1f / n, dnum, dv);
-                for (int d = 0; d < dqk; d++)
+                // dA = M ⊙ (dNum·Vᵀ + dn·1ᵀ)
+                new Span<float>(da, count * Block).Clear();
+                MultiplyAdd(dnum, dv, 1, bvT, Block, da, Block, count, count, dv, Triangle.None);
+                for (int i = 0; i < count; i++)
                 {
-                    dphi[d] = RowDot(s + ((long)d * dv), dnum, dv) + (z[d] * dn);
+                    float* row = da + ((long)i * Block);
+                    AddConstant(row, normGrads[first + i], i + 1);
+                    new Span<float>(row + i + 1, Block - i - 1).Clear();
                 }
 
-                FeatureSlope(q + (row * dqk), pq, dphi, qGrad + (row * dqk), dqk);
-                normalisers[i] = n;
-                normaliserGrads[i] = dn;
+                // dφ(Q) = dNum·Sᵀ + dn·zᵀ + dA·φ(K);  dq = dφ(Q)·φ'(q)
+                Transpose(s, dqk, dv, sT);
+                new Span<float>(dphi, count * dqk).Clear();
+                MultiplyAdd(dnum, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
+                MultiplyAdd(da, Block, 1, pk, dqk, dphi, dqk, count, dqk, count, Triangle.Lower);
+                for (int i = 0; i < count; i++)
+                {
+                    long row = firstRow + ((long)i * heads);
+                    AddScaled(z, normGrads[first + i], dphi + ((long)i * dqk), dqk);
+                    FeatureSlope(q + (row * dqk), pq + ((long)i * dqk), dphi + ((long)i * dqk), qGrad + (row * dqk), dqk);
+                    new Span<float>(vGrad + (row * dv), dv).Clear();
+                    new Span<float>(kGrad + (row * dqk), dqk).Clear();
+                }
+
+                // The block's keys and values from its own queries: dV = Aᵀ·dNum, dφ(K) = dAᵀ·φ(Q) (completed below).
+                MultiplyAdd(a, 1, Block, dnum, dv, vGrad + (firstRow * dv), vStride, count, dv, count, Triangle.Upper);
+                MultiplyAdd(da, 1, Block, pq, dqk, kGrad + (firstRow * dqk), kStride, count, dqk, count, Triangle.Upper);
+                AddBlockToState(scratch, count);
             }
 
-            Array.Clear(state);
-            Array.Clear(sums);
-            for (int i = tokens - 1; i >= 0; i--)
+            // Backward sweep: R = Σ φ(Q)ᵀ·dNum and r = Σ φ(Q)ᵀ·dn over the later blocks give the block's keys and values
+            // the rest: dφ(K) += V·Rᵀ + r, dV += φ(K)·R.
+            new Span<float>(s, dqk * dv).Clear();
+            new Span<float>(z, dqk).Clear();
+            for (int first = (tokens - 1) / Block * Block; first >= 0; first -= Block)
             {
-                long row = ((long)i * heads) + h;
-                if (i >= PrefetchTokens)
+                int count = Math.Min(Block, tokens - first);
+                long firstRow = ((long)first * heads) + h;
+                Gather(scratch, h, heads, tokens, first, count, first - Block, q, k, v, outputGrad);
+                for (int i = 0; i < count; i++)
                 {
-                    long ahead = row - ((long)PrefetchTokens * heads);
-                    PrefetchRow(q, ahead, dqk);
-                    PrefetchRow(kGrad, ahead, dqk);
-                    PrefetchRow(v, ahead, dv);
-                    PrefetchRow(outputGrad, ahead, dv);
+                    Scale(dnum + ((long)i * dv), 1f / norms[first + i], dnum + ((long)i * dv), dv);
                 }
 
-                float* pk = kGrad + (row * dqk);
-                FeatureMap(new ReadOnlySpan<float>(q + (row * dqk), dqk), phiQ);
-                Scale(outputGrad + (row * dv), 1f / normalisers[i], dnum, dv);
-                AddScaled(pq, normaliserGrads[i], z, dqk); // r_i
-                Array.Clear(output);
-                float* vi = v + (row * dv);
-                for (int d = 0; d < dqk; d++)
+                Transpose(s, dqk, dv, sT);
+                new Span<float>(dphi, count * dqk).Clear();
+                MultiplyAdd(bv, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
+                MultiplyAdd(pk, dqk, 1, s, dv, vGrad + (firstRow * dv), vStride, count, dv, dqk, Triangle.None);
+                for (int i = 0; i < count; i++)
                 {
-                    dphi[d] = ReverseRow(s + ((long)d * dv), pq[d], pk[d], dnum, vi, o, dv) + z[d];
+                    long row = firstRow + ((long)i * heads);
+                    float* phiGrad = dphi + ((long)i * dqk), keyGrad = kGrad + (row * dqk);
+                    AddScaled(z, 1f, phiGrad, dqk);
+                    AddScaled(keyGrad, 1f, phiGrad, dqk);
+                    FeatureSlope(k + (row * dqk), pk + ((long)i * dqk), phiGrad, keyGrad, dqk);
                 }
 
-                FeatureSlope(k + (row * dqk), pk, dphi, pk, dqk); // dk_i over φ(k_i)
-                output.CopyTo(new Span<float>(vGrad + (row * dv), dv));
+                MultiplyAdd(pq, 1, dqk, dnum, dv, s, dv, dqk, dv, count, Triangle.None);
+                for (int i = 0; i < count; i++)
+                {
+                    AddScaled(pq + ((long)i * dqk), normGrads[first + i], z, dqk);
+                }
             }
+        }
+        finally
+        {
+            scratch.Dispose();
         }
     }
 
-    // R_d += φq_d·dnum, over one row of R; adds φk_d·R_d into vGrad and returns R_d·v.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe float ReverseRow(float* row, float query, float key, float* dnum, float* v, float* vGrad, int dv)
+    // x[0..n) += a.
+    private static unsafe void AddConstant(float* x, float a, int n)
     {
-        int c = 0;
-        float dot = 0f;
-        if (Vector512.IsHardwareAccelerated && dv >= 16)
+        for (int i = 0; i < n; i++)
         {
-            var sum = Vector512<float>.Zero;
-            for (; c + 16 <= dv; c += 16)
-            {
-                var updated = Vector512.FusedMultiplyAdd(Vector512.Create(query), Vector512.Load(dnum + c), Vector512.Load(row + c));
-                updated.Store(row + c);
-                sum = Vector512.FusedMultiplyAdd(updated, Vector512.Load(v + c), sum);
-                Vector512.FusedMultiplyAdd(Vector512.Create(key), updated, Vector512.Load(vGrad + c)).Store(vGrad + c);
-            }
-
-            dot = Vector512.Sum(sum);
+            x[i] += a;
         }
-
-        if (Vector256.IsHardwareAccelerated && c + 8 <= dv)
-        {
-            var sum = Vector256<float>.Zero;
-            for (; c + 8 <= dv; c += 8)
-            {
-                var updated = Vector256.FusedMultiplyAdd(Vector256.Create(query), Vector256.Load(dnum + c), Vector256.Load(row + c));
-                updated.Store(row + c);
-                sum = Vector256.FusedMultiplyAdd(updated, Vector256.Load(v + c), sum);
-                Vector256.FusedMultiplyAdd(Vector256.Create(key), updated, Vector256.Load(vGrad + c)).Store(vGrad + c);
-            }
-
-            dot += Vector256.Sum(sum);
-        }
-
-        for (; c < dv; c++)
-        {
-            float updated = MathF.FusedMultiplyAdd(query, dnum[c], row[c]);
-            row[c] = updated;
-            dot = MathF.FusedMultiplyAdd(updated, v[c], dot);
-            vGrad[c] = MathF.FusedMultiplyAdd(key, updated, vGrad[c]);
-        }
-
-        return dot;
     }
 
     // y += a·x over n floats. The short vectors of the per-token steps go through these rather than TensorPrimitives,

@@ -53,12 +53,13 @@ public class ModuleTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void LinearAttentionBackwardMatchesFiniteDifferences(bool reference)
+    [InlineData(false, 5)]
+    [InlineData(true, 5)]
+    [InlineData(false, 70)] // two blocks of the prefix-sum form: the later block's queries reach the earlier keys through R
+    public void LinearAttentionBackwardMatchesFiniteDifferences(bool reference, int tokens)
     {
         var random = new Random(30);
-        int heads = 2, d = 3, dv = 4, tokens = 5;
+        int heads = 2, d = 3, dv = 4;
         float[] q = TestData.Uniform(random, tokens * heads * d), k = TestData.Uniform(random, tokens * heads * d), v = TestData.Uniform(random, tokens * heads * dv);
         double[] r = FiniteDifference.ToDouble(TestData.Uniform(random, tokens * heads * dv));
         double Loss(double[] qv, double[] kv, double[] vv)

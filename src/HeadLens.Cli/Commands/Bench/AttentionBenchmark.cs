@@ -88,7 +88,9 @@ internal sealed class AttentionBenchmark : IBenchmark
                         ? (ScaledDotProductAttention.WorkingBytesPerThread(causal, t, backward: variant == "backward") * HeadLens.Kernels.ComputeThreads.Count)
                             + (variant == "fused" ? ScaledDotProductAttention.SharedWorkingBytes(causal, batch, t) : 0)
                             + (variant == "backward" ? ScaledDotProductAttention.BackwardSharedBytes(causal, batch, t, t) : 0)
-                        : 0;
+                        : variant is "linear" or "linear-backward"
+                            ? LinearAttention.WorkingBytesPerThread(HeadDim, HeadDim, t, backward: variant == "linear-backward") * Math.Min(Heads, HeadLens.Kernels.ComputeThreads.Count)
+                            : 0;
                     double work = (double)batch * t * t;
                     // As many samples as the attention check takes of PyTorch's SDPA (9 at T = 4096, 30 at T = 1024, 200
                     // at T = 256), so that both medians span about as long a stretch of a host whose speed changes for
