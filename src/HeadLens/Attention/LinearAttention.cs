@@ -87,9 +87,13 @@ public static class LinearAttention
                 int count = Math.Min(Block, tokens - first);
                 Gather(scratch, h, heads, tokens, first, count, first + Block, q, k, v, grad: null);
 
-                // Num = ΦQ·S (the earlier blocks), the block's scores ΦQ·ΦKᵀ, masked to j ≤ i.
+                // Num = ΦQ·S (the earlier blocks: none before the first), the block's scores ΦQ·ΦKᵀ, masked to j ≤ i.
                 new Span<float>(num, count * dv).Clear();
-                MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                if (first > 0)
+                {
+                    MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                }
+
                 Scores(pq, pkT, a, count, dqk);
 
                 // Num += scores·V; out_i = Num_i / (φ(q_i)·z + Σ_j scores_ij).
@@ -100,7 +104,10 @@ public static class LinearAttention
                     Scale(num + ((long)i * dv), 1f / n, output + ((((long)(first + i) * heads) + h) * dv), dv);
                 }
 
-                AddBlockToState(scratch, count);
+                if (first + Block < tokens)
+                {
+                    AddBlockToState(scratch, count);
+                }
             }
         }
         finally
@@ -432,7 +439,11 @@ public static class LinearAttention
                 Gather(scratch, h, heads, tokens, first, count, first + Block, q, k, v, outputGrad);
                 Scores(pq, pkT, a, count, dqk);
                 new Span<float>(num, count * dv).Clear();
-                MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                if (first > 0)
+                {
+                    MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
+                }
+
                 MultiplyAdd(a, Block, 1, bv, dv, num, dv, count, dv, count, Triangle.Lower);
                 for (int i = 0; i < count; i++)
                 {
@@ -456,9 +467,13 @@ public static class LinearAttention
                 }
 
                 // dφ(Q) = dNum·Sᵀ + dn·zᵀ + dA·φ(K);  dq = dφ(Q)·φ'(q)
-                Transpose(s, dqk, dv, sT);
                 new Span<float>(dphi, count * dqk).Clear();
-                MultiplyAdd(dnum, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
+                if (first > 0)
+                {
+                    Transpose(s, dqk, dv, sT);
+                    MultiplyAdd(dnum, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
+                }
+
                 MultiplyAdd(da, Block, 1, pk, dqk, dphi, dqk, count, dqk, count, Triangle.Lower);
                 for (int i = 0; i < count; i++)
                 {
@@ -472,7 +487,10 @@ public static class LinearAttention
                 // The block's keys and values from its own queries: dV = Aᵀ·dNum, dφ(K) = dAᵀ·φ(Q) (completed below).
                 MultiplyAdd(a, 1, Block, dnum, dv, vGrad + (firstRow * dv), vStride, count, dv, count, Triangle.Upper);
                 MultiplyAdd(da, 1, Block, pq, dqk, kGrad + (firstRow * dqk), kStride, count, dqk, count, Triangle.Upper);
-                AddBlockToState(scratch, count);
+                if (first + Block < tokens)
+                {
+                    AddBlockToState(scratch, count);
+                }
             }
 
             // Backward sweep: R = Σ φ(Q)ᵀ·dNum and r = Σ φ(Q)ᵀ·dn over the later blocks give the block's keys and values
@@ -489,10 +507,15 @@ public static class LinearAttention
                     Scale(dnum + ((long)i * dv), 1f / norms[first + i], dnum + ((long)i * dv), dv);
                 }
 
-                Transpose(s, dqk, dv, sT);
                 new Span<float>(dphi, count * dqk).Clear();
-                MultiplyAdd(bv, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
-                MultiplyAdd(pk, dqk, 1, s, dv, vGrad + (firstRow * dv), vStride, count, dv, dqk, Triangle.None);
+                if (first + Block < tokens)
+                {
+                    // R and r hold the later blocks' queries (none after the last block).
+                    Transpose(s, dqk, dv, sT);
+                    MultiplyAdd(bv, dv, 1, sT, dqk, dphi, dqk, count, dqk, dv, Triangle.None);
+                    MultiplyAdd(pk, dqk, 1, s, dv, vGrad + (firstRow * dv), vStride, count, dv, dqk, Triangle.None);
+                }
+
                 for (int i = 0; i < count; i++)
                 {
                     long row = firstRow + ((long)i * heads);
@@ -502,10 +525,13 @@ public static class LinearAttention
                     FeatureSlope(k + (row * dqk), pk + ((long)i * dqk), phiGrad, keyGrad, dqk);
                 }
 
-                MultiplyAdd(pq, 1, dqk, dnum, dv, s, dv, dqk, dv, count, Triangle.None);
-                for (int i = 0; i < count; i++)
+                if (first > 0)
                 {
-                    AddScaled(pq + ((long)i * dqk), normGrads[first + i], z, dqk);
+                    MultiplyAdd(pq, 1, dqk, dnum, dv, s, dv, dqk, dv, count, Triangle.None);
+                    for (int i = 0; i < count; i++)
+                    {
+                        AddScaled(pq + ((long)i * dqk), normGrads[first + i], z, dqk);
+                    }
                 }
             }
         }
