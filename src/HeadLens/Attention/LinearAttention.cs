@@ -71,7 +71,7 @@ public static class LinearAttention
         }
     }
 
-    /// <summary>Tokens per block of <see cref="Forward"/>.</summary>
+    /// <summary>Tokens per block of <see cref="Forward"/> and <see cref="Backward"/>.</summary>
     internal const int Block = 64;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
