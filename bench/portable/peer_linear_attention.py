@@ -43,8 +43,7 @@ for T in map(int, sys.argv[1].split(",")):
             print(f"# {form} at T = {T} skipped: its tensors would take about {gigabytes(form, T):.0f} GB", flush=True)
             continue
         attend = quadratic if form == "quadratic" else cumsum
-        q, k, v = (torch.rand(12, T, 64, requires_grad=True) * 2 - 1 for _ in range(3))
-        q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+        q, k, v = ((torch.rand(12, T, 64) * 2 - 1).requires_grad_() for _ in range(3))
         g = torch.rand(12, T, 64) * 2 - 1
         with torch.no_grad():
             times = []

@@ -129,14 +129,14 @@ public static class LinearAttention
         {
             (Dqk, Dv) = (dqk, dv);
             long[] sizes = Sizes(dqk, dv, tokens);
-            long total = Floats(dqk, dv, tokens);
+            long total = sizes.Sum(Rounded);
             memory = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
             NativeMemory.Clear(memory, (nuint)(total * sizeof(float)));
             float* next = memory;
             float* Take(long size)
             {
                 float* part = next;
-                next += (size + 15) & ~15L;
+                next += Rounded(size);
                 return part;
             }
 
@@ -160,7 +160,9 @@ public static class LinearAttention
         public void Dispose() => NativeMemory.AlignedFree(memory);
 
         // The floats of the whole allocation, each part rounded up to 64 bytes.
-        public static long Floats(int dqk, int dv, int tokens) => Sizes(dqk, dv, tokens).Sum(size => (size + 15) & ~15L);
+        public static long Floats(int dqk, int dv, int tokens) => Sizes(dqk, dv, tokens).Sum(Rounded);
+
+        private static long Rounded(long floats) => (floats + 15) & ~15L;
 
         private static long[] Sizes(int dqk, int dv, int tokens) =>
             [Block * dqk, Block * dqk, dqk * Block, Block * dv, dv * Block, Block * dv, Block * dv, Block * Block, Block * Block, Block * dqk, dqk * dv, dv * dqk, dqk, tokens, tokens];
@@ -174,10 +176,10 @@ public static class LinearAttention
         BlockScratch.Floats(dqk, dv, backward ? tokens : 0) * sizeof(float);
 
     // The block's rows [first, first + count) for head h: φ(q) and φ(k) as rows and φ(k) as columns, v as rows, and
-    // (when grad is given, for the backward) v as columns and the output's gradient rows into Dnum; the rows of the block at nextFirst are
-    // prefetched. A head's rows lie H·D floats apart (3 KB for 12 × 64), so most fall on another 4 KiB page than the
-    // last, where the hardware prefetchers stop: without the prefetches the reads of q, k and v took a quarter of the
-    // blocked forward's time (one thread, T = 4096).
+    // (when grad is given, for the backward) v as columns and the output's gradient rows into Dnum; the rows of the
+    // block at nextFirst are prefetched. A head's rows lie H·D floats apart (3 KB for 12 × 64), so most fall on another
+    // 4 KiB page than the last, where the hardware prefetchers stop: without the prefetches the reads of q, k and v
+    // took a quarter of the blocked forward's time (one thread, T = 4096).
     private static unsafe void Gather(BlockScratch at, int h, int heads, int tokens, int first, int count, int nextFirst, float* q, float* k, float* v, float* grad)
     {
         int dqk = at.Dqk, dv = at.Dv;
@@ -550,9 +552,9 @@ public static class LinearAttention
         }
     }
 
-    // y += a·x over n floats. The short vectors of the per-token steps go through these rather than TensorPrimitives,
-    // whose generic methods run their tier-0 code for the first ~100 ms of calls: a benchmark's 200 calls at T = 64
-    // took 3× their time later.
+    // y += a·x over n floats. The per-row steps use these small helpers rather than TensorPrimitives, whose generic
+    // methods run their tier-0 code until the runtime tiers them up (~100 ms without new JIT work): the first 200 calls
+    // of a benchmark at T = 64 took 2–3× as long as later ones.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AddScaled(float* x, float a, float* y, int n)
     {
