@@ -52,6 +52,10 @@ internal sealed class ConvertCommand : ICommand
 
         ModelFiles.Save(model, tokenizer, output);
         Console.WriteLine($"{path} → {output} (Hugging Face layout, {model.Config.Layout}, F32)");
+        if (model.Config.AttentionForm == Model.AttentionForm.Linear)
+        {
+            Console.Error.WriteLine("note: linear attention is HeadLens's own: config.json says so in headlens_attention_form, which PyTorch transformers ignores (it would compute softmax attention); HeadLens reads it back as written");
+        }
         return 0;
     }
 

@@ -64,7 +64,7 @@ public sealed class ModelSource : IAttentionSource
             var run = Run(ids);
             var q = run[QueryPoint(layer)].AsSpan(firstQuery * qWidth, queries * qWidth); // [queries, H·D]
             var k = run[KeyPoint(layer)];                                                  // [T, G·D]
-            ScaledDotProductAttention.Patterns(model.AttentionOptions, queries, t, firstQuery, q, k, heads, destination);
+            model.Patterns(queries, t, firstQuery, q, k, heads, destination);
         }
     }
 

@@ -50,6 +50,78 @@ public static class LinearAttention
     }
 
     /// <summary>
+    /// The kernel values a_ij = φ(q_i)·φ(k_j) [heads.Length, Tq, Tk] of the selected heads, 0 where the causal mask
+    /// hides the key: what linear attention weighs values by before normalising (its "scores"). Query i sits at
+    /// position queryOffset + i; q [Tq, H, D], k [Tk, H, D].
+    /// </summary>
+    public static void Affinities(
+        int heads, int dqk, int queryLength, int keyLength, int queryOffset,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<int> selected, Span<float> affinities)
+    {
+        long size = (long)queryLength * keyLength;
+        if (queryOffset < 0 || queryOffset + queryLength > keyLength)
+        {
+            throw new ArgumentException($"linear attention: queries {queryOffset}..{queryOffset + queryLength - 1} need keys at their positions ({keyLength} given)");
+        }
+
+        if (q.Length < (long)queryLength * heads * dqk || k.Length < (long)keyLength * heads * dqk || affinities.Length < selected.Length * size)
+        {
+            throw new ArgumentException($"linear attention: q, k or the affinity buffer is short for {queryLength} queries × {keyLength} keys × {heads} heads");
+        }
+
+        var phiQ = FeatureMap(q[..(queryLength * heads * dqk)]);
+        var phiK = FeatureMap(k[..(keyLength * heads * dqk)]);
+        for (int index = 0; index < selected.Length; index++)
+        {
+            int h = selected[index];
+            for (int i = 0; i < queryLength; i++)
+            {
+                var row = affinities.Slice((int)((index * size) + ((long)i * keyLength)), keyLength);
+                var pq = phiQ.AsSpan(((i * heads) + h) * dqk, dqk);
+                int visible = queryOffset + i + 1;
+                for (int j = 0; j < visible; j++)
+                {
+                    row[j] = Dot(pq, phiK.AsSpan(((j * heads) + h) * dqk, dqk));
+                }
+
+                row[visible..].Clear();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The attention pattern [heads.Length, Tq, Tk] of the selected heads: each row's affinities divided by their sum,
+    /// the weights out_i = Σ_j p_ij·v_j applies (the same function as <see cref="ForwardReference"/>).
+    /// </summary>
+    public static void Patterns(
+        int heads, int dqk, int queryLength, int keyLength, int queryOffset,
+        ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<int> selected, Span<float> patterns)
+    {
+        Affinities(heads, dqk, queryLength, keyLength, queryOffset, q, k, selected, patterns);
+        Normalise(patterns, selected.Length * queryLength, keyLength, patterns);
+    }
+
+    /// <summary>pattern [rows, keys] = each row of affinities [rows, keys] divided by its sum (in place when the same).</summary>
+    public static void Normalise(ReadOnlySpan<float> affinities, int rows, int keys, Span<float> pattern)
+    {
+        for (int row = 0; row < rows; row++)
+        {
+            var from = affinities.Slice(row * keys, keys);
+            float sum = 0f;
+            foreach (float a in from)
+            {
+                sum += a;
+            }
+
+            var to = pattern.Slice(row * keys, keys);
+            for (int j = 0; j < keys; j++)
+            {
+                to[j] = from[j] / sum;
+            }
+        }
+    }
+
+    /// <summary>
     /// The prefix-sum form in blocks of <see cref="Block"/> tokens, heads shared between the threads. Per block, with ΦQ,
     /// ΦK [c, D] and V [c, Dv] its rows: Num = ΦQ·S + (M ⊙ ΦQ·ΦKᵀ)·V and n = ΦQ·z + rowsum(M ⊙ ΦQ·ΦKᵀ), M the causal
     /// mask of the block's own pairs; then S += ΦKᵀ·V and z += Σ ΦK. Four small products per block instead of a pass

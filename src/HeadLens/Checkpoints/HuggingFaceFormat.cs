@@ -210,6 +210,11 @@ public static class HuggingFaceFormat
             json["headlens_attention_only"] = true;
         }
 
+        if (config.AttentionForm == AttentionForm.Linear)
+        {
+            json["headlens_attention_form"] = "linear";
+        }
+
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
@@ -258,6 +263,13 @@ public static class HuggingFaceFormat
         if (fields.Bool("headlens_attention_only", false))
         {
             config = config with { Mlp = MlpKind.None };
+        }
+
+        // HeadLens's own key: no Hugging Face architecture computes linear attention (PyTorch ignores the key).
+        fields.Require("headlens_attention_form", "softmax", "softmax", "linear");
+        if (fields.String("headlens_attention_form") == "linear")
+        {
+            config = config with { AttentionForm = AttentionForm.Linear };
         }
 
         return config.Validated(file);

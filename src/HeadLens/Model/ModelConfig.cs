@@ -39,6 +39,20 @@ public enum PositionKind
     None,
 }
 
+/// <summary>How a head turns its queries and keys into weights on the values.</summary>
+public enum AttentionForm
+{
+    /// <summary>softmax(q·kᵀ/√D): every checkpoint architecture HeadLens reads.</summary>
+    Softmax,
+
+    /// <summary>
+    /// Linear attention (Katharopoulos et al. 2020): weights φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j), φ(x) = elu(x) + 1,
+    /// computable as a running sum, O(T) in the length (<see cref="HeadLens.Attention.LinearAttention"/>). Causal,
+    /// one key/value head per query head, no windows nor score biases.
+    /// </summary>
+    Linear,
+}
+
 /// <summary>The feed-forward sublayer.</summary>
 public enum MlpKind
 {
@@ -134,6 +148,9 @@ public sealed record ModelConfig
     /// <summary>Causal for decoders; bidirectional for encoders.</summary>
     public MaskKind Attention { get; init; } = MaskKind.Causal;
 
+    /// <summary>Softmax attention, or linear attention's kernel in its place.</summary>
+    public AttentionForm AttentionForm { get; init; } = AttentionForm.Softmax;
+
     /// <summary>Sliding-window attention: each query sees at most this many keys (0 = unlimited).</summary>
     public int AttentionWindow { get; init; }
 
@@ -180,6 +197,8 @@ public sealed record ModelConfig
         Require(Positions != PositionKind.Sinusoidal || Channels % 2 == 0, $"sinusoidal positions need an even channel count (got {Channels})");
         Require(float.IsFinite(NormEpsilon) && NormEpsilon > 0, $"norm epsilon must be positive (got {NormEpsilon})");
         Require(AttentionWindow >= 0, $"attention window must not be negative (got {AttentionWindow})");
+        Require(AttentionForm != AttentionForm.Linear || (Attention == MaskKind.Causal && AttentionWindow == 0 && KvHeads == Heads && Positions != PositionKind.Alibi),
+            $"linear attention is causal, with one key/value head per query head and no window or ALiBi (this model: {DescribeFeatures()})");
         Require(TokenTypes >= 0, $"token types must not be negative (got {TokenTypes})");
         // Each tensor lives in one float buffer: its size is checked in 64 bits before anything multiplies it in 32.
         foreach (var (what, rows) in (ReadOnlySpan<(string, int)>)[("vocab size", VocabSize), ("MLP width", HiddenChannels), ("context length", ContextLength), ("channels", Channels)])
@@ -270,7 +289,7 @@ public sealed record ModelConfig
             Biases.All => "biases",
             _ => $"biases on {Biases}",
         };
-        string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(AttentionWindow > 0 ? $" window-{AttentionWindow}" : "")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")} attention";
+        string attention = $"{(Attention == MaskKind.Causal ? "causal" : "bidirectional")}{(AttentionWindow > 0 ? $" window-{AttentionWindow}" : "")}{(KvHeads == Heads ? "" : $" grouped-query ({KvHeads} kv heads)")}{(AttentionForm == AttentionForm.Linear ? " linear" : "")} attention";
         string output = !HasOutputHead ? ", no output head" : TiedEmbeddings ? ", tied embeddings" : "";
         return $"{norm}, {positions}{(TokenTypes > 0 ? $", {TokenTypes} token types" : "")}, {attention}{(QkNorm ? " with QK-norm" : "")}, {mlp}, {biases}{output}";
     }

@@ -14,11 +14,14 @@ public static class ModelPresets
         ["tiny-llama"] = Llama(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
         ["tiny-qwen2"] = Qwen2(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 2, channels: 32, hidden: 64),
         ["tiny-attn-only"] = Gpt2(vocab: 256, context: 64, layers: 2, heads: 4, channels: 32) with { Mlp = MlpKind.None },
+        ["tiny-linear"] = Llama(vocab: 256, context: 64, layers: 2, heads: 4, kvHeads: 4, channels: 32, hidden: 64) with { AttentionForm = AttentionForm.Linear },
         // The first embedded default's shape: byte-level GPT-2, trained on the King James Bible (see README).
         ["kjv"] = Gpt2(vocab: 256, context: 128, layers: 4, heads: 4, channels: 128),
         // The embedded default's shape: byte-level, Llama-shaped (rotary positions on queries and keys only, so the
         // residual stream carries tokens, not positions: what let its induction heads form; see README).
         ["kjv-llama"] = Llama(vocab: 256, context: 128, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),
+        // kjv-llama with linear attention in place of the softmax: to compare what its heads learn.
+        ["kjv-linear"] = Llama(vocab: 256, context: 128, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352) with { AttentionForm = AttentionForm.Linear },
         // The same with a 1,024-token BPE vocabulary and a longer context, so that names and phrases recur within a
         // window: the BPE embedded model still to be trained (its runs so far formed no induction heads; see README).
         ["kjv-bpe"] = Llama(vocab: 1024, context: 256, layers: 4, heads: 4, kvHeads: 4, channels: 128, hidden: 352),

@@ -1,3 +1,4 @@
+using System.Buffers;
 using HeadLens.Attention;
 using HeadLens.Embeddings;
 using HeadLens.Kernels;
@@ -169,7 +170,8 @@ public sealed partial class Transformer
         bool reference = hooks is not null;
         // Training and unpadded batches: every sequence in one fused call, so the threads split sequences × heads ×
         // query tiles instead of forking and joining once per sequence (each sequence computes the same bits).
-        bool wholeBatch = !reference && !decoding && (pass.Lengths is null || pass.Lengths.All(length => length == t));
+        bool wholeBatch = !reference && !decoding && Config.AttentionForm == AttentionForm.Softmax
+            && (pass.Lengths is null || pass.Lengths.All(length => length == t));
         for (int b = 0; b < pass.Batch; b++)
         {
             var qb = q.Slice(b * t * qRow, t * qRow);
@@ -212,14 +214,13 @@ public sealed partial class Transformer
             {
                 // A padded sequence: its real tokens attend among themselves; the padding rows' outputs are zero.
                 int real = lengths[b];
-                ScaledDotProductAttention.Forward(AttentionOptions, real, real, 0, qb[..(real * qRow)], kb[..(real * kvRow)], vb[..(real * kvRow)],
-                    headsOut[..(real * qRow)], a.LogSumExp.Slice(b * heads * t, heads * real));
+                FastAttention(real, real, qb[..(real * qRow)], kb[..(real * kvRow)], vb[..(real * kvRow)], headsOut[..(real * qRow)],
+                    a.LogSumExp.Slice(b * heads * t, heads * real));
                 headsOut[(real * qRow)..].Clear();
             }
             else
             {
-                ScaledDotProductAttention.Forward(AttentionOptions, t, slots, slots - t, qb, keys, values, headsOut,
-                    a.LogSumExp.Slice(b * heads * t, heads * t));
+                FastAttention(t, slots, qb, keys, values, headsOut, a.LogSumExp.Slice(b * heads * t, heads * t));
             }
         }
 
@@ -241,6 +242,86 @@ public sealed partial class Transformer
         }
     }
 
+    // z [T, H·D] from q [T, H·D] against S keys and values [S, G·D], the queries being the last T positions; the
+    // softmax form also leaves each row's log-sum-exp [H, T] for the backward.
+    private void FastAttention(int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, Span<float> z, Span<float> logSumExp)
+    {
+        int heads = Config.Heads, d = Config.HeadDim;
+        if (Config.AttentionForm == AttentionForm.Softmax)
+        {
+            ScaledDotProductAttention.Forward(AttentionOptions, t, s, s - t, q, keys, values, z, logSumExp);
+        }
+        else if (s == t)
+        {
+            LinearAttention.Forward(heads, d, d, t, q, keys, values, z);
+        }
+        else
+        {
+            // New tokens against a KV cache: their rows of the pattern, then z_h = pattern_h · v_h. The running-sum form
+            // would need the state (S, z) per layer and head instead of the cache; T·S·D work per token, as softmax's.
+            var pattern = ArrayPool<float>.Shared.Rent(checked(heads * t * s));   // [H, T, S]
+            try
+            {
+                LinearAttention.Patterns(heads, d, t, s, s - t, q, keys, AllHeads, pattern);
+                for (int h = 0; h < heads; h++)
+                {
+                    Gemm.Multiply(false, false, t, d, s, pattern.AsSpan(h * t * s, t * s), s, values[(h * d)..], heads * d, z[(h * d)..], heads * d, false);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(pattern);
+            }
+        }
+    }
+
+    private int[] AllHeads => allHeads ??= [.. Enumerable.Range(0, Config.Heads)];
+
+    private int[]? allHeads;
+
+    // The reference form's scores [heads.Length, T, S]: scale·q·k (+ bias, −∞ where hidden) before a softmax, or linear
+    // attention's affinities φ(q)·φ(k) (0 where hidden); and the pattern from them, row by row.
+    private void ReferenceScores(int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<int> heads, Span<float> scores)
+    {
+        if (Config.AttentionForm == AttentionForm.Softmax)
+        {
+            ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, heads, scores);
+        }
+        else
+        {
+            LinearAttention.Affinities(Config.Heads, Config.HeadDim, t, s, s - t, q, keys, heads, scores);
+        }
+    }
+
+    private void ReferencePattern(ReadOnlySpan<float> scores, int rows, int s, Span<float> pattern)
+    {
+        if (Config.AttentionForm == AttentionForm.Softmax)
+        {
+            Softmax.ForwardReference(scores, rows, s, pattern);
+        }
+        else
+        {
+            LinearAttention.Normalise(scores, rows, s, pattern);
+        }
+    }
+
+    /// <summary>
+    /// The attention pattern [heads.Length, Tq, Tk] of the selected heads from q [Tq, H·D] (as the layer sees them:
+    /// after QK-norm and RoPE) and k [Tk, G·D]; query i sits at position queryOffset + i. The same numbers as the
+    /// pattern hook.
+    /// </summary>
+    public void Patterns(int queryLength, int keyLength, int queryOffset, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<int> heads, Span<float> patterns)
+    {
+        if (Config.AttentionForm == AttentionForm.Softmax)
+        {
+            ScaledDotProductAttention.Patterns(AttentionOptions, queryLength, keyLength, queryOffset, q, k, heads, patterns);
+        }
+        else
+        {
+            LinearAttention.Patterns(Config.Heads, Config.HeadDim, queryLength, keyLength, queryOffset, q, k, heads, patterns);
+        }
+    }
+
     // For looking inside: scores and pattern [H, T, S] materialised (and hooked), then z_h = pattern_h · v_g. The
     // pattern is the same reference softmax as ScaledDotProductAttention.Patterns, to the last bit. When no hook reads
     // or replaces the scores or the pattern, one head at a time: the same arithmetic, to the last bit, in [T, S] of
@@ -255,8 +336,8 @@ public sealed partial class Transformer
             var headPattern = hooks.Scratch(1, t * s);  // [T, S]
             for (int h = 0; h < heads; h++)
             {
-                ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, [h], headScores);
-                Softmax.ForwardReference(headScores, t, s, headPattern);
+                ReferenceScores(t, s, q, keys, [h], headScores);
+                ReferencePattern(headScores, t, s, headPattern);
                 int g = h / AttentionOptions.GroupSize;
                 Gemm.Multiply(false, false, t, d, s, headPattern, s, values[(g * d)..], kvRow, z[(h * d)..], qRow, false);
             }
@@ -266,10 +347,9 @@ public sealed partial class Transformer
 
         var scores = hooks.Scratch(0, checked(heads * t * s));   // [H, T, S]
         var pattern = hooks.Scratch(1, heads * t * s);           // [H, T, S]
-        int[] allHeads = [.. Enumerable.Range(0, heads)];
-        ScaledDotProductAttention.Scores(AttentionOptions, t, s, s - t, q, keys, allHeads, scores);
+        ReferenceScores(t, s, q, keys, AllHeads, scores);
         hooks.Point(HookNames.Scores(l), scores, heads, t, s);
-        Softmax.ForwardReference(scores, heads * t, s, pattern);
+        ReferencePattern(scores, heads * t, s, pattern);
         hooks.Point(HookNames.Pattern(l), pattern, heads, t, s);
         for (int h = 0; h < heads; h++)
         {
@@ -398,10 +478,23 @@ public sealed partial class Transformer
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
         var dv = activations.Scratch("v");
-        // All sequences in one call (one fork–join; the threads split sequences × kv heads).
-        ScaledDotProductAttention.Backward(AttentionOptions, batch, tokens, tokens, 0,
-            a.Query[..(n * qRow)], a.Key[..(n * kvRow)], a.Value[..(n * kvRow)], a.Heads[..(n * qRow)], dHeads[..(n * qRow)],
-            a.LogSumExp[..(batch * heads * tokens)], dq[..(n * qRow)], dk[..(n * kvRow)], dv[..(n * kvRow)]);
+        if (Config.AttentionForm == AttentionForm.Softmax)
+        {
+            // All sequences in one call (one fork–join; the threads split sequences × kv heads).
+            ScaledDotProductAttention.Backward(AttentionOptions, batch, tokens, tokens, 0,
+                a.Query[..(n * qRow)], a.Key[..(n * kvRow)], a.Value[..(n * kvRow)], a.Heads[..(n * qRow)], dHeads[..(n * qRow)],
+                a.LogSumExp[..(batch * heads * tokens)], dq[..(n * qRow)], dk[..(n * kvRow)], dv[..(n * kvRow)]);
+        }
+        else
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                int rows = tokens * qRow;
+                LinearAttention.Backward(heads, Config.HeadDim, Config.HeadDim, tokens,
+                    a.Query.Slice(b * rows, rows), a.Key.Slice(b * rows, rows), a.Value.Slice(b * rows, rows), dHeads.Slice(b * rows, rows),
+                    dq.Slice(b * rows, rows), dk.Slice(b * rows, rows), dv.Slice(b * rows, rows));
+            }
+        }
         if (Config.Positions == PositionKind.Rotary)
         {
             for (int b = 0; b < batch; b++)

@@ -32,6 +32,8 @@ public sealed class StrictLoadingTests : IDisposable
     [InlineData("tiny-gpt2", "n_layer", "1000000", "missing tensor 'transformer.h.2.ln_1.weight'")]
     [InlineData("tiny-gpt2", "headlens_attention_only", "true", "tensor 'transformer.h.0.ln_2.bias' is not used")]
     [InlineData("tiny-gpt2", "layer_norm_epsilon", "-1000", "norm epsilon must be positive")]
+    [InlineData("tiny-gpt2", "headlens_attention_form", "\"quadratic\"", "headlens_attention_form 'quadratic' is not implemented (softmax, linear)")]
+    [InlineData("tiny-llama-gqa", "headlens_attention_form", "\"linear\"", "linear attention is causal, with one key/value head per query head")]
     [InlineData("tiny-qwen2", "model_type", "\"llama\"", "self_attn.k_proj.bias' is not used")]
     public void ConfigKeysThatChangeTheMathAreImplementedOrRefused(string model, string key, string json, string expected)
     {

@@ -26,6 +26,8 @@ public class FeatureTests
         ["qwen2-llama3-rope"] = TinyModels.Qwen2Llama3Rope,
         ["qk-norm"] = TinyModels.Llama with { QkNorm = true },
         ["qk-norm-gpt2"] = TinyModels.Gpt2 with { QkNorm = true },
+        ["linear-attention"] = TinyModels.Llama with { AttentionForm = AttentionForm.Linear, KvHeads = 4 },
+        ["linear-attention-gpt2"] = TinyModels.Gpt2 with { AttentionForm = AttentionForm.Linear },
     };
 
     [Theory]

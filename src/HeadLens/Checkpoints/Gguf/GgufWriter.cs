@@ -36,9 +36,9 @@ public static class GgufWriter
     {
         var config = model.Config;
         if (config.NormPlacement != NormPlacement.Pre || !config.HasOutputHead || config.Attention != Attention.MaskKind.Causal
-            || config.AttentionWindow != 0 || config.TokenTypes != 0 || !config.HasMlp)
+            || config.AttentionWindow != 0 || config.TokenTypes != 0 || !config.HasMlp || config.AttentionForm != AttentionForm.Softmax)
         {
-            throw new HeadLensException($"GGUF: only decoder models with pre-norm blocks and an MLP can be written (this one: {config.DescribeFeatures()})");
+            throw new HeadLensException($"GGUF: only decoder models with pre-norm blocks, softmax attention and an MLP can be written (this one: {config.DescribeFeatures()})");
         }
 
         string architecture = GgufFormat.ArchitectureOf(config.Layout);
