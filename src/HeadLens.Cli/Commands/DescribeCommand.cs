@@ -59,6 +59,15 @@ internal sealed class DescribeCommand : ICommand
         Console.WriteLine($"  a naive T×T matrix per head: {Numbers.Bytes(scores * 4)} fp32; the fused kernel never stores it");
         Console.WriteLine($"  FLOPs / token  {Numbers.Flops((2.0 * used) + attentionFlops),12} = 2 × {Numbers.Count(used)} weights used per token (the unembedding included" +
             $"{(head == 0 && config.HasOutputHead ? ", though tied" : "")}) + {Numbers.Flops(attentionFlops)} attention at full context (4 × layers × channels × tokens)");
+        if (config.AttentionForm == AttentionForm.Linear)
+        {
+            // S = Σ φ(k)·vᵀ [D, D] and z = Σ φ(k) [D] per head; per token φ(q)·S, φ(q)·z and the update of both.
+            double state = (double)config.Heads * config.HeadDim * (config.HeadDim + 1);
+            double runningFlops = 4.0 * config.Layers * config.Channels * config.HeadDim;
+            Console.WriteLine($"  linear attention: training and prompts run its running sums, a state of {Numbers.Count(state)} floats per layer instead of T² scores " +
+                $"and {Numbers.Flops(runningFlops)} per token at any length (4 × layers × channels × head size); decoding reads the KV cache, as above");
+        }
+
         if (File.Exists(modelPath) && modelPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
         {
             GgufSummary.Print(modelPath, Console.Out);

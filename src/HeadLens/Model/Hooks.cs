@@ -20,8 +20,8 @@ public static class HookNames
     public static string V(int layer) => $"blocks.{layer}.attn.hook_v";                 // [T, G, D]
     public static string RotQ(int layer) => $"blocks.{layer}.attn.hook_rot_q";          // [T, H, D] after RoPE (RoPE models)
     public static string RotK(int layer) => $"blocks.{layer}.attn.hook_rot_k";          // [T, G, D] after RoPE
-    public static string Scores(int layer) => $"blocks.{layer}.attn.hook_scores";       // [H, T, T] scaled, −∞ masked
-    public static string Pattern(int layer) => $"blocks.{layer}.attn.hook_pattern";     // [H, T, T] post-softmax
+    public static string Scores(int layer) => $"blocks.{layer}.attn.hook_scores";       // [H, T, T] scaled, −∞ masked (linear attention: φ(q)·φ(k), 0 masked)
+    public static string Pattern(int layer) => $"blocks.{layer}.attn.hook_pattern";     // [H, T, T] post-softmax (linear: scores / row sum)
     public static string Z(int layer) => $"blocks.{layer}.attn.hook_z";                 // [T, H, D] pattern · V
     public static string Result(int layer) => $"blocks.{layer}.attn.hook_result";       // [T, H, C] each head's W_O output
     public static string AttentionOut(int layer) => $"blocks.{layer}.hook_attn_out";    // [T, C] Σ heads + b_O

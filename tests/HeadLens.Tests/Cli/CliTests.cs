@@ -107,6 +107,18 @@ public class CliTests
     }
 
     [Fact]
+    public void DescribeNamesLinearAttentionAndItsState()
+    {
+        // kjv-linear: 4 heads × 32, so 4 × 32 × 33 = 4,224 floats of state per layer; 4 × 4 × 128 × 32 = 65.5k FLOPs.
+        var (code, output, _) = Run("describe", "--preset", "kjv-linear", "--context", "128");
+        Assert.Equal(0, code);
+        Assert.Contains("causal linear attention", output);
+        Assert.Contains("a state of 4.224K floats per layer", output);
+        Assert.Contains("65.5 kFLOP per token at any length", output);
+        Assert.DoesNotContain("linear attention:", Run("describe", "--preset", "kjv-llama").Out);
+    }
+
+    [Fact]
     public void DemoRunsOnTheEmbeddedModel()
     {
         string report = Path.Combine(Path.GetTempPath(), $"headlens-demo-{Guid.NewGuid():N}.html");
