@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using HeadLens.Analysis.Experiments;
+using HeadLens.Model;
 
 namespace HeadLens.Cli.Commands;
 
@@ -29,6 +30,7 @@ internal sealed class ExperimentCommand : ICommand
                     CliOption.Valued("seed", "S", "random seed", InductionExperiment.Settings.Default.Seed.ToString(CultureInfo.InvariantCulture)),
                     CliOption.Valued("layers", "1,2", "the depths to train", string.Join(',', InductionExperiment.Settings.Default.LayerCounts)),
                     CliOption.Valued("heads", "H", "heads per layer", InductionExperiment.Settings.Default.Heads.ToString(CultureInfo.InvariantCulture)),
+                    CliOption.Valued("attention", "FORM", "softmax attention, or linear attention (φ(x) = elu(x) + 1) in its place", "softmax") with { Choices = ["softmax", "linear"] },
                 ],
                 "headlens experiment induction --steps 300 --layers 1,2"),
             new("sinks", "Perplexity of a windowed KV cache with and without attention-sink tokens, against full attention.",
@@ -102,6 +104,7 @@ internal sealed class ExperimentCommand : ICommand
             Seed = args.GetInt("seed", InductionExperiment.Settings.Default.Seed),
             LayerCounts = args.GetIds("layers") ?? [.. InductionExperiment.Settings.Default.LayerCounts],
             Heads = args.GetInt("heads", InductionExperiment.Settings.Default.Heads, 1, 64),
+            Attention = string.Equals(args.Get("attention"), "linear", StringComparison.OrdinalIgnoreCase) ? AttentionForm.Linear : AttentionForm.Softmax,
         };
         if (settings.Channels % settings.Heads != 0)
         {

@@ -54,6 +54,9 @@ public static class InductionExperiment
 
         public int Seed { get; init; } = 1;
 
+        /// <summary>Softmax attention (the paper's), or linear attention in its place.</summary>
+        public AttentionForm Attention { get; init; } = AttentionForm.Softmax;
+
         /// <summary>The model depths trained, one model each.</summary>
         public IReadOnlyList<int> LayerCounts { get; init; } = [1, 2];
 
@@ -66,6 +69,7 @@ public static class InductionExperiment
         ModelPresets.Llama(settings.Vocab, settings.Context, layers, settings.Heads, settings.Heads, settings.Channels, hidden: 0) with
         {
             Mlp = MlpKind.None,
+            AttentionForm = settings.Attention,
         };
 
     /// <summary>
@@ -237,7 +241,7 @@ public static class InductionExperiment
         var outcomes = new List<InductionOutcome>();
         foreach (int layers in settings.LayerCounts)
         {
-            log($"Training a {layers}-layer attention-only model ({settings.Heads} heads, d_model {settings.Channels}, RoPE on q/k only, "
+            log($"Training a {layers}-layer attention-only model ({settings.Heads} {Form(settings)}heads, d_model {settings.Channels}, RoPE on q/k only, "
                 + $"batch {settings.Batch}×{settings.Context}, AdamW {settings.LearningRate}, {settings.Steps} steps) on random-copy data:");
             var clock = Stopwatch.StartNew();
             var curve = new List<(int Step, double Loss)>();
@@ -270,6 +274,8 @@ public static class InductionExperiment
         return text.ToString();
     }
 
+    private static string Form(Settings settings) => settings.Attention == AttentionForm.Linear ? "linear-attention " : "";
+
     private static string Row(double[,] scores, int layer) =>
         string.Join(" ", Enumerable.Range(0, scores.GetLength(1)).Select(h => scores[layer, h].ToString("F2", CultureInfo.InvariantCulture)));
 
@@ -278,7 +284,7 @@ public static class InductionExperiment
         var culture = CultureInfo.InvariantCulture;
         var text = new StringBuilder();
         text.AppendLine("# Induction heads from scratch").AppendLine();
-        text.AppendLine(culture, $"Attention-only transformers ({settings.Heads} heads, d_model {settings.Channels}, pre-RMSNorm, rotary positions on queries and keys only),");
+        text.AppendLine(culture, $"Attention-only transformers ({settings.Heads} {Form(settings)}heads, d_model {settings.Channels}, pre-RMSNorm, rotary positions on queries and keys only),");
         text.AppendLine(culture, $"trained {settings.Steps} steps with AdamW (lr {settings.LearningRate}, warm-up {settings.WarmupSteps}), batch {settings.Batch} × {settings.Context} tokens,");
         text.AppendLine(culture, $"on uniform random tokens (V = {settings.Vocab}) in which a segment of {settings.MinSegment}–{settings.MaxSegment} tokens is copied to a random later position.");
         text.AppendLine(culture, $"Evaluation on {settings.Probes} random blocks of {settings.Context / 2} tokens repeated twice.").AppendLine();

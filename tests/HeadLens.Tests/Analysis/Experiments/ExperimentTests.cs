@@ -1,4 +1,5 @@
 using HeadLens.Analysis.Experiments;
+using HeadLens.Model;
 
 namespace HeadLens.Tests.Analysis.Experiments;
 
@@ -66,6 +67,19 @@ public class ExperimentTests
         // Random lengths and random offsets: no fixed period for a positional head to learn.
         Assert.True(lengths.Count >= 10, $"only {lengths.Count} distinct segment lengths");
         Assert.True(offsets.Count >= 20, $"only {offsets.Count} distinct copy offsets");
+    }
+
+    [Fact]
+    public void TheInductionExperimentTrainsLinearAttentionWhenAsked()
+    {
+        var settings = InductionExperiment.Settings.Default with { Steps = 12, LayerCounts = [2], Heads = 2, Probes = 2, Attention = AttentionForm.Linear };
+        Assert.Equal(AttentionForm.Linear, InductionExperiment.ModelFor(settings, 2).AttentionForm);
+        Assert.Equal(AttentionForm.Softmax, InductionExperiment.ModelFor(InductionExperiment.Settings.Default, 2).AttentionForm);
+        var log = new List<string>();
+        string report = InductionExperiment.Run(settings, log.Add);
+        Assert.Contains("2 linear-attention heads", report, StringComparison.Ordinal);
+        Assert.Contains(log, line => line.Contains("2-layer step    12/12: loss", StringComparison.Ordinal));
+        Assert.Contains("| 2-layer |", report, StringComparison.Ordinal);
     }
 
     [Fact]
