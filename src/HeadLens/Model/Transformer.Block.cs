@@ -142,7 +142,8 @@ public sealed partial class Transformer
         hooks?.Point(HookNames.ResidPost(l), output, n, c);
     }
 
-    // a.Middle [N, C] = W_O · heads + b_O, heads = softmax(q·kᵀ·scale + mask) · v per sequence; input [N, C].
+    // a.Middle [N, C] = W_O · heads + b_O, heads = softmax(q·kᵀ·scale + mask) · v per sequence (or linear attention's
+    // normalised φ(q)·φ(k) in place of the softmax); input [N, C].
     private void Attend(int l, LayerWeights w, LayerActivations a, ReadOnlySpan<float> input, Pass pass)
     {
         var hooks = pass.Hooks;
