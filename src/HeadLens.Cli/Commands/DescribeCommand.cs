@@ -64,8 +64,9 @@ internal sealed class DescribeCommand : ICommand
             // S = Σ φ(k)·vᵀ [D, D] and z = Σ φ(k) [D] per head; per token φ(q)·S, φ(q)·z and the update of both.
             double state = (double)config.Heads * config.HeadDim * (config.HeadDim + 1);
             double runningFlops = 4.0 * config.Layers * config.Channels * config.HeadDim;
-            Console.WriteLine($"  linear attention: training and prompts run its running sums, a state of {Numbers.Count(state)} floats per layer instead of T² scores " +
-                $"and {Numbers.Flops(runningFlops)} per token at any length (4 × layers × channels × head size); decoding reads the KV cache, as above");
+            Console.WriteLine($"  linear attention: running sums, a state of {Numbers.Count(state)} floats per layer instead of T² scores, " +
+                $"and {Numbers.Flops(runningFlops)} per token at any length (4 × layers × channels × head size), in training, prompts and decoding " +
+                "(the KV cache is kept beside the sums for a window's eviction)");
         }
 
         if (File.Exists(modelPath) && modelPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))

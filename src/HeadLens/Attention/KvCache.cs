@@ -15,6 +15,7 @@ public sealed class KvCache
     private readonly int[] positions;
     private int pending;
     private int slotsWithPending;
+    private (float[] Sums, int Tokens)[]? runningSums;
 
     public KvCache(int layers, int capacity, int kvHeads, int headDimQK, int headDimV, int sinks = 0, int window = 0)
     {
@@ -110,7 +111,28 @@ public sealed class KvCache
         Length = 0;
         NextPosition = 0;
         pending = 0;
+        runningSums = null;
     }
+
+    /// <summary>
+    /// Linear attention's running sums for one layer (<see cref="LinearAttention.StateFloats"/> floats, allocated on
+    /// first use) and how many tokens they sum: with them a linear-attention model decodes a token in the same time at
+    /// every position. The keys and values are still cached beside them, for a window's eviction (which sums cannot
+    /// undo) and for rebuilding sums that disagree with <see cref="Length"/> (after a failed step).
+    /// </summary>
+    public (float[] Sums, int Tokens) RunningSums(int layer, int floats)
+    {
+        runningSums ??= new (float[], int)[keys.Length];
+        if (runningSums[layer].Sums is not { } sums || sums.Length != floats)
+        {
+            runningSums[layer] = (new float[floats], 0);
+        }
+
+        return runningSums[layer];
+    }
+
+    /// <summary>Records that layer's running sums now sum <paramref name="tokens"/> tokens.</summary>
+    public void SetRunningSums(int layer, int tokens) => runningSums![layer].Tokens = tokens;
 
     // Where the new tokens go in this layer, evicting old slots (between the sinks and the recent window) first.
     private int MakeRoom(int layer, int tokens)

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -128,7 +129,13 @@ public static class LinearAttention
     /// over S per token, whose reads and writes of the 16 KB state bounded the per-token form (twice the multiply-adds,
     /// at several times the rate).
     /// </summary>
-    public static unsafe void Forward(int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output)
+    /// <remarks>
+    /// With a <paramref name="state"/> [H, D·Dv + D] (per head S [D, Dv] row-major, then z [D]; <see cref="StateFloats"/>)
+    /// the tokens continue a sequence whose earlier tokens it sums, and it is left summing these too: the recurrent form
+    /// (Katharopoulos et al.'s "transformers are RNNs"), in which decoding a token costs the same at every position.
+    /// </remarks>
+    public static unsafe void Forward(int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output,
+        Span<float> state = default)
     {
         long keys = (long)tokens * heads * dqk, values = (long)tokens * heads * dv;
         if (q.Length < keys || k.Length < keys || v.Length < values || output.Length < values)
@@ -136,10 +143,42 @@ public static class LinearAttention
             throw new ArgumentException($"linear attention over {tokens} tokens × {heads} heads needs q and k of {keys} floats, v and output of {values}");
         }
 
-        fixed (float* qp = q, kp = k, vp = v, op = output)
+        if (!state.IsEmpty && state.Length != StateFloats(heads, dqk, dv))
         {
-            nint qa = (nint)qp, ka = (nint)kp, va = (nint)vp, oa = (nint)op;
-            ComputeThreads.Run(heads, h => ForwardHead(h, heads, dqk, dv, tokens, (float*)qa, (float*)ka, (float*)va, (float*)oa));
+            throw new ArgumentException($"linear attention: a state of {state.Length} floats for {heads} heads needs {StateFloats(heads, dqk, dv)}");
+        }
+
+        fixed (float* qp = q, kp = k, vp = v, op = output, sp = state)
+        {
+            nint qa = (nint)qp, ka = (nint)kp, va = (nint)vp, oa = (nint)op, sa = (nint)sp;
+            ComputeThreads.Run(heads, h => ForwardHead(h, heads, dqk, dv, tokens, (float*)qa, (float*)ka, (float*)va, (float*)oa,
+                sa == 0 ? null : (float*)sa + ((long)h * ((dqk * dv) + dqk))));
+        }
+    }
+
+    /// <summary>Floats of the running sums S [D, Dv] and z [D] of every head.</summary>
+    public static int StateFloats(int heads, int dqk, int dv) => checked(heads * ((dqk * dv) + dqk));
+
+    /// <summary>
+    /// Adds tokens to a state without attending: S += Σ φ(k_j)·v_jᵀ, z += Σ φ(k_j) per head (k [T, H, D], v [T, H, Dv]);
+    /// for a state rebuilt from cached keys and values.
+    /// </summary>
+    public static void AddToState(int heads, int dqk, int dv, int tokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> state)
+    {
+        var phiK = FeatureMap(k[..(tokens * heads * dqk)]);
+        for (int h = 0; h < heads; h++)
+        {
+            var sums = state.Slice(h * ((dqk * dv) + dqk), (dqk * dv) + dqk);
+            for (int j = 0; j < tokens; j++)
+            {
+                var pk = phiK.AsSpan(((j * heads) + h) * dqk, dqk);
+                var vj = v.Slice(((j * heads) + h) * dv, dv);
+                for (int d = 0; d < dqk; d++)
+                {
+                    TensorPrimitives.MultiplyAdd(vj, pk[d], sums.Slice(d * dv, dv), sums.Slice(d * dv, dv));
+                    sums[(dqk * dv) + d] += pk[d];
+                }
+            }
         }
     }
 
@@ -147,13 +186,19 @@ public static class LinearAttention
     internal const int Block = 64;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void ForwardHead(int h, int heads, int dqk, int dv, int tokens, float* q, float* k, float* v, float* output)
+    private static unsafe void ForwardHead(int h, int heads, int dqk, int dv, int tokens, float* q, float* k, float* v, float* output, float* state)
     {
         var scratch = new BlockScratch(dqk, dv, tokens: 0);
         try
         {
             float* pq = scratch.PhiQ, pk = scratch.PhiK, pkT = scratch.PhiKT, bv = scratch.V, a = scratch.Scores, num = scratch.Num;
             float* s = scratch.State, z = scratch.Sums;
+            if (state != null)
+            {
+                Buffer.MemoryCopy(state, s, (long)dqk * dv * sizeof(float), (long)dqk * dv * sizeof(float));
+                Buffer.MemoryCopy(state + ((long)dqk * dv), z, dqk * sizeof(float), dqk * sizeof(float));
+            }
+
             for (int first = 0; first < tokens; first += Block)
             {
                 int count = Math.Min(Block, tokens - first);
@@ -161,7 +206,7 @@ public static class LinearAttention
 
                 // Num = ΦQ·S (the earlier blocks: none before the first), the block's scores ΦQ·ΦKᵀ, masked to j ≤ i.
                 new Span<float>(num, count * dv).Clear();
-                if (first > 0)
+                if (first > 0 || state != null)
                 {
                     MultiplyAdd(pq, dqk, 1, s, dv, num, dv, count, dv, dqk, Triangle.None);
                 }
@@ -176,10 +221,16 @@ public static class LinearAttention
                     Scale(num + ((long)i * dv), 1f / n, output + ((((long)(first + i) * heads) + h) * dv), dv);
                 }
 
-                if (first + Block < tokens)
+                if (first + Block < tokens || state != null)
                 {
                     AddBlockToState(scratch, count);
                 }
+            }
+
+            if (state != null)
+            {
+                Buffer.MemoryCopy(s, state, (long)dqk * dv * sizeof(float), (long)dqk * dv * sizeof(float));
+                Buffer.MemoryCopy(z, state + ((long)dqk * dv), dqk * sizeof(float), dqk * sizeof(float));
             }
         }
         finally

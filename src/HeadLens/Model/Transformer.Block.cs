@@ -215,13 +215,13 @@ public sealed partial class Transformer
             {
                 // A padded sequence: its real tokens attend among themselves; the padding rows' outputs are zero.
                 int real = lengths[b];
-                FastAttention(real, real, qb[..(real * qRow)], kb[..(real * kvRow)], vb[..(real * kvRow)], headsOut[..(real * qRow)],
-                    a.LogSumExp.Slice(b * heads * t, heads * real));
+                FastAttention(l, real, real, qb[..(real * qRow)], kb[..(real * kvRow)], vb[..(real * kvRow)], headsOut[..(real * qRow)],
+                    a.LogSumExp.Slice(b * heads * t, heads * real), cache: null);
                 headsOut[(real * qRow)..].Clear();
             }
             else
             {
-                FastAttention(t, slots, qb, keys, values, headsOut, a.LogSumExp.Slice(b * heads * t, heads * t));
+                FastAttention(l, t, slots, qb, keys, values, headsOut, a.LogSumExp.Slice(b * heads * t, heads * t), pass.Cache);
             }
         }
 
@@ -243,14 +243,31 @@ public sealed partial class Transformer
         }
     }
 
-    // z [T, H·D] from q [T, H·D] against S keys and values [S, G·D], the queries being the last T positions; the
-    // softmax form also leaves each row's log-sum-exp [H, T] for the backward.
-    private void FastAttention(int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, Span<float> z, Span<float> logSumExp)
+    // z [T, H·D] from q [T, H·D] against S keys and values [S, G·D], the queries being the last T positions (when
+    // decoding, the cache's keys and values after appending this step's); the softmax form also leaves each row's
+    // log-sum-exp [H, T] for the backward.
+    private void FastAttention(int l, int t, int s, ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, Span<float> z, Span<float> logSumExp,
+        KvCache? cache)
     {
-        int heads = Config.Heads, d = Config.HeadDim;
+        int heads = Config.Heads, d = Config.HeadDim, row = heads * d;
         if (Config.AttentionForm == AttentionForm.Softmax)
         {
             ScaledDotProductAttention.Forward(AttentionOptions, t, s, s - t, q, keys, values, z, logSumExp);
+        }
+        else if (cache is { Window: 0 })
+        {
+            // The recurrent form: the new tokens continue from the running sums of the earlier ones (rebuilt from the
+            // cached keys and values if they sum any other count), then the sums include them.
+            int earlier = s - t;
+            var (sums, summed) = cache.RunningSums(l, LinearAttention.StateFloats(heads, d, d));
+            if (summed != earlier)
+            {
+                Array.Clear(sums);
+                LinearAttention.AddToState(heads, d, d, earlier, keys, values, sums);
+            }
+
+            LinearAttention.Forward(heads, d, d, t, q, keys[(earlier * row)..], values[(earlier * row)..], z, sums);
+            cache.SetRunningSums(l, s);
         }
         else if (s == t)
         {
@@ -258,15 +275,15 @@ public sealed partial class Transformer
         }
         else
         {
-            // New tokens against a KV cache: their rows of the pattern, then z_h = pattern_h · v_h. The running-sum form
-            // would need the state (S, z) per layer and head instead of the cache; T·S·D work per token, as softmax's.
+            // New tokens against a windowed cache (which has evicted tokens that running sums cannot take out): their
+            // rows of the pattern, then z_h = pattern_h · v_h.
             var pattern = ArrayPool<float>.Shared.Rent(checked(heads * t * s));   // [H, T, S]
             try
             {
                 LinearAttention.Patterns(heads, d, t, s, s - t, q, keys, AllHeads, pattern);
                 for (int h = 0; h < heads; h++)
                 {
-                    Gemm.Multiply(false, false, t, d, s, pattern.AsSpan(h * t * s, t * s), s, values[(h * d)..], heads * d, z[(h * d)..], heads * d, false);
+                    Gemm.Multiply(false, false, t, d, s, pattern.AsSpan(h * t * s, t * s), s, values[(h * d)..], row, z[(h * d)..], row, false);
                 }
             }
             finally

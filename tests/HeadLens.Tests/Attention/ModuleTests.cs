@@ -23,6 +23,36 @@ public class ModuleTests
         Assert.True(Float64.MaxRelativeError(fast, FiniteDifference.ToDouble(reference)) <= 1e-5);
     }
 
+    // The recurrent form: a sequence fed in chunks, each continuing from the running sums the last one left, gives the
+    // quadratic reference's outputs, and the sums at the end are S = Σ φ(k)·vᵀ and z = Σ φ(k) over every token
+    // (AddToState's plain loops). Chunks of one token (decoding), and chunks that start mid-block and cross blocks.
+    [Theory]
+    [InlineData(2, 8, 8, new[] { 1, 1, 1, 1, 1 })]
+    [InlineData(3, 24, 29, new[] { 7, 1, 64, 1, 60 })]
+    [InlineData(4, 16, 16, new[] { 65, 1, 130 })]
+    public void LinearAttentionContinuedFromItsStateEqualsTheWholeSequence(int heads, int dqk, int dv, int[] chunks)
+    {
+        int tokens = chunks.Sum();
+        var random = new Random(tokens);
+        float[] q = TestData.Uniform(random, tokens * heads * dqk), k = TestData.Uniform(random, tokens * heads * dqk), v = TestData.Uniform(random, tokens * heads * dv);
+        float[] reference = new float[tokens * heads * dv], chunked = new float[reference.Length];
+        LinearAttention.ForwardReference(heads, dqk, dv, tokens, q, k, v, reference);
+        var state = new float[LinearAttention.StateFloats(heads, dqk, dv)];
+        int done = 0;
+        foreach (int chunk in chunks)
+        {
+            int keys = heads * dqk, values = heads * dv;
+            LinearAttention.Forward(heads, dqk, dv, chunk, q.AsSpan(done * keys), k.AsSpan(done * keys), v.AsSpan(done * values), chunked.AsSpan(done * values), state);
+            done += chunk;
+        }
+
+        Assert.True(Float64.MaxRelativeError(chunked, FiniteDifference.ToDouble(reference)) <= 1e-5);
+        var sums = new float[state.Length];
+        LinearAttention.AddToState(heads, dqk, dv, tokens, k, v, sums);
+        Assert.True(Float64.MaxRelativeError(state, FiniteDifference.ToDouble(sums)) <= 1e-5);
+        Assert.Throws<ArgumentException>(() => LinearAttention.Forward(heads, dqk, dv, 1, q, k, v, chunked, new float[state.Length - 1]));
+    }
+
     // The prefix-sum gradients against the quadratic form's: the same sums grouped differently, both fp32. The
     // gradients are not normalised, so 2e-5 relative with floor 1 (inputs and the output's gradient in [-1, 1]).
     [Theory]

@@ -111,6 +111,42 @@ public class LinearAttentionModelTests
         }
     }
 
+    [Theory]
+    [InlineData("running sums")]
+    [InlineData("sums rebuilt from the cache")]
+    [InlineData("windowed cache")]
+    public void EveryWayOfDecodingMatchesTheFullForward(string way)
+    {
+        // Running sums (the recurrent form) by default; sums that disagree with the cache's length are rebuilt from its
+        // keys and values; a windowed cache (here never full) reads its keys and values through the pattern instead.
+        var model = TinyModels.Random(Linear, seed: 61);
+        int tokens = 14, vocab = Linear.VocabSize;
+        int[] ids = TinyModels.Ids(Linear, tokens, seed: 62);
+        model.Forward(ids, [], 1, tokens);
+        float[] full = model.Logits.ToArray();
+        var cache = way == "windowed cache" ? model.NewCache(Linear.ContextLength, window: 15) : model.NewCache(Linear.ContextLength);
+        var logits = new float[vocab];
+        model.DecodeStep(ids.AsSpan(0, 5), cache, logits);
+        for (int t = 5; t < tokens; t++)
+        {
+            if (way == "sums rebuilt from the cache")
+            {
+                for (int l = 0; l < Linear.Layers; l++)
+                {
+                    cache.SetRunningSums(l, 0);
+                    Array.Fill(cache.RunningSums(l, LinearAttention.StateFloats(Linear.Heads, Linear.HeadDim, Linear.HeadDim)).Sums, float.NaN);
+                }
+            }
+
+            model.DecodeStep(ids.AsSpan(t, 1), cache, logits);
+            double error = Float64.MaxRelativeError(logits, FiniteDifference.ToDouble(full[(t * vocab)..((t + 1) * vocab)]));
+            Assert.True(error <= 1e-5, $"{way}, token {t}: error {error:E2}");
+        }
+
+        int summed = cache.RunningSums(0, LinearAttention.StateFloats(Linear.Heads, Linear.HeadDim, Linear.HeadDim)).Tokens;
+        Assert.Equal(way == "windowed cache" ? 0 : tokens, summed);
+    }
+
     [Fact]
     public void APaddedSequenceMatchesItselfAlone()
     {
