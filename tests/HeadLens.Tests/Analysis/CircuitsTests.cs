@@ -49,6 +49,33 @@ public class CircuitsTests
         return result;
     }
 
+    public static TheoryData<string> CopyingShapes => ["gpt2", "llama-gqa", "llama-wide"];
+
+    [Theory]
+    [MemberData(nameof(CopyingShapes))]
+    public void CopyingScoresFromTheFastProductsEqualTheReference(string shape)
+    {
+        // The fast path forms each head's [D, D] matrix with float products over whole layers; the reference builds
+        // it per head in float64 (OvEigenvalueMatrix). "llama-wide" has enough channels for the products' blocking.
+        var config = shape switch
+        {
+            "gpt2" => TinyModels.Gpt2,
+            "llama-gqa" => TinyModels.Llama,
+            _ => TinyModels.Llama with { Channels = 256, Heads = 8, KvHeads = 2, HiddenChannels = 64 },
+        };
+        var model = TinyModels.Random(config, seed: 5);
+        var fast = Circuits.CopyingScores(model);
+        var embedUnembed = Circuits.EmbedUnembed(model);
+        for (int l = 0; l < config.Layers; l++)
+        {
+            for (int h = 0; h < config.Heads; h++)
+            {
+                double reference = HeadScores.Copying(Circuits.OvEigenvalueMatrix(model, l, h, embedUnembed), config.HeadDim);
+                Assert.True(Math.Abs(fast[l, h] - reference) < 1e-4, $"head {l}.{h}: {fast[l, h]} vs {reference}");
+            }
+        }
+    }
+
     [Fact]
     public void OvEigenvaluesFromTheSmallMatrixAreThoseOfTheFullCircuit()
     {
