@@ -28,3 +28,21 @@ def write_safetensors(path, tensors, dtype="F32"):
         f.write(raw)
         for blob in blobs:
             f.write(blob)
+
+
+def read_safetensors(path):
+    """The F32 tensors of a safetensors file as float64 tensors (the fixtures these scripts wrote)."""
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        data = f.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: {name} is {entry['dtype']}, only F32 is read")
+        start, end = entry["data_offsets"]
+        values = struct.unpack(f"<{(end - start) // 4}f", data[start:end])
+        tensors[name] = torch.tensor(values, dtype=torch.float64).reshape(entry["shape"])
+    return tensors

@@ -81,12 +81,16 @@ public static class HeadTaxonomy
         int[] repeatedIds = RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed);
         var repeated = Probe(HeadProbe.RepeatedName, repeatedIds, tokenizer);
         var text = textIds is not null ? Probe(HeadProbe.TextName, textIds, tokenizer)
-            : tokenizer is not null ? Probe(HeadProbe.SampleName, Truncate(tokenizer.EncodeForModel(SampleText), config.ContextLength), tokenizer)
+            : tokenizer is not null ? Probe(HeadProbe.SampleName, SampleIds(model, tokenizer), tokenizer)
             : repeated;
         // Copying reads the unembedding; an encoder without an output head has none.
         return new HeadProbes(text, repeated, copying ?? (config.HasOutputHead ? Circuits.CopyingScores(model) : null),
             config.Attention == Attention.MaskKind.Bidirectional);
     }
+
+    /// <summary>The sample text as the model reads it, cut to its context.</summary>
+    public static int[] SampleIds(Transformer model, ITokenizer tokenizer) =>
+        Truncate(tokenizer.EncodeForModel(SampleText), model.Config.ContextLength);
 
     /// <summary>A probe of ids, with delimiters read from each token's decoded text (none without a tokenizer).</summary>
     public static HeadProbe Probe(string name, int[] ids, ITokenizer? tokenizer) =>

@@ -29,4 +29,12 @@ public sealed class HookedForward(Transformer model)
 
     /// <summary>Runs ids through the model with these hooks; captures the points <paramref name="capture"/> accepts.</summary>
     public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null) => Model.RunWith(ids, capture, withLogits: true, hooks);
+
+    /// <summary>
+    /// The same run from block <paramref name="layer"/> on, the blocks before it skipped: <paramref name="residual"/>
+    /// [T, C] is the stream entering that block (its hook_resid_pre from a run of the same ids, the earlier blocks'
+    /// hooks applied or not as that run had them). Hooks and captures of earlier points do not run.
+    /// </summary>
+    public HookedRun RunFrom(ReadOnlySpan<int> ids, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
+        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual);
 }

@@ -277,11 +277,17 @@ public sealed partial class Transformer
     public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null, bool withLogits = true, ReadOnlySpan<int> tokenTypes = default) =>
         RunWith(ids, capture, withLogits, Hooks, tokenTypes);
 
-    internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default)
+    internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
+        int firstLayer = 0, ReadOnlySpan<float> residualIn = default)
     {
         CheckTokenTypes(ids, tokenTypes);
+        if ((firstLayer != 0 || !residualIn.IsEmpty) && ((uint)firstLayer >= (uint)Config.Layers || residualIn.Length != ids.Length * Config.Channels))
+        {
+            throw new ArgumentException($"a run from block {firstLayer} needs the stream entering it, [{ids.Length}, {Config.Channels}]; got {residualIn.Length} values");
+        }
+
         var hooks = new HookContext(registry, capture);
-        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, tokenTypes, null);
+        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, tokenTypes, null, firstLayer, residualIn);
         bool logits = withLogits && Config.HasOutputHead;
         ThrowIfNotFinite(logits ? buffers.Logits : buffers.FinalNormed, ids, logits ? "logits" : "hidden states");
         return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
@@ -334,8 +340,9 @@ public sealed partial class Transformer
         Parameters.OutputHead.Forward(lastNormed, [], 1, lastLogits, decoding: true);
     }
 
+    // With residualIn [B·T, C], the stream entering block firstLayer: the embedding and the blocks before it are skipped.
     private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks,
-        ReadOnlySpan<int> tokenTypes, int[]? lengths)
+        ReadOnlySpan<int> tokenTypes, int[]? lengths, int firstLayer = 0, ReadOnlySpan<float> residualIn = default)
     {
         CheckTokens(ids, batch, tokens);
         withLogits &= Config.HasOutputHead;
@@ -349,8 +356,16 @@ public sealed partial class Transformer
         var pass = new Pass(batch, tokens, Position: 0, Cache: null, hooks, lengths);
         int n = batch * tokens;
         var x = buffers.Residual;
-        Embed(ids, tokenTypes, pass, x, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
-        for (int l = 0; l < Config.Layers; l++)
+        if (residualIn.IsEmpty)
+        {
+            Embed(ids, tokenTypes, pass, x, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);
+        }
+        else
+        {
+            residualIn.CopyTo(x);
+        }
+
+        for (int l = firstLayer; l < Config.Layers; l++)
         {
             BlockForward(l, buffers.Block, x, x, pass);
         }

@@ -45,6 +45,37 @@ public class HookedForwardTests
         }
     }
 
+    public static TheoryData<string> FamiliesAndEncoder => ["gpt2", "llama", "attention-only", "bert"];
+
+    [Theory]
+    [MemberData(nameof(FamiliesAndEncoder))]
+    public void ARunFromABlockEqualsTheWholeRunBitForBit(string family)
+    {
+        // RunFrom skips the embedding and the blocks before `layer`, starting from the stream a whole run captured
+        // there: the blocks from `layer` on see the same bits, so everything after them is equal, hooks included.
+        var config = family == "bert" ? ModelPresets.Bert(vocab: 29, context: 16, layers: 3, heads: 2, channels: 12, hidden: 20) : Config(family);
+        var model = TinyModels.Random(config, seed: 7);
+        var ids = TinyModels.Ids(config, 11, seed: 8);
+        string last = HookNames.ResidPost(config.Layers - 1);
+        var whole = new HookedForward(model).Run(ids, name => name == last || name.EndsWith("hook_resid_pre", StringComparison.Ordinal));
+        for (int layer = 0; layer < config.Layers; layer++)
+        {
+            var from = new HookedForward(model).RunFrom(ids, layer, whole[HookNames.ResidPre(layer)], name => name == last);
+            Assert.Equal(whole[last], from[last]);
+            Assert.Equal(whole.Logits, from.Logits);
+
+            // With an intervention at or after the start, the same as the whole run with it.
+            int ablated = config.Layers - 1;
+            var expected = new HookedForward(model).ZeroAblateHead(ablated, 1).Run(ids, name => name == last);
+            var actual = new HookedForward(model).ZeroAblateHead(ablated, 1).RunFrom(ids, layer, whole[HookNames.ResidPre(layer)], name => name == last);
+            Assert.Equal(expected[last], actual[last]);
+            Assert.NotEqual(whole[last], actual[last]);
+        }
+
+        Assert.Throws<ArgumentException>(() => new HookedForward(model).RunFrom(ids, 1, new float[5]));
+        Assert.Throws<ArgumentException>(() => new HookedForward(model).RunFrom(ids, config.Layers, whole[HookNames.ResidPre(0)]));
+    }
+
     [Theory]
     [MemberData(nameof(Families))]
     public void AttentionOneHeadAtATimeIsTheWholeLayersArithmetic(string family)
