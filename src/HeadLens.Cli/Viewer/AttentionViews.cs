@@ -29,6 +29,16 @@ public sealed record CompareSide(string[] Tokens, int Index);
 public sealed record CompareView(string Word, CompareSide A, CompareSide B, double[] Cosine, string[] Depths);
 
 /// <summary>
+/// One head removed: the change of the measure (decoders: next-token loss in nats/token; encoders: 1 − cosine of
+/// the sentence embedding) and where it changed most — for decoders the prediction of token Position + 1 (its
+/// probability intact and without the head), for encoders token Position (PositionChange: 1 − cosine there).
+/// </summary>
+public sealed record HeadEffectView(int Head, double Change, int Position, double PositionChange, double? CleanProbability, double? AblatedProbability);
+
+/// <param name="Measure">"next_token_loss" or "embedding_drift", as `headlens ablate --json` names them.</param>
+public sealed record AblationView(int Layer, string Method, string Measure, double Clean, IReadOnlyList<HeadEffectView> Heads);
+
+/// <summary>
 /// Computes what each view shows from an <see cref="IAttentionSource"/>: only the layer, heads and rows a view needs,
 /// one head at a time, so a request's working memory is one head's [T, T] pattern (plus the answer itself), never a
 /// layer's [H, T, T] or the model's [L, H, T, T]. Nothing is kept between requests here: the source keeps its own
@@ -66,6 +76,16 @@ public sealed class AttentionViews(IAttentionSource source)
             thumbnails[s.Layer * source.Info.Heads + s.Head])).ToList();
         var sources = summaries.Count > 0 ? summaries[0].Sources : new Dictionary<string, string>();
         return new HeadsView(input.Ids, input.Tokens, source.Info.Layers, source.Info.Heads, size, sources, entries);
+    }
+
+    /// <summary>What breaks without each head of one layer (the page asks layer by layer and fills its grid as answers come).</summary>
+    public AblationView Ablate(TokenizedText input, int layer, AblationMethod method)
+    {
+        var result = source.Ablate(input.Ids, layer, method);
+        return new AblationView(layer, method == AblationMethod.Mean ? "mean" : "zero",
+            result.Measure == AblationMeasure.NextTokenLoss ? "next_token_loss" : "embedding_drift", Math.Round(result.Clean, 6),
+            [.. result.Heads.Select(e => new HeadEffectView(e.Head, Math.Round(e.Change, 6), e.Position, Math.Round(e.PositionChange, 6),
+                e.CleanProbability is { } before ? Math.Round(before, 6) : null, e.AblatedProbability is { } after ? Math.Round(after, 6) : null))]);
     }
 
     public PatternView Pattern(TokenizedText input, int layer, int[] heads)

@@ -42,6 +42,12 @@ public interface IAttentionSource
     float[][] ContextVectors(int[] ids, int position);
 
     /// <summary>
+    /// Every head of one layer removed in turn (<see cref="HeadAblation.Run"/>), as `headlens ablate --layer` does;
+    /// a source without a model to break throws <see cref="ViewerException"/> (501).
+    /// </summary>
+    HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method);
+
+    /// <summary>
     /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
     /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
     /// </summary>

@@ -95,6 +95,14 @@ public sealed class ModelSource : IAttentionSource
         }
     }
 
+    public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method)
+    {
+        lock (gate)
+        {
+            return HeadAblation.Run(model, ids, method, [.. Enumerable.Range(0, model.Config.Heads).Select(head => (layer, head))]);
+        }
+    }
+
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });

@@ -31,6 +31,7 @@ public static class RequestGuard
         ["/api/token"] = HttpMethods.Post,
         ["/api/generate"] = HttpMethods.Post,
         ["/api/compare"] = HttpMethods.Post,
+        ["/api/ablate"] = HttpMethods.Post,
     };
 
     /// <summary>The refusal for this request (status and one line), or null when it may go on.</summary>

@@ -91,6 +91,10 @@ public sealed partial class SyntheticSource : IAttentionSource
         return result;
     }
 
+    /// <summary>Hand-made patterns are not a model: nothing breaks without a head, so there is nothing to measure.</summary>
+    public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method) =>
+        throw new ViewerException(501, "ablation needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
+
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
         int count = Math.Max(0, Math.Min(maxTokens, Info.MaxTokens - prompt.Length));

@@ -43,6 +43,9 @@ public sealed record ViewerRequest
     public string? B { get; init; }
 
     public string? Word { get; init; }
+
+    /// <summary>How /api/ablate removes a head: "zero" (default) or "mean".</summary>
+    public string? Method { get; init; }
 }
 
 /// <summary>
@@ -186,6 +189,12 @@ public static partial class ViewerServer
         {
             var body = await ReadAsync(request, options);
             return Results.Json(await gate.RunAsync(() => Compare(views, limits, body), request.HttpContext.RequestAborted), Json);
+        });
+        app.MapPost("/api/ablate", async (HttpRequest request) =>
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => views.Ablate(limits.Input(body), limits.Layer(body.Layer), AblationMethodOf(body.Method)),
+                request.HttpContext.RequestAborted), Json);
         });
         // Every other path, file-like or not, is 404: nothing maps a path to a file.
         app.MapFallback("{**path}", () =>
@@ -355,6 +364,13 @@ public static partial class ViewerServer
         var depths = Enumerable.Range(0, cosine.Length).Select(l => l == 0 ? "embeddings" : $"after layer {l - 1}").ToArray();
         return new CompareView(word, new CompareSide(fullA.Tokens, prefixA.Ids.Length - 1), new CompareSide(fullB.Tokens, prefixB.Ids.Length - 1), cosine, depths);
     }
+
+    private static AblationMethod AblationMethodOf(string? method) => method switch
+    {
+        null or "zero" => AblationMethod.Zero,
+        "mean" => AblationMethod.Mean,
+        _ => throw new ViewerException(400, $"method must be zero or mean, got '{method}'"),
+    };
 
     private static string CommonWord(string a, string b)
     {

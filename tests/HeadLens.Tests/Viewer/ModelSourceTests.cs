@@ -24,6 +24,39 @@ public class ModelSourceTests(ITestOutputHelper output)
         return new ModelSource(loaded, tokenizer, Path.GetFileName(path));
     }
 
+    [Theory]
+    [InlineData("zero", 3)]
+    [InlineData("mean", 0)]
+    public async Task AblationAnswersEveryHeadOfALayerAsTheLibraryComputesIt(string method, int layer)
+    {
+        const string Text = "In the beginning God created the heaven. In the beginning God created the earth.";
+        var app = ViewerServer.Build(Load(Embedded, out var model), new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var _ = app;
+        using var client = app.GetTestClient();
+        using var response = await client.PostAsJsonAsync("/api/ablate", new { text = Text, layer, method });
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var root = JsonDocument.Parse(body).RootElement;
+        Assert.Equal(layer, root.GetProperty("layer").GetInt32());
+        Assert.Equal("next_token_loss", root.GetProperty("measure").GetString());
+
+        // The library on a second copy of the model: the viewer must answer what `headlens ablate --layer` prints.
+        var (reference, tokenizer) = ModelFiles.Load(Embedded);
+        var expected = HeadAblation.Run(reference, tokenizer!.EncodeForModel(Text), method == "mean" ? AblationMethod.Mean : AblationMethod.Zero,
+            [.. Enumerable.Range(0, reference.Config.Heads).Select(head => (layer, head))]);
+        Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
+        var heads = root.GetProperty("heads").EnumerateArray().ToList();
+        Assert.Equal(model.Config.Heads, heads.Count);
+        foreach (var (answer, effect) in heads.Zip(expected.Heads))
+        {
+            Assert.Equal(effect.Head, answer.GetProperty("head").GetInt32());
+            Assert.Equal(Math.Round(effect.Change, 6), answer.GetProperty("change").GetDouble());
+            Assert.Equal(effect.Position, answer.GetProperty("position").GetInt32());
+            Assert.Equal(Math.Round(effect.AblatedProbability!.Value, 6), answer.GetProperty("ablatedProbability").GetDouble());
+        }
+    }
+
     [Fact]
     public void PatternsAreTheRecordersPatternsForAnyQueryRange()
     {
@@ -152,6 +185,8 @@ public class ModelSourceTests(ITestOutputHelper output)
         public HeadProbes Probes(int[] ids) => inner.Probes(ids);
 
         public float[][] ContextVectors(int[] ids, int position) => inner.ContextVectors(ids, position);
+
+        public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method) => inner.Ablate(ids, layer, method);
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
     }

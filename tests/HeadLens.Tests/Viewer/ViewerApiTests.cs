@@ -30,6 +30,21 @@ public class ViewerApiTests
     }
 
     [Fact]
+    public async Task AblationNeedsAModelAndSaysSo()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        var (status, body) = await PostAsync(host, "/api/ablate", new { text = Text, layer = 0 });
+        Assert.Equal(HttpStatusCode.NotImplemented, status);
+        Assert.Contains("ablation needs a model", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/ablate", new { text = Text, layer = 7 });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("layer 7", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/ablate", new { text = Text, layer = 0, method = "half" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("zero or mean", body.GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task ModelDescribesTheSourceAndTheLimits()
     {
         await using var host = await ViewerHost.StartAsync();

@@ -122,6 +122,42 @@ public class ViewerBrowserTests
     }
 
     [BrowserFact]
+    public async Task TheGridShowsWhatBreaksWithoutEachHead()
+    {
+        // The embedded model (4 × 4 heads, byte tokens): one click removes every head in turn, layer by layer.
+        var source = ModelSourceTests.Load(ModelSourceTests.Embedded, out var model);
+        Assert.Equal(4, model.Config.Layers);
+        var (app, url) = await StartAsync(source);
+        await using var _ = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url);
+        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the model view's 4 × 4 heads");
+        TypeText(browser, "In the beginning God created the heaven. In the beginning God created the earth.");
+        browser.Find("#ablate-run").Click();
+        browser.WaitFor(() => browser.Find("body").GetAttribute("data-ablated") is not null, "the ablation of every layer");
+        Assert.Equal(16, browser.FindAll("#grid .cell .effect").Count);
+        Assert.Contains("nats/token", browser.Find("#ablate-status").Text);
+        Assert.Contains("Most needed: layer", browser.Find("#ablate-status").Text);
+        foreach (var cell in browser.FindAll("#grid .cell"))
+        {
+            double change = double.Parse(cell.GetAttribute("data-change")!, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal((change >= 0 ? "+" : "\u2212") + Math.Abs(change).ToString("F4", System.Globalization.CultureInfo.InvariantCulture), cell.FindElement(OpenQA.Selenium.By.CssSelector(".effect")).Text);
+        }
+
+        new Actions(browser.Driver).MoveToElement(browser.Find("#grid .cell[data-layer='3'][data-head='0']")).Perform();
+        browser.WaitFor(() => browser.Find("#tooltip").Displayed, "the tooltip");
+        string tip = browser.Find("#tooltip").Text;
+        Assert.Contains("without it: next-token loss", tip);
+        Assert.Matches(@"most: ‘.+’ after ‘.+’, p \d\.\d{3} → \d\.\d{3}", tip);
+        browser.Screenshot("ablation");
+
+        // Another text: the badges of the old one go.
+        TypeText(browser, "And God said, Let there be light.");
+        Assert.Empty(browser.FindAll("#grid .cell .effect"));
+        Assert.Equal("", browser.Find("#ablate-status").Text);
+    }
+
+    [BrowserFact]
     public async Task AScriptInTheTextIsShownNotRun()
     {
         var (app, url) = await StartAsync(new SyntheticSource(2, 2));

@@ -318,6 +318,12 @@ public class ViewerSecurityTests
             return inner.ContextVectors(ids, position);
         }
 
+        public global::HeadLens.Analysis.HeadAblationResult Ablate(int[] ids, int layer, global::HeadLens.Analysis.AblationMethod method)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Ablate(ids, layer, method);
+        }
+
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
         {
             Interlocked.Increment(ref calls);

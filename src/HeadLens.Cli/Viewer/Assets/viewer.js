@@ -16,7 +16,7 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     view: 'model', model: null, input: null, heads: null, token: null, layer: 0, head: 0, picked: [0],
-    seq: 0, generated: []
+    seq: 0, generated: [], ablation: null
   };
 
   // ---- data access: the server's API, or the data a report carries ----
@@ -38,6 +38,7 @@
       pattern: (text, layer, heads) => post('/api/pattern', { text, layer, heads }),
       token: (text, index) => post('/api/token', { text, index }),
       compare: (a, b, word) => post('/api/compare', { a, b, word }),
+      ablate: (text, layer, method) => post('/api/ablate', { text, layer, method }),
       generate: async (prompt, maxTokens, temperature, onLine) => {
         const response = await fetch('/api/generate', {
           method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -79,6 +80,7 @@
       }),
       token: async (text, index) => tokenFromPatterns(data, index),
       compare: notHere,
+      ablate: notHere,
       generate: notHere
     };
   }
@@ -241,8 +243,94 @@
       item.appendChild(document.createTextNode(kind + ' \u00d7' + counts[kind]));
       legend.appendChild(item);
     }
+    // An ablation of this text (and only of this text) stays on the grid when the grid is drawn again.
+    if (state.ablation && state.ablation.text !== text) { forgetAblation(); }
+    drawEffects();
     // Last: the legend and captions above decide where the grid starts.
     sizeGrid();
+  }
+
+  // ---- what breaks without each head: /api/ablate layer by layer, each answer drawn into the grid as it comes ----
+
+  async function runAblation() {
+    const text = $('text').value;
+    const method = $('ablate-method').value;
+    const ablation = { text, method, measure: null, clean: null, effects: {}, done: false };
+    state.ablation = ablation;
+    drawEffects();
+    $('ablate-run').disabled = true;
+    try {
+      for (let layer = 0; layer < state.model.layers; layer++) {
+        setStatus('removing each head of layer ' + layer + ' (' + (layer + 1) + ' of ' + state.model.layers + ')\u2026', false, 'ablate-status');
+        const answer = await api.ablate(text, layer, method);
+        if (state.ablation !== ablation) { return; }
+        ablation.measure = answer.measure;
+        ablation.clean = answer.clean;
+        for (const effect of answer.heads) { ablation.effects[layer + '.' + effect.head] = effect; }
+        drawEffects();
+      }
+      ablation.done = true;
+      const worst = Object.entries(ablation.effects).sort((a, b) => b[1].change - a[1].change)[0];
+      const [layer, head] = worst[0].split('.');
+      setStatus((ablation.measure === 'next_token_loss'
+        ? 'Next-token loss with every head ' + ablation.clean.toFixed(3) + ' nats/token; each badge is its rise without that head'
+        : 'Each badge is how far the sentence embedding turns without that head (1 \u2212 cosine)') +
+        ' (' + (method === 'mean' ? 'mean' : 'zero') + '-ablation). Most needed: layer ' + layer + ' head ' + head +
+        ' (' + signed(worst[1].change) + '). Hover a head for what it breaks most.', false, 'ablate-status');
+      document.body.setAttribute('data-ablated', String(Date.now()));
+    } catch (error) {
+      if (state.ablation === ablation) { setStatus(error.message, true, 'ablate-status'); }
+    } finally {
+      if (state.ablation === ablation) { $('ablate-run').disabled = false; }
+    }
+  }
+
+  function forgetAblation() {
+    state.ablation = null;
+    $('ablate-run').disabled = api.offline;
+    setStatus('', false, 'ablate-status');
+  }
+
+  function signed(value) { return (value >= 0 ? '+' : '\u2212') + Math.abs(value).toFixed(4); }
+
+  // A badge per ablated head: red for a head the model needs (its removal raises the loss), blue for one whose
+  // removal helps on this text, the shade scaled to the largest change so far.
+  function drawEffects() {
+    const ablation = state.ablation;
+    const effects = ablation ? Object.values(ablation.effects) : [];
+    const largest = Math.max(1e-12, ...effects.map((effect) => Math.abs(effect.change)));
+    for (const cell of document.querySelectorAll('#grid .cell')) {
+      const effect = ablation && ablation.effects[cell.getAttribute('data-layer') + '.' + cell.getAttribute('data-head')];
+      let badge = cell.querySelector('.effect');
+      if (!effect) {
+        if (badge) { badge.remove(); }
+        cell.removeAttribute('data-change');
+        continue;
+      }
+      if (!badge) { badge = cell.appendChild(el('span', { class: 'effect' })); }
+      badge.textContent = signed(effect.change);
+      const strength = Math.abs(effect.change) / largest;
+      const rgb = effect.change >= 0 ? [220, 38, 38] : [37, 99, 235];
+      badge.style.background = 'rgba(' + rgb.join(',') + ',' + (0.15 + 0.85 * strength).toFixed(3) + ')';
+      badge.style.color = strength > 0.5 ? '#fff' : '#111';
+      cell.setAttribute('data-change', String(effect.change));
+    }
+  }
+
+  // The tooltip's lines about a head's ablation: the change, and the prediction (or token) it changed most.
+  function effectLines(layer, head) {
+    const ablation = state.ablation;
+    const effect = ablation && ablation.effects[layer + '.' + head];
+    if (!effect || !state.input) { return []; }
+    const tokens = state.input.tokens;
+    if (ablation.measure === 'next_token_loss') {
+      const context = tokens.slice(Math.max(0, effect.position - 5), effect.position + 1).join('');
+      return ['without it: next-token loss ' + signed(effect.change) + ' nats/token',
+        'most: ' + quoted(tokens[effect.position + 1]) + ' after ' + quoted(context) + ', p ' +
+        effect.cleanProbability.toFixed(3) + ' \u2192 ' + effect.ablatedProbability.toFixed(3)];
+    }
+    return ['without it: sentence embedding 1 \u2212 cos ' + effect.change.toFixed(4),
+      'most at ' + quoted(tokens[effect.position]) + ' (1 \u2212 cos ' + effect.positionChange.toFixed(4) + ')'];
   }
 
   // Cells as large as the window allows: the grid fills the width, or the height below its top where that is
@@ -291,9 +379,9 @@
       lines.push(name + ' ' + value.toFixed(2) + (sources[name] ? ' (' + sources[name] + ')' : ''));
     }
     lines.push('mean distance ' + entry.meanDistance.toFixed(1));
-    const text = lines.join('\n');
-    cell.addEventListener('mousemove', (event) => showTooltip(event, text));
-    cell.addEventListener('mouseenter', (event) => showTooltip(event, text));
+    const text = () => lines.concat(effectLines(entry.layer, entry.head)).join('\n');
+    cell.addEventListener('mousemove', (event) => showTooltip(event, text()));
+    cell.addEventListener('mouseenter', (event) => showTooltip(event, text()));
     cell.addEventListener('mouseleave', hideTooltip);
     cell.addEventListener('click', () => {
       hideTooltip();
@@ -608,6 +696,7 @@
     canvas.height = 0;
     state.heads = null;
     state.input = null;
+    forgetAblation();
   }
 
   // ---- shareable addresses: #view=matrix&layer=1&head=2&text=... ----
@@ -724,6 +813,11 @@
     });
     $('gen-run').addEventListener('click', runGeneration);
     $('cmp-run').addEventListener('click', runCompare);
+    $('ablate-run').addEventListener('click', runAblation);
+    if (api.offline) {
+      $('ablate-run').disabled = true;
+      $('ablate-run').title = 'needs the live viewer: headlens serve --model MODEL';
+    }
     window.addEventListener('resize', () => {
       clearTimeout(resizing);
       resizing = setTimeout(() => { if (state.view === 'matrix') { refresh(); } else { sizeGrid(); } }, 150);
