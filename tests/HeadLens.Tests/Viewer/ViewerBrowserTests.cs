@@ -193,6 +193,8 @@ public class ViewerBrowserTests
             Assert.Equal("Generate (needs serve)", browser.Find("#tabs button[data-view='generate']").Text);
             Assert.Equal("Compare (needs serve)", browser.Find("#tabs button[data-view='compare']").Text);
             Assert.Contains("headlens serve", browser.Find("#offline-note").Text);
+            Assert.False(browser.Find("#ablate-run").Enabled);
+            Assert.Contains("What breaks without each head?", browser.Find("#offline-note").Text);
             Assert.Empty(browser.FindAll("#tokens i"));
             browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();
             browser.WaitFor(() => browser.FindAll("#matrix-left span").Count == 15, "the matrix from the embedded patterns");

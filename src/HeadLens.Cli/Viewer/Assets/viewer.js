@@ -794,7 +794,7 @@
         button.title = 'needs the live viewer: headlens serve --model MODEL';
       }
       const note = $('offline-note');
-      note.textContent = 'Report of one text: Generate and Compare need the live viewer (headlens serve --model MODEL).';
+      note.textContent = 'Report of one text: Generate, Compare and "What breaks without each head?" need the live viewer (headlens serve --model MODEL).';
       note.hidden = false;
     }
     fillSelect($('head-layer'), state.model.layers, 'layer');
