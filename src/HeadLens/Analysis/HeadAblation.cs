@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using HeadLens.Model;
 
 namespace HeadLens.Analysis;
@@ -39,9 +40,17 @@ public sealed record HeadAblationResult(int[] Ids, AblationMethod Method, Ablati
 /// </summary>
 public static class HeadAblation
 {
+    // Activations and logits one batched pass of ablated runs may hold.
+    private const long MaxBatchBytes = 256L << 20;
+
     /// <summary>Ablates each of <paramref name="heads"/> (default: every head) on <paramref name="ids"/>; <paramref name="progress"/> gets (done, total) after each.</summary>
     public static HeadAblationResult Run(Transformer model, int[] ids, AblationMethod method,
-        IReadOnlyList<(int Layer, int Head)>? heads = null, Action<int, int>? progress = null)
+        IReadOnlyList<(int Layer, int Head)>? heads = null, Action<int, int>? progress = null) =>
+        Sweep(model, ids, method, heads, progress, maxBatch: int.MaxValue);
+
+    /// <summary>As <see cref="Run"/>, at most <paramref name="maxBatch"/> heads per batched pass (tests).</summary>
+    internal static HeadAblationResult Sweep(Transformer model, int[] ids, AblationMethod method,
+        IReadOnlyList<(int Layer, int Head)>? heads, Action<int, int>? progress, int maxBatch)
     {
         var config = model.Config;
         var measure = config.HasOutputHead ? AblationMeasure.NextTokenLoss : AblationMeasure.EmbeddingDrift;
@@ -61,17 +70,63 @@ public static class HeadAblation
 
         float[][]? meanZ = method == AblationMethod.Mean ? Interventions.MeanZ(model, [ids]) : null;
         // The clean run keeps the stream entering each block: a head's ablation changes nothing before its own block,
-        // so each ablated run starts there (half the blocks on average), from the same bits the full run would have.
+        // so each ablated run starts there (half the blocks on average), from the stream the whole run would have had.
+        string last = LastHidden(model);
         var layers = heads.Select(pair => pair.Layer).ToHashSet();
-        var clean = Observe(new HookedForward(model), ids, measure, 0, null, name => layers.Any(l => name == HookNames.ResidPre(l)), out var cleanRun);
+        var cleanRun = new HookedForward(model).Run(ids, name => name == last || layers.Any(l => name == HookNames.ResidPre(l)));
+        var clean = Observe(cleanRun.Logits, measure == AblationMeasure.EmbeddingDrift ? cleanRun[last] : [], ids, measure, config);
+
+        // Several heads of one layer run as one batch (one sequence per head removed): the products get B·T rows
+        // instead of T, which the kernels run faster; the batch is capped so its activations and logits stay small.
+        long rowBytes = sizeof(float) * ((config.HasOutputHead ? (long)config.VocabSize : 0) + (16L * config.Channels) + (3L * config.HiddenChannels));
+        int batchCap = (int)Math.Clamp(MaxBatchBytes / (rowBytes * ids.Length), 1, Math.Min(config.Heads, maxBatch));
+        int t = ids.Length, c = config.Channels, d = config.HeadDim, h = config.Heads;
         var effects = new List<HeadAblationEffect>(heads.Count);
-        foreach (var (layer, head) in heads)
+        for (int first = 0; first < heads.Count;)
         {
-            var forward = new HookedForward(model);
-            forward = meanZ is null ? forward.ZeroAblateHead(layer, head)
-                : forward.MeanAblateHead(layer, head, meanZ[layer].AsSpan(head * config.HeadDim, config.HeadDim).ToArray());
-            var ablated = Observe(forward, ids, measure, layer, cleanRun[HookNames.ResidPre(layer)], null, out _);
-            effects.Add(Compare(layer, head, clean, ablated, measure));
+            int layer = heads[first].Layer, batch = 1;
+            while (batch < batchCap && first + batch < heads.Count && heads[first + batch].Layer == layer)
+            {
+                batch++;
+            }
+
+            int[] removed = [.. Enumerable.Range(first, batch).Select(i => heads[i].Head)];
+            var batchIds = new int[batch * t];                // [B, T]: the text once per head removed
+            var residual = new float[batch * t * c];           // [B·T, C]: the clean stream entering the block
+            for (int b = 0; b < batch; b++)
+            {
+                ids.CopyTo(batchIds, b * t);
+                cleanRun[HookNames.ResidPre(layer)].CopyTo(residual, b * t * c);
+            }
+
+            // z [B·T, H, D]: sequence b loses head removed[b] (zeros, or that head's mean z).
+            var forward = new HookedForward(model).AddHook(HookNames.Z(layer), (_, z, _) =>
+            {
+                for (int b = 0; b < batch; b++)
+                {
+                    for (int i = 0; i < t; i++)
+                    {
+                        var slot = z.Slice(((((b * t) + i) * h) + removed[b]) * d, d);
+                        if (meanZ is null)
+                        {
+                            slot.Clear();
+                        }
+                        else
+                        {
+                            meanZ[layer].AsSpan(removed[b] * d, d).CopyTo(slot);
+                        }
+                    }
+                }
+            });
+            var run = forward.RunBatchFrom(batchIds, batch, layer, residual, name => measure == AblationMeasure.EmbeddingDrift && name == last);
+            for (int b = 0; b < batch; b++)
+            {
+                var logits = measure == AblationMeasure.NextTokenLoss ? run.Logits.AsSpan(b * t * config.VocabSize, t * config.VocabSize) : [];
+                var hidden = measure == AblationMeasure.EmbeddingDrift ? run[last].AsSpan(b * t * c, t * c) : [];
+                effects.Add(Compare(layer, removed[b], clean, Observe(logits, hidden, ids, measure, config), measure));
+            }
+
+            first += batch;
             progress?.Invoke(effects.Count, heads.Count);
         }
 
@@ -84,36 +139,32 @@ public static class HeadAblation
     /// </summary>
     private sealed record Observation(double Value, double[] Losses, double[][] Tokens, double[] Sentence);
 
-    // A run from block firstLayer (residual: the stream entering it; null: from the embedding), also capturing what
-    // extraCapture accepts (returned as run).
-    private static Observation Observe(HookedForward forward, int[] ids, AblationMeasure measure, int firstLayer, float[]? residual,
-        Func<string, bool>? extraCapture, out HookedRun run)
+    // The encoder's last hidden states: after the final norm where the model has one, else the last block's output.
+    private static string LastHidden(Transformer model) =>
+        model.Parameters.HasFinalNorm ? HookNames.FinalNormalized : HookNames.ResidPost(model.Config.Layers - 1);
+
+    // One sequence's logits [T, V] (decoders) or last hidden states [T, C] (encoders) as the measure reads them.
+    private static Observation Observe(ReadOnlySpan<float> logits, ReadOnlySpan<float> hidden, int[] ids, AblationMeasure measure, ModelConfig config)
     {
-        var config = forward.Config;
-        // The encoder's last hidden states: after the final norm where the model has one, else the last block's output.
-        string last = forward.Model.Parameters.HasFinalNorm ? HookNames.FinalNormalized : HookNames.ResidPost(config.Layers - 1);
-        bool Capture(string name) => (measure == AblationMeasure.EmbeddingDrift && name == last) || extraCapture?.Invoke(name) == true;
-        run = residual is null ? forward.Run(ids, Capture) : forward.RunFrom(ids, firstLayer, residual, Capture);
         if (measure == AblationMeasure.NextTokenLoss)
         {
-            var logits = run.Logits; // [T, V]
             int vocab = config.VocabSize;
             var losses = new double[ids.Length - 1];
+            var scratch = new float[vocab];
             for (int i = 0; i < losses.Length; i++)
             {
-                losses[i] = NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), ids[i + 1]);
+                losses[i] = NegativeLogLikelihood(logits.Slice(i * vocab, vocab), ids[i + 1], scratch);
             }
 
             return new Observation(losses.Average(), losses, [], []);
         }
 
-        var hidden = run[last]; // [T, C]
         int c = config.Channels;
         var tokens = new double[ids.Length][];
         var sentence = new double[c];
         for (int i = 0; i < ids.Length; i++)
         {
-            var row = hidden.AsSpan(i * c, c);
+            var row = hidden.Slice(i * c, c);
             for (int j = 0; j < c; j++)
             {
                 sentence[j] += row[j];
@@ -152,19 +203,18 @@ public static class HeadAblation
         return new HeadAblationEffect(layer, head, drift, drift, turned, turns[turned], null, null);
     }
 
-    // −log softmax(logits)[target], in float64 and shifted by the row's maximum so that large logits cannot overflow.
-    private static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target)
+    // −log softmax(logits)[target] = max + log Σ exp(logit − max) − logit[target]: the exponentials vectorised in float
+    // (each < 1), summed in float over blocks of 1024 and the blocks in float64; scratch holds [V] floats.
+    private static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target, Span<float> scratch)
     {
-        double max = double.NegativeInfinity;
-        foreach (float value in logits)
-        {
-            max = Math.Max(max, value);
-        }
-
+        float max = TensorPrimitives.Max(logits);
+        var shifted = scratch[..logits.Length];
+        TensorPrimitives.Subtract(logits, max, shifted);
+        TensorPrimitives.Exp(shifted, shifted);
         double sum = 0;
-        foreach (float value in logits)
+        for (int start = 0; start < shifted.Length; start += 1024)
         {
-            sum += Math.Exp(value - max);
+            sum += TensorPrimitives.Sum(shifted.Slice(start, Math.Min(1024, shifted.Length - start)));
         }
 
         return max + Math.Log(sum) - logits[target];

@@ -277,19 +277,27 @@ public sealed partial class Transformer
     public HookedRun Run(ReadOnlySpan<int> ids, Func<string, bool>? capture = null, bool withLogits = true, ReadOnlySpan<int> tokenTypes = default) =>
         RunWith(ids, capture, withLogits, Hooks, tokenTypes);
 
+    // batch > 1: ids [B, T] row-major, B sequences of ids.Length / B tokens in one pass (hooks see [B·T, ...] rows
+    // where they see [T, ...] for one sequence; the run's Ids, Logits and captures hold all B).
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
-        int firstLayer = 0, ReadOnlySpan<float> residualIn = default)
+        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1)
     {
         CheckTokenTypes(ids, tokenTypes);
+        if (batch < 1 || ids.Length % batch != 0)
+        {
+            throw new ArgumentException($"{ids.Length} ids do not split into {batch} sequences");
+        }
+
         if ((firstLayer != 0 || !residualIn.IsEmpty) && ((uint)firstLayer >= (uint)Config.Layers || residualIn.Length != ids.Length * Config.Channels))
         {
             throw new ArgumentException($"a run from block {firstLayer} needs the stream entering it, [{ids.Length}, {Config.Channels}]; got {residualIn.Length} values");
         }
 
         var hooks = new HookContext(registry, capture);
-        var buffers = InferCore(ids, 1, ids.Length, withLogits, hooks, tokenTypes, null, firstLayer, residualIn);
+        int tokens = ids.Length / batch;
+        var buffers = InferCore(ids, batch, tokens, withLogits, hooks, tokenTypes, null, firstLayer, residualIn);
         bool logits = withLogits && Config.HasOutputHead;
-        ThrowIfNotFinite(logits ? buffers.Logits : buffers.FinalNormed, ids, logits ? "logits" : "hidden states");
+        ThrowIfNotFinite(logits ? buffers.Logits : buffers.FinalNormed, ids[..tokens], logits ? "logits" : "hidden states");
         return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
             Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }
