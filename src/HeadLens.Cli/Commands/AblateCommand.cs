@@ -168,7 +168,7 @@ internal sealed class AblateCommand : ICommand
             }
 
             reported = done * 10 / total;
-            Console.Error.WriteLine($"ablated {done}/{all} heads ({clock.Elapsed.TotalSeconds:F0} s)");
+            Console.Error.WriteLine($"ablated {done}/{all} heads ({clock.Elapsed.TotalSeconds:F1} s)");
         }
     }
 }
