@@ -4,7 +4,8 @@
 Reads three committed fixtures (tiny-gpt2, tiny-llama-gqa, tiny-bert: written by model_golden.py and bert_golden.py)
 and runs each in float64 with its own forward, once intact and once per head with that head's z (softmax(QKᵀ/√d)·V,
 [T, D]) replaced: by zeros, or by its mean over the text's positions in the intact run. Records, per head and method:
-  decoders: the mean next-token loss over the T - 1 predictions and each prediction's probability of the actual token;
+  decoders: the mean next-token loss over the T - 1 predictions and each prediction's probability of the actual token,
+  and -log p(TARGET) after the text (the last position's prediction of token id TARGET = 7);
   the encoder: 1 - cosine between the intact and the ablated sentence embedding (the last layer's hidden states
   averaged over the tokens), and per token 1 - cosine of its hidden state.
 Regenerate: /usr/bin/python3 tests/reference/ablation_golden.py
@@ -102,6 +103,9 @@ def bert(p, cfg, ids, ablation=None, record=None):
     return x
 
 
+TARGET = 7
+
+
 def unit(x):
     return x / x.norm(dim=-1, keepdim=True)
 
@@ -117,7 +121,9 @@ def case(name, forward, layers_key, heads_key, ids):
     def measure(output):
         if decoder:
             losses = F.cross_entropy(output[:-1], ids[1:], reduction="none")
-            return {"loss": float(losses.mean()), "probabilities": [float(f"{v:.10g}") for v in torch.exp(-losses).tolist()]}
+            target = float(-torch.log_softmax(output[-1], -1)[TARGET])
+            return {"loss": float(losses.mean()), "probabilities": [float(f"{v:.10g}") for v in torch.exp(-losses).tolist()],
+                    "target_loss": target}
         return {"hidden": output}
 
     record = {}
@@ -127,6 +133,8 @@ def case(name, forward, layers_key, heads_key, ids):
     if decoder:
         result["clean_loss"] = clean["loss"]
         result["clean_probabilities"] = clean["probabilities"]
+        result["target"] = TARGET
+        result["clean_target_loss"] = clean["target_loss"]
     for layer in range(cfg[layers_key]):
         for head in range(cfg[heads_key]):
             entry = {"layer": layer, "head": head}

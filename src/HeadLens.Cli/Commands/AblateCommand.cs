@@ -23,6 +23,7 @@ internal sealed class AblateCommand : ICommand
             .. SharedOptions.Input(required: false),
             CliOption.Valued("method", "zero|mean", "remove a head by setting its output (pattern · V) to zero, or to its mean over the text's positions", "zero")
                 with { Choices = ["zero", "mean"] },
+            CliOption.Valued("target", "TOKEN", "measure only how well the model predicts this token right after the text (its first token, e.g. \" Mary\"), not the whole text's loss", "every next token of the text"),
             CliOption.Valued("layer", "L", "ablate only this layer's heads", "every layer"),
             CliOption.Valued("top", "N", "how many heads the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
@@ -40,6 +41,7 @@ internal sealed class AblateCommand : ICommand
         var method = string.Equals(args.Get("method"), "mean", StringComparison.OrdinalIgnoreCase) ? AblationMethod.Mean : AblationMethod.Zero;
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
+        string? targetText = args.Get("target");
         int seed = args.GetInt("seed", 0);
         args.RejectUnknown();
 
@@ -48,9 +50,10 @@ internal sealed class AblateCommand : ICommand
             : HeadTaxonomy.RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed));
         var heads = Enumerable.Range(0, config.Layers).Where(l => layer is null || l == layer)
             .SelectMany(l => Enumerable.Range(0, config.Heads).Select(h => (l, h))).ToList();
+        int? target = targetText is null ? null : TargetToken(targetText, tokenizer);
         ModelInput.PackForRepeatedInference(model);
         var progress = new Progress(heads.Count);
-        var result = HeadAblation.Run(model, ids, method, heads, progress.Report);
+        var result = HeadAblation.Run(model, ids, method, heads, progress.Report, target);
         var kinds = HeadTaxonomy.Analyse(model, tokenizer, textIds, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind);
 
         if (json)
@@ -59,7 +62,7 @@ internal sealed class AblateCommand : ICommand
             {
                 ["ids"] = ids,
                 ["method"] = method == AblationMethod.Mean ? "mean" : "zero",
-                ["measure"] = result.Measure == AblationMeasure.NextTokenLoss ? "next_token_loss" : "embedding_drift",
+                ["measure"] = MeasureName(result.Measure),
                 ["clean"] = Math.Round(result.Clean, 6),
                 ["heads"] = result.Heads.OrderByDescending(e => e.Change).Select(e =>
                 {
@@ -87,18 +90,54 @@ internal sealed class AblateCommand : ICommand
                 document["tokens"] = tokens;
             }
 
+            if (target is { } id)
+            {
+                document["target"] = id;
+                document["target_token"] = tokenizer!.TokenText(id);
+            }
+
             Console.WriteLine(JsonSerializer.Serialize(document));
             return 0;
         }
 
-        Print(result, path, tokenizer, kinds, config.Heads, top);
+        Print(result, path, tokenizer, kinds, config.Heads, top, target);
         Console.WriteLine();
         Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
     }
 
+    /// <summary>The measure's name in the JSON (the viewer's /api/ablate uses the same).</summary>
+    internal static string MeasureName(AblationMeasure measure) => measure switch
+    {
+        AblationMeasure.NextTokenLoss => "next_token_loss",
+        AblationMeasure.TargetLoss => "target_loss",
+        _ => "embedding_drift",
+    };
+
+    // The first token of --target as the tokenizer writes it (no BOS); a longer text is measured by its first token.
+    private static int TargetToken(string text, Tokenization.ITokenizer? tokenizer)
+    {
+        if (tokenizer is null)
+        {
+            throw new HeadLensException("--target needs the model's tokenizer (this model has none)");
+        }
+
+        int[] encoded = tokenizer.Encode(text);
+        if (encoded.Length == 0)
+        {
+            throw new UsageException("ablate: --target encodes to no tokens");
+        }
+
+        if (encoded.Length > 1)
+        {
+            Console.Error.WriteLine($"--target \"{text}\" is {encoded.Length} tokens; the first, {ModelInput.Show(tokenizer.TokenText(encoded[0]), encoded[0])}, is measured");
+        }
+
+        return encoded[0];
+    }
+
     private static void Print(HeadAblationResult result, string path, Tokenization.ITokenizer? tokenizer,
-        Dictionary<(int, int), string> kinds, int headsPerLayer, int top)
+        Dictionary<(int, int), string> kinds, int headsPerLayer, int top, int? target)
     {
         var invariant = CultureInfo.InvariantCulture;
         int[] ids = result.Ids;
@@ -116,13 +155,18 @@ internal sealed class AblateCommand : ICommand
             return text.Length <= 20 ? shown : "…" + shown;
         }
 
-        bool loss = result.Measure == AblationMeasure.NextTokenLoss;
+        bool loss = result.Measure != AblationMeasure.EmbeddingDrift;
+        string targetShown = target is { } id ? ModelInput.Show(tokenizer?.TokenText(id), id) : "";
         string removed = result.Method == AblationMethod.Mean ? "set to its mean over the text" : "set to zero";
         Console.WriteLine($"What breaks without each head of {path}: each head's output (pattern · V) {removed} in turn, on {ids.Length} tokens.");
-        Console.WriteLine(loss
-            ? $"Measure: the mean next-token loss over {ids.Length - 1} predictions, {result.Clean.ToString("F4", invariant)} nats/token with every head; "
-                + "each cell is the rise without that head."
-            : "Measure: 1 − cosine between the sentence embedding (mean-pooled, as `embed`) with every head and without that head.");
+        Console.WriteLine(result.Measure switch
+        {
+            AblationMeasure.NextTokenLoss => $"Measure: the mean next-token loss over {ids.Length - 1} predictions, {result.Clean.ToString("F4", invariant)} nats/token with every head; "
+                + "each cell is the rise without that head.",
+            AblationMeasure.TargetLoss => $"Measure: −log p({targetShown}) right after the text, {result.Clean.ToString("F4", invariant)} nats "
+                + $"(p {Math.Exp(-result.Clean).ToString("F3", invariant)}) with every head; each cell is the rise without that head.",
+            _ => "Measure: 1 − cosine between the sentence embedding (mean-pooled, as `embed`) with every head and without that head.",
+        });
         Console.WriteLine();
 
         string header = string.Concat(Enumerable.Range(0, headsPerLayer).Select(h => $"{"H" + h.ToString(invariant),8}"));
@@ -138,7 +182,9 @@ internal sealed class AblateCommand : ICommand
         Console.WriteLine($"The {ranked.Count} heads whose removal costs most:");
         foreach (var e in ranked)
         {
-            string where = loss
+            string where = result.Measure == AblationMeasure.TargetLoss
+                ? $"p({targetShown}) {e.CleanProbability!.Value.ToString("F3", invariant)} → {e.AblatedProbability!.Value.ToString("F3", invariant)}"
+                : loss
                 ? $"most predicting {Token(e.Position + 1)} after {Before(e.Position)} (position {e.Position + 1}): p {e.CleanProbability!.Value.ToString("F3", invariant)} → {e.AblatedProbability!.Value.ToString("F3", invariant)}"
                 : $"turns {Token(e.Position)} (position {e.Position}) most: 1 − cos {e.PositionChange.ToString("F4", invariant)}";
             Console.WriteLine($"  layer {e.Layer,2} head {e.Head,2}  {Signed(e.Change)}  {kinds[(e.Layer, e.Head)],-15} {where}");

@@ -83,7 +83,7 @@ public sealed class AttentionViews(IAttentionSource source)
     {
         var result = source.Ablate(input.Ids, layer, method);
         return new AblationView(layer, method == AblationMethod.Mean ? "mean" : "zero",
-            result.Measure == AblationMeasure.NextTokenLoss ? "next_token_loss" : "embedding_drift", Math.Round(result.Clean, 6),
+            Commands.AblateCommand.MeasureName(result.Measure), Math.Round(result.Clean, 6),
             [.. result.Heads.Select(e => new HeadEffectView(e.Head, Math.Round(e.Change, 6), e.Position, Math.Round(e.PositionChange, 6),
                 e.CleanProbability is { } before ? Math.Round(before, 6) : null, e.AblatedProbability is { } after ? Math.Round(after, 6) : null))]);
     }

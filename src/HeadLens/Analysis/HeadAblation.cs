@@ -18,13 +18,17 @@ public enum AblationMeasure
 
     /// <summary>Encoders (no output head): 1 − cosine between the clean and the ablated sentence embedding (mean-pooled).</summary>
     EmbeddingDrift,
+
+    /// <summary>Decoders given a target token: −log p(target | ids), the one prediction after the text, in nats.</summary>
+    TargetLoss,
 }
 
 /// <summary>
 /// What removing one head changed. <see cref="Change"/> is the measure with the head removed minus the clean one
 /// (positive: the model got worse). <see cref="Position"/> is where it changed most, by <see cref="PositionChange"/>:
 /// for the loss, the position i whose prediction of token i + 1 lost most probability (<see cref="CleanProbability"/>
-/// − <see cref="AblatedProbability"/>); for the embedding, the token whose final hidden state turned most (1 − cosine).
+/// − <see cref="AblatedProbability"/>), with a target the last position (the target's probability after the text);
+/// for the embedding, the token whose final hidden state turned most (1 − cosine).
 /// </summary>
 public sealed record HeadAblationEffect(int Layer, int Head, double Measure, double Change, int Position, double PositionChange,
     double? CleanProbability, double? AblatedProbability);
@@ -43,20 +47,35 @@ public static class HeadAblation
     // Activations and logits one batched pass of ablated runs may hold.
     private const long MaxBatchBytes = 256L << 20;
 
-    /// <summary>Ablates each of <paramref name="heads"/> (default: every head) on <paramref name="ids"/>; <paramref name="progress"/> gets (done, total) after each.</summary>
+    /// <summary>
+    /// Ablates each of <paramref name="heads"/> (default: every head) on <paramref name="ids"/>; <paramref name="progress"/>
+    /// gets (done, total) after each batch. With <paramref name="target"/> (decoders), only the prediction of that token
+    /// after the text is measured (<see cref="AblationMeasure.TargetLoss"/>): which heads the model needs to say it.
+    /// </summary>
     public static HeadAblationResult Run(Transformer model, int[] ids, AblationMethod method,
-        IReadOnlyList<(int Layer, int Head)>? heads = null, Action<int, int>? progress = null) =>
-        Sweep(model, ids, method, heads, progress, maxBatch: int.MaxValue);
+        IReadOnlyList<(int Layer, int Head)>? heads = null, Action<int, int>? progress = null, int? target = null) =>
+        Sweep(model, ids, method, heads, progress, maxBatch: int.MaxValue, target);
 
     /// <summary>As <see cref="Run"/>, at most <paramref name="maxBatch"/> heads per batched pass (tests).</summary>
     internal static HeadAblationResult Sweep(Transformer model, int[] ids, AblationMethod method,
-        IReadOnlyList<(int Layer, int Head)>? heads, Action<int, int>? progress, int maxBatch)
+        IReadOnlyList<(int Layer, int Head)>? heads, Action<int, int>? progress, int maxBatch, int? target = null)
     {
         var config = model.Config;
-        var measure = config.HasOutputHead ? AblationMeasure.NextTokenLoss : AblationMeasure.EmbeddingDrift;
+        var measure = !config.HasOutputHead ? AblationMeasure.EmbeddingDrift
+            : target is null ? AblationMeasure.NextTokenLoss : AblationMeasure.TargetLoss;
+        if (target is not null && !config.HasOutputHead)
+        {
+            throw new HeadLensException("an ablation target needs a model with an output head; an encoder is measured by its sentence embedding");
+        }
+
+        if (target is { } id && (uint)id >= (uint)config.VocabSize)
+        {
+            throw new HeadLensException($"target token id {id} is outside the vocabulary (0..{config.VocabSize - 1})");
+        }
+
         if (measure == AblationMeasure.NextTokenLoss && ids.Length < 2)
         {
-            throw new HeadLensException("ablation needs at least 2 tokens: the loss is over predictions of the next token");
+            throw new HeadLensException("ablation needs at least 2 tokens: the loss is over predictions of the next token (or give a target)");
         }
 
         heads ??= [.. Enumerable.Range(0, config.Layers).SelectMany(l => Enumerable.Range(0, config.Heads).Select(h => (l, h)))];
@@ -74,7 +93,7 @@ public static class HeadAblation
         string last = LastHidden(model);
         var layers = heads.Select(pair => pair.Layer).ToHashSet();
         var cleanRun = new HookedForward(model).Run(ids, name => name == last || layers.Any(l => name == HookNames.ResidPre(l)));
-        var clean = Observe(cleanRun.Logits, measure == AblationMeasure.EmbeddingDrift ? cleanRun[last] : [], ids, measure, config);
+        var clean = Observe(cleanRun.Logits, measure == AblationMeasure.EmbeddingDrift ? cleanRun[last] : [], ids, target, config);
 
         // Several heads of one layer run as one batch (one sequence per head removed): the products get B·T rows
         // instead of T, which the kernels run faster; the batch is capped so its activations and logits stay small.
@@ -121,9 +140,10 @@ public static class HeadAblation
             var run = forward.RunBatchFrom(batchIds, batch, layer, residual, name => measure == AblationMeasure.EmbeddingDrift && name == last);
             for (int b = 0; b < batch; b++)
             {
-                var logits = measure == AblationMeasure.NextTokenLoss ? run.Logits.AsSpan(b * t * config.VocabSize, t * config.VocabSize) : [];
-                var hidden = measure == AblationMeasure.EmbeddingDrift ? run[last].AsSpan(b * t * c, t * c) : [];
-                effects.Add(Compare(layer, removed[b], clean, Observe(logits, hidden, ids, measure, config), measure));
+                bool encoder = measure == AblationMeasure.EmbeddingDrift;
+                var logits = encoder ? [] : run.Logits.AsSpan(b * t * config.VocabSize, t * config.VocabSize);
+                var hidden = encoder ? run[last].AsSpan(b * t * c, t * c) : [];
+                effects.Add(Compare(layer, removed[b], clean, Observe(logits, hidden, ids, target, config)));
             }
 
             first += batch;
@@ -134,29 +154,37 @@ public static class HeadAblation
     }
 
     /// <summary>
-    /// One run's outputs as the measure reads them: per prediction the loss [T − 1] (decoders), or per token the unit
-    /// final hidden state [T][C] and the unit sentence embedding [C] (encoders); <see cref="Value"/> the measure alone.
+    /// One run's outputs as the measure reads them: per prediction the loss (decoders: [T − 1] from position 0, or the
+    /// target's [1] at position T − 1: <see cref="FirstPosition"/>), or per token the unit final hidden state [T][C] and
+    /// the unit sentence embedding [C] (encoders); <see cref="Value"/> the measure alone.
     /// </summary>
-    private sealed record Observation(double Value, double[] Losses, double[][] Tokens, double[] Sentence);
+    private sealed record Observation(double Value, double[] Losses, int FirstPosition, double[][] Tokens, double[] Sentence);
 
     // The encoder's last hidden states: after the final norm where the model has one, else the last block's output.
     private static string LastHidden(Transformer model) =>
         model.Parameters.HasFinalNorm ? HookNames.FinalNormalized : HookNames.ResidPost(model.Config.Layers - 1);
 
-    // One sequence's logits [T, V] (decoders) or last hidden states [T, C] (encoders) as the measure reads them.
-    private static Observation Observe(ReadOnlySpan<float> logits, ReadOnlySpan<float> hidden, int[] ids, AblationMeasure measure, ModelConfig config)
+    // One sequence's logits [T, V] (decoders) or last hidden states [T, C] (encoders, given empty logits) as the
+    // measure reads them.
+    private static Observation Observe(ReadOnlySpan<float> logits, ReadOnlySpan<float> hidden, int[] ids, int? target, ModelConfig config)
     {
-        if (measure == AblationMeasure.NextTokenLoss)
+        int vocab = config.VocabSize, t = ids.Length;
+        if (target is { } id)
         {
-            int vocab = config.VocabSize;
-            var losses = new double[ids.Length - 1];
+            double loss = NegativeLogLikelihood(logits.Slice((t - 1) * vocab, vocab), id, new float[vocab]);
+            return new Observation(loss, [loss], t - 1, [], []);
+        }
+
+        if (!logits.IsEmpty)
+        {
+            var losses = new double[t - 1];
             var scratch = new float[vocab];
             for (int i = 0; i < losses.Length; i++)
             {
                 losses[i] = NegativeLogLikelihood(logits.Slice(i * vocab, vocab), ids[i + 1], scratch);
             }
 
-            return new Observation(losses.Average(), losses, [], []);
+            return new Observation(losses.Average(), losses, 0, [], []);
         }
 
         int c = config.Channels;
@@ -173,12 +201,12 @@ public static class HeadAblation
             tokens[i] = Unit([.. row.ToArray().Select(value => (double)value)]);
         }
 
-        return new Observation(0, [], tokens, Unit(sentence));
+        return new Observation(0, [], 0, tokens, Unit(sentence));
     }
 
-    private static HeadAblationEffect Compare(int layer, int head, Observation clean, Observation ablated, AblationMeasure measure)
+    private static HeadAblationEffect Compare(int layer, int head, Observation clean, Observation ablated)
     {
-        if (measure == AblationMeasure.NextTokenLoss)
+        if (clean.Losses.Length > 0)
         {
             // Where the probability of the actual next token fell most (the largest loss rise is often at a token the
             // model already gave ~0, where nothing a reader would call a prediction broke).
@@ -193,7 +221,7 @@ public static class HeadAblation
                 }
             }
 
-            return new HeadAblationEffect(layer, head, ablated.Value, ablated.Value - clean.Value, worst,
+            return new HeadAblationEffect(layer, head, ablated.Value, ablated.Value - clean.Value, clean.FirstPosition + worst,
                 before[worst] - after[worst], before[worst], after[worst]);
         }
 

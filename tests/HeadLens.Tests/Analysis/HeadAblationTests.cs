@@ -70,6 +70,40 @@ public class HeadAblationTests
         }
     }
 
+    [Theory]
+    [InlineData("tiny-gpt2")]
+    [InlineData("tiny-llama-gqa")]
+    public void ATargetsEffectsMatchPyTorch(string name)
+    {
+        // The same golden runs: −log p(target) of the last position's prediction, intact and without each head.
+        var golden = Golden(name);
+        var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", name));
+        int[] ids = [.. golden.GetProperty("ids").EnumerateArray().Select(value => value.GetInt32())];
+        int target = golden.GetProperty("target").GetInt32();
+        double clean = golden.GetProperty("clean_target_loss").GetDouble();
+        foreach (var method in new[] { AblationMethod.Zero, AblationMethod.Mean })
+        {
+            var result = HeadAblation.Run(model, ids, method, target: target);
+            Assert.Equal(AblationMeasure.TargetLoss, result.Measure);
+            Assert.True(Math.Abs(result.Clean - clean) <= 1e-5 * Math.Max(1, clean), $"clean {result.Clean} vs {clean}");
+            string key = method == AblationMethod.Zero ? "zero" : "mean";
+            foreach (var (effect, expected) in result.Heads.Zip(golden.GetProperty("heads").EnumerateArray()))
+            {
+                double loss = expected.GetProperty(key).GetProperty("target_loss").GetDouble();
+                Assert.True(Math.Abs(effect.Measure - loss) <= 1e-5 * Math.Max(1, loss), $"{name} {key} head {effect.Layer}.{effect.Head}: {effect.Measure} vs {loss}");
+                Assert.Equal(ids.Length - 1, effect.Position);
+                Assert.True(Math.Abs(effect.CleanProbability!.Value - Math.Exp(-clean)) <= 1e-5);
+                Assert.True(Math.Abs(effect.AblatedProbability!.Value - Math.Exp(-loss)) <= 1e-5);
+            }
+        }
+
+        // One token is enough with a target; an encoder has no target to predict.
+        Assert.Single(HeadAblation.Run(model, [ids[0]], AblationMethod.Zero, [(0, 0)], target: target).Heads);
+        Assert.Throws<HeadLensException>(() => HeadAblation.Run(model, ids, AblationMethod.Zero, target: model.Config.VocabSize));
+        var (encoder, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-bert"));
+        Assert.Contains("output head", Assert.Throws<HeadLensException>(() => HeadAblation.Run(encoder, [1, 2], AblationMethod.Zero, target: 3)).Message);
+    }
+
     [Fact]
     public void TheGoldenEffectsAreNotAllAlike()
     {

@@ -54,6 +54,39 @@ public class AblateCommandTests
     }
 
     [Fact]
+    public void ATargetIsMeasuredByItsOnePrediction()
+    {
+        // The embedded model (byte tokens): which heads does it need to finish "ligh" with "t"?
+        const string Text = "And God said, Let there be light: and there was ligh";
+        var (code, output, error) = CliTests.Run("ablate", "--text", Text, "--target", "t", "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("target_loss", root.GetProperty("measure").GetString());
+        Assert.Equal('t', root.GetProperty("target").GetInt32());
+        Assert.Equal("t", root.GetProperty("target_token").GetString());
+
+        var (model, tokenizer) = ModelFiles.Load(Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model"));
+        var expected = HeadAblation.Run(model, tokenizer!.EncodeForModel(Text), AblationMethod.Zero, target: 't');
+        Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
+        var best = expected.Heads.MaxBy(e => e.Change)!;
+        var first = root.GetProperty("heads")[0];
+        Assert.Equal((best.Layer, best.Head), (first.GetProperty("layer").GetInt32(), first.GetProperty("head").GetInt32()));
+        Assert.Equal(Math.Round(best.AblatedProbability!.Value, 6), first.GetProperty("ablated_probability").GetDouble());
+
+        var table = CliTests.Run("ablate", "--text", Text, "--target", "t", "--top", "2");
+        Assert.True(table.Code == 0, table.Error);
+        Assert.Contains("Measure: −log p('t') right after the text", table.Out);
+        Assert.Matches(@"p\('t'\) \d\.\d{3} → \d\.\d{3}", table.Out);
+
+        // A target of several tokens is measured by its first, and says so; no tokenizer, no target.
+        var longer = CliTests.Run("ablate", "--text", Text, "--target", "ts", "--layer", "0");
+        Assert.True(longer.Code == 0, longer.Error);
+        Assert.Contains("is 2 tokens; the first, 't', is measured", longer.Error);
+        CliTests.AssertOneLineError(CliTests.Run("ablate", "--model", Model, "--ids", "5,6", "--target", "x"), "needs the model's tokenizer");
+        CliTests.AssertOneLineError(CliTests.Run("ablate", "--model", "minilm", "--text", "hi", "--target", "x"), "output head");
+    }
+
+    [Fact]
     public void AnEncoderIsMeasuredByItsSentenceEmbedding()
     {
         var (code, output, error) = CliTests.Run("ablate", "--model", "minilm", "--text", "The cat sat on the mat.", "--layer", "5", "--json");
