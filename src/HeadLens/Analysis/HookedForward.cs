@@ -41,7 +41,8 @@ public sealed class HookedForward(Transformer model)
     /// <summary>
     /// <see cref="RunFrom"/> for <paramref name="batch"/> sequences in one pass: <paramref name="ids"/> [B, T] and
     /// <paramref name="residual"/> [B·T, C] row-major. Hooks see all B·T rows at once ([B·T, H, D] at hook_z), so an
-    /// intervention can differ per sequence; the run's logits are [B·T, V]. Larger products than B single runs make.
+    /// intervention can differ per sequence — except hook_rot_q / hook_rot_k, which fire once per sequence with its
+    /// T rows; the run's logits are [B·T, V]. Larger products than B single runs make.
     /// </summary>
     public HookedRun RunBatchFrom(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
         Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch);

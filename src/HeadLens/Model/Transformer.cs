@@ -278,7 +278,8 @@ public sealed partial class Transformer
         RunWith(ids, capture, withLogits, Hooks, tokenTypes);
 
     // batch > 1: ids [B, T] row-major, B sequences of ids.Length / B tokens in one pass (hooks see [B·T, ...] rows
-    // where they see [T, ...] for one sequence; the run's Ids, Logits and captures hold all B).
+    // where they see [T, ...] for one sequence, except the rotated q and k, per sequence; the run's Ids, Logits and
+    // captures hold all B).
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
         int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1)
     {
