@@ -43,7 +43,7 @@ public class EmbeddedModelHeadsTests
     }
 
     /// <summary>Mean cross-entropy of predicting ids[i + 1] from position i, for i in [from, to).</summary>
-    private static double MeanLoss(float[] logits, int[] ids, int from, int to, int vocab)
+    internal static double MeanLoss(float[] logits, int[] ids, int from, int to, int vocab)
     {
         double total = 0;
         for (int i = from; i < to; i++)

@@ -150,29 +150,7 @@ public class HeadAblationTests
         Assert.True(Math.Abs(result.Clean - clean) <= 1e-5 * clean);
     }
 
-    private static double MeanLoss(float[] logits, int[] ids, int vocab)
-    {
-        double total = 0;
-        for (int i = 0; i + 1 < ids.Length; i++)
-        {
-            var row = logits.AsSpan(i * vocab, vocab);
-            double max = double.NegativeInfinity;
-            foreach (float value in row)
-            {
-                max = Math.Max(max, value);
-            }
-
-            double sum = 0;
-            foreach (float value in row)
-            {
-                sum += Math.Exp(value - max);
-            }
-
-            total += max + Math.Log(sum) - row[ids[i + 1]];
-        }
-
-        return total / (ids.Length - 1);
-    }
+    private static double MeanLoss(float[] logits, int[] ids, int vocab) => EmbeddedModelHeadsTests.MeanLoss(logits, ids, 0, ids.Length - 1, vocab);
 
     [Fact]
     public void ASubsetOfHeadsGivesTheSameEffectsAsTheWholeSweep()
