@@ -1,4 +1,4 @@
-using System.Numerics.Tensors;
+using HeadLens.Kernels;
 using HeadLens.Model;
 
 namespace HeadLens.Analysis;
@@ -169,22 +169,16 @@ public static class HeadAblation
     private static Observation Observe(ReadOnlySpan<float> logits, ReadOnlySpan<float> hidden, int[] ids, int? target, ModelConfig config)
     {
         int vocab = config.VocabSize, t = ids.Length;
-        if (target is { } id)
-        {
-            double loss = NegativeLogLikelihood(logits.Slice((t - 1) * vocab, vocab), id, new float[vocab]);
-            return new Observation(loss, [loss], t - 1, [], []);
-        }
-
         if (!logits.IsEmpty)
         {
-            var losses = new double[t - 1];
-            var scratch = new float[vocab];
-            for (int i = 0; i < losses.Length; i++)
-            {
-                losses[i] = NegativeLogLikelihood(logits.Slice(i * vocab, vocab), ids[i + 1], scratch);
-            }
-
-            return new Observation(losses.Average(), losses, 0, [], []);
+            // The loss of each prediction with the training's cross-entropy: every next token from position 0, or the
+            // target from the last position.
+            int[] targets = target is { } id ? [id] : ids[1..];
+            var rows = target is null ? logits[..((t - 1) * vocab)] : logits[((t - 1) * vocab)..];
+            var losses = new float[targets.Length];
+            CrossEntropy.Forward(rows, targets, targets.Length, vocab, losses);
+            double[] values = [.. losses.Select(loss => (double)loss)];
+            return new Observation(values.Average(), values, target is null ? 0 : t - 1, [], []);
         }
 
         int c = config.Channels;
@@ -229,23 +223,6 @@ public static class HeadAblation
         double[] turns = [.. clean.Tokens.Select((row, i) => 1 - Dot(row, ablated.Tokens[i]))];
         int turned = Array.IndexOf(turns, turns.Max());
         return new HeadAblationEffect(layer, head, drift, drift, turned, turns[turned], null, null);
-    }
-
-    // −log softmax(logits)[target] = max + log Σ exp(logit − max) − logit[target]: the exponentials vectorised in float
-    // (each < 1), summed in float over blocks of 1024 and the blocks in float64; scratch holds [V] floats.
-    private static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target, Span<float> scratch)
-    {
-        float max = TensorPrimitives.Max(logits);
-        var shifted = scratch[..logits.Length];
-        TensorPrimitives.Subtract(logits, max, shifted);
-        TensorPrimitives.Exp(shifted, shifted);
-        double sum = 0;
-        for (int start = 0; start < shifted.Length; start += 1024)
-        {
-            sum += TensorPrimitives.Sum(shifted.Slice(start, Math.Min(1024, shifted.Length - start)));
-        }
-
-        return max + Math.Log(sum) - logits[target];
     }
 
     private static double[] Unit(double[] vector)
