@@ -26,7 +26,7 @@ internal sealed class AblateCommand : ICommand
             CliOption.Valued("target", "TOKEN", "measure only how well the model predicts this token right after the text (its first token, e.g. \" Mary\"), not the whole text's loss", "every next token of the text"),
             CliOption.Valued("layer", "L", "ablate only this layer's heads", "every layer"),
             CliOption.Valued("top", "N", "how many heads the ranking lists", "10"),
-            CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
+            CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind (and, for a model without a tokenizer and no --ids, of the repeated block ablated)", "0"),
             SharedOptions.Json,
         ],
         "headlens ablate --text \"the cat sat on the mat. the cat sat on the mat.\" --top 5");

@@ -92,7 +92,8 @@ public static class HeadAblation
         // so each ablated run starts there (half the blocks on average), from the stream the whole run would have had.
         string last = LastHidden(model);
         var layers = heads.Select(pair => pair.Layer).ToHashSet();
-        var cleanRun = new HookedForward(model).Run(ids, name => name == last || layers.Any(l => name == HookNames.ResidPre(l)));
+        var cleanRun = new HookedForward(model).Run(ids, name => (measure == AblationMeasure.EmbeddingDrift && name == last)
+            || layers.Any(l => name == HookNames.ResidPre(l)));
         var clean = Observe(cleanRun.Logits, measure == AblationMeasure.EmbeddingDrift ? cleanRun[last] : [], ids, target, config);
 
         // Several heads of one layer run as one batch (one sequence per head removed): the products get B·T rows
