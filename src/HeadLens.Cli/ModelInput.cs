@@ -41,14 +41,14 @@ internal static class ModelInput
         : !float32 && File.Exists(path) && path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? Checkpoints.Gguf.GgufModel.Open(path)
         : ModelFiles.Load(path);
 
-    /// <summary>Token ids from --ids or from --TEXTOPTION encoded by the model's own tokenizer; checked against the model.</summary>
-    public static int[] ReadIds(CommandArgs args, Transformer model, ITokenizer? tokenizer, string textOption = "text")
+    /// <summary>Token ids from --IDSOPTION or from --TEXTOPTION encoded by the model's own tokenizer; checked against the model.</summary>
+    public static int[] ReadIds(CommandArgs args, Transformer model, ITokenizer? tokenizer, string textOption = "text", string idsOption = "ids")
     {
-        int[]? ids = args.GetIds("ids");
+        int[]? ids = args.GetIds(idsOption);
         string? text = args.Get(textOption);
         if ((ids is null) == (text is null))
         {
-            throw new UsageException($"{args.Command}: give exactly one of --{textOption} TEXT or --ids 1,2,3");
+            throw new UsageException($"{args.Command}: give exactly one of --{textOption} TEXT or --{idsOption} 1,2,3");
         }
 
         if (text is not null)
@@ -62,6 +62,32 @@ internal static class ModelInput
         }
 
         return Checked(ids!, model, $"--{textOption}");
+    }
+
+    /// <summary>
+    /// The token an option names (--target, --answer): the first token of its text as the tokenizer writes it (no BOS;
+    /// a longer text is said on stderr), or for a model without a tokenizer a token id.
+    /// </summary>
+    public static int OneToken(string text, ITokenizer? tokenizer, string option)
+    {
+        if (tokenizer is null)
+        {
+            return int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) ? id
+                : throw new HeadLensException($"--{option} \"{text}\" needs the model's tokenizer (this model has none): give a token id");
+        }
+
+        int[] encoded = tokenizer.Encode(text);
+        if (encoded.Length == 0)
+        {
+            throw new UsageException($"--{option} encodes to no tokens");
+        }
+
+        if (encoded.Length > 1)
+        {
+            Console.Error.WriteLine($"--{option} \"{text}\" is {encoded.Length} tokens; the first, {Show(tokenizer.TokenText(encoded[0]), encoded[0])}, is used");
+        }
+
+        return encoded[0];
     }
 
     /// <summary>Each token as a readable string (the JSON "tokens" field, table rows); null when the model has no tokenizer.</summary>

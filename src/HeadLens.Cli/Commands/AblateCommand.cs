@@ -23,7 +23,7 @@ internal sealed class AblateCommand : ICommand
             .. SharedOptions.Input(required: false),
             CliOption.Valued("method", "zero|mean", "remove a head by setting its output (pattern · V) to zero, or to its mean over the text's positions", "zero")
                 with { Choices = ["zero", "mean"] },
-            CliOption.Valued("target", "TOKEN", "measure only how well the model predicts this token right after the text (its first token, e.g. \" Mary\"), not the whole text's loss", "every next token of the text"),
+            CliOption.Valued("target", "TOKEN", "measure only how well the model predicts this token right after the text (its first token, e.g. \" Mary\"; a token id for a model without a tokenizer), not the whole text's loss", "every next token of the text"),
             CliOption.Valued("layer", "L", "ablate only this layer's heads", "every layer"),
             CliOption.Valued("top", "N", "how many heads the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind (and, for a model without a tokenizer and no --ids, of the repeated block ablated)", "0"),
@@ -50,7 +50,7 @@ internal sealed class AblateCommand : ICommand
             : HeadTaxonomy.RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed));
         var heads = Enumerable.Range(0, config.Layers).Where(l => layer is null || l == layer)
             .SelectMany(l => Enumerable.Range(0, config.Heads).Select(h => (l, h))).ToList();
-        int? target = targetText is null ? null : TargetToken(targetText, tokenizer);
+        int? target = targetText is null ? null : ModelInput.OneToken(targetText, tokenizer, "target");
         ModelInput.PackForRepeatedInference(model);
         var progress = new Progress(heads.Count);
         var result = HeadAblation.Run(model, ids, method, heads, progress.Report, target);
@@ -93,7 +93,10 @@ internal sealed class AblateCommand : ICommand
             if (target is { } id)
             {
                 document["target"] = id;
-                document["target_token"] = tokenizer!.TokenText(id);
+                if (tokenizer is not null)
+                {
+                    document["target_token"] = tokenizer.TokenText(id);
+                }
             }
 
             Console.WriteLine(JsonSerializer.Serialize(document));
@@ -113,28 +116,6 @@ internal sealed class AblateCommand : ICommand
         AblationMeasure.TargetLoss => "target_loss",
         _ => "embedding_drift",
     };
-
-    // The first token of --target as the tokenizer writes it (no BOS); a longer text is measured by its first token.
-    private static int TargetToken(string text, Tokenization.ITokenizer? tokenizer)
-    {
-        if (tokenizer is null)
-        {
-            throw new HeadLensException("--target needs the model's tokenizer (this model has none)");
-        }
-
-        int[] encoded = tokenizer.Encode(text);
-        if (encoded.Length == 0)
-        {
-            throw new UsageException("ablate: --target encodes to no tokens");
-        }
-
-        if (encoded.Length > 1)
-        {
-            Console.Error.WriteLine($"--target \"{text}\" is {encoded.Length} tokens; the first, {ModelInput.Show(tokenizer.TokenText(encoded[0]), encoded[0])}, is measured");
-        }
-
-        return encoded[0];
-    }
 
     private static void Print(HeadAblationResult result, string path, Tokenization.ITokenizer? tokenizer,
         Dictionary<(int, int), string> kinds, int headsPerLayer, int top, int? target)

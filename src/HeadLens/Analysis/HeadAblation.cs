@@ -97,9 +97,8 @@ public static class HeadAblation
         var clean = Observe(cleanRun.Logits, measure == AblationMeasure.EmbeddingDrift ? cleanRun[last] : [], ids, target, config);
 
         // Several heads of one layer run as one batch (one sequence per head removed): the products get B·T rows
-        // instead of T, which the kernels run faster; the batch is capped so its activations and logits stay small.
-        long rowBytes = sizeof(float) * ((config.HasOutputHead ? (long)config.VocabSize : 0) + (16L * config.Channels) + (3L * config.HiddenChannels));
-        int batchCap = (int)Math.Clamp(MaxBatchBytes / (rowBytes * ids.Length), 1, Math.Min(config.Heads, maxBatch));
+        // instead of T, which the kernels run faster.
+        int batchCap = BatchCap(config, ids.Length, Math.Min(config.Heads, maxBatch));
         int t = ids.Length, c = config.Channels, d = config.HeadDim, h = config.Heads;
         var effects = new List<HeadAblationEffect>(heads.Count);
         for (int first = 0; first < heads.Count;)
@@ -138,11 +137,14 @@ public static class HeadAblation
                     }
                 }
             });
-            var run = forward.RunBatchFrom(batchIds, batch, layer, residual, name => measure == AblationMeasure.EmbeddingDrift && name == last);
+            // A target's loss reads only the prediction after the text: the batch's logits are then each copy's last row.
+            bool encoder = measure == AblationMeasure.EmbeddingDrift, lastRows = measure == AblationMeasure.TargetLoss;
+            var run = lastRows ? forward.RunBatchFromForLastLogits(batchIds, batch, layer, residual)
+                : forward.RunBatchFrom(batchIds, batch, layer, residual, name => encoder && name == last);
             for (int b = 0; b < batch; b++)
             {
-                bool encoder = measure == AblationMeasure.EmbeddingDrift;
-                var logits = encoder ? [] : run.Logits.AsSpan(b * t * config.VocabSize, t * config.VocabSize);
+                int rows = lastRows ? 1 : t;
+                var logits = encoder ? [] : run.Logits.AsSpan(b * rows * config.VocabSize, rows * config.VocabSize);
                 var hidden = encoder ? run[last].AsSpan(b * t * c, t * c) : [];
                 effects.Add(Compare(layer, removed[b], clean, Observe(logits, hidden, ids, target, config)));
             }
@@ -161,12 +163,22 @@ public static class HeadAblation
     /// </summary>
     private sealed record Observation(double Value, double[] Losses, int FirstPosition, double[][] Tokens, double[] Sentence);
 
-    // The encoder's last hidden states: after the final norm where the model has one, else the last block's output.
-    private static string LastHidden(Transformer model) =>
+    /// <summary>
+    /// How many sequences of <paramref name="tokens"/> one batched pass of intervened runs may hold, at most
+    /// <paramref name="limit"/>: capped so that its activations and logits stay within <see cref="MaxBatchBytes"/>.
+    /// </summary>
+    internal static int BatchCap(ModelConfig config, int tokens, int limit)
+    {
+        long rowBytes = sizeof(float) * ((config.HasOutputHead ? (long)config.VocabSize : 0) + (16L * config.Channels) + (3L * config.HiddenChannels));
+        return (int)Math.Clamp(MaxBatchBytes / (rowBytes * tokens), 1, Math.Max(1, limit));
+    }
+
+    /// <summary>The encoder's last hidden states: after the final norm where the model has one, else the last block's output.</summary>
+    internal static string LastHidden(Transformer model) =>
         model.Parameters.HasFinalNorm ? HookNames.FinalNormalized : HookNames.ResidPost(model.Config.Layers - 1);
 
-    // One sequence's logits [T, V] (decoders) or last hidden states [T, C] (encoders, given empty logits) as the
-    // measure reads them.
+    // One sequence's logits [T, V] (decoders; a target's loss needs only the last row, [V]) or last hidden states
+    // [T, C] (encoders, given empty logits) as the measure reads them.
     private static Observation Observe(ReadOnlySpan<float> logits, ReadOnlySpan<float> hidden, int[] ids, int? target, ModelConfig config)
     {
         int vocab = config.VocabSize, t = ids.Length;
@@ -175,7 +187,7 @@ public static class HeadAblation
             // The loss of each prediction with the training's cross-entropy: every next token from position 0, or the
             // target from the last position.
             int[] targets = target is { } id ? [id] : ids[1..];
-            var rows = target is null ? logits[..((t - 1) * vocab)] : logits[((t - 1) * vocab)..];
+            var rows = target is null ? logits[..((t - 1) * vocab)] : logits[^vocab..];
             var losses = new float[targets.Length];
             CrossEntropy.Forward(rows, targets, targets.Length, vocab, losses);
             double[] values = [.. losses.Select(loss => (double)loss)];
@@ -226,13 +238,13 @@ public static class HeadAblation
         return new HeadAblationEffect(layer, head, drift, drift, turned, turns[turned], null, null);
     }
 
-    private static double[] Unit(double[] vector)
+    internal static double[] Unit(double[] vector)
     {
         double norm = Math.Sqrt(Dot(vector, vector));
         return norm > 0 ? [.. vector.Select(value => value / norm)] : vector;
     }
 
-    private static double Dot(double[] a, double[] b)
+    internal static double Dot(double[] a, double[] b)
     {
         double sum = 0;
         for (int i = 0; i < a.Length; i++)

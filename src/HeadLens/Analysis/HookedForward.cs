@@ -46,4 +46,11 @@ public sealed class HookedForward(Transformer model)
     /// </summary>
     public HookedRun RunBatchFrom(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
         Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch);
+
+    /// <summary>
+    /// <see cref="RunBatchFrom"/> where only the prediction after each sequence is read: the run's logits are [B, V],
+    /// each sequence's last position (the output head runs on B rows instead of B·T).
+    /// </summary>
+    public HookedRun RunBatchFromForLastLogits(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
+        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLogitsOnly: true);
 }

@@ -279,9 +279,9 @@ public sealed partial class Transformer
 
     // batch > 1: ids [B, T] row-major, B sequences of ids.Length / B tokens in one pass (hooks see [B·T, ...] rows
     // where they see [T, ...] for one sequence, except the rotated q and k, per sequence; the run's Ids, Logits and
-    // captures hold all B).
+    // captures hold all B). lastLogitsOnly: the logits of each sequence's last position only, [B, V].
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
-        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1)
+        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1, bool lastLogitsOnly = false)
     {
         CheckTokenTypes(ids, tokenTypes);
         if (batch < 1 || ids.Length % batch != 0)
@@ -296,10 +296,30 @@ public sealed partial class Transformer
 
         var hooks = new HookContext(registry, capture);
         int tokens = ids.Length / batch;
-        var buffers = InferCore(ids, batch, tokens, withLogits, hooks, tokenTypes, null, firstLayer, residualIn);
         bool logits = withLogits && Config.HasOutputHead;
-        ThrowIfNotFinite(logits ? buffers.Logits : buffers.FinalNormed, ids[..tokens], logits ? "logits" : "hidden states");
-        return new HookedRun(ids.ToArray(), buffers.Logits.ToArray(), hooks.Cache, hooks.Shapes,
+        var buffers = InferCore(ids, batch, tokens, withLogits && !lastLogitsOnly, hooks, tokenTypes, null, firstLayer, residualIn);
+        float[] outputs;
+        if (logits && lastLogitsOnly)
+        {
+            // Only each sequence's last row through the output head: [B, C] → [B, V], where a prediction after the text
+            // is all that is read (patching, a target's loss), at 1/T of the output head's cost.
+            int c = Config.Channels;
+            var lastRows = new float[batch * c];
+            for (int b = 0; b < batch; b++)
+            {
+                buffers.FinalNormed.Slice((((b * tokens) + tokens - 1) * c), c).CopyTo(lastRows.AsSpan(b * c, c));
+            }
+
+            outputs = new float[batch * Config.VocabSize];
+            Parameters.OutputHead.Forward(lastRows, [], batch, outputs);
+        }
+        else
+        {
+            outputs = buffers.Logits.ToArray();
+        }
+
+        ThrowIfNotFinite(logits ? outputs : buffers.FinalNormed, ids[..tokens], logits ? "logits" : "hidden states");
+        return new HookedRun(ids.ToArray(), outputs, hooks.Cache, hooks.Shapes,
             Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }
 

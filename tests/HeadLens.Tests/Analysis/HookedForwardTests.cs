@@ -77,6 +77,37 @@ public class HookedForwardTests
     }
 
     [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void ABatchRunForTheLastLogitsGivesEachSequencesLastRow(string family)
+    {
+        // The output head on each sequence's last row only: the same numbers as those rows of the full [B·T, V]
+        // logits (a product of B rows instead of B·T: other blockings, so equal to float rounding).
+        var config = Config(family);
+        var model = TinyModels.Random(config, seed: 7);
+        int t = 9, batch = 3, v = config.VocabSize;
+        int[] ids = [.. Enumerable.Range(0, batch).SelectMany(b => TinyModels.Ids(config, t, seed: 10 + b))];
+        var stream = new float[batch * t * config.Channels];
+        for (int b = 0; b < batch; b++)
+        {
+            new HookedForward(model).Run(ids.AsSpan(b * t, t), name => name == HookNames.ResidPre(1))[HookNames.ResidPre(1)].CopyTo(stream, b * t * config.Channels);
+        }
+
+        var full = new HookedForward(model).ZeroAblateHead(1, 0).RunBatchFrom(ids, batch, 1, stream);
+        var last = new HookedForward(model).ZeroAblateHead(1, 0).RunBatchFromForLastLogits(ids, batch, 1, stream);
+        Assert.Equal(batch * t * v, full.Logits.Length);
+        Assert.Equal(batch * v, last.Logits.Length);
+        for (int b = 0; b < batch; b++)
+        {
+            for (int j = 0; j < v; j++)
+            {
+                float expected = full.Logits[(((b * t) + t - 1) * v) + j];
+                Assert.True(Math.Abs(last.Logits[(b * v) + j] - expected) <= 1e-5f * Math.Max(1, Math.Abs(expected)), $"sequence {b}, logit {j}");
+            }
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(Families))]
     public void AttentionOneHeadAtATimeIsTheWholeLayersArithmetic(string family)
     {

@@ -78,11 +78,14 @@ public class AblateCommandTests
         Assert.Contains("Measure: −log p('t') right after the text", table.Out);
         Assert.Matches(@"p\('t'\) \d\.\d{3} → \d\.\d{3}", table.Out);
 
-        // A target of several tokens is measured by its first, and says so; no tokenizer, no target.
+        // A target of several tokens is measured by its first, and says so; without a tokenizer, a target is an id.
         var longer = CliTests.Run("ablate", "--text", Text, "--target", "ts", "--layer", "0");
         Assert.True(longer.Code == 0, longer.Error);
-        Assert.Contains("is 2 tokens; the first, 't', is measured", longer.Error);
+        Assert.Contains("is 2 tokens; the first, 't', is used", longer.Error);
         CliTests.AssertOneLineError(CliTests.Run("ablate", "--model", Model, "--ids", "5,6", "--target", "x"), "needs the model's tokenizer");
+        var byId = CliTests.Run("ablate", "--model", Model, "--ids", "5,6", "--target", "7", "--json");
+        Assert.True(byId.Code == 0, byId.Error);
+        Assert.Equal(7, JsonDocument.Parse(byId.Out).RootElement.GetProperty("target").GetInt32());
         CliTests.AssertOneLineError(CliTests.Run("ablate", "--model", "minilm", "--text", "hi", "--target", "x"), "output head");
     }
 

@@ -1,0 +1,113 @@
+using System.Text.Json;
+using HeadLens.Analysis;
+using HeadLens.Checkpoints;
+
+namespace HeadLens.Tests.Cli;
+
+/// <summary>`headlens patch`: activation patching as JSON and as the tables a reader sees.</summary>
+public class PatchCommandTests
+{
+    private static readonly string Model = Path.Combine(AppContext.BaseDirectory, "Fixtures", "models", "tiny-gpt2");
+
+    // The embedded model copies the letter after "kq" from earlier in the text (an induction task).
+    private const string Clean = "the word is kqzj; the word is kq";
+    private const string Corrupted = "the word is kqvj; the word is kq";
+
+    [Theory]
+    [InlineData("heads")]
+    [InlineData("stream")]
+    public void JsonRanksEveryPatchAsTheLibraryComputesIt(string over)
+    {
+        int[] clean = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], corrupted = [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3];
+        var (code, output, error) = CliTests.Run("patch", "--model", Model, "--clean-ids", string.Join(',', clean),
+            "--corrupted-ids", string.Join(',', corrupted), "--answer", "7", "--wrong", "9", "--over", over, "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(clean, root.GetProperty("clean_ids").EnumerateArray().Select(value => value.GetInt32()));
+        Assert.Equal(corrupted, root.GetProperty("corrupted_ids").EnumerateArray().Select(value => value.GetInt32()));
+        Assert.Equal(over, root.GetProperty("over").GetString());
+        Assert.Equal("logit_difference", root.GetProperty("metric").GetString());
+        Assert.Equal((7, 9), (root.GetProperty("answer").GetInt32(), root.GetProperty("wrong").GetInt32()));
+        Assert.False(root.TryGetProperty("answer_token", out _));
+
+        var (model, _) = ModelFiles.Load(Model);
+        var expected = ActivationPatching.Run(model, clean, corrupted, over == "heads" ? PatchSite.Heads : PatchSite.Stream, 7, 9);
+        Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
+        Assert.Equal(Math.Round(expected.Corrupted, 6), root.GetProperty("corrupted").GetDouble());
+        var patches = root.GetProperty("patches").EnumerateArray().ToList();
+        Assert.Equal(expected.Effects.Count, patches.Count);
+        double[] recovered = [.. patches.Select(p => p.GetProperty("recovered").GetDouble())];
+        Assert.Equal(recovered.OrderByDescending(r => r), recovered);
+        string index = over == "heads" ? "head" : "position";
+        foreach (var patch in patches)
+        {
+            var effect = expected.Effects.Single(e => e.Layer == patch.GetProperty("layer").GetInt32() && e.Index == patch.GetProperty(index).GetInt32());
+            Assert.Equal(Math.Round(effect.Value, 6), patch.GetProperty("value").GetDouble());
+            Assert.Equal(Math.Round(effect.Recovered, 6), patch.GetProperty("recovered").GetDouble());
+            Assert.Equal(over == "heads", patch.TryGetProperty("kind", out _));
+        }
+    }
+
+    [Fact]
+    public void TheEmbeddedModelsInductionHeadCarriesTheCopiedLetter()
+    {
+        // Without --answer the metric compares the two runs' own answers: 'z' after the clean text, 'v' after the
+        // corrupted one. One head, an induction head in the last layer, brings back most of the difference.
+        var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(("z", "v"), (root.GetProperty("answer_token").GetString(), root.GetProperty("wrong_token").GetString()));
+        Assert.True(root.GetProperty("clean").GetDouble() - root.GetProperty("corrupted").GetDouble() > 5, output);
+        var best = root.GetProperty("patches")[0];
+        Assert.Equal("induction", best.GetProperty("kind").GetString());
+        Assert.True(best.GetProperty("recovered").GetDouble() > 0.5, output);
+        Assert.Equal(Clean.Length, root.GetProperty("clean_tokens").GetArrayLength());
+
+        // The table: the grid, the ranking with kinds, the metric in words.
+        var table = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--top", "2");
+        Assert.True(table.Code == 0, table.Error);
+        Assert.Contains("they differ at position 14 ('z' → 'v')", table.Out);
+        Assert.Contains("Metric: logit('z') − logit('v') after the text", table.Out);
+        Assert.Matches(@"layer +\d head +\d +\+\d+\.\d% +induction +logit difference", table.Out);
+        Assert.Contains("The 2 heads that bring back most:", table.Out);
+    }
+
+    [Fact]
+    public void TheStreamTableShowsWhereTheDifferenceLives()
+    {
+        // Entering the first block, the stream at the changed position is all the difference there is: 100.0%.
+        var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "stream", "--top", "1");
+        Assert.True(code == 0, error);
+        Assert.Matches(@"\n +14  'z'→'v' +\+100\.0%", output);
+        Assert.Contains("positions where no patch moves the metric by 0.5% or more are left out", output);
+        Assert.Contains("The 1 stream positions that bring back most:", output);
+    }
+
+    [Fact]
+    public void AnEncoderIsMeasuredByItsSentenceEmbedding()
+    {
+        var (code, output, error) = CliTests.Run("patch", "--model", "minilm", "--clean", "The cat sat on the mat.",
+            "--corrupted", "The dog sat on the mat.", "--layer", "5", "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("embedding_similarity", root.GetProperty("metric").GetString());
+        Assert.Equal(1, root.GetProperty("clean").GetDouble(), 5);
+        Assert.InRange(root.GetProperty("corrupted").GetDouble(), 0, 0.99);
+        var patches = root.GetProperty("patches").EnumerateArray().ToList();
+        Assert.Equal(12, patches.Count);
+        Assert.All(patches, p => Assert.Equal(5, p.GetProperty("layer").GetInt32()));
+        Assert.False(root.TryGetProperty("answer", out _));
+    }
+
+    [Fact]
+    public void BadInputGetsOneLine()
+    {
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,6"), "the clean one has 3 tokens, the corrupted one 2");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,6,7", "--answer", "1", "--wrong", "2"), "give the same logit difference");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--wrong", "2"), "give the answer token too");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--answer", "x"), "needs the model's tokenizer");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "mlp"), "--over");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7"), "--corrupted");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", "minilm", "--clean", "a cat", "--corrupted", "a dog", "--answer", "x"), "output head");
+    }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Golden values for activation patching (ActivationPatching, `headlens patch`), from PyTorch (Debian's python3-torch).
+
+Reads three committed fixtures (tiny-gpt2, tiny-llama-gqa, tiny-bert) and runs each in float64 with its own forward
+(hooked_models.py) on a clean and a corrupted sequence of the same length, then once per patch on the corrupted one
+with one activation copied from the clean run:
+  heads:  one head's z (softmax(QKᵀ/√d)·V, [T, D]) at every position;
+  stream: the stream entering one block (hook_resid_pre, [C]) at one position.
+Records, for every run, the decoders' last-position logit(ANSWER) - logit(WRONG) and log p(ANSWER), and each run's
+top next token at the last position; for the encoder, the cosine between the run's sentence embedding (the last
+hidden states averaged over the tokens) and the clean one.
+Regenerate: /usr/bin/python3 tests/reference/patching_golden.py
+"""
+import json
+import os
+
+import torch
+
+from hooked_models import FIXTURES, FORWARDS, load
+
+ANSWER, WRONG = 7, 9
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def recorder(record, point):
+    def keep(layer, x):
+        record[(point, layer)] = x.clone()
+        return x
+    return keep
+
+
+def replace(source, head=None, position=None):
+    """A hook writing the clean activation into the corrupted run: one head's z, or the stream at one position."""
+    def edit(layer, x):
+        x = x.clone()
+        if head is not None:
+            x[:, head] = source[:, head]
+        else:
+            x[position] = source[position]
+        return x
+    return edit
+
+
+def case(name, clean_ids, corrupted_ids):
+    p, cfg = load(name)
+    forward, layers_key, heads_key = FORWARDS[name]
+    layers = cfg[layers_key]
+    clean_ids, corrupted_ids = torch.tensor(clean_ids), torch.tensor(corrupted_ids)
+    decoder = name != "tiny-bert"
+    record = {}
+    hooks = {}
+    for l in range(layers):
+        hooks[("z", l)] = recorder(record, "z")
+        hooks[("resid_pre", l)] = recorder(record, "resid_pre")
+    clean_output = forward(p, cfg, clean_ids, hooks)
+
+    def measure(output):
+        if decoder:
+            last = output[-1]
+            return {"logit_difference": float(last[ANSWER] - last[WRONG]),
+                    "log_probability": float(torch.log_softmax(last, -1)[ANSWER]), "top": int(last.argmax())}
+        return {"similarity": float((unit(output.mean(0)) * unit(clean_output.mean(0))).sum())}
+
+    result = {"model": name, "clean_ids": clean_ids.tolist(), "corrupted_ids": corrupted_ids.tolist(),
+              "clean": measure(clean_output), "corrupted": measure(forward(p, cfg, corrupted_ids)), "heads": [], "stream": []}
+    if decoder:
+        result["answer"], result["wrong"] = ANSWER, WRONG
+    for layer in range(layers):
+        for head in range(cfg[heads_key]):
+            patched = forward(p, cfg, corrupted_ids, {("z", layer): replace(record[("z", layer)], head=head)})
+            result["heads"].append({"layer": layer, "head": head, **measure(patched)})
+        for position in range(len(corrupted_ids)):
+            patched = forward(p, cfg, corrupted_ids, {("resid_pre", layer): replace(record[("resid_pre", layer)], position=position)})
+            result["stream"].append({"layer": layer, "position": position, **measure(patched)})
+    return result
+
+
+cases = [
+    case("tiny-gpt2", [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3]),
+    case("tiny-llama-gqa", [1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9], [1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 2, 9, 7, 9]),
+    case("tiny-bert", [2, 7, 18, 28, 18, 28, 4, 5, 9, 3], [2, 7, 18, 28, 11, 28, 4, 5, 9, 3]),
+]
+os.makedirs(os.path.join(FIXTURES, "patching"), exist_ok=True)
+with open(os.path.join(FIXTURES, "patching", "golden.json"), "w") as f:
+    json.dump(cases, f)
+for c in cases:
+    key = "logit_difference" if "answer" in c else "similarity"
+    best = max(c["heads"], key=lambda e: e[key])
+    print(f"{c['model']}: clean {c['clean'][key]:.4f}, corrupted {c['corrupted'][key]:.4f}; "
+          f"best head {best['layer']}.{best['head']} {best[key]:.4f}; tops {c['clean'].get('top')} / {c['corrupted'].get('top')}")
