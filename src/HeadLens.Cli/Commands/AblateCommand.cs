@@ -52,7 +52,7 @@ internal sealed class AblateCommand : ICommand
             .SelectMany(l => Enumerable.Range(0, config.Heads).Select(h => (l, h))).ToList();
         int? target = targetText is null ? null : ModelInput.OneToken(targetText, tokenizer, "target");
         ModelInput.PackForRepeatedInference(model);
-        var progress = new Progress(heads.Count);
+        var progress = new SweepProgress(heads.Count, "ablated", "heads");
         var result = HeadAblation.Run(model, ids, method, heads, progress.Report, target);
         var kinds = HeadTaxonomy.Analyse(model, tokenizer, textIds, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind);
 
@@ -180,22 +180,4 @@ internal sealed class AblateCommand : ICommand
     }
 
     private static string Signed(double value) => value.ToString("+0.0000;-0.0000;0.0000", CultureInfo.InvariantCulture);
-
-    /// <summary>One stderr line per tenth of the heads (and the last), when the work takes more than a moment.</summary>
-    private sealed class Progress(int total)
-    {
-        private readonly Stopwatch clock = Stopwatch.StartNew();
-        private int reported;
-
-        public void Report(int done, int all)
-        {
-            if (clock.Elapsed.TotalSeconds < 2 || (done * 10 / total == reported && done != all))
-            {
-                return;
-            }
-
-            reported = done * 10 / total;
-            Console.Error.WriteLine($"ablated {done}/{all} heads ({clock.Elapsed.TotalSeconds:F1} s)");
-        }
-    }
 }

@@ -31,8 +31,12 @@ internal sealed class PatchCommand : ICommand
             CliOption.Valued("clean-ids", "1,2,3", "the clean text as token ids") with { Group = "clean", Required = true },
             CliOption.Valued("corrupted", "TEXT", "the same text with the part the answer depends on changed (as many tokens)") with { Group = "corrupted", Required = true },
             CliOption.Valued("corrupted-ids", "1,2,3", "the corrupted text as token ids") with { Group = "corrupted", Required = true },
-            CliOption.Valued("answer", "TOKEN", "the token the clean text should be followed by (its first token; a token id for a model without a tokenizer)", "the clean run's top next token"),
-            CliOption.Valued("wrong", "TOKEN", "the token the corrupted text calls for: the metric is logit(answer) − logit(wrong); without it, log p(answer)", "the corrupted run's top next token, when --answer is not given either"),
+            CliOption.Valued("answer", "TOKEN", "the token the clean text should be followed by (its first token; a token id for a model without a tokenizer)", "the clean run's top next token")
+                with { Group = "answer" },
+            CliOption.Valued("answer-id", "ID", "the answer as a token id") with { Group = "answer" },
+            CliOption.Valued("wrong", "TOKEN", "the token the corrupted text calls for: the metric is logit(answer) − logit(wrong); without it, log p(answer)", "the corrupted run's top next token, when no answer is given either")
+                with { Group = "wrong" },
+            CliOption.Valued("wrong-id", "ID", "the wrong answer as a token id") with { Group = "wrong" },
             CliOption.Valued("over", "heads|stream", "patch each head's output (pattern · V) at every position, or the stream entering each layer at each position", "heads")
                 with { Choices = ["heads", "stream"] },
             CliOption.Valued("layer", "L", "patch only this layer", "every layer"),
@@ -51,23 +55,20 @@ internal sealed class PatchCommand : ICommand
         int[] clean = ModelInput.ReadIds(args, model, tokenizer, "clean", "clean-ids");
         int[] corrupted = ModelInput.ReadIds(args, model, tokenizer, "corrupted", "corrupted-ids");
         string? answerText = args.Get("answer"), wrongText = args.Get("wrong");
+        int? answerId = args.Has("answer-id") ? args.GetInt("answer-id", 0, 0) : null;
+        int? wrongId = args.Has("wrong-id") ? args.GetInt("wrong-id", 0, 0) : null;
         var site = string.Equals(args.Get("over"), "stream", StringComparison.OrdinalIgnoreCase) ? PatchSite.Stream : PatchSite.Heads;
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
         int seed = args.GetInt("seed", 0);
         args.RejectUnknown();
 
-        int? answer = answerText is null ? null : ModelInput.OneToken(answerText, tokenizer, "answer");
-        int? wrong = wrongText is null ? null : ModelInput.OneToken(wrongText, tokenizer, "wrong");
+        int? answer = answerText is null ? answerId : ModelInput.OneToken(answerText, tokenizer, "answer");
+        int? wrong = wrongText is null ? wrongId : ModelInput.OneToken(wrongText, tokenizer, "wrong");
         ModelInput.PackForRepeatedInference(model);
-        var clockPatches = Stopwatch.StartNew();
-        var result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, (done, total) =>
-        {
-            if (clockPatches.Elapsed.TotalSeconds >= 2 && (done == total || done % Math.Max(1, total / 10) == 0))
-            {
-                Console.Error.WriteLine($"patched {done}/{total} ({clockPatches.Elapsed.TotalSeconds:F1} s)");
-            }
-        });
+        int patches = (layer is null ? config.Layers : 1) * (site == PatchSite.Heads ? config.Heads : clean.Length);
+        var progress = new SweepProgress(patches, "patched", site == PatchSite.Heads ? "heads" : "stream positions");
+        var result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, progress.Report);
         var kinds = site == PatchSite.Heads
             ? HeadTaxonomy.Analyse(model, tokenizer, clean, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind)
             : null;

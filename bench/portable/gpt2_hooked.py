@@ -1,0 +1,57 @@
+"""A GPT-2 Hugging Face directory (bench/random_gpt2.py) in plain PyTorch, float32, with a hook on each block's z
+(softmax(QKᵀ/√d)·V, [H, T, D], as TransformerLens's hook_z), shared by the peers of `headlens ablate` and
+`headlens patch`. Attention by scaled_dot_product_attention where the torch has it (2.x), else matmul + softmax."""
+import json
+import math
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+
+class Gpt2:
+    def __init__(self, directory):
+        config = json.load(open(os.path.join(directory, "config.json")))
+        with open(os.path.join(directory, "model.safetensors"), "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+            self.data = bytearray(f.read())
+        self.p = {}
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                self.p[name] = torch.frombuffer(self.data, dtype=torch.float32, offset=start, count=(end - start) // 4).reshape(entry["shape"])
+        self.c, self.heads, self.layers = config["n_embd"], config["n_head"], config["n_layer"]
+        self.fused = hasattr(F, "scaled_dot_product_attention")
+
+    def describe(self, t):
+        return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {self.layers} layers x {self.heads} heads, T = {t}, "
+                f"attention {'scaled_dot_product_attention' if self.fused else 'matmul + softmax'}")
+
+    def embed(self, ids):
+        return self.p["transformer.wte.weight"][ids] + self.p["transformer.wpe.weight"][:len(ids)]
+
+    def block(self, x, l, edit_z=None):
+        """One block on the stream x [T, C]; edit_z(z) may change z [H, T, D] in place."""
+        p, c, h = self.p, self.c, self.heads
+        t, d = x.shape[0], c // h
+        n = f"transformer.h.{l}."
+        a = F.layer_norm(x, (c,), p[n + "ln_1.weight"], p[n + "ln_1.bias"], 1e-5)
+        q, k, v = (y.reshape(t, h, d).transpose(0, 1) for y in (a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]).split(c, -1))
+        if self.fused:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+            scores = scores.masked_fill(torch.ones(t, t).triu(1).bool(), float("-inf"))
+            z = torch.softmax(scores, -1) @ v
+        if edit_z is not None:
+            edit_z(z)
+        x = x + z.transpose(0, 1).reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"]
+        m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
+        return x + F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"]
+
+    def logits(self, x):
+        """The final norm and the tied output head on x [R, C] -> [R, V]."""
+        x = F.layer_norm(x, (self.c,), self.p["transformer.ln_f.weight"], self.p["transformer.ln_f.bias"], 1e-5)
+        return x @ self.p["transformer.wte.weight"].T
