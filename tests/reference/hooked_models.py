@@ -1,9 +1,9 @@
 """Float64 forwards of the three golden fixtures' families with TransformerLens-style hook points, shared by the
 intervention golden scripts (ablation_golden.py, patching_golden.py).
 
-Each forward takes `hooks`, a dict that may map ("resid_pre", layer) or ("z", layer) to a function of
-(layer, activation) returning the activation to go on with: the stream entering a block [T, C], and a block's z
-(softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection). Decoders return logits [T, V], the encoder
+Each forward takes `hooks`, a dict that may map ("resid_pre", layer), ("z", layer) or ("resid_post", layer) to a
+function of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a block's
+z (softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), and the stream leaving a block. Decoders return logits [T, V], the encoder
 its last hidden states [T, C].
 """
 import json
@@ -54,7 +54,13 @@ def gpt2(p, cfg, ids, hooks=None):
         x = x + z.reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"]
         m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
         x = x + F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"]
-    x = F.layer_norm(x, (c,), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], 1e-5)
+        x = hook(hooks, "resid_post", l, x)
+    return gpt2_unembed(p, cfg, x)
+
+
+def gpt2_unembed(p, cfg, x):
+    """The final norm and the output head on a stream [T, C]: the logits [T, V] it stands for."""
+    x = F.layer_norm(x, (cfg["n_embd"],), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], 1e-5)
     return x @ p["transformer.wte.weight"].T
 
 
@@ -67,22 +73,31 @@ def rope(x, theta):
 
 def llama(p, cfg, ids, hooks=None):
     t, c, h, g = len(ids), cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    d, eps = c // h, cfg["rms_norm_eps"]
-    rms = lambda x, w: x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
+    d = c // h
     x = p["model.embed_tokens.weight"][ids]
     for l in range(cfg["num_hidden_layers"]):
         x = hook(hooks, "resid_pre", l, x)
         n = f"model.layers.{l}.self_attn."
-        a = rms(x, p[f"model.layers.{l}.input_layernorm.weight"])
+        a = rms(x, p[f"model.layers.{l}.input_layernorm.weight"], cfg)
         q = rope((a @ p[n + "q_proj.weight"].T).reshape(t, h, d), cfg["rope_theta"])
         k = rope((a @ p[n + "k_proj.weight"].T).reshape(t, g, d), cfg["rope_theta"])
         v = (a @ p[n + "v_proj.weight"].T).reshape(t, g, d)
         z = hook(hooks, "z", l, attend(q, k, v, True))
         x = x + z.reshape(t, c) @ p[n + "o_proj.weight"].T
-        m = rms(x, p[f"model.layers.{l}.post_attention_layernorm.weight"])
+        m = rms(x, p[f"model.layers.{l}.post_attention_layernorm.weight"], cfg)
         n = f"model.layers.{l}.mlp."
         x = x + (F.silu(m @ p[n + "gate_proj.weight"].T) * (m @ p[n + "up_proj.weight"].T)) @ p[n + "down_proj.weight"].T
-    return rms(x, p["model.norm.weight"]) @ p["lm_head.weight"].T
+        x = hook(hooks, "resid_post", l, x)
+    return llama_unembed(p, cfg, x)
+
+
+def rms(x, w, cfg):
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + cfg["rms_norm_eps"]) * w
+
+
+def llama_unembed(p, cfg, x):
+    """The final norm and the output head on a stream [T, C]: the logits [T, V] it stands for."""
+    return rms(x, p["model.norm.weight"], cfg) @ p["lm_head.weight"].T
 
 
 def bert(p, cfg, ids, hooks=None):
@@ -100,8 +115,10 @@ def bert(p, cfg, ids, hooks=None):
         z = hook(hooks, "z", l, attend(q, k, v, False))
         x = ln(x + linear(z.reshape(t, c), n + "attention.output.dense"), n + "attention.output.LayerNorm")
         x = ln(x + linear(F.gelu(linear(x, n + "intermediate.dense")), n + "output.dense"), n + "output.LayerNorm")
+        x = hook(hooks, "resid_post", l, x)
     return x
 
 
+UNEMBED = {"tiny-gpt2": gpt2_unembed, "tiny-llama-gqa": llama_unembed}
 FORWARDS = {"tiny-gpt2": (gpt2, "n_layer", "n_head"), "tiny-llama-gqa": (llama, "num_hidden_layers", "num_attention_heads"),
             "tiny-bert": (bert, "num_hidden_layers", "num_attention_heads")}

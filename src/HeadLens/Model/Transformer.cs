@@ -323,6 +323,29 @@ public sealed partial class Transformer
             Parameters.HasFinalNorm ? buffers.FinalNormRstd.ToArray() : []);
     }
 
+    /// <summary>
+    /// What the model would predict from a stream: the final norm and the output head on <paramref name="rows"/> rows
+    /// of <paramref name="stream"/> [R, C], into <paramref name="logits"/> [R, V]. The last block's output gives the
+    /// model's own logits; an earlier block's, the logit lens (nostalgebraist 2020).
+    /// </summary>
+    public void Unembed(ReadOnlySpan<float> stream, int rows, Span<float> logits)
+    {
+        int c = Config.Channels;
+        if (!Config.HasOutputHead)
+        {
+            throw new HeadLensException("this model has no output head (an encoder): there are no logits to read a stream by");
+        }
+
+        if (stream.Length < rows * c || logits.Length < rows * Config.VocabSize)
+        {
+            throw new ArgumentException($"unembedding {rows} rows needs a stream of [{rows}, {c}] and logits of [{rows}, {Config.VocabSize}]");
+        }
+
+        var normed = new float[rows * c];
+        FinalNorm(stream, rows, normed, new float[rows], new float[rows]);
+        Parameters.OutputHead.Forward(normed, [], rows, logits);
+    }
+
     public KvCache NewCache(int capacity, int sinks = 0, int window = 0) =>
         new(Config.Layers, Math.Min(capacity, Config.ContextLength), Config.KvHeads, Config.HeadDim, Config.HeadDim, sinks, window);
 
