@@ -1,9 +1,10 @@
 """Float64 forwards of the three golden fixtures' families with TransformerLens-style hook points, shared by the
 intervention golden scripts (ablation_golden.py, patching_golden.py).
 
-Each forward takes `hooks`, a dict that may map ("resid_pre", layer), ("z", layer) or ("resid_post", layer) to a
-function of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a block's
-z (softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), and the stream leaving a block. Decoders return logits [T, V], the encoder
+Each forward takes `hooks`, a dict that may map ("resid_pre" | "z" | "mlp_out" | "resid_post", layer) to a function
+of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a block's z
+(softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), the MLP's output [T, C] (decoders), and the
+stream leaving a block. Decoders return logits [T, V], the encoder
 its last hidden states [T, C].
 """
 import json
@@ -53,7 +54,7 @@ def gpt2(p, cfg, ids, hooks=None):
         z = hook(hooks, "z", l, attend(q, k, v, True))
         x = x + z.reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"]
         m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
-        x = x + F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"]
+        x = x + hook(hooks, "mlp_out", l, F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"])
         x = hook(hooks, "resid_post", l, x)
     return gpt2_unembed(p, cfg, x)
 
@@ -86,7 +87,7 @@ def llama(p, cfg, ids, hooks=None):
         x = x + z.reshape(t, c) @ p[n + "o_proj.weight"].T
         m = rms(x, p[f"model.layers.{l}.post_attention_layernorm.weight"], cfg)
         n = f"model.layers.{l}.mlp."
-        x = x + (F.silu(m @ p[n + "gate_proj.weight"].T) * (m @ p[n + "up_proj.weight"].T)) @ p[n + "down_proj.weight"].T
+        x = x + hook(hooks, "mlp_out", l, (F.silu(m @ p[n + "gate_proj.weight"].T) * (m @ p[n + "up_proj.weight"].T)) @ p[n + "down_proj.weight"].T)
         x = hook(hooks, "resid_post", l, x)
     return llama_unembed(p, cfg, x)
 

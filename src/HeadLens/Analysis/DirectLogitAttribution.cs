@@ -10,7 +10,12 @@ namespace HeadLens.Analysis;
 /// so each component's share is W_U[t] · (γ ⊙ center(component) · rstd), and the shares plus W_U[t]·β add up to
 /// the logit exactly (Elhage et al. 2021; TransformerLens's apply_ln_to_stack).
 /// </summary>
-public sealed record LogitAttribution(int Position, int Token, double Logit, double[,] Heads, double[] OutputBiases, double[] Mlps, double Embeddings, double FinalBias)
+/// <remarks>
+/// With <see cref="Wrong"/>, every share is of the logit difference logit(Token) − logit(Wrong) (the direction
+/// W_U[Token] − W_U[Wrong]), and <see cref="Logit"/> is that difference.
+/// </remarks>
+public sealed record LogitAttribution(int Position, int Token, double Logit, double[,] Heads, double[] OutputBiases, double[] Mlps, double Embeddings, double FinalBias,
+    int? Wrong = null)
 {
     /// <summary>The sum of every share: equals <see cref="Logit"/> up to float rounding.</summary>
     public double Total
@@ -30,21 +35,48 @@ public sealed record LogitAttribution(int Position, int Token, double Logit, dou
 
 public static class DirectLogitAttribution
 {
-    /// <summary>The direct share of every head (and of the other components) in logit <paramref name="token"/> at <paramref name="position"/>.</summary>
-    public static LogitAttribution Compute(Transformer model, ReadOnlySpan<int> ids, int position, int token)
+    /// <summary>
+    /// The direct share of every head (and of the other components) in logit <paramref name="token"/> at
+    /// <paramref name="position"/>; with <paramref name="wrong"/>, in logit(token) − logit(wrong): which components
+    /// write one answer over the other (the indirect-object analysis of Wang et al. 2022).
+    /// </summary>
+    public static LogitAttribution Compute(Transformer model, ReadOnlySpan<int> ids, int position, int token, int? wrong = null)
     {
         var config = model.Config;
-        if ((uint)position >= (uint)ids.Length || (uint)token >= (uint)config.VocabSize)
+        if (!config.HasOutputHead)
         {
-            throw new HeadLensException($"logit attribution: position {position} of {ids.Length} or token {token} of {config.VocabSize} is out of range");
+            throw new HeadLensException("logit attribution needs a model with an output head; an encoder has no logits");
+        }
+
+        if ((uint)position >= (uint)ids.Length)
+        {
+            throw new HeadLensException($"logit attribution: position {position} is outside the text's {ids.Length} tokens");
+        }
+
+        foreach (int? id in new[] { token, wrong })
+        {
+            if (id is { } t && (uint)t >= (uint)config.VocabSize)
+            {
+                throw new HeadLensException($"logit attribution: token id {t} is outside the vocabulary (0..{config.VocabSize - 1})");
+            }
         }
 
         var run = new HookedForward(model).Run(ids, name => name == HookNames.Embed || name == HookNames.PositionEmbed
             || name.EndsWith("hook_result", StringComparison.Ordinal) || name.EndsWith("hook_mlp_out", StringComparison.Ordinal));
         int c = config.Channels, heads = config.Heads;
         var p = model.Parameters;
-        float[] unembed = new float[c];
+        float[] unembed = new float[c];                   // W_U[token], or W_U[token] − W_U[wrong]
         p.OutputHead.Row(token, unembed);
+        if (wrong is { } other)
+        {
+            float[] wrongRow = new float[c];
+            p.OutputHead.Row(other, wrongRow);
+            for (int i = 0; i < c; i++)
+            {
+                unembed[i] -= wrongRow[i];
+            }
+        }
+
         float[] gamma = p.FinalNorm.Span.ToArray();
         float rstd = run.FinalRstd[position];
         bool center = config.Norm == NormKind.LayerNorm;
@@ -109,6 +141,8 @@ public static class DirectLogitAttribution
             }
         }
 
-        return new LogitAttribution(position, token, run.Logits[(position * config.VocabSize) + token], headShares, biases, mlps, embeddings, finalBias);
+        int row = position * config.VocabSize;
+        double logit = run.Logits[row + token] - (wrong is { } w ? (double)run.Logits[row + w] : 0);
+        return new LogitAttribution(position, token, logit, headShares, biases, mlps, embeddings, finalBias, wrong);
     }
 }
