@@ -38,6 +38,12 @@ public sealed record HeadEffectView(int Head, double Change, int Position, doubl
 /// <param name="Measure">"next_token_loss" or "embedding_drift", as `headlens ablate --json` names them.</param>
 public sealed record AblationView(int Layer, string Method, string Measure, double Clean, IReadOnlyList<HeadEffectView> Heads);
 
+/// <summary>One stage of the stream at one position: its most likely next tokens, and the probability of the token that follows in the text (null at the last position).</summary>
+public sealed record LensCell(int[] Ids, string[] Top, double[] Probabilities, double? Next);
+
+/// <summary>The logit lens of a text: Cells[stage][position], stages "embed", "L0", ... (the last is the model's output); Loss per stage (null for a one-token text).</summary>
+public sealed record LensView(int[] Ids, string[] Tokens, string[] Stages, double?[] Loss, LensCell[][] Cells);
+
 /// <summary>
 /// Computes what each view shows from an <see cref="IAttentionSource"/>: only the layer, heads and rows a view needs,
 /// one head at a time, so a request's working memory is one head's [T, T] pattern (plus the answer itself), never a
@@ -86,6 +92,24 @@ public sealed class AttentionViews(IAttentionSource source)
             Commands.AblateCommand.MeasureName(result.Measure), Math.Round(result.Clean, 6),
             [.. result.Heads.Select(e => new HeadEffectView(e.Head, Math.Round(e.Change, 6), e.Position, Math.Round(e.PositionChange, 6),
                 e.CleanProbability is { } before ? Math.Round(before, 6) : null, e.AblatedProbability is { } after ? Math.Round(after, 6) : null))]);
+    }
+
+    /// <summary>How many tokens the lens view keeps per position.</summary>
+    public const int LensTop = 5;
+
+    /// <summary>The logit lens (<see cref="LogitLens"/>) of the text, every stage and position, as `headlens lens --json` computes it.</summary>
+    public LensView Lens(TokenizedText input)
+    {
+        var result = source.Lens(input.Ids);
+        var texts = new Dictionary<int, string>();
+        string Text(int id) => texts.TryGetValue(id, out var text) ? text : texts[id] = source.TokenText(id);
+        var cells = result.Stages.Select(stage => Enumerable.Range(0, input.Ids.Length).Select(i => new LensCell(
+            [.. stage.Top[i].Select(token => token.Token)],
+            [.. stage.Top[i].Select(token => Text(token.Token))],
+            [.. stage.Top[i].Select(token => Math.Round(token.Probability, 4))],
+            i < input.Ids.Length - 1 ? Math.Round(stage.NextProbabilities[i], 4) : null)).ToArray()).ToArray();
+        return new LensView(input.Ids, input.Tokens, [.. result.Stages.Select(stage => Commands.LensCommand.StageName(stage.Layer))],
+            [.. result.Stages.Select(stage => double.IsNaN(stage.Loss) ? (double?)null : Math.Round(stage.Loss, 4))], cells);
     }
 
     public PatternView Pattern(TokenizedText input, int layer, int[] heads)

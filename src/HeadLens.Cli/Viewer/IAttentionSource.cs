@@ -48,6 +48,13 @@ public interface IAttentionSource
     HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method);
 
     /// <summary>
+    /// The logit lens of a text (<see cref="LogitLens.Run"/>, the top 5 tokens per position), as `headlens lens --json`
+    /// gives it; a model without an output head throws <see cref="HeadLensException"/>, a source without a model
+    /// <see cref="ViewerException"/> (501).
+    /// </summary>
+    LogitLensResult Lens(int[] ids);
+
+    /// <summary>
     /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
     /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
     /// </summary>

@@ -103,6 +103,14 @@ public sealed class ModelSource : IAttentionSource
         }
     }
 
+    public LogitLensResult Lens(int[] ids)
+    {
+        lock (gate)
+        {
+            return LogitLens.Run(model, ids, AttentionViews.LensTop);
+        }
+    }
+
     public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
     {
         var sampler = new Sampler(new SamplingSettings { Temperature = temperature, Seed = seed });

@@ -35,7 +35,7 @@ public static class ReportWriter
         var views = new AttentionViews(source);
         var patterns = Patterns(views, input);
         var heads = views.Heads(input);
-        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, input, text, patterns, heads)));
+        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, input, text, patterns, heads, LensOrNull(views, input))));
         if (pngDirectory is not null)
         {
             WriteHeatMaps(source, input, patterns, pngDirectory, heads);
@@ -46,7 +46,21 @@ public static class ReportWriter
     {
         var views = new AttentionViews(source);
         var input = source.Tokenize(text);
-        return Render(source, input, text, Patterns(views, input), views.Heads(input));
+        return Render(source, input, text, Patterns(views, input), views.Heads(input), LensOrNull(views, input));
+    }
+
+    // The report carries the text's logit lens where the model predicts tokens; an encoder's or a synthetic source's
+    // report has none, and its Lens tab says so.
+    private static LensView? LensOrNull(AttentionViews views, TokenizedText input)
+    {
+        try
+        {
+            return views.Lens(input);
+        }
+        catch (Exception error) when (error is HeadLensException or ViewerException)
+        {
+            return null;
+        }
     }
 
     /// <summary>
@@ -101,7 +115,7 @@ public static class ReportWriter
         return Enumerable.Range(0, info.Layers).Select(l => views.Pattern(input, l, heads).Patterns).ToArray();
     }
 
-    private static string Render(IAttentionSource source, TokenizedText input, string text, float[][][][] patterns, HeadsView heads)
+    private static string Render(IAttentionSource source, TokenizedText input, string text, float[][][][] patterns, HeadsView heads, LensView? lens)
     {
         var data = new
         {
@@ -110,6 +124,7 @@ public static class ReportWriter
             input = new { ids = input.Ids, tokens = input.Tokens },
             heads,
             patterns,
+            lens,
         };
         // The default encoder writes <, > and & as \u003C, \u003E, \u0026: the block cannot be closed from inside.
         string json = JsonSerializer.Serialize(data, ViewerServer.Json);

@@ -32,6 +32,7 @@ public static class RequestGuard
         ["/api/generate"] = HttpMethods.Post,
         ["/api/compare"] = HttpMethods.Post,
         ["/api/ablate"] = HttpMethods.Post,
+        ["/api/lens"] = HttpMethods.Post,
     };
 
     /// <summary>The refusal for this request (status and one line), or null when it may go on.</summary>

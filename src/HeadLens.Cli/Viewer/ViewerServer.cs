@@ -196,6 +196,11 @@ public static partial class ViewerServer
             return Results.Json(await gate.RunAsync(() => views.Ablate(limits.Input(body), limits.Layer(body.Layer), AblationMethodOf(body.Method)),
                 request.HttpContext.RequestAborted), Json);
         });
+        app.MapPost("/api/lens", async (HttpRequest request) =>
+        {
+            var body = await ReadAsync(request, options);
+            return Results.Json(await gate.RunAsync(() => views.Lens(limits.Input(body)), request.HttpContext.RequestAborted), Json);
+        });
         // Every other path, file-like or not, is 404: nothing maps a path to a file.
         app.MapFallback("{**path}", () =>
             Results.Json(new { error = "not found" }, Json, statusCode: StatusCodes.Status404NotFound));

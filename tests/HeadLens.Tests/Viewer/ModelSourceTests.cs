@@ -24,6 +24,48 @@ public class ModelSourceTests(ITestOutputHelper output)
         return new ModelSource(loaded, tokenizer, Path.GetFileName(path));
     }
 
+    [Fact]
+    public async Task TheLensAnswersEveryStageAsTheLibraryComputesIt()
+    {
+        const string Text = "the word is kqzj; the word is kq";
+        var app = ViewerServer.Build(Load(Embedded, out var served), new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var stop = app;
+        using var client = app.GetTestClient();
+        using var response = await client.PostAsJsonAsync("/api/lens", new { text = Text });
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var root = JsonDocument.Parse(body).RootElement;
+
+        // The library on a second copy of the model: the viewer must answer what `headlens lens --json` prints.
+        var (reference, tokenizer) = ModelFiles.Load(Embedded);
+        int[] ids = tokenizer!.EncodeForModel(Text);
+        var expected = LogitLens.Run(reference, ids, AttentionViews.LensTop);
+        Assert.Equal(["embed", "L0", "L1", "L2", "L3"], root.GetProperty("stages").EnumerateArray().Select(stage => stage.GetString()));
+        var cells = root.GetProperty("cells").EnumerateArray().ToList();
+        foreach (var (stage, row) in expected.Stages.Zip(cells))
+        {
+            var positions = row.EnumerateArray().ToList();
+            Assert.Equal(ids.Length, positions.Count);
+            for (int i = 0; i < ids.Length; i++)
+            {
+                Assert.Equal(stage.Top[i].Select(token => token.Token), positions[i].GetProperty("ids").EnumerateArray().Select(id => id.GetInt32()));
+                Assert.Equal(stage.Top[i].Select(token => tokenizer.TokenText(token.Token)), positions[i].GetProperty("top").EnumerateArray().Select(text => text.GetString()));
+                Assert.Equal(stage.Top[i].Select(token => Math.Round(token.Probability, 4)), positions[i].GetProperty("probabilities").EnumerateArray().Select(p => p.GetDouble()));
+                var next = positions[i].GetProperty("next");
+                double? expectedNext = i < ids.Length - 1 ? Math.Round(stage.NextProbabilities[i], 4) : null;
+                Assert.Equal(expectedNext, next.ValueKind == JsonValueKind.Null ? null : next.GetDouble());
+            }
+        }
+
+        Assert.Equal(expected.Stages.Select(stage => Math.Round(stage.Loss, 4)), root.GetProperty("loss").EnumerateArray().Select(loss => loss.GetDouble()));
+
+        // An encoder has no next token to read (the server answers a HeadLensException with 400 and its line).
+        Assert.Equal(reference.Config.Layers, served.Config.Layers);
+        var encoder = Load(Path.Combine(AppContext.BaseDirectory, "Fixtures", "models", "tiny-bert"), out _);
+        Assert.Contains("output head", Assert.Throws<HeadLensException>(() => encoder.Lens([1, 2, 3])).Message);
+    }
+
     [Theory]
     [InlineData("zero", 3)]
     [InlineData("mean", 0)]
@@ -187,6 +229,8 @@ public class ModelSourceTests(ITestOutputHelper output)
         public float[][] ContextVectors(int[] ids, int position) => inner.ContextVectors(ids, position);
 
         public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method) => inner.Ablate(ids, layer, method);
+
+        public LogitLensResult Lens(int[] ids) => inner.Lens(ids);
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
     }

@@ -45,6 +45,15 @@ public class ViewerApiTests
     }
 
     [Fact]
+    public async Task TheLensNeedsAModelAndSaysSo()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        var (status, body) = await PostAsync(host, "/api/lens", new { text = Text });
+        Assert.Equal(HttpStatusCode.NotImplemented, status);
+        Assert.Contains("logit lens needs a model", body.GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task ModelDescribesTheSourceAndTheLimits()
     {
         await using var host = await ViewerHost.StartAsync();

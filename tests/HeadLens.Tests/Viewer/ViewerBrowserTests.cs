@@ -158,6 +158,51 @@ public class ViewerBrowserTests
     }
 
     [BrowserFact]
+    public async Task TheLensViewShowsWhereTheAnswerForms()
+    {
+        // The embedded model: stages × positions, the copied letter only at the last stage; then the same text's report,
+        // offline, carries the same table.
+        const string Text = "the word is kqzj; the word is kq";
+        var source = ModelSourceTests.Load(ModelSourceTests.Embedded, out var model);
+        Assert.Equal(4, model.Config.Layers);
+        var (app, url) = await StartAsync(source);
+        await using var stop = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url + "#view=lens&text=" + Uri.EscapeDataString(Text));
+        browser.WaitFor(() => browser.FindAll("#lens-table tr").Count == 6, "the lens table's header and 5 stages");
+        var rows = browser.FindAll("#lens-table tr");
+        Assert.Equal(Text.Length + 2, rows[0].FindElements(OpenQA.Selenium.By.CssSelector("th")).Count);
+        Assert.Equal(Text.Length + 1, rows[5].FindElements(OpenQA.Selenium.By.CssSelector("td")).Count);
+        Assert.Equal("L3", browser.Find("#lens-table tr[data-stage='L3'] th").Text);
+        Assert.Equal("z", browser.FindAll("#lens-table tr[data-stage='L3'] td")[Text.Length - 1].Text);
+        Assert.Equal("u", browser.FindAll("#lens-table tr[data-stage='L2'] td")[Text.Length - 1].Text);
+        Assert.NotEmpty(browser.FindAll("#lens-table td.hit"));
+        Assert.Contains("predicts ‘z’", browser.Find("#lens-summary").Text);
+        Assert.Contains("leading from L3 on", browser.Find("#lens-summary").Text);
+        new Actions(browser.Driver).MoveToElement(browser.FindAll("#lens-table tr[data-stage='L3'] td")[Text.Length - 1]).Perform();
+        browser.WaitFor(() => browser.Find("#tooltip").Displayed, "the tooltip");
+        Assert.Contains("L3 at ‘q’ (position 31): the next token would be", browser.Find("#tooltip").Text);
+        browser.Screenshot("lens");
+
+        string folder = Path.Combine(Path.GetTempPath(), "headlens-lens-report-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            string path = Path.Combine(folder, "report.html");
+            ReportWriter.Write(source, Text, path);
+            browser.Driver.Navigate().GoToUrl(new Uri(path).AbsoluteUri);
+            browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the report's model view");
+            Tab(browser, "lens");
+            browser.WaitFor(() => browser.FindAll("#lens-table tr").Count == 6, "the report's lens table");
+            Assert.Equal("z", browser.FindAll("#lens-table tr[data-stage='L3'] td")[Text.Length - 1].Text);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [BrowserFact]
     public async Task AScriptInTheTextIsShownNotRun()
     {
         var (app, url) = await StartAsync(new SyntheticSource(2, 2));

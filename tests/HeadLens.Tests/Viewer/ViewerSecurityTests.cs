@@ -324,6 +324,12 @@ public class ViewerSecurityTests
             return inner.Ablate(ids, layer, method);
         }
 
+        public global::HeadLens.Analysis.LogitLensResult Lens(int[] ids)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Lens(ids);
+        }
+
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed)
         {
             Interlocked.Increment(ref calls);

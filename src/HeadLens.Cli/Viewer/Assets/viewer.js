@@ -39,6 +39,7 @@
       token: (text, index) => post('/api/token', { text, index }),
       compare: (a, b, word) => post('/api/compare', { a, b, word }),
       ablate: (text, layer, method) => post('/api/ablate', { text, layer, method }),
+      lens: (text) => post('/api/lens', { text }),
       generate: async (prompt, maxTokens, temperature, onLine) => {
         const response = await fetch('/api/generate', {
           method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -81,6 +82,10 @@
       token: async (text, index) => tokenFromPatterns(data, index),
       compare: notHere,
       ablate: notHere,
+      lens: async () => {
+        if (!data.lens) { throw new Error('the logit lens needs a model that predicts tokens; this report has none'); }
+        return data.lens;
+      },
       generate: notHere
     };
   }
@@ -659,9 +664,54 @@
     }
   }
 
+  // ---- the logit lens: /api/lens, a table of stages (rows) by positions (columns) ----
+
+  const LENS_RGB = hexToRgb('#2563eb');
+
+  async function loadLensView(seq, text) {
+    const data = await api.lens(text);
+    if (seq !== state.seq) { return; }
+    const table = $('lens-table');
+    clear(table);
+    const header = el('tr');
+    header.appendChild(el('th', {}, ''));
+    data.tokens.forEach((token, i) => header.appendChild(el('th', { 'data-position': String(i) }, show(token))));
+    header.appendChild(el('th', {}, 'loss'));
+    table.appendChild(header);
+    data.stages.forEach((stage, s) => {
+      const row = el('tr', { 'data-stage': stage });
+      row.appendChild(el('th', {}, stage));
+      data.cells[s].forEach((cell, i) => {
+        const hit = i + 1 < data.ids.length && cell.ids[0] === data.ids[i + 1];
+        const td = el('td', hit ? { class: 'hit' } : {}, show(cell.top[0]));
+        const p = cell.probabilities[0];
+        td.style.background = 'rgb(' + shade(LENS_RGB, p).join(',') + ')';
+        td.style.color = p > 0.45 ? '#fff' : '#111';
+        const lines = [stage + ' at ' + quoted(data.tokens[i]) + ' (position ' + i + '): the next token would be'];
+        cell.top.forEach((token, k) => lines.push('  ' + quoted(token) + '  ' + cell.probabilities[k].toFixed(3)));
+        if (cell.next !== null) { lines.push('p(' + quoted(data.tokens[i + 1]) + ', next in the text) ' + cell.next.toFixed(4)); }
+        td.addEventListener('mouseenter', (event) => showTooltip(event, lines.join('\n')));
+        td.addEventListener('mouseleave', hideTooltip);
+        row.appendChild(td);
+      });
+      row.appendChild(el('td', { class: 'loss' }, data.loss[s] === null ? '' : data.loss[s].toFixed(3)));
+      table.appendChild(row);
+    });
+    // Where the model's own answer after the text first leads, stage by stage from the last.
+    const last = data.ids.length - 1;
+    const answers = data.cells.map((row) => row[last].ids[0]);
+    let from = answers.length - 1;
+    while (from > 0 && answers[from - 1] === answers[answers.length - 1]) { from--; }
+    const final = data.cells[data.cells.length - 1][last];
+    $('lens-summary').textContent = 'After the text the model predicts ' + quoted(final.top[0]) + ' (p ' +
+      final.probabilities[0].toFixed(3) + '), leading from ' + data.stages[from] + ' on' +
+      (data.loss[0] === null ? '.' : '; next-token loss ' + data.loss[0].toFixed(3) + ' after the embedding, ' +
+        data.loss[data.loss.length - 1].toFixed(3) + ' at the output.');
+  }
+
   // ---- switching and refreshing ----
 
-  const loaders = { model: loadModelView, head: loadHeadView, matrix: loadMatrixView, token: loadTokenView };
+  const loaders = { model: loadModelView, head: loadHeadView, matrix: loadMatrixView, token: loadTokenView, lens: loadLensView };
 
   function switchView(view) {
     state.view = view;
@@ -683,7 +733,7 @@
 
   // What a view drew for an earlier text: removed when a request fails, so an error never sits above a stale view.
   function clearViews() {
-    for (const id of ['grid', 'legend', 'sources', 'grid-scale', 'head-svg', 'matrix-top', 'matrix-left', 'matrix-scale', 'token-layers', 'token-scale', 'tokens']) {
+    for (const id of ['grid', 'legend', 'sources', 'grid-scale', 'head-svg', 'matrix-top', 'matrix-left', 'matrix-scale', 'token-layers', 'token-scale', 'tokens', 'lens-table']) {
       clear($(id));
     }
     $('grid').removeAttribute('data-layers');
@@ -691,6 +741,7 @@
     $('matrix-info').textContent = '';
     $('matrix-kind').textContent = '';
     $('token-title').textContent = '';
+    $('lens-summary').textContent = '';
     const canvas = $('matrix-canvas');
     canvas.width = 0;
     canvas.height = 0;
@@ -701,7 +752,7 @@
 
   // ---- shareable addresses: #view=matrix&layer=1&head=2&text=... ----
 
-  const VIEWS = ['model', 'head', 'matrix', 'token', 'generate', 'compare'];
+  const VIEWS = ['model', 'head', 'matrix', 'token', 'lens', 'generate', 'compare'];
 
   function writeHash() {
     const params = new URLSearchParams();
