@@ -16,6 +16,10 @@ internal sealed class DemoCommand : ICommand
     private const string Prompt = "And God said, ";
     private const string SampleText = "In the beginning God created the heaven and the earth.";
 
+    // Two texts that differ in the one letter the model must copy after the second "kq" (an induction task).
+    private const string CopyClean = "the word is kqzj; the word is kq";
+    private const string CopyCorrupted = "the word is kqvj; the word is kq";
+
     public string Name => "demo";
 
     public CommandSpec Spec { get; } = new(
@@ -78,9 +82,56 @@ internal sealed class DemoCommand : ICommand
         Console.WriteLine();
         Console.WriteLine($"Report (the viewer with every head's pattern, one self-contained file; open it in a browser): {Path.GetFullPath(reportPath)}");
         Console.WriteLine();
+        WhoCopies(model, tokenizer);
         RealModel(reportPath);
         Console.WriteLine($"(demo took {clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
+    }
+
+    // From what heads look at to what they do: one copied letter traced by patching, the logit lens and direct
+    // attribution. Left out for a model whose tokenizer splits the two texts differently or that answers both alike.
+    private static void WhoCopies(HeadLens.Model.Transformer model, Tokenization.ITokenizer tokenizer)
+    {
+        int[] clean = tokenizer.EncodeForModel(CopyClean), corrupted = tokenizer.EncodeForModel(CopyCorrupted);
+        if (clean.Length != corrupted.Length)
+        {
+            return;
+        }
+
+        var patching = ActivationPatching.Run(model, clean, corrupted, PatchSite.Heads);
+        if (patching.Metric != PatchMetric.LogitDifference)
+        {
+            return;
+        }
+
+        int answer = patching.Answer!.Value, wrong = patching.Wrong!.Value;
+        string Token(int id) => ModelInput.Show(tokenizer.TokenText(id), id);
+        var kinds = HeadTaxonomy.Analyse(model, tokenizer, clean).ToDictionary(s => (s.Layer, s.Head), s => s.Kind);
+        var best = patching.Effects.MaxBy(e => e.Recovered)!;
+        var lens = LogitLens.Run(model, clean, top: 1);
+        int last = clean.Length - 1, from = lens.Stages.Count - 1;
+        while (from > 0 && lens.Stages[from - 1].Top[last][0].Token == answer)
+        {
+            from--;
+        }
+
+        var attribution = DirectLogitAttribution.Compute(model, clean, last, answer, wrong);
+        var heads = Enumerable.Range(0, model.Config.Layers).SelectMany(l => Enumerable.Range(0, model.Config.Heads).Select(h => (Layer: l, Head: h)))
+            .OrderByDescending(pair => attribution.Heads[pair.Layer, pair.Head]).First();
+        int mlp = Array.IndexOf(attribution.Mlps, attribution.Mlps.Max());
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        string F(double value) => value.ToString("+0.00;-0.00;0.00", invariant);
+
+        Console.WriteLine($"Who copies? \"{CopyClean}\" and \"{CopyCorrupted}\" differ in one letter; the model answers "
+            + $"{Token(answer)} and {Token(wrong)} (logit({Token(answer)}) − logit({Token(wrong)}): {F(patching.Clean)} and {F(patching.Corrupted)}).");
+        Console.WriteLine($"  Activation patching: layer {best.Layer} head {best.Index} ({kinds[(best.Layer, best.Index)]}) alone brings back "
+            + $"{(100 * best.Recovered).ToString("F0", invariant)}% of the difference (headlens patch).");
+        string before = from > 0 ? $"p {lens.Stages[from - 1].AnswerProbabilities[last].ToString("F4", invariant)} after {LensCommand.StageName(lens.Stages[from - 1].Layer)}, " : "p ";
+        Console.WriteLine($"  Logit lens: {Token(answer)} leads from {LensCommand.StageName(lens.Stages[from].Layer)} on ({before}"
+            + $"{lens.Stages[^1].AnswerProbabilities[last].ToString("F3", invariant)} at the output; headlens lens).");
+        Console.WriteLine($"  Direct attribution: of the {F(attribution.Logit)}, layer {mlp}'s MLP writes {F(attribution.Mlps[mlp])}, the largest head "
+            + $"(layer {heads.Layer} head {heads.Head}) {F(attribution.Heads[heads.Layer, heads.Head])} (headlens attribute).");
+        Console.WriteLine();
     }
 
     // The same questions of a real pretrained model: all-MiniLM-L6-v2, built in (see `experiment real-heads`).

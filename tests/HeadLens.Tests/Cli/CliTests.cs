@@ -131,6 +131,11 @@ public class CliTests
             Assert.DoesNotContain("\uFFFD", output);
             Assert.Contains("induction", output);
             Assert.Contains("layer head  kind", output);
+            // From patterns to causes: the copied letter traced to an induction head, the last layer, and its MLP.
+            Assert.Contains("Who copies?", output);
+            Assert.Matches(@"Activation patching: layer 3 head \d \(induction\) alone brings back [5-9]\d% of the difference", output);
+            Assert.Contains("Logit lens: 'z' leads from L3 on", output);
+            Assert.Matches(@"Direct attribution: of the \+6\.\d\d, layer 3's MLP writes \+\d\.\d\d", output);
             Assert.True(File.Exists(report));
             string html = File.ReadAllText(report);
             Assert.StartsWith("<!doctype html>", html);
