@@ -1,10 +1,10 @@
 """Float64 forwards of the three golden fixtures' families with TransformerLens-style hook points, shared by the
 intervention golden scripts (ablation_golden.py, patching_golden.py).
 
-Each forward takes `hooks`, a dict that may map ("resid_pre" | "z" | "mlp_out" | "resid_post", layer) to a function
-of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a block's z
-(softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), the MLP's output [T, C] (decoders), and the
-stream leaving a block. Decoders return logits [T, V], the encoder
+Each forward takes `hooks`, a dict that may map ("resid_pre" | "z" | "attn_out" | "mlp_out" | "resid_post", layer) to
+a function of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a
+block's z (softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), the attention's and the MLP's
+outputs [T, C] (before they join the stream; BERT's before its post-norms), and the stream leaving a block. Decoders return logits [T, V], the encoder
 its last hidden states [T, C].
 """
 import json
@@ -52,7 +52,7 @@ def gpt2(p, cfg, ids, hooks=None):
         a = F.layer_norm(x, (c,), p[n + "ln_1.weight"], p[n + "ln_1.bias"], 1e-5)
         q, k, v = (y.reshape(t, h, c // h) for y in (a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]).split(c, -1))
         z = hook(hooks, "z", l, attend(q, k, v, True))
-        x = x + z.reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"]
+        x = x + hook(hooks, "attn_out", l, z.reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"])
         m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
         x = x + hook(hooks, "mlp_out", l, F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"])
         x = hook(hooks, "resid_post", l, x)
@@ -84,7 +84,7 @@ def llama(p, cfg, ids, hooks=None):
         k = rope((a @ p[n + "k_proj.weight"].T).reshape(t, g, d), cfg["rope_theta"])
         v = (a @ p[n + "v_proj.weight"].T).reshape(t, g, d)
         z = hook(hooks, "z", l, attend(q, k, v, True))
-        x = x + z.reshape(t, c) @ p[n + "o_proj.weight"].T
+        x = x + hook(hooks, "attn_out", l, z.reshape(t, c) @ p[n + "o_proj.weight"].T)
         m = rms(x, p[f"model.layers.{l}.post_attention_layernorm.weight"], cfg)
         n = f"model.layers.{l}.mlp."
         x = x + hook(hooks, "mlp_out", l, (F.silu(m @ p[n + "gate_proj.weight"].T) * (m @ p[n + "up_proj.weight"].T)) @ p[n + "down_proj.weight"].T)
@@ -114,8 +114,8 @@ def bert(p, cfg, ids, hooks=None):
         n = f"encoder.layer.{l}."
         q, k, v = (linear(x, n + "attention.self." + w).reshape(t, h, c // h) for w in ("query", "key", "value"))
         z = hook(hooks, "z", l, attend(q, k, v, False))
-        x = ln(x + linear(z.reshape(t, c), n + "attention.output.dense"), n + "attention.output.LayerNorm")
-        x = ln(x + linear(F.gelu(linear(x, n + "intermediate.dense")), n + "output.dense"), n + "output.LayerNorm")
+        x = ln(x + hook(hooks, "attn_out", l, linear(z.reshape(t, c), n + "attention.output.dense")), n + "attention.output.LayerNorm")
+        x = ln(x + hook(hooks, "mlp_out", l, linear(F.gelu(linear(x, n + "intermediate.dense")), n + "output.dense")), n + "output.LayerNorm")
         x = hook(hooks, "resid_post", l, x)
     return x
 

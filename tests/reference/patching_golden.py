@@ -4,8 +4,10 @@
 Reads three committed fixtures (tiny-gpt2, tiny-llama-gqa, tiny-bert) and runs each in float64 with its own forward
 (hooked_models.py) on a clean and a corrupted sequence of the same length, then once per patch on the corrupted one
 with one activation copied from the clean run:
-  heads:  one head's z (softmax(QKᵀ/√d)·V, [T, D]) at every position;
-  stream: the stream entering one block (hook_resid_pre, [C]) at one position.
+  heads:     one head's z (softmax(QKᵀ/√d)·V, [T, D]) at every position;
+  stream:    the stream entering one block (hook_resid_pre, [C]) at one position;
+  attention: one block's attention output (hook_attn_out, [C]) at one position;
+  mlp:       one block's MLP output (hook_mlp_out, [C]) at one position.
 Records, for every run, the decoders' last-position logit(ANSWER) - logit(WRONG) and log p(ANSWER), and each run's
 top next token at the last position; for the encoder, the cosine between the run's sentence embedding (the last
 hidden states averaged over the tokens) and the clean one.
@@ -19,6 +21,7 @@ import torch
 from hooked_models import FIXTURES, FORWARDS, load
 
 ANSWER, WRONG = 7, 9
+POINTS = {"heads": "z", "stream": "resid_pre", "attention": "attn_out", "mlp": "mlp_out"}
 
 
 def unit(x):
@@ -53,8 +56,8 @@ def case(name, clean_ids, corrupted_ids):
     record = {}
     hooks = {}
     for l in range(layers):
-        hooks[("z", l)] = recorder(record, "z")
-        hooks[("resid_pre", l)] = recorder(record, "resid_pre")
+        for point in POINTS.values():
+            hooks[(point, l)] = recorder(record, point)
     clean_output = forward(p, cfg, clean_ids, hooks)
 
     def measure(output):
@@ -65,16 +68,19 @@ def case(name, clean_ids, corrupted_ids):
         return {"similarity": float((unit(output.mean(0)) * unit(clean_output.mean(0))).sum())}
 
     result = {"model": name, "clean_ids": clean_ids.tolist(), "corrupted_ids": corrupted_ids.tolist(),
-              "clean": measure(clean_output), "corrupted": measure(forward(p, cfg, corrupted_ids)), "heads": [], "stream": []}
+              "clean": measure(clean_output), "corrupted": measure(forward(p, cfg, corrupted_ids)), "heads": []}
     if decoder:
         result["answer"], result["wrong"] = ANSWER, WRONG
     for layer in range(layers):
         for head in range(cfg[heads_key]):
             patched = forward(p, cfg, corrupted_ids, {("z", layer): replace(record[("z", layer)], head=head)})
             result["heads"].append({"layer": layer, "head": head, **measure(patched)})
-        for position in range(len(corrupted_ids)):
-            patched = forward(p, cfg, corrupted_ids, {("resid_pre", layer): replace(record[("resid_pre", layer)], position=position)})
-            result["stream"].append({"layer": layer, "position": position, **measure(patched)})
+        for site, point in POINTS.items():
+            if site == "heads":
+                continue
+            for position in range(len(corrupted_ids)):
+                patched = forward(p, cfg, corrupted_ids, {(point, layer): replace(record[(point, layer)], position=position)})
+                result.setdefault(site, []).append({"layer": layer, "position": position, **measure(patched)})
     return result
 
 

@@ -7,7 +7,7 @@ namespace HeadLens.Cli.Commands;
 
 /// <summary>
 /// Activation patching (<see cref="ActivationPatching"/>): a clean and a corrupted text, and for each head (or each
-/// stream position per layer) how much of the clean answer comes back when that one activation is copied from the
+/// position of each layer's stream, attention output or MLP output) how much of the clean answer comes back when that one activation is copied from the
 /// clean run into the corrupted one.
 /// </summary>
 internal sealed class PatchCommand : ICommand
@@ -15,14 +15,14 @@ internal sealed class PatchCommand : ICommand
     // A metric gap below this (nats or logits) is one the model hardly makes: its percentages are said to be noisy.
     private const double SmallGap = 0.1;
 
-    // A long text's stream rows whose patches all move the metric by less than this fraction are left out of the table.
+    // A long text's position rows whose patches all move the metric by less than this fraction are left out of the table.
     private const double QuietRow = 0.005;
 
     public string Name => "patch";
 
     public CommandSpec Spec { get; } = new(
         "Activation patching: run a clean and a corrupted text of the same length, then the corrupted one again with one "
-        + "head's output (or the stream at one position entering one layer) copied from the clean run, and show how much "
+        + "head's output (or, at one position, the stream entering a layer, or a layer's attention or MLP output) copied from the clean run, and show how much "
         + "of the clean answer each patch brings back (0% = the corrupted run, 100% = the clean one).",
         [
             SharedOptions.Model,
@@ -37,8 +37,9 @@ internal sealed class PatchCommand : ICommand
             CliOption.Valued("wrong", "TOKEN", "the token the corrupted text calls for: the metric is logit(answer) − logit(wrong); without it, log p(answer)", "the corrupted run's top next token, when no answer is given either")
                 with { Group = "wrong" },
             CliOption.Valued("wrong-id", "ID", "the wrong answer as a token id") with { Group = "wrong" },
-            CliOption.Valued("over", "heads|stream", "patch each head's output (pattern · V) at every position, or the stream entering each layer at each position", "heads")
-                with { Choices = ["heads", "stream"] },
+            CliOption.Valued("over", "heads|stream|attention|mlp", "patch each head's output (pattern · V) at every position; or, one position at a time, "
+                + "the stream entering each layer (hook_resid_pre), each layer's attention output (hook_attn_out) or its MLP output (hook_mlp_out)", "heads")
+                with { Choices = [.. SiteNames.Keys] },
             CliOption.Valued("layer", "L", "patch only this layer", "every layer"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
@@ -57,7 +58,7 @@ internal sealed class PatchCommand : ICommand
         string? answerText = args.Get("answer"), wrongText = args.Get("wrong");
         int? answerId = args.Has("answer-id") ? args.GetInt("answer-id", 0, 0) : null;
         int? wrongId = args.Has("wrong-id") ? args.GetInt("wrong-id", 0, 0) : null;
-        var site = string.Equals(args.Get("over"), "stream", StringComparison.OrdinalIgnoreCase) ? PatchSite.Stream : PatchSite.Heads;
+        var site = SiteNames[(args.Get("over") ?? "heads").ToLowerInvariant()];
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
         int seed = args.GetInt("seed", 0);
@@ -67,7 +68,7 @@ internal sealed class PatchCommand : ICommand
         int? wrong = wrongText is null ? wrongId : ModelInput.OneToken(wrongText, tokenizer, "wrong");
         ModelInput.PackForRepeatedInference(model);
         int patches = (layer is null ? config.Layers : 1) * (site == PatchSite.Heads ? config.Heads : clean.Length);
-        var progress = new SweepProgress(patches, "patched", site == PatchSite.Heads ? "heads" : "stream positions");
+        var progress = new SweepProgress(patches, "patched", site == PatchSite.Heads ? "heads" : "positions");
         var result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, progress.Report);
         var kinds = site == PatchSite.Heads
             ? HeadTaxonomy.Analyse(model, tokenizer, clean, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind)
@@ -85,6 +86,15 @@ internal sealed class PatchCommand : ICommand
         return 0;
     }
 
+    /// <summary>--over's values and the JSON's "over".</summary>
+    internal static readonly Dictionary<string, PatchSite> SiteNames = new(StringComparer.Ordinal)
+    {
+        ["heads"] = PatchSite.Heads,
+        ["stream"] = PatchSite.Stream,
+        ["attention"] = PatchSite.Attention,
+        ["mlp"] = PatchSite.Mlp,
+    };
+
     /// <summary>The metric's name in the JSON.</summary>
     internal static string MetricName(PatchMetric metric) => metric switch
     {
@@ -100,7 +110,7 @@ internal sealed class PatchCommand : ICommand
         {
             ["clean_ids"] = result.CleanIds,
             ["corrupted_ids"] = result.CorruptedIds,
-            ["over"] = heads ? "heads" : "stream",
+            ["over"] = SiteNames.Single(pair => pair.Value == result.Site).Key,
             ["metric"] = MetricName(result.Metric),
             ["clean"] = Math.Round(result.Clean, 6),
             ["corrupted"] = Math.Round(result.Corrupted, 6),
@@ -150,7 +160,7 @@ internal sealed class PatchCommand : ICommand
 
         Console.WriteLine(heads
             ? $"Activation patching on {path}: each head's output (pattern · V, every position) copied from the clean run into the corrupted one, in turn."
-            : $"Activation patching on {path}: the stream entering each layer, at one position, copied from the clean run into the corrupted one, in turn.");
+            : $"Activation patching on {path}: {What(result.Site)}, at one position, copied from the clean run into the corrupted one, in turn.");
         Console.WriteLine($"  clean:     {Text(result.CleanIds)} ({result.CleanIds.Length} tokens)");
         Console.WriteLine($"  corrupted: {Text(result.CorruptedIds)}");
         Console.WriteLine($"  they differ at {(differ.Length == 1 ? "position" : "positions")} "
@@ -205,7 +215,7 @@ internal sealed class PatchCommand : ICommand
 
         Console.WriteLine();
         var ranked = result.Effects.OrderByDescending(e => e.Recovered).Take(top).ToList();
-        Console.WriteLine(heads ? $"The {ranked.Count} heads that bring back most:" : $"The {ranked.Count} stream positions that bring back most:");
+        Console.WriteLine(heads ? $"The {ranked.Count} heads that bring back most:" : $"The {ranked.Count} patches that bring back most:");
         foreach (var e in ranked)
         {
             Console.WriteLine(heads
@@ -215,6 +225,13 @@ internal sealed class PatchCommand : ICommand
     }
 
     private static string Describe(PatchMetric metric) => ActivationPatching.Describe(metric);
+
+    private static string What(PatchSite site) => site switch
+    {
+        PatchSite.Stream => "the stream entering each layer",
+        PatchSite.Attention => "each layer's attention output (all its heads)",
+        _ => "each layer's MLP output",
+    };
 
     private static string Percent(double fraction) => (100 * fraction).ToString("+0.0'%';-0.0'%';0.0'%'", CultureInfo.InvariantCulture);
 }

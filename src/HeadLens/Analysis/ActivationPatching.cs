@@ -10,6 +10,12 @@ public enum PatchSite
 
     /// <summary>The stream entering one block (hook_resid_pre) at one position: where, and from which layer on, it lives.</summary>
     Stream,
+
+    /// <summary>One block's attention output (hook_attn_out, all its heads and bias) at one position.</summary>
+    Attention,
+
+    /// <summary>One block's MLP output (hook_mlp_out) at one position.</summary>
+    Mlp,
 }
 
 /// <summary>What a run is measured by, at the text's last position (decoders) or over the sentence (encoders).</summary>
@@ -26,8 +32,8 @@ public enum PatchMetric
 }
 
 /// <summary>
-/// One patched run: <see cref="Index"/> is the head (<see cref="PatchSite.Heads"/>) or the position
-/// (<see cref="PatchSite.Stream"/>) in <see cref="Layer"/>; <see cref="Value"/> the metric on that run and
+/// One patched run: <see cref="Index"/> is the head (<see cref="PatchSite.Heads"/>) or the position (the other
+/// sites) in <see cref="Layer"/>; <see cref="Value"/> the metric on that run and
 /// <see cref="Recovered"/> = (value − corrupted) / (clean − corrupted): 0 where the patch changes nothing, 1 where it
 /// brings back the clean run's whole metric.
 /// </summary>
@@ -68,6 +74,11 @@ public static class ActivationPatching
         var config = model.Config;
         int t = cleanIds.Length, c = config.Channels, d = config.HeadDim, h = config.Heads, vocab = config.VocabSize;
         Validate(config, cleanIds, corruptedIds, answer, wrong);
+        if (site == PatchSite.Mlp && !config.HasMlp)
+        {
+            throw new HeadLensException("this model has no MLP blocks (attention-only): there is no MLP output to patch");
+        }
+
         layers ??= [.. Enumerable.Range(0, config.Layers)];
         foreach (int layer in layers)
         {
@@ -77,13 +88,13 @@ public static class ActivationPatching
             }
         }
 
-        // The clean run keeps what is copied (every asked layer's z, or its stream); the corrupted run keeps the stream
-        // entering each asked block, where the patched runs start (nothing before a patch changes).
+        // The clean run keeps what is copied (every asked layer's z, stream, attention or MLP output); the corrupted run
+        // keeps the stream entering each asked block, where the patched runs start (nothing before a patch changes).
         bool encoder = !config.HasOutputHead;
         string last = HeadAblation.LastHidden(model);
         var asked = layers.ToHashSet();
         bool Kept(string name, bool clean) => (encoder && name == last)
-            || asked.Any(l => name == HookNames.ResidPre(l) || (clean && site == PatchSite.Heads && name == HookNames.Z(l)));
+            || asked.Any(l => name == HookNames.ResidPre(l) || (clean && name == Point(site, l)));
         var cleanRun = new HookedForward(model).Run(cleanIds, name => Kept(name, clean: true));
         var corruptedRun = new HookedForward(model).Run(corruptedIds, name => Kept(name, clean: false));
         double[] cleanSentence = encoder ? Sentence(cleanRun[last], t, c) : [];
@@ -155,18 +166,29 @@ public static class ActivationPatching
             }
 
             var forward = new HookedForward(model);
+            var source = cleanRun[Point(site, layer)];
             if (site == PatchSite.Heads)
             {
                 // z [B·T, H, D]: sequence b gets head index[b]'s clean z at every position.
-                var cleanZ = cleanRun[HookNames.Z(layer)];
                 forward.AddHook(HookNames.Z(layer), (_, z, _) =>
                 {
                     for (int b = 0; b < batch; b++)
                     {
                         for (int i = 0; i < t; i++)
                         {
-                            cleanZ.AsSpan(((i * h) + index[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + index[b]) * d, d));
+                            source.AsSpan(((i * h) + index[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + index[b]) * d, d));
                         }
+                    }
+                });
+            }
+            else if (site != PatchSite.Stream)
+            {
+                // The attention's or the MLP's output [B·T, C]: sequence b gets the clean row at position index[b].
+                forward.AddHook(Point(site, layer), (_, output, _) =>
+                {
+                    for (int b = 0; b < batch; b++)
+                    {
+                        source.AsSpan(index[b] * c, c).CopyTo(output.Slice(((b * t) + index[b]) * c, c));
                     }
                 });
             }
@@ -184,6 +206,15 @@ public static class ActivationPatching
 
         return new PatchingResult(cleanIds, corruptedIds, site, metric, answer, wrong, clean, corrupted, effects);
     }
+
+    /// <summary>The capture point a site copies from the clean run, in <paramref name="layer"/>.</summary>
+    public static string Point(PatchSite site, int layer) => site switch
+    {
+        PatchSite.Heads => HookNames.Z(layer),
+        PatchSite.Stream => HookNames.ResidPre(layer),
+        PatchSite.Attention => HookNames.AttentionOut(layer),
+        _ => HookNames.MlpOut(layer),
+    };
 
     /// <summary>The metric in words, for messages and tables.</summary>
     public static string Describe(PatchMetric metric) => metric switch

@@ -17,10 +17,18 @@ public class ActivationPatchingTests
 
     private static int[] Ints(JsonElement array) => [.. array.EnumerateArray().Select(value => value.GetInt32())];
 
+    private static PatchSite Site(string name) => name switch
+    {
+        "heads" => PatchSite.Heads,
+        "stream" => PatchSite.Stream,
+        "attention" => PatchSite.Attention,
+        _ => PatchSite.Mlp,
+    };
+
     public static TheoryData<string, string, string> GoldenCases()
     {
         var cases = new TheoryData<string, string, string>();
-        foreach (string site in new[] { "heads", "stream" })
+        foreach (string site in new[] { "heads", "stream", "attention", "mlp" })
         {
             foreach (string model in new[] { "tiny-gpt2", "tiny-llama-gqa" })
             {
@@ -39,14 +47,14 @@ public class ActivationPatchingTests
     public void EveryPatchMatchesPyTorch(string name, string site, string metric)
     {
         // tests/reference/patching_golden.py: the fixture in float64 by its own forward, the corrupted text run once
-        // per patch with one head's z (every position) or the stream entering one block (one position) taken from the
-        // clean run. Float32 here: the logits' differences agree to a few 1e-6, the cosines to ~1e-7.
+        // per patch with one head's z (every position), or at one position the stream entering one block, its
+        // attention's output or its MLP's, taken from the clean run. Float32 here: the logits' differences agree to a few 1e-6, the cosines to ~1e-7.
         var golden = Golden(name);
         var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", name));
         int[] clean = Ints(golden.GetProperty("clean_ids")), corrupted = Ints(golden.GetProperty("corrupted_ids"));
         int? answer = metric == "similarity" ? null : golden.GetProperty("answer").GetInt32();
         int? wrong = metric == "logit_difference" ? golden.GetProperty("wrong").GetInt32() : null;
-        var result = ActivationPatching.Run(model, clean, corrupted, site == "heads" ? PatchSite.Heads : PatchSite.Stream, answer, wrong);
+        var result = ActivationPatching.Run(model, clean, corrupted, Site(site), answer, wrong);
 
         var expectedMetric = metric switch
         {
@@ -114,6 +122,7 @@ public class ActivationPatchingTests
     public static TheoryData<string, string, int> BatchCases => new()
     {
         { "gpt2", "heads", 1 }, { "gpt2", "stream", 2 }, { "llama", "heads", 3 }, { "llama", "stream", 100 }, { "bert", "heads", 2 }, { "bert", "stream", 1 },
+        { "gpt2", "attention", 3 }, { "llama", "mlp", 2 }, { "bert", "attention", 100 }, { "bert", "mlp", 4 },
     };
 
     [Theory]
@@ -134,20 +143,21 @@ public class ActivationPatchingTests
         int[] corrupted = [.. clean];
         corrupted[3] = (clean[3] + 1) % config.VocabSize;
         corrupted[7] = (clean[7] + 5) % config.VocabSize;
-        var patchSite = site == "heads" ? PatchSite.Heads : PatchSite.Stream;
+        var patchSite = Site(site);
         int? answer = config.HasOutputHead ? 1 : null, wrong = config.HasOutputHead ? 2 : null;
         var result = ActivationPatching.Sweep(model, clean, corrupted, patchSite, answer, wrong, null, null, maxBatch);
         Assert.Equal(config.Layers * (site == "heads" ? config.Heads : clean.Length), result.Effects.Count);
 
-        var names = Enumerable.Range(0, config.Layers).SelectMany(l => new[] { HookNames.Z(l), HookNames.ResidPre(l) }).ToHashSet();
+        var names = Enumerable.Range(0, config.Layers).Select(l => ActivationPatching.Point(patchSite, l)).ToHashSet();
         var cleanRun = new HookedForward(model).Run(clean, names.Contains);
         string last = model.Parameters.HasFinalNorm ? HookNames.FinalNormalized : HookNames.ResidPost(config.Layers - 1);
         double[] reference = config.HasOutputHead ? [] : Sentence(new HookedForward(model).Run(clean, name => name == last)[last], config.Channels);
         foreach (var effect in result.Effects)
         {
+            string point = ActivationPatching.Point(patchSite, effect.Layer);
             var forward = site == "heads"
-                ? new HookedForward(model).Patch(HookNames.Z(effect.Layer), cleanRun[HookNames.Z(effect.Layer)], head: effect.Index)
-                : new HookedForward(model).Patch(HookNames.ResidPre(effect.Layer), cleanRun[HookNames.ResidPre(effect.Layer)], position: effect.Index);
+                ? new HookedForward(model).Patch(point, cleanRun[point], head: effect.Index)
+                : new HookedForward(model).Patch(point, cleanRun[point], position: effect.Index);
             double value = Metric(model, forward.Run(corrupted, name => name == last), last, reference);
             Assert.True(Math.Abs(effect.Value - value) <= 2e-5, $"{site} {effect.Layer}.{effect.Index}: {effect.Value} vs {value}");
         }
@@ -227,5 +237,7 @@ public class ActivationPatchingTests
         Assert.Contains("output head", Refusal(() => ActivationPatching.Run(encoder, clean, corrupted, PatchSite.Heads, 1)));
         Assert.Contains("outside the vocabulary", Refusal(() => ActivationPatching.Run(model, clean, corrupted, PatchSite.Heads, 1, model.Config.VocabSize)));
         Assert.Contains("no layer 2", Refusal(() => ActivationPatching.Run(model, clean, corrupted, PatchSite.Stream, 1, 2, [2])));
+        var attentionOnly = TinyModels.Random(TinyModels.AttentionOnly, seed: 3);
+        Assert.Contains("no MLP blocks", Refusal(() => ActivationPatching.Run(attentionOnly, clean, corrupted, PatchSite.Mlp, 1, 2)));
     }
 }

@@ -16,6 +16,8 @@ public class PatchCommandTests
     [Theory]
     [InlineData("heads")]
     [InlineData("stream")]
+    [InlineData("attention")]
+    [InlineData("mlp")]
     public void JsonRanksEveryPatchAsTheLibraryComputesIt(string over)
     {
         int[] clean = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], corrupted = [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3];
@@ -31,7 +33,13 @@ public class PatchCommandTests
         Assert.False(root.TryGetProperty("answer_token", out _));
 
         var (model, _) = ModelFiles.Load(Model);
-        var expected = ActivationPatching.Run(model, clean, corrupted, over == "heads" ? PatchSite.Heads : PatchSite.Stream, 7, 9);
+        var expected = ActivationPatching.Run(model, clean, corrupted, over switch
+        {
+            "heads" => PatchSite.Heads,
+            "stream" => PatchSite.Stream,
+            "attention" => PatchSite.Attention,
+            _ => PatchSite.Mlp,
+        }, 7, 9);
         Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
         Assert.Equal(Math.Round(expected.Corrupted, 6), root.GetProperty("corrupted").GetDouble());
         var patches = root.GetProperty("patches").EnumerateArray().ToList();
@@ -80,7 +88,15 @@ public class PatchCommandTests
         Assert.True(code == 0, error);
         Assert.Matches(@"\n +14  'z'→'v' +\+100\.0%", output);
         Assert.Contains("positions where no patch moves the metric by 0.5% or more are left out", output);
-        Assert.Contains("The 1 stream positions that bring back most:", output);
+        Assert.Contains("The 1 patches that bring back most:", output);
+
+        // The last layer's attention output at the last position carries nearly all of it: the induction heads'
+        // layer moves the letter to where it is read.
+        var attention = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "attention", "--json");
+        Assert.True(attention.Code == 0, attention.Error);
+        var best = JsonDocument.Parse(attention.Out).RootElement.GetProperty("patches")[0];
+        Assert.Equal((3, Clean.Length - 1), (best.GetProperty("layer").GetInt32(), best.GetProperty("position").GetInt32()));
+        Assert.InRange(best.GetProperty("recovered").GetDouble(), 0.9, 1.1);
     }
 
     [Fact]
@@ -106,7 +122,7 @@ public class PatchCommandTests
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,6,7", "--answer", "1", "--wrong", "2"), "give the same logit difference");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--wrong", "2"), "give the answer token too");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--answer", "x"), "needs the model's tokenizer");
-        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "mlp"), "--over");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "neurons"), "--over");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7"), "--corrupted");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", "minilm", "--clean", "a cat", "--corrupted", "a dog", "--answer", "x"), "output head");
     }
