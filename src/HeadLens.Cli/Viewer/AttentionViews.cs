@@ -38,6 +38,12 @@ public sealed record HeadEffectView(int Head, double Change, int Position, doubl
 /// <param name="Measure">"next_token_loss" or "embedding_drift", as `headlens ablate --json` names them.</param>
 public sealed record AblationView(int Layer, string Method, string Measure, double Clean, IReadOnlyList<HeadEffectView> Heads);
 
+/// <summary>One head patched from the clean text into the corrupted one: the metric then, and the share of the clean-minus-corrupted gap it brings back.</summary>
+public sealed record PatchEffectView(int Head, double Value, double Recovered);
+
+/// <param name="Metric">"logit_difference", "log_probability" or "embedding_similarity", as `headlens patch --json` names them.</param>
+public sealed record PatchView(int Layer, string Metric, string? Answer, string? Wrong, double Clean, double Corrupted, IReadOnlyList<PatchEffectView> Heads);
+
 /// <summary>One stage of the stream at one position: its most likely next tokens, and the probability of the token that follows in the text (null at the last position).</summary>
 public sealed record LensCell(int[] Ids, string[] Top, double[] Probabilities, double? Next);
 
@@ -92,6 +98,16 @@ public sealed class AttentionViews(IAttentionSource source)
             Commands.AblateCommand.MeasureName(result.Measure), Math.Round(result.Clean, 6),
             [.. result.Heads.Select(e => new HeadEffectView(e.Head, Math.Round(e.Change, 6), e.Position, Math.Round(e.PositionChange, 6),
                 e.CleanProbability is { } before ? Math.Round(before, 6) : null, e.AblatedProbability is { } after ? Math.Round(after, 6) : null))]);
+    }
+
+    /// <summary>Which heads of one layer carry what tells the clean text from the corrupted one (the page asks layer by layer).</summary>
+    public PatchView Patch(TokenizedText clean, TokenizedText corrupted, int layer)
+    {
+        var result = source.Patch(clean.Ids, corrupted.Ids, layer);
+        return new PatchView(layer, Commands.PatchCommand.MetricName(result.Metric),
+            result.Answer is { } answer ? source.TokenText(answer) : null, result.Wrong is { } wrong ? source.TokenText(wrong) : null,
+            Math.Round(result.Clean, 6), Math.Round(result.Corrupted, 6),
+            [.. result.Effects.Select(e => new PatchEffectView(e.Index, Math.Round(e.Value, 6), Math.Round(e.Recovered, 6)))]);
     }
 
     /// <summary>How many tokens the lens view keeps per position.</summary>

@@ -55,6 +55,13 @@ public interface IAttentionSource
     LogitLensResult Lens(int[] ids);
 
     /// <summary>
+    /// Every head of one layer patched from <paramref name="clean"/> into <paramref name="corrupted"/> in turn
+    /// (<see cref="ActivationPatching.Run"/>, the metric chosen as `headlens patch` chooses it without --answer);
+    /// a source without a model throws <see cref="ViewerException"/> (501).
+    /// </summary>
+    PatchingResult Patch(int[] clean, int[] corrupted, int layer);
+
+    /// <summary>
     /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
     /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
     /// </summary>

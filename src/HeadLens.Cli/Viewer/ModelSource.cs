@@ -103,6 +103,14 @@ public sealed class ModelSource : IAttentionSource
         }
     }
 
+    public PatchingResult Patch(int[] clean, int[] corrupted, int layer)
+    {
+        lock (gate)
+        {
+            return ActivationPatching.Run(model, clean, corrupted, PatchSite.Heads, layers: [layer]);
+        }
+    }
+
     public LogitLensResult Lens(int[] ids)
     {
         lock (gate)

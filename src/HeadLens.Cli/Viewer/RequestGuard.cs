@@ -33,6 +33,7 @@ public static class RequestGuard
         ["/api/compare"] = HttpMethods.Post,
         ["/api/ablate"] = HttpMethods.Post,
         ["/api/lens"] = HttpMethods.Post,
+        ["/api/patch"] = HttpMethods.Post,
     };
 
     /// <summary>The refusal for this request (status and one line), or null when it may go on.</summary>

@@ -95,6 +95,10 @@ public sealed partial class SyntheticSource : IAttentionSource
     public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method) =>
         throw new ViewerException(501, "ablation needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
 
+    /// <summary>Hand-made patterns have no activations to copy from one text into another.</summary>
+    public PatchingResult Patch(int[] clean, int[] corrupted, int layer) =>
+        throw new ViewerException(501, "patching needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
+
     /// <summary>Hand-made patterns have no stream to read.</summary>
     public LogitLensResult Lens(int[] ids) =>
         throw new ViewerException(501, "the logit lens needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");

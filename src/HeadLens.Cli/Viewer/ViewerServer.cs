@@ -44,6 +44,9 @@ public sealed record ViewerRequest
 
     public string? Word { get; init; }
 
+    /// <summary>/api/patch: the corrupted text patched from the clean one (<see cref="Text"/>).</summary>
+    public string? Corrupted { get; init; }
+
     /// <summary>How /api/ablate removes a head: "zero" (default) or "mean".</summary>
     public string? Method { get; init; }
 }
@@ -194,6 +197,13 @@ public static partial class ViewerServer
         {
             var body = await ReadAsync(request, options);
             return Results.Json(await gate.RunAsync(() => views.Ablate(limits.Input(body), limits.Layer(body.Layer), AblationMethodOf(body.Method)),
+                request.HttpContext.RequestAborted), Json);
+        });
+        app.MapPost("/api/patch", async (HttpRequest request) =>
+        {
+            var body = await ReadAsync(request, options);
+            string corrupted = body.Corrupted ?? throw new ViewerException(400, "give the corrupted text: corrupted");
+            return Results.Json(await gate.RunAsync(() => views.Patch(limits.Input(body), limits.Input(new ViewerRequest { Text = corrupted }), limits.Layer(body.Layer)),
                 request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/lens", async (HttpRequest request) =>

@@ -25,6 +25,40 @@ public class ModelSourceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task PatchingAnswersEveryHeadOfALayerAsTheLibraryComputesIt()
+    {
+        const string Clean = "the word is kqzj; the word is kq", Corrupted = "the word is kqvj; the word is kq";
+        var app = ViewerServer.Build(Load(Embedded, out _), new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var stop = app;
+        using var client = app.GetTestClient();
+        using var response = await client.PostAsJsonAsync("/api/patch", new { text = Clean, corrupted = Corrupted, layer = 3 });
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var root = JsonDocument.Parse(body).RootElement;
+        Assert.Equal(("logit_difference", "z", "v"), (root.GetProperty("metric").GetString(), root.GetProperty("answer").GetString(), root.GetProperty("wrong").GetString()));
+
+        // The library on a second copy of the model: the viewer must answer what `headlens patch --layer 3` prints.
+        var (reference, tokenizer) = ModelFiles.Load(Embedded);
+        var expected = ActivationPatching.Run(reference, tokenizer!.EncodeForModel(Clean), tokenizer.EncodeForModel(Corrupted), PatchSite.Heads, layers: [3]);
+        Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
+        Assert.Equal(Math.Round(expected.Corrupted, 6), root.GetProperty("corrupted").GetDouble());
+        var heads = root.GetProperty("heads").EnumerateArray().ToList();
+        Assert.Equal(reference.Config.Heads, heads.Count);
+        foreach (var (answer, effect) in heads.Zip(expected.Effects))
+        {
+            Assert.Equal(effect.Index, answer.GetProperty("head").GetInt32());
+            Assert.Equal(Math.Round(effect.Recovered, 6), answer.GetProperty("recovered").GetDouble());
+            Assert.Equal(Math.Round(effect.Value, 6), answer.GetProperty("value").GetDouble());
+        }
+
+        // Texts of different lengths: one line, 400.
+        using var refused = await client.PostAsJsonAsync("/api/patch", new { text = Clean, corrupted = "the word", layer = 0 });
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("the clean one has 32 tokens, the corrupted one 8", await refused.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task TheLensAnswersEveryStageAsTheLibraryComputesIt()
     {
         const string Text = "the word is kqzj; the word is kq";
@@ -231,6 +265,8 @@ public class ModelSourceTests(ITestOutputHelper output)
         public HeadAblationResult Ablate(int[] ids, int layer, AblationMethod method) => inner.Ablate(ids, layer, method);
 
         public LogitLensResult Lens(int[] ids) => inner.Lens(ids);
+
+        public PatchingResult Patch(int[] clean, int[] corrupted, int layer) => inner.Patch(clean, corrupted, layer);
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
     }

@@ -45,6 +45,21 @@ public class ViewerApiTests
     }
 
     [Fact]
+    public async Task PatchingNeedsAModelAndTwoTexts()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        var (status, body) = await PostAsync(host, "/api/patch", new { text = Text, corrupted = Text, layer = 0 });
+        Assert.Equal(HttpStatusCode.NotImplemented, status);
+        Assert.Contains("patching needs a model", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/patch", new { text = Text, layer = 0 });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("corrupted", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/patch", new { text = Text, corrupted = Text, layer = 9 });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("layer 9", body.GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task TheLensNeedsAModelAndSaysSo()
     {
         await using var host = await ViewerHost.StartAsync();

@@ -158,6 +158,42 @@ public class ViewerBrowserTests
     }
 
     [BrowserFact]
+    public async Task TheGridShowsWhichHeadsCarryADifference()
+    {
+        // The embedded model: the text and a corrupted copy differing in the letter to be copied; one click patches
+        // every head in turn, layer by layer, and the induction head that carries the letter gets the largest badge.
+        var source = ModelSourceTests.Load(ModelSourceTests.Embedded, out var model);
+        Assert.Equal(4, model.Config.Heads);
+        var (app, url) = await StartAsync(source);
+        await using var stop = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url);
+        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the model view's 4 × 4 heads");
+        TypeText(browser, "the word is kqzj; the word is kq");
+        browser.Find("#patch-corrupted").SendKeys("the word is kqvj; the word is kq");
+        browser.Find("#patch-run").Click();
+        browser.WaitFor(() => browser.Find("body").GetAttribute("data-patched") is not null, "the patching of every layer");
+        Assert.Equal(16, browser.FindAll("#grid .cell .effect").Count);
+        string status = browser.Find("#ablate-status").Text;
+        Assert.Contains("logit(‘z’) − logit(‘v’): +6.28", status);
+        Assert.Contains("Most: layer 3 head 0 (+74%)", status);
+        Assert.Equal("+74%", browser.Find("#grid .cell[data-layer='3'][data-head='0'] .effect").Text);
+        new Actions(browser.Driver).MoveToElement(browser.Find("#grid .cell[data-layer='3'][data-head='0']")).Perform();
+        browser.WaitFor(() => browser.Find("#tooltip").Displayed, "the tooltip");
+        Assert.Contains("brings back +74% of the gap", browser.Find("#tooltip").Text);
+        browser.Screenshot("patching");
+
+        // Different lengths: the status says so in one line.
+        var box = browser.Find("#patch-corrupted");
+        box.Clear();
+        box.SendKeys("the word");
+        browser.Find("#patch-run").Click();
+        browser.WaitFor(() => browser.Find("#ablate-status").Text.Contains("tokens", StringComparison.Ordinal)
+            && browser.Find("#ablate-status").GetAttribute("class")!.Contains("error", StringComparison.Ordinal), "the refusal");
+        Assert.Contains("the clean one has 32 tokens, the corrupted one 8", browser.Find("#ablate-status").Text);
+    }
+
+    [BrowserFact]
     public async Task TheLensViewShowsWhereTheAnswerForms()
     {
         // The embedded model: stages × positions, the copied letter only at the last stage; then the same text's report,
@@ -239,6 +275,7 @@ public class ViewerBrowserTests
             Assert.Equal("Compare (needs serve)", browser.Find("#tabs button[data-view='compare']").Text);
             Assert.Contains("headlens serve", browser.Find("#offline-note").Text);
             Assert.False(browser.Find("#ablate-run").Enabled);
+            Assert.False(browser.Find("#patch-run").Enabled);
             Assert.Contains("What breaks without each head?", browser.Find("#offline-note").Text);
             Assert.Empty(browser.FindAll("#tokens i"));
             browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();

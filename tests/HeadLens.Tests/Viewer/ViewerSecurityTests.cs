@@ -324,6 +324,12 @@ public class ViewerSecurityTests
             return inner.Ablate(ids, layer, method);
         }
 
+        public global::HeadLens.Analysis.PatchingResult Patch(int[] clean, int[] corrupted, int layer)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Patch(clean, corrupted, layer);
+        }
+
         public global::HeadLens.Analysis.LogitLensResult Lens(int[] ids)
         {
             Interlocked.Increment(ref calls);

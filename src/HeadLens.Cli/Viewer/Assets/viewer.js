@@ -40,6 +40,7 @@
       compare: (a, b, word) => post('/api/compare', { a, b, word }),
       ablate: (text, layer, method) => post('/api/ablate', { text, layer, method }),
       lens: (text) => post('/api/lens', { text }),
+      patch: (text, corrupted, layer) => post('/api/patch', { text, corrupted, layer }),
       generate: async (prompt, maxTokens, temperature, onLine) => {
         const response = await fetch('/api/generate', {
           method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -82,6 +83,7 @@
       token: async (text, index) => tokenFromPatterns(data, index),
       compare: notHere,
       ablate: notHere,
+      patch: notHere,
       lens: async () => {
         if (!data.lens) { throw new Error('the logit lens needs a model that predicts tokens; this report has none'); }
         return data.lens;
@@ -260,10 +262,11 @@
   async function runAblation() {
     const text = $('text').value;
     const method = $('ablate-method').value;
-    const ablation = { text, method, measure: null, clean: null, effects: {}, done: false };
+    const ablation = { kind: 'ablate', text, method, measure: null, clean: null, effects: {}, done: false };
     state.ablation = ablation;
     drawEffects();
     $('ablate-run').disabled = true;
+    $('patch-run').disabled = true;
     try {
       for (let layer = 0; layer < state.model.layers; layer++) {
         setStatus('removing each head of layer ' + layer + ' (' + (layer + 1) + ' of ' + state.model.layers + ')\u2026', false, 'ablate-status');
@@ -286,13 +289,58 @@
     } catch (error) {
       if (state.ablation === ablation) { setStatus(error.message, true, 'ablate-status'); }
     } finally {
-      if (state.ablation === ablation) { $('ablate-run').disabled = false; }
+      if (state.ablation === ablation) { $('ablate-run').disabled = false; $('patch-run').disabled = false; }
     }
   }
+
+  // ---- which heads carry a difference: /api/patch layer by layer, each head copied from the text into a corrupted one ----
+
+  async function runPatching() {
+    const text = $('text').value;
+    const corrupted = $('patch-corrupted').value;
+    const patching = { kind: 'patch', text, corrupted, metric: null, effects: {}, done: false };
+    state.ablation = patching;
+    drawEffects();
+    $('ablate-run').disabled = true;
+    $('patch-run').disabled = true;
+    try {
+      let answer = null;
+      for (let layer = 0; layer < state.model.layers; layer++) {
+        setStatus('patching each head of layer ' + layer + ' (' + (layer + 1) + ' of ' + state.model.layers + ')…', false, 'ablate-status');
+        answer = await api.patch(text, corrupted, layer);
+        if (state.ablation !== patching) { return; }
+        patching.metric = answer;
+        for (const effect of answer.heads) { patching.effects[layer + '.' + effect.head] = { change: effect.recovered, value: effect.value }; }
+        drawEffects();
+      }
+      patching.done = true;
+      const best = Object.entries(patching.effects).sort((a, b) => b[1].change - a[1].change)[0];
+      const [layer, head] = best[0].split('.');
+      setStatus(metricText(answer) + ': ' + signedShort(answer.clean) + ' with the text, ' + signedShort(answer.corrupted) +
+        ' with the corrupted one; each badge is the share of that gap one head brings back when copied from the text. ' +
+        'Most: layer ' + layer + ' head ' + head + ' (' + percent(best[1].change) + ').', false, 'ablate-status');
+      document.body.setAttribute('data-patched', String(Date.now()));
+    } catch (error) {
+      if (state.ablation === patching) { setStatus(error.message, true, 'ablate-status'); }
+    } finally {
+      if (state.ablation === patching) { $('ablate-run').disabled = false; $('patch-run').disabled = false; }
+    }
+  }
+
+  function metricText(answer) {
+    if (answer.metric === 'logit_difference') { return 'logit(' + quoted(answer.answer) + ') − logit(' + quoted(answer.wrong) + ')'; }
+    if (answer.metric === 'log_probability') { return 'log p(' + quoted(answer.answer) + ')'; }
+    return 'the sentence embedding\'s cosine to the text\'s';
+  }
+
+  function signedShort(value) { return (value >= 0 ? '+' : '−') + Math.abs(value).toFixed(3); }
+
+  function percent(fraction) { return (fraction >= 0 ? '+' : '−') + Math.abs(100 * fraction).toFixed(0) + '%'; }
 
   function forgetAblation() {
     state.ablation = null;
     $('ablate-run').disabled = api.offline;
+    $('patch-run').disabled = api.offline;
     setStatus('', false, 'ablate-status');
   }
 
@@ -313,7 +361,7 @@
         continue;
       }
       if (!badge) { badge = cell.appendChild(el('span', { class: 'effect' })); }
-      badge.textContent = signed(effect.change);
+      badge.textContent = ablation.kind === 'patch' ? percent(effect.change) : signed(effect.change);
       const strength = Math.abs(effect.change) / largest;
       const rgb = effect.change >= 0 ? [220, 38, 38] : [37, 99, 235];
       badge.style.background = 'rgba(' + rgb.join(',') + ',' + (0.15 + 0.85 * strength).toFixed(3) + ')';
@@ -327,6 +375,10 @@
     const ablation = state.ablation;
     const effect = ablation && ablation.effects[layer + '.' + head];
     if (!effect || !state.input) { return []; }
+    if (ablation.kind === 'patch') {
+      return ['copied from the text into ' + quoted(ablation.corrupted) + ': brings back ' + percent(effect.change) + ' of the gap',
+        metricText(ablation.metric) + ' then ' + signedShort(effect.value)];
+    }
     const tokens = state.input.tokens;
     if (ablation.measure === 'next_token_loss') {
       const context = tokens.slice(Math.max(0, effect.position - 5), effect.position + 1).join('');
@@ -845,7 +897,7 @@
         button.title = 'needs the live viewer: headlens serve --model MODEL';
       }
       const note = $('offline-note');
-      note.textContent = 'Report of one text: Generate, Compare and "What breaks without each head?" need the live viewer (headlens serve --model MODEL).';
+      note.textContent = 'Report of one text: Generate, Compare, "What breaks without each head?" and "Which heads carry the difference?" need the live viewer (headlens serve --model MODEL).';
       note.hidden = false;
     }
     fillSelect($('head-layer'), state.model.layers, 'layer');
@@ -865,9 +917,13 @@
     $('gen-run').addEventListener('click', runGeneration);
     $('cmp-run').addEventListener('click', runCompare);
     $('ablate-run').addEventListener('click', runAblation);
+    $('patch-run').addEventListener('click', runPatching);
     if (api.offline) {
-      $('ablate-run').disabled = true;
-      $('ablate-run').title = 'needs the live viewer: headlens serve --model MODEL';
+      for (const id of ['ablate-run', 'patch-run']) {
+        $(id).disabled = true;
+        $(id).title = 'needs the live viewer: headlens serve --model MODEL';
+      }
+      $('patch-corrupted').disabled = true;
     }
     window.addEventListener('resize', () => {
       clearTimeout(resizing);
