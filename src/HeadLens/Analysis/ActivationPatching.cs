@@ -142,14 +142,9 @@ public static class ActivationPatching
         var patches = layers.SelectMany(l => Enumerable.Range(0, site == PatchSite.Heads ? h : t).Select(index => (Layer: l, Index: index))).ToList();
         int batchCap = HeadAblation.BatchCap(config, t, Math.Min(site == PatchSite.Heads ? h : t, maxBatch));
         var effects = new List<PatchEffect>(patches.Count);
-        for (int first = 0; first < patches.Count;)
+        foreach (var (first, batch) in HeadAblation.LayerBatches([.. patches.Select(patch => patch.Layer)], batchCap))
         {
-            int layer = patches[first].Layer, batch = 1;
-            while (batch < batchCap && first + batch < patches.Count && patches[first + batch].Layer == layer)
-            {
-                batch++;
-            }
-
+            int layer = patches[first].Layer;
             int[] index = [.. Enumerable.Range(first, batch).Select(i => patches[i].Index)];
             var batchIds = new int[batch * t];           // [B, T]: the corrupted text once per patch
             var residual = new float[batch * t * c];      // [B·T, C]: the corrupted stream entering the block
@@ -200,7 +195,6 @@ public static class ActivationPatching
                 effects.Add(new PatchEffect(layer, index[b], value, (value - corrupted) / (clean - corrupted)));
             }
 
-            first += batch;
             progress?.Invoke(effects.Count, patches.Count);
         }
 
@@ -251,36 +245,10 @@ public static class ActivationPatching
         }
     }
 
-    private static int TopToken(ReadOnlySpan<float> logits)
-    {
-        int top = 0;
-        for (int i = 1; i < logits.Length; i++)
-        {
-            if (logits[i] > logits[top])
-            {
-                top = i;
-            }
-        }
-
-        return top;
-    }
+    private static int TopToken(ReadOnlySpan<float> logits) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits);
 
     // log softmax(logits)[token] in float64.
-    private static double LogProbability(ReadOnlySpan<float> logits, int token)
-    {
-        double max = double.NegativeInfinity, sum = 0;
-        foreach (float value in logits)
-        {
-            max = Math.Max(max, value);
-        }
-
-        foreach (float value in logits)
-        {
-            sum += Math.Exp(value - max);
-        }
-
-        return logits[token] - max - Math.Log(sum);
-    }
+    private static double LogProbability(ReadOnlySpan<float> logits, int token) => logits[token] - LogitLens.LogSumExp(logits);
 
     // The unit mean of hidden states [T, C].
     private static double[] Sentence(ReadOnlySpan<float> hidden, int t, int c)

@@ -101,14 +101,9 @@ public static class HeadAblation
         int batchCap = BatchCap(config, ids.Length, Math.Min(config.Heads, maxBatch));
         int t = ids.Length, c = config.Channels, d = config.HeadDim, h = config.Heads;
         var effects = new List<HeadAblationEffect>(heads.Count);
-        for (int first = 0; first < heads.Count;)
+        foreach (var (first, batch) in LayerBatches([.. heads.Select(pair => pair.Layer)], batchCap))
         {
-            int layer = heads[first].Layer, batch = 1;
-            while (batch < batchCap && first + batch < heads.Count && heads[first + batch].Layer == layer)
-            {
-                batch++;
-            }
-
+            int layer = heads[first].Layer;
             int[] removed = [.. Enumerable.Range(first, batch).Select(i => heads[i].Head)];
             var batchIds = new int[batch * t];                // [B, T]: the text once per head removed
             var residual = new float[batch * t * c];           // [B·T, C]: the clean stream entering the block
@@ -149,7 +144,6 @@ public static class HeadAblation
                 effects.Add(Compare(layer, removed[b], clean, Observe(logits, hidden, ids, target, config)));
             }
 
-            first += batch;
             progress?.Invoke(effects.Count, heads.Count);
         }
 
@@ -171,6 +165,25 @@ public static class HeadAblation
     {
         long rowBytes = sizeof(float) * ((config.HasOutputHead ? (long)config.VocabSize : 0) + (16L * config.Channels) + (3L * config.HiddenChannels));
         return (int)Math.Clamp(MaxBatchBytes / (rowBytes * tokens), 1, Math.Max(1, limit));
+    }
+
+    /// <summary>
+    /// The batches of a sweep: runs of consecutive items of one layer (<paramref name="layers"/>[i] is item i's), each
+    /// at most <paramref name="cap"/> long, as (first item, count).
+    /// </summary>
+    internal static IEnumerable<(int First, int Count)> LayerBatches(int[] layers, int cap)
+    {
+        for (int first = 0; first < layers.Length;)
+        {
+            int count = 1;
+            while (count < cap && first + count < layers.Length && layers[first + count] == layers[first])
+            {
+                count++;
+            }
+
+            yield return (first, count);
+            first += count;
+        }
     }
 
     /// <summary>The encoder's last hidden states: after the final norm where the model has one, else the last block's output.</summary>

@@ -90,7 +90,8 @@ public static class LogitLens
         return new LogitLensResult(ids, answers, stages);
     }
 
-    private static double LogSumExp(ReadOnlySpan<float> row)
+    /// <summary>log Σ exp(row) in float64, from the row's maximum.</summary>
+    internal static double LogSumExp(ReadOnlySpan<float> row)
     {
         float max = System.Numerics.Tensors.TensorPrimitives.Max(row);
         double sum = 0;
