@@ -370,6 +370,7 @@ public static class Circuits
 
         var scaledValue = new float[groupRows * c];     // [G·D, C] = W_V diag(γ)
         var valueThrough = new float[groupRows * c];    // [G·D, C] = W_V diag(γ) · W_Eᵀ W_U diag(γ_f)
+        var headMatrices = new double[config.Heads][];   // [D, D] per head of the layer, in float64 for the eigenvalues
         var headMatrix = new float[d * d];
         var scores = new double[config.Layers, config.Heads];
         for (int l = 0; l < config.Layers; l++)
@@ -389,8 +390,12 @@ public static class Circuits
                 int g = h / (config.Heads / config.KvHeads);
                 // [D, D] = valueThrough[g·D .. g·D + D, :] · W_O[:, h·D .. h·D + D]
                 Gemm.Multiply(false, false, d, d, c, valueThrough.AsSpan(g * d * c), c, output[(h * d)..], outputWidth, headMatrix, d, accumulate: false);
-                scores[l, h] = HeadScores.Copying([.. headMatrix.Select(value => (double)value)], d);
+                headMatrices[h] = [.. headMatrix.Select(value => (double)value)];
             }
+
+            // The eigenvalues (D³ each, about half of this function's time on GPT-2) one head per compute thread.
+            int layer = l;
+            ComputeThreads.Run(config.Heads, h => scores[layer, h] = HeadScores.Copying(headMatrices[h], d));
         }
 
         return scores;
