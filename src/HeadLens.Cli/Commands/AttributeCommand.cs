@@ -65,8 +65,7 @@ internal sealed class AttributeCommand : ICommand
             position += ids.Length;
         }
 
-        int token = tokenText is not null ? ModelInput.OneToken(tokenText, tokenizer, "token")
-            : tokenId ?? TopPrediction(model, ids, position);
+        int? token = tokenText is not null ? ModelInput.OneToken(tokenText, tokenizer, "token") : tokenId;
         int? wrong = wrongText is not null ? ModelInput.OneToken(wrongText, tokenizer, "wrong") : wrongId;
         var attribution = DirectLogitAttribution.Compute(model, ids, position, token, wrong);
         var kinds = HeadTaxonomy.Analyse(model, tokenizer, textIds, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind);
@@ -79,12 +78,6 @@ internal sealed class AttributeCommand : ICommand
 
         Print(attribution, ids, path, tokenizer, kinds, top);
         return 0;
-    }
-
-    private static int TopPrediction(HeadLens.Model.Transformer model, int[] ids, int position)
-    {
-        var logits = new Analysis.HookedForward(model).Run(ids).Logits;
-        return System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(position * model.Config.VocabSize, model.Config.VocabSize));
     }
 
     private static Dictionary<string, object> Document(LogitAttribution a, int[] ids, Tokenization.ITokenizer? tokenizer, Dictionary<(int, int), string> kinds)

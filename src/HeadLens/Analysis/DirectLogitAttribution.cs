@@ -37,10 +37,11 @@ public static class DirectLogitAttribution
 {
     /// <summary>
     /// The direct share of every head (and of the other components) in logit <paramref name="token"/> at
-    /// <paramref name="position"/>; with <paramref name="wrong"/>, in logit(token) − logit(wrong): which components
-    /// write one answer over the other (the indirect-object analysis of Wang et al. 2022).
+    /// <paramref name="position"/> (null: the model's top prediction there); with <paramref name="wrong"/>, in
+    /// logit(token) − logit(wrong): which components write one answer over the other (the indirect-object analysis of
+    /// Wang et al. 2022).
     /// </summary>
-    public static LogitAttribution Compute(Transformer model, ReadOnlySpan<int> ids, int position, int token, int? wrong = null)
+    public static LogitAttribution Compute(Transformer model, ReadOnlySpan<int> ids, int position, int? token, int? wrong = null)
     {
         var config = model.Config;
         if (!config.HasOutputHead)
@@ -65,8 +66,10 @@ public static class DirectLogitAttribution
             || name.EndsWith("hook_result", StringComparison.Ordinal) || name.EndsWith("hook_mlp_out", StringComparison.Ordinal));
         int c = config.Channels, heads = config.Heads;
         var p = model.Parameters;
-        float[] unembed = new float[c];                   // W_U[token], or W_U[token] − W_U[wrong]
-        p.OutputHead.Row(token, unembed);
+        int row = position * config.VocabSize;
+        int answer = token ?? System.Numerics.Tensors.TensorPrimitives.IndexOfMax(run.Logits.AsSpan(row, config.VocabSize));
+        float[] unembed = new float[c];                   // W_U[answer], or W_U[answer] − W_U[wrong]
+        p.OutputHead.Row(answer, unembed);
         if (wrong is { } other)
         {
             float[] wrongRow = new float[c];
@@ -141,8 +144,7 @@ public static class DirectLogitAttribution
             }
         }
 
-        int row = position * config.VocabSize;
-        double logit = run.Logits[row + token] - (wrong is { } w ? (double)run.Logits[row + w] : 0);
-        return new LogitAttribution(position, token, logit, headShares, biases, mlps, embeddings, finalBias, wrong);
+        double logit = run.Logits[row + answer] - (wrong is { } w ? (double)run.Logits[row + w] : 0);
+        return new LogitAttribution(position, answer, logit, headShares, biases, mlps, embeddings, finalBias, wrong);
     }
 }

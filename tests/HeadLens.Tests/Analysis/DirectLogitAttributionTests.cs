@@ -58,6 +58,20 @@ public class DirectLogitAttributionTests
     }
 
     [Fact]
+    public void WithoutATokenTheModelsTopPredictionIsSplit()
+    {
+        var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-llama-gqa"));
+        int[] ids = [1, 4, 1, 5, 9, 2, 6, 5];
+        var logits = new HookedForward(model).Run(ids).Logits;
+        int v = model.Config.VocabSize, top = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.AsSpan(5 * v, v));
+        var chosen = DirectLogitAttribution.Compute(model, ids, 5, null);
+        var named = DirectLogitAttribution.Compute(model, ids, 5, top);
+        Assert.Equal(top, chosen.Token);
+        Assert.Equal(named.Logit, chosen.Logit);
+        Assert.Equal(named.Heads.Cast<double>(), chosen.Heads.Cast<double>());
+    }
+
+    [Fact]
     public void BadRequestsAreRefused()
     {
         var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-gpt2"));
