@@ -178,6 +178,10 @@ public class ViewerBrowserTests
         Assert.Contains("logit(‘z’) − logit(‘v’): +6.28", status);
         Assert.Contains("Most: layer 3 head 0 (+74%)", status);
         Assert.Equal("+74%", browser.Find("#grid .cell[data-layer='3'][data-head='0'] .effect").Text);
+        // The status line above the grid grew: the grid is sized again and still ends inside the window.
+        var grid = browser.Find("#grid");
+        long height = Convert.ToInt64(browser.Driver.ExecuteScript("return window.innerHeight;"), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(grid.Location.Y + grid.Size.Height <= height, $"the grid ends at {grid.Location.Y + grid.Size.Height} px in a {height} px window");
         new Actions(browser.Driver).MoveToElement(browser.Find("#grid .cell[data-layer='3'][data-head='0']")).Perform();
         browser.WaitFor(() => browser.Find("#tooltip").Displayed, "the tooltip");
         Assert.Contains("brings back +74% of the gap", browser.Find("#tooltip").Text);

@@ -141,6 +141,8 @@
     const status = $(id || 'status');
     status.textContent = message;
     status.className = isError ? 'status error' : 'status';
+    // The ablation and patching line sits above the grid: a longer line moves the grid down, so it is sized again.
+    if (id === 'ablate-status') { sizeGrid(); }
   }
 
   // A colour bar from 0 to 1 in the shading the view uses, with ticks, and a caption saying what 1 means.
