@@ -45,9 +45,7 @@ internal sealed class AblateCommand : ICommand
         int seed = args.GetInt("seed", 0);
         args.RejectUnknown();
 
-        // Without a text, the one `heads` reads: the sample sentence, or without a tokenizer the repeated random block.
-        int[] ids = textIds ?? (tokenizer is not null ? HeadTaxonomy.SampleIds(model, tokenizer)
-            : HeadTaxonomy.RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed));
+        int[] ids = HeadTaxonomy.TextOrSample(model, tokenizer, textIds, seed);
         var heads = Enumerable.Range(0, config.Layers).Where(l => layer is null || l == layer)
             .SelectMany(l => Enumerable.Range(0, config.Heads).Select(h => (l, h))).ToList();
         int? target = targetText is null ? null : ModelInput.OneToken(targetText, tokenizer, "target");

@@ -53,8 +53,7 @@ internal sealed class AttributeCommand : ICommand
             throw new HeadLensException("logit attribution needs a model with an output head; an encoder has no logits");
         }
 
-        int[] ids = textIds ?? (tokenizer is not null ? HeadTaxonomy.SampleIds(model, tokenizer)
-            : HeadTaxonomy.RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed));
+        int[] ids = HeadTaxonomy.TextOrSample(model, tokenizer, textIds, seed);
         if (position >= ids.Length || position < -ids.Length)
         {
             throw new UsageException($"attribute: --position {position} is outside the text's {ids.Length} tokens (0..{ids.Length - 1}, or -1..-{ids.Length})");

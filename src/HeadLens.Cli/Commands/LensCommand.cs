@@ -40,8 +40,7 @@ internal sealed class LensCommand : ICommand
         int top = args.GetInt("top", 5, 1, 1000);
         args.RejectUnknown();
 
-        int[] ids = textIds ?? (tokenizer is not null ? HeadTaxonomy.SampleIds(model, tokenizer)
-            : HeadTaxonomy.RepeatedIds(config.VocabSize, config.ContextLength, tokenizer, seed: 0));
+        int[] ids = HeadTaxonomy.TextOrSample(model, tokenizer, textIds);
         if (position is { } p && (p >= ids.Length || p < -ids.Length))
         {
             throw new UsageException($"lens: --position {p} is outside the text's {ids.Length} tokens (0..{ids.Length - 1}, or -1..-{ids.Length})");

@@ -88,6 +88,14 @@ public static class HeadTaxonomy
             config.Attention == Attention.MaskKind.Bidirectional);
     }
 
+    /// <summary>
+    /// What the analysis commands read when given no text: <paramref name="textIds"/>, else the sample text, else (a
+    /// model without a tokenizer) the repeated random block of <paramref name="seed"/> — the text `heads` reads.
+    /// </summary>
+    public static int[] TextOrSample(Transformer model, ITokenizer? tokenizer, int[]? textIds, int seed = 0) =>
+        textIds ?? (tokenizer is not null ? SampleIds(model, tokenizer)
+            : RepeatedIds(model.Config.VocabSize, model.Config.ContextLength, tokenizer, seed));
+
     /// <summary>The sample text as the model reads it, cut to its context.</summary>
     public static int[] SampleIds(Transformer model, ITokenizer tokenizer) =>
         Truncate(tokenizer.EncodeForModel(SampleText), model.Config.ContextLength);
