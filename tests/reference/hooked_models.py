@@ -1,9 +1,10 @@
 """Float64 forwards of the three golden fixtures' families with TransformerLens-style hook points, shared by the
 intervention golden scripts (ablation_golden.py, patching_golden.py).
 
-Each forward takes `hooks`, a dict that may map ("resid_pre" | "z" | "attn_out" | "mlp_out" | "resid_post", layer) to
-a function of (layer, activation) returning the activation to go on with: the stream entering a block [T, C], a
-block's z (softmax(QKᵀ/√d)·V per head, [T, H, D], before the output projection), the attention's and the MLP's
+Each forward takes `hooks`, a dict that may map ("resid_pre" | "q" | "k" | "v" | "pattern" | "z" | "attn_out" |
+"mlp_out" | "resid_post", layer) to a function of (layer, activation) returning the activation to go on with: the
+stream entering a block [T, C], a block's queries [T, H, D], keys and values [T, G, D] (before RoPE, as HeadLens's
+hook_q and hook_k), attention pattern [H, T, T], z (pattern·V per head, [T, H, D], before the output projection), the attention's and the MLP's
 outputs [T, C] (before they join the stream; BERT's before its post-norms), and the stream leaving a block. Decoders return logits [T, V], the encoder
 its last hidden states [T, C].
 """
@@ -32,7 +33,7 @@ def hook(hooks, point, layer, x):
     return x if function is None else function(layer, x)
 
 
-def attend(q, k, v, causal):
+def attend(q, k, v, causal, hooks=None, layer=None):
     # q [T, H, D], k/v [T, G, D] -> z [T, H, D]; grouped-query by repeating each key/value head.
     repeat = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1)
@@ -40,7 +41,12 @@ def attend(q, k, v, causal):
     if causal:
         t = q.shape[0]
         scores = scores.masked_fill(~torch.ones(t, t).tril().bool(), float("-inf"))
-    return torch.einsum("hts,shd->thd", torch.softmax(scores, -1), v)
+    return torch.einsum("hts,shd->thd", hook(hooks, "pattern", layer, torch.softmax(scores, -1)), v)
+
+
+def qkv(hooks, layer, q, k, v):
+    """The three hook points of a block's queries, keys and values, in that order."""
+    return hook(hooks, "q", layer, q), hook(hooks, "k", layer, k), hook(hooks, "v", layer, v)
 
 
 def gpt2(p, cfg, ids, hooks=None):
@@ -50,8 +56,8 @@ def gpt2(p, cfg, ids, hooks=None):
         x = hook(hooks, "resid_pre", l, x)
         n = f"transformer.h.{l}."
         a = F.layer_norm(x, (c,), p[n + "ln_1.weight"], p[n + "ln_1.bias"], 1e-5)
-        q, k, v = (y.reshape(t, h, c // h) for y in (a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]).split(c, -1))
-        z = hook(hooks, "z", l, attend(q, k, v, True))
+        q, k, v = qkv(hooks, l, *(y.reshape(t, h, c // h) for y in (a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]).split(c, -1)))
+        z = hook(hooks, "z", l, attend(q, k, v, True, hooks, l))
         x = x + hook(hooks, "attn_out", l, z.reshape(t, c) @ p[n + "attn.c_proj.weight"] + p[n + "attn.c_proj.bias"])
         m = F.layer_norm(x, (c,), p[n + "ln_2.weight"], p[n + "ln_2.bias"], 1e-5)
         x = x + hook(hooks, "mlp_out", l, F.gelu(m @ p[n + "mlp.c_fc.weight"] + p[n + "mlp.c_fc.bias"], approximate="tanh") @ p[n + "mlp.c_proj.weight"] + p[n + "mlp.c_proj.bias"])
@@ -80,10 +86,9 @@ def llama(p, cfg, ids, hooks=None):
         x = hook(hooks, "resid_pre", l, x)
         n = f"model.layers.{l}.self_attn."
         a = rms(x, p[f"model.layers.{l}.input_layernorm.weight"], cfg)
-        q = rope((a @ p[n + "q_proj.weight"].T).reshape(t, h, d), cfg["rope_theta"])
-        k = rope((a @ p[n + "k_proj.weight"].T).reshape(t, g, d), cfg["rope_theta"])
-        v = (a @ p[n + "v_proj.weight"].T).reshape(t, g, d)
-        z = hook(hooks, "z", l, attend(q, k, v, True))
+        q, k, v = qkv(hooks, l, (a @ p[n + "q_proj.weight"].T).reshape(t, h, d), (a @ p[n + "k_proj.weight"].T).reshape(t, g, d),
+                      (a @ p[n + "v_proj.weight"].T).reshape(t, g, d))
+        z = hook(hooks, "z", l, attend(rope(q, cfg["rope_theta"]), rope(k, cfg["rope_theta"]), v, True, hooks, l))
         x = x + hook(hooks, "attn_out", l, z.reshape(t, c) @ p[n + "o_proj.weight"].T)
         m = rms(x, p[f"model.layers.{l}.post_attention_layernorm.weight"], cfg)
         n = f"model.layers.{l}.mlp."
@@ -112,8 +117,8 @@ def bert(p, cfg, ids, hooks=None):
     for l in range(cfg["num_hidden_layers"]):
         x = hook(hooks, "resid_pre", l, x)
         n = f"encoder.layer.{l}."
-        q, k, v = (linear(x, n + "attention.self." + w).reshape(t, h, c // h) for w in ("query", "key", "value"))
-        z = hook(hooks, "z", l, attend(q, k, v, False))
+        q, k, v = qkv(hooks, l, *(linear(x, n + "attention.self." + w).reshape(t, h, c // h) for w in ("query", "key", "value")))
+        z = hook(hooks, "z", l, attend(q, k, v, False, hooks, l))
         x = ln(x + hook(hooks, "attn_out", l, linear(z.reshape(t, c), n + "attention.output.dense")), n + "attention.output.LayerNorm")
         x = ln(x + hook(hooks, "mlp_out", l, linear(F.gelu(linear(x, n + "intermediate.dense")), n + "output.dense")), n + "output.LayerNorm")
         x = hook(hooks, "resid_post", l, x)

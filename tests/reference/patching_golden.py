@@ -7,7 +7,14 @@ with one activation copied from the clean run:
   heads:     one head's z (softmax(QKᵀ/√d)·V, [T, D]) at every position;
   stream:    the stream entering one block (hook_resid_pre, [C]) at one position;
   attention: one block's attention output (hook_attn_out, [C]) at one position;
-  mlp:       one block's MLP output (hook_mlp_out, [C]) at one position.
+  mlp:       one block's MLP output (hook_mlp_out, [C]) at one position;
+  head_positions: one head's z at one position;
+  queries, keys, values: one head's queries, or one key/value head's keys or values (before RoPE), at every position;
+  patterns:  one head's attention pattern [T, T];
+  paths:     path patching: per sending head of layer 0, the corrupted sequence run with that head's z clean and every
+             other head's z held at its corrupted value, the receivers' queries, keys and values read there; then the
+             corrupted sequence again with the receivers' queries (keys, values) replaced by those (receivers = [] is
+             the path to the output: the first run's metric).
 Records, for every run, the decoders' last-position logit(ANSWER) - logit(WRONG) and log p(ANSWER), and each run's
 top next token at the last position; for the encoder, the cosine between the run's sentence embedding (the last
 hidden states averaged over the tokens) and the clean one.
@@ -36,15 +43,66 @@ def recorder(record, point):
 
 
 def replace(source, head=None, position=None):
-    """A hook writing the clean activation into the corrupted run: one head's z, or the stream at one position."""
+    """A hook writing the clean activation into the corrupted run: one head's rows ([T, H, D]) at every position or
+    at one, or one row ([T, C]) at one position."""
     def edit(layer, x):
         x = x.clone()
-        if head is not None:
+        if head is not None and position is not None:
+            x[position, head] = source[position, head]
+        elif head is not None:
             x[:, head] = source[:, head]
         else:
             x[position] = source[position]
         return x
     return edit
+
+
+def replace_pattern(source, head):
+    def edit(layer, x):
+        x = x.clone()
+        x[head] = source[head]
+        return x
+    return edit
+
+
+def replace_heads(source, heads):
+    """Every position of the given heads (of queries, or of key/value heads) from source."""
+    def edit(layer, x):
+        x = x.clone()
+        for head in heads:
+            x[:, head] = source[:, head]
+        return x
+    return edit
+
+
+def paths(forward, p, cfg, record, corrupted_ids, heads, group, receivers, measure):
+    """Path patching from each head of layer 0 to the receivers ([(layer, head)]; [] = the output)."""
+    layers = len({l for (_, l) in record})
+    last_held = layers - 1 if not receivers else max(l for l, _ in receivers) - 1
+    entries = []
+    for sender in range(heads):
+        hooks, read = {}, {}
+        for l in range(0, last_held + 1):
+            def hold(layer, z, sender=sender):
+                held = record[("z_corrupted", layer)].clone()
+                if layer == 0:
+                    held[:, sender] = record[("z", 0)][:, sender]
+                return held
+            hooks[("z", l)] = hold
+        for l in {l for l, _ in receivers}:
+            for point in ("q", "k", "v"):
+                hooks[(point, l)] = recorder(read, point)
+        sent = forward(p, cfg, corrupted_ids, hooks)
+        if not receivers:
+            entries.append({"layer": 0, "head": sender, "input": None, **measure(sent)})
+            continue
+        for point in ("q", "k", "v"):
+            patched = {}
+            for l in {l for l, _ in receivers}:
+                columns = sorted({h if point == "q" else h // group for r, h in receivers if r == l})
+                patched[(point, l)] = replace_heads(read[(point, l)], columns)
+            entries.append({"layer": 0, "head": sender, "input": point, **measure(forward(p, cfg, corrupted_ids, patched))})
+    return entries
 
 
 def case(name, clean_ids, corrupted_ids):
@@ -56,9 +114,12 @@ def case(name, clean_ids, corrupted_ids):
     record = {}
     hooks = {}
     for l in range(layers):
-        for point in POINTS.values():
+        for point in list(POINTS.values()) + ["q", "k", "v", "pattern"]:
             hooks[(point, l)] = recorder(record, point)
     clean_output = forward(p, cfg, clean_ids, hooks)
+    forward(p, cfg, corrupted_ids, {("z", l): recorder(record, "z_corrupted") for l in range(layers)})
+    heads = cfg[heads_key]
+    group = heads // cfg.get("num_key_value_heads", heads)
 
     def measure(output):
         if decoder:
@@ -81,6 +142,17 @@ def case(name, clean_ids, corrupted_ids):
             for position in range(len(corrupted_ids)):
                 patched = forward(p, cfg, corrupted_ids, {(point, layer): replace(record[(point, layer)], position=position)})
                 result.setdefault(site, []).append({"layer": layer, "position": position, **measure(patched)})
+        for head in range(heads):
+            for position in range(len(corrupted_ids)):
+                patched = forward(p, cfg, corrupted_ids, {("z", layer): replace(record[("z", layer)], head=head, position=position)})
+                result.setdefault("head_positions", []).append({"layer": layer, "head": head, "position": position, **measure(patched)})
+        for site, point in (("queries", "q"), ("keys", "k"), ("values", "v"), ("patterns", "pattern")):
+            for head in range(heads if point in ("q", "pattern") else heads // group):
+                edit = replace_pattern(record[(point, layer)], head) if point == "pattern" else replace(record[(point, layer)], head=head)
+                patched = forward(p, cfg, corrupted_ids, {(point, layer): edit})
+                result.setdefault(site, []).append({"layer": layer, "head": head, **measure(patched)})
+    result["paths"] = [{"receivers": receivers, "effects": paths(forward, p, cfg, record, corrupted_ids, heads, group, receivers, measure)}
+                       for receivers in ([], [(1, 1)], [(1, 0), (1, heads - 1)])]
     return result
 
 

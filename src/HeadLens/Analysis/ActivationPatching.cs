@@ -16,6 +16,37 @@ public enum PatchSite
 
     /// <summary>One block's MLP output (hook_mlp_out) at one position.</summary>
     Mlp,
+
+    /// <summary>One head's z at one position: which head carries the difference, and from where in the text.</summary>
+    HeadPositions,
+
+    /// <summary>One head's queries (hook_q, before RoPE) at every position: what the head looks for.</summary>
+    Queries,
+
+    /// <summary>One key head's keys (hook_k, before RoPE; shared by its query heads) at every position: where it finds it.</summary>
+    Keys,
+
+    /// <summary>One value head's values (hook_v; shared by its query heads) at every position: what it moves.</summary>
+    Values,
+
+    /// <summary>One head's attention pattern (hook_pattern, [T, T]): where it looks, with what it reads unchanged.</summary>
+    Patterns,
+
+    /// <summary>What one head sends straight to chosen later heads (or to the output): <see cref="ActivationPatching.Paths"/>.</summary>
+    Paths,
+}
+
+/// <summary>The input of a receiving head that path patching replaces (<see cref="ActivationPatching.Paths"/>).</summary>
+public enum HeadInput
+{
+    /// <summary>The stream as the receiver's queries read it (hook_q).</summary>
+    Query,
+
+    /// <summary>As its keys read it (hook_k: the receiver's key head).</summary>
+    Key,
+
+    /// <summary>As its values read it (hook_v: the receiver's value head).</summary>
+    Value,
 }
 
 /// <summary>What a run is measured by, at the text's last position (decoders) or over the sentence (encoders).</summary>
@@ -32,19 +63,31 @@ public enum PatchMetric
 }
 
 /// <summary>
-/// One patched run: <see cref="Index"/> is the head (<see cref="PatchSite.Heads"/>) or the position (the other
-/// sites) in <see cref="Layer"/>; <see cref="Value"/> the metric on that run and
+/// One patched run: <see cref="Index"/> is the head (the per-head sites, and the sending head of a path; the key or
+/// value head for <see cref="PatchSite.Keys"/> and <see cref="PatchSite.Values"/>) or the position (the stream, attention
+/// and MLP sites) in <see cref="Layer"/>; <see cref="Value"/> the metric on that run and
 /// <see cref="Recovered"/> = (value − corrupted) / (clean − corrupted): 0 where the patch changes nothing, 1 where it
 /// brings back the clean run's whole metric.
 /// </summary>
-public sealed record PatchEffect(int Layer, int Index, double Value, double Recovered);
+public sealed record PatchEffect(int Layer, int Index, double Value, double Recovered)
+{
+    /// <summary>The position of a <see cref="PatchSite.HeadPositions"/> patch (the head is <see cref="Index"/>); −1 otherwise.</summary>
+    public int Position { get; init; } = -1;
+
+    /// <summary>A path's input of the receiving heads; null for the path to the output.</summary>
+    public HeadInput? Input { get; init; }
+}
 
 /// <summary>
 /// A patching sweep: the metric on the clean and the corrupted run, the tokens it reads (<see cref="Answer"/>, and
 /// <see cref="Wrong"/> for a logit difference), and one effect per patch in layer-then-index order.
 /// </summary>
 public sealed record PatchingResult(int[] CleanIds, int[] CorruptedIds, PatchSite Site, PatchMetric Metric, int? Answer, int? Wrong,
-    double Clean, double Corrupted, IReadOnlyList<PatchEffect> Effects);
+    double Clean, double Corrupted, IReadOnlyList<PatchEffect> Effects)
+{
+    /// <summary>Path patching's receiving heads (layer, head); empty for the path to the output; null for other sweeps.</summary>
+    public IReadOnlyList<(int Layer, int Head)>? Receivers { get; init; }
+}
 
 /// <summary>
 /// Activation patching (causal tracing): run a clean and a corrupted text of the same length (say "… John gave a
@@ -56,24 +99,37 @@ public sealed record PatchingResult(int[] CleanIds, int[] CorruptedIds, PatchSit
 public static class ActivationPatching
 {
     /// <summary>
-    /// Patches every head (or every stream position) of <paramref name="layers"/> (default: all) from
-    /// <paramref name="cleanIds"/> into <paramref name="corruptedIds"/>. Decoders are measured at the last position by
-    /// logit(<paramref name="answer"/>) − logit(<paramref name="wrong"/>), or by log p(answer) without a wrong token;
-    /// with neither, the answer is the clean run's top token and the wrong one the corrupted run's (log p(answer)
-    /// where they agree). Encoders are measured by their sentence embedding's cosine to the clean one.
+    /// Patches every head (or every stream position, every head's queries, ...) of <paramref name="layers"/> (default:
+    /// all) from <paramref name="cleanIds"/> into <paramref name="corruptedIds"/>. Decoders are measured at the last
+    /// position by logit(<paramref name="answer"/>) − logit(<paramref name="wrong"/>), or by log p(answer) without a
+    /// wrong token; with neither, the answer is the clean run's top token and the wrong one the corrupted run's (log
+    /// p(answer) where they agree). Encoders are measured by their sentence embedding's cosine to the clean one.
     /// <paramref name="progress"/> gets (done, total) after each batch.
     /// </summary>
     public static PatchingResult Run(Transformer model, int[] cleanIds, int[] corruptedIds, PatchSite site, int? answer = null, int? wrong = null,
         IReadOnlyList<int>? layers = null, Action<int, int>? progress = null) =>
         Sweep(model, cleanIds, corruptedIds, site, answer, wrong, layers, progress, maxBatch: int.MaxValue);
 
+    /// <summary>How many patches one layer of a site has: heads, key/value heads, head × position pairs, or positions.</summary>
+    public static int PatchesPerLayer(ModelConfig config, PatchSite site, int tokens) => site switch
+    {
+        PatchSite.Heads or PatchSite.Queries or PatchSite.Patterns or PatchSite.Paths => config.Heads,
+        PatchSite.Keys or PatchSite.Values => config.KvHeads,
+        PatchSite.HeadPositions => config.Heads * tokens,
+        _ => tokens,
+    };
+
     /// <summary>As <see cref="Run"/>, at most <paramref name="maxBatch"/> patches per batched pass (tests).</summary>
     internal static PatchingResult Sweep(Transformer model, int[] cleanIds, int[] corruptedIds, PatchSite site, int? answer, int? wrong,
         IReadOnlyList<int>? layers, Action<int, int>? progress, int maxBatch)
     {
         var config = model.Config;
-        int t = cleanIds.Length, c = config.Channels, d = config.HeadDim, h = config.Heads, vocab = config.VocabSize;
-        Validate(config, cleanIds, corruptedIds, answer, wrong);
+        int t = cleanIds.Length, c = config.Channels, d = config.HeadDim;
+        if (site == PatchSite.Paths)
+        {
+            throw new ArgumentException("path patching has receivers: call ActivationPatching.Paths", nameof(site));
+        }
+
         if (site == PatchSite.Mlp && !config.HasMlp)
         {
             throw new HeadLensException("this model has no MLP blocks (attention-only): there is no MLP output to patch");
@@ -82,98 +138,62 @@ public static class ActivationPatching
         layers ??= [.. Enumerable.Range(0, config.Layers)];
         foreach (int layer in layers)
         {
-            if ((uint)layer >= (uint)config.Layers)
-            {
-                throw new HeadLensException($"no layer {layer}: the model has {config.Layers}");
-            }
+            CheckLayer(config, layer);
         }
 
-        // The clean run keeps what is copied (every asked layer's z, stream, attention or MLP output); the corrupted run
-        // keeps the stream entering each asked block, where the patched runs start (nothing before a patch changes).
-        bool encoder = !config.HasOutputHead;
-        string last = HeadAblation.LastHidden(model);
+        // The clean run keeps what is copied (every asked layer's z, stream, queries, ...); the corrupted run keeps the
+        // stream entering each asked block, where the patched runs start (nothing before a patch changes).
         var asked = layers.ToHashSet();
-        bool Kept(string name, bool clean) => (encoder && name == last)
-            || asked.Any(l => name == HookNames.ResidPre(l) || (clean && name == Point(site, l)));
-        var cleanRun = new HookedForward(model).Run(cleanIds, name => Kept(name, clean: true));
-        var corruptedRun = new HookedForward(model).Run(corruptedIds, name => Kept(name, clean: false));
-        double[] cleanSentence = encoder ? Sentence(cleanRun[last], t, c) : [];
+        var baseline = new Baseline(model, cleanIds, corruptedIds, answer, wrong,
+            (name, clean) => asked.Any(l => name == HookNames.ResidPre(l) || (clean && name == Point(site, l))));
 
-        PatchMetric metric;
-        if (encoder)
-        {
-            metric = PatchMetric.EmbeddingSimilarity;
-        }
-        else
-        {
-            if (answer is null)
-            {
-                answer = TopToken(cleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
-                wrong = TopToken(corruptedRun.Logits.AsSpan((t - 1) * vocab, vocab));
-            }
-
-            if (wrong == answer)
-            {
-                wrong = null;
-            }
-
-            metric = wrong is null ? PatchMetric.LogProbability : PatchMetric.LogitDifference;
-        }
-
-        // The metric of one sequence's output: its last position's logits [V], or its last hidden states [T, C].
-        double Measure(ReadOnlySpan<float> output) => metric switch
-        {
-            PatchMetric.LogitDifference => (double)output[answer!.Value] - output[wrong!.Value],
-            PatchMetric.LogProbability => LogProbability(output, answer!.Value),
-            _ => HeadAblation.Dot(Sentence(output, t, c), cleanSentence),
-        };
-        // A whole run's logits are [T, V]; a patched batch's only each sequence's last row, [B, V].
-        ReadOnlySpan<float> Output(HookedRun run, int sequence, bool lastRowsOnly) => encoder
-            ? run[last].AsSpan(sequence * t * c, t * c)
-            : run.Logits.AsSpan(lastRowsOnly ? sequence * vocab : (t - 1) * vocab, vocab);
-
-        double clean = Measure(Output(cleanRun, 0, false)), corrupted = Measure(Output(corruptedRun, 0, false));
-        if (Math.Abs(clean - corrupted) <= 1e-6 * Math.Max(1, Math.Abs(clean)))
-        {
-            throw new HeadLensException($"the clean and the corrupted text give the same {Describe(metric)} ({clean:G6}): "
-                + "there is no difference for a patch to bring back; corrupt the part of the text the answer depends on");
-        }
-
-        var patches = layers.SelectMany(l => Enumerable.Range(0, site == PatchSite.Heads ? h : t).Select(index => (Layer: l, Index: index))).ToList();
-        int batchCap = HeadAblation.BatchCap(config, t, Math.Min(site == PatchSite.Heads ? h : t, maxBatch));
+        int perLayer = PatchesPerLayer(config, site, t);
+        var patches = layers.SelectMany(l => Enumerable.Range(0, perLayer).Select(index => (Layer: l, Index: index))).ToList();
+        int batchCap = HeadAblation.BatchCap(config, t, Math.Min(Math.Min(perLayer, config.Heads * t), maxBatch));
         var effects = new List<PatchEffect>(patches.Count);
         foreach (var (first, batch) in HeadAblation.LayerBatches([.. patches.Select(patch => patch.Layer)], batchCap))
         {
             int layer = patches[first].Layer;
             int[] index = [.. Enumerable.Range(first, batch).Select(i => patches[i].Index)];
-            var batchIds = new int[batch * t];           // [B, T]: the corrupted text once per patch
-            var residual = new float[batch * t * c];      // [B·T, C]: the corrupted stream entering the block
-            var cleanStream = cleanRun[HookNames.ResidPre(layer)];
-            for (int b = 0; b < batch; b++)
+            var residual = baseline.CorruptedStream(layer, batch);
+            if (site == PatchSite.Stream)
             {
-                corruptedIds.CopyTo(batchIds, b * t);
-                corruptedRun[HookNames.ResidPre(layer)].CopyTo(residual, b * t * c);
-                if (site == PatchSite.Stream)
+                // Sequence b gets the clean stream at position index[b].
+                var cleanStream = baseline.CleanRun[HookNames.ResidPre(layer)];
+                for (int b = 0; b < batch; b++)
                 {
-                    // Sequence b gets the clean stream at position index[b].
                     cleanStream.AsSpan(index[b] * c, c).CopyTo(residual.AsSpan(((b * t) + index[b]) * c, c));
                 }
             }
 
             var forward = new HookedForward(model);
-            var source = cleanRun[Point(site, layer)];
-            if (site == PatchSite.Heads)
+            var source = baseline.CleanRun[Point(site, layer)];
+            if (site is PatchSite.Heads or PatchSite.HeadPositions or PatchSite.Queries or PatchSite.Keys or PatchSite.Values)
             {
-                // z [B·T, H, D]: sequence b gets head index[b]'s clean z at every position.
-                forward.AddHook(HookNames.Z(layer), (_, z, _) =>
+                // [B·T, width, D] (width: heads, or key/value heads): sequence b gets one head's clean rows at every
+                // position, or (head positions: index = head·T + position) at one.
+                int width = site is PatchSite.Keys or PatchSite.Values ? config.KvHeads : config.Heads;
+                forward.AddHook(Point(site, layer), (_, x, _) =>
                 {
                     for (int b = 0; b < batch; b++)
                     {
-                        for (int i = 0; i < t; i++)
+                        bool one = site == PatchSite.HeadPositions;
+                        int head = one ? index[b] / t : index[b], from = one ? index[b] % t : 0, to = one ? from + 1 : t;
+                        for (int i = from; i < to; i++)
                         {
-                            source.AsSpan(((i * h) + index[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + index[b]) * d, d));
+                            source.AsSpan(((i * width) + head) * d, d).CopyTo(x.Slice(((((b * t) + i) * width) + head) * d, d));
                         }
                     }
+                });
+            }
+            else if (site == PatchSite.Patterns)
+            {
+                // hook_pattern fires once per sequence, in order, with its [H, T, T]: sequence b gets one head's clean pattern.
+                int sequence = 0;
+                forward.AddHook(Point(site, layer), (_, pattern, _) =>
+                {
+                    int head = index[sequence++];
+                    source.AsSpan(head * t * t, t * t).CopyTo(pattern.Slice(head * t * t, t * t));
                 });
             }
             else if (site != PatchSite.Stream)
@@ -188,26 +208,177 @@ public static class ActivationPatching
                 });
             }
 
-            var run = forward.RunBatchFromForLastLogits(batchIds, batch, layer, residual, name => encoder && name == last);
+            var run = forward.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, layer, residual, baseline.KeepsLast);
             for (int b = 0; b < batch; b++)
             {
-                double value = Measure(Output(run, b, true));
-                effects.Add(new PatchEffect(layer, index[b], value, (value - corrupted) / (clean - corrupted)));
+                double value = baseline.Measure(run, b);
+                var effect = new PatchEffect(layer, index[b], value, baseline.Recovered(value));
+                effects.Add(site == PatchSite.HeadPositions ? effect with { Index = index[b] / t, Position = index[b] % t } : effect);
             }
 
             progress?.Invoke(effects.Count, patches.Count);
         }
 
-        return new PatchingResult(cleanIds, corruptedIds, site, metric, answer, wrong, clean, corrupted, effects);
+        return baseline.Result(site, effects);
+    }
+
+    /// <summary>
+    /// Path patching (Wang et al. 2022, §3.1 and appendix B): how much of the clean answer comes back when only what
+    /// each head of <paramref name="senderLayers"/> (default: every layer before the first receiver) sends straight to
+    /// the <paramref name="receivers"/> is clean. Per sender, first the corrupted text is run with the sender's z taken
+    /// from the clean run and every other head's z held at its corrupted value (MLPs and norms recomputed), so its
+    /// change reaches the receivers only through the stream, not through other heads; the receivers' queries, keys and
+    /// values are read there. Then, per input, the corrupted text again with those of the receivers replaced by
+    /// what was read, everything else recomputed. With no receivers the path ends at the output: the first run's metric.
+    /// Effects per sender in layer-then-head order: one per input (query, key, value), or one for the output.
+    /// </summary>
+    public static PatchingResult Paths(Transformer model, int[] cleanIds, int[] corruptedIds, IReadOnlyList<(int Layer, int Head)> receivers,
+        int? answer = null, int? wrong = null, IReadOnlyList<int>? senderLayers = null, Action<int, int>? progress = null) =>
+        SweepPaths(model, cleanIds, corruptedIds, receivers, answer, wrong, senderLayers, progress, maxBatch: int.MaxValue);
+
+    /// <summary>As <see cref="Paths"/>, at most <paramref name="maxBatch"/> senders per batched pass (tests).</summary>
+    internal static PatchingResult SweepPaths(Transformer model, int[] cleanIds, int[] corruptedIds, IReadOnlyList<(int Layer, int Head)> receivers,
+        int? answer, int? wrong, IReadOnlyList<int>? senderLayers, Action<int, int>? progress, int maxBatch)
+    {
+        var config = model.Config;
+        int t = cleanIds.Length, d = config.HeadDim, h = config.Heads, kvHeads = config.KvHeads, group = config.Heads / config.KvHeads;
+        foreach (var (layer, head) in receivers)
+        {
+            CheckLayer(config, layer);
+            if ((uint)head >= (uint)h)
+            {
+                throw new HeadLensException($"no head {layer}.{head}: layer {layer} has {h} heads");
+            }
+        }
+
+        // Senders come before every receiver (the output comes after every layer).
+        int firstReceiver = receivers.Count == 0 ? config.Layers : receivers.Min(r => r.Layer);
+        if (firstReceiver == 0)
+        {
+            throw new HeadLensException("a receiving head in layer 0 has no heads before it to receive from: pick receivers in later layers");
+        }
+
+        senderLayers ??= [.. Enumerable.Range(0, firstReceiver)];
+        foreach (int layer in senderLayers)
+        {
+            CheckLayer(config, layer);
+            if (layer >= firstReceiver)
+            {
+                throw new HeadLensException($"layer {layer} does not come before the first receiving head's layer ({firstReceiver}): "
+                    + "a path runs from an earlier head to a later one");
+            }
+        }
+
+        // Held at their corrupted values: every head in the layers from the first sender to the last receiver (before
+        // the output: to the last layer).
+        int lastFrozen = receivers.Count == 0 ? config.Layers - 1 : receivers.Max(r => r.Layer) - 1;
+        int[] receiverLayers = [.. receivers.Select(r => r.Layer).Distinct().Order()];
+        var asked = senderLayers.ToHashSet();
+        var baseline = new Baseline(model, cleanIds, corruptedIds, answer, wrong,
+            (name, clean) => asked.Any(l => name == HookNames.ResidPre(l) || (clean && name == HookNames.Z(l)))
+                || receiverLayers.Any(l => name == HookNames.ResidPre(l))
+                || (!clean && Enumerable.Range(0, config.Layers).Any(l => name == HookNames.Z(l))));
+
+        HeadInput?[] inputs = receivers.Count == 0 ? [null] : [HeadInput.Query, HeadInput.Key, HeadInput.Value];
+        var senders = senderLayers.Order().SelectMany(l => Enumerable.Range(0, h).Select(head => (Layer: l, Head: head))).ToList();
+        int total = senders.Count * inputs.Length;
+        int batchCap = HeadAblation.BatchCap(config, t, Math.Min(h, maxBatch));
+        var effects = new List<PatchEffect>(total);
+        foreach (var (first, batch) in HeadAblation.LayerBatches([.. senders.Select(s => s.Layer)], batchCap))
+        {
+            int senderLayer = senders[first].Layer;
+            int[] sender = [.. Enumerable.Range(first, batch).Select(i => senders[i].Head)];
+
+            // 1. The sender's clean z with every other head held, from its layer on: the receivers' inputs [B·T, ·, D].
+            var sending = new HookedForward(model);
+            for (int l = senderLayer; l <= lastFrozen; l++)
+            {
+                var held = baseline.CorruptedRun[HookNames.Z(l)];
+                var clean = l == senderLayer ? baseline.CleanRun[HookNames.Z(l)] : null;
+                sending.AddHook(HookNames.Z(l), (_, z, _) =>
+                {
+                    for (int b = 0; b < batch; b++)
+                    {
+                        held.CopyTo(z.Slice(b * t * h * d, t * h * d));
+                        for (int i = 0; clean is not null && i < t; i++)
+                        {
+                            clean.AsSpan(((i * h) + sender[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + sender[b]) * d, d));
+                        }
+                    }
+                });
+            }
+
+            bool Read(string name) => baseline.KeepsLast(name)
+                || receiverLayers.Any(l => name == HookNames.Q(l) || name == HookNames.K(l) || name == HookNames.V(l));
+            var sent = sending.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, senderLayer, baseline.CorruptedStream(senderLayer, batch), Read);
+
+            // 2. Per input, the corrupted text with the receivers' query, key or value rows replaced by those read in 1.
+            var values = new double[inputs.Length][];
+            for (int n = 0; n < inputs.Length; n++)
+            {
+                values[n] = new double[batch];
+                if (inputs[n] is not { } input)
+                {
+                    for (int b = 0; b < batch; b++)
+                    {
+                        values[n][b] = baseline.Measure(sent, b);
+                    }
+
+                    continue;
+                }
+
+                var receiving = new HookedForward(model);
+                int width = input == HeadInput.Query ? h : kvHeads;
+                foreach (int l in receiverLayers)
+                {
+                    string point = input switch { HeadInput.Query => HookNames.Q(l), HeadInput.Key => HookNames.K(l), _ => HookNames.V(l) };
+                    var read = sent[point];
+                    int[] columns = [.. receivers.Where(r => r.Layer == l).Select(r => input == HeadInput.Query ? r.Head : r.Head / group).Distinct()];
+                    receiving.AddHook(point, (_, x, _) =>
+                    {
+                        for (int row = 0; row < batch * t; row++)
+                        {
+                            foreach (int column in columns)
+                            {
+                                read.AsSpan(((row * width) + column) * d, d).CopyTo(x.Slice(((row * width) + column) * d, d));
+                            }
+                        }
+                    });
+                }
+
+                var run = receiving.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, receiverLayers[0],
+                    baseline.CorruptedStream(receiverLayers[0], batch), baseline.KeepsLast);
+                for (int b = 0; b < batch; b++)
+                {
+                    values[n][b] = baseline.Measure(run, b);
+                }
+            }
+
+            for (int b = 0; b < batch; b++)
+            {
+                for (int n = 0; n < inputs.Length; n++)
+                {
+                    effects.Add(new PatchEffect(senderLayer, sender[b], values[n][b], baseline.Recovered(values[n][b])) { Input = inputs[n] });
+                }
+            }
+
+            progress?.Invoke(effects.Count, total);
+        }
+
+        return baseline.Result(PatchSite.Paths, effects) with { Receivers = receivers };
     }
 
     /// <summary>The capture point a site copies from the clean run, in <paramref name="layer"/>.</summary>
     public static string Point(PatchSite site, int layer) => site switch
     {
-        PatchSite.Heads => HookNames.Z(layer),
+        PatchSite.Heads or PatchSite.HeadPositions or PatchSite.Paths => HookNames.Z(layer),
         PatchSite.Stream => HookNames.ResidPre(layer),
         PatchSite.Attention => HookNames.AttentionOut(layer),
-        _ => HookNames.MlpOut(layer),
+        PatchSite.Mlp => HookNames.MlpOut(layer),
+        PatchSite.Queries => HookNames.Q(layer),
+        PatchSite.Keys => HookNames.K(layer),
+        PatchSite.Values => HookNames.V(layer),
+        _ => HookNames.Pattern(layer),
     };
 
     /// <summary>The metric in words, for messages and tables.</summary>
@@ -217,6 +388,120 @@ public static class ActivationPatching
         PatchMetric.LogProbability => "log-probability",
         _ => "embedding similarity",
     };
+
+    private static void CheckLayer(ModelConfig config, int layer)
+    {
+        if ((uint)layer >= (uint)config.Layers)
+        {
+            throw new HeadLensException($"no layer {layer}: the model has {config.Layers}");
+        }
+    }
+
+    /// <summary>
+    /// The clean and the corrupted run a sweep compares with (each keeping the points <c>kept(name, clean)</c> asks
+    /// for), the metric both are read by, and the pieces every patched batch needs.
+    /// </summary>
+    private sealed class Baseline
+    {
+        private readonly int[] corruptedIds;
+        private readonly int t, c, vocab;
+        private readonly bool encoder;
+        private readonly string last;
+        private readonly double[] cleanSentence;
+        private readonly int? answer, wrong;
+        private readonly PatchMetric metric;
+        private readonly double clean, corrupted;
+
+        public Baseline(Transformer model, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong, Func<string, bool, bool> kept)
+        {
+            var config = model.Config;
+            Validate(config, cleanIds, corruptedIds, answer, wrong);
+            this.corruptedIds = corruptedIds;
+            (t, c, vocab) = (cleanIds.Length, config.Channels, config.VocabSize);
+            encoder = !config.HasOutputHead;
+            last = HeadAblation.LastHidden(model);
+            CleanRun = new HookedForward(model).Run(cleanIds, name => KeepsLast(name) || kept(name, true));
+            CorruptedRun = new HookedForward(model).Run(corruptedIds, name => KeepsLast(name) || kept(name, false));
+            cleanSentence = encoder ? Sentence(CleanRun[last], t, c) : [];
+            if (encoder)
+            {
+                metric = PatchMetric.EmbeddingSimilarity;
+            }
+            else
+            {
+                if (answer is null)
+                {
+                    answer = TopToken(CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
+                    wrong = TopToken(CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab));
+                }
+
+                if (wrong == answer)
+                {
+                    wrong = null;
+                }
+
+                metric = wrong is null ? PatchMetric.LogProbability : PatchMetric.LogitDifference;
+            }
+
+            (this.answer, this.wrong) = (answer, wrong);
+            clean = Measure(encoder ? CleanRun[last] : CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
+            corrupted = Measure(encoder ? CorruptedRun[last] : CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab));
+            if (Math.Abs(clean - corrupted) <= 1e-6 * Math.Max(1, Math.Abs(clean)))
+            {
+                throw new HeadLensException($"the clean and the corrupted text give the same {Describe(metric)} ({clean:G6}): "
+                    + "there is no difference for a patch to bring back; corrupt the part of the text the answer depends on");
+            }
+        }
+
+        public HookedRun CleanRun { get; }
+
+        public HookedRun CorruptedRun { get; }
+
+        /// <summary>Whether a patched run keeps this point: the encoder's last hidden states, which its metric reads.</summary>
+        public bool KeepsLast(string name) => encoder && name == last;
+
+        /// <summary>[B, T]: the corrupted text once per sequence of a batch.</summary>
+        public int[] BatchIds(int batch)
+        {
+            var ids = new int[batch * t];
+            for (int b = 0; b < batch; b++)
+            {
+                corruptedIds.CopyTo(ids, b * t);
+            }
+
+            return ids;
+        }
+
+        /// <summary>[B·T, C]: the corrupted stream entering <paramref name="layer"/>, once per sequence.</summary>
+        public float[] CorruptedStream(int layer, int batch)
+        {
+            var stream = CorruptedRun[HookNames.ResidPre(layer)];
+            var residual = new float[batch * t * c];
+            for (int b = 0; b < batch; b++)
+            {
+                stream.CopyTo(residual, b * t * c);
+            }
+
+            return residual;
+        }
+
+        /// <summary>The metric of sequence b of a batch run with last-row logits ([B, V]) or kept hidden states.</summary>
+        public double Measure(HookedRun run, int b) =>
+            Measure(encoder ? run[last].AsSpan(b * t * c, t * c) : run.Logits.AsSpan(b * vocab, vocab));
+
+        public double Recovered(double value) => (value - corrupted) / (clean - corrupted);
+
+        public PatchingResult Result(PatchSite site, List<PatchEffect> effects) =>
+            new(CleanRun.Ids, corruptedIds, site, metric, answer, wrong, clean, corrupted, effects);
+
+        // The metric of one sequence's output: its last position's logits [V], or its last hidden states [T, C].
+        private double Measure(ReadOnlySpan<float> output) => metric switch
+        {
+            PatchMetric.LogitDifference => (double)output[answer!.Value] - output[wrong!.Value],
+            PatchMetric.LogProbability => LogProbability(output, answer!.Value),
+            _ => HeadAblation.Dot(Sentence(output, t, c), cleanSentence),
+        };
+    }
 
     private static void Validate(ModelConfig config, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong)
     {
