@@ -88,8 +88,8 @@ internal sealed class DemoCommand : ICommand
         return 0;
     }
 
-    // From what heads look at to what they do: one copied letter traced by patching, the logit lens and direct
-    // attribution. Left out for a model whose tokenizer splits the two texts differently or that answers both alike.
+    // From what heads look at to what they do: one copied letter traced by patching (of heads, and of the paths into
+    // the one that carries it), the logit lens and direct attribution. Left out for a model whose tokenizer splits the two texts differently or that answers both alike.
     private static void WhoCopies(HeadLens.Model.Transformer model, Tokenization.ITokenizer tokenizer)
     {
         int[] clean = tokenizer.EncodeForModel(CopyClean), corrupted = tokenizer.EncodeForModel(CopyCorrupted);
@@ -115,6 +115,8 @@ internal sealed class DemoCommand : ICommand
             from--;
         }
 
+        var paths = ActivationPatching.Paths(model, clean, corrupted, [(best.Layer, best.Index)], answer, wrong);
+        var feeder = paths.Effects.MaxBy(e => e.Recovered)!;
         var attribution = DirectLogitAttribution.Compute(model, clean, last, answer, wrong);
         var heads = Enumerable.Range(0, model.Config.Layers).SelectMany(l => Enumerable.Range(0, model.Config.Heads).Select(h => (Layer: l, Head: h)))
             .OrderByDescending(pair => attribution.Heads[pair.Layer, pair.Head]).First();
@@ -126,6 +128,9 @@ internal sealed class DemoCommand : ICommand
             + $"{Token(answer)} and {Token(wrong)} (logit({Token(answer)}) − logit({Token(wrong)}): {F(patching.Clean)} and {F(patching.Corrupted)}).");
         Console.WriteLine($"  Activation patching: layer {best.Layer} head {best.Index} ({kinds[(best.Layer, best.Index)]}) alone brings back "
             + $"{(100 * best.Recovered).ToString("F0", invariant)}% of the difference (headlens patch).");
+        Console.WriteLine($"  Path patching: of what earlier heads send to it, layer {feeder.Layer} head {feeder.Index} ({kinds[(feeder.Layer, feeder.Index)]}) "
+            + $"into its {PatchCommand.InputName(feeder.Input!.Value)}s brings back the most, {(100 * feeder.Recovered).ToString("F0", invariant)}% "
+            + $"(headlens patch --over paths --receiver {best.Layer}.{best.Index}).");
         string before = from > 0 ? $"p {lens.Stages[from - 1].AnswerProbabilities[last].ToString("F4", invariant)} after {LensCommand.StageName(lens.Stages[from - 1].Layer)}, " : "p ";
         Console.WriteLine($"  Logit lens: {Token(answer)} leads from {LensCommand.StageName(lens.Stages[from].Layer)} on ({before}"
             + $"{lens.Stages[^1].AnswerProbabilities[last].ToString("F3", invariant)} at the output; headlens lens).");

@@ -7,8 +7,10 @@ namespace HeadLens.Cli.Commands;
 
 /// <summary>
 /// Activation patching (<see cref="ActivationPatching"/>): a clean and a corrupted text, and for each head (or each
-/// position of each layer's stream, attention output or MLP output) how much of the clean answer comes back when that one activation is copied from the
-/// clean run into the corrupted one.
+/// position of each layer's stream, attention output or MLP output; each head's queries, keys, values or pattern; each
+/// head at each position) how much of the clean answer comes back when that one activation is copied from the clean run
+/// into the corrupted one. Path patching (<c>--over paths --receiver L.H</c>): how much comes back when only what each
+/// earlier head sends straight to the receiving heads' queries, keys or values (or to the output) is clean.
 /// </summary>
 internal sealed class PatchCommand : ICommand
 {
@@ -22,8 +24,9 @@ internal sealed class PatchCommand : ICommand
 
     public CommandSpec Spec { get; } = new(
         "Activation patching: run a clean and a corrupted text of the same length, then the corrupted one again with one "
-        + "head's output (or, at one position, the stream entering a layer, or a layer's attention or MLP output) copied from the clean run, and show how much "
-        + "of the clean answer each patch brings back (0% = the corrupted run, 100% = the clean one).",
+        + "head's output (or its queries, keys, values or pattern; or, at one position, one head's output, the stream entering a layer, or a layer's "
+        + "attention or MLP output) copied from the clean run, and show how much of the clean answer each patch brings back (0% = the corrupted "
+        + "run, 100% = the clean one). --over paths --receiver L.H traces what each earlier head sends straight to that head's queries, keys and values.",
         [
             SharedOptions.Model,
             SharedOptions.Tokenizer,
@@ -37,10 +40,14 @@ internal sealed class PatchCommand : ICommand
             CliOption.Valued("wrong", "TOKEN", "the token the corrupted text calls for: the metric is logit(answer) − logit(wrong); without it, log p(answer)", "the corrupted run's top next token, when no answer is given either")
                 with { Group = "wrong" },
             CliOption.Valued("wrong-id", "ID", "the wrong answer as a token id") with { Group = "wrong" },
-            CliOption.Valued("over", "heads|stream|attention|mlp", "patch each head's output (pattern · V) at every position; or, one position at a time, "
-                + "the stream entering each layer (hook_resid_pre), each layer's attention output (hook_attn_out) or its MLP output (hook_mlp_out)", "heads")
+            CliOption.Valued("over", "SITE", "heads: each head's output (pattern · V) at every position; head-positions: each head's output at one position; "
+                + "queries, keys, values, patterns: each head's queries, keys, values (key/value heads under grouped-query attention) or attention pattern; "
+                + "stream, attention, mlp: at one position, the stream entering each layer (hook_resid_pre), each layer's attention output (hook_attn_out) "
+                + "or its MLP output (hook_mlp_out); paths: path patching into --receiver", "heads")
                 with { Choices = [.. SiteNames.Keys] },
-            CliOption.Valued("layer", "L", "patch only this layer", "every layer"),
+            CliOption.Valued("receiver", "L.H,L.H|output", "with --over paths: the heads whose queries, keys and values receive (together), or output: the path "
+                + "straight to the logits (every later head held at its corrupted output)"),
+            CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer)", "every layer (paths: every layer before the first receiver)"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
             SharedOptions.Json,
@@ -59,6 +66,7 @@ internal sealed class PatchCommand : ICommand
         int? answerId = args.Has("answer-id") ? args.GetInt("answer-id", 0, 0) : null;
         int? wrongId = args.Has("wrong-id") ? args.GetInt("wrong-id", 0, 0) : null;
         var site = SiteNames[(args.Get("over") ?? "heads").ToLowerInvariant()];
+        var receivers = ReadReceivers(args.Get("receiver"), site, config);
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
         int seed = args.GetInt("seed", 0);
@@ -67,10 +75,23 @@ internal sealed class PatchCommand : ICommand
         int? answer = answerText is null ? answerId : ModelInput.OneToken(answerText, tokenizer, "answer");
         int? wrong = wrongText is null ? wrongId : ModelInput.OneToken(wrongText, tokenizer, "wrong");
         ModelInput.PackForRepeatedInference(model);
-        int patches = (layer is null ? config.Layers : 1) * (site == PatchSite.Heads ? config.Heads : clean.Length);
-        var progress = new SweepProgress(patches, "patched", site == PatchSite.Heads ? "heads" : "positions");
-        var result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, progress.Report);
-        var kinds = site == PatchSite.Heads
+        PatchingResult result;
+        if (site == PatchSite.Paths)
+        {
+            int senders = (layer is null ? (receivers!.Count == 0 ? config.Layers : receivers.Min(r => r.Layer)) : 1) * config.Heads;
+            var progress = new SweepProgress(senders * (receivers!.Count == 0 ? 1 : 3), "patched", "paths");
+            result = ActivationPatching.Paths(model, clean, corrupted, receivers, answer, wrong, layer is { } l ? [l] : null, progress.Report);
+        }
+        else
+        {
+            int patches = (layer is null ? config.Layers : 1) * ActivationPatching.PatchesPerLayer(config, site, clean.Length);
+            var progress = new SweepProgress(patches, "patched", PerHead(site) ? "heads" : site == PatchSite.HeadPositions ? "head positions" : "positions");
+            result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, progress.Report);
+        }
+
+        // Kinds name query heads: the key and value heads of a grouped-query model are shared, and have none.
+        bool namesHeads = PerHead(site) || site == PatchSite.HeadPositions;
+        var kinds = namesHeads && !(site is PatchSite.Keys or PatchSite.Values && config.KvHeads != config.Heads)
             ? HeadTaxonomy.Analyse(model, tokenizer, clean, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind)
             : null;
 
@@ -90,10 +111,67 @@ internal sealed class PatchCommand : ICommand
     internal static readonly Dictionary<string, PatchSite> SiteNames = new(StringComparer.Ordinal)
     {
         ["heads"] = PatchSite.Heads,
+        ["head-positions"] = PatchSite.HeadPositions,
+        ["queries"] = PatchSite.Queries,
+        ["keys"] = PatchSite.Keys,
+        ["values"] = PatchSite.Values,
+        ["patterns"] = PatchSite.Patterns,
         ["stream"] = PatchSite.Stream,
         ["attention"] = PatchSite.Attention,
         ["mlp"] = PatchSite.Mlp,
+        ["paths"] = PatchSite.Paths,
     };
+
+    /// <summary>The JSON's "input" of a path's receivers.</summary>
+    internal static string InputName(HeadInput input) => input switch
+    {
+        HeadInput.Query => "query",
+        HeadInput.Key => "key",
+        _ => "value",
+    };
+
+    // The sites whose patches (or senders) are whole heads: a layer × head grid.
+    private static bool PerHead(PatchSite site) =>
+        site is PatchSite.Heads or PatchSite.Queries or PatchSite.Keys or PatchSite.Values or PatchSite.Patterns or PatchSite.Paths;
+
+    // --receiver: "L.H,L.H" or "output"; required by --over paths and refused by the other sites.
+    private static List<(int Layer, int Head)>? ReadReceivers(string? text, PatchSite site, Model.ModelConfig config)
+    {
+        if (site != PatchSite.Paths)
+        {
+            return text is null ? null : throw new UsageException("patch: --receiver goes with --over paths");
+        }
+
+        if (text is null)
+        {
+            throw new UsageException("patch: --over paths needs --receiver L.H (the head whose queries, keys and values to trace; several as L.H,L.H) or --receiver output");
+        }
+
+        if (text.Trim().Equals("output", StringComparison.OrdinalIgnoreCase))
+        {
+            return [];
+        }
+
+        var receivers = new List<(int Layer, int Head)>();
+        foreach (string item in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            string[] parts = item.Split('.');
+            if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
+                || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int head))
+            {
+                throw new UsageException($"patch: --receiver '{item}' is not LAYER.HEAD (say 3.0) or output");
+            }
+
+            if (layer >= config.Layers || head >= config.Heads)
+            {
+                throw new UsageException($"patch: --receiver {item}: the model has {config.Layers} layers of {config.Heads} heads");
+            }
+
+            receivers.Add((layer, head));
+        }
+
+        return receivers;
+    }
 
     /// <summary>The metric's name in the JSON.</summary>
     internal static string MetricName(PatchMetric metric) => metric switch
@@ -105,28 +183,43 @@ internal sealed class PatchCommand : ICommand
 
     private static Dictionary<string, object> Document(PatchingResult result, Tokenization.ITokenizer? tokenizer, Dictionary<(int, int), string>? kinds)
     {
-        bool heads = result.Site == PatchSite.Heads;
+        bool heads = PerHead(result.Site) || result.Site == PatchSite.HeadPositions;
         var document = new Dictionary<string, object>
         {
             ["clean_ids"] = result.CleanIds,
             ["corrupted_ids"] = result.CorruptedIds,
             ["over"] = SiteNames.Single(pair => pair.Value == result.Site).Key,
-            ["metric"] = MetricName(result.Metric),
-            ["clean"] = Math.Round(result.Clean, 6),
-            ["corrupted"] = Math.Round(result.Corrupted, 6),
-            ["patches"] = result.Effects.OrderByDescending(e => e.Recovered).Select(e =>
-            {
-                var entry = new Dictionary<string, object> { ["layer"] = e.Layer, [heads ? "head" : "position"] = e.Index };
-                if (kinds is not null)
-                {
-                    entry["kind"] = kinds[(e.Layer, e.Index)];
-                }
-
-                entry["value"] = Math.Round(e.Value, 6);
-                entry["recovered"] = Math.Round(e.Recovered, 6);
-                return entry;
-            }),
         };
+        if (result.Receivers is { } receivers)
+        {
+            document["receivers"] = receivers.Select(r => new Dictionary<string, int> { ["layer"] = r.Layer, ["head"] = r.Head });
+        }
+
+        document["metric"] = MetricName(result.Metric);
+        document["clean"] = Math.Round(result.Clean, 6);
+        document["corrupted"] = Math.Round(result.Corrupted, 6);
+        document["patches"] = result.Effects.OrderByDescending(e => e.Recovered).Select(e =>
+        {
+            var entry = new Dictionary<string, object> { ["layer"] = e.Layer, [heads ? "head" : "position"] = e.Index };
+            if (e.Position >= 0)
+            {
+                entry["position"] = e.Position;
+            }
+
+            if (e.Input is { } input)
+            {
+                entry["input"] = InputName(input);
+            }
+
+            if (kinds is not null)
+            {
+                entry["kind"] = kinds[(e.Layer, e.Index)];
+            }
+
+            entry["value"] = Math.Round(e.Value, 6);
+            entry["recovered"] = Math.Round(e.Recovered, 6);
+            return entry;
+        });
         foreach (var (key, token) in new[] { ("answer", result.Answer), ("wrong", result.Wrong) })
         {
             if (token is { } id)
@@ -156,11 +249,9 @@ internal sealed class PatchCommand : ICommand
         string Text(int[] ids) => tokenizer is null ? string.Join(',', ids)
             : ModelInput.Show(tokenizer.Decode(ids), ids[^1], width: 72);
         int[] differ = [.. Enumerable.Range(0, result.CleanIds.Length).Where(i => result.CleanIds[i] != result.CorruptedIds[i])];
-        bool heads = result.Site == PatchSite.Heads;
+        var site = result.Site;
 
-        Console.WriteLine(heads
-            ? $"Activation patching on {path}: each head's output (pattern · V, every position) copied from the clean run into the corrupted one, in turn."
-            : $"Activation patching on {path}: {What(result.Site)}, at one position, copied from the clean run into the corrupted one, in turn.");
+        Console.WriteLine($"{(site == PatchSite.Paths ? "Path patching" : "Activation patching")} on {path}: {What(result)}.");
         Console.WriteLine($"  clean:     {Text(result.CleanIds)} ({result.CleanIds.Length} tokens)");
         Console.WriteLine($"  corrupted: {Text(result.CorruptedIds)}");
         Console.WriteLine($"  they differ at {(differ.Length == 1 ? "position" : "positions")} "
@@ -180,57 +271,114 @@ internal sealed class PatchCommand : ICommand
             Console.WriteLine($"The gap is small ({gap.ToString("G2", invariant)}): the model barely tells the two texts apart here, so these "
                 + "percentages are of a difference it hardly makes; pick texts whose answers differ.");
         }
-        Console.WriteLine();
 
-        if (heads)
+        if (PerHead(site))
         {
-            int perLayer = result.Effects.Max(e => e.Index) + 1;
-            Console.WriteLine($"layer{string.Concat(Enumerable.Range(0, perLayer).Select(h => $"{"H" + h.ToString(invariant),8}"))}");
-            foreach (var row in result.Effects.GroupBy(e => e.Layer))
+            foreach (var group in result.Effects.GroupBy(e => e.Input))
             {
-                var cells = Enumerable.Range(0, perLayer).Select(h => row.FirstOrDefault(e => e.Index == h) is { } e ? Percent(e.Recovered) : "");
-                Console.WriteLine($"{row.Key,5}{string.Concat(cells.Select(cell => $"{cell,8}"))}");
+                Console.WriteLine();
+                if (group.Key is { } input)
+                {
+                    Console.WriteLine($"Into the receivers' {InputName(input)} {(input == HeadInput.Query ? "rows" : input == HeadInput.Key ? "rows (where they are found)" : "rows (what they move)")}:");
+                }
+
+                HeadGrid([.. group], site is PatchSite.Keys or PatchSite.Values && kinds is null ? "G" : "H");
             }
         }
         else
         {
-            // A long text's rows where no patch moves the metric are left out of the table (the JSON has them all).
-            var shown = result.Effects.Select(e => e.Layer).Distinct().ToList();
-            bool Moves(int position) => result.Effects.Any(e => e.Index == position && Math.Abs(e.Recovered) >= QuietRow);
-            int[] rows = [.. Enumerable.Range(0, result.CleanIds.Length).Where(i => result.CleanIds.Length <= 24 || Moves(i))];
-            Console.WriteLine($"{"position",-8}  {"token",-27}{string.Concat(shown.Select(l => $"{"L" + l.ToString(invariant),8}"))}");
-            foreach (int i in rows)
-            {
-                string token = result.CleanIds[i] == result.CorruptedIds[i] ? Token(result.CleanIds[i])
-                    : $"{Token(result.CleanIds[i])}→{Token(result.CorruptedIds[i])}";
-                var cells = shown.Select(l => Percent(result.Effects.Single(e => e.Layer == l && e.Index == i).Recovered));
-                Console.WriteLine($"{i,8}  {token,-27}{string.Concat(cells.Select(cell => $"{cell,8}"))}");
-            }
-
-            if (rows.Length < result.CleanIds.Length)
-            {
-                Console.WriteLine($"({result.CleanIds.Length - rows.Length} positions where no patch moves the metric by {100 * QuietRow:0.#}% or more are left out.)");
-            }
+            Console.WriteLine();
+            PositionGrid(result, Token);
         }
 
         Console.WriteLine();
         var ranked = result.Effects.OrderByDescending(e => e.Recovered).Take(top).ToList();
-        Console.WriteLine(heads ? $"The {ranked.Count} heads that bring back most:" : $"The {ranked.Count} patches that bring back most:");
+        Console.WriteLine(site switch
+        {
+            PatchSite.Paths => $"The {ranked.Count} paths that bring back most:",
+            PatchSite.Keys or PatchSite.Values when kinds is null => $"The {ranked.Count} key/value heads that bring back most:",
+            _ when PerHead(site) => $"The {ranked.Count} heads that bring back most:",
+            _ => $"The {ranked.Count} patches that bring back most:",
+        });
         foreach (var e in ranked)
         {
-            Console.WriteLine(heads
-                ? $"  layer {e.Layer,2} head {e.Index,2}  {Percent(e.Recovered),8}  {kinds![(e.Layer, e.Index)],-15} {Describe(result.Metric)} {F(e.Value)}"
-                : $"  layer {e.Layer,2} position {e.Index,3} {Token(result.CleanIds[e.Index]),-12} {Percent(e.Recovered),8}  {Describe(result.Metric)} {F(e.Value)}");
+            string kind = kinds is null ? "" : $"  {kinds[(e.Layer, e.Index)],-15}";
+            string input = e.Input is { } into ? $" → {InputName(into),-5}" : "";
+            Console.WriteLine(site switch
+            {
+                PatchSite.HeadPositions => $"  layer {e.Layer,2} head {e.Index,2} position {e.Position,3} {Token(result.CleanIds[e.Position]),-12} {Percent(e.Recovered),8}{kind} {Describe(result.Metric)} {F(e.Value)}",
+                _ when PerHead(site) => $"  layer {e.Layer,2} head {e.Index,2}{input}  {Percent(e.Recovered),8}{kind} {Describe(result.Metric)} {F(e.Value)}",
+                _ => $"  layer {e.Layer,2} position {e.Index,3} {Token(result.CleanIds[e.Index]),-12} {Percent(e.Recovered),8}  {Describe(result.Metric)} {F(e.Value)}",
+            });
+        }
+    }
+
+    // A layer × head grid of one sweep's (or one input's) effects; `label` heads the columns (H: heads, G: key/value heads).
+    private static void HeadGrid(IReadOnlyList<PatchEffect> effects, string label)
+    {
+        int perLayer = effects.Max(e => e.Index) + 1;
+        Console.WriteLine($"layer{string.Concat(Enumerable.Range(0, perLayer).Select(h => $"{label + h.ToString(CultureInfo.InvariantCulture),8}"))}");
+        foreach (var row in effects.GroupBy(e => e.Layer))
+        {
+            var cells = Enumerable.Range(0, perLayer).Select(h => row.FirstOrDefault(e => e.Index == h) is { } e ? Percent(e.Recovered) : "");
+            Console.WriteLine($"{row.Key,5}{string.Concat(cells.Select(cell => $"{cell,8}"))}");
+        }
+    }
+
+    // Positions × columns: the layers (stream, attention, MLP) or, for head positions, the heads that move the metric
+    // most. A long text's rows where no patch moves the metric are left out (the JSON has them all).
+    private static void PositionGrid(PatchingResult result, Func<int, int, string> token)
+    {
+        const int MostHeads = 8;
+        bool headPositions = result.Site == PatchSite.HeadPositions;
+        var columns = headPositions
+            ? result.Effects.GroupBy(e => (e.Layer, e.Index)).OrderByDescending(g => g.Max(e => Math.Abs(e.Recovered))).Take(MostHeads)
+                .Select(g => g.Key).OrderBy(key => key).ToList()
+            : result.Effects.Select(e => (e.Layer, Index: -1)).Distinct().ToList();
+        int PositionOf(PatchEffect e) => headPositions ? e.Position : e.Index;
+        bool Moves(int position) => result.Effects.Any(e => PositionOf(e) == position && Math.Abs(e.Recovered) >= QuietRow);
+        int[] rows = [.. Enumerable.Range(0, result.CleanIds.Length).Where(i => result.CleanIds.Length <= 24 || Moves(i))];
+        string Heading((int Layer, int Index) column) => headPositions
+            ? $"{column.Layer}.{column.Index}"
+            : "L" + column.Layer.ToString(CultureInfo.InvariantCulture);
+        if (headPositions)
+        {
+            Console.WriteLine($"The {columns.Count} heads (layer.head) whose patches at one position move the metric most:");
+        }
+
+        Console.WriteLine($"{"position",-8}  {"token",-27}{string.Concat(columns.Select(column => $"{Heading(column),8}"))}");
+        foreach (int i in rows)
+        {
+            string shown = result.CleanIds[i] == result.CorruptedIds[i] ? token(result.CleanIds[i], 12)
+                : $"{token(result.CleanIds[i], 12)}→{token(result.CorruptedIds[i], 12)}";
+            var cells = columns.Select(column => Percent(result.Effects.Single(e =>
+                e.Layer == column.Layer && PositionOf(e) == i && (!headPositions || e.Index == column.Index)).Recovered));
+            Console.WriteLine($"{i,8}  {shown,-27}{string.Concat(cells.Select(cell => $"{cell,8}"))}");
+        }
+
+        if (rows.Length < result.CleanIds.Length)
+        {
+            Console.WriteLine($"({result.CleanIds.Length - rows.Length} positions where no patch moves the metric by {100 * QuietRow:0.#}% or more are left out.)");
         }
     }
 
     private static string Describe(PatchMetric metric) => ActivationPatching.Describe(metric);
 
-    private static string What(PatchSite site) => site switch
+    private static string What(PatchingResult result) => result.Site switch
     {
-        PatchSite.Stream => "the stream entering each layer",
-        PatchSite.Attention => "each layer's attention output (all its heads)",
-        _ => "each layer's MLP output",
+        PatchSite.Heads => "each head's output (pattern · V, every position) copied from the clean run into the corrupted one, in turn",
+        PatchSite.HeadPositions => "each head's output at one position copied from the clean run into the corrupted one, in turn",
+        PatchSite.Queries => "each head's queries (every position) copied from the clean run into the corrupted one, in turn",
+        PatchSite.Keys => "each key head's keys (every position) copied from the clean run into the corrupted one, in turn",
+        PatchSite.Values => "each value head's values (every position) copied from the clean run into the corrupted one, in turn",
+        PatchSite.Patterns => "each head's attention pattern copied from the clean run into the corrupted one, in turn",
+        PatchSite.Paths when result.Receivers!.Count == 0 => "what each head sends straight to the output is clean, in turn "
+            + "(every later head held at its corrupted output, MLPs recomputed)",
+        PatchSite.Paths => $"what each earlier head sends straight to {string.Join(", ", result.Receivers!.Select(r => $"{r.Layer}.{r.Head}"))} is clean, in turn, "
+            + "into their queries, keys or values (the heads between held at their corrupted outputs, MLPs recomputed)",
+        PatchSite.Stream => "the stream entering each layer, at one position, copied from the clean run into the corrupted one, in turn",
+        PatchSite.Attention => "each layer's attention output (all its heads), at one position, copied from the clean run into the corrupted one, in turn",
+        _ => "each layer's MLP output, at one position, copied from the clean run into the corrupted one, in turn",
     };
 
     private static string Percent(double fraction) => (100 * fraction).ToString("+0.0'%';-0.0'%';0.0'%'", CultureInfo.InvariantCulture);

@@ -134,6 +134,7 @@ public class CliTests
             // From patterns to causes: the copied letter traced to an induction head, the last layer, and its MLP.
             Assert.Contains("Who copies?", output);
             Assert.Matches(@"Activation patching: layer 3 head \d \(induction\) alone brings back [5-9]\d% of the difference", output);
+            Assert.Matches(@"Path patching: of what earlier heads send to it, layer [0-2] head \d \(previous-token\) into its keys brings back the most, \d+%", output);
             Assert.Contains("Logit lens: 'z' leads from L3 on", output);
             Assert.Matches(@"Direct attribution: of the \+6\.\d\d, layer 3's MLP writes \+\d\.\d\d", output);
             Assert.True(File.Exists(report));

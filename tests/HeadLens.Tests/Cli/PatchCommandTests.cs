@@ -1,6 +1,7 @@
 using System.Text.Json;
 using HeadLens.Analysis;
 using HeadLens.Checkpoints;
+using HeadLens.Cli.Commands;
 
 namespace HeadLens.Tests.Cli;
 
@@ -18,6 +19,11 @@ public class PatchCommandTests
     [InlineData("stream")]
     [InlineData("attention")]
     [InlineData("mlp")]
+    [InlineData("head-positions")]
+    [InlineData("queries")]
+    [InlineData("keys")]
+    [InlineData("values")]
+    [InlineData("patterns")]
     public void JsonRanksEveryPatchAsTheLibraryComputesIt(string over)
     {
         int[] clean = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], corrupted = [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3];
@@ -38,7 +44,12 @@ public class PatchCommandTests
             "heads" => PatchSite.Heads,
             "stream" => PatchSite.Stream,
             "attention" => PatchSite.Attention,
-            _ => PatchSite.Mlp,
+            "mlp" => PatchSite.Mlp,
+            "head-positions" => PatchSite.HeadPositions,
+            "queries" => PatchSite.Queries,
+            "keys" => PatchSite.Keys,
+            "values" => PatchSite.Values,
+            _ => PatchSite.Patterns,
         }, 7, 9);
         Assert.Equal(Math.Round(expected.Clean, 6), root.GetProperty("clean").GetDouble());
         Assert.Equal(Math.Round(expected.Corrupted, 6), root.GetProperty("corrupted").GetDouble());
@@ -46,13 +57,17 @@ public class PatchCommandTests
         Assert.Equal(expected.Effects.Count, patches.Count);
         double[] recovered = [.. patches.Select(p => p.GetProperty("recovered").GetDouble())];
         Assert.Equal(recovered.OrderByDescending(r => r), recovered);
-        string index = over == "heads" ? "head" : "position";
+        bool heads = over is not ("stream" or "attention" or "mlp");
+        string index = heads ? "head" : "position";
         foreach (var patch in patches)
         {
-            var effect = expected.Effects.Single(e => e.Layer == patch.GetProperty("layer").GetInt32() && e.Index == patch.GetProperty(index).GetInt32());
+            int position = over == "head-positions" ? patch.GetProperty("position").GetInt32() : -1;
+            var effect = expected.Effects.Single(e => e.Layer == patch.GetProperty("layer").GetInt32() && e.Index == patch.GetProperty(index).GetInt32()
+                && e.Position == position);
             Assert.Equal(Math.Round(effect.Value, 6), patch.GetProperty("value").GetDouble());
             Assert.Equal(Math.Round(effect.Recovered, 6), patch.GetProperty("recovered").GetDouble());
-            Assert.Equal(over == "heads", patch.TryGetProperty("kind", out _));
+            Assert.Equal(heads, patch.TryGetProperty("kind", out _));
+            Assert.False(patch.TryGetProperty("input", out _));
         }
     }
 
@@ -99,6 +114,74 @@ public class PatchCommandTests
         Assert.InRange(best.GetProperty("recovered").GetDouble(), 0.9, 1.1);
     }
 
+    [Theory]
+    [InlineData("1.1,1.2")]
+    [InlineData("output")]
+    public void PathJsonListsEverySenderAndInputAsTheLibraryComputesIt(string receiver)
+    {
+        int[] clean = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], corrupted = [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3];
+        var (code, output, error) = CliTests.Run("patch", "--model", Model, "--clean-ids", string.Join(',', clean),
+            "--corrupted-ids", string.Join(',', corrupted), "--answer", "7", "--wrong", "9", "--over", "paths", "--receiver", receiver, "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal("paths", root.GetProperty("over").GetString());
+        (int, int)[] receivers = receiver == "output" ? [] : [(1, 1), (1, 2)];
+        Assert.Equal(receivers, root.GetProperty("receivers").EnumerateArray().Select(r => (r.GetProperty("layer").GetInt32(), r.GetProperty("head").GetInt32())));
+
+        var (model, _) = ModelFiles.Load(Model);
+        var expected = ActivationPatching.Paths(model, clean, corrupted, receivers, 7, 9);
+        var patches = root.GetProperty("patches").EnumerateArray().ToList();
+        Assert.Equal(expected.Effects.Count, patches.Count);
+        Assert.Equal(receiver == "output" ? 6 : 9, patches.Count);
+        foreach (var patch in patches)
+        {
+            string? input = patch.TryGetProperty("input", out var name) ? name.GetString() : null;
+            var effect = expected.Effects.Single(e => e.Layer == patch.GetProperty("layer").GetInt32() && e.Index == patch.GetProperty("head").GetInt32()
+                && (e.Input is { } into ? PatchCommand.InputName(into) : null) == input);
+            Assert.Equal(receiver == "output", input is null);
+            Assert.Equal(Math.Round(effect.Recovered, 6), patch.GetProperty("recovered").GetDouble());
+            Assert.True(patch.TryGetProperty("kind", out _));
+        }
+    }
+
+    [Fact]
+    public void PathPatchingFindsThePreviousTokenHeadFeedingTheInductionHeadsKeys()
+    {
+        // K-composition, measured: of everything the earlier heads send to the induction head 3.0, what a
+        // previous-token head writes into its keys brings back the most; the direct path to the output is 3.0 itself.
+        var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "3.0", "--json");
+        Assert.True(code == 0, error);
+        var best = JsonDocument.Parse(output).RootElement.GetProperty("patches")[0];
+        Assert.Equal(("key", "previous-token"), (best.GetProperty("input").GetString(), best.GetProperty("kind").GetString()));
+        Assert.True(best.GetProperty("layer").GetInt32() < 3);
+        Assert.InRange(best.GetProperty("recovered").GetDouble(), 0.05, 1);
+
+        var table = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "3.0", "--top", "3");
+        Assert.True(table.Code == 0, table.Error);
+        Assert.Contains("Path patching on", table.Out);
+        Assert.Contains("what each earlier head sends straight to 3.0 is clean", table.Out);
+        Assert.Contains("Into the receivers' query rows:", table.Out);
+        Assert.Contains("Into the receivers' key rows (where they are found):", table.Out);
+        Assert.Contains("Into the receivers' value rows (what they move):", table.Out);
+        Assert.Matches(@"layer +\d head +\d → key +\+\d+\.\d% +previous-token", table.Out);
+
+        var direct = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "output", "--json");
+        Assert.True(direct.Code == 0, direct.Error);
+        var first = JsonDocument.Parse(direct.Out).RootElement.GetProperty("patches")[0];
+        Assert.Equal((3, 0), (first.GetProperty("layer").GetInt32(), first.GetProperty("head").GetInt32()));
+    }
+
+    [Fact]
+    public void HeadPositionsShowWhereInTheTextAHeadCarriesIt()
+    {
+        // The induction head carries the letter at the last position only, where the copy is read.
+        var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "head-positions", "--top", "1");
+        Assert.True(code == 0, error);
+        Assert.Contains("heads (layer.head) whose patches at one position move the metric most:", output);
+        Assert.Matches(@"layer +3 head +0 position +31 'q' +\+\d+\.\d% +induction", output);
+        Assert.Contains("positions where no patch moves the metric by 0.5% or more are left out", output);
+    }
+
     [Fact]
     public void AnEncoderIsMeasuredByItsSentenceEmbedding()
     {
@@ -125,5 +208,10 @@ public class PatchCommandTests
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "neurons"), "--over");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7"), "--corrupted");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", "minilm", "--clean", "a cat", "--corrupted", "a dog", "--answer", "x"), "output head");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths"), "--over paths needs --receiver");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--receiver", "1.0"), "--receiver goes with --over paths");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1"), "is not LAYER.HEAD");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.3"), "2 layers of 3 heads");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--answer", "1", "--wrong", "2", "--over", "paths", "--receiver", "0.1"), "layer 0 has no heads before it");
     }
 }
