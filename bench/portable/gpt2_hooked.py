@@ -1,6 +1,6 @@
-"""A GPT-2 Hugging Face directory (bench/random_gpt2.py) in plain PyTorch, float32, with a hook on each block's z
-(softmax(QKᵀ/√d)·V, [H, T, D], as TransformerLens's hook_z), shared by the peers of `headlens ablate` and
-`headlens patch`. Attention by scaled_dot_product_attention where the torch has it (2.x), else matmul + softmax."""
+"""A GPT-2 Hugging Face directory (bench/random_gpt2.py) in plain PyTorch, float32, with hooks on each block's
+queries, keys and values and on its z (softmax(QKᵀ/√d)·V, [H, T, D], as TransformerLens's hook_q/k/v and hook_z),
+shared by the peers of `headlens ablate` and `headlens patch`. Attention by scaled_dot_product_attention where the torch has it (2.x), else matmul + softmax."""
 import json
 import math
 import os
@@ -32,13 +32,16 @@ class Gpt2:
     def embed(self, ids):
         return self.p["transformer.wte.weight"][ids] + self.p["transformer.wpe.weight"][:len(ids)]
 
-    def block(self, x, l, edit_z=None):
-        """One block on the stream x [T, C]; edit_z(z) may change z [H, T, D] in place."""
+    def block(self, x, l, edit_z=None, edit_qkv=None):
+        """One block on the stream x [T, C]; edit_qkv(q, k, v) may change the queries, keys and values [H, T, D] in
+        place (hook_q, hook_k, hook_v), edit_z(z) z [H, T, D]."""
         p, c, h = self.p, self.c, self.heads
         t, d = x.shape[0], c // h
         n = f"transformer.h.{l}."
         a = F.layer_norm(x, (c,), p[n + "ln_1.weight"], p[n + "ln_1.bias"], 1e-5)
         q, k, v = (y.reshape(t, h, d).transpose(0, 1) for y in (a @ p[n + "attn.c_attn.weight"] + p[n + "attn.c_attn.bias"]).split(c, -1))
+        if edit_qkv is not None:
+            edit_qkv(q, k, v)
         if self.fused:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:

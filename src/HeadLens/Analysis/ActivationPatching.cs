@@ -310,7 +310,10 @@ public static class ActivationPatching
 
             bool Read(string name) => baseline.KeepsLast(name)
                 || receiverLayers.Any(l => name == HookNames.Q(l) || name == HookNames.K(l) || name == HookNames.V(l));
-            var sent = sending.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, senderLayer, baseline.CorruptedStream(senderLayer, batch), Read);
+            // Read where the receivers are, or (the output) at the end.
+            var sent = receivers.Count == 0
+                ? sending.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, senderLayer, baseline.CorruptedStream(senderLayer, batch), Read)
+                : sending.RunBatchFromThrough(baseline.BatchIds(batch), batch, senderLayer, receiverLayers[^1], baseline.CorruptedStream(senderLayer, batch), Read);
 
             // 2. Per input, the corrupted text with the receivers' query, key or value rows replaced by those read in 1.
             var values = new double[inputs.Length][];

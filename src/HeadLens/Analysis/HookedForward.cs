@@ -53,4 +53,11 @@ public sealed class HookedForward(Transformer model)
     /// </summary>
     public HookedRun RunBatchFromForLastLogits(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
         Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLogitsOnly: true);
+
+    /// <summary>
+    /// <see cref="RunBatchFrom"/> stopped after block <paramref name="lastLayer"/>: for what it captures there and
+    /// before (its logits are empty, and the blocks after it, the final norm and the output head do not run).
+    /// </summary>
+    public HookedRun RunBatchFromThrough(ReadOnlySpan<int> ids, int batch, int layer, int lastLayer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
+        Model.RunWith(ids, capture, withLogits: false, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLayer: lastLayer);
 }

@@ -279,10 +279,16 @@ public sealed partial class Transformer
 
     // batch > 1: ids [B, T] row-major, B sequences of ids.Length / B tokens in one pass (hooks see [B·T, ...] rows
     // where they see [T, ...] for one sequence, except the rotated q and k, per sequence; the run's Ids, Logits and
-    // captures hold all B). lastLogitsOnly: the logits of each sequence's last position only, [B, V].
+    // captures hold all B). lastLogitsOnly: the logits of each sequence's last position only, [B, V]. lastLayer: stop
+    // after that block (no final norm, no logits: the run is for its captures), where a run is read before its end.
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
-        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1, bool lastLogitsOnly = false)
+        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1, bool lastLogitsOnly = false, int? lastLayer = null)
     {
+        if (lastLayer is { } stop && (stop < firstLayer || stop >= Config.Layers))
+        {
+            throw new ArgumentOutOfRangeException(nameof(lastLayer), stop, $"a run from block {firstLayer} stops at a block in [{firstLayer}, {Config.Layers - 1}]");
+        }
+
         CheckTokenTypes(ids, tokenTypes);
         if (batch < 1 || ids.Length % batch != 0)
         {
@@ -297,6 +303,12 @@ public sealed partial class Transformer
         var hooks = new HookContext(registry, capture);
         int tokens = ids.Length / batch;
         bool logits = withLogits && Config.HasOutputHead;
+        if (lastLayer is { } last && last < Config.Layers - 1)
+        {
+            InferCore(ids, batch, tokens, withLogits: false, hooks, tokenTypes, null, firstLayer, residualIn, endLayer: last + 1);
+            return new HookedRun(ids.ToArray(), [], hooks.Cache, hooks.Shapes, []);
+        }
+
         var buffers = InferCore(ids, batch, tokens, withLogits && !lastLogitsOnly, hooks, tokenTypes, null, firstLayer, residualIn);
         float[] outputs;
         if (logits && lastLogitsOnly)
@@ -394,7 +406,7 @@ public sealed partial class Transformer
 
     // With residualIn [B·T, C], the stream entering block firstLayer: the embedding and the blocks before it are skipped.
     private InferenceBuffers InferCore(ReadOnlySpan<int> ids, int batch, int tokens, bool withLogits, HookContext? hooks,
-        ReadOnlySpan<int> tokenTypes, int[]? lengths, int firstLayer = 0, ReadOnlySpan<float> residualIn = default)
+        ReadOnlySpan<int> tokenTypes, int[]? lengths, int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int? endLayer = null)
     {
         CheckTokens(ids, batch, tokens);
         withLogits &= Config.HasOutputHead;
@@ -417,9 +429,14 @@ public sealed partial class Transformer
             residualIn.CopyTo(x);
         }
 
-        for (int l = firstLayer; l < Config.Layers; l++)
+        for (int l = firstLayer; l < (endLayer ?? Config.Layers); l++)
         {
             BlockForward(l, buffers.Block, x, x, pass);
+        }
+
+        if (endLayer < Config.Layers)
+        {
+            return buffers; // stopped early: the caller reads captures only
         }
 
         FinalNorm(x, n, buffers.FinalNormed, buffers.FinalNormMean, buffers.FinalNormRstd);

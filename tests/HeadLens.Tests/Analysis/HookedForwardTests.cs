@@ -79,6 +79,39 @@ public class HookedForwardTests
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama")]
+    public void ARunStoppedAfterABlockCapturesWhatTheWholeRunDoes(string family)
+    {
+        // Path patching reads the receivers' inputs and stops: the captures up to the last block run are the whole
+        // run's, bit for bit (the same blocks on the same rows); nothing after it runs, and there are no logits.
+        var config = Config(family) with { Layers = 4 };
+        var model = TinyModels.Random(config, seed: 7);
+        int t = 7, batch = 2;
+        int[] ids = [.. Enumerable.Range(0, batch).SelectMany(b => TinyModels.Ids(config, t, seed: 20 + b))];
+        var stream = new float[batch * t * config.Channels];
+        for (int b = 0; b < batch; b++)
+        {
+            new HookedForward(model).Run(ids.AsSpan(b * t, t), name => name == HookNames.ResidPre(1))[HookNames.ResidPre(1)].CopyTo(stream, b * t * config.Channels);
+        }
+
+        bool Wanted(string name) => name.StartsWith("blocks.", StringComparison.Ordinal);
+        var whole = new HookedForward(model).ZeroAblateHead(1, 0).RunBatchFrom(ids, batch, 1, stream, Wanted);
+        var stopped = new HookedForward(model).ZeroAblateHead(1, 0).RunBatchFromThrough(ids, batch, 1, 2, stream, Wanted);
+        Assert.Empty(stopped.Logits);
+        Assert.Contains(HookNames.Q(2), stopped.Cache.Keys);
+        Assert.Contains(HookNames.ResidPost(2), stopped.Cache.Keys);
+        Assert.DoesNotContain(stopped.Cache.Keys, name => name.StartsWith("blocks.3.", StringComparison.Ordinal));
+        foreach (var (name, values) in stopped.Cache)
+        {
+            Assert.Equal(whole[name], values);
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => new HookedForward(model).RunBatchFromThrough(ids, batch, 2, 1, stream));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new HookedForward(model).RunBatchFromThrough(ids, batch, 1, 4, stream));
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
     public void ABatchRunForTheLastLogitsGivesEachSequencesLastRow(string family)
     {
         // The output head on each sequence's last row only: the same numbers as those rows of the full [B·T, V]
