@@ -44,6 +44,12 @@ public sealed record PatchEffectView(int Head, double Value, double Recovered);
 /// <param name="Metric">"logit_difference", "log_probability" or "embedding_similarity", as `headlens patch --json` names them.</param>
 public sealed record PatchView(int Layer, string Metric, string? Answer, string? Wrong, double Clean, double Corrupted, IReadOnlyList<PatchEffectView> Heads);
 
+/// <summary>What one sending head brings back through the receiver's queries, keys and values (shares of the gap).</summary>
+public sealed record PathEffectView(int Head, double Query, double Key, double Value);
+
+/// <summary>Path patching from the heads of one layer into one receiving head.</summary>
+public sealed record PathsView(int Layer, int[] Receiver, string Metric, string? Answer, string? Wrong, double Clean, double Corrupted, IReadOnlyList<PathEffectView> Heads);
+
 /// <summary>One stage of the stream at one position: its most likely next tokens, and the probability of the token that follows in the text (null at the last position).</summary>
 public sealed record LensCell(int[] Ids, string[] Top, double[] Probabilities, double? Next);
 
@@ -108,6 +114,18 @@ public sealed class AttentionViews(IAttentionSource source)
             result.Answer is { } answer ? source.TokenText(answer) : null, result.Wrong is { } wrong ? source.TokenText(wrong) : null,
             Math.Round(result.Clean, 6), Math.Round(result.Corrupted, 6),
             [.. result.Effects.Select(e => new PatchEffectView(e.Index, Math.Round(e.Value, 6), Math.Round(e.Recovered, 6)))]);
+    }
+
+    /// <summary>What the heads of one layer send into one later head's queries, keys and values (the page asks layer by layer).</summary>
+    public PathsView Paths(TokenizedText clean, TokenizedText corrupted, int layer, int receiverLayer, int receiverHead)
+    {
+        var result = source.Paths(clean.Ids, corrupted.Ids, layer, receiverLayer, receiverHead);
+        double Share(int head, HeadInput input) => Math.Round(result.Effects.Single(e => e.Index == head && e.Input == input).Recovered, 6);
+        return new PathsView(layer, [receiverLayer, receiverHead], Commands.PatchCommand.MetricName(result.Metric),
+            result.Answer is { } answer ? source.TokenText(answer) : null, result.Wrong is { } wrong ? source.TokenText(wrong) : null,
+            Math.Round(result.Clean, 6), Math.Round(result.Corrupted, 6),
+            [.. result.Effects.Select(e => e.Index).Distinct().Select(head =>
+                new PathEffectView(head, Share(head, HeadInput.Query), Share(head, HeadInput.Key), Share(head, HeadInput.Value)))]);
     }
 
     /// <summary>How many tokens the lens view keeps per position.</summary>

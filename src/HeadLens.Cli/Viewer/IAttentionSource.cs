@@ -62,6 +62,13 @@ public interface IAttentionSource
     PatchingResult Patch(int[] clean, int[] corrupted, int layer);
 
     /// <summary>
+    /// Path patching from every head of <paramref name="layer"/> into the queries, keys and values of head
+    /// <paramref name="receiverHead"/> of <paramref name="receiverLayer"/> (<see cref="ActivationPatching.Paths"/>, the
+    /// metric chosen as for <see cref="Patch"/>); a source without a model throws <see cref="ViewerException"/> (501).
+    /// </summary>
+    PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead);
+
+    /// <summary>
     /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
     /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
     /// </summary>

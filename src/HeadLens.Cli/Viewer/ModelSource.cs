@@ -111,6 +111,14 @@ public sealed class ModelSource : IAttentionSource
         }
     }
 
+    public PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead)
+    {
+        lock (gate)
+        {
+            return ActivationPatching.Paths(model, clean, corrupted, [(receiverLayer, receiverHead)], senderLayers: [layer]);
+        }
+    }
+
     public LogitLensResult Lens(int[] ids)
     {
         lock (gate)

@@ -34,6 +34,7 @@ public static class RequestGuard
         ["/api/ablate"] = HttpMethods.Post,
         ["/api/lens"] = HttpMethods.Post,
         ["/api/patch"] = HttpMethods.Post,
+        ["/api/paths"] = HttpMethods.Post,
     };
 
     /// <summary>The refusal for this request (status and one line), or null when it may go on.</summary>

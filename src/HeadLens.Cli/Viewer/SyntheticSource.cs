@@ -99,6 +99,10 @@ public sealed partial class SyntheticSource : IAttentionSource
     public PatchingResult Patch(int[] clean, int[] corrupted, int layer) =>
         throw new ViewerException(501, "patching needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
 
+    /// <summary>Nor paths from one head to another.</summary>
+    public PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead) =>
+        throw new ViewerException(501, "path patching needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
+
     /// <summary>Hand-made patterns have no stream to read.</summary>
     public LogitLensResult Lens(int[] ids) =>
         throw new ViewerException(501, "the logit lens needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");

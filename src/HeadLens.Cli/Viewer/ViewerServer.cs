@@ -44,8 +44,11 @@ public sealed record ViewerRequest
 
     public string? Word { get; init; }
 
-    /// <summary>/api/patch: the corrupted text patched from the clean one (<see cref="Text"/>).</summary>
+    /// <summary>/api/patch and /api/paths: the corrupted text patched from the clean one (<see cref="Text"/>).</summary>
     public string? Corrupted { get; init; }
+
+    /// <summary>/api/paths: the receiving head, [layer, head].</summary>
+    public int[]? Receiver { get; init; }
 
     /// <summary>How /api/ablate removes a head: "zero" (default) or "mean".</summary>
     public string? Method { get; init; }
@@ -204,6 +207,15 @@ public static partial class ViewerServer
             var body = await ReadAsync(request, options);
             string corrupted = body.Corrupted ?? throw new ViewerException(400, "give the corrupted text: corrupted");
             return Results.Json(await gate.RunAsync(() => views.Patch(limits.Input(body), limits.Input(new ViewerRequest { Text = corrupted }), limits.Layer(body.Layer)),
+                request.HttpContext.RequestAborted), Json);
+        });
+        app.MapPost("/api/paths", async (HttpRequest request) =>
+        {
+            var body = await ReadAsync(request, options);
+            string corrupted = body.Corrupted ?? throw new ViewerException(400, "give the corrupted text: corrupted");
+            var (receiverLayer, receiverHead) = limits.Receiver(body.Receiver);
+            int layer = limits.Layer(body.Layer);
+            return Results.Json(await gate.RunAsync(() => views.Paths(limits.Input(body), limits.Input(new ViewerRequest { Text = corrupted }), layer, receiverLayer, receiverHead),
                 request.HttpContext.RequestAborted), Json);
         });
         app.MapPost("/api/lens", async (HttpRequest request) =>
@@ -472,6 +484,22 @@ public static partial class ViewerServer
             int value = layer ?? throw new ViewerException(400, "give a layer");
             return value >= 0 && value < source.Info.Layers ? value
                 : throw new ViewerException(400, $"layer {value} is outside [0, {source.Info.Layers - 1}]");
+        }
+
+        /// <summary>A receiving head [layer, head] of path patching: a head with layers before it.</summary>
+        public (int Layer, int Head) Receiver(int[]? receiver)
+        {
+            if (receiver is not [int layer, int head])
+            {
+                throw new ViewerException(400, "give the receiving head as receiver: [layer, head]");
+            }
+
+            if (layer < 1 || layer >= source.Info.Layers || head < 0 || head >= source.Info.Heads)
+            {
+                throw new ViewerException(400, $"receiver {layer}.{head} is not a head of layers 1 to {source.Info.Layers - 1} (heads 0 to {source.Info.Heads - 1})");
+            }
+
+            return (layer, head);
         }
 
         public int[] Heads(ViewerRequest body, int tokens)

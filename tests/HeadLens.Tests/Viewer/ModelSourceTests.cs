@@ -58,6 +58,45 @@ public class ModelSourceTests(ITestOutputHelper output)
         Assert.Contains("the clean one has 32 tokens, the corrupted one 8", await refused.Content.ReadAsStringAsync());
     }
 
+    // The embedded model's induction head that carries the copied letter, as /api/paths names a receiver.
+    private static readonly int[] InductionHead = [3, 0];
+
+    [Fact]
+    public async Task PathPatchingAnswersEverySenderOfALayerAsTheLibraryComputesIt()
+    {
+        const string Clean = "the word is kqzj; the word is kq", Corrupted = "the word is kqvj; the word is kq";
+        var app = ViewerServer.Build(Load(Embedded, out _), new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var stop = app;
+        using var client = app.GetTestClient();
+        using var response = await client.PostAsJsonAsync("/api/paths", new { text = Clean, corrupted = Corrupted, layer = 2, receiver = InductionHead });
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var root = JsonDocument.Parse(body).RootElement;
+        Assert.Equal([3, 0], root.GetProperty("receiver").EnumerateArray().Select(value => value.GetInt32()));
+        Assert.Equal(("logit_difference", "z", "v"), (root.GetProperty("metric").GetString(), root.GetProperty("answer").GetString(), root.GetProperty("wrong").GetString()));
+
+        // The library on a second copy of the model: what `headlens patch --over paths --receiver 3.0 --layer 2` prints.
+        var (reference, tokenizer) = ModelFiles.Load(Embedded);
+        var expected = ActivationPatching.Paths(reference, tokenizer!.EncodeForModel(Clean), tokenizer.EncodeForModel(Corrupted), [(3, 0)], senderLayers: [2]);
+        var heads = root.GetProperty("heads").EnumerateArray().ToList();
+        Assert.Equal(reference.Config.Heads, heads.Count);
+        foreach (var answer in heads)
+        {
+            int head = answer.GetProperty("head").GetInt32();
+            foreach (var (name, input) in new[] { ("query", HeadInput.Query), ("key", HeadInput.Key), ("value", HeadInput.Value) })
+            {
+                var effect = expected.Effects.Single(e => e.Index == head && e.Input == input);
+                Assert.Equal(Math.Round(effect.Recovered, 6), answer.GetProperty(name).GetDouble());
+            }
+        }
+
+        // A sender that does not come before the receiver: one line, 400.
+        using var refused = await client.PostAsJsonAsync("/api/paths", new { text = Clean, corrupted = Corrupted, layer = 3, receiver = InductionHead });
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Contains("does not come before", await refused.Content.ReadAsStringAsync());
+    }
+
     [Fact]
     public async Task TheLensAnswersEveryStageAsTheLibraryComputesIt()
     {
@@ -267,6 +306,9 @@ public class ModelSourceTests(ITestOutputHelper output)
         public LogitLensResult Lens(int[] ids) => inner.Lens(ids);
 
         public PatchingResult Patch(int[] clean, int[] corrupted, int layer) => inner.Patch(clean, corrupted, layer);
+
+        public PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead) =>
+            inner.Paths(clean, corrupted, layer, receiverLayer, receiverHead);
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
     }

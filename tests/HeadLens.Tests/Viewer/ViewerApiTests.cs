@@ -59,6 +59,26 @@ public class ViewerApiTests
         Assert.Contains("layer 9", body.GetProperty("error").GetString());
     }
 
+    private static readonly int[] ReceiverOneZero = [1, 0], ReceiverZeroOne = [0, 1];
+
+    [Fact]
+    public async Task PathPatchingNeedsAModelTwoTextsAndAReceiver()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        var (status, body) = await PostAsync(host, "/api/paths", new { text = Text, corrupted = Text, layer = 0, receiver = ReceiverOneZero });
+        Assert.Equal(HttpStatusCode.NotImplemented, status);
+        Assert.Contains("path patching needs a model", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/paths", new { text = Text, layer = 0, receiver = ReceiverOneZero });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("corrupted", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/paths", new { text = Text, corrupted = Text, layer = 0 });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("receiver: [layer, head]", body.GetProperty("error").GetString());
+        (status, body) = await PostAsync(host, "/api/paths", new { text = Text, corrupted = Text, layer = 0, receiver = ReceiverZeroOne });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("receiver 0.1 is not a head of layers 1 to", body.GetProperty("error").GetString());
+    }
+
     [Fact]
     public async Task TheLensNeedsAModelAndSaysSo()
     {

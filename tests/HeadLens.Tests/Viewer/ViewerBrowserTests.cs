@@ -187,6 +187,20 @@ public class ViewerBrowserTests
         Assert.Contains("brings back +74% of the gap", browser.Find("#tooltip").Text);
         browser.Screenshot("patching");
 
+        // What feeds that head: the picker now names it; one click traces every earlier head's path into its queries,
+        // keys and values, and the previous-token head that builds its keys gets the largest badge.
+        Assert.Equal("3.0", browser.Find("#paths-receiver").GetAttribute("value"));
+        browser.Find("#paths-run").Click();
+        browser.WaitFor(() => browser.Find("body").GetAttribute("data-paths") is not null, "the paths from layers 0 to 2");
+        Assert.Equal(12, browser.FindAll("#grid .cell .effect").Count);
+        Assert.Contains("receiver", browser.Find("#grid .cell[data-layer='3'][data-head='0']").GetAttribute("class"));
+        Assert.Contains("Most: layer 2 head 0 into its keys (+11%)", browser.Find("#ablate-status").Text);
+        Assert.Equal("+11% k", browser.Find("#grid .cell[data-layer='2'][data-head='0'] .effect").Text);
+        new Actions(browser.Driver).MoveToElement(browser.Find("#grid .cell[data-layer='2'][data-head='0']")).Perform();
+        browser.WaitFor(() => browser.Find("#tooltip").Text.Contains("sending to head 3.0", StringComparison.Ordinal), "the path tooltip");
+        Assert.Contains("keys +11%", browser.Find("#tooltip").Text);
+        browser.Screenshot("paths");
+
         // Different lengths: the status says so in one line.
         var box = browser.Find("#patch-corrupted");
         box.Clear();
@@ -280,6 +294,7 @@ public class ViewerBrowserTests
             Assert.Contains("headlens serve", browser.Find("#offline-note").Text);
             Assert.False(browser.Find("#ablate-run").Enabled);
             Assert.False(browser.Find("#patch-run").Enabled);
+            Assert.False(browser.Find("#paths-run").Enabled);
             Assert.Contains("What breaks without each head?", browser.Find("#offline-note").Text);
             Assert.Empty(browser.FindAll("#tokens i"));
             browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();

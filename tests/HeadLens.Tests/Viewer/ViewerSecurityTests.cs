@@ -330,6 +330,12 @@ public class ViewerSecurityTests
             return inner.Patch(clean, corrupted, layer);
         }
 
+        public global::HeadLens.Analysis.PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead)
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Paths(clean, corrupted, layer, receiverLayer, receiverHead);
+        }
+
         public global::HeadLens.Analysis.LogitLensResult Lens(int[] ids)
         {
             Interlocked.Increment(ref calls);

@@ -41,6 +41,7 @@
       ablate: (text, layer, method) => post('/api/ablate', { text, layer, method }),
       lens: (text) => post('/api/lens', { text }),
       patch: (text, corrupted, layer) => post('/api/patch', { text, corrupted, layer }),
+      paths: (text, corrupted, layer, receiver) => post('/api/paths', { text, corrupted, layer, receiver }),
       generate: async (prompt, maxTokens, temperature, onLine) => {
         const response = await fetch('/api/generate', {
           method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -84,6 +85,7 @@
       compare: notHere,
       ablate: notHere,
       patch: notHere,
+      paths: notHere,
       lens: async () => {
         if (!data.lens) { throw new Error('the logit lens needs a model that predicts tokens; this report has none'); }
         return data.lens;
@@ -267,8 +269,7 @@
     const ablation = { kind: 'ablate', text, method, measure: null, clean: null, effects: {}, done: false };
     state.ablation = ablation;
     drawEffects();
-    $('ablate-run').disabled = true;
-    $('patch-run').disabled = true;
+    setInterventionButtons(false);
     try {
       for (let layer = 0; layer < state.model.layers; layer++) {
         setStatus('removing each head of layer ' + layer + ' (' + (layer + 1) + ' of ' + state.model.layers + ')\u2026', false, 'ablate-status');
@@ -291,7 +292,7 @@
     } catch (error) {
       if (state.ablation === ablation) { setStatus(error.message, true, 'ablate-status'); }
     } finally {
-      if (state.ablation === ablation) { $('ablate-run').disabled = false; $('patch-run').disabled = false; }
+      if (state.ablation === ablation) { setInterventionButtons(true); }
     }
   }
 
@@ -303,8 +304,7 @@
     const patching = { kind: 'patch', text, corrupted, metric: null, effects: {}, done: false };
     state.ablation = patching;
     drawEffects();
-    $('ablate-run').disabled = true;
-    $('patch-run').disabled = true;
+    setInterventionButtons(false);
     try {
       let answer = null;
       for (let layer = 0; layer < state.model.layers; layer++) {
@@ -318,6 +318,7 @@
       patching.done = true;
       const best = Object.entries(patching.effects).sort((a, b) => b[1].change - a[1].change)[0];
       const [layer, head] = best[0].split('.');
+      if (Number(layer) > 0) { $('paths-receiver').value = best[0]; }
       setStatus(metricText(answer) + ': ' + signedShort(answer.clean) + ' with the text, ' + signedShort(answer.corrupted) +
         ' with the corrupted one; each badge is the share of that gap one head brings back when copied from the text. ' +
         'Most: layer ' + layer + ' head ' + head + ' (' + percent(best[1].change) + ').', false, 'ablate-status');
@@ -325,8 +326,62 @@
     } catch (error) {
       if (state.ablation === patching) { setStatus(error.message, true, 'ablate-status'); }
     } finally {
-      if (state.ablation === patching) { $('ablate-run').disabled = false; $('patch-run').disabled = false; }
+      if (state.ablation === patching) { setInterventionButtons(true); }
     }
+  }
+
+  // ---- what feeds one head: /api/paths layer by layer, each earlier head's path into its queries, keys and values ----
+
+  async function runPaths() {
+    const text = $('text').value;
+    const corrupted = $('patch-corrupted').value;
+    const [receiverLayer, receiverHead] = $('paths-receiver').value.split('.').map(Number);
+    const paths = { kind: 'paths', text, corrupted, receiver: [receiverLayer, receiverHead], metric: null, effects: {}, done: false };
+    state.ablation = paths;
+    drawEffects();
+    setInterventionButtons(false);
+    try {
+      let answer = null;
+      for (let layer = 0; layer < receiverLayer; layer++) {
+        setStatus('tracing what the heads of layer ' + layer + ' send to head ' + receiverLayer + '.' + receiverHead +
+          ' (' + (layer + 1) + ' of ' + receiverLayer + ')\u2026', false, 'ablate-status');
+        answer = await api.paths(text, corrupted, layer, [receiverLayer, receiverHead]);
+        if (state.ablation !== paths) { return; }
+        paths.metric = answer;
+        for (const sender of answer.heads) {
+          // The badge shows the input the sender brings back most through; the tooltip all three.
+          const [input, change] = [['q', sender.query], ['k', sender.key], ['v', sender.value]].sort((a, b) => b[1] - a[1])[0];
+          paths.effects[layer + '.' + sender.head] = { change, input, query: sender.query, key: sender.key, value: sender.value };
+        }
+        drawEffects();
+      }
+      paths.done = true;
+      const best = Object.entries(paths.effects).sort((a, b) => b[1].change - a[1].change)[0];
+      const [layer, head] = best[0].split('.');
+      setStatus(metricText(answer) + ': ' + signedShort(answer.clean) + ' with the text, ' + signedShort(answer.corrupted) +
+        ' with the corrupted one; each badge is the share of that gap an earlier head brings back when only what it sends straight to head ' +
+        receiverLayer + '.' + receiverHead + '\u2019s queries (q), keys (k) or values (v) is clean, its largest of the three. Most: layer ' +
+        layer + ' head ' + head + ' into its ' + inputName(best[1].input) + ' (' + percent(best[1].change) + ').', false, 'ablate-status');
+      document.body.setAttribute('data-paths', String(Date.now()));
+    } catch (error) {
+      if (state.ablation === paths) { setStatus(error.message, true, 'ablate-status'); }
+    } finally {
+      if (state.ablation === paths) { setInterventionButtons(true); }
+    }
+  }
+
+  function inputName(input) { return { q: 'queries', k: 'keys', v: 'values' }[input]; }
+
+  // Every head with heads before it, as "layer.head", for the receiver picker.
+  function fillReceivers() {
+    const select = $('paths-receiver');
+    clear(select);
+    for (let layer = 1; layer < state.model.layers; layer++) {
+      for (let head = 0; head < state.model.heads; head++) {
+        select.appendChild(el('option', { value: layer + '.' + head }, layer + '.' + head));
+      }
+    }
+    if (state.model.layers < 2) { select.disabled = true; $('paths-run').hidden = true; select.hidden = true; }
   }
 
   function metricText(answer) {
@@ -341,9 +396,13 @@
 
   function forgetAblation() {
     state.ablation = null;
-    $('ablate-run').disabled = api.offline;
-    $('patch-run').disabled = api.offline;
+    setInterventionButtons(true);
     setStatus('', false, 'ablate-status');
+  }
+
+  // The three buttons that run a model on the text: off while one runs, and always in a report.
+  function setInterventionButtons(enabled) {
+    for (const id of ['ablate-run', 'patch-run', 'paths-run']) { $(id).disabled = api.offline || !enabled; }
   }
 
   function signed(value) { return (value >= 0 ? '+' : '\u2212') + Math.abs(value).toFixed(4); }
@@ -352,6 +411,10 @@
   // removal helps on this text, the shade scaled to the largest change so far.
   function drawEffects() {
     const ablation = state.ablation;
+    const receiver = ablation && ablation.kind === 'paths' ? ablation.receiver.join('.') : null;
+    for (const cell of document.querySelectorAll('#grid .cell')) {
+      cell.classList.toggle('receiver', cell.getAttribute('data-layer') + '.' + cell.getAttribute('data-head') === receiver);
+    }
     const effects = ablation ? Object.values(ablation.effects) : [];
     const largest = Math.max(1e-12, ...effects.map((effect) => Math.abs(effect.change)));
     for (const cell of document.querySelectorAll('#grid .cell')) {
@@ -363,7 +426,8 @@
         continue;
       }
       if (!badge) { badge = cell.appendChild(el('span', { class: 'effect' })); }
-      badge.textContent = ablation.kind === 'patch' ? percent(effect.change) : signed(effect.change);
+      badge.textContent = ablation.kind === 'patch' ? percent(effect.change)
+        : ablation.kind === 'paths' ? percent(effect.change) + ' ' + effect.input : signed(effect.change);
       const strength = Math.abs(effect.change) / largest;
       const rgb = effect.change >= 0 ? [220, 38, 38] : [37, 99, 235];
       badge.style.background = 'rgba(' + rgb.join(',') + ',' + (0.15 + 0.85 * strength).toFixed(3) + ')';
@@ -380,6 +444,10 @@
     if (ablation.kind === 'patch') {
       return ['copied from the text into ' + quoted(ablation.corrupted) + ': brings back ' + percent(effect.change) + ' of the gap',
         metricText(ablation.metric) + ' then ' + signedShort(effect.value)];
+    }
+    if (ablation.kind === 'paths') {
+      return ['sending to head ' + ablation.receiver.join('.') + ' brings back: queries ' + percent(effect.query) +
+        ', keys ' + percent(effect.key) + ', values ' + percent(effect.value)];
     }
     const tokens = state.input.tokens;
     if (ablation.measure === 'next_token_loss') {
@@ -899,7 +967,7 @@
         button.title = 'needs the live viewer: headlens serve --model MODEL';
       }
       const note = $('offline-note');
-      note.textContent = 'Report of one text: Generate, Compare, "What breaks without each head?" and "Which heads carry the difference?" need the live viewer (headlens serve --model MODEL).';
+      note.textContent = 'Report of one text: Generate, Compare, "What breaks without each head?", "Which heads carry the difference?" and "What feeds head" need the live viewer (headlens serve --model MODEL).';
       note.hidden = false;
     }
     fillSelect($('head-layer'), state.model.layers, 'layer');
@@ -920,12 +988,15 @@
     $('cmp-run').addEventListener('click', runCompare);
     $('ablate-run').addEventListener('click', runAblation);
     $('patch-run').addEventListener('click', runPatching);
+    $('paths-run').addEventListener('click', runPaths);
+    fillReceivers();
     if (api.offline) {
-      for (const id of ['ablate-run', 'patch-run']) {
+      for (const id of ['ablate-run', 'patch-run', 'paths-run']) {
         $(id).disabled = true;
         $(id).title = 'needs the live viewer: headlens serve --model MODEL';
       }
       $('patch-corrupted').disabled = true;
+      $('paths-receiver').disabled = true;
     }
     window.addEventListener('resize', () => {
       clearTimeout(resizing);
