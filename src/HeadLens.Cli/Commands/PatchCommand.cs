@@ -95,13 +95,17 @@ internal sealed class PatchCommand : ICommand
             ? HeadTaxonomy.Analyse(model, tokenizer, clean, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind)
             : null;
 
+        // Into one receiver: what the weights alone allow each path (composition scores), beside what the text uses.
+        var compositions = receivers is [var (receiverLayer, receiverHead)]
+            ? Circuits.CompositionsInto(model, receiverLayer, receiverHead).ToDictionary(c => (c.SourceLayer, c.SourceHead))
+            : null;
         if (json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(Document(result, tokenizer, kinds)));
+            Console.WriteLine(JsonSerializer.Serialize(Document(result, tokenizer, kinds, compositions)));
             return 0;
         }
 
-        Print(result, path, tokenizer, kinds, top);
+        Print(result, path, tokenizer, kinds, compositions, Circuits.RandomBaseline(config), top);
         Console.WriteLine();
         Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
@@ -128,6 +132,14 @@ internal sealed class PatchCommand : ICommand
         HeadInput.Query => "query",
         HeadInput.Key => "key",
         _ => "value",
+    };
+
+    // The Q-, K- or V-composition of a path's sender with its receiver: the score of the input the path goes into.
+    private static double CompositionScore(Composition composition, HeadInput input) => input switch
+    {
+        HeadInput.Query => composition.Query,
+        HeadInput.Key => composition.Key,
+        _ => composition.Value,
     };
 
     // The sites whose patches (or senders) are whole heads: a layer × head grid.
@@ -181,7 +193,8 @@ internal sealed class PatchCommand : ICommand
         _ => "embedding_similarity",
     };
 
-    private static Dictionary<string, object> Document(PatchingResult result, Tokenization.ITokenizer? tokenizer, Dictionary<(int, int), string>? kinds)
+    private static Dictionary<string, object> Document(PatchingResult result, Tokenization.ITokenizer? tokenizer, Dictionary<(int, int), string>? kinds,
+        Dictionary<(int, int), Composition>? compositions)
     {
         bool heads = PerHead(result.Site) || result.Site == PatchSite.HeadPositions;
         var document = new Dictionary<string, object>
@@ -216,6 +229,11 @@ internal sealed class PatchCommand : ICommand
                 entry["kind"] = kinds[(e.Layer, e.Index)];
             }
 
+            if (compositions is not null && e.Input is { } composed)
+            {
+                entry["composition"] = Math.Round(CompositionScore(compositions[(e.Layer, e.Index)], composed), 6);
+            }
+
             entry["value"] = Math.Round(e.Value, 6);
             entry["recovered"] = Math.Round(e.Recovered, 6);
             return entry;
@@ -242,7 +260,7 @@ internal sealed class PatchCommand : ICommand
     }
 
     private static void Print(PatchingResult result, string path, Tokenization.ITokenizer? tokenizer,
-        Dictionary<(int, int), string>? kinds, int top)
+        Dictionary<(int, int), string>? kinds, Dictionary<(int, int), Composition>? compositions, double randomComposition, int top)
     {
         var invariant = CultureInfo.InvariantCulture;
         string Token(int id, int width = 12) => ModelInput.Show(tokenizer?.TokenText(id), id, width);
@@ -293,6 +311,12 @@ internal sealed class PatchCommand : ICommand
 
         Console.WriteLine();
         var ranked = result.Effects.OrderByDescending(e => e.Recovered).Take(top).ToList();
+        if (compositions is not null)
+        {
+            Console.WriteLine("In brackets: the path's composition score from the weights alone (Elhage et al. 2021: how much the sender can write "
+                + $"into that input of the receiver, text or no text; independent random weights score about {randomComposition.ToString("F3", CultureInfo.InvariantCulture)}).");
+        }
+
         Console.WriteLine(site switch
         {
             PatchSite.Paths => $"The {ranked.Count} paths that bring back most:",
@@ -304,10 +328,13 @@ internal sealed class PatchCommand : ICommand
         {
             string kind = kinds is null ? "" : $"  {kinds[(e.Layer, e.Index)],-15}";
             string input = e.Input is { } into ? $" → {InputName(into),-5}" : "";
+            string composition = compositions is not null && e.Input is { } composed
+                ? $"  ({char.ToUpperInvariant(InputName(composed)[0])}-composition {CompositionScore(compositions[(e.Layer, e.Index)], composed).ToString("F3", CultureInfo.InvariantCulture)})"
+                : "";
             Console.WriteLine(site switch
             {
                 PatchSite.HeadPositions => $"  layer {e.Layer,2} head {e.Index,2} position {e.Position,3} {Token(result.CleanIds[e.Position]),-12} {Percent(e.Recovered),8}{kind} {Describe(result.Metric)} {F(e.Value)}",
-                _ when PerHead(site) => $"  layer {e.Layer,2} head {e.Index,2}{input}  {Percent(e.Recovered),8}{kind} {Describe(result.Metric)} {F(e.Value)}",
+                _ when PerHead(site) => $"  layer {e.Layer,2} head {e.Index,2}{input}  {Percent(e.Recovered),8}{kind} {Describe(result.Metric)} {F(e.Value)}{composition}",
                 _ => $"  layer {e.Layer,2} position {e.Index,3} {Token(result.CleanIds[e.Index]),-12} {Percent(e.Recovered),8}  {Describe(result.Metric)} {F(e.Value)}",
             });
         }

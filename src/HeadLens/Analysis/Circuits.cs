@@ -45,49 +45,51 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
     }
 
     /// <summary>‖L R‖_F = sqrt(tr((LᵀL)(R Rᵀ))).</summary>
-    public double FrobeniusNorm() => Math.Sqrt(Math.Max(0, TraceOfProduct(Gram(Left, Channels, Rank, true), Gram(Right, Rank, Channels, false), Rank)));
+    public double FrobeniusNorm() => Math.Sqrt(Math.Max(0, TraceOfProduct(LeftGram, RightGram, Rank)));
+
+    // LᵀL and R Rᵀ [D, D], computed once per matrix: every norm and product norm that involves it reads them.
+    private double[]? leftGram, rightGram;
+
+    private double[] LeftGram => leftGram ??= Gram(Left, Channels, Rank, columns: true);
+
+    private double[] RightGram => rightGram ??= Gram(Right, Rank, Channels, columns: false);
 
     /// <summary>
     /// ‖A·B‖_F for A = La Ra, B = Lb Rb: A·B = La (Ra Lb) Rb, and with M = Ra Lb [D, D],
-    /// ‖La M Rb‖²_F = tr(Mᵀ (LaᵀLa) M (Rb Rbᵀ)).
+    /// ‖La M Rb‖²_F = tr(Mᵀ (LaᵀLa) M (Rb Rbᵀ)) = Σ_ij (Ga · (M Gb))_ij M_ij: O(C·D²) for M, O(D³) for the rest.
     /// </summary>
     public static double ProductNorm(LowRank a, LowRank b)
     {
         int c = a.Channels, da = a.Rank, db = b.Rank;
-        var m = new double[da * db];   // [Da, Db] = Ra [Da, C] · Lb [C, Db]
+        var m = new double[da * db];   // [Da, Db] = Ra [Da, C] · Lb [C, Db], row by row
         for (int i = 0; i < da; i++)
         {
+            var row = m.AsSpan(i * db, db);
             for (int p = 0; p < c; p++)
             {
-                double r = a.Right[i * c + p];
-                for (int j = 0; j < db; j++)
-                {
-                    m[i * db + j] += r * b.Left[p * db + j];
-                }
+                TensorPrimitives.MultiplyAdd(b.Left.AsSpan(p * db, db), a.Right[i * c + p], row, row);
             }
         }
 
-        var gramLeft = Gram(a.Left, c, da, true);     // [Da, Da]
-        var gramRight = Gram(b.Right, db, c, false);  // [Db, Db]
+        var gramLeft = a.LeftGram;     // [Da, Da]
+        var gramRight = b.RightGram;   // [Db, Db]
+        var n = new double[da * db];   // M Gb [Da, Db]
+        for (int i = 0; i < da; i++)
+        {
+            var row = n.AsSpan(i * db, db);
+            for (int q = 0; q < db; q++)
+            {
+                TensorPrimitives.MultiplyAdd(gramRight.AsSpan(q * db, db), m[i * db + q], row, row);
+            }
+        }
+
         double sum = 0;
         for (int i = 0; i < da; i++)
         {
-            for (int j = 0; j < db; j++)
+            for (int p = 0; p < da; p++)
             {
-                // (Ga M Gb)_ij · M_ij summed = tr(Mᵀ Ga M Gb).
-                double value = 0;
-                for (int p = 0; p < da; p++)
-                {
-                    double gm = 0;
-                    for (int q = 0; q < db; q++)
-                    {
-                        gm += m[p * db + q] * gramRight[q * db + j];
-                    }
-
-                    value += gramLeft[i * da + p] * gm;
-                }
-
-                sum += value * m[i * db + j];
+                // Σ_j (Ga)_ip N_pj M_ij
+                sum += gramLeft[i * da + p] * TensorPrimitives.Dot<double>(n.AsSpan(p * db, db), m.AsSpan(i * db, db));
             }
         }
 
@@ -99,18 +101,27 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
     {
         int size = columns ? cols : rows;
         var gram = new double[size * size];
-        for (int i = 0; i < size; i++)
+        if (columns)
         {
-            for (int j = 0; j < size; j++)
+            // Σ_p L_pᵀ L_p: each row of L added, scaled, into every row of the Gram matrix.
+            for (int p = 0; p < rows; p++)
             {
-                double sum = 0;
-                int length = columns ? rows : cols;
-                for (int p = 0; p < length; p++)
+                var row = x.AsSpan(p * cols, cols);
+                for (int i = 0; i < size; i++)
                 {
-                    sum += columns ? x[p * cols + i] * x[p * cols + j] : x[i * cols + p] * x[j * cols + p];
+                    var target = gram.AsSpan(i * size, size);
+                    TensorPrimitives.MultiplyAdd(row, row[i], target, target);
                 }
-
-                gram[i * size + j] = sum;
+            }
+        }
+        else
+        {
+            for (int i = 0; i < size; i++)
+            {
+                for (int j = 0; j < size; j++)
+                {
+                    gram[i * size + j] = TensorPrimitives.Dot<double>(x.AsSpan(i * cols, cols), x.AsSpan(j * cols, cols));
+                }
             }
         }
 
@@ -210,49 +221,82 @@ public static class Circuits
     ///   Q: ‖W_QK^{h2}ᵀ W_OV^{h1}‖_F / (‖W_QK^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2's queries read what h1 wrote)
     ///   K: ‖W_QK^{h2}  W_OV^{h1}‖_F / (‖W_QK^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2's keys read what h1 wrote: induction)
     ///   V: ‖W_OV^{h2}  W_OV^{h1}‖_F / (‖W_OV^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2 moves on what h1 wrote)
-    /// Each lies in [0, 1] (submultiplicativity of the Frobenius norm). Random matrices of rank D in C dimensions
-    /// score about sqrt(D/C) (Elhage et al. subtract that baseline; here it is left to the reader).
+    /// Each lies in [0, 1] (submultiplicativity of the Frobenius norm). Two independent random matrices score about
+    /// 1/√C (<see cref="RandomBaseline"/>; Elhage et al. subtract such a baseline, here it is left to the reader).
     /// </summary>
     public static List<Composition> Compositions(Transformer model)
     {
         var config = model.Config;
-        var qk = new LowRank[config.Layers, config.Heads];
-        var ov = new LowRank[config.Layers, config.Heads];
-        var qkNorm = new double[config.Layers, config.Heads];
-        var ovNorm = new double[config.Layers, config.Heads];
+        var circuits = new HeadCircuit[config.Layers, config.Heads];
         for (int l = 0; l < config.Layers; l++)
         {
             for (int h = 0; h < config.Heads; h++)
             {
-                qk[l, h] = QueryKey(model, l, h);
-                ov[l, h] = OutputValue(model, l, h);
-                qkNorm[l, h] = qk[l, h].FrobeniusNorm();
-                ovNorm[l, h] = ov[l, h].FrobeniusNorm();
+                circuits[l, h] = HeadCircuit.Of(model, l, h);
             }
         }
 
-        static double Ratio(double value, double norm) => norm > 0 ? value / norm : 0;
         var result = new List<Composition>();
         for (int l2 = 1; l2 < config.Layers; l2++)
         {
             for (int h2 = 0; h2 < config.Heads; h2++)
             {
-                var qkTransposed = qk[l2, h2].Transposed();
                 for (int l1 = 0; l1 < l2; l1++)
                 {
                     for (int h1 = 0; h1 < config.Heads; h1++)
                     {
-                        double qkov = qkNorm[l2, h2] * ovNorm[l1, h1];
-                        result.Add(new Composition(l1, h1, l2, h2,
-                            Ratio(LowRank.ProductNorm(qkTransposed, ov[l1, h1]), qkov),
-                            Ratio(LowRank.ProductNorm(qk[l2, h2], ov[l1, h1]), qkov),
-                            Ratio(LowRank.ProductNorm(ov[l2, h2], ov[l1, h1]), ovNorm[l2, h2] * ovNorm[l1, h1])));
+                        result.Add(Compose(l1, h1, circuits[l1, h1], l2, h2, circuits[l2, h2]));
                     }
                 }
             }
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// The entries of <see cref="Compositions"/> whose later head is (<paramref name="layer"/>, <paramref name="head"/>):
+    /// how much each head of the layers before it can write into its queries, keys and values, in layer-then-head
+    /// order — the weights' side of path patching into that head, for one head's cost instead of every pair's.
+    /// </summary>
+    public static List<Composition> CompositionsInto(Transformer model, int layer, int head)
+    {
+        var receiver = HeadCircuit.Of(model, layer, head);
+        var result = new List<Composition>();
+        for (int l1 = 0; l1 < layer; l1++)
+        {
+            for (int h1 = 0; h1 < model.Config.Heads; h1++)
+            {
+                result.Add(Compose(l1, h1, HeadCircuit.Of(model, l1, h1), layer, head, receiver));
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>What two independent random matrices score on average: 1/√C (E‖AB‖²_F = ‖A‖²_F ‖B‖²_F / C).</summary>
+    public static double RandomBaseline(ModelConfig config) => 1 / Math.Sqrt(config.Channels);
+
+    // A head's two circuits, the transposed W_QK and their norms: what its compositions are computed from.
+    private sealed record HeadCircuit(LowRank QueryKey, LowRank QueryKeyTransposed, LowRank OutputValue, double QueryKeyNorm, double OutputValueNorm)
+    {
+        public static HeadCircuit Of(Transformer model, int layer, int head)
+        {
+            var qk = Circuits.QueryKey(model, layer, head);
+            var ov = Circuits.OutputValue(model, layer, head);
+            return new HeadCircuit(qk, qk.Transposed(), ov, qk.FrobeniusNorm(), ov.FrobeniusNorm());
+        }
+    }
+
+    // The Q-, K- and V-composition of a later head (l2, h2) with an earlier one (l1, h1).
+    private static Composition Compose(int l1, int h1, HeadCircuit source, int l2, int h2, HeadCircuit target)
+    {
+        static double Ratio(double value, double norm) => norm > 0 ? value / norm : 0;
+        double qkov = target.QueryKeyNorm * source.OutputValueNorm;
+        return new Composition(l1, h1, l2, h2,
+            Ratio(LowRank.ProductNorm(target.QueryKeyTransposed, source.OutputValue), qkov),
+            Ratio(LowRank.ProductNorm(target.QueryKey, source.OutputValue), qkov),
+            Ratio(LowRank.ProductNorm(target.OutputValue, source.OutputValue), target.OutputValueNorm * source.OutputValueNorm));
     }
 
     /// <summary>

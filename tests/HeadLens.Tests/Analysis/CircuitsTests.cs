@@ -149,4 +149,29 @@ public class CircuitsTests
             Assert.InRange(score.Query, 0, 1);
         }
     }
+
+    [Theory]
+    [InlineData(1, 2)]
+    [InlineData(2, 0)]
+    public void OneReceiversCompositionsAreItsEntriesOfEveryPair(int layer, int head)
+    {
+        var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
+        var all = Circuits.Compositions(model).Where(s => s.Layer == layer && s.Head == head).ToList();
+        var into = Circuits.CompositionsInto(model, layer, head);
+        Assert.Equal(layer * model.Config.Heads, into.Count);
+        Assert.Equal(all, into);
+    }
+
+    [Fact]
+    public void RandomCircuitsComposeAtTheBaseline()
+    {
+        // Independent random weights: the scores scatter around 1/√C, the baseline the output quotes (E‖AB‖² = ‖A‖²‖B‖²/C).
+        var config = TinyModels.AttentionOnly with { Channels = 64, Heads = 4, KvHeads = 4 };
+        var model = TinyModels.Random(config, seed: 5);
+        var scores = Circuits.Compositions(model);
+        double baseline = Circuits.RandomBaseline(config);
+        Assert.Equal(0.125, baseline, 12);
+        double mean = scores.Average(s => (s.Query + s.Key + s.Value) / 3);
+        Assert.InRange(mean, 0.7 * baseline, 1.5 * baseline);
+    }
 }

@@ -141,6 +141,7 @@ public class PatchCommandTests
             Assert.Equal(receiver == "output", input is null);
             Assert.Equal(Math.Round(effect.Recovered, 6), patch.GetProperty("recovered").GetDouble());
             Assert.True(patch.TryGetProperty("kind", out _));
+            Assert.False(patch.TryGetProperty("composition", out _)); // only with one receiving head
         }
     }
 
@@ -151,10 +152,22 @@ public class PatchCommandTests
         // previous-token head writes into its keys brings back the most; the direct path to the output is 3.0 itself.
         var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "3.0", "--json");
         Assert.True(code == 0, error);
-        var best = JsonDocument.Parse(output).RootElement.GetProperty("patches")[0];
+        var patches = JsonDocument.Parse(output).RootElement.GetProperty("patches").EnumerateArray().ToList();
+        var best = patches[0];
         Assert.Equal(("key", "previous-token"), (best.GetProperty("input").GetString(), best.GetProperty("kind").GetString()));
         Assert.True(best.GetProperty("layer").GetInt32() < 3);
         Assert.InRange(best.GetProperty("recovered").GetDouble(), 0.05, 1);
+
+        // With one receiver each path also carries its composition score from the weights (Circuits.CompositionsInto).
+        var (embedded, _) = ModelFiles.Load(Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model"));
+        var compositions = Circuits.CompositionsInto(embedded, 3, 0).ToDictionary(c => (c.SourceLayer, c.SourceHead));
+        Assert.Equal(36, patches.Count);
+        foreach (var patch in patches)
+        {
+            var composition = compositions[(patch.GetProperty("layer").GetInt32(), patch.GetProperty("head").GetInt32())];
+            double expected = patch.GetProperty("input").GetString() switch { "query" => composition.Query, "key" => composition.Key, _ => composition.Value };
+            Assert.Equal(Math.Round(expected, 6), patch.GetProperty("composition").GetDouble());
+        }
 
         var table = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "3.0", "--top", "3");
         Assert.True(table.Code == 0, table.Error);
@@ -163,7 +176,8 @@ public class PatchCommandTests
         Assert.Contains("Into the receivers' query rows:", table.Out);
         Assert.Contains("Into the receivers' key rows (where they are found):", table.Out);
         Assert.Contains("Into the receivers' value rows (what they move):", table.Out);
-        Assert.Matches(@"layer +\d head +\d → key +\+\d+\.\d% +previous-token", table.Out);
+        Assert.Matches(@"layer +\d head +\d → key +\+\d+\.\d% +previous-token +logit difference [-+]\d+\.\d+  \(K-composition 0\.\d{3}\)", table.Out);
+        Assert.Contains("In brackets: the path's composition score from the weights alone", table.Out);
 
         var direct = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "output", "--json");
         Assert.True(direct.Code == 0, direct.Error);
