@@ -41,23 +41,25 @@ public sealed class HookedForward(Transformer model)
     /// <summary>
     /// <see cref="RunFrom"/> for <paramref name="batch"/> sequences in one pass: <paramref name="ids"/> [B, T] and
     /// <paramref name="residual"/> [B·T, C] row-major. Hooks see all B·T rows at once ([B·T, H, D] at hook_z), so an
-    /// intervention can differ per sequence — except hook_rot_q / hook_rot_k, which fire once per sequence with its
-    /// T rows; the run's logits are [B·T, V]. Larger products than B single runs make.
+    /// intervention can differ per sequence — except hook_rot_q / hook_rot_k, hook_scores and hook_pattern, which fire
+    /// once per sequence with its T rows; the run's logits are [B·T, V]. Larger products than B single runs make, and
+    /// attention on the fused kernel in the layers where nothing wants the scores or the pattern: the same values as
+    /// B single runs to float rounding, not to the bit.
     /// </summary>
     public HookedRun RunBatchFrom(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
-        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch);
+        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, fusedAttention: true);
 
     /// <summary>
     /// <see cref="RunBatchFrom"/> where only the prediction after each sequence is read: the run's logits are [B, V],
     /// each sequence's last position (the output head runs on B rows instead of B·T).
     /// </summary>
     public HookedRun RunBatchFromForLastLogits(ReadOnlySpan<int> ids, int batch, int layer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
-        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLogitsOnly: true);
+        Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLogitsOnly: true, fusedAttention: true);
 
     /// <summary>
     /// <see cref="RunBatchFrom"/> stopped after block <paramref name="lastLayer"/>: for what it captures there and
     /// before (its logits are empty, and the blocks after it, the final norm and the output head do not run).
     /// </summary>
     public HookedRun RunBatchFromThrough(ReadOnlySpan<int> ids, int batch, int layer, int lastLayer, ReadOnlySpan<float> residual, Func<string, bool>? capture = null) =>
-        Model.RunWith(ids, capture, withLogits: false, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLayer: lastLayer);
+        Model.RunWith(ids, capture, withLogits: false, hooks, firstLayer: layer, residualIn: residual, batch: batch, lastLayer: lastLayer, fusedAttention: true);
 }

@@ -165,8 +165,15 @@ public sealed class HookedRun(int[] ids, float[] logits, Dictionary<string, floa
 }
 
 /// <summary>One run's hooks and captures: the forward calls <see cref="Point"/> at every capture point.</summary>
-internal sealed class HookContext(HookRegistry hooks, Func<string, bool>? capture)
+internal sealed class HookContext(HookRegistry hooks, Func<string, bool>? capture, bool fusedAttention = false)
 {
+    /// <summary>
+    /// Whether attention may run on the fused kernel in layers where nothing reads or replaces the scores or the
+    /// pattern (batched intervention sweeps: z matches the reference's to float rounding, as the batch's products do).
+    /// Otherwise every layer materialises them, so that all analysis runs of a text agree to the last bit.
+    /// </summary>
+    public bool FusedAttention { get; } = fusedAttention;
+
     private readonly float[]?[] scratch = new float[2][];
 
     public Dictionary<string, float[]> Cache { get; } = new(StringComparer.Ordinal);

@@ -281,8 +281,10 @@ public sealed partial class Transformer
     // where they see [T, ...] for one sequence, except the rotated q and k, per sequence; the run's Ids, Logits and
     // captures hold all B). lastLogitsOnly: the logits of each sequence's last position only, [B, V]. lastLayer: stop
     // after that block (no final norm, no logits: the run is for its captures), where a run is read before its end.
+    // fusedAttention: HookContext.FusedAttention (batched intervention sweeps).
     internal HookedRun RunWith(ReadOnlySpan<int> ids, Func<string, bool>? capture, bool withLogits, HookRegistry registry, ReadOnlySpan<int> tokenTypes = default,
-        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1, bool lastLogitsOnly = false, int? lastLayer = null)
+        int firstLayer = 0, ReadOnlySpan<float> residualIn = default, int batch = 1, bool lastLogitsOnly = false, int? lastLayer = null,
+        bool fusedAttention = false)
     {
         if (lastLayer is { } stop && (stop < firstLayer || stop >= Config.Layers))
         {
@@ -300,7 +302,7 @@ public sealed partial class Transformer
             throw new ArgumentException($"a run from block {firstLayer} needs the stream entering it, [{ids.Length}, {Config.Channels}]; got {residualIn.Length} values");
         }
 
-        var hooks = new HookContext(registry, capture);
+        var hooks = new HookContext(registry, capture, fusedAttention);
         int tokens = ids.Length / batch;
         bool logits = withLogits && Config.HasOutputHead;
         if (lastLayer is { } last && last < Config.Layers - 1)
