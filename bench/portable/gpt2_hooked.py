@@ -5,6 +5,7 @@ import json
 import math
 import os
 import struct
+import time
 
 import torch
 import torch.nn.functional as F
@@ -58,3 +59,21 @@ class Gpt2:
         """The final norm and the tied output head on x [R, C] -> [R, V]."""
         x = F.layer_norm(x, (self.c,), self.p["transformer.ln_f.weight"], self.p["transformer.ln_f.bias"], 1e-5)
         return x @ self.p["transformer.wte.weight"].T
+
+
+def timed_sweeps(sweep, warm_up):
+    """The peers' timing: warm_up(), then sweep(from_block=False) and sweep(from_block=True), each returning
+    (clean, corrupted, values), timed without gradients. Prints the "# clean ..., corrupted ...", "full SECONDS" and
+    "from_block SECONDS" lines and returns the two sweeps' values."""
+    with torch.no_grad():
+        warm_up()
+        start = time.perf_counter()
+        clean, corrupted, full = sweep(from_block=False)
+        full_s = time.perf_counter() - start
+        start = time.perf_counter()
+        _, _, from_block = sweep(from_block=True)
+        from_block_s = time.perf_counter() - start
+    print(f"# clean {clean:.6f}, corrupted {corrupted:.6f}")
+    print(f"full {full_s:.3f}")
+    print(f"from_block {from_block_s:.3f}")
+    return full, from_block

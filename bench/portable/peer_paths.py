@@ -11,11 +11,10 @@ Two ways, both timed after a warm-up, each including the clean and corrupted run
 Prints "# ..." notes, "full SECONDS", "from_block SECONDS" and one "path LAYER HEAD INPUT VALUE VALUE" line per path.
 Usage: python3 peer_paths.py MODEL_DIR CLEAN_IDS(1,2,3) CORRUPTED_IDS ANSWER WRONG THREADS RECEIVER(L.H)"""
 import sys
-import time
 
 import torch
 
-from gpt2_hooked import Gpt2
+from gpt2_hooked import Gpt2, timed_sweeps
 
 directory = sys.argv[1]
 clean_ids, corrupted_ids = (torch.tensor([int(i) for i in arg.split(",")]) for arg in sys.argv[2:4])
@@ -87,16 +86,6 @@ def sweep(from_block):
     return clean, corrupted, values
 
 
-with torch.no_grad():
-    run(model.embed(clean_ids))  # warm-up
-    start = time.perf_counter()
-    clean, corrupted, full = sweep(from_block=False)
-    full_s = time.perf_counter() - start
-    start = time.perf_counter()
-    _, _, from_block = sweep(from_block=True)
-    from_block_s = time.perf_counter() - start
-print(f"# clean {clean:.6f}, corrupted {corrupted:.6f}")
-print(f"full {full_s:.3f}")
-print(f"from_block {from_block_s:.3f}")
+full, from_block = timed_sweeps(sweep, lambda: run(model.embed(clean_ids)))
 for (l, h, which), value in full.items():
     print(f"path {l} {h} {which} {value:.6f} {from_block[(l, h, which)]:.6f}")

@@ -45,32 +45,25 @@ def recorder(record, point):
 def replace(source, head=None, position=None):
     """A hook writing the clean activation into the corrupted run: one head's rows ([T, H, D]) at every position or
     at one, or one row ([T, C]) at one position."""
+    if position is None:
+        return replace_heads(source, [head])
     def edit(layer, x):
         x = x.clone()
-        if head is not None and position is not None:
+        if head is not None:
             x[position, head] = source[position, head]
-        elif head is not None:
-            x[:, head] = source[:, head]
         else:
             x[position] = source[position]
         return x
     return edit
 
 
-def replace_pattern(source, head):
-    def edit(layer, x):
-        x = x.clone()
-        x[head] = source[head]
-        return x
-    return edit
-
-
-def replace_heads(source, heads):
-    """Every position of the given heads (of queries, or of key/value heads) from source."""
+def replace_heads(source, heads, axis=1):
+    """Every position of the given heads (axis 1 of queries [T, H, D], or of key/value heads), or their patterns
+    (axis 0 of [H, T, T]), from source."""
     def edit(layer, x):
         x = x.clone()
         for head in heads:
-            x[:, head] = source[:, head]
+            x.select(axis, head).copy_(source.select(axis, head))
         return x
     return edit
 
@@ -148,7 +141,7 @@ def case(name, clean_ids, corrupted_ids):
                 result.setdefault("head_positions", []).append({"layer": layer, "head": head, "position": position, **measure(patched)})
         for site, point in (("queries", "q"), ("keys", "k"), ("values", "v"), ("patterns", "pattern")):
             for head in range(heads if point in ("q", "pattern") else heads // group):
-                edit = replace_pattern(record[(point, layer)], head) if point == "pattern" else replace(record[(point, layer)], head=head)
+                edit = replace_heads(record[(point, layer)], [head], axis=0 if point == "pattern" else 1)
                 patched = forward(p, cfg, corrupted_ids, {(point, layer): edit})
                 result.setdefault(site, []).append({"layer": layer, "head": head, **measure(patched)})
     result["paths"] = [{"receivers": receivers, "effects": paths(forward, p, cfg, record, corrupted_ids, heads, group, receivers, measure)}
