@@ -271,7 +271,7 @@ public static class ActivationPatching
 
         // Held at their corrupted values: every head in the layers from the first sender to the last receiver (before
         // the output: to the last layer).
-        int lastFrozen = receivers.Count == 0 ? config.Layers - 1 : receivers.Max(r => r.Layer) - 1;
+        int lastHeld = receivers.Count == 0 ? config.Layers - 1 : receivers.Max(r => r.Layer) - 1;
         int[] receiverLayers = [.. receivers.Select(r => r.Layer).Distinct().Order()];
         var asked = senderLayers.ToHashSet();
         var baseline = new Baseline(model, cleanIds, corruptedIds, answer, wrong,
@@ -291,7 +291,7 @@ public static class ActivationPatching
 
             // 1. The sender's clean z with every other head held, from its layer on: the receivers' inputs [B·T, ·, D].
             var sending = new HookedForward(model);
-            for (int l = senderLayer; l <= lastFrozen; l++)
+            for (int l = senderLayer; l <= lastHeld; l++)
             {
                 var held = baseline.CorruptedRun[HookNames.Z(l)];
                 var clean = l == senderLayer ? baseline.CleanRun[HookNames.Z(l)] : null;
