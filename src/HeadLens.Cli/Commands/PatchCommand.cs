@@ -47,6 +47,8 @@ internal sealed class PatchCommand : ICommand
                 with { Choices = [.. SiteNames.Keys] },
             CliOption.Valued("receiver", "L.H,L.H|output", "with --over paths: the heads whose queries, keys and values receive (together), or output: the path "
                 + "straight to the logits (every later head held at its corrupted output)"),
+            CliOption.Valued("input", "query|key|value", "with --over paths and receiving heads: trace only the paths into this input (a third of the runs)",
+                "all three") with { Choices = ["query", "key", "value"] },
             CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer)", "every layer (paths: every layer before the first receiver)"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
@@ -67,6 +69,11 @@ internal sealed class PatchCommand : ICommand
         int? wrongId = args.Has("wrong-id") ? args.GetInt("wrong-id", 0, 0) : null;
         var site = SiteNames[(args.Get("over") ?? "heads").ToLowerInvariant()];
         var receivers = ReadReceivers(args.Get("receiver"), site, config);
+        HeadInput? input = args.Get("input") is { } inputName ? Enum.GetValues<HeadInput>().Single(i => InputName(i) == inputName) : null;
+        if (input is not null && (site != PatchSite.Paths || receivers!.Count == 0))
+        {
+            throw new UsageException("patch: --input goes with --over paths and receiving heads (--receiver L.H)");
+        }
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
         int seed = args.GetInt("seed", 0);
@@ -79,8 +86,9 @@ internal sealed class PatchCommand : ICommand
         if (site == PatchSite.Paths)
         {
             int senders = (layer is null ? (receivers!.Count == 0 ? config.Layers : receivers.Min(r => r.Layer)) : 1) * config.Heads;
-            var progress = new SweepProgress(senders * (receivers!.Count == 0 ? 1 : 3), "patched", "paths");
-            result = ActivationPatching.Paths(model, clean, corrupted, receivers, answer, wrong, layer is { } l ? [l] : null, progress.Report);
+            var progress = new SweepProgress(senders * (receivers!.Count == 0 || input is not null ? 1 : 3), "patched", "paths");
+            result = ActivationPatching.Paths(model, clean, corrupted, receivers, answer, wrong, layer is { } l ? [l] : null, progress.Report,
+                input is { } only ? [only] : null);
         }
         else
         {

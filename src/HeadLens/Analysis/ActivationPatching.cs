@@ -230,17 +230,24 @@ public static class ActivationPatching
     /// change reaches the receivers only through the stream, not through other heads; the receivers' queries, keys and
     /// values are read there. Then, per input, the corrupted text again with those of the receivers replaced by
     /// what was read, everything else recomputed. With no receivers the path ends at the output: the first run's metric.
-    /// Effects per sender in layer-then-head order: one per input (query, key, value), or one for the output.
+    /// Effects per sender in layer-then-head order: one per input (query, key, value; or only <paramref name="inputs"/>),
+    /// or one for the output.
     /// </summary>
     public static PatchingResult Paths(Transformer model, int[] cleanIds, int[] corruptedIds, IReadOnlyList<(int Layer, int Head)> receivers,
-        int? answer = null, int? wrong = null, IReadOnlyList<int>? senderLayers = null, Action<int, int>? progress = null) =>
-        SweepPaths(model, cleanIds, corruptedIds, receivers, answer, wrong, senderLayers, progress, maxBatch: int.MaxValue);
+        int? answer = null, int? wrong = null, IReadOnlyList<int>? senderLayers = null, Action<int, int>? progress = null,
+        IReadOnlyList<HeadInput>? inputs = null) =>
+        SweepPaths(model, cleanIds, corruptedIds, receivers, answer, wrong, senderLayers, progress, maxBatch: int.MaxValue, inputs);
 
     /// <summary>As <see cref="Paths"/>, at most <paramref name="maxBatch"/> senders per batched pass (tests).</summary>
     internal static PatchingResult SweepPaths(Transformer model, int[] cleanIds, int[] corruptedIds, IReadOnlyList<(int Layer, int Head)> receivers,
-        int? answer, int? wrong, IReadOnlyList<int>? senderLayers, Action<int, int>? progress, int maxBatch)
+        int? answer, int? wrong, IReadOnlyList<int>? senderLayers, Action<int, int>? progress, int maxBatch, IReadOnlyList<HeadInput>? inputs = null)
     {
         var config = model.Config;
+        if (receivers.Count == 0 && inputs is not null)
+        {
+            throw new HeadLensException("the output has no queries, keys or values: an input goes with receiving heads");
+        }
+
         int t = cleanIds.Length, d = config.HeadDim, h = config.Heads, kvHeads = config.KvHeads, group = config.Heads / config.KvHeads;
         foreach (var (layer, head) in receivers)
         {
@@ -279,9 +286,10 @@ public static class ActivationPatching
                 || receiverLayers.Any(l => name == HookNames.ResidPre(l))
                 || (!clean && Enumerable.Range(0, config.Layers).Any(l => name == HookNames.Z(l))));
 
-        HeadInput?[] inputs = receivers.Count == 0 ? [null] : [HeadInput.Query, HeadInput.Key, HeadInput.Value];
+        HeadInput?[] traced = receivers.Count == 0 ? [null]
+            : [.. (inputs ?? [HeadInput.Query, HeadInput.Key, HeadInput.Value]).Distinct().Order().Select(input => (HeadInput?)input)];
         var senders = senderLayers.Order().SelectMany(l => Enumerable.Range(0, h).Select(head => (Layer: l, Head: head))).ToList();
-        int total = senders.Count * inputs.Length;
+        int total = senders.Count * traced.Length;
         int batchCap = HeadAblation.BatchCap(config, t, Math.Min(h, maxBatch));
         var effects = new List<PatchEffect>(total);
         foreach (var (first, batch) in HeadAblation.LayerBatches([.. senders.Select(s => s.Layer)], batchCap))
@@ -316,11 +324,11 @@ public static class ActivationPatching
                 : sending.RunBatchFromThrough(baseline.BatchIds(batch), batch, senderLayer, receiverLayers[^1], baseline.CorruptedStream(senderLayer, batch), Read);
 
             // 2. Per input, the corrupted text with the receivers' query, key or value rows replaced by those read in 1.
-            var values = new double[inputs.Length][];
-            for (int n = 0; n < inputs.Length; n++)
+            var values = new double[traced.Length][];
+            for (int n = 0; n < traced.Length; n++)
             {
                 values[n] = new double[batch];
-                if (inputs[n] is not { } input)
+                if (traced[n] is not { } input)
                 {
                     for (int b = 0; b < batch; b++)
                     {
@@ -359,9 +367,9 @@ public static class ActivationPatching
 
             for (int b = 0; b < batch; b++)
             {
-                for (int n = 0; n < inputs.Length; n++)
+                for (int n = 0; n < traced.Length; n++)
                 {
-                    effects.Add(new PatchEffect(senderLayer, sender[b], values[n][b], baseline.Recovered(values[n][b])) { Input = inputs[n] });
+                    effects.Add(new PatchEffect(senderLayer, sender[b], values[n][b], baseline.Recovered(values[n][b])) { Input = traced[n] });
                 }
             }
 

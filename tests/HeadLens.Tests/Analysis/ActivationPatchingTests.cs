@@ -406,6 +406,22 @@ public class ActivationPatchingTests
     }
 
     [Fact]
+    public void OneInputsPathsAreThoseOfTheWholeSweep()
+    {
+        // The same runs, a third of them: each path into the keys alone equals the key paths of the full sweep, bit for bit.
+        var model = TinyModels.Random(TinyModels.Llama with { Layers = 3 }, seed: 5);
+        int[] clean = TinyModels.Ids(model.Config, 9, seed: 6);
+        int[] corrupted = [.. clean];
+        corrupted[4] = (clean[4] + 2) % model.Config.VocabSize;
+        var all = ActivationPatching.Paths(model, clean, corrupted, [(2, 1)], 1, 2);
+        var keys = ActivationPatching.Paths(model, clean, corrupted, [(2, 1)], 1, 2, inputs: [HeadInput.Key]);
+        Assert.Equal(2 * model.Config.Heads, keys.Effects.Count);
+        Assert.Equal(all.Effects.Where(e => e.Input == HeadInput.Key), keys.Effects);
+        var two = ActivationPatching.Paths(model, clean, corrupted, [(2, 1)], 1, 2, inputs: [HeadInput.Value, HeadInput.Query]);
+        Assert.Equal(all.Effects.Where(e => e.Input != HeadInput.Key), two.Effects);
+    }
+
+    [Fact]
     public void BadPathsAreRefusedWithOneClearLine()
     {
         var model = TinyModels.Random(TinyModels.Gpt2, seed: 3);
@@ -416,6 +432,7 @@ public class ActivationPatchingTests
         Assert.Contains("no layer 2", Refusal(() => ActivationPatching.Paths(model, clean, corrupted, [(2, 0)], 1, 2)));
         Assert.Contains("layer 1 does not come before", Refusal(() => ActivationPatching.Paths(model, clean, corrupted, [(1, 0)], 1, 2, [1])));
         Assert.Throws<ArgumentException>(() => ActivationPatching.Run(model, clean, corrupted, PatchSite.Paths, 1, 2));
+        Assert.Contains("the output has no queries, keys or values", Refusal(() => ActivationPatching.Paths(model, clean, corrupted, [], 1, 2, inputs: [HeadInput.Key])));
     }
 
     [Fact]

@@ -179,6 +179,14 @@ public class PatchCommandTests
         Assert.Matches(@"layer +\d head +\d → key +\+\d+\.\d% +previous-token +logit difference [-+]\d+\.\d+  \(K-composition 0\.\d{3}\)", table.Out);
         Assert.Contains("In brackets: the path's composition score from the weights alone", table.Out);
 
+        // --input key: only the key paths, the same numbers.
+        var keys = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "3.0", "--input", "key", "--json");
+        Assert.True(keys.Code == 0, keys.Error);
+        var keyPatches = JsonDocument.Parse(keys.Out).RootElement.GetProperty("patches").EnumerateArray().ToList();
+        Assert.Equal(12, keyPatches.Count);
+        Assert.All(keyPatches, p => Assert.Equal("key", p.GetProperty("input").GetString()));
+        Assert.Equal(best.GetProperty("recovered").GetDouble(), keyPatches[0].GetProperty("recovered").GetDouble());
+
         var direct = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--receiver", "output", "--json");
         Assert.True(direct.Code == 0, direct.Error);
         var first = JsonDocument.Parse(direct.Out).RootElement.GetProperty("patches")[0];
@@ -224,6 +232,8 @@ public class PatchCommandTests
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", "minilm", "--clean", "a cat", "--corrupted", "a dog", "--answer", "x"), "output head");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths"), "--over paths needs --receiver");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--receiver", "1.0"), "--receiver goes with --over paths");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "output", "--input", "key"), "--input goes with --over paths and receiving heads");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.0", "--input", "keys"), "--input");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1"), "is not LAYER.HEAD");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.3"), "2 layers of 3 heads");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--answer", "1", "--wrong", "2", "--over", "paths", "--receiver", "0.1"), "layer 0 has no heads before it");
