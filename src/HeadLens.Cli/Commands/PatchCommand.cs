@@ -47,9 +47,10 @@ internal sealed class PatchCommand : ICommand
                 with { Choices = [.. SiteNames.Keys] },
             CliOption.Valued("receiver", "L.H,L.H|output", "with --over paths: the heads whose queries, keys and values receive (together), or output: the path "
                 + "straight to the logits (every later head held at its corrupted output)"),
+            CliOption.Valued("sender", "L.H", "with --over paths instead of --receiver: what this head sends straight to each later head's queries, keys and values"),
             CliOption.Valued("input", "query|key|value", "with --over paths and receiving heads: trace only the paths into this input (a third of the runs)",
                 "all three") with { Choices = ["query", "key", "value"] },
-            CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer)", "every layer (paths: every layer before the first receiver)"),
+            CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer; with --sender: receive only in it)", "every layer (paths: every layer before the first receiver)"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
             SharedOptions.Json,
@@ -68,11 +69,19 @@ internal sealed class PatchCommand : ICommand
         int? answerId = args.Has("answer-id") ? args.GetInt("answer-id", 0, 0) : null;
         int? wrongId = args.Has("wrong-id") ? args.GetInt("wrong-id", 0, 0) : null;
         var site = SiteNames[(args.Get("over") ?? "heads").ToLowerInvariant()];
-        var receivers = ReadReceivers(args.Get("receiver"), site, config);
-        HeadInput? input = args.Get("input") is { } inputName ? Enum.GetValues<HeadInput>().Single(i => InputName(i) == inputName) : null;
-        if (input is not null && (site != PatchSite.Paths || receivers!.Count == 0))
+        var sender = args.Get("sender") is { } senderText
+            ? site == PatchSite.Paths ? ParseHead(senderText, "sender", config) : throw new UsageException("patch: --sender goes with --over paths")
+            : ((int Layer, int Head)?)null;
+        if (sender is not null && args.Has("receiver"))
         {
-            throw new UsageException("patch: --input goes with --over paths and receiving heads (--receiver L.H)");
+            throw new UsageException("patch: give --receiver (the heads paths go into) or --sender (the head they come from), not both");
+        }
+
+        var receivers = sender is null ? ReadReceivers(args.Get("receiver"), site, config) : null;
+        HeadInput? input = args.Get("input") is { } inputName ? Enum.GetValues<HeadInput>().Single(i => InputName(i) == inputName) : null;
+        if (input is not null && (site != PatchSite.Paths || receivers is { Count: 0 }))
+        {
+            throw new UsageException("patch: --input goes with --over paths and receiving heads (--receiver L.H or --sender L.H)");
         }
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
@@ -83,7 +92,14 @@ internal sealed class PatchCommand : ICommand
         int? wrong = wrongText is null ? wrongId : ModelInput.OneToken(wrongText, tokenizer, "wrong");
         ModelInput.PackForRepeatedInference(model);
         PatchingResult result;
-        if (site == PatchSite.Paths)
+        if (sender is { } from)
+        {
+            int receiving = (layer is null ? config.Layers - from.Layer - 1 : 1) * config.Heads;
+            var progress = new SweepProgress(receiving * (input is null ? 3 : 1), "patched", "paths");
+            result = ActivationPatching.PathsFrom(model, clean, corrupted, from, answer, wrong, layer is { } l ? [l] : null, progress.Report,
+                input is { } only ? [only] : null);
+        }
+        else if (site == PatchSite.Paths)
         {
             int senders = (layer is null ? (receivers!.Count == 0 ? config.Layers : receivers.Min(r => r.Layer)) : 1) * config.Heads;
             var progress = new SweepProgress(senders * (receivers!.Count == 0 || input is not null ? 1 : 3), "patched", "paths");
@@ -103,10 +119,13 @@ internal sealed class PatchCommand : ICommand
             ? HeadTaxonomy.Analyse(model, tokenizer, clean, seed).ToDictionary(s => (s.Layer, s.Head), s => s.Kind)
             : null;
 
-        // Into one receiver: what the weights alone allow each path (composition scores), beside what the text uses.
+        // Into one receiver, or from one sender: what the weights alone allow each path (composition scores), beside
+        // what the text uses; keyed by the head each effect names.
         var compositions = receivers is [var (receiverLayer, receiverHead)]
             ? Circuits.CompositionsInto(model, receiverLayer, receiverHead).ToDictionary(c => (c.SourceLayer, c.SourceHead))
-            : null;
+            : sender is { } source
+                ? Circuits.CompositionsFrom(model, source.Layer, source.Head).ToDictionary(c => (c.Layer, c.Head))
+                : null;
         if (json)
         {
             Console.WriteLine(JsonSerializer.Serialize(Document(result, tokenizer, kinds, compositions)));
@@ -164,7 +183,8 @@ internal sealed class PatchCommand : ICommand
 
         if (text is null)
         {
-            throw new UsageException("patch: --over paths needs --receiver L.H (the head whose queries, keys and values to trace; several as L.H,L.H) or --receiver output");
+            throw new UsageException("patch: --over paths needs --receiver L.H (the head whose queries, keys and values to trace; several as L.H,L.H), "
+                + "--receiver output, or --sender L.H (the head whose paths to trace)");
         }
 
         if (text.Trim().Equals("output", StringComparison.OrdinalIgnoreCase))
@@ -172,25 +192,25 @@ internal sealed class PatchCommand : ICommand
             return [];
         }
 
-        var receivers = new List<(int Layer, int Head)>();
-        foreach (string item in text.Split(',', StringSplitOptions.TrimEntries))
+        return [.. text.Split(',', StringSplitOptions.TrimEntries).Select(item => ParseHead(item, "receiver", config))];
+    }
+
+    // "L.H" as --receiver or --sender gives it: a head of this model.
+    private static (int Layer, int Head) ParseHead(string item, string option, Model.ModelConfig config)
+    {
+        string[] parts = item.Split('.');
+        if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int head))
         {
-            string[] parts = item.Split('.');
-            if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
-                || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int head))
-            {
-                throw new UsageException($"patch: --receiver '{item}' is not LAYER.HEAD (say 3.0) or output");
-            }
-
-            if (layer >= config.Layers || head >= config.Heads)
-            {
-                throw new UsageException($"patch: --receiver {item}: the model has {config.Layers} layers of {config.Heads} heads");
-            }
-
-            receivers.Add((layer, head));
+            throw new UsageException($"patch: --{option} '{item}' is not LAYER.HEAD (say 3.0){(option == "receiver" ? " or output" : "")}");
         }
 
-        return receivers;
+        if (layer >= config.Layers || head >= config.Heads)
+        {
+            throw new UsageException($"patch: --{option} {item}: the model has {config.Layers} layers of {config.Heads} heads");
+        }
+
+        return (layer, head);
     }
 
     /// <summary>The metric's name in the JSON.</summary>
@@ -214,6 +234,11 @@ internal sealed class PatchCommand : ICommand
         if (result.Receivers is { } receivers)
         {
             document["receivers"] = receivers.Select(r => new Dictionary<string, int> { ["layer"] = r.Layer, ["head"] = r.Head });
+        }
+
+        if (result.Sender is { } sender)
+        {
+            document["sender"] = new Dictionary<string, int> { ["layer"] = sender.Layer, ["head"] = sender.Head };
         }
 
         document["metric"] = MetricName(result.Metric);
@@ -305,7 +330,7 @@ internal sealed class PatchCommand : ICommand
                 Console.WriteLine();
                 if (group.Key is { } input)
                 {
-                    Console.WriteLine($"Into the receivers' {InputName(input)} {(input == HeadInput.Query ? "rows" : input == HeadInput.Key ? "rows (where they are found)" : "rows (what they move)")}:");
+                    Console.WriteLine($"Into {(result.Sender is null ? "the receivers'" : "each head's")} {InputName(input)} {(input == HeadInput.Query ? "rows" : input == HeadInput.Key ? "rows (where they are found)" : "rows (what they move)")}:");
                 }
 
                 HeadGrid([.. group], site is PatchSite.Keys or PatchSite.Values && kinds is null ? "G" : "H");
@@ -335,7 +360,7 @@ internal sealed class PatchCommand : ICommand
         foreach (var e in ranked)
         {
             string kind = kinds is null ? "" : $"  {kinds[(e.Layer, e.Index)],-15}";
-            string input = e.Input is { } into ? $" → {InputName(into),-5}" : "";
+            string input = e.Input is { } into ? $" {(result.Sender is null ? "→" : "←")} {InputName(into),-5}" : "";
             string composition = compositions is not null && e.Input is { } composed
                 ? $"  ({char.ToUpperInvariant(InputName(composed)[0])}-composition {CompositionScore(compositions[(e.Layer, e.Index)], composed).ToString("F3", CultureInfo.InvariantCulture)})"
                 : "";
@@ -407,6 +432,8 @@ internal sealed class PatchCommand : ICommand
         PatchSite.Keys => "each key head's keys (every position) copied from the clean run into the corrupted one, in turn",
         PatchSite.Values => "each value head's values (every position) copied from the clean run into the corrupted one, in turn",
         PatchSite.Patterns => "each head's attention pattern copied from the clean run into the corrupted one, in turn",
+        PatchSite.Paths when result.Sender is { } sender => $"what {sender.Layer}.{sender.Head} sends straight to each later head is clean, in turn, "
+            + "into its queries, keys or values (the heads between held at their corrupted outputs, MLPs recomputed)",
         PatchSite.Paths when result.Receivers!.Count == 0 => "what each head sends straight to the output is clean, in turn "
             + "(every later head held at its corrupted output, MLPs recomputed)",
         PatchSite.Paths => $"what each earlier head sends straight to {string.Join(", ", result.Receivers!.Select(r => $"{r.Layer}.{r.Head}"))} is clean, in turn, "

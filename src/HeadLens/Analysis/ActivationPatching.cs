@@ -87,6 +87,9 @@ public sealed record PatchingResult(int[] CleanIds, int[] CorruptedIds, PatchSit
 {
     /// <summary>Path patching's receiving heads (layer, head); empty for the path to the output; null for other sweeps.</summary>
     public IReadOnlyList<(int Layer, int Head)>? Receivers { get; init; }
+
+    /// <summary>The sending head of <see cref="ActivationPatching.PathsFrom"/> (the effects are then its receivers); null otherwise.</summary>
+    public (int Layer, int Head)? Sender { get; init; }
 }
 
 /// <summary>
@@ -248,7 +251,7 @@ public static class ActivationPatching
             throw new HeadLensException("the output has no queries, keys or values: an input goes with receiving heads");
         }
 
-        int t = cleanIds.Length, d = config.HeadDim, h = config.Heads, kvHeads = config.KvHeads, group = config.Heads / config.KvHeads;
+        int t = cleanIds.Length, h = config.Heads;
         foreach (var (layer, head) in receivers)
         {
             CheckLayer(config, layer);
@@ -298,26 +301,8 @@ public static class ActivationPatching
             int[] sender = [.. Enumerable.Range(first, batch).Select(i => senders[i].Head)];
 
             // 1. The sender's clean z with every other head held, from its layer on: the receivers' inputs [B·T, ·, D].
-            var sending = new HookedForward(model);
-            for (int l = senderLayer; l <= lastHeld; l++)
-            {
-                var held = baseline.CorruptedRun[HookNames.Z(l)];
-                var clean = l == senderLayer ? baseline.CleanRun[HookNames.Z(l)] : null;
-                sending.AddHook(HookNames.Z(l), (_, z, _) =>
-                {
-                    for (int b = 0; b < batch; b++)
-                    {
-                        held.CopyTo(z.Slice(b * t * h * d, t * h * d));
-                        for (int i = 0; clean is not null && i < t; i++)
-                        {
-                            clean.AsSpan(((i * h) + sender[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + sender[b]) * d, d));
-                        }
-                    }
-                });
-            }
-
-            bool Read(string name) => baseline.KeepsLast(name)
-                || receiverLayers.Any(l => name == HookNames.Q(l) || name == HookNames.K(l) || name == HookNames.V(l));
+            var sending = Sending(model, baseline, senderLayer, lastHeld, sender, t);
+            bool Read(string name) => baseline.KeepsLast(name) || receiverLayers.Any(l => IsInput(name, l));
             // Read where the receivers are, or (the output) at the end.
             var sent = receivers.Count == 0
                 ? sending.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, senderLayer, baseline.CorruptedStream(senderLayer, batch), Read)
@@ -339,22 +324,10 @@ public static class ActivationPatching
                 }
 
                 var receiving = new HookedForward(model);
-                int width = input == HeadInput.Query ? h : kvHeads;
                 foreach (int l in receiverLayers)
                 {
-                    string point = input switch { HeadInput.Query => HookNames.Q(l), HeadInput.Key => HookNames.K(l), _ => HookNames.V(l) };
-                    var read = sent[point];
-                    int[] columns = [.. receivers.Where(r => r.Layer == l).Select(r => input == HeadInput.Query ? r.Head : r.Head / group).Distinct()];
-                    receiving.AddHook(point, (_, x, _) =>
-                    {
-                        for (int row = 0; row < batch * t; row++)
-                        {
-                            foreach (int column in columns)
-                            {
-                                read.AsSpan(((row * width) + column) * d, d).CopyTo(x.Slice(((row * width) + column) * d, d));
-                            }
-                        }
-                    });
+                    int[] columns = [.. receivers.Where(r => r.Layer == l).Select(r => Column(config, input, r.Head)).Distinct()];
+                    Receive(receiving, config, InputPoint(input, l), input, sent[InputPoint(input, l)], shared: false, _ => columns, batch, t);
                 }
 
                 var run = receiving.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, receiverLayers[0],
@@ -378,6 +351,149 @@ public static class ActivationPatching
 
         return baseline.Result(PatchSite.Paths, effects) with { Receivers = receivers };
     }
+
+    /// <summary>
+    /// Path patching the other way round: what one head (<paramref name="sender"/>) sends straight to the queries, keys
+    /// and values of every head of <paramref name="receiverLayers"/> (default: every later layer), each receiver on its
+    /// own. One sending run (the sender's z clean, every other head held at its corrupted value; the later heads'
+    /// inputs read there), then per receiving layer and input one batch with each head's input replaced. The path to
+    /// one receiver is the one <see cref="Paths"/> measures into it. Effects per receiver (layer, head) in
+    /// layer-then-head order, one per input (or only <paramref name="inputs"/>).
+    /// </summary>
+    public static PatchingResult PathsFrom(Transformer model, int[] cleanIds, int[] corruptedIds, (int Layer, int Head) sender,
+        int? answer = null, int? wrong = null, IReadOnlyList<int>? receiverLayers = null, Action<int, int>? progress = null,
+        IReadOnlyList<HeadInput>? inputs = null)
+    {
+        var config = model.Config;
+        int t = cleanIds.Length, h = config.Heads;
+        CheckLayer(config, sender.Layer);
+        if ((uint)sender.Head >= (uint)h)
+        {
+            throw new HeadLensException($"no head {sender.Layer}.{sender.Head}: layer {sender.Layer} has {h} heads");
+        }
+
+        if (sender.Layer == config.Layers - 1)
+        {
+            throw new HeadLensException($"layer {sender.Layer} is the last: no head comes after {sender.Layer}.{sender.Head} to receive from it");
+        }
+
+        receiverLayers ??= [.. Enumerable.Range(sender.Layer + 1, config.Layers - sender.Layer - 1)];
+        foreach (int layer in receiverLayers)
+        {
+            CheckLayer(config, layer);
+            if (layer <= sender.Layer)
+            {
+                throw new HeadLensException($"layer {layer} does not come after the sending head's layer ({sender.Layer}): "
+                    + "a path runs from an earlier head to a later one");
+            }
+        }
+
+        int[] layers = [.. receiverLayers.Distinct().Order()];
+        var baseline = new Baseline(model, cleanIds, corruptedIds, answer, wrong,
+            (name, clean) => (clean && name == HookNames.Z(sender.Layer))
+                || (!clean && (name == HookNames.ResidPre(sender.Layer) || layers.Any(l => name == HookNames.ResidPre(l))
+                    || Enumerable.Range(0, config.Layers).Any(l => name == HookNames.Z(l)))));
+        HeadInput[] traced = [.. (inputs ?? [HeadInput.Query, HeadInput.Key, HeadInput.Value]).Distinct().Order()];
+
+        // 1. One sending run, stopped after the last receiving layer's inputs.
+        var sent = Sending(model, baseline, sender.Layer, layers[^1] - 1, [sender.Head], t)
+            .RunBatchFromThrough(baseline.BatchIds(1), 1, sender.Layer, layers[^1], baseline.CorruptedStream(sender.Layer, 1),
+                name => layers.Any(l => IsInput(name, l)));
+
+        // 2. Per receiving layer and input, one batch: sequence b gets head b's input as the sending run had it.
+        int total = layers.Length * h * traced.Length;
+        int batchCap = HeadAblation.BatchCap(config, t, h);
+        var values = new Dictionary<(int Layer, int Head, HeadInput Input), double>();
+        foreach (int layer in layers)
+        {
+            foreach (var input in traced)
+            {
+                for (int first = 0; first < h; first += batchCap)
+                {
+                    int batch = Math.Min(batchCap, h - first);
+                    var receiving = new HookedForward(model);
+                    Receive(receiving, config, InputPoint(input, layer), input, sent[InputPoint(input, layer)], shared: true,
+                        b => [Column(config, input, first + b)], batch, t);
+                    var run = receiving.RunBatchFromForLastLogits(baseline.BatchIds(batch), batch, layer, baseline.CorruptedStream(layer, batch),
+                        baseline.KeepsLast);
+                    for (int b = 0; b < batch; b++)
+                    {
+                        values[(layer, first + b, input)] = baseline.Measure(run, b);
+                    }
+
+                    progress?.Invoke(values.Count, total);
+                }
+            }
+        }
+
+        var effects = layers.SelectMany(layer => Enumerable.Range(0, h).SelectMany(head => traced.Select(input =>
+        {
+            double value = values[(layer, head, input)];
+            return new PatchEffect(layer, head, value, baseline.Recovered(value)) { Input = input };
+        }))).ToList();
+        return baseline.Result(PatchSite.Paths, effects) with { Sender = sender };
+    }
+
+    // The sending run of path patching, from senderLayer: each sequence b's z takes head sender[b]'s from the clean run
+    // and every other head's, up to lastHeld, from the corrupted one.
+    private static HookedForward Sending(Transformer model, Baseline baseline, int senderLayer, int lastHeld, int[] sender, int t)
+    {
+        int h = model.Config.Heads, d = model.Config.HeadDim;
+        var sending = new HookedForward(model);
+        for (int l = senderLayer; l <= lastHeld; l++)
+        {
+            var held = baseline.CorruptedRun[HookNames.Z(l)];
+            var clean = l == senderLayer ? baseline.CleanRun[HookNames.Z(l)] : null;
+            sending.AddHook(HookNames.Z(l), (_, z, _) =>
+            {
+                for (int b = 0; b < sender.Length; b++)
+                {
+                    held.CopyTo(z.Slice(b * t * h * d, t * h * d));
+                    for (int i = 0; clean is not null && i < t; i++)
+                    {
+                        clean.AsSpan(((i * h) + sender[b]) * d, d).CopyTo(z.Slice(((((b * t) + i) * h) + sender[b]) * d, d));
+                    }
+                }
+            });
+        }
+
+        return sending;
+    }
+
+    // The receiving runs' hook at `point` ([B·T, width, D]): sequence b's rows of the heads columns(b) replaced by
+    // those of `read`, the sending run's — B·T rows of its own batch, or (shared) one sequence's T rows for every b.
+    private static void Receive(HookedForward receiving, ModelConfig config, string point, HeadInput input, float[] read, bool shared,
+        Func<int, int[]> columns, int batch, int t)
+    {
+        int width = input == HeadInput.Query ? config.Heads : config.KvHeads, d = config.HeadDim;
+        receiving.AddHook(point, (_, x, _) =>
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                foreach (int column in columns(b))
+                {
+                    for (int i = 0; i < t; i++)
+                    {
+                        int row = (b * t) + i, from = shared ? i : row;
+                        read.AsSpan(((from * width) + column) * d, d).CopyTo(x.Slice(((row * width) + column) * d, d));
+                    }
+                }
+            }
+        });
+    }
+
+    // The capture point of a head input in a layer, whether a name is one of a layer's inputs, and the column a query
+    // head's input sits in (its key/value head's for keys and values).
+    private static string InputPoint(HeadInput input, int layer) => input switch
+    {
+        HeadInput.Query => HookNames.Q(layer),
+        HeadInput.Key => HookNames.K(layer),
+        _ => HookNames.V(layer),
+    };
+
+    private static bool IsInput(string name, int layer) => name == HookNames.Q(layer) || name == HookNames.K(layer) || name == HookNames.V(layer);
+
+    private static int Column(ModelConfig config, HeadInput input, int head) => input == HeadInput.Query ? head : head / (config.Heads / config.KvHeads);
 
     /// <summary>The capture point a site copies from the clean run, in <paramref name="layer"/>.</summary>
     public static string Point(PatchSite site, int layer) => site switch

@@ -274,6 +274,26 @@ public static class Circuits
         return result;
     }
 
+    /// <summary>
+    /// The entries of <see cref="Compositions"/> whose earlier head is (<paramref name="layer"/>, <paramref name="head"/>):
+    /// how much it can write into the queries, keys and values of every head of the layers after it, in layer-then-head
+    /// order (the weights' side of path patching from that head).
+    /// </summary>
+    public static List<Composition> CompositionsFrom(Transformer model, int layer, int head)
+    {
+        var sender = HeadCircuit.Of(model, layer, head);
+        var result = new List<Composition>();
+        for (int l2 = layer + 1; l2 < model.Config.Layers; l2++)
+        {
+            for (int h2 = 0; h2 < model.Config.Heads; h2++)
+            {
+                result.Add(Compose(layer, head, sender, l2, h2, HeadCircuit.Of(model, l2, h2)));
+            }
+        }
+
+        return result;
+    }
+
     /// <summary>What two independent random matrices score on average: 1/√C (E‖AB‖²_F = ‖A‖²_F ‖B‖²_F / C).</summary>
     public static double RandomBaseline(ModelConfig config) => 1 / Math.Sqrt(config.Channels);
 

@@ -405,6 +405,47 @@ public class ActivationPatchingTests
         }
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    [InlineData("bert")]
+    [InlineData("attention-only")]
+    public void FromOneSenderEachPathIsThePathIntoThatReceiver(string family)
+    {
+        // PathsFrom sweeps the receivers of one head; Paths (the PyTorch-checked sweep) the senders into one head. The
+        // same path from either side: equal to float rounding (other batches, so other blockings of the products).
+        var model = family switch
+        {
+            "gpt2" => TinyModels.Random(TinyModels.Gpt2 with { Layers = 4 }, seed: 5),
+            "llama" => TinyModels.Random(TinyModels.Llama with { Layers = 4 }, seed: 5),
+            "attention-only" => TinyModels.Random(TinyModels.AttentionOnly, seed: 5),
+            _ => ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-bert")).Model,
+        };
+        var config = model.Config;
+        int[] clean = TinyModels.Ids(config, 9, seed: 6);
+        int[] corrupted = [.. clean];
+        corrupted[2] = (clean[2] + 4) % config.VocabSize;
+        int? answer = config.HasOutputHead ? 1 : null, wrong = config.HasOutputHead ? 2 : null;
+        var progress = new List<(int, int)>();
+        var from = ActivationPatching.PathsFrom(model, clean, corrupted, (0, 1), answer, wrong, progress: (done, total) => progress.Add((done, total)));
+        Assert.Equal((0, 1), from.Sender);
+        Assert.Equal((config.Layers - 1) * config.Heads * 3, from.Effects.Count);
+        Assert.Equal((from.Effects.Count, from.Effects.Count), progress[^1]);
+        foreach (var receiver in from.Effects.GroupBy(e => (e.Layer, e.Index)))
+        {
+            var into = ActivationPatching.Paths(model, clean, corrupted, [receiver.Key], answer, wrong, senderLayers: [0]);
+            foreach (var effect in receiver)
+            {
+                var same = into.Effects.Single(e => e.Index == 1 && e.Input == effect.Input);
+                Assert.True(Math.Abs(effect.Value - same.Value) <= 2e-5, $"{family} 0.1 → {receiver.Key} {effect.Input}: {effect.Value} vs {same.Value}");
+            }
+        }
+
+        var values = ActivationPatching.PathsFrom(model, clean, corrupted, (0, 1), answer, wrong, [config.Layers - 1], inputs: [HeadInput.Value]);
+        Assert.Equal(from.Effects.Where(e => e.Layer == config.Layers - 1 && e.Input == HeadInput.Value).Select(e => (e.Layer, e.Index)),
+            values.Effects.Select(e => (e.Layer, e.Index)));
+    }
+
     [Fact]
     public void OneInputsPathsAreThoseOfTheWholeSweep()
     {
@@ -433,6 +474,9 @@ public class ActivationPatchingTests
         Assert.Contains("layer 1 does not come before", Refusal(() => ActivationPatching.Paths(model, clean, corrupted, [(1, 0)], 1, 2, [1])));
         Assert.Throws<ArgumentException>(() => ActivationPatching.Run(model, clean, corrupted, PatchSite.Paths, 1, 2));
         Assert.Contains("the output has no queries, keys or values", Refusal(() => ActivationPatching.Paths(model, clean, corrupted, [], 1, 2, inputs: [HeadInput.Key])));
+        Assert.Contains("layer 1 is the last: no head comes after 1.0", Refusal(() => ActivationPatching.PathsFrom(model, clean, corrupted, (1, 0), 1, 2)));
+        Assert.Contains("no head 0.3: layer 0 has 3 heads", Refusal(() => ActivationPatching.PathsFrom(model, clean, corrupted, (0, 3), 1, 2)));
+        Assert.Contains("layer 0 does not come after the sending head's layer (0)", Refusal(() => ActivationPatching.PathsFrom(model, clean, corrupted, (0, 0), 1, 2, [0])));
     }
 
     [Fact]

@@ -162,6 +162,18 @@ public class CircuitsTests
         Assert.Equal(all, into);
     }
 
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(1, 3)]
+    public void OneSendersCompositionsAreItsEntriesOfEveryPair(int layer, int head)
+    {
+        var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
+        var all = Circuits.Compositions(model).Where(s => s.SourceLayer == layer && s.SourceHead == head).ToList();
+        var from = Circuits.CompositionsFrom(model, layer, head);
+        Assert.Equal((model.Config.Layers - layer - 1) * model.Config.Heads, from.Count);
+        Assert.Equal(all, from);
+    }
+
     [Fact]
     public void RandomCircuitsComposeAtTheBaseline()
     {

@@ -194,6 +194,37 @@ public class PatchCommandTests
     }
 
     [Fact]
+    public void FromTheSenderThePreviousTokenHeadsLargestPathIsIntoTheInductionHeadsKeys()
+    {
+        // --sender 2.0: the same path as --receiver 3.0 finds, seen from the other end, with the receivers' kinds and
+        // the compositions from 2.0 (Circuits.CompositionsFrom).
+        var (code, output, error) = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--sender", "2.0", "--json");
+        Assert.True(code == 0, error);
+        var root = JsonDocument.Parse(output).RootElement;
+        Assert.Equal((2, 0), (root.GetProperty("sender").GetProperty("layer").GetInt32(), root.GetProperty("sender").GetProperty("head").GetInt32()));
+        Assert.False(root.TryGetProperty("receivers", out _));
+        var patches = root.GetProperty("patches").EnumerateArray().ToList();
+        Assert.Equal(12, patches.Count); // layer 3's four heads × query, key, value
+        var best = patches[0];
+        Assert.Equal((3, 0, "key", "induction"), (best.GetProperty("layer").GetInt32(), best.GetProperty("head").GetInt32(),
+            best.GetProperty("input").GetString(), best.GetProperty("kind").GetString()));
+
+        var (embedded, tokenizer) = ModelFiles.Load(Path.Combine(AppContext.BaseDirectory, "Data", "kjv-model"));
+        var into = ActivationPatching.Paths(embedded, tokenizer!.EncodeForModel(Clean), tokenizer.EncodeForModel(Corrupted), [(3, 0)], senderLayers: [2]);
+        double expected = into.Effects.Single(e => e.Index == 0 && e.Input == HeadInput.Key).Recovered;
+        Assert.True(Math.Abs(best.GetProperty("recovered").GetDouble() - expected) <= 1e-5, $"{best} vs {expected}");
+        var compositions = Circuits.CompositionsFrom(embedded, 2, 0).ToDictionary(c => (c.Layer, c.Head));
+        Assert.Equal(Math.Round(compositions[(3, 0)].Key, 6), best.GetProperty("composition").GetDouble());
+
+        var table = CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--over", "paths", "--sender", "2.0", "--input", "key", "--top", "1");
+        Assert.True(table.Code == 0, table.Error);
+        Assert.Contains("what 2.0 sends straight to each later head is clean", table.Out);
+        Assert.Contains("Into each head's key rows (where they are found):", table.Out);
+        Assert.DoesNotContain("query rows", table.Out);
+        Assert.Matches(@"layer +3 head +0 ← key +\+11\.\d% +induction", table.Out);
+    }
+
+    [Fact]
     public void HeadPositionsShowWhereInTheTextAHeadCarriesIt()
     {
         // The induction head carries the letter at the last position only, where the copy is read.
@@ -233,6 +264,10 @@ public class PatchCommandTests
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths"), "--over paths needs --receiver");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--receiver", "1.0"), "--receiver goes with --over paths");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "output", "--input", "key"), "--input goes with --over paths and receiving heads");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.0", "--sender", "0.1"), "not both");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--sender", "0.1"), "--sender goes with --over paths");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--sender", "0"), "--sender '0' is not LAYER.HEAD (say 3.0)");
+        CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--answer", "1", "--wrong", "2", "--over", "paths", "--sender", "1.0"), "layer 1 is the last");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.0", "--input", "keys"), "--input");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1"), "is not LAYER.HEAD");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", Model, "--clean-ids", "5,6,7", "--corrupted-ids", "5,8,7", "--over", "paths", "--receiver", "1.3"), "2 layers of 3 heads");
