@@ -17,6 +17,21 @@ public class ActivationPatchingTests
 
     private static int[] Ints(JsonElement array) => [.. array.EnumerateArray().Select(value => value.GetInt32())];
 
+    // The golden answer and wrong tokens a metric reads: both for a logit difference, the answer for log p, none for the encoder.
+    private static (int? Answer, int? Wrong) GoldenTokens(JsonElement golden, string metric) =>
+        (metric == "similarity" ? null : golden.GetProperty("answer").GetInt32(),
+         metric == "logit_difference" ? golden.GetProperty("wrong").GetInt32() : null);
+
+    // The path tests' models: four layers deep (three attention-only, BERT's fixture two), so that whole layers lie
+    // between a sender and a receiver.
+    private static Transformer DeepModel(string family) => family switch
+    {
+        "gpt2" => TinyModels.Random(TinyModels.Gpt2 with { Layers = 4 }, seed: 5),
+        "llama" => TinyModels.Random(TinyModels.Llama with { Layers = 4 }, seed: 5),
+        "attention-only" => TinyModels.Random(TinyModels.AttentionOnly, seed: 5),
+        _ => ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-bert")).Model,
+    };
+
     private static PatchSite Site(string name) => name switch
     {
         "heads" => PatchSite.Heads,
@@ -61,8 +76,7 @@ public class ActivationPatchingTests
         var golden = Golden(name);
         var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", name));
         int[] clean = Ints(golden.GetProperty("clean_ids")), corrupted = Ints(golden.GetProperty("corrupted_ids"));
-        int? answer = metric == "similarity" ? null : golden.GetProperty("answer").GetInt32();
-        int? wrong = metric == "logit_difference" ? golden.GetProperty("wrong").GetInt32() : null;
+        var (answer, wrong) = GoldenTokens(golden, metric);
         var result = ActivationPatching.Run(model, clean, corrupted, Site(site), answer, wrong);
 
         var expectedMetric = metric switch
@@ -273,8 +287,7 @@ public class ActivationPatchingTests
         (int, int)[] receivers = [.. set.GetProperty("receivers").EnumerateArray().Select(r => (r[0].GetInt32(), r[1].GetInt32()))];
         var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", name));
         int[] clean = Ints(golden.GetProperty("clean_ids")), corrupted = Ints(golden.GetProperty("corrupted_ids"));
-        int? answer = metric == "similarity" ? null : golden.GetProperty("answer").GetInt32();
-        int? wrong = metric == "logit_difference" ? golden.GetProperty("wrong").GetInt32() : null;
+        var (answer, wrong) = GoldenTokens(golden, metric);
         var result = ActivationPatching.Paths(model, clean, corrupted, receivers, answer, wrong, senderLayers: [0]);
         Assert.Equal(PatchSite.Paths, result.Site);
         Assert.Equal(receivers, result.Receivers);
@@ -322,13 +335,7 @@ public class ActivationPatchingTests
         // every head's z of the layers up to the last receiver's (held at the corrupted run's, the sender's from the
         // clean run), reading the receivers' inputs; then one whole run with those patched in. Four layers deep
         // (three for the attention-only model, two for BERT), so that whole layers between sender and receiver are held.
-        var model = family switch
-        {
-            "gpt2" => TinyModels.Random(TinyModels.Gpt2 with { Layers = 4 }, seed: 5),
-            "llama" => TinyModels.Random(TinyModels.Llama with { Layers = 4 }, seed: 5),
-            "attention-only" => TinyModels.Random(TinyModels.AttentionOnly, seed: 5),
-            _ => ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-bert")).Model,
-        };
+        var model = DeepModel(family);
         var config = model.Config;
         int[] clean = TinyModels.Ids(config, 9, seed: 6);
         int[] corrupted = [.. clean];
@@ -414,13 +421,7 @@ public class ActivationPatchingTests
     {
         // PathsFrom sweeps the receivers of one head; Paths (the PyTorch-checked sweep) the senders into one head. The
         // same path from either side: equal to float rounding (other batches, so other blockings of the products).
-        var model = family switch
-        {
-            "gpt2" => TinyModels.Random(TinyModels.Gpt2 with { Layers = 4 }, seed: 5),
-            "llama" => TinyModels.Random(TinyModels.Llama with { Layers = 4 }, seed: 5),
-            "attention-only" => TinyModels.Random(TinyModels.AttentionOnly, seed: 5),
-            _ => ModelFiles.Load(Path.Combine(Fixtures, "models", "tiny-bert")).Model,
-        };
+        var model = DeepModel(family);
         var config = model.Config;
         int[] clean = TinyModels.Ids(config, 9, seed: 6);
         int[] corrupted = [.. clean];
