@@ -117,6 +117,8 @@ internal sealed class DemoCommand : ICommand
 
         var paths = ActivationPatching.Paths(model, clean, corrupted, [(best.Layer, best.Index)], answer, wrong);
         var feeder = paths.Effects.MaxBy(e => e.Recovered)!;
+        var allowed = Circuits.CompositionsInto(model, best.Layer, best.Index).Single(c => (c.SourceLayer, c.SourceHead) == (feeder.Layer, feeder.Index));
+        double composition = CircuitsCommand.Score(allowed, feeder.Input!.Value);
         var attribution = DirectLogitAttribution.Compute(model, clean, last, answer, wrong);
         var heads = Enumerable.Range(0, model.Config.Layers).SelectMany(l => Enumerable.Range(0, model.Config.Heads).Select(h => (Layer: l, Head: h)))
             .OrderByDescending(pair => attribution.Heads[pair.Layer, pair.Head]).First();
@@ -130,7 +132,9 @@ internal sealed class DemoCommand : ICommand
             + $"{(100 * best.Recovered).ToString("F0", invariant)}% of the difference (headlens patch).");
         Console.WriteLine($"  Path patching: of what earlier heads send to it, layer {feeder.Layer} head {feeder.Index} ({kinds[(feeder.Layer, feeder.Index)]}) "
             + $"into its {PatchCommand.InputName(feeder.Input!.Value)}s brings back the most, {(100 * feeder.Recovered).ToString("F0", invariant)}% "
-            + $"(headlens patch --over paths --receiver {best.Layer}.{best.Index}).");
+            + $"(headlens patch --over paths --receiver {best.Layer}.{best.Index}); the weights let that path carry "
+            + $"{(composition / Circuits.RandomBaseline(model.Config)).ToString("F1", invariant)}× what random ones would "
+            + $"({char.ToUpperInvariant(PatchCommand.InputName(feeder.Input!.Value)[0])}-composition {composition.ToString("F3", invariant)}; headlens circuits).");
         string before = from > 0 ? $"p {lens.Stages[from - 1].AnswerProbabilities[last].ToString("F4", invariant)} after {LensCommand.StageName(lens.Stages[from - 1].Layer)}, " : "p ";
         Console.WriteLine($"  Logit lens: {Token(answer)} leads from {LensCommand.StageName(lens.Stages[from].Layer)} on ({before}"
             + $"{lens.Stages[^1].AnswerProbabilities[last].ToString("F3", invariant)} at the output; headlens lens).");

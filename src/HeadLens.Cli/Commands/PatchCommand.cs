@@ -195,19 +195,19 @@ internal sealed class PatchCommand : ICommand
         return [.. text.Split(',', StringSplitOptions.TrimEntries).Select(item => ParseHead(item, "receiver", config))];
     }
 
-    // "L.H" as --receiver or --sender gives it: a head of this model.
-    private static (int Layer, int Head) ParseHead(string item, string option, Model.ModelConfig config)
+    // "L.H" as --receiver or --sender gives it (to `command`): a head of this model.
+    internal static (int Layer, int Head) ParseHead(string item, string option, Model.ModelConfig config, string command = "patch")
     {
         string[] parts = item.Split('.');
         if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int head))
         {
-            throw new UsageException($"patch: --{option} '{item}' is not LAYER.HEAD (say 3.0){(option == "receiver" ? " or output" : "")}");
+            throw new UsageException($"{command}: --{option} '{item}' is not LAYER.HEAD (say 3.0){(option == "receiver" && command == "patch" ? " or output" : "")}");
         }
 
         if (layer >= config.Layers || head >= config.Heads)
         {
-            throw new UsageException($"patch: --{option} {item}: the model has {config.Layers} layers of {config.Heads} heads");
+            throw new UsageException($"{command}: --{option} {item}: the model has {config.Layers} layers of {config.Heads} heads");
         }
 
         return (layer, head);

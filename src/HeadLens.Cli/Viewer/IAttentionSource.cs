@@ -69,6 +69,12 @@ public interface IAttentionSource
     PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead);
 
     /// <summary>
+    /// Every head pair's composition scores, from the weights alone (<see cref="Circuits.Compositions"/>, worked out
+    /// once); a source without weights throws <see cref="ViewerException"/> (501).
+    /// </summary>
+    IReadOnlyList<Composition> Compositions();
+
+    /// <summary>
     /// Continues a prompt by up to maxTokens new ids; a model-backed source runs <see cref="HeadLens.Inference.Generator.Stream"/>,
     /// which stops early at the context limit or a stop token (EOS, and BOS where the tokenizer has one), as `generate` does.
     /// </summary>

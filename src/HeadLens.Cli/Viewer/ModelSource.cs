@@ -21,6 +21,7 @@ public sealed class ModelSource : IAttentionSource
     private readonly LinkedList<(int[] Ids, HookedRun Run, long Bytes)> runs = new(); // most recent first
     private readonly long runBytes;
     private double[,]? copying;
+    private List<Composition>? compositions;
 
     /// <param name="runCacheBytes">Captured activations kept between requests; the most recent pass is always kept.</param>
     public ModelSource(Transformer model, ITokenizer? tokenizer, string name, long runCacheBytes = 256L << 20)
@@ -116,6 +117,15 @@ public sealed class ModelSource : IAttentionSource
         lock (gate)
         {
             return ActivationPatching.Paths(model, clean, corrupted, [(receiverLayer, receiverHead)], senderLayers: [layer]);
+        }
+    }
+
+    public IReadOnlyList<Composition> Compositions()
+    {
+        lock (gate)
+        {
+            // The weights never change: every pair is scored once (GPT-2 124M: about a second and a half).
+            return compositions ??= Circuits.Compositions(model);
         }
     }
 

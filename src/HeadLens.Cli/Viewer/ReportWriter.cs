@@ -35,7 +35,7 @@ public static class ReportWriter
         var views = new AttentionViews(source);
         var patterns = Patterns(views, input);
         var heads = views.Heads(input);
-        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, input, text, patterns, heads, LensOrNull(views, input))));
+        WriteAtomically(path, Encoding.UTF8.GetBytes(Render(source, input, text, patterns, heads, LensOrNull(views, input), CompositionsOrNull(views))));
         if (pngDirectory is not null)
         {
             WriteHeatMaps(source, input, patterns, pngDirectory, heads);
@@ -46,7 +46,7 @@ public static class ReportWriter
     {
         var views = new AttentionViews(source);
         var input = source.Tokenize(text);
-        return Render(source, input, text, Patterns(views, input), views.Heads(input), LensOrNull(views, input));
+        return Render(source, input, text, Patterns(views, input), views.Heads(input), LensOrNull(views, input), CompositionsOrNull(views));
     }
 
     // The report carries the text's logit lens where the model predicts tokens; an encoder's or a synthetic source's
@@ -58,6 +58,20 @@ public static class ReportWriter
             return views.Lens(input);
         }
         catch (Exception error) when (error is HeadLensException or ViewerException)
+        {
+            return null;
+        }
+    }
+
+    // The weights' composition scores, which need no text: where there are two layers or more and weights to read
+    // (a synthetic source has none).
+    private static CompositionsView? CompositionsOrNull(AttentionViews views)
+    {
+        try
+        {
+            return views.Compositions();
+        }
+        catch (ViewerException)
         {
             return null;
         }
@@ -115,7 +129,8 @@ public static class ReportWriter
         return Enumerable.Range(0, info.Layers).Select(l => views.Pattern(input, l, heads).Patterns).ToArray();
     }
 
-    private static string Render(IAttentionSource source, TokenizedText input, string text, float[][][][] patterns, HeadsView heads, LensView? lens)
+    private static string Render(IAttentionSource source, TokenizedText input, string text, float[][][][] patterns, HeadsView heads, LensView? lens,
+        CompositionsView? compositions)
     {
         var data = new
         {
@@ -125,6 +140,7 @@ public static class ReportWriter
             heads,
             patterns,
             lens,
+            compositions,
         };
         // The default encoder writes <, > and & as \u003C, \u003E, \u0026: the block cannot be closed from inside.
         string json = JsonSerializer.Serialize(data, ViewerServer.Json);

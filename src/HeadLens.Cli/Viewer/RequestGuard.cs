@@ -35,6 +35,7 @@ public static class RequestGuard
         ["/api/lens"] = HttpMethods.Post,
         ["/api/patch"] = HttpMethods.Post,
         ["/api/paths"] = HttpMethods.Post,
+        ["/api/compositions"] = HttpMethods.Get,
     };
 
     /// <summary>The refusal for this request (status and one line), or null when it may go on.</summary>

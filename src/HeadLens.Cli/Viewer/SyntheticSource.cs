@@ -103,6 +103,10 @@ public sealed partial class SyntheticSource : IAttentionSource
     public PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead) =>
         throw new ViewerException(501, "path patching needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");
 
+    /// <summary>Nor weights whose circuits compose.</summary>
+    public IReadOnlyList<Composition> Compositions() =>
+        throw new ViewerException(501, "composition scores need a model's weights: this viewer shows synthetic patterns (headlens serve --model MODEL)");
+
     /// <summary>Hand-made patterns have no stream to read.</summary>
     public LogitLensResult Lens(int[] ids) =>
         throw new ViewerException(501, "the logit lens needs a model: this viewer shows synthetic patterns (headlens serve --model MODEL)");

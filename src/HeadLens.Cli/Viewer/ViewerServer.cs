@@ -218,6 +218,8 @@ public static partial class ViewerServer
             return Results.Json(await gate.RunAsync(() => views.Paths(limits.Input(body), limits.Input(new ViewerRequest { Text = corrupted }), layer, receiverLayer, receiverHead),
                 request.HttpContext.RequestAborted), Json);
         });
+        app.MapGet("/api/compositions", async (HttpRequest request) =>
+            Results.Json(await gate.RunAsync(views.Compositions, request.HttpContext.RequestAborted), Json));
         app.MapPost("/api/lens", async (HttpRequest request) =>
         {
             var body = await ReadAsync(request, options);

@@ -22,7 +22,13 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
     public double[] Right { get; } = right;   // [D, C]
 
     /// <summary>The transpose: (L R)ᵀ = Rᵀ Lᵀ.</summary>
-    public LowRank Transposed() => new(Transpose(Right, Rank, Channels), Transpose(Left, Channels, Rank), Channels, Rank);
+    public LowRank Transposed() => new(Transpose(Right, Rank, Channels), Transpose(Left, Channels, Rank), Channels, Rank)
+    {
+        // (Rᵀ)ᵀ Rᵀ = R Rᵀ and Lᵀ (Lᵀ)ᵀ = LᵀL: the transpose's Gram matrices are this one's, swapped.
+        leftGram = rightGram,
+        rightGram = leftGram,
+        leftTransposed = Right,
+    };
 
     /// <summary>The dense matrix L·R [C, C].</summary>
     public double[] Dense()
@@ -48,11 +54,14 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
     public double FrobeniusNorm() => Math.Sqrt(Math.Max(0, TraceOfProduct(LeftGram, RightGram, Rank)));
 
     // LᵀL and R Rᵀ [D, D], computed once per matrix: every norm and product norm that involves it reads them.
-    private double[]? leftGram, rightGram;
+    private double[]? leftGram, rightGram, leftTransposed;
 
-    private double[] LeftGram => leftGram ??= Gram(Left, Channels, Rank, columns: true);
+    private double[] LeftGram => leftGram ??= Gram(LeftTransposed, Rank, Channels);
 
-    private double[] RightGram => rightGram ??= Gram(Right, Rank, Channels, columns: false);
+    private double[] RightGram => rightGram ??= Gram(Right, Rank, Channels);
+
+    // Lᵀ [D, C]: L's columns as rows, so that LᵀL and U·Lᵀ run over contiguous rows of C.
+    private double[] LeftTransposed => leftTransposed ??= Transpose(Left, Channels, Rank);
 
     /// <summary>
     /// ‖A·B‖_F for A = La Ra, B = Lb Rb: A·B = La (Ra Lb) Rb, and with M = Ra Lb [D, D],
@@ -96,32 +105,86 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
         return Math.Sqrt(Math.Max(0, sum));
     }
 
-    // LᵀL [D, D] for L [rows, D] (columns = true), or R Rᵀ [D, D] for R [D, cols].
-    private static double[] Gram(double[] x, int rows, int cols, bool columns)
+    /// <summary>
+    /// U·R [D, C] for the U [D, D] with UᵀU = LᵀL (the Cholesky factor): the right factor carrying the left one's
+    /// geometry, so that ‖(L R)·B‖_F = ‖U R B‖_F for any B (Bᵀ Rᵀ LᵀL R B = Bᵀ Rᵀ UᵀU R B), and ‖L R‖_F = ‖U R‖_F.
+    /// </summary>
+    public double[] LeftWhitened() => UpperTimesRows(CholeskyUpper(LeftGram, Rank), Right, Rank, Channels);
+
+    /// <summary>
+    /// (L·Uᵀ)ᵀ = U·Lᵀ [D, C] for the U [D, D] with UᵀU = R Rᵀ: ‖A·(L R)‖_F = ‖A L Uᵀ‖_F for any A. With
+    /// <see cref="LeftWhitened"/>, ‖A·B‖_F = ‖X_A · Y_Bᵀ‖_F for X_A = A.LeftWhitened() and Y_Bᵀ = B.RightWhitenedTransposed():
+    /// a [D, C]·[C, D] product per pair, which for many pairs is one large one (the rows of both as a product's operands).
+    /// </summary>
+    public double[] RightWhitenedTransposed() => UpperTimesRows(CholeskyUpper(RightGram, Rank), LeftTransposed, Rank, Channels);
+
+    // U [n, n], upper triangular, with UᵀU = G for a symmetric positive semi-definite G. A pivot at rounding level (a
+    // rank-deficient G: a head whose weights are zero, or fewer channels than its size) leaves its row of U zero.
+    private static double[] CholeskyUpper(double[] g, int n)
     {
-        int size = columns ? cols : rows;
-        var gram = new double[size * size];
-        if (columns)
+        var u = new double[n * n];
+        double largest = 0;
+        for (int i = 0; i < n; i++)
         {
-            // Σ_p L_pᵀ L_p: each row of L added, scaled, into every row of the Gram matrix.
-            for (int p = 0; p < rows; p++)
+            largest = Math.Max(largest, g[i * n + i]);
+        }
+
+        double floor = largest * 1e-14;
+        for (int j = 0; j < n; j++)
+        {
+            double pivot = g[j * n + j];
+            for (int k = 0; k < j; k++)
             {
-                var row = x.AsSpan(p * cols, cols);
-                for (int i = 0; i < size; i++)
+                pivot -= u[k * n + j] * u[k * n + j];
+            }
+
+            if (pivot <= floor)
+            {
+                continue;
+            }
+
+            double root = Math.Sqrt(pivot);
+            u[j * n + j] = root;
+            for (int i = j + 1; i < n; i++)
+            {
+                double sum = g[j * n + i];
+                for (int k = 0; k < j; k++)
                 {
-                    var target = gram.AsSpan(i * size, size);
-                    TensorPrimitives.MultiplyAdd(row, row[i], target, target);
+                    sum -= u[k * n + j] * u[k * n + i];
                 }
+
+                u[j * n + i] = sum / root;
             }
         }
-        else
+
+        return u;
+    }
+
+    // [n, width] = u [n, n] · b [n, width] for an upper triangular u: row i sums rows p ≥ i of b.
+    private static double[] UpperTimesRows(double[] u, double[] b, int n, int width)
+    {
+        var result = new double[n * width];
+        for (int i = 0; i < n; i++)
         {
-            for (int i = 0; i < size; i++)
+            var row = result.AsSpan(i * width, width);
+            for (int p = i; p < n; p++)
             {
-                for (int j = 0; j < size; j++)
-                {
-                    gram[i * size + j] = TensorPrimitives.Dot<double>(x.AsSpan(i * cols, cols), x.AsSpan(j * cols, cols));
-                }
+                TensorPrimitives.MultiplyAdd(b.AsSpan(p * width, width), u[i * n + p], row, row);
+            }
+        }
+
+        return result;
+    }
+
+    // X Xᵀ [n, n] for the rows of X [n, width]: one dot product per entry of the upper half, mirrored.
+    private static double[] Gram(double[] x, int n, int width)
+    {
+        var gram = new double[n * n];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = i; j < n; j++)
+            {
+                gram[i * n + j] = gram[j * n + i] = TensorPrimitives.Dot<double>(x.AsSpan(i * width, width), x.AsSpan(j * width, width));
             }
         }
 
@@ -169,11 +232,16 @@ public static class Circuits
     /// <summary>W_QK of a head as thin factors: Left = diag(γ) W_Qᵀ [C, D], Right = W_K diag(γ) [D, C].</summary>
     public static LowRank QueryKey(Transformer model, int layer, int head)
     {
-        var (config, w) = (model.Config, model.Parameters.Layer(layer));
+        var w = model.Parameters.Layer(layer);
+        return QueryKey(model, layer, head, w.Query.ToFloat32(), w.Key.ToFloat32());
+    }
+
+    // query [H·D, C] and key [G·D, C] as fp32 (see the OutputValue overload below).
+    private static LowRank QueryKey(Transformer model, int layer, int head, ReadOnlySpan<float> query, ReadOnlySpan<float> key)
+    {
+        var config = model.Config;
         int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
-        var gamma = w.AttentionNorm.Span;
-        var query = w.Query.ToFloat32();
-        var key = w.Key.ToFloat32();
+        var gamma = InputNorm(model, layer).Span;
         var left = new double[c * d];
         var right = new double[d * c];
         for (int p = 0; p < d; p++)
@@ -198,9 +266,9 @@ public static class Circuits
     // value [G·D, C] and output [C, H·D] as fp32: the layer's own (or, for matrices kept quantized, decoded once per layer).
     private static LowRank OutputValue(Transformer model, int layer, int head, ReadOnlySpan<float> value, ReadOnlySpan<float> output)
     {
-        var (config, w) = (model.Config, model.Parameters.Layer(layer));
+        var config = model.Config;
         int c = config.Channels, d = config.HeadDim, g = head / (config.Heads / config.KvHeads);
-        var gamma = w.AttentionNorm.Span;
+        var gamma = InputNorm(model, layer).Span;
         int outputWidth = config.Heads * d;
         var left = new double[c * d];
         var right = new double[d * c];
@@ -222,9 +290,93 @@ public static class Circuits
     ///   K: ‖W_QK^{h2}  W_OV^{h1}‖_F / (‖W_QK^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2's keys read what h1 wrote: induction)
     ///   V: ‖W_OV^{h2}  W_OV^{h1}‖_F / (‖W_OV^{h2}‖_F ‖W_OV^{h1}‖_F)   (h2 moves on what h1 wrote)
     /// Each lies in [0, 1] (submultiplicativity of the Frobenius norm). Two independent random matrices score about
-    /// 1/√C (<see cref="RandomBaseline"/>; Elhage et al. subtract such a baseline, here it is left to the reader).
+    /// 1/√C (<see cref="RandomBaseline(ModelConfig)"/>; Elhage et al. subtract such a baseline, here it is left to the reader).
     /// </summary>
-    public static List<Composition> Compositions(Transformer model)
+    public static List<Composition> Compositions(Transformer model, Action<int, int>? progress = null)
+    {
+        var config = model.Config;
+        int layers = config.Layers, heads = config.Heads, c = config.Channels, d = config.HeadDim, block = heads * d;
+        // Every head's circuits whitened (LowRank.LeftWhitened, RightWhitened) into float rows for the fast product:
+        //   readers[l] [3, H, D, C]: per input (Q, K, V) and head, X with ‖A·B‖_F = ‖X·Y‖_F for its A (W_QKᵀ, W_QK,
+        //                            W_OV) and any writer's Y;
+        //   writers    [L, H, D, C]: per head Yᵀ, its W_OV's right-whitened factor transposed.
+        var readers = new float[layers][];
+        var writers = new float[(long)layers * block * c];
+        var queryKeyNorms = new double[layers, heads];
+        var outputValueNorms = new double[layers, heads];
+        int steps = 2 * layers - 1, done = 0;
+        for (int l = 0; l < layers; l++)
+        {
+            var w = model.Parameters.Layer(l);
+            float[] query = w.Query.ToFloat32().ToArray(), key = w.Key.ToFloat32().ToArray();
+            float[] value = w.Value.ToFloat32().ToArray(), output = w.Output.ToFloat32().ToArray();
+            var rows = readers[l] = new float[3L * block * c];
+            int layer = l;
+            ComputeThreads.Run(heads, h =>
+            {
+                var qk = QueryKey(model, layer, h, query, key);
+                var ov = OutputValue(model, layer, h, value, output);
+                (queryKeyNorms[layer, h], outputValueNorms[layer, h]) = (qk.FrobeniusNorm(), ov.FrobeniusNorm());
+                long head = (long)h * d * c;
+                Store(qk.Transposed().LeftWhitened(), rows.AsSpan((int)head, d * c));
+                Store(qk.LeftWhitened(), rows.AsSpan((int)((block * c) + head), d * c));
+                Store(ov.LeftWhitened(), rows.AsSpan((int)((2L * block * c) + head), d * c));
+                Store(ov.RightWhitenedTransposed(), writers.AsSpan((int)(((long)layer * block * c) + head), d * c));
+            });
+            progress?.Invoke(++done, steps);
+        }
+
+        var result = new List<Composition>();
+        var products = new float[3L * block * (layers - 1) * block];
+        var squares = new double[3, heads, layers * heads];   // ‖X·Y‖² per input, receiving head, sending head
+        for (int l2 = 1; l2 < layers; l2++)
+        {
+            // [3·H·D, l2·H·D] = readers[l2] · writersᵀ over the layers before l2: every pair into layer l2 at once.
+            int width = l2 * block;
+            Gemm.Multiply(false, true, 3 * block, width, c, readers[l2], c, writers, c, products, width, accumulate: false);
+            Array.Clear(squares);
+            for (int row = 0; row < 3 * block; row++)
+            {
+                var productRow = products.AsSpan(row * width, width);
+                for (int sender = 0; sender < l2 * heads; sender++)
+                {
+                    var part = productRow.Slice(sender * d, d);
+                    squares[row / block, row % block / d, sender] += TensorPrimitives.Dot(part, part);
+                }
+            }
+
+            for (int h2 = 0; h2 < heads; h2++)
+            {
+                for (int sender = 0; sender < l2 * heads; sender++)
+                {
+                    int l1 = sender / heads, h1 = sender % heads;
+                    double qkov = queryKeyNorms[l2, h2] * outputValueNorms[l1, h1];
+                    result.Add(new Composition(l1, h1, l2, h2,
+                        Ratio(Math.Sqrt(squares[0, h2, sender]), qkov),
+                        Ratio(Math.Sqrt(squares[1, h2, sender]), qkov),
+                        Ratio(Math.Sqrt(squares[2, h2, sender]), outputValueNorms[l2, h2] * outputValueNorms[l1, h1])));
+                }
+            }
+
+            progress?.Invoke(++done, steps);
+        }
+
+        return result;
+
+        static void Store(double[] from, Span<float> to)
+        {
+            for (int i = 0; i < from.Length; i++)
+            {
+                to[i] = (float)from[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Compositions"/> computed pair by pair in float64 (<see cref="LowRank.ProductNorm"/>, no whitening,
+    /// no float product): the plain path the fast one is held to.
+    /// </summary>
+    internal static List<Composition> CompositionsPairwise(Transformer model)
     {
         var config = model.Config;
         var circuits = new HeadCircuit[config.Layers, config.Heads];
@@ -295,7 +447,35 @@ public static class Circuits
     }
 
     /// <summary>What two independent random matrices score on average: 1/√C (E‖AB‖²_F = ‖A‖²_F ‖B‖²_F / C).</summary>
-    public static double RandomBaseline(ModelConfig config) => 1 / Math.Sqrt(config.Channels);
+    public static double RandomBaseline(ModelConfig config) => RandomBaseline(config.Channels);
+
+    /// <summary><see cref="RandomBaseline(ModelConfig)"/> for a stream of <paramref name="channels"/> channels.</summary>
+    public static double RandomBaseline(int channels) => 1 / Math.Sqrt(channels);
+
+    /// <summary>
+    /// The norm whose scale γ the circuits of block <paramref name="layer"/> fold in: the one that made the block's
+    /// input. Before a pre-norm block (GPT-2, Llama) that is the block's own attention norm; before a post-norm block
+    /// (BERT) the norm that ended the block before it (its MLP's, or its attention's where it has no MLP), or the
+    /// embeddings' norm before the first. (A post-norm block's own attention norm comes after its heads have written.)
+    /// </summary>
+    public static HeadLens.Tensors.Tensor InputNorm(Transformer model, int layer)
+    {
+        if (model.Config.NormPlacement == NormPlacement.Pre)
+        {
+            return model.Parameters.Layer(layer).AttentionNorm;
+        }
+
+        if (layer == 0)
+        {
+            return model.Parameters.EmbeddingNorm!;
+        }
+
+        var previous = model.Parameters.Layer(layer - 1);
+        return previous.MlpNorm ?? previous.AttentionNorm;
+    }
+
+    // A composition score: a product's norm over its factors' norms (0 where a head's circuit is zero).
+    private static double Ratio(double value, double norm) => norm > 0 ? value / norm : 0;
 
     // A head's two circuits, the transposed W_QK and their norms: what its compositions are computed from.
     private sealed record HeadCircuit(LowRank QueryKey, LowRank QueryKeyTransposed, LowRank OutputValue, double QueryKeyNorm, double OutputValueNorm)
@@ -311,7 +491,6 @@ public static class Circuits
     // The Q-, K- and V-composition of a later head (l2, h2) with an earlier one (l1, h1).
     private static Composition Compose(int l1, int h1, HeadCircuit source, int l2, int h2, HeadCircuit target)
     {
-        static double Ratio(double value, double norm) => norm > 0 ? value / norm : 0;
         double qkov = target.QueryKeyNorm * source.OutputValueNorm;
         return new Composition(l1, h1, l2, h2,
             Ratio(LowRank.ProductNorm(target.QueryKeyTransposed, source.OutputValue), qkov),
@@ -442,7 +621,7 @@ public static class Circuits
             var w = model.Parameters.Layer(l);
             var value = w.Value.ToFloat32();
             var output = w.Output.ToFloat32();
-            var gamma = w.AttentionNorm.Span;
+            var gamma = InputNorm(model, l).Span;
             for (int row = 0; row < groupRows; row++)
             {
                 TensorPrimitives.Multiply(value.Slice(row * c, c), gamma, scaledValue.AsSpan(row * c, c));

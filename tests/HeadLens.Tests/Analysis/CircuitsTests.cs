@@ -110,7 +110,7 @@ public class CircuitsTests
     {
         var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
         int c = model.Config.Channels;
-        var scores = Circuits.Compositions(model);
+        var scores = Circuits.CompositionsPairwise(model);
         Assert.Equal(3 * 4 * 4, scores.Count);  // layer pairs (0,1), (0,2), (1,2) × 4 × 4 heads
         foreach (var score in scores.Where((_, index) => index % 7 == 0))
         {
@@ -150,13 +150,117 @@ public class CircuitsTests
         }
     }
 
+    public static TheoryData<string> CompositionShapes => ["attention-only", "gpt2", "llama-gqa", "llama-wide"];
+
+    [Theory]
+    [MemberData(nameof(CompositionShapes))]
+    public void CompositionsFromTheWhitenedProductEqualThePairwiseOnes(string shape)
+    {
+        // "llama-wide" has enough channels and heads for the product's blocking.
+        var config = shape switch
+        {
+            "attention-only" => TinyModels.AttentionOnly,
+            "gpt2" => TinyModels.Gpt2,
+            "llama-gqa" => TinyModels.Llama,
+            _ => TinyModels.Llama with { Channels = 256, Heads = 8, KvHeads = 2, HiddenChannels = 64 },
+        };
+        var model = TinyModels.Random(config with { Layers = 3 }, seed: 31);
+        var fast = Circuits.Compositions(model);
+        var plain = Circuits.CompositionsPairwise(model);
+        Assert.Equal(plain.Count, fast.Count);
+        for (int i = 0; i < plain.Count; i++)
+        {
+            Assert.Equal((plain[i].SourceLayer, plain[i].SourceHead, plain[i].Layer, plain[i].Head),
+                (fast[i].SourceLayer, fast[i].SourceHead, fast[i].Layer, fast[i].Head));
+            // The fast route rounds the whitened factors to float and sums their products in float (C terms), the
+            // plain one stays in float64: scores in [0, 1] agree to float rounding.
+            Assert.Equal(plain[i].Query, fast[i].Query, 1e-6);
+            Assert.Equal(plain[i].Key, fast[i].Key, 1e-6);
+            Assert.Equal(plain[i].Value, fast[i].Value, 1e-6);
+        }
+    }
+
+    [Fact]
+    public void TheRealMiniLmsCompositionsFromTheWhitenedProductEqualThePairwiseOnes()
+    {
+        // Trained weights (all-MiniLM-L6-v2, post-norm: γ from the norm before each block), whose circuits are far
+        // from isotropic: the Cholesky factors of their Gram matrices carry condition numbers random weights do not.
+        List<Composition> fast, plain;
+        lock (Oracles.MiniLm.Engine)
+        {
+            fast = Circuits.Compositions(Oracles.MiniLm.Engine);
+            plain = Circuits.CompositionsPairwise(Oracles.MiniLm.Engine);
+        }
+
+        Assert.Equal(12 * 12 * 15, fast.Count);   // 15 layer pairs of 6 layers × 12 × 12 heads
+        double worst = fast.Zip(plain).Max(pair => new[] { pair.First.Query - pair.Second.Query, pair.First.Key - pair.Second.Key,
+            pair.First.Value - pair.Second.Value }.Max(Math.Abs));
+        Assert.True(worst < 1e-6, $"largest difference {worst:E2}");
+        // Trained: the strongest K-composition, head 1.1 into 2.9's keys (0.242), is nearly 5× what random weights score.
+        var strongest = plain.MaxBy(pair => pair.Key)!;
+        Assert.Equal((1, 1, 2, 9), (strongest.SourceLayer, strongest.SourceHead, strongest.Layer, strongest.Head));
+        Assert.True(strongest.Key > 4 * Circuits.RandomBaseline(Oracles.MiniLm.Engine.Config), $"K {strongest.Key:F3}");
+    }
+
+    [Fact]
+    public void ProgressCountsTheLayersWhitenedAndThenEachReceivingLayer()
+    {
+        var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
+        var steps = new List<(int Done, int All)>();
+        Circuits.Compositions(model, (done, all) => steps.Add((done, all)));
+        int layers = model.Config.Layers;
+        Assert.Equal(Enumerable.Range(1, 2 * layers - 1).Select(done => (done, 2 * layers - 1)), steps);
+    }
+
+    [Fact]
+    public void AHeadWithZeroWeightsComposesWithNothing()
+    {
+        // A zero circuit has a zero Gram matrix: every pivot of its Cholesky factor is at the floor, and its scores
+        // are 0 (not NaN), on both routes.
+        var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
+        int d = model.Config.HeadDim, c = model.Config.Channels;
+        model.Parameters.Layer(0).Value.Dense!.Span.Slice(0, d * c).Clear();   // key/value head 0 of layer 0: heads 0 and 1
+        foreach (var scores in new[] { Circuits.Compositions(model), Circuits.CompositionsPairwise(model) })
+        {
+            Assert.All(scores.Where(s => s.SourceLayer == 0 && s.SourceHead < 2), s => Assert.Equal((0.0, 0.0, 0.0), (s.Query, s.Key, s.Value)));
+            Assert.All(scores.Where(s => s.SourceLayer == 0 && s.SourceHead >= 2), s => Assert.True(s.Key > 0));
+        }
+    }
+
+    private static readonly string Fixtures = Path.Combine(AppContext.BaseDirectory, "Fixtures");
+
+    [Theory]
+    [InlineData("tiny-gpt2")]
+    [InlineData("tiny-llama-gqa")]
+    [InlineData("tiny-bert")]
+    public void CompositionScoresMatchPyTorch(string name)
+    {
+        // tests/reference/circuits_golden.py: dense [C, C] circuits from the checkpoint's tensors, in float64; the
+        // encoder's γ is the norm that made each block's input (the embeddings' or the previous block's output norm).
+        var (model, _) = HeadLens.Checkpoints.ModelFiles.Load(Path.Combine(Fixtures, "models", name));
+        var golden = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures, "circuits", "golden.json")))
+            .RootElement.GetProperty(name).EnumerateArray().Select(row => row.EnumerateArray().Select(v => v.GetDouble()).ToArray()).ToList();
+        foreach (var (scores, digits) in new[] { (Circuits.Compositions(model), 6), (Circuits.CompositionsPairwise(model), 12) })
+        {
+            Assert.Equal(golden.Count, scores.Count);
+            var byPair = scores.ToDictionary(s => (s.SourceLayer, s.SourceHead, s.Layer, s.Head));
+            foreach (var row in golden)
+            {
+                var score = byPair[((int)row[0], (int)row[1], (int)row[2], (int)row[3])];
+                Assert.Equal(row[4], score.Query, digits);
+                Assert.Equal(row[5], score.Key, digits);
+                Assert.Equal(row[6], score.Value, digits);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1, 2)]
     [InlineData(2, 0)]
     public void OneReceiversCompositionsAreItsEntriesOfEveryPair(int layer, int head)
     {
         var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
-        var all = Circuits.Compositions(model).Where(s => s.Layer == layer && s.Head == head).ToList();
+        var all = Circuits.CompositionsPairwise(model).Where(s => s.Layer == layer && s.Head == head).ToList();
         var into = Circuits.CompositionsInto(model, layer, head);
         Assert.Equal(layer * model.Config.Heads, into.Count);
         Assert.Equal(all, into);
@@ -168,7 +272,7 @@ public class CircuitsTests
     public void OneSendersCompositionsAreItsEntriesOfEveryPair(int layer, int head)
     {
         var model = TinyModels.Random(TinyModels.AttentionOnly, seed: 22);
-        var all = Circuits.Compositions(model).Where(s => s.SourceLayer == layer && s.SourceHead == head).ToList();
+        var all = Circuits.CompositionsPairwise(model).Where(s => s.SourceLayer == layer && s.SourceHead == head).ToList();
         var from = Circuits.CompositionsFrom(model, layer, head);
         Assert.Equal((model.Config.Layers - layer - 1) * model.Config.Heads, from.Count);
         Assert.Equal(all, from);

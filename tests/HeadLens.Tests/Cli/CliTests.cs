@@ -135,6 +135,7 @@ public class CliTests
             Assert.Contains("Who copies?", output);
             Assert.Matches(@"Activation patching: layer 3 head \d \(induction\) alone brings back [5-9]\d% of the difference", output);
             Assert.Matches(@"Path patching: of what earlier heads send to it, layer [0-2] head \d \(previous-token\) into its keys brings back the most, \d+%", output);
+            Assert.Matches(@"the weights let that path carry \d\.\d× what random ones would \(K-composition 0\.\d{3}; headlens circuits\)", output);
             Assert.Contains("Logit lens: 'z' leads from L3 on", output);
             Assert.Matches(@"Direct attribution: of the \+6\.\d\d, layer 3's MLP writes \+\d\.\d\d", output);
             Assert.True(File.Exists(report));

@@ -98,6 +98,38 @@ public class ModelSourceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task CompositionsAnswerEveryPairAsTheLibraryComputesIt()
+    {
+        var app = ViewerServer.Build(Load(Embedded, out _), new ViewerOptions(), builder => builder.WebHost.UseTestServer());
+        await app.StartAsync();
+        await using var stop = app;
+        using var client = app.GetTestClient();
+        using var response = await client.GetAsync("/api/compositions");
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var root = JsonDocument.Parse(body).RootElement;
+
+        // The library on a second copy of the model: what `headlens circuits --json` prints, to 4 decimals.
+        var (reference, _) = ModelFiles.Load(Embedded);
+        var expected = Circuits.Compositions(reference);
+        Assert.Equal(Math.Round(Circuits.RandomBaseline(reference.Config), 4), root.GetProperty("random").GetDouble());
+        var pairs = root.GetProperty("pairs").EnumerateArray().ToList();
+        Assert.Equal(expected.Count, pairs.Count);
+        foreach (var (pair, score) in pairs.Zip(expected))
+        {
+            Assert.Equal([score.SourceLayer, score.SourceHead], pair.GetProperty("sender").EnumerateArray().Select(value => value.GetInt32()));
+            Assert.Equal([score.Layer, score.Head], pair.GetProperty("receiver").EnumerateArray().Select(value => value.GetInt32()));
+            Assert.Equal((Math.Round(score.Query, 4), Math.Round(score.Key, 4), Math.Round(score.Value, 4)),
+                (pair.GetProperty("query").GetDouble(), pair.GetProperty("key").GetDouble(), pair.GetProperty("value").GetDouble()));
+        }
+
+        // A read, not a computation on a text: POST is refused, with the method it takes.
+        using var posted = await client.PostAsJsonAsync("/api/compositions", new { text = "x" });
+        Assert.Equal(System.Net.HttpStatusCode.MethodNotAllowed, posted.StatusCode);
+        Assert.Equal("GET", string.Join(",", posted.Content.Headers.Allow));
+    }
+
+    [Fact]
     public async Task TheLensAnswersEveryStageAsTheLibraryComputesIt()
     {
         const string Text = "the word is kqzj; the word is kq";
@@ -309,6 +341,8 @@ public class ModelSourceTests(ITestOutputHelper output)
 
         public PatchingResult Paths(int[] clean, int[] corrupted, int layer, int receiverLayer, int receiverHead) =>
             inner.Paths(clean, corrupted, layer, receiverLayer, receiverHead);
+
+        public IReadOnlyList<Composition> Compositions() => inner.Compositions();
 
         public IReadOnlyList<int> Generate(int[] prompt, int maxTokens, float temperature, int seed) => inner.Generate(prompt, maxTokens, temperature, seed);
     }

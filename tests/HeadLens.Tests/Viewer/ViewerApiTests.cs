@@ -80,6 +80,16 @@ public class ViewerApiTests
     }
 
     [Fact]
+    public async Task CompositionsNeedAModelAndSaySo()
+    {
+        await using var host = await ViewerHost.StartAsync();
+        using var response = await host.Client.GetAsync("/api/compositions");
+        Assert.Equal(HttpStatusCode.NotImplemented, response.StatusCode);
+        var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        Assert.Contains("composition scores need a model's weights", body.GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task TheLensNeedsAModelAndSaysSo()
     {
         await using var host = await ViewerHost.StartAsync();

@@ -257,6 +257,59 @@ public class ViewerBrowserTests
     }
 
     [BrowserFact]
+    public async Task TheWeightsShowWhatCanFeedAHeadLiveAndInAReport()
+    {
+        // No text needed: the composition scores of every earlier head into the picked one, as multiples of the random
+        // score; on the embedded model, previous-token head 2.0 can write 2.4× as much into induction head 3.0's keys.
+        var source = ModelSourceTests.Load(ModelSourceTests.Embedded, out _);
+        var (app, url) = await StartAsync(source);
+        await using var stop = app;
+        using var browser = new Browser();
+        browser.Driver.Navigate().GoToUrl(url);
+        browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the model view's 4 × 4 heads");
+
+        void Compose()
+        {
+            browser.Driver.ExecuteScript("document.getElementById('paths-receiver').value = '3.0';");
+            browser.Find("#compose-run").Click();
+            browser.WaitFor(() => browser.Find("body").GetAttribute("data-compositions") is not null, "the composition scores");
+            Assert.Equal(12, browser.FindAll("#grid .cell .effect").Count);
+            Assert.Contains("receiver", browser.Find("#grid .cell[data-layer='3'][data-head='0']").GetAttribute("class"));
+            Assert.Equal("2.4× k", browser.Find("#grid .cell[data-layer='2'][data-head='0'] .effect").Text);
+            Assert.Contains("Most: layer 2 head 0 into its keys (2.4×)", browser.Find("#ablate-status").Text);
+            Assert.Contains("random matrices score (0.088)", browser.Find("#ablate-status").Text);
+            new Actions(browser.Driver).MoveToElement(browser.Find("#grid .cell[data-layer='2'][data-head='0']")).Perform();
+            browser.WaitFor(() => browser.Find("#tooltip").Text.Contains("weights: head 3.0", StringComparison.Ordinal), "the composition tooltip");
+            Assert.Contains("keys 0.213 (2.4×)", browser.Find("#tooltip").Text);
+        }
+
+        Compose();
+        browser.Screenshot("compositions");
+        // Another text: the weights' scores do not depend on it, and stay.
+        TypeText(browser, "In the beginning God created the heaven and the earth.");
+        Assert.Equal("2.4× k", browser.Find("#grid .cell[data-layer='2'][data-head='0'] .effect").Text);
+
+        // The report carries the scores: the picker and its button work offline, the text-bound ones do not.
+        string folder = Path.Combine(Path.GetTempPath(), "headlens-compose-report-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            string path = Path.Combine(folder, "report.html");
+            ReportWriter.Write(source, "the word is kqzj; the word is kq", path);
+            browser.Driver.Navigate().GoToUrl(new Uri(path).AbsoluteUri);
+            browser.WaitFor(() => browser.FindAll("#grid .cell").Count == 16, "the report's model view");
+            Assert.False(browser.Find("#paths-run").Enabled);
+            Assert.True(browser.Find("#compose-run").Enabled);
+            Compose();
+            Assert.Empty(browser.PolicyViolations());
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [BrowserFact]
     public async Task AScriptInTheTextIsShownNotRun()
     {
         var (app, url) = await StartAsync(new SyntheticSource(2, 2));
@@ -295,6 +348,9 @@ public class ViewerBrowserTests
             Assert.False(browser.Find("#ablate-run").Enabled);
             Assert.False(browser.Find("#patch-run").Enabled);
             Assert.False(browser.Find("#paths-run").Enabled);
+            // A synthetic source has no weights: the report carries no composition scores, and the button says so.
+            Assert.False(browser.Find("#compose-run").Enabled);
+            Assert.Contains("no weights", browser.Find("#compose-run").GetAttribute("title"));
             Assert.Contains("What breaks without each head?", browser.Find("#offline-note").Text);
             Assert.Empty(browser.FindAll("#tokens i"));
             browser.Find("#grid .cell[data-layer='2'][data-head='3']").Click();

@@ -252,8 +252,10 @@ public class ViewerSecurityTests
             }
 
             using var response = await host.Client.SendAsync(request);
-            // GETs answer; POSTs read the body ("{}" names no input: 400 with its reason, not 404 or 405).
-            Assert.True(method == "GET" ? response.StatusCode == HttpStatusCode.OK : response.StatusCode == HttpStatusCode.BadRequest,
+            // GETs answer (the synthetic source has no weights to compose: 501 with its reason); POSTs read the body
+            // ("{}" names no input: 400 with its reason, not 404 or 405).
+            var answer = path == "/api/compositions" ? HttpStatusCode.NotImplemented : HttpStatusCode.OK;
+            Assert.True(method == "GET" ? response.StatusCode == answer : response.StatusCode == HttpStatusCode.BadRequest,
                 $"{method} {path}: HTTP {(int)response.StatusCode}");
         }
     }
@@ -334,6 +336,12 @@ public class ViewerSecurityTests
         {
             Interlocked.Increment(ref calls);
             return inner.Paths(clean, corrupted, layer, receiverLayer, receiverHead);
+        }
+
+        public IReadOnlyList<global::HeadLens.Analysis.Composition> Compositions()
+        {
+            Interlocked.Increment(ref calls);
+            return inner.Compositions();
         }
 
         public global::HeadLens.Analysis.LogitLensResult Lens(int[] ids)

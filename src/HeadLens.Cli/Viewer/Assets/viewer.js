@@ -16,16 +16,18 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     view: 'model', model: null, input: null, heads: null, token: null, layer: 0, head: 0, picked: [0],
-    seq: 0, generated: [], ablation: null
+    seq: 0, generated: [], ablation: null, compositions: null
   };
 
   // ---- data access: the server's API, or the data a report carries ----
 
   function serverApi() {
     async function post(path, body) {
-      const response = await fetch(path, {
+      return answer(await fetch(path, {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
-      });
+      }));
+    }
+    async function answer(response) {
       const data = await response.json().catch(() => ({ error: 'HTTP ' + response.status }));
       if (!response.ok) { throw new Error(data.error || ('HTTP ' + response.status)); }
       return data;
@@ -42,6 +44,8 @@
       lens: (text) => post('/api/lens', { text }),
       patch: (text, corrupted, layer) => post('/api/patch', { text, corrupted, layer }),
       paths: (text, corrupted, layer, receiver) => post('/api/paths', { text, corrupted, layer, receiver }),
+      canCompose: true,
+      compositions: async () => answer(await fetch('/api/compositions')),
       generate: async (prompt, maxTokens, temperature, onLine) => {
         const response = await fetch('/api/generate', {
           method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -86,6 +90,11 @@
       ablate: notHere,
       patch: notHere,
       paths: notHere,
+      canCompose: Boolean(data.compositions),
+      compositions: async () => {
+        if (!data.compositions) { throw new Error('composition scores need a model\u2019s weights; this report has none'); }
+        return data.compositions;
+      },
       lens: async () => {
         if (!data.lens) { throw new Error('the logit lens needs a model that predicts tokens; this report has none'); }
         return data.lens;
@@ -255,7 +264,7 @@
       legend.appendChild(item);
     }
     // An ablation of this text (and only of this text) stays on the grid when the grid is drawn again.
-    if (state.ablation && state.ablation.text !== text) { forgetAblation(); }
+    if (state.ablation && state.ablation.kind !== 'compositions' && state.ablation.text !== text) { forgetAblation(); }
     drawEffects();
     // Last: the legend and captions above decide where the grid starts.
     sizeGrid();
@@ -370,6 +379,40 @@
     }
   }
 
+  // ---- what the weights let feed one head: composition scores of every earlier head, no text needed ----
+
+  async function runCompositions() {
+    const [receiverLayer, receiverHead] = $('paths-receiver').value.split('.').map(Number);
+    const composition = { kind: 'compositions', text: $('text').value, receiver: [receiverLayer, receiverHead], effects: {}, done: false };
+    state.ablation = composition;
+    drawEffects();
+    try {
+      state.compositions = state.compositions || await api.compositions();
+      if (state.ablation !== composition) { return; }
+      const random = state.compositions.random;
+      for (const pair of state.compositions.pairs) {
+        if (pair.receiver[0] !== receiverLayer || pair.receiver[1] !== receiverHead) { continue; }
+        // The badge shows the input the sender can write into most, as a multiple of the random score.
+        const [input, score] = [['q', pair.query], ['k', pair.key], ['v', pair.value]].sort((a, b) => b[1] - a[1])[0];
+        composition.effects[pair.sender.join('.')] = { change: score / random, input, query: pair.query, key: pair.key, value: pair.value, random };
+      }
+      composition.done = true;
+      drawEffects();
+      const best = Object.entries(composition.effects).sort((a, b) => b[1].change - a[1].change)[0];
+      const [layer, head] = best[0].split('.');
+      setStatus('From the weights alone, whatever the text: each badge is how much of what an earlier head writes head ' +
+        receiverLayer + '.' + receiverHead + ' can read with its queries (q), keys (k) or values (v), its largest of the three, ' +
+        'as a multiple of what independent random matrices score (' + random.toFixed(3) + '). Most: layer ' + layer + ' head ' + head +
+        ' into its ' + inputName(best[1].input) + ' (' + best[1].change.toFixed(1) + '\u00d7).', false, 'ablate-status');
+      document.body.setAttribute('data-compositions', String(Date.now()));
+    } catch (error) {
+      if (state.ablation === composition) { setStatus(error.message, true, 'ablate-status'); }
+    } finally {
+      // It may have taken the grid from a sweep still running: that sweep stops drawing, and the buttons come back.
+      if (state.ablation === composition) { setInterventionButtons(true); }
+    }
+  }
+
   function inputName(input) { return { q: 'queries', k: 'keys', v: 'values' }[input]; }
 
   // Every head with heads before it, as "layer.head", for the receiver picker.
@@ -381,7 +424,7 @@
         select.appendChild(el('option', { value: layer + '.' + head }, layer + '.' + head));
       }
     }
-    if (state.model.layers < 2) { select.disabled = true; $('paths-run').hidden = true; select.hidden = true; }
+    if (state.model.layers < 2) { select.disabled = true; $('paths-run').hidden = true; $('compose-run').hidden = true; select.hidden = true; }
   }
 
   function metricText(answer) {
@@ -411,12 +454,14 @@
   // removal helps on this text, the shade scaled to the largest change so far.
   function drawEffects() {
     const ablation = state.ablation;
-    const receiver = ablation && ablation.kind === 'paths' ? ablation.receiver.join('.') : null;
+    const receiver = ablation && (ablation.kind === 'paths' || ablation.kind === 'compositions') ? ablation.receiver.join('.') : null;
     for (const cell of document.querySelectorAll('#grid .cell')) {
       cell.classList.toggle('receiver', cell.getAttribute('data-layer') + '.' + cell.getAttribute('data-head') === receiver);
     }
+    // Composition badges are shaded by how far they stand above (red) or below (blue) the random score.
+    const shade = (effect) => ablation.kind === 'compositions' ? effect.change - 1 : effect.change;
     const effects = ablation ? Object.values(ablation.effects) : [];
-    const largest = Math.max(1e-12, ...effects.map((effect) => Math.abs(effect.change)));
+    const largest = Math.max(1e-12, ...effects.map((effect) => Math.abs(shade(effect))));
     for (const cell of document.querySelectorAll('#grid .cell')) {
       const effect = ablation && ablation.effects[cell.getAttribute('data-layer') + '.' + cell.getAttribute('data-head')];
       let badge = cell.querySelector('.effect');
@@ -427,9 +472,10 @@
       }
       if (!badge) { badge = cell.appendChild(el('span', { class: 'effect' })); }
       badge.textContent = ablation.kind === 'patch' ? percent(effect.change)
-        : ablation.kind === 'paths' ? percent(effect.change) + ' ' + effect.input : signed(effect.change);
-      const strength = Math.abs(effect.change) / largest;
-      const rgb = effect.change >= 0 ? [220, 38, 38] : [37, 99, 235];
+        : ablation.kind === 'paths' ? percent(effect.change) + ' ' + effect.input
+          : ablation.kind === 'compositions' ? effect.change.toFixed(1) + '\u00d7 ' + effect.input : signed(effect.change);
+      const strength = Math.abs(shade(effect)) / largest;
+      const rgb = shade(effect) >= 0 ? [220, 38, 38] : [37, 99, 235];
       badge.style.background = 'rgba(' + rgb.join(',') + ',' + (0.15 + 0.85 * strength).toFixed(3) + ')';
       badge.style.color = strength > 0.5 ? '#fff' : '#111';
       cell.setAttribute('data-change', String(effect.change));
@@ -448,6 +494,11 @@
     if (ablation.kind === 'paths') {
       return ['sending to head ' + ablation.receiver.join('.') + ' brings back: queries ' + percent(effect.query) +
         ', keys ' + percent(effect.key) + ', values ' + percent(effect.value)];
+    }
+    if (ablation.kind === 'compositions') {
+      const times = (score) => score.toFixed(3) + ' (' + (score / effect.random).toFixed(1) + '\u00d7)';
+      return ['weights: head ' + ablation.receiver.join('.') + ' reads what it writes with its queries ' + times(effect.query) +
+        ', keys ' + times(effect.key) + ', values ' + times(effect.value), 'independent random matrices: about ' + effect.random.toFixed(3)];
     }
     const tokens = state.input.tokens;
     if (ablation.measure === 'next_token_loss') {
@@ -989,6 +1040,7 @@
     $('ablate-run').addEventListener('click', runAblation);
     $('patch-run').addEventListener('click', runPatching);
     $('paths-run').addEventListener('click', runPaths);
+    $('compose-run').addEventListener('click', runCompositions);
     fillReceivers();
     if (api.offline) {
       for (const id of ['ablate-run', 'patch-run', 'paths-run']) {
@@ -996,7 +1048,10 @@
         $(id).title = 'needs the live viewer: headlens serve --model MODEL';
       }
       $('patch-corrupted').disabled = true;
-      $('paths-receiver').disabled = true;
+      // Composition scores need no text: a report that carries them keeps the picker and its button.
+      $('paths-receiver').disabled = !api.canCompose;
+      $('compose-run').disabled = !api.canCompose;
+      if (!api.canCompose) { $('compose-run').title = 'this report carries no weights to read (a synthetic source)'; }
     }
     window.addEventListener('resize', () => {
       clearTimeout(resizing);
