@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using HeadLens.Kernels;
 using HeadLens.Model;
 
@@ -111,12 +112,19 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
     /// </summary>
     public double[] LeftWhitened() => UpperTimesRows(CholeskyUpper(LeftGram, Rank), Right, Rank, Channels);
 
+    // LeftWhitened as its two factors, U [D, D] and the rows [D, C] it multiplies (Circuits.Compositions forms the
+    // product in float, with the fast Gemm).
+    internal (double[] Factor, double[] Rows) LeftWhitening() => (CholeskyUpper(LeftGram, Rank), Right);
+
     /// <summary>
     /// (L·Uᵀ)ᵀ = U·Lᵀ [D, C] for the U [D, D] with UᵀU = R Rᵀ: ‖A·(L R)‖_F = ‖A L Uᵀ‖_F for any A. With
     /// <see cref="LeftWhitened"/>, ‖A·B‖_F = ‖X_A · Y_Bᵀ‖_F for X_A = A.LeftWhitened() and Y_Bᵀ = B.RightWhitenedTransposed():
     /// a [D, C]·[C, D] product per pair, which for many pairs is one large one (the rows of both as a product's operands).
     /// </summary>
     public double[] RightWhitenedTransposed() => UpperTimesRows(CholeskyUpper(RightGram, Rank), LeftTransposed, Rank, Channels);
+
+    // RightWhitenedTransposed as its two factors, as LeftWhitening.
+    internal (double[] Factor, double[] Rows) RightWhitening() => (CholeskyUpper(RightGram, Rank), LeftTransposed);
 
     // U [n, n], upper triangular, with UᵀU = G for a symmetric positive semi-definite G. A pivot at rounding level (a
     // rank-deficient G: a head whose weights are zero, or fewer channels than its size) leaves its row of U zero.
@@ -176,8 +184,37 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
         return result;
     }
 
-    // X Xᵀ [n, n] for the rows of X [n, width]: one dot product per entry of the upper half, mirrored.
-    private static double[] Gram(double[] x, int n, int width)
+    // X Xᵀ [n, n] for the rows of X [n, width]: the upper half, mirrored. With 512-bit vectors, 4 × 4 entries at a time
+    // (16 running sums in registers: each chunk of 8 loaded once per block instead of once per entry); the entries
+    // of rows past a multiple of 4, and without such vectors all of them, as one dot product each (GramReference).
+    internal static unsafe double[] Gram(double[] x, int n, int width)
+    {
+        var gram = new double[n * n];
+        int blocked = Vector512.IsHardwareAccelerated && width >= Vector512<double>.Count ? n / 4 * 4 : 0;
+        fixed (double* rows = x)
+        {
+            for (int i = 0; i < blocked; i += 4)
+            {
+                for (int j = i; j < blocked; j += 4)
+                {
+                    GramBlock(rows, width, i, j, gram, n);
+                }
+            }
+        }
+
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = Math.Max(i, blocked); j < n; j++)
+            {
+                gram[i * n + j] = gram[j * n + i] = TensorPrimitives.Dot<double>(x.AsSpan(i * width, width), x.AsSpan(j * width, width));
+            }
+        }
+
+        return gram;
+    }
+
+    // Gram's plain form: one dot product per entry of the upper half, mirrored (the tests hold Gram to it).
+    internal static double[] GramReference(double[] x, int n, int width)
     {
         var gram = new double[n * n];
         for (int i = 0; i < n; i++)
@@ -189,6 +226,60 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
         }
 
         return gram;
+    }
+
+    // Entries [i .. i + 4) × [j .. j + 4) of X Xᵀ (and their mirror images) for rows of `width` (≥ 8) at x.
+    private static unsafe void GramBlock(double* x, int width, int i, int j, double[] gram, int n)
+    {
+        // Two moving pointers and one stride: with a pointer per row the loop ran out of general registers and the JIT
+        // kept the 16 sums in memory.
+        long w = width;
+        double* a = x + (i * w), b = x + (j * w);
+        Vector512<double> s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33;
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = Vector512<double>.Zero;
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = Vector512<double>.Zero;
+        int k = 0;
+        for (; k + 8 <= width; k += 8, a += 8, b += 8)
+        {
+            var c0 = Vector512.Load(b);
+            var c1 = Vector512.Load(b + w);
+            var c2 = Vector512.Load(b + (2 * w));
+            var c3 = Vector512.Load(b + (3 * w));
+            var r = Vector512.Load(a);
+            s00 = Vector512.FusedMultiplyAdd(r, c0, s00); s01 = Vector512.FusedMultiplyAdd(r, c1, s01);
+            s02 = Vector512.FusedMultiplyAdd(r, c2, s02); s03 = Vector512.FusedMultiplyAdd(r, c3, s03);
+            r = Vector512.Load(a + w);
+            s10 = Vector512.FusedMultiplyAdd(r, c0, s10); s11 = Vector512.FusedMultiplyAdd(r, c1, s11);
+            s12 = Vector512.FusedMultiplyAdd(r, c2, s12); s13 = Vector512.FusedMultiplyAdd(r, c3, s13);
+            r = Vector512.Load(a + (2 * w));
+            s20 = Vector512.FusedMultiplyAdd(r, c0, s20); s21 = Vector512.FusedMultiplyAdd(r, c1, s21);
+            s22 = Vector512.FusedMultiplyAdd(r, c2, s22); s23 = Vector512.FusedMultiplyAdd(r, c3, s23);
+            r = Vector512.Load(a + (3 * w));
+            s30 = Vector512.FusedMultiplyAdd(r, c0, s30); s31 = Vector512.FusedMultiplyAdd(r, c1, s31);
+            s32 = Vector512.FusedMultiplyAdd(r, c2, s32); s33 = Vector512.FusedMultiplyAdd(r, c3, s33);
+        }
+
+        // The 16 sums reduced before any call: a vector live across a call is spilled where it is defined, which
+        // here is inside the loop (all 16 went through memory on every step, slower than one dot product at a time).
+        double t00 = Vector512.Sum(s00), t01 = Vector512.Sum(s01), t02 = Vector512.Sum(s02), t03 = Vector512.Sum(s03);
+        double t10 = Vector512.Sum(s10), t11 = Vector512.Sum(s11), t12 = Vector512.Sum(s12), t13 = Vector512.Sum(s13);
+        double t20 = Vector512.Sum(s20), t21 = Vector512.Sum(s21), t22 = Vector512.Sum(s22), t23 = Vector512.Sum(s23);
+        double t30 = Vector512.Sum(s30), t31 = Vector512.Sum(s31), t32 = Vector512.Sum(s32), t33 = Vector512.Sum(s33);
+        Entry(t00, x, w, k, i, j, gram, n); Entry(t01, x, w, k, i, j + 1, gram, n); Entry(t02, x, w, k, i, j + 2, gram, n); Entry(t03, x, w, k, i, j + 3, gram, n);
+        Entry(t10, x, w, k, i + 1, j, gram, n); Entry(t11, x, w, k, i + 1, j + 1, gram, n); Entry(t12, x, w, k, i + 1, j + 2, gram, n); Entry(t13, x, w, k, i + 1, j + 3, gram, n);
+        Entry(t20, x, w, k, i + 2, j, gram, n); Entry(t21, x, w, k, i + 2, j + 1, gram, n); Entry(t22, x, w, k, i + 2, j + 2, gram, n); Entry(t23, x, w, k, i + 2, j + 3, gram, n);
+        Entry(t30, x, w, k, i + 3, j, gram, n); Entry(t31, x, w, k, i + 3, j + 1, gram, n); Entry(t32, x, w, k, i + 3, j + 2, gram, n); Entry(t33, x, w, k, i + 3, j + 3, gram, n);
+    }
+
+    // Entry (row, col) of a Gram matrix: `sum` over the first `tail` columns, plus the rest.
+    private static unsafe void Entry(double sum, double* x, long width, int tail, int row, int col, double[] gram, int n)
+    {
+        for (long t = tail; t < width; t++)
+        {
+            sum += x[row * width + t] * x[col * width + t];
+        }
+
+        gram[row * n + col] = gram[col * n + row] = sum;
     }
 
     private static double TraceOfProduct(double[] a, double[] b, int size)
@@ -318,10 +409,10 @@ public static class Circuits
                 var ov = OutputValue(model, layer, h, value, output);
                 (queryKeyNorms[layer, h], outputValueNorms[layer, h]) = (qk.FrobeniusNorm(), ov.FrobeniusNorm());
                 long head = (long)h * d * c;
-                Store(qk.Transposed().LeftWhitened(), rows.AsSpan((int)head, d * c));
-                Store(qk.LeftWhitened(), rows.AsSpan((int)((block * c) + head), d * c));
-                Store(ov.LeftWhitened(), rows.AsSpan((int)((2L * block * c) + head), d * c));
-                Store(ov.RightWhitenedTransposed(), writers.AsSpan((int)(((long)layer * block * c) + head), d * c));
+                Whiten(qk.Transposed().LeftWhitening(), rows.AsSpan((int)head, d * c));
+                Whiten(qk.LeftWhitening(), rows.AsSpan((int)((block * c) + head), d * c));
+                Whiten(ov.LeftWhitening(), rows.AsSpan((int)((2L * block * c) + head), d * c));
+                Whiten(ov.RightWhitening(), writers.AsSpan((int)(((long)layer * block * c) + head), d * c));
             });
             progress?.Invoke(++done, steps);
         }
@@ -363,12 +454,25 @@ public static class Circuits
 
         return result;
 
-        static void Store(double[] from, Span<float> to)
+        // U · rows [D, C] in float: the Cholesky factor U is what needs float64 (it comes from a Gram matrix); the
+        // product of the two, rounded to float anyway for the pairs' product, sums only D terms. One thread: this runs
+        // on each compute thread, a head at a time.
+        void Whiten((double[] Factor, double[] Rows) whitening, Span<float> destination)
         {
-            for (int i = 0; i < from.Length; i++)
+            var factor = ToFloat(whitening.Factor);
+            var whitened = ToFloat(whitening.Rows);
+            Gemm.Multiply(false, false, d, c, d, factor, d, whitened, c, destination, c, accumulate: false, threads: 1);
+        }
+
+        static float[] ToFloat(double[] values)
+        {
+            var result = GC.AllocateUninitializedArray<float>(values.Length);
+            for (int i = 0; i < values.Length; i++)
             {
-                to[i] = (float)from[i];
+                result[i] = (float)values[i];
             }
+
+            return result;
         }
     }
 

@@ -202,6 +202,27 @@ public class CircuitsTests
         Assert.True(strongest.Key > 4 * Circuits.RandomBaseline(Oracles.MiniLm.Engine.Config), $"K {strongest.Key:F3}");
     }
 
+    [Theory]
+    [InlineData(64, 768)]
+    [InlineData(7, 30)]
+    [InlineData(12, 8)]
+    [InlineData(5, 3)]
+    public void GramMatricesInBlocksEqualOneDotProductPerEntry(int rows, int width)
+    {
+        // The blocked kernel (4 × 4 entries at a time, 8 columns per step, rows and columns left over one by one)
+        // against the plain dot products; the sums run in a different order, so to float64 rounding.
+        var random = new Random(rows * 1000 + width);
+        var x = Enumerable.Range(0, rows * width).Select(_ => random.NextDouble() - 0.5).ToArray();
+        var fast = LowRank.Gram(x, rows, width);
+        var plain = LowRank.GramReference(x, rows, width);
+        for (int i = 0; i < rows * rows; i++)
+        {
+            Assert.Equal(plain[i], fast[i], 1e-12 * Math.Max(1, width));
+        }
+
+        Assert.Equal(fast, Enumerable.Range(0, rows * rows).Select(i => fast[(i % rows * rows) + (i / rows)]));   // symmetric
+    }
+
     [Fact]
     public void ProgressCountsTheLayersWhitenedAndThenEachReceivingLayer()
     {
