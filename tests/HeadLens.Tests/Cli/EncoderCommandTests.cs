@@ -65,7 +65,7 @@ public class EncoderCommandTests
             var (code, _, error) = CliTests.Run("experiment", "real-heads", "--out", report);
             Assert.True(code == 0, error);
             string text = File.ReadAllText(report);
-            foreach (string section in new[] { "## Coreference", "## Positional", "## Syntactic heads", "## Layers", "## Contextual meaning", "## What breaks without a head" })
+            foreach (string section in new[] { "## Coreference", "## Positional", "## Syntactic heads", "## Layers", "## Contextual meaning", "## What breaks without a head", "## Which heads compose" })
             {
                 Assert.Contains(section, text, StringComparison.Ordinal);
             }
