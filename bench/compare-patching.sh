@@ -7,8 +7,10 @@
 # (every patched run from the embedding with the whole logits, as TransformerLens's run_with_hooks does it; and from
 # the head's block with the last position's logits, as HeadLens does it). Also checks that every head's metric agrees.
 # With `paths` second: path patching into head 9.9 instead (`patch --over paths --receiver 9.9`: 108 senders × query,
-# key and value) against bench/portable/peer_paths.py, the same two ways.
-# Usage: bash bench/compare-patching.sh [THREADS, default 2] [heads|paths, default heads]
+# key and value) against bench/portable/peer_paths.py, the same two ways. With `attribution`: every head estimated by
+# attribution patching (`patch --attribution`: one backward pass) against bench/portable/peer_attribution.py, with the
+# parameters' gradients (as a TransformerLens model computes them) and without.
+# Usage: bash bench/compare-patching.sh [THREADS, default 2] [heads|paths|attribution, default heads]
 #        (from the repository root; ../shared/peers/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,8 @@ RECEIVER=9.9
 case "$MODE" in
   heads) OVER=(); PEER=bench/portable/peer_patching.py; PEER_ARGS=() ;;
   paths) OVER=(--over paths --receiver "$RECEIVER"); PEER=bench/portable/peer_paths.py; PEER_ARGS=("$RECEIVER") ;;
-  *) echo "compare-patching: the second argument is heads or paths, not '$MODE'" >&2; exit 2 ;;
+  attribution) OVER=(--attribution); PEER=bench/portable/peer_attribution.py; PEER_ARGS=() ;;
+  *) echo "compare-patching: the second argument is heads, paths or attribution, not '$MODE'" >&2; exit 2 ;;
 esac
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
@@ -61,6 +64,7 @@ for name in ("torch113", "torch26"):
     times = {line.split()[0]: float(line.split()[1]) for line in lines if line.split()[0] in ("full", "from_block")}
     rows = [line.split() for line in lines if line.startswith(("head ", "path "))]
     worst = max(abs(ours[(int(row[1]), int(row[2])) + tuple(row[3:-2])] - float(row[-2])) for row in rows)
-    cells = "; ".join(f"{way} {times[way]:.2f} s -> {times[way] / sweep_s:.2f}x, {times[way] / whole_s:.2f}x" for way in ("full", "from_block"))
+    ways = {"full": "with parameter gradients", "from_block": "activation gradients only"} if mode == "attribution" else {"full": "full", "from_block": "from_block"}
+    cells = "; ".join(f"{ways[way]} {times[way]:.2f} s -> {times[way] / sweep_s:.2f}x, {times[way] / whole_s:.2f}x" for way in ("full", "from_block"))
     print(f"{note}: {cells}; largest difference in a {'path' if mode == 'paths' else 'head'}'s logit difference {worst:.2e}")
 PY

@@ -50,6 +50,8 @@ internal sealed class PatchCommand : ICommand
             CliOption.Valued("sender", "L.H", "with --over paths instead of --receiver: what this head sends straight to each later head's queries, keys and values"),
             CliOption.Valued("input", "query|key|value", "with --over paths and receiving heads: trace only the paths into this input (a third of the runs)",
                 "all three") with { Choices = ["query", "key", "value"] },
+            CliOption.Flag("attribution", "estimate every patch at once, to first order, from one backward pass instead of a run per patch "
+                + "(attribution patching; decoders; --over heads, head-positions or stream): ranks the candidates, which plain patching then confirms"),
             CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer; with --sender: receive only in it)", "every layer (paths: every layer before the first receiver)"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
@@ -83,6 +85,12 @@ internal sealed class PatchCommand : ICommand
         {
             throw new UsageException("patch: --input goes with --over paths and receiving heads (--receiver L.H or --sender L.H)");
         }
+        bool attribution = args.Flag("attribution");
+        if (attribution && Array.IndexOf(AttributionPatching.Sites, site) < 0)
+        {
+            throw new UsageException("patch: --attribution estimates --over heads, head-positions or stream; the other sites need a run per patch");
+        }
+
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;
         int top = args.GetInt("top", 10, 1, 100_000);
         int seed = args.GetInt("seed", 0);
@@ -90,10 +98,18 @@ internal sealed class PatchCommand : ICommand
 
         int? answer = answerText is null ? answerId : ModelInput.OneToken(answerText, tokenizer, "answer");
         int? wrong = wrongText is null ? wrongId : ModelInput.OneToken(wrongText, tokenizer, "wrong");
-        ModelInput.PackForRepeatedInference(model);
         PatchingResult result;
-        if (sender is { } from)
+        if (attribution)
         {
+            // One backward pass through the model's own weights: they stay unpacked.
+            var estimating = Stopwatch.StartNew();
+            result = AttributionPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null);
+            Console.Error.WriteLine($"estimated {result.Effects.Count} {(site == PatchSite.Heads ? "heads" : site == PatchSite.HeadPositions ? "head positions" : "positions")} "
+                + $"from one backward pass ({estimating.Elapsed.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture)} s)");
+        }
+        else if (sender is { } from)
+        {
+            ModelInput.PackForRepeatedInference(model);
             int receiving = (layer is null ? config.Layers - from.Layer - 1 : 1) * config.Heads;
             var progress = new SweepProgress(receiving * (input is null ? 3 : 1), "patched", "paths");
             result = ActivationPatching.PathsFrom(model, clean, corrupted, from, answer, wrong, layer is { } l ? [l] : null, progress.Report,
@@ -101,6 +117,7 @@ internal sealed class PatchCommand : ICommand
         }
         else if (site == PatchSite.Paths)
         {
+            ModelInput.PackForRepeatedInference(model);
             int senders = (layer is null ? (receivers!.Count == 0 ? config.Layers : receivers.Min(r => r.Layer)) : 1) * config.Heads;
             var progress = new SweepProgress(senders * (receivers!.Count == 0 || input is not null ? 1 : 3), "patched", "paths");
             result = ActivationPatching.Paths(model, clean, corrupted, receivers, answer, wrong, layer is { } l ? [l] : null, progress.Report,
@@ -108,6 +125,7 @@ internal sealed class PatchCommand : ICommand
         }
         else
         {
+            ModelInput.PackForRepeatedInference(model);
             int patches = (layer is null ? config.Layers : 1) * ActivationPatching.PatchesPerLayer(config, site, clean.Length);
             var progress = new SweepProgress(patches, "patched", PerHead(site) ? "heads" : site == PatchSite.HeadPositions ? "head positions" : "positions");
             result = ActivationPatching.Run(model, clean, corrupted, site, answer, wrong, layer is { } l ? [l] : null, progress.Report);
@@ -128,11 +146,11 @@ internal sealed class PatchCommand : ICommand
                 : null;
         if (json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(Document(result, tokenizer, kinds, compositions)));
+            Console.WriteLine(JsonSerializer.Serialize(Document(result, tokenizer, kinds, compositions, attribution)));
             return 0;
         }
 
-        Print(result, path, tokenizer, kinds, compositions, Circuits.RandomBaseline(config), top);
+        Print(result, path, tokenizer, kinds, compositions, Circuits.RandomBaseline(config), top, attribution);
         Console.WriteLine();
         Console.WriteLine($"({clock.Elapsed.TotalSeconds:F1} s)");
         return 0;
@@ -222,7 +240,7 @@ internal sealed class PatchCommand : ICommand
     };
 
     private static Dictionary<string, object> Document(PatchingResult result, Tokenization.ITokenizer? tokenizer, Dictionary<(int, int), string>? kinds,
-        Dictionary<(int, int), Composition>? compositions)
+        Dictionary<(int, int), Composition>? compositions, bool attribution)
     {
         bool heads = PerHead(result.Site) || result.Site == PatchSite.HeadPositions;
         var document = new Dictionary<string, object>
@@ -230,6 +248,7 @@ internal sealed class PatchCommand : ICommand
             ["clean_ids"] = result.CleanIds,
             ["corrupted_ids"] = result.CorruptedIds,
             ["over"] = SiteNames.Single(pair => pair.Value == result.Site).Key,
+            ["method"] = attribution ? "attribution" : "activation",
         };
         if (result.Receivers is { } receivers)
         {
@@ -293,7 +312,7 @@ internal sealed class PatchCommand : ICommand
     }
 
     private static void Print(PatchingResult result, string path, Tokenization.ITokenizer? tokenizer,
-        Dictionary<(int, int), string>? kinds, Dictionary<(int, int), Composition>? compositions, double randomComposition, int top)
+        Dictionary<(int, int), string>? kinds, Dictionary<(int, int), Composition>? compositions, double randomComposition, int top, bool attribution)
     {
         var invariant = CultureInfo.InvariantCulture;
         string Token(int id, int width = 12) => ModelInput.Show(tokenizer?.TokenText(id), id, width);
@@ -302,7 +321,7 @@ internal sealed class PatchCommand : ICommand
         int[] differ = [.. Enumerable.Range(0, result.CleanIds.Length).Where(i => result.CleanIds[i] != result.CorruptedIds[i])];
         var site = result.Site;
 
-        Console.WriteLine($"{(site == PatchSite.Paths ? "Path patching" : "Activation patching")} on {path}: {What(result)}.");
+        Console.WriteLine($"{(site == PatchSite.Paths ? "Path patching" : attribution ? "Attribution patching" : "Activation patching")} on {path}: {What(result)}.");
         Console.WriteLine($"  clean:     {Text(result.CleanIds)} ({result.CleanIds.Length} tokens)");
         Console.WriteLine($"  corrupted: {Text(result.CorruptedIds)}");
         Console.WriteLine($"  they differ at {(differ.Length == 1 ? "position" : "positions")} "
@@ -315,7 +334,10 @@ internal sealed class PatchCommand : ICommand
                 + $"{F(result.Corrupted)} corrupted (p {Math.Exp(result.Corrupted).ToString("F3", invariant)}).",
             _ => $"Metric: cosine of the sentence embedding (mean-pooled, as `embed`) to the clean text's: 1 clean, {result.Corrupted.ToString("F4", invariant)} corrupted.",
         });
-        Console.WriteLine("Each cell: how much of that gap one patch brings back (0% = as corrupted, 100% = as clean).");
+        Console.WriteLine(attribution
+            ? "Each cell: how much of that gap one patch would bring back, estimated to first order from one backward pass of the corrupted run "
+                + "((clean − corrupted activation) · gradient; 0% = as corrupted, 100% = as clean). Confirm the leaders without --attribution."
+            : "Each cell: how much of that gap one patch brings back (0% = as corrupted, 100% = as clean).");
         double gap = Math.Abs(result.Clean - result.Corrupted);
         if (gap < SmallGap)
         {
@@ -350,13 +372,14 @@ internal sealed class PatchCommand : ICommand
                 + $"into that input of the receiver, text or no text; independent random weights score about {randomComposition.ToString("F3", CultureInfo.InvariantCulture)}).");
         }
 
-        Console.WriteLine(site switch
+        string ranking = site switch
         {
             PatchSite.Paths => $"The {ranked.Count} paths that bring back most:",
             PatchSite.Keys or PatchSite.Values when kinds is null => $"The {ranked.Count} key/value heads that bring back most:",
             _ when PerHead(site) => $"The {ranked.Count} heads that bring back most:",
             _ => $"The {ranked.Count} patches that bring back most:",
-        });
+        };
+        Console.WriteLine(attribution ? ranking.Replace("that bring back", "estimated to bring back", StringComparison.Ordinal) : ranking);
         foreach (var e in ranked)
         {
             string kind = kinds is null ? "" : $"  {kinds[(e.Layer, e.Index)],-15}";

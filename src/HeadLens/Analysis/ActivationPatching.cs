@@ -528,7 +528,7 @@ public static class ActivationPatching
     /// The clean and the corrupted run a sweep compares with (each keeping the points <c>kept(name, clean)</c> asks
     /// for), the metric both are read by, and the pieces every patched batch needs.
     /// </summary>
-    private sealed class Baseline
+    internal sealed class Baseline
     {
         private readonly int[] corruptedIds;
         private readonly int t, c, vocab;
@@ -617,6 +617,37 @@ public static class ActivationPatching
             Measure(encoder ? run[last].AsSpan(b * t * c, t * c) : run.Logits.AsSpan(b * vocab, vocab));
 
         public double Recovered(double value) => (value - corrupted) / (clean - corrupted);
+
+        /// <summary>The corrupted run's metric.</summary>
+        public double Corrupted => corrupted;
+
+        /// <summary>
+        /// ∂metric/∂logits on the corrupted run [T·V], nonzero at the last position only: +1 for the answer and −1 for
+        /// the wrong token (a logit difference), or onehot(answer) − softmax (log p(answer)). Decoders only.
+        /// </summary>
+        public float[] MetricGradient()
+        {
+            var gradient = new float[t * vocab];
+            var lastRow = gradient.AsSpan((t - 1) * vocab, vocab);
+            if (metric == PatchMetric.LogitDifference)
+            {
+                lastRow[answer!.Value] = 1;
+                lastRow[wrong!.Value] = -1;
+            }
+            else
+            {
+                var logits = CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab);
+                double logSumExp = LogitLens.LogSumExp(logits);
+                for (int i = 0; i < vocab; i++)
+                {
+                    lastRow[i] = (float)-Math.Exp(logits[i] - logSumExp);
+                }
+
+                lastRow[answer!.Value] += 1;
+            }
+
+            return gradient;
+        }
 
         public PatchingResult Result(PatchSite site, List<PatchEffect> effects) =>
             new(CleanRun.Ids, corruptedIds, site, metric, answer, wrong, clean, corrupted, effects);

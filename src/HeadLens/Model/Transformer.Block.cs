@@ -497,6 +497,7 @@ public sealed partial class Transformer
         // x_mid = x + attention(norm₁(x))
         var dHeads = activations.Scratch("heads");
         MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias), accumulate);
+        headsGradientSeen?.Invoke(l, a.Heads, dHeads);
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
         var dv = activations.Scratch("v");

@@ -200,6 +200,7 @@ public sealed partial class Transformer
         for (int l = Config.Layers - 1; l >= 0; l--)
         {
             BlockBackward(l, a, batch, tokens, dx, accumulate: !overwrite);
+            streamGradientSeen?.Invoke(l, a.Residual(l), dx);
         }
 
         Embedding.Backward(lastIds, dx, Config.VocabSize, c, Gradients.TokenEmbedding.Span);
@@ -209,6 +210,33 @@ public sealed partial class Transformer
             {
                 Positions.AddLearnedBackward(dx.Slice(b * tokens * c, tokens * c), c, 0, tokens, Gradients.PositionEmbedding.Span);
             }
+        }
+    }
+
+    /// <summary>What a backward pass shows of one layer: an activation [B·T, width] and the gradient of the pass's output with respect to it.</summary>
+    internal delegate void GradientSeen(int layer, ReadOnlySpan<float> activation, ReadOnlySpan<float> gradient);
+
+    private GradientSeen? headsGradientSeen, streamGradientSeen;
+
+    /// <summary>
+    /// The backward pass of the last <see cref="Forward"/> from a gradient of the logits chosen by the caller
+    /// (<paramref name="logitsGrad"/> [B·T, V], say ∂metric/∂logits), showing each layer's z (pattern · V per head,
+    /// [B·T, H·D]) with its gradient to <paramref name="heads"/> and the stream entering each layer with its gradient
+    /// to <paramref name="stream"/>, last layer first (attribution patching). The parameter gradients accumulate as in
+    /// training.
+    /// </summary>
+    internal void BackwardFrom(ReadOnlySpan<float> logitsGrad, GradientSeen? heads, GradientSeen? stream)
+    {
+        var a = activations ?? throw new InvalidOperationException("BackwardFrom needs a Forward first");
+        logitsGrad.CopyTo(a.LogitsGrad);
+        (headsGradientSeen, streamGradientSeen) = (heads, stream);
+        try
+        {
+            Backward();
+        }
+        finally
+        {
+            (headsGradientSeen, streamGradientSeen) = (null, null);
         }
     }
 
