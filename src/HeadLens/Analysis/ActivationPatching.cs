@@ -538,8 +538,15 @@ public static class ActivationPatching
         private readonly int? answer, wrong;
         private readonly PatchMetric metric;
         private readonly double clean, corrupted;
+        private readonly HookedRun? corruptedRun;
+        private readonly float[] corruptedLast;   // [V]: the corrupted run's last-position logits (decoders)
 
-        public Baseline(Transformer model, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong, Func<string, bool, bool> kept)
+        /// <param name="corruptedLastLogits">
+        /// The corrupted run's last-position logits [V] where the caller has them (attribution patching's training
+        /// forward): the corrupted run is then not repeated, and <see cref="CorruptedRun"/> is not there to read.
+        /// </param>
+        public Baseline(Transformer model, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong, Func<string, bool, bool> kept,
+            float[]? corruptedLastLogits = null)
         {
             var config = model.Config;
             Validate(config, cleanIds, corruptedIds, answer, wrong);
@@ -548,7 +555,8 @@ public static class ActivationPatching
             encoder = !config.HasOutputHead;
             last = HeadAblation.LastHidden(model);
             CleanRun = new HookedForward(model).Run(cleanIds, name => KeepsLast(name) || kept(name, true));
-            CorruptedRun = new HookedForward(model).Run(corruptedIds, name => KeepsLast(name) || kept(name, false));
+            corruptedRun = corruptedLastLogits is null ? new HookedForward(model).Run(corruptedIds, name => KeepsLast(name) || kept(name, false)) : null;
+            corruptedLast = corruptedLastLogits ?? (encoder ? [] : corruptedRun!.Logits.AsSpan((t - 1) * vocab, vocab).ToArray());
             cleanSentence = encoder ? Sentence(CleanRun[last], t, c) : [];
             if (encoder)
             {
@@ -559,7 +567,7 @@ public static class ActivationPatching
                 if (answer is null)
                 {
                     answer = TopToken(CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
-                    wrong = TopToken(CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab));
+                    wrong = TopToken(corruptedLast);
                 }
 
                 if (wrong == answer)
@@ -572,7 +580,7 @@ public static class ActivationPatching
 
             (this.answer, this.wrong) = (answer, wrong);
             clean = Measure(encoder ? CleanRun[last] : CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
-            corrupted = Measure(encoder ? CorruptedRun[last] : CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab));
+            corrupted = Measure(encoder ? CorruptedRun[last] : corruptedLast);
             if (Math.Abs(clean - corrupted) <= 1e-6 * Math.Max(1, Math.Abs(clean)))
             {
                 throw new HeadLensException($"the clean and the corrupted text give the same {Describe(metric)} ({clean:G6}): "
@@ -582,7 +590,7 @@ public static class ActivationPatching
 
         public HookedRun CleanRun { get; }
 
-        public HookedRun CorruptedRun { get; }
+        public HookedRun CorruptedRun => corruptedRun ?? throw new InvalidOperationException("this baseline was given the corrupted run's logits only");
 
         /// <summary>Whether a patched run keeps this point: the encoder's last hidden states, which its metric reads.</summary>
         public bool KeepsLast(string name) => encoder && name == last;
@@ -636,7 +644,7 @@ public static class ActivationPatching
             }
             else
             {
-                var logits = CorruptedRun.Logits.AsSpan((t - 1) * vocab, vocab);
+                ReadOnlySpan<float> logits = corruptedLast;
                 double logSumExp = LogitLens.LogSumExp(logits);
                 for (int i = 0; i < vocab; i++)
                 {
@@ -661,7 +669,7 @@ public static class ActivationPatching
         };
     }
 
-    private static void Validate(ModelConfig config, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong)
+    internal static void Validate(ModelConfig config, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong)
     {
         if (cleanIds.Length != corruptedIds.Length)
         {

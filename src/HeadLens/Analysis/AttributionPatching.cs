@@ -45,14 +45,18 @@ public static class AttributionPatching
         bool heads = site != PatchSite.Stream;
         string Point(int layer) => heads ? HookNames.Z(layer) : HookNames.ResidPre(layer);
         var wanted = new HashSet<string>(Enumerable.Range(0, config.Layers).Select(Point), StringComparer.Ordinal);
-        var baseline = new ActivationPatching.Baseline(model, cleanIds, corruptedIds, answer, wrong, (name, clean) => clean && wanted.Contains(name));
+        // Checked before the training forward runs on the corrupted text (the baseline checks again).
+        ActivationPatching.Validate(config, cleanIds, corruptedIds, answer, wrong);
+
+        // The corrupted run is the training forward the gradient is taken on; its last logits serve the baseline.
         int t = cleanIds.Length, groups = heads ? config.Heads : 1, width = heads ? config.HeadDim : config.Channels;
+        model.Forward(corruptedIds, [], 1, t);
+        var baseline = new ActivationPatching.Baseline(model, cleanIds, corruptedIds, answer, wrong, (name, clean) => clean && wanted.Contains(name),
+            model.LastForwardLogits(t - 1).ToArray());
         bool perPosition = site != PatchSite.Heads;
 
         // estimates[l][g·T + i]: Σ over group g's columns of (clean − corrupted) · gradient at position i.
         var estimates = new double[config.Layers][];
-        model.ZeroGradients();
-        model.Forward(corruptedIds, [], 1, t);
         void See(int layer, ReadOnlySpan<float> corrupted, ReadOnlySpan<float> gradient)
         {
             var clean = baseline.CleanRun[Point(layer)];

@@ -455,6 +455,10 @@ public sealed partial class Transformer
         w.Down!.Forward(hidden, Bias(w.DownBias), n, output, decoding);
     }
 
+    // A projection's weight gradient, or none (an empty span: MatMul.Backward skips it) when a backward pass wants only
+    // the activations' gradients (BackwardFrom).
+    private Span<float> WeightGrad(LinearWeight gradient) => activationGradientsOnly ? [] : gradient.Span;
+
     // dx holds d(x_out) on entry and d(x) on exit. Parameter gradients accumulate; activation gradients overwrite.
     // accumulate false: the projection matrices' gradients are overwritten (they were zero: see ZeroGradients).
     private void BlockBackward(int l, Activations activations, int batch, int tokens, Span<float> dx, bool accumulate)
@@ -470,22 +474,22 @@ public sealed partial class Transformer
             // x_out = x_mid + mlp(norm₂(x_mid)): dx flows to x_mid unchanged and through the MLP.
             var dHidden = activations.Scratch("hidden")[..(n * f)];
             var dUp = activations.Scratch("up")[..(n * f)];
-            MatMul.Backward(dx, a.Hidden, w.Down!.Span, n, c, f, dHidden, g.Down!.Span, Bias(g.DownBias), accumulate);
+            MatMul.Backward(dx, a.Hidden, w.Down!.Span, n, c, f, dHidden, WeightGrad(g.Down!), Bias(g.DownBias), accumulate);
             switch (Config.Mlp)
             {
                 case MlpKind.SwiGlu:
                     var dGate = activations.Scratch("gate")[..(n * f)];
                     SwiGlu.Backward(a.Gate, a.Up, dHidden, dGate, dUp);
-                    MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, g.Gate!.Span, [], accumulate);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate, accumulateInputGrad: true);
+                    MatMul.Backward(dGate, a.MlpNormed, w.Gate!.Span, n, f, c, dNormed, WeightGrad(g.Gate!), [], accumulate);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, WeightGrad(g.Up!), Bias(g.UpBias), accumulate, accumulateInputGrad: true);
                     break;
                 case MlpKind.GeluTanh:
                     Gelu.Backward(a.Up, dHidden, dUp);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, WeightGrad(g.Up!), Bias(g.UpBias), accumulate);
                     break;
                 case MlpKind.GeluErf:
                     GeluErf.Backward(a.Up, dHidden, dUp);
-                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, g.Up!.Span, Bias(g.UpBias), accumulate);
+                    MatMul.Backward(dUp, a.MlpNormed, w.Up!.Span, n, f, c, dNormed, WeightGrad(g.Up!), Bias(g.UpBias), accumulate);
                     break;
                 default:
                     throw new InvalidOperationException($"MLP kind {Config.Mlp} has no backward");
@@ -496,7 +500,7 @@ public sealed partial class Transformer
 
         // x_mid = x + attention(norm₁(x))
         var dHeads = activations.Scratch("heads");
-        MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, g.Output.Span, Bias(g.OutputBias), accumulate);
+        MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, WeightGrad(g.Output), Bias(g.OutputBias), accumulate);
         headsGradientSeen?.Invoke(l, a.Heads, dHeads);
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
@@ -541,9 +545,9 @@ public sealed partial class Transformer
         }
 
         // d norm₁(x) = dq·W_Q + dk·W_K + dv·W_V: the K and V products add their shares into it.
-        MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, g.Query.Span, Bias(g.QueryBias), accumulate);
-        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, dNormed, g.Key.Span, Bias(g.KeyBias), accumulate, accumulateInputGrad: true);
-        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, dNormed, g.Value.Span, Bias(g.ValueBias), accumulate, accumulateInputGrad: true);
+        MatMul.Backward(dq, a.AttentionNormed, w.Query.Span, n, qRow, c, dNormed, WeightGrad(g.Query), Bias(g.QueryBias), accumulate);
+        MatMul.Backward(dk, a.AttentionNormed, w.Key.Span, n, kvRow, c, dNormed, WeightGrad(g.Key), Bias(g.KeyBias), accumulate, accumulateInputGrad: true);
+        MatMul.Backward(dv, a.AttentionNormed, w.Value.Span, n, kvRow, c, dNormed, WeightGrad(g.Value), Bias(g.ValueBias), accumulate, accumulateInputGrad: true);
         NormBackward(dNormed, activations.Residual(l), w.AttentionNorm, g.AttentionNorm, g.AttentionNormBias,
             a.AttentionNormMean, a.AttentionNormRstd, n, dx);
     }

@@ -192,8 +192,8 @@ public sealed partial class Transformer
 
         var dx = a.Scratch("residual");
         var dFinal = a.Scratch("normed");
-        MatMul.Backward(a.LogitsGrad, a.FinalNormed, Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal, Gradients.OutputHead.Span, [],
-            accumulateWeightGrad: !overwrite);
+        MatMul.Backward(a.LogitsGrad, a.FinalNormed, Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal,
+            activationGradientsOnly ? [] : Gradients.OutputHead.Span, [], accumulateWeightGrad: !overwrite);
         dx.Clear();
         NormBackward(dFinal, a.Residual(Config.Layers), Parameters.FinalNorm, Gradients.FinalNorm, Gradients.FinalNormBias,
             a.FinalNormMean, a.FinalNormRstd, n, dx);
@@ -201,6 +201,11 @@ public sealed partial class Transformer
         {
             BlockBackward(l, a, batch, tokens, dx, accumulate: !overwrite);
             streamGradientSeen?.Invoke(l, a.Residual(l), dx);
+        }
+
+        if (activationGradientsOnly)
+        {
+            return;
         }
 
         Embedding.Backward(lastIds, dx, Config.VocabSize, c, Gradients.TokenEmbedding.Span);
@@ -213,30 +218,47 @@ public sealed partial class Transformer
         }
     }
 
+    /// <summary>Row <paramref name="row"/> of the last <see cref="Forward"/>'s logits [V].</summary>
+    internal ReadOnlySpan<float> LastForwardLogits(int row)
+    {
+        var a = activations ?? throw new InvalidOperationException("LastForwardLogits needs a Forward first");
+        return a.Logits.Slice(row * Config.VocabSize, Config.VocabSize);
+    }
+
     /// <summary>What a backward pass shows of one layer: an activation [B·T, width] and the gradient of the pass's output with respect to it.</summary>
     internal delegate void GradientSeen(int layer, ReadOnlySpan<float> activation, ReadOnlySpan<float> gradient);
 
     private GradientSeen? headsGradientSeen, streamGradientSeen;
 
+    // Set by BackwardFrom: no parameter gradient is computed, only what flows back through the activations.
+    private bool activationGradientsOnly;
+
     /// <summary>
     /// The backward pass of the last <see cref="Forward"/> from a gradient of the logits chosen by the caller
     /// (<paramref name="logitsGrad"/> [B·T, V], say ∂metric/∂logits), showing each layer's z (pattern · V per head,
     /// [B·T, H·D]) with its gradient to <paramref name="heads"/> and the stream entering each layer with its gradient
-    /// to <paramref name="stream"/>, last layer first (attribution patching). The parameter gradients accumulate as in
-    /// training.
+    /// to <paramref name="stream"/>, last layer first (attribution patching). The projections' weight gradients are not
+    /// computed (half the pass's products); the norms' and biases' land in <see cref="Gradients"/>, to be ignored.
     /// </summary>
     internal void BackwardFrom(ReadOnlySpan<float> logitsGrad, GradientSeen? heads, GradientSeen? stream)
     {
         var a = activations ?? throw new InvalidOperationException("BackwardFrom needs a Forward first");
         logitsGrad.CopyTo(a.LogitsGrad);
-        (headsGradientSeen, streamGradientSeen) = (heads, stream);
+        (headsGradientSeen, streamGradientSeen, activationGradientsOnly) = (heads, stream, true);
+
+        // No gradient arena cleared first (its embedding tables alone are GPT-2's 150 MB): what lands there is
+        // thrown away below.
+        gradientsZeroPending = false;
         try
         {
             Backward();
         }
         finally
         {
-            (headsGradientSeen, streamGradientSeen) = (null, null);
+            (headsGradientSeen, streamGradientSeen, activationGradientsOnly) = (null, null, false);
+
+            // What it left in the gradients (norms, biases; the projections' untouched) is no training step's.
+            ZeroGradients();
         }
     }
 
