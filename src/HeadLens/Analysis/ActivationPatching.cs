@@ -543,7 +543,8 @@ public static class ActivationPatching
 
         /// <param name="corruptedLastLogits">
         /// The corrupted run's last-position logits [V] where the caller has them (attribution patching's training
-        /// forward): the corrupted run is then not repeated, and <see cref="CorruptedRun"/> is not there to read.
+        /// forward): the corrupted run is then not repeated, and <see cref="CorruptedRun"/> is not there to read; the
+        /// clean run computes its last position's logits only, with fused attention (<see cref="HookedForward.RunForLastLogits"/>).
         /// </param>
         public Baseline(Transformer model, int[] cleanIds, int[] corruptedIds, int? answer, int? wrong, Func<string, bool, bool> kept,
             float[]? corruptedLastLogits = null)
@@ -554,7 +555,10 @@ public static class ActivationPatching
             (t, c, vocab) = (cleanIds.Length, config.Channels, config.VocabSize);
             encoder = !config.HasOutputHead;
             last = HeadAblation.LastHidden(model);
-            CleanRun = new HookedForward(model).Run(cleanIds, name => KeepsLast(name) || kept(name, true));
+            CleanRun = corruptedLastLogits is null
+                ? new HookedForward(model).Run(cleanIds, name => KeepsLast(name) || kept(name, true))
+                : new HookedForward(model).RunForLastLogits(cleanIds, name => kept(name, true));
+            int cleanLastRow = corruptedLastLogits is null ? t - 1 : 0;
             corruptedRun = corruptedLastLogits is null ? new HookedForward(model).Run(corruptedIds, name => KeepsLast(name) || kept(name, false)) : null;
             corruptedLast = corruptedLastLogits ?? (encoder ? [] : corruptedRun!.Logits.AsSpan((t - 1) * vocab, vocab).ToArray());
             cleanSentence = encoder ? Sentence(CleanRun[last], t, c) : [];
@@ -566,7 +570,7 @@ public static class ActivationPatching
             {
                 if (answer is null)
                 {
-                    answer = TopToken(CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
+                    answer = TopToken(CleanRun.Logits.AsSpan(cleanLastRow * vocab, vocab));
                     wrong = TopToken(corruptedLast);
                 }
 
@@ -579,7 +583,7 @@ public static class ActivationPatching
             }
 
             (this.answer, this.wrong) = (answer, wrong);
-            clean = Measure(encoder ? CleanRun[last] : CleanRun.Logits.AsSpan((t - 1) * vocab, vocab));
+            clean = Measure(encoder ? CleanRun[last] : CleanRun.Logits.AsSpan(cleanLastRow * vocab, vocab));
             corrupted = Measure(encoder ? CorruptedRun[last] : corruptedLast);
             if (Math.Abs(clean - corrupted) <= 1e-6 * Math.Max(1, Math.Abs(clean)))
             {

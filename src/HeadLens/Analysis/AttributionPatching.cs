@@ -50,7 +50,7 @@ public static class AttributionPatching
 
         // The corrupted run is the training forward the gradient is taken on; its last logits serve the baseline.
         int t = cleanIds.Length, groups = heads ? config.Heads : 1, width = heads ? config.HeadDim : config.Channels;
-        model.Forward(corruptedIds, [], 1, t);
+        model.ForwardForLastLogits(corruptedIds);
         var baseline = new ActivationPatching.Baseline(model, cleanIds, corruptedIds, answer, wrong, (name, clean) => clean && wanted.Contains(name),
             model.LastForwardLogits(t - 1).ToArray());
         bool perPosition = site != PatchSite.Heads;

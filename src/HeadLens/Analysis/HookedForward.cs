@@ -50,6 +50,13 @@ public sealed class HookedForward(Transformer model)
         Model.RunWith(ids, capture, withLogits: true, hooks, firstLayer: layer, residualIn: residual, batch: batch, fusedAttention: true);
 
     /// <summary>
+    /// <see cref="Run"/> where only the prediction after the text is read: logits [1, V] (its last position), and
+    /// attention on the fused kernel (no hook here may read or replace a pattern).
+    /// </summary>
+    public HookedRun RunForLastLogits(ReadOnlySpan<int> ids, Func<string, bool>? capture = null) =>
+        Model.RunWith(ids, capture, withLogits: true, hooks, lastLogitsOnly: true, fusedAttention: true);
+
+    /// <summary>
     /// <see cref="RunBatchFrom"/> where only the prediction after each sequence is read: the run's logits are [B, V],
     /// each sequence's last position (the output head runs on B rows instead of B·T).
     /// </summary>

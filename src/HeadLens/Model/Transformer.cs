@@ -161,6 +161,14 @@ public sealed partial class Transformer
         }
 
         FinalNorm(a.Residual(Config.Layers), n, a.FinalNormed, a.FinalNormMean, a.FinalNormRstd);
+        if (lastLogitsOnly)
+        {
+            // Attribution patching reads the last position's logits only (its gradient is zero elsewhere).
+            int c = Config.Channels, v = Config.VocabSize;
+            Parameters.OutputHead.Forward(a.FinalNormed.Slice((n - 1) * c, c), [], 1, a.Logits.Slice((n - 1) * v, v));
+            return float.NaN;
+        }
+
         Parameters.OutputHead.Forward(a.FinalNormed, [], n, a.Logits);
         if (targets.IsEmpty)
         {
@@ -192,8 +200,25 @@ public sealed partial class Transformer
 
         var dx = a.Scratch("residual");
         var dFinal = a.Scratch("normed");
-        MatMul.Backward(a.LogitsGrad, a.FinalNormed, Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal,
-            activationGradientsOnly ? [] : Gradients.OutputHead.Span, [], accumulateWeightGrad: !overwrite);
+        if (activationGradientsOnly)
+        {
+            // Only dFinal: from the first row of the logits' gradient that is not zero (attribution patching's is the
+            // last row alone: a product of one row instead of all of them).
+            int v = Config.VocabSize, first = 0;
+            while (first < n - 1 && !a.LogitsGrad.Slice(first * v, v).ContainsAnyExcept(0f))
+            {
+                first++;
+            }
+
+            dFinal[..(first * c)].Clear();
+            MatMul.Backward(a.LogitsGrad[(first * v)..(n * v)], a.FinalNormed[(first * c)..(n * c)], Parameters.OutputHead.Span, n - first, v, c,
+                dFinal[(first * c)..(n * c)], [], []);
+        }
+        else
+        {
+            MatMul.Backward(a.LogitsGrad, a.FinalNormed, Parameters.OutputHead.Span, n, Config.VocabSize, c, dFinal, Gradients.OutputHead.Span, [],
+                accumulateWeightGrad: !overwrite);
+        }
         dx.Clear();
         NormBackward(dFinal, a.Residual(Config.Layers), Parameters.FinalNorm, Gradients.FinalNorm, Gradients.FinalNormBias,
             a.FinalNormMean, a.FinalNormRstd, n, dx);
@@ -232,6 +257,27 @@ public sealed partial class Transformer
 
     // Set by BackwardFrom: no parameter gradient is computed, only what flows back through the activations.
     private bool activationGradientsOnly;
+
+    // Set by ForwardForLastLogits: the output head runs on the last position only.
+    private bool lastLogitsOnly;
+
+    /// <summary>
+    /// <see cref="Forward"/> without targets, one sequence, with the output head run on the last position only (row
+    /// T − 1 of the logits is computed, <see cref="LastForwardLogits"/>): the forward <see cref="BackwardFrom"/> takes a
+    /// gradient of the last position's logits through.
+    /// </summary>
+    internal void ForwardForLastLogits(ReadOnlySpan<int> ids)
+    {
+        lastLogitsOnly = true;
+        try
+        {
+            Forward(ids, [], 1, ids.Length);
+        }
+        finally
+        {
+            lastLogitsOnly = false;
+        }
+    }
 
     /// <summary>
     /// The backward pass of the last <see cref="Forward"/> from a gradient of the logits chosen by the caller
