@@ -61,6 +61,14 @@ class Gpt2:
         return x @ self.p["transformer.wte.weight"].T
 
 
+def patching_arguments(argv):
+    """The patching peers' first six arguments, MODEL_DIR CLEAN_IDS(1,2,3) CORRUPTED_IDS ANSWER WRONG THREADS: the model
+    (computing on THREADS threads), the clean and corrupted ids as tensors, the answer and the wrong token."""
+    clean_ids, corrupted_ids = (torch.tensor([int(i) for i in arg.split(",")]) for arg in argv[2:4])
+    torch.set_num_threads(int(argv[6]))
+    return Gpt2(argv[1]), clean_ids, corrupted_ids, int(argv[4]), int(argv[5])
+
+
 def timed_sweeps(sweep, warm_up):
     """The peers' timing: warm_up(), then sweep(from_block=False) and sweep(from_block=True), each returning
     (clean, corrupted, values), timed without gradients. Prints the "# clean ..., corrupted ...", "full SECONDS" and

@@ -13,13 +13,9 @@ import sys
 
 import torch
 
-from gpt2_hooked import Gpt2, timed_sweeps
+from gpt2_hooked import patching_arguments, timed_sweeps
 
-directory = sys.argv[1]
-clean_ids, corrupted_ids = (torch.tensor([int(i) for i in arg.split(",")]) for arg in sys.argv[2:4])
-answer, wrong, threads = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-torch.set_num_threads(threads)
-model = Gpt2(directory)
+model, clean_ids, corrupted_ids, answer, wrong = patching_arguments(sys.argv)
 print(f"# {model.describe(len(clean_ids))}")
 
 

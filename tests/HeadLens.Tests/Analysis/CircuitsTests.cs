@@ -51,18 +51,23 @@ public class CircuitsTests
 
     public static TheoryData<string> CopyingShapes => ["gpt2", "llama-gqa", "llama-wide"];
 
+    // The shapes the fast paths are held to the reference on; "llama-wide" has enough channels and heads for the
+    // products' blocking.
+    private static HeadLens.Model.ModelConfig Shape(string name) => name switch
+    {
+        "attention-only" => TinyModels.AttentionOnly,
+        "gpt2" => TinyModels.Gpt2,
+        "llama-gqa" => TinyModels.Llama,
+        _ => TinyModels.Llama with { Channels = 256, Heads = 8, KvHeads = 2, HiddenChannels = 64 },
+    };
+
     [Theory]
     [MemberData(nameof(CopyingShapes))]
     public void CopyingScoresFromTheFastProductsEqualTheReference(string shape)
     {
         // The fast path forms each head's [D, D] matrix with float products over whole layers; the reference builds
-        // it per head in float64 (OvEigenvalueMatrix). "llama-wide" has enough channels for the products' blocking.
-        var config = shape switch
-        {
-            "gpt2" => TinyModels.Gpt2,
-            "llama-gqa" => TinyModels.Llama,
-            _ => TinyModels.Llama with { Channels = 256, Heads = 8, KvHeads = 2, HiddenChannels = 64 },
-        };
+        // it per head in float64 (OvEigenvalueMatrix).
+        var config = Shape(shape);
         var model = TinyModels.Random(config, seed: 5);
         var fast = Circuits.CopyingScores(model);
         var embedUnembed = Circuits.EmbedUnembed(model);
@@ -156,14 +161,7 @@ public class CircuitsTests
     [MemberData(nameof(CompositionShapes))]
     public void CompositionsFromTheWhitenedProductEqualThePairwiseOnes(string shape)
     {
-        // "llama-wide" has enough channels and heads for the product's blocking.
-        var config = shape switch
-        {
-            "attention-only" => TinyModels.AttentionOnly,
-            "gpt2" => TinyModels.Gpt2,
-            "llama-gqa" => TinyModels.Llama,
-            _ => TinyModels.Llama with { Channels = 256, Heads = 8, KvHeads = 2, HiddenChannels = 64 },
-        };
+        var config = Shape(shape);
         var model = TinyModels.Random(config with { Layers = 3 }, seed: 31);
         var fast = Circuits.Compositions(model);
         var plain = Circuits.CompositionsPairwise(model);
