@@ -51,7 +51,7 @@ internal sealed class PatchCommand : ICommand
             CliOption.Valued("input", "query|key|value", "with --over paths and receiving heads: trace only the paths into this input (a third of the runs)",
                 "all three") with { Choices = ["query", "key", "value"] },
             CliOption.Flag("attribution", "estimate every patch at once, to first order, from one backward pass instead of a run per patch "
-                + "(attribution patching; decoders; --over heads, head-positions or stream): ranks the candidates, which plain patching then confirms"),
+                + "(attribution patching; decoders; --over heads, head-positions, stream, attention or mlp): ranks the candidates, which plain patching then confirms"),
             CliOption.Valued("layer", "L", "patch only this layer (with --over paths: send only from this layer; with --sender: receive only in it)", "every layer (paths: every layer before the first receiver)"),
             CliOption.Valued("top", "N", "how many patches the ranking lists", "10"),
             CliOption.Valued("seed", "S", "random seed of the probe sequences that name each head's kind", "0"),
@@ -88,7 +88,7 @@ internal sealed class PatchCommand : ICommand
         bool attribution = args.Flag("attribution");
         if (attribution && Array.IndexOf(AttributionPatching.Sites, site) < 0)
         {
-            throw new UsageException("patch: --attribution estimates --over heads, head-positions or stream; the other sites need a run per patch");
+            throw new UsageException("patch: --attribution estimates --over heads, head-positions, stream, attention or mlp; the other sites need a run per patch");
         }
 
         int? layer = args.Has("layer") ? args.GetInt("layer", 0, 0, config.Layers - 1) : null;

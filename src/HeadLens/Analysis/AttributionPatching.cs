@@ -13,8 +13,11 @@ namespace HeadLens.Analysis;
 /// </summary>
 public static class AttributionPatching
 {
-    /// <summary>The sites it estimates: each head's z at every position, at each position, and the stream entering a layer.</summary>
-    public static readonly PatchSite[] Sites = [PatchSite.Heads, PatchSite.HeadPositions, PatchSite.Stream];
+    /// <summary>
+    /// The sites it estimates: each head's z at every position or at each one, and at each position the stream entering
+    /// a layer, a layer's attention output and its MLP output.
+    /// </summary>
+    public static readonly PatchSite[] Sites = [PatchSite.Heads, PatchSite.HeadPositions, PatchSite.Stream, PatchSite.Attention, PatchSite.Mlp];
 
     /// <summary>
     /// Estimates every patch of <paramref name="site"/> in <paramref name="layers"/> (default: all), with the metric
@@ -27,7 +30,12 @@ public static class AttributionPatching
         var config = model.Config;
         if (Array.IndexOf(Sites, site) < 0)
         {
-            throw new ArgumentException($"attribution patching estimates heads, head positions and the stream, not {site}", nameof(site));
+            throw new ArgumentException($"attribution patching estimates heads, head positions, the stream, attention and MLP outputs, not {site}", nameof(site));
+        }
+
+        if (site == PatchSite.Mlp && !config.HasMlp)
+        {
+            throw new HeadLensException("this model has no MLPs to patch");
         }
 
         if (!config.HasOutputHead || config.NormPlacement == NormPlacement.Post || config.TokenTypes > 0)
@@ -42,8 +50,8 @@ public static class AttributionPatching
                 + "(a GGUF model's quantized matrices: convert it with --type f32 first)");
         }
 
-        bool heads = site != PatchSite.Stream;
-        string Point(int layer) => heads ? HookNames.Z(layer) : HookNames.ResidPre(layer);
+        bool heads = site is PatchSite.Heads or PatchSite.HeadPositions;
+        string Point(int layer) => ActivationPatching.Point(site, layer);
         var wanted = new HashSet<string>(Enumerable.Range(0, config.Layers).Select(Point), StringComparer.Ordinal);
         // Checked before the training forward runs on the corrupted text (the baseline checks again).
         ActivationPatching.Validate(config, cleanIds, corruptedIds, answer, wrong);
@@ -79,7 +87,8 @@ public static class AttributionPatching
             estimates[layer] = sums;
         }
 
-        model.BackwardFrom(baseline.MetricGradient(), heads ? See : null, heads ? null : See);
+        model.BackwardFrom(baseline.MetricGradient(), heads ? See : null, site == PatchSite.Stream ? See : null,
+            site == PatchSite.Attention ? See : null, site == PatchSite.Mlp ? See : null);
 
         var effects = new List<PatchEffect>();
         foreach (int l in layers ?? [.. Enumerable.Range(0, config.Layers)])

@@ -455,6 +455,14 @@ public sealed partial class Transformer
         w.Down!.Forward(hidden, Bias(w.DownBias), n, output, decoding);
     }
 
+    // a − b, for an activation attribution patching is shown that the pass keeps only as a difference of two others.
+    private static float[] Difference(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        var result = new float[a.Length];
+        System.Numerics.Tensors.TensorPrimitives.Subtract(a, b, result);
+        return result;
+    }
+
     // A projection's weight gradient, or none (an empty span: MatMul.Backward skips it) when a backward pass wants only
     // the activations' gradients (BackwardFrom).
     private Span<float> WeightGrad(LinearWeight gradient) => activationGradientsOnly ? [] : gradient.Span;
@@ -469,6 +477,12 @@ public sealed partial class Transformer
         int n = batch * tokens, c = Config.Channels, f = Config.HiddenChannels;
         int heads = Config.Heads, qRow = heads * Config.HeadDim, kvRow = Config.KvHeads * Config.HeadDim;
         var dNormed = activations.Scratch("normed");
+        if (mlpGradientSeen is { } seeMlp && Config.HasMlp)
+        {
+            // The MLP's output is x_out − x_mid; its gradient is x_out's.
+            seeMlp(l, Difference(activations.Residual(l + 1), a.Middle), dx);
+        }
+
         if (Config.HasMlp)
         {
             // x_out = x_mid + mlp(norm₂(x_mid)): dx flows to x_mid unchanged and through the MLP.
@@ -502,6 +516,11 @@ public sealed partial class Transformer
         var dHeads = activations.Scratch("heads");
         MatMul.Backward(dx, a.Heads, w.Output.Span, n, c, qRow, dHeads, WeightGrad(g.Output), Bias(g.OutputBias), accumulate);
         headsGradientSeen?.Invoke(l, a.Heads, dHeads);
+        if (attentionGradientSeen is { } seeAttention)
+        {
+            // Here dx is x_mid's gradient, which is the attention output's (x_mid = x + attention output).
+            seeAttention(l, Difference(a.Middle, activations.Residual(l)), dx);
+        }
         var dq = activations.Scratch("q");
         var dk = activations.Scratch("k");
         var dv = activations.Scratch("v");

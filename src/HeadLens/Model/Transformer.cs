@@ -253,7 +253,7 @@ public sealed partial class Transformer
     /// <summary>What a backward pass shows of one layer: an activation [B·T, width] and the gradient of the pass's output with respect to it.</summary>
     internal delegate void GradientSeen(int layer, ReadOnlySpan<float> activation, ReadOnlySpan<float> gradient);
 
-    private GradientSeen? headsGradientSeen, streamGradientSeen;
+    private GradientSeen? headsGradientSeen, streamGradientSeen, attentionGradientSeen, mlpGradientSeen;
 
     // Set by BackwardFrom: no parameter gradient is computed, only what flows back through the activations.
     private bool activationGradientsOnly;
@@ -283,14 +283,17 @@ public sealed partial class Transformer
     /// The backward pass of the last <see cref="Forward"/> from a gradient of the logits chosen by the caller
     /// (<paramref name="logitsGrad"/> [B·T, V], say ∂metric/∂logits), showing each layer's z (pattern · V per head,
     /// [B·T, H·D]) with its gradient to <paramref name="heads"/> and the stream entering each layer with its gradient
-    /// to <paramref name="stream"/>, last layer first (attribution patching). The projections' weight gradients are not
-    /// computed (half the pass's products); the norms' and biases' land in <see cref="Gradients"/>, to be ignored.
+    /// to <paramref name="stream"/>, and each layer's attention output and MLP output ([B·T, C], before they join the
+    /// stream) with theirs to <paramref name="attention"/> and <paramref name="mlp"/>, last layer first (attribution
+    /// patching). The projections' weight gradients are not computed (half the pass's products); the norms' and
+    /// biases' land in <see cref="Gradients"/>, to be ignored.
     /// </summary>
-    internal void BackwardFrom(ReadOnlySpan<float> logitsGrad, GradientSeen? heads, GradientSeen? stream)
+    internal void BackwardFrom(ReadOnlySpan<float> logitsGrad, GradientSeen? heads, GradientSeen? stream, GradientSeen? attention = null,
+        GradientSeen? mlp = null)
     {
         var a = activations ?? throw new InvalidOperationException("BackwardFrom needs a Forward first");
         logitsGrad.CopyTo(a.LogitsGrad);
-        (headsGradientSeen, streamGradientSeen, activationGradientsOnly) = (heads, stream, true);
+        (headsGradientSeen, streamGradientSeen, attentionGradientSeen, mlpGradientSeen, activationGradientsOnly) = (heads, stream, attention, mlp, true);
 
         // No gradient arena cleared first (its embedding tables alone are GPT-2's 150 MB): what lands there is
         // thrown away below.
@@ -301,7 +304,7 @@ public sealed partial class Transformer
         }
         finally
         {
-            (headsGradientSeen, streamGradientSeen, activationGradientsOnly) = (null, null, false);
+            (headsGradientSeen, streamGradientSeen, attentionGradientSeen, mlpGradientSeen, activationGradientsOnly) = (null, null, null, null, false);
 
             // What it left in the gradients (norms, biases; the projections' untouched) is no training step's.
             ZeroGradients();

@@ -21,7 +21,7 @@ public class AttributionPatchingTests
         {
             foreach (string metric in new[] { "logit_difference", "log_probability" })
             {
-                foreach (string site in new[] { "heads", "head_positions", "stream" })
+                foreach (string site in new[] { "heads", "head_positions", "stream", "attention", "mlp" })
                 {
                     cases.Add(model, metric, site);
                 }
@@ -41,7 +41,14 @@ public class AttributionPatchingTests
         var (model, _) = ModelFiles.Load(Path.Combine(Fixtures, "models", name));
         int answer = golden.GetProperty("answer").GetInt32();
         int? wrong = metric == "logit_difference" ? golden.GetProperty("wrong").GetInt32() : null;
-        var patchSite = site switch { "heads" => PatchSite.Heads, "head_positions" => PatchSite.HeadPositions, _ => PatchSite.Stream };
+        var patchSite = site switch
+        {
+            "heads" => PatchSite.Heads,
+            "head_positions" => PatchSite.HeadPositions,
+            "stream" => PatchSite.Stream,
+            "attention" => PatchSite.Attention,
+            _ => PatchSite.Mlp,
+        };
         var result = AttributionPatching.Run(model, Ids(golden.GetProperty("clean_ids")), Ids(golden.GetProperty("corrupted_ids")), patchSite, answer, wrong);
         Assert.Equal(metric == "logit_difference" ? PatchMetric.LogitDifference : PatchMetric.LogProbability, result.Metric);
         Assert.Equal(expected.GetProperty("clean").GetDouble(), result.Clean, 4);

@@ -76,6 +76,8 @@ public class PatchCommandTests
     [InlineData("heads", "head")]
     [InlineData("head-positions", "head")]
     [InlineData("stream", "position")]
+    [InlineData("attention", "position")]
+    [InlineData("mlp", "position")]
     public void AttributionJsonHoldsTheLibrarysEstimates(string over, string index)
     {
         int[] clean = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3], corrupted = [3, 14, 15, 9, 26, 5, 35, 8, 22, 7, 9, 3];
@@ -86,7 +88,7 @@ public class PatchCommandTests
         var root = JsonDocument.Parse(output).RootElement;
         Assert.Equal(("attribution", over), (root.GetProperty("method").GetString(), root.GetProperty("over").GetString()));
         var (model, _) = ModelFiles.Load(Model);
-        var site = over switch { "heads" => PatchSite.Heads, "head-positions" => PatchSite.HeadPositions, _ => PatchSite.Stream };
+        var site = PatchCommand.SiteNames[over];
         var expected = AttributionPatching.Run(model, clean, corrupted, site, 7, 9);
         var patches = root.GetProperty("patches").EnumerateArray().ToList();
         Assert.Equal(expected.Effects.Count, patches.Count);
@@ -114,7 +116,7 @@ public class PatchCommandTests
         CliTests.AssertOneLineError(CliTests.Run("patch", "--model", "minilm", "--clean", "The cat sat on the mat.", "--corrupted", "The dog sat on the mat.",
             "--attribution"), "needs activation patching");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--attribution", "--over", "keys"),
-            "--attribution estimates --over heads, head-positions or stream");
+            "--attribution estimates --over heads, head-positions, stream, attention or mlp");
         CliTests.AssertOneLineError(CliTests.Run("patch", "--clean", Clean, "--corrupted", Corrupted, "--attribution", "--over", "paths", "--receiver", "3.0"),
             "--attribution estimates");
     }
