@@ -94,14 +94,6 @@ internal sealed class CircuitsCommand : ICommand
         return 0;
     }
 
-    /// <summary>A pair's score for one input.</summary>
-    internal static double Score(Composition pair, HeadInput input) => input switch
-    {
-        HeadInput.Query => pair.Query,
-        HeadInput.Key => pair.Key,
-        _ => pair.Value,
-    };
-
     private static Dictionary<string, object> Document(string path, Model.ModelConfig config, List<Composition> scores,
         Dictionary<(int, int), string> kinds, double random) => new()
         {
@@ -143,12 +135,12 @@ internal sealed class CircuitsCommand : ICommand
                 HeadInput.Query => "Q-composition: the later head's queries read the earlier head's output (what it looks for moves)",
                 _ => "V-composition: the later head's values read the earlier head's output (what it moves was written by the first: a virtual head)",
             });
-            var ranked = scores.OrderByDescending(p => Score(p, input)).Take(top).ToList();
+            var ranked = scores.OrderByDescending(p => p.Of(input)).Take(top).ToList();
             int width = Math.Max(8, ranked.Max(p => Math.Max(Head(p.SourceLayer, p.SourceHead).Length, Head(p.Layer, p.Head).Length)));
             Console.WriteLine($"  {"sender".PadRight(width)}     {"receiver".PadRight(width)}  {"score",6}  × random");
             foreach (var pair in ranked)
             {
-                double score = Score(pair, input);
+                double score = pair.Of(input);
                 Console.WriteLine($"  {Head(pair.SourceLayer, pair.SourceHead).PadRight(width)}  →  {Head(pair.Layer, pair.Head).PadRight(width)}  "
                     + $"{score.ToString("F3", Invariant),6}  {(score / random).ToString("F1", Invariant),6}×");
             }

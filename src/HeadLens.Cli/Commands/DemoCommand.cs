@@ -118,7 +118,7 @@ internal sealed class DemoCommand : ICommand
         var paths = ActivationPatching.Paths(model, clean, corrupted, [(best.Layer, best.Index)], answer, wrong);
         var feeder = paths.Effects.MaxBy(e => e.Recovered)!;
         var allowed = Circuits.CompositionsInto(model, best.Layer, best.Index).Single(c => (c.SourceLayer, c.SourceHead) == (feeder.Layer, feeder.Index));
-        double composition = CircuitsCommand.Score(allowed, feeder.Input!.Value);
+        double composition = allowed.Of(feeder.Input!.Value);
         var attribution = DirectLogitAttribution.Compute(model, clean, last, answer, wrong);
         var heads = Enumerable.Range(0, model.Config.Layers).SelectMany(l => Enumerable.Range(0, model.Config.Heads).Select(h => (Layer: l, Head: h)))
             .OrderByDescending(pair => attribution.Heads[pair.Layer, pair.Head]).First();

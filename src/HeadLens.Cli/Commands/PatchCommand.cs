@@ -179,14 +179,6 @@ internal sealed class PatchCommand : ICommand
         _ => "value",
     };
 
-    // The Q-, K- or V-composition of a path's sender with its receiver: the score of the input the path goes into.
-    private static double CompositionScore(Composition composition, HeadInput input) => input switch
-    {
-        HeadInput.Query => composition.Query,
-        HeadInput.Key => composition.Key,
-        _ => composition.Value,
-    };
-
     // The sites whose patches (or senders) are whole heads: a layer × head grid.
     private static bool PerHead(PatchSite site) =>
         site is PatchSite.Heads or PatchSite.Queries or PatchSite.Keys or PatchSite.Values or PatchSite.Patterns or PatchSite.Paths;
@@ -283,7 +275,7 @@ internal sealed class PatchCommand : ICommand
 
             if (compositions is not null && e.Input is { } composed)
             {
-                entry["composition"] = Math.Round(CompositionScore(compositions[(e.Layer, e.Index)], composed), 6);
+                entry["composition"] = Math.Round(compositions[(e.Layer, e.Index)].Of(composed), 6);
             }
 
             entry["value"] = Math.Round(e.Value, 6);
@@ -385,7 +377,7 @@ internal sealed class PatchCommand : ICommand
             string kind = kinds is null ? "" : $"  {kinds[(e.Layer, e.Index)],-15}";
             string input = e.Input is { } into ? $" {(result.Sender is null ? "→" : "←")} {InputName(into),-5}" : "";
             string composition = compositions is not null && e.Input is { } composed
-                ? $"  ({char.ToUpperInvariant(InputName(composed)[0])}-composition {CompositionScore(compositions[(e.Layer, e.Index)], composed).ToString("F3", CultureInfo.InvariantCulture)})"
+                ? $"  ({char.ToUpperInvariant(InputName(composed)[0])}-composition {compositions[(e.Layer, e.Index)].Of(composed).ToString("F3", CultureInfo.InvariantCulture)})"
                 : "";
             Console.WriteLine(site switch
             {

@@ -97,7 +97,7 @@ public static class AttributionPatching
             {
                 if (!perPosition)
                 {
-                    double change = estimates[l].AsSpan(g * t, t).ToArray().Sum();
+                    double change = System.Numerics.Tensors.TensorPrimitives.Sum<double>(estimates[l].AsSpan(g * t, t));
                     effects.Add(Effect(l, g, change));
                     continue;
                 }

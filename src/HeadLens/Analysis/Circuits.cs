@@ -6,7 +6,16 @@ using HeadLens.Model;
 namespace HeadLens.Analysis;
 
 /// <summary>Q-, K- and V-composition of a later head (layer, head) with an earlier one (sourceLayer, sourceHead).</summary>
-public sealed record Composition(int SourceLayer, int SourceHead, int Layer, int Head, double Query, double Key, double Value);
+public sealed record Composition(int SourceLayer, int SourceHead, int Layer, int Head, double Query, double Key, double Value)
+{
+    /// <summary>The score of one input of the later head: <see cref="Query"/>, <see cref="Key"/> or <see cref="Value"/>.</summary>
+    public double Of(HeadInput input) => input switch
+    {
+        HeadInput.Query => Query,
+        HeadInput.Key => Key,
+        _ => Value,
+    };
+}
 
 /// <summary>
 /// A [C, C] matrix kept as the product of its two thin factors, Left [C, D] · Right [D, C] (rank ≤ D), so that norms
@@ -106,24 +115,14 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
         return Math.Sqrt(Math.Max(0, sum));
     }
 
-    /// <summary>
-    /// U·R [D, C] for the U [D, D] with UᵀU = LᵀL (the Cholesky factor): the right factor carrying the left one's
-    /// geometry, so that ‖(L R)·B‖_F = ‖U R B‖_F for any B (Bᵀ Rᵀ LᵀL R B = Bᵀ Rᵀ UᵀU R B), and ‖L R‖_F = ‖U R‖_F.
-    /// </summary>
-    public double[] LeftWhitened() => UpperTimesRows(CholeskyUpper(LeftGram, Rank), Right, Rank, Channels);
-
-    // LeftWhitened as its two factors, U [D, D] and the rows [D, C] it multiplies (Circuits.Compositions forms the
-    // product in float, with the fast Gemm).
+    // The left whitening as its two factors: U [D, D] with UᵀU = LᵀL (the Cholesky factor) and the rows R [D, C] it
+    // multiplies. U·R carries the left factor's geometry: ‖(L R)·B‖_F = ‖U R B‖_F for any B (Bᵀ Rᵀ LᵀL R B =
+    // Bᵀ Rᵀ UᵀU R B). Circuits.Compositions forms the product in float, with the fast Gemm.
     internal (double[] Factor, double[] Rows) LeftWhitening() => (CholeskyUpper(LeftGram, Rank), Right);
 
-    /// <summary>
-    /// (L·Uᵀ)ᵀ = U·Lᵀ [D, C] for the U [D, D] with UᵀU = R Rᵀ: ‖A·(L R)‖_F = ‖A L Uᵀ‖_F for any A. With
-    /// <see cref="LeftWhitened"/>, ‖A·B‖_F = ‖X_A · Y_Bᵀ‖_F for X_A = A.LeftWhitened() and Y_Bᵀ = B.RightWhitenedTransposed():
-    /// a [D, C]·[C, D] product per pair, which for many pairs is one large one (the rows of both as a product's operands).
-    /// </summary>
-    public double[] RightWhitenedTransposed() => UpperTimesRows(CholeskyUpper(RightGram, Rank), LeftTransposed, Rank, Channels);
-
-    // RightWhitenedTransposed as its two factors, as LeftWhitening.
+    // The right whitening likewise: U with UᵀU = R Rᵀ and the rows Lᵀ [D, C]; U·Lᵀ = (L·Uᵀ)ᵀ, and ‖A·(L R)‖_F =
+    // ‖A L Uᵀ‖_F for any A. With both, ‖A·B‖_F = ‖X_A · Y_Bᵀ‖_F for X_A = U_A R_A and Y_Bᵀ = U_B L_Bᵀ: a [D, C]·[C, D]
+    // product per pair, which for many pairs is one large one.
     internal (double[] Factor, double[] Rows) RightWhitening() => (CholeskyUpper(RightGram, Rank), LeftTransposed);
 
     // U [n, n], upper triangular, with UᵀU = G for a symmetric positive semi-definite G. A pivot at rounding level (a
@@ -166,22 +165,6 @@ public sealed class LowRank(double[] left, double[] right, int channels, int ran
         }
 
         return u;
-    }
-
-    // [n, width] = u [n, n] · b [n, width] for an upper triangular u: row i sums rows p ≥ i of b.
-    private static double[] UpperTimesRows(double[] u, double[] b, int n, int width)
-    {
-        var result = new double[n * width];
-        for (int i = 0; i < n; i++)
-        {
-            var row = result.AsSpan(i * width, width);
-            for (int p = i; p < n; p++)
-            {
-                TensorPrimitives.MultiplyAdd(b.AsSpan(p * width, width), u[i * n + p], row, row);
-            }
-        }
-
-        return result;
     }
 
     // X Xᵀ [n, n] for the rows of X [n, width]: the upper half, mirrored. With 512-bit vectors, 4 × 4 entries at a time
@@ -387,7 +370,7 @@ public static class Circuits
     {
         var config = model.Config;
         int layers = config.Layers, heads = config.Heads, c = config.Channels, d = config.HeadDim, block = heads * d;
-        // Every head's circuits whitened (LowRank.LeftWhitened, RightWhitened) into float rows for the fast product:
+        // Every head's circuits whitened (LowRank.LeftWhitening, RightWhitening) into float rows for the fast product:
         //   readers[l] [3, H, D, C]: per input (Q, K, V) and head, X with ‖A·B‖_F = ‖X·Y‖_F for its A (W_QKᵀ, W_QK,
         //                            W_OV) and any writer's Y;
         //   writers    [L, H, D, C]: per head Yᵀ, its W_OV's right-whitened factor transposed.
