@@ -136,6 +136,8 @@ public class AttentionPanelsTests
         {
             wide = new float[x.Length];
             var offTheFmaPipes = new float[16];
+            var clamped = new float[16];
+            float floorValue = AttentionPanels.Exp2(Vector512.Create(AttentionPanels.Exp2Floor)).ToScalar();
             for (int i = 0; i < x.Length; i += 16)
             {
                 AttentionPanels.Exp2(Vector512.Create<float>(x.AsSpan(i, 16))).CopyTo(wide, i);
@@ -147,6 +149,17 @@ public class AttentionPanelsTests
                     Assert.True(
                         BitConverter.SingleToInt32Bits(wide[i + lane]) == BitConverter.SingleToInt32Bits(offTheFmaPipes[lane]),
                         $"2^{x[i + lane]}: {wide[i + lane]} from Exp2, {offTheFmaPipes[lane]} from Exp2OffTheFmaPipes");
+                }
+
+                // The variant for tiles with nothing hidden: the same bits from the floor up, and below it (−∞, NaN too)
+                // the floor's own, never 0 and never a subnormal.
+                AttentionPanels.Exp2Clamped(Vector512.Create<float>(x.AsSpan(i, 16))).CopyTo(clamped);
+                for (int lane = 0; lane < 16; lane++)
+                {
+                    float expected = x[i + lane] >= AttentionPanels.Exp2Floor ? wide[i + lane] : floorValue;
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(clamped[lane]),
+                        $"2^max({x[i + lane]}, floor): {clamped[lane]} from Exp2Clamped, expected {expected}");
                 }
             }
         }
