@@ -158,14 +158,19 @@ internal sealed class CommandArgs
         }
     }
 
-    /// <summary>Call after reading every option: an option nobody read is a typo the user should hear about.</summary>
+    /// <summary>
+    /// Call after reading every option: an option nobody read is a typo the user should hear about, or a declared one
+    /// that the other options given leave without effect.
+    /// </summary>
     public void RejectUnknown()
     {
         foreach (string name in options.Keys)
         {
             if (!read.Contains(name))
             {
-                throw new UsageException($"{Command}: unknown option --{name}");
+                throw new UsageException(declared.ContainsKey(name)
+                    ? $"{Command}: --{name} has no effect together with the other options given"
+                    : $"{Command}: unknown option --{name}");
             }
         }
     }

@@ -39,4 +39,14 @@ public class MatmulBenchTests
             $"--blocking expects KCxMCxNC (positive; MC a multiple of {Gemm.TileRows} and NC of {Gemm.TileColumns}");
         CliTests.AssertOneLineError(CliTests.Run("bench", "matmul", "--blocking", "256x480"), "got '256x480'");
     }
+
+    // --sizes leaves the GPT-2 step's products out, so --tokens with it would be ignored: refused before any product
+    // runs, by name (it was once reported as an unknown option, after the whole run).
+    [Fact]
+    public void TokensWithSizesIsRefusedBeforeTheRun()
+    {
+        var result = CliTests.Run("bench", "matmul", "--sizes", "2048", "--tokens", "256", "--json");
+        CliTests.AssertOneLineError(result, "--sizes times the square products only; --tokens chooses the GPT-2 step's products");
+        Assert.Equal("", result.Out);
+    }
 }

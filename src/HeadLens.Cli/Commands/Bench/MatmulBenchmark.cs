@@ -27,6 +27,11 @@ internal sealed class MatmulBenchmark : IBenchmark
     public IReadOnlyList<BenchResult> Run(CommandArgs args, TextWriter progress)
     {
         string? only = args.Get("sizes");
+        if (only is not null && args.Get("tokens") is not null)
+        {
+            throw new UsageException("bench: --sizes times the square products only; --tokens chooses the GPT-2 step's products, which it leaves out: give one of them");
+        }
+
         var configs = new List<(string Op, bool TransposeA, bool TransposeB, int M, int N, int K)>();
         foreach (int size in new[] { 512, 1024, 2048 })
         {
