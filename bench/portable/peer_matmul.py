@@ -12,8 +12,8 @@ torch.set_num_threads(threads)
 
 
 def median_seconds(f, flops):
-    reps = int(min(max(3e10 / flops, 5), 50))
-    for _ in range(2):
+    reps = int(min(max(3e10 / flops, 15), 50))
+    for _ in range(3):
         f()
     times = []
     for _ in range(reps):

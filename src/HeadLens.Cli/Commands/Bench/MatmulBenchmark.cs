@@ -87,12 +87,16 @@ internal sealed class MatmulBenchmark : IBenchmark
                 foreach (var given in blockings.Count == 0 ? [null] : blockings.Prepend(null))
                 {
                     double flops = 2.0 * m * n * k;
-                    int iterations = (int)Math.Clamp(3e10 / flops, 5, 50);
+                    // At least the 15 samples after 3 warm-ups that the matmul check takes of OpenBLAS (compare-
+                    // matmul.sh takes up to 50 in 5 s): on a host with slow phases a median of 5 (2048³: 0.3 s) landed
+                    // in one far more often than the peer's median of 15 did (an Emerald Rapids Xeon: 2048³ at
+                    // 256–300 GFLOP/s here against the peer's steady 309–310 in the same minutes).
+                    int iterations = (int)Math.Clamp(3e10 / flops, 15, 50);
                     bool accumulate = op == "weight-grad";
                     Action product = given is null
                         ? () => Gemm.Multiply(transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, accumulate, threads)
                         : () => Gemm.MultiplyWith(given, transposeA, transposeB, m, n, k, a.Span, lda, b.Span, ldb, c.Span, n, accumulate, threads);
-                    double ms = Timing.MedianMilliseconds(product, warmup: 2, iterations, maxSeconds: 5);
+                    double ms = Timing.MedianMilliseconds(product, warmup: 3, iterations, maxSeconds: 5);
                     double gflops = flops / (ms * 1e6);
                     var config = new Dictionary<string, object> { ["m"] = m, ["n"] = n, ["k"] = k, ["threads"] = threads, ["op"] = op };
                     string label = "";
