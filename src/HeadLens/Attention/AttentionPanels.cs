@@ -723,7 +723,7 @@ internal static partial class AttentionPanels
         // inside the loop below, where the exponential's non-FMA work issues beside the products instead of in a pause
         // between the two products: one every 2 keys over the first 24, so each is ready at least 10 keys (80 cycles
         // of products) before its first use. One every 4 keys left the last of each 16 only 4 keys (~32 cycles) for
-        // its ~50-cycle chain, and that row's products waited (5–7% of the forward on an Intel Xeon).
+        // its ~50-cycle chain, and that row's products waited (~4% of the forward on an Intel Xeon).
         // Hidden scores (−∞) must give exactly 0; a tile with none skips the zeroing (Exp2Clamped).
         bool hidden = ranges != null;
         ExpInPlace(p, max[0], hidden);
