@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace HeadLens.Tensors;
 
 /// <summary>
@@ -7,7 +10,11 @@ namespace HeadLens.Tensors;
 /// </summary>
 public sealed class Arena
 {
-    // Each tensor starts on a 64-byte boundary (16 floats) so that Vector512 loads of a row start aligned.
+    // Each tensor starts on a 64-byte boundary (16 floats) so that Vector512 loads of a row start aligned: offsets are
+    // multiples of 16 floats from the first aligned float of the buffer (`shift` floats in; a .NET array's data starts
+    // 8-byte aligned only). Why it matters: a matrix product's 12×32 register tile is stored and reloaded a row of 32
+    // floats at a time, which on a misaligned C spans three cache lines instead of two; 2048³ on two threads of an
+    // Emerald Rapids Xeon measured ~2% slower on C 24 bytes past a line than on aligned C.
     private const int Alignment = 16;
 
     private readonly List<(string Name, int[] Shape, int Offset)> layout = [];
@@ -17,6 +24,7 @@ public sealed class Arena
     private readonly HashSet<string> reserved = new(StringComparer.Ordinal);
     private float[]? storage;
     private int used;
+    private int shift;
 
     /// <param name="name">What the arena holds, for messages.</param>
     /// <param name="largePages">
@@ -61,7 +69,7 @@ public sealed class Arena
 
         long length = Tensor.ElementCount(shape);
         long start = (used + Alignment - 1) / Alignment * Alignment;
-        if (start + length > Array.MaxLength)
+        if (start + length + Alignment - 1 > Array.MaxLength)
         {
             // Reached by real input (a checkpoint with more weights than one .NET array holds): a user error, not a bug.
             throw new HeadLensException($"the model's {Name} need more than {Array.MaxLength:N0} floats, the most one buffer holds (at '{name}')");
@@ -79,10 +87,13 @@ public sealed class Arena
             return;
         }
 
-        storage = LargePages ? HugePages.AllocateZeroed(Math.Max(used, 1)) : GC.AllocateArray<float>(Math.Max(used, 1), pinned: true);
+        // Pinned, so the address read here holds for the buffer's life.
+        int length = Math.Max(used, 1) + Alignment - 1;
+        storage = LargePages ? HugePages.AllocateZeroed(length) : GC.AllocateArray<float>(length, pinned: true);
+        shift = FloatsToAlignment(storage);
         foreach (var (name, shape, offset) in layout)
         {
-            byName[name] = new Tensor(name, shape, storage, offset);
+            byName[name] = new Tensor(name, shape, storage, shift + offset);
         }
     }
 
@@ -101,5 +112,12 @@ public sealed class Arena
     public bool Contains(string name) => reserved.Contains(name);
 
     /// <summary>The whole buffer as one span: for operations over every tensor at once (zeroing gradients, AdamW).</summary>
-    public Span<float> All => (storage ?? throw new InvalidOperationException($"arena '{Name}' is not allocated")).AsSpan(0, used);
+    public Span<float> All => (storage ?? throw new InvalidOperationException($"arena '{Name}' is not allocated")).AsSpan(shift, used);
+
+    // Floats from the start of a pinned array's data to its first 64-byte boundary.
+    private static unsafe int FloatsToAlignment(float[] pinned)
+    {
+        long address = (long)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+        return (int)((-address & ((Alignment * sizeof(float)) - 1)) / sizeof(float));
+    }
 }

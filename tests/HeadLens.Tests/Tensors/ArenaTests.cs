@@ -1,0 +1,43 @@
+using HeadLens.Tensors;
+
+namespace HeadLens.Tests.Tensors;
+
+/// <summary>Where an arena puts its tensors: each on a 64-byte boundary of memory, none overlapping another.</summary>
+public sealed class ArenaTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public unsafe void EveryTensorStartsOnA64ByteBoundary(bool largePages)
+    {
+        // Odd sizes, so that a tensor's end falls mid-line and the next start has to be padded; the big one reaches the
+        // size that HugePages advises.
+        var arena = new Arena("test", largePages);
+        int[][] shapes = [[5], [3, 7], [1024, 1025], [1], [13, 17, 19]];
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            arena.Reserve($"t{i}", shapes[i]);
+        }
+
+        arena.Allocate();
+        long previousEnd = 0;
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            var tensor = arena.Get($"t{i}");
+            fixed (float* start = tensor.Span)
+            {
+                Assert.Equal(0, (long)start % 64);
+                Assert.True((long)start >= previousEnd, $"t{i} overlaps the tensor before it");
+                previousEnd = (long)(start + tensor.Length);
+            }
+        }
+
+        // All spans exactly the tensors: it starts at the first one and ends at the last one's end.
+        fixed (float* all = arena.All)
+        fixed (float* first = arena.Get("t0").Span)
+        {
+            Assert.Equal((long)first, (long)all);
+            Assert.Equal(previousEnd, (long)(all + arena.All.Length));
+        }
+    }
+}
