@@ -1,4 +1,5 @@
 using HeadLens.Attention;
+using HeadLens.Tensors;
 
 namespace HeadLens.Cli.Commands.Bench;
 
@@ -56,9 +57,18 @@ internal sealed class AttentionBenchmark : IBenchmark
             {
                 var random = new Random(1);
                 int n = batch * t * Heads * HeadDim, kvN = batch * t * kvHeads * HeadDim;
-                float[] q = Random(random, n), k = Random(random, kvN), v = Random(random, kvN), outputGrad = Random(random, n);
-                float[] output = new float[n], logSumExp = new float[batch * Heads * t];
-                float[] qGrad = new float[n], kGrad = new float[kvN], vGrad = new float[kvN];
+                // From an arena, as a model's activations are: each buffer starts on a 64-byte boundary, as PyTorch's
+                // tensors do (a plain array's data starts 8-byte aligned; T = 256 measured ~7% faster aligned).
+                var arena = new Arena($"attention B={batch} T={t}");
+                foreach (var (name, length) in new[] { ("q", n), ("k", kvN), ("v", kvN), ("outputGrad", n), ("output", n), ("logSumExp", batch * Heads * t), ("qGrad", n), ("kGrad", kvN), ("vGrad", kvN) })
+                {
+                    arena.Reserve(name, length);
+                }
+
+                arena.Allocate();
+                Memory<float> q = Fill(random, arena.Get("q").Memory), k = Fill(random, arena.Get("k").Memory), v = Fill(random, arena.Get("v").Memory);
+                Memory<float> outputGrad = Fill(random, arena.Get("outputGrad").Memory), output = arena.Get("output").Memory, logSumExp = arena.Get("logSumExp").Memory;
+                Memory<float> qGrad = arena.Get("qGrad").Memory, kGrad = arena.Get("kGrad").Memory, vGrad = arena.Get("vGrad").Memory;
                 var causal = new AttentionOptions(Heads, kvHeads, HeadDim, HeadDim);
                 string[] variants = batch == 1 && kvHeads == Heads ? ["reference", "fused", "backward", "window", "linear", "linear-backward"] : ["fused", "backward"];
                 foreach (string variant in variants)
@@ -70,16 +80,16 @@ internal sealed class AttentionBenchmark : IBenchmark
 
                     Action call = variant switch
                     {
-                        "reference" => () => ScaledDotProductAttention.ForwardReference(causal, t, t, 0, q, k, v, output, logSumExp),
-                        "fused" => () => ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q, k, v, output, logSumExp),
-                        "backward" => () => ScaledDotProductAttention.Backward(causal, batch, t, t, 0, q, k, v, output, outputGrad, logSumExp, qGrad, kGrad, vGrad),
-                        "window" => () => ScaledDotProductAttention.Forward(causal with { Window = Window }, t, t, 0, q, k, v, output, logSumExp),
-                        "linear" => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q, k, v, output),
-                        _ => () => LinearAttention.Backward(Heads, HeadDim, HeadDim, t, q, k, v, outputGrad, qGrad, kGrad, vGrad),
+                        "reference" => () => ScaledDotProductAttention.ForwardReference(causal, t, t, 0, q.Span, k.Span, v.Span, output.Span, logSumExp.Span),
+                        "fused" => () => ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q.Span, k.Span, v.Span, output.Span, logSumExp.Span),
+                        "backward" => () => ScaledDotProductAttention.Backward(causal, batch, t, t, 0, q.Span, k.Span, v.Span, output.Span, outputGrad.Span, logSumExp.Span, qGrad.Span, kGrad.Span, vGrad.Span),
+                        "window" => () => ScaledDotProductAttention.Forward(causal with { Window = Window }, t, t, 0, q.Span, k.Span, v.Span, output.Span, logSumExp.Span),
+                        "linear" => () => LinearAttention.Forward(Heads, HeadDim, HeadDim, t, q.Span, k.Span, v.Span, output.Span),
+                        _ => () => LinearAttention.Backward(Heads, HeadDim, HeadDim, t, q.Span, k.Span, v.Span, outputGrad.Span, qGrad.Span, kGrad.Span, vGrad.Span),
                     };
                     if (variant == "backward")
                     {
-                        ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q, k, v, output, logSumExp); // its inputs
+                        ScaledDotProductAttention.Forward(causal, batch, t, t, 0, q.Span, k.Span, v.Span, output.Span, logSumExp.Span); // its inputs
                     }
 
                     call(); // warm-up: JIT, thread pool, per-thread scratch
@@ -176,9 +186,16 @@ internal sealed class AttentionBenchmark : IBenchmark
     private static float[] Random(Random random, int count)
     {
         var values = new float[count];
-        for (int i = 0; i < values.Length; i++)
+        Fill(random, values);
+        return values;
+    }
+
+    private static Memory<float> Fill(Random random, Memory<float> values)
+    {
+        var span = values.Span;
+        for (int i = 0; i < span.Length; i++)
         {
-            values[i] = (float)(random.NextDouble() * 2 - 1);
+            span[i] = (float)(random.NextDouble() * 2 - 1);
         }
 
         return values;
