@@ -26,7 +26,9 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "compare-attention: ROUNDS must be a posit
 NAIVE=$(/usr/bin/python3 -c "import sys; print(','.join(t for t in sys.argv[1].split(',') if int(t) <= 4096 and sys.argv[2] == '12'))" "$LENGTHS" "$KV_HEADS")
 CORETYPE=SkylakeX
 if [ "${ISA:-}" = avx2 ]; then
-  export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 ATEN_CPU_CAPABILITY=avx2
+  # OPENBLAS_CORETYPE is exported for PyTorch 2.6 too: its SDPA multiplies its blocks with OpenBLAS, which without it
+  # picked its AVX-512 kernels (until the twenty-ninth session: T = 4096 forward ~1.2x faster than with Haswell's).
+  export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
   CORETYPE=Haswell
 elif [ -n "${ISA:-}" ]; then
   echo "compare-attention: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
