@@ -320,8 +320,7 @@ public sealed partial class Transformer
         overwrittenGradients ??= Enumerable.Range(0, Config.Layers).Select(all.Layer)
             .SelectMany(w => new[] { w.Query, w.Key, w.Value, w.Output, w.Up, w.Gate, w.Down })
             .Append(all.OutputHead).OfType<LinearWeight>()
-            .Select(matrix => System.Runtime.InteropServices.MemoryMarshal.TryGetArray<float>(matrix.Dense!.Memory, out var segment)
-                ? (segment.Offset, segment.Count) : throw new InvalidOperationException($"gradient '{matrix.Name}' is not in the arena"))
+            .Select(matrix => all.Arena.RangeOf(matrix.Dense ?? throw new InvalidOperationException($"gradient '{matrix.Name}' is not in the arena")))
             .Distinct().OrderBy(range => range.Offset).ToArray();
         var values = all.Arena.All;
         int cleared = 0;

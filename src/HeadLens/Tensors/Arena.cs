@@ -111,6 +111,19 @@ public sealed class Arena
 
     public bool Contains(string name) => reserved.Contains(name);
 
+    /// <summary>Where <paramref name="tensor"/>, one of this arena's, lies in <see cref="All"/>: its first index and length.</summary>
+    public (int Offset, int Length) RangeOf(Tensor tensor)
+    {
+        var found = Get(tensor.Name);
+        if (!ReferenceEquals(found, tensor))
+        {
+            throw new ArgumentException($"tensor '{tensor.Name}' is not arena '{Name}'s own", nameof(tensor));
+        }
+
+        var (_, _, offset) = layout.Find(entry => entry.Name == tensor.Name);
+        return (offset, tensor.Length);
+    }
+
     /// <summary>The whole buffer as one span: for operations over every tensor at once (zeroing gradients, AdamW).</summary>
     public Span<float> All => (storage ?? throw new InvalidOperationException($"arena '{Name}' is not allocated")).AsSpan(shift, used);
 
