@@ -32,6 +32,20 @@ public sealed class ArenaTests
             }
         }
 
+        // RangeOf places each tensor in All: the same memory as its own span.
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            var tensor = arena.Get($"t{i}");
+            var (offset, length) = arena.RangeOf(tensor);
+            Assert.Equal(tensor.Length, length);
+            Assert.True(arena.All.Slice(offset, length).Overlaps(tensor.Span, out int elementOffset) && elementOffset == 0, $"RangeOf misplaces t{i}");
+        }
+
+        var stranger = new Arena("other");
+        stranger.Reserve("t0", 5);
+        stranger.Allocate();
+        Assert.Throws<ArgumentException>(() => arena.RangeOf(stranger.Get("t0")));
+
         // All spans exactly the tensors: it starts at the first one and ends at the last one's end.
         fixed (float* all = arena.All)
         fixed (float* first = arena.Get("t0").Span)
