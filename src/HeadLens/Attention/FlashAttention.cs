@@ -220,10 +220,8 @@ public static partial class ScaledDotProductAttention
     }
 
     // Whether a call's Q, K, V and output (their gradients too, in the backward, are the same size again) outgrow the
-    // last-level cache, so that their strided rows come from memory: there asking for them ahead (FusedJob.
-    // FetchRowsAhead) made the forward at T = 4096 1–2% faster (12 × 64 heads, 50 MB against Zen 4's 32 MB L3; one
-    // thread, alternated builds; perf: blocking the keys and values went from 3.4% of the samples to 1.8%), where at
-    // T = 1024 and 2048, in the cache, the requests alone cost 1–2%.
+    // caches their strided rows come from quickly (FetchAheadAboveBytes), so that asking for them ahead
+    // (FusedJob.FetchRowsAhead) pays for its requests.
     internal static bool OperandsOutgrowCache(AttentionOptions options, int batch, int queryLength, int keyLength)
     {
         long rowFloats = options.HeadDimQK + options.HeadDimV;
@@ -231,10 +229,25 @@ public static partial class ScaledDotProductAttention
         return bytes > FetchAheadAboveBytes;
     }
 
-    // The size OperandsOutgrowCache compares with: the last-level cache. Settable for the tests, which check that
-    // asking for the rows ahead does not change the bits.
-    internal static long FetchAheadAboveBytes { get; set; } =
-        GemmBlocking.DetectedCaches is { Level3: > 0 } caches ? caches.Level3 : GemmBlocking.FallbackCaches.Level3;
+    // The size OperandsOutgrowCache compares with. Settable for the tests, which check that asking for the rows ahead
+    // does not change the bits; unset, this machine's:
+    // - Intel: the second-level caches of the threads in use. Its server parts reach L3 over a mesh (~100 cycles), and
+    //   rows H·D·4 bytes apart are not followed by the prefetchers, so rows fetched from there stall. Measured on an
+    //   Emerald Rapids Xeon (2 threads, 2 MiB L2 each, 260 MiB L3; same-process A/B, forward): T = 768 and 1024
+    //   2.5–3.5% faster asking ahead (1 and 2 threads), B = 8 at T = 256 and B = 4 at T = 512 3–13%, T = 512 (6 MB)
+    //   −2% to +8%, and T = 256 (3 MB, in the L2s) 1.5–2% slower.
+    // - Elsewhere the last-level cache: on Zen 4 (L3 ~50 cycles away) the forward at T = 4096 (50 MB against its 32 MB
+    //   L3) ran 1–2% faster asking ahead (one thread, alternated builds; blocking the keys and values went from 3.4% of
+    //   the samples to 1.8%), where at T = 1024 and 2048, in L3, the requests alone cost 1–2%.
+    internal static long FetchAheadAboveBytes
+    {
+        get => fetchAheadAboveBytes ?? (CpuModel.Intel ? Caches.Level2 * ComputeThreads.Count : Caches.Level3);
+        set => fetchAheadAboveBytes = value;
+    }
+
+    private static long? fetchAheadAboveBytes;
+
+    private static CacheSizes Caches => GemmBlocking.DetectedCaches is { Level2: > 0, Level3: > 0 } caches ? caches : GemmBlocking.FallbackCaches;
 
     private static unsafe FusedJob[] Jobs(
         AttentionOptions options, int batch, int queryLength, int keyLength, int queryOffset,
@@ -454,7 +467,7 @@ public static partial class ScaledDotProductAttention
         /// <summary>
         /// Whether rows that sit H·D·4 bytes apart (one per page, where the hardware prefetchers do not follow) are
         /// asked for ahead of their use: the key and value rows being blocked, a query tile's output rows and the next
-        /// tile's query rows. Set where they come from memory (<see cref="OperandsOutgrowCache"/>).
+        /// tile's query rows. Set where they come from beyond the caches that serve them quickly (<see cref="OperandsOutgrowCache"/>).
         /// </summary>
         public bool FetchRowsAhead { get; init; }
 

@@ -29,6 +29,13 @@ internal static class CpuModel
         return IsAmd(vendor) && family == 0x19;
     }
 
+    /// <summary>Whether this is an Intel CPU (CPUID's vendor string "GenuineIntel").</summary>
+    public static bool Intel { get; } = X86Base.IsSupported && IsIntel(X86Base.CpuId(0, 0));
+
+    /// <summary>Whether CPUID leaf 0's vendor string (EBX, EDX, ECX) reads "GenuineIntel".</summary>
+    public static bool IsIntel((int Eax, int Ebx, int Ecx, int Edx) vendor) =>
+        vendor.Ebx == 0x756e6547 && vendor.Edx == 0x49656e69 && vendor.Ecx == 0x6c65746e;
+
     /// <summary>Whether CPUID leaf 0's vendor string (EBX, EDX, ECX) reads "AuthenticAMD".</summary>
     public static bool IsAmd((int Eax, int Ebx, int Ecx, int Edx) vendor) =>
         vendor.Ebx == 0x68747541 && vendor.Edx == 0x69746e65 && vendor.Ecx == 0x444d4163;

@@ -333,6 +333,14 @@ public sealed class GemmBlockingTests
     }
 
     [Fact]
+    public void OnlyGenuineIntelIsRecognisedAsIntel()
+    {
+        Assert.True(CpuModel.IsIntel((0x1B, 0x756e6547, 0x6c65746e, 0x49656e69)));   // "GenuineIntel"
+        Assert.False(CpuModel.IsIntel((0x10, 0x68747541, 0x444d4163, 0x69746e65)));  // "AuthenticAMD"
+        Assert.False(CpuModel.IsIntel((0x1B, 0x756e6547, 0x49656e69, 0x6c65746e)));  // its words in the wrong registers
+    }
+
+    [Fact]
     public void SmallerCachesGiveSmallerBlocks()
     {
         // A 32 KiB 8-way L1, 1 MiB L2 (Skylake server) against the Ice Lake sizes: shallower and shorter blocks.
