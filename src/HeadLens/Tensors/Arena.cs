@@ -14,7 +14,7 @@ public sealed class Arena
     // multiples of 16 floats from the first aligned float of the buffer (`shift` floats in; a .NET array's data starts
     // 8-byte aligned only). Why it matters: a matrix product's 12×32 register tile is stored and reloaded a row of 32
     // floats at a time, which on a misaligned C spans three cache lines instead of two; 2048³ on two threads of an
-    // Emerald Rapids Xeon measured ~2% slower on C 24 bytes past a line than on aligned C.
+    // Emerald Rapids Xeon measured 1–7% slower with its operands 24 bytes past a line than aligned (BENCHMARKS.md).
     private const int Alignment = 16;
 
     private readonly List<(string Name, int[] Shape, int Offset)> layout = [];
@@ -114,8 +114,7 @@ public sealed class Arena
     /// <summary>Where <paramref name="tensor"/>, one of this arena's, lies in <see cref="All"/>: its first index and length.</summary>
     public (int Offset, int Length) RangeOf(Tensor tensor)
     {
-        var found = Get(tensor.Name);
-        if (!ReferenceEquals(found, tensor))
+        if (storage is null || !byName.TryGetValue(tensor.Name, out var found) || !ReferenceEquals(found, tensor))
         {
             throw new ArgumentException($"tensor '{tensor.Name}' is not arena '{Name}'s own", nameof(tensor));
         }

@@ -43,8 +43,10 @@ public sealed class ArenaTests
 
         var stranger = new Arena("other");
         stranger.Reserve("t0", 5);
+        stranger.Reserve("elsewhere", 3);
         stranger.Allocate();
         Assert.Throws<ArgumentException>(() => arena.RangeOf(stranger.Get("t0")));
+        Assert.Throws<ArgumentException>(() => arena.RangeOf(stranger.Get("elsewhere")));
 
         // All spans exactly the tensors: it starts at the first one and ends at the last one's end.
         fixed (float* all = arena.All)
