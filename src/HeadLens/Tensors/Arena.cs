@@ -114,7 +114,12 @@ public sealed class Arena
     /// <summary>Where <paramref name="tensor"/>, one of this arena's, lies in <see cref="All"/>: its first index and length.</summary>
     public (int Offset, int Length) RangeOf(Tensor tensor)
     {
-        if (storage is null || !byName.TryGetValue(tensor.Name, out var found) || !ReferenceEquals(found, tensor))
+        if (storage is null)
+        {
+            throw new InvalidOperationException($"arena '{Name}' is not allocated");
+        }
+
+        if (!byName.TryGetValue(tensor.Name, out var found) || !ReferenceEquals(found, tensor))
         {
             throw new ArgumentException($"tensor '{tensor.Name}' is not arena '{Name}'s own", nameof(tensor));
         }

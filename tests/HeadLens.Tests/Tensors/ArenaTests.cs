@@ -48,6 +48,11 @@ public sealed class ArenaTests
         Assert.Throws<ArgumentException>(() => arena.RangeOf(stranger.Get("t0")));
         Assert.Throws<ArgumentException>(() => arena.RangeOf(stranger.Get("elsewhere")));
 
+        // Before Allocate there is no place to give: the same error as All's.
+        var unallocated = new Arena("unallocated");
+        unallocated.Reserve("t0", 5);
+        Assert.Contains("not allocated", Assert.Throws<InvalidOperationException>(() => unallocated.RangeOf(arena.Get("t0"))).Message, StringComparison.Ordinal);
+
         // All spans exactly the tensors: it starts at the first one and ends at the last one's end.
         fixed (float* all = arena.All)
         fixed (float* first = arena.Get("t0").Span)
