@@ -645,18 +645,24 @@ internal static partial class AttentionPanels
         Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
         Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
         Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
-        float* bp = keys;
+        // Both products run two steps per trip of their loops, the fetch pointer bumped rather than recomputed: one step
+        // per trip cost ~8 integer uops (addresses, counter, branch) per 16 FMAs, which issue on the FMA ports too (as
+        // in Gemm's kernel). The forward ran 4-11% faster (same-process A/B on an Emerald Rapids Xeon, 1 and 2 threads,
+        // T = 256 to 4096), with the same bits: each accumulator still sums in order.
+        float* bp = keys, prefetch = prefetchKeys;
+        Vector512<float> b0, b1, b2, b3, x;
         // A block on the causal diagonal that sees at most 32 of the tile's keys (the caller hides the rest: ranges end
         // by depth) needs only half of S. At T = 256 a fifth of the calls are such blocks, and skipping the hidden half
         // made the forward 2-4% faster at T = 64 and 256 (same-process A/B, 1 and 2 threads), 1% at T = 1024.
         if (ranges != null && depth <= 32)
         {
-            for (int d = 0; d < Width; d++, bp += Width)
+            for (nint d = 0; d < Width; d += 2, bp += 2 * Width, prefetch += 32)
             {
-                Sse.Prefetch0(prefetchKeys + (d * 16));
-                var b0 = Vector512.Load(bp);
-                var b1 = Vector512.Load(bp + 16);
-                var x = Vector512.Create(q0[d]);
+                Sse.Prefetch0(prefetch);
+                Sse.Prefetch0(prefetch + 16);
+                b0 = Vector512.Load(bp);
+                b1 = Vector512.Load(bp + 16);
+                x = Vector512.Create(q0[d]);
                 s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
                 x = Vector512.Create(q1[d]);
                 s10 = Vector512.FusedMultiplyAdd(x, b0, s10); s11 = Vector512.FusedMultiplyAdd(x, b1, s11);
@@ -664,18 +670,29 @@ internal static partial class AttentionPanels
                 s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
                 x = Vector512.Create(q3[d]);
                 s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
+                b0 = Vector512.Load(bp + Width);
+                b1 = Vector512.Load(bp + Width + 16);
+                x = Vector512.Create(q0[d + 1]);
+                s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
+                x = Vector512.Create(q1[d + 1]);
+                s10 = Vector512.FusedMultiplyAdd(x, b0, s10); s11 = Vector512.FusedMultiplyAdd(x, b1, s11);
+                x = Vector512.Create(q2[d + 1]);
+                s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
+                x = Vector512.Create(q3[d + 1]);
+                s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
             }
         }
         else
         {
-            for (int d = 0; d < Width; d++, bp += Width)
+            for (nint d = 0; d < Width; d += 2, bp += 2 * Width, prefetch += 32)
             {
-                Sse.Prefetch0(prefetchKeys + (d * 16));
-                var b0 = Vector512.Load(bp);
-                var b1 = Vector512.Load(bp + 16);
-                var b2 = Vector512.Load(bp + 32);
-                var b3 = Vector512.Load(bp + 48);
-                var x = Vector512.Create(q0[d]);
+                Sse.Prefetch0(prefetch);
+                Sse.Prefetch0(prefetch + 16);
+                b0 = Vector512.Load(bp);
+                b1 = Vector512.Load(bp + 16);
+                b2 = Vector512.Load(bp + 32);
+                b3 = Vector512.Load(bp + 48);
+                x = Vector512.Create(q0[d]);
                 s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
                 s02 = Vector512.FusedMultiplyAdd(x, b2, s02); s03 = Vector512.FusedMultiplyAdd(x, b3, s03);
                 x = Vector512.Create(q1[d]);
@@ -685,6 +702,22 @@ internal static partial class AttentionPanels
                 s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
                 s22 = Vector512.FusedMultiplyAdd(x, b2, s22); s23 = Vector512.FusedMultiplyAdd(x, b3, s23);
                 x = Vector512.Create(q3[d]);
+                s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
+                s32 = Vector512.FusedMultiplyAdd(x, b2, s32); s33 = Vector512.FusedMultiplyAdd(x, b3, s33);
+                b0 = Vector512.Load(bp + Width);
+                b1 = Vector512.Load(bp + Width + 16);
+                b2 = Vector512.Load(bp + Width + 32);
+                b3 = Vector512.Load(bp + Width + 48);
+                x = Vector512.Create(q0[d + 1]);
+                s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
+                s02 = Vector512.FusedMultiplyAdd(x, b2, s02); s03 = Vector512.FusedMultiplyAdd(x, b3, s03);
+                x = Vector512.Create(q1[d + 1]);
+                s10 = Vector512.FusedMultiplyAdd(x, b0, s10); s11 = Vector512.FusedMultiplyAdd(x, b1, s11);
+                s12 = Vector512.FusedMultiplyAdd(x, b2, s12); s13 = Vector512.FusedMultiplyAdd(x, b3, s13);
+                x = Vector512.Create(q2[d + 1]);
+                s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
+                s22 = Vector512.FusedMultiplyAdd(x, b2, s22); s23 = Vector512.FusedMultiplyAdd(x, b3, s23);
+                x = Vector512.Create(q3[d + 1]);
                 s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
                 s32 = Vector512.FusedMultiplyAdd(x, b2, s32); s33 = Vector512.FusedMultiplyAdd(x, b3, s33);
             }
@@ -747,21 +780,62 @@ internal static partial class AttentionPanels
         }
 
         bp = values;
-        for (nint k = 0; k < depth; k++, bp += Width)
+        prefetch = prefetchValues;
+        nint k = 0;
+        for (; k + 2 <= depth; k += 2, bp += 2 * Width, prefetch += 32)
         {
-            if (k < interleaved && (k & 1) == 0)
+            if (k < interleaved)
             {
                 // The k/2-th of the 12: row (k/2) mod 4, keys 16 + 16·⌊k/8⌋ onwards.
                 nint row = (k >> 1) & 3;
                 ExpInPlace(p + (row * Width) + 16 + ((k >> 3) << 4), max[row], hidden);
             }
 
-            Sse.Prefetch0(prefetchValues + (k * 16));
-            var b0 = Vector512.Load(bp);
-            var b1 = Vector512.Load(bp + 16);
-            var b2 = Vector512.Load(bp + 32);
-            var b3 = Vector512.Load(bp + 48);
-            var x = Vector512.Create(p[k]);
+            Sse.Prefetch0(prefetch);
+            Sse.Prefetch0(prefetch + 16);
+            b0 = Vector512.Load(bp);
+            b1 = Vector512.Load(bp + 16);
+            b2 = Vector512.Load(bp + 32);
+            b3 = Vector512.Load(bp + 48);
+            x = Vector512.Create(p[k]);
+            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            c02 = Vector512.FusedMultiplyAdd(x, b2, c02); c03 = Vector512.FusedMultiplyAdd(x, b3, c03);
+            x = Vector512.Create(p[Width + k]);
+            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            c12 = Vector512.FusedMultiplyAdd(x, b2, c12); c13 = Vector512.FusedMultiplyAdd(x, b3, c13);
+            x = Vector512.Create(p[(2 * Width) + k]);
+            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            c22 = Vector512.FusedMultiplyAdd(x, b2, c22); c23 = Vector512.FusedMultiplyAdd(x, b3, c23);
+            x = Vector512.Create(p[(3 * Width) + k]);
+            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            c32 = Vector512.FusedMultiplyAdd(x, b2, c32); c33 = Vector512.FusedMultiplyAdd(x, b3, c33);
+            b0 = Vector512.Load(bp + Width);
+            b1 = Vector512.Load(bp + Width + 16);
+            b2 = Vector512.Load(bp + Width + 32);
+            b3 = Vector512.Load(bp + Width + 48);
+            x = Vector512.Create(p[k + 1]);
+            c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            c02 = Vector512.FusedMultiplyAdd(x, b2, c02); c03 = Vector512.FusedMultiplyAdd(x, b3, c03);
+            x = Vector512.Create(p[Width + k + 1]);
+            c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            c12 = Vector512.FusedMultiplyAdd(x, b2, c12); c13 = Vector512.FusedMultiplyAdd(x, b3, c13);
+            x = Vector512.Create(p[(2 * Width) + k + 1]);
+            c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            c22 = Vector512.FusedMultiplyAdd(x, b2, c22); c23 = Vector512.FusedMultiplyAdd(x, b3, c23);
+            x = Vector512.Create(p[(3 * Width) + k + 1]);
+            c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            c32 = Vector512.FusedMultiplyAdd(x, b2, c32); c33 = Vector512.FusedMultiplyAdd(x, b3, c33);
+        }
+
+        // An odd depth's last key (never with interleaved exponentials: those need the whole 64).
+        if (k < depth)
+        {
+            Sse.Prefetch0(prefetch);
+            b0 = Vector512.Load(bp);
+            b1 = Vector512.Load(bp + 16);
+            b2 = Vector512.Load(bp + 32);
+            b3 = Vector512.Load(bp + 48);
+            x = Vector512.Create(p[k]);
             c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
             c02 = Vector512.FusedMultiplyAdd(x, b2, c02); c03 = Vector512.FusedMultiplyAdd(x, b3, c03);
             x = Vector512.Create(p[Width + k]);
