@@ -107,6 +107,62 @@ public class AttentionPanelsTests
         }
     }
 
+    // The backward's two 64-wide products, C (+)= A·B and C += Aᵀ·B: every row count through the 4-row blocks and
+    // the single rows after them, depths odd and even (their loops take two steps per trip, then a last odd one),
+    // strided A, B and C; columns past 64 of C are never written.
+    [Theory]
+    [InlineData(1, 1, false)]
+    [InlineData(4, 2, true)]
+    [InlineData(5, 3, false)]
+    [InlineData(7, 17, true)]
+    [InlineData(8, 64, false)]
+    [InlineData(13, 65, true)]
+    public unsafe void MultiplyAddAndItsTransposedFormEqualAPlainProduct(int rows, int depth, bool add)
+    {
+        if (!AttentionPanels.Available)
+        {
+            return;
+        }
+
+        const int width = AttentionPanels.Width, lda = 70, ldb = 72, ldc = 68;
+        var random = new Random((rows * 100) + depth);
+        float[] Uniform(int length) => Enumerable.Range(0, length).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+        float[] a = Uniform(rows * lda), aTransposed = Uniform(depth * lda), b = Uniform(depth * ldb), c = Uniform(rows * ldc);
+        float[] before = (float[])c.Clone(), cTransposed = (float[])c.Clone();
+        fixed (float* ap = a, atp = aTransposed, bp = b, cp = c, ctp = cTransposed)
+        {
+            AttentionPanels.MultiplyAdd(rows, depth, ap, lda, bp, ldb, cp, ldc, add);
+            AttentionPanels.MultiplyAddTransposedA(rows, depth, atp, lda, bp, ldb, ctp, ldc);
+        }
+
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < ldc; j++)
+            {
+                if (j >= width)
+                {
+                    Assert.Equal(before[(i * ldc) + j], c[(i * ldc) + j]);
+                    Assert.Equal(before[(i * ldc) + j], cTransposed[(i * ldc) + j]);
+                    continue;
+                }
+
+                double expected = add ? before[(i * ldc) + j] : 0, scale = Math.Abs(expected);
+                double expectedT = before[(i * ldc) + j], scaleT = Math.Abs(expectedT);
+                for (int p = 0; p < depth; p++)
+                {
+                    double term = (double)a[(i * lda) + p] * b[(p * ldb) + j], termT = (double)aTransposed[(p * lda) + i] * b[(p * ldb) + j];
+                    expected += term;
+                    scale += Math.Abs(term);
+                    expectedT += termT;
+                    scaleT += Math.Abs(termT);
+                }
+
+                Assert.True(Math.Abs(c[(i * ldc) + j] - expected) <= 1e-6 * scale, $"A·B [{i}, {j}]: {c[(i * ldc) + j]} vs {expected}");
+                Assert.True(Math.Abs(cTransposed[(i * ldc) + j] - expectedT) <= 1e-6 * scaleT, $"Aᵀ·B [{i}, {j}]: {cTransposed[(i * ldc) + j]} vs {expectedT}");
+            }
+        }
+    }
+
     // 2^x against float64 over the range scores take (x ≤ 0), through the floor, and past it: exactly 0 below the
     // floor (−∞ masked scores, NaN), never a subnormal (each one a microcode assist), 2e-7 relative above it.
     [Fact]
