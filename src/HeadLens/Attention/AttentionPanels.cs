@@ -537,8 +537,7 @@ internal static partial class AttentionPanels
                 c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = Vector512<float>.Zero;
             }
 
-            // Two steps per loop trip, as in AttendRows: the backward ran 2-6% faster (same-process A/B, 1 and 2 threads,
-            // T = 256 to 4096), with the same bits.
+            // Two steps per loop trip, as in MultiplyAddTransposedA above (same bits).
             float* bp = b;
             Vector512<float> b0, b1, b2, b3, x;
             nint p = 0;
@@ -727,7 +726,7 @@ internal static partial class AttentionPanels
         Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
         // Both products run two steps per trip of their loops, the fetch pointer bumped rather than recomputed: one step
         // per trip cost ~8 integer uops (addresses, counter, branch) per 16 FMAs, which issue on the FMA ports too (as
-        // in Gemm's kernel). The forward ran 4-11% faster (same-process A/B on an Emerald Rapids Xeon, 1 and 2 threads,
+        // in Gemm's kernel). The forward ran 2-11% faster (same-process A/B on an Emerald Rapids Xeon, 1 and 2 threads,
         // T = 256 to 4096), with the same bits: each accumulator still sums in order.
         float* bp = keys, prefetch = prefetchKeys;
         Vector512<float> b0, b1, b2, b3, x;
