@@ -11,6 +11,7 @@ namespace HeadLens.Tests.Model;
 /// every layer's attention probabilities within 1e-5, and sentence embeddings equal to the SentenceTransformers
 /// package's own encoder (cosine ≥ 0.99999).
 /// </summary>
+[Collection(OnnxRuntimeSessions.Name)]
 public sealed class MiniLmEngineTests(ITestOutputHelper output)
 {
     private static string[] Texts => MiniLm.Texts;

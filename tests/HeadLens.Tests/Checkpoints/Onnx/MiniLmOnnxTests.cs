@@ -7,6 +7,7 @@ namespace HeadLens.Tests.Checkpoints.Onnx;
 /// The ONNX mapping of the real all-MiniLM-L6-v2, proved against ONNX Runtime running the same file: the float64
 /// oracle over the mapped weights reproduces last_hidden_state and every layer's attention probabilities.
 /// </summary>
+[Collection(OnnxRuntimeSessions.Name)]
 public sealed class MiniLmOnnxTests(ITestOutputHelper output)
 {
     private static string[] Texts => MiniLm.Texts;
