@@ -9,6 +9,8 @@ namespace HeadLens.Kernels;
 //     pack op(B)[pc.., jc..] into NR-wide panels (row p of a panel = NR consecutive floats);
 //     for each row block ic (MC tall): pack op(A)[ic.., pc..] into MR-tall panels (column p = MR floats);
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
+// With AVX-512 an A block of 24 rows or more is walked the other way round (Block → BlockAcross): for each group of 8 B
+// panels (in L2), for each pair of A panels (in L1), 24×16 tiles along C's rows, the same packing and the same bits.
 // KC, MC and NC come from the caches the machine reports (GemmBlocking: why, the sizes each level must hold, and
 // where the depth is sized by L2 instead, for products with many rows on Zen 4):
 // the B panel being used stays in L1 (there, streams from L2) while the kernel runs down the A block, which stays in L2.
@@ -17,7 +19,7 @@ namespace HeadLens.Kernels;
 // and, where B panels are packed as used, the next panel's source while the kernel runs on this one): strided and
 // short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
-// kernel for a last 4 rows), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
+// kernel for a last 4 rows; 24×16 for pairs of 12-row panels, 24 accumulators + 1 B vector), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
 // loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
@@ -253,6 +255,12 @@ public static partial class Gemm
             TileShape shape, int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed,
             float* bPanels, float* tile)
         {
+            if (shape.Rows == 12 && shape.Columns == 32 && mc >= 24)
+            {
+                BlockAcross(ic, mc, jc, nc, pc, kc, add, aPack, packAsUsed, bPanels, tile);
+                return;
+            }
+
             int mr = shape.Rows, nr = shape.Columns, stride = PanelStride(kc);
             // B packed as used: the next panel's source is kc short pieces of rows ldb apart (untransposed), which the
             // hardware prefetchers do not follow, or nr rows of kc floats (transposed), each too short for them to get
@@ -299,6 +307,82 @@ public static partial class Gemm
                         {
                             PrefetchRun(nextSource + ((long)nextRow * ldb), sourceWidth, intoL1: false);
                         }
+                    }
+                }
+            }
+        }
+
+        // Block's walk with the 12×32 tile's packing (AVX-512): 24 rows × 16 columns at a time, two A panels against one
+        // half of a B panel (Kernel24x16), along C's rows: for each group of B panels (PanelsPackedTogether, 256
+        // columns: kc × 256 floats, 256 KiB at kc = 256, in L2), for each pair of A panels (24 KiB, in L1), across the
+        // group's half panels. Running down the A block under each 32-wide B panel instead, each 12×32 tile's 12 rows
+        // are a page apart from the last tile's, which the hardware prefetchers do not follow; here the next tile is
+        // the next 64 bytes of the same 24 rows. And one B vector feeds 24 FMAs whose broadcasts come from memory
+        // inside the FMA, 25 fused uops where the 12×32 kernel issues ~26 for 24 FMAs plus its loop: the front end
+        // has room to spare, which counts when another thread shares the core. Measured on an Emerald Rapids Xeon:
+        // see BENCHMARKS.md, "Thirty-first session". The rows past the last whole pair, and a last partial panel,
+        // take Tile as Block does. Each element is the same sum in the same order as Kernel12x32's: the same bits.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void BlockAcross(
+            int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed, float* bPanels, float* tile)
+        {
+            var shape = TileShape.Current;
+            const int mr = 12, nr = 32, pairRows = 2 * mr, half = nr / 2, groupColumns = PanelsPackedTogether * nr;
+            int stride = PanelStride(kc), pairedRows = mc / pairRows * pairRows, pairs = mc / pairRows;
+            for (int jg = 0; jg < nc; jg += groupColumns)
+            {
+                int groupEnd = Math.Min(nc, jg + groupColumns), wholeEnd = jg + ((groupEnd - jg) / nr * nr);
+                float* groupPanels = bPanels + ((long)(jg / nr) * stride * nr);
+                int groupStride = stride;
+                if (packAsUsed != null)
+                {
+                    // The whole group into the same place each time (see Block): PackB puts panel jr at jr·kc.
+                    PackB(pc, kc, jc, jg, groupEnd, nr, packAsUsed - ((long)jg * kc));
+                    groupPanels = packAsUsed;
+                    groupStride = kc;
+                }
+
+                // The next group's source (B packed as used: see Block), a share asked for after each pair.
+                int nextStart = jg + groupColumns;
+                int nextValid = packAsUsed != null && Source == null && nextStart < nc ? Math.Min(groupColumns, nc - nextStart) : 0;
+                (int sourceRows, int sourceWidth) = transposeB ? (nextValid, kc) : (kc, nextValid);
+                float* nextSource = transposeB ? b + ((long)(jc + nextStart) * ldb) + pc : b + ((long)pc * ldb) + jc + nextStart;
+                int nextRow = 0, rowsPerPair = pairs > 0 ? (sourceRows + pairs - 1) / pairs : 0;
+                for (int ir = 0; ir < pairedRows; ir += pairRows)
+                {
+                    float* upper = aPack + ((long)ir * kc), lower = upper + ((long)mr * kc);
+                    float* cRow = c + ((long)(ic + ir) * ldc) + jc;
+                    for (int jr = jg; jr < wholeEnd; jr += half)
+                    {
+                        float* bHalf = groupPanels + ((long)((jr - jg) / nr) * groupStride * nr) + (jr % nr);
+                        float* next = jr + half < wholeEnd ? cRow + jr + half : cRow + ((long)pairRows * ldc) + jg;
+                        Kernel24x16(kc, upper, lower, bHalf, cRow + jr, ldc, add, next);
+                    }
+
+                    for (int end = Math.Min(sourceRows, nextRow + rowsPerPair); nextRow < end; nextRow++)
+                    {
+                        PrefetchRun(nextSource + ((long)nextRow * ldb), sourceWidth, intoL1: false);
+                    }
+                }
+
+                // A last partial panel beside the pairs, then the rows past them under every panel of the group.
+                for (int jr = wholeEnd; jr < groupEnd; jr += nr)
+                {
+                    float* bPanel = groupPanels + ((long)((jr - jg) / nr) * groupStride * nr);
+                    for (int ir = 0; ir < pairedRows; ir += mr)
+                    {
+                        float* cTile = c + ((long)(ic + ir) * ldc) + jc + jr;
+                        Tile(shape, kc, aPack + ((long)ir * kc), bPanel, cTile, ldc, mr, groupEnd - jr, add, tile, cTile + ((long)mr * ldc));
+                    }
+                }
+
+                for (int ir = pairedRows; ir < mc; ir += mr)
+                {
+                    for (int jr = jg; jr < groupEnd; jr += nr)
+                    {
+                        float* bPanel = groupPanels + ((long)((jr - jg) / nr) * groupStride * nr);
+                        float* cTile = c + ((long)(ic + ir) * ldc) + jc + jr;
+                        Tile(shape, kc, aPack + ((long)ir * kc), bPanel, cTile, ldc, Math.Min(mr, mc - ir), Math.Min(nr, groupEnd - jr), add, tile, cTile + nr);
                     }
                 }
             }
@@ -821,6 +905,151 @@ public static partial class Gemm
         Store512(c, ldc, 9, c90, c91, add);
         Store512(c, ldc, 10, ca0, ca1, add);
         Store512(c, ldc, 11, cb0, cb1, add);
+    }
+
+    // 24×16 tile for BlockAcross: rows 0..11 from the A panel `upper`, 12..23 from `lower` (both 12-row panels, column p
+    // 12 floats apart), against 16 columns of a 32-wide B panel (row p 32 floats apart). One B vector a step feeds 24
+    // FMAs, each with its broadcast from memory. Two steps per loop trip. One row of the next tile is asked for per trip
+    // over the first 24 trips (the rest at the end for a short depth). Each accumulator sums over p in order from
+    // zero and is then added to C, as in Kernel12x32: the same bits.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Kernel24x16(int kc, float* upper, float* lower, float* b, float* c, int ldc, bool add, float* next)
+    {
+        float* ahead = next;
+        int rowsAhead = 24;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        Vector512<float> c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> x;
+        int p = 0;
+        for (; p + 2 <= kc; p += 2)
+        {
+            x = Vector512.Load(b);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[0]), x, c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[1]), x, c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[2]), x, c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[3]), x, c3);
+            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[4]), x, c4);
+            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[5]), x, c5);
+            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[6]), x, c6);
+            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[7]), x, c7);
+            c8 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[8]), x, c8);
+            c9 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[9]), x, c9);
+            c10 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[10]), x, c10);
+            c11 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[11]), x, c11);
+            c12 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[0]), x, c12);
+            c13 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[1]), x, c13);
+            c14 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[2]), x, c14);
+            c15 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[3]), x, c15);
+            c16 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[4]), x, c16);
+            c17 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[5]), x, c17);
+            c18 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[6]), x, c18);
+            c19 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[7]), x, c19);
+            c20 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[8]), x, c20);
+            c21 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[9]), x, c21);
+            c22 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[10]), x, c22);
+            c23 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[11]), x, c23);
+            x = Vector512.Load(b + 32);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[12]), x, c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[13]), x, c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[14]), x, c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[15]), x, c3);
+            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[16]), x, c4);
+            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[17]), x, c5);
+            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[18]), x, c6);
+            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[19]), x, c7);
+            c8 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[20]), x, c8);
+            c9 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[21]), x, c9);
+            c10 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[22]), x, c10);
+            c11 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[23]), x, c11);
+            c12 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[12]), x, c12);
+            c13 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[13]), x, c13);
+            c14 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[14]), x, c14);
+            c15 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[15]), x, c15);
+            c16 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[16]), x, c16);
+            c17 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[17]), x, c17);
+            c18 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[18]), x, c18);
+            c19 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[19]), x, c19);
+            c20 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[20]), x, c20);
+            c21 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[21]), x, c21);
+            c22 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[22]), x, c22);
+            c23 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[23]), x, c23);
+            upper += 24;
+            lower += 24;
+            b += 64;
+            if (rowsAhead > 0)
+            {
+                Sse.Prefetch0(ahead);
+                ahead += ldc;
+                rowsAhead--;
+            }
+        }
+
+        if (p < kc)
+        {
+            x = Vector512.Load(b);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[0]), x, c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[1]), x, c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[2]), x, c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[3]), x, c3);
+            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[4]), x, c4);
+            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[5]), x, c5);
+            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[6]), x, c6);
+            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[7]), x, c7);
+            c8 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[8]), x, c8);
+            c9 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[9]), x, c9);
+            c10 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[10]), x, c10);
+            c11 = Vector512.FusedMultiplyAdd(Vector512.Create(upper[11]), x, c11);
+            c12 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[0]), x, c12);
+            c13 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[1]), x, c13);
+            c14 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[2]), x, c14);
+            c15 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[3]), x, c15);
+            c16 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[4]), x, c16);
+            c17 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[5]), x, c17);
+            c18 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[6]), x, c18);
+            c19 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[7]), x, c19);
+            c20 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[8]), x, c20);
+            c21 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[9]), x, c21);
+            c22 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[10]), x, c22);
+            c23 = Vector512.FusedMultiplyAdd(Vector512.Create(lower[11]), x, c23);
+        }
+
+        for (; rowsAhead > 0; rowsAhead--)
+        {
+            Sse.Prefetch0(ahead);
+            ahead += ldc;
+        }
+
+        Store16(c, ldc, 0, c0, add);
+        Store16(c, ldc, 1, c1, add);
+        Store16(c, ldc, 2, c2, add);
+        Store16(c, ldc, 3, c3, add);
+        Store16(c, ldc, 4, c4, add);
+        Store16(c, ldc, 5, c5, add);
+        Store16(c, ldc, 6, c6, add);
+        Store16(c, ldc, 7, c7, add);
+        Store16(c, ldc, 8, c8, add);
+        Store16(c, ldc, 9, c9, add);
+        Store16(c, ldc, 10, c10, add);
+        Store16(c, ldc, 11, c11, add);
+        Store16(c, ldc, 12, c12, add);
+        Store16(c, ldc, 13, c13, add);
+        Store16(c, ldc, 14, c14, add);
+        Store16(c, ldc, 15, c15, add);
+        Store16(c, ldc, 16, c16, add);
+        Store16(c, ldc, 17, c17, add);
+        Store16(c, ldc, 18, c18, add);
+        Store16(c, ldc, 19, c19, add);
+        Store16(c, ldc, 20, c20, add);
+        Store16(c, ldc, 21, c21, add);
+        Store16(c, ldc, 22, c22, add);
+        Store16(c, ldc, 23, c23, add);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Store16(float* c, int ldc, int row, Vector512<float> sum, bool add)
+    {
+        float* target = c + (long)row * ldc;
+        Vector512.Store(add ? sum + Vector512.Load(target) : sum, target);
     }
 
     // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart); unrolled, and

@@ -154,6 +154,40 @@ public class GemmTests
             Gemm.Multiply(false, false, 3, 3, 3, new float[8], 3, new float[9], 3, new float[9], 3, false));
     }
 
+    // With AVX-512, A blocks of 24 rows or more are walked in 24×16 tiles (two 12-row A panels against half a B panel,
+    // Gemm.Fast.cs, BlockAcross), fewer rows in 12×32 tiles down the block. Both sum each element over the depth in the
+    // same order, so the product of 53 rows (two pairs, then a 12-row tile and 5 rows) has the bits of its 12-row and
+    // 5-row slices computed on their own: across two depth blocks and two panel groups, with a partial last panel,
+    // accumulating, for every transposition; with the B panels packed as used (one row block) and packed a block at a
+    // time (row blocks of 24).
+    [Theory]
+    [InlineData(240)]
+    [InlineData(24)]
+    public void TwentyFourRowTilesGiveTheBitsOfTwelveRowTiles(int rowBlock)
+    {
+        var random = new Random(31);
+        var blocking = new GemmBlocking(128, rowBlock, 4096);
+        const int m = 53, n = 300, k = 300;
+        foreach (bool transposeA in new[] { false, true })
+        {
+            foreach (bool transposeB in new[] { false, true })
+            {
+                int lda = transposeA ? m : k, ldb = transposeB ? k : n;
+                float[] a = Random(random, m * k), b = Random(random, k * n), start = Random(random, m * n);
+                float[] whole = (float[])start.Clone(), sliced = (float[])start.Clone();
+                Gemm.MultiplyWith(blocking, transposeA, transposeB, m, n, k, a, lda, b, ldb, whole, n, accumulate: true, threads: 1);
+                for (int first = 0; first < m; first += 12)
+                {
+                    int rows = Math.Min(12, m - first);
+                    var aRows = transposeA ? a.AsSpan(first) : a.AsSpan(first * lda);
+                    Gemm.MultiplyWith(blocking, transposeA, transposeB, rows, n, k, aRows, lda, b, ldb, sliced.AsSpan(first * n), n, accumulate: true, threads: 1);
+                }
+
+                Assert.True(whole.AsSpan().SequenceEqual(sliced), $"MC={rowBlock} tA={transposeA} tB={transposeB}: the 24-row walk changes the bits");
+            }
+        }
+    }
+
     private static void CheckAgainstOracle(
         Random random, bool transposeA, bool transposeB, int m, int n, int k, int threads, bool accumulate, int padding)
     {
