@@ -51,6 +51,11 @@ public static partial class Gemm
     // see BENCHMARKS.md, "B packed row by row".
     private const int PanelsPackedTogether = 8;
 
+    // The deepest block BlockAcross takes: its pair of A panels (24 rows) must stay in L1, where it is read at every
+    // tile. 469 on a 48 KiB 12-way L1, above the 256 the blocking picks there; on Zen 4 the L2-sized depth (352, with a
+    // 32 KiB L1: limit 298) keeps the walk down the A block, under which the measurements there were made.
+    private static readonly int AcrossDepthLimit = GemmBlocking.DeepestInLevel1(GemmBlocking.DetectedCaches, 24);
+
     // Below this many multiply-adds per thread, a second thread does not pay for its start-up.
     private const long WorkPerThread = 1L << 21;
 
@@ -255,7 +260,7 @@ public static partial class Gemm
             TileShape shape, int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed,
             float* bPanels, float* tile)
         {
-            if (shape.Rows == 12 && shape.Columns == 32 && mc >= 24)
+            if (shape.Rows == 12 && shape.Columns == 32 && mc >= 24 && kc <= AcrossDepthLimit)
             {
                 BlockAcross(ic, mc, jc, nc, pc, kc, add, aPack, packAsUsed, bPanels, tile);
                 return;

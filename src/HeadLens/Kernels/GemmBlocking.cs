@@ -99,5 +99,22 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
         return new GemmBlocking(depth, rows, columns);
     }
 
+    /// <summary>
+    /// The deepest block for which <paramref name="rows"/> rows of packed A stay in L1 (of <paramref name="caches"/>,
+    /// or the fallback) beside what streams through: the L1 budget of <see cref="Choose"/>'s rule, all ways but one.
+    /// </summary>
+    public static int DeepestInLevel1(CacheSizes? caches, int rows)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
+        caches ??= FallbackCaches;
+        if (caches.Level1 <= 0)
+        {
+            caches = FallbackCaches;
+        }
+
+        int ways = caches.Level1Ways > 1 ? caches.Level1Ways : 8;
+        return (int)(caches.Level1 * (ways - 1) / ways / (rows * sizeof(float)));
+    }
+
     private static int RoundDown(int value, int multiple) => value / multiple * multiple;
 }

@@ -302,6 +302,21 @@ public sealed class GemmBlockingTests
         }
     }
 
+    // The 24-row walk (Gemm.Fast.cs, BlockAcross) keeps its pair of A panels in L1: on Intel's 48 KiB L1 the depth
+    // the blocking picks fits; Zen 4's L2-sized depth does not (so the walk down the A block stays there), while its L1
+    // depth for few rows does.
+    [Fact]
+    public void TheDepthsOfTheTwentyFourRowWalkKeepItsAPanelsInL1()
+    {
+        var iceLake = new CacheSizes(48 << 10, 12, 1280 << 10, 48 << 20);
+        Assert.Equal(469, GemmBlocking.DeepestInLevel1(iceLake, 24));
+        Assert.True(GemmBlocking.Choose(iceLake, 12, 32).Depth <= GemmBlocking.DeepestInLevel1(iceLake, 24));
+        Assert.Equal(298, GemmBlocking.DeepestInLevel1(Zen4Caches, 24));
+        Assert.True(GemmBlocking.Choose(Zen4Caches, 12, 32, panelsFromLevel2: true).Depth > GemmBlocking.DeepestInLevel1(Zen4Caches, 24));
+        Assert.True(GemmBlocking.Choose(Zen4Caches, 12, 32).Depth <= GemmBlocking.DeepestInLevel1(Zen4Caches, 24));
+        Assert.Equal(GemmBlocking.DeepestInLevel1(GemmBlocking.FallbackCaches, 24), GemmBlocking.DeepestInLevel1(null, 24));
+    }
+
     [Fact]
     public void ProductsWithFewerRowsThanOneABlockTakeTheL1Depth()
     {
