@@ -48,7 +48,8 @@ public static partial class Gemm
     // B panels packed together where each is packed right before its use and op(B) = B (Block): 8 panels are a run
     // of 8 · NR floats (1 KiB with AVX-512) of each row, and 8 · KC · NR floats (256 KiB at KC = 256) in L2 beside
     // the A block. Measured on the vocabulary head's dx product at B·T = 256 (one core's half, W read cold):
-    // see BENCHMARKS.md, "B packed row by row".
+    // see BENCHMARKS.md, "B packed row by row". BlockAcross (AVX-512, 24 rows or more) packs and walks its B panels in
+    // groups of this many for both transpositions: a group is the stretch of C's rows its 24×16 tiles run along.
     private const int PanelsPackedTogether = 8;
 
     // The deepest block BlockAcross takes: its pair of A panels (24 rows) must stay in L1, where it is read at every
