@@ -19,8 +19,8 @@ namespace HeadLens.Kernels;
 // and, where B panels are packed as used, the next panel's source while the kernel runs on this one): strided and
 // short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
-// kernel for a last 4 rows; 24×16 for pairs of 12-row panels, 24 accumulators + 1 B vector), 6×16 with Vector256 (12 accumulators of 16 ymm). Without hardware intrinsics a plain
-// loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
+// kernel for a last 4 rows; 24×16 for pairs of 12-row panels, 24 accumulators + 1 B vector), 6×16 with Vector256
+// (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
 // C's rows are a page apart for most products, so a C tile touches a page per row: a training step's activations
@@ -323,10 +323,9 @@ public static partial class Gemm
         // columns: kc × 256 floats, 256 KiB at kc = 256, in L2), for each pair of A panels (24 KiB, in L1), across the
         // group's half panels. Running down the A block under each 32-wide B panel instead, each 12×32 tile's 12 rows
         // are a page apart from the last tile's, which the hardware prefetchers do not follow; here the next tile is
-        // the next 64 bytes of the same 24 rows. And one B vector feeds 24 FMAs whose broadcasts come from memory
-        // inside the FMA, 25 fused uops where the 12×32 kernel issues ~26 for 24 FMAs plus its loop: the front end
-        // has room to spare, which counts when another thread shares the core. Measured on an Emerald Rapids Xeon:
-        // see BENCHMARKS.md, "Thirty-first session". The rows past the last whole pair, and a last partial panel,
+        // the next 64 bytes of the same 24 rows. The gain is the walk: with A, B and C in L1 the two kernels ran at the
+        // same speed (within ±5%, timed in turn), while along the rows the product ran 3–23% faster on most GPT-2
+        // shapes (measured on an Emerald Rapids Xeon: BENCHMARKS.md, "Thirty-first session"). The rows past the last whole pair, and a last partial panel,
         // take Tile as Block does. Each element is the same sum in the same order as Kernel12x32's: the same bits.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void BlockAcross(
