@@ -299,7 +299,63 @@ internal static partial class AttentionPanels
 
         float* bp = b + column;
         long p = 0;
-        // Two steps per iteration, as in SixRows.
+        // Four steps per iteration, then two, then one. Against two steps per iteration (SixRows's) the forward ran
+        // 4-11% faster (same-process A/B with AVX-512 off on an Emerald Rapids Xeon, T = 256 to 4096, 1 and 2 threads),
+        // with the same bits: each accumulator still sums in order. AttendRows runs six such loops per call.
+        for (; p + 4 <= depth; p += 4, bp += 4 * Width, prefetch += 64)
+        {
+            Sse.Prefetch0(prefetch);
+            Sse.Prefetch0(prefetch + 16);
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var b2 = Vector256.Load(bp + 16);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+            b0 = Vector256.Load(bp + Width);
+            b1 = Vector256.Load(bp + Width + 8);
+            b2 = Vector256.Load(bp + Width + 16);
+            x = Vector256.Create(a0[p + 1]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p + 1]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p + 1]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p + 1]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+
+            Sse.Prefetch0(prefetch + 32);
+            Sse.Prefetch0(prefetch + 48);
+            b0 = Vector256.Load(bp + (2 * Width));
+            b1 = Vector256.Load(bp + (2 * Width) + 8);
+            b2 = Vector256.Load(bp + (2 * Width) + 16);
+            x = Vector256.Create(a0[p + 2]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p + 2]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p + 2]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p + 2]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+            b0 = Vector256.Load(bp + (3 * Width));
+            b1 = Vector256.Load(bp + (3 * Width) + 8);
+            b2 = Vector256.Load(bp + (3 * Width) + 16);
+            x = Vector256.Create(a0[p + 3]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01); x02 = Vector256.FusedMultiplyAdd(x, b2, x02);
+            x = Vector256.Create(a1[p + 3]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11); x12 = Vector256.FusedMultiplyAdd(x, b2, x12);
+            x = Vector256.Create(a2[p + 3]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21); x22 = Vector256.FusedMultiplyAdd(x, b2, x22);
+            x = Vector256.Create(a3[p + 3]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31); x32 = Vector256.FusedMultiplyAdd(x, b2, x32);
+        }
+
         for (; p + 2 <= depth; p += 2, bp += 2 * Width, prefetch += 32)
         {
             Sse.Prefetch0(prefetch);
@@ -370,6 +426,53 @@ internal static partial class AttentionPanels
 
         float* bp = b + column;
         long p = 0;
+        // Four steps per iteration first, as in FourRows24.
+        for (; p + 4 <= depth; p += 4, bp += 4 * Width)
+        {
+            Vector256<float> x;
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            x = Vector256.Create(a0[p]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            b0 = Vector256.Load(bp + Width);
+            b1 = Vector256.Load(bp + Width + 8);
+            x = Vector256.Create(a0[p + 1]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p + 1]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p + 1]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p + 1]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+
+            b0 = Vector256.Load(bp + (2 * Width));
+            b1 = Vector256.Load(bp + (2 * Width) + 8);
+            x = Vector256.Create(a0[p + 2]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p + 2]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p + 2]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p + 2]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+            b0 = Vector256.Load(bp + (3 * Width));
+            b1 = Vector256.Load(bp + (3 * Width) + 8);
+            x = Vector256.Create(a0[p + 3]);
+            x00 = Vector256.FusedMultiplyAdd(x, b0, x00); x01 = Vector256.FusedMultiplyAdd(x, b1, x01);
+            x = Vector256.Create(a1[p + 3]);
+            x10 = Vector256.FusedMultiplyAdd(x, b0, x10); x11 = Vector256.FusedMultiplyAdd(x, b1, x11);
+            x = Vector256.Create(a2[p + 3]);
+            x20 = Vector256.FusedMultiplyAdd(x, b0, x20); x21 = Vector256.FusedMultiplyAdd(x, b1, x21);
+            x = Vector256.Create(a3[p + 3]);
+            x30 = Vector256.FusedMultiplyAdd(x, b0, x30); x31 = Vector256.FusedMultiplyAdd(x, b1, x31);
+        }
+
         for (; p + 2 <= depth; p += 2, bp += 2 * Width)
         {
             Vector256<float> x;

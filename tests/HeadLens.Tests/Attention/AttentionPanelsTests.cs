@@ -384,6 +384,7 @@ public class AttentionPanelsTests
             [5, 5, 0, 64, 7, 7, 0, 33],
             [10, 40, 11, 41, 0, 64, 63, 64],
             [0, 17, 0, 17, 0, 17, 0, 17],
+            [0, 35, 1, 35, 0, 34, 2, 35], // depth 35: the AVX2 products' four-, two- and one-step loops
         ];
         foreach (var ranges in rangeSets)
         {
