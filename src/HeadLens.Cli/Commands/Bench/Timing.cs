@@ -30,6 +30,39 @@ internal static class Timing
         return Median(samples);
     }
 
+    /// <summary>
+    /// Medians of two engines' times sampled in turn (first, second, first, ...) after both are warmed up: on a shared
+    /// machine whose speed drifts over seconds, samples taken in blocks one engine after the other can land in
+    /// different phases, and the ratio of their medians then measures the drift. At least <paramref name="iterations"/>
+    /// pairs and <paramref name="minSeconds"/> of sampling, stopping after <paramref name="maxSeconds"/> (3 pairs at least).
+    /// </summary>
+    public static (double First, double Second) InterleavedMedianMilliseconds(
+        Action first, Action second, int warmup, int iterations, double minSeconds = 0, double maxSeconds = 20, double minWarmupSeconds = 0)
+    {
+        var warming = Stopwatch.StartNew();
+        for (int i = 0; i < warmup || warming.Elapsed.TotalSeconds < minWarmupSeconds; i++)
+        {
+            first();
+            second();
+        }
+
+        var firstSamples = new List<double>(iterations);
+        var secondSamples = new List<double>(iterations);
+        var total = Stopwatch.StartNew();
+        while (firstSamples.Count < 3
+            || (total.Elapsed.TotalSeconds <= maxSeconds && (firstSamples.Count < iterations || total.Elapsed.TotalSeconds < minSeconds)))
+        {
+            long start = Stopwatch.GetTimestamp();
+            first();
+            firstSamples.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            start = Stopwatch.GetTimestamp();
+            second();
+            secondSamples.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+
+        return (Median(firstSamples), Median(secondSamples));
+    }
+
     public static double Median(List<double> samples)
     {
         samples.Sort();
