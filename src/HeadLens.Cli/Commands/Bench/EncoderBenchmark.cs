@@ -6,7 +6,7 @@ namespace HeadLens.Cli.Commands.Bench;
 /// <summary>
 /// `headlens bench encoder`: the built-in all-MiniLM-L6-v2 on HeadLens's engine against ONNX Runtime running the
 /// package's own graph in the same process (IntraOpNumThreads = 2, every graph optimisation, the same random ids):
-/// batch 1 × T = 16, 128, 512 and batch 32 × T = 128, last_hidden_state only. Medians of passes taken in turn.
+/// batch 1 × T = 16, 128, 512 and batch 32 × T = 128, last_hidden_state only. Medians over blocks of passes taken in turn.
 /// </summary>
 internal sealed class EncoderBenchmark : IBenchmark
 {
@@ -53,21 +53,20 @@ internal sealed class EncoderBenchmark : IBenchmark
             using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
             using var typesValue = OrtValue.CreateTensorValueFromMemory(types, shape);
             var inputs = new Dictionary<string, OrtValue> { ["input_ids"] = idsValue, ["attention_mask"] = maskValue, ["token_type_ids"] = typesValue };
-            int iterations = batch * tokens >= 4096 ? 5 : 20;
             // Warm-up long enough for .NET's tiered compilation to finish: at T = 16, 60 passes (0.4 s) still left
             // passes 60..80 at 7.3–7.8 ms, where passes from the 200th on took 4.2–5.3 ms. So at least 2 s of calls
             // (both engines alike), as a service that embeds texts all day would see.
             int warmup = batch * tokens >= 4096 ? 3 : 60;
             const double WarmupSeconds = 2;
-            // The engines' passes taken in turn, for at least a second: at T = 16 twenty passes of each, one engine's
-            // block after the other's, gave ratios from 0.61 to 0.99 on one machine within minutes.
-            var (ours, theirs) = Timing.InterleavedMedianMilliseconds(
+            // The engines in alternating blocks of at least 0.3 s, three each: at T = 16 twenty passes of each, one
+            // engine's block after the other's, gave ratios from 0.61 to 0.99 on one machine within minutes.
+            var (ours, theirs) = Timing.AlternatingMedianMilliseconds(
                 () => model.Infer(ids, batch, tokens, withLogits: false),
                 () =>
                 {
                     using var outputs = session.Run(new RunOptions(), inputs, ["last_hidden_state"]);
                 },
-                warmup, iterations, minSeconds: 1, minWarmupSeconds: WarmupSeconds);
+                warmup, blocks: 3, blockSeconds: 0.3, minWarmupSeconds: WarmupSeconds);
             progress.WriteLine($"encoder batch {batch} × T {tokens}: HeadLens {ours:F2} ms, ONNX Runtime {theirs:F2} ms — {theirs / ours:F2}× ONNX Runtime's speed");
             results.Add(new BenchResult(
                 new Dictionary<string, object> { ["batch"] = batch, ["T"] = tokens },

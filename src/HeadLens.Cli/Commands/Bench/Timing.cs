@@ -31,13 +31,16 @@ internal static class Timing
     }
 
     /// <summary>
-    /// Medians of two engines' times sampled in turn (first, second, first, ...) after both are warmed up: on a shared
-    /// machine whose speed drifts over seconds, samples taken in blocks one engine after the other can land in
-    /// different phases, and the ratio of their medians then measures the drift. At least <paramref name="iterations"/>
-    /// pairs and <paramref name="minSeconds"/> of sampling, stopping after <paramref name="maxSeconds"/> (3 pairs at least).
+    /// Medians of two engines' times over blocks of passes taken in turn (first, second, second, first, ...), each
+    /// block at least <paramref name="blockSeconds"/> long, after both are warmed up: on a shared machine whose speed
+    /// drifts over seconds, one engine's samples all taken before the other's can land in different phases, and the
+    /// ratio of their medians then measures the drift. Engines that run their own thread pools keep those threads
+    /// spinning for a while after a call (ONNX Runtime does by default), which takes a core from the other engine's
+    /// next pass: so each block starts after a pause and one untimed pass, and single passes are never interleaved.
+    /// At least <paramref name="blocks"/> blocks each, stopping after <paramref name="maxSeconds"/> (2 blocks at least).
     /// </summary>
-    public static (double First, double Second) InterleavedMedianMilliseconds(
-        Action first, Action second, int warmup, int iterations, double minSeconds = 0, double maxSeconds = 20, double minWarmupSeconds = 0)
+    public static (double First, double Second) AlternatingMedianMilliseconds(
+        Action first, Action second, int warmup, int blocks, double blockSeconds, double maxSeconds = 30, double minWarmupSeconds = 0)
     {
         var warming = Stopwatch.StartNew();
         for (int i = 0; i < warmup || warming.Elapsed.TotalSeconds < minWarmupSeconds; i++)
@@ -46,22 +49,41 @@ internal static class Timing
             second();
         }
 
-        var firstSamples = new List<double>(iterations);
-        var secondSamples = new List<double>(iterations);
+        var firstSamples = new List<double>();
+        var secondSamples = new List<double>();
         var total = Stopwatch.StartNew();
-        while (firstSamples.Count < 3
-            || (total.Elapsed.TotalSeconds <= maxSeconds && (firstSamples.Count < iterations || total.Elapsed.TotalSeconds < minSeconds)))
+        for (int block = 0; block < Math.Max(2, blocks); block++)
         {
-            long start = Stopwatch.GetTimestamp();
-            first();
-            firstSamples.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-            start = Stopwatch.GetTimestamp();
-            second();
-            secondSamples.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            if (block >= 2 && total.Elapsed.TotalSeconds > maxSeconds)
+            {
+                break;
+            }
+
+            // ABBA order, so neither engine always runs right after the other.
+            bool firstLeads = block % 2 == 0;
+            Sample(firstLeads ? first : second, firstLeads ? firstSamples : secondSamples, blockSeconds);
+            Sample(firstLeads ? second : first, firstLeads ? secondSamples : firstSamples, blockSeconds);
         }
 
         return (Median(firstSamples), Median(secondSamples));
     }
+
+    private static void Sample(Action action, List<double> samples, double blockSeconds)
+    {
+        Thread.Sleep(PauseBetweenBlocks);
+        action();
+        var block = Stopwatch.StartNew();
+        do
+        {
+            long start = Stopwatch.GetTimestamp();
+            action();
+            samples.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+        while (block.Elapsed.TotalSeconds < blockSeconds);
+    }
+
+    // Long enough for a pool's spinning threads to go to sleep (ONNX Runtime's spin for well under this).
+    private static readonly TimeSpan PauseBetweenBlocks = TimeSpan.FromMilliseconds(30);
 
     public static double Median(List<double> samples)
     {
