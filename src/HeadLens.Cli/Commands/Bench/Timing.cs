@@ -82,7 +82,8 @@ internal static class Timing
         while (block.Elapsed.TotalSeconds < blockSeconds);
     }
 
-    // Long enough for a pool's spinning threads to go to sleep (ONNX Runtime's spin for well under this).
+    // A pause before each block, for the other engine's spinning pool threads to give up their core; the untimed pass
+    // after it takes whatever is left of the hand-over.
     private static readonly TimeSpan PauseBetweenBlocks = TimeSpan.FromMilliseconds(30);
 
     public static double Median(List<double> samples)
