@@ -263,7 +263,7 @@ public static partial class Gemm
         {
             if (shape.Rows == 12 && shape.Columns == 32 && mc >= 24 && kc <= AcrossDepthLimit)
             {
-                BlockAcross(ic, mc, jc, nc, pc, kc, add, aPack, packAsUsed, bPanels, tile);
+                BlockAcross(shape, ic, mc, jc, nc, pc, kc, add, aPack, packAsUsed, bPanels, tile);
                 return;
             }
 
@@ -329,9 +329,9 @@ public static partial class Gemm
         // take Tile as Block does. Each element is the same sum in the same order as Kernel12x32's: the same bits.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void BlockAcross(
-            int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed, float* bPanels, float* tile)
+            TileShape shape, int ic, int mc, int jc, int nc, int pc, int kc, bool add, float* aPack, float* packAsUsed, float* bPanels,
+            float* tile)
         {
-            var shape = TileShape.Current;
             const int mr = 12, nr = 32, pairRows = 2 * mr, half = nr / 2, groupColumns = PanelsPackedTogether * nr;
             int stride = PanelStride(kc), pairedRows = mc / pairRows * pairRows, pairs = mc / pairRows;
             for (int jg = 0; jg < nc; jg += groupColumns)
