@@ -86,6 +86,24 @@ public static class ComputeThreads
     internal static void Run(int parts, Action<int> body) => Run(parts, 0, body);
 
     /// <summary>
+    /// Runs <paramref name="range"/>(first, end) over [0, length) in pieces of 16K elements (whole vectors) on up to
+    /// <see cref="Count"/> threads; below two pieces, the whole range on the calling thread, where the threads' start
+    /// would cost more than they save. For elementwise kernels.
+    /// </summary>
+    internal static void RunInPieces(int length, Action<int, int> range)
+    {
+        const int piece = 16 * 1024;
+        if (length < 2 * piece)
+        {
+            range(0, length);
+            return;
+        }
+
+        int parts = (length + piece - 1) / piece;
+        Run(parts, part => range(part * piece, Math.Min(length, (part + 1) * piece)));
+    }
+
+    /// <summary>
     /// Runs <paramref name="body"/> for parts 0..parts−1 on up to <paramref name="threads"/> threads
     /// (0 = <see cref="Count"/>).
     /// </summary>

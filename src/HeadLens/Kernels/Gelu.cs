@@ -46,7 +46,7 @@ public static class Gelu
         fixed (float* xp = x, yp = y)
         {
             nint xa = (nint)xp, ya = (nint)yp;
-            Split(x.Length, (first, end) => ForwardRange((float*)xa, (float*)ya, first, end));
+            ComputeThreads.RunInPieces(x.Length, (first, end) => ForwardRange((float*)xa, (float*)ya, first, end));
         }
     }
 
@@ -60,22 +60,8 @@ public static class Gelu
         fixed (float* xp = x, gp = yGrad, dp = xGrad)
         {
             nint xa = (nint)xp, ga = (nint)gp, da = (nint)dp;
-            Split(x.Length, (first, end) => BackwardRange((float*)xa, (float*)ga, (float*)da, first, end));
+            ComputeThreads.RunInPieces(x.Length, (first, end) => BackwardRange((float*)xa, (float*)ga, (float*)da, first, end));
         }
-    }
-
-    // Splits [0, length) between the cores in pieces of whole vectors, when there is enough work to pay for it.
-    private static void Split(int length, Action<int, int> range)
-    {
-        const int piece = 16 * 1024;
-        if (length < 2 * piece)
-        {
-            range(0, length);
-            return;
-        }
-
-        int parts = (length + piece - 1) / piece;
-        ComputeThreads.Run(parts, part => range(part * piece, Math.Min(length, (part + 1) * piece)));
     }
 
     // y = x·σ(2u): ½(1 + tanh u) is the logistic σ(2u), one exponential and one division per element.

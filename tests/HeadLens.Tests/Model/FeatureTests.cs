@@ -22,6 +22,7 @@ public class FeatureTests
         ["no-positions"] = TinyModels.Llama with { Positions = PositionKind.None },
         ["window-3"] = TinyModels.Llama with { AttentionWindow = 3 },
         ["rmsnorm-gelu-output-bias"] = TinyModels.Gpt2 with { Norm = NormKind.RmsNorm, Biases = Biases.Output },
+        ["erf-gelu"] = TinyModels.Gpt2 with { Mlp = MlpKind.GeluErf },
         ["layernorm-swiglu-mlp-bias"] = TinyModels.Llama with { Norm = NormKind.LayerNorm, Mlp = MlpKind.SwiGlu, Biases = Biases.Mlp | Biases.Value },
         ["qwen2-llama3-rope"] = TinyModels.Qwen2Llama3Rope,
         ["qk-norm"] = TinyModels.Llama with { QkNorm = true },
