@@ -131,13 +131,15 @@ public static class Gemv
         }
     }
 
-    // Whether the 16-lane dots ask for the weight rows 4 KiB ahead (BlockDecoder.PrefetchAhead) before the hardware
-    // prefetchers would. Not on AMD family 19h (Zen 4): there the same-process A/B over GPT-2's weights (12 layers and
-    // the vocabulary head, cold, 2 threads) streamed fp32 at 32–35 GB/s with the prefetches and 41–42 without, bf16 at
-    // 22–24 against 25–27. Elsewhere they stay: on the Ice Lake Xeon they paid (BENCHMARKS.md: the third and ninth
-    // sessions there, the eleventh on Zen 4). The F16 rows of GGUF files (HalfDot) follow the same switch; the quantized
-    // types' dots, which do more arithmetic per byte, keep their prefetches everywhere (on Zen 4 Q4_K_M decoded 30%
-    // slower without them). Settable for the tests, which check that both ways give the same bits.
+    // Whether the dots (16- and 8-lane) ask for the weight rows 4 KiB ahead (BlockDecoder.PrefetchAhead) before the
+    // hardware prefetchers would. Not on AMD family 19h (Zen 4): there the same-process A/B over GPT-2's weights (12
+    // layers and the vocabulary head, cold, 2 threads) streamed fp32 at 32–35 GB/s with the prefetches and 41–42
+    // without, bf16 at 22–24 against 25–27. Elsewhere they stay: on the Ice Lake Xeon they paid (BENCHMARKS.md: the
+    // third and ninth sessions there, the eleventh on Zen 4), and at 8 lanes on an Emerald Rapids Xeon with AVX-512 off
+    // bf16 streamed at 23–24 GB/s with them against 15 without, fp32 at 26–27 against 22 (the thirty-second session).
+    // The F16 rows of GGUF files (HalfDot) follow the same switch; the quantized types' dots, which do more arithmetic
+    // per byte, keep their prefetches everywhere (on Zen 4 Q4_K_M decoded 30% slower without them). Settable for the
+    // tests, which check that both ways give the same bits.
     internal static bool PrefetchWeights { get; set; } = !CpuModel.AmdFamily19h;
 
     // One row's dot product with four independent accumulators (four FMA chains in flight, as the FMA latency
@@ -186,8 +188,16 @@ public static class Gemv
             var a1 = Vector256<float>.Zero;
             var a2 = Vector256<float>.Zero;
             var a3 = Vector256<float>.Zero;
+            byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
+            bool prefetch = PrefetchWeights;
             for (; i <= k - 4 * width; i += 4 * width)
             {
+                if (prefetch)
+                {
+                    Sse.Prefetch0(ahead + (4 * i));
+                    Sse.Prefetch0(ahead + (4 * i) + 64);
+                }
+
                 a0 = Vector256.FusedMultiplyAdd(Vector256.Load(row + i), Vector256.Load(x + i), a0);
                 a1 = Vector256.FusedMultiplyAdd(Vector256.Load(row + i + width), Vector256.Load(x + i + width), a1);
                 a2 = Vector256.FusedMultiplyAdd(Vector256.Load(row + i + 2 * width), Vector256.Load(x + i + 2 * width), a2);
@@ -258,8 +268,15 @@ public static class Gemv
             var a1 = Vector256<float>.Zero;
             var a2 = Vector256<float>.Zero;
             var a3 = Vector256<float>.Zero;
+            byte* ahead = (byte*)row + Quantized.BlockDecoder.PrefetchAhead;
+            bool prefetch = PrefetchWeights;
             for (; i <= k - 4 * width; i += 4 * width)
             {
+                if (prefetch)
+                {
+                    Sse.Prefetch0(ahead + (2 * i));
+                }
+
                 var first = Vector256.Load(row + i);
                 var second = Vector256.Load(row + i + 2 * width);
                 a0 = Vector256.FusedMultiplyAdd(Widen(Vector256.WidenLower(first)), Vector256.Load(x + i), a0);
