@@ -137,9 +137,10 @@ public static class Gemv
     // without, bf16 at 22–24 against 25–27. Elsewhere they stay: on the Ice Lake Xeon they paid (BENCHMARKS.md: the
     // third and ninth sessions there, the eleventh on Zen 4), and at 8 lanes on an Emerald Rapids Xeon with AVX-512 off
     // bf16 streamed at 23–24 GB/s with them against 15 without, fp32 at 26–27 against 22 (the thirty-second session).
-    // The F16 rows of GGUF files (HalfDot) follow the same switch; the quantized types' dots, which do more arithmetic
-    // per byte, keep their prefetches everywhere (on Zen 4 Q4_K_M decoded 30% slower without them). Settable for the
-    // tests, which check that both ways give the same bits.
+    // The F16 rows of GGUF files (HalfDot) follow the same switch, as do the F16 and BF16 rows' 8-lane loop
+    // (QuantizedMatVec.DotHalves: 1.5× faster with them there, the same session); the quantized types' dots, which do
+    // more arithmetic per byte, keep their prefetches everywhere (on Zen 4 Q4_K_M decoded 30% slower without them).
+    // Settable for the tests, which check that both ways give the same bits.
     internal static bool PrefetchWeights { get; set; } = !CpuModel.AmdFamily19h;
 
     // One row's dot product with four independent accumulators (four FMA chains in flight, as the FMA latency

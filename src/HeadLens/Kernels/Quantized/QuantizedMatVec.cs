@@ -282,10 +282,16 @@ public static class QuantizedMatVec
         {
             var a0 = Vector256<float>.Zero;
             var a1 = Vector256<float>.Zero;
+            bool prefetch = Gemv.PrefetchWeights;
             if (f16)
             {
                 for (; i <= columns - 16; i += 16)
                 {
+                    if (prefetch)
+                    {
+                        Sse.Prefetch0(ahead + (2 * i));
+                    }
+
                     a0 = Vector256.FusedMultiplyAdd(BlockDecoder.Widen8(halves + i, true), Vector256.Load(x + i), a0);
                     a1 = Vector256.FusedMultiplyAdd(BlockDecoder.Widen8(halves + i + 8, true), Vector256.Load(x + i + 8), a1);
                 }
@@ -294,6 +300,11 @@ public static class QuantizedMatVec
             {
                 for (; i <= columns - 16; i += 16)
                 {
+                    if (prefetch)
+                    {
+                        Sse.Prefetch0(ahead + (2 * i));
+                    }
+
                     a0 = Vector256.FusedMultiplyAdd(BlockDecoder.Widen8(halves + i, false), Vector256.Load(x + i), a0);
                     a1 = Vector256.FusedMultiplyAdd(BlockDecoder.Widen8(halves + i + 8, false), Vector256.Load(x + i + 8), a1);
                 }
