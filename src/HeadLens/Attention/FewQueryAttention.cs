@@ -47,6 +47,10 @@ public static partial class ScaledDotProductAttention
     // Keys per online-softmax block of a part.
     private const int KeyBlock = 64;
 
+    // Whether the key rows' dots ask for memory ahead (Gemv.Dot's prefetch): as they did before the 8-lane dots had
+    // prefetches, at 16 lanes where Gemv.PrefetchWeights allows; not measured at 8.
+    private static bool KeyPrefetch => Vector512.IsHardwareAccelerated && Gemv.PrefetchWeights;
+
     // Per calling thread: each part's running max [H], sum [H] and unnormalised output [H, Dv], for the merge.
     [ThreadStatic]
     private static float[]? keyPartResults;
@@ -140,7 +144,7 @@ public static partial class ScaledDotProductAttention
                     {
                         for (int h = 0; h < heads; h++)
                         {
-                            blockScores[(h * KeyBlock) + j] = scale * Gemv.Dot(keyRow + ((h / group) * dqk), qb + ((long)h * dqk), dqk);
+                            blockScores[(h * KeyBlock) + j] = scale * Gemv.Dot(keyRow + ((h / group) * dqk), qb + ((long)h * dqk), dqk, KeyPrefetch);
                         }
                     }
                 }
@@ -449,7 +453,7 @@ public static partial class ScaledDotProductAttention
                     }
                     else
                     {
-                        s = scale * Gemv.Dot(kb + ((((long)j * kvHeads) + g) * dqk), qb + ((((long)i * heads) + h) * dqk), dqk);
+                        s = scale * Gemv.Dot(kb + ((((long)j * kvHeads) + g) * dqk), qb + ((((long)i * heads) + h) * dqk), dqk, KeyPrefetch);
                         if (perKey)
                         {
                             s += options.Bias(h, position, j);

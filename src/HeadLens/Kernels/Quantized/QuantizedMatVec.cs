@@ -201,7 +201,7 @@ public static class QuantizedMatVec
 
                             for (int v = 0; v < vectors; v++)
                             {
-                                ((float*)ya)[((long)v * partRows) + r] = Gemv.Dot(values, (float*)xa + ((long)v * columns), columns);
+                                ((float*)ya)[((long)v * partRows) + r] = Gemv.Dot(values, (float*)xa + ((long)v * columns), columns, prefetch: type == GgmlType.F32 && Gemv.PrefetchWeights);
                             }
                         }
                     }
