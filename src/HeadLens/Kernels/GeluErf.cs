@@ -123,35 +123,20 @@ public static class GeluErf
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Gelu(Vector512<float> x)
     {
-        var z = Vector512.Abs(x) * MathF.Sqrt(0.5f);
-        var t = Vector512<float>.One / Vector512.FusedMultiplyAdd(z, Vector512.Create(P), Vector512<float>.One);
-        var poly = Vector512.FusedMultiplyAdd(t, Vector512.Create(A5), Vector512.Create(A4));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A3));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A2));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A1));
-        var half = 0.5f * x * (poly * t * AttentionPanels.Exp2(z * z * Vector512.Create(-AttentionPanels.Log2E)));
+        var half = 0.5f * x * (ErfcOverExp(x, out var e) * e);
         return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), x - half, half);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Gelu(Vector256<float> x)
     {
-        var z = Vector256.Abs(x) * MathF.Sqrt(0.5f);
-        var t = Vector256<float>.One / Vector256.FusedMultiplyAdd(z, Vector256.Create(P), Vector256<float>.One);
-        var poly = Vector256.FusedMultiplyAdd(t, Vector256.Create(A5), Vector256.Create(A4));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A3));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A2));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A1));
-        var half = 0.5f * x * (poly * t * AttentionPanels.Exp2(z * z * Vector256.Create(-AttentionPanels.Log2E)));
+        var half = 0.5f * x * (ErfcOverExp(x, out var e) * e);
         return Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, Vector256<float>.Zero), x - half, half);
     }
 
     private static float Gelu(float x)
     {
-        float z = MathF.Abs(x) * MathF.Sqrt(0.5f);
-        float t = 1f / MathF.FusedMultiplyAdd(z, P, 1f);
-        float poly = MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(t, A5, A4), t, A3), t, A2), t, A1);
-        float half = 0.5f * x * (poly * t * MathF.Exp(-(z * z)));
+        float half = 0.5f * x * (ErfcOverExp(x, out float e) * e);
         return x >= 0 ? x - half : half;
     }
 
@@ -160,14 +145,7 @@ public static class GeluErf
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Slope(Vector512<float> x)
     {
-        var z = Vector512.Abs(x) * MathF.Sqrt(0.5f);
-        var t = Vector512<float>.One / Vector512.FusedMultiplyAdd(z, Vector512.Create(P), Vector512<float>.One);
-        var poly = Vector512.FusedMultiplyAdd(t, Vector512.Create(A5), Vector512.Create(A4));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A3));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A2));
-        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A1));
-        var e = AttentionPanels.Exp2(z * z * Vector512.Create(-AttentionPanels.Log2E));
-        var halfErfc = 0.5f * poly * t * e;
+        var halfErfc = 0.5f * ErfcOverExp(x, out var e) * e;
         var cdf = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, Vector512<float>.Zero), Vector512<float>.One - halfErfc, halfErfc);
         return Vector512.FusedMultiplyAdd(x * e, Vector512.Create(InverseSqrtTwoPi), cdf);
     }
@@ -175,27 +153,53 @@ public static class GeluErf
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Slope(Vector256<float> x)
     {
-        var z = Vector256.Abs(x) * MathF.Sqrt(0.5f);
-        var t = Vector256<float>.One / Vector256.FusedMultiplyAdd(z, Vector256.Create(P), Vector256<float>.One);
-        var poly = Vector256.FusedMultiplyAdd(t, Vector256.Create(A5), Vector256.Create(A4));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A3));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A2));
-        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A1));
-        var e = AttentionPanels.Exp2(z * z * Vector256.Create(-AttentionPanels.Log2E));
-        var halfErfc = 0.5f * poly * t * e;
+        var halfErfc = 0.5f * ErfcOverExp(x, out var e) * e;
         var cdf = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, Vector256<float>.Zero), Vector256<float>.One - halfErfc, halfErfc);
         return Vector256.FusedMultiplyAdd(x * e, Vector256.Create(InverseSqrtTwoPi), cdf);
     }
 
     private static float Slope(float x)
     {
+        float halfErfc = 0.5f * ErfcOverExp(x, out float e) * e;
+        float cdf = x >= 0 ? 1f - halfErfc : halfErfc;
+        return MathF.FusedMultiplyAdd(x * e, InverseSqrtTwoPi, cdf);
+    }
+
+    // A&S 7.1.26's factors of erfc(z), z = |x|/√2: t·poly(t), returned, and e = exp(−z²), so erfc(z) = t·poly(t)·e.
+    // The vector forms take e through the attention kernels' Exp2 (see the class comment), the scalar one MathF.Exp.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ErfcOverExp(Vector512<float> x, out Vector512<float> e)
+    {
+        var z = Vector512.Abs(x) * MathF.Sqrt(0.5f);
+        var t = Vector512<float>.One / Vector512.FusedMultiplyAdd(z, Vector512.Create(P), Vector512<float>.One);
+        var poly = Vector512.FusedMultiplyAdd(t, Vector512.Create(A5), Vector512.Create(A4));
+        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A3));
+        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A2));
+        poly = Vector512.FusedMultiplyAdd(poly, t, Vector512.Create(A1));
+        e = AttentionPanels.Exp2(z * z * Vector512.Create(-AttentionPanels.Log2E));
+        return poly * t;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> ErfcOverExp(Vector256<float> x, out Vector256<float> e)
+    {
+        var z = Vector256.Abs(x) * MathF.Sqrt(0.5f);
+        var t = Vector256<float>.One / Vector256.FusedMultiplyAdd(z, Vector256.Create(P), Vector256<float>.One);
+        var poly = Vector256.FusedMultiplyAdd(t, Vector256.Create(A5), Vector256.Create(A4));
+        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A3));
+        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A2));
+        poly = Vector256.FusedMultiplyAdd(poly, t, Vector256.Create(A1));
+        e = AttentionPanels.Exp2(z * z * Vector256.Create(-AttentionPanels.Log2E));
+        return poly * t;
+    }
+
+    private static float ErfcOverExp(float x, out float e)
+    {
         float z = MathF.Abs(x) * MathF.Sqrt(0.5f);
         float t = 1f / MathF.FusedMultiplyAdd(z, P, 1f);
         float poly = MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(t, A5, A4), t, A3), t, A2), t, A1);
-        float e = MathF.Exp(-(z * z));
-        float halfErfc = 0.5f * poly * t * e;
-        float cdf = x >= 0 ? 1f - halfErfc : halfErfc;
-        return MathF.FusedMultiplyAdd(x * e, InverseSqrtTwoPi, cdf);
+        e = MathF.Exp(-(z * z));
+        return poly * t;
     }
 
     /// <summary>erf in double precision (series below 2.5, erfc's continued fraction above).</summary>
