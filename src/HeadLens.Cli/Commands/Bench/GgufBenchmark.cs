@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using HeadLens.Checkpoints.Gguf;
 using HeadLens.Kernels.Quantized;
 using HeadLens.Model;
@@ -53,7 +55,7 @@ internal sealed partial class GgufBenchmark : IBenchmark
             throw new HeadLensException($"{file}: no such GGUF file");
         }
 
-        LoadLlamaCpp();
+        LoadLlamaCpp(progress);
         string? keep = args.Get("keep");
         string directory = keep ?? Path.Combine(Path.GetTempPath(), "headlens-bench-gguf-" + Guid.NewGuid().ToString("N"));
         try
@@ -72,16 +74,41 @@ internal sealed partial class GgufBenchmark : IBenchmark
 
     // LLamaSharp picks and loads its native build (AVX-512, AVX2, …) when NativeApi is first touched; some entry
     // points (the quantizer's defaults) import the library directly, so it is touched here before anything else.
-    private static void LoadLlamaCpp()
+    // With .NET's AVX-512 off (DOTNET_EnableAVX512=0: the AVX2 machine class, measured on an AVX-512 machine) llama.cpp
+    // gets its AVX2 build too, so that both engines run with the same instructions; which build loaded is reported.
+    private static void LoadLlamaCpp(TextWriter progress)
     {
         try
         {
             NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+            if (!Vector512.IsHardwareAccelerated && Avx2.IsSupported)
+            {
+                NativeLibraryConfig.All.WithAvx(AvxLevel.Avx2);
+            }
+
             _ = NativeApi.llama_max_devices();
         }
         catch (Exception error) when (error is DllNotFoundException or TypeInitializationException or BadImageFormatException)
         {
             throw new HeadLensException($"bench gguf needs llama.cpp's native library (LLamaSharp.Backend.Cpu), which did not load: {error.Message.Split('\n')[0]}");
+        }
+
+        progress.WriteLine($"llama.cpp: {LoadedBuild()}; HeadLens: {(Vector512.IsHardwareAccelerated ? "AVX-512" : Vector256.IsHardwareAccelerated ? "AVX2" : "no AVX")}");
+    }
+
+    // The folder of the libllama that this process mapped (LLamaSharp keeps one per instruction set: avx512, avx2, …),
+    // from /proc/self/maps; where that cannot be read, a plain "loaded".
+    private static string LoadedBuild()
+    {
+        try
+        {
+            string? library = File.ReadLines("/proc/self/maps").Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[^1])
+                .FirstOrDefault(file => Path.GetFileName(file).StartsWith("libllama", StringComparison.Ordinal));
+            return library is null ? "loaded" : $"the {Path.GetFileName(Path.GetDirectoryName(library))} build";
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            return "loaded";
         }
     }
 

@@ -329,8 +329,9 @@ internal static unsafe class BlockDecoder
     /// </summary>
     public static int SumsLength(GgmlType type, int count) => type switch
     {
-        GgmlType.Q4_K => (count / 16) + count, // and x in the order Q4_K's nibbles meet it (PrepareSums)
-        GgmlType.Q6_K => (count / 16) + count, // and x in the order DotQ6K's words meet it
+        // With AVX-512 followed by x in the order Q4_K's nibbles or DotQ6K's words meet it (PrepareSums); Dot256 reads
+        // x as it is.
+        GgmlType.Q4_K or GgmlType.Q6_K => (count / 16) + (Is512 ? count : 0),
         _ => 0,
     };
 
@@ -345,6 +346,12 @@ internal static unsafe class BlockDecoder
     /// </summary>
     public static void PrepareSums(GgmlType type, float* x, int count, float* sums)
     {
+        if (!Is512)
+        {
+            PrepareSums256(type, x, count, sums);
+            return;
+        }
+
         if (type == GgmlType.Q6_K)
         {
             for (int run = 0; run < count / 16; run++)
@@ -394,6 +401,31 @@ internal static unsafe class BlockDecoder
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    // PrepareSums for Dot256: the same sums (8-lane additions), without the rearranged x.
+    private static void PrepareSums256(GgmlType type, float* x, int count, float* sums)
+    {
+        if (type == GgmlType.Q6_K)
+        {
+            for (int run = 0; run < count / 16; run++)
+            {
+                sums[run] = Vector256.Sum(Vector256.Load(x + (16 * run)) + Vector256.Load(x + (16 * run) + 8));
+            }
+        }
+        else if (type == GgmlType.Q4_K)
+        {
+            for (int b = 0; b < count / 256; b++, x += 256, sums += 16)
+            {
+                for (int s = 0; s < 8; s++)
+                {
+                    int lane = s < 4 ? 4 + s : 8 + s;
+                    float* at = x + (32 * s);
+                    sums[lane] = Vector256.Sum((Vector256.Load(at) + Vector256.Load(at + 8)) + (Vector256.Load(at + 16) + Vector256.Load(at + 24)));
+                    sums[lane - 4] = 0;
                 }
             }
         }
@@ -596,6 +628,189 @@ internal static unsafe class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> LaneByte(Vector512<uint> lanes, uint t) =>
         Avx512BW.Shuffle(lanes.AsByte(), (Vector512.Create(0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu) + Vector512.Create(t)).AsByte()).AsInt32();
+
+    /// <summary>Whether <see cref="Dot256"/> multiplies this type in registers (AVX2 machines, without AVX-512).</summary>
+    public static bool HasDot256(GgmlType type) => !Is512 && Is256 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
+
+    /// <summary>
+    /// One Q8_0, Q4_K or Q6_K row's dot product with x in 8-lane registers, for machines without AVX-512: the
+    /// factoring of <see cref="Dot512"/> with x in its own order. <paramref name="sums"/> holds what
+    /// <see cref="PrepareSums"/> writes for the K-quants (the sums only: <see cref="SumsLength"/> without AVX-512).
+    /// Each byte is widened straight from memory to a 32-bit lane (vpmovzxbd), its nibbles split by a mask and a
+    /// shift and converted (8 lanes leave no room for Dot512's 16-float lookup); the products of one sub-block
+    /// (Q4_K, 32 values), run (Q6_K, 16) or block (Q8_0, 32) gather in a sum of their own, multiplied by its d·scale
+    /// once. Decoding to a buffer and multiplying it (Decode256, then Gemv.Dot) stored and reloaded every value.
+    /// </summary>
+    public static float Dot256(GgmlType type, byte* row, int count, float* x, float* sums)
+    {
+        bool prefetch = Gemv.PrefetchWeights;
+        return type switch
+        {
+            GgmlType.Q4_K => DotQ4K256(row, count, x, sums, HalfTable.Values, prefetch),
+            GgmlType.Q6_K => DotQ6K256(row, count, x, sums, HalfTable.Values, prefetch),
+            _ => DotQ8256(row, count, x, HalfTable.Values, prefetch),
+        };
+    }
+
+    // Q4_K with 8 lanes. The factors come as DotQ4K's, in two registers: [d·s0..3, dmin·m0..3] and [d·s4..7,
+    // dmin·m4..7]; against the sums [0, 0, 0, 0, Σx over sub-blocks 0..3] and the same for 4..7 they give the min terms
+    // with two FMAs per super-block, and vpermps broadcasts each sub-block's d·scale from them.
+    private static float DotQ4K256(byte* row, int count, float* x, float* sums, float* halves, bool prefetch)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var mins = Vector256<float>.Zero;
+        for (int b = 0; b < count / 256; b++, row += 144, x += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+            }
+
+            var counts = Q4KScaleBytes(row);
+            var dAndMin = Vector256.Create(Vector128.Create(halves[*(ushort*)row]), Vector128.Create(halves[*(ushort*)(row + 2)]));
+            var first = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(counts)) * dAndMin;
+            var second = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(counts, 8))) * dAndMin;
+            mins = Vector256.FusedMultiplyAdd(first, Vector256.Load(sums), mins);
+            mins = Vector256.FusedMultiplyAdd(second, Vector256.Load(sums + 8), mins);
+            Q4KPair256(row + 16, x, Lane(first, 0), Lane(first, 1), ref a0, ref a1);
+            Q4KPair256(row + 48, x + 64, Lane(first, 2), Lane(first, 3), ref a0, ref a1);
+            Q4KPair256(row + 80, x + 128, Lane(second, 0), Lane(second, 1), ref a0, ref a1);
+            Q4KPair256(row + 112, x + 192, Lane(second, 2), Lane(second, 3), ref a0, ref a1);
+        }
+
+        return Vector256.Sum((a0 + a1) - mins);
+    }
+
+    // One Q4_K sub-block pair: 32 bytes at q, their low nibbles the first sub-block (x[0..32)), their high nibbles the
+    // second (x[32..64)).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4KPair256(byte* q, float* x, Vector256<float> lowScale, Vector256<float> highScale, ref Vector256<float> a0, ref Vector256<float> a1)
+    {
+        var nibble = Vector256.Create(0xF);
+        var bytes = Bytes8(q);
+        var low = Vector256.ConvertToSingle(bytes & nibble) * Vector256.Load(x);
+        var high = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(bytes, 4)) * Vector256.Load(x + 32);
+        for (int l = 8; l < 32; l += 8)
+        {
+            bytes = Bytes8(q + l);
+            low = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(bytes & nibble), Vector256.Load(x + l), low);
+            high = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightLogical(bytes, 4)), Vector256.Load(x + 32 + l), high);
+        }
+
+        a0 = Vector256.FusedMultiplyAdd(low, lowScale, a0);
+        a1 = Vector256.FusedMultiplyAdd(high, highScale, a1);
+    }
+
+    // Lane i of v in every lane (vpermps with a constant index: no store and reload).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Lane(Vector256<float> v, int i) => Avx2.PermuteVar8x32(v, Vector256.Create(i));
+
+    // Q6_K with 8 lanes: the 16 runs' d·scale in two registers, the −32 of every value out of the loop as in DotQ6K.
+    // Half h of the block, 8 columns l at a time: ql bytes l and 32 + l give the low nibbles of values l, 32 + l (low
+    // nibble) and 64 + l, 96 + l (high nibble), qh byte l their two high bits each.
+    private static float DotQ6K256(byte* row, int count, float* x, float* sums, float* halves, bool prefetch)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var offsets = Vector256<float>.Zero;
+        for (int b = 0; b < count / 256; b++, row += 210, x += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+                Sse.Prefetch0(row + ahead + 192);
+            }
+
+            var d = Vector256.Create(halves[*(ushort*)(row + 208)]);
+            var scales0 = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + 192)) * d;
+            var scales1 = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32((sbyte*)row + 200)) * d;
+            offsets = Vector256.FusedMultiplyAdd(scales0, Vector256.Load(sums), offsets);
+            offsets = Vector256.FusedMultiplyAdd(scales1, Vector256.Load(sums + 8), offsets);
+            Q6KRuns256(row, row + 128, x, scales0, 0, ref a0, ref a1);
+            Q6KRuns256(row, row + 128, x, scales0, 16, ref a0, ref a1);
+            Q6KRuns256(row + 64, row + 160, x + 128, scales1, 0, ref a0, ref a1);
+            Q6KRuns256(row + 64, row + 160, x + 128, scales1, 16, ref a0, ref a1);
+        }
+
+        return Vector256.Sum((a0 + a1) - (offsets * Vector256.Create(32f)));
+    }
+
+    // Columns l .. l + 16 of a Q6_K half (l = 0 or 16): one run of 16 values in each of the four 32-value quarters,
+    // runs 2m + l / 16 of the half (lane of scales).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6KRuns256(byte* ql, byte* qh, float* x, Vector256<float> scales, int l, ref Vector256<float> a0, ref Vector256<float> a1)
+    {
+        Q6KValues256(ql + l, qh + l, out var q0, out var q1, out var q2, out var q3);
+        var r0 = q0 * Vector256.Load(x + l);
+        var r1 = q1 * Vector256.Load(x + 32 + l);
+        var r2 = q2 * Vector256.Load(x + 64 + l);
+        var r3 = q3 * Vector256.Load(x + 96 + l);
+        Q6KValues256(ql + l + 8, qh + l + 8, out q0, out q1, out q2, out q3);
+        r0 = Vector256.FusedMultiplyAdd(q0, Vector256.Load(x + l + 8), r0);
+        r1 = Vector256.FusedMultiplyAdd(q1, Vector256.Load(x + 40 + l), r1);
+        r2 = Vector256.FusedMultiplyAdd(q2, Vector256.Load(x + 72 + l), r2);
+        r3 = Vector256.FusedMultiplyAdd(q3, Vector256.Load(x + 104 + l), r3);
+        int run = l / 16;
+        a0 = Vector256.FusedMultiplyAdd(r0, Lane(scales, run), a0);
+        a1 = Vector256.FusedMultiplyAdd(r1, Lane(scales, 2 + run), a1);
+        a0 = Vector256.FusedMultiplyAdd(r2, Lane(scales, 4 + run), a0);
+        a1 = Vector256.FusedMultiplyAdd(r3, Lane(scales, 6 + run), a1);
+    }
+
+    // Eight columns of a Q6_K half as floats without the −32: the value at column c of quarter m is
+    // (ql[c + 32·(m mod 2)] >> 4·(m / 2)) &amp; 15 | ((qh[c] >> 2m) &amp; 3) << 4.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6KValues256(byte* ql, byte* qh, out Vector256<float> q0, out Vector256<float> q1, out Vector256<float> q2, out Vector256<float> q3)
+    {
+        var nibble = Vector256.Create(0xF);
+        var twoBits = Vector256.Create(0x30);
+        var a = Bytes8(ql);
+        var c = Bytes8(ql + 32);
+        var h = Bytes8(qh);
+        q0 = Vector256.ConvertToSingle((a & nibble) | (Vector256.ShiftLeft(h, 4) & twoBits));
+        q1 = Vector256.ConvertToSingle((c & nibble) | (Vector256.ShiftLeft(h, 2) & twoBits));
+        q2 = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(a, 4) | (h & twoBits));
+        q3 = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(c, 4) | (Vector256.ShiftRightLogical(h, 2) & twoBits));
+    }
+
+    // Q8_0 with 8 lanes: each block's 32 products summed, then multiplied by its d.
+    private static float DotQ8256(byte* row, int count, float* x, float* halves, bool prefetch)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        for (int b = 0; b < count / 32; b++, row += 34, x += 32)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+            }
+
+            var q = (sbyte*)row + 2;
+            var block = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q)) * Vector256.Load(x);
+            var other = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 8)) * Vector256.Load(x + 8);
+            block = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 16)), Vector256.Load(x + 16), block);
+            other = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(q + 24)), Vector256.Load(x + 24), other);
+            var d = Vector256.Create(halves[*(ushort*)row]);
+            if ((b & 1) == 0)
+            {
+                a0 = Vector256.FusedMultiplyAdd(block + other, d, a0);
+            }
+            else
+            {
+                a1 = Vector256.FusedMultiplyAdd(block + other, d, a1);
+            }
+        }
+
+        return Vector256.Sum(a0 + a1);
+    }
 
     private static void Decode256(GgmlType type, byte* source, int count, float* y)
     {

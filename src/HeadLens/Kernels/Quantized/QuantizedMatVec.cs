@@ -110,7 +110,7 @@ public static class QuantizedMatVec
 
         int rows = firstRows[^1];
         bool halves = type is GgmlType.F16 or GgmlType.BF16 && BlockDecoder.IsSupported;
-        bool fused = vectors == 1 && BlockDecoder.HasDot512(type); // several vectors share one decoding instead
+        bool fused = vectors == 1 && (BlockDecoder.HasDot512(type) || BlockDecoder.HasDot256(type)); // several vectors share one decoding instead
         // F16 matrices with their exception lists (AVX-512): x rearranged once for every row (HalfDot), 64-byte aligned,
         // on the stack when small.
         bool split = type == GgmlType.F16 && columns >= 32 && Array.TrueForAll(list, part => part.Exceptions is not null) && HalfDot.Accepts(x[..(vectors * columns)]);
@@ -182,6 +182,12 @@ public static class QuantizedMatVec
 
                             if (fused)
                             {
+                                if (!BlockDecoder.Is512)
+                                {
+                                    ((float*)ya)[r] = BlockDecoder.Dot256(type, row, columns, (float*)xa, (float*)sa);
+                                    continue;
+                                }
+
                                 if (type == GgmlType.Q4_K && r + 1 < end)
                                 {
                                     BlockDecoder.DotQ4KPair(row, row + rowBytes, columns, (float*)sa, (float*)ya + r);
