@@ -22,10 +22,14 @@ namespace HeadLens.Kernels.Quantized;
 // at half speed (Zen 4, in L2: 28.7 against 14.7 ns per 256 values; 12.4 ns as a method of its own, in every process).
 // Implementations: Reference (scalar, the contract: the integer sums in value order, then the float combination
 // block by block); Dot512 (AVX-512BW: the same integer sums; the float factors applied per lane and the lanes summed
-// at the end, so it differs from the reference only in float summation order). Without AVX-512BW callers use Reference.
+// at the end, so it differs from the reference only in float summation order); Dot256 (AVX2: the same integer sums in
+// 32-byte registers, activations in their own order). Without AVX2 callers use Reference.
 internal static unsafe class IntegerDot
 {
     public static bool Is512 => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported;
+
+    /// <summary>Whether <see cref="Dot256"/> runs here: AVX2 (and FMA), where <see cref="Dot512"/> does not.</summary>
+    public static bool Is256 => !Is512 && Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Whether <paramref name="type"/> has an integer product with 8-bit activations.</summary>
     public static bool Supports(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
@@ -254,11 +258,14 @@ internal static unsafe class IntegerDot
     // Per 128 values: 64 ql bytes (bytes 0-31: runs 0 and 2 of 32 in the low and high nibbles, bytes 32-63: runs 1
     // and 3) and 32 qh bytes, broadcast to both halves and shifted per half (vpsllvw/vpsrlvw: the two bits of run r
     // sit at bit 2r) so that each nibble finds its two high bits at bits 4-5. The values stay unsigned (0..63) for
-    // vpmaddubsw; the −32 is taken off once per block as 32 · Σ_j c_j · (run sum j).
+    // vpmaddubsw; the −32 is taken off once per block as 32 · Σ_j c_j · (run sum j). The block's lanes are then summed as
+    // integers, as the reference sums them, and multiplied by its float factor: the −32 terms sit in other lanes than
+    // the values they correct, and lanes converted and accumulated apart cancelled in float (an activation far above
+    // the rest of its block, 6-bit values near 32: up to 1e-3 of the result lost, found by the AVX2 kernel's tests).
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     private static float DotQ6K(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, int ahead)
     {
-        var acc = Vector512<float>.Zero;
+        float sum = 0;
         var nibble = Vector512.Create((byte)0x0F);
         var highBits = Vector512.Create((byte)0x30);
         var left = Vector512.Create(Vector256.Create((ushort)4), Vector256.Create((ushort)2));
@@ -290,9 +297,167 @@ internal static unsafe class IntegerDot
             dots += Products((low & nibble) | (Avx512BW.ShiftLeftLogicalVariable(high, left).AsByte() & highBits), Vector512.Load(q + 128), Avx512BW.PermuteVar32x16(runScales, pick2))
                 + Products((Vector512.ShiftRightLogical(low.AsUInt16(), 4).AsByte() & nibble) | (Avx512BW.ShiftRightLogicalVariable(high, right).AsByte() & highBits), Vector512.Load(q + 192), Avx512BW.PermuteVar32x16(runScales, pick3));
             dots -= Vector512.ShiftLeft(offset, 5);
-            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(dots), Vector512.Create(scales[b] * halves[*(ushort*)(row + 208)]), acc);
+            sum += scales[b] * halves[*(ushort*)(row + 208)] * Vector512.Sum(dots);
         }
 
-        return Vector512.Sum(acc);
+        return sum;
     }
+
+    /// <summary>
+    /// The AVX2 product (machines without AVX-512BW): Dot512's integer sums with 32 bytes per register and the
+    /// activations <paramref name="q"/> in their own order (a Q4_K sub-block pair is 32 bytes, its low nibbles the
+    /// first sub-block); the float factors applied per block.
+    /// </summary>
+    public static float Dot256(GgmlType type, byte* row, int columns, sbyte* q, float* scales, short* sums)
+    {
+        bool prefetch = Gemv.PrefetchWeights;
+        return type switch
+        {
+            GgmlType.Q8_0 => DotQ8_0x256(row, columns, q, scales, HalfTable.Values, prefetch),
+            GgmlType.Q4_K => DotQ4Kx256(row, columns, q, scales, sums, HalfTable.Values, prefetch),
+            _ => DotQ6Kx256(row, columns, q, scales, sums, HalfTable.Values, prefetch),
+        };
+    }
+
+    // Products with 32 bytes: u8 × s8 in adjacent pairs, then × s16 scales in adjacent pairs: 8 int32 lanes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Products(Vector256<byte> weights, Vector256<sbyte> activations, Vector256<short> scales) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(weights, activations), scales);
+
+    // One block of 32 per step: the weights' magnitudes against the activations carrying the weights' signs (vpsignb),
+    // the block's sum converted once and multiplied by dw·dx; two sums, alternate blocks.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float DotQ8_0x256(byte* row, int columns, sbyte* q, float* scales, float* halves, bool prefetch)
+    {
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var ones = Vector256.Create((short)1);
+        int ahead = BlockDecoder.PrefetchAhead;
+        for (int b = 0; b < columns / 32; b++, row += 34, q += 32)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+            }
+
+            var w = Vector256.Load((sbyte*)row + 2);
+            var dots = Vector256.ConvertToSingle(Products(Avx2.Abs(w), Avx2.Sign(Vector256.Load(q), w), ones));
+            var factor = Vector256.Create(halves[*(ushort*)row] * scales[b]);
+            if ((b & 1) == 0)
+            {
+                a0 = Vector256.FusedMultiplyAdd(dots, factor, a0);
+            }
+            else
+            {
+                a1 = Vector256.FusedMultiplyAdd(dots, factor, a1);
+            }
+        }
+
+        return Vector256.Sum(a0 + a1);
+    }
+
+    // Q4_K: each 32-byte load is a sub-block pair (low nibbles sub-block 2j, high 2j + 1, against q's 64 values in
+    // order); the unpacked scales and mins (BlockDecoder.Q4KScaleBytes) sit in both 128-bit lanes, and a vpshufb
+    // spreads one sub-block's scale over the words of its product (ScaleWords), the mins meet the run sums as in DotQ4K.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float DotQ4Kx256(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, bool prefetch)
+    {
+        var acc = Vector256<float>.Zero;
+        var accMins = Vector256<float>.Zero;
+        var pickMins = MinControl();
+        int ahead = BlockDecoder.PrefetchAhead;
+        for (int b = 0; b < columns / 256; b++, row += 144, q += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+            }
+
+            float dx = scales[b];
+            float dotFactor = dx * halves[*(ushort*)row], minFactor = dx * halves[*(ushort*)(row + 2)];
+            var unpacked = BlockDecoder.Q4KScaleBytes(row);
+            var everyLane = Vector256.Create(unpacked, unpacked);
+            // Sub-block pairs j = 0..3 (written out: the JIT does not unroll, and the scale controls must be constants):
+            // the scales of sub-blocks 2j and 2j + 1 are bytes 2j and 2j + 1 of the unpacked ones, 8 + … from sub-block 4.
+            var dots = Q4KPair(row + 16, q, everyLane, 0) + Q4KPair(row + 48, q + 64, everyLane, 2)
+                + Q4KPair(row + 80, q + 128, everyLane, 8) + Q4KPair(row + 112, q + 192, everyLane, 10);
+            var mins = Avx2.MultiplyAddAdjacent(Vector256.Load(sums), Avx2.Shuffle(everyLane, pickMins).AsInt16());
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dots), Vector256.Create(dotFactor), acc);
+            accMins = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(mins), Vector256.Create(minFactor), accMins);
+        }
+
+        return Vector256.Sum(acc) - Vector256.Sum(accMins);
+    }
+
+    // One sub-block pair's 32 bytes at w (low nibbles against q[0..32), high against q[32..64)), scaled by bytes
+    // `scale` and `scale` + 1 of the unpacked scales.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4KPair(byte* w, sbyte* q, Vector256<byte> everyLane, int scale)
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var bytes = Vector256.Load(w);
+        return Products(bytes & nibble, Vector256.Load(q), ScaleWords(everyLane, scale))
+            + Products(Vector256.ShiftRightLogical(bytes.AsUInt16(), 4).AsByte() & nibble, Vector256.Load(q + 32), ScaleWords(everyLane, scale + 1));
+    }
+
+    // Byte `index` of each 128-bit lane as every word of the lane, zero-extended (vpshufb: 0x80 writes a zero).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScaleWords(Vector256<byte> lanes, int index) =>
+        Avx2.Shuffle(lanes, Vector256.Create((ushort)(index | 0x8000)).AsByte()).AsInt16();
+
+    // Q6_K: per 128 values, ql bytes 0-31 (runs of 32 number 0 and 2 in their nibbles) and 32-63 (1 and 3), and the 32
+    // qh bytes whose bits 2m-2m+1 are run m's high bits, moved to bits 4-5 by a shift of the 16-bit lanes. Lane 0 of
+    // each product holds a run of 16, lane 1 the next, so their scales (sign-extended words, the half's eight in both
+    // 128-bit lanes) are picked per lane by one vpshufb; the −32 leaves as in DotQ6K. The block's lanes are summed as
+    // integers before its float factor, as the reference sums them: the −32 terms sit in other lanes than the values
+    // they correct, and converted apart they cancelled in float (one activation far above its block's others, 6-bit
+    // values near 32: 3e-4 of the result lost).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float DotQ6Kx256(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, bool prefetch)
+    {
+        float sum = 0;
+        int ahead = BlockDecoder.PrefetchAhead;
+        for (int b = 0; b < columns / 256; b++, row += 210, q += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+                Sse.Prefetch0(row + ahead + 192);
+            }
+
+            var runScales = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)row + 192));
+            var dots = Vector256<int>.Zero - Vector256.ShiftLeft(Avx2.MultiplyAddAdjacent(Vector256.Load(sums), runScales), 5);
+            dots += Q6KHalf(row, row + 128, row + 192, q) + Q6KHalf(row + 64, row + 160, row + 200, q + 128);
+            sum += scales[b] * halves[*(ushort*)(row + 208)] * Vector256.Sum(dots);
+        }
+
+        return sum;
+    }
+
+    // Half a Q6_K block, 128 values: 64 ql bytes at ql, 32 qh bytes at qh, the eight run scales at runScales, against
+    // the activations at x.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6KHalf(byte* ql, byte* qh, byte* runScales, sbyte* x)
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var highBits = Vector256.Create((byte)0x30);
+        var words = Sse41.ConvertToVector128Int16((sbyte*)runScales).AsByte();
+        var halfScales = Vector256.Create(words, words);
+        var low = Vector256.Load(ql);
+        var next = Vector256.Load(ql + 32);
+        var high = Vector256.Load(qh).AsUInt16();
+        return Products((low & nibble) | (Vector256.ShiftLeft(high, 4).AsByte() & highBits), Vector256.Load(x), RunWords(halfScales, 0))
+            + Products((next & nibble) | (Vector256.ShiftLeft(high, 2).AsByte() & highBits), Vector256.Load(x + 32), RunWords(halfScales, 2))
+            + Products((Vector256.ShiftRightLogical(low.AsUInt16(), 4).AsByte() & nibble) | (high.AsByte() & highBits), Vector256.Load(x + 64), RunWords(halfScales, 4))
+            + Products((Vector256.ShiftRightLogical(next.AsUInt16(), 4).AsByte() & nibble) | (Vector256.ShiftRightLogical(high, 2).AsByte() & highBits), Vector256.Load(x + 96), RunWords(halfScales, 6));
+    }
+
+    // Word `run` of 128-bit lane 0 and word `run` + 1 of lane 1, each over its lane's eight words.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> RunWords(Vector256<byte> words, int run) =>
+        Avx2.Shuffle(words, Vector256.Create(Vector128.Create((ushort)((2 * run) | (((2 * run) + 1) << 8))).AsByte(), Vector128.Create((ushort)((2 * run) + 2 | (((2 * run) + 3) << 8))).AsByte())).AsInt16();
 }

@@ -17,7 +17,7 @@ namespace HeadLens.Kernels.Quantized;
 // QuantizedMatMul.FewVectors vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float
 // rounding, faster there).
 // Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (AVX-512BW quantization and
-// IntegerDot.Dot512, without AVX-512BW the reference arithmetic on the same threads; prompts: IntegerMatMul or
+// IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else the reference arithmetic on the same threads; prompts: IntegerMatMul or
 // MultiplyDequantized).
 public static class QuantizedMatVecQ8
 {
@@ -67,7 +67,7 @@ public static class QuantizedMatVecQ8
         }
 
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns), block = activations.BlockValues;
-        bool wide = IntegerDot.Is512;
+        bool wide = IntegerDot.Is512, avx2 = IntegerDot.Is256;
         fixed (byte* wp = weights)
         fixed (sbyte* qp = activations.Values, pp = activations.Paired)
         fixed (float* sp = activations.Scales, yp = y)
@@ -86,6 +86,7 @@ public static class QuantizedMatVecQ8
                         short* sums = (short*)ra + ((long)v * columns / 16);
                         sbyte* paired = (sbyte*)pa + ((long)v * columns);
                         ((float*)ya)[((long)v * rows) + r] = wide ? IntegerDot.Dot512(type, row, columns, q, paired, scales, sums)
+                            : avx2 ? IntegerDot.Dot256(type, row, columns, q, scales, sums)
                             : IntegerDot.Reference(type, new ReadOnlySpan<byte>(row, rowBytes), columns, new ReadOnlySpan<sbyte>(q, columns),
                                 new ReadOnlySpan<float>(scales, columns / block), block == 256 ? new ReadOnlySpan<short>(sums, columns / 16) : []);
                     }
