@@ -321,7 +321,7 @@ internal static unsafe class BlockDecoder
     internal static int PrefetchAhead = 4096;
 
     /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
-    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
+    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
     /// Floats of x's sums that <see cref="Dot512"/> takes for this type (<see cref="PrepareSums"/>): Q4_K and Q6_K
@@ -332,6 +332,7 @@ internal static unsafe class BlockDecoder
         // With AVX-512 followed by x in the order Q4_K's nibbles or DotQ6K's words meet it (PrepareSums); Dot256 reads
         // x as it is.
         GgmlType.Q4_K or GgmlType.Q6_K => (count / 16) + (Is512 ? count : 0),
+        GgmlType.Q5_K => count / 16, // Q4_K's sums; its dots read x as it is
         _ => 0,
     };
 
@@ -377,6 +378,10 @@ internal static unsafe class BlockDecoder
                 }
             }
         }
+        else if (type == GgmlType.Q5_K)
+        {
+            PrepareSums256(type, x, count, sums);
+        }
         else if (type == GgmlType.Q4_K)
         {
             float* arranged = sums + (count / 16);
@@ -406,7 +411,7 @@ internal static unsafe class BlockDecoder
         }
     }
 
-    // PrepareSums for Dot256: the same sums (8-lane additions), without the rearranged x.
+    // PrepareSums for Dot256 (and Q5_K's Dot512): the same sums (8-lane additions), without the rearranged x.
     private static void PrepareSums256(GgmlType type, float* x, int count, float* sums)
     {
         if (type == GgmlType.Q6_K)
@@ -416,7 +421,7 @@ internal static unsafe class BlockDecoder
                 sums[run] = Vector256.Sum(Vector256.Load(x + (16 * run)) + Vector256.Load(x + (16 * run) + 8));
             }
         }
-        else if (type == GgmlType.Q4_K)
+        else if (type is GgmlType.Q4_K or GgmlType.Q5_K)
         {
             for (int b = 0; b < count / 256; b++, x += 256, sums += 16)
             {
@@ -432,9 +437,9 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>
-    /// One Q8_0, Q4_K or Q6_K row's dot product with x, multiplied straight from the registers (no store of the
+    /// One Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x, multiplied straight from the registers (no store of the
     /// decoded values). Q8_0 decodes as Decode512 and multiplies; the K-quants take each block's constant factors out
-    /// of the sum, with <paramref name="sums"/> from <see cref="PrepareSums"/> for this x: Q4_K as
+    /// of the sum, with <paramref name="sums"/> from <see cref="PrepareSums"/> for this x: Q4_K and Q5_K as
     /// Σ_s (d·scale_s)·Σ q·x − Σ_s (dmin·min_s)·Σx_s, Q6_K as Σ_r (d·scale_r)·(Σ q·x − 32·Σx_r). The same sums as
     /// over Dequantize.Reference's values, with other roundings: one product with d·scale per value instead of a
     /// product and a difference, and the min (Q4_K) or offset (Q6_K) term once per block from the sums of x.
@@ -449,6 +454,11 @@ internal static unsafe class BlockDecoder
         if (type == GgmlType.Q6_K)
         {
             return DotQ6K(row, count, sums, HalfTable.Values, PrefetchAhead);
+        }
+
+        if (type == GgmlType.Q5_K)
+        {
+            return DotQ5K(row, count, x, sums, HalfTable.Values, PrefetchAhead);
         }
 
         int ahead = PrefetchAhead;
@@ -624,16 +634,57 @@ internal static unsafe class BlockDecoder
         a1 = Vector512.FusedMultiplyAdd(upper, Avx512F.PermuteVar16x32(scales, lowScales + Vector512.Create(4)), a1);
     }
 
+    // Q5_K's part of Dot512: DotQ5K256's form with 16 lanes (16 bytes widened per load, x in its own order), the
+    // sub-block scales broadcast from Factors' lanes; Q4_K's 16-float lookup would need a 32-entry table here
+    // (vpermt2ps) and the fifth bit joined to each index first.
+    private static float DotQ5K(byte* row, int count, float* x, float* sums, float* halves, int ahead)
+    {
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var mins = Vector512<float>.Zero;
+        for (int b = 0; b < count / 256; b++, row += 176, x += 256, sums += 16)
+        {
+            Sse.Prefetch0(row + ahead);
+            Sse.Prefetch0(row + ahead + 64);
+            Sse.Prefetch0(row + ahead + 128);
+            var factors = Factors(row, halves);
+            mins = Vector512.FusedMultiplyAdd(factors, Vector512.Load(sums), mins);
+            Q5KPair512(row + 48, row + 16, 0, x, Avx512F.PermuteVar16x32(factors, Vector512.Create(0)), Avx512F.PermuteVar16x32(factors, Vector512.Create(1)), ref a0, ref a1);
+            Q5KPair512(row + 80, row + 16, 2, x + 64, Avx512F.PermuteVar16x32(factors, Vector512.Create(2)), Avx512F.PermuteVar16x32(factors, Vector512.Create(3)), ref a0, ref a1);
+            Q5KPair512(row + 112, row + 16, 4, x + 128, Avx512F.PermuteVar16x32(factors, Vector512.Create(8)), Avx512F.PermuteVar16x32(factors, Vector512.Create(9)), ref a0, ref a1);
+            Q5KPair512(row + 144, row + 16, 6, x + 192, Avx512F.PermuteVar16x32(factors, Vector512.Create(10)), Avx512F.PermuteVar16x32(factors, Vector512.Create(11)), ref a0, ref a1);
+        }
+
+        return Vector512.Sum((a0 + a1) - mins);
+    }
+
+    // One Q5_K sub-block pair with 16 lanes (Q5KPair256's arithmetic).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5KPair512(byte* q, byte* qh, int bit, float* x, Vector512<float> lowScale, Vector512<float> highScale, ref Vector512<float> a0, ref Vector512<float> a1)
+    {
+        var sixteen = Vector512.Create(16);
+        var bytes = Bytes16(q);
+        var fifth = Vector512.ShiftRightLogical(Bytes16(qh), bit);
+        var low = Vector512.ConvertToSingle((bytes & Vector512.Create(0xF)) | (Vector512.ShiftLeft(fifth, 4) & sixteen)) * Vector512.Load(x);
+        var high = Vector512.ConvertToSingle(Vector512.ShiftRightLogical(bytes, 4) | (Vector512.ShiftLeft(fifth, 3) & sixteen)) * Vector512.Load(x + 32);
+        bytes = Bytes16(q + 16);
+        fifth = Vector512.ShiftRightLogical(Bytes16(qh + 16), bit);
+        low = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle((bytes & Vector512.Create(0xF)) | (Vector512.ShiftLeft(fifth, 4) & sixteen)), Vector512.Load(x + 16), low);
+        high = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(bytes, 4) | (Vector512.ShiftLeft(fifth, 3) & sixteen)), Vector512.Load(x + 48), high);
+        a0 = Vector512.FusedMultiplyAdd(low, lowScale, a0);
+        a1 = Vector512.FusedMultiplyAdd(high, highScale, a1);
+    }
+
     // Byte t of each 32-bit lane as the lane's value (vpshufb: 0x80 in a control byte writes a zero).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> LaneByte(Vector512<uint> lanes, uint t) =>
         Avx512BW.Shuffle(lanes.AsByte(), (Vector512.Create(0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu) + Vector512.Create(t)).AsByte()).AsInt32();
 
     /// <summary>Whether <see cref="Dot256"/> multiplies this type in registers (AVX2 machines, without AVX-512).</summary>
-    public static bool HasDot256(GgmlType type) => !Is512 && Is256 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0;
+    public static bool HasDot256(GgmlType type) => !Is512 && Is256 && type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
-    /// One Q8_0, Q4_K or Q6_K row's dot product with x in 8-lane registers, for machines without AVX-512: the
+    /// One Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x in 8-lane registers, for machines without AVX-512: the
     /// factoring of <see cref="Dot512"/> with x in its own order. <paramref name="sums"/> holds what
     /// <see cref="PrepareSums"/> writes for the K-quants (the sums only: <see cref="SumsLength"/> without AVX-512).
     /// Each byte is widened straight from memory to a 32-bit lane (vpmovzxbd), its nibbles split by a mask and a
@@ -647,6 +698,7 @@ internal static unsafe class BlockDecoder
         return type switch
         {
             GgmlType.Q4_K => DotQ4K256(row, count, x, sums, HalfTable.Values, prefetch),
+            GgmlType.Q5_K => DotQ5K256(row, count, x, sums, HalfTable.Values, prefetch),
             GgmlType.Q6_K => DotQ6K256(row, count, x, sums, HalfTable.Values, prefetch),
             _ => DotQ8256(row, count, x, HalfTable.Values, prefetch),
         };
@@ -703,6 +755,65 @@ internal static unsafe class BlockDecoder
 
         a0 = Vector256.FusedMultiplyAdd(low, lowScale, a0);
         a1 = Vector256.FusedMultiplyAdd(high, highScale, a1);
+    }
+
+    // Q5_K with 8 lanes: Q4_K's dot with each value's fifth bit from qh (32 bytes at 16: bit 2j of byte l is value l's
+    // of sub-block 2j, bit 2j + 1 of sub-block 2j + 1), the nibbles 32 bytes further on.
+    private static float DotQ5K256(byte* row, int count, float* x, float* sums, float* halves, bool prefetch)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var mins = Vector256<float>.Zero;
+        for (int b = 0; b < count / 256; b++, row += 176, x += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+            }
+
+            var counts = Q4KScaleBytes(row);
+            var dAndMin = Vector256.Create(Vector128.Create(halves[*(ushort*)row]), Vector128.Create(halves[*(ushort*)(row + 2)]));
+            var first = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(counts)) * dAndMin;
+            var second = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(counts, 8))) * dAndMin;
+            mins = Vector256.FusedMultiplyAdd(first, Vector256.Load(sums), mins);
+            mins = Vector256.FusedMultiplyAdd(second, Vector256.Load(sums + 8), mins);
+            Q5KPair256(row + 48, row + 16, 0, x, Lane(first, 0), Lane(first, 1), ref a0, ref a1);
+            Q5KPair256(row + 80, row + 16, 2, x + 64, Lane(first, 2), Lane(first, 3), ref a0, ref a1);
+            Q5KPair256(row + 112, row + 16, 4, x + 128, Lane(second, 0), Lane(second, 1), ref a0, ref a1);
+            Q5KPair256(row + 144, row + 16, 6, x + 192, Lane(second, 2), Lane(second, 3), ref a0, ref a1);
+        }
+
+        return Vector256.Sum((a0 + a1) - mins);
+    }
+
+    // One Q5_K sub-block pair: 32 bytes of nibbles at q, the fifth bits at bit `bit` (low nibbles) and `bit` + 1 (high)
+    // of the 32 bytes at qh.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5KPair256(byte* q, byte* qh, int bit, float* x, Vector256<float> lowScale, Vector256<float> highScale, ref Vector256<float> a0, ref Vector256<float> a1)
+    {
+        var low = Vector256<float>.Zero;
+        var high = Vector256<float>.Zero;
+        for (int l = 0; l < 32; l += 8)
+        {
+            Q5KValues(Bytes8(q + l), Vector256.ShiftRightLogical(Bytes8(qh + l), bit), out var lowValues, out var highValues);
+            low = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(lowValues), Vector256.Load(x + l), low);
+            high = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(highValues), Vector256.Load(x + 32 + l), high);
+        }
+
+        a0 = Vector256.FusedMultiplyAdd(low, lowScale, a0);
+        a1 = Vector256.FusedMultiplyAdd(high, highScale, a1);
+    }
+
+    // A byte's two five-bit values: its nibbles, with bits 0 and 1 of `fifth` (qh shifted to the pair's bits) above them.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5KValues(Vector256<int> bytes, Vector256<int> fifth, out Vector256<int> low, out Vector256<int> high)
+    {
+        var sixteen = Vector256.Create(16);
+        low = (bytes & Vector256.Create(0xF)) | (Vector256.ShiftLeft(fifth, 4) & sixteen);
+        high = Vector256.ShiftRightLogical(bytes, 4) | (Vector256.ShiftLeft(fifth, 3) & sixteen);
     }
 
     // Lane i of v in every lane (vpermps with a constant index: no store and reload).
