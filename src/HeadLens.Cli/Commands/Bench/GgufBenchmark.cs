@@ -19,9 +19,9 @@ namespace HeadLens.Cli.Commands.Bench;
 /// decoding one token at a time (default 32 tokens), greedy, llama.cpp on 2 threads with its KV cache in F32 (as
 /// HeadLens keeps it); after a warm-up each, five rounds that time each engine once (alternating, so that other work
 /// on the machine meets both), the median of each engine's five counting. HeadLens keeps the file's matrices in their types (<see cref="GgufModel.Open(string)"/>). Without
-/// --model, four files are generated into a temporary directory: GPT-2 124M-shaped F32 and F16 (random weights,
+/// --model, five files are generated into a temporary directory: GPT-2 124M-shaped F32 and F16 (random weights,
 /// written by HeadLens), and a 1.1B Llama-shaped model (22 layers, 2048 channels, 32 heads, 4 KV heads, MLP 5632,
-/// vocabulary 32000) written as F32 and quantized by llama.cpp's own quantizer to Q8_0 and Q4_K_M. --layers N
+/// vocabulary 32000) written as F32 and quantized by llama.cpp's own quantizer to Q8_0, Q4_K_M and Q5_K_M. --layers N
 /// shrinks both generated models (a quick check of the command); --keep DIR writes them there and keeps them (for
 /// measuring other commands on the same files, e.g. their resident memory). Generating the 1.1B file takes about 9 GB of
 /// memory for a moment (the fp32 model and the writer's copy). Each file's HeadLens run reports the process's
@@ -38,7 +38,7 @@ internal sealed partial class GgufBenchmark : IBenchmark
 
     public IReadOnlyList<CliOption> Options { get; } =
     [
-        CliOption.Valued("model", "FILE.gguf", "the file to measure", "four generated files: GPT-2 124M F32/F16, 1.1B Llama Q8_0/Q4_K_M"),
+        CliOption.Valued("model", "FILE.gguf", "the file to measure", "five generated files: GPT-2 124M F32/F16, 1.1B Llama Q8_0/Q4_K_M/Q5_K_M"),
         CliOption.Valued("prompt", "N", "prompt tokens processed in one pass", "64"),
         CliOption.Valued("new-tokens", "N", "tokens decoded one at a time", "32"),
         CliOption.Valued("layers", "N", "shrink the generated models to N layers (a quick check)"),
@@ -128,7 +128,7 @@ internal sealed partial class GgufBenchmark : IBenchmark
         string llama = Path.Combine(directory, "llama-1.1b-f32.gguf");
         GgufWriter.Write(llama, Transformer.Create(ModelPresets.Llama(32000, 2048, layers ?? 22, 32, 4, 2048, 5632), seed: 2), null);
         GC.Collect();
-        foreach (var (type, name) in new[] { (LLamaFtype.MOSTLY_Q8_0, "llama-1.1b-q8_0.gguf"), (LLamaFtype.MOSTLY_Q4_K_M, "llama-1.1b-q4_k_m.gguf") })
+        foreach (var (type, name) in new[] { (LLamaFtype.MOSTLY_Q8_0, "llama-1.1b-q8_0.gguf"), (LLamaFtype.MOSTLY_Q4_K_M, "llama-1.1b-q4_k_m.gguf"), (LLamaFtype.MOSTLY_Q5_K_M, "llama-1.1b-q5_k_m.gguf") })
         {
             string path = Path.Combine(directory, name);
             progress.WriteLine($"quantizing {Path.GetFileName(llama)} to {type} with llama.cpp");
@@ -157,6 +157,7 @@ internal sealed partial class GgufBenchmark : IBenchmark
                 1 => "F16",
                 7 => "Q8_0",
                 15 => "Q4_K_M",
+                17 => "Q5_K_M",
                 32 => "BF16",
                 _ => file.Tensors.GroupBy(tensor => tensor.Type).MaxBy(group => group.Sum(tensor => tensor.ByteCount))!.Key.ToString(),
             };
