@@ -170,7 +170,7 @@ internal static class ModelInput
         return dtype;
     }
 
-    /// <summary>--activations: fp32 (the default) or q8 (8-bit activations for Q8_0/Q4_K/Q6_K matrices).</summary>
+    /// <summary>--activations: fp32 (the default) or q8 (8-bit activations for Q8_0/Q4_K/Q5_K/Q6_K matrices).</summary>
     public static string ApplyActivations(CommandArgs args, Transformer model)
     {
         string activations = args.Get("activations") ?? "fp32";

@@ -31,7 +31,7 @@ internal static class SharedOptions
 
     /// <summary>How products with quantized GGUF matrices take their input: fp32, or quantized to 8 bits (llama.cpp's way).</summary>
     public static readonly CliOption Activations = CliOption.Valued("activations", "fp32|q8",
-        "how products with Q8_0/Q4_K/Q6_K matrices (GGUF files) take their input: q8 quantizes it to 8 bits per block and "
+        "how products with Q8_0/Q4_K/Q5_K/Q6_K matrices (GGUF files) take their input: q8 quantizes it to 8 bits per block and "
         + "multiplies in integers, as llama.cpp does (faster; the results move by the rounding); other weights ignore it", "fp32") with
     { Choices = ["fp32", "q8"] };
 

@@ -66,7 +66,7 @@ public sealed class LinearWeight
 
     /// <summary>
     /// Whether products with this matrix quantize their input to 8 bits per block first and multiply in integers
-    /// (<see cref="QuantizedMatVecQ8"/>; llama.cpp's arithmetic). Only Q8_0, Q4_K and Q6_K matrices have that
+    /// (<see cref="QuantizedMatVecQ8"/>; llama.cpp's arithmetic). Only Q8_0, Q4_K, Q5_K and Q6_K matrices have that
     /// product; the others ignore the setting. Off by default: it moves the results by the activations' rounding.
     /// </summary>
     public bool QuantizesActivations { get; set; }

@@ -48,11 +48,11 @@ public sealed partial class Transformer
         return InferenceCopyBytes();
     }
 
-    /// <summary>Whether products with Q8_0, Q4_K and Q6_K matrices quantize their input to 8 bits (<see cref="UseQ8Activations"/>).</summary>
+    /// <summary>Whether products with Q8_0, Q4_K, Q5_K and Q6_K matrices quantize their input to 8 bits (<see cref="UseQ8Activations"/>).</summary>
     public bool QuantizesActivations { get; private set; }
 
     /// <summary>
-    /// Opt-in: every product with a matrix kept in Q8_0, Q4_K or Q6_K (GGUF files) first quantizes its input to 8 bits
+    /// Opt-in: every product with a matrix kept in Q8_0, Q4_K, Q5_K or Q6_K (GGUF files) first quantizes its input to 8 bits
     /// per block and multiplies in integers (<see cref="Kernels.Quantized.QuantizedMatVecQ8"/>), as llama.cpp does:
     /// several times less arithmetic per weight, at the cost of the activations' rounding in the results. Every pass
     /// (prompt, decoding, analysis) uses it, except where the analysis run hooks each head's share of the output

@@ -13,7 +13,7 @@ namespace HeadLens.Tests.Kernels;
 /// </summary>
 public sealed class IntegerDotTests
 {
-    public static TheoryData<GgmlType> Types => [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q6_K];
+    public static TheoryData<GgmlType> Types => [GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     private static float[] RandomVector(Random random, int length, float magnitude) =>
         [.. Enumerable.Range(0, length).Select(_ => (float)((random.NextDouble() * 2) - 1) * magnitude)];
@@ -87,12 +87,13 @@ public sealed class IntegerDotTests
         {
             double activation = Math.Abs((double)x.Scales[i / x.BlockValues] * x.Values[i]);
             double weight = Math.Abs(dense[i]);
-            if (type == GgmlType.Q4_K)
+            if (type is GgmlType.Q4_K or GgmlType.Q5_K)
             {
                 // The scale and the min parts are summed apart: each can exceed their difference.
-                var block = row.AsSpan(144 * (i / 256), 144);
+                int size = GgmlTypes.BlockBytes(type);
+                var block = row.AsSpan(size * (i / 256), size);
                 var (scale, min) = Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32);
-                weight = (Math.Abs(Dequantize.Half(block, 0)) * scale * 15) + (Math.Abs(Dequantize.Half(block, 2)) * min);
+                weight = (Math.Abs(Dequantize.Half(block, 0)) * scale * (type == GgmlType.Q4_K ? 15 : 31)) + (Math.Abs(Dequantize.Half(block, 2)) * min);
             }
 
             magnitude += weight * activation;
@@ -142,7 +143,7 @@ public sealed class IntegerDotTests
             int size = GgmlTypes.BlockBytes(type);
             for (int block = 0; block < row.Length / size; block++)
             {
-                foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K => [0, 2], _ => [208] })
+                foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K or GgmlType.Q5_K => [0, 2], _ => [208] })
                 {
                     BinaryPrimitives.WriteHalfLittleEndian(row.AsSpan((block * size) + at), (Half)(1f / 4096));
                 }
@@ -175,7 +176,7 @@ public sealed class IntegerDotTests
                 double weight = type switch
                 {
                     GgmlType.Q8_0 => Math.Abs((int)(sbyte)block[2 + (i % 32)]),
-                    GgmlType.Q4_K => (Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Scale * 15) + Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Min,
+                    GgmlType.Q4_K or GgmlType.Q5_K => (Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Scale * (type == GgmlType.Q4_K ? 15 : 31)) + Dequantize.ScaleMin(block.Slice(4, 12), i % 256 / 32).Min,
                     _ => Math.Abs((int)(sbyte)block[192 + (i % 256 / 16)]) * 95,
                 };
                 bound += weight * Math.Abs((int)x.Values[i]);
@@ -279,7 +280,7 @@ public sealed class IntegerDotTests
         int size = GgmlTypes.BlockBytes(type);
         for (int block = 0; block < row.Length / size; block++)
         {
-            foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K => [0, 2], _ => [208] })
+            foreach (int at in type switch { GgmlType.Q8_0 => new[] { 0 }, GgmlType.Q4_K or GgmlType.Q5_K => [0, 2], _ => [208] })
             {
                 BinaryPrimitives.WriteHalfLittleEndian(row.AsSpan((block * size) + at), rare[random.Next(rare.Length)]);
             }

@@ -27,7 +27,7 @@ namespace HeadLens.Cli.Commands.Bench;
 /// memory for a moment (the fp32 model and the writer's copy). Each file's HeadLens run reports the process's
 /// resident set after its warm-ups (VmRSS, and VmHWM, the peak since that file's measurement began: the memory of the
 /// generation and of the previous file is returned to the system and the peak restarted first, on Linux). Files
-/// with Q8_0, Q4_K or Q6_K matrices are also run with 8-bit activations (`--activations q8` elsewhere), reported as
+/// with Q8_0, Q4_K, Q5_K or Q6_K matrices are also run with 8-bit activations (`--activations q8` elsewhere), reported as
 /// decode_q8act_tokens_per_s and prompt_q8act_tokens_per_s.
 /// </summary>
 internal sealed partial class GgufBenchmark : IBenchmark

@@ -8,6 +8,7 @@ namespace HeadLens.Kernels.Quantized;
 //   Q8_0 × Q8 (blocks of 32):  Σ_b (dw_b · dx_b) · Σ_i w_i · q_i
 //   Q4_K × Q8 (blocks of 256): Σ_b (dx_b · d) · Σ_j s_j · Σ_{i∈j} u_i · q_i  −  (dx_b · dmin) · Σ_j m_j · Σ_{i∈j} q_i
 //                               (u: 4-bit values, s/m: the eight 6-bit scales and mins of 32-value sub-blocks)
+//   Q5_K × Q8 (blocks of 256): as Q4_K with 5-bit values u
 //   Q6_K × Q8 (blocks of 256): Σ_b (dx_b · d) · Σ_j c_j · Σ_{i∈j} (u_i − 32) · q_i   (u: 6-bit values, c: the
 //                               sixteen int8 scales of 16-value runs)
 // Every inner sum is an exact integer (bounded well inside int32: 256 · 63 · 127 · 128 < 2³¹); only the per-block
@@ -32,7 +33,7 @@ internal static unsafe class IntegerDot
     public static bool Is256 => !Is512 && Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Whether <paramref name="type"/> has an integer product with 8-bit activations.</summary>
-    public static bool Supports(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
+    public static bool Supports(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     /// <summary>
     /// The contract: row (<paramref name="columns"/> values in <paramref name="type"/>) · one quantized vector
@@ -58,10 +59,13 @@ internal static unsafe class IntegerDot
 
                 break;
             case GgmlType.Q4_K:
+            case GgmlType.Q5_K:
+                bool five = type == GgmlType.Q5_K;
+                int blockBytes = five ? 176 : 144;
                 for (int b = 0; b < columns / 256; b++)
                 {
-                    var block = row.Slice(144 * b, 144);
-                    var quants = block.Slice(16, 128);
+                    var block = row.Slice(blockBytes * b, blockBytes);
+                    var quants = block.Slice(five ? 48 : 16, 128);
                     int dots = 0, mins = 0;
                     for (int j = 0; j < 8; j++)
                     {
@@ -70,7 +74,13 @@ internal static unsafe class IntegerDot
                         for (int l = 0; l < 32; l++)
                         {
                             int packed = quants[(32 * (j / 2)) + l];
-                            dot += (j % 2 == 0 ? packed & 0xF : packed >> 4) * q[(256 * b) + (32 * j) + l];
+                            int u = j % 2 == 0 ? packed & 0xF : packed >> 4;
+                            if (five)
+                            {
+                                u |= ((block[16 + l] >> j) & 1) << 4; // bit j of qh byte l: the fifth bit of sub-block j's value l
+                            }
+
+                            dot += u * q[(256 * b) + (32 * j) + l];
                         }
 
                         dots += scale * dot;
@@ -127,6 +137,7 @@ internal static unsafe class IntegerDot
     {
         GgmlType.Q8_0 => DotQ8_0(row, columns, q, scales, BlockDecoder.PrefetchAhead),
         GgmlType.Q4_K => DotQ4K(row, columns, paired, scales, sums, HalfTable.Values, BlockDecoder.PrefetchAhead),
+        GgmlType.Q5_K => DotQ5Kx256(row, columns, q, scales, sums, HalfTable.Values, true), // rare enough for one kernel
         _ => DotQ6K(row, columns, q, scales, sums, HalfTable.Values, BlockDecoder.PrefetchAhead),
     };
 
@@ -315,6 +326,7 @@ internal static unsafe class IntegerDot
         {
             GgmlType.Q8_0 => DotQ8_0x256(row, columns, q, scales, HalfTable.Values, prefetch),
             GgmlType.Q4_K => DotQ4Kx256(row, columns, q, scales, sums, HalfTable.Values, prefetch),
+            GgmlType.Q5_K => DotQ5Kx256(row, columns, q, scales, sums, HalfTable.Values, prefetch),
             _ => DotQ6Kx256(row, columns, q, scales, sums, HalfTable.Values, prefetch),
         };
     }
@@ -400,6 +412,53 @@ internal static unsafe class IntegerDot
         var bytes = Vector256.Load(w);
         return Products(bytes & nibble, Vector256.Load(q), ScaleWords(everyLane, scale))
             + Products(Vector256.ShiftRightLogical(bytes.AsUInt16(), 4).AsByte() & nibble, Vector256.Load(q + 32), ScaleWords(everyLane, scale + 1));
+    }
+
+    // Q5_K: DotQ4Kx256 with each value's fifth bit from qh (32 bytes at 16; bit j of byte l belongs to sub-block j's
+    // value l), brought to bit 4 by a shift of qh's 16-bit lanes (the bits that cross into the other byte of a lane
+    // are masked off); the nibbles 32 bytes further on. Pair sums ≤ 2 · 31 · 127: no saturation.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float DotQ5Kx256(byte* row, int columns, sbyte* q, float* scales, short* sums, float* halves, bool prefetch)
+    {
+        var acc = Vector256<float>.Zero;
+        var accMins = Vector256<float>.Zero;
+        var pickMins = MinControl();
+        int ahead = BlockDecoder.PrefetchAhead;
+        for (int b = 0; b < columns / 256; b++, row += 176, q += 256, sums += 16)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+                Sse.Prefetch0(row + ahead + 64);
+                Sse.Prefetch0(row + ahead + 128);
+            }
+
+            float dx = scales[b];
+            float dotFactor = dx * halves[*(ushort*)row], minFactor = dx * halves[*(ushort*)(row + 2)];
+            var unpacked = BlockDecoder.Q4KScaleBytes(row);
+            var everyLane = Vector256.Create(unpacked, unpacked);
+            var fifth = Vector256.Load(row + 16).AsUInt16();
+            var dots = Q5KPair(row + 48, Vector256.ShiftLeft(fifth, 4), Vector256.ShiftLeft(fifth, 3), q, everyLane, 0)
+                + Q5KPair(row + 80, Vector256.ShiftLeft(fifth, 2), Vector256.ShiftLeft(fifth, 1), q + 64, everyLane, 2)
+                + Q5KPair(row + 112, fifth, Vector256.ShiftRightLogical(fifth, 1), q + 128, everyLane, 8)
+                + Q5KPair(row + 144, Vector256.ShiftRightLogical(fifth, 2), Vector256.ShiftRightLogical(fifth, 3), q + 192, everyLane, 10);
+            var mins = Avx2.MultiplyAddAdjacent(Vector256.Load(sums), Avx2.Shuffle(everyLane, pickMins).AsInt16());
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dots), Vector256.Create(dotFactor), acc);
+            accMins = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(mins), Vector256.Create(minFactor), accMins);
+        }
+
+        return Vector256.Sum(acc) - Vector256.Sum(accMins);
+    }
+
+    // One Q5_K sub-block pair: Q4KPair with the fifth bits at bit 4 of `lowFifth` and `highFifth`.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q5KPair(byte* w, Vector256<ushort> lowFifth, Vector256<ushort> highFifth, sbyte* q, Vector256<byte> everyLane, int scale)
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var bit = Vector256.Create((byte)0x10);
+        var bytes = Vector256.Load(w);
+        return Products((bytes & nibble) | (lowFifth.AsByte() & bit), Vector256.Load(q), ScaleWords(everyLane, scale))
+            + Products((Vector256.ShiftRightLogical(bytes.AsUInt16(), 4).AsByte() & nibble) | (highFifth.AsByte() & bit), Vector256.Load(q + 32), ScaleWords(everyLane, scale + 1));
     }
 
     // Byte `index` of each 128-bit lane as every word of the lane, zero-extended (vpshufb: 0x80 writes a zero).

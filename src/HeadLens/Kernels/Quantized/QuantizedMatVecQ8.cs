@@ -1,6 +1,6 @@
 namespace HeadLens.Kernels.Quantized;
 
-// Y[M, R] = X[M, K] · Wᵀ with W [R, K] in Q8_0, Q4_K or Q6_K and X quantized to 8 bits per block first (opt-in:
+// Y[M, R] = X[M, K] · Wᵀ with W [R, K] in Q8_0, Q4_K, Q5_K or Q6_K and X quantized to 8 bits per block first (opt-in:
 // `--activations q8`; llama.cpp's way of multiplying these formats):
 //   X̂ = Q8Activations(X)  (per block of 32 or 256 values: one float scale, int8 values, run sums of 16)
 //   Y[m, r] = IntegerDot(W[r], X̂[m])
@@ -21,7 +21,7 @@ namespace HeadLens.Kernels.Quantized;
 // MultiplyDequantized).
 public static class QuantizedMatVecQ8
 {
-    /// <summary>Whether <paramref name="type"/> has the 8-bit-activation product (Q8_0, Q4_K, Q6_K).</summary>
+    /// <summary>Whether <paramref name="type"/> has the 8-bit-activation product (Q8_0, Q4_K, Q5_K, Q6_K).</summary>
     public static bool Supports(GgmlType type) => IntegerDot.Supports(type);
 
     /// <summary>The contract: scalar quantization of each vector, then the scalar integer dot of every row with it.</summary>
@@ -136,7 +136,7 @@ public static class QuantizedMatVecQ8
     {
         if (!Supports(type))
         {
-            throw new ArgumentException($"{type} has no product with 8-bit activations (Q8_0, Q4_K and Q6_K have)");
+            throw new ArgumentException($"{type} has no product with 8-bit activations (Q8_0, Q4_K, Q5_K and Q6_K have)");
         }
 
         if (rows < 0 || columns < 1 || vectors < 1 || columns % GgmlTypes.BlockValues(type) != 0 || weights.Length < rows * GgmlTypes.RowBytes(type, columns)
