@@ -321,7 +321,7 @@ internal static unsafe class BlockDecoder
     internal static int PrefetchAhead = 4096;
 
     /// <summary>Whether <see cref="Dot512"/> multiplies this type in registers.</summary>
-    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
+    public static bool HasDot512(GgmlType type) => Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
     /// Floats of x's sums that <see cref="Dot512"/> takes for this type (<see cref="PrepareSums"/>): Q4_K and Q6_K
@@ -437,8 +437,8 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>
-    /// One Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x, multiplied straight from the registers (no store of the
-    /// decoded values). Q8_0 decodes as Decode512 and multiplies; the K-quants take each block's constant factors out
+    /// One Q4_0, Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x, multiplied straight from the registers (no store of
+    /// the decoded values). Q8_0 decodes as Decode512 and multiplies, Q4_0 sums each block's (q − 8)·x and multiplies by d; the K-quants take each block's constant factors out
     /// of the sum, with <paramref name="sums"/> from <see cref="PrepareSums"/> for this x: Q4_K and Q5_K as
     /// Σ_s (d·scale_s)·Σ q·x − Σ_s (dmin·min_s)·Σx_s, Q6_K as Σ_r (d·scale_r)·(Σ q·x − 32·Σx_r). The same sums as
     /// over Dequantize.Reference's values, with other roundings: one product with d·scale per value instead of a
@@ -459,6 +459,11 @@ internal static unsafe class BlockDecoder
         if (type == GgmlType.Q5_K)
         {
             return DotQ5K(row, count, x, sums, HalfTable.Values, PrefetchAhead);
+        }
+
+        if (type == GgmlType.Q4_0)
+        {
+            return DotQ4_0(row, count, x, HalfTable.Values, PrefetchAhead);
         }
 
         int ahead = PrefetchAhead;
@@ -634,6 +639,33 @@ internal static unsafe class BlockDecoder
         a1 = Vector512.FusedMultiplyAdd(upper, Avx512F.PermuteVar16x32(scales, lowScales + Vector512.Create(4)), a1);
     }
 
+    // Q4_0's part of Dot512: DotQ4_0x256's arithmetic with 16 lanes (a block's 16 bytes widened by one load).
+    private static float DotQ4_0(byte* row, int count, float* x, float* halves, int ahead)
+    {
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var nibble = Vector512.Create(0xF);
+        var eight = Vector512.Create(8);
+        for (int b = 0; b < count / 32; b++, row += 18, x += 32)
+        {
+            Sse.Prefetch0(row + ahead);
+            var q = Bytes16(row + 2);
+            var block = Vector512.ConvertToSingle((q & nibble) - eight) * Vector512.Load(x);
+            block = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightLogical(q, 4) - eight), Vector512.Load(x + 16), block);
+            var d = Vector512.Create(halves[*(ushort*)row]);
+            if ((b & 1) == 0)
+            {
+                a0 = Vector512.FusedMultiplyAdd(block, d, a0);
+            }
+            else
+            {
+                a1 = Vector512.FusedMultiplyAdd(block, d, a1);
+            }
+        }
+
+        return Vector512.Sum(a0 + a1);
+    }
+
     // Q5_K's part of Dot512: DotQ5K256's form with 16 lanes (16 bytes widened per load, x in its own order), the
     // sub-block scales broadcast from Factors' lanes; Q4_K's 16-float lookup would need a 32-entry table here
     // (vpermt2ps) and the fifth bit joined to each index first.
@@ -681,10 +713,10 @@ internal static unsafe class BlockDecoder
         Avx512BW.Shuffle(lanes.AsByte(), (Vector512.Create(0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu, 0x80808000u, 0x80808004u, 0x80808008u, 0x8080800Cu) + Vector512.Create(t)).AsByte()).AsInt32();
 
     /// <summary>Whether <see cref="Dot256"/> multiplies this type in registers (AVX2 machines, without AVX-512).</summary>
-    public static bool HasDot256(GgmlType type) => !Is512 && Is256 && type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
+    public static bool HasDot256(GgmlType type) => !Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0;
 
     /// <summary>
-    /// One Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x in 8-lane registers, for machines without AVX-512: the
+    /// One Q4_0, Q8_0, Q4_K, Q5_K or Q6_K row's dot product with x in 8-lane registers, for machines without AVX-512: the
     /// factoring of <see cref="Dot512"/> with x in its own order. <paramref name="sums"/> holds what
     /// <see cref="PrepareSums"/> writes for the K-quants (the sums only: <see cref="SumsLength"/> without AVX-512).
     /// Each byte is widened straight from memory to a 32-bit lane (vpmovzxbd), its nibbles split by a mask and a
@@ -699,6 +731,7 @@ internal static unsafe class BlockDecoder
         {
             GgmlType.Q4_K => DotQ4K256(row, count, x, sums, HalfTable.Values, prefetch),
             GgmlType.Q5_K => DotQ5K256(row, count, x, sums, HalfTable.Values, prefetch),
+            GgmlType.Q4_0 => DotQ4_0x256(row, count, x, HalfTable.Values, prefetch),
             GgmlType.Q6_K => DotQ6K256(row, count, x, sums, HalfTable.Values, prefetch),
             _ => DotQ8256(row, count, x, HalfTable.Values, prefetch),
         };
@@ -903,6 +936,42 @@ internal static unsafe class BlockDecoder
         q1 = Vector256.ConvertToSingle((c & nibble) | (Vector256.ShiftLeft(h, 2) & twoBits));
         q2 = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(a, 4) | (h & twoBits));
         q3 = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(c, 4) | (Vector256.ShiftRightLogical(h, 2) & twoBits));
+    }
+
+    // Q4_0 with 8 lanes: each block's 32 values (q − 8, q its nibbles: bytes 0-15 low values 0-15, high values 16-31)
+    // converted and multiplied with x, the block's sum multiplied by its d once; two sums, alternate blocks.
+    private static float DotQ4_0x256(byte* row, int count, float* x, float* halves, bool prefetch)
+    {
+        int ahead = PrefetchAhead;
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var nibble = Vector256.Create(0xF);
+        var eight = Vector256.Create(8);
+        for (int b = 0; b < count / 32; b++, row += 18, x += 32)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(row + ahead);
+            }
+
+            var q = Bytes8(row + 2);
+            var block = Vector256.ConvertToSingle((q & nibble) - eight) * Vector256.Load(x);
+            var other = Vector256.ConvertToSingle(Vector256.ShiftRightLogical(q, 4) - eight) * Vector256.Load(x + 16);
+            q = Bytes8(row + 10);
+            block = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle((q & nibble) - eight), Vector256.Load(x + 8), block);
+            other = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightLogical(q, 4) - eight), Vector256.Load(x + 24), other);
+            var d = Vector256.Create(halves[*(ushort*)row]);
+            if ((b & 1) == 0)
+            {
+                a0 = Vector256.FusedMultiplyAdd(block + other, d, a0);
+            }
+            else
+            {
+                a1 = Vector256.FusedMultiplyAdd(block + other, d, a1);
+            }
+        }
+
+        return Vector256.Sum(a0 + a1);
     }
 
     // Q8_0 with 8 lanes: each block's 32 products summed, then multiplied by its d.
