@@ -11,9 +11,8 @@ namespace HeadLens.Kernels.Quantized;
 // values as Dequantize.Reference, bit for bit), then multiplied with each vector by Gemv.Dot (four FMA chains); F16 and
 // BF16 rows, and (one vector) Q4_0, Q8_0, Q4_K, Q5_K and Q6_K rows, are multiplied straight from the registers instead
 // (BlockDecoder.Dot512, or Dot256 with AVX2 only: without the store and reload; Q4_0 and Q8_0 each block's sum times
-// its d, the K-quants
-// with each block's min or offset term taken out of the sum and applied once per super-block from sums of x prepared
-// once per product);
+// its d, the K-quants with each block's min or offset term taken out of the sum and applied once per super-block from
+// sums of x prepared once per product);
 // F16 matrices (AVX-512) with x rearranged once per product (HalfDot: three integer operations per 16 halves
 // instead of ten). So the fast path differs from the reference in the order of the sums and, for the K-quant row
 // dots, in the rounding of the factored block terms, never in the weights.
