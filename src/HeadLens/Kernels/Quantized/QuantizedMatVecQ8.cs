@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace HeadLens.Kernels.Quantized;
 
 // Y[M, R] = X[M, K] · Wᵀ with W [R, K] in Q8_0, Q4_K, Q5_K or Q6_K and X quantized to 8 bits per block first (opt-in:
@@ -117,18 +120,42 @@ public static class QuantizedMatVecQ8
         var rented = System.Buffers.ArrayPool<float>.Shared.Rent(count);
         try
         {
-            var values = activations.Values;
-            var scales = activations.Scales;
-            for (int i = 0; i < count; i++)
-            {
-                rented[i] = scales[i / block] * values[i];
-            }
+            Dequantize(activations, count, block, rented);
 
             QuantizedMatMul.Forward(type, weights, rows, columns, rented.AsSpan(0, count), activations.Vectors, y);
         }
         finally
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    // x̂ = d·q, block by block (8 values per step with AVX2: a division per value made this loop take as long as the
+    // quantization itself); the same products either way.
+    private static unsafe void Dequantize(Q8Activations activations, int count, int block, float[] target)
+    {
+        var scales = activations.Scales;
+        fixed (sbyte* values = activations.Values)
+        fixed (float* to = target)
+        {
+            for (int b = 0; b < count / block; b++)
+            {
+                float scale = scales[b];
+                int i = b * block, end = i + block;
+                if (Vector256.IsHardwareAccelerated && Avx2.IsSupported)
+                {
+                    var d = Vector256.Create(scale);
+                    for (; i < end; i += 8)
+                    {
+                        (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(values + i)) * d).Store(to + i);
+                    }
+                }
+
+                for (; i < end; i++)
+                {
+                    to[i] = scale * values[i];
+                }
+            }
         }
     }
 
