@@ -107,7 +107,7 @@ public sealed class BlockDecoderTests
     [MemberData(nameof(PanelTypes))]
     public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type)
     {
-        // Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others
+        // Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others
         // through a scratch: every panel must hold the reference's values, row j of W in column j, zeros past the last
         // row, with edge scales (the ones above; for F16 and BF16 edge values) in some blocks. F16 and BF16 take depth
         // blocks of 40 and 80 values: whole runs of 32 and a tail.

@@ -1130,7 +1130,7 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
-    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16;
+    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16;
 
     /// <summary>
     /// Q4_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
@@ -1195,6 +1195,10 @@ internal static unsafe class BlockDecoder
                 else if (type == GgmlType.Q6_K)
                 {
                     Q6KLanes(rowsBlock, rowBytes, count, valid, scale, target, width, quads, words);
+                }
+                else if (type == GgmlType.Q4_0)
+                {
+                    Q40Lanes(block, rows, rowsBlock, rowBytes, count, valid, target, width, words);
                 }
                 else
                 {
@@ -1393,6 +1397,28 @@ internal static unsafe class BlockDecoder
         var high = f16 ? HalfToSingle(Vector512.ShiftRightArithmetic(word, 16)) : (word & Vector512.Create(unchecked((int)0xFFFF0000))).AsSingle();
         (low & valid).Store(to);
         (high & valid).Store(to + width);
+    }
+
+    // One Q4_0 block of 16 rows: (q − 8)·d as Decode256 computes it; d from each row's first word (a gather, as Q8_0's),
+    // the 16 nibble bytes transposed (word j, byte t: values 4j + t in its low nibble, 16 + 4j + t in its high one).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q40Lanes(byte* block, RowLanes rows, byte* rowsBlock, int rowBytes, int count, Vector512<float> valid, float* target, int width, Vector512<int>* words)
+    {
+        var d = HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(rows.Gather(block), 16), 16));
+        RowWords.Transpose4(rowsBlock, rowBytes, count, 2, words);
+        var nibble = Vector512.Create(0xF);
+        var eight = Vector512.Create(8);
+        for (int j = 0; j < 4; j++)
+        {
+            var bytes = words[j];
+            for (int t = 0; t < 4; t++)
+            {
+                var low = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, 8 * t) & nibble) - eight);
+                var high = Vector512.ConvertToSingle((Vector512.ShiftRightLogical(bytes, (8 * t) + 4) & nibble) - eight);
+                ((low * d) & valid).Store(target + ((long)((4 * j) + t) * width));
+                ((high * d) & valid).Store(target + ((long)(16 + (4 * j) + t) * width));
+            }
+        }
     }
 
     // One Q8_0 block of 16 rows (`block` with the gather's offsets, `rowsBlock` their first row's): (q as float)·d,

@@ -12,7 +12,7 @@ namespace HeadLens.Kernels.Quantized;
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): the fast Gemm with W as its B, decoded where Gemm packs B
 //     (DecodedPanels): each panel's 32 rows over one depth block decoded right before the kernel reads it, straight
-//     into the panel (Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
+//     into the panel (Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
 //     vectorised) and transposed into the panel. M·2 flops per decoded value make the
 //     decoding a small share once M reaches a few dozen tokens. The depth block is rounded to whole ggml blocks (256
 //     values for the K-quants). Before, W was decoded ~2 MB of rows at a time, then Gemm transposed those rows into its
@@ -136,7 +136,7 @@ public static class QuantizedMatMul
         }
     }
 
-    // W's panels decoded from its ggml rows: Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 straight into the panel (BlockDecoder.PanelOfRows); other
+    // W's panels decoded from its ggml rows: Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 straight into the panel (BlockDecoder.PanelOfRows); other
     // types each row's depth range into a scratch (rows × depth floats, kept per thread), then transposed into the
     // panel. Lives only inside the `fixed` of the product's call.
     // The next panel's bytes (the same depth range of the next rows) are asked for into L2 once this one is decoded,
