@@ -1401,7 +1401,9 @@ internal static unsafe class BlockDecoder
 
     // One Q4_0 block of 16 rows: (q − 8)·d as Decode256 computes it; d from each row's first word (a gather, as Q8_0's),
     // the 16 nibble bytes transposed (word j, byte t: values 4j + t in its low nibble, 16 + 4j + t in its high one).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    // A method of its own: inlined into PanelOfRows it left the JIT no inlining budget for its vector helpers, which
+    // then ran as calls (a third of the panel's time).
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Q40Lanes(byte* block, RowLanes rows, byte* rowsBlock, int rowBytes, int count, Vector512<float> valid, float* target, int width, Vector512<int>* words)
     {
         var d = HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(rows.Gather(block), 16), 16));
