@@ -755,12 +755,7 @@ internal static unsafe class BlockDecoder
                 Sse.Prefetch0(row + ahead + 128);
             }
 
-            var counts = Q4KScaleBytes(row);
-            var dAndMin = Vector256.Create(Vector128.Create(halves[*(ushort*)row]), Vector128.Create(halves[*(ushort*)(row + 2)]));
-            var first = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(counts)) * dAndMin;
-            var second = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(counts, 8))) * dAndMin;
-            mins = Vector256.FusedMultiplyAdd(first, Vector256.Load(sums), mins);
-            mins = Vector256.FusedMultiplyAdd(second, Vector256.Load(sums + 8), mins);
+            Factors256(row, sums, halves, ref mins, out var first, out var second);
             Q4KPair256(row + 16, x, Lane(first, 0), Lane(first, 1), ref a0, ref a1);
             Q4KPair256(row + 48, x + 64, Lane(first, 2), Lane(first, 3), ref a0, ref a1);
             Q4KPair256(row + 80, x + 128, Lane(second, 0), Lane(second, 1), ref a0, ref a1);
@@ -768,6 +763,20 @@ internal static unsafe class BlockDecoder
         }
 
         return Vector256.Sum((a0 + a1) - mins);
+    }
+
+    // A Q4_K or Q5_K super-block's factors (the same 12 scale bytes) in two registers, [d·s0..3, dmin·m0..3] and
+    // [d·s4..7, dmin·m4..7], and its min terms added to `mins` against the sums [0, 0, 0, 0, Σx over sub-blocks 0..3]
+    // and the same for 4..7.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Factors256(byte* row, float* sums, float* halves, ref Vector256<float> mins, out Vector256<float> first, out Vector256<float> second)
+    {
+        var counts = Q4KScaleBytes(row);
+        var dAndMin = Vector256.Create(Vector128.Create(halves[*(ushort*)row]), Vector128.Create(halves[*(ushort*)(row + 2)]));
+        first = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(counts)) * dAndMin;
+        second = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(counts, 8))) * dAndMin;
+        mins = Vector256.FusedMultiplyAdd(first, Vector256.Load(sums), mins);
+        mins = Vector256.FusedMultiplyAdd(second, Vector256.Load(sums + 8), mins);
     }
 
     // One Q4_K sub-block pair: 32 bytes at q, their low nibbles the first sub-block (x[0..32)), their high nibbles the
@@ -814,12 +823,7 @@ internal static unsafe class BlockDecoder
                 Sse.Prefetch0(row + ahead + 128);
             }
 
-            var counts = Q4KScaleBytes(row);
-            var dAndMin = Vector256.Create(Vector128.Create(halves[*(ushort*)row]), Vector128.Create(halves[*(ushort*)(row + 2)]));
-            var first = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(counts)) * dAndMin;
-            var second = Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(counts, 8))) * dAndMin;
-            mins = Vector256.FusedMultiplyAdd(first, Vector256.Load(sums), mins);
-            mins = Vector256.FusedMultiplyAdd(second, Vector256.Load(sums + 8), mins);
+            Factors256(row, sums, halves, ref mins, out var first, out var second);
             var fifth = Vector256.Load(row + 16).AsUInt16();
             Q5KBytes(row + 48, fifth, 4, 3, values);
             Q5KBytes(row + 80, fifth, 2, 1, values + 64);
