@@ -12,8 +12,8 @@ namespace HeadLens.Kernels.Quantized;
 // may move a weight's sign onto q (|q| stays ≤ 127). The scale is kept as float32 (llama.cpp keeps Q8_0's as fp16).
 // Layout, for V vectors of K values: Values [V·K] sbyte, Scales [V·K/B] float, Sums [V·K/16] short and Paired [V·K]
 // (Values reordered for Q4_K) for B = 256 only.
-// Implementations: QuantizeReference (scalar, the contract) and Quantize (AVX-512: the same values bit for bit —
-// the same float product per value, and vcvtps2dq rounds half to even as MathF.Round(…, ToEven) does).
+// Implementations: QuantizeReference (scalar, the contract) and Quantize (AVX-512BW, else AVX2: the same values bit for
+// bit — the same float product per value, and vcvtps2dq rounds half to even as MathF.Round(…, ToEven) does).
 internal sealed class Q8Activations
 {
     private sbyte[] values = [];

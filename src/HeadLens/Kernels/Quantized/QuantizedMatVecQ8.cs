@@ -19,9 +19,9 @@ namespace HeadLens.Kernels.Quantized;
 // token reuses; the reference's numbers bit for bit); Q8_0 rows, and every type without AVX-512BW, beyond
 // QuantizedMatMul.FewVectors vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float
 // rounding, faster there).
-// Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (AVX-512BW quantization and
-// IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else the reference arithmetic on the same threads; prompts: IntegerMatMul or
-// MultiplyDequantized).
+// Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (vectorised quantization and
+// IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else the reference arithmetic on the same threads; prompts:
+// IntegerMatMul or MultiplyDequantized).
 public static class QuantizedMatVecQ8
 {
     /// <summary>Whether <paramref name="type"/> has the 8-bit-activation product (Q8_0, Q4_K, Q5_K, Q6_K).</summary>
