@@ -19,13 +19,15 @@ namespace HeadLens.Kernels.Quantized;
 //     add 112 (or 224 for exponent 31: infinity, NaN) to the exponent; the rare vectors holding a zero or subnormal
 //     half convert those lanes' mantissas (see HalfToSingle). Block scales use the scalar form of the same
 //     (Dequantize.Half goes through System.Half's software conversion).
-//   - the row dots (Dot512) prefetch 4 KiB ahead of the bytes they multiply (PrefetchAhead): a decode step streams
-//     every weight once, and the hardware prefetcher alone left one core waiting on memory.
-//   - the K-quant row dots (Dot512) take each block's constants out of the sum instead of decoding the values: a
-//     table iota·(d·scale) per Q4_K sub-block (no −dmin·min in it), Q6_K's q without its −32, and the min and offset
-//     terms once per super-block from sums of x computed once per product. The same sum, differently rounded.
+//   - the row dots (Dot512, Dot256) prefetch 4 KiB ahead of the bytes they multiply (PrefetchAhead): a decode step
+//     streams every weight once, and the hardware prefetcher alone left one core waiting on memory.
+//   - the K-quant row dots (Dot512, Dot256) take each block's constants out of the sum instead of decoding the values:
+//     a table iota·(d·scale) per Q4_K sub-block (no −dmin·min in it) or each sub-block's sum times its d·scale once,
+//     Q6_K's q without its −32, and the min and offset terms once per super-block from sums of x computed once per
+//     product. The same sum, differently rounded.
 // Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
-// conversion form for every format); callers fall back to Dequantize.Reference when neither is supported.
+// conversion form for every format); callers fall back to Dequantize.Reference when neither is supported. The row
+// dots: Dot512 (AVX-512) and Dot256 (AVX2) for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K.
 internal static unsafe class BlockDecoder
 {
     /// <summary>Values decoded per call by the products (a K-quant super-block; eight Q8_0/Q4_0 blocks): fits L1.</summary>
