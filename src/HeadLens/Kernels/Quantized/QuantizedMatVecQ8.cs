@@ -120,7 +120,7 @@ public static class QuantizedMatVecQ8
         var rented = System.Buffers.ArrayPool<float>.Shared.Rent(count);
         try
         {
-            Dequantize(activations, count, block, rented);
+            ActivationsAsFloats(activations, count, block, rented);
 
             QuantizedMatMul.Forward(type, weights, rows, columns, rented.AsSpan(0, count), activations.Vectors, y);
         }
@@ -132,7 +132,7 @@ public static class QuantizedMatVecQ8
 
     // x̂ = d·q, block by block (8 values per step with AVX2: a division per value made this loop take as long as the
     // quantization itself); the same products either way.
-    private static unsafe void Dequantize(Q8Activations activations, int count, int block, float[] target)
+    private static unsafe void ActivationsAsFloats(Q8Activations activations, int count, int block, float[] target)
     {
         var scales = activations.Scales;
         fixed (sbyte* values = activations.Values)
