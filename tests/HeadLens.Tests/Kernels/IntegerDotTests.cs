@@ -384,6 +384,17 @@ public sealed class IntegerDotTests
                     QuantizedMatVecQ8.Reference(type, weights, rows, columns, x, vectors, reference);
                     QuantizedMatVecQ8.Forward(type, weights, rows, columns, x, vectors, fast);
                     Assert.Equal(12345f, fast[^1]);
+                    if (IntegerDot.Is512)
+                    {
+                        // The AVX2 kernels run here too: the same bits as the reference.
+                        var narrow = Blocked(type, weights, rows, columns, x, vectors, wide: false);
+                        for (int i = 0; i < reference.Length; i++)
+                        {
+                            Assert.True(BitConverter.SingleToInt32Bits(reference[i]) == BitConverter.SingleToInt32Bits(narrow[i]),
+                                $"{type} AVX2 [{rows}, {columns}] × {vectors}: vector {i / rows} row {i % rows}: {narrow[i]:R} vs {reference[i]:R}");
+                        }
+                    }
+
                     for (int i = 0; i < reference.Length; i++)
                     {
                         if (IntegerMatMul.Supports(type))
@@ -393,7 +404,7 @@ public sealed class IntegerDotTests
                         }
                         else
                         {
-                            // Without AVX-512BW: the row dots' scalar arithmetic or the fp32 panel product of x̂, within
+                            // Without AVX2: the row dots' scalar arithmetic or the fp32 panel product of x̂, within
                             // float rounding of the terms' magnitudes (as ThreadedProductMatchesItsReference… bounds it).
                             var one = new Q8Activations();
                             one.Quantize(x.AsSpan(i / rows * columns, columns), 1, columns, 256, reference: true);
@@ -407,6 +418,21 @@ public sealed class IntegerDotTests
         }
     }
 
+    // IntegerMatMul's product with the 16-lane kernels (wide) or the 8-lane ones.
+    private static unsafe float[] Blocked(GgmlType type, byte[] weights, int rows, int columns, float[] x, int vectors, bool wide)
+    {
+        var activations = new Q8Activations();
+        activations.Quantize(x, vectors, columns, Q8Activations.BlockFor(type));
+        var y = new float[vectors * rows];
+        fixed (byte* w = weights)
+        fixed (float* target = y)
+        {
+            IntegerMatMul.Multiply(type, w, rows, activations, target, wide);
+        }
+
+        return y;
+    }
+
     /// <summary>
     /// The blocked product's panel holds, per row lane, the super-block's unsigned values four to a 32-bit lane in
     /// value order, and its scales, corrections and factors as the file header of IntegerMatMul says: read back
@@ -418,9 +444,18 @@ public sealed class IntegerDotTests
     {
         if (!IntegerMatMul.Supports(type))
         {
-            Assert.False(IntegerDot.Is512, "the blocked product is missing where AVX-512BW is present");
+            Assert.False(IntegerDot.Is512 || IntegerDot.Is256, "the blocked product is missing where AVX-512BW or AVX2 is present");
             return;
         }
+
+        foreach (bool wide in IntegerDot.Is512 ? new[] { true, false } : [false])
+        {
+            PanelHoldsEachRowsValuesInOrder(type, wide);
+        }
+    }
+
+    private static unsafe void PanelHoldsEachRowsValuesInOrder(GgmlType type, bool wide)
+    {
 
         var random = new Random(61 + (int)type);
         int columns = 512, rows = 21, rowBytes = (int)GgmlTypes.RowBytes(type, columns);
@@ -431,7 +466,7 @@ public sealed class IntegerDotTests
         {
             for (int b = 0; b < columns / 256; b++)
             {
-                IntegerMatMul.BuildPanel(type == GgmlType.Q4_K, w + (b * GgmlTypes.BlockBytes(type)), rowBytes, rows, target);
+                IntegerMatMul.BuildPanel(type == GgmlType.Q4_K, w + (b * GgmlTypes.BlockBytes(type)), rowBytes, rows, target, wide);
                 for (int r = 0; r < rows; r++)
                 {
                     var block = weights.AsSpan((r * rowBytes) + (b * GgmlTypes.BlockBytes(type)), GgmlTypes.BlockBytes(type));

@@ -97,7 +97,7 @@ internal static unsafe class BlockDecoder
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> HalfToSingle(Vector256<int> signExtended)
+    internal static Vector256<float> HalfToSingle(Vector256<int> signExtended)
     {
         var shifted = Vector256.ShiftLeft(signExtended, 13) & Vector256.Create(unchecked((int)0x8FFFE000));
         var exponent = shifted & Vector256.Create(0x0F800000);
@@ -1275,6 +1275,23 @@ internal static unsafe class BlockDecoder
         {
             scale = (Vector512.ShiftRightLogical(w2, shift) & Vector512.Create(0xF)) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w0, shift + 6) & Vector512.Create(3), 4);
             min = (Vector512.ShiftRightLogical(w2, shift + 4) & Vector512.Create(0xF)) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(w1, shift + 6) & Vector512.Create(3), 4);
+        }
+    }
+
+    /// <summary>As the 16-lane <see cref="Q4KScaleMin(Vector512{int}, Vector512{int}, Vector512{int}, int, out Vector512{int}, out Vector512{int})"/>, for 8 lanes (AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q4KScaleMin(Vector256<int> w0, Vector256<int> w1, Vector256<int> w2, int j, out Vector256<int> scale, out Vector256<int> min)
+    {
+        int shift = 8 * (j % 4);
+        if (j < 4)
+        {
+            scale = Vector256.ShiftRightLogical(w0, shift) & Vector256.Create(63);
+            min = Vector256.ShiftRightLogical(w1, shift) & Vector256.Create(63);
+        }
+        else
+        {
+            scale = (Vector256.ShiftRightLogical(w2, shift) & Vector256.Create(0xF)) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(w0, shift + 6) & Vector256.Create(3), 4);
+            min = (Vector256.ShiftRightLogical(w2, shift + 4) & Vector256.Create(0xF)) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(w1, shift + 6) & Vector256.Create(3), 4);
         }
     }
 

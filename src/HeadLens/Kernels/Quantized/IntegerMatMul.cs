@@ -22,11 +22,15 @@ namespace HeadLens.Kernels.Quantized;
 // super-blocks are its too (no fused multiply-add), so every output equals IntegerDot.Reference's bit for bit.
 // Work split: panels of 32 rows shared between the threads; each builds a super-block's panel (11.5 KB, L1) and runs
 // every tile of tokens over it, adding into its own [M, 32] tile of results.
-internal static unsafe class IntegerMatMul
+// With AVX2 only (IntegerMatMul.Avx2.cs): the same panel built eight rows at a time, and the tile run over each
+// eighth of its rows.
+internal static unsafe partial class IntegerMatMul
 {
     /// <summary>
     /// From this many vectors on, the blocked product; below, one IntegerDot per row and vector. 1.1B Q4_K_M prompt,
     /// Zen 4: 2 tokens 60 against 99 ms (the row dots faster), 4 tokens 112 against 99–107, 8 tokens 133–164 against 104–122.
+    /// The AVX2 kernels (Emerald Rapids with AVX-512 off, eight layers' Q4_K matrices): 2 vectors 29 against 52 ms, 4
+    /// vectors 38 against 43, 8 vectors 77 against 46 (the blocked product faster); the crossing is as noisy there.
     /// </summary>
     public const int FromVectors = 4;
 
@@ -56,16 +60,20 @@ internal static unsafe class IntegerMatMul
     [ThreadStatic]
     private static float[]? tileScratch;
 
-    /// <summary>Whether this machine has the blocked product for <paramref name="type"/> (AVX-512BW; Q4_K, Q6_K).</summary>
-    public static bool Supports(GgmlType type) => IntegerDot.Is512 && type is GgmlType.Q4_K or GgmlType.Q6_K;
+    /// <summary>Whether this machine has the blocked product for <paramref name="type"/> (AVX-512BW or AVX2; Q4_K, Q6_K).</summary>
+    public static bool Supports(GgmlType type) => (IntegerDot.Is512 || IntegerDot.Is256) && type is GgmlType.Q4_K or GgmlType.Q6_K;
 
     /// <summary>
     /// Y[M, N] = X̂ · Wᵀ (overwritten) for the M vectors quantized in <paramref name="activations"/>
     /// (blocks of 256), W [<paramref name="n"/>, K] at <paramref name="weights"/>.
     /// </summary>
-    public static void Multiply(GgmlType type, byte* weights, int n, Q8Activations activations, float* y)
+    public static void Multiply(GgmlType type, byte* weights, int n, Q8Activations activations, float* y) =>
+        Multiply(type, weights, n, activations, y, IntegerDot.Is512);
+
+    /// <summary>As the public form, with the 16-lane kernels (<paramref name="wide"/>, AVX-512BW) or the 8-lane ones (AVX2).</summary>
+    internal static void Multiply(GgmlType type, byte* weights, int n, Q8Activations activations, float* y, bool wide)
     {
-        if (!Supports(type) || activations.BlockValues != 256)
+        if (!Supports(type) || activations.BlockValues != 256 || (wide && !IntegerDot.Is512))
         {
             throw new ArgumentException($"{type}: no blocked integer product on this machine for activations in blocks of {activations.BlockValues}");
         }
@@ -96,7 +104,7 @@ internal static unsafe class IntegerMatMul
                         int lines = Math.Min(Width, n - (p * Width));
                         byte* rows = (byte*)wa + ((long)p * Width * rowBytes);
                         long nextBytes = p + 1 < panels ? (long)Math.Min(Width, n - ((p + 1) * Width)) * rowBytes : 0;
-                        MultiplyPanel(type, rows, rowBytes, lines, k, m, (sbyte*)qa, (float*)sa, (short*)ra, rows + ((long)Width * rowBytes), nextBytes, panel, results);
+                        MultiplyPanel(type, rows, rowBytes, lines, k, m, (sbyte*)qa, (float*)sa, (short*)ra, rows + ((long)Width * rowBytes), nextBytes, panel, results, wide);
                         for (int t = 0; t < m; t++)
                         {
                             new ReadOnlySpan<float>(results + (t * Width), lines).CopyTo(new Span<float>((float*)ya + ((long)t * n) + (p * Width), lines));
@@ -115,7 +123,7 @@ internal static unsafe class IntegerMatMul
     // super-block, so that they arrive while this panel is multiplied: a panel reads each of its 32 rows a block at a
     // time, 32 streams a row apart, which the hardware prefetchers do not follow.
     private static void MultiplyPanel(GgmlType type, byte* rows, int rowBytes, int lines, int k, int m, sbyte* q, float* scales, short* sums,
-        byte* next, long nextBytes, byte* panel, float* results)
+        byte* next, long nextBytes, byte* panel, float* results, bool wide)
     {
         new Span<float>(results, m * Width).Clear();
         int blocks = k / 256, blockBytes = GgmlTypes.BlockBytes(type);
@@ -128,11 +136,21 @@ internal static unsafe class IntegerMatMul
                 Sse.Prefetch1(next + line);
             }
 
-            BuildPanel(q4k, rows + ((long)b * blockBytes), rowBytes, lines, panel);
+            BuildPanel(q4k, rows + ((long)b * blockBytes), rowBytes, lines, panel, wide);
             for (int t = 0; t < m; t += TileTokens)
             {
-                Kernel(panel, q4k, Math.Min(TileTokens, m - t), q + ((long)t * k) + (256 * b), k,
-                    sums + ((long)t * (k / 16)) + (16 * b), k / 16, scales + ((long)t * blocks) + b, blocks, results + (t * Width));
+                int tokens = Math.Min(TileTokens, m - t);
+                sbyte* tileValues = q + ((long)t * k) + (256 * b);
+                short* tileSums = sums + ((long)t * (k / 16)) + (16 * b);
+                float* tileScales = scales + ((long)t * blocks) + b;
+                if (wide)
+                {
+                    Kernel(panel, q4k, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
+                }
+                else
+                {
+                    Kernel256(panel, q4k, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
+                }
             }
         }
     }
@@ -148,8 +166,14 @@ internal static unsafe class IntegerMatMul
     /// four tokens.
     /// </remarks>
     [SkipLocalsInit]
-    internal static void BuildPanel(bool q4k, byte* block, int rowBytes, int lines, byte* panel)
+    internal static void BuildPanel(bool q4k, byte* block, int rowBytes, int lines, byte* panel, bool wide)
     {
+        if (!wide)
+        {
+            BuildPanel256(q4k, block, rowBytes, lines, panel);
+            return;
+        }
+
         var columns = stackalloc Vector512<int>[16];
         var quads = stackalloc Vector512<int>[16];
         for (int half = 0; half < Width; half += 16)

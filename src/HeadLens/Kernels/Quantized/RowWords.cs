@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels.Quantized;
 
-// Sixteen rows of ggml blocks read as 32-bit words and transposed in registers, so that word j of row i lands in lane i
+// Sixteen rows (eight with AVX2) of ggml blocks read as 32-bit words and transposed in registers, so that word j of row i lands in lane i
 // of vector j: the decoders that fill a panel (one lane per row of W) use it instead of AVX2's 8-lane gathers
 // (.NET 10 has no AVX-512 gather), which cost ~16 cycles per gather on Zen 4. Rows from `count` on repeat row 0
 // (partial panels); the caller masks or ignores those lanes, and keeps every load inside the rows' bytes (64 bytes
@@ -109,4 +109,59 @@ internal static unsafe class RowWords
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Pair(byte* first, int rowBytes, int count, int offset, int k) => Vector512.Create(
         Vector256.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector256.Load((int*)(Row(first, rowBytes, count, 8 + k) + offset)));
+
+    // The 16 bytes at `offset` of 8 rows as four words each, transposed (AVX2): columns[j] lane i = word j of row i.
+    // Vector k holds rows k and 4 + k in its 128-bit lanes, so one 4 × 4 transpose per lane puts rows 4L … 4L + 3 in lane L.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Transpose4(byte* first, int rowBytes, int count, int offset, Vector256<int>* columns)
+    {
+        Vector256<int> z0 = Halves(first, rowBytes, count, offset, 0), z1 = Halves(first, rowBytes, count, offset, 1);
+        Vector256<int> z2 = Halves(first, rowBytes, count, offset, 2), z3 = Halves(first, rowBytes, count, offset, 3);
+        Vector256<long> t0 = Avx2.UnpackLow(z0, z1).AsInt64(), t1 = Avx2.UnpackHigh(z0, z1).AsInt64();
+        Vector256<long> t2 = Avx2.UnpackLow(z2, z3).AsInt64(), t3 = Avx2.UnpackHigh(z2, z3).AsInt64();
+        columns[0] = Avx2.UnpackLow(t0, t2).AsInt32();
+        columns[1] = Avx2.UnpackHigh(t0, t2).AsInt32();
+        columns[2] = Avx2.UnpackLow(t1, t3).AsInt32();
+        columns[3] = Avx2.UnpackHigh(t1, t3).AsInt32();
+    }
+
+    // Rows k and 4 + k's 16 bytes at `offset`, one per 128-bit lane.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Halves(byte* first, int rowBytes, int count, int offset, int k) => Vector256.Create(
+        Vector128.Load((int*)(Row(first, rowBytes, count, k) + offset)), Vector128.Load((int*)(Row(first, rowBytes, count, 4 + k) + offset)));
+
+    // The 32 bytes at `offset` of 8 rows as 8 words each, transposed (AVX2): words[j] lane i = word j of row i.
+    // Unpacking words, then word pairs, within 128-bit lanes leaves rows 4q … 4q + 3 of word 4a + c in lane a of
+    // quad c of row quad q; one 128-bit permute per word joins the two row quads' lanes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Eights(byte* first, int rowBytes, int count, int offset, Vector256<int>* words)
+    {
+        Quads4(first, rowBytes, count, offset, 0, out var a0, out var a1, out var a2, out var a3);
+        Quads4(first, rowBytes, count, offset, 4, out var b0, out var b1, out var b2, out var b3);
+        words[0] = Avx2.Permute2x128(a0, b0, 0x20);
+        words[1] = Avx2.Permute2x128(a1, b1, 0x20);
+        words[2] = Avx2.Permute2x128(a2, b2, 0x20);
+        words[3] = Avx2.Permute2x128(a3, b3, 0x20);
+        words[4] = Avx2.Permute2x128(a0, b0, 0x31);
+        words[5] = Avx2.Permute2x128(a1, b1, 0x31);
+        words[6] = Avx2.Permute2x128(a2, b2, 0x31);
+        words[7] = Avx2.Permute2x128(a3, b3, 0x31);
+    }
+
+    // Rows q … q + 3's 32 bytes at `offset`: quad c lane a holds word 4a + c of the four rows.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quads4(byte* first, int rowBytes, int count, int offset, int q,
+        out Vector256<int> quad0, out Vector256<int> quad1, out Vector256<int> quad2, out Vector256<int> quad3)
+    {
+        var r0 = Vector256.Load((int*)(Row(first, rowBytes, count, q) + offset));
+        var r1 = Vector256.Load((int*)(Row(first, rowBytes, count, q + 1) + offset));
+        var r2 = Vector256.Load((int*)(Row(first, rowBytes, count, q + 2) + offset));
+        var r3 = Vector256.Load((int*)(Row(first, rowBytes, count, q + 3) + offset));
+        Vector256<long> t0 = Avx2.UnpackLow(r0, r1).AsInt64(), t1 = Avx2.UnpackHigh(r0, r1).AsInt64();
+        Vector256<long> t2 = Avx2.UnpackLow(r2, r3).AsInt64(), t3 = Avx2.UnpackHigh(r2, r3).AsInt64();
+        quad0 = Avx2.UnpackLow(t0, t2).AsInt32();
+        quad1 = Avx2.UnpackHigh(t0, t2).AsInt32();
+        quad2 = Avx2.UnpackLow(t1, t3).AsInt32();
+        quad3 = Avx2.UnpackHigh(t1, t3).AsInt32();
+    }
 }
