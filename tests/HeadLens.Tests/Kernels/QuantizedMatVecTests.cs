@@ -60,6 +60,39 @@ public sealed class QuantizedMatVecTests
     }
 
     /// <summary>
+    /// A few vectors at once (a short prompt) give each vector what its own product gives (decoding), bit for bit:
+    /// up to eight vectors each row's dot runs once per vector, as for one.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void FewVectorsGiveEachVectorItsOwnProductBitForBit(GgmlType type)
+    {
+        var random = new Random((int)type + 9);
+        int per = GgmlTypes.BlockValues(type);
+        int columns = per == 1 ? 301 : per == 32 ? 96 : 512;
+        int rows = 37;
+        byte[] weights = RandomBlocks(type, rows, columns, random);
+        foreach (int vectors in new[] { 2, 3, 8 })
+        {
+            var x = Enumerable.Range(0, vectors * columns).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+            var together = Enumerable.Repeat(float.NaN, (vectors * rows) + 1).ToArray();
+            together[^1] = 12345f;
+            QuantizedMatVec.Forward(type, weights, rows, columns, x, vectors, together);
+            Assert.Equal(12345f, together[^1]);
+            var alone = new float[rows];
+            for (int v = 0; v < vectors; v++)
+            {
+                QuantizedMatVec.Forward(type, weights, rows, columns, x.AsSpan(v * columns, columns), 1, alone);
+                for (int r = 0; r < rows; r++)
+                {
+                    Assert.True(BitConverter.SingleToInt32Bits(alone[r]) == BitConverter.SingleToInt32Bits(together[(v * rows) + r]),
+                        $"{type}, {vectors} vectors: vector {v} row {r}: {together[(v * rows) + r]:R} vs {alone[r]:R} alone");
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// Several matrices that multiply the same x as one product (QuantizedMatVec's parts: a layer's Q, K and V) give
     /// every matrix exactly what its own product gives, bit for bit, with enough rows that the threads' chunks straddle
     /// the matrices' boundaries (F16 through its exception lists, as a model's products run), within float rounding

@@ -28,11 +28,12 @@ internal static unsafe partial class IntegerMatMul
 {
     /// <summary>
     /// From this many vectors on, the blocked product; below, one IntegerDot per row and vector. 1.1B Q4_K_M prompt,
-    /// Zen 4: 2 tokens 60 against 99 ms (the row dots faster), 4 tokens 112 against 99–107, 8 tokens 133–164 against 104–122.
-    /// The AVX2 kernels (Emerald Rapids with AVX-512 off, eight layers' Q4_K matrices): 2 vectors 29 against 52 ms, 4
-    /// vectors 38 against 43, 8 vectors 77 against 46 (the blocked product faster); the crossing is as noisy there.
+    /// Zen 4 (AVX-512): 2 tokens 60 against 99 ms (the row dots faster), 4 tokens 112 against 99–107, 8 tokens 133–164
+    /// against 104–122. With AVX2 the row dots hold out longer: eight layers' Q4_K matrices (Emerald Rapids with AVX-512
+    /// off), 6 vectors 39–40 against 44–45 ms, 7 vectors 45–46 against 45, 8 vectors 52–57 against 44; Q6_K 6 vectors
+    /// 50–55 against 57–59, 7 vectors 58 against 57, 8 vectors 66 against 58.
     /// </summary>
-    public const int FromVectors = 4;
+    public static int FromVectors => IntegerDot.Is512 ? 4 : 7;
 
     /// <summary>Rows of W per panel (two 16-lane vectors).</summary>
     public const int Width = 32;

@@ -25,15 +25,22 @@ public static class QuantizedMatMul
     public const int FewVectors = 8;
 
     /// <summary>
-    /// <see cref="FewVectors"/> for W in <paramref name="type"/>: 3 where its rows go straight into the product's panels
-    /// (<see cref="BlockDecoder.PanelOfRows"/>: Q4_K, Q6_K, Q8_0 with AVX-512), else 8. 1.1B models on Zen 4, medians of
-    /// prompts through the matrix-vector kernel against the panels: Q4_K_M 2 tokens 119–147 against 223–232 ms, 3
-    /// tokens 156–188 against 180–215, 4 tokens 187–242 against 133–151, 8 tokens 304–340 against 200–207; Q8_0 3
-    /// tokens 183 against 281–284, 4 tokens 207–220 against 183–204, 8 tokens 340–345 against 264–279. F16 and BF16 rows
-    /// go straight into the panels too, but their matrix-vector kernel stays faster up to 8 tokens (GPT-2 124M F16: 4
-    /// tokens 18–20 against 34–40 ms, 8 tokens 29–30 against 33–34).
+    /// <see cref="FewVectors"/> for W in <paramref name="type"/> where its rows go straight into the product's panels
+    /// (<see cref="BlockDecoder.PanelOfRows"/>, AVX-512): Q4_K 6, Q6_K and Q8_0 5, Q4_0 3; else 8. Eight layers'
+    /// matrices of a 1.1B model (Emerald Rapids, 2 threads), the row dots for each vector against the panels: Q4_K 6
+    /// vectors 57 against 59–69 ms, 8 vectors 75–79 against 63; Q6_K 5 vectors 65–73 against 71–82, 7 vectors 84–91
+    /// against 71–79; Q8_0 5 vectors 71–74 against 74–90, 6 vectors 92 against 74; Q4_0 3 vectors 40–42 against
+    /// 59–62, 6 vectors 104 against 62–82. (Four vectors are the panels' best case below 12: their kernel's
+    /// four-row form.) F16 and BF16 rows go straight into the panels too, but their matrix-vector kernel stays faster
+    /// up to 8 tokens (GPT-2 124M F16: 4 tokens 18–20 against 34–40 ms, 8 tokens 29–30 against 33–34).
     /// </summary>
-    public static int FewVectorsFor(GgmlType type) => type is GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 && BlockDecoder.HasPanelOfRows(type) ? 3 : FewVectors;
+    public static int FewVectorsFor(GgmlType type) => !BlockDecoder.HasPanelOfRows(type) ? FewVectors : type switch
+    {
+        GgmlType.Q4_K => 6,
+        GgmlType.Q6_K or GgmlType.Q8_0 => 5,
+        GgmlType.Q4_0 => 3,
+        _ => FewVectors,
+    };
 
     private const long PanelBytes = 2 << 20;
 
