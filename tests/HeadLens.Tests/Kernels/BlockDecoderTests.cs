@@ -105,15 +105,32 @@ public sealed class BlockDecoderTests
 
     [Theory]
     [MemberData(nameof(PanelTypes))]
-    public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type)
+    public void PanelsForTheProductHoldTheReferenceValuesTransposed(GgmlType type) => PanelsHoldTheReferenceValuesTransposed(type, eightLanes: false);
+
+    /// <summary>The AVX2 panels (eight rows at a time), run directly where AVX-512 would otherwise take every panel.</summary>
+    [Theory]
+    [MemberData(nameof(PanelTypes))]
+    public void EightLanePanelsHoldTheReferenceValuesTransposed(GgmlType type)
     {
-        // Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 decode straight into the panel (BlockDecoder.PanelOfRows), the others
+        if (!BlockDecoder.Is256 || type is GgmlType.Q5_K or GgmlType.F16 or GgmlType.BF16)
+        {
+            Assert.False(BlockDecoder.Is256 && BlockDecoder.HasPanelOfRows(type) && !BlockDecoder.Is512, $"{type}: the AVX2 panels take it");
+            return;
+        }
+
+        PanelsHoldTheReferenceValuesTransposed(type, eightLanes: true);
+    }
+
+    private static unsafe void PanelsHoldTheReferenceValuesTransposed(GgmlType type, bool eightLanes)
+    {
+        // Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 (Q4_0, Q4_K, Q6_K and Q8_0 with AVX2) decode straight into the
+        // panel (BlockDecoder.PanelOfRows), the others
         // through a scratch: every panel must hold the reference's values, row j of W in column j, zeros past the last
         // row, with edge scales (the ones above; for F16 and BF16 edge values) in some blocks. F16 and BF16 take depth
         // blocks of 40 and 80 values: whole runs of 32 and a tail.
         ushort[] scales = [0x0000, 0x8000, 0x0001, 0x03FF, 0x7BFF, 0xB800, 0x7C00, 0x7E00, 0x3C00];
         var random = new Random((int)type + 3);
-        int per = GgmlTypes.BlockValues(type), size = GgmlTypes.BlockBytes(type), width = HeadLens.Kernels.Gemm.TileColumns;
+        int per = GgmlTypes.BlockValues(type), size = GgmlTypes.BlockBytes(type), width = eightLanes ? 16 : HeadLens.Kernels.Gemm.TileColumns;
         int totalRows = width + 9, columns = per == 1 ? 3 * 40 : 3 * Math.Max(per, 64) / per * per;
         byte[] bytes = QuantizedMatVecTests.RandomBlocks(type, totalRows, columns, random);
         for (int block = 0; block < bytes.Length / size; block += 3)
@@ -132,7 +149,20 @@ public sealed class BlockDecoderTests
                 int depth = depthStart == 0 ? depthBlock : 2 * depthBlock;
                 var panel = Enumerable.Repeat(float.NaN, (depth * width) + 1).ToArray();
                 panel[depth * width] = 5f;
-                QuantizedMatMul.DecodePanel(type, bytes, totalRows, columns, firstRow, rows, depthStart, depth, panel, width);
+                if (eightLanes)
+                {
+                    long rowBytes = GgmlTypes.RowBytes(type, columns);
+                    fixed (byte* w = bytes)
+                    fixed (float* target = panel)
+                    {
+                        BlockDecoder.PanelOfRows256(type, w + (firstRow * rowBytes) + GgmlTypes.RowBytes(type, depthStart), (int)rowBytes, rows, depth, target, width);
+                    }
+                }
+                else
+                {
+                    QuantizedMatMul.DecodePanel(type, bytes, totalRows, columns, firstRow, rows, depthStart, depth, panel, width);
+                }
+
                 Assert.Equal(5f, panel[depth * width]);
                 for (int p = 0; p < depth; p++)
                 {

@@ -28,7 +28,7 @@ namespace HeadLens.Kernels.Quantized;
 // Implementations: Decode512 (AVX-512: Avx512F for the widening loads and permutes), Decode256 (AVX2, the
 // conversion form for every format); callers fall back to Dequantize.Reference when neither is supported. The row
 // dots: Dot512 (AVX-512) and Dot256 (AVX2) for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K.
-internal static unsafe class BlockDecoder
+internal static unsafe partial class BlockDecoder
 {
     /// <summary>Values decoded per call by the products (a K-quant super-block; eight Q8_0/Q4_0 blocks): fits L1.</summary>
     public const int Chunk = 256;
@@ -1136,13 +1136,16 @@ internal static unsafe class BlockDecoder
     }
 
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
-    public static bool HasPanelOfRows(GgmlType type) => Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16;
+    public static bool HasPanelOfRows(GgmlType type) =>
+        (Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16)
+        || (!Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0);
 
     /// <summary>
-    /// Q4_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
+    /// Q4_0, Q4_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
     /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
     /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
-    /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16). The values are
+    /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16; of 8 with AVX2 only, which takes
+    /// Q4_0, Q4_K, Q6_K and Q8_0 eight rows at a time: BlockDecoder.Panel256.cs). The values are
     /// Dequantize.Reference's, bit for bit.
     /// </summary>
     /// <remarks>
@@ -1157,6 +1160,12 @@ internal static unsafe class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PanelOfRows(GgmlType type, byte* first, int rowBytes, int lines, int depth, float* panel, int width)
     {
+        if (!Is512)
+        {
+            PanelOfRows256(type, first, rowBytes, lines, depth, panel, width);
+            return;
+        }
+
         int blockValues = GgmlTypes.BlockValues(type), blockBytes = GgmlTypes.BlockBytes(type);
         // Q4_K: per sub-block, d·scale and dmin·min of each lane's row; Q6_K: d·scale of each run of 16.
         var scale = stackalloc Vector512<float>[16];
