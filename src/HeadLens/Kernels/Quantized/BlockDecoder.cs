@@ -1137,15 +1137,15 @@ internal static unsafe partial class BlockDecoder
 
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
     public static bool HasPanelOfRows(GgmlType type) =>
-        (Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16)
-        || (!Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K or GgmlType.Q8_0);
+        (Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16)
+        || (!Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0);
 
     /// <summary>
-    /// Q4_0, Q4_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
+    /// Q4_0, Q4_K, Q5_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
     /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
     /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
     /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16; of 8 with AVX2 only, which takes
-    /// Q4_0, Q4_K, Q6_K and Q8_0 eight rows at a time: BlockDecoder.Panel256.cs). The values are
+    /// the block types eight rows at a time: BlockDecoder.Panel256.cs). The values are
     /// Dequantize.Reference's, bit for bit.
     /// </summary>
     /// <remarks>
@@ -1207,6 +1207,10 @@ internal static unsafe partial class BlockDecoder
                 {
                     Q4KLanes(rowsBlock, rowBytes, count, valid, scale, min, target, width, quads, words);
                 }
+                else if (type == GgmlType.Q5_K)
+                {
+                    Q5KLanes(rowsBlock, rowBytes, count, valid, scale, min, target, width, quads, words);
+                }
                 else if (type == GgmlType.Q6_K)
                 {
                     Q6KLanes(rowsBlock, rowBytes, count, valid, scale, target, width, quads, words);
@@ -1238,16 +1242,7 @@ internal static unsafe partial class BlockDecoder
     private static void Q4KLanes(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min,
         float* target, int width, Vector512<int>* quads, Vector512<int>* words)
     {
-        RowWords.Transpose4(first, rowBytes, count, 0, words);
-        var halves = words[0];
-        var d = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
-        var dmin = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
-        for (int j = 0; j < 8; j++)
-        {
-            Q4KScaleMin(words[1], words[2], words[3], j, out var scaleJ, out var minJ);
-            scale[j] = Vector512.ConvertToSingle(scaleJ) * d;
-            min[j] = Vector512.ConvertToSingle(minJ) * dmin;
-        }
+        KFactors(first, rowBytes, count, valid, scale, min, words);
 
         // Quant bytes 64h … 64h + 63: word j is bytes l … l + 3 (l = 4·(j % 8)) of group g = 2h + j / 8, whose low
         // nibbles are depths 64g + l + t (sub-block 2g) and high nibbles 32 later (sub-block 2g + 1).
@@ -1264,6 +1259,72 @@ internal static unsafe partial class BlockDecoder
                 Q4KWord(word8.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + (4 * c)) * width), width);
                 Q4KWord(word12.AsUInt32(), scale[2 * g], min[2 * g], scale[(2 * g) + 1], min[(2 * g) + 1], target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
             }
+        }
+    }
+
+    // Q4_K's and Q5_K's d·scale and dmin·min per sub-block of each lane's row (zero past `count`), from the block's
+    // first 16 bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KFactors(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min, Vector512<int>* words)
+    {
+        RowWords.Transpose4(first, rowBytes, count, 0, words);
+        var halves = words[0];
+        var d = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)), Vector512<float>.Zero);
+        var dmin = Vector512.ConditionalSelect(valid, HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)), Vector512<float>.Zero);
+        for (int j = 0; j < 8; j++)
+        {
+            Q4KScaleMin(words[1], words[2], words[3], j, out var scaleJ, out var minJ);
+            scale[j] = Vector512.ConvertToSingle(scaleJ) * d;
+            min[j] = Vector512.ConvertToSingle(minJ) * dmin;
+        }
+    }
+
+    // One Q5_K super-block of 16 rows: Q4KLanes' layout with the quant bytes from byte 48 and each value's fifth bit
+    // from qh (bytes 16-47): bit 2g of byte l for value l of sub-block 2g, bit 2g + 1 for sub-block 2g + 1.
+    // A method of its own, as Q40Lanes.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Q5KLanes(byte* first, int rowBytes, int count, Vector512<float> valid, Vector512<float>* scale, Vector512<float>* min,
+        float* target, int width, Vector512<int>* quads, Vector512<int>* words)
+    {
+        KFactors(first, rowBytes, count, valid, scale, min, words);
+        RowWords.Eights(first, rowBytes, count, 16, words);
+        for (int h = 0; h < 2; h++)
+        {
+            RowWords.Quads(first, rowBytes, count, 48 + (64 * h), quads);
+            for (int c = 0; c < 4; c++)
+            {
+                // Words c and 4 + c of the half (group 2h), 8 + c and 12 + c (group 2h + 1); qh word j % 8 for word j.
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                int g = 2 * h;
+                Q5KWord(word0, words[c], g, scale, min, target + ((long)((64 * g) + (4 * c)) * width), width);
+                Q5KWord(word4, words[4 + c], g, scale, min, target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
+                g++;
+                Q5KWord(word8, words[c], g, scale, min, target + ((long)((64 * g) + (4 * c)) * width), width);
+                Q5KWord(word12, words[4 + c], g, scale, min, target + ((long)((64 * g) + 16 + (4 * c)) * width), width);
+            }
+        }
+    }
+
+    // Four quant bytes of each lane's row (group g) with their fifth bits: the low nibbles' values at depths `low` + t
+    // (sub-block 2g), the high nibbles' 32 depths later (2g + 1); each five-bit value's float looked up by vpermt2ps,
+    // which reads the low five bits of each index lane.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5KWord(Vector512<int> bytes, Vector512<int> fifth, int g, Vector512<float>* scale, Vector512<float>* min, float* low, int width)
+    {
+        var nibbles = Vector512.Create(0x0F0F0F0F);
+        var bit = Vector512.Create(0x01010101);
+        var lowValues = (bytes & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, 2 * g) & bit, 4);
+        var highValues = (Vector512.ShiftRightLogical(bytes, 4) & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, (2 * g) + 1) & bit, 4);
+        Vector512<float> lowScale = scale[2 * g], lowMin = min[2 * g], highScale = scale[(2 * g) + 1], highMin = min[(2 * g) + 1];
+        var values = Vector512<float>.Indices;
+        var upper = values + Vector512.Create(16f);
+        float* high = low + ((long)32 * width);
+        for (int t = 0; t < 4; t++)
+        {
+            var q = Avx512F.PermuteVar16x32x2(values, Vector512.ShiftRightLogical(lowValues, 8 * t), upper);
+            ((q * lowScale) - lowMin).Store(low + ((long)t * width));
+            q = Avx512F.PermuteVar16x32x2(values, Vector512.ShiftRightLogical(highValues, 8 * t), upper);
+            ((q * highScale) - highMin).Store(high + ((long)t * width));
         }
     }
 

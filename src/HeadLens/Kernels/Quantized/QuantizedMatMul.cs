@@ -12,7 +12,7 @@ namespace HeadLens.Kernels.Quantized;
 //     in registers while it sits in L1, so the bytes stream from memory once; rows split between the threads.
 //   Forward, larger M (prompts, analysis runs): the fast Gemm with W as its B, decoded where Gemm packs B
 //     (DecodedPanels): each panel's 32 rows over one depth block decoded right before the kernel reads it, straight
-//     into the panel (Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512, the first four with AVX2: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
+//     into the panel (Q4_0, Q4_K, Q5_K, Q6_K, Q8_0, F16 and BF16 with AVX-512, the first five with AVX2: BlockDecoder.PanelOfRows) or into an L1-sized scratch (BlockDecoder,
 //     vectorised) and transposed into the panel. M·2 flops per decoded value make the
 //     decoding a small share once M reaches a few dozen tokens. The depth block is rounded to whole ggml blocks (256
 //     values for the K-quants). Before, W was decoded ~2 MB of rows at a time, then Gemm transposed those rows into its
@@ -26,14 +26,15 @@ public static class QuantizedMatMul
 
     /// <summary>
     /// <see cref="FewVectors"/> for W in <paramref name="type"/> where its rows go straight into the product's panels
-    /// (<see cref="BlockDecoder.PanelOfRows"/>): with AVX-512 Q4_K 6, Q6_K and Q8_0 5, Q4_0 3; with AVX2 Q4_K and Q8_0 4,
-    /// Q6_K and Q4_0 3; else 8. Eight layers' matrices of a 1.1B model (Emerald Rapids, 2 threads), the row dots for
+    /// (<see cref="BlockDecoder.PanelOfRows"/>): with AVX-512 Q4_K 6, Q6_K and Q8_0 5, Q4_0 and Q5_K 3; with AVX2 Q4_K
+    /// and Q8_0 4, Q4_0, Q5_K and Q6_K 3; else 8. Eight layers' matrices of a 1.1B model (Emerald Rapids, 2 threads), the row dots for
     /// each vector against the panels, AVX-512: Q4_K 6 vectors 57 against 59–69 ms, 8 vectors 75–79 against 63; Q6_K 5
     /// vectors 65–73 against 71–82, 7 vectors 84–91 against 71–79; Q8_0 5 vectors 71–74 against 74–90, 6 vectors 92
     /// against 74; Q4_0 3 vectors 40–42 against 59–62, 6 vectors 104 against 62–82 (four vectors are the panels' best
     /// case below 12: their kernel's four-row form). AVX2: Q4_K 4 vectors 58 against 63, 5 vectors 72 against 64; Q6_K 3
     /// vectors 73 against 73, 4 vectors 95 against 73; Q8_0 4 vectors 64 against 71, 5 vectors 84 against 72; Q4_0 3
-    /// vectors 52 against 68, 4 vectors 68 against 69. F16 and BF16 rows go straight into the panels too (AVX-512),
+    /// vectors 52 against 68, 4 vectors 68 against 69. Q5_K: 3 vectors 70–72 against 91–93, 4 vectors 79–89 against 67–68
+    /// (AVX-512); 3 vectors 78–84 against 108–112, 4 vectors 96–102 against 102–109 (AVX2). F16 and BF16 rows go straight into the panels too (AVX-512),
     /// but their matrix-vector kernel stays faster up to 8 tokens (GPT-2 124M F16: 4 tokens 18–20 against 34–40 ms, 8
     /// tokens 29–30 against 33–34).
     /// </summary>
@@ -41,9 +42,9 @@ public static class QuantizedMatMul
     {
         (GgmlType.Q4_K, true) => 6,
         (GgmlType.Q6_K or GgmlType.Q8_0, true) => 5,
-        (GgmlType.Q4_0, true) => 3,
+        (GgmlType.Q4_0 or GgmlType.Q5_K, true) => 3,
         (GgmlType.Q4_K or GgmlType.Q8_0, false) => 4,
-        (GgmlType.Q6_K or GgmlType.Q4_0, false) => 3,
+        (GgmlType.Q4_0 or GgmlType.Q5_K or GgmlType.Q6_K, false) => 3,
         _ => FewVectors,
     };
 
@@ -148,7 +149,7 @@ public static class QuantizedMatMul
         }
     }
 
-    // W's panels decoded from its ggml rows: Q4_0, Q4_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 (the first four with AVX2) straight into the panel (BlockDecoder.PanelOfRows); other
+    // W's panels decoded from its ggml rows: Q4_0, Q4_K, Q5_K, Q6_K, Q8_0, F16 and BF16 with AVX-512 (the first five with AVX2) straight into the panel (BlockDecoder.PanelOfRows); other
     // types each row's depth range into a scratch (rows × depth floats, kept per thread), then transposed into the
     // panel. Lives only inside the `fixed` of the product's call.
     // The next panel's bytes (the same depth range of the next rows) are asked for into L2 once this one is decoded,
