@@ -355,7 +355,7 @@ public sealed class IntegerDotTests
         }
     }
 
-    public static TheoryData<GgmlType> SuperBlockTypes => [GgmlType.Q4_K, GgmlType.Q6_K];
+    public static TheoryData<GgmlType> SuperBlockTypes => [GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     /// <summary>
     /// Prompts (IntegerMatMul.FromVectors vectors or more) of K-quant rows go through the blocked integer product
@@ -418,6 +418,48 @@ public sealed class IntegerDotTests
         }
     }
 
+    /// <summary>
+    /// The blocked product's 16-bit sums hold at their extremes: every weight at its largest value (Q4_K 15, Q5_K 31,
+    /// Q6_K 63) against activations all at +127 or alternating ±127 per value pair, where one more step per chunk
+    /// would overflow; every output equals the reference's bit for bit, with both kernel widths where present.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SuperBlockTypes))]
+    public void BlockedProductKeepsItsSumsAtTheExtremes(GgmlType type)
+    {
+        if (!IntegerMatMul.Supports(type))
+        {
+            return;
+        }
+
+        var random = new Random(71 + (int)type);
+        int columns = 512, rows = 40, vectors = 8, rowBytes = (int)GgmlTypes.RowBytes(type, columns), blockBytes = GgmlTypes.BlockBytes(type);
+        byte[] weights = QuantizedMatVecTests.RandomBlocks(type, rows, columns, random);
+        (int from, int to) values = type switch { GgmlType.Q4_K => (16, 144), GgmlType.Q5_K => (16, 176), _ => (0, 192) };
+        for (int block = 0; block < rows * columns / 256; block++)
+        {
+            weights.AsSpan((block * blockBytes) + values.from, values.to - values.from).Fill(0xFF);
+        }
+
+        var x = new float[vectors * columns];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = i / columns % 2 == 0 ? 1f : (i / 2 % 2 == 0 ? 1f : -1f);
+        }
+
+        var reference = new float[vectors * rows];
+        QuantizedMatVecQ8.Reference(type, weights, rows, columns, x, vectors, reference);
+        foreach (bool wide in IntegerDot.Is512 ? new[] { true, false } : [false])
+        {
+            var fast = Blocked(type, weights, rows, columns, x, vectors, wide);
+            for (int i = 0; i < reference.Length; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(reference[i]) == BitConverter.SingleToInt32Bits(fast[i]),
+                    $"{type} {(wide ? "AVX-512" : "AVX2")}: vector {i / rows} row {i % rows}: {fast[i]:R} vs {reference[i]:R}");
+            }
+        }
+    }
+
     // IntegerMatMul's product with the 16-lane kernels (wide) or the 8-lane ones.
     private static unsafe float[] Blocked(GgmlType type, byte[] weights, int rows, int columns, float[] x, int vectors, bool wide)
     {
@@ -466,20 +508,25 @@ public sealed class IntegerDotTests
         {
             for (int b = 0; b < columns / 256; b++)
             {
-                IntegerMatMul.BuildPanel(type == GgmlType.Q4_K, w + (b * GgmlTypes.BlockBytes(type)), rowBytes, rows, target, wide);
+                IntegerMatMul.BuildPanel(type, w + (b * GgmlTypes.BlockBytes(type)), rowBytes, rows, target, wide);
                 for (int r = 0; r < rows; r++)
                 {
                     var block = weights.AsSpan((r * rowBytes) + (b * GgmlTypes.BlockBytes(type)), GgmlTypes.BlockBytes(type));
                     for (int i = 0; i < 256; i++)
                     {
-                        int expected = type == GgmlType.Q4_K ? (block[16 + (32 * (i / 64)) + (i % 32)] >> (4 * (i % 64 / 32))) & 0xF : Q6Value(block, i);
+                        int expected = type switch
+                        {
+                            GgmlType.Q4_K => (block[16 + (32 * (i / 64)) + (i % 32)] >> (4 * (i % 64 / 32))) & 0xF,
+                            GgmlType.Q5_K => ((block[48 + (32 * (i / 64)) + (i % 32)] >> (4 * (i % 64 / 32))) & 0xF) | (((block[16 + (i % 32)] >> (i / 32)) & 1) << 4),
+                            _ => Q6Value(block, i),
+                        };
                         Assert.Equal(expected, target[((i / 4) * 128) + (4 * r) + (i % 4)]);
                     }
 
-                    int groups = type == GgmlType.Q4_K ? 8 : 16;
+                    int groups = type == GgmlType.Q6_K ? 16 : 8;
                     for (int g = 0; g < groups; g++)
                     {
-                        int scale = type == GgmlType.Q4_K ? Dequantize.ScaleMin(block.Slice(4, 12), g).Scale : (sbyte)block[192 + g];
+                        int scale = type == GgmlType.Q6_K ? (sbyte)block[192 + g] : Dequantize.ScaleMin(block.Slice(4, 12), g).Scale;
                         Assert.Equal(scale, ((short*)(target + 8192 + (g * 128) + (4 * r)))[0]);
                         Assert.Equal(scale, ((short*)(target + 8192 + (g * 128) + (4 * r)))[1]);
                     }

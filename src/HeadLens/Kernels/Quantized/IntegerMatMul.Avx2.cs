@@ -14,7 +14,7 @@ internal static unsafe partial class IntegerMatMul
 {
     // The panel of one super-block (BuildPanel's), eight rows at a time.
     [SkipLocalsInit]
-    private static void BuildPanel256(bool q4k, byte* block, int rowBytes, int lines, byte* panel)
+    private static void BuildPanel256(GgmlType type, byte* block, int rowBytes, int lines, byte* panel)
     {
         var words = stackalloc Vector256<int>[16];
         var highBits = stackalloc Vector256<int>[16];
@@ -28,9 +28,13 @@ internal static unsafe partial class IntegerMatMul
                 count = 1;
             }
 
-            if (q4k)
+            if (type == GgmlType.Q4_K)
             {
                 Q4KPanel256(first, rowBytes, count, panel + (4 * eighth), words);
+            }
+            else if (type == GgmlType.Q5_K)
+            {
+                Q5KPanel256(first, rowBytes, count, panel + (4 * eighth), words, highBits);
             }
             else
             {
@@ -51,17 +55,7 @@ internal static unsafe partial class IntegerMatMul
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q4KPanel256(byte* first, int rowBytes, int count, byte* lanes, Vector256<int>* words)
     {
-        // Words: d and dmin, then the 12 scale bytes.
-        RowWords.Transpose4(first, rowBytes, count, 0, words);
-        Vector256<int> halves = words[0], w0 = words[1], w1 = words[2], w2 = words[3];
-        BlockDecoder.HalfToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
-        BlockDecoder.HalfToSingle(Vector256.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
-        for (int j = 0; j < 8; j++)
-        {
-            BlockDecoder.Q4KScaleMin(w0, w1, w2, j, out var scale, out var min);
-            Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
-            Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
-        }
+        KFactors256(first, rowBytes, count, lanes, words);
 
         // Word j of the 64 quant bytes of half h holds bytes 4·(j % 8) … of group g = 2h + j / 8: their low nibbles are
         // sub-block 2g (step 16g + j % 8), their high nibbles sub-block 2g + 1 (8 steps later).
@@ -76,6 +70,47 @@ internal static unsafe partial class IntegerMatMul
                 byte* step = steps + (((16 * (j / 8)) + (j % 8)) * Width * 4);
                 (words[j] & low).Store((int*)step);
                 (Vector256.ShiftRightLogical(words[j], 4) & low).Store((int*)(step + (8 * Width * 4)));
+            }
+        }
+    }
+
+    // The K-quants' factors of 8 rows (Q4_K, Q5_K), as KFactors.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KFactors256(byte* first, int rowBytes, int count, byte* lanes, Vector256<int>* words)
+    {
+        // Words: d and dmin, then the 12 scale bytes.
+        RowWords.Transpose4(first, rowBytes, count, 0, words);
+        Vector256<int> halves = words[0], w0 = words[1], w1 = words[2], w2 = words[3];
+        BlockDecoder.HalfToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
+        BlockDecoder.HalfToSingle(Vector256.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
+        for (int j = 0; j < 8; j++)
+        {
+            BlockDecoder.Q4KScaleMin(w0, w1, w2, j, out var scale, out var min);
+            Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
+            Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
+        }
+    }
+
+    // 8 rows' Q5_K super-block into their lanes of the panel (Q5KPanel's values).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Q5KPanel256(byte* first, int rowBytes, int count, byte* lanes, Vector256<int>* words, Vector256<int>* fifth)
+    {
+        KFactors256(first, rowBytes, count, lanes, words);
+        RowWords.Eights(first, rowBytes, count, 16, fifth);
+        var low = Vector256.Create(0x0F0F0F0F);
+        var bit = Vector256.Create(0x01010101);
+        for (int half = 0; half < 2; half++)
+        {
+            RowWords.Eights(first, rowBytes, count, 48 + (64 * half), words);
+            RowWords.Eights(first, rowBytes, count, 80 + (64 * half), words + 8);
+            byte* steps = lanes + (32 * half * Width * 4);
+            for (int j = 0; j < 16; j++)
+            {
+                // Sub-blocks 2g and 2g + 1 (g = 2·half + j / 8): the low and high nibbles, with bits 2g and 2g + 1 of qh word j % 8.
+                int g = (2 * half) + (j / 8);
+                byte* step = steps + (((16 * (j / 8)) + (j % 8)) * Width * 4);
+                ((words[j] & low) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], 2 * g) & bit, 4)).Store((int*)step);
+                ((Vector256.ShiftRightLogical(words[j], 4) & low) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], (2 * g) + 1) & bit, 4)).Store((int*)(step + (8 * Width * 4)));
             }
         }
     }
@@ -138,12 +173,12 @@ internal static unsafe partial class IntegerMatMul
     /// tokens, an eighth of the panel's rows at a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel256(byte* panel, bool q4k, int tokens, sbyte* q, int qStride, short* sums, int sumsStride, float* scales, int scalesStride, float* results)
+    internal static void Kernel256(byte* panel, bool mins, int chunkSteps, int tokens, sbyte* q, int qStride, short* sums, int sumsStride, float* scales, int scalesStride, float* results)
     {
         // Missing tokens repeat the first; their results are not written.
         sbyte* q0 = q, q1 = q + (tokens > 1 ? qStride : 0), q2 = q + (tokens > 2 ? 2 * qStride : 0), q3 = q + (tokens > 3 ? 3 * qStride : 0);
         short* r0 = sums, r1 = sums + (tokens > 1 ? sumsStride : 0), r2 = sums + (tokens > 2 ? 2 * sumsStride : 0), r3 = sums + (tokens > 3 ? 3 * sumsStride : 0);
-        int chunkSteps = q4k ? 8 : 2, groupSteps = q4k ? 8 : 4;
+        int groupSteps = mins ? 8 : 4;
         for (int eighth = 0; eighth < Width; eighth += 8)
         {
             byte* lanes = panel + (4 * eighth);
@@ -186,30 +221,30 @@ internal static unsafe partial class IntegerMatMul
 
             var d = Vector256.Load((float*)(lanes + DOffset));
             var e = Vector256.Load((float*)(lanes + EOffset));
-            Finish256(q4k, i0, j0, d, e, scales[0], results + eighth);
+            Finish256(mins, i0, j0, d, e, scales[0], results + eighth);
             if (tokens > 1)
             {
-                Finish256(q4k, i1, j1, d, e, scales[scalesStride], results + Width + eighth);
+                Finish256(mins, i1, j1, d, e, scales[scalesStride], results + Width + eighth);
             }
 
             if (tokens > 2)
             {
-                Finish256(q4k, i2, j2, d, e, scales[2 * scalesStride], results + (2 * Width) + eighth);
+                Finish256(mins, i2, j2, d, e, scales[2 * scalesStride], results + (2 * Width) + eighth);
             }
 
             if (tokens > 3)
             {
-                Finish256(q4k, i3, j3, d, e, scales[3 * scalesStride], results + (3 * Width) + eighth);
+                Finish256(mins, i3, j3, d, e, scales[3 * scalesStride], results + (3 * Width) + eighth);
             }
         }
     }
 
     // Eight of a token's results += their super-block part, in Finish's float steps.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish256(bool q4k, Vector256<int> dots, Vector256<int> corrections, Vector256<float> d, Vector256<float> e, float scale, float* results)
+    private static void Finish256(bool mins, Vector256<int> dots, Vector256<int> corrections, Vector256<float> d, Vector256<float> e, float scale, float* results)
     {
         var dx = Vector256.Create(scale);
-        var part = q4k
+        var part = mins
             ? ((dx * d) * Vector256.ConvertToSingle(dots)) - ((dx * e) * Vector256.ConvertToSingle(corrections))
             : (dx * d) * Vector256.ConvertToSingle(dots - corrections);
         (Vector256.Load(results) + part).Store(results);

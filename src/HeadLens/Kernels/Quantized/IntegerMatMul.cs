@@ -4,19 +4,19 @@ using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels.Quantized;
 
-// Y[M, N] = X̂[M, K] · Wᵀ for W in Q4_K or Q6_K and X̂ the 8-bit activations (Q8Activations, blocks of 256): the
+// Y[M, N] = X̂[M, K] · Wᵀ for W in Q4_K, Q5_K or Q6_K and X̂ the 8-bit activations (Q8Activations, blocks of 256): the
 // blocked form of IntegerDot, for prompts (M ≥ FromVectors) with `--activations q8`.
 //   Y[m, n] = Σ_b dx[m, b] · (d[n, b] · Σ_g s[n, b, g] · Σ_{i∈g} u[n, i] · q[m, i]  −  e[n, b] · Σ_p c[n, b, p] · Σ_{i∈p} q[m, i])
-// b: super-blocks of 256 values; g: the weights' scale groups (Q4_K: 8 sub-blocks of 32, Q6_K: 16 runs of 16);
-// u: the weights' unsigned values (Q4_K 0..15, Q6_K 0..63); q: the activations (−127..127); p: pairs of the
-// activations' runs of 16. The correction is Q4_K's mins (c = min of sub-block p, e = dmin) or Q6_K's −32 (c = 32 ·
+// b: super-blocks of 256 values; g: the weights' scale groups (Q4_K, Q5_K: 8 sub-blocks of 32, Q6_K: 16 runs of 16);
+// u: the weights' unsigned values (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); q: the activations (−127..127); p: pairs of the
+// activations' runs of 16. The correction is the K-quant mins (c = min of sub-block p, e = dmin) or Q6_K's −32 (c = 32 ·
 // scale of the run, taken off in integers before the one conversion, as IntegerDot.Reference does).
 // Why: IntegerDot reads each row once per token, so a prompt went through the fp32 panel product instead
 // (QuantizedMatVecQ8.MultiplyDequantized), bound by 16 multiply-adds per FMA. Here one vpmaddubsw multiplies 64 byte
 // pairs: the weights of 32 rows are decoded per super-block into a panel of bytes (four consecutive values of a
 // row per 32-bit lane, 32 rows per step of 4 values), and a register tile of 4 tokens × 32 rows broadcasts four of a
 // token's activations at a time against it. The 16-bit pair sums stay below 2¹⁵ over a chunk of steps (Q4_K 8 steps:
-// 8 · 2 · 15 · 127 = 30,480; Q6_K 2 steps: 2 · 2 · 63 · 127 = 32,004), then vpmaddwd multiplies them by the group's
+// 8 · 2 · 15 · 127 = 30,480; Q5_K 4 steps: 4 · 2 · 31 · 127 = 31,496; Q6_K 2 steps: 2 · 2 · 63 · 127 = 32,004), then vpmaddwd multiplies them by the group's
 // scale into 32-bit sums; the float factors apply once per super-block.
 // Bits: the integer sums are IntegerDot.Reference's, and the float steps per super-block and their order over the
 // super-blocks are its too (no fused multiply-add), so every output equals IntegerDot.Reference's bit for bit.
@@ -61,8 +61,16 @@ internal static unsafe partial class IntegerMatMul
     [ThreadStatic]
     private static float[]? tileScratch;
 
-    /// <summary>Whether this machine has the blocked product for <paramref name="type"/> (AVX-512BW or AVX2; Q4_K, Q6_K).</summary>
-    public static bool Supports(GgmlType type) => (IntegerDot.Is512 || IntegerDot.Is256) && type is GgmlType.Q4_K or GgmlType.Q6_K;
+    /// <summary>Whether this machine has the blocked product for <paramref name="type"/> (AVX-512BW or AVX2; Q4_K, Q5_K, Q6_K).</summary>
+    public static bool Supports(GgmlType type) => (IntegerDot.Is512 || IntegerDot.Is256) && type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
+
+    // Steps of four values whose 16-bit pair sums stay below 2¹⁵ (the file header).
+    private static int ChunkSteps(GgmlType type) => type switch
+    {
+        GgmlType.Q4_K => 8,
+        GgmlType.Q5_K => 4,
+        _ => 2,
+    };
 
     /// <summary>
     /// Y[M, N] = X̂ · Wᵀ (overwritten) for the M vectors quantized in <paramref name="activations"/>
@@ -129,7 +137,8 @@ internal static unsafe partial class IntegerMatMul
         new Span<float>(results, m * Width).Clear();
         int blocks = k / 256, blockBytes = GgmlTypes.BlockBytes(type);
         long share = ((nextBytes / blocks) + 63) & ~63L;
-        bool q4k = type == GgmlType.Q4_K;
+        bool mins = type != GgmlType.Q6_K;
+        int chunkSteps = ChunkSteps(type);
         for (int b = 0; b < blocks; b++)
         {
             for (long line = b * share; line < Math.Min(nextBytes, (b + 1) * share); line += 64)
@@ -137,7 +146,7 @@ internal static unsafe partial class IntegerMatMul
                 Sse.Prefetch1(next + line);
             }
 
-            BuildPanel(q4k, rows + ((long)b * blockBytes), rowBytes, lines, panel, wide);
+            BuildPanel(type, rows + ((long)b * blockBytes), rowBytes, lines, panel, wide);
             for (int t = 0; t < m; t += TileTokens)
             {
                 int tokens = Math.Min(TileTokens, m - t);
@@ -146,11 +155,11 @@ internal static unsafe partial class IntegerMatMul
                 float* tileScales = scales + ((long)t * blocks) + b;
                 if (wide)
                 {
-                    Kernel(panel, q4k, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
+                    Kernel(panel, mins, chunkSteps, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
                 }
                 else
                 {
-                    Kernel256(panel, q4k, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
+                    Kernel256(panel, mins, chunkSteps, tokens, tileValues, k, tileSums, k / 16, tileScales, blocks, results + (t * Width));
                 }
             }
         }
@@ -167,11 +176,11 @@ internal static unsafe partial class IntegerMatMul
     /// four tokens.
     /// </remarks>
     [SkipLocalsInit]
-    internal static void BuildPanel(bool q4k, byte* block, int rowBytes, int lines, byte* panel, bool wide)
+    internal static void BuildPanel(GgmlType type, byte* block, int rowBytes, int lines, byte* panel, bool wide)
     {
         if (!wide)
         {
-            BuildPanel256(q4k, block, rowBytes, lines, panel);
+            BuildPanel256(type, block, rowBytes, lines, panel);
             return;
         }
 
@@ -187,9 +196,13 @@ internal static unsafe partial class IntegerMatMul
                 count = 1;
             }
 
-            if (q4k)
+            if (type == GgmlType.Q4_K)
             {
                 Q4KPanel(first, rowBytes, count, panel + (4 * half), columns, quads);
+            }
+            else if (type == GgmlType.Q5_K)
+            {
+                Q5KPanel(first, rowBytes, count, panel + (4 * half), columns, quads);
             }
             else
             {
@@ -210,17 +223,7 @@ internal static unsafe partial class IntegerMatMul
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q4KPanel(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns, Vector512<int>* quads)
     {
-        // Words: d and dmin, then the 12 scale bytes.
-        RowWords.Transpose4(first, rowBytes, count, 0, columns);
-        Vector512<int> halves = columns[0], w0 = columns[1], w1 = columns[2], w2 = columns[3];
-        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
-        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
-        for (int j = 0; j < 8; j++)
-        {
-            BlockDecoder.Q4KScaleMin(w0, w1, w2, j, out var scale, out var min);
-            Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
-            Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
-        }
+        KFactors(first, rowBytes, count, lanes, columns);
 
         // Sub-block 2g is the low nibbles of quant bytes 32g … 32g + 31, sub-block 2g + 1 their high nibbles: word j
         // of the 64-byte half h (g = 2h + j / 8) holds four values of each, steps 16g + j % 8 and 16g + 8 + j % 8.
@@ -242,6 +245,56 @@ internal static unsafe partial class IntegerMatMul
                 (Vector512.ShiftRightLogical(word8, 4) & low).Store((int*)(steps + ((24 + c) * Width * 4)));
                 (word12 & low).Store((int*)(steps + ((20 + c) * Width * 4)));
                 (Vector512.ShiftRightLogical(word12, 4) & low).Store((int*)(steps + ((28 + c) * Width * 4)));
+            }
+        }
+    }
+
+    // The K-quants' factors of 16 rows (Q4_K, Q5_K): d and dmin, each sub-block's scale and min, from the first 16 bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KFactors(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns)
+    {
+        // Words: d and dmin, then the 12 scale bytes.
+        RowWords.Transpose4(first, rowBytes, count, 0, columns);
+        Vector512<int> halves = columns[0], w0 = columns[1], w1 = columns[2], w2 = columns[3];
+        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(halves, 16), 16)).Store((float*)(lanes + DOffset));
+        BlockDecoder.HalfToSingle(Vector512.ShiftRightArithmetic(halves, 16)).Store((float*)(lanes + EOffset));
+        for (int j = 0; j < 8; j++)
+        {
+            BlockDecoder.Q4KScaleMin(w0, w1, w2, j, out var scale, out var min);
+            Twice(scale).Store((int*)(lanes + ScalesOffset + (j * Width * 4)));
+            Twice(min).Store((int*)(lanes + CorrectionsOffset + (j * Width * 4)));
+        }
+    }
+
+    // 16 rows' Q5_K super-block into their lanes of the panel: Q4KPanel's steps with the quant bytes from byte 48 and
+    // each value's fifth bit from qh (bytes 16-47; bit j of byte l for value l of sub-block j). A method of its own:
+    // inlined with the others, the JIT left vector helpers as calls.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Q5KPanel(byte* first, int rowBytes, int count, byte* lanes, Vector512<int>* columns, Vector512<int>* quads)
+    {
+        KFactors(first, rowBytes, count, lanes, columns);
+        var fifth = columns;
+        RowWords.Eights(first, rowBytes, count, 16, fifth);
+        var low = Vector512.Create(0x0F0F0F0F);
+        var bit = Vector512.Create(0x01010101);
+        for (int half = 0; half < 2; half++)
+        {
+            RowWords.Quads(first, rowBytes, count, 48 + (64 * half), quads);
+            byte* steps = lanes + (32 * half * Width * 4);
+            for (int c = 0; c < 4; c++)
+            {
+                // As Q4KPanel; words c and 4 + c belong to sub-blocks 4·half and 4·half + 1, words 8 + c and 12 + c to
+                // 4·half + 2 and 4·half + 3; word j's fifth bits are in qh word j % 8.
+                RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
+                int j = 4 * half;
+                ((word0 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j) & bit, 4)).Store((int*)(steps + (c * Width * 4)));
+                ((Vector512.ShiftRightLogical(word0, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 1) & bit, 4)).Store((int*)(steps + ((8 + c) * Width * 4)));
+                ((word4 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j) & bit, 4)).Store((int*)(steps + ((4 + c) * Width * 4)));
+                ((Vector512.ShiftRightLogical(word4, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 1) & bit, 4)).Store((int*)(steps + ((12 + c) * Width * 4)));
+                ((word8 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 2) & bit, 4)).Store((int*)(steps + ((16 + c) * Width * 4)));
+                ((Vector512.ShiftRightLogical(word8, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 3) & bit, 4)).Store((int*)(steps + ((24 + c) * Width * 4)));
+                ((word12 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 2) & bit, 4)).Store((int*)(steps + ((20 + c) * Width * 4)));
+                ((Vector512.ShiftRightLogical(word12, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 3) & bit, 4)).Store((int*)(steps + ((28 + c) * Width * 4)));
             }
         }
     }
@@ -312,11 +365,11 @@ internal static unsafe partial class IntegerMatMul
     /// activations at <paramref name="q"/> + t·<paramref name="qStride"/>, its run sums and its scale likewise.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel(byte* panel, bool q4k, int tokens, sbyte* q, int qStride, short* sums, int sumsStride, float* scales, int scalesStride, float* results)
+    internal static void Kernel(byte* panel, bool mins, int chunkSteps, int tokens, sbyte* q, int qStride, short* sums, int sumsStride, float* scales, int scalesStride, float* results)
     {
         // Missing tokens repeat the first; their results are not written.
         sbyte* q0 = q, q1 = q + (tokens > 1 ? qStride : 0), q2 = q + (tokens > 2 ? 2 * qStride : 0), q3 = q + (tokens > 3 ? 3 * qStride : 0);
-        int chunkSteps = q4k ? 8 : 2, groupSteps = q4k ? 8 : 4;
+        int groupSteps = mins ? 8 : 4;
         Vector512<int> i00 = default, i01 = default, i10 = default, i11 = default, i20 = default, i21 = default, i30 = default, i31 = default;
         for (int step = 0; step < Steps; step += chunkSteps)
         {
@@ -392,32 +445,32 @@ internal static unsafe partial class IntegerMatMul
         var d1 = Vector512.Load((float*)(panel + DOffset + 64));
         var e0 = Vector512.Load((float*)(panel + EOffset));
         var e1 = Vector512.Load((float*)(panel + EOffset + 64));
-        Finish(q4k, i00, i01, j00, j01, d0, d1, e0, e1, scales[0], results);
+        Finish(mins, i00, i01, j00, j01, d0, d1, e0, e1, scales[0], results);
         if (tokens > 1)
         {
-            Finish(q4k, i10, i11, j10, j11, d0, d1, e0, e1, scales[scalesStride], results + Width);
+            Finish(mins, i10, i11, j10, j11, d0, d1, e0, e1, scales[scalesStride], results + Width);
         }
 
         if (tokens > 2)
         {
-            Finish(q4k, i20, i21, j20, j21, d0, d1, e0, e1, scales[2 * scalesStride], results + (2 * Width));
+            Finish(mins, i20, i21, j20, j21, d0, d1, e0, e1, scales[2 * scalesStride], results + (2 * Width));
         }
 
         if (tokens > 3)
         {
-            Finish(q4k, i30, i31, j30, j31, d0, d1, e0, e1, scales[3 * scalesStride], results + (3 * Width));
+            Finish(mins, i30, i31, j30, j31, d0, d1, e0, e1, scales[3 * scalesStride], results + (3 * Width));
         }
     }
 
     // One token's row of results += its super-block part, in IntegerDot.Reference's float steps: Q4_K
     // (dx·d)·dots − (dx·dmin)·mins, Q6_K (dx·d)·(dots − offsets).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish(bool q4k, Vector512<int> dots0, Vector512<int> dots1, Vector512<int> corrections0, Vector512<int> corrections1,
+    private static void Finish(bool mins, Vector512<int> dots0, Vector512<int> dots1, Vector512<int> corrections0, Vector512<int> corrections1,
         Vector512<float> d0, Vector512<float> d1, Vector512<float> e0, Vector512<float> e1, float scale, float* results)
     {
         var dx = Vector512.Create(scale);
         Vector512<float> part0, part1;
-        if (q4k)
+        if (mins)
         {
             part0 = ((dx * d0) * Vector512.ConvertToSingle(dots0)) - ((dx * e0) * Vector512.ConvertToSingle(corrections0));
             part1 = ((dx * d1) * Vector512.ConvertToSingle(dots1)) - ((dx * e1) * Vector512.ConvertToSingle(corrections1));

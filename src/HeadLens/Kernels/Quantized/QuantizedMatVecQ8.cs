@@ -14,9 +14,9 @@ namespace HeadLens.Kernels.Quantized;
 // dequantize-then-fp32 reference to float rounding; this path is its own contract (Reference below).
 // Work split: X is quantized once on the calling thread (M·K values, small next to the R·K weights), then rows of W are
 // shared between the threads as in QuantizedMatVec; each row is multiplied with all M vectors while it sits in L1,
-// so W streams from memory once per call. From IntegerMatMul.FromVectors vectors on (prompts), Q4_K and Q6_K rows go
+// so W streams from memory once per call. From IntegerMatMul.FromVectors vectors on (prompts), Q4_K, Q5_K and Q6_K rows go
 // through the blocked integer product instead (IntegerMatMul: W decoded per super-block into byte panels that every
-// token reuses; the reference's numbers bit for bit; AVX-512BW or AVX2); Q8_0 and Q5_K rows, and every type without AVX2, beyond
+// token reuses; the reference's numbers bit for bit; AVX-512BW or AVX2); Q8_0 rows, and every type without AVX2, beyond
 // QuantizedMatMul.FewVectors vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float
 // rounding, faster there).
 // Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (vectorised quantization and
