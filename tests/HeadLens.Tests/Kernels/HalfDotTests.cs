@@ -5,7 +5,7 @@ using HeadLens.Kernels.Quantized;
 namespace HeadLens.Tests.Kernels;
 
 /// <summary>
-/// The F16 product of a QuantizedMatrix with x rearranged once per product (HalfDot, on AVX-512): every 16-bit
+/// The F16 product of a QuantizedMatrix with x rearranged once per product (HalfDot, AVX-512 or AVX2): every 16-bit
 /// pattern through each of its loops (64 values, 32 values, the scalar tail), weights full of zero and subnormal
 /// halves (the matrix's exception list), several vectors, and the x it must refuse (|x| ≥ 2⁴⁷, infinity, NaN), each
 /// against the dequantize-then-multiply reference. Where HalfDot is not supported (CI's runs with AVX-512 or every
@@ -43,6 +43,48 @@ public sealed class HalfDotTests
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)r) * 4f;
             Assert.True(float.IsNaN(expected) ? float.IsNaN(y[r]) : y[r] == expected, $"bits 0x{r:X4} at column {column}: {y[r]} vs {expected}");
+        }
+    }
+
+    /// <summary>
+    /// The AVX2 form (Dot256, with its own Prepare256), run directly wherever AVX2 is (on AVX-512 machines the products
+    /// take Dot512): every 16-bit pattern at an even and an odd lane of each 16-half load of the 64-value loop, in the
+    /// 32-value group and in the tail, times 4, exactly.
+    /// </summary>
+    [Fact]
+    public unsafe void AvxTwoDotMultipliesEverySixteenBitPatternToItsExactValue()
+    {
+        if (!BlockDecoder.Is256)
+        {
+            return;
+        }
+
+        const int rows = 65536, columns = 101;
+        var bits = new ushort[rows * columns];
+        var x = new float[columns];
+        var prepared = new float[columns];
+        foreach (int column in new[] { 0, 9, 17, 30, 35, 62, 69, 88, 98 })
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                bits.AsSpan(r * columns, columns).Fill(0x3C00);
+                bits[(r * columns) + column] = (ushort)r;
+            }
+
+            x.AsSpan().Clear();
+            x[column] = 4f;
+            fixed (ushort* w = bits)
+            fixed (float* xp = x, pp = prepared)
+            {
+                var exceptions = HalfDot.FindExceptions((byte*)w, rows, columns);
+                HalfDot.Prepare256(xp, columns, pp);
+                for (int r = 0; r < rows; r++)
+                {
+                    float y = HalfDot.Dot256((short*)w + ((long)r * columns), pp, xp, columns, exceptions, r);
+                    float expected = (float)BitConverter.UInt16BitsToHalf((ushort)r) * 4f;
+                    Assert.True(float.IsNaN(expected) ? float.IsNaN(y) : y == expected, $"bits 0x{r:X4} at column {column}: {y} vs {expected}");
+                }
+            }
         }
     }
 

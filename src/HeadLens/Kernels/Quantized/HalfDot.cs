@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace HeadLens.Kernels.Quantized;
 
-// An F16 row's dot product with x, for AVX-512 without a half-conversion instruction (.NET 10 exposes no
+// An F16 row's dot product with x, for AVX-512 and AVX2 without a half-conversion instruction (.NET 10 exposes no
 // F16C/vcvtph2ps):
 //   y = Σ_k half(W[k]) · x[k]        K = columns; W one row of IEEE halves, x fp32
 // x is shared by every row of a product, so it is rearranged once per product (Prepare) and each row then converts
@@ -31,12 +31,15 @@ namespace HeadLens.Kernels.Quantized;
 // Measured on the Ice Lake Xeon: see BENCHMARKS.md (issue 13, fourth session). The weights stream through the loop at
 // two bytes a value with little arithmetic, as in Gemv's dots, so the loop asks for them ahead where those do
 // (Gemv.PrefetchWeights: not on AMD Zen 4, where GPT-2 F16 decoded ~25% faster without, BENCHMARKS.md's twelfth session).
-// Implementations: Dot (AVX-512 with AVX-512BW), for QuantizedMatrix products; QuantizedMatVec keeps its
-// DotHalves for other CPUs, for bytes without a matrix (its span API), and for an x that Accepts refuses.
+// With AVX2 (Dot256) the same prepared x and conversion, 16 halves per 32-byte load: no ternary logic there, so a
+// shift, an and and an or per 8 halves (BlockDecoder.Widen8 takes about ten operations and a test per 8); the even
+// halves of a load's first 16 are x's first 8 prepared values, its odd ones the 8 from 16 on.
+// Implementations: Dot512 (AVX-512 with AVX-512BW) and Dot256 (AVX2), for QuantizedMatrix products; QuantizedMatVec
+// keeps its DotHalves for other CPUs, for bytes without a matrix (its span API), and for an x that Accepts refuses.
 internal static unsafe class HalfDot
 {
-    /// <summary>Whether this CPU runs <see cref="Dot"/>.</summary>
-    public static bool IsSupported => BlockDecoder.Is512 && Avx512BW.IsSupported;
+    /// <summary>Whether this CPU runs <see cref="Dot"/> (AVX-512BW, or AVX2 with FMA).</summary>
+    public static bool IsSupported => (BlockDecoder.Is512 && Avx512BW.IsSupported) || BlockDecoder.Is256;
 
     /// <summary>Turns the split product on or off (for same-process A/B measurements).</summary>
     internal static bool Enabled = true;
@@ -60,6 +63,12 @@ internal static unsafe class HalfDot
     /// </summary>
     public static void Prepare(float* x, int columns, float* prepared)
     {
+        if (!BlockDecoder.Is512)
+        {
+            Prepare256(x, columns, prepared);
+            return;
+        }
+
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odd = even + Vector512<int>.One;
         var scale = Vector512.Create(Scale);
@@ -69,6 +78,24 @@ internal static unsafe class HalfDot
             var high = Vector512.Load(x + i + 16);
             (Avx512F.PermuteVar16x32x2(low, even, high) * scale).Store(prepared + i);
             (Avx512F.PermuteVar16x32x2(low, odd, high) * scale).Store(prepared + i + 16);
+        }
+    }
+
+    // Prepare with AVX2: per 16 values, the even- and odd-indexed ones gathered within each 128-bit lane, then the lanes
+    // joined; the first 16's go to places 0-7 and 16-23 of their 32, the second 16's to 8-15 and 24-31.
+    internal static void Prepare256(float* x, int columns, float* prepared)
+    {
+        var pairs = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
+        var scale = Vector256.Create(Scale);
+        for (int i = 0; i <= columns - 32; i += 32)
+        {
+            for (int half = 0; half < 2; half++)
+            {
+                var a = Avx2.PermuteVar8x32(Vector256.Load(x + i + (16 * half)), pairs);
+                var b = Avx2.PermuteVar8x32(Vector256.Load(x + i + (16 * half) + 8), pairs);
+                (Avx2.Permute2x128(a, b, 0x20) * scale).Store(prepared + i + (8 * half));
+                (Avx2.Permute2x128(a, b, 0x31) * scale).Store(prepared + i + 16 + (8 * half));
+            }
         }
     }
 
@@ -90,8 +117,23 @@ internal static unsafe class HalfDot
     // Per half, a zero word where its exponent is 0 or 31: adding 1 to the exponent field leaves 0 or 1 in it exactly
     // then, so its top four bits are zero.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<short> Special(Vector512<int> pairs, Vector512<short> one, Vector512<short> top) =>
-        Avx512BW.Add(pairs.AsInt16(), one) & top;
+    private static Vector256<short> Special(Vector256<short> halves, Vector256<short> one, Vector256<short> top) => (halves + one) & top;
+
+    // The odd halves of 8 dwords (AVX2), as Odd: shift, and, or.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Odd(Vector256<int> pairs, Vector256<int> keep, Vector256<int> bias) =>
+        ((Vector256.ShiftRightArithmetic(pairs, 3) & keep) | bias).AsSingle();
+
+    // The even halves of 8 dwords (AVX2).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Even(Vector256<int> pairs, Vector256<int> keep, Vector256<int> bias) =>
+        Odd(Vector256.ShiftLeft(pairs, 16), keep, bias);
+
+    /// <summary>
+    /// Σ half(row[k])·x[k] for row <paramref name="r"/> of an F16 matrix (<see cref="Dot512"/> or <see cref="Dot256"/>).
+    /// </summary>
+    public static float Dot(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r) =>
+        BlockDecoder.Is512 ? Dot512(row, prepared, x, columns, exceptions, r) : Dot256(row, prepared, x, columns, exceptions, r);
 
     /// <summary>
     /// Σ half(row[k])·x[k] for row <paramref name="r"/> of an F16 matrix of <paramref name="columns"/> values:
@@ -99,7 +141,7 @@ internal static unsafe class HalfDot
     /// tail past the last whole 32), <paramref name="exceptions"/> the matrix's halves that the split form gets wrong
     /// (<see cref="FindExceptions"/>), whose differences are added after the loop.
     /// </summary>
-    public static float Dot(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r)
+    internal static float Dot512(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r)
     {
         byte* ahead = (byte*)row + BlockDecoder.PrefetchAhead;
         bool prefetch = Gemv.PrefetchWeights;
@@ -134,7 +176,62 @@ internal static unsafe class HalfDot
             i += 32;
         }
 
-        float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
+        return Finish(Vector512.Sum((a0 + a1) + (a2 + a3)), row, prepared, x, i, columns, exceptions, r);
+    }
+
+    /// <summary>As <see cref="Dot512"/> with AVX2: 32 halves per pair of 32-byte loads.</summary>
+    internal static float Dot256(short* row, float* prepared, float* x, int columns, HalfExceptions exceptions, int r)
+    {
+        byte* ahead = (byte*)row + BlockDecoder.PrefetchAhead;
+        bool prefetch = Gemv.PrefetchWeights;
+        var keep = Vector256.Create(KeepMask);
+        var bias = Vector256.Create(Bias);
+        var a0 = Vector256<float>.Zero;
+        var a1 = Vector256<float>.Zero;
+        var a2 = Vector256<float>.Zero;
+        var a3 = Vector256<float>.Zero;
+        int i = 0;
+        for (; i <= columns - 64; i += 64)
+        {
+            if (prefetch)
+            {
+                Sse.Prefetch0(ahead + (2 * i));
+                Sse.Prefetch0(ahead + (2 * i) + 64);
+            }
+
+            // Halves i … i + 15 and i + 16 … i + 31: their even ones are prepared places 0-7 and 8-15, their odd ones
+            // 16-23 and 24-31; the same for the second 32.
+            var d0 = Vector256.Load((int*)(row + i));
+            var d1 = Vector256.Load((int*)(row + i + 16));
+            var d2 = Vector256.Load((int*)(row + i + 32));
+            var d3 = Vector256.Load((int*)(row + i + 48));
+            a0 = Vector256.FusedMultiplyAdd(Even(d0, keep, bias), Vector256.Load(prepared + i), a0);
+            a1 = Vector256.FusedMultiplyAdd(Odd(d0, keep, bias), Vector256.Load(prepared + i + 16), a1);
+            a2 = Vector256.FusedMultiplyAdd(Even(d1, keep, bias), Vector256.Load(prepared + i + 8), a2);
+            a3 = Vector256.FusedMultiplyAdd(Odd(d1, keep, bias), Vector256.Load(prepared + i + 24), a3);
+            a0 = Vector256.FusedMultiplyAdd(Even(d2, keep, bias), Vector256.Load(prepared + i + 32), a0);
+            a1 = Vector256.FusedMultiplyAdd(Odd(d2, keep, bias), Vector256.Load(prepared + i + 48), a1);
+            a2 = Vector256.FusedMultiplyAdd(Even(d3, keep, bias), Vector256.Load(prepared + i + 40), a2);
+            a3 = Vector256.FusedMultiplyAdd(Odd(d3, keep, bias), Vector256.Load(prepared + i + 56), a3);
+        }
+
+        if (i <= columns - 32)
+        {
+            var d0 = Vector256.Load((int*)(row + i));
+            var d1 = Vector256.Load((int*)(row + i + 16));
+            a0 = Vector256.FusedMultiplyAdd(Even(d0, keep, bias), Vector256.Load(prepared + i), a0);
+            a1 = Vector256.FusedMultiplyAdd(Odd(d0, keep, bias), Vector256.Load(prepared + i + 16), a1);
+            a2 = Vector256.FusedMultiplyAdd(Even(d1, keep, bias), Vector256.Load(prepared + i + 8), a2);
+            a3 = Vector256.FusedMultiplyAdd(Odd(d1, keep, bias), Vector256.Load(prepared + i + 24), a3);
+            i += 32;
+        }
+
+        return Finish(Vector256.Sum((a0 + a1) + (a2 + a3)), row, prepared, x, i, columns, exceptions, r);
+    }
+
+    // The loop's sum, plus the tail past the last whole 32 (exact conversion) and the row's exceptions' differences.
+    private static float Finish(float sum, short* row, float* prepared, float* x, int i, int columns, HalfExceptions exceptions, int r)
+    {
         for (; i < columns; i++)
         {
             sum += BlockDecoder.Half((byte*)(row + i)) * x[i];
@@ -158,15 +255,16 @@ internal static unsafe class HalfDot
         var starts = new int[rows + 1];
         var positions = new List<int>();
         var differences = new List<float>();
-        var one = Vector512.Create((short)0x0400);
-        var top = Vector512.Create((short)0x7800);
+        var one = Vector256.Create((short)0x0400);
+        var top = Vector256.Create((short)0x7800);
         int groups = columns / 32;
         for (int r = 0; r < rows; r++)
         {
             var row = (short*)(data + ((long)r * columns * 2));
             for (int g = 0; g < groups; g++)
             {
-                if (!Vector512.EqualsAny(Special(Vector512.Load((int*)(row + (32 * g))), one, top), Vector512<short>.Zero))
+                if (!Vector256.EqualsAny(Special(Vector256.Load(row + (32 * g)), one, top), Vector256<short>.Zero)
+                    && !Vector256.EqualsAny(Special(Vector256.Load(row + (32 * g) + 16), one, top), Vector256<short>.Zero))
                 {
                     continue;
                 }
