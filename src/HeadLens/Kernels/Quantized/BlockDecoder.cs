@@ -1138,14 +1138,14 @@ internal static unsafe partial class BlockDecoder
     /// <summary>Whether <see cref="PanelOfRows"/> decodes this type straight into a panel (else: a scratch, then a transpose).</summary>
     public static bool HasPanelOfRows(GgmlType type) =>
         (Is512 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16)
-        || (!Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0);
+        || (!Is512 && Is256 && type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16);
 
     /// <summary>
     /// Q4_0, Q4_K, Q5_K, Q6_K, Q8_0, F16 or BF16 rows decoded straight into a matrix product's packed panel (QuantizedMatMul's DecodedPanels),
     /// transposed: panel[p · <paramref name="width"/> + j] = value p of row j, for <paramref name="depth"/> values (whole
     /// blocks) from <paramref name="first"/> (row j at first + j · <paramref name="rowBytes"/>), j &lt;
     /// <paramref name="lines"/>; zero for j from lines to width (a multiple of 16; of 8 with AVX2 only, which takes
-    /// the block types eight rows at a time: BlockDecoder.Panel256.cs). The values are
+    /// every type eight rows at a time: BlockDecoder.Panel256.cs). The values are
     /// Dequantize.Reference's, bit for bit.
     /// </summary>
     /// <remarks>
