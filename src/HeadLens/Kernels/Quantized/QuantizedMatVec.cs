@@ -9,12 +9,12 @@ namespace HeadLens.Kernels.Quantized;
 // Decoding streams every weight once per token, so the aim is to decode faster than memory delivers the bytes
 // (~15 GB/s on two cores here). Each row is decoded by BlockDecoder into an fp32 buffer that stays in L1 (the same
 // values as Dequantize.Reference, bit for bit), then multiplied with each vector by Gemv.Dot (four FMA chains); F16 and
-// BF16 rows, and (one vector) Q4_0, Q8_0, Q4_K, Q5_K and Q6_K rows, are multiplied straight from the registers instead
+// BF16 rows, and (up to FusedVectors vectors) Q4_0, Q8_0, Q4_K, Q5_K and Q6_K rows, are multiplied straight from the registers instead
 // (BlockDecoder.Dot512, or Dot256 with AVX2 only: without the store and reload; Q4_0 and Q8_0 each block's sum times
 // its d, the K-quants with each block's min or offset term taken out of the sum and applied once per super-block from
-// sums of x prepared once per product and vector; a few vectors each in turn, FusedVectors);
-// F16 matrices (AVX-512) with x rearranged once per product (HalfDot: three integer operations per 16 halves
-// instead of ten). So the fast path differs from the reference in the order of the sums and, for the K-quant row
+// sums of x prepared once per product and vector; several vectors each in turn, the row staying in L1);
+// F16 matrices (AVX-512 or AVX2) with x rearranged once per product (HalfDot: three integer operations per 16 halves
+// instead of ten with AVX-512). So the fast path differs from the reference in the order of the sums and, for the K-quant row
 // dots, in the rounding of the factored block terms, never in the weights.
 // Implementations: Reference (dequantize each row with Dequantize.Reference, then a sequential dot), Forward
 // (BlockDecoder's AVX-512 or AVX2 decoding, else the reference decoding; rows split between the threads). Forward
@@ -45,9 +45,9 @@ public static class QuantizedMatVec
         Forward(type, weights, rows, columns, x, 1, y);
 
     /// <summary>
-    /// Y[M, R] = X[M, K] · Wᵀ for a few vectors (decoding, or a short prompt): each row of W is decoded once into a
-    /// small fp32 buffer (<see cref="BlockDecoder"/>: the reference's values exactly) that stays in L1 while it is
-    /// multiplied with every vector, so W streams from memory once for all M vectors. Rows of W are split between
+    /// Y[M, R] = X[M, K] · Wᵀ for a few vectors (decoding, or a short prompt): each row of W stays in L1 while it is
+    /// multiplied with every vector (from the registers where a row dot exists, else decoded once into a small fp32
+    /// buffer: <see cref="BlockDecoder"/>, the reference's values exactly), so W streams from memory once for all M vectors. Rows of W are split between
     /// the threads (<see cref="ComputeThreads"/>) in chunks handed out dynamically.
     /// </summary>
     public static void Forward(GgmlType type, ReadOnlySpan<byte> weights, int rows, int columns, ReadOnlySpan<float> x, int vectors, Span<float> y) =>
