@@ -117,8 +117,6 @@ internal static unsafe partial class BlockDecoder
     {
         KFactors256(first, rowBytes, count, valid, scale, min, words);
         RowWords.Eights(first, rowBytes, count, 16, fifth);
-        var nibbles = Vector256.Create(0x0F0F0F0F);
-        var bit = Vector256.Create(0x01010101);
         for (int h = 0; h < 2; h++)
         {
             RowWords.Eights(first, rowBytes, count, 48 + (64 * h), words);
@@ -126,8 +124,7 @@ internal static unsafe partial class BlockDecoder
             for (int j = 0; j < 16; j++)
             {
                 int g = (2 * h) + (j / 8);
-                var lowValues = (words[j] & nibbles) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], 2 * g) & bit, 4);
-                var highValues = (Vector256.ShiftRightLogical(words[j], 4) & nibbles) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], (2 * g) + 1) & bit, 4);
+                Q5KValues(words[j], fifth[j % 8], g, out var lowValues, out var highValues);
                 float* low = target + ((long)((64 * g) + (4 * (j % 8))) * width);
                 KWord256(lowValues, scale[2 * g], min[2 * g], low, width);
                 KWord256(highValues, scale[(2 * g) + 1], min[(2 * g) + 1], low + ((long)32 * width), width);

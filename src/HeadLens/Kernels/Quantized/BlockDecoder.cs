@@ -1311,10 +1311,7 @@ internal static unsafe partial class BlockDecoder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q5KWord(Vector512<int> bytes, Vector512<int> fifth, int g, Vector512<float>* scale, Vector512<float>* min, float* low, int width)
     {
-        var nibbles = Vector512.Create(0x0F0F0F0F);
-        var bit = Vector512.Create(0x01010101);
-        var lowValues = (bytes & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, 2 * g) & bit, 4);
-        var highValues = (Vector512.ShiftRightLogical(bytes, 4) & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, (2 * g) + 1) & bit, 4);
+        Q5KValues(bytes, fifth, g, out var lowValues, out var highValues);
         Vector512<float> lowScale = scale[2 * g], lowMin = min[2 * g], highScale = scale[(2 * g) + 1], highMin = min[(2 * g) + 1];
         var values = Vector512<float>.Indices;
         var upper = values + Vector512.Create(16f);
@@ -1326,6 +1323,30 @@ internal static unsafe partial class BlockDecoder
             q = Avx512F.PermuteVar16x32x2(values, Vector512.ShiftRightLogical(highValues, 8 * t), upper);
             ((q * highScale) - highMin).Store(high + ((long)t * width));
         }
+    }
+
+    /// <summary>
+    /// Four Q5_K quant bytes per lane (of group <paramref name="g"/>) joined with their fifth bits from qh's word
+    /// <paramref name="fifth"/>: sub-block 2g's values (the low nibbles with bit 2g) and sub-block 2g + 1's (the high
+    /// nibbles with bit 2g + 1), one value per byte.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q5KValues(Vector512<int> bytes, Vector512<int> fifth, int g, out Vector512<int> low, out Vector512<int> high)
+    {
+        var nibbles = Vector512.Create(0x0F0F0F0F);
+        var bit = Vector512.Create(0x01010101);
+        low = (bytes & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, 2 * g) & bit, 4);
+        high = (Vector512.ShiftRightLogical(bytes, 4) & nibbles) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth, (2 * g) + 1) & bit, 4);
+    }
+
+    /// <summary>As the 16-lane <see cref="Q5KValues(Vector512{int}, Vector512{int}, int, out Vector512{int}, out Vector512{int})"/>, for 8 lanes (AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Q5KValues(Vector256<int> bytes, Vector256<int> fifth, int g, out Vector256<int> low, out Vector256<int> high)
+    {
+        var nibbles = Vector256.Create(0x0F0F0F0F);
+        var bit = Vector256.Create(0x01010101);
+        low = (bytes & nibbles) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth, 2 * g) & bit, 4);
+        high = (Vector256.ShiftRightLogical(bytes, 4) & nibbles) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth, (2 * g) + 1) & bit, 4);
     }
 
     /// <summary>

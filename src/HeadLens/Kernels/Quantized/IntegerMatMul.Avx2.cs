@@ -97,8 +97,6 @@ internal static unsafe partial class IntegerMatMul
     {
         KFactors256(first, rowBytes, count, lanes, words);
         RowWords.Eights(first, rowBytes, count, 16, fifth);
-        var low = Vector256.Create(0x0F0F0F0F);
-        var bit = Vector256.Create(0x01010101);
         for (int half = 0; half < 2; half++)
         {
             RowWords.Eights(first, rowBytes, count, 48 + (64 * half), words);
@@ -109,8 +107,9 @@ internal static unsafe partial class IntegerMatMul
                 // Sub-blocks 2g and 2g + 1 (g = 2·half + j / 8): the low and high nibbles, with bits 2g and 2g + 1 of qh word j % 8.
                 int g = (2 * half) + (j / 8);
                 byte* step = steps + (((16 * (j / 8)) + (j % 8)) * Width * 4);
-                ((words[j] & low) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], 2 * g) & bit, 4)).Store((int*)step);
-                ((Vector256.ShiftRightLogical(words[j], 4) & low) | Vector256.ShiftLeft(Vector256.ShiftRightLogical(fifth[j % 8], (2 * g) + 1) & bit, 4)).Store((int*)(step + (8 * Width * 4)));
+                BlockDecoder.Q5KValues(words[j], fifth[j % 8], g, out var low, out var high);
+                low.Store((int*)step);
+                high.Store((int*)(step + (8 * Width * 4)));
             }
         }
     }

@@ -275,26 +275,28 @@ internal static unsafe partial class IntegerMatMul
         KFactors(first, rowBytes, count, lanes, columns);
         var fifth = columns;
         RowWords.Eights(first, rowBytes, count, 16, fifth);
-        var low = Vector512.Create(0x0F0F0F0F);
-        var bit = Vector512.Create(0x01010101);
         for (int half = 0; half < 2; half++)
         {
             RowWords.Quads(first, rowBytes, count, 48 + (64 * half), quads);
             byte* steps = lanes + (32 * half * Width * 4);
             for (int c = 0; c < 4; c++)
             {
-                // As Q4KPanel; words c and 4 + c belong to sub-blocks 4·half and 4·half + 1, words 8 + c and 12 + c to
-                // 4·half + 2 and 4·half + 3; word j's fifth bits are in qh word j % 8.
+                // As Q4KPanel; words c and 4 + c belong to group 2·half (sub-blocks 4·half, 4·half + 1), words 8 + c and
+                // 12 + c to group 2·half + 1; word j's fifth bits are in qh word j % 8.
                 RowWords.Columns(quads, c, out var word0, out var word4, out var word8, out var word12);
-                int j = 4 * half;
-                ((word0 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j) & bit, 4)).Store((int*)(steps + (c * Width * 4)));
-                ((Vector512.ShiftRightLogical(word0, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 1) & bit, 4)).Store((int*)(steps + ((8 + c) * Width * 4)));
-                ((word4 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j) & bit, 4)).Store((int*)(steps + ((4 + c) * Width * 4)));
-                ((Vector512.ShiftRightLogical(word4, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 1) & bit, 4)).Store((int*)(steps + ((12 + c) * Width * 4)));
-                ((word8 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 2) & bit, 4)).Store((int*)(steps + ((16 + c) * Width * 4)));
-                ((Vector512.ShiftRightLogical(word8, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[c], j + 3) & bit, 4)).Store((int*)(steps + ((24 + c) * Width * 4)));
-                ((word12 & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 2) & bit, 4)).Store((int*)(steps + ((20 + c) * Width * 4)));
-                ((Vector512.ShiftRightLogical(word12, 4) & low) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(fifth[4 + c], j + 3) & bit, 4)).Store((int*)(steps + ((28 + c) * Width * 4)));
+                int g = 2 * half;
+                BlockDecoder.Q5KValues(word0, fifth[c], g, out var low, out var high);
+                low.Store((int*)(steps + (c * Width * 4)));
+                high.Store((int*)(steps + ((8 + c) * Width * 4)));
+                BlockDecoder.Q5KValues(word4, fifth[4 + c], g, out low, out high);
+                low.Store((int*)(steps + ((4 + c) * Width * 4)));
+                high.Store((int*)(steps + ((12 + c) * Width * 4)));
+                BlockDecoder.Q5KValues(word8, fifth[c], g + 1, out low, out high);
+                low.Store((int*)(steps + ((16 + c) * Width * 4)));
+                high.Store((int*)(steps + ((24 + c) * Width * 4)));
+                BlockDecoder.Q5KValues(word12, fifth[4 + c], g + 1, out low, out high);
+                low.Store((int*)(steps + ((20 + c) * Width * 4)));
+                high.Store((int*)(steps + ((28 + c) * Width * 4)));
             }
         }
     }
