@@ -24,7 +24,7 @@ namespace HeadLens.Kernels.Quantized;
 // Implementations: Reference (scalar, the contract: the integer sums in value order, then the float combination
 // block by block); Dot512 (AVX-512BW: the same integer sums; the float factors applied per lane and the lanes summed
 // at the end, so it differs from the reference only in float summation order); Dot256 (AVX2: the same integer sums in
-// 32-byte registers, activations in their own order). Without AVX2 callers use Reference.
+// 32-byte registers, activations in their own order). Without AVX2 callers use DecodedRow (the reference's bits).
 internal static unsafe class IntegerDot
 {
     public static bool Is512 => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported;
@@ -120,7 +120,7 @@ internal static unsafe class IntegerDot
 
     // Value i (0..255) of a Q6_K block as its unsigned 6 bits (Dequantize.Q6_K's layout: per 128 values, 64 ql bytes
     // give the low nibbles of four runs of 32, 32 qh bytes their two high bits each).
-    private static int Q6(ReadOnlySpan<byte> block, int i)
+    internal static int Q6(ReadOnlySpan<byte> block, int i)
     {
         int half = i / 128, run = i % 128 / 32, l = i % 32;
         int low = block[(64 * half) + l + (run % 2 == 1 ? 32 : 0)];

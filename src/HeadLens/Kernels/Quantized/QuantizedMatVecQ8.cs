@@ -16,11 +16,16 @@ namespace HeadLens.Kernels.Quantized;
 // shared between the threads as in QuantizedMatVec; each row is multiplied with all M vectors while it sits in L1,
 // so W streams from memory once per call. From IntegerMatMul.FromVectors vectors on (prompts), Q4_K, Q5_K and Q6_K rows go
 // through the blocked integer product instead (IntegerMatMul: W decoded per super-block into byte panels that every
-// token reuses; the reference's numbers bit for bit; AVX-512BW or AVX2); Q8_0 rows, and every type without AVX2, beyond
-// QuantizedMatMul.FewVectors vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float
-// rounding, faster there).
+// token reuses; the reference's numbers bit for bit; AVX-512BW or AVX2); Q8_0 rows beyond QuantizedMatMul.FewVectors
+// vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float rounding, faster there).
+// Without AVX2 (Arm, older x86) every vector count takes the row path with DecodedRow (each row unpacked once, then
+// integer sums per vector with Vector128): the reference's bits, so a prompt's logits are its decode steps' exactly.
+// The fp32 panel product is not used there: it is slower without AVX (6–10× DecodedRow's time at 16 vectors, measured
+// with Vector128 only), and it equals the integer dots only to float rounding, which the next layer's 8-bit rounding
+// turns into whole steps now and then (with it, the test model's prompt pass differed from its decoding by a third of what the 8-bit
+// activations themselves move the logits).
 // Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (vectorised quantization and
-// IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else the reference arithmetic on the same threads; prompts:
+// IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else DecodedRow on the same threads; prompts with AVX:
 // IntegerMatMul or MultiplyDequantized).
 public static class QuantizedMatVecQ8
 {
@@ -63,14 +68,14 @@ public static class QuantizedMatVecQ8
             return;
         }
 
-        if (vectors > QuantizedMatMul.FewVectors)
+        bool wide = IntegerDot.Is512, avx2 = IntegerDot.Is256;
+        if (vectors > QuantizedMatMul.FewVectors && (wide || avx2))
         {
             MultiplyDequantized(type, weights, rows, columns, activations, y);
             return;
         }
 
         int rowBytes = (int)GgmlTypes.RowBytes(type, columns), block = activations.BlockValues;
-        bool wide = IntegerDot.Is512, avx2 = IntegerDot.Is256;
         fixed (byte* wp = weights)
         fixed (sbyte* qp = activations.Values, pp = activations.Paired)
         fixed (float* sp = activations.Scales, yp = y)
@@ -79,9 +84,11 @@ public static class QuantizedMatVecQ8
             nint wa = (nint)wp, qa = (nint)qp, pa = (nint)pp, sa = (nint)sp, ra = (nint)rp, ya = (nint)yp;
             void Rows(int first, int end)
             {
+                var decoded = wide || avx2 ? null : new DecodedRow(type, columns);
                 for (int r = first; r < end; r++)
                 {
                     byte* row = (byte*)wa + ((long)r * rowBytes);
+                    decoded?.Decode(new ReadOnlySpan<byte>(row, rowBytes));
                     for (int v = 0; v < vectors; v++)
                     {
                         sbyte* q = (sbyte*)qa + ((long)v * columns);
@@ -90,8 +97,8 @@ public static class QuantizedMatVecQ8
                         sbyte* paired = (sbyte*)pa + ((long)v * columns);
                         ((float*)ya)[((long)v * rows) + r] = wide ? IntegerDot.Dot512(type, row, columns, q, paired, scales, sums)
                             : avx2 ? IntegerDot.Dot256(type, row, columns, q, scales, sums)
-                            : IntegerDot.Reference(type, new ReadOnlySpan<byte>(row, rowBytes), columns, new ReadOnlySpan<sbyte>(q, columns),
-                                new ReadOnlySpan<float>(scales, columns / block), block == 256 ? new ReadOnlySpan<short>(sums, columns / 16) : []);
+                            : decoded!.Dot(new ReadOnlySpan<sbyte>(q, columns), new ReadOnlySpan<float>(scales, columns / block),
+                                block == 256 ? new ReadOnlySpan<short>(sums, columns / 16) : []);
                     }
                 }
             }
@@ -107,7 +114,7 @@ public static class QuantizedMatVecQ8
         }
     }
 
-    // Many vectors (a prompt) of Q8_0 rows, or of any type without AVX-512BW: the quantized activations as floats
+    // Many vectors (a prompt) of Q8_0 rows: the quantized activations as floats
     // (d·q, exact but for the product's rounding) through the fp32 panel product. One integer dot per row and vector
     // reads the row's blocks once per vector, where the blocked Gemm reuses each decoded panel for all the vectors:
     // measured slower than the fp32 prompt (a 64-token prompt of the 1.1B Q4_K_M model took twice as long). Q8_0 has no
