@@ -212,6 +212,30 @@ public static class Gemv
 
             sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         }
+        else if (Vector128.IsHardwareAccelerated && k >= Vector128<float>.Count)
+        {
+            // Arm's NEON, x86 without AVX: fused where the hardware fuses (MultiplyAddEstimate; Vector128's
+            // FusedMultiplyAdd would be a scalar loop on x86 without FMA).
+            const int width = 4;
+            var a0 = Vector128<float>.Zero;
+            var a1 = Vector128<float>.Zero;
+            var a2 = Vector128<float>.Zero;
+            var a3 = Vector128<float>.Zero;
+            for (; i <= k - 4 * width; i += 4 * width)
+            {
+                a0 = Vector128.MultiplyAddEstimate(Vector128.Load(row + i), Vector128.Load(x + i), a0);
+                a1 = Vector128.MultiplyAddEstimate(Vector128.Load(row + i + width), Vector128.Load(x + i + width), a1);
+                a2 = Vector128.MultiplyAddEstimate(Vector128.Load(row + i + 2 * width), Vector128.Load(x + i + 2 * width), a2);
+                a3 = Vector128.MultiplyAddEstimate(Vector128.Load(row + i + 3 * width), Vector128.Load(x + i + 3 * width), a3);
+            }
+
+            for (; i <= k - width; i += width)
+            {
+                a0 = Vector128.MultiplyAddEstimate(Vector128.Load(row + i), Vector128.Load(x + i), a0);
+            }
+
+            sum = Vector128.Sum((a0 + a1) + (a2 + a3));
+        }
 
         for (; i < k; i++)
         {
@@ -294,6 +318,31 @@ public static class Gemv
 
             sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         }
+        else if (Vector128.IsHardwareAccelerated && k >= Vector128<float>.Count)
+        {
+            const int width = 4;
+            var a0 = Vector128<float>.Zero;
+            var a1 = Vector128<float>.Zero;
+            var a2 = Vector128<float>.Zero;
+            var a3 = Vector128<float>.Zero;
+            for (; i <= k - 4 * width; i += 4 * width)
+            {
+                var (first, second) = Vector128.Widen(Vector128.Load(row + i));
+                var (third, fourth) = Vector128.Widen(Vector128.Load(row + i + 2 * width));
+                a0 = Vector128.MultiplyAddEstimate(Widen(first), Vector128.Load(x + i), a0);
+                a1 = Vector128.MultiplyAddEstimate(Widen(second), Vector128.Load(x + i + width), a1);
+                a2 = Vector128.MultiplyAddEstimate(Widen(third), Vector128.Load(x + i + 2 * width), a2);
+                a3 = Vector128.MultiplyAddEstimate(Widen(fourth), Vector128.Load(x + i + 3 * width), a3);
+            }
+
+            for (; i <= k - width; i += width)
+            {
+                var four = Vector128.WidenLower(Vector128.CreateScalarUnsafe(*(ulong*)(row + i)).AsUInt16());
+                a0 = Vector128.MultiplyAddEstimate(Widen(four), Vector128.Load(x + i), a0);
+            }
+
+            sum = Vector128.Sum((a0 + a1) + (a2 + a3));
+        }
 
         for (; i < k; i++)
         {
@@ -306,4 +355,6 @@ public static class Gemv
     private static Vector512<float> Widen(Vector512<uint> bits) => Vector512.ShiftLeft(bits, 16).AsSingle();
 
     private static Vector256<float> Widen(Vector256<uint> bits) => Vector256.ShiftLeft(bits, 16).AsSingle();
+
+    private static Vector128<float> Widen(Vector128<uint> bits) => Vector128.ShiftLeft(bits, 16).AsSingle();
 }

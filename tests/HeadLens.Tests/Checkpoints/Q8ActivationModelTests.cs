@@ -1,5 +1,4 @@
 using HeadLens.Checkpoints.Gguf;
-using HeadLens.Kernels.Quantized;
 using HeadLens.Model;
 using LLama;
 using LLama.Native;
@@ -93,10 +92,6 @@ public sealed class Q8ActivationModelTests(ITestOutputHelper output) : IDisposab
         // (LlamaCppQuantizedTests: Q8_0's weights moved them by RMS 0.042), far less than a 4-bit one.
         Assert.InRange(moved, 0.005, 0.05);
         Assert.True(decodeMoved <= 0.2 * moved, $"{ftype}: q8 decoding differs from the q8 prompt pass by RMS {decodeMoved}, a fifth of the q8 rounding's {moved}");
-        if (!IntegerDot.Is512 && !IntegerDot.Is256)
-        {
-            Assert.Equal(q8, decoded); // without AVX2 every product is DecodedRow's, one vector or many: the same bits
-        }
         Assert.True(toPeer <= peerBound, $"{ftype}: q8 differs from llama.cpp by RMS {toPeer} (bound {peerBound})");
         if (ftype == LLamaFtype.MOSTLY_Q4_K_M)
         {

@@ -9,8 +9,8 @@ namespace HeadLens.Tests.Kernels;
 /// against Dequantize.Reference, bit for bit: every 16-bit pattern of F16 and BF16 (subnormals, ±0, ±infinity,
 /// NaN), and every block format with edge-case scales (zero, subnormal, the largest half, negative, infinity, NaN)
 /// at odd row counts. The products' weights are these values, so only their order of summation differs from the
-/// reference. CI reruns the Kernels namespace with AVX-512 off and with every intrinsic off (AVX2, then the
-/// reference decoding).
+/// reference. CI reruns the Kernels namespace with AVX-512 off, with AVX off and with every intrinsic off (AVX2,
+/// Vector128, then the reference decoding); the Vector128 decoding also runs directly in every pass.
 /// </summary>
 public sealed class BlockDecoderTests
 {
@@ -34,9 +34,14 @@ public sealed class BlockDecoderTests
             actual[columns] = 5f;
             QuantizedMatMul.DequantizeRows(type, bytes, 1, columns, actual);
             Assert.Equal(5f, actual[columns]);
+            var portable = DecodedWithVector128(type, bytes, 1, columns);
             for (int i = 0; i < columns; i++)
             {
                 AssertSameValue(expected[i], actual[i], $"{type} bits 0x{BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(2 * i)):X4}");
+                if (portable is not null)
+                {
+                    AssertSameValue(expected[i], portable[i], $"{type} Vector128 bits 0x{BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(2 * i)):X4}");
+                }
             }
         }
     }
@@ -94,11 +99,38 @@ public sealed class BlockDecoderTests
             actual[rows * columns] = 9f;
             QuantizedMatMul.DequantizeRows(type, bytes, rows, columns, actual);
             Assert.Equal(9f, actual[rows * columns]);
+            var portable = DecodedWithVector128(type, bytes, rows, columns)!;
             for (int i = 0; i < expected.Length; i++)
             {
                 AssertSameValue(expected[i], actual[i], $"{type} [{rows}, {columns}] value {i} (Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated})");
+                AssertSameValue(expected[i], portable[i], $"{type} [{rows}, {columns}] value {i} with Vector128 only");
             }
         }
+    }
+
+    // The decoding of machines with Vector128 only (BlockDecoder.Decode128, reached through the products where
+    // BlockDecoder.Has128), run here directly whatever the machine has; F16 has none (the reference decodes it there).
+    private static unsafe float[]? DecodedWithVector128(GgmlType type, byte[] bytes, int rows, int columns)
+    {
+        if (type == GgmlType.F16)
+        {
+            return null;
+        }
+
+        var values = Enumerable.Repeat(float.NaN, (rows * columns) + 1).ToArray();
+        values[^1] = 7f;
+        int rowBytes = (int)GgmlTypes.RowBytes(type, columns);
+        fixed (byte* source = bytes)
+        fixed (float* target = values)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                BlockDecoder.Decode128(type, source + (r * rowBytes), columns, target + (r * columns));
+            }
+        }
+
+        Assert.Equal(7f, values[^1]);
+        return values;
     }
 
     public static TheoryData<GgmlType> PanelTypes => [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.F16, GgmlType.BF16];

@@ -81,7 +81,7 @@ internal sealed class DecodedRow
 
     // Q4_K, Q5_K: byte l of each 32-byte run of the quants holds value l of sub-block 2p (low nibble) and of 2p + 1
     // (high); Q5_K's bit j of byte l of fifthBits is the fifth bit of sub-block j's value l.
-    private static void UnpackNibbles(ReadOnlySpan<byte> quants, ReadOnlySpan<byte> fifthBits, Span<sbyte> w)
+    internal static void UnpackNibbles(ReadOnlySpan<byte> quants, ReadOnlySpan<byte> fifthBits, Span<sbyte> w)
     {
         var u = MemoryMarshal.Cast<sbyte, byte>(w);
         if (Vector128.IsHardwareAccelerated)
@@ -120,7 +120,7 @@ internal sealed class DecodedRow
 
     // Q6_K (IntegerDot.Q6's layout): per half of 128 values, runs 0..3 of 32 take their low four bits from ql bytes
     // 0..31 (runs 0, 2: low and high nibble) and 32..63 (runs 1, 3), their top two from bits 2·run of the qh bytes.
-    private static void UnpackSixBits(ReadOnlySpan<byte> block, Span<sbyte> w)
+    internal static void UnpackSixBits(ReadOnlySpan<byte> block, Span<sbyte> w)
     {
         if (!Vector128.IsHardwareAccelerated)
         {

@@ -359,6 +359,10 @@ public static class QuantizedMatVec
         {
             BlockDecoder.Decode(type, row, columns, destination, BlockDecoder.Is512);
         }
+        else if (BlockDecoder.Has128(type))
+        {
+            BlockDecoder.Decode128(type, row, columns, destination);
+        }
         else
         {
             Dequantize.Reference(type, new ReadOnlySpan<byte>(row, rowBytes), new Span<float>(destination, columns));
