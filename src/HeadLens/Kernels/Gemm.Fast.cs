@@ -20,7 +20,8 @@ namespace HeadLens.Kernels;
 // short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows; 24×16 for pairs of 12-row panels, 24 accumulators + 1 B vector), 6×16 with Vector256
-// (12 accumulators of 16 ymm). Without hardware intrinsics a plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
+// (12 accumulators of 16 ymm). With Vector128 only, unpacked tiles (Gemm.Portable.cs); without hardware intrinsics a
+// plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
 // C's rows are a page apart for most products, so a C tile touches a page per row: a training step's activations
@@ -91,6 +92,12 @@ public static partial class Gemm
 
         bool vectorised = Vector512.IsHardwareAccelerated || Vector256.IsHardwareAccelerated;
         long work = (long)m * n * k;
+        if (RunsVector128 && work >= SmallProduct)
+        {
+            MultiplyVector128(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads);
+            return;
+        }
+
         if (!vectorised || work < SmallProduct)
         {
             MultiplyPlain(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);

@@ -20,10 +20,11 @@ namespace HeadLens.Kernels.Quantized;
 // vectors through the fp32 panel product (MultiplyDequantized: the same numbers to float rounding, faster there).
 // Without AVX2 (Arm, older x86) every vector count takes the row path with DecodedRow (each row unpacked once, then
 // integer sums per vector with Vector128): the reference's bits, so a prompt's logits are its decode steps' exactly.
-// The fp32 panel product is not used there: it is slower without AVX (6–10× DecodedRow's time at 16 vectors, measured
-// with Vector128 only), and it equals the integer dots only to float rounding, which the next layer's 8-bit rounding
-// turns into whole steps now and then (with it, the test model's prompt pass differed from its decoding by a third of what the 8-bit
-// activations themselves move the logits).
+// The fp32 product of the dequantized x̂ is not used there: it equals the integer dots only to float rounding, which
+// the next layer's 8-bit rounding turns into whole steps now and then (with it, the test model's prompt pass differed
+// from its decoding by a third of what the 8-bit activations themselves move the logits). It would be faster with
+// Vector128's Gemm (a 1.1B Q4_K_M 16-token prompt: 13.2 tokens/s in fp32, 7.1 with q8 through DecodedRow), but there
+// the option is no speed-up anyway (decoding 3.2 against fp32's 3.5 tokens/s): its point there is llama.cpp's numbers.
 // Implementations: Reference (scalar quantization and IntegerDot.Reference), Forward (vectorised quantization and
 // IntegerDot.Dot512, with AVX2 only IntegerDot.Dot256, else DecodedRow on the same threads; prompts with AVX:
 // IntegerMatMul or MultiplyDequantized).
