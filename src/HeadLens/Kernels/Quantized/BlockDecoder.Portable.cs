@@ -10,19 +10,20 @@ internal static unsafe partial class BlockDecoder
 {
     /// <summary>Whether <see cref="Decode128"/> runs here for <paramref name="type"/>: Vector128 without AVX2.</summary>
     public static bool Has128(GgmlType type) => !IsSupported && Vector128.IsHardwareAccelerated
-        && type is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.BF16;
+        && type is GgmlType.Q4_0 or GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.F16 or GgmlType.BF16;
 
     /// <summary>Decodes <paramref name="count"/> values (whole blocks) with Vector128 (see <see cref="Has128"/>).</summary>
     public static void Decode128(GgmlType type, byte* source, int count, float* y)
     {
-        if (type == GgmlType.BF16)
+        if (type is GgmlType.F16 or GgmlType.BF16)
         {
+            bool f16 = type == GgmlType.F16;
             int i = 0;
             for (; i <= count - 8; i += 8)
             {
-                var (low, high) = Vector128.Widen(Vector128.Load((ushort*)source + i));
-                Vector128.ShiftLeft(low, 16).AsSingle().Store(y + i);
-                Vector128.ShiftLeft(high, 16).AsSingle().Store(y + i + 4);
+                var (low, high) = Vector128.Widen(Vector128.Load((short*)source + i));
+                (f16 ? HalfToSingle(low) : Vector128.ShiftLeft(low, 16).AsSingle()).Store(y + i);
+                (f16 ? HalfToSingle(high) : Vector128.ShiftLeft(high, 16).AsSingle()).Store(y + i + 4);
             }
 
             Tail(type, source, i, count, y);

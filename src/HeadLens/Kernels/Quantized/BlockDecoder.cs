@@ -111,6 +111,21 @@ internal static unsafe partial class BlockDecoder
         return value.AsSingle();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> HalfToSingle(Vector128<int> signExtended)
+    {
+        var shifted = Vector128.ShiftLeft(signExtended, 13) & Vector128.Create(unchecked((int)0x8FFFE000));
+        var exponent = shifted & Vector128.Create(0x0F800000);
+        var value = shifted + Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128.Create(0x0F800000)), Vector128.Create(Special), Vector128.Create(Rebias));
+        if (Vector128.EqualsAny(exponent, Vector128<int>.Zero))
+        {
+            var subnormal = (Vector128.ConvertToSingle(signExtended & Vector128.Create(0x3FF)) * Vector128.Create(TwoToMinus24)).AsInt32() | (shifted & Vector128.Create(int.MinValue));
+            value = Vector128.ConditionalSelect(Vector128.Equals(exponent, Vector128<int>.Zero), subnormal, value);
+        }
+
+        return value.AsSingle();
+    }
+
     /// <summary>16 F16 (or BF16) values at <paramref name="at"/> as float32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Widen16(short* at, bool f16)
