@@ -494,8 +494,8 @@ public static partial class ScaledDotProductAttention
     }
 
     // out[0, dv) += Σ_j p[j]·values[j·stride, +dv): a slice of the output's columns at a time kept in registers over
-    // all the rows (four vectors: 64 columns with Vector512), so out is loaded and stored once per slice rather than
-    // once per row.
+    // all the rows (four vectors: 64 columns with Vector512, 16 with Vector128), so out is loaded and stored once per
+    // slice rather than once per row.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AccumulateRows(float* p, float* values, long stride, int rows, float* output, int dv)
     {
@@ -572,6 +572,32 @@ public static partial class ScaledDotProductAttention
                 }
 
                 a0.Store(output + d);
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            // Arm's NEON, x86 without AVX: fused where the hardware fuses (see Gemv.Dot).
+            const int width = 4;
+            for (; d <= dv - (4 * width); d += 4 * width)
+            {
+                float* column = values + d;
+                var a0 = Vector128.Load(output + d);
+                var a1 = Vector128.Load(output + d + width);
+                var a2 = Vector128.Load(output + d + (2 * width));
+                var a3 = Vector128.Load(output + d + (3 * width));
+                for (int j = 0; j < rows; j++, column += stride)
+                {
+                    var pj = Vector128.Create(p[j]);
+                    a0 = Vector128.MultiplyAddEstimate(Vector128.Load(column), pj, a0);
+                    a1 = Vector128.MultiplyAddEstimate(Vector128.Load(column + width), pj, a1);
+                    a2 = Vector128.MultiplyAddEstimate(Vector128.Load(column + (2 * width)), pj, a2);
+                    a3 = Vector128.MultiplyAddEstimate(Vector128.Load(column + (3 * width)), pj, a3);
+                }
+
+                a0.Store(output + d);
+                a1.Store(output + d + width);
+                a2.Store(output + d + (2 * width));
+                a3.Store(output + d + (3 * width));
             }
         }
 
