@@ -13,6 +13,8 @@
 #        ISA=avx2 bash bench/compare-attention.sh   runs all three without AVX-512 (HeadLens with .NET's AVX-512
 #        switched off, PyTorch with ATEN_CPU_CAPABILITY=avx2, OpenBLAS as Haswell): the AVX2-only machine class
 #        (most laptops and desktops, AMD before Zen 4), measured on an AVX-512 machine.
+#        ISA=sse bash bench/compare-attention.sh   the same with AVX off too (HeadLens's Vector128 paths, PyTorch's
+#        default kernels, OpenBLAS as Nehalem): the width .NET gives Arm's NEON, measured on x86.
 #        ROUNDS=3 bash bench/compare-attention.sh   HeadLens and SDPA alternately, 3 times each: each side's median
 #        over the rounds, and the range of the rounds' own ratios. On a shared host one slow phase on one side moved
 #        a single round's ratio by 20-30%.
@@ -30,8 +32,13 @@ if [ "${ISA:-}" = avx2 ]; then
   # picked its AVX-512 kernels (until the twenty-ninth session: T = 4096 forward ~1.2x faster than with Haswell's).
   export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
   CORETYPE=Haswell
+elif [ "${ISA:-}" = sse ]; then
+  # Vector128 only (Arm's width, measured on x86): HeadLens with AVX off, PyTorch's default (non-AVX) kernels and
+  # OpenBLAS's Nehalem (SSE) kernels.
+  export DOTNET_EnableAVX=0 ATEN_CPU_CAPABILITY=default OPENBLAS_CORETYPE=Nehalem
+  CORETYPE=Nehalem
 elif [ -n "${ISA:-}" ]; then
-  echo "compare-attention: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
+  echo "compare-attention: ISA must be avx2, sse or unset, got '$ISA'" >&2; exit 2
 fi
 dotnet build src/HeadLens.Cli -c Release -o out/bench >/dev/null
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
@@ -75,7 +82,8 @@ for r in range(1, rounds + 1):
 ours = runs[0]
 naive = {r["T"]: r["median_ms"] for r in map(json.loads, open(f"{work}/naive.jsonl"))
          if r.get("section") == "attn" and r.get("impl") == "naive" and "median_ms" in r}
-print(f"# instruction set: {'AVX2 (AVX-512 off in all three)' if sys.argv[3] == 'avx2' else 'the machine default'}; 12 query heads, {sys.argv[4]} kv heads; {rounds} round(s)")
+isa = {'avx2': 'AVX2 (AVX-512 off in all three)', 'sse': 'Vector128 only (AVX off in all three)'}.get(sys.argv[3], 'the machine default')
+print(f"# instruction set: {isa}; 12 query heads, {sys.argv[4]} kv heads; {rounds} round(s)")
 spread = rounds > 1
 print(f"{'variant':10} {'B':>2} {'T':>6} {'ms':>9} {'GFLOP/s':>8} {'work MB':>8} {'torch1.13 naive':>16} {'ratio':>7} {'torch2.6 sdpa':>14} {'ratio':>7}"
       + (f" {'rounds':>13}" if spread else ""))
