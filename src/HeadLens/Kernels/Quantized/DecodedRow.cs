@@ -19,6 +19,23 @@ internal sealed class DecodedRow
     private readonly int[] groupScales, groupMins;
     private readonly float[] factors, minFactors;
 
+    [ThreadStatic]
+    private static DecodedRow? ofThisThread;
+
+    /// <summary>
+    /// This thread's decoder for rows of <paramref name="type"/> and <paramref name="columns"/> values, kept between
+    /// products (a decode step runs every matrix of the model: no allocation per product).
+    /// </summary>
+    public static DecodedRow ForThisThread(GgmlType type, int columns)
+    {
+        if (ofThisThread is not { } decoder || decoder.type != type || decoder.columns != columns)
+        {
+            decoder = ofThisThread = new DecodedRow(type, columns);
+        }
+
+        return decoder;
+    }
+
     public DecodedRow(GgmlType type, int columns)
     {
         if (!IntegerDot.Supports(type))

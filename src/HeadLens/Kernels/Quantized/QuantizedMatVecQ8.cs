@@ -85,7 +85,7 @@ public static class QuantizedMatVecQ8
             nint wa = (nint)wp, qa = (nint)qp, pa = (nint)pp, sa = (nint)sp, ra = (nint)rp, ya = (nint)yp;
             void Rows(int first, int end)
             {
-                var decoded = wide || avx2 ? null : new DecodedRow(type, columns);
+                var decoded = wide || avx2 ? null : DecodedRow.ForThisThread(type, columns);
                 for (int r = first; r < end; r++)
                 {
                     byte* row = (byte*)wa + ((long)r * rowBytes);
