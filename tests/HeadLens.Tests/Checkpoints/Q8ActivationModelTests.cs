@@ -46,9 +46,10 @@ public sealed class Q8ActivationModelTests(ITestOutputHelper output) : IDisposab
     //   Q8_0:   q8 vs fp32 RMS 0.026; q8 vs llama.cpp 0.027, fp32 vs llama.cpp 0.027 (not closer: llama.cpp's own Q8_0
     //           activations did not come out as HeadLens's, unexplained); argmax 61/64 (fp32: 62/64); decoding vs
     //           prompt RMS 0.003 (max 0.072).
-    // Decoding and the prompt pass differ at all because they sum in other orders (the prompt's products go through
-    // the fp32 panel product, its attention is another kernel): an activation that moves by an ulp can round to the
-    // next 8-bit step, which the later layers carry on.
+    // Decoding and the prompt pass differ at all because they sum in other orders (the prompt's attention is another
+    // kernel; with AVX, Q8_0's prompt products go through the fp32 panel product, while the K-quants' blocked integer
+    // product and, without AVX2, DecodedRow give the decode steps' bits): an activation that moves by an ulp can round
+    // to the next 8-bit step, which the later layers carry on.
     [LlamaCppTheory]
     [InlineData(LLamaFtype.MOSTLY_Q8_0, 0.035, 0.90)]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, 0.025, 0.85)]
