@@ -5,7 +5,8 @@ using System.Runtime.Intrinsics.X86;
 namespace HeadLens.Attention;
 
 // The fused attention's tile products and softmax when the value head size is 64 (GPT-2, Llama) or 32 (MiniLM) and
-// the machine has AVX-512 (below) or AVX2 with FMA (AttentionPanels.Avx2.cs, the same operations on 8 lanes):
+// the machine has AVX-512 (below), AVX2 with FMA (AttentionPanels.Avx2.cs, the same operations on 8 lanes) or any
+// other accelerated Vector128 (AttentionPanels.Portable.cs, 4 lanes: Arm's NEON, x86 without AVX2):
 //   MultiplyAdd:            C[rows, 64] (+)= A[rows, K] · B[K, 64]     rows of A, B and C at arbitrary strides
 //   MultiplyAdd32:          C[rows, 32] (+)= A[rows, K] · B[K, 32]     P·V for 32-wide values
 //   MultiplyAddTransposedA: C[rows, 64] (+)= Aᵀ[rows, K] · B[K, 64]    A stored [K, rows] (P or dS read as Pᵀ, dSᵀ)
@@ -28,8 +29,11 @@ internal static partial class AttentionPanels
     /// <summary>log₂e: scores scaled by it turn exp(s) into 2^s.</summary>
     public const float Log2E = 1.44269504088896341f;
 
-    /// <summary>Whether the panel kernels run here: AVX-512, or AVX2 with FMA (AttentionPanels.Avx2.cs).</summary>
-    public static bool Available => Wide || (Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported);
+    /// <summary>
+    /// Whether the panel kernels run here: AVX-512, AVX2 with FMA (AttentionPanels.Avx2.cs), or any other accelerated
+    /// Vector128 (AttentionPanels.Portable.cs: Arm's NEON, x86 without AVX2).
+    /// </summary>
+    public static bool Available => Wide || EightLanes || Vector128.IsHardwareAccelerated;
 
     // AVX-512 (16 lanes, 32 registers); otherwise each method below hands its work to its 8-lane version. Both are
     // constants to the JIT, so the branch costs nothing.
@@ -109,7 +113,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            TransposeBlock256(x, ld, rows, factor, block);
+            if (EightLanes)
+            {
+                TransposeBlock256(x, ld, rows, factor, block);
+            }
+            else
+            {
+                TransposeBlock128(x, ld, rows, factor, block);
+            }
+
             return;
         }
 
@@ -206,6 +218,11 @@ internal static partial class AttentionPanels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void PrefetchRows(float* x, long ld, int rows)
     {
+        if (!Sse.IsSupported)
+        {
+            return; // the 4-lane panels on Arm: no prefetch instruction in the cross-platform API
+        }
+
         for (int j = 0; j < rows; j++, x += ld)
         {
             Sse.Prefetch0(x);
@@ -240,7 +257,7 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            return Dot256(x, y);
+            return EightLanes ? Dot256(x, y) : Dot128(x, y);
         }
 
         var sum01 = Vector512.FusedMultiplyAdd(Vector512.Load(x + 16), Vector512.Load(y + 16), Vector512.Load(x) * Vector512.Load(y));
@@ -254,7 +271,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            ScaleRow256(from, factor, to);
+            if (EightLanes)
+            {
+                ScaleRow256(from, factor, to);
+            }
+            else
+            {
+                ScaleRow128(from, factor, to);
+            }
+
             return;
         }
 
@@ -267,7 +292,7 @@ internal static partial class AttentionPanels
 
     /// <summary>
     /// row[j] = e^(row[j] − shift) for j &lt; count, in place, and their sum: the exponentials of the tile-at-a-time
-    /// softmax (any head size) in one pass, as 2^((row − shift)·log₂e) through Exp2 (16 or 8 lanes; what is left
+    /// softmax (any head size) in one pass, as 2^((row − shift)·log₂e) through Exp2 (16, 8 or 4 lanes; what is left
     /// past the last whole vector through MathF.Exp). The difference first: near the max it is exact, so the terms that carry the
     /// sum get Exp2's 2e-7. shift is the row's running max, not NaN; −∞ scores give exactly 0.
     /// </summary>
@@ -290,7 +315,7 @@ internal static partial class AttentionPanels
 
             sum = Vector512.Sum(sums);
         }
-        else if (Available)
+        else if (EightLanes)
         {
             var offset = Vector256.Create(shift);
             var log2E = Vector256.Create(Log2E);
@@ -303,6 +328,20 @@ internal static partial class AttentionPanels
             }
 
             sum = Vector256.Sum(sums);
+        }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            var offset = Vector128.Create(shift);
+            var log2E = Vector128.Create(Log2E);
+            var sums = Vector128<float>.Zero;
+            for (; j <= count - 4; j += 4)
+            {
+                var p = Exp2((Vector128.Load(row + j) - offset) * log2E);
+                p.Store(row + j);
+                sums += p;
+            }
+
+            sum = Vector128.Sum(sums);
         }
 
         for (; j < count; j++)
@@ -317,7 +356,9 @@ internal static partial class AttentionPanels
     /// <summary>The sum of a row's 16 running-sum lanes (the [rows, 16] layout of OnlineSoftmaxRows's sums).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SumOfLanes(ReadOnlySpan<float> lanes) =>
-        Wide ? Vector512.Sum(Vector512.Create(lanes)) : Vector256.Sum(Vector256.Create(lanes) + Vector256.Create(lanes[8..]));
+        Wide ? Vector512.Sum(Vector512.Create(lanes))
+        : EightLanes ? Vector256.Sum(Vector256.Create(lanes) + Vector256.Create(lanes[8..]))
+        : Vector128.Sum((Vector128.Create(lanes) + Vector128.Create(lanes[4..])) + (Vector128.Create(lanes[8..]) + Vector128.Create(lanes[12..])));
 
     /// <summary>A row of 64 floats copied in four vector moves (a library copy's call cost as much as the copy).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -325,7 +366,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            CopyRow256(from, to);
+            if (EightLanes)
+            {
+                CopyRow256(from, to);
+            }
+            else
+            {
+                CopyRow128(from, to);
+            }
+
             return;
         }
 
@@ -344,7 +393,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            MultiplyAddTransposedA256(rows, depth, a, lda, b, ldb, c, ldc);
+            if (EightLanes)
+            {
+                MultiplyAddTransposedA256(rows, depth, a, lda, b, ldb, c, ldc);
+            }
+            else
+            {
+                MultiplyAdd128(rows, depth, a, 1, lda, b, ldb, c, ldc, add: true, Width);
+            }
+
             return;
         }
 
@@ -453,7 +510,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            MultiplyAdd256(rows, depth, a, lda, b, ldb, c, ldc, add, HalfWidth);
+            if (EightLanes)
+            {
+                MultiplyAdd256(rows, depth, a, lda, b, ldb, c, ldc, add, HalfWidth);
+            }
+            else
+            {
+                MultiplyAdd128(rows, depth, a, lda, 1, b, ldb, c, ldc, add, HalfWidth);
+            }
+
             return;
         }
 
@@ -514,7 +579,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            MultiplyAdd256(rows, depth, a, lda, b, ldb, c, ldc, add, Width);
+            if (EightLanes)
+            {
+                MultiplyAdd256(rows, depth, a, lda, b, ldb, c, ldc, add, Width);
+            }
+            else
+            {
+                MultiplyAdd128(rows, depth, a, lda, 1, b, ldb, c, ldc, add, Width);
+            }
+
             return;
         }
 
@@ -643,7 +716,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            OnlineSoftmaxRows256(rows, s, ls, acc, ldacc, max, sums, accWidth);
+            if (EightLanes)
+            {
+                OnlineSoftmaxRows256(rows, s, ls, acc, ldacc, max, sums, accWidth);
+            }
+            else
+            {
+                OnlineSoftmaxRows128(rows, s, ls, acc, ldacc, max, sums, accWidth);
+            }
+
             return;
         }
 
@@ -716,7 +797,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            AttendRows256(q0, q1, q2, q3, keys, values, ranges, depth, prefetchKeys, prefetchValues, acc, max, sums, p);
+            if (EightLanes)
+            {
+                AttendRows256(q0, q1, q2, q3, keys, values, ranges, depth, prefetchKeys, prefetchValues, acc, max, sums, p);
+            }
+            else
+            {
+                AttendRows128(q0, q1, q2, q3, keys, values, ranges, depth, acc, max, sums, p);
+            }
+
             return;
         }
 
@@ -995,7 +1084,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            HideOutside256(row, first, end);
+            if (EightLanes)
+            {
+                HideOutside256(row, first, end);
+            }
+            else
+            {
+                HideOutside128(row, first, end);
+            }
+
             return;
         }
 
@@ -1023,7 +1120,15 @@ internal static partial class AttentionPanels
     {
         if (!Wide)
         {
-            ProbabilitiesAndScoreGrad256(rows, s, dp, ls, logSumExp, rowTerm, scale);
+            if (EightLanes)
+            {
+                ProbabilitiesAndScoreGrad256(rows, s, dp, ls, logSumExp, rowTerm, scale);
+            }
+            else
+            {
+                ProbabilitiesAndScoreGrad128(rows, s, dp, ls, logSumExp, rowTerm, scale);
+            }
+
             return;
         }
 

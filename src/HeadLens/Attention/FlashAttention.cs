@@ -16,9 +16,9 @@ namespace HeadLens.Attention;
 // Two passes recompute S and dP twice but need no atomics: every thread owns the gradient rows it writes.
 // Working memory per thread: a few Br×Bc and Br×D tiles (~40 KB), plus on the panel path one head's keys and
 // values re-laid in 64-key blocks (T·2D floats: 2 MB at T = 4096) — never T×T.
-// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except on AVX-512 or
-// AVX2 with values 64 or 32 wide, where the forward runs on AttentionPanels over keys blocked once per head: with
-// 64-wide heads four query rows at a time (AttendRows: S, the softmax update and P·V) where each query sees one range
+// Tile products go through Gemm (single-threaded inside; the parallelism is over heads × tiles), except where the
+// AttentionPanels run (accelerated vectors of 16, 8 or 4 lanes) and values are 64 or 32 wide: there the forward runs
+// on the panels over keys blocked once per head: with 64-wide heads four query rows at a time (AttendRows: S, the softmax update and P·V) where each query sees one range
 // of keys, otherwise (32-wide values as MiniLM's, other key widths, padding, ALiBi) a tile at a time (S, the softmax
 // update, then MultiplyAdd or MultiplyAdd32 for P·V). The backward runs on the panels, one pass per kv head, with
 // 64-wide heads only.
@@ -598,7 +598,7 @@ public static partial class ScaledDotProductAttention
         }
 
         // One query tile of one head. With the blocked keys and values of ForwardHead (kt, vb) the tile products run
-        // on the panels (AVX-512 or AVX2); without them (kt = null) through Gemm. nextInPart: this thread runs query
+        // on the panels; without them (kt = null) through Gemm. nextInPart: this thread runs query
         // tile + 1 of the head next, so its query rows are worth fetching ahead.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void ForwardTile(int h, int tile, float* kt, float* vb, bool nextInPart = false)
