@@ -8,6 +8,8 @@
 #        (from anywhere; --shapes keeps only those m×n×k)
 #        ISA=avx2 bash bench/compare-matmul-interleaved.sh ...   both without AVX-512 (.NET's AVX-512 off, OpenBLAS
 #        as Haswell): the AVX2-only machine class, measured on an AVX-512 machine.
+#        ISA=sse bash bench/compare-matmul-interleaved.sh ...   both with AVX off too (.NET's Vector128 paths,
+#        OpenBLAS as Nehalem: SSE kernels): the width .NET gives Arm's NEON, measured on x86.
 # Needs Debian's libopenblas0-openmp (the OpenBLAS PyTorch uses in ../shared/checks/matmul-vs-openblas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,9 @@ dotnet build bench/MatmulPeer -c Release -o "$out" >"$out/build.log" 2>&1 || { t
 # force Haswell's); OpenBLAS reads the variable when it loads, so it is set for the process, not inside it.
 if [ "${ISA:-}" = avx2 ]; then
   export DOTNET_EnableAVX512F=0 DOTNET_EnableAVX512=0 OPENBLAS_CORETYPE=Haswell
+elif [ "${ISA:-}" = sse ]; then
+  export DOTNET_EnableAVX=0 OPENBLAS_CORETYPE=Nehalem
 elif [ -n "${ISA:-}" ]; then
-  echo "compare-matmul-interleaved: ISA must be avx2 or unset, got '$ISA'" >&2; exit 2
+  echo "compare-matmul-interleaved: ISA must be avx2, sse or unset, got '$ISA'" >&2; exit 2
 elif grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; else unset OPENBLAS_CORETYPE; fi
 dotnet "$out/MatmulPeer.dll" "$@"

@@ -4,8 +4,9 @@ using System.Runtime.Intrinsics;
 namespace HeadLens.Kernels;
 
 // C[M,N] (+)= op(A)[M,K] · op(B)[K,N] on machines with Vector128 only (Arm's NEON; x86 without AVX), where the
-// packed-panel kernels (Vector512, Vector256) do not run. Nothing is packed; op(A) is made row-major first if it is
-// transposed (M·K floats, small next to the M·N·K multiply-adds), then by op(B)'s layout:
+// Vector512 and Vector256 kernels do not run. Products with M and N both at least PackedMinimum are packed
+// (Gemm.Portable.Panels.cs); smaller ones (a few rows against a layer's weights, attention's tiles) are not: op(A) is
+// made row-major first if it is transposed (M·K floats, small next to the M·N·K multiply-adds), then by op(B)'s layout:
 //   op(B) = Bᵀ (B [N, K], rows along K: a layer's y = x·Wᵀ): tiles of 2 rows of A × 4 rows of B, each of the 8
 //     entries a dot product over K in its own Vector128 accumulator, summed across lanes at the end;
 //   op(B) = B (rows along N): tiles of 4 rows × 8 columns of C in 8 accumulators, a[i, p] broadcast against B's row p,
@@ -28,6 +29,17 @@ public static partial class Gemm
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb,
         Span<float> c, int ldc, bool accumulate, int threads)
     {
+        int threadCount = (int)Math.Clamp(Math.Min(threads > 0 ? threads : ComputeThreads.Count, (long)m * n * k / WorkPerThread), 1, 64);
+        if (m >= PackedMinimum && n >= PackedMinimum)
+        {
+            fixed (float* ap = a, bp = b, cp = c)
+            {
+                MultiplyPanels128(transposeA, transposeB, m, n, k, ap, lda, bp, ldb, cp, ldc, accumulate, threadCount);
+            }
+
+            return;
+        }
+
         if (transposeA)
         {
             // op(A)[i, p] = A[p, i]: laid out [M, K] once.
@@ -48,7 +60,6 @@ public static partial class Gemm
             lda = k;
         }
 
-        int threadCount = (int)Math.Clamp(Math.Min(threads > 0 ? threads : ComputeThreads.Count, (long)m * n * k / WorkPerThread), 1, 64);
         fixed (float* ap = a, bp = b, cp = c)
         {
             if (threadCount == 1)

@@ -1,0 +1,256 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace HeadLens.Kernels;
+
+// The Vector128 product for operands large enough to pack (both M and N at least PackedMinimum), in the loop order of
+// the AVX kernels (Goto and van de Geijn): for each block of PanelColumns columns, for each PanelDepth-deep slice of K,
+// op(B)'s slice is packed into strips [depth, 8] and, per block of PanelRows rows, op(A)'s into strips of 4 rows with
+// every value already broadcast to a whole vector ([depth, 4, 4]); then every 8-column strip of B (8 KB, kept in L1)
+// meets every 4-row strip of A (16 KB, from L2) in Kernel4x8, whose 8 accumulators hold a 4×8 tile of C over the whole
+// depth. The broadcast is paid once per packed value instead of once per use: x86 without AVX has no broadcast load,
+// and its two instructions per value (a load and a shuffle, on a port the products use) held 2048³ at 0.93× OpenBLAS's
+// SSE kernels against 1.04–1.12× with the loads alone (same-process interleaved runs); on Arm a broadcast load and a
+// plain one cost the same, so there only the strip's size changes. Packing reads either layout of A and of B, so no operand
+// is transposed beforehand, and both strips are read contiguously whatever the strides (the unpacked tiles fetched a
+// row of B every ldb floats: half of OpenBLAS's SSE speed at 2048³). Strips past the edge are zero-padded (nothing is read past
+// the operands), and edge tiles go through a 4×8 scratch tile whose padded rows and columns are dropped.
+// Threads take ranges of C's columns (or of its rows, where there are more row strips than column strips), each
+// packing its own operands, so nothing is shared or waited for inside the product.
+public static partial class Gemm
+{
+    // Both M and N at least this: below it the unpacked tiles win (packing B costs as much as ~20 rows of products).
+    private const int PackedMinimum = 64;
+
+    private const int PanelDepth = 256;
+    private const int PanelRows = 128;
+    private const int PanelColumns = 1024;
+
+    [ThreadStatic]
+    private static float[]? panelA128;
+
+    [ThreadStatic]
+    private static float[]? panelB128;
+
+    private static unsafe void MultiplyPanels128(
+        bool transposeA, bool transposeB, int m, int n, int k, float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate, int threadCount)
+    {
+        int rowStrips = (m + 3) / 4, columnStrips = (n + 7) / 8;
+        if (threadCount == 1)
+        {
+            MultiplyPanels128Part(transposeA, transposeB, 0, m, 0, n, k, a, lda, b, ldb, c, ldc, accumulate);
+            return;
+        }
+
+        nint aa = (nint)a, ba = (nint)b, ca = (nint)c;
+        if (columnStrips >= rowStrips)
+        {
+            int perPart = (columnStrips + threadCount - 1) / threadCount;
+            ComputeThreads.Run((columnStrips + perPart - 1) / perPart, threadCount, part =>
+                MultiplyPanels128Part(transposeA, transposeB, 0, m, part * perPart * 8, Math.Min(n, (part + 1) * perPart * 8), k,
+                    (float*)aa, lda, (float*)ba, ldb, (float*)ca, ldc, accumulate));
+        }
+        else
+        {
+            int perPart = (rowStrips + threadCount - 1) / threadCount;
+            ComputeThreads.Run((rowStrips + perPart - 1) / perPart, threadCount, part =>
+                MultiplyPanels128Part(transposeA, transposeB, part * perPart * 4, Math.Min(m, (part + 1) * perPart * 4), 0, n, k,
+                    (float*)aa, lda, (float*)ba, ldb, (float*)ca, ldc, accumulate));
+        }
+    }
+
+    // C[firstRow..endRow, firstColumn..endColumn] (+)= op(A)·op(B) over the whole depth, on the calling thread.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void MultiplyPanels128Part(
+        bool transposeA, bool transposeB, int firstRow, int endRow, int firstColumn, int endColumn, int k,
+        float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)
+    {
+        int lengthA = PanelRows * PanelDepth * 4, lengthB = PanelColumns * PanelDepth;
+        panelA128 ??= GC.AllocateUninitializedArray<float>(lengthA, pinned: true);
+        panelB128 ??= GC.AllocateUninitializedArray<float>(lengthB, pinned: true);
+        float* tile = stackalloc float[4 * 8];
+        fixed (float* panelA = panelA128, panelB = panelB128)
+        {
+            for (int j0 = firstColumn; j0 < endColumn; j0 += PanelColumns)
+            {
+                int columns = Math.Min(PanelColumns, endColumn - j0);
+                for (int p0 = 0; p0 < k; p0 += PanelDepth)
+                {
+                    int depth = Math.Min(PanelDepth, k - p0);
+                    bool add = accumulate || p0 > 0;
+                    PackColumnStrips(transposeB, b, ldb, p0, depth, j0, columns, panelB);
+                    for (int i0 = firstRow; i0 < endRow; i0 += PanelRows)
+                    {
+                        int rows = Math.Min(PanelRows, endRow - i0);
+                        PackRowStrips(transposeA, a, lda, i0, rows, p0, depth, panelA);
+                        for (int j = 0; j < columns; j += 8)
+                        {
+                            float* strip = panelB + ((long)j * depth);
+                            int tileColumns = Math.Min(8, columns - j);
+                            for (int i = 0; i < rows; i += 4)
+                            {
+                                int tileRows = Math.Min(4, rows - i);
+                                float* target = c + ((long)(i0 + i) * ldc) + j0 + j;
+                                if (tileRows == 4 && tileColumns == 8)
+                                {
+                                    Kernel4x8(depth, panelA + ((long)i * depth * 4), strip, target, ldc, add);
+                                    continue;
+                                }
+
+                                Kernel4x8(depth, panelA + ((long)i * depth * 4), strip, tile, 8, add: false);
+                                for (int r = 0; r < tileRows; r++)
+                                {
+                                    for (int column = 0; column < tileColumns; column++)
+                                    {
+                                        float value = tile[(r * 8) + column];
+                                        float* at = target + ((long)r * ldc) + column;
+                                        *at = add ? *at + value : value;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Rows [i0, i0 + rows) of op(A), depth [p0, p0 + depth), as strips of 4 rows: strip s holds op(A)[i0 + 4s + r, p0 + p]
+    // in all four lanes of the vector at [p·16 + r·4], rows past the end zero. op(A) = A: row i at a + i·lda; op(A) = Aᵀ: A[p, i] at a + p·lda + i.
+    private static unsafe void PackRowStrips(bool transposeA, float* a, int lda, int i0, int rows, int p0, int depth, float* panel)
+    {
+        for (int s = 0; s < rows; s += 4)
+        {
+            float* strip = panel + ((long)s * depth * 4);
+            int count = Math.Min(4, rows - s);
+            if (transposeA)
+            {
+                for (int p = 0; p < depth; p++)
+                {
+                    float* from = a + ((long)(p0 + p) * lda) + i0 + s;
+                    for (int r = 0; r < 4; r++)
+                    {
+                        Vector128.Create(r < count ? from[r] : 0f).Store(strip + (p * 16) + (r * 4));
+                    }
+                }
+
+                continue;
+            }
+
+            for (int r = 0; r < 4; r++)
+            {
+                float* from = a + ((long)(i0 + s + r) * lda) + p0;
+                for (int p = 0; p < depth; p++)
+                {
+                    Vector128.Create(r < count ? from[p] : 0f).Store(strip + (p * 16) + (r * 4));
+                }
+            }
+        }
+    }
+
+    // Columns [j0, j0 + columns) of op(B), depth [p0, p0 + depth), as strips of 8 columns: strip t holds
+    // op(B)[p0 + p, j0 + 8t + q] at [p·8 + q], columns past the end zero. op(B) = B: B[p, j] at b + p·ldb + j;
+    // op(B) = Bᵀ: B[j, p] at b + j·ldb + p.
+    private static unsafe void PackColumnStrips(bool transposeB, float* b, int ldb, int p0, int depth, int j0, int columns, float* panel)
+    {
+        for (int t = 0; t < columns; t += 8)
+        {
+            float* strip = panel + ((long)t * depth);
+            int count = Math.Min(8, columns - t);
+            if (transposeB)
+            {
+                for (int q = 0; q < 8; q++)
+                {
+                    float* from = b + ((long)(j0 + t + q) * ldb) + p0;
+                    for (int p = 0; p < depth; p++)
+                    {
+                        strip[(p * 8) + q] = q < count ? from[p] : 0f;
+                    }
+                }
+
+                continue;
+            }
+
+            for (int p = 0; p < depth; p++)
+            {
+                float* from = b + ((long)(p0 + p) * ldb) + j0 + t;
+                float* to = strip + (p * 8);
+                if (count == 8)
+                {
+                    Vector128.Load(from).Store(to);
+                    Vector128.Load(from + 4).Store(to + 4);
+                    continue;
+                }
+
+                for (int q = 0; q < 8; q++)
+                {
+                    to[q] = q < count ? from[q] : 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// C[4, 8] (+)= Σ_p a[p, 0..4)ᵀ · b[p, 0..8) over `depth` steps of a strip of A ([depth, 4, 4]: each value in all
+    /// four lanes) and of B ([depth, 8]): per step two loads of B, four of A and eight multiply-adds into the 8
+    /// accumulators.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Kernel4x8(int depth, float* a, float* b, float* c, int ldc, bool add)
+    {
+        float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+        Vector128<float> x00, x01, x10, x11, x20, x21, x30, x31;
+        if (add)
+        {
+            x00 = Vector128.Load(c); x01 = Vector128.Load(c + 4); x10 = Vector128.Load(c1); x11 = Vector128.Load(c1 + 4);
+            x20 = Vector128.Load(c2); x21 = Vector128.Load(c2 + 4); x30 = Vector128.Load(c3); x31 = Vector128.Load(c3 + 4);
+        }
+        else
+        {
+            x00 = x01 = x10 = x11 = x20 = x21 = x30 = x31 = Vector128<float>.Zero;
+        }
+
+        int p = 0;
+        // Two steps per trip: the loop's own instructions otherwise take issue slots the products need.
+        for (; p + 2 <= depth; p += 2, a += 32, b += 16)
+        {
+            var b0 = Vector128.Load(b);
+            var b1 = Vector128.Load(b + 4);
+            var x = Vector128.Load(a + 0);
+            x00 = Vector128.MultiplyAddEstimate(x, b0, x00); x01 = Vector128.MultiplyAddEstimate(x, b1, x01);
+            x = Vector128.Load(a + 4);
+            x10 = Vector128.MultiplyAddEstimate(x, b0, x10); x11 = Vector128.MultiplyAddEstimate(x, b1, x11);
+            x = Vector128.Load(a + 8);
+            x20 = Vector128.MultiplyAddEstimate(x, b0, x20); x21 = Vector128.MultiplyAddEstimate(x, b1, x21);
+            x = Vector128.Load(a + 12);
+            x30 = Vector128.MultiplyAddEstimate(x, b0, x30); x31 = Vector128.MultiplyAddEstimate(x, b1, x31);
+            b0 = Vector128.Load(b + 8);
+            b1 = Vector128.Load(b + 12);
+            x = Vector128.Load(a + 16);
+            x00 = Vector128.MultiplyAddEstimate(x, b0, x00); x01 = Vector128.MultiplyAddEstimate(x, b1, x01);
+            x = Vector128.Load(a + 20);
+            x10 = Vector128.MultiplyAddEstimate(x, b0, x10); x11 = Vector128.MultiplyAddEstimate(x, b1, x11);
+            x = Vector128.Load(a + 24);
+            x20 = Vector128.MultiplyAddEstimate(x, b0, x20); x21 = Vector128.MultiplyAddEstimate(x, b1, x21);
+            x = Vector128.Load(a + 28);
+            x30 = Vector128.MultiplyAddEstimate(x, b0, x30); x31 = Vector128.MultiplyAddEstimate(x, b1, x31);
+        }
+
+        if (p < depth)
+        {
+            var b0 = Vector128.Load(b);
+            var b1 = Vector128.Load(b + 4);
+            var x = Vector128.Load(a + 0);
+            x00 = Vector128.MultiplyAddEstimate(x, b0, x00); x01 = Vector128.MultiplyAddEstimate(x, b1, x01);
+            x = Vector128.Load(a + 4);
+            x10 = Vector128.MultiplyAddEstimate(x, b0, x10); x11 = Vector128.MultiplyAddEstimate(x, b1, x11);
+            x = Vector128.Load(a + 8);
+            x20 = Vector128.MultiplyAddEstimate(x, b0, x20); x21 = Vector128.MultiplyAddEstimate(x, b1, x21);
+            x = Vector128.Load(a + 12);
+            x30 = Vector128.MultiplyAddEstimate(x, b0, x30); x31 = Vector128.MultiplyAddEstimate(x, b1, x31);
+        }
+
+        x00.Store(c); x01.Store(c + 4); x10.Store(c1); x11.Store(c1 + 4);
+        x20.Store(c2); x21.Store(c2 + 4); x30.Store(c3); x31.Store(c3 + 4);
+    }
+}
