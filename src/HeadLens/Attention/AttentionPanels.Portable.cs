@@ -17,9 +17,6 @@ namespace HeadLens.Attention;
 //   - keys are transposed into their blocks by a plain loop: once per key tile per head, ~1% of the tile's products.
 internal static partial class AttentionPanels
 {
-    /// <summary>Whether the 8-lane versions run (AVX2 with FMA, no AVX-512); below them the 4-lane ones here.</summary>
-    private static bool EightLanes => Vector256.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
-
     /// <summary>
     /// 2^x for 4 lanes: the clamp, rounding, polynomial and zeroing below the floor of the 8-lane version, with
     /// multiply-adds that are fused only where the machine has FMA: there its bits, within 2e-7; without FMA each step

@@ -35,9 +35,12 @@ internal static partial class AttentionPanels
     /// </summary>
     public static bool Available => Wide || EightLanes || Vector128.IsHardwareAccelerated;
 
-    // AVX-512 (16 lanes, 32 registers); otherwise each method below hands its work to its 8-lane version. Both are
-    // constants to the JIT, so the branch costs nothing.
+    // AVX-512 (16 lanes, 32 registers); otherwise each method below hands its work to its 8-lane version where
+    // EightLanes holds (AVX2 with FMA), else to its 4-lane one (AttentionPanels.Portable.cs). All three are constants
+    // to the JIT, so the branches cost nothing.
     private static bool Wide => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    private static bool EightLanes => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>
     /// 2^x for x ≤ 0 (scores minus their running max), relative error ≤ 2e-7 (a least-squares degree-5 fit of 2^f
