@@ -90,7 +90,7 @@ public class GemmTests
         CheckAgainstOracle(random, false, false, 13, 2100, 40, threads: 2, accumulate: true, padding: 5);
         CheckAgainstOracle(random, true, true, 50, 40, 1600, threads: 1, accumulate: false, padding: 0);
         CheckAgainstOracle(random, false, true, 101, 67, 800, threads: 2, accumulate: false, padding: 2);
-        // The Vector128 panels' blocks (1024 columns, 128 rows, 256 deep), on one thread and split by columns or rows.
+        // The Vector128 panels' blocks (1024 columns, 120 rows in strips of 6, 256 deep), on one thread and split by columns or rows.
         CheckAgainstOracle(random, true, false, 131, 1030, 300, threads: 1, accumulate: true, padding: 3);
         CheckAgainstOracle(random, false, true, 131, 1030, 300, threads: 2, accumulate: false, padding: 0);
         CheckAgainstOracle(random, true, true, 1030, 70, 257, threads: 2, accumulate: true, padding: 1);
