@@ -3,7 +3,8 @@
 // independent 512-bit FMA chains in flight (12 cycles per iteration where one FMA issues per cycle) and adds four or
 // more instructions of one kind on chains of their own; the time per iteration above the FMA-only loop is what they
 // cost. On Zen 4 (2026-11-27): add, max, and, vpermps, vrndscaleps, vscalefps, integer shifts and broadcast loads
-// are free; vmulps and compares into mask registers cost about a cycle each; vpermt2ps more.
+// are free; vmulps and compares into mask registers cost about a cycle each; vpermt2ps more. vreduceps and vsubps
+// (the exponential's f = x − round(x) and n = x − f since the twenty-eighth session) are free too (2026-11-29).
 // Build and run: gcc -O2 -mavx512f -mavx512dq -o /tmp/fma-neighbours bench/fma-neighbours.c && /tmp/fma-neighbours
 #include <immintrin.h>
 #include <stdio.h>
@@ -64,6 +65,8 @@ int main(void)
         RUN("+4 vmaxps", e0 = _mm512_max_ps(e0, y); e1 = _mm512_max_ps(e1, y); e2 = _mm512_max_ps(e2, y); e3 = _mm512_max_ps(e3, y);)
         RUN("+4 vandps", e0 = _mm512_and_ps(e0, y); e1 = _mm512_and_ps(e1, y); e2 = _mm512_and_ps(e2, y); e3 = _mm512_and_ps(e3, y);)
         RUN("+4 vrndscaleps", e0 = _mm512_roundscale_ps(e0, 8); e1 = _mm512_roundscale_ps(e1, 8); e2 = _mm512_roundscale_ps(e2, 8); e3 = _mm512_roundscale_ps(e3, 8);)
+        RUN("+4 vreduceps", e0 = _mm512_reduce_ps(e0, 8); e1 = _mm512_reduce_ps(e1, 8); e2 = _mm512_reduce_ps(e2, 8); e3 = _mm512_reduce_ps(e3, 8);)
+        RUN("+4 vsubps", e0 = _mm512_sub_ps(e0, y); e1 = _mm512_sub_ps(e1, y); e2 = _mm512_sub_ps(e2, y); e3 = _mm512_sub_ps(e3, y);)
         RUN("+4 vscalefps", e0 = _mm512_scalef_ps(e0, y); e1 = _mm512_scalef_ps(e1, y); e2 = _mm512_scalef_ps(e2, y); e3 = _mm512_scalef_ps(e3, y);)
         RUN("+4 vpermps", e0 = _mm512_permutexvar_ps(index, e0); e1 = _mm512_permutexvar_ps(index, e1); e2 = _mm512_permutexvar_ps(index, e2); e3 = _mm512_permutexvar_ps(index, e3);)
         RUN("+4 vpermt2ps", e0 = _mm512_permutex2var_ps(e0, index, y); e1 = _mm512_permutex2var_ps(e1, index, y); e2 = _mm512_permutex2var_ps(e2, index, y); e3 = _mm512_permutex2var_ps(e3, index, y);)
