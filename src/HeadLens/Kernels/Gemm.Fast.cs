@@ -20,8 +20,11 @@ namespace HeadLens.Kernels;
 // short streams that the hardware prefetchers do not follow far enough.
 // Register tiles: 12×32 with Vector512 (24 accumulators + 2 B vectors + 1 broadcast of 32 zmm registers; a 4×32
 // kernel for a last 4 rows; 24×16 for pairs of 12-row panels, 24 accumulators + 1 B vector), 6×16 with Vector256
-// (12 accumulators of 16 ymm). With Vector128 only, unpacked tiles (Gemm.Portable.cs); without hardware intrinsics a
-// plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
+// (12 accumulators of 16 ymm). Each accumulator starts from C's value where the product adds (every depth block after
+// the first, or accumulate) and sums over p in order, so a sum split into depth blocks goes on where the last block
+// stored it: an element's bits are those of one chain over the whole depth, whatever the depth blocking (which differs
+// between machines, and between weights packed once and per call: GemmBlocking.ForPacked). With Vector128 only,
+// unpacked tiles (Gemm.Portable.cs); without hardware intrinsics a plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
 // C's rows are a page apart for most products, so a C tile touches a page per row: a training step's activations
@@ -418,9 +421,16 @@ public static partial class Gemm
             }
             else
             {
-                // Edge tile: compute the whole padded tile aside, then merge the valid part.
-                shape.Kernel(kc, aPanel, bPanel, tile, nr, false, next);
-                MergeTile(tile, nr, cTile, ldc, mValid, nValid, add);
+                // Edge tile: the whole padded tile computed aside (starting from C's valid part, zeros around it, where
+                // adding), then the valid part copied back.
+                if (add)
+                {
+                    new Span<float>(tile, mr * nr).Clear();
+                    CopyTile(cTile, ldc, tile, nr, mValid, nValid);
+                }
+
+                shape.Kernel(kc, aPanel, bPanel, tile, nr, add, next);
+                CopyTile(tile, nr, cTile, ldc, mValid, nValid);
             }
         }
 
@@ -661,16 +671,12 @@ public static partial class Gemm
         Vector128.Store(u3.GetUpper(), t + 7 * width);
     }
 
-    private static unsafe void MergeTile(float* tile, int tileStride, float* c, int ldc, int rows, int columns, bool add)
+    // rows × columns of source (stride sourceStride) into target (stride targetStride).
+    private static unsafe void CopyTile(float* source, int sourceStride, float* target, int targetStride, int rows, int columns)
     {
         for (int i = 0; i < rows; i++)
         {
-            float* source = tile + i * tileStride;
-            float* target = c + (long)i * ldc;
-            for (int j = 0; j < columns; j++)
-            {
-                target[j] = add ? target[j] + source[j] : source[j];
-            }
+            new ReadOnlySpan<float>(source + ((long)i * sourceStride), columns).CopyTo(new Span<float>(target + ((long)i * targetStride), columns));
         }
     }
 
@@ -737,10 +743,30 @@ public static partial class Gemm
         // One row of the next tile asked for every 16 steps (every 4 trips of the unrolled loop).
         float* ahead = next;
         int rowsAhead = 12, gap = Math.Max(1, kc / 64), countdown = gap;
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
-        Vector512<float> c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
+        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        Vector512<float> c60, c61, c70, c71, c80, c81, c90, c91, ca0, ca1, cb0, cb1;
+        if (add)
+        {
+            float* row = c;
+            c00 = Vector512.Load(row); c01 = Vector512.Load(row + 16); row += ldc;
+            c10 = Vector512.Load(row); c11 = Vector512.Load(row + 16); row += ldc;
+            c20 = Vector512.Load(row); c21 = Vector512.Load(row + 16); row += ldc;
+            c30 = Vector512.Load(row); c31 = Vector512.Load(row + 16); row += ldc;
+            c40 = Vector512.Load(row); c41 = Vector512.Load(row + 16); row += ldc;
+            c50 = Vector512.Load(row); c51 = Vector512.Load(row + 16); row += ldc;
+            c60 = Vector512.Load(row); c61 = Vector512.Load(row + 16); row += ldc;
+            c70 = Vector512.Load(row); c71 = Vector512.Load(row + 16); row += ldc;
+            c80 = Vector512.Load(row); c81 = Vector512.Load(row + 16); row += ldc;
+            c90 = Vector512.Load(row); c91 = Vector512.Load(row + 16); row += ldc;
+            ca0 = Vector512.Load(row); ca1 = Vector512.Load(row + 16); row += ldc;
+            cb0 = Vector512.Load(row); cb1 = Vector512.Load(row + 16);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector512<float>.Zero;
+            c60 = c61 = c70 = c71 = c80 = c81 = c90 = c91 = ca0 = ca1 = cb0 = cb1 = Vector512<float>.Zero;
+        }
+
         Vector512<float> b0, b1;
         int p = 0;
         for (; p + 4 <= kc; p += 4)
@@ -905,32 +931,47 @@ public static partial class Gemm
             ahead += ldc;
         }
 
-        Store512(c, ldc, 0, c00, c01, add);
-        Store512(c, ldc, 1, c10, c11, add);
-        Store512(c, ldc, 2, c20, c21, add);
-        Store512(c, ldc, 3, c30, c31, add);
-        Store512(c, ldc, 4, c40, c41, add);
-        Store512(c, ldc, 5, c50, c51, add);
-        Store512(c, ldc, 6, c60, c61, add);
-        Store512(c, ldc, 7, c70, c71, add);
-        Store512(c, ldc, 8, c80, c81, add);
-        Store512(c, ldc, 9, c90, c91, add);
-        Store512(c, ldc, 10, ca0, ca1, add);
-        Store512(c, ldc, 11, cb0, cb1, add);
+        Store512(c, ldc, 0, c00, c01);
+        Store512(c, ldc, 1, c10, c11);
+        Store512(c, ldc, 2, c20, c21);
+        Store512(c, ldc, 3, c30, c31);
+        Store512(c, ldc, 4, c40, c41);
+        Store512(c, ldc, 5, c50, c51);
+        Store512(c, ldc, 6, c60, c61);
+        Store512(c, ldc, 7, c70, c71);
+        Store512(c, ldc, 8, c80, c81);
+        Store512(c, ldc, 9, c90, c91);
+        Store512(c, ldc, 10, ca0, ca1);
+        Store512(c, ldc, 11, cb0, cb1);
     }
 
     // 24×16 tile for BlockAcross: rows 0..11 from the A panel `upper`, 12..23 from `lower` (both 12-row panels, column p
     // 12 floats apart), against 16 columns of a 32-wide B panel (row p 32 floats apart). One B vector a step feeds 24
     // FMAs, each with its broadcast from memory. Two steps per loop trip. One row of the next tile is asked for per trip
     // over the first 24 trips (the rest at the end for a short depth). Each accumulator sums over p in order from
-    // zero and is then added to C, as in Kernel12x32: the same bits.
+    // C's value (when adding; else from zero), as in Kernel12x32: the same bits.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Kernel24x16(int kc, float* upper, float* lower, float* b, float* c, int ldc, bool add, float* next)
     {
         float* ahead = next;
         int rowsAhead = 24;
-        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
-        Vector512<float> c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23;
+        if (add)
+        {
+            float* row = c;
+            c0 = Vector512.Load(row); row += ldc; c1 = Vector512.Load(row); row += ldc; c2 = Vector512.Load(row); row += ldc; c3 = Vector512.Load(row); row += ldc;
+            c4 = Vector512.Load(row); row += ldc; c5 = Vector512.Load(row); row += ldc; c6 = Vector512.Load(row); row += ldc; c7 = Vector512.Load(row); row += ldc;
+            c8 = Vector512.Load(row); row += ldc; c9 = Vector512.Load(row); row += ldc; c10 = Vector512.Load(row); row += ldc; c11 = Vector512.Load(row); row += ldc;
+            c12 = Vector512.Load(row); row += ldc; c13 = Vector512.Load(row); row += ldc; c14 = Vector512.Load(row); row += ldc; c15 = Vector512.Load(row); row += ldc;
+            c16 = Vector512.Load(row); row += ldc; c17 = Vector512.Load(row); row += ldc; c18 = Vector512.Load(row); row += ldc; c19 = Vector512.Load(row); row += ldc;
+            c20 = Vector512.Load(row); row += ldc; c21 = Vector512.Load(row); row += ldc; c22 = Vector512.Load(row); row += ldc; c23 = Vector512.Load(row);
+        }
+        else
+        {
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = Vector512<float>.Zero;
+            c12 = c13 = c14 = c15 = c16 = c17 = c18 = c19 = c20 = c21 = c22 = c23 = Vector512<float>.Zero;
+        }
+
         Vector512<float> x;
         int p = 0;
         for (; p + 2 <= kc; p += 2)
@@ -1031,38 +1072,34 @@ public static partial class Gemm
             ahead += ldc;
         }
 
-        Store16(c, ldc, 0, c0, add);
-        Store16(c, ldc, 1, c1, add);
-        Store16(c, ldc, 2, c2, add);
-        Store16(c, ldc, 3, c3, add);
-        Store16(c, ldc, 4, c4, add);
-        Store16(c, ldc, 5, c5, add);
-        Store16(c, ldc, 6, c6, add);
-        Store16(c, ldc, 7, c7, add);
-        Store16(c, ldc, 8, c8, add);
-        Store16(c, ldc, 9, c9, add);
-        Store16(c, ldc, 10, c10, add);
-        Store16(c, ldc, 11, c11, add);
-        Store16(c, ldc, 12, c12, add);
-        Store16(c, ldc, 13, c13, add);
-        Store16(c, ldc, 14, c14, add);
-        Store16(c, ldc, 15, c15, add);
-        Store16(c, ldc, 16, c16, add);
-        Store16(c, ldc, 17, c17, add);
-        Store16(c, ldc, 18, c18, add);
-        Store16(c, ldc, 19, c19, add);
-        Store16(c, ldc, 20, c20, add);
-        Store16(c, ldc, 21, c21, add);
-        Store16(c, ldc, 22, c22, add);
-        Store16(c, ldc, 23, c23, add);
+        Store16(c, ldc, 0, c0);
+        Store16(c, ldc, 1, c1);
+        Store16(c, ldc, 2, c2);
+        Store16(c, ldc, 3, c3);
+        Store16(c, ldc, 4, c4);
+        Store16(c, ldc, 5, c5);
+        Store16(c, ldc, 6, c6);
+        Store16(c, ldc, 7, c7);
+        Store16(c, ldc, 8, c8);
+        Store16(c, ldc, 9, c9);
+        Store16(c, ldc, 10, c10);
+        Store16(c, ldc, 11, c11);
+        Store16(c, ldc, 12, c12);
+        Store16(c, ldc, 13, c13);
+        Store16(c, ldc, 14, c14);
+        Store16(c, ldc, 15, c15);
+        Store16(c, ldc, 16, c16);
+        Store16(c, ldc, 17, c17);
+        Store16(c, ldc, 18, c18);
+        Store16(c, ldc, 19, c19);
+        Store16(c, ldc, 20, c20);
+        Store16(c, ldc, 21, c21);
+        Store16(c, ldc, 22, c22);
+        Store16(c, ldc, 23, c23);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store16(float* c, int ldc, int row, Vector512<float> sum, bool add)
-    {
-        float* target = c + (long)row * ldc;
-        Vector512.Store(add ? sum + Vector512.Load(target) : sum, target);
-    }
+    private static unsafe void Store16(float* c, int ldc, int row, Vector512<float> sum) => Vector512.Store(sum, c + (long)row * ldc);
 
     // 4×32 tile over the first four rows of a 12-row A panel (column p of the panel is 12 floats apart); unrolled, and
     // its broadcasts written in place, as the 12×32 kernel's are.
@@ -1072,8 +1109,20 @@ public static partial class Gemm
         // One row of the next tile asked for every 16 steps (every 4 trips of the unrolled loop).
         float* ahead = next;
         int rowsAhead = 4, gap = Math.Max(1, kc / 64), countdown = gap;
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
+        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31;
+        if (add)
+        {
+            float* row = c;
+            c00 = Vector512.Load(row); c01 = Vector512.Load(row + 16); row += ldc;
+            c10 = Vector512.Load(row); c11 = Vector512.Load(row + 16); row += ldc;
+            c20 = Vector512.Load(row); c21 = Vector512.Load(row + 16); row += ldc;
+            c30 = Vector512.Load(row); c31 = Vector512.Load(row + 16);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = Vector512<float>.Zero;
+        }
+
         Vector512<float> b0, b1;
         int p = 0;
         for (; p + 4 <= kc; p += 4)
@@ -1158,10 +1207,10 @@ public static partial class Gemm
             ahead += ldc;
         }
 
-        Store512(c, ldc, 0, c00, c01, add);
-        Store512(c, ldc, 1, c10, c11, add);
-        Store512(c, ldc, 2, c20, c21, add);
-        Store512(c, ldc, 3, c30, c31, add);
+        Store512(c, ldc, 0, c00, c01);
+        Store512(c, ldc, 1, c10, c11);
+        Store512(c, ldc, 2, c20, c21);
+        Store512(c, ldc, 3, c30, c31);
     }
 
     // Asks for the cache lines of one row of the C tile the next call will read and write (row[0..width)), one row per
@@ -1217,15 +1266,9 @@ public static partial class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store512(float* c, int ldc, int row, Vector512<float> left, Vector512<float> right, bool add)
+    private static unsafe void Store512(float* c, int ldc, int row, Vector512<float> left, Vector512<float> right)
     {
         float* target = c + (long)row * ldc;
-        if (add)
-        {
-            left += Vector512.Load(target);
-            right += Vector512.Load(target + 16);
-        }
-
         Vector512.Store(left, target);
         Vector512.Store(right, target + 16);
     }
@@ -1239,8 +1282,22 @@ public static partial class Gemm
         // One row of the next tile asked for per trip of the unrolled loop, from the first.
         float* ahead = next;
         int rowsAhead = 6;
-        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        if (add)
+        {
+            float* row = c;
+            c00 = Vector256.Load(row); c01 = Vector256.Load(row + 8); row += ldc;
+            c10 = Vector256.Load(row); c11 = Vector256.Load(row + 8); row += ldc;
+            c20 = Vector256.Load(row); c21 = Vector256.Load(row + 8); row += ldc;
+            c30 = Vector256.Load(row); c31 = Vector256.Load(row + 8); row += ldc;
+            c40 = Vector256.Load(row); c41 = Vector256.Load(row + 8); row += ldc;
+            c50 = Vector256.Load(row); c51 = Vector256.Load(row + 8);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
+        }
+
         Vector256<float> b0, b1, ai;
         int p = 0;
         for (; p + 4 <= kc; p += 4)
@@ -1371,24 +1428,18 @@ public static partial class Gemm
             ahead += ldc;
         }
 
-        Store256(c, ldc, 0, c00, c01, add);
-        Store256(c, ldc, 1, c10, c11, add);
-        Store256(c, ldc, 2, c20, c21, add);
-        Store256(c, ldc, 3, c30, c31, add);
-        Store256(c, ldc, 4, c40, c41, add);
-        Store256(c, ldc, 5, c50, c51, add);
+        Store256(c, ldc, 0, c00, c01);
+        Store256(c, ldc, 1, c10, c11);
+        Store256(c, ldc, 2, c20, c21);
+        Store256(c, ldc, 3, c30, c31);
+        Store256(c, ldc, 4, c40, c41);
+        Store256(c, ldc, 5, c50, c51);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store256(float* c, int ldc, int row, Vector256<float> left, Vector256<float> right, bool add)
+    private static unsafe void Store256(float* c, int ldc, int row, Vector256<float> left, Vector256<float> right)
     {
         float* target = c + (long)row * ldc;
-        if (add)
-        {
-            left += Vector256.Load(target);
-            right += Vector256.Load(target + 8);
-        }
-
         Vector256.Store(left, target);
         Vector256.Store(right, target + 8);
     }

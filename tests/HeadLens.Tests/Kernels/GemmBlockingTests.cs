@@ -7,7 +7,8 @@ namespace HeadLens.Tests.Kernels;
 /// The fast product under every cache blocking the chooser can produce (and the smallest, and sizes that are not
 /// multiples of the tile) against the float64 oracle, per transposition, on 1 and 2 threads, through both the
 /// per-call packing and the weights packed once; and the chooser itself: cache sizes in, blocks that fit out.
-/// The tolerance is GemmTests's: k·ε of Σ|a·b| per entry (the blocking only changes the order of the sums).
+/// The tolerance is GemmTests's: k·ε of Σ|a·b| per entry; between blockings the bits are the same (each sum goes on
+/// across depth blocks in order).
 /// </summary>
 public sealed class GemmBlockingTests
 {
@@ -95,6 +96,72 @@ public sealed class GemmBlockingTests
                 Gemm.MultiplyPackedWith(blocking, m, x, k, packed, actual, n, accumulate: true, threads);
                 // Same blocking, same kernel, same order of sums: the same bits.
                 Assert.Equal(expected, actual);
+            }
+        }
+    }
+
+    // Each tile's accumulators start from C where the product adds (Gemm.Fast.cs), so a sum split into depth blocks
+    // goes on in order from where the last block stored it: any depth blocking gives every entry the same bits (edge
+    // tiles, the short-rows kernel, the 24-row walk, both thread splits, every transposition, overwriting and
+    // accumulating), and so do weights packed once under another depth (GemmBlocking.ForPacked) and per call.
+    [Fact]
+    public void TheDepthBlockingDoesNotChangeTheBits()
+    {
+        var random = new Random(23);
+        int[] depths = [16, 40, 64, 100, 160, 352, 1024];
+        foreach (var (m, n, k) in Sizes.Append((2 * TileRows * 3, 3 * TileColumns, 700)).Append((1000, 45, 300)))
+        {
+            float[] x = TestData.Uniform(random, m * k), w = TestData.Uniform(random, n * k), start = TestData.Uniform(random, m * n);
+            foreach (bool transposeA in new[] { false, true })
+            {
+                foreach (bool transposeB in new[] { false, true })
+                {
+                    foreach (int threads in new[] { 1, 2 })
+                    {
+                        bool accumulate = (threads == 2) ^ transposeA;
+                        float[]? first = null;
+                        foreach (int depth in depths)
+                        {
+                            float[] c = (float[])start.Clone();
+                            var blocking = new GemmBlocking(depth, GemmBlocking.ForThisMachine.Rows, GemmBlocking.ForThisMachine.Columns);
+                            Gemm.MultiplyWith(blocking, transposeA, transposeB, m, n, k, x, transposeA ? m : k, w, transposeB ? k : n, c, n, accumulate, threads);
+                            first ??= c;
+                            Assert.True(first.AsSpan().SequenceEqual(c), $"{m}×{n}×{k} tA={transposeA} tB={transposeB} threads={threads}: depth {depth} changed the bits of depth {depths[0]}");
+                        }
+                    }
+                }
+            }
+
+            var packed = Gemm.Pack(w, n, k);
+            if (packed is not null)
+            {
+                float[] perCall = (float[])start.Clone(), once = (float[])start.Clone();
+                Gemm.MultiplyWith(new GemmBlocking(64, 48, 256), false, true, m, n, k, x, k, w, k, perCall, n, accumulate: true, threads: 2);
+                Gemm.MultiplyPacked(m, x, k, packed, once, n, accumulate: true);
+                Assert.True(perCall.AsSpan().SequenceEqual(once), $"{m}×{n}×{k}: packed once under {GemmBlocking.ForPacked(m, k)}, per call under depth 64");
+            }
+        }
+    }
+
+    // Weights packed once: on half-rate machines the depth in the fewest equal blocks of at most 768, in multiples of
+    // 16 (a K of 384 one block, 1536 two of 768, 769 two of 400); elsewhere For's blocking.
+    [Fact]
+    public void PackedProductsSplitTheDepthIntoEqualBlocksOnHalfRateMachines()
+    {
+        foreach (int rows in new[] { 1, 16, 128, GemmBlocking.ForThisMachine.Rows, 4096 })
+        {
+            foreach (var (depth, expected) in new[] { (384, 384), (768, 768), (769, 400), (1536, 768), (3072, 768), (2048, 688), (40, 48) })
+            {
+                var blocking = GemmBlocking.ForPacked(rows, depth);
+                if (GemmBlocking.WideFmaAtHalfRate)
+                {
+                    Assert.Equal(GemmBlocking.For(rows) with { Depth = expected }, blocking);
+                    Assert.True(blocking.Depth <= GemmBlocking.DeepestPackedBlock && (depth + blocking.Depth - 1) / blocking.Depth == (depth + GemmBlocking.DeepestPackedBlock - 1) / GemmBlocking.DeepestPackedBlock, $"{depth}: {blocking}");
+                }
+                else
+                {
+                    Assert.Equal(GemmBlocking.For(rows), blocking);
+                }
             }
         }
     }
