@@ -84,7 +84,7 @@ public static partial class Gemm
     /// <summary>C[M,N] (+)= A[M,K] · Wᵀ with W packed by <see cref="Pack"/>: the fast product without packing B.</summary>
     public static void MultiplyPacked(
         int m, ReadOnlySpan<float> a, int lda, PackedWeights weight, Span<float> c, int ldc, bool accumulate, int threads = 0) =>
-        MultiplyPackedWith(GemmBlocking.ForPacked(m, weight.Columns), m, a, lda, weight, c, ldc, accumulate, threads);
+        MultiplyPackedWith(GemmBlocking.ForWeightPanels(m, weight.Columns), m, a, lda, weight, c, ldc, accumulate, threads);
 
     /// <summary>As <see cref="MultiplyPacked"/>, with the given cache blocking instead of this machine's (tests).</summary>
     internal static unsafe void MultiplyPackedWith(

@@ -67,17 +67,19 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     public static GemmBlocking For(int rows) => rows >= ForThisMachine.Rows ? ForThisMachine : ForFewRows;
 
     /// <summary>
-    /// The blocking for a product of <paramref name="rows"/> rows against weights packed once over their whole
-    /// <paramref name="depth"/> (<see cref="Gemm.MultiplyPacked"/>: inference). Where 512-bit FMAs issue at half rate
-    /// (<see cref="WideFmaAtHalfRate"/>) the depth is split into the fewest equal blocks of at most
-    /// <see cref="DeepestPackedBlock"/>: nothing of B is packed per block there, so a block costs only a pass over C
-    /// (its tiles loaded and stored), and the panels of A and B are read from L2 at the rate the half-rate FMAs use
-    /// them. Measured on Zen 4 (2 threads, B in cache, medians of three, GFLOP/s against For's L1 depth of 160):
-    /// 16 × 384 × 384 172 → 193, 128 × 1536 × 384 186 → 208, 16 × 3072 × 768 201 → 223, 256 × 3072 × 768 190 →
-    /// 221; depths past 768 gained nothing more, and a short last block (512 + 256) lost against two of 384.
-    /// Elsewhere <see cref="For"/>'s. The bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
+    /// The blocking for a product of <paramref name="rows"/> rows against a weight matrix whose B panels need no packing
+    /// per depth block: packed once over its whole <paramref name="depth"/> (<see cref="Gemm.MultiplyPacked"/>:
+    /// inference), or decoded from a ggml file as the product asks for them (QuantizedMatMul). Where 512-bit FMAs issue
+    /// at half rate (<see cref="WideFmaAtHalfRate"/>) the depth is split into the fewest equal blocks of at most
+    /// <see cref="DeepestWeightBlock"/>: a block then costs a pass over C (its tiles loaded and stored) and nothing
+    /// else, and the panels of A and B are read from L2 at the rate the half-rate FMAs use them. Measured on Zen 4 (2
+    /// threads, B in cache, medians of three, GFLOP/s against For's L1 depth of 160): packed, 16 × 384 × 384 172 → 193,
+    /// 128 × 1536 × 384 186 → 208, 256 × 3072 × 768 190 → 221; Q8_0 panels, 64 × 2048 × 2048 178 → 198; Q4_K's (whole
+    /// super-blocks: 256 before) 64 × 2048 × 5632 187 → 203. Depths past 768 gained nothing more, and a short last
+    /// block (512 + 256) mostly lost against two of 384. Elsewhere <see cref="For"/>'s. The bits do not depend on it
+    /// (Gemm.Fast.cs: the sums go on across blocks).
     /// </summary>
-    public static GemmBlocking ForPacked(int rows, int depth)
+    public static GemmBlocking ForWeightPanels(int rows, int depth)
     {
         var blocking = For(rows);
         if (!WideFmaAtHalfRate || depth <= 0)
@@ -85,12 +87,12 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
             return blocking;
         }
 
-        int blocks = (depth + DeepestPackedBlock - 1) / DeepestPackedBlock;
+        int blocks = (depth + DeepestWeightBlock - 1) / DeepestWeightBlock;
         return blocking with { Depth = RoundUp((depth + blocks - 1) / blocks, 16) };
     }
 
-    /// <summary>The deepest block <see cref="ForPacked"/> takes on half-rate machines.</summary>
-    public const int DeepestPackedBlock = 768;
+    /// <summary>The deepest block <see cref="ForWeightPanels"/> takes on half-rate machines.</summary>
+    public const int DeepestWeightBlock = 768;
 
     /// <summary>
     /// Blocks that fit <paramref name="caches"/> (null: the fallback) for a register tile of

@@ -103,7 +103,7 @@ public sealed class GemmBlockingTests
     // Each tile's accumulators start from C where the product adds (Gemm.Fast.cs), so a sum split into depth blocks
     // goes on in order from where the last block stored it: any depth blocking gives every entry the same bits (edge
     // tiles, the short-rows kernel, the 24-row walk, both thread splits, every transposition, overwriting and
-    // accumulating), and so do weights packed once under another depth (GemmBlocking.ForPacked) and per call.
+    // accumulating), and so do weights packed once under another depth (GemmBlocking.ForWeightPanels) and per call.
     [Fact]
     public void TheDepthBlockingDoesNotChangeTheBits()
     {
@@ -138,25 +138,25 @@ public sealed class GemmBlockingTests
                 float[] perCall = (float[])start.Clone(), once = (float[])start.Clone();
                 Gemm.MultiplyWith(new GemmBlocking(64, 48, 256), false, true, m, n, k, x, k, w, k, perCall, n, accumulate: true, threads: 2);
                 Gemm.MultiplyPacked(m, x, k, packed, once, n, accumulate: true);
-                Assert.True(perCall.AsSpan().SequenceEqual(once), $"{m}×{n}×{k}: packed once under {GemmBlocking.ForPacked(m, k)}, per call under depth 64");
+                Assert.True(perCall.AsSpan().SequenceEqual(once), $"{m}×{n}×{k}: packed once under {GemmBlocking.ForWeightPanels(m, k)}, per call under depth 64");
             }
         }
     }
 
-    // Weights packed once: on half-rate machines the depth in the fewest equal blocks of at most 768, in multiples of
-    // 16 (a K of 384 one block, 1536 two of 768, 769 two of 400); elsewhere For's blocking.
+    // Weights packed once or decoded as used: on half-rate machines the depth in the fewest equal blocks of at most 768,
+    // in multiples of 16 (a K of 384 one block, 1536 two of 768, 769 two of 400); elsewhere For's blocking.
     [Fact]
-    public void PackedProductsSplitTheDepthIntoEqualBlocksOnHalfRateMachines()
+    public void WeightPanelProductsSplitTheDepthIntoEqualBlocksOnHalfRateMachines()
     {
         foreach (int rows in new[] { 1, 16, 128, GemmBlocking.ForThisMachine.Rows, 4096 })
         {
             foreach (var (depth, expected) in new[] { (384, 384), (768, 768), (769, 400), (1536, 768), (3072, 768), (2048, 688), (40, 48) })
             {
-                var blocking = GemmBlocking.ForPacked(rows, depth);
+                var blocking = GemmBlocking.ForWeightPanels(rows, depth);
                 if (GemmBlocking.WideFmaAtHalfRate)
                 {
                     Assert.Equal(GemmBlocking.For(rows) with { Depth = expected }, blocking);
-                    Assert.True(blocking.Depth <= GemmBlocking.DeepestPackedBlock && (depth + blocking.Depth - 1) / blocking.Depth == (depth + GemmBlocking.DeepestPackedBlock - 1) / GemmBlocking.DeepestPackedBlock, $"{depth}: {blocking}");
+                    Assert.True(blocking.Depth <= GemmBlocking.DeepestWeightBlock && (depth + blocking.Depth - 1) / blocking.Depth == (depth + GemmBlocking.DeepestWeightBlock - 1) / GemmBlocking.DeepestWeightBlock, $"{depth}: {blocking}");
                 }
                 else
                 {

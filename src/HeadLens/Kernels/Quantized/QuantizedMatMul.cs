@@ -81,7 +81,7 @@ public static class QuantizedMatMul
 
         if (Gemm.TakesPanels)
         {
-            MultiplyDecodingPanels(type, weights, n, k, x, m, y, GemmBlocking.For(m));
+            MultiplyDecodingPanels(type, weights, n, k, x, m, y, GemmBlocking.ForWeightPanels(m, k));
             return;
         }
 
