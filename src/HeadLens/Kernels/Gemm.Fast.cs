@@ -24,7 +24,8 @@ namespace HeadLens.Kernels;
 // the first, or accumulate) and sums over p in order, so a sum split into depth blocks goes on where the last block
 // stored it: an element's bits are those of one chain over the whole depth, whatever the depth blocking (which differs
 // between machines, and between weights packed once and per call: GemmBlocking.ForWeightPanels). With Vector128 only,
-// unpacked tiles (Gemm.Portable.cs); without hardware intrinsics a plain loop (ikj order) runs. Packing transposes 4×4 blocks inside vector lanes (AVX-512 or AVX), else element by element.
+// unpacked tiles (Gemm.Portable.cs); without hardware intrinsics a plain loop (ikj order) runs. Packing transposes 4×4
+// blocks inside vector lanes (AVX-512 or AVX), else element by element.
 // Threads (ComputeThreads, a persistent pool): with more rows than one A block (MC), they share each packed B block
 // and split the rows (Gemm.Threads.cs); with fewer, each takes its own range of columns and packs its own panels.
 // C's rows are a page apart for most products, so a C tile touches a page per row: a training step's activations
