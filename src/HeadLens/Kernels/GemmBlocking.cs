@@ -76,8 +76,8 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     /// threads, B in cache, medians of three, GFLOP/s against For's L1 depth of 160): packed, 16 × 384 × 384 172 → 193,
     /// 128 × 1536 × 384 186 → 208, 256 × 3072 × 768 190 → 221; Q8_0 panels, 64 × 2048 × 2048 178 → 198; Q4_K's (whole
     /// super-blocks: 256 before) 64 × 2048 × 5632 187 → 203. Depths past 768 gained nothing more, and a short last
-    /// block (512 + 256) mostly lost against two of 384. Elsewhere <see cref="For"/>'s. The bits do not depend on it
-    /// (Gemm.Fast.cs: the sums go on across blocks).
+    /// block (512 + 256) mostly lost against two of 384. NC narrows to keep the B block within Choose's share of L3.
+    /// Elsewhere <see cref="For"/>'s. The bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
     /// </summary>
     public static GemmBlocking ForWeightPanels(int rows, int depth)
     {
@@ -87,8 +87,11 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
             return blocking;
         }
 
-        int blocks = (depth + DeepestWeightBlock - 1) / DeepestWeightBlock;
-        return blocking with { Depth = RoundUp((depth + blocks - 1) / blocks, 16) };
+        // The deeper block keeps the B block (shared by the threads when the rows are many: panels decoded from a file)
+        // in its quarter of L3 by narrowing NC as Choose would.
+        int blocks = (depth + DeepestWeightBlock - 1) / DeepestWeightBlock, depthBlock = RoundUp((depth + blocks - 1) / blocks, 16);
+        var caches = DetectedCaches is { Level1: > 0, Level2: > 0 } detected ? detected : FallbackCaches;
+        return blocking with { Depth = depthBlock, Columns = Math.Min(blocking.Columns, ColumnsFor(caches, depthBlock, Gemm.TileColumns)) };
     }
 
     /// <summary>The deepest block <see cref="ForWeightPanels"/> takes on half-rate machines.</summary>
@@ -120,11 +123,16 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
         int rows = (int)Math.Clamp(caches.Level2 / 2 / ((long)depth * bytes), tileRows, MaxRows);
         rows = Math.Max(tileRows, RoundDown(rows, tileRows));
 
-        // No L3 reported: the B block is read from memory once per row block either way; give it what four L2s hold.
+        return new GemmBlocking(depth, rows, ColumnsFor(caches, depth, tileColumns));
+    }
+
+    // NC: the B block (depth × NC floats) in a quarter of L3. No L3 reported: the B block is read from memory once per
+    // row block either way; give it what four L2s hold.
+    private static int ColumnsFor(CacheSizes caches, int depth, int tileColumns)
+    {
         long level3 = caches.Level3 > 0 ? caches.Level3 : 4 * caches.Level2;
-        int columns = (int)Math.Clamp(level3 / 4 / ((long)depth * bytes), tileColumns, MaxColumns);
-        columns = Math.Max(tileColumns, RoundDown(columns, tileColumns));
-        return new GemmBlocking(depth, rows, columns);
+        int columns = (int)Math.Clamp(level3 / 4 / ((long)depth * sizeof(float)), tileColumns, MaxColumns);
+        return Math.Max(tileColumns, RoundDown(columns, tileColumns));
     }
 
     /// <summary>

@@ -144,7 +144,8 @@ public sealed class GemmBlockingTests
     }
 
     // Weights packed once or decoded as used: on half-rate machines the depth in the fewest equal blocks of at most 768,
-    // in multiples of 16 (a K of 384 one block, 1536 two of 768, 769 two of 400); elsewhere For's blocking.
+    // in multiples of 16 (a K of 384 one block, 1536 two of 768, 769 two of 400), and NC no wider than keeps the B block
+    // in a quarter of L3; elsewhere For's blocking.
     [Fact]
     public void WeightPanelProductsSplitTheDepthIntoEqualBlocksOnHalfRateMachines()
     {
@@ -155,7 +156,12 @@ public sealed class GemmBlockingTests
                 var blocking = GemmBlocking.ForWeightPanels(rows, depth);
                 if (GemmBlocking.WideFmaAtHalfRate)
                 {
-                    Assert.Equal(GemmBlocking.For(rows) with { Depth = expected }, blocking);
+                    // The B block (depth × NC) stays within the quarter of L3 that the blocking's own depth had.
+                    var caches = GemmBlocking.DetectedCaches is { Level1: > 0, Level2: > 0 } detected ? detected : GemmBlocking.FallbackCaches;
+                    long level3 = caches.Level3 > 0 ? caches.Level3 : 4 * caches.Level2;
+                    Assert.Equal(GemmBlocking.For(rows) with { Depth = expected, Columns = blocking.Columns }, blocking);
+                    Assert.True(blocking.Columns <= GemmBlocking.For(rows).Columns && blocking.Columns % TileColumns == 0, $"{blocking}");
+                    Assert.True(blocking.Columns == TileColumns || (long)blocking.Depth * blocking.Columns * sizeof(float) <= level3 / 4, $"{depth}: {blocking}");
                     Assert.True(blocking.Depth <= GemmBlocking.DeepestWeightBlock && (depth + blocking.Depth - 1) / blocking.Depth == (depth + GemmBlocking.DeepestWeightBlock - 1) / GemmBlocking.DeepestWeightBlock, $"{depth}: {blocking}");
                 }
                 else
