@@ -90,8 +90,7 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
         // The deeper block keeps the B block (shared by the threads when the rows are many: panels decoded from a file)
         // in its quarter of L3 by narrowing NC as Choose would.
         int blocks = (depth + DeepestWeightBlock - 1) / DeepestWeightBlock, depthBlock = RoundUp((depth + blocks - 1) / blocks, 16);
-        var caches = DetectedCaches is { Level1: > 0, Level2: > 0 } detected ? detected : FallbackCaches;
-        return blocking with { Depth = depthBlock, Columns = Math.Min(blocking.Columns, ColumnsFor(caches, depthBlock, Gemm.TileColumns)) };
+        return blocking with { Depth = depthBlock, Columns = Math.Min(blocking.Columns, ColumnsFor(Usable(DetectedCaches), depthBlock, Gemm.TileColumns)) };
     }
 
     /// <summary>The deepest block <see cref="ForWeightPanels"/> takes on half-rate machines.</summary>
@@ -106,12 +105,7 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(tileRows, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tileColumns, 1);
-        caches ??= FallbackCaches;
-        if (caches.Level1 <= 0 || caches.Level2 <= 0)
-        {
-            caches = FallbackCaches;
-        }
-
+        caches = Usable(caches);
         const int bytes = sizeof(float);
         int ways = caches.Level1Ways > 1 ? caches.Level1Ways : 8;
         long level1 = caches.Level1 * (ways - 1) / ways;
@@ -125,6 +119,9 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
 
         return new GemmBlocking(depth, rows, ColumnsFor(caches, depth, tileColumns));
     }
+
+    // The caches given, or the fallback where they are missing or report no L1 or L2.
+    private static CacheSizes Usable(CacheSizes? caches) => caches is { Level1: > 0, Level2: > 0 } ? caches : FallbackCaches;
 
     // NC: the B block (depth × NC floats) in a quarter of L3. No L3 reported: the B block is read from memory once per
     // row block either way; give it what four L2s hold.
