@@ -16,7 +16,7 @@ public static partial class Gemm
         Span<float> c, int ldc, bool accumulate, int threads = 0)
     {
         CheckArguments(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc);
-        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, GemmBlocking.For(m));
+        MultiplyFast(transposeA, transposeB, m, n, k, a, lda, b, ldb, c, ldc, accumulate, threads, GemmBlocking.ForProduct(m, k));
     }
 
     /// <summary>

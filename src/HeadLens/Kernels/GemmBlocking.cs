@@ -23,7 +23,7 @@ namespace HeadLens.Kernels;
 /// of L2 (MC·KC·4 B = L2/2) the two costs balance at MC = KC = √(L2/8 B): 1 MiB gives KC = 352, MC = 372 (the L1 rule
 /// gives 160 and 816). Measured on Zen 4 (EPYC, 2 threads, alternated, medians of 9): 2048³ 7% faster; of 12
 /// GPT-2 training shapes with 768 rows or more (all three transpositions), 8 faster by up to 5%, 4 slower by at most
-/// 2%. Products with fewer rows than one A block keep the L1 rule (<see cref="For"/>).</item>
+/// 2%. Products with fewer rows than one A block keep the L1 rule (<see cref="For(int)"/>), and many-row products split K into equal blocks (<see cref="ForProduct"/>).</item>
 /// <item>MC: the packed A block (MC × KC) stays in L2 for the whole sweep over NC columns: half of L2, the rest for
 /// the B panels passing through and C.</item>
 /// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (the threads share one, or two alternating,
@@ -67,34 +67,54 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     public static GemmBlocking For(int rows) => rows >= ForThisMachine.Rows ? ForThisMachine : ForFewRows;
 
     /// <summary>
+    /// The blocking for a product of <paramref name="rows"/> rows of op(A) over <paramref name="depth"/> whose B is packed
+    /// per call (<see cref="Gemm.Multiply"/>): <see cref="For(int)"/>'s, except where 512-bit FMAs issue at half rate
+    /// (<see cref="WideFmaAtHalfRate"/>) and the rows fill an A block: there the depth is split into the fewest equal
+    /// blocks of at most <see cref="DeepestHalfRateBlock"/>, as <see cref="ForWeightPanels"/> does. The L2 rule's 352
+    /// split a GPT-2 product's K = 768 as 352 + 352 + 64 and K = 3072 as 8 × 352 + 256: every block is a pass over C
+    /// (the vocabulary head's logits are 206 MB at 1,024 tokens, read and written from memory at each pass) and a wait
+    /// for the B block's packing, and the short last one ran the kernel at a fraction of its rate. The A block (up to
+    /// MC × 768 floats) then outgrows half of L2, which costs nothing seen: its panels are read from L2 or L3 at the rate
+    /// the half-rate FMAs use them. Measured on Zen 4 (medians of 7 alternations against 352): of the 15 products of a
+    /// GPT-2 step at 1,024 tokens on 2 threads, the ten with K = 768, 2304, 3072 or 50257 ran 0.2–4.4% faster, the five
+    /// weight gradients (K = 1024: two blocks of 512) −1.3% to +0.4% but the vocabulary head's (−5.1%; +1.3% and +3.5%
+    /// in two other sweeps), 2048³ (three blocks of 688) +1.3%; on one thread 11 of the 15 faster, the slowest −2.5%.
+    /// The bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
+    /// </summary>
+    public static GemmBlocking ForProduct(int rows, int depth) =>
+        WideFmaAtHalfRate && rows >= ForThisMachine.Rows ? InEqualDepthBlocks(For(rows), depth) : For(rows);
+
+    /// <summary>
     /// The blocking for a product of <paramref name="rows"/> rows against a weight matrix whose B panels need no packing
     /// per depth block: packed once over its whole <paramref name="depth"/> (<see cref="Gemm.MultiplyPacked"/>:
     /// inference), or decoded from a ggml file as the product asks for them (QuantizedMatMul). Where 512-bit FMAs issue
     /// at half rate (<see cref="WideFmaAtHalfRate"/>) the depth is split into the fewest equal blocks of at most
-    /// <see cref="DeepestWeightBlock"/>: a block then costs a pass over C (its tiles loaded and stored) and nothing
-    /// else, and the panels of A and B are read from L2 at the rate the half-rate FMAs use them. Measured on Zen 4 (2
-    /// threads, B in cache, medians of three, GFLOP/s against For's L1 depth of 160): packed, 16 × 384 × 384 172 → 193,
-    /// 128 × 1536 × 384 186 → 208, 256 × 3072 × 768 190 → 221; Q8_0 panels, 64 × 2048 × 2048 178 → 198; Q4_K's (whole
-    /// super-blocks: 256 before) 64 × 2048 × 5632 187 → 203. Depths past 768 gained nothing more, and a short last
-    /// block (512 + 256) mostly lost against two of 384. NC narrows to keep the B block within Choose's share of L3.
-    /// Elsewhere <see cref="For"/>'s. The bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
+    /// <see cref="DeepestHalfRateBlock"/>, with any number of rows: a block then costs a pass over C (its tiles loaded
+    /// and stored) and nothing else, and the panels of A and B are read from L2 at the rate the half-rate FMAs use them.
+    /// Measured on Zen 4 (2 threads, B in cache, medians of three, GFLOP/s against For's L1 depth of 160): packed,
+    /// 16 × 384 × 384 172 → 193, 128 × 1536 × 384 186 → 208, 256 × 3072 × 768 190 → 221; Q8_0 panels, 64 × 2048 × 2048
+    /// 178 → 198; Q4_K's (whole super-blocks: 256 before) 64 × 2048 × 5632 187 → 203. Depths past 768 gained nothing
+    /// more, and a short last block (512 + 256) mostly lost against two of 384. Elsewhere <see cref="For(int)"/>'s. The
+    /// bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
     /// </summary>
-    public static GemmBlocking ForWeightPanels(int rows, int depth)
+    public static GemmBlocking ForWeightPanels(int rows, int depth) =>
+        WideFmaAtHalfRate ? InEqualDepthBlocks(For(rows), depth) : For(rows);
+
+    /// <summary>The deepest block <see cref="ForProduct"/> and <see cref="ForWeightPanels"/> take on half-rate machines.</summary>
+    public const int DeepestHalfRateBlock = 768;
+
+    // The depth in the fewest equal blocks of at most DeepestHalfRateBlock (multiples of 16), and NC narrowed so that
+    // the deeper B block (shared by the threads when the rows are many) stays in its quarter of L3, as Choose sizes it.
+    private static GemmBlocking InEqualDepthBlocks(GemmBlocking blocking, int depth)
     {
-        var blocking = For(rows);
-        if (!WideFmaAtHalfRate || depth <= 0)
+        if (depth <= 0)
         {
             return blocking;
         }
 
-        // The deeper block keeps the B block (shared by the threads when the rows are many: panels decoded from a file)
-        // in its quarter of L3 by narrowing NC as Choose would.
-        int blocks = (depth + DeepestWeightBlock - 1) / DeepestWeightBlock, depthBlock = RoundUp((depth + blocks - 1) / blocks, 16);
+        int blocks = (depth + DeepestHalfRateBlock - 1) / DeepestHalfRateBlock, depthBlock = RoundUp((depth + blocks - 1) / blocks, 16);
         return blocking with { Depth = depthBlock, Columns = Math.Min(blocking.Columns, ColumnsFor(Usable(DetectedCaches), depthBlock, Gemm.TileColumns)) };
     }
-
-    /// <summary>The deepest block <see cref="ForWeightPanels"/> takes on half-rate machines.</summary>
-    public const int DeepestWeightBlock = 768;
 
     /// <summary>
     /// Blocks that fit <paramref name="caches"/> (null: the fallback) for a register tile of

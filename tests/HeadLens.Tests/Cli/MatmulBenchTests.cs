@@ -16,7 +16,7 @@ public class MatmulBenchTests
         Assert.True(code == 0, error);
         using var json = JsonDocument.Parse(output);
         var configs = json.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("config")).ToArray();
-        var own = GemmBlocking.For(96);
+        var own = GemmBlocking.ForProduct(96, 96);
         string machines = $"{own.Depth}x{own.Rows}x{own.Columns} (this machine's)";
         Assert.Equal(
             [$"2/{machines}", $"2/{given}", $"1/{machines}", $"1/{given}"],

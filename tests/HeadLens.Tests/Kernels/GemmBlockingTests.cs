@@ -143,30 +143,37 @@ public sealed class GemmBlockingTests
         }
     }
 
-    // Weights packed once or decoded as used: on half-rate machines the depth in the fewest equal blocks of at most 768,
-    // in multiples of 16 (a K of 384 one block, 1536 two of 768, 769 two of 400), and NC no wider than keeps the B block
-    // in a quarter of L3; elsewhere For's blocking.
+    // Weights packed once or decoded as used, and per-call products with rows enough for a whole A block: on half-rate
+    // machines the depth in the fewest equal blocks of at most 768, in multiples of 16 (a K of 384 one block, 1536 two
+    // of 768, 769 two of 400), and NC no wider than keeps the B block in a quarter of L3; per-call products with fewer
+    // rows, and every product elsewhere, For's blocking.
     [Fact]
-    public void WeightPanelProductsSplitTheDepthIntoEqualBlocksOnHalfRateMachines()
+    public void HalfRateMachinesSplitTheDepthIntoEqualBlocks()
     {
-        foreach (int rows in new[] { 1, 16, 128, GemmBlocking.ForThisMachine.Rows, 4096 })
+        foreach (int rows in new[] { 1, 16, 128, GemmBlocking.ForThisMachine.Rows - 1, GemmBlocking.ForThisMachine.Rows, 4096 })
         {
-            foreach (var (depth, expected) in new[] { (384, 384), (768, 768), (769, 400), (1536, 768), (3072, 768), (2048, 688), (40, 48) })
+            foreach (var (depth, expected) in new[] { (384, 384), (768, 768), (769, 400), (1536, 768), (3072, 768), (2048, 688), (1024, 512), (40, 48) })
             {
-                var blocking = GemmBlocking.ForWeightPanels(rows, depth);
+                var weightPanels = GemmBlocking.ForWeightPanels(rows, depth);
+                var perCall = GemmBlocking.ForProduct(rows, depth);
                 if (GemmBlocking.WideFmaAtHalfRate)
                 {
                     // The B block (depth × NC) stays within the quarter of L3 that the blocking's own depth had.
                     var caches = GemmBlocking.DetectedCaches is { Level1: > 0, Level2: > 0 } detected ? detected : GemmBlocking.FallbackCaches;
                     long level3 = caches.Level3 > 0 ? caches.Level3 : 4 * caches.Level2;
-                    Assert.Equal(GemmBlocking.For(rows) with { Depth = expected, Columns = blocking.Columns }, blocking);
-                    Assert.True(blocking.Columns <= GemmBlocking.For(rows).Columns && blocking.Columns % TileColumns == 0, $"{blocking}");
-                    Assert.True(blocking.Columns == TileColumns || (long)blocking.Depth * blocking.Columns * sizeof(float) <= level3 / 4, $"{depth}: {blocking}");
-                    Assert.True(blocking.Depth <= GemmBlocking.DeepestWeightBlock && (depth + blocking.Depth - 1) / blocking.Depth == (depth + GemmBlocking.DeepestWeightBlock - 1) / GemmBlocking.DeepestWeightBlock, $"{depth}: {blocking}");
+                    Assert.Equal(GemmBlocking.For(rows) with { Depth = expected, Columns = weightPanels.Columns }, weightPanels);
+                    Assert.True(weightPanels.Columns <= GemmBlocking.For(rows).Columns && weightPanels.Columns % TileColumns == 0, $"{weightPanels}");
+                    Assert.True(weightPanels.Columns == TileColumns || (long)weightPanels.Depth * weightPanels.Columns * sizeof(float) <= level3 / 4, $"{depth}: {weightPanels}");
+                    Assert.True(
+                        weightPanels.Depth <= GemmBlocking.DeepestHalfRateBlock
+                        && (depth + weightPanels.Depth - 1) / weightPanels.Depth == (depth + GemmBlocking.DeepestHalfRateBlock - 1) / GemmBlocking.DeepestHalfRateBlock,
+                        $"{depth}: {weightPanels}");
+                    Assert.Equal(rows >= GemmBlocking.ForThisMachine.Rows ? weightPanels : GemmBlocking.For(rows), perCall);
                 }
                 else
                 {
-                    Assert.Equal(GemmBlocking.For(rows), blocking);
+                    Assert.Equal(GemmBlocking.For(rows), weightPanels);
+                    Assert.Equal(GemmBlocking.For(rows), perCall);
                 }
             }
         }
