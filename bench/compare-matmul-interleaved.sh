@@ -5,7 +5,8 @@
 # processes, one after the other) is not: see bench/MatmulPeer/Program.cs.
 # Usage: bash bench/compare-matmul-interleaved.sh [--threads 1,2] [--samples 15] [--sample-ms 20] [--gap-ms 20]
 #        [--only square|forward|input-grad|weight-grad] [--sizes 2048] [--shapes 256x3072x768,512x512x512]
-#        (from anywhere; --shapes keeps only those m×n×k)
+#        [--tokens 1024]   (from anywhere; --shapes keeps only those m×n×k; --tokens times the GPT-2 step's products
+#        at these token counts instead of the squares and the 256 tokens of B = 4, T = 64: 1024 is T = 256)
 #        ISA=avx2 bash bench/compare-matmul-interleaved.sh ...   both without AVX-512 (.NET's AVX-512 off, OpenBLAS
 #        as Haswell): the AVX2-only machine class, measured on an AVX-512 machine.
 #        ISA=sse bash bench/compare-matmul-interleaved.sh ...   both with AVX off too (.NET's Vector128 paths,

@@ -13,7 +13,7 @@ namespace HeadLens.MatmulPeer;
 // apart see the same machine, and the median of their ratios keeps that.
 //
 // The shapes are `headlens bench matmul`'s: squares of 512, 1024 and 2048, and the products of a GPT-2 124M
-// training step with 256 tokens (forward y = x·Wᵀ, input gradient dx = dy·W, weight gradient dW += dyᵀ·x), in the
+// training step with 256 tokens (B = 4, T = 64; --tokens 1024 for T = 256) (forward y = x·Wᵀ, input gradient dx = dy·W, weight gradient dW += dyᵀ·x), in the
 // layouts HeadLens uses, which OpenBLAS receives as the same transposes (row-major cblas, beta = 1 where HeadLens
 // accumulates).
 //
@@ -22,6 +22,7 @@ namespace HeadLens.MatmulPeer;
 // threads the work is spread over threads that also wait for each other, so samples are timed by the wall clock.
 //
 // Usage: dotnet MatmulPeer.dll [--threads 1,2] [--samples N] [--sample-ms MS] [--gap-ms MS] [--only OP] [--sizes N,N]
+//        [--shapes MxNxK,...] [--tokens N,N]
 // Needs libopenblas.so.0 (Debian: libopenblas0-openmp); OPENBLAS_CORETYPE must be set before the process starts
 // (the library reads it when it loads): compare-matmul-interleaved.sh sets it.
 internal static class Program
@@ -171,14 +172,14 @@ internal static class Program
     private static List<Shape> Shapes(Options options)
     {
         var shapes = new List<Shape>();
-        foreach (int size in options.Sizes ?? [512, 1024, 2048])
+        // --tokens alone times the step's products only (as `bench matmul --tokens` does).
+        foreach (int size in options.Sizes ?? (options.Tokens is null ? [512, 1024, 2048] : []))
         {
             shapes.Add(new Shape("square", false, false, size, size, size));
         }
 
-        if (options.Sizes is null)
+        foreach (int tokens in options.Sizes is null ? options.Tokens ?? [256] : [])
         {
-            const int tokens = 256;
             // (output features, input features) of each GPT-2 124M linear layer; the last is the vocabulary head.
             foreach (var (outputs, inputs) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072), (50257, 768) })
             {
@@ -317,7 +318,7 @@ internal static class Program
         }
     }
 
-    private sealed record Options(int[] Threads, int Samples, double SampleMs, double GapMs, string? Only, int[]? Sizes, string[]? Dims = null)
+    private sealed record Options(int[] Threads, int Samples, double SampleMs, double GapMs, string? Only, int[]? Sizes, string[]? Dims = null, int[]? Tokens = null)
     {
         private static readonly string[] Ops = ["square", "forward", "input-grad", "weight-grad"];
 
@@ -337,7 +338,8 @@ internal static class Program
                     "--only" => options with { Only = Ops.Contains(value) ? value : throw new ToolException($"--only expects one of {string.Join(", ", Ops)}, got '{value}'") },
                     "--sizes" => options with { Sizes = Integers(name, value) },
                     "--shapes" => options with { Dims = Shapes(value) },
-                    _ => throw new ToolException($"unknown option '{name}' (known: --threads, --samples, --sample-ms, --gap-ms, --only, --sizes, --shapes)"),
+                    "--tokens" => options with { Tokens = Integers(name, value) },
+                    _ => throw new ToolException($"unknown option '{name}' (known: --threads, --samples, --sample-ms, --gap-ms, --only, --sizes, --shapes, --tokens)"),
                 };
             }
 
