@@ -11,8 +11,8 @@ namespace HeadLens.Kernels;
 //       for each NR panel, for each MR panel: the micro-kernel accumulates an MR×NR tile of C in registers.
 // With AVX-512 an A block of 24 rows or more is walked the other way round (Block → BlockAcross): for each group of 8 B
 // panels (in L2), for each pair of A panels (in L1), 24×16 tiles along C's rows, the same packing and the same bits.
-// KC, MC and NC come from the caches the machine reports (GemmBlocking: why, the sizes each level must hold, and
-// where the depth is sized by L2 instead and split into equal blocks per product, for products with many rows on Zen 4):
+// KC, MC and NC come from the caches the machine reports (GemmBlocking: why, the sizes each level must hold, where
+// the depth is sized by L2 instead, and where each product splits its depth into equal blocks: Zen 4, 128 rows or more):
 // the B panel being used stays in L1 (there, streams from L2) while the kernel runs down the A block, which stays in L2.
 // Packed panels start on a cache line, and each kernel call asks for the cache lines of the next C tile while it
 // runs (PrefetchRow). The packing asks for its source ahead too (rows of B ldb apart, the next rows of a transpose,
@@ -35,7 +35,7 @@ public static partial class Gemm
     /// <summary>
     /// The cache blocking of products with many rows: chosen once from the caches this machine reports (those with
     /// fewer rows than one A block take <see cref="GemmBlocking.For(int)"/>'s, which differs only on Zen 4, where each
-    /// product with many rows also splits its depth into equal blocks: <see cref="GemmBlocking.ForProduct"/>).
+    /// product of 128 rows or more also splits its depth into equal blocks: <see cref="GemmBlocking.ForProduct"/>).
     /// </summary>
     public static GemmBlocking Blocking => GemmBlocking.ForThisMachine;
 

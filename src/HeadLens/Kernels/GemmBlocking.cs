@@ -23,7 +23,8 @@ namespace HeadLens.Kernels;
 /// of L2 (MC·KC·4 B = L2/2) the two costs balance at MC = KC = √(L2/8 B): 1 MiB gives KC = 352, MC = 372 (the L1 rule
 /// gives 160 and 816). Measured on Zen 4 (EPYC, 2 threads, alternated, medians of 9): 2048³ 7% faster; of 12
 /// GPT-2 training shapes with 768 rows or more (all three transpositions), 8 faster by up to 5%, 4 slower by at most
-/// 2%. Products with fewer rows than one A block keep the L1 rule (<see cref="For(int)"/>), and many-row products split K into equal blocks (<see cref="ForProduct"/>).</item>
+/// 2%. Products with fewer rows than one A block take the L1 rule (<see cref="For(int)"/>); a product's depth is
+/// then split into equal blocks of up to 768 from 128 rows up (<see cref="ForProduct"/>).</item>
 /// <item>MC: the packed A block (MC × KC) stays in L2 for the whole sweep over NC columns: half of L2, the rest for
 /// the B panels passing through and C.</item>
 /// <item>NC: the packed B block (KC × NC) in a quarter of the shared L3 (the threads share one, or two alternating,
@@ -69,20 +70,27 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     /// <summary>
     /// The blocking for a product of <paramref name="rows"/> rows of op(A) over <paramref name="depth"/> whose B is packed
     /// per call (<see cref="Gemm.Multiply"/>): <see cref="For(int)"/>'s, except where 512-bit FMAs issue at half rate
-    /// (<see cref="WideFmaAtHalfRate"/>) and the rows fill an A block: there the depth is split into the fewest equal
-    /// blocks of at most <see cref="DeepestHalfRateBlock"/>, as <see cref="ForWeightPanels"/> does. The L2 rule's 352
-    /// split a GPT-2 product's K = 768 as 352 + 352 + 64 and K = 3072 as 8 × 352 + 256: every block is a pass over C
-    /// (the vocabulary head's logits are 206 MB at 1,024 tokens, read and written from memory at each pass) and a wait
-    /// for the B block's packing, and the short last one ran the kernel at a fraction of its rate. The A block (up to
-    /// MC × 768 floats) then outgrows half of L2, which costs nothing seen: its panels are read from L2 or L3 at the rate
-    /// the half-rate FMAs use them. Measured on Zen 4 (medians of 7 alternations against 352): of the 15 products of a
-    /// GPT-2 step at 1,024 tokens on 2 threads, the ten with K = 768, 2304, 3072 or 50257 ran 0.2–4.4% faster, the five
-    /// weight gradients (K = 1024: two blocks of 512) −1.3% to +0.4% but the vocabulary head's (−5.1%; +1.3% and +3.5%
-    /// in two other sweeps), 2048³ (three blocks of 688) +1.3%; on one thread 11 of the 15 faster, the slowest −2.5%.
-    /// The bits do not depend on it (Gemm.Fast.cs: the sums go on across blocks).
+    /// (<see cref="WideFmaAtHalfRate"/>) and the rows are at least <see cref="DeepBlockRows"/>: there the depth is split
+    /// into the fewest equal blocks of at most <see cref="DeepestHalfRateBlock"/>, as <see cref="ForWeightPanels"/>
+    /// does. The L2 rule's 352 split a GPT-2 product's K = 768 as 352 + 352 + 64 and K = 3072 as 8 × 352 + 256 (the
+    /// L1 rule's 160, for fewer rows than one A block, as 4 × 160 + 128): every block is a pass over C (the vocabulary
+    /// head's logits are 206 MB at 1,024 tokens, read and written from memory at each pass) and, with many rows, a wait
+    /// for the shared B block's packing, and a short last block ran the kernel at a fraction of its rate. The A block
+    /// (up to MC × 768 floats) then outgrows half of L2, which costs nothing seen: its panels are read from L2 or L3 at
+    /// the rate the half-rate FMAs use them. Measured on Zen 4 (medians of 5–7 alternations, GFLOP/s): of the 15
+    /// products of a GPT-2 step at 1,024 tokens on 2 threads, against 352, the ten with K = 768, 2304, 3072 or 50257
+    /// ran 0.2–4.4% faster, the five weight gradients (K = 1024: two blocks of 512) −1.3% to +0.4% but the vocabulary
+    /// head's (−5.1%; +1.3% and +3.5% in two other sweeps), 2048³ (three blocks of 688) +1.3%, and on one thread 11 of
+    /// the 15 faster, the slowest −2.5%; of 10 at 256 tokens, against 160, all faster (+0.6% to +7.6%); at 128 and 64
+    /// rows the products with B untransposed 6–9% faster, with y = x·Wᵀ's within ±4%; at 16 rows those 8–16% slower,
+    /// where each B panel serves two A panels and is better read from L1. The bits do not depend on it (Gemm.Fast.cs:
+    /// the sums go on across blocks).
     /// </summary>
     public static GemmBlocking ForProduct(int rows, int depth) =>
-        WideFmaAtHalfRate && rows >= ForThisMachine.Rows ? InEqualDepthBlocks(For(rows), depth) : For(rows);
+        WideFmaAtHalfRate && rows >= DeepBlockRows ? InEqualDepthBlocks(For(rows), depth) : For(rows);
+
+    /// <summary>The fewest rows for which <see cref="ForProduct"/> takes the deep blocks on half-rate machines.</summary>
+    public const int DeepBlockRows = 128;
 
     /// <summary>
     /// The blocking for a product of <paramref name="rows"/> rows against a weight matrix whose B panels need no packing

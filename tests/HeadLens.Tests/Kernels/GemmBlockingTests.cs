@@ -143,14 +143,14 @@ public sealed class GemmBlockingTests
         }
     }
 
-    // Weights packed once or decoded as used, and per-call products with rows enough for a whole A block: on half-rate
+    // Weights packed once or decoded as used, and per-call products of at least DeepBlockRows rows: on half-rate
     // machines the depth in the fewest equal blocks of at most 768, in multiples of 16 (a K of 384 one block, 1536 two
     // of 768, 769 two of 400), and NC no wider than keeps the B block in a quarter of L3; per-call products with fewer
     // rows, and every product elsewhere, For's blocking.
     [Fact]
     public void HalfRateMachinesSplitTheDepthIntoEqualBlocks()
     {
-        foreach (int rows in new[] { 1, 16, 128, GemmBlocking.ForThisMachine.Rows - 1, GemmBlocking.ForThisMachine.Rows, 4096 })
+        foreach (int rows in new[] { 1, 16, GemmBlocking.DeepBlockRows - 1, GemmBlocking.DeepBlockRows, GemmBlocking.ForThisMachine.Rows, 4096 })
         {
             foreach (var (depth, expected) in new[] { (384, 384), (768, 768), (769, 400), (1536, 768), (3072, 768), (2048, 688), (1024, 512), (40, 48) })
             {
@@ -168,7 +168,7 @@ public sealed class GemmBlockingTests
                         weightPanels.Depth <= GemmBlocking.DeepestHalfRateBlock
                         && (depth + weightPanels.Depth - 1) / weightPanels.Depth == (depth + GemmBlocking.DeepestHalfRateBlock - 1) / GemmBlocking.DeepestHalfRateBlock,
                         $"{depth}: {weightPanels}");
-                    Assert.Equal(rows >= GemmBlocking.ForThisMachine.Rows ? weightPanels : GemmBlocking.For(rows), perCall);
+                    Assert.Equal(rows >= GemmBlocking.DeepBlockRows ? weightPanels : GemmBlocking.For(rows), perCall);
                 }
                 else
                 {

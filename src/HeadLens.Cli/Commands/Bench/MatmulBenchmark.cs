@@ -68,7 +68,7 @@ internal sealed class MatmulBenchmark : IBenchmark
             ? "the fallback cache sizes (the machine reported none)"
             : $"L1d {caches.Level1 >> 10} KiB ({caches.Level1Ways}-way), L2 {caches.Level2 >> 10} KiB, L3 {caches.Level3 >> 20} MiB")
             + (GemmBlocking.WideFmaAtHalfRate
-                ? $"; depth sized by L2 (512-bit FMAs issue at half rate here) and split into equal blocks of at most {GemmBlocking.DeepestHalfRateBlock} per product, KC={GemmBlocking.ForFewRows.Depth} MC={GemmBlocking.ForFewRows.Rows} below {blocking.Rows} rows"
+                ? $"; depth sized by L2 (512-bit FMAs issue at half rate here) and split into equal blocks of at most {GemmBlocking.DeepestHalfRateBlock} per product from {GemmBlocking.DeepBlockRows} rows, KC={GemmBlocking.ForFewRows.Depth} MC={GemmBlocking.ForFewRows.Rows} below {blocking.Rows} rows"
                 : ""));
         var results = new List<BenchResult>();
         foreach (var (op, transposeA, transposeB, m, n, k) in configs)
