@@ -80,7 +80,7 @@ public sealed record GemmBlocking(int Depth, int Rows, int Columns)
     /// the rate the half-rate FMAs use them. Measured on Zen 4 (medians of 5–7 alternations, GFLOP/s): of the 15
     /// products of a GPT-2 step at 1,024 tokens on 2 threads, against 352, the ten with K = 768, 2304, 3072 or 50257
     /// ran 0.2–4.4% faster, the five weight gradients (K = 1024: two blocks of 512) −1.3% to +0.4% but the vocabulary
-    /// head's (−5.1%; +1.3% and +3.5% in two other sweeps), 2048³ (three blocks of 688) +1.3%, and on one thread 11 of
+    /// head's (−5.1%; +0.6% and +1.3% in two other sweeps), 2048³ (three blocks of 688) +1.3%, and on one thread 11 of
     /// the 15 faster, the slowest −2.5%; of 10 at 256 tokens, against 160, all faster (+0.6% to +7.6%); at 128 and 64
     /// rows the products with B untransposed 6–9% faster, with y = x·Wᵀ's within ±4%; at 16 rows those 8–16% slower,
     /// where each B panel serves two A panels and is better read from L1. The bits do not depend on it (Gemm.Fast.cs:
