@@ -13,9 +13,9 @@ namespace HeadLens.MatmulPeer;
 // apart see the same machine, and the median of their ratios keeps that.
 //
 // The shapes are `headlens bench matmul`'s: squares of 512, 1024 and 2048, and the products of a GPT-2 124M
-// training step with 256 tokens (B = 4, T = 64; --tokens 1024 for T = 256) (forward y = x·Wᵀ, input gradient dx = dy·W, weight gradient dW += dyᵀ·x), in the
-// layouts HeadLens uses, which OpenBLAS receives as the same transposes (row-major cblas, beta = 1 where HeadLens
-// accumulates).
+// training step with 256 tokens (B = 4, T = 64; --tokens 1024 for T = 256, without the squares): forward y = x·Wᵀ,
+// input gradient dx = dy·W, weight gradient dW += dyᵀ·x, in the layouts HeadLens uses, which OpenBLAS receives as the
+// same transposes (row-major cblas, beta = 1 where HeadLens accumulates).
 //
 // On one thread both engines run on the calling thread, so a sample is timed by that thread's CPU time: what a
 // neighbour's process takes from the core while the sample runs is then not counted against either engine. On more
